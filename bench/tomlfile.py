@@ -1,0 +1,62 @@
+"""Load a TOML file into a pydantic model, turning every problem into one clear line."""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from bench.errors import UserError
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _location(loc: tuple) -> str:
+    """('load', 'users') -> '[load] users'; ('name',) -> 'name'."""
+    parts = [str(p) for p in loc]
+    if len(parts) == 1:
+        return parts[0]
+    return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
+
+
+def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names valid at the table that holds `loc`."""
+    current: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(str(part)) if current else None
+        annotation = field.annotation if field else None
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return list(current.model_fields) if current else []
+
+
+def explain(error: ValidationError, model: type[BaseModel]) -> str:
+    """The first validation problem, phrased for a person editing the file."""
+    first = error.errors()[0]
+    loc = tuple(first["loc"])
+    where = _location(loc)
+    if first["type"] == "extra_forbidden":
+        guess = difflib.get_close_matches(str(loc[-1]), _known_fields(model, loc), n=1)
+        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+        return f"{where}: unknown key{hint}"
+    if first["type"] == "missing":
+        return f"{where}: required key is missing"
+    return f"{where}: {first['msg']} (got {first.get('input')!r})"
+
+
+def load_model(path: Path, model: type[Model], what: str) -> Model:
+    """Parse `path` as TOML and validate it as `model`; raise UserError on any problem."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what} file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read {what} file: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"{path}: {explain(exc, model)}") from None
