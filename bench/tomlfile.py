@@ -32,6 +32,15 @@ def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(current.model_fields) if current else []
 
 
+def _is_table(model: type[BaseModel], loc: tuple) -> bool:
+    current: type[BaseModel] | None = model
+    for part in loc:
+        field = current.model_fields.get(str(part)) if current else None
+        annotation = field.annotation if field else None
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return current is not None
+
+
 def explain(error: ValidationError, model: type[BaseModel]) -> str:
     """The first validation problem, phrased for a person editing the file."""
     first = error.errors()[0]
@@ -42,6 +51,8 @@ def explain(error: ValidationError, model: type[BaseModel]) -> str:
         hint = f" (did you mean '{guess[0]}'?)" if guess else ""
         return f"{where}: unknown key{hint}"
     if first["type"] == "missing":
+        if _is_table(model, loc):
+            return f"required table [{'.'.join(map(str, loc))}] is missing"
         return f"{where}: required key is missing"
     return f"{where}: {first['msg']} (got {first.get('input')!r})"
 

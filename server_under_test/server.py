@@ -219,9 +219,9 @@ class Archive:
         self.index.close()
 
 
-def parse_args(argv: list[str] | None) -> ServerConfig:
+def parse_args(argv: list[str] | None, prog: str = "python -m server_under_test") -> ServerConfig:
     parser = argparse.ArgumentParser(
-        prog="python -m server_under_test",
+        prog=prog,
         description="pacsbench reference archive: a DICOM Storage SCP (C-ECHO, C-STORE) that writes "
         "each instance durably (temp file, fsync, rename) and indexes it in SQLite before answering.",
     )
@@ -240,8 +240,8 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m server_under_test") -> int:
+    config = parse_args(argv, prog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     try:

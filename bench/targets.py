@@ -1,0 +1,146 @@
+"""Targets: the archive under test. Start it (or not), wait until it answers, describe, stop.
+
+Readiness is always a C-ECHO answer, never a TCP connect: a port can accept connections
+long before the DICOM service behind it is able to answer.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.dimse_client import AssociationFailed, Peer, echo_once
+from bench.errors import UserError
+from bench.scenario import ClientSpec, TargetSpec
+
+READY_LINE = re.compile(r"server_under_test (?P<version>\S+) listening on (?P<host>\S+):(?P<port>\d+) ")
+
+
+def wait_for_echo(peer: Peer, calling_ae: str, timeout: float, alive=lambda: True) -> float:
+    """C-ECHO until the peer answers; return seconds waited or raise UserError."""
+    start = time.monotonic()
+    last_error = ""
+    while time.monotonic() - start < timeout:
+        if not alive():
+            break
+        try:
+            echo_once(peer, calling_ae, timeout=min(5.0, timeout))
+            return time.monotonic() - start
+        except AssociationFailed as exc:
+            last_error = str(exc)
+            time.sleep(0.2)
+    raise UserError(f"target {peer} did not answer C-ECHO within {timeout:g} s: {last_error or 'process exited'}")
+
+
+class RemoteTarget:
+    """Any archive reachable over the network; pacsbench starts nothing."""
+
+    kind = "remote"
+
+    def __init__(self, spec: TargetSpec, client: ClientSpec):
+        self.spec = spec
+        self.client = client
+        self.peer = Peer(spec.host, int(spec.port), spec.ae_title)
+        self.ready_seconds: float | None = None
+
+    def start(self, run_dir: Path) -> None:
+        self.ready_seconds = wait_for_echo(self.peer, self.client.calling_ae, timeout=self.client.timeout)
+
+    def stop(self) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "host": self.peer.host, "port": self.peer.port, "ae_title": self.peer.ae_title,
+                "ready_seconds": self.ready_seconds}
+
+
+class NativeTarget:
+    """The reference archive (server_under_test) as a local process, data in the run folder."""
+
+    kind = "native"
+    START_TIMEOUT = 30.0
+    STOP_TIMEOUT = 60.0
+
+    def __init__(self, spec: TargetSpec, client: ClientSpec):
+        self.spec = spec
+        self.client = client
+        self.process: subprocess.Popen | None = None
+        self.peer: Peer | None = None
+        self.data: Path | None = None
+        self.version = ""
+        self.ready_seconds: float | None = None
+        self.exit_code: int | None = None
+
+    def command(self, data: Path) -> list[str]:
+        cmd = [sys.executable, "-m", "server_under_test", "--host", self.spec.host, "--port", str(self.spec.port or 0),
+               "--aet", self.spec.ae_title, "--data", str(data), "--max-pdu", str(self.spec.max_pdu)]
+        return cmd + ([] if self.spec.fsync else ["--no-fsync"])
+
+    def start(self, run_dir: Path) -> None:
+        self.data = run_dir / "archive"
+        log = (run_dir / "server.log").open("wb")
+        started = time.monotonic()
+        self.process = subprocess.Popen(self.command(self.data), stdout=subprocess.PIPE, stderr=log)
+        line = self._read_ready_line()
+        match = READY_LINE.match(line)
+        if not match:
+            self.stop()
+            tail = (run_dir / "server.log").read_text(errors="replace").strip().splitlines()
+            reason = tail[-1] if tail else line.strip() or "no output"
+            raise UserError(f"native archive did not start: {reason} (see {run_dir / 'server.log'})")
+        self.version = match["version"]
+        self.peer = Peer(match["host"], int(match["port"]), self.spec.ae_title)
+        remaining = max(self.START_TIMEOUT - (time.monotonic() - started), 1.0)
+        wait_for_echo(self.peer, self.client.calling_ae, remaining, alive=lambda: self.process.poll() is None)
+        self.ready_seconds = time.monotonic() - started
+
+    def _read_ready_line(self) -> str:
+        ready, _, _ = select.select([self.process.stdout], [], [], self.START_TIMEOUT)
+        if not ready:
+            return ""
+        return self.process.stdout.readline().decode(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM (the archive finishes in-flight stores), then SIGKILL if it hangs."""
+        if self.process is None or self.exit_code is not None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(self.STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.exit_code = self.process.returncode
+        if self.process.stdout:
+            self.process.stdout.close()
+        if self.data and not self.spec.keep_data:
+            # The index stays with the run as evidence; the (large) image files go.
+            shutil.rmtree(self.data / "storage", ignore_errors=True)
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "host": self.peer.host if self.peer else self.spec.host,
+            "port": self.peer.port if self.peer else self.spec.port,
+            "ae_title": self.spec.ae_title,
+            "server": f"server_under_test {self.version}",
+            "fsync": self.spec.fsync,
+            "max_pdu": self.spec.max_pdu,
+            "data": str(self.data) if self.data else None,
+            "storage_kept": self.spec.keep_data,
+            "ready_seconds": self.ready_seconds,
+            "exit_code": self.exit_code,
+        }
+
+
+def make_target(spec: TargetSpec, client: ClientSpec):
+    if spec.kind == "native":
+        return NativeTarget(spec, client)
+    return RemoteTarget(spec, client)
