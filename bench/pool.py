@@ -49,15 +49,19 @@ def _pool_key(profile: Profile, seed: int, size: int) -> str:
 
 
 def fresh_copy(instance: Dataset, study_uid: str, series_uid: str, accession: str) -> Dataset:
-    """A new dataset sharing the (large) element values, with new identifying UIDs."""
+    """A new dataset sharing the (large) element values, with new identifying UIDs.
+
+    The new values go in as new DataElements (add_new): assigning an attribute would
+    mutate the element object the template shares.
+    """
     copy = Dataset(dict(instance.items()))
-    copy.file_meta = FileMetaDataset(instance.file_meta)
+    copy.file_meta = FileMetaDataset(dict(instance.file_meta.items()))
     sop_uid = generate_uid()
-    copy.StudyInstanceUID = study_uid
-    copy.SeriesInstanceUID = series_uid
-    copy.SOPInstanceUID = sop_uid
-    copy.AccessionNumber = accession
-    copy.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    copy.add_new("StudyInstanceUID", "UI", study_uid)
+    copy.add_new("SeriesInstanceUID", "UI", series_uid)
+    copy.add_new("SOPInstanceUID", "UI", sop_uid)
+    copy.add_new("AccessionNumber", "SH", accession)
+    copy.file_meta.add_new("MediaStorageSOPInstanceUID", "UI", sop_uid)
     return copy
 
 
@@ -91,6 +95,8 @@ class StudyPool:
             instances = []
             for path in sorted((folder / f"study-{i:04d}").glob("*.dcm")):
                 ds = dcmread(path)
+                for _ in ds:  # convert raw elements once, so copies share converted elements
+                    pass
                 instances.append(PooledInstance(ds, int(ds.get("NumberOfFrames", 1) or 1), path.stat().st_size))
             studies.append(instances)
         return studies

@@ -17,6 +17,8 @@ Model = TypeVar("Model", bound=BaseModel)
 def _location(loc: tuple) -> str:
     """('load', 'users') -> '[load] users'; ('name',) -> 'name'."""
     parts = [str(p) for p in loc]
+    if not parts:
+        return "(top level)"
     if len(parts) == 1:
         return parts[0]
     return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
@@ -43,13 +45,18 @@ def _is_table(model: type[BaseModel], loc: tuple) -> bool:
 
 def explain(error: ValidationError, model: type[BaseModel]) -> str:
     """The first validation problem, phrased for a person editing the file."""
-    first = error.errors()[0]
+    # A typo shows up twice (an unknown key and a missing one): name the typo first.
+    first = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc = tuple(first["loc"])
     where = _location(loc)
     if first["type"] == "extra_forbidden":
         guess = difflib.get_close_matches(str(loc[-1]), _known_fields(model, loc), n=1)
         hint = f" (did you mean '{guess[0]}'?)" if guess else ""
         return f"{where}: unknown key{hint}"
+    if first["type"] == "value_error" and not loc:
+        return first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error" and _is_table(model, loc):
+        return f"[{'.'.join(map(str, loc))}]: {first['msg'].removeprefix('Value error, ')}"
     if first["type"] == "missing":
         if _is_table(model, loc):
             return f"required table [{'.'.join(map(str, loc))}] is missing"

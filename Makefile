@@ -1,0 +1,30 @@
+# Two commands matter: `make demo` (the main job on the embedded default) and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pacsbench needs Python 3.11 or newer")'
+	@$(PYTHON) -m venv $(VENV) || { echo "cannot create a virtual environment: on Debian run 'apt-get install python3-venv'" >&2; exit 1; }
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+# Start the reference archive, synthesize ~30 MB DSA studies (cached), store them with
+# 4 locust users for 20 s, write results/<run-id>/ and its report.
+demo: $(STAMP)
+	$(BIN)/pacsbench run scenarios/demo.toml | tee $(VENV)/last-run.txt
+	$(BIN)/pacsbench report "$$(tail -n 1 $(VENV)/last-run.txt)"
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

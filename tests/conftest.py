@@ -1,0 +1,89 @@
+"""Shared fixtures: real tools (DCMTK, dciodvfy), a running reference archive, a private cache."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_TOOLS = os.environ.get("PACSBENCH_REQUIRE_TOOLS") == "1"
+
+
+def require_tool(path: str, package: str) -> str:
+    """The tool's path; skip when absent, except in CI where absence is a failure."""
+    if shutil.which(path):
+        return path
+    message = f"{path} not installed (apt-get install {package})"
+    if REQUIRE_TOOLS:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Keep the study pool cache of the test session away from the user's."""
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("PACSBENCH_CACHE")
+    os.environ["PACSBENCH_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("PACSBENCH_CACHE", None)
+    else:
+        os.environ["PACSBENCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_studies(tmp_path_factory) -> Path:
+    """Two tiny synthetic studies on disk (generated once per test session)."""
+    from bench.generate import generate
+    from bench.profile import load_profile
+
+    out = tmp_path_factory.mktemp("tiny-studies")
+    generate(load_profile("tiny"), 2, 7, out, progress=False)
+    return out
+
+
+class RunningArchive:
+    def __init__(self, process: subprocess.Popen, port: int, data: Path, ae_title: str):
+        self.process, self.port, self.data, self.ae_title = process, port, data, ae_title
+
+    @property
+    def index(self) -> Path:
+        return self.data / "index.sqlite"
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_archive(data: Path, *extra: str, ae_title: str = "PACSBENCH") -> RunningArchive:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server_under_test", "--port", "0", "--aet", ae_title, "--data", str(data), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    line = process.stdout.readline()
+    match = re.search(r"listening on [^ ]+:(\d+) ", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"archive did not start: {line!r} {process.stderr.read()}")
+    return RunningArchive(process, int(match.group(1)), data, ae_title)
+
+
+@pytest.fixture
+def archive(tmp_path):
+    running = start_archive(tmp_path / "archive")
+    yield running
+    running.stop()

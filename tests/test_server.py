@@ -1,0 +1,135 @@
+"""The reference archive against real peers: DCMTK's storescu/echoscu and pynetdicom."""
+
+import os
+import sqlite3
+import subprocess
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import XRayAngiographicImageStorage
+
+from conftest import require_tool, start_archive
+
+NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def _indexed(archive) -> dict[str, str]:
+    with sqlite3.connect(archive.index) as db:
+        return dict(db.execute("SELECT sop_uid, path FROM instance"))
+
+
+def _associate(archive, calling="TESTSCU"):
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(XRayAngiographicImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title)
+    assert assoc.is_established
+    return assoc
+
+
+def test_dcmtk_echoscu_gets_an_answer(archive):
+    echoscu = require_tool("/usr/bin/echoscu", "dcmtk")
+    result = subprocess.run([echoscu, "-aec", archive.ae_title, "127.0.0.1", str(archive.port)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def test_dcmtk_storescu_stores_a_study_and_the_index_holds_it(archive, tiny_studies):
+    storescu = require_tool("/usr/bin/storescu", "dcmtk")
+    files = sorted((tiny_studies / "study-0000").glob("*.dcm"))
+    result = subprocess.run([storescu, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), *map(str, files)],
+                            capture_output=True, text=True, timeout=60, env=NODELAY)
+    assert result.returncode == 0, result.stderr
+    indexed = _indexed(archive)
+    for source in files:
+        sent = dcmread(source)
+        assert sent.SOPInstanceUID in indexed
+        stored = dcmread(indexed[sent.SOPInstanceUID])
+        assert stored.PixelData == sent.PixelData and stored.StudyInstanceUID == sent.StudyInstanceUID
+    with sqlite3.connect(archive.index) as db:
+        (study_count,) = db.execute("SELECT COUNT(*) FROM study").fetchone()
+        (frames,) = db.execute("SELECT SUM(frames) FROM instance").fetchone()
+    assert study_count == 1 and frames == sum(int(dcmread(f).NumberOfFrames) for f in files)
+
+
+def _dataset_bytes(file_bytes: bytes) -> bytes:
+    """The bytes after the file meta group (0002,0000 gives its length)."""
+    assert file_bytes[128:132] == b"DICM" and file_bytes[132:136] == b"\x02\x00\x00\x00"
+    meta_length = int.from_bytes(file_bytes[140:144], "little")
+    return file_bytes[144 + meta_length:]
+
+
+def test_stored_file_holds_the_dataset_bytes_as_sent(archive, tiny_studies):
+    source = sorted(tiny_studies.rglob("*.dcm"))[0]
+    sent = dcmread(source)
+    assoc = _associate(archive)
+    try:
+        assert assoc.send_c_store(sent).Status == 0
+    finally:
+        assoc.release()
+    stored_path = _indexed(archive)[sent.SOPInstanceUID]
+    with open(stored_path, "rb") as stored:
+        assert _dataset_bytes(stored.read()) == _dataset_bytes(source.read_bytes())
+
+
+def _xa_dataset(sop_uid="1.2.3.4.5", study_uid="1.2.3.1", series_uid="1.2.3.2") -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = XRayAngiographicImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.PatientID = "P"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def test_a_uid_that_would_escape_the_storage_folder_is_refused(archive):
+    assoc = _associate(archive)
+    try:
+        status = assoc.send_c_store(_xa_dataset(study_uid="../../../tmp")).Status
+        ok = assoc.send_c_store(_xa_dataset(sop_uid="1.2.3.4.6")).Status  # the server keeps serving
+    finally:
+        assoc.release()
+    assert status == 0xA900 and ok == 0
+    assert set(_indexed(archive)) == {"1.2.3.4.6"}
+    assert not list(archive.data.parent.rglob("tmp*.dcm"))
+
+
+def test_a_dataset_that_does_not_parse_gets_c210_and_no_file(archive, tmp_path):
+    good = BytesIO()
+    ds = _xa_dataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(good, enforce_file_format=True)
+    raw = good.getvalue()
+    body_at = raw.index(b"\x08\x00\x16\x00")  # (0008,0016) SOP Class UID: first dataset element
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(raw[:body_at] + b"\x08\x00\x16\x00UI\xff\x7fgarbage")  # length runs past the end
+    assoc = _associate(archive)
+    old = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes as they are
+    try:
+        status = assoc.send_c_store(bad).Status
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = old
+        assoc.release()
+    assert status == 0xC210
+    assert _indexed(archive) == {}
+    assert not list((archive.data / "storage").rglob("*.dcm"))
+
+
+def test_sigterm_stops_the_server_cleanly(tmp_path):
+    running = start_archive(tmp_path / "a")
+    assert running.stop() == 0
+
+
+def test_port_in_use_is_one_clear_line(archive, tmp_path):
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "server_under_test", "--port", str(archive.port),
+                             "--data", str(tmp_path / "b")], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "cannot listen on" in result.stderr and result.stderr.strip().count("\n") == 0
