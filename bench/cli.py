@@ -43,7 +43,6 @@ def _add_serve(sub) -> None:
         "`python -m server_under_test`; see `pacsbench serve --help`.",
         add_help=False,
     )
-    p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_serve)
 
 
@@ -139,7 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if argv[:1] == ["serve"]:
+        # Everything after `serve` belongs to the archive's own parser (argparse's REMAINDER
+        # would refuse a leading option such as --help).
+        args = argparse.Namespace(func=cmd_serve, args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except UserError as exc:

@@ -34,7 +34,7 @@ def _why_unreachable(peer: Peer, timeout: float) -> str:
     """After a failed association, find the network-level reason for the message."""
     try:
         with socket.create_connection((peer.host, peer.port), timeout=timeout):
-            return "the TCP connection opens but no DICOM association was accepted"
+            return "the TCP connection opens but the association was aborted or timed out"
     except socket.timeout:
         return f"no answer within {timeout:g} s"
     except OSError as exc:
@@ -84,9 +84,7 @@ class DicomClient:
 
     def _failure_reason(self, assoc) -> str:
         if assoc.is_rejected:
-            return f"{self.peer} rejected the association"
-        if assoc.is_aborted:
-            return f"{self.peer} aborted the association request"
+            return f"{self.peer} rejected the association (calling AE {self.ae.ae_title}: not allowed, or wrong called AE?)"
         return f"cannot associate with {self.peer}: {_why_unreachable(self.peer, min(self.timeout, 5.0))}"
 
     def echo(self) -> int:
