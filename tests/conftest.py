@@ -69,9 +69,13 @@ class RunningArchive:
         return self.process.returncode
 
 
-def start_archive(data: Path, *extra: str, ae_title: str = "PACSBENCH") -> RunningArchive:
+SERVER_MODULE = [sys.executable, "-m", "server_under_test"]
+PACSBENCH_SERVE = [sys.executable, "-m", "bench.cli", "serve"]
+
+
+def start_archive(data: Path, *extra: str, ae_title: str = "PACSBENCH", command=SERVER_MODULE) -> RunningArchive:
     process = subprocess.Popen(
-        [sys.executable, "-m", "server_under_test", "--port", "0", "--aet", ae_title, "--data", str(data), *extra],
+        [*command, "--port", "0", "--aet", ae_title, "--data", str(data), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     line = process.stdout.readline()

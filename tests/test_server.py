@@ -11,7 +11,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import XRayAngiographicImageStorage
 
-from conftest import require_tool, start_archive
+from conftest import PACSBENCH_SERVE, require_tool, start_archive
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 
@@ -59,6 +59,19 @@ def _dataset_bytes(file_bytes: bytes) -> bytes:
     assert file_bytes[128:132] == b"DICM" and file_bytes[132:136] == b"\x02\x00\x00\x00"
     meta_length = int.from_bytes(file_bytes[140:144], "little")
     return file_bytes[144 + meta_length:]
+
+
+def test_pacsbench_serve_takes_a_store_from_dcmtk(tmp_path, tiny_studies):
+    storescu = require_tool("/usr/bin/storescu", "dcmtk")
+    running = start_archive(tmp_path / "served", ae_title="MYARCHIVE", command=PACSBENCH_SERVE)
+    try:
+        source = sorted(tiny_studies.rglob("*.dcm"))[0]
+        result = subprocess.run([storescu, "-aec", "MYARCHIVE", "127.0.0.1", str(running.port), str(source)],
+                                capture_output=True, text=True, timeout=60, env=NODELAY)
+        assert result.returncode == 0, result.stderr
+        assert dcmread(source).SOPInstanceUID in _indexed(running)
+    finally:
+        assert running.stop() == 0
 
 
 def test_stored_file_holds_the_dataset_bytes_as_sent(archive, tiny_studies):
