@@ -48,6 +48,7 @@ class StoreUser(User):
     """A modality sending whole studies, one C-STORE per task, flat out."""
 
     abstract = True
+    user_type = "modality"
     wait_time = constant(0)
     context: LoadContext  # set on the concrete subclass made by run_load
     _ids = itertools.count(1)
@@ -102,7 +103,8 @@ class StoreUser(User):
             exception=AssociationFailed(error) if error else None, context={"user": self.user_id},
         )
         self.context.samples.write(Sample(
-            start=started, worker=WORKER_ID, user=self.user_id, association=self._association_id(),
+            start=started, worker=WORKER_ID, user=self.user_id, user_type=self.user_type,
+            association=self._association_id(),
             operation=operation,
             sop_instance_uid=str(ds.SOPInstanceUID) if ds else "",
             study_instance_uid=str(ds.StudyInstanceUID) if ds else "",

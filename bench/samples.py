@@ -18,6 +18,7 @@ class Sample:
     start: float  # Unix time (s) the request was sent
     worker: str  # host-pid of the load process
     user: str  # locust user id within the worker
+    user_type: str  # modality, workstation, query, echo: the role that user plays
     association: str  # association id (changes when a user re-associates)
     operation: str  # C-ECHO, C-STORE, ... or ASSOCIATE for a failed association
     sop_instance_uid: str

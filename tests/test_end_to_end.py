@@ -41,7 +41,7 @@ def test_every_acknowledged_store_is_one_sample_and_one_index_row(smoke_run):
 
 def test_samples_carry_the_documented_columns(smoke_run):
     samples = pd.read_csv(smoke_run / "samples.csv")
-    for column in ["start", "worker", "user", "association", "operation", "instances", "frames", "bytes",
+    for column in ["start", "worker", "user", "user_type", "association", "operation", "instances", "frames", "bytes",
                    "latency_ms", "status", "error"]:
         assert column in samples.columns
     assert samples["user"].nunique() == 2 and samples["association"].nunique() == 2

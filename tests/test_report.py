@@ -18,7 +18,7 @@ def _synthetic_run(folder, rate_per_s=20.0, seconds=10, failures=0, scenario_nam
     for i in range(count):
         failed = i < failures
         writer.write(Sample(
-            start=t0 + i / rate_per_s, worker="w", user=f"u{i % 2}", association=f"a{i % 2}", operation="C-STORE",
+            start=t0 + i / rate_per_s, worker="w", user=f"u{i % 2}", user_type="modality", association=f"a{i % 2}", operation="C-STORE",
             sop_instance_uid=f"1.2.{i}", study_instance_uid="1.2", instances=1, frames=4, bytes=1_000_000,
             latency_ms=10.0 + (i % 10), status=0xA700 if failed else 0, error="C-STORE status 0xA700" if failed else "",
         ))
