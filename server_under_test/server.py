@@ -1,265 +1,338 @@
-"""The reference archive's DICOM service: C-ECHO and C-STORE over pynetdicom.
+"""The reference archive's processes: a supervisor and N workers sharing one listening socket.
 
-A C-STORE is acknowledged with success only after the file is fsynced and renamed into
-place and its index row is committed. Failures map to DICOM statuses: A700 (out of
-resources: disk full, I/O error), A900 (dataset does not match: missing or bad UIDs),
-C210 (cannot understand: the dataset does not parse).
+The supervisor binds the port, prepares the index, forks the workers (each accepts
+associations on the inherited socket, one thread per association, so every core works),
+then serves HTTP /metrics and /status and runs the tier migrator. SIGTERM or Ctrl-C: the
+workers stop accepting, finish the requests in flight, abort idle associations, and exit.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
+import json
 import logging
+import multiprocessing
+import os
 import signal
 import socket
-import socketserver
 import sys
+import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from io import BytesIO
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    RLELossless,
-)
-from pynetdicom import AE, evt
-from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
-
 from server_under_test import __version__
-from server_under_test.index import Index, InstanceRecord
-from server_under_test.storage import BadUID, FileStore
+from server_under_test.config import DUPLICATE_POLICIES, ArchiveConfig, ConfigError, load_config, with_overrides
 
 log = logging.getLogger("server_under_test")
-
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-DATASET_DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC210
-
-# Uncompressed syntaxes plus the lossless ones XA modalities send. Kept deliberately
-# short: pynetdicom copies every supported context for every association.
-ACCEPTED_TRANSFER_SYNTAXES = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEG2000Lossless,
-    RLELossless,
-]
+LISTEN_BACKLOG = 512
+READY_TIMEOUT = 60.0
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    ae_title: str = "PACSBENCH"
-    host: str = "127.0.0.1"
-    port: int = 11112
-    data: Path = Path("archive-data")
-    max_associations: int = 32
-    max_pdu: int = 0  # 0 = unlimited: peers send each dataset in as few PDUs as they like
-    backlog: int = 128
-    fsync: bool = True
+# -- worker process --------------------------------------------------------------------
+def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: int) -> None:
+    from server_under_test.index import Index
+    from server_under_test.metrics import Metrics
+    from server_under_test.service import Shared, handle_connection, quiet_pydicom, supported_contexts
+    from server_under_test.storage import TierSet
+    from server_under_test.store import StoreService
 
-
-class ArchiveServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with a listen backlog sized for many clients."""
-
-    request_queue_size = 128
-
-    def shutdown(self) -> None:
-        # The base class also unregisters from ae._servers, where make_server() never put us.
-        socketserver.BaseServer.shutdown(self)
-        self.server_close()
-
-
-def _text(ds, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value)
-
-
-def _int_or_none(ds, keyword: str) -> int | None:
-    value = ds.get(keyword)
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-class StorageService:
-    """Handles C-STORE requests: parse keys, write the file, index it, answer."""
-
-    def __init__(self, store: FileStore, index: Index):
-        self.store = store
-        self.index = index
-
-    def on_store(self, event) -> int:
+    quiet_pydicom()
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    index = Index(config.data / "index.sqlite", "FULL" if config.fsync else "OFF")
+    tiers = TierSet(config.storage_tiers, config.fsync)
+    shared = Shared(config, index, StoreService(index, tiers, config.duplicates), Metrics(),
+                    supported_contexts(), stopping)
+    ready.put(os.getpid())
+    listener.settimeout(0.25)
+    threads: list[threading.Thread] = []
+    while not stopping.is_set():
         try:
-            encoded = event.encoded_dataset(include_meta=True)
-            ds = dcmread(BytesIO(encoded), stop_before_pixels=True)
-            study_uid, series_uid, sop_uid = ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
-        except (InvalidDicomError, AttributeError, ValueError, EOFError, KeyError, TypeError) as exc:
-            log.warning("C-STORE from %s refused (C210): dataset does not parse: %s", event.assoc.requestor.ae_title, exc)
-            return CANNOT_UNDERSTAND
-        if sop_uid != event.request.AffectedSOPInstanceUID:
-            log.warning("C-STORE refused (A900): SOPInstanceUID %s differs from the request's %s",
-                        sop_uid, event.request.AffectedSOPInstanceUID)
-            return DATASET_DOES_NOT_MATCH
-        try:
-            path = self.store.path_for(study_uid, series_uid, sop_uid)
-        except BadUID as exc:
-            log.warning("C-STORE refused (A900): %s", exc)
-            return DATASET_DOES_NOT_MATCH
-        try:
-            size = self.store.write(path, [encoded])
+            sock, peer = listener.accept()
+        except (socket.timeout, InterruptedError):
+            threads = [t for t in threads if t.is_alive()]
+            continue
         except OSError as exc:
-            reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
-            log.error("C-STORE refused (A700): cannot write %s: %s", path, reason)
-            return OUT_OF_RESOURCES
-        record = self._record(ds, event, path, size)
-        try:
-            self.index.add(record)
-        except Exception as exc:  # sqlite3.Error, OSError: never leave a file the index does not know
-            path.unlink(missing_ok=True)
-            log.error("C-STORE refused (A700): index update failed for %s: %s", sop_uid, exc)
-            return OUT_OF_RESOURCES
-        return SUCCESS
-
-    @staticmethod
-    def _record(ds, event, path: Path, size: int) -> InstanceRecord:
-        return InstanceRecord(
-            patient_id=_text(ds, "PatientID"),
-            patient_name=_text(ds, "PatientName"),
-            birth_date=_text(ds, "PatientBirthDate"),
-            sex=_text(ds, "PatientSex"),
-            study_uid=ds.StudyInstanceUID,
-            study_date=_text(ds, "StudyDate"),
-            study_time=_text(ds, "StudyTime"),
-            accession=_text(ds, "AccessionNumber"),
-            study_id=_text(ds, "StudyID"),
-            study_description=_text(ds, "StudyDescription"),
-            series_uid=ds.SeriesInstanceUID,
-            modality=_text(ds, "Modality"),
-            series_number=_int_or_none(ds, "SeriesNumber"),
-            body_part=_text(ds, "BodyPartExamined"),
-            sop_uid=ds.SOPInstanceUID,
-            sop_class_uid=str(event.request.AffectedSOPClassUID),
-            instance_number=_int_or_none(ds, "InstanceNumber"),
-            transfer_syntax=str(event.context.transfer_syntax),
-            frames=_int_or_none(ds, "NumberOfFrames") or 1,
-            size=size,
-            path=str(path),
-        )
+            log.error("worker %d: accept failed: %s", number, exc)
+            time.sleep(0.1)
+            continue
+        thread = threading.Thread(target=handle_connection, args=(shared, sock, peer), name=f"assoc-{peer}")
+        thread.start()
+        threads.append(thread)
+    listener.close()
+    deadline = time.monotonic() + config.shutdown_grace
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    index.close()
+    os._exit(0)  # skip inherited atexit handlers of the supervisor
 
 
-def _set_nodelay(event) -> None:
-    """Disable Nagle on every accepted connection: otherwise each response waits ~40 ms."""
-    sock = event.assoc.dul.socket.socket
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+# -- supervisor ------------------------------------------------------------------------
+class StatusHandler(BaseHTTPRequestHandler):
+    supervisor: "Supervisor"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path.split("?")[0] == "/metrics":
+            from server_under_test.metrics import render
+
+            body, kind = render(self.supervisor.tier_collector()), "text/plain; version=0.0.4"
+        elif self.path.split("?")[0] == "/status":
+            body, kind = json.dumps(self.supervisor.status(), indent=2).encode(), "application/json"
+        else:
+            self.send_error(404, "try /metrics or /status")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
 
 
-def build_ae(config: ServerConfig) -> AE:
-    ae = AE(ae_title=config.ae_title)
-    ae.maximum_associations = config.max_associations
-    ae.maximum_pdu_size = config.max_pdu
-    ae.add_supported_context(Verification)
-    for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
-    return ae
-
-
-class Archive:
-    """The running archive: store, index and the listening DICOM server."""
-
-    def __init__(self, config: ServerConfig):
+class Supervisor:
+    def __init__(self, config: ArchiveConfig):
         self.config = config
-        config.data.mkdir(parents=True, exist_ok=True)
-        self.store = FileStore(config.data / "storage", fsync=config.fsync)
-        removed = self.store.remove_leftover_temp_files()
-        if removed:
-            log.info("removed %d unacknowledged temp files left by an earlier crash", removed)
-        self.index = Index(config.data / "index.sqlite", synchronous="FULL" if config.fsync else "OFF")
-        self.service = StorageService(self.store, self.index)
-        self.ae = build_ae(config)
-        handlers = [(evt.EVT_C_STORE, self.service.on_store), (evt.EVT_CONN_OPEN, _set_nodelay)]
-        self.server = self.ae.make_server(
-            (config.host, config.port), evt_handlers=handlers, server_class=ArchiveServer
-        )
-        self.thread = threading.Thread(target=self.server.serve_forever, name="dicom-accept", daemon=True)
+        self.started = time.time()
+        self.listener: socket.socket | None = None
+        self.workers: list = []
+        self.http: ThreadingHTTPServer | None = None
+        self.stop = threading.Event()
+        self.migrator = None
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="pacsbench-archive-metrics-"))
+        self._environment = None
+
+    @property
+    def index_path(self) -> Path:
+        return self.config.data / "index.sqlite"
+
+    def prepare(self) -> None:
+        from server_under_test.index import create_schema
+        from server_under_test.metrics import prepare_multiprocess_dir
+        from server_under_test.storage import FileStore
+
+        prepare_multiprocess_dir(self.metrics_dir)
+        self.config.data.mkdir(parents=True, exist_ok=True)
+        create_schema(self.index_path)
+        for tier in self.config.storage_tiers:
+            removed = FileStore(tier.path, self.config.fsync).remove_leftover_temp_files()
+            if removed:
+                log.info("tier %s: removed %d unacknowledged temp files left by a crash", tier.name, removed)
+        self.listener = socket.create_server((self.config.host, self.config.port), backlog=LISTEN_BACKLOG)
 
     @property
     def port(self) -> int:
-        return self.server.server_address[1]
+        return self.listener.getsockname()[1]
 
-    def start(self) -> None:
-        self.thread.start()
+    def start_workers(self) -> None:
+        import server_under_test.service  # noqa: F401  (import once here, not in every forked worker)
 
-    def stop(self, grace_seconds: float = 30.0) -> None:
-        """Stop accepting, let in-flight associations finish (bounded), close the index."""
-        self.server.shutdown()
-        deadline = time.monotonic() + grace_seconds
-        while self.server.active_associations and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for assoc in self.server.active_associations:
-            assoc.abort()
-        self.index.close()
+        context = multiprocessing.get_context("fork")
+        ready = context.SimpleQueue()
+        for number in range(self.config.worker_count):
+            self.workers.append(self._spawn(context, ready, number))
+        deadline = time.monotonic() + READY_TIMEOUT
+        started = 0
+        while started < len(self.workers) and time.monotonic() < deadline:
+            if not ready.empty():
+                ready.get()
+                started += 1
+            elif any(not w.is_alive() for w in self.workers):
+                raise RuntimeError("a worker process exited during start-up")
+            else:
+                time.sleep(0.02)
+        if started < len(self.workers):
+            raise RuntimeError("workers did not become ready in time")
+        self._ready_queue, self._context = ready, context
+
+    def _spawn(self, context, ready, number: int):
+        process = context.Process(target=worker_main, args=(self.config, self.listener, ready, number),
+                                  name=f"archive-worker-{number}", daemon=False)
+        process.start()
+        return process
+
+    def start_services(self) -> None:
+        from server_under_test.metrics import Metrics
+        from server_under_test.migration import Migrator
+        from server_under_test.storage import TierSet
+
+        tiers = TierSet(self.config.storage_tiers, self.config.fsync)
+        self.migrator = Migrator(self.config, self.index_path, tiers, Metrics())
+        threading.Thread(target=self.migrator.run, args=(self.stop,), name="migrator", daemon=True).start()
+        if self.config.metrics is not None:
+            handler = type("Handler", (StatusHandler,), {"supervisor": self})
+            self.http = ThreadingHTTPServer((self.config.metrics.host, self.config.metrics.port), handler)
+            self.http.daemon_threads = True
+            threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
+
+    def watch(self) -> None:
+        """Until asked to stop: replace any worker that dies (a crash must not shrink the archive)."""
+        from server_under_test.metrics import process_exited
+
+        while not self.stop.wait(0.5):
+            for i, worker in enumerate(self.workers):
+                if not worker.is_alive() and not self.stop.is_set():
+                    log.error("worker %d (pid %s) exited with %s: starting a new one", i, worker.pid, worker.exitcode)
+                    process_exited(worker.pid)
+                    self.workers[i] = self._spawn(self._context, self._ready_queue, i)
+
+    def shutdown(self) -> None:
+        for worker in self.workers:
+            if worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.shutdown_grace + 5
+        for worker in self.workers:
+            worker.join(max(0.1, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+        if self.http:
+            self.http.shutdown()
+        if self.listener:
+            self.listener.close()
+        import shutil
+
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    # -- observability ------------------------------------------------------------------
+    def environment(self) -> dict:
+        if self._environment is None:
+            from server_under_test.environment import describe
+
+            self._environment = describe([t.path for t in self.config.storage_tiers])
+        return self._environment
+
+    def _index_figures(self) -> dict:
+        from server_under_test.index import connect
+
+        db = connect(self.index_path, "OFF")
+        try:
+            usage = {t: (b, f) for t, b, f in db.execute("SELECT tier, bytes, files FROM tier_usage")}
+            counts = db.execute("SELECT (SELECT COUNT(*) FROM patient WHERE num_instances > 0), "
+                                "(SELECT COUNT(*) FROM study WHERE num_instances > 0), "
+                                "(SELECT COALESCE(SUM(files), 0) FROM tier_usage)").fetchone()
+        finally:
+            db.close()
+        return {"usage": usage, "patients": counts[0], "studies": counts[1], "instances": counts[2]}
+
+    def status(self) -> dict:
+        c = self.config
+        figures = self._index_figures()
+        tiers = []
+        for n, t in enumerate(c.storage_tiers):
+            used, files = figures["usage"].get(n, (0, 0))
+            tiers.append({"name": t.name, "path": str(t.path), "capacity_bytes": t.capacity,
+                          "high_watermark": t.high_watermark, "low_watermark": t.low_watermark,
+                          "used_bytes": used, "files": files})
+        return {
+            "server": f"server_under_test {__version__}",
+            "ae_title": c.ae_title, "host": c.host, "port": self.port,
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "workers": [w.pid for w in self.workers],
+            "settings": {"fsync": c.fsync, "index_synchronous": "FULL" if c.fsync else "OFF",
+                         "duplicates": c.duplicates, "max_associations": c.max_associations, "max_pdu": c.max_pdu,
+                         "allowed_calling_aets": list(c.allowed_calling_aets),
+                         "destinations": sorted(c.destinations)},
+            "index": {"path": str(self.index_path), "patients": figures["patients"],
+                      "studies": figures["studies"], "instances": figures["instances"]},
+            "tiers": tiers,
+            "migration": {"studies_moved": self.migrator.moved_studies if self.migrator else 0,
+                          "bytes_moved": self.migrator.moved_bytes if self.migrator else 0},
+            "environment": self.environment(),
+        }
+
+    def tier_collector(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        supervisor = self
+
+        class TierCollector:
+            def collect(self):
+                figures = supervisor._index_figures()
+                used = GaugeMetricFamily("pacsbench_archive_tier_used_bytes", "Bytes stored per tier", labels=["tier"])
+                capacity = GaugeMetricFamily("pacsbench_archive_tier_capacity_bytes", "Configured capacity (0 = none)",
+                                             labels=["tier"])
+                for n, tier in enumerate(supervisor.config.storage_tiers):
+                    used.add_metric([tier.name], figures["usage"].get(n, (0, 0))[0])
+                    capacity.add_metric([tier.name], tier.capacity)
+                yield used
+                yield capacity
+                yield GaugeMetricFamily("pacsbench_archive_instances", "Instances in the index",
+                                        value=figures["instances"])
+
+        return TierCollector()
 
 
-def parse_args(argv: list[str] | None, prog: str = "python -m server_under_test") -> ServerConfig:
+# -- command line ----------------------------------------------------------------------
+def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="pacsbench reference archive: a DICOM Storage SCP (C-ECHO, C-STORE) that writes "
-        "each instance durably (temp file, fsync, rename) and indexes it in SQLite before answering.",
+        description="pacsbench reference archive: C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET over a durable store "
+        "(temp file, fsync, rename) and a SQLite index, on ordered storage tiers. Runs until SIGTERM or Ctrl-C.",
+        epilog="Settings come from --config (TOML; see server_under_test/config.py for every key); "
+        "options given here override the file.",
     )
-    d = ServerConfig()
-    parser.add_argument("--aet", default=d.ae_title, help=f"AE title to answer as (default {d.ae_title})")
-    parser.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host}; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=d.port, help=f"TCP port (default {d.port}; 0 picks a free one)")
-    parser.add_argument("--data", type=Path, default=d.data, help="folder for storage/ and index.sqlite")
-    parser.add_argument("--max-associations", type=int, default=d.max_associations, help="concurrent associations")
-    parser.add_argument("--max-pdu", type=int, default=d.max_pdu, help="maximum PDU size we receive (0 = unlimited)")
-    parser.add_argument("--no-fsync", action="store_true", help="skip fsync (experiments only: not durable)")
+    parser.add_argument("--config", type=Path, help="archive configuration file (TOML)")
+    parser.add_argument("--aet", dest="ae_title", help="AE title to answer as (default PACSBENCH)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, help="DICOM port (default 11112; 0 picks a free one)")
+    parser.add_argument("--data", type=Path, help="folder for the index and the default tier (default ./archive-data)")
+    parser.add_argument("--workers", type=int, help="processes accepting associations (default: one per CPU)")
+    parser.add_argument("--max-associations", type=int, help="concurrent associations, all workers (default 64)")
+    parser.add_argument("--max-pdu", type=int, help="largest PDU we receive, bytes (default 0 = unlimited)")
+    parser.add_argument("--duplicates", choices=DUPLICATE_POLICIES, help="same SOP Instance UID again (default overwrite)")
+    parser.add_argument("--metrics-port", type=int, help="serve /metrics and /status on this HTTP port (0 = any free)")
+    parser.add_argument("--no-fsync", action="store_true", default=None,
+                        help="skip fsync (experiments only: an acknowledged instance can be lost on power failure)")
     args = parser.parse_args(argv)
-    return ServerConfig(
-        ae_title=args.aet, host=args.host, port=args.port, data=args.data,
-        max_associations=args.max_associations, max_pdu=args.max_pdu, fsync=not args.no_fsync,
+    config = load_config(args.config)
+    metrics = None
+    if args.metrics_port is not None:
+        from server_under_test.config import MetricsEndpoint
+
+        metrics = MetricsEndpoint(config.metrics.host if config.metrics else "127.0.0.1", args.metrics_port)
+    return with_overrides(
+        config, ae_title=args.ae_title, host=args.host, port=args.port, data=args.data, workers=args.workers,
+        max_associations=args.max_associations, max_pdu=args.max_pdu, duplicates=args.duplicates,
+        metrics=metrics, fsync=False if args.no_fsync else None,
     )
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m server_under_test") -> int:
-    config = parse_args(argv, prog)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     try:
-        archive = Archive(config)
-    except OSError as exc:
-        print(f"server_under_test: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        config = parse_args(argv, prog)
+    except ConfigError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    supervisor = Supervisor(config)
+    try:
+        supervisor.prepare()
+    except OSError as exc:
+        print(f"{prog}: error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    archive.start()
+        signal.signal(sig, lambda *_: supervisor.stop.set())
+    try:
+        supervisor.start_workers()
+        supervisor.start_services()
+    except (RuntimeError, OSError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        supervisor.shutdown()
+        return 2
+    metrics = f" metrics http://{config.metrics.host}:{supervisor.http.server_address[1]}" if supervisor.http else ""
     # The harness reads this line to learn the port (with --port 0) and that we are up.
     print(
-        f"server_under_test {__version__} listening on {config.host}:{archive.port} AE {config.ae_title} "
-        f"data {config.data} fsync {'on' if config.fsync else 'off'}",
+        f"server_under_test {__version__} listening on {config.host}:{supervisor.port} AE {config.ae_title} "
+        f"data {config.data} fsync {'on' if config.fsync else 'off'} workers {len(supervisor.workers)}{metrics}",
         flush=True,
     )
-    stop.wait()
-    log.info("stopping: finishing in-flight associations")
-    archive.stop()
+    supervisor.watch()
+    log.info("stopping: finishing in-flight requests")
+    supervisor.shutdown()
     return 0

@@ -1,16 +1,20 @@
-"""Durable file storage: an instance is on disk, complete, before anyone is told so.
+"""Durable file storage on ordered tiers: an instance is on disk, complete, before anyone is told so.
 
 Each file is written to a temporary name in its final folder, flushed and fsynced, then
-renamed into place (rename is atomic on POSIX file systems) and the folder is fsynced so
-the new name survives a crash.
+moved into place (rename replaces atomically; link refuses to replace, for the
+reject/keep-first duplicate policies) and the folder is fsynced so the name survives a
+crash. Folders created on the way are fsynced into their parents too.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import uuid
 from pathlib import Path
+
+from server_under_test.config import Tier
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 TEMP_PREFIX = ".tmp-"
@@ -20,10 +24,36 @@ class BadUID(ValueError):
     """A UID that is not a valid DICOM UID (and must never become a path)."""
 
 
+class AlreadyStored(FileExistsError):
+    """The file exists and the policy says not to replace it."""
+
+
 def check_uid(value: str, what: str) -> str:
     if not value or len(value) > 64 or not UID_PATTERN.match(value):
         raise BadUID(f"{what} is not a valid UID: {value!r}")
     return value
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _writev_all(fd: int, chunks: list) -> int:
+    views = [memoryview(c).cast("B") for c in chunks if len(c)]
+    size = 0
+    while views:
+        written = os.writev(fd, views[:1024])
+        size += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+    return size
 
 
 class FileStore:
@@ -42,39 +72,69 @@ class FileStore:
             / f"{check_uid(sop_uid, 'SOPInstanceUID')}.dcm"
         )
 
-    def write(self, path: Path, chunks: list[bytes]) -> int:
+    def _make_dirs(self, folder: Path) -> None:
+        missing = []
+        while not folder.exists() and folder != self.root:
+            missing.append(folder)
+            folder = folder.parent
+        for new in reversed(missing):
+            try:
+                new.mkdir()
+            except FileExistsError:
+                continue
+            if self.fsync:
+                _fsync_path(new.parent)
+
+    def write(self, path: Path, chunks: list, replace: bool = True) -> int:
         """Write the chunks to `path` atomically; return the size in bytes."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        return self._atomic(path, lambda fd: _writev_all(fd, chunks), replace)
+
+    def copy_in(self, source: Path, path: Path) -> int:
+        """Copy a file (from another tier) to `path` atomically; return the size in bytes."""
+        def copy(fd: int) -> int:
+            with open(source, "rb") as src:
+                total = 0
+                while block := src.read(4 << 20):
+                    total += _writev_all(fd, [block])
+                return total
+        return self._atomic(path, copy, replace=True)
+
+    def _atomic(self, path: Path, fill, replace: bool) -> int:
+        self._make_dirs(path.parent)
         temp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
-        size = 0
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        written = os.write(fd, view)
-                        view = view[written:]
-                        size += written
+                size = fill(fd)
                 if self.fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(temp, path)
+            if replace:
+                os.rename(temp, path)
+            else:
+                try:
+                    os.link(temp, path)
+                except FileExistsError:
+                    raise AlreadyStored(errno.EEXIST, "already stored", str(path)) from None
+                os.unlink(temp)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
         if self.fsync:
-            self._fsync_dir(path.parent)
+            _fsync_path(path.parent)
         return size
 
-    @staticmethod
-    def _fsync_dir(folder: Path) -> None:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def remove(self, path: Path) -> None:
+        """Delete a file and the folders it leaves empty (up to the store root)."""
+        path.unlink(missing_ok=True)
+        folder = path.parent
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            folder = folder.parent
 
     def remove_leftover_temp_files(self) -> int:
         """Delete temp files a crash left behind (they were never acknowledged)."""
@@ -83,3 +143,26 @@ class FileStore:
             temp.unlink(missing_ok=True)
             count += 1
         return count
+
+
+class TierSet:
+    """The ordered storage tiers; new instances go to the first tier with room."""
+
+    def __init__(self, tiers: tuple[Tier, ...], fsync: bool):
+        self.tiers = tiers
+        self.stores = [FileStore(t.path, fsync) for t in tiers]
+
+    def candidates(self, usage: dict[int, tuple[int, int]]) -> list[int]:
+        """Tier numbers to try, in order: those not yet at capacity."""
+        out = []
+        for number, tier in enumerate(self.tiers):
+            used = usage.get(number, (0, 0))[0]
+            if tier.capacity == 0 or used < tier.capacity:
+                out.append(number)
+        return out
+
+    def store_for_path(self, path: Path) -> FileStore | None:
+        for store in self.stores:
+            if path.is_relative_to(store.root):
+                return store
+        return None

@@ -1,0 +1,102 @@
+"""Prometheus metrics shared by the worker processes (prometheus_client multiprocess mode).
+
+The supervisor points PROMETHEUS_MULTIPROC_DIR at a fresh folder before any worker starts;
+each process then writes its counters to memory-mapped files there, and the supervisor's
+/metrics endpoint adds them up. Without that variable (tests, one process) they are plain
+in-process metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def prepare_multiprocess_dir(folder: Path) -> None:
+    """Must run before prometheus_client is imported anywhere in this process."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(folder)
+
+
+def status_class(status: int) -> str:
+    if status == 0:
+        return "success"
+    if status == 0xFE00:
+        return "cancelled"
+    if status & 0xF000 == 0xB000:
+        return "warning"
+    return "failure"
+
+
+class Metrics:
+    """Counters for associations and DIMSE operations, one instance per process."""
+
+    _instance: "Metrics | None" = None
+
+    def __new__(cls):
+        # prometheus_client registers metric names globally: create them once per process.
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+            cls._instance._create()
+        return cls._instance
+
+    def _create(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.associations = Counter("pacsbench_archive_associations", "Associations by outcome", ["result"])
+        self.active = Gauge("pacsbench_archive_associations_active", "Associations open now",
+                            multiprocess_mode="livesum")
+        self.operations = Counter("pacsbench_archive_operations", "DIMSE operations by status class",
+                                  ["operation", "status"])
+        self.latency = Histogram("pacsbench_archive_operation_seconds", "DIMSE operation latency",
+                                 ["operation"], buckets=LATENCY_BUCKETS)
+        self.bytes_received = Counter("pacsbench_archive_received_bytes", "Dataset bytes received", ["operation"])
+        self.migrated_studies = Counter("pacsbench_archive_migrated_studies", "Studies moved down a tier",
+                                        ["from_tier", "to_tier"])
+        self.migrated_bytes = Counter("pacsbench_archive_migrated_bytes", "Bytes moved down a tier",
+                                      ["from_tier", "to_tier"])
+
+    def association_started(self, result: str) -> None:
+        self.associations.labels(result).inc()
+        if result == "accepted":
+            self.active.inc()
+
+    def association_ended(self) -> None:
+        self.active.dec()
+
+    def operation(self, operation: str, status: int, seconds: float, received_bytes: int) -> None:
+        self.operations.labels(operation, status_class(status)).inc()
+        self.latency.labels(operation).observe(seconds)
+        if received_bytes:
+            self.bytes_received.labels(operation).inc(received_bytes)
+
+
+def render(extra_collector=None) -> bytes:
+    """Prometheus text for all processes (multiprocess mode) or this one."""
+    from prometheus_client import CollectorRegistry, REGISTRY, generate_latest
+    from prometheus_client import multiprocess
+
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    if extra_collector is not None:
+        registry.register(extra_collector)
+        try:
+            return generate_latest(registry)
+        finally:
+            registry.unregister(extra_collector)
+    return generate_latest(registry)
+
+
+def process_exited(pid: int) -> None:
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

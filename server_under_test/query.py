@@ -1,0 +1,198 @@
+"""C-FIND matching: a query identifier becomes one SQL query over the index.
+
+Models: Patient Root (PATIENT, STUDY, SERIES, IMAGE) and Study Root (STUDY, SERIES, IMAGE).
+Matching (PS3.4 C.2.2.2): universal (empty), single value, wildcards * and ?, date and time
+ranges (A-B, -B, A-), lists of UIDs (A\\B). Count attributes (NumberOf...Related...) are
+kept on the rows, so a study-level query never counts instances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+PATIENT, STUDY, SERIES, IMAGE = "PATIENT", "STUDY", "SERIES", "IMAGE"
+RANK = {PATIENT: 0, STUDY: 1, SERIES: 2, IMAGE: 3}
+
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+PATIENT_ROOT_MOVE, PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_MOVE, STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.2", "1.2.840.10008.5.1.4.1.2.2.3"
+PATIENT_ROOT_MODELS = {PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET}
+
+
+@dataclass(frozen=True)
+class Attribute:
+    column: str
+    level: str
+    kind: str  # text, uid, date, time, count, modalities
+
+
+ATTRIBUTES = {
+    "PatientName": Attribute("p.patient_name", PATIENT, "text"),
+    "PatientID": Attribute("p.patient_id", PATIENT, "text"),
+    "PatientBirthDate": Attribute("p.birth_date", PATIENT, "date"),
+    "PatientSex": Attribute("p.sex", PATIENT, "text"),
+    "NumberOfPatientRelatedStudies": Attribute("p.num_studies", PATIENT, "count"),
+    "NumberOfPatientRelatedSeries": Attribute("p.num_series", PATIENT, "count"),
+    "NumberOfPatientRelatedInstances": Attribute("p.num_instances", PATIENT, "count"),
+    "StudyInstanceUID": Attribute("s.study_uid", STUDY, "uid"),
+    "StudyDate": Attribute("s.study_date", STUDY, "date"),
+    "StudyTime": Attribute("s.study_time", STUDY, "time"),
+    "AccessionNumber": Attribute("s.accession", STUDY, "text"),
+    "StudyID": Attribute("s.study_id", STUDY, "text"),
+    "StudyDescription": Attribute("s.description", STUDY, "text"),
+    "ReferringPhysicianName": Attribute("s.referring", STUDY, "text"),
+    "ModalitiesInStudy": Attribute("s.modalities", STUDY, "modalities"),
+    "NumberOfStudyRelatedSeries": Attribute("s.num_series", STUDY, "count"),
+    "NumberOfStudyRelatedInstances": Attribute("s.num_instances", STUDY, "count"),
+    "SeriesInstanceUID": Attribute("r.series_uid", SERIES, "uid"),
+    "Modality": Attribute("r.modality", SERIES, "text"),
+    "SeriesNumber": Attribute("r.series_number", SERIES, "text"),
+    "BodyPartExamined": Attribute("r.body_part", SERIES, "text"),
+    "SeriesDescription": Attribute("r.description", SERIES, "text"),
+    "NumberOfSeriesRelatedInstances": Attribute("r.num_instances", SERIES, "count"),
+    "SOPInstanceUID": Attribute("i.sop_uid", IMAGE, "uid"),
+    "SOPClassUID": Attribute("i.sop_class_uid", IMAGE, "uid"),
+    "InstanceNumber": Attribute("i.instance_number", IMAGE, "text"),
+    "NumberOfFrames": Attribute("i.frames", IMAGE, "count"),
+}
+
+FROM_CLAUSE = {
+    PATIENT: "patient p",
+    STUDY: "study s JOIN patient p ON p.patient_key = s.patient_key",
+    SERIES: "series r JOIN study s ON s.study_key = r.study_key JOIN patient p ON p.patient_key = s.patient_key",
+    IMAGE: "instance i JOIN series r ON r.series_key = i.series_key JOIN study s ON s.study_key = r.study_key "
+           "JOIN patient p ON p.patient_key = s.patient_key",
+}
+NOT_EMPTY = {PATIENT: "p.num_instances > 0", STUDY: "s.num_instances > 0", SERIES: "r.num_instances > 0",
+             IMAGE: "1"}
+ORDER = {PATIENT: "p.patient_key", STUDY: "s.study_key", SERIES: "r.series_key", IMAGE: "i.instance_key"}
+
+
+class QueryError(ValueError):
+    """The identifier cannot be answered (bad level for the model, unreadable value)."""
+
+
+def _glob(value: str) -> str:
+    return value.replace("[", "[[]")
+
+
+def condition(attribute: Attribute, value: str) -> tuple[str, list]:
+    """SQL for one matching key; ('', []) for universal matching."""
+    value = value.strip()
+    if value in ("", "*") or attribute.kind == "count":
+        return "", []
+    column = attribute.column
+    if attribute.kind == "uid":
+        uids = [v.strip() for v in value.split("\\") if v.strip()]
+        return f"{column} IN ({','.join('?' * len(uids))})", uids
+    if attribute.kind in ("date", "time") and "-" in value:
+        low, high = (part.strip() for part in value.split("-", 1))
+        parts, params = [], []
+        if low:
+            parts.append(f"{column} >= ?")
+            params.append(low)
+        if high:
+            parts.append(f"{column} <= ?")
+            # a time range ending at 1430 includes 143059.999
+            params.append(high + ("\uffff" if attribute.kind == "time" else ""))
+        return " AND ".join(parts), params
+    if attribute.kind == "modalities":
+        wanted = [v.strip() for v in value.split("\\") if v.strip()]
+        return "(" + " OR ".join(f"('\\' || {column} || '\\') GLOB ?" for _ in wanted) + ")", [
+            f"*\\{_glob(w)}\\*" for w in wanted]
+    if "*" in value or "?" in value:
+        return f"{column} GLOB ?", [_glob(value)]
+    return f"{column} = ?", [value]
+
+
+def query_level(identifier: Dataset, model: str) -> str:
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    if level not in RANK:
+        raise QueryError(f"QueryRetrieveLevel {level!r} is not PATIENT, STUDY, SERIES or IMAGE")
+    if level == PATIENT and model not in PATIENT_ROOT_MODELS:
+        raise QueryError("PATIENT level needs the Patient Root model")
+    return level
+
+
+def build_query(identifier: Dataset, level: str) -> tuple[str, list, list[str]]:
+    """SQL, parameters, and the keywords to return (in the order of the SELECT)."""
+    returned, wheres, params = [], [NOT_EMPTY[level]], []
+    for element in identifier:
+        keyword = element.keyword
+        attribute = ATTRIBUTES.get(keyword)
+        if attribute is None or RANK[attribute.level] > RANK[level]:
+            continue
+        returned.append(keyword)
+        if element.VR == "SQ":
+            continue
+        if isinstance(element.value, MultiValue):
+            value = "\\".join(str(v) for v in element.value)
+        else:
+            value = "" if element.value is None else str(element.value)
+        sql, values = condition(attribute, value)
+        if sql:
+            wheres.append(sql)
+            params.extend(values)
+    columns = ", ".join(ATTRIBUTES[k].column for k in returned) or "1"
+    sql = f"SELECT {columns} FROM {FROM_CLAUSE[level]} WHERE {' AND '.join(wheres)} ORDER BY {ORDER[level]}"
+    return sql, params, returned
+
+
+def result_identifier(request: Dataset, level: str, keywords: list[str], row: tuple, retrieve_ae: str) -> Dataset:
+    """A response identifier: the requested keys with this match's values."""
+    ds = Dataset()
+    values = dict(zip(keywords, row))
+    non_ascii = any(isinstance(v, str) and not v.isascii() for v in values.values())
+    if non_ascii:
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    for element in request:
+        keyword = element.keyword
+        if keyword == "QueryRetrieveLevel":
+            ds.QueryRetrieveLevel = level
+        elif keyword == "RetrieveAETitle":
+            ds.RetrieveAETitle = retrieve_ae
+        elif keyword == "SpecificCharacterSet":
+            continue
+        elif keyword in values:
+            value = values[keyword]
+            if element.VR == "SQ":
+                setattr(ds, keyword, [])
+            elif element.VR in ("IS", "US", "UL", "SL", "SS"):
+                ds.add_new(element.tag, element.VR, int(value) if str(value).strip() not in ("", "None") else None)
+            elif isinstance(value, str) and "\\" in value:
+                ds.add_new(element.tag, element.VR, value.split("\\"))
+            else:
+                ds.add_new(element.tag, element.VR, "" if value is None else value)
+        elif element.tag.group not in (0x0000, 0x0002):
+            ds.add_new(element.tag, element.VR, None)  # asked for, not known here: returned empty
+    if "QueryRetrieveLevel" not in ds:
+        ds.QueryRetrieveLevel = level
+    return ds
+
+
+def find(db, identifier: Dataset, model: str, retrieve_ae: str):
+    """Yield one response identifier per match."""
+    level = query_level(identifier, model)
+    sql, params, keywords = build_query(identifier, level)
+    for row in db.execute(sql, params):
+        yield result_identifier(identifier, level, keywords, row, retrieve_ae)
+
+
+def instances_to_retrieve(db, identifier: Dataset, model: str) -> list[tuple]:
+    """(sop_uid, sop_class_uid, transfer_syntax, path, size) for a C-MOVE/C-GET identifier."""
+    level = query_level(identifier, model)
+    unique_key = {PATIENT: "PatientID", STUDY: "StudyInstanceUID", SERIES: "SeriesInstanceUID",
+                  IMAGE: "SOPInstanceUID"}[level]
+    value = identifier.get(unique_key)
+    if value in (None, ""):
+        raise QueryError(f"a {level} level retrieve needs {unique_key}")
+    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else str(value).split("\\")
+    keys = [str(v).strip() for v in values if str(v).strip()]
+    column = ATTRIBUTES[unique_key].column
+    sql = (f"SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size FROM {FROM_CLAUSE[IMAGE]} "
+           f"WHERE {column} IN ({','.join('?' * len(keys))}) ORDER BY i.instance_key")
+    return db.execute(sql, keys).fetchall()
