@@ -74,16 +74,35 @@ PACSBENCH_SERVE = [sys.executable, "-m", "bench.cli", "serve"]
 
 
 def start_archive(data: Path, *extra: str, ae_title: str = "PACSBENCH", command=SERVER_MODULE) -> RunningArchive:
-    process = subprocess.Popen(
-        [*command, "--port", "0", "--aet", ae_title, "--data", str(data), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )
+    data.parent.mkdir(parents=True, exist_ok=True)
+    log = data.with_name(data.name + ".log")
+    with log.open("ab") as stderr:  # a file, never a pipe nobody reads: a full pipe would stall the server
+        process = subprocess.Popen(
+            [*command, "--port", "0", "--aet", ae_title, "--data", str(data), *extra],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, start_new_session=True,
+        )
     line = process.stdout.readline()
     match = re.search(r"listening on [^ ]+:(\d+) ", line)
     if not match:
         process.kill()
-        raise RuntimeError(f"archive did not start: {line!r} {process.stderr.read()}")
-    return RunningArchive(process, int(match.group(1)), data, ae_title)
+        raise RuntimeError(f"archive did not start: {line!r} {log.read_text()[-2000:]}")
+    running = RunningArchive(process, int(match.group(1)), data, ae_title)
+    running.log = log
+    running.metrics_url = (re.search(r"metrics (http://\S+)", line) or [None, None])[1]
+    return running
+
+
+def wait_for_echo(port: int, ae_title: str, timeout: float = 20.0) -> None:
+    """Wait until a DICOM peer answers C-ECHO (DCMTK's echoscu)."""
+    import time
+
+    echoscu = require_tool("/usr/bin/echoscu", "dcmtk")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run([echoscu, "-aec", ae_title, "127.0.0.1", str(port)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no C-ECHO answer from port {port} within {timeout} s")
 
 
 @pytest.fixture
@@ -91,3 +110,16 @@ def archive(tmp_path):
     running = start_archive(tmp_path / "archive")
     yield running
     running.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def unused_port() -> int:
+    return free_port()
