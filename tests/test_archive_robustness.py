@@ -1,0 +1,350 @@
+"""Durability, tiers, bad input, shutdown and observability of the reference archive."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    Verification,
+    XRayAngiographicImageStorage,
+)
+
+from conftest import REQUIRE_TOOLS, ROOT, require_tool, start_archive
+
+XA = XRayAngiographicImageStorage
+
+
+def dataset_bytes_of_file(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[144 + int.from_bytes(data[140:144], "little"):]
+
+
+def encoded(ds: Dataset) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return dataset_bytes_of_file_bytes(buffer.getvalue())
+
+
+def dataset_bytes_of_file_bytes(data: bytes) -> bytes:
+    return data[144 + int.from_bytes(data[140:144], "little"):]
+
+
+def unique_copies(template_files: list[Path], studies: int):
+    """Yield (study_uid, dataset) with fresh UIDs: `studies` studies built from the template files."""
+    templates = [dcmread(p) for p in template_files]
+    for _ in range(studies):
+        study_uid = generate_uid()
+        for template in templates:
+            ds = template.copy()
+            ds.file_meta = template.file_meta.copy()
+            ds.StudyInstanceUID = study_uid
+            ds.SeriesInstanceUID = generate_uid()
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            yield study_uid, ds
+
+
+def client(archive, calling="TESTSCU", get_role=False) -> tuple:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(XA, ExplicitVRLittleEndian)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    received = {}
+
+    def on_store(event):
+        received[event.request.AffectedSOPInstanceUID] = event.encoded_dataset(include_meta=False)
+        return 0x0000
+
+    assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title,
+                         ext_neg=[build_role(XA, scp_role=True)] if get_role else None,
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)] if get_role else None)
+    assert assoc.is_established
+    return assoc, received
+
+
+def index_rows(archive) -> dict[str, tuple[str, int]]:
+    with sqlite3.connect(archive.index) as db:
+        return {sop: (path, tier) for sop, path, tier in db.execute("SELECT sop_uid, path, tier FROM instance")}
+
+
+def test_kill_9_loses_no_acknowledged_instance(tmp_path, tiny_studies):
+    archive = start_archive(tmp_path / "archive")
+    acknowledged: dict[str, bytes] = {}
+    templates = sorted(tiny_studies.rglob("*.dcm"))
+
+    def store_until_killed():
+        assoc, _ = client(archive)
+        for _, ds in unique_copies(templates, 200):
+            status = assoc.send_c_store(ds)
+            if status.get("Status") != 0:
+                return
+            acknowledged[ds.SOPInstanceUID] = encoded(ds)
+
+    sender = threading.Thread(target=store_until_killed)
+    sender.start()
+    deadline = time.monotonic() + 30
+    while len(acknowledged) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(archive.process.pid, signal.SIGKILL)  # supervisor and workers, mid-stream
+    archive.process.wait()
+    sender.join(60)
+    assert len(acknowledged) >= 8
+    restarted = start_archive(archive.data)
+    try:
+        rows = index_rows(restarted)
+        for sop_uid, sent in acknowledged.items():
+            assert sop_uid in rows, f"acknowledged {sop_uid} is not in the index"
+            assert dataset_bytes_of_file(Path(rows[sop_uid][0])) == sent
+        assert all(Path(path).is_file() for path, _ in rows.values())  # no row without its file
+        assert not list((archive.data / "storage").rglob(".tmp-*"))  # leftovers removed at start
+    finally:
+        restarted.stop()
+
+
+def test_tiers_migrate_while_storing_querying_and_retrieving(tmp_path, tiny_studies):
+    config = tmp_path / "tiers.toml"
+    config.write_text(
+        "migration_interval = 0.2\nmigration_min_age = 0.3\n"
+        '[[tiers]]\nname = "fast"\npath = "fast"\ncapacity = "6 MB"\nhigh_watermark = 0.7\nlow_watermark = 0.4\n'
+        '[[tiers]]\nname = "slow"\npath = "slow"\n'
+    )
+    archive = start_archive(tmp_path / "archive", "--config", str(config), "--metrics-port", "0")
+    templates = sorted((tiny_studies / "study-0000").glob("*.dcm"))
+    sent: dict[str, bytes] = {}
+    studies: list[str] = []
+    problems: list[str] = []
+    storing = threading.Event()
+    storing.set()
+
+    def store():
+        assoc, _ = client(archive, "MODALITY")
+        for study_uid, ds in unique_copies(templates, 10):
+            if assoc.send_c_store(ds).get("Status") != 0:
+                problems.append(f"store of {ds.SOPInstanceUID} failed")
+            sent[ds.SOPInstanceUID] = encoded(ds)
+            if study_uid not in studies:
+                studies.append(study_uid)
+        assoc.release()
+        storing.clear()
+
+    def query_and_retrieve():
+        assoc, received = client(archive, "READER", get_role=True)
+        while storing.is_set() or not received:
+            if len(studies) < 2:
+                time.sleep(0.05)
+                continue
+            query = Dataset()
+            query.QueryRetrieveLevel = "STUDY"
+            query.StudyInstanceUID = ""
+            answers = [s for s, _ in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)]
+            if answers[-1].Status != 0:
+                problems.append(f"C-FIND ended with 0x{answers[-1].Status:04X}")
+            get = Dataset()
+            get.QueryRetrieveLevel = "STUDY"
+            get.StudyInstanceUID = random.choice(studies[:-1])
+            statuses = [s.Status for s, _ in assoc.send_c_get(get, StudyRootQueryRetrieveInformationModelGet)]
+            if statuses[-1] != 0:
+                problems.append(f"C-GET ended with 0x{statuses[-1]:04X}")
+        for sop_uid, data in received.items():
+            if data != sent.get(sop_uid):
+                problems.append(f"C-GET returned different bytes for {sop_uid}")
+        assoc.release()
+
+    threads = [threading.Thread(target=store), threading.Thread(target=query_and_retrieve)]
+    [t.start() for t in threads]
+    [t.join(180) for t in threads]
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = json.loads(urllib.request.urlopen(f"{archive.metrics_url}/status", timeout=10).read())
+            fast = status["tiers"][0]
+            if fast["used_bytes"] <= 0.7 * fast["capacity_bytes"]:
+                break
+            time.sleep(0.2)
+        assert problems == []
+        rows = index_rows(archive)
+        assert set(rows) == set(sent)  # nothing lost
+        assert {tier for _, tier in rows.values()} == {0, 1}  # some studies moved down
+        for sop_uid, (path, tier) in rows.items():
+            assert Path(path).is_relative_to(tmp_path / ("fast" if tier == 0 else "slow"))
+            assert dataset_bytes_of_file(Path(path)) == sent[sop_uid]
+        assert status["migration"]["studies_moved"] > 0 and fast["used_bytes"] <= 0.7 * fast["capacity_bytes"]
+        moved_study = next(s for s in studies if any(
+            rows[u][1] == 1 for u in sent if dcmread(Path(rows[u][0]), stop_before_pixels=True).StudyInstanceUID == s))
+        assoc, received = client(archive, "LATE", get_role=True)
+        get = Dataset()
+        get.QueryRetrieveLevel = "STUDY"
+        get.StudyInstanceUID = moved_study
+        assert [s.Status for s, _ in assoc.send_c_get(get, StudyRootQueryRetrieveInformationModelGet)][-1] == 0
+        assoc.release()
+        assert received and all(sent[u] == data for u, data in received.items())
+    finally:
+        archive.stop()
+
+
+def test_unknown_sop_class_is_refused_and_the_server_keeps_serving(archive):
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context("1.2.3.4.5.6.7.8.9")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title)
+    try:
+        assert [cx.abstract_syntax for cx in assoc.rejected_contexts] == ["1.2.3.4.5.6.7.8.9"]
+        assert assoc.send_c_echo().Status == 0
+    finally:
+        assoc.release()
+
+
+def test_truncated_pdu_aborts_that_association_only(archive, tiny_studies):
+    from server_under_test.association import request
+    from server_under_test.service import supported_contexts
+
+    contexts = [cx for cx in supported_contexts() if cx.abstract_syntax == XA]
+    contexts[0].context_id = 1
+    contexts[0].transfer_syntax = [ExplicitVRLittleEndian]
+    assoc = request("127.0.0.1", archive.port, "RAW", archive.ae_title, contexts, 0, 10)
+    # A P-DATA-TF header that promises 100000 bytes, 10 of them, then the connection closes.
+    assoc.wire.send_all([b"\x04\x00" + (100000).to_bytes(4, "big") + b"0123456789"])
+    assoc.wire.close()
+    time.sleep(0.5)
+    echoscu = require_tool("/usr/bin/echoscu", "dcmtk")
+    assert subprocess.run([echoscu, "-aec", archive.ae_title, "127.0.0.1", str(archive.port)]).returncode == 0
+    assert index_rows(archive) == {}
+    assert not [p for p in (archive.data / "storage").rglob("*") if p.is_file()]
+
+
+def test_calling_ae_not_on_the_allow_list_is_rejected(tmp_path):
+    echoscu = require_tool("/usr/bin/echoscu", "dcmtk")
+    config = tmp_path / "allow.toml"
+    config.write_text('allowed_calling_aets = ["GOODSCU"]\n')
+    archive = start_archive(tmp_path / "archive", "--config", str(config))
+    try:
+        bad = subprocess.run([echoscu, "-aet", "BADSCU", "-aec", "PACSBENCH", "127.0.0.1", str(archive.port)],
+                             capture_output=True, text=True)
+        good = subprocess.run([echoscu, "-aet", "GOODSCU", "-aec", "PACSBENCH", "127.0.0.1", str(archive.port)])
+    finally:
+        archive.stop()
+    assert bad.returncode != 0 and "Rejected" in bad.stderr and "Calling AE Title Not Recognized" in bad.stderr
+    assert good.returncode == 0
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 3 MB tmpfs: a disk that really fills up (needs root, as CI has)."""
+    mount_point = tmp_path / "tiny-disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        message = f"cannot mount a tmpfs to fill: {result.stderr.strip()}"
+        if REQUIRE_TOOLS:
+            pytest.fail(message)
+        pytest.skip(message)
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)])
+
+
+def test_full_disk_gets_a700_and_loses_nothing(tmp_path, tiny_disk, tiny_studies):
+    config = tmp_path / "disk.toml"
+    config.write_text(f'[[tiers]]\nname = "small"\npath = "{tiny_disk}"\n')
+    archive = start_archive(tmp_path / "archive", "--config", str(config))
+    statuses = []
+    try:
+        assoc, _ = client(archive)
+        for _, ds in unique_copies(sorted(tiny_studies.rglob("*.dcm")), 3):
+            statuses.append((ds.SOPInstanceUID, assoc.send_c_store(ds).Status))
+        assert assoc.send_c_echo().Status == 0  # still serving
+        assoc.release()
+        rows = index_rows(archive)
+    finally:
+        archive.stop()
+    assert 0xA700 in [s for _, s in statuses] and 0 in [s for _, s in statuses]
+    assert set(rows) == {uid for uid, s in statuses if s == 0}
+    assert all(Path(path).is_file() for path, _ in rows.values())
+    assert not list(tiny_disk.rglob(".tmp-*"))
+
+
+def test_sigterm_finishes_the_store_in_flight(tmp_path, tiny_studies):
+    from server_under_test.association import release, request
+    from server_under_test.dimse import Command, encode_command
+    from server_under_test.service import supported_contexts
+    from server_under_test.wire import MessageReader
+
+    archive = start_archive(tmp_path / "archive")
+    source = sorted(tiny_studies.rglob("*.dcm"))[0]
+    ds = dcmread(source)
+    data = dataset_bytes_of_file(source)
+    contexts = [cx for cx in supported_contexts() if cx.abstract_syntax == XA]
+    contexts[0].context_id, contexts[0].transfer_syntax = 1, [ExplicitVRLittleEndian]
+    assoc = request("127.0.0.1", archive.port, "SLOW", archive.ae_title, contexts, 0, 30)
+    command = Command(AffectedSOPClassUID=XA, CommandField=0x0001, MessageID=1, Priority=0,
+                      AffectedSOPInstanceUID=ds.SOPInstanceUID)
+    command.CommandDataSetType = 0x0000  # the command, announcing a dataset...
+    assoc.wire.send_pdata(1, True, [encode_command(command)], 0)
+    half = len(data) // 2
+    import struct
+
+    assoc.wire.send_all([struct.pack(">BBIIBB", 4, 0, half + 6, half + 2, 1, 0x00), data[:half]])
+    archive.process.send_signal(signal.SIGTERM)  # ...SIGTERM arrives with half the dataset sent
+    time.sleep(0.5)
+    rest = len(data) - half
+    assoc.wire.send_all([struct.pack(">BBIIBB", 4, 0, rest + 6, rest + 2, 1, 0x02), data[half:]])
+    reply = MessageReader(assoc.wire, 0).read()
+    release(assoc)
+    assert reply.command.Status == 0
+    assert archive.process.wait(30) == 0
+    assert ds.SOPInstanceUID in index_rows(archive)
+
+
+def test_metrics_and_status_describe_the_archive(tmp_path, tiny_studies):
+    archive = start_archive(tmp_path / "archive", "--metrics-port", "0")
+    try:
+        assoc, _ = client(archive)
+        assert assoc.send_c_store(dcmread(sorted(tiny_studies.rglob("*.dcm"))[0])).Status == 0
+        assoc.release()
+        time.sleep(0.3)
+        metrics = urllib.request.urlopen(f"{archive.metrics_url}/metrics", timeout=10).read().decode()
+        status = json.loads(urllib.request.urlopen(f"{archive.metrics_url}/status", timeout=10).read())
+    finally:
+        archive.stop()
+    assert 'pacsbench_archive_operations_total{operation="C-STORE",status="success"} 1.0' in metrics
+    assert 'pacsbench_archive_associations_total{result="accepted"}' in metrics
+    assert "pacsbench_archive_operation_seconds_bucket" in metrics
+    assert 'pacsbench_archive_tier_used_bytes{tier="tier1"}' in metrics
+    assert status["settings"]["fsync"] is True and status["index"]["instances"] == 1
+    assert status["environment"]["hypervisor"] and status["environment"]["vcpus"] >= 1
+    assert status["environment"]["storage"][0]["fs_type"]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("prot = 104\n", "unknown key 'prot'"),
+        ('duplicates = "sometimes"\n', "duplicates: expected one of overwrite, reject, keep-first"),
+        ('[[tiers]]\nname = "a"\npath = "x"\ncapacity = "lots"\n', "[tiers.0] capacity: not a size"),
+        ("workers = -1\n", "workers: expected a whole number"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2(tmp_path, text, expected):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "server_under_test", "--config", str(config)],
+                            capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert result.returncode == 2 and expected in result.stderr and result.stderr.count("\n") == 1
