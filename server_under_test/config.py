@@ -6,7 +6,7 @@
     data = "archive-data"          # the index lives here (and the default tier)
     workers = 0                    # processes sharing the listening socket; 0 = one per CPU
     max_associations = 64          # across all workers
-    max_pdu = 0                    # largest PDU we receive; 0 = unlimited
+    max_pdu = 1048576              # largest PDU we receive; 0 = unlimited
     fsync = true                   # fsync files, folders and the index before answering
     duplicates = "overwrite"       # overwrite | reject | keep-first (same SOP Instance UID again)
     allowed_calling_aets = []      # empty: anyone may associate
@@ -77,7 +77,7 @@ class ArchiveConfig:
     data: Path = Path("archive-data")
     workers: int = 0
     max_associations: int = 64
-    max_pdu: int = 0
+    max_pdu: int = 1 << 20  # bounds the receive buffer per association; 0 = unlimited
     fsync: bool = True
     duplicates: str = "overwrite"
     allowed_calling_aets: tuple[str, ...] = ()

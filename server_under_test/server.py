@@ -283,7 +283,7 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
     parser.add_argument("--data", type=Path, help="folder for the index and the default tier (default ./archive-data)")
     parser.add_argument("--workers", type=int, help="processes accepting associations (default: one per CPU)")
     parser.add_argument("--max-associations", type=int, help="concurrent associations, all workers (default 64)")
-    parser.add_argument("--max-pdu", type=int, help="largest PDU we receive, bytes (default 0 = unlimited)")
+    parser.add_argument("--max-pdu", type=int, help="largest PDU we receive, bytes (default 1048576; 0 = unlimited)")
     parser.add_argument("--duplicates", choices=DUPLICATE_POLICIES, help="same SOP Instance UID again (default overwrite)")
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /status on this HTTP port (0 = any free)")
     parser.add_argument("--no-fsync", action="store_true", default=None,

@@ -177,7 +177,9 @@ class AssociationHandler:
     def _serve(self) -> None:
         try:
             while self._wait_for_request():
-                message = self.reader.read()
+                message = self.reader.read_command()
+                if message.command_field != C_STORE_RQ:  # only C-STORE streams its dataset
+                    message.data = [bytes(f) for f in self.reader.fragments(message)]
                 self._dispatch(message)
             self.wire.send_abort()  # stopping or idle: in-flight work is done
         except ReleaseRequested:
@@ -191,14 +193,17 @@ class AssociationHandler:
     def _dispatch(self, message: Message) -> None:
         operation = OPERATION.get(message.command_field)
         started = time.perf_counter()
-        handler = {C_ECHO_RQ: self.on_echo, C_STORE_RQ: self.on_store, C_FIND_RQ: self.on_find,
-                   C_GET_RQ: self.on_get, C_MOVE_RQ: self.on_move}.get(message.command_field)
-        if handler is None:
-            if message.command_field != C_CANCEL_RQ:  # a C-CANCEL after the operation ended is harmless
-                self._send(message, response(message, message.command_field | 0x8000, UNRECOGNIZED_OPERATION))
-            return
-        status = handler(message)
-        self.shared.metrics.operation(operation, status, time.perf_counter() - started, message.data_size)
+        if message.command_field == C_STORE_RQ:
+            status, received = self.on_store(message)
+        else:
+            handler = {C_ECHO_RQ: self.on_echo, C_FIND_RQ: self.on_find, C_GET_RQ: self.on_get,
+                       C_MOVE_RQ: self.on_move}.get(message.command_field)
+            if handler is None:
+                if message.command_field != C_CANCEL_RQ:  # a C-CANCEL after the operation ended is harmless
+                    self._send(message, response(message, message.command_field | 0x8000, UNRECOGNIZED_OPERATION))
+                return
+            status, received = handler(message), message.data_size
+        self.shared.metrics.operation(operation, status, time.perf_counter() - started, received)
 
     def _send(self, message: Message, command: Command, data: list | None = None) -> None:
         send_message(self.wire, message.context_id, command, data, self.assoc.peer_max_pdu)
@@ -208,14 +213,14 @@ class AssociationHandler:
         self._send(message, response(message, 0x8030, 0x0000))
         return 0
 
-    def on_store(self, message: Message) -> int:
-        outcome = self.shared.store.store(self.assoc, message)
+    def on_store(self, message: Message) -> tuple[int, int]:
+        outcome = self.shared.store.store(self.assoc, message, self.reader.fragments(message))
         if outcome.status not in (0x0000,):
             log.warning("C-STORE from %s: status 0x%04X: %s", self.assoc.calling_ae, outcome.status, outcome.comment)
         self._send(message, response(message, 0x8001, outcome.status,
                                      AffectedSOPInstanceUID=message.command.get("AffectedSOPInstanceUID"),
                                      ErrorComment=outcome.comment[:64] if outcome.status else None))
-        return outcome.status
+        return outcome.status, outcome.size
 
     def _identifier(self, message: Message) -> Dataset:
         context = self.assoc.context(message.context_id)

@@ -62,7 +62,8 @@ class FileStore:
     def __init__(self, root: Path, fsync: bool = True):
         self.root = root
         self.fsync = fsync
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.incoming_dir = root / ".incoming"
+        self.incoming_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         return (
@@ -125,6 +126,23 @@ class FileStore:
             _fsync_path(path.parent)
         return size
 
+    def incoming(self, header: bytes) -> "IncomingFile":
+        return IncomingFile(self, header)
+
+    def commit(self, temp: Path, path: Path, replace: bool) -> None:
+        """Move a complete (fsynced) temp file to its final name, durably."""
+        self._make_dirs(path.parent)
+        if replace:
+            os.rename(temp, path)
+        else:
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                raise AlreadyStored(errno.EEXIST, "already stored", str(path)) from None
+            os.unlink(temp)
+        if self.fsync:
+            _fsync_path(path.parent)
+
     def remove(self, path: Path) -> None:
         """Delete a file and the folders it leaves empty (up to the store root)."""
         path.unlink(missing_ok=True)
@@ -143,6 +161,53 @@ class FileStore:
             temp.unlink(missing_ok=True)
             count += 1
         return count
+
+
+class IncomingFile:
+    """A C-STORE dataset streamed to disk as it arrives, under a temporary name.
+
+    Write errors (a full disk) are remembered, not raised: the rest of the dataset must
+    still be read off the wire before the failure status can be sent.
+    """
+
+    def __init__(self, store: FileStore, header: bytes):
+        self.store = store
+        self.path = store.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        self.header_size = len(header)
+        self.size = 0
+        self.error: OSError | None = None
+        self.fd: int | None = None
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self.write(header)
+        except OSError as exc:
+            self.error = exc
+
+    def write(self, data) -> None:
+        if self.error is None:
+            try:
+                self.size += _writev_all(self.fd, [data])
+            except OSError as exc:
+                self.error = exc
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.path.unlink(missing_ok=True)
+
+    def commit(self, path: Path, replace: bool) -> int:
+        """fsync, close and move into place; return the file size. Discards itself on failure."""
+        try:
+            if self.store.fsync:
+                os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = None
+            self.store.commit(self.path, path, replace)
+        except BaseException:
+            self.discard()
+            raise
+        return self.size
 
 
 class TierSet:

@@ -21,7 +21,7 @@ from server_under_test.dimse import file_meta_bytes
 from server_under_test.association import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, Association
 from server_under_test.index import Index, InstanceRecord
 from server_under_test.storage import AlreadyStored, BadUID, TierSet
-from server_under_test.wire import ChunkReader, Message
+from server_under_test.wire import Message
 
 log = logging.getLogger("server_under_test.store")
 
@@ -62,31 +62,26 @@ class _StopAtPixels:
         return self.reached
 
 
-def parse_keys(chunks: list[memoryview], transfer_syntax: UID):
-    """The dataset up to Pixel Data (pydicom), read straight from the received fragments.
-
-    Fast path: parse a contiguous copy of the first 64 KB; only when the keys run past it
-    (or the data is deflated) read through all fragments.
-    """
+def parse_keys(head: bytes, incoming, transfer_syntax: UID):
+    """The dataset up to Pixel Data (pydicom): from the first 64 KB, else from the file on disk."""
     implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        inflated = zlib.decompress(ChunkReader(chunks).read(), -zlib.MAX_WBITS)
+        with open(incoming.path, "rb") as f:
+            f.seek(incoming.header_size)
+            inflated = zlib.decompress(f.read(), -zlib.MAX_WBITS)
         return read_dataset(BytesIO(inflated), implicit, little, stop_when=_StopAtPixels(), specific_tags=INDEXED_TAGS)
-    head, total = bytearray(), sum(len(c) for c in chunks)
-    for chunk in chunks:
-        head += chunk[: HEAD_BYTES - len(head)]
-        if len(head) >= HEAD_BYTES:
-            break
-    if len(head) == total:
-        return read_dataset(BytesIO(head), implicit, little, stop_when=_StopAtPixels(), specific_tags=INDEXED_TAGS)
     stop = _StopAtPixels()
+    complete = incoming.size - incoming.header_size == len(head)
     try:
         ds = read_dataset(BytesIO(head), implicit, little, stop_when=stop, specific_tags=INDEXED_TAGS)
-        if stop.reached:
+        if stop.reached or complete:
             return ds
-    except Exception:  # the head ended inside an element: read the whole thing below
-        pass
-    return read_dataset(ChunkReader(chunks), implicit, little, stop_when=_StopAtPixels(), specific_tags=INDEXED_TAGS)
+    except Exception:
+        if complete:
+            raise
+    with open(incoming.path, "rb") as f:  # the keys run past the first 64 KB: read them from disk
+        f.seek(incoming.header_size)
+        return read_dataset(f, implicit, little, stop_when=_StopAtPixels(), specific_tags=INDEXED_TAGS)
 
 
 def _text(ds, keyword: str) -> str:
@@ -106,22 +101,52 @@ def file_header(sop_class: str, sop_uid: str, transfer_syntax: str, calling_ae: 
                            calling_ae)
 
 
+def _drain(fragments) -> None:
+    for _ in fragments:
+        pass
+
+
 class StoreService:
     def __init__(self, index: Index, tiers: TierSet, duplicates: str):
         self.index = index
         self.tiers = tiers
         self.duplicates = duplicates
 
-    def store(self, assoc: Association, message: Message) -> StoreOutcome:
+    def store(self, assoc: Association, message: Message, fragments) -> StoreOutcome:
+        """Stream the dataset to a temp file, then check, place, fsync, index; always drains `fragments`."""
         command = message.command
         context = assoc.context(message.context_id)
         sop_class = str(command.get("AffectedSOPClassUID", ""))
         sop_uid = str(command.get("AffectedSOPInstanceUID", ""))
         if context is None or context.abstract_syntax != sop_class:
+            _drain(fragments)
             return StoreOutcome(SOP_CLASS_NOT_SUPPORTED, f"no accepted presentation context for {sop_class}")
+        candidates = self.tiers.candidates(self.index.tier_usage())
+        if not candidates:
+            _drain(fragments)
+            return StoreOutcome(OUT_OF_RESOURCES, "every storage tier is at capacity")
         transfer_syntax = UID(context.transfer_syntax[0])
+        tier = candidates[0]
+        incoming = self.tiers.stores[tier].incoming(file_header(sop_class, sop_uid, transfer_syntax, assoc.calling_ae))
+        head = bytearray()
+        for fragment in fragments:
+            if len(head) < HEAD_BYTES:
+                head += fragment[: HEAD_BYTES - len(head)]
+            incoming.write(fragment)
+        if incoming.error is not None:
+            incoming.discard()
+            error = incoming.error
+            reason = "disk full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (error.strerror or str(error))
+            log.warning("cannot write %s on tier %s: %s", sop_uid, self.tiers.tiers[tier].name, reason)
+            return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {reason}")
+        outcome = self._place(incoming, bytes(head), tier, sop_class, sop_uid, transfer_syntax)
+        if outcome.status != SUCCESS or outcome.size == 0:
+            incoming.discard()
+        return outcome
+
+    def _place(self, incoming, head: bytes, tier: int, sop_class: str, sop_uid: str, transfer_syntax: UID):
         try:
-            ds = parse_keys(message.data, transfer_syntax)
+            ds = parse_keys(head, incoming, transfer_syntax)
             study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
             dataset_sop_uid = str(ds.SOPInstanceUID)
         except Exception as exc:  # pydicom raises many kinds on garbage: all mean "cannot understand"
@@ -129,33 +154,24 @@ class StoreService:
         if dataset_sop_uid != sop_uid:
             return StoreOutcome(DATASET_DOES_NOT_MATCH, f"SOPInstanceUID {dataset_sop_uid} differs from the request")
         if self.duplicates != "overwrite" and self.index.exists(sop_uid):
-            if self.duplicates == "reject":
-                return StoreOutcome(DUPLICATE_SOP_INSTANCE, "duplicate SOP Instance UID rejected by policy")
-            return StoreOutcome(SUCCESS, "duplicate: the first copy is kept")
-        header = file_header(sop_class, sop_uid, transfer_syntax, assoc.calling_ae)
-        return self._write_and_index(ds, study_uid, series_uid, sop_uid, sop_class, transfer_syntax,
-                                     [header, *message.data])
+            return self._duplicate()
+        store = self.tiers.stores[tier]
+        try:
+            path = store.path_for(study_uid, series_uid, sop_uid)
+            size = incoming.commit(path, replace=self.duplicates == "overwrite")
+        except BadUID as exc:
+            return StoreOutcome(DATASET_DOES_NOT_MATCH, str(exc))
+        except AlreadyStored:
+            return self._duplicate()
+        except OSError as exc:
+            reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+            return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {reason}")
+        return self._index(ds, sop_uid, sop_class, transfer_syntax, tier, path, size)
 
-    def _write_and_index(self, ds, study_uid, series_uid, sop_uid, sop_class, transfer_syntax, chunks) -> StoreOutcome:
-        last_error = "no storage tier has room"
-        for tier in self.tiers.candidates(self.index.tier_usage()):
-            store = self.tiers.stores[tier]
-            try:
-                path = store.path_for(study_uid, series_uid, sop_uid)
-            except BadUID as exc:
-                return StoreOutcome(DATASET_DOES_NOT_MATCH, str(exc))
-            try:
-                size = store.write(path, chunks, replace=self.duplicates == "overwrite")
-            except AlreadyStored:
-                if self.duplicates == "reject":
-                    return StoreOutcome(DUPLICATE_SOP_INSTANCE, "duplicate SOP Instance UID rejected by policy")
-                return StoreOutcome(SUCCESS, "duplicate: the first copy is kept")
-            except OSError as exc:
-                last_error = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
-                log.warning("cannot write %s on tier %s: %s", sop_uid, self.tiers.tiers[tier].name, last_error)
-                continue  # the next tier may have room
-            return self._index(ds, sop_uid, sop_class, transfer_syntax, tier, path, size)
-        return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {last_error}")
+    def _duplicate(self) -> StoreOutcome:
+        if self.duplicates == "reject":
+            return StoreOutcome(DUPLICATE_SOP_INSTANCE, "duplicate SOP Instance UID rejected by policy")
+        return StoreOutcome(SUCCESS, "duplicate: the first copy is kept")
 
     def _index(self, ds, sop_uid, sop_class, transfer_syntax, tier, path: Path, size: int) -> StoreOutcome:
         record = InstanceRecord(

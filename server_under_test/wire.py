@@ -28,8 +28,8 @@ PDU_NAMES = {1: "A-ASSOCIATE-RQ", 2: "A-ASSOCIATE-AC", 3: "A-ASSOCIATE-RJ", 4: "
 UNLIMITED_PDU_CAP = 1 << 30
 # The fragment size we send when the peer announces "unlimited".
 UNLIMITED_SEND_FRAGMENT = 4 << 20
-# Receive buffer size: large enough for many 16 KB PDUs per system call.
-READ_BUFFER = 4 << 20
+# Receive buffer size: large enough for many 16 KB PDUs per system call, reused.
+READ_BUFFER = 1 << 20
 
 NO_DATASET = 0x0101
 
@@ -62,17 +62,21 @@ class Wire:
     def _fill(self, needed: int) -> None:
         """Make at least `needed` unread bytes available, reading as much as the socket has.
 
-        Reads land in large buffers so one system call can bring many PDUs. A buffer is
-        never overwritten: when it runs out, a new one takes the unread tail, and the old
-        one lives on for as long as dataset fragments (memoryviews) still point into it.
+        One reused buffer: reads land in it in large gulps (many 16 KB PDUs per system
+        call), and when its end is reached the unread tail moves to the front. So views
+        handed out by read_pdu stay valid only until the next read: callers copy or
+        consume them first (MessageReader guarantees this).
         """
         while self._end - self._start < needed:
             if len(self._buffer) - self._start < needed:
-                size = max(READ_BUFFER, needed)
-                fresh = bytearray(size)
                 unread = self._end - self._start
-                fresh[:unread] = self._buffer[self._start:self._end]
-                self._buffer, self._view, self._start, self._end = fresh, memoryview(fresh), 0, unread
+                if len(self._buffer) >= needed:
+                    self._buffer[:unread] = self._buffer[self._start:self._end]
+                else:
+                    fresh = bytearray(max(READ_BUFFER, needed))
+                    fresh[:unread] = self._buffer[self._start:self._end]
+                    self._buffer, self._view = fresh, memoryview(fresh)
+                self._start, self._end = 0, unread
             n = self.sock.recv_into(self._view[self._end:])
             if n == 0:
                 raise ConnectionClosed(f"connection closed with {needed - (self._end - self._start)} bytes missing")
@@ -188,6 +192,10 @@ class Message:
         return int(self.command.CommandField)
 
     @property
+    def has_dataset(self) -> bool:
+        return int(self.command.get("CommandDataSetType", NO_DATASET)) != NO_DATASET
+
+    @property
     def data_size(self) -> int:
         return sum(len(c) for c in self.data)
 
@@ -203,6 +211,7 @@ class MessageReader:
         self.wire = wire
         self.max_pdu = max_pdu
         self._pdvs: deque = deque()
+        self._in_dataset = False
 
     def _next_pdv(self) -> tuple[int, int, memoryview]:
         while not self._pdvs:
@@ -231,14 +240,15 @@ class MessageReader:
         finally:
             sock.settimeout(timeout)
 
-    def read(self) -> Message:
+    def read_command(self) -> Message:
+        """The next message's command set (the dataset, if any, follows via fragments())."""
+        if self._in_dataset:
+            raise RuntimeError("the previous message's dataset was not consumed")
         command_bytes = bytearray()
-        context_id = None
         while True:
             ctx, control, data = self._next_pdv()
             if not control & 0x01:
                 raise ProtocolError("dataset fragment received before the command set was complete")
-            context_id = ctx
             command_bytes += data
             if control & 0x02:
                 break
@@ -246,18 +256,27 @@ class MessageReader:
             command = decode_command(bytes(command_bytes))
         except ValueError as exc:
             raise ProtocolError(f"cannot decode the command set: {exc}") from None
-        message = Message(context_id, command)
-        if int(command.get("CommandDataSetType", NO_DATASET)) == NO_DATASET:
-            return message
-        while True:
+        message = Message(ctx, command)
+        self._in_dataset = message.has_dataset
+        return message
+
+    def fragments(self, message: Message):
+        """Yield the dataset's fragments; each view is valid only until the next one is asked for."""
+        while self._in_dataset:
             ctx, control, data = self._next_pdv()
             if control & 0x01:
                 raise ProtocolError("command fragment received inside a dataset")
-            if ctx != context_id:
-                raise ProtocolError(f"dataset fragment on context {ctx}, command on {context_id}")
-            message.data.append(data)
+            if ctx != message.context_id:
+                raise ProtocolError(f"dataset fragment on context {ctx}, command on {message.context_id}")
             if control & 0x02:
-                return message
+                self._in_dataset = False
+            yield data
+
+    def read(self) -> Message:
+        """A whole message with its dataset copied into memory (small datasets: identifiers, responses)."""
+        message = self.read_command()
+        message.data = [bytes(fragment) for fragment in self.fragments(message)]
+        return message
 
 
 def split_pdvs(view: memoryview) -> list[tuple[int, int, memoryview]]:

@@ -1,0 +1,211 @@
+"""Ingest benchmark: the reference archive vs Orthanc vs DCMTK storescp vs plain fsync writers.
+
+Every target receives the same 2 MB XA instances (1024x1024, 16-bit, one frame) from 4
+DCMTK storescu processes at once (one association each, TCP_NODELAY=1); the physical limit
+is 4 threads writing the same files with write + fsync + rename and no network. Targets
+alternate within each round (in rotated order) and every round uses fresh UIDs.
+
+    python -m bench.benchmarks.archive_ingest [--instances 100] [--rounds 3]
+
+Prints instances/s per target and round, the medians, and the ratios the archive issue
+asks for (goal: >= 2x Orthanc, >= 50% of the plain writers). Not a test: figures depend on
+the machine and its neighbours, which is why everything is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from pydicom.uid import generate_uid
+
+from bench.pixels import RunShape, synthesize_run
+from bench.xa import RunKeys, StudyKeys, build_instance
+
+NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+STORESCU, STORESCP, ECHOSCU = "/usr/bin/storescu", "/usr/bin/storescp", "/usr/bin/echoscu"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_echo(port: int, ae_title: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run([ECHOSCU, "-aec", ae_title, "127.0.0.1", str(port)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"no C-ECHO answer from {ae_title} on port {port} within {timeout:g} s")
+
+
+def write_round(folder: Path, count: int, pixels: np.ndarray) -> list[Path]:
+    """`count` single-frame 2 MB XA files with fresh UIDs (one study per round)."""
+    folder.mkdir(parents=True)
+    shape = RunShape(1024, 1024, 1, 12, mask_frames=0)
+    study = StudyKeys("BENCH^INGEST", "BENCH1", "19700101", "O", generate_uid(), "1", "ACC1", "20260101", "120000")
+    paths = []
+    for i in range(count):
+        run = RunKeys(generate_uid(), generate_uid(), i + 1, "120000", 0.0, 0.0)
+        ds = build_instance(pixels, shape, study, run, 4.0, "HEAD")
+        del ds.MaskSubtractionSequence  # one frame: nothing to subtract
+        path = folder / f"{i:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def storescu_parallel(files: list[Path], port: int, ae_title: str, associations: int) -> float:
+    """Seconds for `associations` storescu processes to store all files; fails loudly on error."""
+    groups = [files[i::associations] for i in range(associations)]
+    started = time.perf_counter()
+    processes = [subprocess.Popen([STORESCU, "-aec", ae_title, "127.0.0.1", str(port), *map(str, g)],
+                                  env=NODELAY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for g in groups]
+    errors = [p.communicate()[1] for p in processes]
+    seconds = time.perf_counter() - started
+    for p, err in zip(processes, errors):
+        if p.returncode != 0:
+            raise SystemExit(f"storescu into {ae_title} failed: {err.decode(errors='replace').strip()}")
+    return seconds
+
+
+def plain_writers(files: list[Path], out: Path, writers: int) -> float:
+    """The disk's limit for this workload: write + fsync + rename + folder fsync, no network."""
+    out.mkdir(parents=True)
+    blobs = [f.read_bytes() for f in files]
+
+    def write(part: list[bytes]) -> None:
+        for blob in part:
+            final = out / f"{uuid.uuid4().hex}.dcm"
+            temp = final.with_suffix(".tmp")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, blob)
+            os.fsync(fd)
+            os.close(fd)
+            os.rename(temp, final)
+            dir_fd = os.open(out, os.O_RDONLY)
+            os.fsync(dir_fd)
+            os.close(dir_fd)
+
+    threads = [threading.Thread(target=write, args=(blobs[i::writers],)) for i in range(writers)]
+    started = time.perf_counter()
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return time.perf_counter() - started
+
+
+class Server:
+    """A DICOM server process started for the benchmark and stopped at the end."""
+
+    def __init__(self, name: str, ae_title: str, port: int, command: list[str], env=None, cwd=None):
+        self.name, self.ae_title, self.port = name, ae_title, port
+        self.log = open(Path(cwd or ".") / f"{name}.log", "wb")
+        self.process = subprocess.Popen(command, env=env or NODELAY, cwd=cwd, stdout=self.log, stderr=self.log,
+                                        start_new_session=True)
+        wait_for_echo(port, ae_title)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+def start_reference_archive(work: Path) -> Server:
+    port = free_port()
+    return Server("reference-archive", "PACSBENCH", port,
+                  [sys.executable, "-m", "server_under_test", "--port", str(port), "--data", str(work / "archive")],
+                  cwd=work)
+
+
+def start_orthanc(work: Path) -> Server:
+    orthanc = shutil.which("Orthanc")
+    if not orthanc:
+        raise SystemExit("Orthanc is not installed (apt-get install orthanc)")
+    port, http = free_port(), free_port()
+    config = {
+        "Name": "pacsbench-orthanc", "StorageDirectory": str(work / "orthanc"), "IndexDirectory": str(work / "orthanc"),
+        "DicomAet": "ORTHANC", "DicomPort": port, "HttpPort": http, "RemoteAccessAllowed": False,
+        "DicomCheckCalledAet": False, "SyncStorageArea": True, "StorageCompression": False, "Plugins": [],
+        "DicomThreadsCount": 4,
+    }
+    (work / "orthanc.json").write_text(json.dumps(config))
+    return Server("orthanc", "ORTHANC", port, [orthanc, str(work / "orthanc.json")], cwd=work)
+
+
+def start_storescp(work: Path) -> Server:
+    port = free_port()
+    (work / "storescp").mkdir()
+    return Server("storescp", "STORESCP", port, [STORESCP, "--fork", "-aet", "STORESCP", "-od",
+                                                  str(work / "storescp"), str(port)], cwd=work)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=100, help="instances per target and round (default 100)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; targets alternate within each (default 3)")
+    parser.add_argument("--associations", type=int, default=4, help="parallel storescu processes (default 4)")
+    parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary folder, removed)")
+    args = parser.parse_args(argv)
+    for tool in (STORESCU, STORESCP, ECHOSCU):
+        if not Path(tool).exists():
+            raise SystemExit(f"{tool} is missing (apt-get install dcmtk)")
+    work = args.work or Path(tempfile.mkdtemp(prefix="pacsbench-ingest-"))
+    work.mkdir(parents=True, exist_ok=True)
+    pixels = synthesize_run(RunShape(1024, 1024, 1, 12, mask_frames=0), seed=7)
+    servers = [start_reference_archive(work), start_orthanc(work), start_storescp(work)]
+    names = [s.name for s in servers] + ["plain-fsync-writers"]
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    try:
+        for round_number in range(args.rounds):
+            files = write_round(work / f"round-{round_number}", args.instances, pixels)
+            order = names[round_number % len(names):] + names[:round_number % len(names)]
+            for name in order:
+                if name == "plain-fsync-writers":
+                    seconds = plain_writers(files, work / f"plain-{round_number}", args.associations)
+                else:
+                    server = next(s for s in servers if s.name == name)
+                    seconds = storescu_parallel(files, server.port, server.ae_title, args.associations)
+                rates[name].append(args.instances / seconds)
+                print(f"round {round_number + 1} {name:22s} {args.instances / seconds:8.1f} instances/s "
+                      f"({seconds:.2f} s)", flush=True)
+            shutil.rmtree(work / f"round-{round_number}")
+    finally:
+        for server in servers:
+            server.stop()
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    medians = {n: statistics.median(r) for n, r in rates.items()}
+    mb = 2.1  # MB per instance (1024x1024x2 bytes plus header)
+    print(f"\n{args.instances} x 2 MB XA instances, {args.associations} associations, {args.rounds} rounds (median):")
+    for name in names:
+        print(f"  {name:22s} {medians[name]:8.1f} instances/s  {medians[name] * mb:7.1f} MB/s  "
+              f"(min {min(rates[name]):.1f}, max {max(rates[name]):.1f})")
+    ours = medians["reference-archive"]
+    print(f"  reference archive / Orthanc            = {ours / medians['orthanc']:.2f}x (goal >= 2.0x)")
+    print(f"  reference archive / plain fsync writers = {ours / medians['plain-fsync-writers']:.2f}x (goal >= 0.50x)")
+    print(f"  reference archive / storescp (no fsync) = {ours / medians['storescp']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
