@@ -161,18 +161,19 @@ class AssociationHandler:
             self.shared.metrics.association_started("failed")
 
     def _wait_for_request(self) -> bool:
-        """Wait until a request arrives; False when stopping or idle for too long."""
+        """Wait until a request arrives; False when stopping (and nothing waits) or idle too long."""
         idle_deadline = time.monotonic() + self.shared.config.network_timeout
-        while not self.shared.stopping.is_set():
-            if self.reader.pending():
+        while True:
+            if self.reader.pending():  # a request already on the wire is served, even when stopping
                 return True
+            if self.shared.stopping.is_set():
+                return False
             ready, _, _ = select.select([self.wire.sock], [], [], 0.25)
             if ready:
                 return True
             if time.monotonic() > idle_deadline:
                 log.info("association from %s idle for %.0f s: aborting", self.peer, self.shared.config.network_timeout)
                 return False
-        return False
 
     def _serve(self) -> None:
         try:

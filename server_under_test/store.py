@@ -9,17 +9,15 @@ from __future__ import annotations
 import errno
 import logging
 import zlib
-from io import BytesIO
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.filereader import read_dataset
-from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from server_under_test.dimse import file_meta_bytes
 from server_under_test.association import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, Association
 from server_under_test.index import Index, InstanceRecord
+from server_under_test.keys import Incomplete, Malformed, read_keys
 from server_under_test.storage import AlreadyStored, BadUID, TierSet
 from server_under_test.wire import Message
 
@@ -32,7 +30,6 @@ OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 
-FIRST_PIXEL_TAG = 0x7FE00008  # Float Pixel Data and everything after it is never indexed
 
 
 @dataclass(frozen=True)
@@ -42,57 +39,35 @@ class StoreOutcome:
     size: int = 0
 
 
-INDEXED_KEYWORDS = [
-    "SpecificCharacterSet", "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "StudyDescription", "ReferringPhysicianName",
-    "SeriesInstanceUID", "Modality", "SeriesNumber", "BodyPartExamined", "SeriesDescription", "SOPInstanceUID",
-    "InstanceNumber", "NumberOfFrames",
-]
-INDEXED_TAGS = [Tag(k) for k in INDEXED_KEYWORDS]
-HEAD_BYTES = 1 << 16  # the part before Pixel Data almost always fits in the first 64 KB
+HEAD_BYTES = 1 << 16  # the attributes before Pixel Data almost always fit in the first 64 KB
+MAX_KEY_BYTES = 16 << 20  # beyond this, a "header" is not a header
+REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
-class _StopAtPixels:
-    def __init__(self):
-        self.reached = False
-
-    def __call__(self, tag, vr, length) -> bool:
-        if tag >= FIRST_PIXEL_TAG:
-            self.reached = True
-        return self.reached
-
-
-def parse_keys(head: bytes, incoming, transfer_syntax: UID):
-    """The dataset up to Pixel Data (pydicom): from the first 64 KB, else from the file on disk."""
+def dataset_keys(head: bytes, incoming, transfer_syntax: UID) -> dict[str, str]:
+    """The indexed attributes: from the first 64 KB received, else from the file on disk."""
     implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         with open(incoming.path, "rb") as f:
             f.seek(incoming.header_size)
-            inflated = zlib.decompress(f.read(), -zlib.MAX_WBITS)
-        return read_dataset(BytesIO(inflated), implicit, little, stop_when=_StopAtPixels(), specific_tags=INDEXED_TAGS)
-    stop = _StopAtPixels()
-    complete = incoming.size - incoming.header_size == len(head)
+            return read_keys(zlib.decompress(f.read(), -zlib.MAX_WBITS), implicit, little)
     try:
-        ds = read_dataset(BytesIO(head), implicit, little, stop_when=stop, specific_tags=INDEXED_TAGS)
-        if stop.reached or complete:
-            return ds
-    except Exception:
-        if complete:
-            raise
-    with open(incoming.path, "rb") as f:  # the keys run past the first 64 KB: read them from disk
+        return read_keys(head, implicit, little)
+    except Incomplete:
+        if incoming.size - incoming.header_size == len(head):
+            raise Malformed("the dataset ends inside an element") from None
+    with open(incoming.path, "rb") as f:  # the attributes run past the first 64 KB
         f.seek(incoming.header_size)
-        return read_dataset(f, implicit, little, stop_when=_StopAtPixels(), specific_tags=INDEXED_TAGS)
+        try:
+            return read_keys(f.read(MAX_KEY_BYTES), implicit, little)
+        except Incomplete:
+            raise Malformed("no Pixel Data within the first 16 MB, or the dataset ends inside an element") from None
 
 
-def _text(ds, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value)
-
-
-def _frames(ds) -> int:
+def _frames(keys: dict[str, str]) -> int:
     try:
-        return int(ds.get("NumberOfFrames") or 1)
-    except (TypeError, ValueError):
+        return max(1, int(keys.get("NumberOfFrames") or 1))
+    except ValueError:
         return 1
 
 
@@ -146,11 +121,13 @@ class StoreService:
 
     def _place(self, incoming, head: bytes, tier: int, sop_class: str, sop_uid: str, transfer_syntax: UID):
         try:
-            ds = parse_keys(head, incoming, transfer_syntax)
-            study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
-            dataset_sop_uid = str(ds.SOPInstanceUID)
-        except Exception as exc:  # pydicom raises many kinds on garbage: all mean "cannot understand"
-            return StoreOutcome(CANNOT_UNDERSTAND, f"dataset does not parse: {type(exc).__name__}: {exc}"[:200])
+            keys = dataset_keys(head, incoming, transfer_syntax)
+        except (Malformed, ValueError, LookupError, zlib.error) as exc:
+            return StoreOutcome(CANNOT_UNDERSTAND, f"dataset does not parse: {exc}"[:200])
+        missing = [k for k in REQUIRED_UIDS if not keys.get(k)]
+        if missing:
+            return StoreOutcome(DATASET_DOES_NOT_MATCH, f"missing {', '.join(missing)}")
+        study_uid, series_uid, dataset_sop_uid = (keys[k] for k in REQUIRED_UIDS)
         if dataset_sop_uid != sop_uid:
             return StoreOutcome(DATASET_DOES_NOT_MATCH, f"SOPInstanceUID {dataset_sop_uid} differs from the request")
         if self.duplicates != "overwrite" and self.index.exists(sop_uid):
@@ -166,25 +143,24 @@ class StoreService:
         except OSError as exc:
             reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {reason}")
-        return self._index(ds, sop_uid, sop_class, transfer_syntax, tier, path, size)
+        return self._index(keys, sop_uid, sop_class, transfer_syntax, tier, path, size)
 
     def _duplicate(self) -> StoreOutcome:
         if self.duplicates == "reject":
             return StoreOutcome(DUPLICATE_SOP_INSTANCE, "duplicate SOP Instance UID rejected by policy")
         return StoreOutcome(SUCCESS, "duplicate: the first copy is kept")
 
-    def _index(self, ds, sop_uid, sop_class, transfer_syntax, tier, path: Path, size: int) -> StoreOutcome:
+    def _index(self, keys: dict[str, str], sop_uid, sop_class, transfer_syntax, tier, path: Path, size: int):
+        k = keys.get
         record = InstanceRecord(
-            patient_id=_text(ds, "PatientID"), patient_name=_text(ds, "PatientName"),
-            birth_date=_text(ds, "PatientBirthDate"), sex=_text(ds, "PatientSex"),
-            study_uid=str(ds.StudyInstanceUID), study_date=_text(ds, "StudyDate"), study_time=_text(ds, "StudyTime"),
-            accession=_text(ds, "AccessionNumber"), study_id=_text(ds, "StudyID"),
-            study_description=_text(ds, "StudyDescription"), referring=_text(ds, "ReferringPhysicianName"),
-            series_uid=str(ds.SeriesInstanceUID), modality=_text(ds, "Modality"),
-            series_number=_text(ds, "SeriesNumber"), body_part=_text(ds, "BodyPartExamined"),
-            series_description=_text(ds, "SeriesDescription"), sop_uid=sop_uid, sop_class_uid=sop_class,
-            instance_number=_text(ds, "InstanceNumber"), transfer_syntax=str(transfer_syntax), frames=_frames(ds),
-            size=size, tier=tier, path=str(path),
+            patient_id=k("PatientID", ""), patient_name=k("PatientName", ""), birth_date=k("PatientBirthDate", ""),
+            sex=k("PatientSex", ""), study_uid=keys["StudyInstanceUID"], study_date=k("StudyDate", ""),
+            study_time=k("StudyTime", ""), accession=k("AccessionNumber", ""), study_id=k("StudyID", ""),
+            study_description=k("StudyDescription", ""), referring=k("ReferringPhysicianName", ""),
+            series_uid=keys["SeriesInstanceUID"], modality=k("Modality", ""), series_number=k("SeriesNumber", ""),
+            body_part=k("BodyPartExamined", ""), series_description=k("SeriesDescription", ""), sop_uid=sop_uid,
+            sop_class_uid=sop_class, instance_number=k("InstanceNumber", ""), transfer_syntax=str(transfer_syntax),
+            frames=_frames(keys), size=size, tier=tier, path=str(path),
         )
         try:
             replaced = self.index.add(record)
