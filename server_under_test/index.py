@@ -9,6 +9,7 @@ queries on a large index never count rows.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -120,6 +121,14 @@ class StoredInstance:
     tier: int
 
 
+def fsync_folder(folder) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
     db.execute("PRAGMA journal_mode=WAL")
@@ -220,10 +229,11 @@ def apply_record(db, r: InstanceRecord) -> str | None:
 
 
 class _Pending:
-    __slots__ = ("record", "done", "result", "error")
+    __slots__ = ("record", "sync_dirs", "done", "result", "error")
 
-    def __init__(self, record: InstanceRecord):
+    def __init__(self, record: InstanceRecord, sync_dirs: tuple):
         self.record = record
+        self.sync_dirs = sync_dirs
         self.done = threading.Event()
         self.result = None
         self.error: BaseException | None = None
@@ -245,9 +255,13 @@ class Index:
         self._thread.start()
 
     # -- writes ------------------------------------------------------------------------
-    def add(self, record: InstanceRecord, timeout: float = 120.0) -> str | None:
-        """Commit one instance row (durably); return the path of a file it replaced, if any."""
-        pending = _Pending(record)
+    def add(self, record: InstanceRecord, sync_dirs: tuple = (), timeout: float = 120.0) -> str | None:
+        """Commit one instance row (durably); return the path of a file it replaced, if any.
+
+        `sync_dirs` are folders whose new entries must be durable before the row is: the
+        committer fsyncs each once per batch, so concurrent stores into one study share it.
+        """
+        pending = _Pending(record, sync_dirs)
         with self._cv:
             if self._closed:
                 raise RuntimeError("index is closed")
@@ -272,6 +286,8 @@ class Index:
     def _commit(self, batch: list[_Pending]) -> None:
         db = self._writer
         try:
+            for folder in {d for item in batch for d in item.sync_dirs}:
+                fsync_folder(folder)
             db.execute("BEGIN IMMEDIATE")
             for item in batch:
                 db.execute("SAVEPOINT one")

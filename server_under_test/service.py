@@ -180,7 +180,7 @@ class AssociationHandler:
             while self._wait_for_request():
                 message = self.reader.read_command()
                 if message.command_field != C_STORE_RQ:  # only C-STORE streams its dataset
-                    message.data = [bytes(f) for f in self.reader.fragments(message)]
+                    message.data = [bytes(f) for batch in self.reader.fragments(message) for f in batch]
                 self._dispatch(message)
             self.wire.send_abort()  # stopping or idle: in-flight work is done
         except ReleaseRequested:

@@ -129,8 +129,9 @@ class FileStore:
     def incoming(self, header: bytes) -> "IncomingFile":
         return IncomingFile(self, header)
 
-    def commit(self, temp: Path, path: Path, replace: bool) -> None:
-        """Move a complete (fsynced) temp file to its final name, durably."""
+    def commit(self, temp: Path, path: Path, replace: bool, sync_folder: bool = True) -> None:
+        """Move a complete (fsynced) temp file to its final name; fsync the folder unless told
+        the caller will (the index committer does it once for a whole batch)."""
         self._make_dirs(path.parent)
         if replace:
             os.rename(temp, path)
@@ -140,7 +141,7 @@ class FileStore:
             except FileExistsError:
                 raise AlreadyStored(errno.EEXIST, "already stored", str(path)) from None
             os.unlink(temp)
-        if self.fsync:
+        if self.fsync and sync_folder:
             _fsync_path(path.parent)
 
     def remove(self, path: Path) -> None:
@@ -179,14 +180,14 @@ class IncomingFile:
         self.fd: int | None = None
         try:
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            self.write(header)
+            self.write([header])
         except OSError as exc:
             self.error = exc
 
-    def write(self, data) -> None:
+    def write(self, chunks: list) -> None:
         if self.error is None:
             try:
-                self.size += _writev_all(self.fd, [data])
+                self.size += _writev_all(self.fd, chunks)
             except OSError as exc:
                 self.error = exc
 
@@ -196,14 +197,14 @@ class IncomingFile:
             self.fd = None
         self.path.unlink(missing_ok=True)
 
-    def commit(self, path: Path, replace: bool) -> int:
+    def commit(self, path: Path, replace: bool, sync_folder: bool = True) -> int:
         """fsync, close and move into place; return the file size. Discards itself on failure."""
         try:
             if self.store.fsync:
                 os.fsync(self.fd)
             os.close(self.fd)
             self.fd = None
-            self.store.commit(self.path, path, replace)
+            self.store.commit(self.path, path, replace, sync_folder)
         except BaseException:
             self.discard()
             raise

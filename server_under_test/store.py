@@ -104,10 +104,12 @@ class StoreService:
         tier = candidates[0]
         incoming = self.tiers.stores[tier].incoming(file_header(sop_class, sop_uid, transfer_syntax, assoc.calling_ae))
         head = bytearray()
-        for fragment in fragments:
-            if len(head) < HEAD_BYTES:
+        for batch in fragments:
+            for fragment in batch:
+                if len(head) >= HEAD_BYTES:
+                    break
                 head += fragment[: HEAD_BYTES - len(head)]
-            incoming.write(fragment)
+            incoming.write(batch)
         if incoming.error is not None:
             incoming.discard()
             error = incoming.error
@@ -135,7 +137,7 @@ class StoreService:
         store = self.tiers.stores[tier]
         try:
             path = store.path_for(study_uid, series_uid, sop_uid)
-            size = incoming.commit(path, replace=self.duplicates == "overwrite")
+            size = incoming.commit(path, replace=self.duplicates == "overwrite", sync_folder=False)
         except BadUID as exc:
             return StoreOutcome(DATASET_DOES_NOT_MATCH, str(exc))
         except AlreadyStored:
@@ -163,7 +165,8 @@ class StoreService:
             frames=_frames(keys), size=size, tier=tier, path=str(path),
         )
         try:
-            replaced = self.index.add(record)
+            # The folder's new entry becomes durable in the index committer, before the row.
+            replaced = self.index.add(record, sync_dirs=(path.parent,) if self.tiers.stores[tier].fsync else ())
         except Exception as exc:  # never leave a file the index does not know about
             if self.duplicates != "overwrite" or not self.index.exists(sop_uid):
                 self.tiers.stores[tier].remove(path)

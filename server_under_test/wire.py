@@ -92,6 +92,13 @@ class Wire:
     def buffered(self) -> bool:
         return self._end > self._start
 
+    def has_pdu(self) -> bool:
+        """Is a whole PDU already in the buffer (so reading it needs no system call)?"""
+        available = self._end - self._start
+        if available < 6:
+            return False
+        return available >= 6 + struct.unpack_from(">I", self._buffer, self._start + 2)[0]
+
     def read_pdu(self, max_length: int) -> tuple[int, memoryview]:
         """Return (PDU type, body). `max_length` bounds the body (0 = our sanity cap)."""
         header = self._take(6)
@@ -261,21 +268,30 @@ class MessageReader:
         return message
 
     def fragments(self, message: Message):
-        """Yield the dataset's fragments; each view is valid only until the next one is asked for."""
+        """Yield the dataset as batches (lists) of fragments.
+
+        A batch holds every fragment already in the receive buffer, so it can go to disk in
+        one writev; its views are valid only until the next batch is asked for.
+        """
         while self._in_dataset:
-            ctx, control, data = self._next_pdv()
-            if control & 0x01:
-                raise ProtocolError("command fragment received inside a dataset")
-            if ctx != message.context_id:
-                raise ProtocolError(f"dataset fragment on context {ctx}, command on {message.context_id}")
-            if control & 0x02:
-                self._in_dataset = False
-            yield data
+            batch = []
+            while self._in_dataset:
+                ctx, control, data = self._next_pdv()
+                if control & 0x01:
+                    raise ProtocolError("command fragment received inside a dataset")
+                if ctx != message.context_id:
+                    raise ProtocolError(f"dataset fragment on context {ctx}, command on {message.context_id}")
+                if control & 0x02:
+                    self._in_dataset = False
+                batch.append(data)
+                if not self._pdvs and not self.wire.has_pdu():
+                    break  # the next fragment needs a recv, which may reuse the buffer
+            yield batch
 
     def read(self) -> Message:
         """A whole message with its dataset copied into memory (small datasets: identifiers, responses)."""
         message = self.read_command()
-        message.data = [bytes(fragment) for fragment in self.fragments(message)]
+        message.data = [bytes(fragment) for batch in self.fragments(message) for fragment in batch]
         return message
 
 
