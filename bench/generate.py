@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -183,7 +184,7 @@ def _replace_dir(partial: Path, final: Path) -> None:
 def write_study(plan: StudyPlan, profile: Profile, out: Path, totals: Totals, on_frames=None,
                 syntax: TransferSyntax | None = None) -> None:
     """Write one study as out/study-NNNN/run-RR.dcm, all or nothing."""
-    partial = out / f".partial-{plan.folder_name}"
+    partial = out / f".partial-{plan.folder_name}-{os.getpid()}"  # two processes may fill one pool cache
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:

@@ -1,7 +1,7 @@
 """Pixel model for synthetic digital subtraction angiography (DSA) runs.
 
 A run is a stack of frames seen through a round field of view: static anatomy (a head
-with a skull rim and 1/f texture), a branching vessel tree that a contrast bolus fills
+with a skull rim and power-law, 1/f-type texture), a branching vessel tree that a contrast bolus fills
 and washes out (gamma-variate time curve), mask frames before the contrast arrives, and
 quantum noise set by a dose knob. Pixels are stored as LOG data (proportional to the
 attenuation, as DSA units store them so that subtraction removes the anatomy) or LIN
@@ -9,8 +9,8 @@ data (proportional to the detected intensity).
 
 The noise is what sets lossless compression ratios: smooth anatomy predicts well, the
 noise does not. Noise is drawn from a table of normal quantiles indexed by random 16-bit
-integers, several times faster than numpy's normal generator, and the vessels (a few
-percent of the pixels) are updated sparsely, so a 1024x1024 frame costs a few ms.
+integers, several times faster than numpy's normal generator, and the vessels (about a
+tenth of the pixels) are updated sparsely, so a 1024x1024 frame costs about 15 ms.
 """
 
 from __future__ import annotations
