@@ -2,19 +2,22 @@
 
 The module list follows the XA IOD: Patient, General Study, General Series, General
 Equipment, General Image, Image Pixel, Multi-frame, Cine, Mask, Display Shutter, X-Ray
-Image, X-Ray Acquisition, XA Positioner, Contrast/Bolus, VOI LUT, SOP Common. The values
-are plausible for a cerebral DSA run; `dciodvfy` accepts the result without errors.
+Image, X-Ray Acquisition, XA Positioner, Contrast/Bolus, Modality LUT (for LOG data),
+VOI LUT, SOP Common. The values are plausible for a cerebral DSA run; `dciodvfy` reports
+neither errors nor warnings on the result.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
-from bench.pixels import RunShape
+from bench.encode import SYNTAXES, attach_pixel_data, native_pixel_data
+from bench.pixels import FIELD_OF_VIEW, LOG_RANGE, RunShape
 
 XA_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.12.1"
 MANUFACTURER = "pacsbench"
@@ -86,7 +89,7 @@ def _image(ds: Dataset, study: StudyKeys, run: RunKeys) -> None:
     ds.LossyImageCompression = "00"
 
 
-def _pixel_module(ds: Dataset, shape: RunShape, pixels: np.ndarray) -> None:
+def _pixel_module(ds: Dataset, shape: RunShape) -> None:
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = shape.rows
@@ -95,10 +98,34 @@ def _pixel_module(ds: Dataset, shape: RunShape, pixels: np.ndarray) -> None:
     ds.BitsStored = shape.bits_stored
     ds.HighBit = shape.bits_stored - 1
     ds.PixelRepresentation = 0
-    ds.PixelIntensityRelationship = "LIN"
+    ds.PixelIntensityRelationship = shape.intensity
     ds.NumberOfFrames = shape.frames
-    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()
-    ds["PixelData"].VR = "OB" if shape.bits_allocated == 8 else "OW"
+
+
+@lru_cache(maxsize=8)
+def log_to_linear_lut(bits_stored: int) -> bytes:
+    """Modality LUT data turning LOG stored values back into linear intensity.
+
+    Stored value p = top * (1 - attenuation / LOG_RANGE) (see bench.pixels), so the
+    intensity is exp((p / top - 1) * LOG_RANGE); the brightest value maps to 65535, which
+    uses the full 16-bit range the descriptor declares (dciodvfy checks that).
+    """
+    top = (1 << bits_stored) - 1
+    stored = np.arange(top + 1, dtype=np.float64)
+    return np.round(65535.0 * np.exp((stored / top - 1.0) * LOG_RANGE)).astype("<u2").tobytes()
+
+
+def _modality_lut(ds: Dataset, shape: RunShape) -> None:
+    """LOG data needs a Modality LUT back to linear intensity (XA Modality LUT macro)."""
+    if shape.intensity != "LOG":
+        return
+    lut = Dataset()
+    lut.LUTDescriptor = [1 << shape.bits_stored, 0, 16]
+    lut.ModalityLUTType = "US"  # unspecified units: relative detected intensity
+    lut.LUTExplanation = "LOG to linear intensity"
+    lut.LUTData = log_to_linear_lut(shape.bits_stored)
+    lut["LUTData"].VR = "OW"
+    ds.ModalityLUTSequence = [lut]
 
 
 def _cine_and_mask(ds: Dataset, shape: RunShape, frame_rate: float) -> None:
@@ -120,7 +147,7 @@ def _cine_and_mask(ds: Dataset, shape: RunShape, frame_rate: float) -> None:
 def _shutter(ds: Dataset, shape: RunShape) -> None:
     ds.ShutterShape = "CIRCULAR"
     ds.CenterOfCircularShutter = [shape.rows // 2, shape.columns // 2]
-    ds.RadiusOfCircularShutter = int(min(shape.rows, shape.columns) * 0.48)
+    ds.RadiusOfCircularShutter = int(min(shape.rows, shape.columns) * FIELD_OF_VIEW)  # the circle the pixels show
 
 
 def _acquisition(ds: Dataset, shape: RunShape, run: RunKeys, frame_rate: float) -> None:
@@ -154,20 +181,14 @@ def _contrast(ds: Dataset) -> None:
 
 
 def _voi(ds: Dataset, shape: RunShape) -> None:
-    max_value = (1 << shape.bits_stored) - 1
-    ds.WindowCenter = max_value // 2
-    ds.WindowWidth = max_value
+    """A window over the whole range, in the units the Modality LUT (if any) produces."""
+    top = 65535 if shape.intensity == "LOG" else shape.max_value
+    ds.WindowCenter = (top + 1) // 2
+    ds.WindowWidth = top + 1
 
 
-def build_instance(
-    pixels: np.ndarray,
-    shape: RunShape,
-    study: StudyKeys,
-    run: RunKeys,
-    frame_rate: float,
-    body_part: str,
-) -> Dataset:
-    """Return a complete XA multi-frame dataset (with file meta) for one run."""
+def build_header(shape: RunShape, study: StudyKeys, run: RunKeys, frame_rate: float, body_part: str) -> Dataset:
+    """A complete XA multi-frame dataset (with file meta) for one run, without Pixel Data."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = XA_SOP_CLASS
@@ -181,10 +202,25 @@ def build_instance(
     _patient_and_study(ds, study)
     _series_and_equipment(ds, run, body_part)
     _image(ds, study, run)
-    _pixel_module(ds, shape, pixels)
+    _pixel_module(ds, shape)
     _cine_and_mask(ds, shape, frame_rate)
     _shutter(ds, shape)
     _acquisition(ds, shape, run, frame_rate)
     _contrast(ds)
+    _modality_lut(ds, shape)
     _voi(ds, shape)
+    return ds
+
+
+def build_instance(
+    pixels: np.ndarray,
+    shape: RunShape,
+    study: StudyKeys,
+    run: RunKeys,
+    frame_rate: float,
+    body_part: str,
+) -> Dataset:
+    """Return a complete XA multi-frame dataset (with file meta), uncompressed."""
+    ds = build_header(shape, study, run, frame_rate, body_part)
+    attach_pixel_data(ds, native_pixel_data(pixels), SYNTAXES["explicit"])
     return ds

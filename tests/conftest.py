@@ -26,6 +26,13 @@ def require_tool(path: str, package: str) -> str:
     pytest.skip(message)
 
 
+def dciodvfy_problems(path: Path) -> list[str]:
+    """The Error and Warning lines dicom3tools' dciodvfy prints for a file."""
+    dciodvfy = require_tool("dciodvfy", "dicom3tools")
+    result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith(("Error", "Warning"))]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """Keep the study pool cache of the test session away from the user's."""

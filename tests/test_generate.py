@@ -1,15 +1,18 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
+from bench.encode import SYNTAXES
 from bench.errors import UserError
 from bench.generate import generate
-from bench.profile import load_profile
+from bench.profile import PROFILE_DIR, load_profile
 from bench.xa import XA_SOP_CLASS
 
-from conftest import require_tool
+from conftest import dciodvfy_problems
 
 
 def _datasets(folder):
@@ -49,12 +52,8 @@ def test_same_seed_same_bytes_other_seed_other_uids(tmp_path):
 
 
 def test_dciodvfy_reports_no_errors_and_no_warnings(tiny_studies):
-    dciodvfy = require_tool("dciodvfy", "dicom3tools")
     for path in sorted(tiny_studies.rglob("*.dcm")):
-        result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
-        output = result.stdout + result.stderr
-        problems = [line for line in output.splitlines() if line.startswith(("Error", "Warning"))]
-        assert problems == [], f"{path}: {problems}"
+        assert dciodvfy_problems(path) == [], path
 
 
 def test_unwritable_output_is_a_clear_error_and_leaves_nothing(tmp_path):
@@ -93,3 +92,58 @@ def test_cli_unknown_profile_exits_2_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "unknown profile 'nope'" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _generate_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "bench.cli", "generate", "--no-progress", *args],
+                          capture_output=True, text=True, env=env)
+
+
+def test_cli_generate_in_a_transfer_syntax_prints_totals(tmp_path):
+    result = _generate_cli("--profile", "tiny", "--studies", "2", "--seed", "5", "--transfer-syntax", "jpeg-ls",
+                           "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    files = sorted(tmp_path.rglob("*.dcm"))
+    frames = sum(int(dcmread(p).NumberOfFrames) for p in files)
+    megabytes = sum(p.stat().st_size for p in files) / 1e6
+    assert f"2 studies, {len(files)} instances, {frames} frames, {megabytes:.1f} MB (jpeg-ls)" in result.stdout
+    assert {str(dcmread(p).file_meta.TransferSyntaxUID) for p in files} == {SYNTAXES["jpeg-ls"].uid}
+
+
+def _one_line_exit_2_and_no_output(result, out, *phrases):
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr
+    assert not out.exists()
+
+
+def test_cli_unknown_transfer_syntax(tmp_path):
+    result = _generate_cli("--profile", "tiny", "--transfer-syntax", "jpeg2000", "--out", str(tmp_path / "o"))
+    _one_line_exit_2_and_no_output(result, tmp_path / "o", "unknown transfer syntax 'jpeg2000'", "j2k")
+
+
+def test_cli_without_dcmcjpeg_refuses_sv1_and_writes_nothing(tmp_path):
+    """A real machine without DCMTK: PATH holds only the venv's scripts."""
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    result = _generate_cli("--profile", "tiny", "--transfer-syntax", "jpeg-sv1", "--out", str(tmp_path / "o"), env=env)
+    _one_line_exit_2_and_no_output(result, tmp_path / "o", "jpeg-sv1 needs DCMTK's dcmcjpeg", "apt-get install dcmtk")
+
+
+def test_cli_profile_with_a_bad_field(tmp_path):
+    profile = tmp_path / "mine.toml"
+    profile.write_text(Path(PROFILE_DIR / "tiny.toml").read_text().replace("dose = 1000.0", "dose = -5"))
+    result = _generate_cli("--profile", str(profile), "--out", str(tmp_path / "o"))
+    _one_line_exit_2_and_no_output(result, tmp_path / "o", str(profile), "dose")
+
+
+def test_a_user_profile_with_lin_data_is_dciodvfy_clean(tmp_path):
+    profile = tmp_path / "lin.toml"
+    profile.write_text(Path(PROFILE_DIR / "tiny.toml").read_text()
+                       .replace('"LOG"', '"LIN"').replace("frames_per_run = { min = 8, max = 12 }",
+                                                          "frames_per_run = { min = 3, max = 4 }"))
+    generate(load_profile(str(profile)), 1, 1, tmp_path / "out", progress=False)
+    for path in sorted((tmp_path / "out").rglob("*.dcm")):
+        ds = dcmread(path)
+        assert ds.PixelIntensityRelationship == "LIN" and "ModalityLUTSequence" not in ds
+        assert dciodvfy_problems(path) == [], path

@@ -1,12 +1,12 @@
 import pytest
 
 from bench.errors import UserError
-from bench.generate import plan_study
+from bench.generate import plan_studies
 from bench.profile import available_profiles, load_profile
 
 
 def test_shipped_profiles_load():
-    assert {"tiny", "dsa-unit"} <= set(available_profiles())
+    assert {"tiny", "dsa-unit", "legacy512", "max150"} <= set(available_profiles())
     for name in available_profiles():
         assert load_profile(name).name == name
 
@@ -34,15 +34,57 @@ def test_profile_typo_suggests_the_key(tmp_path):
         load_profile(str(bad))
 
 
+def _mean_study_mb(profile_name: str, studies: int = 200) -> float:
+    """Mean pixel bytes per study over planned studies (a plan only: no pixels synthesized)."""
+    plans = plan_studies(load_profile(profile_name), seed=1, count=studies)
+    return sum(r.shape.frames * r.shape.frame_bytes for p in plans for r in p.runs) / studies / 1e6
+
+
 def test_dsa_unit_studies_average_about_30_mb():
     """The paper's DSA unit: mean study size within 20% of 30 MB over 200 studies."""
-    profile = load_profile("dsa-unit")
-    sizes = []
-    for index in range(200):
-        plan = plan_study(profile, seed=1, index=index)
-        sizes.append(sum(r.shape.frames * r.shape.frame_bytes for r in plan.runs))
-    mean_mb = sum(sizes) / len(sizes) / 1e6
-    assert 24 <= mean_mb <= 36, mean_mb
+    assert 24 <= _mean_study_mb("dsa-unit") <= 36
+
+
+def test_max150_studies_average_about_150_mb():
+    assert 120 <= _mean_study_mb("max150") <= 180
+
+
+def test_study_sizes_scatter_around_the_mean():
+    plans = plan_studies(load_profile("dsa-unit"), seed=2, count=200)
+    frames = sorted(p.frames for p in plans)
+    assert frames[0] < frames[100] / 2 and frames[-1] > frames[100] * 2  # a wide spread, not a constant
+
+
+def test_patients_have_several_studies_on_later_dates():
+    plans = plan_studies(load_profile("dsa-unit"), seed=1, count=200)
+    by_patient = {}
+    for plan in plans:
+        by_patient.setdefault(plan.keys.patient_id, []).append(plan.keys)
+    repeat = [studies for studies in by_patient.values() if len(studies) > 1]
+    assert len(repeat) >= 20 and len(by_patient) < len(plans)
+    for studies in repeat:
+        assert len({(s.patient_name, s.birth_date, s.sex) for s in studies}) == 1
+        assert [s.study_date for s in studies] == sorted(s.study_date for s in studies)
+        assert len({s.study_uid for s in studies}) == len(studies)
+
+
+def _profile_file(tmp_path, extra: str):
+    path = tmp_path / "p.toml"
+    path.write_text("rows = 64\ncolumns = 64\nbits_stored = 8\nframe_rate = 4\n"
+                    f"runs_per_study = {{min = 1, max = 1}}\nframes_per_run = {{min = 4, max = 5}}\n{extra}\n")
+    return path
+
+
+def test_profile_with_unknown_transfer_syntax_lists_the_known_ones(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_profile(str(_profile_file(tmp_path, 'transfer_syntax = "jpeg2000"')))
+    message = str(err.value)
+    assert "transfer_syntax" in message and "'j2k'" in message and "jpeg2000" in message and "\n" not in message
+
+
+def test_profile_mean_outside_its_range_is_refused(tmp_path):
+    with pytest.raises(UserError, match=r"\[studies_per_patient\]: mean \(9\) is outside min..max \(1..3\)"):
+        load_profile(str(_profile_file(tmp_path, "studies_per_patient = {min = 1, max = 3, mean = 9}")))
 
 
 @pytest.mark.parametrize(
