@@ -149,6 +149,8 @@ def chosen_metrics(requested: list[str] | None, baseline: dict, runs: list[RunDa
 
 def run_gate(paths: list[Path], baseline_path: Path, threshold: float, requested: list[str] | None,
              settings: Settings) -> list[Check]:
+    for name in requested or []:
+        metric(name)  # an unknown name fails before any file is read
     runs = load_runs(paths)
     baseline = load_baseline(baseline_path, settings)
     if baseline["scenario"] != runs[0].scenario:

@@ -235,7 +235,7 @@ def _run_details_html(groups: list[Group]) -> str:
                 f"<summary>{html.escape(f'{run.target}, run {run.folder.name}, repetition {run.repetition}')}</summary>"
                 f"<h3>Per operation</h3>{_html_table(['operation', *BREAKDOWN_HEADERS[1:]], _breakdown_rows(summary['operations']))}"
                 f"<h3>Per user type</h3>{_html_table(['user type', *BREAKDOWN_HEADERS[1:]], _breakdown_rows(summary['user_types']))}"
-                f"<h3>Errors by DICOM status</h3>{errors}"
+                f"<h3>Errors by DICOM status (whole run, warm-up included)</h3>{errors}"
                 f"<p>{html.escape(_measured_note(summary))}</p></details>")
     return "".join(parts)
 
