@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 CLIENT_BOUND_SHARE = 0.8
@@ -62,6 +63,9 @@ def latency_cdf_png(series: dict[str, list[tuple[str, np.ndarray]]]) -> bytes:
             ordered = np.sort(latencies)
             axes.step(ordered, np.arange(1, len(ordered) + 1) / len(ordered), where="post", label=_plain(label))
         axes.set_xscale("log")
+        axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axes.xaxis.set_major_formatter(ScalarFormatter())
+        axes.xaxis.set_minor_formatter(NullFormatter())
         axes.set_xlabel(f"{operation} latency (ms, log scale)")
         axes.set_ylabel("share of requests at or below")
         axes.set_ylim(0, 1.01)

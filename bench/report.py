@@ -34,6 +34,7 @@ td { font-variant-numeric: tabular-nums; }
 .bound { color: #a40000; font-weight: 600; }
 figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
 img { max-width: 100%; }
+.wide { overflow-x: auto; font-size: 0.85em; }
 """
 
 
@@ -102,12 +103,31 @@ def _ratio_rows(data: dict) -> list[list[str]]:
              f"{r['repetitions']} ({r['baseline_repetitions']})"] for r in data["ratios"]]
 
 
-CLAIM_HEADERS = ["target", "claim", "published", "bound", "measured", "verdict", "note"]
+def _claim_tables(data: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Per claim file: one row per claim, one column per target ("measured: verdict")."""
+    tables = []
+    first = data["groups"][0]["claims"]
+    for i, claim_set in enumerate(first):
+        headers = ["published claim", "bound", *(g["label"] for g in data["groups"])]
+        rows = []
+        for j, verdict in enumerate(claim_set["verdicts"]):
+            cells = [_verdict_text(g["claims"][i]["verdicts"][j]) for g in data["groups"]]
+            rows.append([verdict["statement"], verdict["bound"], *cells])
+        tables.append((f"{claim_set['title']}. {claim_set['source']}".strip(), headers, rows))
+    return tables
 
 
-def _claim_rows(data: dict) -> list[list[str]]:
-    return [[g["label"], s["title"], v["statement"], v["bound"], _num(v["measured"], 2), v["verdict"], v["note"]]
-            for g in data["groups"] for s in g["claims"] for v in s["verdicts"]]
+def _verdict_text(v: dict) -> str:
+    measured = "" if v["measured"] is None else f"{_num(v['measured'], 2)}: "
+    return f"{measured}{v['verdict'].upper()}" + (f" ({v['note']})" if v["note"] else "")
+
+
+ERROR_SUMMARY_HEADERS = ["target", "run", "operation", "DICOM status", "count", "most frequent error"]
+
+
+def _all_error_rows(groups: list[Group]) -> list[list[str]]:
+    return [[run.target, run.folder.name, *row] for g in groups for run, s in zip(g.runs, g.summaries)
+            for row in _error_rows(s)]
 
 
 ENV_HEADERS = ["target", "run", "rep", "hypervisor", "vCPUs", "memory", "disk", "network", "fsync", "max PDU", "server",
@@ -255,9 +275,14 @@ def render_html(data: dict, groups: list[Group], pictures: list[tuple[bytes, str
     sections += ["<h2>Figures</h2>", *(_figure(png, alt, caption) for png, alt, caption in pictures)]
     if notes:
         sections += ["<p>" + html.escape("Server metrics: " + "; ".join(notes)) + "</p>"]
-    sections += ["<h2>Published claims</h2>", _html_table(CLAIM_HEADERS, _claim_rows(data)),
-                 "<h2>Runs</h2>", _run_details_html(groups),
-                 "<h2>Environment</h2>", _html_table(ENV_HEADERS, _environment_rows(data)),
+    errors = _all_error_rows(groups)
+    sections += ["<h2>Errors by DICOM status (whole runs)</h2>",
+                 _html_table(ERROR_SUMMARY_HEADERS, errors) if errors else "<p>No failed requests.</p>"]
+    sections += ["<h2>Published claims</h2>"]
+    for caption, headers, rows in _claim_tables(data):
+        sections += [f"<p>{html.escape(caption)}</p>", _html_table(headers, rows)]
+    sections += ["<h2>Runs</h2>", _run_details_html(groups),
+                 '<h2>Environment</h2><div class="wide">', _html_table(ENV_HEADERS, _environment_rows(data)), "</div>",
                  "<h2>How the figures were computed</h2>",
                  "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in _method_items(data)) + "</ul>"]
     body = "\n".join(sections)
@@ -265,7 +290,7 @@ def render_html(data: dict, groups: list[Group], pictures: list[tuple[bytes, str
             f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
 
 
-def render_markdown(data: dict, title: str, headline: list[list[str]] | None = None) -> str:
+def render_markdown(data: dict, groups: list[Group], title: str, headline: list[list[str]] | None = None) -> str:
     lines = [f"# {_md_cell(title)}", "", _md_cell(_answer(data)), ""]
     if headline:
         lines += _md_table(["metric", "value"], headline)
@@ -273,7 +298,12 @@ def render_markdown(data: dict, title: str, headline: list[list[str]] | None = N
     if data["ratios"]:
         lines += [f"## Against the baseline ({_md_cell(data['baseline_target'])})", ""]
         lines += _md_table(RATIO_HEADERS, _ratio_rows(data))
-    lines += ["## Published claims", "", *_md_table(CLAIM_HEADERS, _claim_rows(data))]
+    errors = _all_error_rows(groups)
+    if errors:
+        lines += ["## Errors by DICOM status", "", *_md_table(ERROR_SUMMARY_HEADERS, errors)]
+    lines += ["## Published claims", ""]
+    for caption, headers, rows in _claim_tables(data):
+        lines += [_md_cell(caption), "", *_md_table(headers, rows)]
     lines += ["## Environment", "", *_md_table(ENV_HEADERS, _environment_rows(data))]
     lines += [f"- {_md_cell(item)}" for item in _method_items(data)]
     return "\n".join(lines) + "\n"
@@ -299,7 +329,7 @@ def _write_outputs(folder: Path, data: dict, groups: list[Group], settings: Sett
                    json_record: dict, headline=None) -> Path:
     pictures = _figures(data, groups, settings)
     (folder / "summary.json").write_text(json.dumps(json_record, indent=2, default=str))
-    (folder / "summary.md").write_text(render_markdown(data, title, headline))
+    (folder / "summary.md").write_text(render_markdown(data, groups, title, headline))
     report = folder / "report.html"
     report.write_text(render_html(data, groups, pictures, title), encoding="utf-8")
     return report
