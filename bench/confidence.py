@@ -18,7 +18,6 @@ import numpy as np
 RESAMPLES = 2000
 LEVEL = 0.95
 SEED = 20110101  # fixed: reports are reproducible
-CHUNK_CELLS = 4_000_000  # bounds memory of the weighted-quantile replicates
 
 
 @dataclass(frozen=True)
@@ -67,9 +66,8 @@ class PooledQuantile:
         self.windows = [np.asarray(w, dtype=float) for w in windows if len(w)]
         self.q = q
         values = np.concatenate(self.windows) if self.windows else np.empty(0)
-        owners = np.repeat(np.arange(len(self.windows)), [len(w) for w in self.windows])
-        order = np.argsort(values, kind="stable")
-        self._sorted, self._owner = values[order], owners[order]
+        self._sorted = np.sort(values)
+        self._windows_sorted = [np.sort(w) for w in self.windows]
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -78,15 +76,20 @@ class PooledQuantile:
         return float(np.quantile(self._sorted, self.q, method="inverted_cdf"))
 
     def replicates(self, rng: np.random.Generator, resamples: int) -> np.ndarray:
+        """Quantile of each resample without building it: a binary search over the pooled sorted
+        latencies for the smallest one whose weighted count reaches q of the resample's size."""
         weights = _window_multiplicities(rng, len(self.windows), resamples)
-        out = np.empty(resamples)
-        step = max(1, CHUNK_CELLS // max(len(self._sorted), 1))
-        for start in range(0, resamples, step):
-            cumulative = weights[start:start + step, self._owner].cumsum(axis=1)
-            # inverted CDF: the smallest latency whose cumulative weight reaches q of the total
-            first = (cumulative >= self.q * cumulative[:, -1:]).argmax(axis=1)
-            out[start:start + step] = self._sorted[first]
-        return out
+        wanted = self.q * (weights @ np.array([len(w) for w in self.windows]))
+        low = np.zeros(resamples, dtype=int)
+        high = np.full(resamples, len(self._sorted) - 1)
+        while np.any(low < high):
+            middle = (low + high) // 2
+            candidate = self._sorted[middle]
+            at_or_below = np.stack([np.searchsorted(w, candidate, side="right") for w in self._windows_sorted], axis=1)
+            reached = (weights * at_or_below).sum(axis=1) >= wanted
+            high = np.where(reached, middle, high)
+            low = np.where(reached, low, middle + 1)
+        return self._sorted[low]
 
     def to_json(self) -> list:
         return [[round(float(v), 3) for v in w] for w in self.windows]
