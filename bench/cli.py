@@ -199,11 +199,12 @@ def _settings(args):
 
 
 def cmd_report(args) -> int:
-    from bench.report import build_report, load_samples, summarize
+    import json
 
-    settings = _settings(args)
-    report = build_report(args.run_dir, settings, args.claims)
-    s = summarize(load_samples(args.run_dir), settings)
+    from bench.report import build_report
+
+    report = build_report(args.run_dir, _settings(args), args.claims)
+    s = json.loads((report.parent / "summary.json").read_text())
     print(f"{s['instances_per_s']:.2f} instances/s, {s['frames_per_s']:.1f} frames/s, {s['mb_per_s']:.1f} MB/s, "
           f"C-STORE p50/p95/p99 {s['latency_ms']['p50']}/{s['latency_ms']['p95']}/{s['latency_ms']['p99']} ms "
           f"({s['settings']['warmup']})")

@@ -22,7 +22,7 @@ from bench import __version__
 from bench.aggregate import METRICS, Settings, Warmup, measure, metric
 from bench.confidence import Interval, point_estimate, ratio_interval
 from bench.errors import UserError
-from bench.runset import RunData, load_runs
+from bench.runset import RunData, load_runs, read_json
 
 BASELINE_FORMAT = 1
 DEFAULT_METRICS = ["ingest_instances_per_s", "c_store_p95_ms"]
@@ -80,13 +80,8 @@ def load_baseline(path: Path, settings: Settings) -> dict:
     """A baseline file, or a run/matrix folder turned into one on the fly."""
     if path.is_dir():
         return baseline_record(load_runs([path]), settings)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"baseline not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the baseline: {exc}") from None
-    if not isinstance(record, dict) or record.get("format") != BASELINE_FORMAT or "metrics" not in record:
+    record = read_json(path, "the baseline", missing=f"baseline not found: {path}")
+    if record.get("format") != BASELINE_FORMAT or "metrics" not in record:
         raise UserError(f"{path}: not a pacsbench baseline (write one with `pacsbench baseline save RUN --out FILE`)")
     return record
 

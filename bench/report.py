@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import figures
-from bench.aggregate import (DEFAULT_WARMUP, METRICS, Settings, acknowledged, load_samples,  # noqa: F401 (re-exported)
-                             load_server_metrics, summarize, timeline)
+from bench.aggregate import (METRICS, Settings, acknowledged, load_samples,  # noqa: F401 (load_samples, summarize:
+                             load_server_metrics, summarize, timeline)      # re-exported for `pacsbench run`)
 from bench.claims import load_claims
 from bench.compare import Group, build_comparison
 from bench.errors import UserError

@@ -48,11 +48,12 @@ class RunData:
         return self.run.get("calibration") or None
 
 
-def _read_json(path: Path, what: str) -> dict:
+def read_json(path: Path, what: str, missing: str = "") -> dict:
+    """A JSON object from `path`, or a one-line UserError (`missing` when the file is absent)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{path.parent}: no {path.name} ({what})") from None
+        raise UserError(missing or f"{path.parent}: no {path.name} ({what})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: cannot read {what}: {exc}") from None
     if not isinstance(data, dict):
@@ -67,12 +68,12 @@ def target_label(run: dict) -> str:
 
 def load_run(folder: Path, target: str | None = None, repetition: int = 1, hypervisor: str | None = None) -> RunData:
     samples = load_samples(folder)  # checks the folder and the samples first: the clearest error
-    run = _read_json(folder / RUN_FILE, "the run record")
+    run = read_json(folder / RUN_FILE, "the run record")
     return RunData(folder, run, samples, target or target_label(run), repetition, hypervisor)
 
 
 def _matrix_entries(folder: Path) -> tuple[str, list[dict]]:
-    matrix = _read_json(folder / MATRIX_FILE, "the matrix record")
+    matrix = read_json(folder / MATRIX_FILE, "the matrix record")
     runs = matrix.get("runs")
     if not isinstance(runs, list) or not runs:
         raise UserError(f"{folder / MATRIX_FILE}: 'runs' must be a non-empty list")
