@@ -303,9 +303,25 @@ def timeline(samples: pd.DataFrame, window_seconds: float = DEFAULT_WINDOW_SECON
         bins = ok.groupby(index).agg(instances=("instances", "sum"), frames=("frames", "sum"), bytes=("bytes", "sum"))
         bins = bins.reindex(windows, fill_value=0)
         out[f"{prefix}instances"] = bins["instances"] / window_seconds
+        out[f"{prefix}frames"] = bins["frames"] / window_seconds
         out[f"{prefix}mb"] = bins["bytes"] / 1e6 / window_seconds
     out["seconds"] = out.index * window_seconds
     return out
+
+
+def windows_table(samples: pd.DataFrame, m: Measurement) -> list[dict]:
+    """Ingest (and retrieve) rates per window over the whole run; `warmup` marks windows before measurement."""
+    bins = timeline(samples, m.window_seconds)
+    rows = []
+    for _, b in bins.iterrows():
+        row = {"start_s": _rounded(b["seconds"]), "warmup": bool(m.run_start + b["seconds"] < m.begin),
+               "instances_per_s": _rounded(b["instances"]), "frames_per_s": _rounded(b["frames"]),
+               "mb_per_s": _rounded(b["mb"])}
+        if b["retrieve_instances"]:
+            row |= {"retrieve_instances_per_s": _rounded(b["retrieve_instances"]),
+                    "retrieve_mb_per_s": _rounded(b["retrieve_mb"])}
+        rows.append(row)
+    return rows
 
 
 SERVER_METRICS_FILE = "server_metrics.csv"
@@ -350,6 +366,7 @@ def summarize(samples: pd.DataFrame, settings: Settings = Settings()) -> dict:
         "operations": breakdown(m, "operation"),
         "user_types": breakdown(m, "user_type"),
         "users_by_type": {str(k): int(v) for k, v in m.samples.groupby("user_type")["user"].nunique().items()},
+        "windows": windows_table(samples, m),
         "metrics": {name: _rounded(METRICS[name].value(m)) for name in present}
         | {"study_seconds_per_30mb": _rounded(study_seconds_per_30mb(m))},
     }

@@ -84,6 +84,9 @@ def test_timeline_bins_per_window(tmp_path):
     assert list(bins["instances"]) == [5, 5, 5, 5]
     assert list(bins["mb"]) == [5.0, 5.0, 5.0, 5.0]
     assert list(timeline(load_samples(run), 2.0)["instances"]) == [5.0, 5.0]
+    windows = summarize(load_samples(run), Settings(Warmup.parse("1s")))["windows"]
+    assert [(w["start_s"], w["warmup"], w["frames_per_s"]) for w in windows] == [
+        (0, True, 20), (1, False, 20), (2, False, 20), (3, False, 20)]
 
 
 def test_report_is_self_contained_and_escapes_what_users_wrote(tmp_path):
