@@ -174,8 +174,11 @@ class Metric:
         index = m.window_index(rows) if n else np.zeros(len(rows), dtype=int)
         inside = index < max(n, 1)
         if self.quantile is not None:
-            latencies = rows["latency_ms"].to_numpy(dtype=float)[inside]
-            return PooledQuantile([latencies[index[inside] == w] for w in range(max(n, 1))], self.quantile)
+            owner = index[inside]
+            order = np.argsort(owner, kind="stable")
+            latencies = rows["latency_ms"].to_numpy(dtype=float)[inside][order]
+            ends = np.cumsum(np.bincount(owner, minlength=max(n, 1)))[:-1]
+            return PooledQuantile(np.split(latencies, ends), self.quantile)
         if n == 0:
             return WindowMeans([_amount(rows, self.field) / m.seconds])
         amounts = _amounts(rows, self.field)[inside]

@@ -57,6 +57,8 @@ def baseline_record(runs: list[RunData], settings: Settings, names: list[str] | 
     metrics = {}
     for name in names:
         repetitions = _repetitions(runs, settings, name)
+        if point_estimate(repetitions) is None:
+            continue  # no successful request of this kind: nothing to hold a release to
         spec = METRICS[name]
         metrics[name] = {"label": spec.label, "unit": spec.unit, "higher_is_better": spec.higher_is_better,
                          "value": point_estimate(repetitions), "repetitions": [r.to_json() for r in repetitions]}
