@@ -176,49 +176,72 @@ def _run_label(run: RunData) -> str:
     return f"{run.target} u{run.users} r{run.repetition}"
 
 
-def _figures(data: dict, groups: list[Group], settings: Settings) -> list[tuple[bytes, str, str]]:
+Picture = tuple[bytes, str, str]  # PNG, alt text, caption
+
+
+def _run_lines(groups: list[Group]) -> list[tuple[str, RunData, object]]:
     several = len(groups) > 1
-    several_loads = len({g.users for g in groups}) > 1
-    ceilings = [g["calibration"] for g in data["groups"]]
-    ceiling = min((c["ceiling_instances_per_s"] for c in ceilings if c.get("ceiling_instances_per_s")), default=None)
-    bound_note = "; ".join(f"{g['label']}: {g['calibration']['note']}" for g in data["groups"])
-    out = []
-    if data["ratios"]:
-        out.append((figures.ratio_png(data["ratios"], data["baseline_target"]), "ratios to the baseline",
-                    f"Each target against {data['baseline_target']} at the same load; bars: 95% bootstrap intervals "
-                    f"over repetitions and {settings.window_seconds:g} s windows."))
-    runs = [(run, m) for g in groups for run, m in zip(g.runs, g.measurements)]
-    lines = [(_run_label(r) if several else r.folder.name, timeline(r.samples, settings.window_seconds), m.begin - m.run_start)
-             for r, m in runs]
-    out.append((figures.timeline_png(lines, "instances", "instances/s stored", ceiling), "throughput timeline",
-                f"Acknowledged C-STORE instances/s per {settings.window_seconds:g} s window. {bound_note}"))
+    return [(_run_label(r) if several else r.folder.name, r, m) for g in groups for r, m in zip(g.runs, g.measurements)]
+
+
+def _timeline_figures(groups: list[Group], window: float, ceiling: float | None, bound_note: str) -> list[Picture]:
+    lines = [(label, timeline(r.samples, window), m.begin - m.run_start) for label, r, m in _run_lines(groups)]
+    out = [(figures.timeline_png(lines, "instances", "instances/s stored", ceiling), "throughput timeline",
+            f"Acknowledged C-STORE instances/s per {window:g} s window. {bound_note}")]
     if any(float(b["retrieve_instances"].sum()) > 0 for _, b, _ in lines):
         out.append((figures.timeline_png(lines, "retrieve_instances", "instances/s retrieved"), "retrieve timeline",
-                    f"Instances/s retrieved (C-MOVE/C-GET) per {settings.window_seconds:g} s window."))
+                    f"Instances/s retrieved (C-MOVE/C-GET) per {window:g} s window."))
+    return out
+
+
+def _latency_figures(groups: list[Group]) -> list[Picture]:
+    several_loads = len({g.users for g in groups}) > 1
     cdf = {}
     for op in CDF_OPERATIONS:
         series = [(g.label(several_loads),
                    np.concatenate([acknowledged(m.samples, (op,))["latency_ms"].to_numpy() for m in g.measurements]))
                   for g in groups]
-        series = [(label, lat) for label, lat in series if len(lat)]
-        if series:
-            cdf[op] = series
-    if cdf:
-        out.append((figures.latency_cdf_png(cdf), "latency CDFs",
-                    "Share of successful requests answered within a given latency, after the warm-up."))
+        if any(len(latencies) for _, latencies in series):
+            cdf[op] = [(label, latencies) for label, latencies in series if len(latencies)]
+    if not cdf:
+        return []
+    return [(figures.latency_cdf_png(cdf), "latency CDFs",
+             "Share of successful requests answered within a given latency, after the warm-up.")]
+
+
+def _scaling_figures(data: dict, ceiling: float | None, bound_note: str) -> list[Picture]:
     curves = {}
     for g in data["groups"]:
         if "ingest_instances_per_s" in g["estimates"]:
             curves.setdefault(g["target"], []).append((g["users"], g["estimates"]["ingest_instances_per_s"]))
-    if any(len(points) > 1 for points in curves.values()):
-        out.append((figures.scaling_png(curves, "instances/s stored", ceiling), "scaling curve",
-                    f"Stored instances/s against concurrent users, 95% intervals. {bound_note}"))
-    metrics = [(_run_label(r) if several else r.folder.name, *load_server_metrics(r.folder), m.run_start) for r, m in runs]
-    recorded = [(label, frame, t0) for label, frame, _, t0 in metrics if frame is not None]
-    if recorded:
-        out.append((figures.server_metrics_png(recorded), "server metrics", "Server CPU, memory and disk as recorded "
-                    "in server_metrics.csv (runs without the file are left out)."))
-    return out
+    if not any(len(points) > 1 for points in curves.values()):
+        return []
+    return [(figures.scaling_png(curves, "instances/s stored", ceiling), "scaling curve",
+             f"Stored instances/s against concurrent users, 95% intervals. {bound_note}")]
+
+
+def _server_figures(groups: list[Group]) -> list[Picture]:
+    recorded = [(label, frame, m.run_start) for label, r, m in _run_lines(groups)
+                for frame, _ in [load_server_metrics(r.folder)] if frame is not None]
+    if not recorded:
+        return []
+    return [(figures.server_metrics_png(recorded), "server metrics",
+             "Server CPU, memory and disk as recorded in server_metrics.csv (runs without the file are left out).")]
+
+
+def _figures(data: dict, groups: list[Group], settings: Settings) -> list[Picture]:
+    ceiling = min((g["calibration"]["ceiling_instances_per_s"] for g in data["groups"]
+                   if g["calibration"].get("ceiling_instances_per_s")), default=None)
+    bound_note = "; ".join(f"{g['label']}: {g['calibration']['note']}" for g in data["groups"])
+    out = []
+    if data["ratios"]:
+        out.append((figures.ratio_png(data["ratios"], data["baseline_target"]), "ratios to the baseline",
+                    f"Each target against {data['baseline_target']} at the same load; bars: 95% bootstrap intervals "
+                    f"over repetitions and {settings.window_seconds:g} s windows. {bound_note}"))
+    out += _timeline_figures(groups, settings.window_seconds, ceiling, bound_note)
+    out += _latency_figures(groups)
+    out += _scaling_figures(data, ceiling, bound_note)
+    return out + _server_figures(groups)
 
 
 def _server_metrics_notes(groups: list[Group]) -> list[str]:
@@ -260,7 +283,7 @@ def _run_details_html(groups: list[Group]) -> str:
     return "".join(parts)
 
 
-def render_html(data: dict, groups: list[Group], pictures: list[tuple[bytes, str, str]], title: str) -> str:
+def render_html(data: dict, groups: list[Group], pictures: list[Picture], title: str) -> str:
     notes = _server_metrics_notes(groups)
     sections = [
         f"<h1>{html.escape(title)}</h1>",
