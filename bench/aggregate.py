@@ -33,6 +33,7 @@ STUDY_BYTES_FOR_CLAIMS = 30e6  # the seed paper's mean DSA study
 
 # --- loading -----------------------------------------------------------------------------
 
+
 def load_samples(run_dir: Path) -> pd.DataFrame:
     """samples.csv of a run folder, with an `end` column (response time, Unix s)."""
     if not run_dir.is_dir():
@@ -41,8 +42,18 @@ def load_samples(run_dir: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"{run_dir}: no {SAMPLES_FILE} (not a pacsbench run folder, or the run never started)")
     try:
-        frame = pd.read_csv(path, dtype={"sop_instance_uid": str, "study_instance_uid": str, "error": str,
-                                         "user": str, "user_type": str, "association": str, "worker": str})
+        frame = pd.read_csv(
+            path,
+            dtype={
+                "sop_instance_uid": str,
+                "study_instance_uid": str,
+                "error": str,
+                "user": str,
+                "user_type": str,
+                "association": str,
+                "worker": str,
+            },
+        )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot parse samples: {exc}") from None
     missing = [c for c in COLUMNS if c not in frame.columns]
@@ -57,6 +68,7 @@ def load_samples(run_dir: Path) -> pd.DataFrame:
 
 
 # --- warm-up and windows -----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Warmup:
@@ -107,8 +119,11 @@ class Settings:
             raise UserError(f"--window {self.window_seconds}: must be more than 0 seconds")
 
     def describe(self) -> dict:
-        return {"warmup": self.warmup.describe(), "warmup_rule": self.warmup.rule(),
-                "window_seconds": self.window_seconds}
+        return {
+            "warmup": self.warmup.describe(),
+            "warmup_rule": self.warmup.rule(),
+            "window_seconds": self.window_seconds,
+        }
 
 
 @dataclass(frozen=True)
@@ -146,6 +161,7 @@ def acknowledged(rows: pd.DataFrame, operations: tuple[str, ...]) -> pd.DataFram
 
 
 # --- metrics: named figures with per-window values ---------------------------------------
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -202,12 +218,16 @@ def _amount(rows: pd.DataFrame, field: str) -> float:
 
 def _build_metrics() -> dict[str, Metric]:
     metrics = {}
-    for prefix, ops, what in (("ingest", INGEST, "ingest (C-STORE)"), ("retrieve", RETRIEVE, "retrieve (C-MOVE/C-GET)")):
+    for prefix, ops, what in (
+        ("ingest", INGEST, "ingest (C-STORE)"),
+        ("retrieve", RETRIEVE, "retrieve (C-MOVE/C-GET)"),
+    ):
         for field, unit in (("instances", "instances/s"), ("frames", "frames/s"), ("bytes", "MB/s")):
             name = f"{prefix}_{'mb' if field == 'bytes' else field}_per_s"
             metrics[name] = Metric(name, f"{what} {unit}", unit, True, ops, field=field)
-    metrics["query_requests_per_s"] = Metric("query_requests_per_s", "C-FIND requests/s", "requests/s", True,
-                                             ("C-FIND",), field="requests")
+    metrics["query_requests_per_s"] = Metric(
+        "query_requests_per_s", "C-FIND requests/s", "requests/s", True, ("C-FIND",), field="requests"
+    )
     for op in OPERATIONS:
         for label, q in PERCENTILES.items():
             name = f"{op.lower().replace('-', '_')}_{label}_ms"
@@ -217,9 +237,18 @@ def _build_metrics() -> dict[str, Metric]:
 
 METRICS = _build_metrics()
 # Figures a person reads first; the comparison shows these as ratios when present.
-HEADLINE_METRICS = ["ingest_instances_per_s", "ingest_frames_per_s", "ingest_mb_per_s", "retrieve_instances_per_s",
-                    "retrieve_mb_per_s", "query_requests_per_s", "c_store_p95_ms", "c_find_p95_ms", "c_move_p95_ms",
-                    "c_get_p95_ms"]
+HEADLINE_METRICS = [
+    "ingest_instances_per_s",
+    "ingest_frames_per_s",
+    "ingest_mb_per_s",
+    "retrieve_instances_per_s",
+    "retrieve_mb_per_s",
+    "query_requests_per_s",
+    "c_store_p95_ms",
+    "c_find_p95_ms",
+    "c_move_p95_ms",
+    "c_get_p95_ms",
+]
 
 
 def metric(name: str) -> Metric:
@@ -234,7 +263,9 @@ def study_seconds_per_30mb(m: Measurement) -> float | None:
     stores = acknowledged(m.samples, INGEST)
     if stores.empty:
         return None
-    studies = stores.groupby("study_instance_uid").agg(first=("start", "min"), last=("end", "max"), bytes=("bytes", "sum"))
+    studies = stores.groupby("study_instance_uid").agg(
+        first=("start", "min"), last=("end", "max"), bytes=("bytes", "sum")
+    )
     studies = studies[studies["bytes"] > 0]
     if studies.empty:
         return None
@@ -243,6 +274,7 @@ def study_seconds_per_30mb(m: Measurement) -> float | None:
 
 
 # --- tables ------------------------------------------------------------------------------
+
 
 def _rounded(value: float | None, digits: int = 3) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), digits)
@@ -290,8 +322,14 @@ def errors_by_status(samples: pd.DataFrame) -> list[dict]:
     failed = samples[(samples["status"] != 0) | (samples["error"] != "")]
     rows = []
     for (operation, status), group in failed.groupby(["operation", "status"], sort=True):
-        rows.append({"operation": str(operation), "status": status_text(int(status)), "count": int(len(group)),
-                     "example": str(group["error"].mode().iloc[0]) if (group["error"] != "").any() else ""})
+        rows.append(
+            {
+                "operation": str(operation),
+                "status": status_text(int(status)),
+                "count": int(len(group)),
+                "example": str(group["error"].mode().iloc[0]) if (group["error"] != "").any() else "",
+            }
+        )
     return sorted(rows, key=lambda r: -r["count"])
 
 
@@ -317,12 +355,18 @@ def windows_table(samples: pd.DataFrame, m: Measurement) -> list[dict]:
     bins = timeline(samples, m.window_seconds)
     rows = []
     for _, b in bins.iterrows():
-        row = {"start_s": _rounded(b["seconds"]), "warmup": bool(m.run_start + b["seconds"] < m.begin),
-               "instances_per_s": _rounded(b["instances"]), "frames_per_s": _rounded(b["frames"]),
-               "mb_per_s": _rounded(b["mb"])}
+        row = {
+            "start_s": _rounded(b["seconds"]),
+            "warmup": bool(m.run_start + b["seconds"] < m.begin),
+            "instances_per_s": _rounded(b["instances"]),
+            "frames_per_s": _rounded(b["frames"]),
+            "mb_per_s": _rounded(b["mb"]),
+        }
         if b["retrieve_instances"]:
-            row |= {"retrieve_instances_per_s": _rounded(b["retrieve_instances"]),
-                    "retrieve_mb_per_s": _rounded(b["retrieve_mb"])}
+            row |= {
+                "retrieve_instances_per_s": _rounded(b["retrieve_instances"]),
+                "retrieve_mb_per_s": _rounded(b["retrieve_mb"]),
+            }
         rows.append(row)
     return rows
 

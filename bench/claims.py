@@ -35,8 +35,10 @@ class Claim(BaseModel):
     @classmethod
     def known_metric(cls, value: str) -> str:
         if value not in METRICS and value not in EXTRA_METRICS:
-            raise ValueError(f"unknown metric {value!r} (e.g. ingest_instances_per_s, retrieve_instances_per_s, "
-                             "c_store_p95_ms, study_seconds_per_30mb)")
+            raise ValueError(
+                f"unknown metric {value!r} (e.g. ingest_instances_per_s, retrieve_instances_per_s, "
+                "c_store_p95_ms, study_seconds_per_30mb)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -80,9 +82,15 @@ class Verdict:
     note: str = ""
 
     def as_dict(self) -> dict:
-        return {"name": self.claim.name, "statement": self.claim.statement, "metric": self.claim.metric,
-                "bound": self.claim.bound_text(), "measured": self.measured, "verdict": self.verdict,
-                "note": self.note}
+        return {
+            "name": self.claim.name,
+            "statement": self.claim.statement,
+            "metric": self.claim.metric,
+            "bound": self.claim.bound_text(),
+            "measured": self.measured,
+            "verdict": self.verdict,
+            "note": self.note,
+        }
 
 
 def judge(claim: Claim, metrics: dict, users_by_type: dict) -> Verdict:
@@ -93,11 +101,19 @@ def judge(claim: Claim, metrics: dict, users_by_type: dict) -> Verdict:
         users = users_by_type.get(claim.user_type, 0) if claim.user_type else sum(users_by_type.values())
         if users < claim.min_users:
             who = f"{claim.user_type} users" if claim.user_type else "users"
-            return Verdict(claim, measured, "not comparable", f"{users} {who} measured, the claim is for {claim.min_users}")
+            return Verdict(
+                claim, measured, "not comparable", f"{users} {who} measured, the claim is for {claim.min_users}"
+            )
     ok = (claim.at_least is None or measured >= claim.at_least) and (claim.at_most is None or measured <= claim.at_most)
     return Verdict(claim, measured, "pass" if ok else "fail")
 
 
 def judge_all(claim_sets: list[ClaimSet], metrics: dict, users_by_type: dict) -> list[dict]:
-    return [{"title": s.title, "source": s.source,
-             "verdicts": [judge(c, metrics, users_by_type).as_dict() for c in s.claims]} for s in claim_sets]
+    return [
+        {
+            "title": s.title,
+            "source": s.source,
+            "verdicts": [judge(c, metrics, users_by_type).as_dict() for c in s.claims],
+        }
+        for s in claim_sets
+    ]

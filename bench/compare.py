@@ -47,8 +47,10 @@ class Group:
     def mean_metrics(self) -> dict:
         """Per-run metrics averaged over the repetitions (claims use these)."""
         names = {name for s in self.summaries for name, v in s["metrics"].items() if v is not None}
-        return {name: float(np.mean([s["metrics"][name] for s in self.summaries if s["metrics"].get(name) is not None]))
-                for name in names}
+        return {
+            name: float(np.mean([s["metrics"][name] for s in self.summaries if s["metrics"].get(name) is not None]))
+            for name in names
+        }
 
     def users_by_type(self) -> dict:
         types = {t for s in self.summaries for t in s["users_by_type"]}
@@ -70,10 +72,18 @@ def client_bound(ceiling: dict | None, instances_per_s: float | None, mb_per_s: 
     """Whether a throughput figure is above 80% of the harness ceiling, in words and as a flag."""
     if not ceiling:
         return {"calibrated": False, "client_bound": None, "note": NO_CALIBRATION}
-    checks = [(value, ceiling.get(key), unit) for value, key, unit in (
-        (instances_per_s, "ceiling_instances_per_s", "instances/s"), (mb_per_s, "ceiling_mb_per_s", "MB/s"))]
-    bound = [f"{value:.1f} > 80% of {limit:.1f} {unit}" for value, limit, unit in checks
-             if value is not None and limit and value > CLIENT_BOUND_SHARE * limit]
+    checks = [
+        (value, ceiling.get(key), unit)
+        for value, key, unit in (
+            (instances_per_s, "ceiling_instances_per_s", "instances/s"),
+            (mb_per_s, "ceiling_mb_per_s", "MB/s"),
+        )
+    ]
+    bound = [
+        f"{value:.1f} > 80% of {limit:.1f} {unit}"
+        for value, limit, unit in checks
+        if value is not None and limit and value > CLIENT_BOUND_SHARE * limit
+    ]
     limits = ", ".join(f"{limit:g} {unit}" for _, limit, unit in checks if limit)
     note = f"CLIENT-BOUND ({'; '.join(bound)})" if bound else f"below 80% of the harness ceiling ({limits})"
     return {"calibrated": True, "client_bound": bool(bound), "note": note, **ceiling}
@@ -94,27 +104,36 @@ def _fmt(value, unit: str = "") -> str:
 
 
 def environment(run: RunData) -> dict:
-    """What the target ran on, from run.json `target` (and `target.environment`, the archive's own report) and `host`."""
+    """What the target ran on: run.json `target` (with `target.environment`, the archive's own report) and `host`."""
     target, host = run.run.get("target") or {}, run.run.get("host") or {}
     seen = {**(target.get("guest") or {}), **(target.get("environment") or {}), **target}
     if run.hypervisor or seen.get("hypervisor"):
         hypervisor = str(run.hypervisor or seen.get("hypervisor"))
     elif target.get("kind") == "native":
         vendor = host.get("dmi_sys_vendor") or "vendor unknown"
-        hypervisor = f"none; the host itself is a VM ({vendor})" if host.get("cpu_hypervisor_flag") else "none (bare metal)"
+        hypervisor = (
+            f"none; the host itself is a VM ({vendor})" if host.get("cpu_hypervisor_flag") else "none (bare metal)"
+        )
     else:
         hypervisor = "not recorded"
     memory = seen.get("memory_bytes")
     return {
-        "target": run.target, "run": run.folder.name, "repetition": run.repetition, "users": run.users,
-        "kind": _fmt(target.get("kind")), "hypervisor": hypervisor,
-        "vcpus": _fmt(seen.get("vcpus") or seen.get("cpus") or (host.get("cpus") if target.get("kind") == "native" else None)),
+        "target": run.target,
+        "run": run.folder.name,
+        "repetition": run.repetition,
+        "users": run.users,
+        "kind": _fmt(target.get("kind")),
+        "hypervisor": hypervisor,
+        "vcpus": _fmt(
+            seen.get("vcpus") or seen.get("cpus") or (host.get("cpus") if target.get("kind") == "native" else None)
+        ),
         "memory": _fmt(round(memory / 2**30, 1) if memory else None, " GiB"),
         "disk": _fmt(seen.get("disk") or seen.get("disk_mode")),
         "network": _fmt(seen.get("network") or seen.get("network_mode")),
-        "fsync": _fmt(target.get("fsync")), "max_pdu": _fmt(target.get("max_pdu")),
-        "server": _fmt(target.get("server")), "host": f"{host.get('hostname', '?')}: {host.get('cpu_model', '?')}, "
-                                                      f"{host.get('cpus', '?')} CPUs",
+        "fsync": _fmt(target.get("fsync")),
+        "max_pdu": _fmt(target.get("max_pdu")),
+        "server": _fmt(target.get("server")),
+        "host": f"{host.get('hostname', '?')}: {host.get('cpu_model', '?')}, {host.get('cpus', '?')} CPUs",
     }
 
 
@@ -138,9 +157,18 @@ def ratios(groups: list[Group], baseline: str) -> list[dict]:
             spec = METRICS[name]
             worse = interval.high < 1 if spec.higher_is_better else interval.low > 1
             better = interval.low > 1 if spec.higher_is_better else interval.high < 1
-            rows.append({"target": group.target, "users": group.users, "metric": name, "label": spec.label,
-                         **interval.as_dict(), "repetitions": len(group.runs), "baseline_repetitions": len(base.runs),
-                         "reading": "worse" if worse else "better" if better else "no clear difference"})
+            rows.append(
+                {
+                    "target": group.target,
+                    "users": group.users,
+                    "metric": name,
+                    "label": spec.label,
+                    **interval.as_dict(),
+                    "repetitions": len(group.runs),
+                    "baseline_repetitions": len(base.runs),
+                    "reading": "worse" if worse else "better" if better else "no clear difference",
+                }
+            )
     return rows
 
 
@@ -150,9 +178,13 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
     ingest = estimates.get("ingest_instances_per_s", {}).get("value")
     mb = estimates.get("ingest_mb_per_s", {}).get("value")
     return {
-        "label": group.label(several_loads), "target": group.target, "users": group.users,
-        "repetitions": len(group.runs), "runs": [r.folder.name for r in group.runs],
-        "estimates": estimates, "calibration": client_bound(group.ceiling(), ingest, mb),
+        "label": group.label(several_loads),
+        "target": group.target,
+        "users": group.users,
+        "repetitions": len(group.runs),
+        "runs": [r.folder.name for r in group.runs],
+        "estimates": estimates,
+        "calibration": client_bound(group.ceiling(), ingest, mb),
         "claims": judge_all(claim_sets, group.mean_metrics(), group.users_by_type()),
     }
 
@@ -160,8 +192,10 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
 def check_baseline(groups: list[Group], baseline: str) -> None:
     targets = sorted({g.target for g in groups})
     if len(targets) > 1 and baseline not in targets:
-        raise UserError(f"baseline target {baseline!r} is not among the runs' targets ({', '.join(targets)}); "
-                        "pick one with --baseline-target")
+        raise UserError(
+            f"baseline target {baseline!r} is not among the runs' targets ({', '.join(targets)}); "
+            "pick one with --baseline-target"
+        )
 
 
 def build_comparison(runs: list[RunData], settings: Settings, baseline: str, claim_sets: list[ClaimSet]):

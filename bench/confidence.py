@@ -30,7 +30,11 @@ class Interval:
         return self.low <= x <= self.high
 
     def as_dict(self, digits: int = 4) -> dict:
-        return {"value": round(self.value, digits), "ci_low": round(self.low, digits), "ci_high": round(self.high, digits)}
+        return {
+            "value": round(self.value, digits),
+            "ci_low": round(self.low, digits),
+            "ci_high": round(self.high, digits),
+        }
 
 
 def _window_multiplicities(rng: np.random.Generator, windows: int, resamples: int) -> np.ndarray:

@@ -34,16 +34,22 @@ def _png(fig) -> bytes:
 def _ceiling_lines(axes, ceiling: float | None) -> None:
     if ceiling:
         axes.axhline(ceiling, color="tab:red", linestyle="--", linewidth=1, label="harness ceiling")
-        axes.axhline(CLIENT_BOUND_SHARE * ceiling, color="tab:red", linestyle=":", linewidth=1,
-                     label="80% of ceiling (client-bound above)")
+        axes.axhline(
+            CLIENT_BOUND_SHARE * ceiling,
+            color="tab:red",
+            linestyle=":",
+            linewidth=1,
+            label="80% of ceiling (client-bound above)",
+        )
 
 
-def timeline_png(series: list[tuple[str, pd.DataFrame, float]], column: str, unit: str,
-                 ceiling: float | None = None) -> bytes:
+def timeline_png(
+    series: list[tuple[str, pd.DataFrame, float]], column: str, unit: str, ceiling: float | None = None
+) -> bytes:
     """Throughput per window over time, one line per run; the warm-up of each run marked."""
     fig, axes = plt.subplots(figsize=(9, 3.6))
     for label, bins, warmup_seconds in series:
-        line, = axes.step(bins["seconds"], bins[column], where="post", label=_plain(label))
+        (line,) = axes.step(bins["seconds"], bins[column], where="post", label=_plain(label))
         axes.axvline(warmup_seconds, color=line.get_color(), alpha=0.4, linewidth=1)
     _ceiling_lines(axes, ceiling)
     axes.set_xlabel("seconds since the first request (thin vertical lines: end of warm-up)")
@@ -96,7 +102,9 @@ def scaling_png(curves: dict[str, list[tuple[int, dict]]], unit: str, ceiling: f
         points = sorted(points)
         users = [u for u, _ in points]
         values = np.array([e["value"] for _, e in points])
-        errors = np.array([[e["value"] - e["ci_low"] for _, e in points], [e["ci_high"] - e["value"] for _, e in points]])
+        errors = np.array(
+            [[e["value"] - e["ci_low"] for _, e in points], [e["ci_high"] - e["value"] for _, e in points]]
+        )
         axes.errorbar(users, values, yerr=np.clip(errors, 0, None), marker="o", capsize=4, label=_plain(target))
     _ceiling_lines(axes, ceiling)
     axes.set_xlabel("concurrent users (one association each)")

@@ -60,12 +60,22 @@ def baseline_record(runs: list[RunData], settings: Settings, names: list[str] | 
         if point_estimate(repetitions) is None:
             continue  # no successful request of this kind: nothing to hold a release to
         spec = METRICS[name]
-        metrics[name] = {"label": spec.label, "unit": spec.unit, "higher_is_better": spec.higher_is_better,
-                         "value": point_estimate(repetitions), "repetitions": [r.to_json() for r in repetitions]}
-    return {"format": BASELINE_FORMAT, "pacsbench": __version__, "scenario": runs[0].scenario,
-            "runs": [r.folder.name for r in runs], "targets": sorted({r.target for r in runs}),
-            "settings": {"warmup_rule": settings.warmup.rule(), "window_seconds": settings.window_seconds},
-            "metrics": metrics}
+        metrics[name] = {
+            "label": spec.label,
+            "unit": spec.unit,
+            "higher_is_better": spec.higher_is_better,
+            "value": point_estimate(repetitions),
+            "repetitions": [r.to_json() for r in repetitions],
+        }
+    return {
+        "format": BASELINE_FORMAT,
+        "pacsbench": __version__,
+        "scenario": runs[0].scenario,
+        "runs": [r.folder.name for r in runs],
+        "targets": sorted({r.target for r in runs}),
+        "settings": {"warmup_rule": settings.warmup.rule(), "window_seconds": settings.window_seconds},
+        "metrics": metrics,
+    }
 
 
 def save_baseline(paths: list[Path], out: Path, settings: Settings, names: list[str] | None = None) -> Path:
@@ -109,8 +119,10 @@ class Check:
         verdict = "REGRESSION" if self.regressed else "ok"
         if self.ratio is None:
             return f"{verdict} {self.metric}: {self.reason}"
-        return (f"{verdict} {self.metric}: {self.value:.3f} vs baseline {self.baseline:.3f} {self.unit}, ratio "
-                f"{self.ratio.value:.3f} (95% CI {self.ratio.low:.3f}-{self.ratio.high:.3f}); {self.reason}")
+        return (
+            f"{verdict} {self.metric}: {self.value:.3f} vs baseline {self.baseline:.3f} {self.unit}, ratio "
+            f"{self.ratio.value:.3f} (95% CI {self.ratio.low:.3f}-{self.ratio.high:.3f}); {self.reason}"
+        )
 
 
 def judge(name: str, repetitions: list, saved: dict, threshold: float) -> Check:
@@ -118,16 +130,24 @@ def judge(name: str, repetitions: list, saved: dict, threshold: float) -> Check:
     base_reps = [spec.from_json(w) for w in saved["repetitions"]]
     value = point_estimate(repetitions)
     ratio = ratio_interval(repetitions, base_reps) if value is not None else None
-    common = dict(metric=name, label=spec.label, unit=spec.unit, baseline=saved["value"], value=value,
-                  ratio=ratio, threshold=threshold)
+    common = dict(
+        metric=name,
+        label=spec.label,
+        unit=spec.unit,
+        baseline=saved["value"],
+        value=value,
+        ratio=ratio,
+        threshold=threshold,
+    )
     if ratio is None:
         return Check(**common, regressed=True, reason="no successful request of this kind in the run")
     change = (1 - ratio.value) if spec.higher_is_better else (ratio.value - 1)
     beyond = change > threshold
     noise = ratio.contains(1.0)
     word = "worse" if change > 0 else "better" if change < 0 else "unchanged"
-    reason = (f"{abs(change):.1%} {word}; threshold {threshold:.0%}; "
-              + ("the interval includes 1 (within noise)" if noise else "the interval excludes 1"))
+    reason = f"{abs(change):.1%} {word}; threshold {threshold:.0%}; " + (
+        "the interval includes 1 (within noise)" if noise else "the interval excludes 1"
+    )
     return Check(**common, regressed=beyond and not noise, reason=reason)
 
 
@@ -144,8 +164,9 @@ def chosen_metrics(requested: list[str] | None, baseline: dict, runs: list[RunDa
     return names
 
 
-def run_gate(paths: list[Path], baseline_path: Path, threshold: float, requested: list[str] | None,
-             settings: Settings) -> list[Check]:
+def run_gate(
+    paths: list[Path], baseline_path: Path, threshold: float, requested: list[str] | None, settings: Settings
+) -> list[Check]:
     for name in requested or []:
         metric(name)  # an unknown name fails before any file is read
     runs = load_runs(paths)

@@ -88,8 +88,12 @@ def load_matrix(folder: Path) -> list[RunData]:
     runs = []
     for entry in entries:
         path = Path(entry["folder"])
-        run = load_run(path if path.is_absolute() else folder / path, str(entry["target"]),
-                       int(entry.get("repetition", 1)), entry.get("hypervisor"))
+        run = load_run(
+            path if path.is_absolute() else folder / path,
+            str(entry["target"]),
+            int(entry.get("repetition", 1)),
+            entry.get("hypervisor"),
+        )
         if scenario and run.scenario != scenario:
             raise UserError(f"{run.folder}: scenario {run.scenario!r} is not the matrix's scenario {scenario!r}")
         runs.append(run)

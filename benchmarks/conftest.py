@@ -1,8 +1,8 @@
 """Microbenchmarks of the harness's hot paths (pytest-benchmark), kept out of the normal test run.
 
-    .venv/bin/pip install -e '.[bench]'
-    .venv/bin/pytest benchmarks --benchmark-autosave                     # save a baseline
-    .venv/bin/pytest benchmarks --benchmark-compare --benchmark-compare-fail=mean:25%   # fail on a slower path
+.venv/bin/pip install -e '.[bench]'
+.venv/bin/pytest benchmarks --benchmark-autosave                     # save a baseline
+.venv/bin/pytest benchmarks --benchmark-compare --benchmark-compare-fail=mean:25%   # fail on a slower path
 """
 
 from __future__ import annotations

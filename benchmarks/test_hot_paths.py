@@ -16,11 +16,27 @@ PREFILLED_INSTANCES = 2000
 def _record(n: int) -> InstanceRecord:
     study, series = f"1.2.826.0.1.{n // 50}", f"1.2.826.0.2.{n // 10}"
     return InstanceRecord(
-        patient_id=f"P{n // 50}", patient_name="BENCH^MARK", birth_date="19700101", sex="O", study_uid=study,
-        study_date="20260101", study_time="120000", accession=f"A{n // 50}", study_id="1", study_description="bench",
-        series_uid=series, modality="XA", series_number=n // 10, body_part="HEAD", sop_uid=f"1.2.826.0.3.{n}",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.12.1", instance_number=n, transfer_syntax="1.2.840.10008.1.2.1",
-        frames=10, size=1_000_000, path=f"/data/{n}.dcm",
+        patient_id=f"P{n // 50}",
+        patient_name="BENCH^MARK",
+        birth_date="19700101",
+        sex="O",
+        study_uid=study,
+        study_date="20260101",
+        study_time="120000",
+        accession=f"A{n // 50}",
+        study_id="1",
+        study_description="bench",
+        series_uid=series,
+        modality="XA",
+        series_number=n // 10,
+        body_part="HEAD",
+        sop_uid=f"1.2.826.0.3.{n}",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.12.1",
+        instance_number=n,
+        transfer_syntax="1.2.840.10008.1.2.1",
+        frames=10,
+        size=1_000_000,
+        path=f"/data/{n}.dcm",
     )
 
 

@@ -24,24 +24,32 @@ def _verdicts(text, tmp_path, metrics, users):
 
 def test_shipped_claims_are_valid_and_cover_the_seed_paper():
     (kagadis,) = [s for s in load_claims() if "Kagadis" in s.title]
-    assert {c.metric for c in kagadis.claims} == {"ingest_instances_per_s", "retrieve_instances_per_s",
-                                                 "study_seconds_per_30mb"}
+    assert {c.metric for c in kagadis.claims} == {
+        "ingest_instances_per_s",
+        "retrieve_instances_per_s",
+        "study_seconds_per_30mb",
+    }
     assert all(p.suffix == ".toml" for p in SHIPPED.iterdir())
 
 
-@pytest.mark.parametrize("measured, users, verdict", [
-    (25.0, 10, "pass"), (15.0, 12, "fail"), (None, 10, "not measured"), (25.0, 4, "not comparable")])
+@pytest.mark.parametrize(
+    "measured, users, verdict",
+    [(25.0, 10, "pass"), (15.0, 12, "fail"), (None, 10, "not measured"), (25.0, 4, "not comparable")],
+)
 def test_verdicts(tmp_path, measured, users, verdict):
     metrics = {} if measured is None else {"retrieve_instances_per_s": measured}
     (result,) = _verdicts(CLAIM, tmp_path, metrics, {"workstation": users})
     assert result["verdict"] == verdict and result["bound"] == ">= 20 instances/s"
 
 
-@pytest.mark.parametrize("change, message", [
-    (("metric = \"retrieve_instances_per_s\"", "metric = \"speed\""), "unknown metric 'speed'"),
-    (("at_least = 20", "at_leest = 20"), "did you mean 'at_least'"),
-    (("at_least = 20", ""), "needs at_least or at_most"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (('metric = "retrieve_instances_per_s"', 'metric = "speed"'), "unknown metric 'speed'"),
+        (("at_least = 20", "at_leest = 20"), "did you mean 'at_least'"),
+        (("at_least = 20", ""), "needs at_least or at_most"),
+    ],
+)
 def test_bad_claim_files_are_one_line_errors(tmp_path, change, message):
     path = tmp_path / "bad.toml"
     path.write_text(CLAIM.replace(*change))

@@ -22,10 +22,26 @@ def native_and_vm(tmp_path_factory):
     """Two repetitions each: native stores 100 instances/s, the VM 80 (Poisson arrivals)."""
     root = tmp_path_factory.mktemp("runs")
     native = [write_run(root / f"native-{i}", rate=100, seed=i, target="native") for i in (1, 2)]
-    vm = [write_run(root / f"vm-{i}", rate=80, seed=10 + i, target="esxi", latency_ms=25,
-                    run_extra={"target": {"kind": "remote", "label": "esxi", "hypervisor": "VMware ESXi 8",
-                                          "vcpus": 4, "disk": "thin, writeback", "network": "bridged"}})
-          for i in (1, 2)]
+    vm = [
+        write_run(
+            root / f"vm-{i}",
+            rate=80,
+            seed=10 + i,
+            target="esxi",
+            latency_ms=25,
+            run_extra={
+                "target": {
+                    "kind": "remote",
+                    "label": "esxi",
+                    "hypervisor": "VMware ESXi 8",
+                    "vcpus": 4,
+                    "disk": "thin, writeback",
+                    "network": "bridged",
+                }
+            },
+        )
+        for i in (1, 2)
+    ]
     return native, vm
 
 
@@ -73,16 +89,34 @@ def test_matrix_folder_labels_runs_by_its_entries(tmp_path):
     write_run(matrix / "a", rate=60, seed=1, target="native", users=2)
     write_run(matrix / "b", rate=100, seed=2, target="native", users=4)
     write_run(tmp_path / "elsewhere", rate=40, seed=3, target="remote", users=2)
-    (matrix / "matrix.json").write_text(json.dumps({"scenario": "synthetic", "runs": [
-        {"folder": "a", "target": "native", "repetition": 1, "hypervisor": "none"},
-        {"folder": "b", "target": "native", "repetition": 1, "hypervisor": "none"},
-        {"folder": str(tmp_path / "elsewhere"), "target": "vbox", "repetition": 1, "hypervisor": "VirtualBox 7"}]}))
+    (matrix / "matrix.json").write_text(
+        json.dumps(
+            {
+                "scenario": "synthetic",
+                "runs": [
+                    {"folder": "a", "target": "native", "repetition": 1, "hypervisor": "none"},
+                    {"folder": "b", "target": "native", "repetition": 1, "hypervisor": "none"},
+                    {
+                        "folder": str(tmp_path / "elsewhere"),
+                        "target": "vbox",
+                        "repetition": 1,
+                        "hypervisor": "VirtualBox 7",
+                    },
+                ],
+            }
+        )
+    )
     runs = load_runs([matrix])
     assert [(r.target, r.users, r.hypervisor) for r in runs] == [
-        ("native", 2, "none"), ("native", 4, "none"), ("vbox", 2, "VirtualBox 7")]
+        ("native", 2, "none"),
+        ("native", 4, "none"),
+        ("vbox", 2, "VirtualBox 7"),
+    ]
     report = build_comparison_report([matrix], tmp_path / "out")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert [(r["target"], r["users"]) for r in summary["ratios"] if r["metric"] == "ingest_instances_per_s"] == [("vbox", 2)]
+    assert [(r["target"], r["users"]) for r in summary["ratios"] if r["metric"] == "ingest_instances_per_s"] == [
+        ("vbox", 2)
+    ]
     assert "scaling curve" in report.read_text()  # native ran at 2 and 4 users
 
 
@@ -90,8 +124,9 @@ def test_server_metrics_are_plotted_when_recorded(tmp_path):
     run = write_run(tmp_path / "r", rate=30, seconds=6)
     other = write_run(tmp_path / "s", rate=30, seconds=6, seed=2)
     times = 1_700_000_000.0 + np.arange(7)
-    (run / "server_metrics.csv").write_text("time,cpu_percent,memory_bytes\n" + "".join(
-        f"{t},{50 + i},{1e8 + i * 1e6}\n" for i, t in enumerate(times)))
+    (run / "server_metrics.csv").write_text(
+        "time,cpu_percent,memory_bytes\n" + "".join(f"{t},{50 + i},{1e8 + i * 1e6}\n" for i, t in enumerate(times))
+    )
     html = build_comparison_report([run, other], tmp_path / "cmp").read_text()
     assert 'alt="server metrics"' in html and "s: no server metrics recorded" in html
 

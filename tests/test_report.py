@@ -20,12 +20,24 @@ def _regular_run(folder, rate_per_s=20.0, seconds=10, failures=0, scenario_name=
     t0 = 1_700_000_000.0
     for i in range(int(rate_per_s * seconds)):
         failed = i < failures
-        writer.write(Sample(
-            start=t0 + i / rate_per_s, worker="w", user=f"u{i % 2}", user_type="modality", association=f"a{i % 2}",
-            operation="C-STORE", sop_instance_uid=f"1.2.{i}", study_instance_uid="1.2", instances=1, frames=4,
-            bytes=1_000_000, latency_ms=10.0 + (i % 10), status=0xA700 if failed else 0,
-            error="C-STORE status 0xA700" if failed else "",
-        ))
+        writer.write(
+            Sample(
+                start=t0 + i / rate_per_s,
+                worker="w",
+                user=f"u{i % 2}",
+                user_type="modality",
+                association=f"a{i % 2}",
+                operation="C-STORE",
+                sop_instance_uid=f"1.2.{i}",
+                study_instance_uid="1.2",
+                instances=1,
+                frames=4,
+                bytes=1_000_000,
+                latency_ms=10.0 + (i % 10),
+                status=0xA700 if failed else 0,
+                error="C-STORE status 0xA700" if failed else "",
+            )
+        )
     writer.close()
     (folder / "run.json").write_text(json.dumps({"run_id": folder.name, "scenario": {"name": scenario_name}}))
     return folder
@@ -63,8 +75,9 @@ def test_failures_are_counted_by_dicom_status_and_not_throughput(tmp_path):
     s = summarize(load_samples(run), NO_WARMUP)
     assert s["instances"] == 70 and s["failures"] == 30
     assert s["failures_by_error"] == {"C-STORE status 0xA700": 30}
-    assert s["errors_by_status"] == [{"operation": "C-STORE", "status": "0xA700", "count": 30,
-                                      "example": "C-STORE status 0xA700"}]
+    assert s["errors_by_status"] == [
+        {"operation": "C-STORE", "status": "0xA700", "count": 30, "example": "C-STORE status 0xA700"}
+    ]
     assert s["operations"]["C-STORE"]["failed"] == 30
 
 
@@ -86,13 +99,24 @@ def test_timeline_bins_per_window(tmp_path):
     assert list(timeline(load_samples(run), 2.0)["instances"]) == [5.0, 5.0]
     windows = summarize(load_samples(run), Settings(Warmup.parse("1s")))["windows"]
     assert [(w["start_s"], w["warmup"], w["frames_per_s"]) for w in windows] == [
-        (0, True, 20), (1, False, 20), (2, False, 20), (3, False, 20)]
+        (0, True, 20),
+        (1, False, 20),
+        (2, False, 20),
+        (3, False, 20),
+    ]
 
 
 def test_report_is_self_contained_and_escapes_what_users_wrote(tmp_path):
     script = "<script>alert(1)</script>"
-    run = write_run(tmp_path / "r", rate=20, seconds=6, scenario=script, failures=3, error_text=f"PatientName {script}",
-                    run_extra={"run_id": "<b>x</b>"})
+    run = write_run(
+        tmp_path / "r",
+        rate=20,
+        seconds=6,
+        scenario=script,
+        failures=3,
+        error_text=f"PatientName {script}",
+        run_extra={"run_id": "<b>x</b>"},
+    )
     html = build_report(run).read_text()
     assert script not in html and "&lt;b&gt;x&lt;/b&gt;" in html
     assert "PatientName &lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -106,8 +130,12 @@ def test_report_states_the_calibration_or_its_absence(tmp_path):
     plain = write_run(tmp_path / "plain", rate=50, seconds=6)
     build_report(plain)
     assert "no calibration recorded" in (plain / "report.html").read_text()
-    calibrated = write_run(tmp_path / "cal", rate=50, seconds=6,
-                           run_extra={"calibration": {"ceiling_instances_per_s": 55.0, "ceiling_mb_per_s": 500.0}})
+    calibrated = write_run(
+        tmp_path / "cal",
+        rate=50,
+        seconds=6,
+        run_extra={"calibration": {"ceiling_instances_per_s": 55.0, "ceiling_mb_per_s": 500.0}},
+    )
     build_report(calibrated)
     summary = json.loads((calibrated / "summary.json").read_text())
     assert summary["calibration"]["client_bound"] is True  # 50/s is above 80% of 55/s
@@ -123,5 +151,7 @@ def test_zero_samples_and_missing_folder_are_clear_errors(tmp_path):
     with pytest.raises(UserError, match="run folder not found"):
         load_samples(tmp_path / "nope")
     for folder, message in ((empty, "zero samples"), (tmp_path / "nope", "run folder not found")):
-        result = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(folder)], capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.cli", "report", str(folder)], capture_output=True, text=True
+        )
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr

@@ -17,9 +17,19 @@ from conftest import require_tool
 from synthetic import write_run
 
 SCRIPT = "<script>alert(1)</script>"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--remote-debugging-port=0", "--window-size=1100,1400"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--remote-debugging-port=0",
+    "--window-size=1100,1400",
+]
 PAGE_STATE = """JSON.stringify({
   images: [...document.images].map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth})),
   scripts: document.scripts.length,
@@ -76,8 +86,11 @@ def chromium(tmp_path):
     binary = require_tool("chromium", "chromium")
     pytest.importorskip("websocket", reason="pip install websocket-client (in the test extra)")
     profile = tmp_path / "profile"
-    process = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         port = _devtools_port(profile, process)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
@@ -96,8 +109,9 @@ def chromium(tmp_path):
 
 def _hostile_comparison(root: Path) -> Path:
     extra = {"target": {"kind": "remote", "label": SCRIPT, "hypervisor": SCRIPT}}
-    native = write_run(root / "native", rate=60, seconds=8, scenario=SCRIPT, failures=2,
-                       error_text=f"PatientName {SCRIPT}")
+    native = write_run(
+        root / "native", rate=60, seconds=8, scenario=SCRIPT, failures=2, error_text=f"PatientName {SCRIPT}"
+    )
     vm = write_run(root / "vm", rate=45, seconds=8, seed=2, scenario=SCRIPT, run_extra=extra, find_rate=4)
     return build_comparison_report([native, vm], root / "cmp")
 
@@ -108,16 +122,25 @@ def test_report_opens_offline_in_chromium_and_renders_its_figures(chromium, tmp_
         chromium.call(f"{domain}.enable")
     chromium.call("Page.navigate", url=report.as_uri())
     chromium.wait_for("Page.loadEventFired")
-    state = json.loads(chromium.call("Runtime.evaluate", expression=PAGE_STATE % json.dumps(SCRIPT),
-                                     returnByValue=True)["result"]["value"])
+    state = json.loads(
+        chromium.call("Runtime.evaluate", expression=PAGE_STATE % json.dumps(SCRIPT), returnByValue=True)["result"][
+            "value"
+        ]
+    )
     shot = base64.b64decode(chromium.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
     (tmp_path / "report.png").write_bytes(shot)
 
     methods = [e.get("method") for e in chromium.events]
-    errors = [e for e in chromium.events if e.get("method") == "Runtime.exceptionThrown"
-              or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
-              or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")]
-    requested = [e["params"]["request"]["url"] for e in chromium.events if e.get("method") == "Network.requestWillBeSent"]
+    errors = [
+        e
+        for e in chromium.events
+        if e.get("method") == "Runtime.exceptionThrown"
+        or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+        or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
+    ]
+    requested = [
+        e["params"]["request"]["url"] for e in chromium.events if e.get("method") == "Network.requestWillBeSent"
+    ]
     assert errors == []
     assert "Page.javascriptDialogOpening" not in methods  # the injected alert() never ran
     assert state["scripts"] == 0 and state["shownAsText"]
