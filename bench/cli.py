@@ -1,4 +1,4 @@
-"""The `pacsbench` command line: generate, serve, run, report.
+"""The `pacsbench` command line: generate, serve, run, report, compare, gate, baseline.
 
 Heavy modules are imported inside each command: `run` must import locust (gevent
 monkey-patching) before anything else opens a socket or starts a thread.
@@ -64,15 +64,96 @@ def _add_run(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def _add_settings(p) -> None:
+    p.add_argument("--warmup", default="10%", help="leading part of each run not measured: a share such as 10%% "
+                   "(of first request to last response) or seconds such as 5s (default 10%%)")
+    p.add_argument("--window", type=float, default=1.0, metavar="SECONDS",
+                   help="time window for timelines and the bootstrap's resampling unit (default 1 s)")
+
+
+def _add_claims(p) -> None:
+    p.add_argument("--claims", type=Path, action="append", metavar="TOML",
+                   help="published claims to check (repeatable; default: bench/claims/*.toml, Kagadis et al. 2011)")
+
+
 def _add_report(sub) -> None:
     p = sub.add_parser(
         "report",
         help="write report.html, summary.md and summary.json for a run folder",
-        description="Compute instances/s, frames/s, MB/s and latency percentiles from a run's sample rows and "
-        "write a self-contained report.html (plot inline), summary.md and summary.json into the run folder.",
+        description="Compute instances/s, frames/s, MB/s (overall, per window, per operation, per user type), "
+        "latency percentiles, errors by DICOM status and published claims from a run's sample rows, and write a "
+        "self-contained report.html (figures inline), summary.md and summary.json into the run folder. "
+        "The last line printed is the report's path.",
     )
     p.add_argument("run_dir", type=Path, help="a run folder, e.g. results/20261127T120000Z-smoke")
+    _add_settings(p)
+    _add_claims(p)
     p.set_defaults(func=cmd_report)
+
+
+EPILOG_COMPARE = """examples:
+  pacsbench compare results/run-native results/run-kvm --out results/cmp
+  pacsbench compare results/matrix-smoke --baseline-target native
+Run folders are labelled by run.json target.label (else target.kind); a matrix folder holds matrix.json.
+The last line printed is the report's path."""
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="put targets side by side: ratios to a baseline target with 95%% intervals, plots, environment",
+        description="Compare runs of one scenario: each target against the baseline target as ratios with "
+        "bootstrap 95%% confidence intervals over repetitions and time windows, throughput timelines, latency CDFs, "
+        "scaling curves (when runs differ in users), server metrics, environments, claims.",
+        epilog=EPILOG_COMPARE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN|MATRIX", help="run folders and/or matrix folders")
+    p.add_argument("--baseline-target", default="native", help="target the others are divided by (default native)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default results/<time>-compare-SCENARIO)")
+    _add_settings(p)
+    _add_claims(p)
+    p.set_defaults(func=cmd_compare)
+
+
+EPILOG_GATE = """A metric regresses when its ratio to the baseline is beyond --max-regression AND the 95%
+bootstrap interval of that ratio excludes 1. Exit 0: no regression; 1: regression; 2: bad input.
+Metrics: ingest_instances_per_s, ingest_frames_per_s, ingest_mb_per_s, retrieve_instances_per_s,
+retrieve_mb_per_s, query_requests_per_s, c_store_p95_ms, c_find_p95_ms, ... (c_<op>_p50/p90/p95/p99_ms)."""
+
+
+def _add_gate(sub) -> None:
+    p = sub.add_parser(
+        "gate",
+        help="exit 1 when a run is slower than a baseline beyond a threshold and beyond noise (CI gate)",
+        description="Compare a run with a baseline (a file from `pacsbench baseline save`, or a run folder) "
+        "and fail on a regression. Default metrics: ingest_instances_per_s and c_store_p95_ms, plus c_find_p95_ms "
+        "when the baseline has it.",
+        epilog=EPILOG_GATE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folder(s) of the release under test")
+    p.add_argument("--baseline", type=Path, required=True, help="baseline JSON file or run folder")
+    p.add_argument("--max-regression", default="10%", help="allowed slowdown, e.g. 10%% (default)")
+    p.add_argument("--metric", action="append", help="metric to gate on (repeatable)")
+    p.add_argument("--junit", type=Path, help="write JUnit XML here, one testcase per metric")
+    _add_settings(p)
+    p.set_defaults(func=cmd_gate)
+
+
+def _add_baseline(sub) -> None:
+    p = sub.add_parser("baseline", help="keep a run's figures as a small baseline file for `pacsbench gate`",
+                       description="Manage gate baselines.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    save = actions.add_parser(
+        "save", help="write a baseline JSON file from run folder(s)",
+        description="Write per-metric point estimates and the per-window values the gate's interval needs "
+        "(every throughput and each operation's p95 latency, or the --metric list). Several runs are repetitions.")
+    save.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folder(s) or a matrix folder")
+    save.add_argument("--out", type=Path, required=True, help="baseline file to write, e.g. baseline.json")
+    save.add_argument("--metric", action="append", help="metric to keep (repeatable; default: see above)")
+    _add_settings(save)
+    save.set_defaults(func=cmd_baseline_save)
 
 
 def cmd_generate(args) -> int:
@@ -115,14 +196,53 @@ def cmd_run(args) -> int:
     return 1 if record.get("status") != "completed" else 0
 
 
-def cmd_report(args) -> int:
-    from bench.report import build_report, load_samples, summarize
+def _settings(args):
+    from bench.aggregate import Settings, Warmup
 
-    report = build_report(args.run_dir)
-    s = summarize(load_samples(args.run_dir))
+    return Settings(Warmup.parse(args.warmup), args.window)
+
+
+def cmd_report(args) -> int:
+    import json
+
+    from bench.report import build_report
+
+    report = build_report(args.run_dir, _settings(args), args.claims)
+    s = json.loads((report.parent / "summary.json").read_text())
     print(f"{s['instances_per_s']:.2f} instances/s, {s['frames_per_s']:.1f} frames/s, {s['mb_per_s']:.1f} MB/s, "
-          f"C-STORE p50/p95/p99 {s['latency_ms']['p50']}/{s['latency_ms']['p95']}/{s['latency_ms']['p99']} ms")
+          f"C-STORE p50/p95/p99 {s['latency_ms']['p50']}/{s['latency_ms']['p95']}/{s['latency_ms']['p99']} ms "
+          f"({s['settings']['warmup']})")
     print(report)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from bench.report import build_comparison_report
+
+    report = build_comparison_report(args.runs, args.out, _settings(args), args.baseline_target, args.claims)
+    print(report.parent / "summary.md")
+    print(report)
+    return 0
+
+
+def cmd_gate(args) -> int:
+    from bench.gate import parse_threshold, run_gate, write_junit
+
+    checks = run_gate(args.runs, args.baseline, parse_threshold(args.max_regression), args.metric, _settings(args))
+    for check in checks:
+        print(check.line())
+    if args.junit:
+        write_junit(checks, args.junit)
+    regressed = [c.metric for c in checks if c.regressed]
+    print(f"gate: {'FAILED, regression in ' + ', '.join(regressed) if regressed else 'passed'} "
+          f"({len(checks)} metrics checked)")
+    return 1 if regressed else 0
+
+
+def cmd_baseline_save(args) -> int:
+    from bench.gate import save_baseline
+
+    print(save_baseline(args.runs, args.out, _settings(args), args.metric))
     return 0
 
 
@@ -138,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_run(sub)
     _add_report(sub)
+    _add_compare(sub)
+    _add_gate(sub)
+    _add_baseline(sub)
     return parser
 
 

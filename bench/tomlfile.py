@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+import typing
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,23 +25,32 @@ def _location(loc: tuple) -> str:
     return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
 
 
+def _table_model(annotation) -> type[BaseModel] | None:
+    """The model of a table field, or of the items of an array of tables (list[Model])."""
+    if typing.get_origin(annotation) is list:
+        (annotation,) = typing.get_args(annotation) or (None,)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _model_at(model: type[BaseModel], parts: tuple) -> type[BaseModel] | None:
+    """The model of the table at `parts` (array indices skipped), or None if it is not a table."""
+    current: type[BaseModel] | None = model
+    for part in parts:
+        if isinstance(part, int) and current is not None:
+            continue
+        field = current.model_fields.get(str(part)) if current else None
+        current = _table_model(field.annotation) if field else None
+    return current
+
+
 def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
     """The field names valid at the table that holds `loc`."""
-    current: type[BaseModel] | None = model
-    for part in loc[:-1]:
-        field = current.model_fields.get(str(part)) if current else None
-        annotation = field.annotation if field else None
-        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    current = _model_at(model, loc[:-1])
     return list(current.model_fields) if current else []
 
 
 def _is_table(model: type[BaseModel], loc: tuple) -> bool:
-    current: type[BaseModel] | None = model
-    for part in loc:
-        field = current.model_fields.get(str(part)) if current else None
-        annotation = field.annotation if field else None
-        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    return current is not None
+    return _model_at(model, loc) is not None
 
 
 def explain(error: ValidationError, model: type[BaseModel]) -> str:

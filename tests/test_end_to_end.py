@@ -104,3 +104,17 @@ def test_unreachable_target_is_one_line_and_recorded(tmp_path):
 def test_every_subcommand_explains_itself(command):
     result = pacsbench(command, "--help")
     assert result.returncode == 0 and "usage:" in result.stdout and len(result.stdout) > 200
+
+
+def test_a_real_run_passes_the_gate_against_its_own_baseline(smoke_run, tmp_path):
+    baseline = tmp_path / "baseline.json"
+    assert pacsbench("baseline", "save", smoke_run, "--out", baseline).returncode == 0
+    result = pacsbench("gate", smoke_run, "--baseline", baseline, "--junit", tmp_path / "gate.xml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok ingest_instances_per_s" in result.stdout and "ok c_store_p95_ms" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["compare"], ["gate"], ["baseline", "save"]])
+def test_reporting_subcommands_explain_themselves(command):
+    result = pacsbench(*command, "--help")
+    assert result.returncode == 0 and "usage:" in result.stdout and len(result.stdout) > 200

@@ -4,32 +4,48 @@ import sys
 
 import pytest
 
+from bench.aggregate import Settings, Warmup, load_samples, measure, summarize, timeline
 from bench.errors import UserError
-from bench.report import build_report, load_samples, summarize, timeline
+from bench.report import build_report
 from bench.samples import Sample, SampleWriter
+from synthetic import write_run
+
+NO_WARMUP = Settings(Warmup(), 1.0)
 
 
-def _synthetic_run(folder, rate_per_s=20.0, seconds=10, failures=0, scenario_name="synthetic"):
-    """A run folder whose samples arrive at a known rate: 1 MB, 4 frames per instance."""
+def _regular_run(folder, rate_per_s=20.0, seconds=10, failures=0, scenario_name="synthetic"):
+    """Samples at an exact rate: 1 MB, 4 frames per instance, latency 10-19 ms."""
     folder.mkdir(parents=True, exist_ok=True)
     writer = SampleWriter(folder / "samples.csv")
     t0 = 1_700_000_000.0
-    count = int(rate_per_s * seconds)
-    for i in range(count):
+    for i in range(int(rate_per_s * seconds)):
         failed = i < failures
-        writer.write(Sample(
-            start=t0 + i / rate_per_s, worker="w", user=f"u{i % 2}", user_type="modality", association=f"a{i % 2}", operation="C-STORE",
-            sop_instance_uid=f"1.2.{i}", study_instance_uid="1.2", instances=1, frames=4, bytes=1_000_000,
-            latency_ms=10.0 + (i % 10), status=0xA700 if failed else 0, error="C-STORE status 0xA700" if failed else "",
-        ))
+        writer.write(
+            Sample(
+                start=t0 + i / rate_per_s,
+                worker="w",
+                user=f"u{i % 2}",
+                user_type="modality",
+                association=f"a{i % 2}",
+                operation="C-STORE",
+                sop_instance_uid=f"1.2.{i}",
+                study_instance_uid="1.2",
+                instances=1,
+                frames=4,
+                bytes=1_000_000,
+                latency_ms=10.0 + (i % 10),
+                status=0xA700 if failed else 0,
+                error="C-STORE status 0xA700" if failed else "",
+            )
+        )
     writer.close()
     (folder / "run.json").write_text(json.dumps({"run_id": folder.name, "scenario": {"name": scenario_name}}))
     return folder
 
 
 def test_rates_match_a_known_synthetic_load(tmp_path):
-    run = _synthetic_run(tmp_path / "r", rate_per_s=20.0, seconds=10)
-    s = summarize(load_samples(run))
+    run = _regular_run(tmp_path / "r", rate_per_s=20.0, seconds=10)
+    s = summarize(load_samples(run), NO_WARMUP)
     # 200 instances between the first send (t=0) and the last response (t=9.95+0.019).
     window = 199 / 20.0 + 0.019
     assert s["window_seconds"] == pytest.approx(window, abs=1e-3)
@@ -40,30 +56,90 @@ def test_rates_match_a_known_synthetic_load(tmp_path):
     assert s["failures"] == 0 and s["users"] == 2
 
 
-def test_failures_are_counted_and_not_throughput(tmp_path):
-    run = _synthetic_run(tmp_path / "r", rate_per_s=10.0, seconds=10, failures=30)
-    s = summarize(load_samples(run))
+def test_warmup_rule_drops_the_stated_share_or_seconds(tmp_path):
+    samples = load_samples(_regular_run(tmp_path / "r", rate_per_s=10.0, seconds=10))
+    span = samples["end"].max() - samples["start"].min()
+    by_share = measure(samples, Settings(Warmup.parse("10%")))
+    assert by_share.begin - by_share.run_start == pytest.approx(0.1 * span)
+    by_seconds = summarize(samples, Settings(Warmup.parse("5s")))
+    assert by_seconds["warmup_seconds"] == pytest.approx(5.0)
+    # responses at t = i/10 + 10..19 ms: those ending before t=5 s are i <= 49
+    assert by_seconds["warmup_requests_dropped"] == 50 and by_seconds["instances"] == 50
+    assert "10%" in summarize(samples)["settings"]["warmup"]  # the default is stated
+    with pytest.raises(UserError, match="--warmup"):
+        Warmup.parse("ten")
+
+
+def test_failures_are_counted_by_dicom_status_and_not_throughput(tmp_path):
+    run = _regular_run(tmp_path / "r", rate_per_s=10.0, seconds=10, failures=30)
+    s = summarize(load_samples(run), NO_WARMUP)
     assert s["instances"] == 70 and s["failures"] == 30
     assert s["failures_by_error"] == {"C-STORE status 0xA700": 30}
+    assert s["errors_by_status"] == [
+        {"operation": "C-STORE", "status": "0xA700", "count": 30, "example": "C-STORE status 0xA700"}
+    ]
+    assert s["operations"]["C-STORE"]["failed"] == 30
 
 
-def test_timeline_bins_per_second(tmp_path):
-    run = _synthetic_run(tmp_path / "r", rate_per_s=5.0, seconds=4)
+def test_breakdowns_per_operation_and_user_type(tmp_path):
+    run = write_run(tmp_path / "r", rate=50, find_rate=5, seconds=10)
+    s = summarize(load_samples(run), NO_WARMUP)
+    assert set(s["operations"]) == {"C-STORE", "C-FIND"} and set(s["user_types"]) == {"modality", "query"}
+    assert s["operations"]["C-FIND"]["instances"] == 0 and s["operations"]["C-FIND"]["latency_ms"]["p95"] > 0
+    assert s["metrics"]["ingest_instances_per_s"] == pytest.approx(50, rel=0.15)
+    assert s["metrics"]["query_requests_per_s"] == pytest.approx(5, rel=0.5)
+    assert s["metrics"]["c_find_p95_ms"] > s["metrics"]["c_find_p50_ms"]
+
+
+def test_timeline_bins_per_window(tmp_path):
+    run = _regular_run(tmp_path / "r", rate_per_s=5.0, seconds=4)
     bins = timeline(load_samples(run))
     assert list(bins["instances"]) == [5, 5, 5, 5]
     assert list(bins["mb"]) == [5.0, 5.0, 5.0, 5.0]
+    assert list(timeline(load_samples(run), 2.0)["instances"]) == [5.0, 5.0]
+    windows = summarize(load_samples(run), Settings(Warmup.parse("1s")))["windows"]
+    assert [(w["start_s"], w["warmup"], w["frames_per_s"]) for w in windows] == [
+        (0, True, 20),
+        (1, False, 20),
+        (2, False, 20),
+        (3, False, 20),
+    ]
 
 
 def test_report_is_self_contained_and_escapes_what_users_wrote(tmp_path):
-    run = _synthetic_run(tmp_path / "r", scenario_name="<script>alert(1)</script>")
-    json_path = run / "run.json"
-    record = json.loads(json_path.read_text())
-    record["run_id"] = "<b>x</b>"
-    json_path.write_text(json.dumps(record))
+    script = "<script>alert(1)</script>"
+    run = write_run(
+        tmp_path / "r",
+        rate=20,
+        seconds=6,
+        scenario=script,
+        failures=3,
+        error_text=f"PatientName {script}",
+        run_extra={"run_id": "<b>x</b>"},
+    )
     html = build_report(run).read_text()
-    assert "<script>alert(1)</script>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+    assert script not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+    assert "PatientName &lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
-    assert (run / "summary.md").is_file() and json.loads((run / "summary.json").read_text())["instances"] == 200
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["instances"] > 0 and summary["estimates"]["ingest_instances_per_s"]["ci_low"] > 0
+    assert script not in (run / "summary.md").read_text()
+
+
+def test_report_states_the_calibration_or_its_absence(tmp_path):
+    plain = write_run(tmp_path / "plain", rate=50, seconds=6)
+    build_report(plain)
+    assert "no calibration recorded" in (plain / "report.html").read_text()
+    calibrated = write_run(
+        tmp_path / "cal",
+        rate=50,
+        seconds=6,
+        run_extra={"calibration": {"ceiling_instances_per_s": 55.0, "ceiling_mb_per_s": 500.0}},
+    )
+    build_report(calibrated)
+    summary = json.loads((calibrated / "summary.json").read_text())
+    assert summary["calibration"]["client_bound"] is True  # 50/s is above 80% of 55/s
+    assert "CLIENT-BOUND" in (calibrated / "summary.md").read_text()
 
 
 def test_zero_samples_and_missing_folder_are_clear_errors(tmp_path):
@@ -74,5 +150,8 @@ def test_zero_samples_and_missing_folder_are_clear_errors(tmp_path):
         load_samples(empty)
     with pytest.raises(UserError, match="run folder not found"):
         load_samples(tmp_path / "nope")
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(empty)], capture_output=True, text=True)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "zero samples" in result.stderr
+    for folder, message in ((empty, "zero samples"), (tmp_path / "nope", "run folder not found")):
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.cli", "report", str(folder)], capture_output=True, text=True
+        )
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr

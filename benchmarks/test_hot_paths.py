@@ -1,0 +1,79 @@
+"""The paths every stored instance goes through: copy from the pool, encode, index."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import pytest
+from pydicom import dcmwrite
+
+from server_under_test.index import Index, InstanceRecord
+
+PREFILLED_INSTANCES = 2000
+
+
+def _record(n: int) -> InstanceRecord:
+    study, series = f"1.2.826.0.1.{n // 50}", f"1.2.826.0.2.{n // 10}"
+    return InstanceRecord(
+        patient_id=f"P{n // 50}",
+        patient_name="BENCH^MARK",
+        birth_date="19700101",
+        sex="O",
+        study_uid=study,
+        study_date="20260101",
+        study_time="120000",
+        accession=f"A{n // 50}",
+        study_id="1",
+        study_description="bench",
+        series_uid=series,
+        modality="XA",
+        series_number=n // 10,
+        body_part="HEAD",
+        sop_uid=f"1.2.826.0.3.{n}",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.12.1",
+        instance_number=n,
+        transfer_syntax="1.2.840.10008.1.2.1",
+        frames=10,
+        size=1_000_000,
+        path=f"/data/{n}.dcm",
+    )
+
+
+def test_pool_next_study(benchmark, pool):
+    """A fresh copy of a pool study with new UIDs: once per study sent."""
+    study = benchmark(pool.next_study)
+    assert len(study) >= 1 and study[0].dataset.SOPInstanceUID != pool.studies[0][0].dataset.SOPInstanceUID
+
+
+def test_encode_pool_dataset(benchmark, pool):
+    """Encoding one pool instance to bytes, as a C-STORE does."""
+    dataset = pool.next_study()[0].dataset
+
+    def encode() -> int:
+        buffer = io.BytesIO()
+        dcmwrite(buffer, dataset)
+        return buffer.tell()
+
+    assert benchmark(encode) >= pool.studies[0][0].size * 0.9
+
+
+@pytest.fixture
+def index(tmp_path):
+    # synchronous=OFF: measure the index's own work, not the disk's fsync (benchmarked elsewhere)
+    db = Index(tmp_path / "index.sqlite", synchronous="OFF")
+    yield db
+    db.close()
+
+
+def test_index_insert(benchmark, index):
+    numbers = itertools.count()
+    benchmark(lambda: index.add(_record(next(numbers))))
+    assert index.count_instances() > 0
+
+
+def test_index_query(benchmark, index):
+    """A read of a prefilled index (the Index offers count_instances; C-FIND queries will join here)."""
+    for n in range(PREFILLED_INSTANCES):
+        index.add(_record(n))
+    assert benchmark(index.count_instances) == PREFILLED_INSTANCES

@@ -1,0 +1,79 @@
+"""Run folders with synthetic sample rows at known rates, for report, compare and gate tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench.samples import Sample, SampleWriter
+
+T0 = 1_700_000_000.0
+MB_PER_INSTANCE = 1.0
+FRAMES_PER_INSTANCE = 4
+
+
+def arrivals(rate: float, seconds: float, rng: np.random.Generator, burstiness: float = 0.0) -> np.ndarray:
+    """Poisson arrival times at `rate` per second; `burstiness` > 0 varies the rate from second to second."""
+    times = []
+    for second in range(int(seconds)):
+        local = rate * (rng.lognormal(0.0, burstiness) if burstiness else 1.0)
+        times.append(second + np.sort(rng.uniform(0, 1, rng.poisson(local))))
+    return np.concatenate(times)
+
+
+def write_run(
+    folder: Path,
+    rate: float = 100.0,
+    seconds: float = 20.0,
+    seed: int = 1,
+    target: str = "native",
+    scenario: str = "synthetic",
+    users: int = 4,
+    latency_ms: float = 20.0,
+    failures: int = 0,
+    find_rate: float = 0.0,
+    burstiness: float = 0.0,
+    run_extra: dict | None = None,
+    error_text: str = "C-STORE status 0xA700",
+) -> Path:
+    """A run folder whose C-STOREs (and optional C-FINDs) arrive at known rates."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [("C-STORE", "modality", t) for t in arrivals(rate, seconds, rng, burstiness)]
+    if find_rate:
+        rows += [("C-FIND", "query", t) for t in arrivals(find_rate, seconds, rng)]
+    rows.sort(key=lambda r: r[2])
+    writer = SampleWriter(folder / "samples.csv")
+    for i, (operation, user_type, t) in enumerate(rows):
+        failed = operation == "C-STORE" and i < failures
+        store = operation == "C-STORE"
+        writer.write(
+            Sample(
+                start=T0 + t,
+                worker="w",
+                user=f"{user_type}-{i % users}",
+                user_type=user_type,
+                association=f"a{i % users}",
+                operation=operation,
+                sop_instance_uid=f"1.2.{i}" if store else "",
+                study_instance_uid=f"1.2.9.{i // 5}",
+                instances=int(store),
+                frames=FRAMES_PER_INSTANCE * int(store),
+                bytes=int(MB_PER_INSTANCE * 1e6) * int(store),
+                latency_ms=float(rng.lognormal(np.log(latency_ms), 0.3)),
+                status=0xA700 if failed else 0,
+                error=error_text if failed else "",
+            )
+        )
+    writer.close()
+    run = {
+        "run_id": folder.name,
+        "status": "completed",
+        "scenario": {"name": scenario, "load": {"users": users, "duration": seconds}},
+        "target": {"kind": target, "label": target},
+        "host": {"hostname": "h", "cpus": 2},
+    }
+    (folder / "run.json").write_text(json.dumps(run | (run_extra or {})))
+    return folder
