@@ -8,7 +8,10 @@ import itertools
 import pytest
 from pydicom import dcmwrite
 
-from server_under_test.index import Index, InstanceRecord
+from pydicom.dataset import Dataset
+
+from server_under_test.index import Index, InstanceRecord, create_schema
+from server_under_test.query import STUDY_ROOT_FIND, find
 
 PREFILLED_INSTANCES = 2000
 
@@ -26,16 +29,19 @@ def _record(n: int) -> InstanceRecord:
         accession=f"A{n // 50}",
         study_id="1",
         study_description="bench",
+        referring="",
         series_uid=series,
         modality="XA",
-        series_number=n // 10,
+        series_number=str(n // 10),
         body_part="HEAD",
+        series_description="",
         sop_uid=f"1.2.826.0.3.{n}",
         sop_class_uid="1.2.840.10008.5.1.4.1.1.12.1",
-        instance_number=n,
+        instance_number=str(n),
         transfer_syntax="1.2.840.10008.1.2.1",
         frames=10,
         size=1_000_000,
+        tier=0,
         path=f"/data/{n}.dcm",
     )
 
@@ -61,6 +67,7 @@ def test_encode_pool_dataset(benchmark, pool):
 @pytest.fixture
 def index(tmp_path):
     # synchronous=OFF: measure the index's own work, not the disk's fsync (benchmarked elsewhere)
+    create_schema(tmp_path / "index.sqlite")
     db = Index(tmp_path / "index.sqlite", synchronous="OFF")
     yield db
     db.close()
@@ -73,7 +80,17 @@ def test_index_insert(benchmark, index):
 
 
 def test_index_query(benchmark, index):
-    """A read of a prefilled index (the Index offers count_instances; C-FIND queries will join here)."""
+    """A study-level C-FIND by Patient ID on a prefilled index (the SQL the archive runs)."""
     for n in range(PREFILLED_INSTANCES):
         index.add(_record(n))
-    assert benchmark(index.count_instances) == PREFILLED_INSTANCES
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientID = "P7"
+    identifier.StudyInstanceUID = ""
+    identifier.NumberOfStudyRelatedInstances = None
+
+    def query() -> list:
+        return list(find(index.reader, identifier, STUDY_ROOT_FIND, "PACSBENCH"))
+
+    matches = benchmark(query)
+    assert len(matches) == 1 and int(matches[0].NumberOfStudyRelatedInstances) == 50
