@@ -8,6 +8,7 @@ kept on the rows, so a study-level query never counts instances.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -142,44 +143,85 @@ def build_query(identifier: Dataset, level: str) -> tuple[str, list, list[str]]:
     return sql, params, returned
 
 
-def result_identifier(request: Dataset, level: str, keywords: list[str], row: tuple, retrieve_ae: str) -> Dataset:
-    """A response identifier: the requested keys with this match's values."""
-    ds = Dataset()
-    values = dict(zip(keywords, row))
-    non_ascii = any(isinstance(v, str) and not v.isascii() for v in values.values())
-    if non_ascii:
-        ds.SpecificCharacterSet = "ISO_IR 192"
+LONG_LENGTH_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+BINARY_FORMATS = {"US": "H", "UL": "I", "SS": "h", "SL": "i"}
+
+
+@dataclass(frozen=True)
+class ReturnKey:
+    """One element of the response identifiers: where it comes from and how it is written."""
+
+    tag: int
+    vr: str
+    source: str  # "level", "retrieve_ae", a keyword of the query's SELECT, or "" (returned empty)
+
+
+def response_plan(request: Dataset, keywords: list[str]) -> list[ReturnKey]:
+    """The requested keys in tag order, each mapped to its value's source."""
+    plan = []
     for element in request:
-        keyword = element.keyword
-        if keyword == "QueryRetrieveLevel":
-            ds.QueryRetrieveLevel = level
-        elif keyword == "RetrieveAETitle":
-            ds.RetrieveAETitle = retrieve_ae
-        elif keyword == "SpecificCharacterSet":
+        tag, keyword = int(element.tag), element.keyword
+        if tag >> 16 in (0x0000, 0x0002) or keyword == "SpecificCharacterSet":
             continue
-        elif keyword in values:
-            value = values[keyword]
-            if element.VR == "SQ":
-                setattr(ds, keyword, [])
-            elif element.VR in ("IS", "US", "UL", "SL", "SS"):
-                ds.add_new(element.tag, element.VR, int(value) if str(value).strip() not in ("", "None") else None)
-            elif isinstance(value, str) and "\\" in value:
-                ds.add_new(element.tag, element.VR, value.split("\\"))
-            else:
-                ds.add_new(element.tag, element.VR, "" if value is None else value)
-        elif element.tag.group not in (0x0000, 0x0002):
-            ds.add_new(element.tag, element.VR, None)  # asked for, not known here: returned empty
-    if "QueryRetrieveLevel" not in ds:
-        ds.QueryRetrieveLevel = level
-    return ds
+        if keyword == "QueryRetrieveLevel":
+            source = "level"
+        elif keyword == "RetrieveAETitle":
+            source = "retrieve_ae"
+        else:
+            source = keyword if keyword in keywords else ""
+        plan.append(ReturnKey(tag, element.VR if element.VR in LONG_LENGTH_VRS | BINARY_FORMATS.keys() or
+                              len(element.VR) == 2 else "UN", source))
+    if not any(key.source == "level" for key in plan):
+        plan.append(ReturnKey(0x00080052, "CS", "level"))
+    return sorted(plan, key=lambda key: key.tag)
 
 
-def find(db, identifier: Dataset, model: str, retrieve_ae: str):
-    """Yield one response identifier per match."""
+def _value_bytes(vr: str, value, order: str, encoding: str) -> bytes:
+    if value is None or value == "" or vr == "SQ":
+        return b""
+    if vr in BINARY_FORMATS:
+        return struct.pack(order + BINARY_FORMATS[vr], int(value))
+    raw = str(value).encode(encoding)
+    if len(raw) % 2:
+        raw += b"\x00" if vr == "UI" else b" "
+    return raw
+
+
+def _element(tag: int, vr: str, value: bytes, implicit: bool, order: str) -> bytes:
+    head = struct.pack(order + "HH", tag >> 16, tag & 0xFFFF)
+    if implicit:
+        return head + struct.pack(order + "I", len(value)) + value
+    if vr in LONG_LENGTH_VRS:
+        return head + vr.encode() + b"\x00\x00" + struct.pack(order + "I", len(value)) + value
+    return head + vr.encode() + struct.pack(order + "H", len(value)) + value
+
+
+def encode_identifier(plan: list[ReturnKey], values: dict, level: str, retrieve_ae: str,
+                      implicit: bool, little: bool) -> bytes:
+    """One response identifier, written directly (pydicom's general writer cost ~0.2 ms a match)."""
+    order = "<" if little else ">"
+    texts = {key.source: values.get(key.source) for key in plan if key.source not in ("", "level", "retrieve_ae")}
+    non_ascii = any(isinstance(v, str) and not v.isascii() for v in texts.values())
+    encoding = "utf-8" if non_ascii else "ascii"
+    parts = [_element(0x00080005, "CS", b"ISO_IR 192", implicit, order)] if non_ascii else []
+    for key in plan:
+        if key.source == "level":
+            value = level
+        elif key.source == "retrieve_ae":
+            value = retrieve_ae
+        else:
+            value = texts.get(key.source) if key.source else None
+        parts.append(_element(key.tag, key.vr, _value_bytes(key.vr, value, order, encoding), implicit, order))
+    return b"".join(parts)
+
+
+def find(db, identifier: Dataset, model: str, retrieve_ae: str, implicit: bool = False, little: bool = True):
+    """Yield one encoded response identifier per match."""
     level = query_level(identifier, model)
     sql, params, keywords = build_query(identifier, level)
+    plan = response_plan(identifier, keywords)
     for row in db.execute(sql, params):
-        yield result_identifier(identifier, level, keywords, row, retrieve_ae)
+        yield encode_identifier(plan, dict(zip(keywords, row)), level, retrieve_ae, implicit, little)
 
 
 def instances_to_retrieve(db, identifier: Dataset, model: str) -> list[tuple]:

@@ -17,7 +17,7 @@ from io import BytesIO
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom.dsutils import decode, encode
+from pynetdicom.dsutils import decode
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
 from pynetdicom.sop_class import Verification
 
@@ -45,6 +45,7 @@ C_STORE_RQ, C_GET_RQ, C_FIND_RQ, C_MOVE_RQ, C_ECHO_RQ, C_CANCEL_RQ = 0x0001, 0x0
 OPERATION = {C_STORE_RQ: "C-STORE", C_GET_RQ: "C-GET", C_FIND_RQ: "C-FIND", C_MOVE_RQ: "C-MOVE", C_ECHO_RQ: "C-ECHO"}
 UNRECOGNIZED_OPERATION = 0x0211
 FIND_PENDING = 0xFF00
+CANCEL_CHECK_EVERY = 16  # matches between looks for a C-CANCEL (each look costs system calls)
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 
 # Lossless compressed syntaxes first: a sender offering one keeps its encoding ("as sent").
@@ -236,14 +237,13 @@ class AssociationHandler:
     def on_find(self, message: Message) -> int:
         try:
             identifier = self._identifier(message)
-            results = query.find(self.shared.index.reader, identifier, self._model(message),
-                                 self.shared.config.ae_title)
             syntax = UID(self.assoc.context(message.context_id).transfer_syntax[0])
-            for match in results:
-                if self._cancelled(message):
+            results = query.find(self.shared.index.reader, identifier, self._model(message),
+                                 self.shared.config.ae_title, syntax.is_implicit_VR, syntax.is_little_endian)
+            for number, data in enumerate(results):
+                if number % CANCEL_CHECK_EVERY == 0 and self._cancelled(message):
                     self._send(message, response(message, 0x8020, retrieve.CANCELLED))
                     return retrieve.CANCELLED
-                data = encode(match, syntax.is_implicit_VR, syntax.is_little_endian)
                 self._send(message, response(message, 0x8020, FIND_PENDING), [data])
         except query.QueryError as exc:
             self._send(message, response(message, 0x8020, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]))
