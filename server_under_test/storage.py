@@ -101,8 +101,7 @@ class FileStore:
         return self._atomic(path, copy, replace=True)
 
     def _atomic(self, path: Path, fill, replace: bool) -> int:
-        self._make_dirs(path.parent)
-        temp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+        temp = self.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
@@ -111,19 +110,10 @@ class FileStore:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            if replace:
-                os.rename(temp, path)
-            else:
-                try:
-                    os.link(temp, path)
-                except FileExistsError:
-                    raise AlreadyStored(errno.EEXIST, "already stored", str(path)) from None
-                os.unlink(temp)
+            self.commit(temp, path, replace)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        if self.fsync:
-            _fsync_path(path.parent)
         return size
 
     def incoming(self, header: bytes) -> "IncomingFile":
