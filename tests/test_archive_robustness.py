@@ -348,3 +348,25 @@ def test_bad_config_is_one_line_exit_2(tmp_path, text, expected):
     result = subprocess.run([sys.executable, "-m", "server_under_test", "--config", str(config)],
                             capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert result.returncode == 2 and expected in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("policy, second_status, kept", [("reject", 0x0111, "first"), ("keep-first", 0, "first"),
+                                                         ("overwrite", 0, "second")])
+def test_duplicate_sop_instance_policy(tmp_path, tiny_studies, policy, second_status, kept):
+    archive = start_archive(tmp_path / "archive", "--duplicates", policy)
+    first = dcmread(sorted(tiny_studies.rglob("*.dcm"))[0])
+    second = first.copy()
+    second.file_meta = first.file_meta.copy()
+    second.SeriesDescription = "a different second copy"
+    try:
+        assoc, _ = client(archive)
+        assert assoc.send_c_store(first).Status == 0
+        assert assoc.send_c_store(second).Status == second_status
+        assoc.release()
+        rows = index_rows(archive)
+    finally:
+        archive.stop()
+    assert list(rows) == [first.SOPInstanceUID]
+    stored = dataset_bytes_of_file(Path(rows[first.SOPInstanceUID][0]))
+    assert stored == encoded(first if kept == "first" else second)
+    assert len([p for p in (archive.data / "storage").rglob("*.dcm")]) == 1
