@@ -277,6 +277,9 @@ def _run_lines(s: dict, record: dict) -> list[str]:
     for user_type, t in s["user_types"].items():
         lines.append(f"  {user_type or '?'}: {t['requests']} requests, {t['failed']} failed, {t['instances_per_s']:.2f} "
                      f"instances/s, {t['frames_per_s']:.1f} frames/s, {t['mb_per_s']:.1f} MB/s")
+    for operation, t in record.get("suboperations", {}).items():
+        lines.append(f"  {operation}: {t['requests']} requests, sub-operations {t['completed']} completed, "
+                     f"{t['failed']} failed, {t['warning']} warning; {t['arrived']} instances arrived")
     for step in record.get("steps", []):
         lines.append(f"  step {step['users']:>3} users: {step['instances_per_s']:.2f} instances/s, "
                      f"{step['frames_per_s']:.1f} frames/s, {step['mb_per_s']:.1f} MB/s, "
@@ -297,12 +300,13 @@ def cmd_run(args) -> int:
     try:
         s = summarize(load_samples(run_dir))
         print("\n".join(_run_lines(s, record)))
-        failed = s["failures"]
+        failed, errors = s["failures"], s["failures_by_error"]
     except UserError as exc:
         print(f"pacsbench: warning: {exc}", file=sys.stderr)
-        failed = 1
+        failed, errors = 1, {}
     if failed:
-        print(f"pacsbench: warning: {failed} requests failed; see {run_dir / 'samples.csv'}", file=sys.stderr)
+        common = f" (most frequent: {max(errors, key=errors.get)})" if errors else ""
+        print(f"pacsbench: warning: {failed} requests failed{common}; see {run_dir / 'samples.csv'}", file=sys.stderr)
     print(run_dir)
     verified = record.get("verify", {}).get("ok", True)
     return 1 if record.get("status") != "completed" or not verified else 0

@@ -25,7 +25,7 @@ from bench.pool import StudyPool
 from bench.prefill import prefill
 from bench.profile import load_profile
 from bench.results import host_facts, new_run_dir, utc_iso, versions, write_run_json
-from bench.samples import SAMPLES_FILE
+from bench.samples import SAMPLES_FILE, SUBOPERATIONS_FILE
 from bench.scenario import load_scenario
 from bench.shapes import step_figures
 from bench.targets import make_target
@@ -49,6 +49,17 @@ class Processes:
 def _mean_instance_bytes(pool: StudyPool) -> float:
     described = pool.describe()
     return described["bytes"] / max(described["instances"], 1)
+
+
+def suboperation_totals(run_dir: Path) -> dict:
+    """Per retrieve operation: requests and the archive's sub-operation counts against what arrived."""
+    path = run_dir / SUBOPERATIONS_FILE
+    if not path.is_file():
+        return {}
+    rows = pd.read_csv(path)
+    totals = rows.groupby("operation")[["completed", "failed", "warning", "arrived", "arrived_bytes"]].sum()
+    return {op: {"requests": int((rows["operation"] == op).sum()), **{k: int(v) for k, v in t.items()}}
+            for op, t in totals.iterrows()}
 
 
 def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True, processes: Processes = Processes(),
@@ -96,6 +107,7 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
             samples=outcome.samples,
             workers=outcome.workers,
         )
+        record["suboperations"] = suboperation_totals(run_dir)
         if outcome.steps and outcome.samples:
             record["steps"] = step_figures(pd.read_csv(run_dir / SAMPLES_FILE), outcome.steps, outcome.ended)
         write_run_json(run_dir, record)

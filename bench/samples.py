@@ -78,7 +78,7 @@ class SampleWriter(CsvRows):
 
 
 # What the archive acknowledged (sent.csv) and, when workstations hash, what came back
-# (retrieved.csv): `pacsbench verify` compares the archive's copies against the first and
+# (retrieved.csv): `pacsbench verify` compares the archive's copies against the first, and
 # the second against the first.
 SENT_FILE = "sent.csv"
 SENT_COLUMNS = ["sop_instance_uid", "study_instance_uid", "sop_class_uid", "transfer_syntax_uid", "bytes", "digest",
@@ -100,7 +100,12 @@ def sent_row(instance, source: str) -> dict:
     }
 
 
-RECORD_FILES = {SAMPLES_FILE: COLUMNS, SENT_FILE: SENT_COLUMNS, RETRIEVED_FILE: RETRIEVED_COLUMNS}
+# One row per C-MOVE or C-GET: the archive's sub-operation counts next to what arrived.
+SUBOPERATIONS_FILE = "suboperations.csv"
+SUBOPERATIONS_COLUMNS = ["operation", "user", "study_instance_uid", "status", "completed", "failed", "warning",
+                         "arrived", "arrived_bytes"]
+RECORD_FILES = {SAMPLES_FILE: COLUMNS, SENT_FILE: SENT_COLUMNS, RETRIEVED_FILE: RETRIEVED_COLUMNS,
+                SUBOPERATIONS_FILE: SUBOPERATIONS_COLUMNS}
 
 
 class RunRecords:

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from bench.dimse_client import AssociationFailed, Peer
 from bench.pool import PooledInstance, StudyPool
-from bench.samples import RETRIEVED_FILE, SENT_FILE, Sample, sent_row
+from bench.samples import RETRIEVED_FILE, SENT_FILE, SUBOPERATIONS_FILE, Sample, sent_row
 from bench.scenario import Scenario
 from bench.scu import (
     UNCOMPRESSED,
@@ -250,6 +250,10 @@ class WorkstationUser(DicomUser):
         error = status_error(operation, outcome.status) or outcome.mismatch()
         self.record(operation, started, t0, outcome.status, error, instances=len(outcome.arrivals),
                     frames=outcome.frames, size=outcome.bytes, study_instance_uid=study)
+        self.context.records.add(SUBOPERATIONS_FILE, {
+            "operation": operation, "user": self.user_id, "study_instance_uid": study, "status": outcome.status,
+            "completed": outcome.completed, "failed": outcome.failed, "warning": outcome.warning,
+            "arrived": len(outcome.arrivals), "arrived_bytes": outcome.bytes})
         for arrival in outcome.arrivals if spec.check_digests else []:
             self.context.records.add(RETRIEVED_FILE, {
                 "sop_instance_uid": arrival.sop_instance_uid, "study_instance_uid": arrival.study_instance_uid,
