@@ -71,6 +71,8 @@ def _add_run(sub) -> None:
                    help="address the master listens on for workers (default 127.0.0.1; 0.0.0.0 with --remote-workers)")
     p.add_argument("--master-port", type=int, default=None, metavar="PORT",
                    help="port the master listens on (default: any free port; 5557 with --remote-workers)")
+    p.add_argument("--workers-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="how long workers may take to join and load the study pool (default 120)")
     p.add_argument("--verify", action="store_true",
                    help="after the load, retrieve every acknowledged instance and compare it with what was sent")
     p.set_defaults(func=cmd_run)
@@ -268,7 +270,8 @@ def _processes(args):
         raise UserError("--workers and --remote-workers must be 0 or more")
     remote = args.remote_workers > 0
     return Processes(args.workers, args.remote_workers, args.master_bind or ("0.0.0.0" if remote else "127.0.0.1"),
-                     args.master_port if args.master_port is not None else (5557 if remote else 0))
+                     args.master_port if args.master_port is not None else (5557 if remote else 0),
+                     args.workers_timeout)
 
 
 def _run_lines(s: dict, record: dict) -> list[str]:

@@ -80,11 +80,13 @@ class LoadEngine:
     """Set up with start() (returns the C-MOVE destinations), run(peer) once, close()."""
 
     def __init__(self, scenario: Scenario, pool: StudyPool, run_dir: Path, workers: int = 0, remote_workers: int = 0,
-                 master_bind: str = "127.0.0.1", master_port: int = 0, progress: bool = True):
+                 master_bind: str = "127.0.0.1", master_port: int = 0, progress: bool = True,
+                 join_timeout: float = WORKER_JOIN_TIMEOUT):
         self.scenario, self.pool, self.run_dir = scenario, pool, run_dir
         self.workers, self.remote_workers = workers, remote_workers
         self.master_bind, self.master_port = master_bind, master_port
         self.progress = progress
+        self.join_timeout = join_timeout
         self.records = RunRecords(run_dir)
         self.shape = make_shape(scenario.load)
         self.context = LoadContext(scenario, pool, self.records)
@@ -137,8 +139,8 @@ class LoadEngine:
         ae = (client.move_destination if single else f"{client.move_destination}{index}") if needs_scp(
             self.scenario) else ""
         port = client.scp_port + index if client.scp_port else 0
-        environment.runner.send_message(SETUP, {"scenario": self.scenario.model_dump(), "ae": ae, "scp_port": port},
-                                        client_id=msg.node_id)
+        environment.runner.send_message(SETUP, {"scenario": self.scenario.model_dump(), "ae": ae, "scp_port": port,
+                                                "index": index}, client_id=msg.node_id)
 
     def _on_ready(self, environment, msg) -> None:
         self.joined[msg.node_id].update(msg.data, state="ready")
@@ -160,7 +162,7 @@ class LoadEngine:
 
     def _wait_for_workers(self) -> None:
         expected = self.workers + self.remote_workers
-        deadline = time.monotonic() + WORKER_JOIN_TIMEOUT
+        deadline = time.monotonic() + self.join_timeout
         while time.monotonic() < deadline:
             if self.failures:
                 raise UserError(self.failures[0])
@@ -174,7 +176,7 @@ class LoadEngine:
         ready = sum(w["state"] == "ready" for w in self.joined.values())
         where = f"; remote workers join with: pacsbench worker --master HOST --master-port {self.master_port}" \
             if self.remote_workers else ""
-        raise UserError(f"{ready} of {expected} workers ready within {WORKER_JOIN_TIMEOUT:g} s{where}")
+        raise UserError(f"{ready} of {expected} workers ready within {self.join_timeout:g} s{where}")
 
     # -- the run --------------------------------------------------------------------------
     def run(self, peer: Peer) -> LoadOutcome:

@@ -40,6 +40,7 @@ class Processes:
     remote_workers: int = 0
     master_bind: str = "127.0.0.1"
     master_port: int = 0
+    join_timeout: float = 120.0
 
     def describe(self) -> dict:
         return {"mode": "distributed" if self.workers + self.remote_workers else "local",
@@ -72,7 +73,7 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
                              transfer_syntax=syntax)
     run_dir = new_run_dir(results_root, scenario.name)
     engine = load.LoadEngine(scenario, pool, run_dir, processes.workers, processes.remote_workers,
-                             processes.master_bind, processes.master_port, progress)
+                             processes.master_bind, processes.master_port, progress, processes.join_timeout)
     record = {
         "run_id": run_dir.name,
         "status": "started",

@@ -17,7 +17,7 @@ SAMPLES_FILE = "samples.csv"
 class Sample:
     start: float  # Unix time (s) the request was sent
     worker: str  # host-pid of the load process
-    user: str  # locust user id within the worker
+    user: str  # locust user id, unique in the run (w<N>- prefix in worker processes)
     user_type: str  # modality, workstation, query, echo: the role that user plays
     association: str  # association id (changes when a user re-associates)
     operation: str  # C-ECHO, C-STORE, ... or ASSOCIATE for a failed association

@@ -52,6 +52,7 @@ class LoadContext:
     peer: Peer | None = None  # known once the target is up
     scp: StorageSCP | None = None  # this process's C-MOVE destination
     destination_ae: str = ""  # the AE title the archive knows that SCP by
+    user_prefix: str = ""  # keeps user ids unique across the worker processes of one run
 
 
 def status_error(operation: str, status: int) -> str:
@@ -70,7 +71,7 @@ class DicomUser(User):
         raise NotImplementedError
 
     def on_start(self) -> None:
-        self.user_id = f"{self.user_type}-{next(self._numbers)}"
+        self.user_id = f"{self.context.user_prefix}{self.user_type}-{next(self._numbers)}"
         client = self.context.scenario.client
         self.scu = ServiceUser(self.context.peer, client.calling_ae, self.proposals(), client.max_pdu, client.timeout)
         self.ensure_association()

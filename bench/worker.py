@@ -47,7 +47,7 @@ class WorkerSide:
         pool = gevent.get_hub().threadpool.apply(
             StudyPool.prepare, (load_profile(studies.profile), studies.pool, studies.seed),
             {"progress": False, "transfer_syntax": studies.transfer_syntax})
-        self.context = LoadContext(scenario, pool, self.records)
+        self.context = LoadContext(scenario, pool, self.records, user_prefix=f"w{data['index'] + 1}-")
         ready = {"worker": WORKER_ID}
         if data["ae"]:
             scp = load.start_scp(scenario, data["ae"], data["scp_port"])
@@ -68,6 +68,8 @@ class WorkerSide:
     def on_test_stop(self, environment, **_) -> None:
         # Sent before locust's "client_stopped": the master has every row when it sees us stop.
         environment.runner.send_message(load.ROWS, self.records.drain())
+        # Locust sends its last statistics on "quit", which we do not wait for: send them now.
+        environment.runner._send_stats()
         # One test per worker process: leave once locust has told the master (its stop handler
         # would otherwise sleep stop_timeout before it reads the master's "quit").
         gevent.spawn_later(EXIT_DELAY_S, environment.runner.quit)
