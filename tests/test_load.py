@@ -180,6 +180,9 @@ def test_verify_finds_a_lost_and_a_changed_instance(tmp_path):
     assert "verification FAILED" in bad.stdout and "1 lost" in bad.stdout and "1 changed" in bad.stdout
     record = json.loads((run_dir / "run.json").read_text())
     assert record["verify"]["missing"] == 1 and record["verify"]["different"] == 1 and not record["verify"]["ok"]
+    assert pacsbench("report", run_dir).returncode == 0
+    integrity = json.loads((run_dir / "summary.json").read_text())["integrity"]
+    assert integrity.startswith("VERIFICATION FAILED: 1 lost, 1 changed")
 
 
 def test_verify_without_kept_data_says_how_to_verify(tmp_path):
