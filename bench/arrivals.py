@@ -34,8 +34,12 @@ def header_facts(head: bytes, transfer_syntax: str) -> tuple[str, int]:
     """(Study Instance UID, Number of Frames) from the start of a dataset; ('', 1) if unreadable."""
     syntax = UID(transfer_syntax)
     try:
-        ds = read_dataset(BytesIO(head), syntax.is_implicit_VR, syntax.is_little_endian,
-                          stop_when=lambda tag, vr, length: tag > LAST_WANTED_TAG)
+        ds = read_dataset(
+            BytesIO(head),
+            syntax.is_implicit_VR,
+            syntax.is_little_endian,
+            stop_when=lambda tag, vr, length: tag > LAST_WANTED_TAG,
+        )
         return str(ds.get("StudyInstanceUID", "")), int(ds.get("NumberOfFrames", 1) or 1)
     except Exception:  # a truncated head or an odd dataset: the sample still counts its bytes
         return "", 1

@@ -107,8 +107,9 @@ def store_pool_copies(pool: StudyPool, peer: Peer, instances: int, timeout: floa
     while len(copies) < instances:
         copies += pool.next_study()
     copies = copies[:instances]
-    user = ServiceUser(peer, "PACSBENCH-CAL", storage_proposals(pool.sop_classes, pool.transfer_syntaxes),
-                       timeout=timeout)
+    user = ServiceUser(
+        peer, "PACSBENCH-CAL", storage_proposals(pool.sop_classes, pool.transfer_syntaxes), timeout=timeout
+    )
     result = SendResult()
     started = time.perf_counter()
     user.connect()
@@ -139,8 +140,13 @@ def write_files(pool: StudyPool, instances: int, folder: Path) -> list[Path]:
 def storescu_result(paths: list[Path], peer: Peer) -> SendResult:
     """DCMTK storescu sending `paths` over one association; seconds from process start to exit."""
     started = time.perf_counter()
-    done = subprocess.run([STORESCU, "--aetitle", "PACSBENCH-CAL", "--call", peer.ae_title, peer.host, str(peer.port),
-                           *map(str, paths)], env=DCMTK_ENV, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [STORESCU, "--aetitle", "PACSBENCH-CAL", "--call", peer.ae_title, peer.host, str(peer.port), *map(str, paths)],
+        env=DCMTK_ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     seconds = time.perf_counter() - started
     failed = len(re.findall(r"Store Failed", done.stderr + done.stdout)) or (len(paths) if done.returncode else 0)
     sizes = sum(p.stat().st_size for p in paths)
@@ -184,21 +190,32 @@ def ceiling_for_run(profile: str, syntax: str, mean_instance_bytes: float, proce
     if not entry:
         return None
     same_pool = entry["profile"] == profile and entry["transfer_syntax"] == syntax
-    per_process_instances = (entry["instances_per_s"] if same_pool
-                             else entry["mb_per_s"] * 1e6 / max(mean_instance_bytes, 1.0))
+    per_process_instances = (
+        entry["instances_per_s"] if same_pool else entry["mb_per_s"] * 1e6 / max(mean_instance_bytes, 1.0)
+    )
     return {
         "ceiling_instances_per_s": round(per_process_instances * processes, 2),
         "ceiling_mb_per_s": round(entry["mb_per_s"] * processes, 2),
         "processes": processes,
         "measured": entry,
-        "derivation": ("measured with this profile and transfer syntax" if same_pool else
-                       f"MB/s measured with {entry['profile']} ({entry['transfer_syntax']}), converted with this "
-                       "pool's mean instance size") + f"; one load process's ceiling x {processes}",
+        "derivation": (
+            "measured with this profile and transfer syntax"
+            if same_pool
+            else f"MB/s measured with {entry['profile']} ({entry['transfer_syntax']}), converted with this "
+            "pool's mean instance size"
+        )
+        + f"; one load process's ceiling x {processes}",
     }
 
 
-def calibrate(profile_name: str | None, syntax: str | None, instances: int, sink_kind: str,
-              with_storescu: bool = True, progress: bool = True) -> dict:
+def calibrate(
+    profile_name: str | None,
+    syntax: str | None,
+    instances: int,
+    sink_kind: str,
+    with_storescu: bool = True,
+    progress: bool = True,
+) -> dict:
     """Measure the harness (and storescu) into a null sink; store and return the entry."""
     profile = load_profile(profile_name or str(PROFILE_2MB))
     pool = StudyPool.prepare(profile, 2, 1, progress=progress, transfer_syntax=syntax)

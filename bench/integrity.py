@@ -32,7 +32,9 @@ def pixel_data_offset(data: bytes | memoryview, transfer_syntax: str) -> int:
     """Where the top-level Pixel Data element starts (len(data) when there is none)."""
     syntax = UID(transfer_syntax)
     fp = BytesIO(data)
-    read_dataset(fp, syntax.is_implicit_VR, syntax.is_little_endian, stop_when=lambda tag, vr, length: tag == PIXEL_DATA)
+    read_dataset(
+        fp, syntax.is_implicit_VR, syntax.is_little_endian, stop_when=lambda tag, vr, length: tag == PIXEL_DATA
+    )
     return fp.tell() if fp.tell() < len(data) else len(data)
 
 

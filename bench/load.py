@@ -39,8 +39,9 @@ from bench.shapes import make_shape
 from bench.storage_scp import StorageSCP
 from bench.users import LoadContext, user_classes
 
-HELLO, SETUP, READY, FAILED, TARGET, ROWS = (f"pacsbench_{m}" for m in ("hello", "setup", "ready", "failed",
-                                                                        "target", "rows"))
+HELLO, SETUP, READY, FAILED, TARGET, ROWS = (
+    f"pacsbench_{m}" for m in ("hello", "setup", "ready", "failed", "target", "rows")
+)
 REPORT_KEY = "pacsbench_rows"
 WORKER_JOIN_TIMEOUT = 120.0  # workers load the study pool before they are ready
 WORKER_EXIT_TIMEOUT = 30.0
@@ -70,8 +71,9 @@ def scp_bind_host(scenario: Scenario) -> str:
 def start_scp(scenario: Scenario, ae_title: str, port: int) -> StorageSCP:
     client, ws = scenario.client, scenario.users.workstation
     try:
-        return StorageSCP(ae_title, scp_bind_host(scenario), port, digests=ws.check_digests,
-                          timeout=client.timeout).start()
+        return StorageSCP(
+            ae_title, scp_bind_host(scenario), port, digests=ws.check_digests, timeout=client.timeout
+        ).start()
     except OSError as exc:
         raise UserError(f"cannot listen for C-MOVE on port {port}: {exc}") from None
 
@@ -79,9 +81,18 @@ def start_scp(scenario: Scenario, ae_title: str, port: int) -> StorageSCP:
 class LoadEngine:
     """Set up with start() (returns the C-MOVE destinations), run(peer) once, close()."""
 
-    def __init__(self, scenario: Scenario, pool: StudyPool, run_dir: Path, workers: int = 0, remote_workers: int = 0,
-                 master_bind: str = "127.0.0.1", master_port: int = 0, progress: bool = True,
-                 join_timeout: float = WORKER_JOIN_TIMEOUT):
+    def __init__(
+        self,
+        scenario: Scenario,
+        pool: StudyPool,
+        run_dir: Path,
+        workers: int = 0,
+        remote_workers: int = 0,
+        master_bind: str = "127.0.0.1",
+        master_port: int = 0,
+        progress: bool = True,
+        join_timeout: float = WORKER_JOIN_TIMEOUT,
+    ):
         self.scenario, self.pool, self.run_dir = scenario, pool, run_dir
         self.workers, self.remote_workers = workers, remote_workers
         self.master_bind, self.master_port = master_bind, master_port
@@ -105,8 +116,12 @@ class LoadEngine:
         return max(1, self.workers + self.remote_workers)
 
     def _environment(self) -> Environment:
-        return Environment(user_classes=user_classes(self.scenario, self.context), events=events,
-                           stop_timeout=self.scenario.load.stop_timeout, shape_class=self.shape)
+        return Environment(
+            user_classes=user_classes(self.scenario, self.context),
+            events=events,
+            stop_timeout=self.scenario.load.stop_timeout,
+            shape_class=self.shape,
+        )
 
     def start(self) -> dict[str, tuple[str, int]]:
         """Bring up the load processes; return {AE title: (host, port)} of the harness's Storage SCPs."""
@@ -136,11 +151,17 @@ class LoadEngine:
         self.joined[msg.node_id] = {"worker": msg.data["worker"], "index": index, "state": "setting up"}
         client = self.scenario.client
         single = self.workers + self.remote_workers == 1
-        ae = (client.move_destination if single else f"{client.move_destination}{index}") if needs_scp(
-            self.scenario) else ""
+        ae = (
+            (client.move_destination if single else f"{client.move_destination}{index}")
+            if needs_scp(self.scenario)
+            else ""
+        )
         port = client.scp_port + index if client.scp_port else 0
-        environment.runner.send_message(SETUP, {"scenario": self.scenario.model_dump(), "ae": ae, "scp_port": port,
-                                                "index": index}, client_id=msg.node_id)
+        environment.runner.send_message(
+            SETUP,
+            {"scenario": self.scenario.model_dump(), "ae": ae, "scp_port": port, "index": index},
+            client_id=msg.node_id,
+        )
 
     def _on_ready(self, environment, msg) -> None:
         self.joined[msg.node_id].update(msg.data, state="ready")
@@ -153,12 +174,27 @@ class LoadEngine:
             self.records.add_batch(data[REPORT_KEY])
 
     def _spawn_local_workers(self) -> None:
-        command = [sys.executable, "-m", "bench.cli", "worker", "--master", "127.0.0.1",
-                   "--master-port", str(self.master_port)]
+        command = [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "worker",
+            "--master",
+            "127.0.0.1",
+            "--master-port",
+            str(self.master_port),
+        ]
         for number in range(self.workers):
             log = (self.run_dir / f"worker-{number + 1}.log").open("wb")
-            self.processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                   stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
+            self.processes.append(
+                subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            )
 
     def _wait_for_workers(self) -> None:
         expected = self.workers + self.remote_workers
@@ -168,14 +204,19 @@ class LoadEngine:
                 raise UserError(self.failures[0])
             dead = [p for p in self.processes if p.poll() is not None]
             if dead:
-                raise UserError(f"a worker process exited with status {dead[0].returncode} before it was ready "
-                                f"(see {self.run_dir}/worker-*.log)")
+                raise UserError(
+                    f"a worker process exited with status {dead[0].returncode} before it was ready "
+                    f"(see {self.run_dir}/worker-*.log)"
+                )
             if sum(w["state"] == "ready" for w in self.joined.values()) >= expected:
                 return
             gevent.sleep(0.1)
         ready = sum(w["state"] == "ready" for w in self.joined.values())
-        where = f"; remote workers join with: pacsbench worker --master HOST --master-port {self.master_port}" \
-            if self.remote_workers else ""
+        where = (
+            f"; remote workers join with: pacsbench worker --master HOST --master-port {self.master_port}"
+            if self.remote_workers
+            else ""
+        )
         raise UserError(f"{ready} of {expected} workers ready within {self.join_timeout:g} s{where}")
 
     # -- the run --------------------------------------------------------------------------

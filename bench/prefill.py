@@ -10,7 +10,6 @@ figures would describe a different archive than the scenario says.
 from __future__ import annotations
 
 import threading
-import time
 
 from bench.dimse_client import AssociationFailed, Peer
 from bench.errors import UserError
@@ -18,13 +17,14 @@ from bench.pool import StudyPool
 from bench.samples import SENT_FILE, sent_row
 from bench.scenario import ClientSpec
 from bench.scu import ServiceUser, storage_proposals
-from bench.send import STORED
+from bench.send import STORED, run_in_threads
 
 ASSOCIATIONS = 4
 
 
-def _store_studies(pool: StudyPool, user: ServiceUser, remaining: list[int], records, lock: threading.Lock,
-                   totals: dict) -> None:
+def _store_studies(
+    pool: StudyPool, user: ServiceUser, remaining: list[int], records, lock: threading.Lock, totals: dict
+) -> None:
     while True:
         with lock:
             if not remaining:
@@ -35,8 +35,12 @@ def _store_studies(pool: StudyPool, user: ServiceUser, remaining: list[int], rec
             if not user.connected:
                 user.connect()
             for instance in study:
-                status = user.store(instance.sop_class_uid, instance.sop_instance_uid, instance.transfer_syntax_uid,
-                                    instance.encoded_chunks())
+                status = user.store(
+                    instance.sop_class_uid,
+                    instance.sop_instance_uid,
+                    instance.transfer_syntax_uid,
+                    instance.encoded_chunks(),
+                )
                 if status not in STORED:
                     raise AssociationFailed(f"C-STORE status 0x{status:04X}")
                 records.add(SENT_FILE, sent_row(instance, "prefill"))
@@ -54,18 +58,24 @@ def prefill(pool: StudyPool, peer: Peer, client: ClientSpec, studies: int, recor
     totals = {"instances": 0, "bytes": 0, "errors": []}
     remaining, lock = list(range(studies)), threading.Lock()
     proposals = storage_proposals(pool.sop_classes, pool.transfer_syntaxes)
-    threads = [
-        threading.Thread(target=_store_studies, args=(
-            pool, ServiceUser(peer, client.calling_ae, proposals, client.max_pdu, client.timeout),
-            remaining, records, lock, totals))
-        for _ in range(min(ASSOCIATIONS, studies))
-    ]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    seconds = run_in_threads(
+        [
+            lambda: _store_studies(
+                pool,
+                ServiceUser(peer, client.calling_ae, proposals, client.max_pdu, client.timeout),
+                remaining,
+                records,
+                lock,
+                totals,
+            )
+            for _ in range(min(ASSOCIATIONS, studies))
+        ]
+    )
     if totals["errors"]:
         raise UserError(f"prefill of {studies} studies failed: {totals['errors'][0]}")
-    return {"studies": studies, "instances": totals["instances"], "bytes": totals["bytes"],
-            "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "studies": studies,
+        "instances": totals["instances"],
+        "bytes": totals["bytes"],
+        "seconds": round(seconds, 3),
+    }

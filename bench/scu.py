@@ -49,16 +49,17 @@ class RetrieveOutcome:
     def mismatch(self) -> str:
         """Why the counts and the arrivals disagree, or ''."""
         if self.completed + self.warning != len(self.arrivals):
-            return (f"archive reported {self.completed} completed and {self.warning} warning sub-operations, "
-                    f"{len(self.arrivals)} instances arrived")
+            return (
+                f"archive reported {self.completed} completed and {self.warning} warning sub-operations, "
+                f"{len(self.arrivals)} instances arrived"
+            )
         return ""
 
 
 class ServiceUser:
     """One association to `peer` proposing `proposals`; connect() again after a failure."""
 
-    def __init__(self, peer: Peer, calling_ae: str, proposals: list[Proposal], max_pdu: int = 0,
-                 timeout: float = 30.0):
+    def __init__(self, peer: Peer, calling_ae: str, proposals: list[Proposal], max_pdu: int = 0, timeout: float = 30.0):
         self.peer = peer
         self.calling_ae = calling_ae
         self.proposals = proposals
@@ -73,8 +74,15 @@ class ServiceUser:
 
     def connect(self) -> None:
         try:
-            self.assoc = request_association(self.peer.host, self.peer.port, self.calling_ae, self.peer.ae_title,
-                                             self.proposals, self.max_pdu, self.timeout)
+            self.assoc = request_association(
+                self.peer.host,
+                self.peer.port,
+                self.calling_ae,
+                self.peer.ae_title,
+                self.proposals,
+                self.max_pdu,
+                self.timeout,
+            )
         except Rejected as exc:
             raise AssociationFailed(f"{self.peer} rejected the association from {self.calling_ae}: {exc}") from None
         except (AssociationFailed, OSError):
@@ -132,6 +140,7 @@ class ServiceUser:
 
     def store(self, sop_class: str, sop_instance: str, transfer_syntax: str, chunks: list) -> int:
         """One C-STORE of an encoded dataset; return the DICOM status."""
+
         def exchange():
             message_id = dimse.next_message_id()
             context_id = self._context(sop_class, transfer_syntax)
@@ -150,6 +159,7 @@ class ServiceUser:
 
     def find(self, identifier: Dataset, model: str = STUDY_ROOT_FIND) -> tuple[int, list[Dataset]]:
         """C-FIND; (final status, matches)."""
+
         def exchange():
             matches = []
             message_id = self._send_query(dimse.C_FIND, model, identifier)
@@ -165,6 +175,7 @@ class ServiceUser:
 
     def move(self, identifier: Dataset, destination: str, model: str = STUDY_ROOT_MOVE) -> tuple[int, RetrieveOutcome]:
         """C-MOVE to `destination`; (message id, outcome without arrivals: the destination has those)."""
+
         def exchange():
             message_id = self._send_query(dimse.C_MOVE, model, identifier, destination)
             return message_id, _outcome(self._final_response(message_id))
@@ -173,6 +184,7 @@ class ServiceUser:
 
     def get(self, identifier: Dataset, model: str = STUDY_ROOT_GET, digests: bool = False) -> RetrieveOutcome:
         """C-GET: the archive sends the instances back on this association (we answer each C-STORE)."""
+
         def exchange():
             message_id = self._send_query(dimse.C_GET, model, identifier)
             arrivals = []
@@ -194,8 +206,12 @@ class ServiceUser:
 
 
 def _outcome(final: dict) -> RetrieveOutcome:
-    return RetrieveOutcome(final["Status"], final.get("NumberOfCompletedSuboperations", 0),
-                           final.get("NumberOfFailedSuboperations", 0), final.get("NumberOfWarningSuboperations", 0))
+    return RetrieveOutcome(
+        final["Status"],
+        final.get("NumberOfCompletedSuboperations", 0),
+        final.get("NumberOfFailedSuboperations", 0),
+        final.get("NumberOfWarningSuboperations", 0),
+    )
 
 
 def storage_proposals(sop_classes: list[str], transfer_syntaxes: list[str], scp_role: bool = False) -> list[Proposal]:
@@ -207,8 +223,14 @@ def query_proposals() -> list[Proposal]:
     return [Proposal(model, UNCOMPRESSED) for model in (VERIFICATION, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET)]
 
 
-def study_identifier(study_instance_uid: str) -> Dataset:
+def identifier(level: str, **keys) -> Dataset:
+    """A query/retrieve identifier: the level and keyword = value (an empty value asks for the key)."""
     ds = Dataset()
-    ds.QueryRetrieveLevel = "STUDY"
-    ds.StudyInstanceUID = study_instance_uid
+    ds.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
     return ds
+
+
+def study_identifier(study_instance_uid: str) -> Dataset:
+    return identifier("STUDY", StudyInstanceUID=study_instance_uid)

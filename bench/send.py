@@ -43,7 +43,7 @@ class FileInstance:
         """The dataset bytes, read into `buffer` (grown if needed; reused: no fresh pages per file)."""
         if len(buffer) < self.length:
             buffer.extend(bytes(self.length - len(buffer)))
-        view = memoryview(buffer)[:self.length]
+        view = memoryview(buffer)[: self.length]
         with self.path.open("rb", buffering=0) as f:
             f.seek(self.offset)
             got = 0
@@ -95,7 +95,7 @@ class SendResult:
         self.frames += other.frames
         self.bytes += other.bytes
         self.failures += other.failures
-        self.errors += other.errors[:MAX_ERRORS_KEPT - len(self.errors)]
+        self.errors += other.errors[: MAX_ERRORS_KEPT - len(self.errors)]
 
     def rates(self) -> dict:
         seconds = max(self.seconds, 1e-9)
@@ -110,8 +110,10 @@ class SendResult:
 
     def line(self) -> str:
         r = self.rates()
-        return (f"{r['instances']} instances in {r['seconds']:.3f} s: {r['instances_per_s']:.1f} instances/s, "
-                f"{r['frames_per_s']:.1f} frames/s, {r['mb_per_s']:.1f} MB/s, {r['failures']} failures")
+        return (
+            f"{r['instances']} instances in {r['seconds']:.3f} s: {r['instances_per_s']:.1f} instances/s, "
+            f"{r['frames_per_s']:.1f} frames/s, {r['mb_per_s']:.1f} MB/s, {r['failures']} failures"
+        )
 
 
 def _send_share(user: ServiceUser, work: queue.SimpleQueue, result: SendResult) -> None:
@@ -133,7 +135,9 @@ def _send_share(user: ServiceUser, work: queue.SimpleQueue, result: SendResult) 
         except queue.Empty:
             break
         try:
-            status = user.store(item.sop_class_uid, item.sop_instance_uid, item.transfer_syntax_uid, [item.read_into(buffer)])
+            status = user.store(
+                item.sop_class_uid, item.sop_instance_uid, item.transfer_syntax_uid, [item.read_into(buffer)]
+            )
             error = "" if status in STORED else f"{item.path}: C-STORE status 0x{status:04X}"
         except (AssociationFailed, OSError) as exc:
             error = f"{item.path}: {exc}"
@@ -148,26 +152,40 @@ def _send_share(user: ServiceUser, work: queue.SimpleQueue, result: SendResult) 
     user.release()
 
 
-def send_files(files: list[FileInstance], peer: Peer, calling_ae: str = "PACSBENCH-SCU", associations: int = 1,
-               max_pdu: int = 0, timeout: float = 30.0) -> SendResult:
-    sop_classes = sorted({f.sop_class_uid for f in files})
-    syntaxes = sorted({f.transfer_syntax_uid for f in files})
-    proposals = storage_proposals(sop_classes, syntaxes)
-    if len(proposals) > 128:
-        raise UserError(f"{len(sop_classes)} SOP classes x {len(syntaxes)} transfer syntaxes need more than the "
-                        "128 presentation contexts one association can carry")
-    work: queue.SimpleQueue = queue.SimpleQueue()
-    for item in files:
-        work.put(item)
-    shares = [SendResult() for _ in range(max(1, associations))]
-    users = [ServiceUser(peer, calling_ae, proposals, max_pdu, timeout) for _ in shares]
-    threads = [threading.Thread(target=_send_share, args=(u, work, s)) for u, s in zip(users, shares)]
+def run_in_threads(jobs: list) -> float:
+    """Run each job in its own thread (a greenlet under gevent); return the seconds until all ended."""
+    threads = [threading.Thread(target=job) for job in jobs]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    total = SendResult(seconds=time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def send_files(
+    files: list[FileInstance],
+    peer: Peer,
+    calling_ae: str = "PACSBENCH-SCU",
+    associations: int = 1,
+    max_pdu: int = 0,
+    timeout: float = 30.0,
+) -> SendResult:
+    sop_classes = sorted({f.sop_class_uid for f in files})
+    syntaxes = sorted({f.transfer_syntax_uid for f in files})
+    proposals = storage_proposals(sop_classes, syntaxes)
+    if len(proposals) > 128:
+        raise UserError(
+            f"{len(sop_classes)} SOP classes x {len(syntaxes)} transfer syntaxes need more than the "
+            "128 presentation contexts one association can carry"
+        )
+    work: queue.SimpleQueue = queue.SimpleQueue()
+    for item in files:
+        work.put(item)
+    shares = [SendResult() for _ in range(max(1, associations))]
+    users = [ServiceUser(peer, calling_ae, proposals, max_pdu, timeout) for _ in shares]
+    seconds = run_in_threads([lambda u=u, s=s: _send_share(u, work, s) for u, s in zip(users, shares)])
+    total = SendResult(seconds=seconds)
     for share in shares:
         total.add(share)
     while not work.empty():  # no association was left to send these

@@ -68,13 +68,15 @@ def step_figures(samples: pd.DataFrame, steps: list[dict], run_end: float) -> li
         begin = step["start"] + STEP_SETTLE_SHARE * (end - step["start"])
         seconds = max(end - begin, 1e-9)
         ok = samples[stores & (done >= begin) & (done < end)]
-        rows.append({
-            "users": step["users"],
-            "seconds": round(seconds, 2),
-            "instances_per_s": round(len(ok) / seconds, 2),
-            "frames_per_s": round(float(ok["frames"].sum()) / seconds, 2),
-            "mb_per_s": round(float(ok["bytes"].sum()) / 1e6 / seconds, 2),
-            "c_store_p50_ms": round(float(ok["latency_ms"].median()), 2) if len(ok) else None,
-            "c_store_p95_ms": round(float(ok["latency_ms"].quantile(0.95)), 2) if len(ok) else None,
-        })
+        rows.append(
+            {
+                "users": step["users"],
+                "seconds": round(seconds, 2),
+                "instances_per_s": round(len(ok) / seconds, 2),
+                "frames_per_s": round(float(ok["frames"].sum()) / seconds, 2),
+                "mb_per_s": round(float(ok["bytes"].sum()) / 1e6 / seconds, 2),
+                "c_store_p50_ms": round(float(ok["latency_ms"].median()), 2) if len(ok) else None,
+                "c_store_p95_ms": round(float(ok["latency_ms"].quantile(0.95)), 2) if len(ok) else None,
+            }
+        )
     return rows

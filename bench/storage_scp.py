@@ -34,10 +34,18 @@ from pynetdicom.sop_class import Verification
 from bench.arrivals import Arrival, InstanceCollector
 from bench.dimse import C_ECHO, C_STORE, response
 from bench.dimse_client import AssociationFailed
-from bench.upper_layer import Association, LinkClosed, PduStream, PeerReleased, accept_association
+from bench.upper_layer import Association, PduStream, PeerReleased, accept_association
 
-SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1,
-            RLELossless, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
+SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    RLELossless,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
 UNRECOGNIZED_OPERATION = 0x0211
 
 
@@ -54,8 +62,16 @@ def storage_contexts() -> list[PresentationContext]:
 class StorageSCP:
     """Listens on host:port as `ae_title` (the called AE is not checked: any name reaches it)."""
 
-    def __init__(self, ae_title: str = "PACSBENCH-SCP", host: str = "127.0.0.1", port: int = 0,
-                 digests: bool = False, null_sink: bool = False, max_pdu: int = 0, timeout: float = 60.0):
+    def __init__(
+        self,
+        ae_title: str = "PACSBENCH-SCP",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        digests: bool = False,
+        null_sink: bool = False,
+        max_pdu: int = 0,
+        timeout: float = 60.0,
+    ):
         self.ae_title = ae_title
         self.digests = digests
         self.null_sink = null_sink  # count and acknowledge only: no header reading, nothing kept
@@ -140,8 +156,9 @@ class StorageSCP:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.storage_scp",
-                                     description="A Storage SCP that acknowledges and discards every instance.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.storage_scp", description="A Storage SCP that acknowledges and discards every instance."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--aet", default="NULLSINK")

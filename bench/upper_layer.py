@@ -38,8 +38,15 @@ from bench.dimse import NO_DATASET, unpack_command
 from bench.dimse_client import AssociationFailed
 
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA, RELEASE_RQ, RELEASE_RP, ABORT = range(1, 8)
-PDU_NAMES = {1: "A-ASSOCIATE-RQ", 2: "A-ASSOCIATE-AC", 3: "A-ASSOCIATE-RJ", 4: "P-DATA-TF",
-             5: "A-RELEASE-RQ", 6: "A-RELEASE-RP", 7: "A-ABORT"}
+PDU_NAMES = {
+    1: "A-ASSOCIATE-RQ",
+    2: "A-ASSOCIATE-AC",
+    3: "A-ASSOCIATE-RJ",
+    4: "P-DATA-TF",
+    5: "A-RELEASE-RQ",
+    6: "A-RELEASE-RP",
+    7: "A-ABORT",
+}
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.7702941"  # pacsbench harness (UID under pydicom's root)
 IMPLEMENTATION_VERSION = f"PACSBENCH-{__version__}"[:16]
@@ -81,7 +88,7 @@ class PduStream:
         start = 0
         try:
             while start < len(pending):
-                written = self.sock.sendmsg(pending[start:start + IOV_MAX])
+                written = self.sock.sendmsg(pending[start : start + IOV_MAX])
                 while written and written >= len(pending[start]):
                     written -= len(pending[start])
                     start += 1
@@ -94,14 +101,14 @@ class PduStream:
         """Have at least `needed` unread bytes in the buffer, reading as much as the socket offers."""
         while self._tail - self._head < needed:
             if len(self._buffer) - self._head < needed:  # no room behind the unread bytes: compact or grow
-                unread = bytes(self._view[self._head:self._tail])
+                unread = bytes(self._view[self._head : self._tail])
                 if len(self._buffer) < needed:
                     self._buffer = bytearray(needed)
                     self._view = memoryview(self._buffer)
-                self._buffer[:len(unread)] = unread
+                self._buffer[: len(unread)] = unread
                 self._head, self._tail = 0, len(unread)
             try:
-                got = self.sock.recv_into(self._view[self._tail:])
+                got = self.sock.recv_into(self._view[self._tail :])
             except (OSError, ValueError) as exc:
                 raise LinkClosed(f"receiving failed: {exc or 'timed out'}") from None
             if not got:
@@ -110,7 +117,7 @@ class PduStream:
 
     def _take(self, length: int) -> memoryview:
         self._fill(length)
-        view = self._view[self._head:self._head + length]
+        view = self._view[self._head : self._head + length]
         self._head += length
         return view
 
@@ -145,7 +152,7 @@ def pdata_parts(context_id: int, is_command: bool, chunks: list, max_pdu: int) -
         parts.append(struct.pack(">BBIIBB", P_DATA, 0, size + 6, size + 2, context_id, flags))
         while size:
             take = min(size, len(views[index]) - offset)
-            parts.append(views[index][offset:offset + take])
+            parts.append(views[index][offset : offset + take])
             size -= take
             offset += take
             if offset == len(views[index]):
@@ -248,11 +255,15 @@ class Association:
             message.data = bytes(kept) if kept is not None else None
         return message
 
+    def _send_control(self, pdu_type: int) -> None:
+        """A-RELEASE-RQ/RP or A-ABORT: a PDU with four reserved (or source/reason zero) bytes."""
+        self.stream.send([struct.pack(">BBI4x", pdu_type, 0, 4)])
+
     def release(self) -> None:
         """A-RELEASE-RQ, wait (briefly) for the RP, close. Never raises."""
         try:
             self.stream.sock.settimeout(RELEASE_TIMEOUT)
-            self.stream.send([struct.pack(">BBI", RELEASE_RQ, 0, 4), b"\0\0\0\0"])
+            self._send_control(RELEASE_RQ)
             while self.stream.read_pdu()[0] not in (RELEASE_RP, ABORT):
                 pass
         except (AssociationFailed, OSError):
@@ -260,42 +271,44 @@ class Association:
         finally:
             self.stream.close()
 
-    def answer_release(self) -> None:
+    def close_with(self, pdu_type: int) -> None:
+        """Answer a release (RELEASE_RP) or abort (ABORT), then close. Never raises."""
         try:
-            self.stream.send([struct.pack(">BBI", RELEASE_RP, 0, 4), b"\0\0\0\0"])
+            self._send_control(pdu_type)
         except AssociationFailed:
             pass
         self.stream.close()
 
+    def answer_release(self) -> None:
+        self.close_with(RELEASE_RP)
+
     def abort(self) -> None:
-        try:
-            self.stream.send([struct.pack(">BBI", ABORT, 0, 4), b"\0\0\0\0"])
-        except AssociationFailed:
-            pass
-        self.stream.close()
+        self.close_with(ABORT)
 
 
 def split_pdvs(body: memoryview) -> list[tuple[int, int, memoryview]]:
-    pdvs, at = [], 0
-    while at < len(body):
-        if at + 6 > len(body):
-            raise LinkClosed("truncated PDV item")
-        length = struct.unpack_from(">I", body, at)[0]
-        if length < 2 or at + 4 + length > len(body):
-            raise LinkClosed(f"PDV item of {length} bytes does not fit its PDU")
-        pdvs.append((body[at + 4], body[at + 5], body[at + 6:at + 4 + length]))
-        at += 4 + length
+    """A P-DATA-TF body as (context id, message control header, data) per PDV item, without copies."""
+    pdvs, at, end = [], 0, len(body)
+    while at < end:
+        try:
+            item_length, context_id, flags = struct.unpack_from(">IBB", body, at)
+        except struct.error:
+            raise LinkClosed("truncated PDV item") from None
+        data_end = at + 4 + item_length
+        if item_length < 2 or data_end > end:
+            raise LinkClosed(f"PDV item of {item_length} bytes does not fit its PDU")
+        pdvs.append((context_id, flags, body[at + 6 : data_end]))
+        at = data_end
     return pdvs
 
 
 def _user_information(max_pdu: int, roles: list | None = None) -> list:
-    limit = MaximumLengthNotification()
-    limit.maximum_length_received = max_pdu
-    klass = ImplementationClassUIDNotification()
-    klass.implementation_class_uid = IMPLEMENTATION_CLASS_UID
-    version = ImplementationVersionNameNotification()
-    version.implementation_version_name = IMPLEMENTATION_VERSION
-    return [limit, klass, version, *(roles or [])]
+    """Maximum length, implementation class and version, then any SCP/SCU role items."""
+    items = [MaximumLengthNotification(), ImplementationClassUIDNotification(), ImplementationVersionNameNotification()]
+    items[0].maximum_length_received = max_pdu
+    items[1].implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    items[2].implementation_version_name = IMPLEMENTATION_VERSION
+    return items + list(roles or [])
 
 
 def _max_pdu_of(primitive: A_ASSOCIATE) -> int:
@@ -304,8 +317,11 @@ def _max_pdu_of(primitive: A_ASSOCIATE) -> int:
 
 
 def _roles_of(primitive: A_ASSOCIATE) -> dict:
-    return {i.sop_class_uid: (i.scu_role, i.scp_role) for i in primitive.user_information
-            if isinstance(i, SCP_SCU_RoleSelectionNegotiation)}
+    return {
+        i.sop_class_uid: (i.scu_role, i.scp_role)
+        for i in primitive.user_information
+        if isinstance(i, SCP_SCU_RoleSelectionNegotiation)
+    }
 
 
 def _whole_pdu(pdu_type: int, body: memoryview) -> bytes:
@@ -329,8 +345,15 @@ def _contexts(proposals: list[Proposal]) -> tuple[list[PresentationContext], lis
     return contexts, roles
 
 
-def request_association(host: str, port: int, calling_ae: str, called_ae: str, proposals: list[Proposal],
-                        max_pdu: int = 0, timeout: float = 30.0) -> Association:
+def request_association(
+    host: str,
+    port: int,
+    calling_ae: str,
+    called_ae: str,
+    proposals: list[Proposal],
+    max_pdu: int = 0,
+    timeout: float = 30.0,
+) -> Association:
     """Connect and negotiate; raise AssociationFailed (Rejected, LinkClosed) or OSError."""
     if len(proposals) > 128:
         raise ValueError("at most 128 presentation contexts fit one association")
@@ -383,5 +406,6 @@ def accept_association(stream: PduStream, supported: list[PresentationContext], 
     ac_pdu.from_primitive(ac)
     stream.send([ac_pdu.encode()])
     accepted = {int(cx.context_id): cx for cx in results if cx.result == 0x00}
-    return Association(stream, _max_pdu_of(rq), accepted, str(rq.calling_ae_title).strip(),
-                       str(rq.called_ae_title).strip())
+    return Association(
+        stream, _max_pdu_of(rq), accepted, str(rq.calling_ae_title).strip(), str(rq.called_ae_title).strip()
+    )

@@ -29,6 +29,7 @@ from bench.scu import (
     UNCOMPRESSED,
     RetrieveOutcome,
     ServiceUser,
+    identifier,
     query_proposals,
     storage_proposals,
     study_identifier,
@@ -98,19 +99,46 @@ class DicomUser(User):
     def association_id(self) -> str:
         return f"{WORKER_ID}/{self.user_id}/{self.scu.associations_opened}"
 
-    def record(self, operation: str, started: float, t0: float, status: int, error: str = "", instances: int = 0,
-               frames: int = 0, size: int = 0, sop_instance_uid: str = "", study_instance_uid: str = "") -> None:
+    def record(
+        self,
+        operation: str,
+        started: float,
+        t0: float,
+        status: int,
+        error: str = "",
+        instances: int = 0,
+        frames: int = 0,
+        size: int = 0,
+        sop_instance_uid: str = "",
+        study_instance_uid: str = "",
+    ) -> None:
         latency_ms = (time.perf_counter() - t0) * 1000.0
         self.environment.events.request.fire(
-            request_type=REQUEST_TYPE, name=operation, response_time=latency_ms, response_length=size,
-            exception=AssociationFailed(error) if error else None, context={"user": self.user_id},
+            request_type=REQUEST_TYPE,
+            name=operation,
+            response_time=latency_ms,
+            response_length=size,
+            exception=AssociationFailed(error) if error else None,
+            context={"user": self.user_id},
         )
-        self.context.records.sample(Sample(
-            start=started, worker=WORKER_ID, user=self.user_id, user_type=self.user_type,
-            association=self.association_id(), operation=operation, sop_instance_uid=sop_instance_uid,
-            study_instance_uid=study_instance_uid, instances=instances, frames=frames, bytes=size,
-            latency_ms=latency_ms, status=status, error=error,
-        ))
+        self.context.records.sample(
+            Sample(
+                start=started,
+                worker=WORKER_ID,
+                user=self.user_id,
+                user_type=self.user_type,
+                association=self.association_id(),
+                operation=operation,
+                sop_instance_uid=sop_instance_uid,
+                study_instance_uid=study_instance_uid,
+                instances=instances,
+                frames=frames,
+                bytes=size,
+                latency_ms=latency_ms,
+                status=status,
+                error=error,
+            )
+        )
 
     def request(self, operation: str, call):
         """Run `call()`; (result, started, t0, error) with a failed association as status -1."""
@@ -150,13 +178,29 @@ class ModalityUser(DicomUser):
             self.study_started = time.monotonic()
         instance = self.study.pop(0)
         self.last_store = time.monotonic()
-        status, started, t0, error = self.request("C-STORE", lambda: self.scu.store(
-            instance.sop_class_uid, instance.sop_instance_uid, instance.transfer_syntax_uid, instance.encoded_chunks()))
+        status, started, t0, error = self.request(
+            "C-STORE",
+            lambda: self.scu.store(
+                instance.sop_class_uid,
+                instance.sop_instance_uid,
+                instance.transfer_syntax_uid,
+                instance.encoded_chunks(),
+            ),
+        )
         status = -1 if status is None else status
         error = error or status_error("C-STORE", status)
-        self.record("C-STORE", started, t0, status, error, instances=1, frames=instance.frames, size=instance.size,
-                    sop_instance_uid=instance.sop_instance_uid,
-                    study_instance_uid=instance.changes["StudyInstanceUID"])
+        self.record(
+            "C-STORE",
+            started,
+            t0,
+            status,
+            error,
+            instances=1,
+            frames=instance.frames,
+            size=instance.size,
+            sop_instance_uid=instance.sop_instance_uid,
+            study_instance_uid=instance.changes["StudyInstanceUID"],
+        )
         if not error:
             self.context.records.add(SENT_FILE, sent_row(instance, "load"))
 
@@ -170,13 +214,7 @@ class ModalityUser(DicomUser):
 
 
 def worklist_query() -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = "STUDY"
-    ds.StudyInstanceUID = ""
-    ds.StudyDate = ""
-    ds.StudyTime = ""
-    ds.NumberOfStudyRelatedInstances = ""
-    return ds
+    return identifier("STUDY", StudyInstanceUID="", StudyDate="", StudyTime="", NumberOfStudyRelatedInstances="")
 
 
 class WorkstationUser(DicomUser):
@@ -236,11 +274,13 @@ class WorkstationUser(DicomUser):
     def retrieve(self, study: str) -> RetrieveOutcome | None:
         spec, operation = self.spec, "C-GET" if self.spec.retrieve == "get" else "C-MOVE"
         if spec.retrieve == "get":
-            outcome, started, t0, error = self.request(operation, lambda: self.scu.get(
-                study_identifier(study), digests=spec.check_digests))
+            outcome, started, t0, error = self.request(
+                operation, lambda: self.scu.get(study_identifier(study), digests=spec.check_digests)
+            )
         else:
-            moved, started, t0, error = self.request(operation, lambda: self.scu.move(
-                study_identifier(study), self.context.destination_ae))
+            moved, started, t0, error = self.request(
+                operation, lambda: self.scu.move(study_identifier(study), self.context.destination_ae)
+            )
             outcome = None
             if moved:
                 message_id, outcome = moved
@@ -249,16 +289,43 @@ class WorkstationUser(DicomUser):
             self.record(operation, started, t0, -1, error, study_instance_uid=study)
             return None
         error = status_error(operation, outcome.status) or outcome.mismatch()
-        self.record(operation, started, t0, outcome.status, error, instances=len(outcome.arrivals),
-                    frames=outcome.frames, size=outcome.bytes, study_instance_uid=study)
-        self.context.records.add(SUBOPERATIONS_FILE, {
-            "operation": operation, "user": self.user_id, "study_instance_uid": study, "status": outcome.status,
-            "completed": outcome.completed, "failed": outcome.failed, "warning": outcome.warning,
-            "arrived": len(outcome.arrivals), "arrived_bytes": outcome.bytes})
+        self.record(
+            operation,
+            started,
+            t0,
+            outcome.status,
+            error,
+            instances=len(outcome.arrivals),
+            frames=outcome.frames,
+            size=outcome.bytes,
+            study_instance_uid=study,
+        )
+        self.context.records.add(
+            SUBOPERATIONS_FILE,
+            {
+                "operation": operation,
+                "user": self.user_id,
+                "study_instance_uid": study,
+                "status": outcome.status,
+                "completed": outcome.completed,
+                "failed": outcome.failed,
+                "warning": outcome.warning,
+                "arrived": len(outcome.arrivals),
+                "arrived_bytes": outcome.bytes,
+            },
+        )
         for arrival in outcome.arrivals if spec.check_digests else []:
-            self.context.records.add(RETRIEVED_FILE, {
-                "sop_instance_uid": arrival.sop_instance_uid, "study_instance_uid": arrival.study_instance_uid,
-                "bytes": arrival.bytes, "digest": arrival.digest, "operation": operation, "user": self.user_id})
+            self.context.records.add(
+                RETRIEVED_FILE,
+                {
+                    "sop_instance_uid": arrival.sop_instance_uid,
+                    "study_instance_uid": arrival.study_instance_uid,
+                    "bytes": arrival.bytes,
+                    "digest": arrival.digest,
+                    "operation": operation,
+                    "user": self.user_id,
+                },
+            )
         return outcome
 
 
@@ -285,15 +352,10 @@ class QueryUser(DicomUser):
         level = self.spec.level
         if level == "STUDY" or not self.studies or self.queries % KNOWN_STUDIES_REFRESH == 0:
             return worklist_query()
-        ds = Dataset()
-        ds.QueryRetrieveLevel = level
-        ds.StudyInstanceUID = random.choice(self.studies)
-        ds.SeriesInstanceUID = ""
-        ds.Modality = ""
-        if level == "IMAGE":
-            ds.SOPInstanceUID = ""
-            ds.NumberOfFrames = ""
-        return ds
+        image_keys = {"SOPInstanceUID": "", "NumberOfFrames": ""} if level == "IMAGE" else {}
+        return identifier(
+            level, StudyInstanceUID=random.choice(self.studies), SeriesInstanceUID="", Modality="", **image_keys
+        )
 
     @task
     def query(self) -> None:

@@ -69,8 +69,11 @@ def verify_against(peer: Peer, run_dir: Path, client: ClientSpec = ClientSpec())
     missing = [uid for uid in expected if uid not in returned]
     different = [uid for uid in expected if uid in returned and returned[uid] != expected[uid]["digest"]]
     retrieved = read_rows(run_dir / RETRIEVED_FILE)
-    retrieved_different = [r["sop_instance_uid"] for r in retrieved
-                           if r["sop_instance_uid"] in expected and r["digest"] != expected[r["sop_instance_uid"]]["digest"]]
+    retrieved_different = [
+        r["sop_instance_uid"]
+        for r in retrieved
+        if r["sop_instance_uid"] in expected and r["digest"] != expected[r["sop_instance_uid"]]["digest"]
+    ]
     result = {
         "ok": not (missing or different or retrieved_different or failed_requests),
         "target": str(peer),
@@ -82,8 +85,11 @@ def verify_against(peer: Peer, run_dir: Path, client: ClientSpec = ClientSpec())
         "retrieved_checked": len(retrieved),
         "retrieved_different": len(retrieved_different),
         "failed_requests": failed_requests[:EXAMPLES_KEPT],
-        "examples": {"missing": missing[:EXAMPLES_KEPT], "different": different[:EXAMPLES_KEPT],
-                     "retrieved_different": retrieved_different[:EXAMPLES_KEPT]},
+        "examples": {
+            "missing": missing[:EXAMPLES_KEPT],
+            "different": different[:EXAMPLES_KEPT],
+            "retrieved_different": retrieved_different[:EXAMPLES_KEPT],
+        },
         "seconds": round(time.perf_counter() - started, 3),
     }
     (run_dir / VERIFY_FILE).write_text(json.dumps(result, indent=2))
@@ -95,10 +101,15 @@ def verify_against(peer: Peer, run_dir: Path, client: ClientSpec = ClientSpec())
 
 def summary_line(result: dict) -> str:
     if result["ok"]:
-        return (f"verified {result['instances']} instances in {result['studies']} studies: all returned "
-                f"byte-identical ({result['retrieved_checked']} workstation retrievals also matched)")
-    problems = [f"{result[k]} {label}" for k, label in (("missing", "lost"), ("different", "changed"),
-                                                          ("retrieved_different", "retrieved changed")) if result[k]]
+        return (
+            f"verified {result['instances']} instances in {result['studies']} studies: all returned "
+            f"byte-identical ({result['retrieved_checked']} workstation retrievals also matched)"
+        )
+    problems = [
+        f"{result[k]} {label}"
+        for k, label in (("missing", "lost"), ("different", "changed"), ("retrieved_different", "retrieved changed"))
+        if result[k]
+    ]
     problems += [f"{len(result['failed_requests'])} failed C-GET requests"] if result["failed_requests"] else []
     return f"verification FAILED for {result['instances']} acknowledged instances: {', '.join(problems)}"
 
@@ -119,8 +130,10 @@ def verify_run(run_dir: Path) -> dict:
             raise UserError(f"{run_dir}: run.json names no target address to verify against")
         return verify_against(Peer(target["host"], int(target["port"]), target["ae_title"]), run_dir, client)
     if not (run_dir / "archive" / "storage").is_dir():
-        raise UserError(f"{run_dir}: the native archive's images were removed after the run (keep_data = false); "
-                        "use `pacsbench run --verify`, or set keep_data = true in [target]")
+        raise UserError(
+            f"{run_dir}: the native archive's images were removed after the run (keep_data = false); "
+            "use `pacsbench run --verify`, or set keep_data = true in [target]"
+        )
     spec = TargetSpec.model_validate({**scenario["target"], "keep_data": True, "port": 0})
     folder = run_dir / "verify"
     folder.mkdir(exist_ok=True)

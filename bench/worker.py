@@ -24,7 +24,6 @@ from bench.samples import RelayedRecords
 from bench.scenario import Scenario
 from bench.users import WORKER_ID, LoadContext, user_classes
 
-
 EXIT_DELAY_S = 1.0
 
 
@@ -85,7 +84,9 @@ def run_worker(master_host: str, master_port: int, join_timeout: float = 60.0) -
     try:
         runner = env.create_worker_runner(master_host, master_port)
     except ConnectionError:
-        raise UserError(f"no pacsbench master answered at {master_host}:{master_port} within {join_timeout:g} s") from None
+        raise UserError(
+            f"no pacsbench master answered at {master_host}:{master_port} within {join_timeout:g} s"
+        ) from None
     side = WorkerSide(env, master_host)
     runner.register_message(load.SETUP, side.on_setup, concurrent=True)
     runner.register_message(load.TARGET, side.on_target)

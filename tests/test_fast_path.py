@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, free_port, require_tool
 
 from bench.dimse_client import AssociationFailed, Peer
 from bench.integrity import dataset_digest
@@ -20,7 +21,6 @@ from bench.scu import ServiceUser, query_proposals, storage_proposals
 from bench.send import scan_file, scan_folder
 from bench.storage_scp import StorageSCP
 from bench.upper_layer import pdata_parts, split_pdvs
-from conftest import ROOT, free_port, require_tool
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 
@@ -47,9 +47,12 @@ class DcmtkSink:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.process = subprocess.Popen([tool, "+B", "+xa", "-pdu", str(max_pdu), "-aet", "SINK", "-od", str(folder),
-                                         str(self.port)], env=NODELAY, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [tool, "+B", "+xa", "-pdu", str(max_pdu), "-aet", "SINK", "-od", str(folder), str(self.port)],
+            env=NODELAY,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.peer = Peer("127.0.0.1", self.port, "SINK")
         _wait_until_echo(self.peer)
 
@@ -58,7 +61,7 @@ class DcmtkSink:
         out = {}
         for path in self.folder.iterdir():
             item = scan_file(path)
-            out[item.sop_instance_uid] = path.read_bytes()[item.offset:]
+            out[item.sop_instance_uid] = path.read_bytes()[item.offset :]
         return out
 
     def stop(self) -> None:
@@ -148,14 +151,18 @@ def test_storescu_into_the_harness_scp_arrives_byte_identical(tiny_studies):
     try:
         files = scan_folder(tiny_studies / "study-0000")
         assert subprocess.run([echoscu, "-aec", "HARNESS", "127.0.0.1", str(scp.port)], timeout=30).returncode == 0
-        result = subprocess.run([storescu, "-aec", "HARNESS", "127.0.0.1", str(scp.port),
-                                 *[str(f.path) for f in files]], env=NODELAY, capture_output=True, timeout=60)
+        result = subprocess.run(
+            [storescu, "-aec", "HARNESS", "127.0.0.1", str(scp.port), *[str(f.path) for f in files]],
+            env=NODELAY,
+            capture_output=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         study = str(__import__("pydicom").dcmread(files[0].path).StudyInstanceUID)
         arrived = {a.sop_instance_uid: a for a in scp.collect(0, study)}
         assert scp.instances == len(files) == len(arrived)
         for item in files:
-            data = item.path.read_bytes()[item.offset:]
+            data = item.path.read_bytes()[item.offset :]
             arrival = arrived[item.sop_instance_uid]
             assert arrival.digest == dataset_digest(data, item.transfer_syntax_uid)
             assert (arrival.bytes, arrival.frames, arrival.study_instance_uid) == (len(data), item.frames, study)
@@ -165,9 +172,28 @@ def test_storescu_into_the_harness_scp_arrives_byte_identical(tiny_studies):
 
 @pytest.mark.dcmtk
 def test_send_command_stores_every_file_and_prints_json(tiny_studies, dcmtk_sink):
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "send", str(tiny_studies), "--host", "127.0.0.1",
-                             "--port", str(dcmtk_sink.port), "--aet", "SINK", "--associations", "2", "--json"],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "send",
+            str(tiny_studies),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(dcmtk_sink.port),
+            "--aet",
+            "SINK",
+            "--associations",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     files = scan_folder(tiny_studies)
@@ -175,13 +201,31 @@ def test_send_command_stores_every_file_and_prints_json(tiny_studies, dcmtk_sink
     assert set(figures) == {"instances", "seconds", "instances_per_s", "frames_per_s", "mb_per_s", "failures"}
     frames = sum(f.frames for f in files)
     assert figures["frames_per_s"] == pytest.approx(frames / figures["seconds"], rel=0.01)
-    assert dcmtk_sink.stored() == {f.sop_instance_uid: f.path.read_bytes()[f.offset:] for f in files}
+    assert dcmtk_sink.stored() == {f.sop_instance_uid: f.path.read_bytes()[f.offset :] for f in files}
 
 
 def test_send_to_a_closed_port_fails_every_file_with_one_line_each(tiny_studies, unused_port):
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "send", str(tiny_studies), "--host", "127.0.0.1",
-                             "--port", str(unused_port), "--aet", "NOBODY", "--timeout", "3"],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "send",
+            str(tiny_studies),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(unused_port),
+            "--aet",
+            "NOBODY",
+            "--timeout",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 1
     assert result.stdout.strip().endswith(f"{len(scan_folder(tiny_studies))} failures")
     errors = result.stderr.strip().splitlines()
@@ -190,8 +234,25 @@ def test_send_to_a_closed_port_fails_every_file_with_one_line_each(tiny_studies,
 
 def test_send_needs_dicom_files(tmp_path):
     (tmp_path / "notes.txt").write_text("not DICOM")
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "send", str(tmp_path), "--host", "127.0.0.1",
-                             "--port", "104", "--aet", "X"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "send",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "104",
+            "--aet",
+            "X",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"pacsbench: error: no DICOM files (Part 10, with file meta) under {tmp_path}"
 
@@ -203,9 +264,9 @@ def test_pdata_parts_cut_any_chunks_into_valid_pdus(sizes, max_pdu):
     stream = b"".join(bytes(p) for p in pdata_parts(5, False, chunks, max_pdu))
     data, at, last_flags = b"", 0, []
     while at < len(stream):
-        pdu_type, length = stream[at], int.from_bytes(stream[at + 2:at + 6], "big")
+        pdu_type, length = stream[at], int.from_bytes(stream[at + 2 : at + 6], "big")
         assert pdu_type == 4 and (max_pdu == 0 or length <= max_pdu)
-        for context_id, flags, fragment in split_pdvs(memoryview(stream[at + 6:at + 6 + length])):
+        for context_id, flags, fragment in split_pdvs(memoryview(stream[at + 6 : at + 6 + length])):
             assert context_id == 5 and not flags & 0x01
             data += bytes(fragment)
             last_flags.append(flags & 0x02)

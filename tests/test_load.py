@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import ROOT, start_archive, wait_for_echo
 
 from bench.samples import COLUMNS
-from conftest import ROOT, start_archive, wait_for_echo
 
 
 def pacsbench(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def scenario(tmp_path: Path, body: str, name: str = "s", prefill: int = 0) -> Path:
@@ -65,7 +66,9 @@ def test_two_workers_one_samples_file_matching_the_archive(tmp_path):
     assert stats.loc[stats["Name"] == "C-STORE", "Request Count"].iloc[0] == len(stored)
 
 
-RETRIEVE = NATIVE + """
+RETRIEVE = (
+    NATIVE
+    + """
 [load]
 duration = 5
 [users.modality]
@@ -77,10 +80,12 @@ retrieve = "{retrieve}"
 reading_images_per_s = 50
 check_digests = true
 """
+)
 
 
-@pytest.mark.parametrize("retrieve, operation, workers", [("move", "C-MOVE", 0), ("get", "C-GET", 0),
-                                                         ("move", "C-MOVE", 2)])
+@pytest.mark.parametrize(
+    "retrieve, operation, workers", [("move", "C-MOVE", 0), ("get", "C-GET", 0), ("move", "C-MOVE", 2)]
+)
 def test_retrieval_counts_sub_operations_and_returns_identical_bytes(tmp_path, retrieve, operation, workers):
     path = scenario(tmp_path, RETRIEVE.format(retrieve=retrieve), "retrieve", prefill=3)
     run_dir, record, _ = run(path, tmp_path / "r", "--workers", str(workers), "--verify")
@@ -125,7 +130,10 @@ def test_the_papers_day_scenario_with_tiny_studies(tmp_path):
 
 
 def test_query_and_echo_users_and_a_step_shape(tmp_path):
-    path = scenario(tmp_path, NATIVE + """
+    path = scenario(
+        tmp_path,
+        NATIVE
+        + """
 [load]
 shape = "steps"
 steps = [3, 4]
@@ -138,7 +146,9 @@ level = "IMAGE"
 [users.echo]
 count = 1
 interval = 0.2
-""", prefill=2)
+""",
+        prefill=2,
+    )
     run_dir, record, result = run(path, tmp_path / "r")
     rows = samples(run_dir)
     assert (rows["error"] == "").all()
@@ -206,10 +216,18 @@ def _wait_for_stores(results: Path, rows: int = 20, timeout: float = 60.0) -> No
 def test_an_archive_killed_mid_study_is_recorded_and_nothing_hangs(tmp_path):
     archive = start_archive(tmp_path / "archive", "--no-fsync")
     wait_for_echo(archive.port, archive.ae_title)
-    path = scenario(tmp_path, f'[target]\nkind = "remote"\nport = {archive.port}\n'
-                    "[load]\nusers = 2\nduration = 8\nstop_timeout = 5\n[client]\ntimeout = 5\n")
-    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(path), "--results", str(tmp_path / "r"),
-                                "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    path = scenario(
+        tmp_path,
+        f'[target]\nkind = "remote"\nport = {archive.port}\n'
+        "[load]\nusers = 2\nduration = 8\nstop_timeout = 5\n[client]\ntimeout = 5\n",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(path), "--results", str(tmp_path / "r"), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     _wait_for_stores(tmp_path / "r")
     os.killpg(archive.process.pid, signal.SIGKILL)  # the supervisor and its forked workers
     stdout, stderr = process.communicate(timeout=120)
@@ -230,8 +248,11 @@ def test_a_rejecting_target_is_one_line_and_recorded(tmp_path):
     config.write_text('allowed_calling_aets = ["SOMEONE-ELSE"]\n')
     archive = start_archive(tmp_path / "archive", "--config", str(config))
     try:
-        path = scenario(tmp_path, f'[target]\nkind = "remote"\nport = {archive.port}\n'
-                        "[load]\nusers = 1\nduration = 1\n[client]\ntimeout = 3\n")
+        path = scenario(
+            tmp_path,
+            f'[target]\nkind = "remote"\nport = {archive.port}\n'
+            "[load]\nusers = 1\nduration = 1\n[client]\ntimeout = 3\n",
+        )
         result = pacsbench("run", path, "--results", tmp_path / "r", "--no-progress", timeout=120)
     finally:
         archive.stop()
@@ -244,15 +265,28 @@ def test_a_rejecting_target_is_one_line_and_recorded(tmp_path):
 
 def test_workers_that_never_join_end_in_one_line(tmp_path):
     path = scenario(tmp_path, NATIVE + "[load]\nusers = 1\nduration = 1\n")
-    result = pacsbench("run", path, "--results", tmp_path / "r", "--no-progress", "--remote-workers", "1",
-                       "--master-port", "0", "--workers-timeout", "5", timeout=300)
+    result = pacsbench(
+        "run",
+        path,
+        "--results",
+        tmp_path / "r",
+        "--no-progress",
+        "--remote-workers",
+        "1",
+        "--master-port",
+        "0",
+        "--workers-timeout",
+        "5",
+        timeout=300,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "0 of 1 workers ready" in lines[0] and "pacsbench worker --master" in lines[0]
 
 
 def test_a_worker_without_a_master_gives_up(tmp_path, unused_port):
-    result = pacsbench("worker", "--master", "127.0.0.1", "--master-port", unused_port, "--join-timeout", "5",
-                       timeout=120)
+    result = pacsbench(
+        "worker", "--master", "127.0.0.1", "--master-port", unused_port, "--join-timeout", "5", timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("pacsbench: error: no pacsbench master answered")

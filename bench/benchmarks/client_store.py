@@ -31,8 +31,8 @@ from bench.calibrate import (
     PROFILE_2MB,
     dcmtk_available,
     null_sink,
-    storescu_result,
     store_pool_copies,
+    storescu_result,
     write_files,
 )
 from bench.dimse_client import Peer
@@ -86,8 +86,11 @@ def gevent_child(peer: Peer, instances: int) -> SendResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.benchmarks.client_store", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.benchmarks.client_store",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--instances", type=int, default=100, help="instances per measurement (default 100)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of all senders (default 5)")
     parser.add_argument("--sink", choices=["auto", "dcmtk", "python"], default="auto")
@@ -124,16 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     size_mb = sum(f.length for f in files) / len(files) / 1e6
-    print(f"{args.instances} x {size_mb:.2f} MB instances, one association, one process, into {sink.kind}; "
-          f"{args.rounds} rounds, medians (min-max)")
+    print(
+        f"{args.instances} x {size_mb:.2f} MB instances, one association, one process, into {sink.kind}; "
+        f"{args.rounds} rounds, medians (min-max)"
+    )
     print(f"{'sender':<12} {'instances/s':>22} {'MB/s':>22}")
     for name in senders:
         r, m = rates[name], mbs[name]
-        print(f"{name:<12} {statistics.median(r):>8.1f} ({min(r):6.1f}-{max(r):6.1f}) "
-              f"{statistics.median(m):>8.1f} ({min(m):6.1f}-{max(m):6.1f})")
+        print(
+            f"{name:<12} {statistics.median(r):>8.1f} ({min(r):6.1f}-{max(r):6.1f}) "
+            f"{statistics.median(m):>8.1f} ({min(m):6.1f}-{max(m):6.1f})"
+        )
     reference = statistics.median(rates["storescu"])
-    print("harness / storescu (instances/s, medians): " + ", ".join(
-        f"{name} {statistics.median(rates[name]) / reference:.2f}x" for name in senders if name != "storescu"))
+    print(
+        "harness / storescu (instances/s, medians): "
+        + ", ".join(
+            f"{name} {statistics.median(rates[name]) / reference:.2f}x" for name in senders if name != "storescu"
+        )
+    )
     return 0
 
 
