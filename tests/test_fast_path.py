@@ -170,30 +170,14 @@ def test_storescu_into_the_harness_scp_arrives_byte_identical(tiny_studies):
         scp.stop()
 
 
+def send_command(folder: Path, port: int, aet: str, *options: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "bench.cli", "send", str(folder), "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.run([*command, "--aet", aet, *options], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
 @pytest.mark.dcmtk
 def test_send_command_stores_every_file_and_prints_json(tiny_studies, dcmtk_sink):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.cli",
-            "send",
-            str(tiny_studies),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(dcmtk_sink.port),
-            "--aet",
-            "SINK",
-            "--associations",
-            "2",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    result = send_command(tiny_studies, dcmtk_sink.port, "SINK", "--associations", "2", "--json")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     files = scan_folder(tiny_studies)
@@ -205,27 +189,7 @@ def test_send_command_stores_every_file_and_prints_json(tiny_studies, dcmtk_sink
 
 
 def test_send_to_a_closed_port_fails_every_file_with_one_line_each(tiny_studies, unused_port):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.cli",
-            "send",
-            str(tiny_studies),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(unused_port),
-            "--aet",
-            "NOBODY",
-            "--timeout",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    result = send_command(tiny_studies, unused_port, "NOBODY", "--timeout", "3")
     assert result.returncode == 1
     assert result.stdout.strip().endswith(f"{len(scan_folder(tiny_studies))} failures")
     errors = result.stderr.strip().splitlines()
@@ -234,25 +198,7 @@ def test_send_to_a_closed_port_fails_every_file_with_one_line_each(tiny_studies,
 
 def test_send_needs_dicom_files(tmp_path):
     (tmp_path / "notes.txt").write_text("not DICOM")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.cli",
-            "send",
-            str(tmp_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "104",
-            "--aet",
-            "X",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    result = send_command(tmp_path, 104, "X")
     assert result.returncode == 2
     assert result.stderr.strip() == f"pacsbench: error: no DICOM files (Part 10, with file meta) under {tmp_path}"
 
