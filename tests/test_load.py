@@ -111,7 +111,7 @@ def test_the_papers_day_scenario_with_tiny_studies(tmp_path):
     """The shipped scenario's users (a DSA unit, 20 workstations), shortened and with tiny studies."""
     text = (ROOT / "scenarios" / "papers-day.toml").read_text()
     text = text.replace('profile = "dsa-unit"', 'profile = "tiny"').replace("duration = 120", "duration = 8")
-    text = text.replace("prefill = 20", "prefill = 5").replace("studies_per_hour = 600", "studies_per_hour = 3600")
+    text = text.replace("prefill = 20", "prefill = 5").replace("studies_per_hour = 1800", "studies_per_hour = 3600")
     path = tmp_path / "papers-day.toml"
     path.write_text(text.replace('kind = "native"', 'kind = "native"\nfsync = false'))
     run_dir, record, result = run(path, tmp_path / "r")
