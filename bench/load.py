@@ -63,16 +63,16 @@ def needs_scp(scenario: Scenario) -> bool:
     return ws is not None and ws.retrieve == "move" and ws.count != 0
 
 
-def scp_bind_host(scenario: Scenario) -> str:
-    """Loopback unless the archive must reach us from elsewhere (then every interface)."""
-    return "0.0.0.0" if scenario.client.scp_host else "127.0.0.1"
+def scp_bind_host(advertised: str) -> str:
+    """Loopback when the archive reaches us there, else every interface."""
+    return "127.0.0.1" if advertised.startswith("127.") else "0.0.0.0"
 
 
-def start_scp(scenario: Scenario, ae_title: str, port: int) -> StorageSCP:
+def start_scp(scenario: Scenario, ae_title: str, port: int, advertised: str) -> StorageSCP:
     client, ws = scenario.client, scenario.users.workstation
     try:
         return StorageSCP(
-            ae_title, scp_bind_host(scenario), port, digests=ws.check_digests, timeout=client.timeout
+            ae_title, scp_bind_host(advertised), port, digests=ws.check_digests, timeout=client.timeout
         ).start()
     except OSError as exc:
         raise UserError(f"cannot listen for C-MOVE on port {port}: {exc}") from None
@@ -131,9 +131,10 @@ class LoadEngine:
             if not needs_scp(self.scenario):
                 return {}
             client = self.scenario.client
-            self.context.scp = start_scp(self.scenario, client.move_destination, client.scp_port)
+            host = client.scp_host or "127.0.0.1"
+            self.context.scp = start_scp(self.scenario, client.move_destination, client.scp_port, host)
             self.context.destination_ae = client.move_destination
-            return {client.move_destination: (client.scp_host or "127.0.0.1", self.context.scp.port)}
+            return {client.move_destination: (host, self.context.scp.port)}
         runner = self.env.create_master_runner(self.master_bind, self.master_port)
         self.master_port = runner.server.port if self.master_port == 0 else self.master_port
         runner.register_message(HELLO, self._on_hello)

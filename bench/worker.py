@@ -49,9 +49,9 @@ class WorkerSide:
         self.context = LoadContext(scenario, pool, self.records, user_prefix=f"w{data['index'] + 1}-")
         ready = {"worker": WORKER_ID}
         if data["ae"]:
-            scp = load.start_scp(scenario, data["ae"], data["scp_port"])
-            self.context.scp, self.context.destination_ae = scp, data["ae"]
             host = scenario.client.scp_host or load.local_address_towards(self.master_host)
+            scp = load.start_scp(scenario, data["ae"], data["scp_port"], host)
+            self.context.scp, self.context.destination_ae = scp, data["ae"]
             ready.update(ae=data["ae"], host=host, port=scp.port)
         self.env.user_classes[:] = user_classes(scenario, self.context)
         self.env.runner.send_message(load.READY, ready)
