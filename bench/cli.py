@@ -63,7 +63,7 @@ def _add_run(sub) -> None:
     p.add_argument("--results", type=Path, default=Path("results"), help="where run folders go (default ./results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--workers", type=int, nargs="?", const=os.cpu_count() or 1, default=0, metavar="N",
-                   help="run locust as master + N local worker processes (--workers alone: one per core; "
+                   help="run locust as master + N local worker processes (--workers alone, after the scenario: one per core; "
                    "default 0: users run in this process)")
     p.add_argument("--remote-workers", type=int, default=0, metavar="M",
                    help="also wait for M workers joining from other machines (pacsbench worker --master HOST)")

@@ -104,7 +104,7 @@ class StorageSCP:
         stream = PduStream(sock, self.timeout)
         try:
             assoc = accept_association(stream, self.contexts, self.max_pdu)
-        except (AssociationFailed, ValueError):
+        except Exception:  # refused, cut off or undecodable negotiation: nothing to answer
             stream.close()
             return
         self._open.add(assoc)

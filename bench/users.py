@@ -220,8 +220,8 @@ def worklist_query() -> Dataset:
 class WorkstationUser(DicomUser):
     """A reading workstation: C-FIND the worklist, retrieve one study, read it, repeat.
 
-    It reads the newest study it has not read yet (any study once all are read), by
-    C-MOVE to the harness's Storage SCP or by C-GET, then "reads" for as long as its
+    It reads a study it has not read yet (any study once all are read), by C-MOVE to
+    the harness's Storage SCP or by C-GET, then "reads" for as long as its
     images take at `reading_images_per_s` counted from the start of the retrieval. The
     archive's sub-operation counts must match what arrived, or the request is an error.
     """
@@ -268,8 +268,9 @@ class WorkstationUser(DicomUser):
         return [str(m.StudyInstanceUID) for m in matches if m.get("StudyInstanceUID")]
 
     def choose(self, worklist: list[str]) -> str:
+        """A study this reader has not read (any, once all are read): a shared worklist spreads its readers."""
         unread = [uid for uid in worklist if uid not in self.read]
-        return unread[-1] if unread else random.choice(worklist)  # the archive lists studies oldest first
+        return random.choice(unread or worklist)
 
     def retrieve(self, study: str) -> RetrieveOutcome | None:
         spec, operation = self.spec, "C-GET" if self.spec.retrieve == "get" else "C-MOVE"
