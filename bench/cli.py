@@ -53,9 +53,10 @@ def _add_run(sub) -> None:
     p = sub.add_parser(
         "run",
         help="run a scenario: start the target, send load with locust, write a run folder",
-        description="Run a benchmark scenario (TOML): prepare the study pool (cached), start or reach the target, "
-        "run locust users storing studies for the scenario's duration, and write results/<run-id>/ with "
-        "run.json, samples.csv and locust's CSV statistics.",
+        description="Run a benchmark scenario (TOML): prepare the study pool (cached), start the load processes, "
+        "start or reach the target, prefill it, run the scenario's locust users (modalities, reading workstations, "
+        "query, echo) for its duration or shape, and write results/<run-id>/ with run.json, samples.csv, sent.csv "
+        "and locust's CSV statistics.",
         epilog=EPILOG_RUN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -63,8 +64,8 @@ def _add_run(sub) -> None:
     p.add_argument("--results", type=Path, default=Path("results"), help="where run folders go (default ./results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--workers", type=int, nargs="?", const=os.cpu_count() or 1, default=0, metavar="N",
-                   help="run locust as master + N local worker processes (--workers alone, after the scenario: one per core; "
-                   "default 0: users run in this process)")
+                   help="run locust as master + N local worker processes (--workers alone, after the scenario: "
+                   "one per core; default 0: users run in this process)")
     p.add_argument("--remote-workers", type=int, default=0, metavar="M",
                    help="also wait for M workers joining from other machines (pacsbench worker --master HOST)")
     p.add_argument("--master-bind", default=None, metavar="HOST",
