@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if not dcmtk_available():
         print("DCMTK not installed (apt-get install dcmtk): nothing to compare with", file=sys.stderr)
         return 2
-    pool = StudyPool.prepare(load_profile(str(PROFILE_2MB)), 2, 1)
+    pool = StudyPool.prepare(load_profile(str(PROFILE_2MB)), 2, 1, progress=False)
     folder = Path(tempfile.mkdtemp(prefix="pacsbench-client-store-"))
     try:
         paths = write_files(pool, args.instances, folder)
