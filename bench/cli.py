@@ -1,4 +1,4 @@
-"""The `pacsbench` command line: generate, serve, run, report, compare, gate, baseline.
+"""The `pacsbench` command line: generate, serve, run, send, calibrate, verify, worker, report, compare, gate, baseline.
 
 Heavy modules are imported inside each command: `run` must import locust (gevent
 monkey-patching) before anything else opens a socket or starts a thread.
@@ -7,6 +7,7 @@ monkey-patching) before anything else opens a socket or starts a thread.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -52,16 +53,104 @@ def _add_run(sub) -> None:
     p = sub.add_parser(
         "run",
         help="run a scenario: start the target, send load with locust, write a run folder",
-        description="Run a benchmark scenario (TOML): prepare the study pool (cached), start or reach the target, "
-        "run locust users storing studies for the scenario's duration, and write results/<run-id>/ with "
-        "run.json, samples.csv and locust's CSV statistics.",
+        description="Run a benchmark scenario (TOML): prepare the study pool (cached), start the load processes, "
+        "start or reach the target, prefill it, run the scenario's locust users (modalities, reading workstations, "
+        "query, echo) for its duration or shape, and write results/<run-id>/ with run.json, samples.csv, sent.csv "
+        "and locust's CSV statistics.",
         epilog=EPILOG_RUN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("scenario", type=Path, help="scenario file, e.g. scenarios/smoke.toml")
     p.add_argument("--results", type=Path, default=Path("results"), help="where run folders go (default ./results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--workers", type=int, nargs="?", const=os.cpu_count() or 1, default=0, metavar="N",
+                   help="run locust as master + N local worker processes (--workers alone, after the scenario: "
+                   "one per core; default 0: users run in this process)")
+    p.add_argument("--remote-workers", type=int, default=0, metavar="M",
+                   help="also wait for M workers joining from other machines (pacsbench worker --master HOST)")
+    p.add_argument("--master-bind", default=None, metavar="HOST",
+                   help="address the master listens on for workers (default 127.0.0.1; 0.0.0.0 with --remote-workers)")
+    p.add_argument("--master-port", type=int, default=None, metavar="PORT",
+                   help="port the master listens on (default: any free port; 5557 with --remote-workers)")
+    p.add_argument("--workers-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="how long workers may take to join and load the study pool (default 120)")
+    p.add_argument("--verify", action="store_true",
+                   help="after the load, retrieve every acknowledged instance and compare it with what was sent")
     p.set_defaults(func=cmd_run)
+
+
+EPILOG_SEND = """examples:
+  pacsbench send results/studies-dsa-unit-seed1 --host 127.0.0.1 --port 11112 --aet PACSBENCH
+  pacsbench send /data/xa --host pacs.example.org --port 104 --aet ARCHIVE --associations 4 --json
+The last line printed holds instances/s, frames/s, MB/s and failures; exit status 1 on any failure."""
+
+
+def _add_send(sub) -> None:
+    p = sub.add_parser(
+        "send",
+        help="send every DICOM file under a folder with the harness's fast C-STORE path",
+        description="C-STORE every DICOM Part 10 file under DIR (recursively) to an archive over N associations, "
+        "datasets streamed as they are stored in the files. Seconds run from the first association request to "
+        "the last release.",
+        epilog=EPILOG_SEND,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("folder", type=Path, metavar="DIR", help="folder holding the DICOM files")
+    p.add_argument("--host", required=True, help="archive host")
+    p.add_argument("--port", type=int, required=True, help="archive DICOM port")
+    p.add_argument("--aet", required=True, help="archive AE title (called AE)")
+    p.add_argument("--calling-aet", default="PACSBENCH-SCU", help="our AE title (default PACSBENCH-SCU)")
+    p.add_argument("--associations", type=int, default=1, metavar="N", help="parallel associations (default 1)")
+    p.add_argument("--max-pdu", type=int, default=0, help="largest PDU we receive (default 0: unlimited)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds for association set-up and each response")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
+    p.set_defaults(func=cmd_send)
+
+
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="measure the harness alone against a null sink; runs record this ceiling",
+        description="Store fresh copies of pool instances (the locust users' C-STORE path, under gevent) over one "
+        "association into a null sink (DCMTK storescp --ignore when installed, else the harness's own SCP in "
+        "another process), time DCMTK storescu into the same sink, and keep the ceiling in the cache folder. "
+        "Runs record it in run.json['calibration']; reports flag figures above 80%% of it as client-bound.",
+    )
+    p.add_argument("--profile", default=None, help="study profile (default: 2 MB instances, "
+                   "bench/benchmarks/instance2mb.toml); calibrate with your scenario's profile for exact ceilings")
+    p.add_argument("--transfer-syntax", default=None, metavar="NAME", help="default: the profile's")
+    p.add_argument("--instances", type=int, default=200, help="instances stored per measurement (default 200)")
+    p.add_argument("--sink", choices=["auto", "dcmtk", "python"], default="auto",
+                   help="null sink: DCMTK storescp --ignore, the harness's SCP, or auto (DCMTK when installed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="retrieve every instance a run's archive acknowledged and compare it with what was sent",
+        description="C-GET every study listed in the run's sent.csv and compare each instance's dataset digest with "
+        "the one sent (and with what workstations retrieved, when they hashed it). A native archive is restarted on "
+        "the run's kept data (keep_data = true). Writes verify.json and run.json['verify']; exit 1 on any loss or "
+        "difference.",
+    )
+    p.add_argument("run_dir", type=Path, help="a run folder")
+    p.set_defaults(func=cmd_verify)
+
+
+def _add_worker(sub) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="join a run's load from this machine as a locust worker",
+        description="Connect to a `pacsbench run --remote-workers M` master, receive the scenario, load the study "
+        "pool (synthesized here if this machine's cache lacks it), and run the users the master assigns. The "
+        "samples travel to the master's run folder.",
+    )
+    p.add_argument("--master", required=True, metavar="HOST", help="the master's address")
+    p.add_argument("--master-port", type=int, default=5557, help="the master's port (default 5557)")
+    p.add_argument("--join-timeout", type=float, default=60.0, help="seconds to wait for the master (default 60)")
+    p.set_defaults(func=cmd_worker)
 
 
 def _add_settings(p) -> None:
@@ -175,25 +264,104 @@ def cmd_serve(args) -> int:
     return serve_main(args.args, prog="pacsbench serve")
 
 
+def _processes(args):
+    from bench.run import Processes
+
+    if args.workers < 0 or args.remote_workers < 0:
+        raise UserError("--workers and --remote-workers must be 0 or more")
+    remote = args.remote_workers > 0
+    return Processes(args.workers, args.remote_workers, args.master_bind or ("0.0.0.0" if remote else "127.0.0.1"),
+                     args.master_port if args.master_port is not None else (5557 if remote else 0),
+                     args.workers_timeout)
+
+
+def _run_lines(s: dict, record: dict) -> list[str]:
+    """Per user type figures, steps, and the headline (last)."""
+    lines = []
+    for user_type, t in s["user_types"].items():
+        lines.append(f"  {user_type or '?'}: {t['requests']} requests, {t['failed']} failed, {t['instances_per_s']:.2f} "
+                     f"instances/s, {t['frames_per_s']:.1f} frames/s, {t['mb_per_s']:.1f} MB/s")
+    for operation, t in record.get("suboperations", {}).items():
+        lines.append(f"  {operation}: {t['requests']} requests, sub-operations {t['completed']} completed, "
+                     f"{t['failed']} failed, {t['warning']} warning; {t['arrived']} instances arrived")
+    for step in record.get("steps", []):
+        lines.append(f"  step {step['users']:>3} users: {step['instances_per_s']:.2f} instances/s, "
+                     f"{step['frames_per_s']:.1f} frames/s, {step['mb_per_s']:.1f} MB/s, "
+                     f"C-STORE p50 {step['c_store_p50_ms']} ms")
+    lines.append(f"{s['instances']} instances acknowledged in {s['window_seconds']:.1f} s: "
+                 f"{s['instances_per_s']:.2f} instances/s, {s['frames_per_s']:.1f} frames/s, "
+                 f"{s['mb_per_s']:.1f} MB/s, {s['failures']} failed requests")
+    return lines
+
+
 def cmd_run(args) -> int:
     from bench.run import run_scenario  # imports locust first
 
-    run_dir, record = run_scenario(args.scenario, args.results, progress=not args.no_progress)
+    run_dir, record = run_scenario(args.scenario, args.results, progress=not args.no_progress,
+                                   processes=_processes(args), verify=args.verify)
     from bench.report import load_samples, summarize
 
     try:
         s = summarize(load_samples(run_dir))
-        print(f"{s['instances']} instances acknowledged in {s['window_seconds']:.1f} s: "
-              f"{s['instances_per_s']:.2f} instances/s, {s['frames_per_s']:.1f} frames/s, "
-              f"{s['mb_per_s']:.1f} MB/s, {s['failures']} failed requests")
-        failed = s["failures"]
+        print("\n".join(_run_lines(s, record)))
+        failed, errors = s["failures"], s["failures_by_error"]
     except UserError as exc:
         print(f"pacsbench: warning: {exc}", file=sys.stderr)
-        failed = 1
+        failed, errors = 1, {}
     if failed:
-        print(f"pacsbench: warning: {failed} requests failed; see {run_dir / 'samples.csv'}", file=sys.stderr)
+        common = f" (most frequent: {max(errors, key=errors.get)})" if errors else ""
+        print(f"pacsbench: warning: {failed} requests failed{common}; see {run_dir / 'samples.csv'}", file=sys.stderr)
     print(run_dir)
-    return 1 if record.get("status") != "completed" else 0
+    verified = record.get("verify", {}).get("ok", True)
+    return 1 if record.get("status") != "completed" or not verified else 0
+
+
+def cmd_send(args) -> int:
+    import json
+
+    from bench.dimse_client import Peer
+    from bench.send import scan_folder, send_files
+
+    if args.associations < 1:
+        raise UserError("--associations must be 1 or more")
+    files = scan_folder(args.folder)
+    result = send_files(files, Peer(args.host, args.port, args.aet), args.calling_aet, args.associations,
+                        args.max_pdu, args.timeout)
+    for error in result.errors:
+        print(f"pacsbench: error: {error}", file=sys.stderr)
+    print(json.dumps(result.rates()) if args.json else result.line())
+    return 1 if result.failures else 0
+
+
+def cmd_calibrate(args) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()  # measure the path as locust runs it: cooperative sockets
+    from bench.calibrate import calibrate
+
+    entry = calibrate(args.profile, args.transfer_syntax, args.instances, args.sink, progress=not args.no_progress)
+    scu = entry["storescu"]
+    if scu:
+        print(f"DCMTK storescu into the same sink: {scu['instances_per_s']:.1f} instances/s, {scu['mb_per_s']:.1f} MB/s "
+              f"(harness/storescu {entry['instances_per_s'] / max(scu['instances_per_s'], 1e-9):.2f}x)")
+    print(f"harness ceiling ({entry['profile']}, {entry['transfer_syntax']}, {entry['sink']}): "
+          f"{entry['instances_per_s']:.1f} instances/s, {entry['mb_per_s']:.1f} MB/s, one association, one process")
+    print(entry["path"])
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from bench.verify import summary_line, verify_run
+
+    result = verify_run(args.run_dir)
+    print(summary_line(result))
+    return 0 if result["ok"] else 1
+
+
+def cmd_worker(args) -> int:
+    from bench.worker import run_worker  # imports locust first
+
+    return run_worker(args.master, args.master_port, args.join_timeout)
 
 
 def _settings(args):
@@ -257,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_serve(sub)
     _add_run(sub)
+    _add_send(sub)
+    _add_calibrate(sub)
+    _add_verify(sub)
+    _add_worker(sub)
     _add_report(sub)
     _add_compare(sub)
     _add_gate(sub)

@@ -35,6 +35,7 @@ from pydicom.uid import generate_uid
 from bench import __version__
 from bench.encode import syntax_for_uid
 from bench.generate import generate
+from bench.integrity import combine, sha256_of
 from bench.profile import Profile
 
 POOL_FORMAT = 2  # bump when the pixel model or the instance layout changes
@@ -91,6 +92,11 @@ class TemplateInstance:
             encoded=[encode_element(e) for e in elements],
             pixel_chunks=(_pixel_element_head(pixel), memoryview(pixel.value), tail),
         )
+
+    @cached_property
+    def pixel_sha256(self) -> bytes:
+        """SHA-256 of the Pixel Data element onwards, shared by every copy (see bench.integrity)."""
+        return sha256_of(self.pixel_chunks)
 
     @property
     def pixel_bytes(self) -> int:
@@ -159,6 +165,10 @@ class PooledInstance:
     @cached_property
     def dataset(self) -> Dataset:
         return fresh_copy(self.template.dataset, self.changes)
+
+    def digest(self) -> str:
+        """bench.integrity's digest of the encoded data set, without hashing the pixels again."""
+        return combine(sha256_of([self._header]), self.template.pixel_sha256)
 
     def encoded_chunks(self) -> list[bytes | memoryview]:
         """The data set as byte chunks; the pixel chunk is a view of the shared bytes."""

@@ -439,6 +439,7 @@ def _run_details_html(groups: list[Group]) -> str:
                 f"<summary>{html.escape(f'{run.target}, run {run.folder.name}, repetition {run.repetition}')}</summary>"
                 f"<h3>Per operation</h3>{per_operation}<h3>Per user type</h3>{per_user_type}"
                 f"<h3>Errors by DICOM status (whole run, warm-up included)</h3>{errors}"
+                f"<p>Integrity: {html.escape(_integrity_note(run.run.get('verify')))}</p>"
                 f"<p>{html.escape(_measured_note(summary))}</p></details>"
             )
     return "".join(parts)
@@ -524,6 +525,16 @@ def _headline_rows(s: dict, data: dict) -> list[list[str]]:
     ]
 
 
+def _integrity_note(verify: dict | None) -> str:
+    """run.json["verify"] in words (pacsbench verify, or run --verify)."""
+    if not verify:
+        return "not verified (pacsbench run --verify, or pacsbench verify RUN)"
+    if verify["ok"]:
+        return f"verified: all {verify['instances']:,} acknowledged instances returned byte-identical"
+    return (f"VERIFICATION FAILED: {verify['missing']} lost, {verify['different']} changed, "
+            f"{verify['retrieved_different']} retrieved changed, of {verify['instances']:,} acknowledged")
+
+
 def _write_outputs(
     folder: Path, data: dict, groups: list[Group], settings: Settings, title: str, json_record: dict, headline=None
 ) -> Path:
@@ -550,8 +561,10 @@ def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: li
         "calibration": data["groups"][0]["calibration"],
         "claims": data["groups"][0]["claims"],
         "environment": data["environment"][0],
+        "integrity": _integrity_note(run.run.get("verify")),
     }
-    return _write_outputs(run_dir, data, groups, settings, title, record, _headline_rows(summary, data))
+    headline = _headline_rows(summary, data) + [["integrity", record["integrity"]]]
+    return _write_outputs(run_dir, data, groups, settings, title, record, headline)
 
 
 def default_compare_folder(results: Path, scenario: str) -> Path:

@@ -76,13 +76,25 @@ class NativeTarget:
         self.version = ""
         self.ready_seconds: float | None = None
         self.exit_code: int | None = None
+        self.destinations: dict[str, tuple[str, int]] = {}  # C-MOVE destinations: AE title -> (host, port)
+        self.config: Path | None = None
 
     def command(self, data: Path) -> list[str]:
         cmd = [sys.executable, "-m", "server_under_test", "--host", self.spec.host, "--port", str(self.spec.port or 0),
                "--aet", self.spec.ae_title, "--data", str(data), "--max-pdu", str(self.spec.max_pdu)]
+        cmd += ["--config", str(self.config)] if self.config else []
         return cmd + ([] if self.spec.fsync else ["--no-fsync"])
 
+    def _write_config(self, run_dir: Path) -> None:
+        """The archive's TOML config holding only its C-MOVE destinations (options come from the command line)."""
+        tables = [f'[destinations."{ae}"]\nhost = "{host}"\nport = {port}\n'
+                  for ae, (host, port) in self.destinations.items()]
+        self.config = run_dir / "archive.toml"
+        self.config.write_text("\n".join(tables))
+
     def start(self, run_dir: Path) -> None:
+        if self.destinations:
+            self._write_config(run_dir)
         self.data = run_dir / "archive"
         log = (run_dir / "server.log").open("wb")
         started = time.monotonic()
@@ -135,6 +147,7 @@ class NativeTarget:
             "max_pdu": self.spec.max_pdu,
             "data": str(self.data) if self.data else None,
             "storage_kept": self.spec.keep_data,
+            "destinations": {ae: f"{host}:{port}" for ae, (host, port) in self.destinations.items()},
             "ready_seconds": self.ready_seconds,
             "exit_code": self.exit_code,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +30,8 @@ def _table_model(annotation) -> type[BaseModel] | None:
     """The model of a table field, or of the items of an array of tables (list[Model])."""
     if typing.get_origin(annotation) is list:
         (annotation,) = typing.get_args(annotation) or (None,)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # an optional table: Model | None
+        annotation = next((a for a in typing.get_args(annotation) if a is not type(None)), None)
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 

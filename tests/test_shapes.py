@@ -1,0 +1,37 @@
+"""Load shapes: what user count each moment of a run asks for, and figures per step from samples."""
+
+import time
+
+import pandas as pd
+
+from bench.shapes import RampShape, StepShape, step_figures
+
+
+def _at(shape, seconds: float):
+    shape.start_time = time.perf_counter() - seconds  # as if the run began `seconds` ago
+    return shape.tick()
+
+
+def test_steps_hold_each_count_for_its_time_then_end():
+    shape = StepShape([1, 2, 4], step_seconds=10, spawn_rate=None)
+    assert [_at(shape, t) for t in (0, 9.9, 10.1, 25, 30.1)] == [(1, 4), (1, 4), (2, 4), (4, 4), None]
+    assert [s["users"] for s in shape.began] == [1, 2, 4]
+
+
+def test_ramp_climbs_from_one_user_then_holds():
+    shape = RampShape(users=10, ramp_seconds=20, duration=30, spawn_rate=5)
+    assert [_at(shape, t) for t in (0, 9.9, 19.9, 25, 30)] == [(1, 5), (5, 5), (10, 5), (10, 5), None]
+
+
+def test_step_figures_count_acknowledged_stores_after_each_steps_settling():
+    rows = []
+    for second in range(20):  # step 1 (t 0-10): 1 store/s of 1 MB; step 2 (t 10-20): 3 stores/s
+        for n in range(1 if second < 10 else 3):
+            rows.append({"start": second + n * 0.1, "latency_ms": 50.0, "operation": "C-STORE", "status": 0,
+                         "frames": 2, "bytes": 1_000_000})
+    rows.append({"start": 15.0, "latency_ms": 5.0, "operation": "C-STORE", "status": 0xA700, "frames": 2,
+                 "bytes": 1_000_000})
+    figures = step_figures(pd.DataFrame(rows), [{"users": 1, "start": 0.0}, {"users": 2, "start": 10.0}], 20.0)
+    assert [f["users"] for f in figures] == [1, 2]
+    assert [f["instances_per_s"] for f in figures] == [1.0, 3.0]  # the failed store does not count
+    assert figures[1]["mb_per_s"] == 3.0 and figures[1]["frames_per_s"] == 6.0 and figures[1]["c_store_p50_ms"] == 50.0
