@@ -17,13 +17,16 @@ from bench.errors import UserError
 from bench.pool import StudyPool
 from bench.profile import load_profile
 from bench.results import host_facts, new_run_dir, utc_iso, versions, write_run_json
-from bench.scenario import load_scenario
-from bench.targets import make_target
+from bench.scenario import TargetSpec, load_scenario
+from bench.targets import hypervisor_warning, make_target
 
 
-def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True) -> tuple[Path, dict]:
-    """Run one scenario; return the run folder and its run.json record."""
+def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
+                 target_spec: TargetSpec | None = None) -> tuple[Path, dict]:
+    """Run one scenario (against `target_spec` instead of its own when given); return the run folder and run.json."""
     scenario = load_scenario(scenario_path)
+    if target_spec is not None:
+        scenario = scenario.model_copy(update={"target": target_spec})
     profile = load_profile(scenario.studies.profile)
     pool = StudyPool.prepare(profile, scenario.studies.pool, scenario.studies.seed, progress=progress)
     run_dir = new_run_dir(results_root, scenario.name)
@@ -42,6 +45,9 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True)
     try:
         target.start(run_dir)
         record["target"] = target.describe()
+        if warning := hypervisor_warning(record["target"]):
+            record["warnings"] = [warning]
+            print(f"pacsbench: warning: {warning}", file=sys.stderr)
         record["status"] = "running"
         write_run_json(run_dir, record)
         outcome = load.run_load(scenario, target.peer, pool, run_dir, progress=progress)
@@ -60,7 +66,10 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True)
         raise
     finally:
         stop_started = time.monotonic()
-        target.stop()
+        try:
+            target.collect_metrics(run_dir)
+        finally:
+            target.stop()
         record["target"] = target.describe()
         record["target_stop_seconds"] = round(time.monotonic() - stop_started, 3)
         write_run_json(run_dir, record)
