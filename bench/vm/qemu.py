@@ -53,9 +53,12 @@ def make_data_disk(path: Path, fmt: str, size: int, log: Path) -> None:
 class Qemu:
     """One guest process; start() returns at once, readiness is the caller's C-ECHO."""
 
-    def __init__(self, image: GuestImage, machine: Machine, network, run_dir: Path, settings: dict[str, str]):
+    def __init__(self, image: GuestImage, machine: Machine, network, run_dir: Path, settings: dict[str, str],
+                 system_disk: tuple[Path, str] | None = None):
         self.image, self.machine, self.network, self.run_dir = image, machine, network, run_dir
         self.settings = settings
+        # Another copy of the system disk (an exported VMDK) may stand in for the image's qcow2.
+        self.system_disk, self.system_format = system_disk or (image.disk, "qcow2")
         self.console = run_dir / "console.log"
         self.qemu_log = run_dir / "qemu.log"
         self.data_disk = run_dir / f"data.{machine.data_format}" if machine.data_format else None
@@ -72,7 +75,7 @@ class Qemu:
 
     def disk_args(self) -> list[str]:
         m = self.machine
-        args = ["-drive", f"file={self.image.disk},format=qcow2,if=none,id=system,snapshot=on"]
+        args = ["-drive", f"file={self.system_disk},format={self.system_format},if=none,id=system,snapshot=on"]
         if self.data_disk:
             args += ["-drive", f"file={self.data_disk},format={m.data_format},if=none,id=data,cache={m.data_cache},"
                                "aio=threads"]
@@ -139,7 +142,7 @@ class Qemu:
     def describe(self) -> dict:
         return {
             **asdict(self.machine),
-            "system_disk": {"image": str(self.image.disk), "format": "qcow2", "snapshot": True,
+            "system_disk": {"image": str(self.system_disk), "format": self.system_format, "snapshot": True,
                             "bus": self.machine.system_bus},
             "data_disk": {"path": str(self.data_disk), "format": self.machine.data_format,
                           "cache": self.machine.data_cache, "bytes": self.machine.data_bytes,
