@@ -6,7 +6,9 @@ a log file. Every setting is kept in `describe()` for the run's metadata.
 
 from __future__ import annotations
 
+import ctypes
 import re
+import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +21,7 @@ from bench.vm.tools import last_line, require, run
 
 DISK_DEVICES = {"virtio": "virtio-blk-pci", "ide": "ide-hd", "ahci": "ide-hd", "scsi": "scsi-hd"}
 STOP_GRACE_SECONDS = 10
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,11 @@ class Machine:
     data_format: str | None = "raw"  # raw | qcow2 | None (no data disk: the archive writes to the system disk)
     data_cache: str = "none"  # QEMU cache mode: none (O_DIRECT, flushes reach the host disk), writeback, ...
     data_bytes: int = 8 << 30
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the harness dies, even by SIGKILL (Linux prctl)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def qemu_version() -> str:
@@ -113,7 +121,8 @@ class Qemu:
                 log.write("$ " + " ".join(self.command) + "\n")
                 log.flush()
                 self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True)
+                                                stderr=subprocess.STDOUT, start_new_session=True,
+                                                preexec_fn=die_with_parent)
             time.sleep(0.3)
             if self.process.poll() is not None:
                 raise UserError(f"QEMU exited at start ({self.process.returncode}): {self.failure_reason()}")
