@@ -17,8 +17,8 @@ from pathlib import Path
 from bench.dimse_client import Peer
 from bench.errors import UserError
 from bench.scenario import ClientSpec, TargetSpec
-from bench.targets import fetch_status, host_hypervisor, save_server_status, stop_process_group, wait_for_echo
-from bench.vm.network import check_port_free, free_local_port
+from bench.targets import (check_port_free, fetch_status, free_local_port, host_hypervisor, save_server_status,
+                           stop_process_group, wait_for_echo)
 from bench.vm.tools import last_line
 
 START_TIMEOUT = 30.0
@@ -105,7 +105,7 @@ class OrthancTarget(InstalledArchive):
 
     def command(self, folder: Path, port: int) -> list[str]:
         program = find_program("Orthanc", "orthanc")
-        self.version = f"Orthanc {program_version([program, '--version'])}".strip()
+        self.version = program_version([program, "--version"])
         self.http_port = free_local_port()
         config = {
             "Name": "pacsbench", "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "storage"),
@@ -122,10 +122,14 @@ class OrthancTarget(InstalledArchive):
         if self.process is not None and self.process.poll() is None:
             save_server_status(run_dir, f"http://127.0.0.1:{self.http_port}", "/statistics")
 
+    def start(self, run_dir: Path) -> None:
+        super().start(run_dir)
+        system = fetch_status(f"http://127.0.0.1:{self.http_port}", "/system")
+        if system.get("Version"):
+            self.version = f"Orthanc {system['Version']}"
+
     def describe(self) -> dict:
-        system = fetch_status(f"http://127.0.0.1:{getattr(self, 'http_port', 0)}", "/system", 2.0) if self.peer else {}
-        return {**super().describe(), "sync_storage_area": True, "plugins": [],
-                "server": f"Orthanc {system['Version']}" if system.get("Version") else self.version}
+        return {**super().describe(), "sync_storage_area": True, "plugins": []}
 
 
 class DcmqrscpTarget(InstalledArchive):

@@ -12,6 +12,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,21 @@ def wait_for_echo(peer: Peer, calling_ae: str, timeout: float, alive=lambda: Tru
             last_error = str(exc)
             time.sleep(0.2)
     raise UserError(f"target {peer} did not answer C-ECHO within {timeout:g} s: {last_error or 'process exited'}")
+
+
+def free_local_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_port_free(port: int) -> None:
+    """A one-line error now rather than an archive or QEMU failing to bind later."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UserError(f"port 127.0.0.1:{port} is in use ({exc.strerror}): choose another 'port'") from None
 
 
 def fetch_status(metrics_url: str | None, path: str = "/status", timeout: float = 10.0) -> dict:

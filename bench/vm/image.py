@@ -13,6 +13,7 @@ the package lists, the Python package versions, the guest's files and server_und
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -102,10 +103,13 @@ def vm_cache() -> Path:
     return Path(os.environ.get("PACSBENCH_VM_CACHE") or cache_root() / "vm").absolute()
 
 
-def server_source_digest() -> str:
-    import server_under_test
+def server_package() -> Path:
+    """server_under_test's folder (found, not imported: the harness only packages it)."""
+    return Path(importlib.util.find_spec("server_under_test").origin).parent
 
-    package = Path(server_under_test.__file__).parent
+
+def server_source_digest() -> str:
+    package = server_package()
     digest = hashlib.sha256()
     for path in sorted(package.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -275,15 +279,13 @@ def download_wheels(versions: dict[str, str], wheels: Path, log: Path) -> None:
 
 
 def install_archive(root: Path, wheels: Path, versions: dict[str, str], log: Path) -> None:
-    import server_under_test
-
     download_wheels(versions, wheels, log)
     shutil.copytree(wheels, root / "tmp/wheels")
     pins = " ".join(f"{name}=={version}" for name, version in versions.items())
     chroot(root, f"python3 -m venv {GUEST_VENV}\n"
                  f"{GUEST_VENV}/bin/pip install --quiet --no-index --find-links /tmp/wheels {pins}\n", log)
     site = next((root / GUEST_VENV.lstrip("/") / "lib").glob("python3*/site-packages"))
-    shutil.copytree(Path(server_under_test.__file__).parent, site / "server_under_test",
+    shutil.copytree(server_package(), site / "server_under_test",
                     ignore=shutil.ignore_patterns("__pycache__"))
     # Byte-compile now: under emulation every import saved is boot time saved.
     chroot(root, f"{GUEST_VENV}/bin/python -m compileall -q {GUEST_VENV}/lib\n", log)

@@ -11,31 +11,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 from bench.errors import UserError
+from bench.targets import check_port_free, free_local_port
 from bench.vm.tools import require, require_root, run
 
 GUEST_DICOM_PORT = 11112
 GUEST_METRICS_PORT = 8080
 NAMESPACE_PREFIX = "pacsbench-"
 SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")  # one /24 per running guest, chosen free of host routes
-
-
-def free_local_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def check_port_free(port: int) -> None:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise UserError(f"port 127.0.0.1:{port} is in use ({exc.strerror}): choose another 'port'") from None
 
 
 class UserNetwork:

@@ -92,9 +92,8 @@ class Qemu:
         elif m.system_bus == "scsi":
             args += ["-device", "pvscsi,id=scsi"]  # VMware's paravirtual SCSI, as ESXi presents it
         for index, drive in enumerate(["system", "data"] if self.data_disk else ["system"]):
-            bus = {"ahci": f",bus=ahci.{index}", "ide": f",bus=ide.{index}", "scsi": ",bus=scsi.0"}.get(m.system_bus, "")
-            device = DISK_DEVICES[m.system_bus]
-            args += ["-device", f"{device},drive={drive}{bus}"]
+            bus = {"ahci": f"ahci.{index}", "ide": f"ide.{index}", "scsi": "scsi.0"}.get(m.system_bus)
+            args += ["-device", f"{DISK_DEVICES[m.system_bus]},drive={drive}" + (f",bus={bus}" if bus else "")]
         return args
 
     def build_command(self) -> list[str]:
