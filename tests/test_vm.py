@@ -108,8 +108,9 @@ def test_guest_stores_a_study_and_returns_it_bit_exact(guest_image, accelerator,
         out = tmp_path / "got"
         out.mkdir()
         study = f"StudyInstanceUID={dcmread(files[0]).StudyInstanceUID}"
-        got = subprocess.run([getscu, "-S", "+B", "-aec", "PACSBENCH", "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
-                              "-k", study, host, port], capture_output=True, text=True, timeout=300, env=NODELAY)
+        keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", study]
+        got = subprocess.run([getscu, "-S", "+B", "-aec", "PACSBENCH", "-od", str(out), *keys, host, port],
+                             capture_output=True, text=True, timeout=300, env=NODELAY)
         assert got.returncode == 0, got.stderr
         described = target.describe()
     finally:
