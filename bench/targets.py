@@ -121,9 +121,7 @@ def stop_process_group(process: subprocess.Popen | None, grace: float) -> int | 
         try:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(grace)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
+        except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
     try:
         os.killpg(process.pid, signal.SIGKILL)  # children (forked per association) too
@@ -161,6 +159,7 @@ class RemoteTarget:
                 "port": self.peer.port, "ae_title": self.peer.ae_title, "metrics_url": self.spec.metrics_url,
                 "requested_hypervisor": self.spec.hypervisor,
                 **facts, "hypervisor": facts.get("hypervisor") or self.spec.hypervisor,
+                "hypervisor_source": "detected (/status)" if facts else "declared in the scenario",
                 "ready_seconds": self.ready_seconds}
 
 
