@@ -245,6 +245,89 @@ def _add_baseline(sub) -> None:
     save.set_defaults(func=cmd_baseline_save)
 
 
+EPILOG_MATRIX = """examples:
+  pacsbench matrix scenarios/smoke.toml --targets native,tcg --repeat 2
+  pacsbench matrix scenarios/vm.toml --targets native,tcg,tcg-tap --repeat 3 --results /tmp/results
+A target is a [targets.NAME] table of the scenario, or a kind (native, kvm, tcg, orthanc, dcmtk) applied to the
+scenario's [target]; kvm-tap and tcg-tap choose tap networking. The last line printed is the matrix folder."""
+
+
+def _add_matrix(sub) -> None:
+    p = sub.add_parser(
+        "matrix",
+        help="run a scenario against several targets, alternated (A B C A B C ...), and write matrix.json",
+        description="Run one scenario against each target in turn, repeated: one run folder per repetition and "
+        "target inside a matrix folder, and matrix.json listing them for `pacsbench compare`.",
+        epilog=EPILOG_MATRIX,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("scenario", type=Path, help="scenario file")
+    p.add_argument("--targets", required=True, help="comma-separated target names, e.g. native,tcg,tcg-tap")
+    p.add_argument("--repeat", type=int, default=3, help="repetitions of each target (default 3)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="where the matrix folder goes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_matrix)
+
+
+def _add_vm(sub) -> None:
+    p = sub.add_parser("vm", help="the guest image: build it, check KVM, export it for VirtualBox or ESXi",
+                       description="The reference archive in a Debian guest for the kvm and tcg targets "
+                       "and for any hypervisor (export).")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = actions.add_parser("build", help="build the guest image (cached; rebuilt only when its inputs change)",
+                               description="debootstrap a small Debian 12 guest with the reference archive "
+                               "starting on boot. Needs root and the Debian mirror. Prints the image path last.")
+    build.add_argument("--force", action="store_true", help="rebuild even if a cached image matches")
+    build.add_argument("--no-progress", action="store_true", help="no progress lines")
+    build.set_defaults(func=cmd_vm_build)
+    check = actions.add_parser("check", help="can KVM (and TCG) boot the guest's kernel here? (bounded probe)")
+    check.set_defaults(func=cmd_vm_check)
+    export = actions.add_parser("export", help="write the guest as an OVA (VirtualBox, ESXi), VMDK or qcow2",
+                                description="Export the guest image. The OVA's VM has an IDE disk and an E1000 "
+                                "card; the archive answers on port 11112 (AE PACSBENCH), address by DHCP.")
+    export.add_argument("--format", choices=["ova", "vmdk", "qcow2"], default="ova", help="default ova")
+    export.add_argument("--out", type=Path, required=True, help="file to write, e.g. pacsbench.ova")
+    export.add_argument("--vcpus", type=int, default=2, help="vCPUs in the OVA's VM (default 2)")
+    export.add_argument("--memory-mib", type=int, default=2048, help="memory of the OVA's VM (default 2048)")
+    export.set_defaults(func=cmd_vm_export)
+
+
+def cmd_matrix(args) -> int:
+    from bench.matrix import run_matrix
+
+    names = [name.strip() for name in args.targets.split(",") if name.strip()]
+    folder = run_matrix(args.scenario, names, args.repeat, args.results, progress=not args.no_progress)
+    print(folder)
+    return 0
+
+
+def cmd_vm_build(args) -> int:
+    from bench.vm.image import build_image
+
+    image = build_image(progress=not args.no_progress, force=args.force)
+    print(image.disk)
+    return 0
+
+
+def cmd_vm_check(args) -> int:
+    from bench.vm.image import ensure_image
+    from bench.vm.kvm import probe
+
+    kernel = ensure_image().kernel
+    results = [probe(kernel, accelerator) for accelerator in ("kvm", "tcg")]
+    for result in results:
+        print(f"{result.accelerator}: {'boots' if result.boots else 'cannot boot'} a guest: {result.reason} "
+              f"({result.seconds:.1f} s)")
+    return 0 if any(r.boots for r in results) else 1
+
+
+def cmd_vm_export(args) -> int:
+    from bench.vm.export import export_image
+
+    print(export_image(args.format, args.out, args.vcpus, args.memory_mib))
+    return 0
+
+
 def cmd_generate(args) -> int:
     from bench.encode import transfer_syntax
     from bench.generate import generate
@@ -433,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_gate(sub)
     _add_baseline(sub)
+    _add_matrix(sub)
+    _add_vm(sub)
     return parser
 
 

@@ -26,9 +26,9 @@ from bench.prefill import prefill
 from bench.profile import load_profile
 from bench.results import host_facts, new_run_dir, utc_iso, versions, write_run_json
 from bench.samples import SAMPLES_FILE, SUBOPERATIONS_FILE
-from bench.scenario import load_scenario
+from bench.scenario import TargetSpec, load_scenario
 from bench.shapes import step_figures
-from bench.targets import make_target
+from bench.targets import hypervisor_warning, make_target
 from bench.verify import summary_line, verify_against
 
 
@@ -64,9 +64,11 @@ def suboperation_totals(run_dir: Path) -> dict:
 
 
 def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True, processes: Processes = Processes(),
-                 verify: bool = False) -> tuple[Path, dict]:
-    """Run one scenario; return the run folder and its run.json record."""
+                 verify: bool = False, target_spec: TargetSpec | None = None) -> tuple[Path, dict]:
+    """Run one scenario (against `target_spec` instead of its own when given); return the run folder and run.json."""
     scenario = load_scenario(scenario_path)
+    if target_spec is not None:
+        scenario = scenario.model_copy(update={"target": target_spec})
     profile = load_profile(scenario.studies.profile)
     syntax = scenario.studies.transfer_syntax or profile.transfer_syntax
     pool = StudyPool.prepare(profile, scenario.studies.pool, scenario.studies.seed, progress=progress,
@@ -94,7 +96,11 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
         if destinations and hasattr(target, "destinations"):
             target.destinations = destinations
         target.start(run_dir)
-        record.update(target=target.describe(), status="running")
+        record["target"] = target.describe()
+        if warning := hypervisor_warning(record["target"]):
+            record["warnings"] = [warning]
+            print(f"pacsbench: warning: {warning}", file=sys.stderr)
+        record["status"] = "running"
         write_run_json(run_dir, record)
         if scenario.studies.prefill:
             record["prefill"] = prefill(pool, target.peer, scenario.client, scenario.studies.prefill, engine.records)
@@ -124,7 +130,10 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
     finally:
         engine.close()
         stop_started = time.monotonic()
-        target.stop()
+        try:
+            target.collect_metrics(run_dir)
+        finally:
+            target.stop()
         record["target"] = target.describe()
         record["target_stop_seconds"] = round(time.monotonic() - stop_started, 3)
         write_run_json(run_dir, record)

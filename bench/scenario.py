@@ -18,23 +18,51 @@ from bench.tomlfile import load_model
 Strict = ConfigDict(extra="forbid")
 
 
+VM_KINDS = ("kvm", "tcg")
+# Settings that only mean something for some kinds: set for another kind, they are an error.
+KIND_ONLY = {
+    "fsync": ("native", *VM_KINDS), "keep_data": ("native", "orthanc", "dcmtk"),
+    "metrics_url": ("remote",), "hypervisor": ("remote",),
+    **{name: VM_KINDS for name in ("vcpus", "memory_mib", "network", "data_disk_format", "data_disk_cache",
+                                   "data_disk_gib", "boot_timeout")},
+}
+
+
 class TargetSpec(BaseModel):
-    """Which archive receives the load."""
+    """Which archive receives the load: started here (native, kvm, tcg, orthanc, dcmtk) or reached (remote)."""
 
     model_config = Strict
-    kind: Literal["native", "remote"]
+    kind: Literal["native", "kvm", "tcg", "orthanc", "dcmtk", "remote"]
+    label: str | None = Field(default=None, min_length=1, max_length=40, description="name in reports")
     host: str = "127.0.0.1"
     port: int | None = Field(default=None, ge=0, le=65535)
     ae_title: str = Field(default="PACSBENCH", min_length=1, max_length=16)
-    # native only: where the archive keeps its data, and whether to keep it afterwards
+    # native, kvm, tcg: fsync each file and the index; native, orthanc, dcmtk: keep the stored images afterwards
     fsync: bool = True
     keep_data: bool = False
     max_pdu: int = Field(default=0, ge=0)
+    # remote: the archive's HTTP status URL (server_under_test's /status), and the hypervisor the VM runs
+    # under as the user knows it (virtualbox, esxi, kvm, none): a mismatch with the detected one is a warning
+    metrics_url: str | None = Field(default=None, pattern=r"^https?://")
+    hypervisor: str | None = None
+    # kvm, tcg: the guest machine
+    vcpus: int = Field(default=2, ge=1, le=64)
+    memory_mib: int = Field(default=2048, ge=512, le=262144)
+    network: Literal["user", "tap"] = "user"
+    data_disk_format: Literal["raw", "qcow2"] = "raw"
+    data_disk_cache: Literal["none", "writeback", "writethrough", "directsync", "unsafe"] = "none"
+    data_disk_gib: int = Field(default=8, ge=1, le=4096)
+    boot_timeout: float = Field(default=300.0, gt=0, description="seconds from QEMU start to a C-ECHO answer")
 
     @model_validator(mode="after")
-    def _remote_needs_address(self) -> "TargetSpec":
+    def _settings_fit_the_kind(self) -> "TargetSpec":
+        for name in sorted(self.model_fields_set):
+            if name in KIND_ONLY and self.kind not in KIND_ONLY[name]:
+                raise ValueError(f"'{name}' applies to {', '.join(KIND_ONLY[name])} targets, not {self.kind}")
         if self.kind == "remote" and self.port is None:
             raise ValueError("a remote target needs 'port' (and usually 'host' and 'ae_title')")
+        if self.kind in VM_KINDS and self.network == "tap" and self.port is not None:
+            raise ValueError("'port' is the forwarded host port of user-mode networking; a tap guest listens on 11112")
         return self
 
 
@@ -161,6 +189,8 @@ class Scenario(BaseModel):
     name: str = ""
     description: str = ""
     target: TargetSpec
+    # Named alternatives for `pacsbench matrix --targets NAME,...` (e.g. [targets.tcg-tap]).
+    targets: dict[str, TargetSpec] = {}
     studies: StudiesSpec
     load: LoadSpec
     users: UsersSpec = UsersSpec(modality=ModalitySpec())  # no [users] tables: modalities sending flat out

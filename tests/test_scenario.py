@@ -42,7 +42,7 @@ def test_defaults_fill_the_optional_parts(tmp_path):
     [
         (VALID.replace("users = 2", "usres = 2"), "[load] usres: unknown key (did you mean 'users'?)"),
         (VALID.replace("duration = 3\n", ""), "[load]: duration: required key is missing"),
-        (VALID.replace('kind = "native"', 'kind = "nativ"'), "[target] kind: Input should be 'native' or 'remote'"),
+        (VALID.replace('kind = "native"', 'kind = "nativ"'), "[target] kind: Input should be 'native', 'kvm', 'tcg', 'orthanc', 'dcmtk' or 'remote'"),
         (VALID.replace("users = 2", "users = 'many'"), "[load] users: Input should be a valid integer"),
         (VALID.replace("[studies]\nprofile = \"tiny\"\n", ""), "required table [studies] is missing"),
         (VALID.replace('kind = "native"', 'kind = "remote"'), "[target]"),

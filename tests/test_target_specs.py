@@ -1,0 +1,75 @@
+"""Target settings: strict per kind, matrix target names, the guest's kernel command line, OVF text."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from bench.errors import UserError
+from bench.matrix import resolve_target
+from bench.scenario import Scenario, TargetSpec
+from bench.targets import hypervisor_warning
+from server_under_test.guest import archive_config, kernel_settings
+
+BASE = {"studies": {"profile": "tiny"}, "load": {"users": 1, "duration": 1}}
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"kind": "native", "vcpus": 4}, "'vcpus' applies to kvm, tcg targets, not native"),
+    ({"kind": "remote", "port": 104, "fsync": False}, "'fsync' applies to native, kvm, tcg targets, not remote"),
+    ({"kind": "tcg", "metrics_url": "http://x:8080"}, "'metrics_url' applies to remote targets, not tcg"),
+    ({"kind": "tcg", "network": "tap", "port": 4000}, "a tap guest listens on 11112"),
+    ({"kind": "remote"}, "a remote target needs 'port'"),
+    ({"kind": "tcg", "network": "bridge"}, "Input should be 'user' or 'tap'"),
+])
+def test_a_setting_for_another_kind_is_an_error(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TargetSpec(**fields)
+
+
+def test_matrix_names_are_tables_or_kinds_on_the_scenarios_target():
+    scenario = Scenario(target={"kind": "native", "fsync": False, "max_pdu": 16384, "keep_data": True},
+                        targets={"big": {"kind": "tcg", "vcpus": 4}}, **BASE)
+    tap = resolve_target(scenario, "tcg-tap")
+    assert (tap.kind, tap.network, tap.label, tap.fsync, tap.max_pdu) == ("tcg", "tap", "tcg-tap", False, 16384)
+    assert resolve_target(scenario, "big").model_dump(include={"kind", "vcpus", "label"}) == \
+        {"kind": "tcg", "vcpus": 4, "label": "big"}
+    assert resolve_target(scenario, "dcmtk").keep_data is True  # kept: it applies to dcmtk
+    for bad, message in (("vmware", "unknown target 'vmware'"), ("native-tap", "only kvm and tcg"),
+                         ("remote", "a remote target needs its address")):
+        with pytest.raises(UserError, match=message):
+            resolve_target(scenario, bad)
+
+
+def test_a_hypervisor_the_archive_does_not_confirm_is_a_warning():
+    assert hypervisor_warning({"label": "vbox", "requested_hypervisor": "VirtualBox", "hypervisor": "oracle"}) is None
+    assert hypervisor_warning({"label": "esx", "requested_hypervisor": "esxi", "hypervisor": "kvm"}) == \
+        "target esx: asked for hypervisor 'esxi' but the archive detected 'kvm'"
+    assert hypervisor_warning({"label": "x", "requested_hypervisor": "kvm"}) is None  # nothing detected: no claim
+
+
+def test_guest_settings_come_from_the_kernel_command_line(tmp_path):
+    settings = kernel_settings("root=LABEL=pbroot ro pacsbench.port=104 pacsbench.aet=VMARCH pacsbench.fsync=0 "
+                               "pacsbench.ip=10.0.2.15/24 quiet")
+    assert settings == {"port": "104", "aet": "VMARCH", "fsync": "0", "ip": "10.0.2.15/24"}
+    config = tmp_path / "archive.toml"
+    config.write_text(archive_config(settings, Path("/var/lib/pacsbench/data")))
+    from server_under_test.config import load_config
+
+    loaded = load_config(config)
+    assert (loaded.port, loaded.ae_title, loaded.fsync, loaded.host) == (104, "VMARCH", False, "0.0.0.0")
+    assert (loaded.metrics.host, loaded.metrics.port) == ("0.0.0.0", 8080)
+
+
+def test_ovf_descriptor_is_xml_naming_the_disk():
+    from bench.vm.export import OVF, RASD, ovf_descriptor
+
+    root = ET.fromstring(ovf_descriptor("disk1.vmdk", 1234, 4 << 30, 4, 4096))
+    assert root.find(f"{{{OVF}}}References/{{{OVF}}}File").get(f"{{{OVF}}}href") == "disk1.vmdk"
+    items = root.findall(f".//{{{OVF}}}Item")
+    kinds = {item.find(f"{{{RASD}}}ResourceType").text: item for item in items}
+    assert kinds["3"].find(f"{{{RASD}}}VirtualQuantity").text == "4"
+    assert kinds["10"].find(f"{{{RASD}}}ResourceSubType").text == "E1000"
+    assert kinds["5"].find(f"{{{RASD}}}ResourceSubType").text == "PIIX4"

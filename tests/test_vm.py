@@ -1,0 +1,244 @@
+"""Hypervisor targets with real guests: build (or reuse) the image, boot it under QEMU (KVM where it
+really boots, else TCG), store and retrieve through it, alternate it with native in a matrix,
+export it and boot the export on IDE + E1000, and fail cleanly on bad input.
+
+One image serves the whole session (built once, ~2-4 min; cached by its inputs under
+$PACSBENCH_VM_CACHE or ~/.cache/pacsbench/vm). Each boot under TCG takes 1-2 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from conftest import REQUIRE_TOOLS, ROOT, require_tool
+from test_archive import dataset_bytes
+
+pytestmark = pytest.mark.timeout(1800)
+NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+SCENARIO = """name = "vm-smoke"
+[target]
+kind = "{kind}"
+{target}
+[studies]
+profile = "tiny"
+pool = 2
+seed = 1
+[load]
+users = 2
+duration = {duration}
+"""
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that contain `text` (a run folder, a probe directory)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in line and "pytest" not in line:
+            found.append(line)
+    return found
+
+
+def pacsbench_namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout
+    return [name for name in out.split() if name.startswith(f"pacsbench-{os.getpid()}")]
+
+
+def write_scenario(folder: Path, kind: str, target: str = "", duration: float = 5) -> Path:
+    path = folder / f"{kind}.toml"
+    path.write_text(SCENARIO.format(kind=kind, target=target, duration=duration))
+    return path
+
+
+def pacsbench(*args: str, env: dict | None = None, timeout: float = 1500) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env or os.environ.copy(), timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def guest_image():
+    """The guest image, built once (or reused from the cache when its inputs did not change)."""
+    require_tool("qemu-system-x86_64", "qemu-system-x86")
+    require_tool("debootstrap", "debootstrap")
+    if os.geteuid() != 0:
+        if REQUIRE_TOOLS:
+            pytest.fail("VM tests need root (debootstrap, chroot, network namespaces)")
+        pytest.skip("VM tests need root")
+    os.environ.setdefault("PACSBENCH_VM_CACHE", str(Path.home() / ".cache" / "pacsbench" / "vm"))
+    from bench.vm.image import ensure_image
+
+    return ensure_image(progress=True)
+
+
+@pytest.fixture(scope="session")
+def accelerator(guest_image) -> str:
+    """kvm where KVM really boots a kernel, else tcg (pure emulation) — decided by a bounded probe."""
+    from bench.vm.kvm import probe
+
+    return "kvm" if probe(guest_image.kernel, "kvm").boots else "tcg"
+
+
+def test_guest_stores_a_study_and_returns_it_bit_exact(guest_image, accelerator, tiny_studies, tmp_path):
+    from bench.scenario import ClientSpec, TargetSpec
+    from bench.targets import make_target
+
+    storescu = require_tool("/usr/bin/storescu", "dcmtk")
+    getscu = require_tool("/usr/bin/getscu", "dcmtk")
+    target = make_target(TargetSpec(kind=accelerator, boot_timeout=600), ClientSpec())
+    files = sorted((tiny_studies / "study-0000").glob("*.dcm"))
+    try:
+        target.start(tmp_path)
+        host, port = target.peer.host, str(target.peer.port)
+        stored = subprocess.run([storescu, "-aec", "PACSBENCH", host, port, *map(str, files)], capture_output=True,
+                                text=True, timeout=300, env=NODELAY)
+        assert stored.returncode == 0, stored.stderr
+        out = tmp_path / "got"
+        out.mkdir()
+        study = f"StudyInstanceUID={dcmread(files[0]).StudyInstanceUID}"
+        keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", study]
+        got = subprocess.run([getscu, "-S", "+B", "-aec", "PACSBENCH", "-od", str(out), *keys, host, port],
+                             capture_output=True, text=True, timeout=300, env=NODELAY)
+        assert got.returncode == 0, got.stderr
+        described = target.describe()
+    finally:
+        target.stop()
+    assert {dcmread(p).SOPInstanceUID: dataset_bytes(p) for p in out.iterdir()} == \
+        {dcmread(f).SOPInstanceUID: dataset_bytes(f) for f in files}
+    assert described["hypervisor"] == {"kvm": "kvm", "tcg": "qemu"}[accelerator]
+    assert described["environment"]["detected_by"] == "systemd-detect-virt"
+    assert described["vcpus"] == 2 and described["boot_to_ready_seconds"] > 0
+    assert described["network"]["mode"] == "user" and described["disk"]["data"]["cache"] == "none"
+    assert target.qemu.process.poll() is not None and not processes_mentioning(str(tmp_path))
+    assert not (tmp_path / "data.raw").exists()
+
+
+def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_path):
+    scenario = write_scenario(tmp_path, "native")
+    guest = f"{accelerator}-tap"
+    result = pacsbench("matrix", str(scenario), "--targets", f"native,{guest}", "--repeat", "2", "--results",
+                       str(tmp_path / "results"), "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    matrix = json.loads((folder / "matrix.json").read_text())
+    assert [(r["target"], r["repetition"]) for r in matrix["runs"]] == \
+        [("native", 1), (guest, 1), ("native", 2), (guest, 2)]
+    for entry in matrix["runs"]:
+        run = json.loads((folder / entry["folder"] / "run.json").read_text())
+        assert run["status"] == "completed" and run["samples"] > 0
+        assert run["target"]["label"] == entry["target"]
+        if entry["target"] == guest:
+            assert entry["hypervisor"] == run["target"]["hypervisor"] == {"kvm": "kvm", "tcg": "qemu"}[accelerator]
+            assert run["target"]["network"]["mode"] == "tap" and run["target"]["network"]["vhost"] == "off"
+            assert (folder / entry["folder"] / "console.log").stat().st_size > 0
+            assert json.loads((folder / entry["folder"] / "server_status.json").read_text())["index"]["instances"] > 0
+            assert "warnings" not in run
+    compared = pacsbench("compare", str(folder), "--out", str(tmp_path / "cmp"))
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    assert guest in (tmp_path / "cmp" / "summary.md").read_text()
+    assert not pacsbench_namespaces() and not processes_mentioning(str(folder))
+
+
+def test_asking_for_kvm_where_it_cannot_boot_says_why_in_one_line(guest_image, accelerator, tmp_path):
+    if accelerator == "kvm":
+        pytest.skip("KVM boots guests on this machine")
+    result = pacsbench("run", str(write_scenario(tmp_path, "kvm")), "--results", str(tmp_path), "--no-progress",
+                       timeout=600)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "KVM cannot boot a guest here" in lines[0] and 'tcg can' in lines[0]
+    assert not processes_mentioning("pacsbench-probe-") and not processes_mentioning(str(tmp_path))
+
+
+def test_exported_ova_and_vmdk_boot_on_ide_and_e1000(guest_image, tmp_path):
+    from bench.dimse_client import Peer
+    from bench.targets import wait_for_echo
+    from bench.vm.export import sha256
+    from bench.vm.network import UserNetwork
+    from bench.vm.qemu import Machine, Qemu
+
+    ova = tmp_path / "pacsbench.ova"
+    assert pacsbench("vm", "export", "--format", "ova", "--out", str(ova)).returncode == 0
+    with tarfile.open(ova) as tar:
+        names = tar.getnames()
+        assert tar.getmembers()[0].name.endswith(".ovf") and all(m.isfile() for m in tar.getmembers())
+        tar.extractall(tmp_path / "ova", filter="data")
+    ovf = ET.parse(tmp_path / "ova" / names[0])
+    ns = {"ovf": "http://schemas.dmtf.org/ovf/envelope/1"}
+    href = ovf.find("ovf:References/ovf:File", ns).get(f"{{{ns['ovf']}}}href")
+    assert href in names and href.endswith(".vmdk")
+    manifest = (tmp_path / "ova" / next(n for n in names if n.endswith(".mf"))).read_text()
+    assert f"SHA256({href})= {sha256(tmp_path / 'ova' / href)}" in manifest
+    vmdk = tmp_path / "ova" / href
+    check = subprocess.run([require_tool("qemu-img", "qemu-utils"), "check", str(vmdk)], capture_output=True,
+                           text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # Boot the exported disk through its own boot loader on what VirtualBox presents by default.
+    network = UserNetwork()
+    guest = Qemu(guest_image, Machine(system_bus="ide", nic="e1000", boot="disk", data_format=None), network,
+                 tmp_path, {}, system_disk=(vmdk, "vmdk"))
+    try:
+        guest.start()
+        waited = wait_for_echo(Peer("127.0.0.1", network.host_port, "PACSBENCH"), "PACSBENCH-SCU", 900,
+                               alive=guest.alive)
+    finally:
+        guest.stop()
+    assert waited > 0
+    assert "e1000" in (tmp_path / "console.log").read_text(errors="replace")
+    assert not processes_mentioning(str(tmp_path))
+
+
+def test_a_guest_that_never_answers_is_stopped_with_one_line(guest_image, tmp_path):
+    scenario = write_scenario(tmp_path, "tcg", 'network = "tap"\nboot_timeout = 3')
+    result = pacsbench("run", str(scenario), "--results", str(tmp_path / "results"), "--no-progress", timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "did not answer C-ECHO within 3 s" in lines[0]
+    assert not processes_mentioning(str(tmp_path)) and not pacsbench_namespaces()
+    assert not list((tmp_path / "results").glob("*/data.raw"))
+
+
+def test_missing_qemu_is_one_line(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}  # no qemu-system-x86_64 anywhere on it
+    result = pacsbench("run", str(write_scenario(tmp_path, "tcg")), "--results", str(tmp_path), "--no-progress",
+                       env=env, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip() == \
+        "pacsbench: error: qemu-system-x86_64 not found: install it (Debian: apt-get install qemu-system-x86)"
+
+
+def test_a_port_in_use_is_one_line(guest_image, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = pacsbench("run", str(write_scenario(tmp_path, "tcg", f"port = {port}")), "--results",
+                           str(tmp_path), "--no-progress", timeout=300)
+    assert result.returncode == 2 and result.stderr.strip() == \
+        f"pacsbench: error: port 127.0.0.1:{port} is in use (Address already in use): choose another 'port'"
+    assert not processes_mentioning(str(tmp_path))
+
+
+@pytest.mark.parametrize("kind,program,package", [("orthanc", "Orthanc", "orthanc"), ("dcmtk", "dcmqrscp", "dcmtk")])
+def test_installed_archives_take_the_smoke_scenario(kind, program, package, tmp_path):
+    require_tool(program if kind == "dcmtk" else "/usr/sbin/Orthanc", package)
+    result = pacsbench("run", str(write_scenario(tmp_path, kind, duration=3)), "--results", str(tmp_path),
+                       "--no-progress", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    run = json.loads((folder / "run.json").read_text())
+    assert run["status"] == "completed" and run["samples"] > 0
+    assert run["target"]["kind"] == kind and run["target"]["exit_code"] is not None
+    assert run["target"]["environment_variables"] == {"TCP_NODELAY": "1"}
+    assert not processes_mentioning(str(folder))
