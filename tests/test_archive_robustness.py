@@ -172,13 +172,16 @@ def test_tiers_migrate_while_storing_querying_and_retrieving(tmp_path, tiny_stud
     [t.start() for t in threads]
     [t.join(180) for t in threads]
     try:
-        deadline = time.monotonic() + 30
+        # Wait until migration has settled: below the high watermark and no move for a second.
+        deadline, previous = time.monotonic() + 60, None
         while time.monotonic() < deadline:
             status = json.loads(urllib.request.urlopen(f"{archive.metrics_url}/status", timeout=10).read())
             fast = status["tiers"][0]
-            if fast["used_bytes"] <= 0.7 * fast["capacity_bytes"]:
+            now = (fast["used_bytes"], status["migration"]["studies_moved"])
+            if now == previous and fast["used_bytes"] <= 0.7 * fast["capacity_bytes"]:
                 break
-            time.sleep(0.2)
+            previous = now
+            time.sleep(1.0)
         assert problems == []
         rows = index_rows(archive)
         assert set(rows) == set(sent)  # nothing lost
