@@ -1,4 +1,4 @@
-"""Load shapes (locust LoadTestShape): steps of user counts, or a linear ramp, and per-step figures.
+"""Load shapes: steps of user counts or a linear ramp (as a locust LoadTestShape), and per-step figures.
 
 A step run (the ingest sweep: 1, 2, 4, 8, 16 associations) notes when each step began;
 `step_figures` then cuts the run's samples at those times, so one run gives throughput
@@ -11,51 +11,47 @@ import math
 import time
 
 import pandas as pd
-from locust import LoadTestShape
 
 from bench.scenario import LoadSpec
 
 STEP_SETTLE_SHARE = 0.2  # the first 20% of each step (users starting, queues filling) is not measured
 
 
-class StepShape(LoadTestShape):
-    def __init__(self, steps: list[int], step_seconds: float, spawn_rate: float | None):
-        super().__init__()
-        self.steps, self.step_seconds = steps, step_seconds
-        self.spawn_rate = spawn_rate or max(steps)
-        self.began: list[dict] = []  # {"users": n, "start": unix time} per step, as it began
-
-    def tick(self):
-        index = int(self.get_run_time() // self.step_seconds)
-        if index >= len(self.steps):
-            return None
-        if len(self.began) <= index:
-            self.began.append({"users": self.steps[index], "start": time.time()})
-        return self.steps[index], self.spawn_rate
-
-
-class RampShape(LoadTestShape):
-    """From one user to `users` over `ramp_seconds`, then hold until `duration`."""
-
-    def __init__(self, users: int, ramp_seconds: float, duration: float, spawn_rate: float | None):
-        super().__init__()
-        self.users, self.ramp_seconds, self.duration = users, ramp_seconds, duration
-        self.spawn_rate = spawn_rate or users
-        self.began: list[dict] = []
-
-    def tick(self):
-        elapsed = self.get_run_time()
-        if elapsed >= self.duration:
-            return None
-        return max(1, math.ceil(self.users * min(1.0, elapsed / self.ramp_seconds))), self.spawn_rate
-
-
-def make_shape(load: LoadSpec) -> LoadTestShape | None:
+def planned_users(load: LoadSpec, elapsed: float) -> int | None:
+    """Users wanted `elapsed` seconds into a steps or ramp run; None once it is over."""
+    if elapsed >= load.duration:
+        return None
     if load.shape == "steps":
-        return StepShape(load.steps, load.step_seconds, load.spawn_rate)
-    if load.shape == "ramp":
-        return RampShape(load.users, load.ramp_seconds, load.duration, load.spawn_rate)
-    return None
+        index = int(elapsed // load.step_seconds)
+        return load.steps[index] if index < len(load.steps) else None
+    return max(1, math.ceil(load.users * min(1.0, elapsed / load.ramp_seconds)))
+
+
+def make_shape(load: LoadSpec):
+    """The locust LoadTestShape for a steps or ramp scenario (None: constant users).
+
+    Imports locust, so only the load stage calls it (locust patches the process for gevent).
+    A steps shape notes when each step began, for step_figures.
+    """
+    if load.shape == "constant":
+        return None
+    from locust import LoadTestShape
+
+    spawn_rate = load.spawn_rate or load.users
+
+    class ScenarioShape(LoadTestShape):
+        def __init__(self):
+            super().__init__()
+            self.began: list[dict] = []  # steps: {"users": n, "start": unix time} per step, as it began
+
+        def tick(self):
+            elapsed = self.get_run_time()
+            users = planned_users(load, elapsed)
+            if users is not None and load.shape == "steps" and len(self.began) <= elapsed // load.step_seconds:
+                self.began.append({"users": users, "start": time.time()})
+            return None if users is None else (users, spawn_rate)
+
+    return ScenarioShape()
 
 
 def step_figures(samples: pd.DataFrame, steps: list[dict], run_end: float) -> list[dict]:

@@ -1,26 +1,20 @@
 """Load shapes: what user count each moment of a run asks for, and figures per step from samples."""
 
-import time
-
 import pandas as pd
 
-from bench.shapes import RampShape, StepShape, step_figures
-
-
-def _at(shape, seconds: float):
-    shape.start_time = time.perf_counter() - seconds  # as if the run began `seconds` ago
-    return shape.tick()
+from bench.scenario import LoadSpec
+from bench.shapes import planned_users, step_figures
 
 
 def test_steps_hold_each_count_for_its_time_then_end():
-    shape = StepShape([1, 2, 4], step_seconds=10, spawn_rate=None)
-    assert [_at(shape, t) for t in (0, 9.9, 10.1, 25, 30.1)] == [(1, 4), (1, 4), (2, 4), (4, 4), None]
-    assert [s["users"] for s in shape.began] == [1, 2, 4]
+    load = LoadSpec(shape="steps", steps=[1, 2, 4], step_seconds=10)
+    assert load.duration == 30 and load.users == 4
+    assert [planned_users(load, t) for t in (0, 9.9, 10.1, 25, 30.1)] == [1, 1, 2, 4, None]
 
 
 def test_ramp_climbs_from_one_user_then_holds():
-    shape = RampShape(users=10, ramp_seconds=20, duration=30, spawn_rate=5)
-    assert [_at(shape, t) for t in (0, 9.9, 19.9, 25, 30)] == [(1, 5), (5, 5), (10, 5), (10, 5), None]
+    load = LoadSpec(shape="ramp", users=10, ramp_seconds=20, duration=30)
+    assert [planned_users(load, t) for t in (0, 10, 19.9, 25, 30)] == [1, 5, 10, 10, None]
 
 
 def test_step_figures_count_acknowledged_stores_after_each_steps_settling():
@@ -35,3 +29,11 @@ def test_step_figures_count_acknowledged_stores_after_each_steps_settling():
     assert [f["users"] for f in figures] == [1, 2]
     assert [f["instances_per_s"] for f in figures] == [1.0, 3.0]  # the failed store does not count
     assert figures[1]["mb_per_s"] == 3.0 and figures[1]["frames_per_s"] == 6.0 and figures[1]["c_store_p50_ms"] == 50.0
+
+
+def test_importing_the_shapes_leaves_the_process_unpatched():
+    import socket
+
+    import gevent.monkey
+
+    assert not gevent.monkey.is_module_patched("socket") and socket.socket.__module__ == "socket"
