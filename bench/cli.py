@@ -521,8 +521,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOCUST_COMMANDS = {"run", "worker", "matrix"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in LOCUST_COMMANDS:
+        # locust runs on gevent: patch before anything (targets, urllib, ssl) is imported,
+        # or ssl breaks (RecursionError) and sockets stay blocking.
+        from gevent import monkey
+
+        monkey.patch_all()
     parser = build_parser()
     if argv[:1] == ["serve"]:
         # Everything after `serve` belongs to the archive's own parser (argparse's REMAINDER
