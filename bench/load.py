@@ -160,7 +160,7 @@ class LoadEngine:
         port = client.scp_port + index if client.scp_port else 0
         environment.runner.send_message(
             SETUP,
-            {"scenario": self.scenario.model_dump(), "ae": ae, "scp_port": port, "index": index},
+            {"scenario": self.scenario.model_dump(exclude_unset=True), "ae": ae, "scp_port": port, "index": index},
             client_id=msg.node_id,
         )
 
