@@ -93,7 +93,8 @@ class InstalledArchive:
     def describe(self) -> dict:
         return {"kind": self.kind, "label": self.spec.label or self.kind, "server": self.version,
                 "hypervisor": host_hypervisor(), "vcpus": os.cpu_count(),
-                "host": "127.0.0.1", "port": self.peer.port if self.peer else None, "ae_title": self.spec.ae_title,
+                "network": "loopback", "host": "127.0.0.1", "port": self.peer.port if self.peer else None,
+                "ae_title": self.spec.ae_title,
                 "data": str(self.folder) if self.folder else None, "storage_kept": self.spec.keep_data,
                 "environment_variables": {"TCP_NODELAY": "1"}, "ready_seconds": self.ready_seconds,
                 "exit_code": self.exit_code}

@@ -85,9 +85,11 @@ def archive_facts(status: dict) -> dict:
     environment = status.get("environment") or {}
     if not environment:
         return {}
+    storage = (environment.get("storage") or [{}])[0]
+    disk = " ".join(str(storage[k]) for k in ("device", "fs_type") if storage.get(k))
     return {"hypervisor": environment.get("hypervisor"), "vcpus": environment.get("vcpus"),
             "memory_bytes": environment.get("memory_bytes"), "server": status.get("server"),
-            "environment": environment}
+            **({"disk": disk} if disk else {}), "environment": environment}
 
 
 def host_hypervisor() -> str:
@@ -253,6 +255,7 @@ class NativeTarget:
             "kind": self.kind,
             "label": self.spec.label or self.kind,
             **archive_facts(self.status),
+            "network": "loopback",
             "host": self.peer.host if self.peer else self.spec.host,
             "port": self.peer.port if self.peer else self.spec.port,
             "ae_title": self.spec.ae_title,

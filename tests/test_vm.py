@@ -120,7 +120,7 @@ def test_guest_stores_a_study_and_returns_it_bit_exact(guest_image, accelerator,
     assert described["hypervisor"] == {"kvm": "kvm", "tcg": "qemu"}[accelerator]
     assert described["environment"]["detected_by"] == "systemd-detect-virt"
     assert described["vcpus"] == 2 and described["boot_to_ready_seconds"] > 0
-    assert described["network"]["mode"] == "user" and described["disk"]["data"]["cache"] == "none"
+    assert described["network_settings"]["mode"] == "user" and described["disks"]["data"]["cache"] == "none"
     assert target.qemu.process.poll() is not None and not processes_mentioning(str(tmp_path))
     assert not (tmp_path / "data.raw").exists()
 
@@ -141,7 +141,8 @@ def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_
         assert run["target"]["label"] == entry["target"]
         if entry["target"] == guest:
             assert entry["hypervisor"] == run["target"]["hypervisor"] == {"kvm": "kvm", "tcg": "qemu"}[accelerator]
-            assert run["target"]["network"]["mode"] == "tap" and run["target"]["network"]["vhost"] == "off"
+            network = run["target"]["network_settings"]
+            assert network["mode"] == "tap" and network["vhost"] == "off" and "tap" in run["target"]["network"]
             assert (folder / entry["folder"] / "console.log").stat().st_size > 0
             assert json.loads((folder / entry["folder"] / "server_status.json").read_text())["index"]["instances"] > 0
             assert "warnings" not in run

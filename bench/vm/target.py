@@ -105,6 +105,18 @@ class GuestTarget:
         if self.qemu:
             self.qemu.stop()
 
+    def network_line(self) -> str:
+        """One line for report tables; network_settings holds every detail."""
+        if self.spec.network == "tap":
+            return "tap on a bridge in a netns (like bridged), virtio-net, vhost=off"
+        return "user-mode, hostfwd on 127.0.0.1 (like VirtualBox NAT), virtio-net"
+
+    def disk_line(self) -> str:
+        s = self.spec
+        seen = archive_facts(self.status).get("disk")
+        return (f"data: virtio-blk {s.data_disk_format}, cache={s.data_disk_cache}, {s.data_disk_gib} GiB ext4"
+                + (f" ({seen} in the guest)" if seen else "") + "; system: qcow2 -snapshot")
+
     def describe(self) -> dict:
         machine = self.qemu.describe() if self.qemu else {}
         label = self.spec.label or (self.kind if self.spec.network == "user" else f"{self.kind}-{self.spec.network}")
@@ -115,8 +127,10 @@ class GuestTarget:
             "requested_hypervisor": REQUESTED_HYPERVISOR[self.kind],
             "accelerator": self.kind,
             "memory_mib": self.spec.memory_mib,
-            "network": machine.get("network") or {"mode": self.spec.network},
-            "disk": {"system": machine.get("system_disk"), "data": machine.get("data_disk")},
+            "network": self.network_line(),
+            "disk": self.disk_line(),
+            "network_settings": machine.get("network") or {"mode": self.spec.network},
+            "disks": {"system": machine.get("system_disk"), "data": machine.get("data_disk")},
             "host": self.peer.host if self.peer else None,
             "port": self.peer.port if self.peer else None,
             "ae_title": self.spec.ae_title,
