@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-# Some tests import locust, which monkey-patches the process for gevent; patching after ssl
-# is imported breaks it (RecursionError in urllib3). Patch first, as `pacsbench run` does.
-from gevent import monkey
-
-monkey.patch_all()
-
 import os
 import re
 import shutil
