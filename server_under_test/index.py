@@ -9,12 +9,13 @@ queries on a large index never count rows.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from server_under_test.storage import fsync_path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS patient (
@@ -119,14 +120,6 @@ class StoredInstance:
     path: str
     size: int
     tier: int
-
-
-def fsync_folder(folder) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
@@ -287,7 +280,7 @@ class Index:
         db = self._writer
         try:
             for folder in {d for item in batch for d in item.sync_dirs}:
-                fsync_folder(folder)
+                fsync_path(folder)
             db.execute("BEGIN IMMEDIATE")
             for item in batch:
                 db.execute("SAVEPOINT one")

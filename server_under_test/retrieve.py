@@ -18,7 +18,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext
 
-from server_under_test.association import Association, AssociationRejected, release, request
+from server_under_test.association import Association, request
 from server_under_test.dimse import Command, encode_command
 from server_under_test.wire import MessageReader
 
@@ -148,10 +148,6 @@ def open_destination(ae_title: str, host: str, port: int, calling_ae: str, insta
     return request(host, port, calling_ae, ae_title, move_contexts(instances), max_pdu, timeout)
 
 
-def close_destination(assoc: Association) -> None:
-    release(assoc)
-
-
 def readable_path(index, instance: tuple) -> tuple:
     """The instance with a path that exists now (a migration may have just moved it)."""
     if Path(instance[3]).exists():
@@ -160,7 +156,3 @@ def readable_path(index, instance: tuple) -> tuple:
     if moved is None:
         raise FileNotFoundError(instance[3])
     return (moved.sop_uid, moved.sop_class_uid, moved.transfer_syntax, moved.path, moved.size)
-
-
-__all__ = ["AssociationRejected", "Progress", "send_instance", "pick_context", "open_destination",
-           "close_destination", "readable_path", "PENDING", "MOVE_DESTINATION_UNKNOWN", "UNABLE_TO_PROCESS"]

@@ -22,7 +22,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts, Presentation
 from pynetdicom.sop_class import Verification
 
 from server_under_test import query, retrieve
-from server_under_test.association import Association, AssociationRejected, accept, answer_release
+from server_under_test.association import Association, AssociationRejected, accept, answer_release, release
 from server_under_test.config import ArchiveConfig
 from server_under_test.dimse import Command
 from server_under_test.index import Index
@@ -130,6 +130,7 @@ class AssociationHandler:
         self.assoc: Association | None = None
         self.reader: MessageReader | None = None
         self.message_ids = iter(range(1, 1 << 16))
+        self._cancel_seen = False  # a C-CANCEL read while waiting for a C-GET sub-operation's response
 
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> None:
@@ -294,8 +295,6 @@ class AssociationHandler:
         self._send(message, final)
         return final_status
 
-    _cancel_seen = False
-
     def _note_cancel(self, message: Message):
         def on_other(incoming: Message) -> None:
             if incoming.command_field == C_CANCEL_RQ:
@@ -354,7 +353,7 @@ class AssociationHandler:
         try:
             return self._suboperations(message, 0x8021, instances, send_one)
         finally:
-            retrieve.close_destination(sub)
+            release(sub)
 
 
 def handle_connection(shared: Shared, sock: socket.socket, peer: tuple) -> None:

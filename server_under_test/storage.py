@@ -34,7 +34,7 @@ def check_uid(value: str, what: str) -> str:
     return value
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -84,7 +84,7 @@ class FileStore:
             except FileExistsError:
                 continue
             if self.fsync:
-                _fsync_path(new.parent)
+                fsync_path(new.parent)
 
     def write(self, path: Path, chunks: list, replace: bool = True) -> int:
         """Write the chunks to `path` atomically; return the size in bytes."""
@@ -132,7 +132,7 @@ class FileStore:
                 raise AlreadyStored(errno.EEXIST, "already stored", str(path)) from None
             os.unlink(temp)
         if self.fsync and sync_folder:
-            _fsync_path(path.parent)
+            fsync_path(path.parent)
 
     def remove(self, path: Path) -> None:
         """Delete a file and the folders it leaves empty (up to the store root)."""

@@ -10,7 +10,6 @@ decoding and presentation context negotiation (see association.py).
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from collections import deque
@@ -314,48 +313,3 @@ def send_message(wire: Wire, context_id: int, command: dict, data: list | None, 
     wire.send_pdata(context_id, True, [encode_command(command)], max_pdu)
     if data is not None:
         wire.send_pdata(context_id, False, data, max_pdu)
-
-
-class ChunkReader:
-    """A read-only file object over a list of memoryviews (for parsing without joining)."""
-
-    def __init__(self, chunks: list[memoryview]):
-        self.chunks = chunks
-        self.starts = []
-        position = 0
-        for c in chunks:
-            self.starts.append(position)
-            position += len(c)
-        self.size = position
-        self.position = 0
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.position, os.SEEK_END: self.size}[whence]
-        self.position = max(0, base + offset)
-        return self.position
-
-    def read(self, size: int = -1) -> bytes:
-        end = self.size if size is None or size < 0 else min(self.size, self.position + size)
-        out = bytearray()
-        i = self._chunk_at(self.position)
-        while self.position < end and i < len(self.chunks):
-            start = self.starts[i]
-            chunk = self.chunks[i]
-            piece = chunk[self.position - start : min(len(chunk), end - start)]
-            out += piece
-            self.position += len(piece)
-            i += 1
-        return bytes(out)
-
-    def _chunk_at(self, position: int) -> int:
-        lo, hi = 0, len(self.starts) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.starts[mid] <= position:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
