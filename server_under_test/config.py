@@ -8,6 +8,7 @@
     max_associations = 64          # across all workers
     max_pdu = 1048576              # largest PDU we receive; 0 = unlimited
     fsync = true                   # fsync files, folders and the index before answering
+    direct_io = true               # write received files with O_DIRECT where the file system allows
     duplicates = "overwrite"       # overwrite | reject | keep-first (same SOP Instance UID again)
     allowed_calling_aets = []      # empty: anyone may associate
     network_timeout = 60           # seconds a peer may stay silent mid-operation
@@ -79,6 +80,7 @@ class ArchiveConfig:
     max_associations: int = 64
     max_pdu: int = 1 << 20  # bounds the receive buffer per association; 0 = unlimited
     fsync: bool = True
+    direct_io: bool = True  # bypass the page cache when writing received files (see storage.py)
     duplicates: str = "overwrite"
     allowed_calling_aets: tuple[str, ...] = ()
     network_timeout: float = 60.0
@@ -151,7 +153,7 @@ def _tier(table: dict, where: str, base: Path) -> Tier:
 
 def _from_table(data: dict, base: Path) -> ArchiveConfig:
     simple = {"ae_title": str, "host": str, "port": int, "data": str, "workers": int, "max_associations": int,
-              "max_pdu": int, "fsync": bool, "duplicates": str, "network_timeout": float,
+              "max_pdu": int, "fsync": bool, "direct_io": bool, "duplicates": str, "network_timeout": float,
               "shutdown_grace": float, "migration_interval": float, "migration_min_age": float}
     _check_keys(data, set(simple) | {"allowed_calling_aets", "metrics", "tiers", "destinations"}, "top level")
     values = {key: _typed(data[key], kind, key) for key, kind in simple.items() if key in data}

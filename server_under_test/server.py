@@ -43,7 +43,7 @@ def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: i
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     index = Index(config.data / "index.sqlite", "FULL" if config.fsync else "OFF")
-    tiers = TierSet(config.storage_tiers, config.fsync)
+    tiers = TierSet(config.storage_tiers, config.fsync, config.direct_io)
     shared = Shared(config, index, StoreService(index, tiers, config.duplicates), Metrics(),
                     supported_contexts(), stopping)
     ready.put(os.getpid())
@@ -103,6 +103,7 @@ class Supervisor:
         self.http: ThreadingHTTPServer | None = None
         self.stop = threading.Event()
         self.migrator = None
+        self.tiers = None
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="pacsbench-archive-metrics-"))
         self._environment = None
 
@@ -119,7 +120,7 @@ class Supervisor:
         self.config.data.mkdir(parents=True, exist_ok=True)
         create_schema(self.index_path)
         for tier in self.config.storage_tiers:
-            removed = FileStore(tier.path, self.config.fsync).remove_leftover_temp_files()
+            removed = FileStore(tier.path, self.config.fsync, direct_io=False).remove_leftover_temp_files()
             if removed:
                 log.info("tier %s: removed %d unacknowledged temp files left by a crash", tier.name, removed)
         self.listener = socket.create_server((self.config.host, self.config.port), backlog=LISTEN_BACKLOG)
@@ -160,8 +161,8 @@ class Supervisor:
         from server_under_test.migration import Migrator
         from server_under_test.storage import TierSet
 
-        tiers = TierSet(self.config.storage_tiers, self.config.fsync)
-        self.migrator = Migrator(self.config, self.index_path, tiers, Metrics())
+        self.tiers = TierSet(self.config.storage_tiers, self.config.fsync, self.config.direct_io)
+        self.migrator = Migrator(self.config, self.index_path, self.tiers, Metrics())
         threading.Thread(target=self.migrator.run, args=(self.stop,), name="migrator", daemon=True).start()
         if self.config.metrics is not None:
             handler = type("Handler", (StatusHandler,), {"supervisor": self})
@@ -227,13 +228,15 @@ class Supervisor:
             used, files = figures["usage"].get(n, (0, 0))
             tiers.append({"name": t.name, "path": str(t.path), "capacity_bytes": t.capacity,
                           "high_watermark": t.high_watermark, "low_watermark": t.low_watermark,
-                          "used_bytes": used, "files": files})
+                          "used_bytes": used, "files": files,
+                          # in effect: O_DIRECT asked for and accepted by this tier's file system
+                          "direct_io": bool(self.tiers and self.tiers.stores[n].direct_io)})
         return {
             "server": f"server_under_test {__version__}",
             "ae_title": c.ae_title, "host": c.host, "port": self.port,
             "uptime_seconds": round(time.time() - self.started, 1),
             "workers": [w.pid for w in self.workers],
-            "settings": {"fsync": c.fsync, "index_synchronous": "FULL" if c.fsync else "OFF",
+            "settings": {"fsync": c.fsync, "index_synchronous": "FULL" if c.fsync else "OFF", "direct_io": c.direct_io,
                          "duplicates": c.duplicates, "max_associations": c.max_associations, "max_pdu": c.max_pdu,
                          "allowed_calling_aets": list(c.allowed_calling_aets),
                          "destinations": sorted(c.destinations)},
@@ -288,6 +291,8 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /status on this HTTP port (0 = any free)")
     parser.add_argument("--no-fsync", action="store_true", default=None,
                         help="skip fsync (experiments only: an acknowledged instance can be lost on power failure)")
+    parser.add_argument("--no-direct-io", action="store_true", default=None,
+                        help="write received files through the page cache instead of with O_DIRECT")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     metrics = None
@@ -299,6 +304,7 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
         config, ae_title=args.ae_title, host=args.host, port=args.port, data=args.data, workers=args.workers,
         max_associations=args.max_associations, max_pdu=args.max_pdu, duplicates=args.duplicates,
         metrics=metrics, fsync=False if args.no_fsync else None,
+        direct_io=False if args.no_direct_io else None,
     )
 
 

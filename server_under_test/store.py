@@ -110,6 +110,7 @@ class StoreService:
                     break
                 head += fragment[: HEAD_BYTES - len(head)]
             incoming.write(batch)
+        incoming.finish()
         if incoming.error is not None:
             incoming.discard()
             error = incoming.error

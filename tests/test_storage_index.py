@@ -1,9 +1,13 @@
+import errno
+import random
+import resource
+import signal
 import sqlite3
 
 import pytest
 
 from server_under_test.index import Index, InstanceRecord, create_schema
-from server_under_test.storage import TEMP_PREFIX, BadUID, FileStore
+from server_under_test.storage import DIRECT_BUFFER, TEMP_PREFIX, BadUID, FileStore, supports_direct_io
 
 
 def _record(sop="1.2.3.4", path="/x", series="1.2.3.2", study="1.2.3.1") -> InstanceRecord:
@@ -16,11 +20,39 @@ def _record(sop="1.2.3.4", path="/x", series="1.2.3.2", study="1.2.3.1") -> Inst
     )
 
 
-def test_write_is_atomic_and_leaves_no_temp_file(tmp_path):
-    store = FileStore(tmp_path)
+def _stream(store: FileStore, path, chunks: list, header: bytes = b"") -> int:
+    incoming = store.incoming(header)
+    incoming.write(chunks)
+    return incoming.commit(path, replace=True)
+
+
+@pytest.mark.parametrize("direct_io", [True, False], ids=["o_direct", "page_cache"])
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, DIRECT_BUFFER - 1, DIRECT_BUFFER, DIRECT_BUFFER + 1,
+                                  2 * DIRECT_BUFFER + 123])
+def test_streamed_files_hold_exactly_the_bytes_sent(tmp_path, direct_io, size):
+    store = FileStore(tmp_path, direct_io=direct_io)
+    assert store.direct_io == (direct_io and supports_direct_io(tmp_path))
+    data = random.Random(size).randbytes(size)
+    cuts = sorted(random.Random(size + 1).sample(range(size + 1), min(size + 1, 7)))
+    chunks = [memoryview(data)[a:b] for a, b in zip([0, *cuts], [*cuts, size])]
     path = store.path_for("1.2.3", "1.2.3.4", "1.2.3.4.5")
-    size = store.write(path, [b"abc", b"def"])
-    assert size == 6 and path.read_bytes() == b"abcdef"
+    assert _stream(store, path, chunks, header=b"HEAD") == size + 4
+    assert path.read_bytes() == b"HEAD" + data
+    assert not list(tmp_path.rglob(f"{TEMP_PREFIX}*"))
+
+
+def test_the_default_tier_takes_o_direct_here(tmp_path):
+    # ext4 here and in CI: if this fails, ingest silently falls back to the page cache.
+    assert FileStore(tmp_path).direct_io
+
+
+def test_copy_in_is_atomic_and_leaves_no_temp_file(tmp_path):
+    source = tmp_path / "source.dcm"
+    source.write_bytes(bytes(range(256)) * 20000)
+    store = FileStore(tmp_path / "tier2")
+    path = store.path_for("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    assert store.copy_in(source, path) == 256 * 20000
+    assert path.read_bytes() == source.read_bytes()
     assert not list(tmp_path.rglob(f"{TEMP_PREFIX}*"))
 
 
@@ -30,11 +62,23 @@ def test_uids_that_are_not_uids_never_become_paths(tmp_path, uid):
         FileStore(tmp_path).path_for(uid, "1.2", "1.3")
 
 
-def test_failed_write_removes_the_temp_file(tmp_path):
-    store = FileStore(tmp_path)
+@pytest.mark.parametrize("direct_io", [True, False], ids=["o_direct", "page_cache"])
+def test_a_write_the_os_refuses_is_remembered_and_commit_leaves_nothing(tmp_path, direct_io):
+    store = FileStore(tmp_path, direct_io=direct_io)
     path = store.path_for("1.2", "1.3", "1.4")
-    with pytest.raises(TypeError):
-        store.write(path, [b"first chunk", None])  # the second chunk fails after bytes were written
+    incoming = store.incoming(b"header")
+    # A real refusal from the kernel: files may not grow past 1 MB (EFBIG) while this runs.
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        incoming.write([bytes(3 << 20)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert isinstance(incoming.error, OSError) and incoming.error.errno == errno.EFBIG
+    with pytest.raises(OSError):
+        incoming.commit(path, replace=True)
     assert not path.exists() and not list(tmp_path.rglob(f"{TEMP_PREFIX}*"))
 
 
