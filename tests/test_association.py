@@ -1,0 +1,87 @@
+"""The acceptor's negotiation, driven by pynetdicom as a real requestor over TCP."""
+
+import socket
+import threading
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification, XRayAngiographicImageStorage
+
+from server_under_test.association import AssociationRejected, NegotiationCache, accept
+from server_under_test.service import supported_contexts
+from server_under_test.wire import Wire
+
+JPEG_LS, EXPLICIT = "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.1"
+
+
+@pytest.fixture(scope="module")
+def supported():
+    return supported_contexts()
+
+
+def _associate(supported, cache, proposals, calling="MODALITY", allowed=None):
+    """One association: pynetdicom proposes, our accept() answers. Returns (ours, pynetdicom's view)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    result = {}
+
+    def acceptor():
+        sock, _ = listener.accept()
+        try:
+            result["ours"] = accept(Wire(sock, 10), "PACSBENCH", supported, 1 << 20, allowed, False, cache)
+        except AssociationRejected as exc:
+            result["ours"] = exc
+        result["done"] = True
+
+    thread = threading.Thread(target=acceptor)
+    thread.start()
+    ae = AE(ae_title=calling)
+    for abstract, syntaxes in proposals:
+        ae.add_requested_context(abstract, syntaxes)
+    theirs = ae.associate("127.0.0.1", listener.getsockname()[1], ae_title="PACSBENCH")
+    thread.join(10)
+    accepted = {str(cx.abstract_syntax): str(cx.transfer_syntax[0]) for cx in theirs.accepted_contexts}
+    established = theirs.is_established
+    if established:
+        theirs.abort()
+    listener.close()
+    ours = result["ours"]
+    if not isinstance(ours, AssociationRejected):
+        ours.wire.close()
+    return ours, established, accepted
+
+
+def test_a_repeated_proposal_is_answered_from_the_cache_with_the_same_contexts(supported):
+    cache = NegotiationCache()
+    proposals = [(XRayAngiographicImageStorage, [JPEG_LS, EXPLICIT]), (Verification, [EXPLICIT])]
+    first, ok1, seen1 = _associate(supported, cache, proposals)
+    second, ok2, seen2 = _associate(supported, cache, proposals, calling="OTHER")
+    assert ok1 and ok2 and (cache.misses, cache.hits) == (1, 1)
+    assert seen1 == seen2 == {XRayAngiographicImageStorage: JPEG_LS, Verification: EXPLICIT}
+    assert second.calling_ae == "OTHER" and second.peer_max_pdu == first.peer_max_pdu
+    assert {c: cx.abstract_syntax for c, cx in second.contexts.items()} == \
+        {c: cx.abstract_syntax for c, cx in first.contexts.items()}
+
+
+def test_a_different_proposal_gets_its_own_answer(supported):
+    cache = NegotiationCache()
+    _associate(supported, cache, [(XRayAngiographicImageStorage, [JPEG_LS])])
+    ours, ok, seen = _associate(supported, cache, [(CTImageStorage, [EXPLICIT])])
+    assert ok and cache.misses == 2 and seen == {CTImageStorage: EXPLICIT}
+    assert [cx.abstract_syntax for cx in ours.contexts.values()] == [CTImageStorage]
+
+
+def test_the_calling_ae_is_checked_even_when_the_answer_is_cached(supported):
+    cache = NegotiationCache()
+    proposals = [(Verification, [EXPLICIT])]
+    _, ok, _ = _associate(supported, cache, proposals, calling="ALLOWED", allowed={"ALLOWED"})
+    rejected, ok2, _ = _associate(supported, cache, proposals, calling="STRANGER", allowed={"ALLOWED"})
+    assert ok and not ok2 and isinstance(rejected, AssociationRejected)
+
+
+def test_the_cache_keeps_only_the_newest_answers(supported):
+    cache = NegotiationCache(size=1)
+    a = [(Verification, [EXPLICIT])]
+    b = [(CTImageStorage, [EXPLICIT])]
+    for proposals in (a, b, a):
+        _associate(supported, cache, proposals)
+    assert (cache.misses, cache.hits) == (3, 0)
