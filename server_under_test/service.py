@@ -217,7 +217,7 @@ class AssociationHandler:
         return 0
 
     def on_store(self, message: Message) -> tuple[int, int]:
-        outcome = self.shared.store.store(self.assoc, message, self.reader.fragments(message))
+        outcome = self.shared.store.store(self.assoc, message, self.reader)
         if outcome.status not in (0x0000,):
             log.warning("C-STORE from %s: status 0x%04X: %s", self.assoc.calling_ae, outcome.status, outcome.comment)
         self._send(message, response(message, 0x8001, outcome.status,

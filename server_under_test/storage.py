@@ -29,7 +29,7 @@ from server_under_test.config import Tier
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 TEMP_PREFIX = ".tmp-"
 DIRECT_ALIGNMENT = 4096  # offsets, lengths and buffer addresses of O_DIRECT writes (covers 512 B and 4 KB sectors)
-DIRECT_BUFFER = 1 << 20  # bytes staged per O_DIRECT write
+STAGING_BUFFER = 1 << 20  # bytes staged per write
 
 
 class BadUID(ValueError):
@@ -52,20 +52,6 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _writev_all(fd: int, chunks: list) -> int:
-    views = [memoryview(c).cast("B") for c in chunks if len(c)]
-    size = 0
-    while views:
-        written = os.writev(fd, views[:1024])
-        size += written
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
-    return size
 
 
 def supports_direct_io(folder: Path) -> bool:
@@ -93,7 +79,7 @@ def _take_staging_buffer() -> mmap.mmap:
     free = getattr(_staging, "free", None)
     if free is None:
         free = _staging.free = []
-    return free.pop() if free else mmap.mmap(-1, DIRECT_BUFFER)
+    return free.pop() if free else mmap.mmap(-1, STAGING_BUFFER)
 
 
 def _give_back_staging_buffer(buffer: mmap.mmap) -> None:
@@ -104,19 +90,35 @@ def _give_back_staging_buffer(buffer: mmap.mmap) -> None:
         free.append(buffer)
 
 
-class DirectWriter:
-    """Appends to an O_DIRECT file through an aligned staging buffer.
+class StagedWriter:
+    """Appends to a file through a reused staging buffer, a megabyte per write.
 
-    Full buffers go to the device as they fill; finish() writes the tail padded to the
-    alignment and truncates the file back to its true size. close() returns the buffer.
+    Callers either hand over chunks (write) or receive straight into the buffer (space,
+    then advance), which is how C-STORE datasets arrive without a copy in user space.
+    With O_DIRECT the buffer is page-aligned and every write but the last a multiple of
+    the alignment; finish() pads the tail and truncates the file back to its true size.
+    The first `keep_head` bytes are kept (the file meta and the attributes the index
+    needs) before they leave the buffer.
     """
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int | None, direct: bool, keep_head: int = 0):
         self.fd = fd
+        self.direct = direct
+        self.keep_head = keep_head
+        self.head = b""
         self._buffer = _take_staging_buffer()
         self.view = memoryview(self._buffer)
         self.staged = 0
         self.offset = 0
+
+    def space(self) -> memoryview:
+        """The free part of the buffer (never empty: a full buffer is written out first)."""
+        if self.staged == len(self.view):
+            self._flush(self.staged)
+        return self.view[self.staged:]
+
+    def advance(self, count: int) -> None:
+        self.staged += count
 
     def write(self, chunks: list) -> int:
         total = 0
@@ -124,21 +126,28 @@ class DirectWriter:
             data = memoryview(chunk).cast("B")
             total += len(data)
             while len(data):
-                take = min(len(data), len(self.view) - self.staged)
-                self.view[self.staged:self.staged + take] = data[:take]
-                self.staged += take
+                space = self.space()
+                take = min(len(data), len(space))
+                space[:take] = data[:take]
+                self.advance(take)
                 data = data[take:]
-                if self.staged == len(self.view):
-                    self._flush(self.staged)
         return total
 
     def finish(self) -> None:
-        if self.staged:
-            size = self.offset + self.staged
-            padded = -(-self.staged // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
-            self.view[self.staged:padded] = bytes(padded - self.staged)
-            self._flush(padded)
-            os.ftruncate(self.fd, size)
+        if not self.staged:
+            return
+        if not self.direct:
+            self._flush(self.staged)
+            return
+        size = self.offset + self.staged
+        padded = -(-self.staged // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
+        self.view[self.staged:padded] = bytes(padded - self.staged)
+        self._flush(padded)
+        os.ftruncate(self.fd, size)
+
+    def drop_staged(self) -> None:
+        """Forget what is staged (after a write error the rest is only read off the wire)."""
+        self.staged = 0
 
     def close(self) -> None:
         if self._buffer is not None:
@@ -147,11 +156,13 @@ class DirectWriter:
             self._buffer = None
 
     def _flush(self, length: int) -> None:
+        if self.offset == 0 and self.keep_head:
+            self.head = bytes(self.view[:min(self.staged, self.keep_head)])
         done = 0
         while done < length:
             written = os.pwrite(self.fd, self.view[done:length], self.offset + done)
-            if written <= 0 or (written % DIRECT_ALIGNMENT and done + written < length):
-                raise OSError(errno.EIO, f"short O_DIRECT write: {written} of {length - done} bytes")
+            if written <= 0 or (self.direct and written % DIRECT_ALIGNMENT and done + written < length):
+                raise OSError(errno.EIO, f"short write: {written} of {length - done} bytes")
             done += written
         self.offset += length
         self.staged = 0
@@ -199,8 +210,8 @@ class FileStore:
             raise incoming.error
         return incoming.commit(path, replace=True)
 
-    def incoming(self, header: bytes) -> "IncomingFile":
-        return IncomingFile(self, header)
+    def incoming(self, header: bytes, keep_head: int = 0) -> "IncomingFile":
+        return IncomingFile(self, header, keep_head)
 
     def commit(self, temp: Path, path: Path, replace: bool, sync_folder: bool = True) -> None:
         """Move a complete (fsynced) temp file to its final name; fsync the folder unless told
@@ -240,52 +251,68 @@ class FileStore:
 class IncomingFile:
     """A file streamed to disk as it arrives, under a temporary name, until commit or discard.
 
-    Write errors (a full disk) are remembered, not raised: the rest of a C-STORE dataset
-    must still be read off the wire before the failure status can be sent.
+    It is a sink for MessageReader.stream_dataset (space, advance). Write errors (a full
+    disk) are remembered, not raised: the rest of a C-STORE dataset must still be read off
+    the wire before the failure status can be sent.
     """
 
-    def __init__(self, store: FileStore, header: bytes):
+    def __init__(self, store: FileStore, header: bytes, keep_head: int = 0):
         self.store = store
         self.path = store.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         self.header_size = len(header)
         self.size = 0
         self.error: OSError | None = None
         self.fd: int | None = None
-        self._direct: DirectWriter | None = None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        self._writer = StagedWriter(None, store.direct_io, keep_head and len(header) + keep_head)
         try:
-            if store.direct_io:
-                self.fd = os.open(self.path, flags | os.O_DIRECT, 0o644)
-                self._direct = DirectWriter(self.fd)
-            else:
-                self.fd = os.open(self.path, flags, 0o644)
-            self.write([header])
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (os.O_DIRECT if store.direct_io else 0)
+            self.fd = self._writer.fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
             self.error = exc
+        self.write([header])
 
-    def write(self, chunks: list) -> None:
+    @property
+    def head(self) -> bytes:
+        """The first `keep_head` bytes of the dataset (available once finished)."""
+        return self._writer.head[self.header_size:]
+
+    def space(self) -> memoryview:
         if self.error is None:
             try:
-                self.size += self._direct.write(chunks) if self._direct else _writev_all(self.fd, chunks)
+                return self._writer.space()
             except OSError as exc:
                 self.error = exc
+        self._writer.drop_staged()
+        return self._writer.space()
+
+    def advance(self, count: int) -> None:
+        self._writer.advance(count)
+        self.size += count
+
+    def write(self, chunks: list) -> None:
+        for chunk in chunks:
+            data = memoryview(chunk).cast("B")
+            while len(data):
+                space = self.space()
+                take = min(len(data), len(space))
+                space[:take] = data[:take]
+                self.advance(take)
+                data = data[take:]
 
     def finish(self) -> None:
         """Write out what is still staged: after this the file on disk holds every byte written."""
-        if self._direct:
-            try:
-                if self.error is None:
-                    self._direct.finish()
-            except OSError as exc:
-                self.error = exc
-            finally:
-                self._direct.close()
-                self._direct = None
+        if self._writer is None:
+            return
+        try:
+            if self.error is None:
+                self._writer.finish()
+        except OSError as exc:
+            self.error = exc
+        self._writer.close()
 
     def discard(self) -> None:
-        if self._direct:
-            self._direct.close()
-            self._direct = None
+        if self._writer is not None:
+            self._writer.close()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

@@ -19,7 +19,7 @@ from server_under_test.association import IMPLEMENTATION_CLASS_UID, IMPLEMENTATI
 from server_under_test.index import Index, InstanceRecord
 from server_under_test.keys import Incomplete, Malformed, read_keys
 from server_under_test.storage import AlreadyStored, BadUID, TierSet
-from server_under_test.wire import Message
+from server_under_test.wire import Message, MessageReader
 
 log = logging.getLogger("server_under_test.store")
 
@@ -76,48 +76,42 @@ def file_header(sop_class: str, sop_uid: str, transfer_syntax: str, calling_ae: 
                            calling_ae)
 
 
-def _drain(fragments) -> None:
-    for _ in fragments:
-        pass
-
-
 class StoreService:
     def __init__(self, index: Index, tiers: TierSet, duplicates: str):
         self.index = index
         self.tiers = tiers
         self.duplicates = duplicates
 
-    def store(self, assoc: Association, message: Message, fragments) -> StoreOutcome:
-        """Stream the dataset to a temp file, then check, place, fsync, index; always drains `fragments`."""
+    def store(self, assoc: Association, message: Message, reader: MessageReader) -> StoreOutcome:
+        """Stream the dataset to a temp file, then check, place, fsync, index; always reads the whole dataset."""
         command = message.command
         context = assoc.context(message.context_id)
         sop_class = str(command.get("AffectedSOPClassUID", ""))
         sop_uid = str(command.get("AffectedSOPInstanceUID", ""))
         if context is None or context.abstract_syntax != sop_class:
-            _drain(fragments)
+            reader.skip_dataset()
             return StoreOutcome(SOP_CLASS_NOT_SUPPORTED, f"no accepted presentation context for {sop_class}")
         candidates = self.tiers.candidates(self.index.tier_usage())
         if not candidates:
-            _drain(fragments)
+            reader.skip_dataset()
             return StoreOutcome(OUT_OF_RESOURCES, "every storage tier is at capacity")
         transfer_syntax = UID(context.transfer_syntax[0])
         tier = candidates[0]
-        incoming = self.tiers.stores[tier].incoming(file_header(sop_class, sop_uid, transfer_syntax, assoc.calling_ae))
-        head = bytearray()
-        for batch in fragments:
-            for fragment in batch:
-                if len(head) >= HEAD_BYTES:
-                    break
-                head += fragment[: HEAD_BYTES - len(head)]
-            incoming.write(batch)
-        incoming.finish()
+        header = file_header(sop_class, sop_uid, transfer_syntax, assoc.calling_ae)
+        incoming = self.tiers.stores[tier].incoming(header, keep_head=HEAD_BYTES)
+        try:
+            reader.stream_dataset(message, incoming)
+            incoming.finish()
+        except BaseException:  # the association broke mid-dataset: nothing was acknowledged
+            incoming.discard()
+            raise
         if incoming.error is not None:
             incoming.discard()
             error = incoming.error
             reason = "disk full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (error.strerror or str(error))
             log.warning("cannot write %s on tier %s: %s", sop_uid, self.tiers.tiers[tier].name, reason)
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {reason}")
-        outcome = self._place(incoming, bytes(head), tier, sop_class, sop_uid, transfer_syntax)
+        outcome = self._place(incoming, incoming.head, tier, sop_class, sop_uid, transfer_syntax)
         if outcome.status != SUCCESS or outcome.size == 0:
             incoming.discard()
         return outcome

@@ -29,6 +29,10 @@ UNLIMITED_PDU_CAP = 1 << 30
 UNLIMITED_SEND_FRAGMENT = 4 << 20
 # Receive buffer size: large enough for many 16 KB PDUs per system call, reused.
 READ_BUFFER = 1 << 20
+# A dataset fragment at least this long is received straight into the store's buffer;
+# shorter ones (senders with small PDUs) are read many per system call and copied.
+DIRECT_FRAGMENT = 32 << 10
+PDATA_HEADERS = 12  # PDU header (6) + the first PDV item header (6)
 
 NO_DATASET = 0x0101
 
@@ -58,14 +62,17 @@ class Wire:
         self._view = memoryview(self._buffer)
         self._start = self._end = 0
 
-    def _fill(self, needed: int) -> None:
-        """Make at least `needed` unread bytes available, reading as much as the socket has.
+    def _fill(self, needed: int, greedy: bool = True) -> None:
+        """Make at least `needed` unread bytes available, reading as much as the socket has
+        (or, not greedy, no more than needed: the bytes behind may go elsewhere).
 
         One reused buffer: reads land in it in large gulps (many 16 KB PDUs per system
         call), and when its end is reached the unread tail moves to the front. So views
         handed out by read_pdu stay valid only until the next read: callers copy or
         consume them first (MessageReader guarantees this).
         """
+        if self._start == self._end:
+            self._start = self._end = 0
         while self._end - self._start < needed:
             if len(self._buffer) - self._start < needed:
                 unread = self._end - self._start
@@ -76,11 +83,47 @@ class Wire:
                     fresh[:unread] = self._buffer[self._start:self._end]
                     self._buffer, self._view = fresh, memoryview(fresh)
                 self._start, self._end = 0, unread
-            n = self.sock.recv_into(self._view[self._end:])
+            room = self._view[self._end:] if greedy else self._view[self._end:self._start + needed]
+            n = self.sock.recv_into(room)
             if n == 0:
                 raise ConnectionClosed(f"connection closed with {needed - (self._end - self._start)} bytes missing")
             self._end += n
             self.bytes_received += n
+
+    def read_into(self, view: memoryview, lookahead: int = 0) -> None:
+        """Fill `view` with the next len(view) bytes: buffered ones first, the rest straight
+        from the socket. The same system call may read up to `lookahead` bytes beyond them
+        into the buffer (the next PDU's headers), never more."""
+        have = min(self._end - self._start, len(view))
+        if have:
+            view[:have] = self._view[self._start:self._start + have]
+            self._start += have
+        while have < len(view):
+            self._start = self._end = 0  # everything buffered was consumed above
+            n, *_ = self.sock.recvmsg_into([view[have:], self._view[:lookahead]])
+            if n == 0:
+                raise ConnectionClosed(f"connection closed with {len(view) - have} bytes of a fragment missing")
+            self.bytes_received += n
+            taken = min(n, len(view) - have)
+            have += taken
+            self._end = n - taken
+
+    def peek_pdata(self) -> tuple[int, int, int, int] | None:
+        """If a P-DATA-TF comes next: (PDU length, first PDV length, context, control header),
+        read without over-reading its data; None for any other PDU."""
+        self._fill(6, greedy=False)
+        if self._buffer[self._start] != P_DATA_TF:
+            return None
+        pdu_length = struct.unpack_from(">I", self._buffer, self._start + 2)[0]
+        if pdu_length < 6:
+            return None
+        self._fill(PDATA_HEADERS, greedy=False)
+        pdv_length = struct.unpack_from(">I", self._buffer, self._start + 6)[0]
+        return pdu_length, pdv_length, self._buffer[self._start + 10], self._buffer[self._start + 11]
+
+    def skip(self, length: int) -> None:
+        """Consume `length` bytes already buffered (headers that peek_pdata returned)."""
+        self._start += length
 
     def _take(self, length: int) -> memoryview:
         self._fill(length)
@@ -231,6 +274,63 @@ class MessageReader:
             else:
                 raise ProtocolError(f"unexpected {PDU_NAMES[pdu_type]} during an established association")
         return self._pdvs.popleft()
+
+    def _check_dataset_fragment(self, message: Message, ctx: int, control: int) -> None:
+        if control & 0x01:
+            raise ProtocolError("command fragment received inside a dataset")
+        if ctx != message.context_id:
+            raise ProtocolError(f"dataset fragment on context {ctx}, command on {message.context_id}")
+        if control & 0x02:
+            self._in_dataset = False
+
+    def stream_dataset(self, message: Message, sink) -> None:
+        """Deliver the message's dataset into `sink` (space() -> a writable memoryview, advance(n)).
+
+        A large fragment goes from the socket straight into the sink's buffer, so its bytes
+        are copied once, by the kernel; small ones are read many per system call and copied.
+        """
+        wire = self.wire
+        limit = self.max_pdu or UNLIMITED_PDU_CAP
+        while self._in_dataset:
+            if not self._pdvs:
+                pdata = wire.peek_pdata()
+                if pdata:
+                    pdu_length, pdv_length, ctx, control = pdata
+                    alone = pdu_length == pdv_length + 4  # one PDV fills the PDU (DCMTK, pynetdicom)
+                    if alone and DIRECT_FRAGMENT <= pdv_length - 2 and pdu_length <= limit:
+                        self._check_dataset_fragment(message, ctx, control)
+                        wire.skip(PDATA_HEADERS)
+                        self._receive_into(sink, pdv_length - 2)
+                        continue
+            ctx, control, data = self._next_pdv()
+            self._check_dataset_fragment(message, ctx, control)
+            self._copy_into(sink, data)
+
+    def _receive_into(self, sink, length: int) -> None:
+        while length:
+            space = sink.space()
+            take = min(len(space), length)
+            self.wire.read_into(space[:take], lookahead=PDATA_HEADERS)
+            sink.advance(take)
+            length -= take
+
+    @staticmethod
+    def _copy_into(sink, data: memoryview) -> None:
+        while len(data):
+            space = sink.space()
+            take = min(len(space), len(data))
+            space[:take] = data[:take]
+            sink.advance(take)
+            data = data[take:]
+
+    def skip_dataset(self) -> None:
+        """Read the dataset off the wire and drop it (the request was refused)."""
+        while self._in_dataset:
+            ctx, control, _ = self._next_pdv()
+            if control & 0x01:
+                raise ProtocolError("command fragment received inside a dataset")
+            if control & 0x02:
+                self._in_dataset = False
 
     def pending(self) -> bool:
         """True when a PDV or bytes from the peer wait to be read (used to notice C-CANCEL)."""

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from server_under_test.index import Index, InstanceRecord, create_schema
-from server_under_test.storage import DIRECT_BUFFER, TEMP_PREFIX, BadUID, FileStore, supports_direct_io
+from server_under_test.storage import STAGING_BUFFER, TEMP_PREFIX, BadUID, FileStore, supports_direct_io
 
 
 def _record(sop="1.2.3.4", path="/x", series="1.2.3.2", study="1.2.3.1") -> InstanceRecord:
@@ -27,8 +27,8 @@ def _stream(store: FileStore, path, chunks: list, header: bytes = b"") -> int:
 
 
 @pytest.mark.parametrize("direct_io", [True, False], ids=["o_direct", "page_cache"])
-@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, DIRECT_BUFFER - 1, DIRECT_BUFFER, DIRECT_BUFFER + 1,
-                                  2 * DIRECT_BUFFER + 123])
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, STAGING_BUFFER - 1, STAGING_BUFFER, STAGING_BUFFER + 1,
+                                  2 * STAGING_BUFFER + 123])
 def test_streamed_files_hold_exactly_the_bytes_sent(tmp_path, direct_io, size):
     store = FileStore(tmp_path, direct_io=direct_io)
     assert store.direct_io == (direct_io and supports_direct_io(tmp_path))
