@@ -1,9 +1,10 @@
 """The SQLite index: patients, studies, series, instances, tier usage.
 
-WAL mode: readers (C-FIND, retrieves) never block the writer. Writes go through a group
-committer: concurrent stores in one process share one transaction and one fsync of the
-WAL, and each caller returns only after its row is committed (synchronous=FULL makes the
-commit durable). Study and series rows carry their counts (NumberOf...Related...) so
+WAL mode: readers (C-FIND, retrieves) never block the writer. Writes are group-committed:
+concurrent stores in one process share one transaction and one fsync of the WAL, and each
+caller returns only after its row is committed (synchronous=FULL makes the commit durable).
+No committer thread: the first caller to find no commit running commits everything queued
+(a thread hand-off per store costs more than the commit itself when a batch holds one row). Study and series rows carry their counts (NumberOf...Related...) so
 queries on a large index never count rows.
 """
 
@@ -222,12 +223,12 @@ def apply_record(db, r: InstanceRecord) -> str | None:
 
 
 class _Pending:
-    __slots__ = ("record", "sync_dirs", "done", "result", "error")
+    __slots__ = ("record", "sync_dirs", "finished", "result", "error")
 
     def __init__(self, record: InstanceRecord, sync_dirs: tuple):
         self.record = record
         self.sync_dirs = sync_dirs
-        self.done = threading.Event()
+        self.finished = False
         self.result = None
         self.error: BaseException | None = None
 
@@ -241,43 +242,46 @@ class Index:
         self._writer = connect(path, synchronous)
         self._queue: list[_Pending] = []
         self._cv = threading.Condition()
+        self._committing = False
         self._closed = False
         self._local = threading.local()
         self.commits = 0
-        self._thread = threading.Thread(target=self._commit_loop, name="index-committer", daemon=True)
-        self._thread.start()
 
     # -- writes ------------------------------------------------------------------------
     def add(self, record: InstanceRecord, sync_dirs: tuple = (), timeout: float = 120.0) -> str | None:
         """Commit one instance row (durably); return the path of a file it replaced, if any.
 
-        `sync_dirs` are folders whose new entries must be durable before the row is: the
-        committer fsyncs each once per batch, so concurrent stores into one study share it.
+        `sync_dirs` are folders whose new entries must be durable before the row is: each
+        is fsynced once per batch, so concurrent stores into one study share it.
         """
         pending = _Pending(record, sync_dirs)
+        deadline = time.monotonic() + timeout
         with self._cv:
             if self._closed:
                 raise RuntimeError("index is closed")
             self._queue.append(pending)
-            self._cv.notify()
-        if not pending.done.wait(timeout):
-            raise TimeoutError("index commit did not finish in time")
+            while not pending.finished:
+                if self._committing:  # another caller is committing: it or the next leader takes ours
+                    if not self._cv.wait(max(0.0, deadline - time.monotonic())) and pending in self._queue:
+                        self._queue.remove(pending)  # never committed, so the caller may treat it as failed
+                        raise TimeoutError("index commit did not start in time")
+                    continue
+                self._committing = True
+                batch, self._queue = self._queue, []
+                self._cv.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cv.acquire()
+                    self._committing = False
+                    self._cv.notify_all()
         if pending.error:
             raise pending.error
         return pending.result
 
-    def _commit_loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._queue and not self._closed:
-                    self._cv.wait()
-                if not self._queue and self._closed:
-                    return
-                batch, self._queue = self._queue, []
-            self._commit(batch)
-
     def _commit(self, batch: list[_Pending]) -> None:
         db = self._writer
+        settled = False  # every item has its result or its error
         try:
             for folder in {d for item in batch for d in item.sync_dirs}:
                 fsync_path(folder)
@@ -293,6 +297,7 @@ class Index:
                     item.error = exc
             db.execute("COMMIT")
             self.commits += 1
+            settled = True
         except Exception as exc:
             try:
                 db.execute("ROLLBACK")
@@ -300,8 +305,12 @@ class Index:
                 pass
             for item in batch:
                 item.error = item.error or exc
-        for item in batch:
-            item.done.set()
+            settled = True
+        finally:
+            for item in batch:
+                if not settled:
+                    item.error = item.error or RuntimeError("the index commit was interrupted")
+                item.finished = True
 
     # -- reads -------------------------------------------------------------------------
     @property
@@ -332,6 +341,5 @@ class Index:
     def close(self) -> None:
         with self._cv:
             self._closed = True
-            self._cv.notify_all()
-        self._thread.join(timeout=30)
+            self._cv.wait_for(lambda: not self._committing and not self._queue, timeout=30)
         self._writer.close()
