@@ -125,8 +125,8 @@ class Wire:
         """Consume `length` bytes already buffered (headers that peek_pdata returned)."""
         self._start += length
 
-    def _take(self, length: int) -> memoryview:
-        self._fill(length)
+    def _take(self, length: int, greedy: bool = True) -> memoryview:
+        self._fill(length, greedy)
         view = self._view[self._start:self._start + length]
         self._start += length
         return view
@@ -141,9 +141,9 @@ class Wire:
             return False
         return available >= 6 + struct.unpack_from(">I", self._buffer, self._start + 2)[0]
 
-    def read_pdu(self, max_length: int) -> tuple[int, memoryview]:
+    def read_pdu(self, max_length: int, greedy: bool = True) -> tuple[int, memoryview]:
         """Return (PDU type, body). `max_length` bounds the body (0 = our sanity cap)."""
-        header = self._take(6)
+        header = self._take(6, greedy)
         pdu_type, length = header[0], struct.unpack(">I", header[2:6])[0]
         if pdu_type not in PDU_NAMES:
             raise ProtocolError(f"unknown PDU type 0x{pdu_type:02X}")
@@ -152,7 +152,7 @@ class Wire:
             raise ProtocolError(f"P-DATA-TF of {length} bytes exceeds the maximum length {limit}")
         if length > UNLIMITED_PDU_CAP:
             raise ProtocolError(f"{PDU_NAMES[pdu_type]} claims {length} bytes")
-        return pdu_type, self._take(length)
+        return pdu_type, self._take(length, greedy)
 
     def send_all(self, parts: list) -> None:
         """Send every byte of every part (sendmsg gathers them in one system call)."""
@@ -262,9 +262,9 @@ class MessageReader:
         self._pdvs: deque = deque()
         self._in_dataset = False
 
-    def _next_pdv(self) -> tuple[int, int, memoryview]:
+    def _next_pdv(self, greedy: bool = True) -> tuple[int, int, memoryview]:
         while not self._pdvs:
-            pdu_type, body = self.wire.read_pdu(self.max_pdu)
+            pdu_type, body = self.wire.read_pdu(self.max_pdu, greedy)
             if pdu_type == P_DATA_TF:
                 self._pdvs.extend(split_pdvs(body))
             elif pdu_type == A_RELEASE_RQ:
@@ -352,7 +352,8 @@ class MessageReader:
             raise RuntimeError("the previous message's dataset was not consumed")
         command_bytes = bytearray()
         while True:
-            ctx, control, data = self._next_pdv()
+            # Not greedy: the dataset behind the command is better received straight into its file.
+            ctx, control, data = self._next_pdv(greedy=False)
             if not control & 0x01:
                 raise ProtocolError("dataset fragment received before the command set was complete")
             command_bytes += data
