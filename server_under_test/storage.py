@@ -17,6 +17,7 @@ page cache as before; /status says per tier which way is in effect.
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 import re
@@ -210,8 +211,8 @@ class FileStore:
             raise incoming.error
         return incoming.commit(path, replace=True)
 
-    def incoming(self, header: bytes, keep_head: int = 0) -> "IncomingFile":
-        return IncomingFile(self, header, keep_head)
+    def incoming(self, header: bytes, keep_head: int = 0, overflow: tuple = ()) -> "IncomingFile":
+        return IncomingFile(self, header, keep_head, overflow)
 
     def commit(self, temp: Path, path: Path, replace: bool, sync_folder: bool = True) -> None:
         """Move a complete (fsynced) temp file to its final name; fsync the folder unless told
@@ -248,16 +249,22 @@ class FileStore:
         return count
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 class IncomingFile:
     """A file streamed to disk as it arrives, under a temporary name, until commit or discard.
 
-    It is a sink for MessageReader.stream_dataset (space, advance). Write errors (a full
-    disk) are remembered, not raised: the rest of a C-STORE dataset must still be read off
-    the wire before the failure status can be sent.
+    It is a sink for MessageReader.stream_dataset (space, advance). When its file system
+    fills up mid-stream and `overflow` names further stores (the next tiers), the bytes
+    written so far are copied there and the stream carries on; the store it ends on is
+    `store`. Other write errors are remembered, not raised: the rest of a C-STORE dataset
+    must still be read off the wire before the failure status can be sent.
     """
 
-    def __init__(self, store: FileStore, header: bytes, keep_head: int = 0):
+    def __init__(self, store: FileStore, header: bytes, keep_head: int = 0, overflow: tuple = ()):
         self.store = store
+        self.overflow = list(overflow)
         self.path = store.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         self.header_size = len(header)
         self.size = 0
@@ -265,11 +272,48 @@ class IncomingFile:
         self.fd: int | None = None
         self._writer = StagedWriter(None, store.direct_io, keep_head and len(header) + keep_head)
         try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (os.O_DIRECT if store.direct_io else 0)
-            self.fd = self._writer.fd = os.open(self.path, flags, 0o644)
+            self.fd = self._writer.fd = self._open(store, self.path)
         except OSError as exc:
-            self.error = exc
+            if not (exc.errno in FULL and self._move_to_next_tier()):
+                self.error = exc
         self.write([header])
+
+    @staticmethod
+    def _open(store: FileStore, path: Path) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (os.O_DIRECT if store.direct_io else 0)
+        return os.open(path, flags, 0o644)
+
+    def _move_to_next_tier(self) -> bool:
+        """The file system is full: continue on the next store with room, bytes written so far included."""
+        written = self._writer.offset
+        while self.overflow:
+            store = self.overflow.pop(0)
+            path = store.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except OSError:
+                continue
+            try:
+                with open(self.path, "rb") as source:
+                    copied = 0
+                    while copied < written:
+                        block = source.read(min(4 << 20, written - copied))
+                        if not block:
+                            raise OSError(errno.EIO, "the partial file is shorter than what was written")
+                        copied += os.write(fd, block)
+                if store.direct_io:  # the rest is appended at aligned offsets, as before
+                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
+            except OSError:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+                continue
+            if self.fd is not None:
+                os.close(self.fd)
+                self.path.unlink(missing_ok=True)
+            self.store, self.path, self.fd = store, path, fd
+            self._writer.fd, self._writer.direct = fd, store.direct_io
+            return True
+        return False
 
     @property
     def head(self) -> bytes:
@@ -277,11 +321,12 @@ class IncomingFile:
         return self._writer.head[self.header_size:]
 
     def space(self) -> memoryview:
-        if self.error is None:
+        while self.error is None:
             try:
                 return self._writer.space()
             except OSError as exc:
-                self.error = exc
+                if not (exc.errno in FULL and self._move_to_next_tier()):
+                    self.error = exc
         self._writer.drop_staged()
         return self._writer.space()
 
@@ -303,11 +348,13 @@ class IncomingFile:
         """Write out what is still staged: after this the file on disk holds every byte written."""
         if self._writer is None:
             return
-        try:
-            if self.error is None:
+        while self.error is None:
+            try:
                 self._writer.finish()
-        except OSError as exc:
-            self.error = exc
+                break
+            except OSError as exc:
+                if not (exc.errno in FULL and self._move_to_next_tier()):
+                    self.error = exc
         self._writer.close()
 
     def discard(self) -> None:

@@ -96,9 +96,10 @@ class StoreService:
             reader.skip_dataset()
             return StoreOutcome(OUT_OF_RESOURCES, "every storage tier is at capacity")
         transfer_syntax = UID(context.transfer_syntax[0])
-        tier = candidates[0]
+        stores = [self.tiers.stores[t] for t in candidates]
         header = file_header(sop_class, sop_uid, transfer_syntax, assoc.calling_ae)
-        incoming = self.tiers.stores[tier].incoming(header, keep_head=HEAD_BYTES)
+        # A tier whose file system fills up mid-stream hands the instance on to the next one.
+        incoming = stores[0].incoming(header, keep_head=HEAD_BYTES, overflow=stores[1:])
         try:
             reader.stream_dataset(message, incoming)
             incoming.finish()
@@ -109,8 +110,9 @@ class StoreService:
             incoming.discard()
             error = incoming.error
             reason = "disk full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (error.strerror or str(error))
-            log.warning("cannot write %s on tier %s: %s", sop_uid, self.tiers.tiers[tier].name, reason)
+            log.warning("cannot write %s on tier %s: %s", sop_uid, incoming.store.root, reason)
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {reason}")
+        tier = self.tiers.stores.index(incoming.store)
         outcome = self._place(incoming, incoming.head, tier, sop_class, sop_uid, transfer_syntax)
         if outcome.status != SUCCESS or outcome.size == 0:
             incoming.discard()

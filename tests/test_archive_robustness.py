@@ -284,6 +284,42 @@ def test_full_disk_gets_a700_and_loses_nothing(tmp_path, tiny_disk, tiny_studies
     assert not list(tiny_disk.rglob(".tmp-*"))
 
 
+@pytest.mark.parametrize("direct_io", [True, False], ids=["o_direct", "page_cache"])
+def test_a_file_system_that_fills_mid_stream_hands_the_file_to_the_next_tier(tmp_path, tiny_disk, direct_io):
+    from server_under_test.storage import TEMP_PREFIX, FileStore
+
+    first, second = FileStore(tiny_disk, direct_io=direct_io), FileStore(tmp_path / "tier2", direct_io=direct_io)
+    data = random.Random(3).randbytes(5 << 20)  # more than the 3 MB tmpfs holds
+    incoming = first.incoming(b"HEADER", overflow=[second])
+    incoming.write([data[i:i + 100_000] for i in range(0, len(data), 100_000)])
+    path = second.path_for("1.2", "1.3", "1.4")
+    assert incoming.error is None and incoming.store is second
+    assert incoming.commit(path, replace=True) == len(data) + 6
+    assert path.read_bytes() == b"HEADER" + data
+    assert not list(tiny_disk.rglob(f"{TEMP_PREFIX}*")) and not list(second.root.rglob(f"{TEMP_PREFIX}*"))
+
+
+def test_a_full_first_tier_sends_stores_to_the_second_and_loses_nothing(tmp_path, tiny_disk, tiny_studies):
+    config = tmp_path / "tiers.toml"
+    config.write_text(f'[[tiers]]\nname = "small"\npath = "{tiny_disk}"\n\n'
+                      f'[[tiers]]\nname = "big"\npath = "{tmp_path / "big"}"\n')
+    archive = start_archive(tmp_path / "archive", "--config", str(config))
+    sent = {}
+    try:
+        assoc, _ = client(archive)
+        for _, ds in unique_copies(sorted(tiny_studies.rglob("*.dcm")), 3):
+            assert assoc.send_c_store(ds).Status == 0
+            sent[ds.SOPInstanceUID] = ds.PixelData
+        assoc.release()
+        rows = index_rows(archive)
+    finally:
+        archive.stop()
+    assert set(rows) == set(sent)
+    assert {tier for _, tier in rows.values()} == {0, 1}  # both tiers hold instances
+    assert all(dcmread(path).PixelData == sent[uid] for uid, (path, _) in rows.items())
+    assert not list(tiny_disk.rglob(".tmp-*")) and not list((tmp_path / "big").rglob(".tmp-*"))
+
+
 def test_sigterm_finishes_the_store_in_flight(tmp_path, tiny_studies):
     from server_under_test.association import release, request
     from server_under_test.dimse import Command, encode_command
