@@ -23,6 +23,7 @@ import os
 import re
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from server_under_test.config import Tier
@@ -87,19 +88,52 @@ def _give_back_staging_buffer(buffer: mmap.mmap) -> None:
     free = getattr(_staging, "free", None)
     if free is None:
         free = _staging.free = []
-    if len(free) < 2:
+    if len(free) < 4:
         free.append(buffer)
 
 
-class StagedWriter:
-    """Appends to a file through a reused staging buffer, a megabyte per write.
+_write_behind: ThreadPoolExecutor | None = None
 
-    Callers either hand over chunks (write) or receive straight into the buffer (space,
+
+def _write_behind_pool() -> ThreadPoolExecutor:
+    """Threads that write full buffers while the connection thread receives into the other one."""
+    global _write_behind
+    if _write_behind is None:
+        _write_behind = ThreadPoolExecutor(max_workers=16, thread_name_prefix="write-behind")
+    return _write_behind
+
+
+def _forget_write_behind_pool() -> None:  # a forked worker must not use its parent's (thread-less) pool
+    global _write_behind
+    _write_behind = None
+
+
+os.register_at_fork(after_in_child=_forget_write_behind_pool)
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int, direct: bool) -> None:
+    done = 0
+    while done < len(view):
+        written = os.pwrite(fd, view[done:], offset + done)
+        if written <= 0 or (direct and written % DIRECT_ALIGNMENT and done + written < len(view)):
+            raise OSError(errno.EIO, f"short write: {written} of {len(view) - done} bytes")
+        done += written
+
+
+class StagedWriter:
+    """Appends to a file through two reused staging buffers, a megabyte per write.
+
+    Callers either hand over chunks (write) or receive straight into a buffer (space,
     then advance), which is how C-STORE datasets arrive without a copy in user space.
-    With O_DIRECT the buffer is page-aligned and every write but the last a multiple of
-    the alignment; finish() pads the tail and truncates the file back to its true size.
-    The first `keep_head` bytes are kept (the file meta and the attributes the index
-    needs) before they leave the buffer.
+    A full buffer is written by a write-behind thread while the caller fills the other,
+    so the disk and the network work at the same time. With O_DIRECT the buffers are
+    page-aligned and every write but the last a multiple of the alignment; finish() pads
+    the tail and truncates the file back to its true size. The first `keep_head` bytes
+    are kept (the file meta and the attributes the index needs) before they leave.
+
+    `offset` counts the bytes known to be on disk; a write-behind that failed is redone
+    in the caller's thread by the next space() or finish(), after the caller has had a
+    chance to move the file elsewhere (a full tier).
     """
 
     def __init__(self, fd: int | None, direct: bool, keep_head: int = 0):
@@ -107,15 +141,17 @@ class StagedWriter:
         self.direct = direct
         self.keep_head = keep_head
         self.head = b""
-        self._buffer = _take_staging_buffer()
-        self.view = memoryview(self._buffer)
+        self._buffers = [_take_staging_buffer(), _take_staging_buffer()]
+        self._current = 0
+        self.view = memoryview(self._buffers[0])
         self.staged = 0
         self.offset = 0
+        self._pending = None  # (future or None when it must be redone here, view)
 
     def space(self) -> memoryview:
-        """The free part of the buffer (never empty: a full buffer is written out first)."""
+        """Free room in the current buffer (never empty: a full buffer is handed on first)."""
         if self.staged == len(self.view):
-            self._flush(self.staged)
+            self._hand_over()
         return self.view[self.staged:]
 
     def advance(self, count: int) -> None:
@@ -135,37 +171,71 @@ class StagedWriter:
         return total
 
     def finish(self) -> None:
+        self._complete_pending()
         if not self.staged:
             return
+        self._keep_head()
         if not self.direct:
-            self._flush(self.staged)
+            _pwrite_all(self.fd, self.view[:self.staged], self.offset, False)
+            self.offset += self.staged
+            self.staged = 0
             return
         size = self.offset + self.staged
         padded = -(-self.staged // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
         self.view[self.staged:padded] = bytes(padded - self.staged)
-        self._flush(padded)
+        _pwrite_all(self.fd, self.view[:padded], self.offset, True)
         os.ftruncate(self.fd, size)
+        self.offset, self.staged = size, 0
 
     def drop_staged(self) -> None:
         """Forget what is staged (after a write error the rest is only read off the wire)."""
+        self._forget_pending()
         self.staged = 0
 
     def close(self) -> None:
-        if self._buffer is not None:
+        if self._buffers:
+            self._forget_pending()
             self.view = None
-            _give_back_staging_buffer(self._buffer)
-            self._buffer = None
+            for buffer in self._buffers:
+                _give_back_staging_buffer(buffer)
+            self._buffers = []
 
-    def _flush(self, length: int) -> None:
-        if self.offset == 0 and self.keep_head:
+    def _forget_pending(self) -> None:
+        if self._pending and self._pending[0] is not None:
+            try:  # its buffer may be reused only once the write is over
+                self._pending[0].result()
+            except OSError:
+                pass
+        self._pending = None
+
+    def _keep_head(self) -> None:
+        if self.offset == 0 and self._pending is None and self.keep_head:
             self.head = bytes(self.view[:min(self.staged, self.keep_head)])
-        done = 0
-        while done < length:
-            written = os.pwrite(self.fd, self.view[done:length], self.offset + done)
-            if written <= 0 or (self.direct and written % DIRECT_ALIGNMENT and done + written < length):
-                raise OSError(errno.EIO, f"short write: {written} of {length - done} bytes")
-            done += written
-        self.offset += length
+
+    def _complete_pending(self) -> None:
+        """Wait for the write-behind; redo a failed one here (raising if it fails again)."""
+        if self._pending is None:
+            return
+        future, view = self._pending
+        if future is not None:
+            try:
+                future.result()
+            except OSError:
+                self._pending = (None, view)
+                raise
+        else:
+            _pwrite_all(self.fd, view, self.offset, self.direct)
+        self._pending = None
+        self.offset += len(view)
+
+    def _hand_over(self) -> None:
+        self._complete_pending()
+        self._keep_head()
+        full = self.view
+        future = _write_behind_pool().submit(_pwrite_all, self.fd, full, self.offset, self.direct)
+        self._pending = (future, full)
+        self._current ^= 1
+        self.view = memoryview(self._buffers[self._current])
         self.staged = 0
 
 

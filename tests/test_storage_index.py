@@ -73,6 +73,7 @@ def test_a_write_the_os_refuses_is_remembered_and_commit_leaves_nothing(tmp_path
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
     try:
         incoming.write([bytes(3 << 20)])
+        incoming.finish()  # every write, the write-behind ones included, happens under the limit
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous_handler)
