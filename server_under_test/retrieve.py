@@ -2,8 +2,11 @@
 
 C-GET sends on the requestor's own association (it proposed storage contexts with the SCP
 role); C-MOVE opens a new association to a destination from the AE table. Stored files go
-out with sendfile when the negotiated transfer syntax is the stored one; between
-uncompressed syntaxes the dataset is re-encoded; anything else fails that sub-operation.
+out with sendfile when the negotiated transfer syntax is the stored one. A peer that takes
+only uncompressed syntaxes gets the dataset re-encoded, and decompressed first if it was
+stored compressed (through pydicom's decoders, so numpy and the codec plugins must be
+installed: a guest image without them fails that sub-operation, with a log line that says
+why). Nothing is ever compressed on the way out.
 """
 
 from __future__ import annotations
@@ -84,11 +87,25 @@ def pick_context(assoc: Association, sop_class: str, stored_syntax: str, as_scu_
     for cx in usable:
         if cx.transfer_syntax[0] == stored_syntax:
             return cx
-    if _is_uncompressed(stored_syntax):
-        for cx in usable:
-            if _is_uncompressed(cx.transfer_syntax[0]):
-                return cx
+    for cx in usable:
+        if _is_uncompressed(cx.transfer_syntax[0]):
+            return cx
     return None
+
+
+class CannotTranscode(Exception):
+    """The stored instance cannot be turned into the syntax the peer accepted."""
+
+
+def transcoded(path: str, target: UID) -> bytes:
+    """The stored dataset in an uncompressed `target` syntax (decompressed first if need be)."""
+    ds = dcmread(path)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        try:  # keep the SOP Instance UID: this is the same instance, only its encoding changes
+            ds.decompress(generate_instance_uid=False)
+        except Exception as exc:  # no numpy, no decoder plugin, or corrupt compressed data
+            raise CannotTranscode(f"cannot decompress {ds.file_meta.TransferSyntaxUID.name}: {exc}") from None
+    return encode(ds, target.is_implicit_VR, target.is_little_endian)
 
 
 def send_instance(assoc: Association, reader: MessageReader, context: PresentationContext, message_id: int,
@@ -113,8 +130,11 @@ def send_instance(assoc: Association, reader: MessageReader, context: Presentati
         with open(path, "rb") as f:
             wire.send_pdata_file(cx_id, f, offset, length, max_pdu)
     else:
-        ds = dcmread(path)
-        data = encode(ds, target_syntax.is_implicit_VR, target_syntax.is_little_endian)
+        try:
+            data = transcoded(path, target_syntax)
+        except CannotTranscode as exc:
+            log.warning("sub-operation for %s failed: %s", sop_uid, exc)
+            return UNABLE_TO_PROCESS
         wire.send_pdata(cx_id, True, [encode_command(command)], max_pdu)
         wire.send_pdata(cx_id, False, [data], max_pdu)
     while True:

@@ -23,9 +23,9 @@ def dataset_bytes(path: Path) -> bytes:
     return data[144 + meta_length:]
 
 
-def storescu(archive, files) -> None:
+def storescu(archive, files, *options: str) -> None:
     tool = require_tool("/usr/bin/storescu", "dcmtk")
-    result = subprocess.run([tool, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), *map(str, files)],
+    result = subprocess.run([tool, *options, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), *map(str, files)],
                             capture_output=True, text=True, timeout=120, env=NODELAY)
     assert result.returncode == 0, result.stderr
 
@@ -129,3 +129,32 @@ def test_move_to_an_unknown_destination_fails_cleanly(stored_study):
     assert result.returncode != 0 and "MoveDestinationUnknown" in result.stderr
     with sqlite3.connect(archive.index) as db:
         assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == len(files)
+
+
+def test_get_decompresses_for_a_peer_that_takes_only_uncompressed(tmp_path, tiny_studies):
+    """Stored as sent (JPEG-LS), retrieved by DCMTK getscu, which proposes only uncompressed syntaxes."""
+    from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
+
+    getscu = require_tool("/usr/bin/getscu", "dcmtk")
+    source = dcmread(sorted((tiny_studies / "study-0000").glob("*.dcm"))[0])
+    original_pixels = source.pixel_array.copy()
+    source.compress(JPEGLSLossless, generate_instance_uid=False)
+    compressed = tmp_path / "jpegls.dcm"
+    source.save_as(compressed, enforce_file_format=True)
+    archive = start_archive(tmp_path / "archive")
+    try:
+        storescu(archive, [compressed], "-xt")  # propose JPEG-LS lossless
+        with sqlite3.connect(archive.index) as db:
+            assert db.execute("SELECT transfer_syntax FROM instance").fetchone()[0] == JPEGLSLossless  # as sent
+        out = tmp_path / "got"
+        out.mkdir()
+        result = subprocess.run([getscu, "-S", "+B", "-aec", archive.ae_title, "-od", str(out), "-k",
+                                 "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={source.StudyInstanceUID}",
+                                 "127.0.0.1", str(archive.port)], capture_output=True, text=True, timeout=120)
+    finally:
+        archive.stop()
+    assert result.returncode == 0, result.stderr
+    [received] = [dcmread(p) for p in out.iterdir()]
+    assert received.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert received.SOPInstanceUID == source.SOPInstanceUID
+    assert (received.pixel_array == original_pixels).all()
