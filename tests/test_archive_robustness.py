@@ -123,7 +123,9 @@ def test_tiers_migrate_while_storing_querying_and_retrieving(tmp_path, tiny_stud
     config = tmp_path / "tiers.toml"
     config.write_text(
         "migration_interval = 0.2\nmigration_min_age = 0.3\n"
-        '[[tiers]]\nname = "fast"\npath = "fast"\ncapacity = "6 MB"\nhigh_watermark = 0.7\nlow_watermark = 0.4\n'
+        # A study here is 3.4 MB: the low watermark (4.8 MB) keeps at least one study on the
+        # fast tier after every migration, whatever the timing (at 6 MB it could empty it).
+        '[[tiers]]\nname = "fast"\npath = "fast"\ncapacity = "12 MB"\nhigh_watermark = 0.7\nlow_watermark = 0.4\n'
         '[[tiers]]\nname = "slow"\npath = "slow"\n'
     )
     archive = start_archive(tmp_path / "archive", "--config", str(config), "--metrics-port", "0")
