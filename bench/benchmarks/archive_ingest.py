@@ -9,8 +9,9 @@ round (in rotated order) and every round uses fresh UIDs.
 
     python -m bench.benchmarks.archive_ingest [--instances 100] [--rounds 3] [--page-cache-archive]
 
-Prints instances/s per target and round, the medians, and the ratios the archive issue
-asks for (goal: >= 2x Orthanc, >= 50% of the plain writers). Not a test: figures depend on
+Prints instances/s per target and round, the medians, the CPU each server and its clients
+used per instance (from /proc: why one target is faster than another on a shared machine),
+and the ratios the archive issue asks for (goal: >= 2x Orthanc, >= 50% of the plain writers). Not a test: figures depend on
 the machine and its neighbours, which is why everything is measured in the same run.
 """
 
@@ -20,6 +21,7 @@ import argparse
 import json
 import mmap
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -71,6 +73,36 @@ def write_round(folder: Path, count: int, pixels: np.ndarray) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_cpu(root: int) -> float:
+    """CPU seconds used so far by a process and its descendants (reaped children included)."""
+    stats, children = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(entry.name)
+        stats[pid] = sum(int(v) for v in fields[11:15]) / TICK  # utime, stime, cutime, cstime
+        children.setdefault(int(fields[1]), []).append(pid)
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        total += stats.get(pid, 0.0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def clients_cpu() -> float:
+    """CPU seconds of this process's reaped children (the storescu clients)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def storescu_parallel(files: list[Path], port: int, ae_title: str, associations: int) -> float:
@@ -209,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     writers = {"plain-fsync-writers": False, "plain-direct-writers": True}
     names = [s.name for s in servers] + list(writers)
     rates: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[tuple[float, float]]] = {s.name: [] for s in servers}  # (server, clients) ms per instance
     try:
         for round_number in range(args.rounds):
             files = write_round(work / f"round-{round_number}", args.instances, pixels)
@@ -218,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
                     seconds = plain_writers(files, work / f"{name}-{round_number}", args.associations, writers[name])
                 else:
                     server = next(s for s in servers if s.name == name)
+                    server_before, clients_before = process_tree_cpu(server.process.pid), clients_cpu()
                     seconds = storescu_parallel(files, server.port, server.ae_title, args.associations)
+                    cpu[name].append((1000 * (process_tree_cpu(server.process.pid) - server_before) / args.instances,
+                                      1000 * (clients_cpu() - clients_before) / args.instances))
                 rates[name].append(args.instances / seconds)
                 print(f"round {round_number + 1} {name:22s} {args.instances / seconds:8.1f} instances/s "
                       f"({seconds:.2f} s)", flush=True)
@@ -232,8 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     mb = 2.1  # MB per instance (1024x1024x2 bytes plus header)
     print(f"\n{args.instances} x 2 MB XA instances, {args.associations} associations, {args.rounds} rounds (median):")
     for name in names:
+        cpu_note = ""
+        if cpu.get(name):
+            server_ms = statistics.median(c[0] for c in cpu[name])
+            clients_ms = statistics.median(c[1] for c in cpu[name])
+            cpu_note = f"  CPU per instance: server {server_ms:.1f} ms, clients {clients_ms:.1f} ms"
         print(f"  {name:22s} {medians[name]:8.1f} instances/s  {medians[name] * mb:7.1f} MB/s  "
-              f"(min {min(rates[name]):.1f}, max {max(rates[name]):.1f})")
+              f"(min {min(rates[name]):.1f}, max {max(rates[name]):.1f}){cpu_note}")
     ours = medians["reference-archive"]
     limit = max(medians[name] for name in writers)
     print(f"  reference archive / Orthanc              = {ours / medians['orthanc']:.2f}x (goal >= 2.0x)")
