@@ -459,6 +459,11 @@ class TierSet:
         self.tiers = tiers
         self.stores = [FileStore(t.path, fsync, direct_io) for t in tiers]
 
+    @property
+    def bounded(self) -> bool:
+        """Does any tier have a capacity (so placement needs the usage figures)?"""
+        return any(tier.capacity for tier in self.tiers)
+
     def candidates(self, usage: dict[int, tuple[int, int]]) -> list[int]:
         """Tier numbers to try, in order: those not yet at capacity."""
         out = []

@@ -91,7 +91,8 @@ class StoreService:
         if context is None or context.abstract_syntax != sop_class:
             reader.skip_dataset()
             return StoreOutcome(SOP_CLASS_NOT_SUPPORTED, f"no accepted presentation context for {sop_class}")
-        candidates = self.tiers.candidates(self.index.tier_usage())
+        usage = self.index.tier_usage() if self.tiers.bounded else {}  # a query per store only when it matters
+        candidates = self.tiers.candidates(usage)
         if not candidates:
             reader.skip_dataset()
             return StoreOutcome(OUT_OF_RESOURCES, "every storage tier is at capacity")
