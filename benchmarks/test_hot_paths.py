@@ -10,6 +10,8 @@ from pydicom import dcmwrite
 
 from pydicom.dataset import Dataset
 
+from pynetdicom.dsutils import decode
+
 from server_under_test.index import Index, InstanceRecord, create_schema
 from server_under_test.query import STUDY_ROOT_FIND, find
 
@@ -92,5 +94,7 @@ def test_index_query(benchmark, index):
     def query() -> list:
         return list(find(index.reader, identifier, STUDY_ROOT_FIND, "PACSBENCH"))
 
-    matches = benchmark(query)
-    assert len(matches) == 1 and int(matches[0].NumberOfStudyRelatedInstances) == 50
+    matches = benchmark(query)  # encoded identifiers (explicit VR little endian), as the archive sends them
+    assert len(matches) == 1
+    answer = decode(io.BytesIO(matches[0]), False, True)
+    assert int(answer.NumberOfStudyRelatedInstances) == 50
