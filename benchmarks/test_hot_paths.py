@@ -7,9 +7,7 @@ import itertools
 
 import pytest
 from pydicom import dcmwrite
-
 from pydicom.dataset import Dataset
-
 from pynetdicom.dsutils import decode
 
 from server_under_test.index import Index, InstanceRecord, create_schema
