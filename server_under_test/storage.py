@@ -364,13 +364,14 @@ class IncomingFile:
             except OSError:
                 continue
             try:
-                with open(self.path, "rb") as source:
-                    copied = 0
-                    while copied < written:
-                        block = source.read(min(4 << 20, written - copied))
-                        if not block:
-                            raise OSError(errno.EIO, "the partial file is shorter than what was written")
-                        copied += os.write(fd, block)
+                if written:  # (nothing yet when the full disk refused to even create the file)
+                    with open(self.path, "rb") as source:
+                        copied = 0
+                        while copied < written:
+                            block = source.read(min(4 << 20, written - copied))
+                            if not block:
+                                raise OSError(errno.EIO, "the partial file is shorter than what was written")
+                            copied += os.write(fd, block)
                 if store.direct_io:  # the rest is appended at aligned offsets, as before
                     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
             except OSError:

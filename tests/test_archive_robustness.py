@@ -250,18 +250,32 @@ def test_calling_ae_not_on_the_allow_list_is_rejected(tmp_path):
     assert good.returncode == 0
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 3 MB tmpfs: a disk that really fills up (needs root, as CI has)."""
-    mount_point = tmp_path / "tiny-disk"
+def mount_tmpfs(mount_point: Path, options: str) -> Path:
+    """A small tmpfs: a disk that really fills up (needs root, as CI has)."""
     mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
                             capture_output=True, text=True)
     if result.returncode != 0:
         message = f"cannot mount a tmpfs to fill: {result.stderr.strip()}"
         if REQUIRE_TOOLS:
             pytest.fail(message)
         pytest.skip(message)
+    return mount_point
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 3 MB tmpfs."""
+    mount_point = mount_tmpfs(tmp_path / "tiny-disk", "size=3m")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)])
+
+
+@pytest.fixture
+def no_inodes_left(tmp_path):
+    """A tmpfs where not one more file can be created (ENOSPC at open)."""
+    mount_point = mount_tmpfs(tmp_path / "no-inodes", "size=3m,nr_inodes=3")
+    (mount_point / "taken").write_bytes(b"")
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)])
 
@@ -299,6 +313,18 @@ def test_a_file_system_that_fills_mid_stream_hands_the_file_to_the_next_tier(tmp
     assert incoming.commit(path, replace=True) == len(data) + 6
     assert path.read_bytes() == b"HEADER" + data
     assert not list(tiny_disk.rglob(f"{TEMP_PREFIX}*")) and not list(second.root.rglob(f"{TEMP_PREFIX}*"))
+
+
+def test_a_tier_that_cannot_even_create_the_file_hands_it_to_the_next(tmp_path, no_inodes_left):
+    from server_under_test.storage import FileStore
+
+    first = FileStore(no_inodes_left)  # its .incoming folder takes the last free inode
+    second = FileStore(tmp_path / "tier2")
+    incoming = first.incoming(b"HEADER", overflow=[second])
+    incoming.write([b"dataset"])
+    path = second.path_for("1.2", "1.3", "1.4")
+    assert incoming.error is None and incoming.store is second
+    assert incoming.commit(path, replace=True) == 13 and path.read_bytes() == b"HEADERdataset"
 
 
 def test_a_full_first_tier_sends_stores_to_the_second_and_loses_nothing(tmp_path, tiny_disk, tiny_studies):
