@@ -4,8 +4,9 @@ WAL mode: readers (C-FIND, retrieves) never block the writer. Writes are group-c
 concurrent stores in one process share one transaction and one fsync of the WAL, and each
 caller returns only after its row is committed (synchronous=FULL makes the commit durable).
 No committer thread: the first caller to find no commit running commits everything queued
-(a thread hand-off per store costs more than the commit itself when a batch holds one row). Study and series rows carry their counts (NumberOf...Related...) so
-queries on a large index never count rows.
+(a thread hand-off per store costs more than the commit itself when a batch holds one row).
+Study and series rows carry their counts (NumberOf...Related...) so queries on a large
+index never count rows.
 """
 
 from __future__ import annotations

@@ -123,9 +123,8 @@ def _pwrite_all(fd: int, view: memoryview, offset: int, direct: bool) -> None:
 class StagedWriter:
     """Appends to a file through two reused staging buffers, a megabyte per write.
 
-    Callers either hand over chunks (write) or receive straight into a buffer (space,
-    then advance), which is how C-STORE datasets arrive without a copy in user space.
-    A full buffer is written by a write-behind thread while the caller fills the other,
+    Callers receive straight into a buffer (space, then advance), which is how C-STORE
+    datasets arrive without a copy in user space. A full buffer is written by a write-behind thread while the caller fills the other,
     so the disk and the network work at the same time. With O_DIRECT the buffers are
     page-aligned and every write but the last a multiple of the alignment; finish() pads
     the tail and truncates the file back to its true size. The first `keep_head` bytes
@@ -156,19 +155,6 @@ class StagedWriter:
 
     def advance(self, count: int) -> None:
         self.staged += count
-
-    def write(self, chunks: list) -> int:
-        total = 0
-        for chunk in chunks:
-            data = memoryview(chunk).cast("B")
-            total += len(data)
-            while len(data):
-                space = self.space()
-                take = min(len(data), len(space))
-                space[:take] = data[:take]
-                self.advance(take)
-                data = data[take:]
-        return total
 
     def finish(self) -> None:
         self._complete_pending()
@@ -325,7 +311,8 @@ FULL = (errno.ENOSPC, errno.EDQUOT)
 class IncomingFile:
     """A file streamed to disk as it arrives, under a temporary name, until commit or discard.
 
-    It is a sink for MessageReader.stream_dataset (space, advance). When its file system
+    It is a sink for MessageReader.stream_dataset (space and advance, or write for bytes
+    already in memory). When its file system
     fills up mid-stream and `overflow` names further stores (the next tiers), the bytes
     written so far are copied there and the stream carries on; the store it ends on is
     `store`. Other write errors are remembered, not raised: the rest of a C-STORE dataset
@@ -406,6 +393,7 @@ class IncomingFile:
         self.size += count
 
     def write(self, chunks: list) -> None:
+        """Copy chunks already in memory into the staging buffers."""
         for chunk in chunks:
             data = memoryview(chunk).cast("B")
             while len(data):
@@ -417,8 +405,6 @@ class IncomingFile:
 
     def finish(self) -> None:
         """Write out what is still staged: after this the file on disk holds every byte written."""
-        if self._writer is None:
-            return
         while self.error is None:
             try:
                 self._writer.finish()

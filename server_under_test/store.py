@@ -89,12 +89,12 @@ class StoreService:
         sop_class = str(command.get("AffectedSOPClassUID", ""))
         sop_uid = str(command.get("AffectedSOPInstanceUID", ""))
         if context is None or context.abstract_syntax != sop_class:
-            reader.skip_dataset()
+            reader.skip_dataset(message)
             return StoreOutcome(SOP_CLASS_NOT_SUPPORTED, f"no accepted presentation context for {sop_class}")
         usage = self.index.tier_usage() if self.tiers.bounded else {}  # a query per store only when it matters
         candidates = self.tiers.candidates(usage)
         if not candidates:
-            reader.skip_dataset()
+            reader.skip_dataset(message)
             return StoreOutcome(OUT_OF_RESOURCES, "every storage tier is at capacity")
         transfer_syntax = UID(context.transfer_syntax[0])
         stores = [self.tiers.stores[t] for t in candidates]

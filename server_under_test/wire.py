@@ -284,7 +284,8 @@ class MessageReader:
             self._in_dataset = False
 
     def stream_dataset(self, message: Message, sink) -> None:
-        """Deliver the message's dataset into `sink` (space() -> a writable memoryview, advance(n)).
+        """Deliver the message's dataset into `sink` (space() -> a writable memoryview, advance(n),
+        write(chunks) for bytes already buffered).
 
         A large fragment goes from the socket straight into the sink's buffer, so its bytes
         are copied once, by the kernel; small ones are read many per system call and copied.
@@ -304,7 +305,7 @@ class MessageReader:
                         continue
             ctx, control, data = self._next_pdv()
             self._check_dataset_fragment(message, ctx, control)
-            self._copy_into(sink, data)
+            sink.write([data])
 
     def _receive_into(self, sink, length: int) -> None:
         while length:
@@ -314,23 +315,10 @@ class MessageReader:
             sink.advance(take)
             length -= take
 
-    @staticmethod
-    def _copy_into(sink, data: memoryview) -> None:
-        while len(data):
-            space = sink.space()
-            take = min(len(space), len(data))
-            space[:take] = data[:take]
-            sink.advance(take)
-            data = data[take:]
-
-    def skip_dataset(self) -> None:
+    def skip_dataset(self, message: Message) -> None:
         """Read the dataset off the wire and drop it (the request was refused)."""
-        while self._in_dataset:
-            ctx, control, _ = self._next_pdv()
-            if control & 0x01:
-                raise ProtocolError("command fragment received inside a dataset")
-            if control & 0x02:
-                self._in_dataset = False
+        for _ in self.fragments(message):
+            pass
 
     def pending(self) -> bool:
         """True when a PDV or bytes from the peer wait to be read (used to notice C-CANCEL)."""
@@ -377,12 +365,7 @@ class MessageReader:
             batch = []
             while self._in_dataset:
                 ctx, control, data = self._next_pdv()
-                if control & 0x01:
-                    raise ProtocolError("command fragment received inside a dataset")
-                if ctx != message.context_id:
-                    raise ProtocolError(f"dataset fragment on context {ctx}, command on {message.context_id}")
-                if control & 0x02:
-                    self._in_dataset = False
+                self._check_dataset_fragment(message, ctx, control)
                 batch.append(data)
                 if not self._pdvs and not self.wire.has_pdu():
                     break  # the next fragment needs a recv, which may reuse the buffer
