@@ -157,17 +157,22 @@ class ServiceUser:
         self.assoc.send(context_id, dimse.query_request(command_field, message_id, model, destination), [encoded])
         return message_id
 
-    def find(self, identifier: Dataset, model: str = STUDY_ROOT_FIND) -> tuple[int, list[Dataset]]:
-        """C-FIND; (final status, matches)."""
+    def find(self, identifier: Dataset, model: str = STUDY_ROOT_FIND, decode_matches: bool = True) -> tuple[int, list]:
+        """C-FIND; (final status, matches): datasets, or the encoded identifiers as received
+        when not `decode_matches` (pydicom's decoding costs ~30 us a match, more than the archive)."""
 
         def exchange():
             matches = []
             message_id = self._send_query(dimse.C_FIND, model, identifier)
 
             def on_match(message):
+                if message.data is None:
+                    return
+                if not decode_matches:
+                    matches.append(message.data)
+                    return
                 syntax = UID(self.assoc.transfer_syntax(message.context_id))
-                if message.data is not None:
-                    matches.append(decode(BytesIO(message.data), syntax.is_implicit_VR, syntax.is_little_endian))
+                matches.append(decode(BytesIO(message.data), syntax.is_implicit_VR, syntax.is_little_endian))
 
             return self._final_response(message_id, on_match)["Status"], matches
 

@@ -36,7 +36,9 @@ from server_under_test.wire import (
     ProtocolError,
     ReleaseRequested,
     Wire,
-    send_message,
+    command_parts,
+    message_parts,
+    pdata_parts,
 )
 
 log = logging.getLogger("server_under_test.service")
@@ -208,8 +210,12 @@ class AssociationHandler:
             status, received = handler(message), message.data_size
         self.shared.metrics.operation(operation, status, time.perf_counter() - started, received)
 
-    def _send(self, message: Message, command: Command, data: list | None = None) -> None:
-        send_message(self.wire, message.context_id, command, data, self.assoc.peer_max_pdu)
+    def _parts(self, message: Message, command: Command, data: list | None = None) -> list:
+        return message_parts(message.context_id, command, data, self.assoc.peer_max_pdu)
+
+    def _send(self, message: Message, command: Command, data: list | None = None, before: list = ()) -> None:
+        """Send a response; `before`: buffers of earlier responses to go out first, in the same system call."""
+        self.wire.send_all([*before, *self._parts(message, command, data)])
 
     # -- services -----------------------------------------------------------------------
     def on_echo(self, message: Message) -> int:
@@ -236,24 +242,32 @@ class AssociationHandler:
         return str(self.assoc.context(message.context_id).abstract_syntax)
 
     def on_find(self, message: Message) -> int:
+        batch: list = []  # matches go out CANCEL_CHECK_EVERY per system call, the final status with the last ones
         try:
             identifier = self._identifier(message)
             syntax = UID(self.assoc.context(message.context_id).transfer_syntax[0])
             results = query.find(self.shared.index.reader, identifier, self._model(message),
                                  self.shared.config.ae_title, syntax.is_implicit_VR, syntax.is_little_endian)
+            context_id, max_pdu = message.context_id, self.assoc.peer_max_pdu
+            pending = command_parts(context_id, response(message, 0x8020, FIND_PENDING), True, max_pdu)  # the same for all
             for number, data in enumerate(results):
-                if number % CANCEL_CHECK_EVERY == 0 and self._cancelled(message):
-                    self._send(message, response(message, 0x8020, retrieve.CANCELLED))
-                    return retrieve.CANCELLED
-                self._send(message, response(message, 0x8020, FIND_PENDING), [data])
+                if number % CANCEL_CHECK_EVERY == 0:
+                    self.wire.send_all(batch)
+                    batch = []
+                    if self._cancelled(message):
+                        self._send(message, response(message, 0x8020, retrieve.CANCELLED))
+                        return retrieve.CANCELLED
+                batch += pending
+                batch += pdata_parts(context_id, False, [data], max_pdu)
         except query.QueryError as exc:
-            self._send(message, response(message, 0x8020, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]))
+            self._send(message, response(message, 0x8020, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]), before=batch)
             return IDENTIFIER_DOES_NOT_MATCH
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             log.warning("C-FIND from %s failed: %s", self.assoc.calling_ae, exc)
-            self._send(message, response(message, 0x8020, retrieve.UNABLE_TO_PROCESS, ErrorComment=str(exc)[:64]))
+            self._send(message, response(message, 0x8020, retrieve.UNABLE_TO_PROCESS, ErrorComment=str(exc)[:64]),
+                       before=batch)
             return retrieve.UNABLE_TO_PROCESS
-        self._send(message, response(message, 0x8020, 0x0000))
+        self._send(message, response(message, 0x8020, 0x0000), before=batch)
         return 0
 
     def _cancelled(self, message: Message) -> bool:

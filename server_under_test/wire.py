@@ -10,6 +10,7 @@ decoding and presentation context negotiation (see association.py).
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections import deque
@@ -29,6 +30,7 @@ UNLIMITED_PDU_CAP = 1 << 30
 UNLIMITED_SEND_FRAGMENT = 4 << 20
 # Receive buffer size: large enough for many 16 KB PDUs per system call, reused.
 READ_BUFFER = 1 << 20
+IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers one sendmsg may gather
 # A dataset fragment at least this long is received straight into the store's buffer;
 # shorter ones (senders with small PDUs) are read many per system call and copied.
 DIRECT_FRAGMENT = 32 << 10
@@ -155,10 +157,10 @@ class Wire:
         return pdu_type, self._take(length, greedy)
 
     def send_all(self, parts: list) -> None:
-        """Send every byte of every part (sendmsg gathers them in one system call)."""
+        """Send every byte of every part (sendmsg gathers up to IOV_MAX of them per system call)."""
         views = [memoryview(p).cast("B") for p in parts if len(p)]
         while views:
-            sent = self.sock.sendmsg(views)
+            sent = self.sock.sendmsg(views[:IOV_MAX])
             self.bytes_sent += sent
             while views and sent >= len(views[0]):
                 sent -= len(views[0])
@@ -177,30 +179,7 @@ class Wire:
 
     def send_pdata(self, context_id: int, is_command: bool, chunks: list, max_pdu: int) -> None:
         """Send a command or dataset as P-DATA-TF PDUs of at most `max_pdu` bytes each."""
-        fragment = (max_pdu or UNLIMITED_SEND_FRAGMENT) - 6
-        views = [memoryview(c).cast("B") for c in chunks if len(c)]
-        total = sum(len(v) for v in views)
-        sent = 0
-        if total == 0:
-            views = [memoryview(b"")]
-        while True:
-            size = min(fragment, total - sent)
-            parts, need = [], size
-            while need:
-                head = views[0]
-                take = head[:need]
-                parts.append(take)
-                need -= len(take)
-                views[0] = head[len(take):]
-                if not len(views[0]):
-                    views.pop(0)
-            sent += size
-            last = sent >= total
-            control = (0x01 if is_command else 0x00) | (0x02 if last else 0x00)
-            header = struct.pack(">BBIIBB", P_DATA_TF, 0, size + 6, size + 2, context_id, control)
-            self.send_all([header, *parts])
-            if last:
-                return
+        self.send_all(pdata_parts(context_id, is_command, chunks, max_pdu))
 
     def send_pdata_file(self, context_id: int, fileobj, offset: int, length: int, max_pdu: int) -> None:
         """Send `length` bytes of a file as dataset fragments, letting the kernel copy them."""
@@ -392,8 +371,42 @@ def split_pdvs(view: memoryview) -> list[tuple[int, int, memoryview]]:
     return out
 
 
-def send_message(wire: Wire, context_id: int, command: dict, data: list | None, max_pdu: int) -> None:
-    command.CommandDataSetType = 0x0000 if data is not None else NO_DATASET
-    wire.send_pdata(context_id, True, [encode_command(command)], max_pdu)
+def pdata_parts(context_id: int, is_command: bool, chunks: list, max_pdu: int) -> list:
+    """The P-DATA-TF PDUs (of at most `max_pdu` bytes) that carry a command or a dataset, as
+    buffers for one gathered send: headers plus views of `chunks`, nothing copied."""
+    fragment = (max_pdu or UNLIMITED_SEND_FRAGMENT) - 6
+    views = [memoryview(c).cast("B") for c in chunks if len(c)]
+    total = sum(len(v) for v in views)
+    out, sent = [], 0
+    while True:
+        size = min(fragment, total - sent)
+        sent += size
+        control = (0x01 if is_command else 0x00) | (0x02 if sent >= total else 0x00)
+        out.append(struct.pack(">BBIIBB", P_DATA_TF, 0, size + 6, size + 2, context_id, control))
+        while size:
+            take = views[0][:size]
+            out.append(take)
+            size -= len(take)
+            views[0] = views[0][len(take):]
+            if not len(views[0]):
+                views.pop(0)
+        if sent >= total:
+            return out
+
+
+def command_parts(context_id: int, command: dict, has_dataset: bool, max_pdu: int) -> list:
+    """A command set as buffers to send (reusable: many C-FIND responses share one)."""
+    command.CommandDataSetType = 0x0000 if has_dataset else NO_DATASET
+    return pdata_parts(context_id, True, [encode_command(command)], max_pdu)
+
+
+def message_parts(context_id: int, command: dict, data: list | None, max_pdu: int) -> list:
+    """A whole DIMSE message (command, then the dataset if any) as buffers for one gathered send."""
+    parts = command_parts(context_id, command, data is not None, max_pdu)
     if data is not None:
-        wire.send_pdata(context_id, False, data, max_pdu)
+        parts += pdata_parts(context_id, False, data, max_pdu)
+    return parts
+
+
+def send_message(wire: Wire, context_id: int, command: dict, data: list | None, max_pdu: int) -> None:
+    wire.send_all(message_parts(context_id, command, data, max_pdu))
