@@ -226,6 +226,23 @@ def start_storescp(work: Path) -> Server:
                                                   str(work / "storescp"), str(port)], cwd=work)
 
 
+INSTANCE_MB = 2.1  # 1024 x 1024 x 2 bytes plus header
+
+
+def check_free_space(work: Path, instances: int, rounds: int, keeping_targets: int) -> None:
+    """Fail before starting if the disk cannot hold the run: the archives keep everything they
+    store (as archives do); the input, storescp's copies and the plain writers' files are
+    removed after each round."""
+    needed = instances * INSTANCE_MB * 1e6 * (rounds * keeping_targets + 4)
+    existing = work
+    while not existing.exists():  # (--work may name a folder still to be made)
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise SystemExit(f"{work}: {instances} instances x {rounds} rounds need about {needed / 1e9:.1f} GB free, "
+                         f"the file system has {free / 1e9:.1f} GB (use --work elsewhere, or fewer --rounds or --instances)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=400,
@@ -239,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     for tool in (STORESCU, STORESCP, ECHOSCU):
         if not Path(tool).exists():
             raise SystemExit(f"{tool} is missing (apt-get install dcmtk)")
+    check_free_space(args.work or Path(tempfile.gettempdir()), args.instances, args.rounds,
+                     3 if args.page_cache_archive else 2)
     work = args.work or Path(tempfile.mkdtemp(prefix="pacsbench-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
     pixels = synthesize_run(RunShape(1024, 1024, 1, 12, mask_frames=0), seed=7)
@@ -267,13 +286,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_number + 1} {name:22s} {args.instances / seconds:8.1f} instances/s "
                       f"({seconds:.2f} s)", flush=True)
             shutil.rmtree(work / f"round-{round_number}")
+            for name in writers:
+                shutil.rmtree(work / f"{name}-{round_number}")
+            for stored in (work / "storescp").iterdir():
+                stored.unlink()
     finally:
         for server in servers:
             server.stop()
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     medians = {n: statistics.median(r) for n, r in rates.items()}
-    mb = 2.1  # MB per instance (1024x1024x2 bytes plus header)
     print(f"\n{args.instances} x 2 MB XA instances, {args.associations} associations, {args.rounds} rounds (median):")
     for name in names:
         cpu_note = ""
@@ -281,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             server_ms = statistics.median(c[0] for c in cpu[name])
             clients_ms = statistics.median(c[1] for c in cpu[name])
             cpu_note = f"  CPU per instance: server {server_ms:.1f} ms, clients {clients_ms:.1f} ms"
-        print(f"  {name:22s} {medians[name]:8.1f} instances/s  {medians[name] * mb:7.1f} MB/s  "
+        print(f"  {name:22s} {medians[name]:8.1f} instances/s  {medians[name] * INSTANCE_MB:7.1f} MB/s  "
               f"(min {min(rates[name]):.1f}, max {max(rates[name]):.1f}){cpu_note}")
     ours = medians["reference-archive"]
     limit = max(medians[name] for name in writers)

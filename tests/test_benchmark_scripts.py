@@ -1,0 +1,49 @@
+"""The archive's benchmark scripts run end to end on a small scale (their figures are not
+checked: speed is measured, not asserted), and refuse a run the disk cannot hold."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.conftest import ROOT, require_tool
+
+NUMBER = r"\d+\.\d+"
+
+
+def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
+
+
+def test_ingest_benchmark_runs_every_target_and_prints_the_ratios(tmp_path):
+    for tool, package in (("/usr/bin/storescu", "dcmtk"), ("/usr/bin/storescp", "dcmtk"), ("Orthanc", "orthanc")):
+        require_tool(tool, package)
+    work = tmp_path / "work"
+    result = run_module("bench.benchmarks.archive_ingest", "--instances", "8", "--rounds", "1", "--work", str(work))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for target in ("reference-archive", "orthanc", "storescp", "plain-fsync-writers", "plain-direct-writers"):
+        assert re.search(rf"^  {target} +{NUMBER} instances/s", result.stdout, re.M), target
+    for ratio in ("Orthanc", "physical limit"):
+        assert re.search(rf"reference archive / {ratio} += {NUMBER}x", result.stdout), ratio
+    # The round's input, storescp's copies and the plain writers' files are gone; the archives keep theirs.
+    assert not list(work.glob("round-*")) and not list(work.glob("plain-*"))
+    assert not list((work / "storescp").iterdir())
+    assert len(list((work / "reference-archive").rglob("*.dcm"))) == 8
+
+
+def test_ingest_benchmark_refuses_a_run_the_disk_cannot_hold(tmp_path):
+    result = run_module("bench.benchmarks.archive_ingest", "--instances", "10000000", "--work", str(tmp_path / "w"))
+    assert result.returncode != 0
+    assert re.search(r"need about [\d.]+ GB free, the file system has [\d.]+ GB", result.stderr)
+    assert not (tmp_path / "w").exists()
+
+
+def test_find_benchmark_prints_both_clients_and_the_server(tmp_path):
+    result = run_module("bench.benchmarks.archive_find", "--instances", "2000", "--queries", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for kind in ("PatientID", "AccessionNumber", "StudyDate (1 day)", "StudyDate (7 days) + XA", "PatientName prefix*"):
+        line = next((line for line in result.stdout.splitlines() if line.strip().startswith(kind)), None)
+        assert line is not None, kind
+        assert len(re.findall(NUMBER, line)) == 7, line  # client p50/p95 twice, server p50/p95, matches
