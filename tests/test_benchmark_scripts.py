@@ -23,9 +23,10 @@ def test_ingest_benchmark_runs_every_target_and_prints_the_ratios(tmp_path):
     work = tmp_path / "work"
     result = run_module("bench.benchmarks.archive_ingest", "--instances", "8", "--rounds", "1", "--work", str(work))
     assert result.returncode == 0, result.stderr[-3000:]
-    for target in ("reference-archive", "orthanc", "storescp", "plain-fsync-writers", "plain-direct-writers"):
+    for target in ("reference-archive", "orthanc", "storescp", "clients-ceiling", "plain-fsync-writers",
+                   "plain-direct-writers"):
         assert re.search(rf"^  {target} +{NUMBER} instances/s", result.stdout, re.M), target
-    for ratio in ("Orthanc", "physical limit"):
+    for ratio in ("Orthanc", "physical limit", "clients' ceiling"):
         assert re.search(rf"reference archive / {ratio} += {NUMBER}x", result.stdout), ratio
     # The round's input, storescp's copies and the plain writers' files are gone; the archives keep theirs.
     assert not list(work.glob("round-*")) and not list(work.glob("plain-*"))

@@ -5,7 +5,8 @@ DCMTK storescu processes at once (one association each, TCP_NODELAY=1). The phys
 is 4 threads writing the same files with write + fsync + rename + folder fsync and no
 network, measured two ways: through the page cache, and with O_DIRECT (as the archive
 writes by default); the faster of the two is the limit. Targets alternate within each
-round (in rotated order) and every round uses fresh UIDs.
+round (in rotated order) and every round uses fresh UIDs. A last target, storescp --ignore
+(receives, stores nothing), shows what the clients and the network can deliver at all.
 
     python -m bench.benchmarks.archive_ingest [--instances 400] [--rounds 3] [--page-cache-archive]
 
@@ -17,8 +18,9 @@ does not fsync (storescp) would otherwise be written back on the next target's t
 
 Prints instances/s per target and round, the medians, the CPU each server and its clients
 used per instance (from /proc: why one target is faster than another on a shared machine),
-and the ratios the archive issue asks for (goal: >= 2x Orthanc, >= 50% of the plain writers). Not a test: figures depend on
-the machine and its neighbours, which is why everything is measured in the same run.
+and the ratios the archive issue asks for (goal: >= 2x Orthanc, >= 50% of the plain writers).
+Not a test: figures depend on the machine and its neighbours, which is why everything is
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -219,6 +221,14 @@ def start_orthanc(work: Path) -> Server:
     return Server("orthanc", "ORTHANC", port, [orthanc, str(work / "orthanc.json")], cwd=work)
 
 
+def start_clients_ceiling(work: Path) -> Server:
+    """storescp --ignore: receives every dataset and answers success without storing it, so its
+    rate is what the storescu clients and the network can deliver on this machine."""
+    port = free_port()
+    return Server("clients-ceiling", "IGNORE", port, [STORESCP, "--fork", "--ignore", "-aet", "IGNORE", str(port)],
+                  cwd=work)
+
+
 def start_storescp(work: Path) -> Server:
     port = free_port()
     (work / "storescp").mkdir()
@@ -261,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="pacsbench-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
     pixels = synthesize_run(RunShape(1024, 1024, 1, 12, mask_frames=0), seed=7)
-    servers = [start_reference_archive(work), start_orthanc(work), start_storescp(work)]
+    servers = [start_reference_archive(work), start_orthanc(work), start_storescp(work), start_clients_ceiling(work)]
     if args.page_cache_archive:
         servers.append(start_reference_archive(work, page_cache=True))
     writers = {"plain-fsync-writers": False, "plain-direct-writers": True}
@@ -312,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  reference archive / plain direct writers = {ours / medians['plain-direct-writers']:.2f}x (O_DIRECT)")
     print(f"  reference archive / physical limit       = {ours / limit:.2f}x (the faster writers; goal >= 0.50x)")
     print(f"  reference archive / storescp (no fsync)  = {ours / medians['storescp']:.2f}x")
+    print(f"  reference archive / clients' ceiling     = {ours / medians['clients-ceiling']:.2f}x "
+          "(storescp --ignore: stores nothing)")
     if args.page_cache_archive:
         print(f"  O_DIRECT / page cache (same archive)     = {ours / medians['archive-page-cache']:.2f}x")
     return 0
