@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import ROOT, require_tool
+from conftest import ROOT, require_tool
 
 NUMBER = r"\d+\.\d+"
 

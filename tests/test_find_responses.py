@@ -15,7 +15,7 @@ from bench.benchmarks.archive_find import prefill
 from bench.dimse_client import Peer
 from bench.scu import STUDY_ROOT_FIND, ServiceUser, identifier, query_proposals
 from bench.upper_layer import pdata_parts
-from tests.conftest import require_tool, start_archive
+from conftest import require_tool, start_archive
 
 INSTANCES = 20_000  # 1,000 studies of 20 instances: many batches of responses
 CANCELLED = 0xFE00
