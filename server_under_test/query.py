@@ -207,7 +207,6 @@ class IdentifierEncoder:
     ~0.2 ms a match); what is the same for every match (element heads) is prepared once."""
 
     def __init__(self, plan: list[ReturnKey], level: str, retrieve_ae: str, implicit: bool, little: bool):
-        self.plan = plan
         self.order = "<" if little else ">"
         self.sources = [key.source for key in plan if key.source not in ("", "level", "retrieve_ae")]
         self.keys = [(key.source, key.vr, *_element_head(key.tag, key.vr, implicit, self.order)) for key in plan]

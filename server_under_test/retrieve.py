@@ -23,7 +23,7 @@ from pynetdicom.presentation import PresentationContext
 
 from server_under_test.association import Association, request
 from server_under_test.dimse import Command, encode_command
-from server_under_test.wire import MessageReader
+from server_under_test.wire import MessageReader, send_message
 
 log = logging.getLogger("server_under_test.retrieve")
 
@@ -135,8 +135,7 @@ def send_instance(assoc: Association, reader: MessageReader, context: Presentati
         except CannotTranscode as exc:
             log.warning("sub-operation for %s failed: %s", sop_uid, exc)
             return UNABLE_TO_PROCESS
-        wire.send_pdata(cx_id, True, [encode_command(command)], max_pdu)
-        wire.send_pdata(cx_id, False, [data], max_pdu)
+        send_message(wire, cx_id, command, [data], max_pdu)
     while True:
         response = reader.read()
         if response.command_field == C_STORE_RSP and int(response.command.MessageIDBeingRespondedTo) == message_id:
