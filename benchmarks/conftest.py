@@ -18,7 +18,7 @@ pytest.importorskip("pytest_benchmark", reason="pip install -e '.[bench]'")
 def pool(tmp_path_factory):
     """The tiny profile's study pool, synthesized into a private cache."""
     os.environ["PACSBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    from bench.pool import StudyPool
-    from bench.profile import load_profile
+    from bench.studies.pool import StudyPool
+    from bench.studies.profile import load_profile
 
     return StudyPool.prepare(load_profile("tiny"), 2, 1, progress=False)

@@ -10,8 +10,8 @@ from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import decode
 
-from server_under_test.index import Index, InstanceRecord, create_schema
-from server_under_test.query import STUDY_ROOT_FIND, find
+from server_under_test.services.query import STUDY_ROOT_FIND, find
+from server_under_test.storage.index import Index, InstanceRecord, create_schema
 
 PREFILLED_INSTANCES = 2000
 

@@ -79,8 +79,7 @@ class Metrics:
 
 def render(extra_collector=None) -> bytes:
     """Prometheus text for all processes (multiprocess mode) or this one."""
-    from prometheus_client import CollectorRegistry, REGISTRY, generate_latest
-    from prometheus_client import multiprocess
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()

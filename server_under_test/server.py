@@ -32,11 +32,11 @@ READY_TIMEOUT = 60.0
 
 # -- worker process --------------------------------------------------------------------
 def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: int) -> None:
-    from server_under_test.index import Index
     from server_under_test.metrics import Metrics
-    from server_under_test.service import Shared, handle_connection, quiet_pydicom, supported_contexts
-    from server_under_test.storage import TierSet
-    from server_under_test.store import StoreService
+    from server_under_test.services.connection import Shared, handle_connection, quiet_pydicom, supported_contexts
+    from server_under_test.services.store import StoreService
+    from server_under_test.storage.files import TierSet
+    from server_under_test.storage.index import Index
 
     quiet_pydicom()
     stopping = threading.Event()
@@ -112,9 +112,9 @@ class Supervisor:
         return self.config.data / "index.sqlite"
 
     def prepare(self) -> None:
-        from server_under_test.index import create_schema
         from server_under_test.metrics import prepare_multiprocess_dir
-        from server_under_test.storage import FileStore
+        from server_under_test.storage.files import FileStore
+        from server_under_test.storage.index import create_schema
 
         prepare_multiprocess_dir(self.metrics_dir)
         self.config.data.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ class Supervisor:
         return self.listener.getsockname()[1]
 
     def start_workers(self) -> None:
-        import server_under_test.service  # noqa: F401  (import once here, not in every forked worker)
+        import server_under_test.services.connection  # noqa: F401  (import once here, not in every forked worker)
 
         context = multiprocessing.get_context("fork")
         ready = context.SimpleQueue()
@@ -158,8 +158,8 @@ class Supervisor:
 
     def start_services(self) -> None:
         from server_under_test.metrics import Metrics
-        from server_under_test.migration import Migrator
-        from server_under_test.storage import TierSet
+        from server_under_test.storage.files import TierSet
+        from server_under_test.storage.migration import Migrator
 
         self.tiers = TierSet(self.config.storage_tiers, self.config.fsync, self.config.direct_io)
         self.migrator = Migrator(self.config, self.index_path, self.tiers, Metrics())
@@ -208,7 +208,7 @@ class Supervisor:
         return self._environment
 
     def _index_figures(self) -> dict:
-        from server_under_test.index import connect
+        from server_under_test.storage.index import connect
 
         db = connect(self.index_path, "OFF")
         try:

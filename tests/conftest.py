@@ -49,8 +49,8 @@ def private_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_studies(tmp_path_factory) -> Path:
     """Two tiny synthetic studies on disk (generated once per test session)."""
-    from bench.generate import generate
-    from bench.profile import load_profile
+    from bench.studies.generate import generate
+    from bench.studies.profile import load_profile
 
     out = tmp_path_factory.mktemp("tiny-studies")
     generate(load_profile("tiny"), 2, 7, out, progress=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.samples import Sample, SampleWriter
+from bench.results.samples import Sample, SampleWriter
 
 T0 = 1_700_000_000.0
 MB_PER_INSTANCE = 1.0

@@ -8,9 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
-
 from conftest import require_tool, start_archive, wait_for_echo
+from pydicom import dcmread
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 

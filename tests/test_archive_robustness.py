@@ -16,6 +16,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from conftest import REQUIRE_TOOLS, ROOT, require_tool, start_archive
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -26,8 +27,6 @@ from pynetdicom.sop_class import (
     Verification,
     XRayAngiographicImageStorage,
 )
-
-from conftest import REQUIRE_TOOLS, ROOT, require_tool, start_archive
 
 XA = XRayAngiographicImageStorage
 
@@ -218,8 +217,8 @@ def test_unknown_sop_class_is_refused_and_the_server_keeps_serving(archive):
 
 
 def test_truncated_pdu_aborts_that_association_only(archive, tiny_studies):
-    from server_under_test.association import request
-    from server_under_test.service import supported_contexts
+    from server_under_test.services.connection import supported_contexts
+    from server_under_test.upper_layer.association import request
 
     contexts = [cx for cx in supported_contexts() if cx.abstract_syntax == XA]
     contexts[0].context_id = 1
@@ -302,7 +301,7 @@ def test_full_disk_gets_a700_and_loses_nothing(tmp_path, tiny_disk, tiny_studies
 
 @pytest.mark.parametrize("direct_io", [True, False], ids=["o_direct", "page_cache"])
 def test_a_file_system_that_fills_mid_stream_hands_the_file_to_the_next_tier(tmp_path, tiny_disk, direct_io):
-    from server_under_test.storage import TEMP_PREFIX, FileStore
+    from server_under_test.storage.files import TEMP_PREFIX, FileStore
 
     first, second = FileStore(tiny_disk, direct_io=direct_io), FileStore(tmp_path / "tier2", direct_io=direct_io)
     data = random.Random(3).randbytes(5 << 20)  # more than the 3 MB tmpfs holds
@@ -316,7 +315,7 @@ def test_a_file_system_that_fills_mid_stream_hands_the_file_to_the_next_tier(tmp
 
 
 def test_a_tier_that_cannot_even_create_the_file_hands_it_to_the_next(tmp_path, no_inodes_left):
-    from server_under_test.storage import FileStore
+    from server_under_test.storage.files import FileStore
 
     first = FileStore(no_inodes_left)  # its .incoming folder takes the last free inode
     second = FileStore(tmp_path / "tier2")
@@ -349,10 +348,10 @@ def test_a_full_first_tier_sends_stores_to_the_second_and_loses_nothing(tmp_path
 
 
 def test_sigterm_finishes_the_store_in_flight(tmp_path, tiny_studies):
-    from server_under_test.association import release, request
-    from server_under_test.dimse import Command, encode_command
-    from server_under_test.service import supported_contexts
-    from server_under_test.wire import MessageReader
+    from server_under_test.services.connection import supported_contexts
+    from server_under_test.upper_layer.association import release, request
+    from server_under_test.upper_layer.dimse import Command, encode_command
+    from server_under_test.upper_layer.wire import MessageReader
 
     archive = start_archive(tmp_path / "archive")
     source = sorted(tiny_studies.rglob("*.dcm"))[0]

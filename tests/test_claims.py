@@ -1,8 +1,8 @@
 import pytest
 
-from bench.claims import SHIPPED, ClaimSet, judge_all, load_claims
-from bench.errors import UserError
-from bench.tomlfile import load_model
+from bench.analysis.claims import SHIPPED, ClaimSet, judge_all, load_claims
+from bench.common.errors import UserError
+from bench.common.tomlfile import load_model
 
 CLAIM = """
 title = "vendor"

@@ -4,13 +4,13 @@ import sys
 
 import numpy as np
 import pytest
-
-from bench.aggregate import Settings, load_samples, measure, metric
-from bench.confidence import PooledQuantile, WindowMeans, mean_interval
-from bench.errors import UserError
-from bench.report import build_comparison_report
-from bench.runset import load_runs
 from synthetic import write_run
+
+from bench.analysis.aggregate import Settings, load_samples, measure, metric
+from bench.analysis.confidence import PooledQuantile, WindowMeans, mean_interval
+from bench.analysis.runset import load_runs
+from bench.common.errors import UserError
+from bench.report.page import build_comparison_report
 
 
 def pacsbench(*args):

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, free_port, require_tool
 
-from bench.dimse_client import AssociationFailed, Peer
-from bench.integrity import dataset_digest
-from bench.pool import StudyPool
-from bench.profile import load_profile
-from bench.scu import ServiceUser, query_proposals, storage_proposals
-from bench.send import scan_file, scan_folder
-from bench.storage_scp import StorageSCP
-from bench.upper_layer import pdata_parts, split_pdvs
+from bench.dicom.peer import AssociationFailed, Peer
+from bench.dicom.scu import ServiceUser, query_proposals, storage_proposals
+from bench.dicom.storage_scp import StorageSCP
+from bench.dicom.upper_layer import pdata_parts, split_pdvs
+from bench.load.send import scan_file, scan_folder
+from bench.studies.integrity import dataset_digest
+from bench.studies.pool import StudyPool
+from bench.studies.profile import load_profile
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 
@@ -121,9 +121,9 @@ def test_the_fast_path_under_gevent_sends_the_same_bytes(explicit_pool, tmp_path
         script = (
             "from gevent import monkey; monkey.patch_all()\n"
             "import hashlib, json, sys\n"
-            "from bench.dimse_client import Peer\n"
-            "from bench.pool import StudyPool\nfrom bench.profile import load_profile\n"
-            "from bench.scu import ServiceUser, storage_proposals\n"
+            "from bench.dicom.peer import Peer\n"
+            "from bench.studies.pool import StudyPool\nfrom bench.studies.profile import load_profile\n"
+            "from bench.dicom.scu import ServiceUser, storage_proposals\n"
             "pool = StudyPool.prepare(load_profile('tiny'), 2, 3, progress=False)\n"
             f"user = ServiceUser(Peer('127.0.0.1', {sink.port}, 'SINK'), 'GEVENT', "
             "storage_proposals(pool.sop_classes, pool.transfer_syntaxes))\n"

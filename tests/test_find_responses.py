@@ -7,15 +7,15 @@ import sqlite3
 import subprocess
 
 import pytest
+from conftest import require_tool, start_archive
 from pydicom.uid import UID
 from pynetdicom.dsutils import encode
 
-from bench import dimse
 from bench.benchmarks.archive_find import prefill
-from bench.dimse_client import Peer
-from bench.scu import STUDY_ROOT_FIND, ServiceUser, identifier, query_proposals
-from bench.upper_layer import pdata_parts
-from conftest import require_tool, start_archive
+from bench.dicom import dimse
+from bench.dicom.peer import Peer
+from bench.dicom.scu import STUDY_ROOT_FIND, ServiceUser, identifier, query_proposals
+from bench.dicom.upper_layer import pdata_parts
 
 INSTANCES = 20_000  # 1,000 studies of 20 instances: many batches of responses
 CANCELLED = 0xFE00

@@ -4,10 +4,10 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-
-from bench.aggregate import Settings
-from bench.gate import load_baseline, parse_threshold
 from synthetic import write_run
+
+from bench.analysis.aggregate import Settings
+from bench.analysis.gate import load_baseline, parse_threshold
 
 
 def pacsbench(*args):

@@ -4,15 +4,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import dciodvfy_problems
 from pydicom import dcmread
 
-from bench.encode import SYNTAXES
-from bench.errors import UserError
-from bench.generate import generate
-from bench.profile import PROFILE_DIR, load_profile
-from bench.xa import XA_SOP_CLASS
-
-from conftest import dciodvfy_problems
+from bench.common.errors import UserError
+from bench.studies.encode import SYNTAXES
+from bench.studies.generate import generate
+from bench.studies.profile import PROFILE_DIR, load_profile
+from bench.studies.xa import XA_SOP_CLASS
 
 
 def _datasets(folder):
@@ -64,7 +63,7 @@ def test_unwritable_output_is_a_clear_error_and_leaves_nothing(tmp_path):
 
 
 def test_interrupted_generation_leaves_no_partial_study(tmp_path, monkeypatch):
-    import bench.generate as gen
+    import bench.studies.generate as gen
 
     def explode(*args, **kwargs):
         raise OSError(28, "No space left on device")

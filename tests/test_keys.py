@@ -7,7 +7,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from server_under_test.keys import INDEXED, Incomplete, Malformed, read_keys
+from server_under_test.services.keys import INDEXED, Incomplete, Malformed, read_keys
 
 
 def _dataset(charset: str | None = None, name: str = "DOE^JOHN") -> Dataset:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, start_archive, wait_for_echo
 
-from bench.samples import COLUMNS
+from bench.results.samples import COLUMNS
 
 
 def pacsbench(*args, timeout=300):

@@ -1,7 +1,7 @@
 import numpy as np
 
-from bench.pixels import LOG_RANGE, RunShape, bolus_curve, field_of_view, synthesize_run
-from bench.xa import log_to_linear_lut
+from bench.studies.pixels import LOG_RANGE, RunShape, bolus_curve, field_of_view, synthesize_run
+from bench.studies.xa import log_to_linear_lut
 
 
 def test_run_is_deterministic_for_a_seed():

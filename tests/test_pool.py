@@ -3,15 +3,14 @@ import json
 
 import numpy as np
 import pytest
+from conftest import require_tool
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 
-from bench.encode import SYNTAXES
-from bench.generate import patient_visits
-from bench.pool import StudyPool
-from bench.profile import load_profile
-
-from conftest import require_tool
+from bench.studies.encode import SYNTAXES
+from bench.studies.generate import patient_visits
+from bench.studies.pool import StudyPool
+from bench.studies.profile import load_profile
 
 
 def test_pool_is_cached_and_hands_out_unique_studies():

@@ -1,8 +1,8 @@
 import pytest
 
-from bench.errors import UserError
-from bench.generate import plan_studies
-from bench.profile import available_profiles, load_profile
+from bench.common.errors import UserError
+from bench.studies.generate import plan_studies
+from bench.studies.profile import available_profiles, load_profile
 
 
 def test_shipped_profiles_load():

@@ -3,12 +3,12 @@ import subprocess
 import sys
 
 import pytest
-
-from bench.aggregate import Settings, Warmup, load_samples, measure, summarize, timeline
-from bench.errors import UserError
-from bench.report import build_report
-from bench.samples import Sample, SampleWriter
 from synthetic import write_run
+
+from bench.analysis.aggregate import Settings, Warmup, load_samples, measure, summarize, timeline
+from bench.common.errors import UserError
+from bench.report.page import build_report
+from bench.results.samples import Sample, SampleWriter
 
 NO_WARMUP = Settings(Warmup(), 1.0)
 

@@ -11,10 +11,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from bench.report import build_comparison_report
 from conftest import require_tool
 from synthetic import write_run
+
+from bench.report.page import build_comparison_report
 
 SCRIPT = "<script>alert(1)</script>"
 CHROMIUM_FLAGS = [

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import UserError
-from bench.scenario import load_scenario
+from bench.common.errors import UserError
+from bench.load.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 VALID = """

@@ -5,13 +5,12 @@ import sqlite3
 import subprocess
 from io import BytesIO
 
+from conftest import PACSBENCH_SERVE, require_tool, start_archive
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import XRayAngiographicImageStorage
-
-from conftest import PACSBENCH_SERVE, require_tool, start_archive
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 

@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from server_under_test.index import Index, InstanceRecord, create_schema
-from server_under_test.storage import STAGING_BUFFER, TEMP_PREFIX, BadUID, FileStore, supports_direct_io
+from server_under_test.storage.files import STAGING_BUFFER, TEMP_PREFIX, BadUID, FileStore, supports_direct_io
+from server_under_test.storage.index import Index, InstanceRecord, create_schema
 
 
 def _record(sop="1.2.3.4", path="/x", series="1.2.3.2", study="1.2.3.1") -> InstanceRecord:

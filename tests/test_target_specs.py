@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import UserError
-from bench.matrix import resolve_target
-from bench.scenario import Scenario, TargetSpec
-from bench.targets import hypervisor_warning
+from bench.common.errors import UserError
+from bench.load.scenario import Scenario, TargetSpec
+from bench.runs.matrix import resolve_target
+from bench.targets.probes import hypervisor_warning
 from server_under_test.guest import archive_config, kernel_settings
 
 BASE = {"studies": {"profile": "tiny"}, "load": {"users": 1, "duration": 1}}
@@ -64,7 +64,7 @@ def test_guest_settings_come_from_the_kernel_command_line(tmp_path):
 
 
 def test_ovf_descriptor_is_xml_naming_the_disk():
-    from bench.vm.export import OVF, RASD, ovf_descriptor
+    from bench.targets.vm.export import OVF, RASD, ovf_descriptor
 
     root = ET.fromstring(ovf_descriptor("disk1.vmdk", 1234, 4 << 30, 4, 4096))
     assert root.find(f"{{{OVF}}}References/{{{OVF}}}File").get(f"{{{OVF}}}href") == "disk1.vmdk"

@@ -10,15 +10,14 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+from conftest import dciodvfy_problems, require_tool
 from pydicom import dcmread
 
-from bench.encode import SYNTAXES, attach_pixel_data, encode_pixel_data, transfer_syntax
-from bench.generate import plan_study
-from bench.pixels import synthesize_run
-from bench.profile import available_profiles, load_profile
-from bench.xa import build_header
-
-from conftest import dciodvfy_problems, require_tool
+from bench.studies.encode import SYNTAXES, attach_pixel_data, encode_pixel_data, transfer_syntax
+from bench.studies.generate import plan_study
+from bench.studies.pixels import synthesize_run
+from bench.studies.profile import available_profiles, load_profile
+from bench.studies.xa import build_header
 
 FRAMES = 4
 MATRIX = [(p, s) for p in available_profiles() for s in SYNTAXES]

@@ -18,9 +18,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
-
 from conftest import REQUIRE_TOOLS, ROOT, require_tool
+from pydicom import dcmread
 from test_archive import dataset_bytes
 
 pytestmark = pytest.mark.timeout(1800)
@@ -78,7 +77,7 @@ def guest_image():
             pytest.fail("VM tests need root (debootstrap, chroot, network namespaces)")
         pytest.skip("VM tests need root")
     os.environ.setdefault("PACSBENCH_VM_CACHE", str(Path.home() / ".cache" / "pacsbench" / "vm"))
-    from bench.vm.image import ensure_image
+    from bench.targets.vm.image import ensure_image
 
     return ensure_image(progress=True)
 
@@ -86,13 +85,13 @@ def guest_image():
 @pytest.fixture(scope="session")
 def accelerator(guest_image) -> str:
     """kvm where KVM really boots a kernel, else tcg (pure emulation) — decided by a bounded probe."""
-    from bench.vm.kvm import probe
+    from bench.targets.vm.kvm import probe
 
     return "kvm" if probe(guest_image.kernel, "kvm").boots else "tcg"
 
 
 def test_guest_stores_a_study_and_returns_it_bit_exact(guest_image, accelerator, tiny_studies, tmp_path):
-    from bench.scenario import ClientSpec, TargetSpec
+    from bench.load.scenario import ClientSpec, TargetSpec
     from bench.targets import make_target
 
     storescu = require_tool("/usr/bin/storescu", "dcmtk")
@@ -164,11 +163,11 @@ def test_asking_for_kvm_where_it_cannot_boot_says_why_in_one_line(guest_image, a
 
 
 def test_exported_ova_and_vmdk_boot_on_ide_and_e1000(guest_image, tmp_path):
-    from bench.dimse_client import Peer
-    from bench.targets import wait_for_echo
-    from bench.vm.export import sha256
-    from bench.vm.network import UserNetwork
-    from bench.vm.qemu import Machine, Qemu
+    from bench.dicom.peer import Peer
+    from bench.targets.probes import wait_for_echo
+    from bench.targets.vm.export import sha256
+    from bench.targets.vm.network import UserNetwork
+    from bench.targets.vm.qemu import Machine, Qemu
 
     ova = tmp_path / "pacsbench.ova"
     assert pacsbench("vm", "export", "--format", "ova", "--out", str(ova)).returncode == 0

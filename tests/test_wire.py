@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-from server_under_test.dimse import Command, encode_command
-from server_under_test.storage import FileStore
-from server_under_test.wire import (
+from server_under_test.storage.files import FileStore
+from server_under_test.upper_layer.dimse import Command, encode_command
+from server_under_test.upper_layer.wire import (
     A_ABORT,
     P_DATA_TF,
     ConnectionClosed,

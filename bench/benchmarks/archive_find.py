@@ -5,7 +5,7 @@ per patient, dates over five years; each run copies it into a fresh archive. One
 association then sends study-level queries of the kinds a reading workstation sends (by
 Patient ID, Accession Number, a day, a week of XA, a name prefix) and a C-ECHO round trip as
 the client's own floor. The same queries also go through the harness's own upper layer
-(bench.scu), which reads responses without pynetdicom's polling and does not decode them:
+(bench.dicom.scu), which reads responses without pynetdicom's polling and does not decode them:
 the time until the last response is in, which is what the archive is responsible for.
 
     python -m bench.benchmarks.archive_find [--instances 1000000] [--queries 200]
@@ -33,10 +33,10 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
-from bench.dimse_client import Peer
-from bench.pool import cache_root
-from bench.scu import ServiceUser, query_proposals
-from server_under_test.index import SCHEMA
+from bench.common.paths import cache_root
+from bench.dicom.peer import Peer
+from bench.dicom.scu import ServiceUser, query_proposals
+from server_under_test.storage.index import SCHEMA
 
 SURNAMES = ["SMITH", "MUELLER", "PAPADOPOULOS", "ROSSI", "NOWAK", "SILVA", "JANSEN", "KOVAC", "BERG", "LAINE",
             "GARCIA", "MARTIN", "DUBOIS", "NIELSEN", "HORVAT", "COSTA", "EVANS", "WAGNER", "NOVAK", "OLSEN"]
@@ -178,7 +178,7 @@ def pynetdicom_client(port: int):
 
 
 def harness_client(port: int):
-    """The harness's own upper layer (bench.scu): reads responses without polling, and counts
+    """The harness's own upper layer (bench.dicom.scu): reads responses without polling, and counts
     the matches without decoding them."""
     user = ServiceUser(Peer("127.0.0.1", port, "PACSBENCH"), "FINDBENCH", query_proposals())
     user.connect()

@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
-from bench.pixels import RunShape, synthesize_run
-from bench.xa import RunKeys, StudyKeys, build_instance
+from bench.studies.pixels import RunShape, synthesize_run
+from bench.studies.xa import RunKeys, StudyKeys, build_instance
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 STORESCU, STORESCP, ECHOSCU = "/usr/bin/storescu", "/usr/bin/storescp", "/usr/bin/echoscu"

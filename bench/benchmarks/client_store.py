@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.calibrate import (
+from bench.dicom.peer import Peer
+from bench.load.calibrate import (
     PROFILE_2MB,
     dcmtk_available,
     null_sink,
@@ -35,10 +36,9 @@ from bench.calibrate import (
     storescu_result,
     write_files,
 )
-from bench.dimse_client import Peer
-from bench.pool import StudyPool
-from bench.profile import load_profile
-from bench.send import SendResult, scan_folder, send_files
+from bench.load.send import SendResult, scan_folder, send_files
+from bench.studies.pool import StudyPool
+from bench.studies.profile import load_profile
 
 
 def pynetdicom_result(paths: list[Path], peer: Peer) -> SendResult:
@@ -70,10 +70,10 @@ def gevent_child(peer: Peer, instances: int) -> SendResult:
     code = (
         "from gevent import monkey; monkey.patch_all()\n"
         "import json, sys\n"
-        "from bench.calibrate import PROFILE_2MB, store_pool_copies\n"
-        "from bench.dimse_client import Peer\n"
-        "from bench.pool import StudyPool\n"
-        "from bench.profile import load_profile\n"
+        "from bench.load.calibrate import PROFILE_2MB, store_pool_copies\n"
+        "from bench.dicom.peer import Peer\n"
+        "from bench.studies.pool import StudyPool\n"
+        "from bench.studies.profile import load_profile\n"
         "pool = StudyPool.prepare(load_profile(str(PROFILE_2MB)), 2, 1, progress=False)\n"
         f"peer = Peer({peer.host!r}, {peer.port}, {peer.ae_title!r})\n"
         f"store_pool_copies(pool, peer, 20)\n"

@@ -21,13 +21,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.encode import SYNTAXES, attach_pixel_data, encode_pixel_data, require_encoder
-from bench.errors import UserError
-from bench.generate import plan_study
-from bench.pixels import RunShape, synthesize_run
-from bench.pool import StudyPool
-from bench.profile import available_profiles, load_profile
-from bench.xa import build_header
+from bench.common.errors import UserError
+from bench.studies.encode import SYNTAXES, attach_pixel_data, encode_pixel_data, require_encoder
+from bench.studies.generate import plan_study
+from bench.studies.pixels import RunShape, synthesize_run
+from bench.studies.pool import StudyPool
+from bench.studies.profile import available_profiles, load_profile
+from bench.studies.xa import build_header
 
 
 def _runs_of(profile_name: str, count: int, frames: int, seed: int = 1):

@@ -1,0 +1,1 @@
+"""From run folders to figures: aggregation, intervals, comparisons, published claims, the regression gate."""

@@ -1,0 +1,419 @@
+"""The aggregate stage: sample rows (pandas) -> throughput, latency and error figures of one run.
+
+Every figure comes from the sample rows only. The measurement window runs from the end of
+the warm-up (a stated rule, default: the first 10% of the run) to the last response
+received; a request counts in the window its response arrived in. "Images per second" in
+PACS talk means instances per second; frames/s and MB/s (10^6 bytes) stand next to it
+because one multi-frame instance can hold one frame or hundreds.
+
+Metrics have names (`ingest_instances_per_s`, `c_store_p95_ms`, ...) shared by the
+comparison, the gate and the claims, and each can be cut into per-window values: the
+units the bootstrap resamples.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis.confidence import PooledQuantile, WindowMeans
+from bench.common.errors import UserError
+from bench.results.samples import COLUMNS, SAMPLES_FILE
+
+PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
+INGEST = ("C-STORE",)
+RETRIEVE = ("C-MOVE", "C-GET")
+OPERATIONS = ("C-ECHO", "C-STORE", "C-FIND", "C-MOVE", "C-GET")
+STUDY_BYTES_FOR_CLAIMS = 30e6  # the seed paper's mean DSA study
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def load_samples(run_dir: Path) -> pd.DataFrame:
+    """samples.csv of a run folder, with an `end` column (response time, Unix s)."""
+    if not run_dir.is_dir():
+        raise UserError(f"run folder not found: {run_dir}")
+    path = run_dir / SAMPLES_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no {SAMPLES_FILE} (not a pacsbench run folder, or the run never started)")
+    try:
+        frame = pd.read_csv(
+            path,
+            dtype={
+                "sop_instance_uid": str,
+                "study_instance_uid": str,
+                "error": str,
+                "user": str,
+                "user_type": str,
+                "association": str,
+                "worker": str,
+            },
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot parse samples: {exc}") from None
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path}: missing columns {', '.join(missing)}")
+    if frame.empty:
+        raise UserError(f"{run_dir}: the run has zero samples (no request completed); nothing to report")
+    frame["error"] = frame["error"].fillna("")
+    frame["user_type"] = frame["user_type"].fillna("")
+    frame["end"] = frame["start"] + frame["latency_ms"] / 1000.0
+    return frame
+
+
+# --- warm-up and windows -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """Which leading part of a run is not measured: a number of seconds or a fraction of the run."""
+
+    seconds: float = 0.0
+    fraction: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> "Warmup":
+        """'10%' (of the run), '5s' or '5' (seconds), '0' (none)."""
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%|s)?\s*", text)
+        if not match:
+            raise UserError(f"--warmup {text!r}: expected a percentage such as 10% or seconds such as 5s")
+        value = float(match[1])
+        if match[2] == "%":
+            if value >= 100:
+                raise UserError(f"--warmup {text!r}: the warm-up must be less than 100% of the run")
+            return cls(fraction=value / 100)
+        return cls(seconds=value)
+
+    def describe(self) -> str:
+        if self.fraction:
+            return f"the first {self.fraction:.0%} of the run (first request to last response) is warm-up"
+        if self.seconds:
+            return f"the first {self.seconds:g} s of the run are warm-up"
+        return "no warm-up trimmed"
+
+    def rule(self) -> str:
+        return f"{self.fraction * 100:g}%" if self.fraction else f"{self.seconds:g}s"
+
+    def cut(self, first_start: float, last_end: float) -> float:
+        """The time measurement begins."""
+        return first_start + max(self.seconds, self.fraction * (last_end - first_start))
+
+
+DEFAULT_WARMUP = Warmup(fraction=0.10)
+DEFAULT_WINDOW_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    warmup: Warmup = DEFAULT_WARMUP
+    window_seconds: float = DEFAULT_WINDOW_SECONDS
+
+    def __post_init__(self):
+        if not self.window_seconds > 0:
+            raise UserError(f"--window {self.window_seconds}: must be more than 0 seconds")
+
+    def describe(self) -> dict:
+        return {
+            "warmup": self.warmup.describe(),
+            "warmup_rule": self.warmup.rule(),
+            "window_seconds": self.window_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The rows of one run whose responses arrived after the warm-up, and the window they span."""
+
+    samples: pd.DataFrame
+    begin: float
+    end: float
+    run_start: float
+    dropped: int
+    window_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return max(self.end - self.begin, 1e-9)
+
+    @property
+    def full_windows(self) -> int:
+        return int(self.seconds // self.window_seconds)
+
+    def window_index(self, rows: pd.DataFrame) -> np.ndarray:
+        return ((rows["end"] - self.begin) // self.window_seconds).astype(int).to_numpy()
+
+
+def measure(samples: pd.DataFrame, settings: Settings = Settings()) -> Measurement:
+    first, last = float(samples["start"].min()), float(samples["end"].max())
+    begin = min(settings.warmup.cut(first, last), last)
+    kept = samples[samples["end"] >= begin]
+    return Measurement(kept, begin, last, first, len(samples) - len(kept), settings.window_seconds)
+
+
+def acknowledged(rows: pd.DataFrame, operations: tuple[str, ...]) -> pd.DataFrame:
+    return rows[rows["operation"].isin(operations) & (rows["status"] == 0)]
+
+
+# --- metrics: named figures with per-window values ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    operations: tuple[str, ...]
+    field: str = ""  # rates: instances, frames, bytes or requests
+    quantile: float | None = None  # latencies
+
+    def present(self, m: Measurement) -> bool:
+        return bool(m.samples["operation"].isin(self.operations).any())
+
+    def value(self, m: Measurement) -> float | None:
+        """Over the whole measured window (the windowed estimate can differ slightly)."""
+        rows = acknowledged(m.samples, self.operations)
+        if self.quantile is not None:
+            return float(rows["latency_ms"].quantile(self.quantile)) if len(rows) else None
+        return _amount(rows, self.field) / m.seconds
+
+    def windows(self, m: Measurement) -> WindowMeans | PooledQuantile:
+        """The run cut into full windows, the units a bootstrap resamples (the whole run if shorter than one)."""
+        rows = acknowledged(m.samples, self.operations)
+        n = m.full_windows
+        index = m.window_index(rows) if n else np.zeros(len(rows), dtype=int)
+        inside = index < max(n, 1)
+        if self.quantile is not None:
+            owner = index[inside]
+            order = np.argsort(owner, kind="stable")
+            latencies = rows["latency_ms"].to_numpy(dtype=float)[inside][order]
+            ends = np.cumsum(np.bincount(owner, minlength=max(n, 1)))[:-1]
+            return PooledQuantile(np.split(latencies, ends), self.quantile)
+        if n == 0:
+            return WindowMeans([_amount(rows, self.field) / m.seconds])
+        amounts = _amounts(rows, self.field)[inside]
+        return WindowMeans(np.bincount(index[inside], weights=amounts, minlength=n) / m.window_seconds)
+
+    def from_json(self, windows: list) -> WindowMeans | PooledQuantile:
+        """The inverse of .to_json() of what `windows` returns (baseline files keep these)."""
+        return PooledQuantile(windows, self.quantile) if self.quantile is not None else WindowMeans(windows)
+
+
+def _amounts(rows: pd.DataFrame, field: str) -> np.ndarray:
+    if field == "requests":
+        return np.ones(len(rows))
+    values = rows[field].to_numpy(dtype=float)
+    return values / 1e6 if field == "bytes" else values
+
+
+def _amount(rows: pd.DataFrame, field: str) -> float:
+    return float(_amounts(rows, field).sum())
+
+
+def _build_metrics() -> dict[str, Metric]:
+    metrics = {}
+    for prefix, ops, what in (
+        ("ingest", INGEST, "ingest (C-STORE)"),
+        ("retrieve", RETRIEVE, "retrieve (C-MOVE/C-GET)"),
+    ):
+        for field, unit in (("instances", "instances/s"), ("frames", "frames/s"), ("bytes", "MB/s")):
+            name = f"{prefix}_{'mb' if field == 'bytes' else field}_per_s"
+            metrics[name] = Metric(name, f"{what} {unit}", unit, True, ops, field=field)
+    metrics["query_requests_per_s"] = Metric(
+        "query_requests_per_s", "C-FIND requests/s", "requests/s", True, ("C-FIND",), field="requests"
+    )
+    for op in OPERATIONS:
+        for label, q in PERCENTILES.items():
+            name = f"{op.lower().replace('-', '_')}_{label}_ms"
+            metrics[name] = Metric(name, f"{op} latency {label}", "ms", False, (op,), quantile=q)
+    return metrics
+
+
+METRICS = _build_metrics()
+# Figures a person reads first; the comparison shows these as ratios when present.
+HEADLINE_METRICS = [
+    "ingest_instances_per_s",
+    "ingest_frames_per_s",
+    "ingest_mb_per_s",
+    "retrieve_instances_per_s",
+    "retrieve_mb_per_s",
+    "query_requests_per_s",
+    "c_store_p95_ms",
+    "c_find_p95_ms",
+    "c_move_p95_ms",
+    "c_get_p95_ms",
+]
+
+
+def metric(name: str) -> Metric:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise UserError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
+
+
+def study_seconds_per_30mb(m: Measurement) -> float | None:
+    """Median time one study took to arrive (first send to last response), scaled to a 30 MB study."""
+    stores = acknowledged(m.samples, INGEST)
+    if stores.empty:
+        return None
+    studies = stores.groupby("study_instance_uid").agg(
+        first=("start", "min"), last=("end", "max"), bytes=("bytes", "sum")
+    )
+    studies = studies[studies["bytes"] > 0]
+    if studies.empty:
+        return None
+    scaled = (studies["last"] - studies["first"]) * STUDY_BYTES_FOR_CLAIMS / studies["bytes"]
+    return float(scaled.median())
+
+
+# --- tables ------------------------------------------------------------------------------
+
+
+def _rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)
+
+
+def latency_percentiles(latency: pd.Series) -> dict:
+    if latency.empty:
+        return {name: None for name in [*PERCENTILES, "max"]}
+    out = {name: _rounded(latency.quantile(q)) for name, q in PERCENTILES.items()}
+    return out | {"max": _rounded(latency.max())}
+
+
+def _rates(ok: pd.DataFrame, seconds: float) -> dict:
+    return {
+        "instances": int(ok["instances"].sum()),
+        "frames": int(ok["frames"].sum()),
+        "bytes": int(ok["bytes"].sum()),
+        "instances_per_s": _rounded(ok["instances"].sum() / seconds),
+        "frames_per_s": _rounded(ok["frames"].sum() / seconds),
+        "mb_per_s": _rounded(ok["bytes"].sum() / 1e6 / seconds),
+    }
+
+
+def breakdown(m: Measurement, column: str) -> dict:
+    """Requests, throughput and latency per value of `column` (operation, user_type)."""
+    out = {}
+    for key, rows in m.samples.groupby(column, sort=True):
+        ok = rows[rows["status"] == 0]
+        out[str(key)] = {
+            "requests": int(len(rows)),
+            "failed": int((rows["status"] != 0).sum()),
+            "requests_per_s": _rounded(len(rows) / m.seconds),
+            **_rates(ok, m.seconds),
+            "latency_ms": latency_percentiles(ok["latency_ms"]),
+        }
+    return out
+
+
+def status_text(status: int) -> str:
+    return "no response" if status < 0 else f"0x{int(status):04X}"
+
+
+def errors_by_status(samples: pd.DataFrame) -> list[dict]:
+    """Failed requests per operation and DICOM status, with the most frequent error text."""
+    failed = samples[(samples["status"] != 0) | (samples["error"] != "")]
+    rows = []
+    for (operation, status), group in failed.groupby(["operation", "status"], sort=True):
+        rows.append(
+            {
+                "operation": str(operation),
+                "status": status_text(int(status)),
+                "count": int(len(group)),
+                "example": str(group["error"].mode().iloc[0]) if (group["error"] != "").any() else "",
+            }
+        )
+    return sorted(rows, key=lambda r: -r["count"])
+
+
+def timeline(samples: pd.DataFrame, window_seconds: float = DEFAULT_WINDOW_SECONDS) -> pd.DataFrame:
+    """Acknowledged ingest and retrieve per window of response time, over the whole run (warm-up included)."""
+    t0 = samples["start"].min()
+    windows = pd.RangeIndex(0, int((samples["end"].max() - t0) // window_seconds) + 1, name="window")
+    out = pd.DataFrame(index=windows)
+    for prefix, ops in (("", INGEST), ("retrieve_", RETRIEVE)):
+        ok = acknowledged(samples, ops)
+        index = ((ok["end"] - t0) // window_seconds).astype(int)
+        bins = ok.groupby(index).agg(instances=("instances", "sum"), frames=("frames", "sum"), bytes=("bytes", "sum"))
+        bins = bins.reindex(windows, fill_value=0)
+        out[f"{prefix}instances"] = bins["instances"] / window_seconds
+        out[f"{prefix}frames"] = bins["frames"] / window_seconds
+        out[f"{prefix}mb"] = bins["bytes"] / 1e6 / window_seconds
+    out["seconds"] = out.index * window_seconds
+    return out
+
+
+def windows_table(samples: pd.DataFrame, m: Measurement) -> list[dict]:
+    """Ingest (and retrieve) rates per window over the whole run; `warmup` marks windows before measurement."""
+    bins = timeline(samples, m.window_seconds)
+    rows = []
+    for _, b in bins.iterrows():
+        row = {
+            "start_s": _rounded(b["seconds"]),
+            "warmup": bool(m.run_start + b["seconds"] < m.begin),
+            "instances_per_s": _rounded(b["instances"]),
+            "frames_per_s": _rounded(b["frames"]),
+            "mb_per_s": _rounded(b["mb"]),
+        }
+        if b["retrieve_instances"]:
+            row |= {
+                "retrieve_instances_per_s": _rounded(b["retrieve_instances"]),
+                "retrieve_mb_per_s": _rounded(b["retrieve_mb"]),
+            }
+        rows.append(row)
+    return rows
+
+
+SERVER_METRICS_FILE = "server_metrics.csv"
+
+
+def load_server_metrics(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
+    """server_metrics.csv (a `time` column in Unix s, then numeric columns such as cpu_percent,
+    memory_bytes, disk_write_bytes) and a note; (None, why) when absent or unusable."""
+    path = run_dir / SERVER_METRICS_FILE
+    if not path.is_file():
+        return None, "no server metrics recorded"
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        return None, f"{SERVER_METRICS_FILE} unreadable: {exc}"
+    numeric = frame.select_dtypes("number")
+    if "time" not in numeric.columns or numeric.shape[1] < 2 or numeric.empty:
+        return None, f"{SERVER_METRICS_FILE} has no numeric 'time' column and values"
+    return numeric, ""
+
+
+def summarize(samples: pd.DataFrame, settings: Settings = Settings()) -> dict:
+    """The figures of one run (after the warm-up); the top-level rates are ingest (C-STORE)."""
+    m = measure(samples, settings)
+    stores = m.samples[m.samples["operation"].isin(INGEST)]
+    ok = stores[stores["status"] == 0]
+    failures = samples[samples["error"] != ""]  # the whole run: a warm-up does not excuse a failure
+    present = [name for name, spec in METRICS.items() if spec.present(m)]
+    return {
+        "settings": settings.describe(),
+        "warmup_seconds": _rounded(m.begin - m.run_start),
+        "warmup_requests_dropped": m.dropped,
+        "window_seconds": _rounded(m.seconds),
+        "requests": int(len(m.samples)),
+        **_rates(ok, m.seconds),
+        "latency_ms": latency_percentiles(ok["latency_ms"]),
+        "failures": int(len(failures)),
+        "failures_by_error": {str(k): int(v) for k, v in failures["error"].value_counts().items()},
+        "errors_by_status": errors_by_status(samples),
+        "users": int(m.samples["user"].nunique()),
+        "associations": int(m.samples["association"].nunique()),
+        "operations": breakdown(m, "operation"),
+        "user_types": breakdown(m, "user_type"),
+        "users_by_type": {str(k): int(v) for k, v in m.samples.groupby("user_type")["user"].nunique().items()},
+        "windows": windows_table(samples, m),
+        "metrics": {name: _rounded(METRICS[name].value(m)) for name in present}
+        | {"study_seconds_per_30mb": _rounded(study_seconds_per_30mb(m))},
+    }

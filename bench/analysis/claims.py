@@ -1,0 +1,119 @@
+"""The claims stage: published figures (a paper's, a vendor's) next to what a run measured.
+
+Claims are data: TOML files (bench/analysis/claims/*.toml ship with pacsbench; pass your own with
+--claims). Each claim names a metric and a bound; the verdict is pass, fail, "not measured"
+(the run had no such operation) or "not comparable" (the claim was made under a load the
+run did not reach, e.g. 20 reading workstations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bench.analysis.aggregate import METRICS
+from bench.common.tomlfile import load_model
+
+SHIPPED = Path(__file__).resolve().parent / "claims"
+EXTRA_METRICS = {"study_seconds_per_30mb": "s per 30 MB study"}
+
+
+class Claim(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    statement: str
+    metric: str
+    at_least: float | None = None
+    at_most: float | None = None
+    user_type: str | None = None
+    min_users: int | None = Field(default=None, ge=1)
+
+    @field_validator("metric")
+    @classmethod
+    def known_metric(cls, value: str) -> str:
+        if value not in METRICS and value not in EXTRA_METRICS:
+            raise ValueError(
+                f"unknown metric {value!r} (e.g. ingest_instances_per_s, retrieve_instances_per_s, "
+                "c_store_p95_ms, study_seconds_per_30mb)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def one_bound(self) -> "Claim":
+        if self.at_least is None and self.at_most is None:
+            raise ValueError(f"claim {self.name!r} needs at_least or at_most")
+        return self
+
+    @property
+    def unit(self) -> str:
+        return METRICS[self.metric].unit if self.metric in METRICS else EXTRA_METRICS[self.metric]
+
+    def bound_text(self) -> str:
+        parts = []
+        if self.at_least is not None:
+            parts.append(f">= {self.at_least:g}")
+        if self.at_most is not None:
+            parts.append(f"<= {self.at_most:g}")
+        return f"{' and '.join(parts)} {self.unit}"
+
+
+class ClaimSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str
+    source: str = ""
+    claims: list[Claim] = Field(min_length=1)
+
+
+def load_claims(paths: list[Path] | None = None) -> list[ClaimSet]:
+    """The given claim files, or every file shipped in bench/analysis/claims/."""
+    files = paths if paths else sorted(SHIPPED.glob("*.toml"))
+    return [load_model(path, ClaimSet, "claims") for path in files]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: Claim
+    measured: float | None
+    verdict: str  # pass, fail, not measured, not comparable
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.claim.name,
+            "statement": self.claim.statement,
+            "metric": self.claim.metric,
+            "bound": self.claim.bound_text(),
+            "measured": self.measured,
+            "verdict": self.verdict,
+            "note": self.note,
+        }
+
+
+def judge(claim: Claim, metrics: dict, users_by_type: dict) -> Verdict:
+    measured = metrics.get(claim.metric)
+    if measured is None:
+        return Verdict(claim, None, "not measured", "the run has no such operation")
+    if claim.min_users:
+        users = users_by_type.get(claim.user_type, 0) if claim.user_type else sum(users_by_type.values())
+        if users < claim.min_users:
+            who = f"{claim.user_type} users" if claim.user_type else "users"
+            return Verdict(
+                claim, measured, "not comparable", f"{users} {who} measured, the claim is for {claim.min_users}"
+            )
+    ok = (claim.at_least is None or measured >= claim.at_least) and (claim.at_most is None or measured <= claim.at_most)
+    return Verdict(claim, measured, "pass" if ok else "fail")
+
+
+def judge_all(claim_sets: list[ClaimSet], metrics: dict, users_by_type: dict) -> list[dict]:
+    return [
+        {
+            "title": s.title,
+            "source": s.source,
+            "verdicts": [judge(c, metrics, users_by_type).as_dict() for c in s.claims],
+        }
+        for s in claim_sets
+    ]

@@ -1,0 +1,214 @@
+"""The compare stage: targets side by side, each against a baseline target, with intervals.
+
+Runs are grouped by target and load level (users). A group's figure is the mean over its
+repetitions of the per-window values; the ratio to the baseline group at the same load
+level gets a bootstrap 95% interval over repetitions and windows (bench.analysis.confidence).
+A single run is a comparison of one group, so `report` and `compare` share everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.analysis.aggregate import HEADLINE_METRICS, METRICS, Measurement, Settings, measure, summarize
+from bench.analysis.claims import ClaimSet, judge_all
+from bench.analysis.confidence import Interval, mean_interval, ratio_interval
+from bench.analysis.runset import RunData
+from bench.common.errors import UserError
+
+CLIENT_BOUND_SHARE = 0.8  # above this share of the harness ceiling the client, not the archive, may be the limit
+NO_CALIBRATION = "no calibration recorded"
+
+
+@dataclass
+class Group:
+    """One target at one load level, over its repetitions."""
+
+    target: str
+    users: int
+    runs: list[RunData] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    summaries: list[dict] = field(default_factory=list)
+
+    def label(self, several_loads: bool) -> str:
+        return f"{self.target} ({self.users} users)" if several_loads else self.target
+
+    def windows(self, name: str) -> list:
+        return [METRICS[name].windows(m) for m in self.measurements]
+
+    def present(self, name: str) -> bool:
+        return name in METRICS and any(METRICS[name].present(m) for m in self.measurements)
+
+    def estimate(self, name: str) -> Interval | None:
+        return mean_interval(self.windows(name)) if self.present(name) else None
+
+    def mean_metrics(self) -> dict:
+        """Per-run metrics averaged over the repetitions (claims use these)."""
+        names = {name for s in self.summaries for name, v in s["metrics"].items() if v is not None}
+        return {
+            name: float(np.mean([s["metrics"][name] for s in self.summaries if s["metrics"].get(name) is not None]))
+            for name in names
+        }
+
+    def users_by_type(self) -> dict:
+        types = {t for s in self.summaries for t in s["users_by_type"]}
+        return {t: min(s["users_by_type"].get(t, 0) for s in self.summaries) for t in types}
+
+    def ceiling(self) -> dict | None:
+        """The lowest harness ceiling recorded by the group's runs (the conservative one)."""
+        recorded = [r.calibration for r in self.runs if r.calibration]
+        if not recorded:
+            return None
+        ceiling = {}
+        for key in ("ceiling_instances_per_s", "ceiling_mb_per_s"):
+            values = [float(c[key]) for c in recorded if c.get(key)]
+            ceiling[key] = min(values) if values else None
+        return ceiling
+
+
+def client_bound(ceiling: dict | None, instances_per_s: float | None, mb_per_s: float | None) -> dict:
+    """Whether a throughput figure is above 80% of the harness ceiling, in words and as a flag."""
+    if not ceiling:
+        return {"calibrated": False, "client_bound": None, "note": NO_CALIBRATION}
+    checks = [
+        (value, ceiling.get(key), unit)
+        for value, key, unit in (
+            (instances_per_s, "ceiling_instances_per_s", "instances/s"),
+            (mb_per_s, "ceiling_mb_per_s", "MB/s"),
+        )
+    ]
+    bound = [
+        f"{value:.1f} > 80% of {limit:.1f} {unit}"
+        for value, limit, unit in checks
+        if value is not None and limit and value > CLIENT_BOUND_SHARE * limit
+    ]
+    limits = ", ".join(f"{limit:g} {unit}" for _, limit, unit in checks if limit)
+    note = f"CLIENT-BOUND ({'; '.join(bound)})" if bound else f"below 80% of the harness ceiling ({limits})"
+    return {"calibrated": True, "client_bound": bool(bound), "note": note, **ceiling}
+
+
+def group_runs(runs: list[RunData], settings: Settings) -> list[Group]:
+    groups: dict[tuple[str, int], Group] = {}
+    for run in sorted(runs, key=lambda r: (r.target, r.users, r.repetition)):
+        group = groups.setdefault((run.target, run.users), Group(run.target, run.users))
+        group.runs.append(run)
+        group.measurements.append(measure(run.samples, settings))
+        group.summaries.append(summarize(run.samples, settings))
+    return list(groups.values())
+
+
+def _fmt(value, unit: str = "") -> str:
+    return "not recorded" if value in (None, "") else f"{value}{unit}"
+
+
+def environment(run: RunData) -> dict:
+    """What the target ran on: run.json `target` (with `target.environment`, the archive's own report) and `host`."""
+    target, host = run.run.get("target") or {}, run.run.get("host") or {}
+    seen = {**(target.get("guest") or {}), **(target.get("environment") or {}), **target}
+    if run.hypervisor or seen.get("hypervisor"):
+        hypervisor = str(run.hypervisor or seen.get("hypervisor"))
+    elif target.get("kind") == "native":
+        vendor = host.get("dmi_sys_vendor") or "vendor unknown"
+        hypervisor = (
+            f"none; the host itself is a VM ({vendor})" if host.get("cpu_hypervisor_flag") else "none (bare metal)"
+        )
+    else:
+        hypervisor = "not recorded"
+    memory = seen.get("memory_bytes")
+    return {
+        "target": run.target,
+        "run": run.folder.name,
+        "repetition": run.repetition,
+        "users": run.users,
+        "kind": _fmt(target.get("kind")),
+        "hypervisor": hypervisor,
+        "vcpus": _fmt(
+            seen.get("vcpus") or seen.get("cpus") or (host.get("cpus") if target.get("kind") == "native" else None)
+        ),
+        "memory": _fmt(round(memory / 2**30, 1) if memory else None, " GiB"),
+        "disk": _fmt(seen.get("disk") or seen.get("disk_mode")),
+        "network": _fmt(seen.get("network") or seen.get("network_mode")),
+        "fsync": _fmt(target.get("fsync")),
+        "max_pdu": _fmt(target.get("max_pdu")),
+        "server": _fmt(target.get("server")),
+        "host": f"{host.get('hostname', '?')}: {host.get('cpu_model', '?')}, {host.get('cpus', '?')} CPUs",
+    }
+
+
+def _baseline_group(groups: list[Group], baseline: str, users: int) -> Group | None:
+    return next((g for g in groups if g.target == baseline and g.users == users), None)
+
+
+def ratios(groups: list[Group], baseline: str) -> list[dict]:
+    """Every non-baseline group against the baseline at the same load, per headline metric."""
+    rows = []
+    for group in groups:
+        base = _baseline_group(groups, baseline, group.users)
+        if group.target == baseline or base is None:
+            continue
+        for name in HEADLINE_METRICS:
+            if not (group.present(name) and base.present(name)):
+                continue
+            interval = ratio_interval(group.windows(name), base.windows(name))
+            if interval is None:
+                continue
+            spec = METRICS[name]
+            worse = interval.high < 1 if spec.higher_is_better else interval.low > 1
+            better = interval.low > 1 if spec.higher_is_better else interval.high < 1
+            rows.append(
+                {
+                    "target": group.target,
+                    "users": group.users,
+                    "metric": name,
+                    "label": spec.label,
+                    **interval.as_dict(),
+                    "repetitions": len(group.runs),
+                    "baseline_repetitions": len(base.runs),
+                    "reading": "worse" if worse else "better" if better else "no clear difference",
+                }
+            )
+    return rows
+
+
+def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet]) -> dict:
+    estimates = {name: group.estimate(name) for name in HEADLINE_METRICS}
+    estimates = {k: v.as_dict(3) for k, v in estimates.items() if v is not None}
+    ingest = estimates.get("ingest_instances_per_s", {}).get("value")
+    mb = estimates.get("ingest_mb_per_s", {}).get("value")
+    return {
+        "label": group.label(several_loads),
+        "target": group.target,
+        "users": group.users,
+        "repetitions": len(group.runs),
+        "runs": [r.folder.name for r in group.runs],
+        "estimates": estimates,
+        "calibration": client_bound(group.ceiling(), ingest, mb),
+        "claims": judge_all(claim_sets, group.mean_metrics(), group.users_by_type()),
+    }
+
+
+def check_baseline(groups: list[Group], baseline: str) -> None:
+    targets = sorted({g.target for g in groups})
+    if len(targets) > 1 and baseline not in targets:
+        raise UserError(
+            f"baseline target {baseline!r} is not among the runs' targets ({', '.join(targets)}); "
+            "pick one with --baseline-target"
+        )
+
+
+def build_comparison(runs: list[RunData], settings: Settings, baseline: str, claim_sets: list[ClaimSet]):
+    """The comparison as JSON-ready data, plus the groups (for figures)."""
+    groups = group_runs(runs, settings)
+    check_baseline(groups, baseline)
+    several_loads = len({g.users for g in groups}) > 1
+    data = {
+        "scenario": runs[0].scenario,
+        "baseline_target": baseline,
+        "settings": settings.describe() | {"bootstrap": "percentile, 2000 resamples over repetitions and windows, 95%"},
+        "groups": [_group_record(g, several_loads, claim_sets) for g in groups],
+        "ratios": ratios(groups, baseline),
+        "environment": [environment(r) for g in groups for r in g.runs],
+    }
+    return data, groups

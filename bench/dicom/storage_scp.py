@@ -1,0 +1,178 @@
+"""The harness's own Storage SCP: where C-MOVE sends studies, and a null sink for calibration.
+
+Accepts every storage SOP class in the transfer syntax the sender proposes first (so a
+compressed instance arrives as it was stored) and Verification. Each received instance
+becomes an Arrival, filed under the C-MOVE that caused it (Move Originator Message ID,
+else its study) until the workstation that asked collects it.
+
+Runs as one thread per association: real threads in a plain process, greenlets under
+locust (gevent patches `threading` and `socket`). `python -m bench.dicom.storage_scp` runs it
+alone (the calibration's null sink when DCMTK is not installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+from collections import defaultdict
+
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
+from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
+from pynetdicom.sop_class import Verification
+
+from bench.dicom.arrivals import Arrival, InstanceCollector
+from bench.dicom.dimse import C_ECHO, C_STORE, response
+from bench.dicom.peer import AssociationFailed
+from bench.dicom.upper_layer import Association, PduStream, PeerReleased, accept_association
+
+SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    RLELossless,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
+UNRECOGNIZED_OPERATION = 0x0211
+
+
+def storage_contexts() -> list[PresentationContext]:
+    contexts = []
+    for abstract_syntax in [Verification, *(cx.abstract_syntax for cx in AllStoragePresentationContexts)]:
+        cx = PresentationContext()
+        cx.abstract_syntax = abstract_syntax
+        cx.transfer_syntax = SYNTAXES
+        contexts.append(cx)
+    return contexts
+
+
+class StorageSCP:
+    """Listens on host:port as `ae_title` (the called AE is not checked: any name reaches it)."""
+
+    def __init__(
+        self,
+        ae_title: str = "PACSBENCH-SCP",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        digests: bool = False,
+        null_sink: bool = False,
+        max_pdu: int = 0,
+        timeout: float = 60.0,
+    ):
+        self.ae_title = ae_title
+        self.digests = digests
+        self.null_sink = null_sink  # count and acknowledge only: no header reading, nothing kept
+        self.max_pdu = max_pdu
+        self.timeout = timeout
+        self.contexts = storage_contexts()
+        self.listener = socket.create_server((host, port), backlog=128)
+        self.host, self.port = self.listener.getsockname()[:2]
+        self.instances = 0
+        self.bytes = 0
+        self._lock = threading.Lock()
+        self._by_move: dict[int, list[Arrival]] = defaultdict(list)
+        self._by_study: dict[str, list[Arrival]] = defaultdict(list)
+        self._open: set[Association] = set()
+        self._stopping = False
+
+    def start(self) -> "StorageSCP":
+        threading.Thread(target=self._accept_loop, name=f"scp-{self.port}", daemon=True).start()
+        return self
+
+    def _accept_loop(self) -> None:
+        while not self._stopping:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return  # the listener was closed: stop() was called
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        stream = PduStream(sock, self.timeout)
+        try:
+            assoc = accept_association(stream, self.contexts, self.max_pdu)
+        except Exception:  # refused, cut off or undecodable negotiation: nothing to answer
+            stream.close()
+            return
+        self._open.add(assoc)
+        try:
+            while True:
+                self._answer(assoc)
+        except PeerReleased:
+            assoc.answer_release()
+        except AssociationFailed:
+            assoc.abort()
+        except Exception:  # a bug here must not leave the sender waiting for a response
+            assoc.abort()
+            raise
+        finally:
+            self._open.discard(assoc)
+
+    def _answer(self, assoc: Association) -> None:
+        collector = InstanceCollector(self.digests, read_header=not self.null_sink)
+        message = assoc.receive(on_fragment=collector)
+        command = message.command
+        if command["CommandField"] == C_STORE:
+            self._file(collector.finish(command, assoc.transfer_syntax(message.context_id)))
+            status = 0x0000
+        else:
+            status = 0x0000 if command["CommandField"] == C_ECHO else UNRECOGNIZED_OPERATION
+        assoc.send(message.context_id, response(command, status))
+
+    def _file(self, arrival: Arrival) -> None:
+        with self._lock:
+            self.instances += 1
+            self.bytes += arrival.bytes
+            if self.null_sink:
+                return
+            if arrival.move_originator_id is not None:
+                self._by_move[arrival.move_originator_id].append(arrival)
+            else:
+                self._by_study[arrival.study_instance_uid].append(arrival)
+
+    def collect(self, move_message_id: int, study_instance_uid: str) -> list[Arrival]:
+        """What arrived for one C-MOVE (call after its final response: every sub-operation has been answered)."""
+        with self._lock:
+            return self._by_move.pop(move_message_id, []) + self._by_study.pop(study_instance_uid, [])
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.listener.close()
+        for assoc in list(self._open):
+            assoc.abort()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.dicom.storage_scp", description="A Storage SCP that acknowledges and discards every instance."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--aet", default="NULLSINK")
+    parser.add_argument("--max-pdu", type=int, default=16384, help="largest PDU received (default 16384, as storescp)")
+    args = parser.parse_args(argv)
+    scp = StorageSCP(args.aet, args.host, args.port, null_sink=True, max_pdu=args.max_pdu).start()
+    print(f"bench.dicom.storage_scp listening on {scp.host}:{scp.port} as {args.aet}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    scp.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""The load stage: locust runs the scenario's users, in this process or as master + workers.
+
+Importing this module imports locust, which monkey-patches the process for gevent: import
+it before anything that opens a socket or starts a thread. The harness's sockets are then
+cooperative; real threads inside locust are never used for DICOM.
+
+Local mode: the users run here. Distributed mode (`--workers N`, and workers joining from
+other machines with `pacsbench worker --master HOST`): this process is locust's master.
+Each worker says hello, gets the scenario (custom message), loads the study pool (cached),
+starts its own Storage SCP when workstations C-MOVE, and reports ready with that SCP's
+address; only then does the target start (a native archive needs every C-MOVE
+destination in its configuration). Workers ship their sample rows to the master with
+locust's worker reports and a last batch when they stop, so one samples.csv holds them all.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gevent
+from locust import events
+from locust.env import Environment
+from locust.runners import STATE_STOPPED
+from locust.stats import CSV_STATS_INTERVAL_SEC, PERCENTILES_TO_REPORT, StatsCSVFileWriter
+from tqdm import tqdm
+
+from bench.common.errors import UserError
+from bench.dicom.peer import Peer
+from bench.dicom.storage_scp import StorageSCP
+from bench.load.scenario import Scenario
+from bench.load.shapes import make_shape
+from bench.load.users import LoadContext, user_classes
+from bench.results.samples import RunRecords
+from bench.studies.pool import StudyPool
+
+HELLO, SETUP, READY, FAILED, TARGET, ROWS = (
+    f"pacsbench_{m}" for m in ("hello", "setup", "ready", "failed", "target", "rows")
+)
+REPORT_KEY = "pacsbench_rows"
+WORKER_JOIN_TIMEOUT = 120.0  # workers load the study pool before they are ready
+WORKER_EXIT_TIMEOUT = 30.0
+END_MARGIN = 30.0  # beyond duration + stop_timeout, a run that has not ended is stopped anyway
+
+
+@dataclass
+class LoadOutcome:
+    started: float
+    ended: float
+    samples: int
+    interrupted: bool
+    steps: list[dict] = field(default_factory=list)
+    workers: list[dict] = field(default_factory=list)
+
+
+def needs_scp(scenario: Scenario) -> bool:
+    ws = scenario.users.workstation
+    return ws is not None and ws.retrieve == "move" and ws.count != 0
+
+
+def scp_bind_host(advertised: str) -> str:
+    """Loopback when the archive reaches us there, else every interface."""
+    return "127.0.0.1" if advertised.startswith("127.") else "0.0.0.0"
+
+
+def start_scp(scenario: Scenario, ae_title: str, port: int, advertised: str) -> StorageSCP:
+    client, ws = scenario.client, scenario.users.workstation
+    try:
+        return StorageSCP(
+            ae_title, scp_bind_host(advertised), port, digests=ws.check_digests, timeout=client.timeout
+        ).start()
+    except OSError as exc:
+        raise UserError(f"cannot listen for C-MOVE on port {port}: {exc}") from None
+
+
+class LoadEngine:
+    """Set up with start() (returns the C-MOVE destinations), run(peer) once, close()."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        pool: StudyPool,
+        run_dir: Path,
+        workers: int = 0,
+        remote_workers: int = 0,
+        master_bind: str = "127.0.0.1",
+        master_port: int = 0,
+        progress: bool = True,
+        join_timeout: float = WORKER_JOIN_TIMEOUT,
+    ):
+        self.scenario, self.pool, self.run_dir = scenario, pool, run_dir
+        self.workers, self.remote_workers = workers, remote_workers
+        self.master_bind, self.master_port = master_bind, master_port
+        self.progress = progress
+        self.join_timeout = join_timeout
+        self.records = RunRecords(run_dir)
+        self.shape = make_shape(scenario.load)
+        self.context = LoadContext(scenario, pool, self.records)
+        self.env: Environment | None = None
+        self.processes: list[subprocess.Popen] = []
+        self.joined: dict[str, dict] = {}
+        self.failures: list[str] = []
+        self._quit = False
+
+    @property
+    def distributed(self) -> bool:
+        return self.workers + self.remote_workers > 0
+
+    @property
+    def processes_count(self) -> int:
+        return max(1, self.workers + self.remote_workers)
+
+    def _environment(self) -> Environment:
+        return Environment(
+            user_classes=user_classes(self.scenario, self.context),
+            events=events,
+            stop_timeout=self.scenario.load.stop_timeout,
+            shape_class=self.shape,
+        )
+
+    def start(self) -> dict[str, tuple[str, int]]:
+        """Bring up the load processes; return {AE title: (host, port)} of the harness's Storage SCPs."""
+        self.env = self._environment()
+        if not self.distributed:
+            self.env.create_local_runner()
+            if not needs_scp(self.scenario):
+                return {}
+            client = self.scenario.client
+            host = client.scp_host or "127.0.0.1"
+            self.context.scp = start_scp(self.scenario, client.move_destination, client.scp_port, host)
+            self.context.destination_ae = client.move_destination
+            return {client.move_destination: (host, self.context.scp.port)}
+        runner = self.env.create_master_runner(self.master_bind, self.master_port)
+        self.master_port = runner.server.port if self.master_port == 0 else self.master_port
+        runner.register_message(HELLO, self._on_hello)
+        runner.register_message(READY, self._on_ready)
+        runner.register_message(FAILED, self._on_failed)
+        runner.register_message(ROWS, lambda environment, msg: self.records.add_batch(msg.data))
+        self.env.events.worker_report.add_listener(self._on_worker_report)
+        self._spawn_local_workers()
+        self._wait_for_workers()
+        return {w["ae"]: (w["host"], w["port"]) for w in self.joined.values() if w.get("port")}
+
+    # -- master side of the worker protocol -----------------------------------------------
+    def _on_hello(self, environment, msg) -> None:
+        index = len(self.joined)
+        self.joined[msg.node_id] = {"worker": msg.data["worker"], "index": index, "state": "setting up"}
+        client = self.scenario.client
+        single = self.workers + self.remote_workers == 1
+        ae = (
+            (client.move_destination if single else f"{client.move_destination}{index}")
+            if needs_scp(self.scenario)
+            else ""
+        )
+        port = client.scp_port + index if client.scp_port else 0
+        environment.runner.send_message(
+            SETUP,
+            {"scenario": self.scenario.model_dump(exclude_unset=True), "ae": ae, "scp_port": port, "index": index},
+            client_id=msg.node_id,
+        )
+
+    def _on_ready(self, environment, msg) -> None:
+        self.joined[msg.node_id].update(msg.data, state="ready")
+
+    def _on_failed(self, environment, msg) -> None:
+        self.failures.append(f"worker {msg.data['worker']}: {msg.data['error']}")
+
+    def _on_worker_report(self, client_id: str, data: dict) -> None:
+        if data.get(REPORT_KEY):
+            self.records.add_batch(data[REPORT_KEY])
+
+    def _spawn_local_workers(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "worker",
+            "--master",
+            "127.0.0.1",
+            "--master-port",
+            str(self.master_port),
+        ]
+        for number in range(self.workers):
+            log = (self.run_dir / f"worker-{number + 1}.log").open("wb")
+            self.processes.append(
+                subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            )
+
+    def _wait_for_workers(self) -> None:
+        expected = self.workers + self.remote_workers
+        deadline = time.monotonic() + self.join_timeout
+        while time.monotonic() < deadline:
+            if self.failures:
+                raise UserError(self.failures[0])
+            dead = [p for p in self.processes if p.poll() is not None]
+            if dead:
+                raise UserError(
+                    f"a worker process exited with status {dead[0].returncode} before it was ready "
+                    f"(see {self.run_dir}/worker-*.log)"
+                )
+            if sum(w["state"] == "ready" for w in self.joined.values()) >= expected:
+                return
+            gevent.sleep(0.1)
+        ready = sum(w["state"] == "ready" for w in self.joined.values())
+        where = (
+            f"; remote workers join with: pacsbench worker --master HOST --master-port {self.master_port}"
+            if self.remote_workers
+            else ""
+        )
+        raise UserError(f"{ready} of {expected} workers ready within {self.join_timeout:g} s{where}")
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self, peer: Peer) -> LoadOutcome:
+        env, load = self.env, self.scenario.load
+        runner = env.runner
+        self.context.peer = peer
+        if self.distributed:
+            runner.send_message(TARGET, {"host": peer.host, "port": peer.port, "ae_title": peer.ae_title})
+        csv_writer = StatsCSVFileWriter(env, PERCENTILES_TO_REPORT, str(self.run_dir / "locust"), full_history=True)
+        csv_greenlet = gevent.spawn(csv_writer.stats_writer)
+        progress = gevent.spawn(_progress, env, load.duration, self.records, self.progress)
+        started, interrupted = time.time(), False
+        try:
+            if self.shape is not None:
+                runner.start_shape()
+            else:
+                runner.start(load.users, spawn_rate=load.spawn_rate or load.users)
+            self._wait_until_done(started)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            runner.stop()  # users finish the request in flight (bounded by stop_timeout); workers ship their rows
+            runner.quit()
+            self._quit = True
+            ended = time.time()
+            progress.kill()
+            gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.2)  # one more pass so locust's CSVs hold the final counts
+            csv_greenlet.kill()
+            csv_writer.close_files()
+            self.records.close()
+        steps = list(getattr(self.shape, "began", []))
+        return LoadOutcome(started, ended, self.records.samples, interrupted, steps, list(self.joined.values()))
+
+    def _wait_until_done(self, started: float) -> None:
+        load = self.scenario.load
+        end = started + load.duration
+        while time.time() < end:
+            gevent.sleep(min(0.5, max(0.0, end - time.time())))
+        if self.shape is not None:  # the shape stops the run itself at its last tick
+            deadline = end + load.stop_timeout + END_MARGIN
+            while self.env.runner.state != STATE_STOPPED and time.time() < deadline:
+                gevent.sleep(0.2)
+
+    def close(self) -> None:
+        """Stop this process's SCP and wait for local workers (quit by the master) to exit."""
+        if self.env is not None and self.env.runner is not None and not self._quit:
+            self.env.runner.quit()  # a run that failed before its load still releases its workers
+            self._quit = True
+        if self.context.scp:
+            self.context.scp.stop()
+        deadline = time.monotonic() + WORKER_EXIT_TIMEOUT
+        for process in self.processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.records.close()
+
+
+def _progress(env: Environment, duration: float, records, enabled: bool) -> None:
+    with tqdm(total=int(duration), unit="s", desc="load", disable=not enabled, leave=False) as bar:
+        for _ in range(int(duration)):
+            gevent.sleep(1.0)
+            bar.update(1)
+            bar.set_postfix(requests=records.samples, users=env.runner.user_count if env.runner else 0)
+
+
+def local_address_towards(host: str) -> str:
+    """The address of this machine on the route to `host` (what a peer there can reach us at)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, 9))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"

@@ -1,0 +1,601 @@
+"""The report stage: render a run or a comparison as report.html, summary.md and summary.json.
+
+The figures come from bench.analysis.aggregate and bench.analysis.compare (sample rows only); this module
+only lays them out. report.html is self-contained (figures inline as base64 PNG, no
+external URL) and every string that came from a user or from DICOM is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench.analysis.aggregate import (  # noqa: F401 (re-exported: `pacsbench run` prints a summary)
+    METRICS,
+    Settings,
+    acknowledged,
+    load_samples,
+    load_server_metrics,
+    summarize,
+    timeline,
+)
+from bench.analysis.claims import load_claims
+from bench.analysis.compare import Group, build_comparison
+from bench.analysis.runset import RunData, load_run, load_runs
+from bench.common.errors import UserError
+from bench.report import figures
+
+CDF_OPERATIONS = ("C-STORE", "C-FIND", "C-MOVE", "C-GET")
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; padding: 0 1em; }
+table { border-collapse: collapse; margin: 0.8em 0; }
+th, td { text-align: left; padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; vertical-align: top; }
+th { font-weight: 600; }
+td { font-variant-numeric: tabular-nums; }
+.answer { font-size: 1.15em; background: #f3f6fa; padding: 0.6em 1em; border-left: 4px solid #4a78b5; }
+.bound { color: #a40000; font-weight: 600; }
+figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
+img { max-width: 100%; }
+.wide { overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+
+def _num(value, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _with_interval(estimate: dict | None, digits: int = 1) -> str:
+    if not estimate:
+        return "n/a"
+    return (
+        f"{_num(estimate['value'], digits)} [{_num(estimate['ci_low'], digits)}, {_num(estimate['ci_high'], digits)}]"
+    )
+
+
+def _html_table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _md_cell(text) -> str:
+    return html.escape(str(text), quote=False).replace("|", "/").replace("\n", " ")
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows),
+        "",
+    ]
+
+
+def _figure(png: bytes, alt: str, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+GROUP_HEADERS = [
+    "target",
+    "users",
+    "runs",
+    "instances/s [95% CI]",
+    "frames/s",
+    "MB/s",
+    "C-STORE p95 ms",
+    "harness ceiling",
+]
+
+
+def _group_rows(data: dict) -> list[list[str]]:
+    rows = []
+    for g in data["groups"]:
+        e = g["estimates"]
+        rows.append(
+            [
+                g["label"],
+                str(g["users"]),
+                str(g["repetitions"]),
+                _with_interval(e.get("ingest_instances_per_s"), 2),
+                _with_interval(e.get("ingest_frames_per_s")),
+                _with_interval(e.get("ingest_mb_per_s")),
+                _with_interval(e.get("c_store_p95_ms")),
+                g["calibration"]["note"],
+            ]
+        )
+    return rows
+
+
+def _optional_metric_rows(data: dict) -> list[list[str]]:
+    """Retrieve and query figures, for the groups that measured them."""
+    names = [
+        "retrieve_instances_per_s",
+        "retrieve_mb_per_s",
+        "query_requests_per_s",
+        "c_find_p95_ms",
+        "c_move_p95_ms",
+        "c_get_p95_ms",
+    ]
+    return [
+        [g["label"], METRICS[n].label, _with_interval(g["estimates"][n], 2)]
+        for g in data["groups"]
+        for n in names
+        if n in g["estimates"]
+    ]
+
+
+RATIO_HEADERS = ["target", "users", "figure", "ratio to baseline [95% CI]", "reading", "runs (baseline runs)"]
+
+
+def _ratio_rows(data: dict) -> list[list[str]]:
+    return [
+        [
+            r["target"],
+            str(r["users"]),
+            r["label"],
+            _with_interval(r, 3),
+            r["reading"],
+            f"{r['repetitions']} ({r['baseline_repetitions']})",
+        ]
+        for r in data["ratios"]
+    ]
+
+
+def _claim_tables(data: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Per claim file: one row per claim, one column per target ("measured: verdict")."""
+    tables = []
+    first = data["groups"][0]["claims"]
+    for i, claim_set in enumerate(first):
+        headers = ["published claim", "bound", *(g["label"] for g in data["groups"])]
+        rows = []
+        for j, verdict in enumerate(claim_set["verdicts"]):
+            cells = [_verdict_text(g["claims"][i]["verdicts"][j]) for g in data["groups"]]
+            rows.append([verdict["statement"], verdict["bound"], *cells])
+        tables.append((f"{claim_set['title']}. {claim_set['source']}".strip(), headers, rows))
+    return tables
+
+
+def _verdict_text(v: dict) -> str:
+    measured = "" if v["measured"] is None else f"{_num(v['measured'], 2)}: "
+    return f"{measured}{v['verdict'].upper()}" + (f" ({v['note']})" if v["note"] else "")
+
+
+ERROR_SUMMARY_HEADERS = ["target", "run", "operation", "DICOM status", "count", "most frequent error"]
+
+
+def _all_error_rows(groups: list[Group]) -> list[list[str]]:
+    return [
+        [run.target, run.folder.name, *row]
+        for g in groups
+        for run, s in zip(g.runs, g.summaries)
+        for row in _error_rows(s)
+    ]
+
+
+ENV_HEADERS = [
+    "target",
+    "run",
+    "rep",
+    "hypervisor",
+    "vCPUs",
+    "memory",
+    "disk",
+    "network",
+    "fsync",
+    "max PDU",
+    "server",
+    "load host",
+]
+
+
+def _environment_rows(data: dict) -> list[list[str]]:
+    return [
+        [
+            e["target"],
+            e["run"],
+            str(e["repetition"]),
+            e["hypervisor"],
+            e["vcpus"],
+            e["memory"],
+            e["disk"],
+            e["network"],
+            e["fsync"],
+            e["max_pdu"],
+            e["server"],
+            e["host"],
+        ]
+        for e in data["environment"]
+    ]
+
+
+BREAKDOWN_HEADERS = [
+    "",
+    "requests",
+    "failed",
+    "instances/s",
+    "frames/s",
+    "MB/s",
+    "p50 ms",
+    "p90 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+]
+
+
+def _breakdown_rows(table: dict) -> list[list[str]]:
+    return [
+        [
+            key,
+            str(v["requests"]),
+            str(v["failed"]),
+            _num(v["instances_per_s"], 2),
+            _num(v["frames_per_s"]),
+            _num(v["mb_per_s"]),
+            *(_num(v["latency_ms"][p]) for p in ("p50", "p90", "p95", "p99", "max")),
+        ]
+        for key, v in table.items()
+    ]
+
+
+ERROR_HEADERS = ["operation", "DICOM status", "count", "most frequent error"]
+
+
+def _error_rows(summary: dict) -> list[list[str]]:
+    return [[e["operation"], e["status"], str(e["count"]), e["example"]] for e in summary["errors_by_status"]]
+
+
+def _answer(data: dict) -> str:
+    """The one-paragraph answer at the top of the page."""
+    if not data["ratios"]:
+        g = data["groups"][0]
+        e = g["estimates"]
+        return (
+            f"{g['label']}: {_with_interval(e.get('ingest_instances_per_s'), 2)} instances/s, "
+            f"{_with_interval(e.get('ingest_frames_per_s'))} frames/s, {_with_interval(e.get('ingest_mb_per_s'))} "
+            f"MB/s stored (95% bootstrap intervals); {g['calibration']['note']}."
+        )
+    parts = [
+        f"{r['target']} ({r['users']} users) reaches {r['value']:.2f}x of {data['baseline_target']}'s "
+        f"{r['label']} (95% CI {r['ci_low']:.2f}-{r['ci_high']:.2f}: {r['reading']})"
+        for r in data["ratios"]
+        if r["metric"] in ("ingest_instances_per_s", "retrieve_instances_per_s")
+    ]
+    return "; ".join(parts) + "." if parts else "No figure is shared by a target and the baseline."
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def _run_label(run: RunData) -> str:
+    return f"{run.target} u{run.users} r{run.repetition}"
+
+
+Picture = tuple[bytes, str, str]  # PNG, alt text, caption
+
+
+def _run_lines(groups: list[Group]) -> list[tuple[str, RunData, object]]:
+    several = len(groups) > 1
+    return [(_run_label(r) if several else r.folder.name, r, m) for g in groups for r, m in zip(g.runs, g.measurements)]
+
+
+def _timeline_figures(groups: list[Group], window: float, ceiling: float | None, bound_note: str) -> list[Picture]:
+    lines = [(label, timeline(r.samples, window), m.begin - m.run_start) for label, r, m in _run_lines(groups)]
+    out = [
+        (
+            figures.timeline_png(lines, "instances", "instances/s stored", ceiling),
+            "throughput timeline",
+            f"Acknowledged C-STORE instances/s per {window:g} s window. {bound_note}",
+        )
+    ]
+    if any(float(b["retrieve_instances"].sum()) > 0 for _, b, _ in lines):
+        out.append(
+            (
+                figures.timeline_png(lines, "retrieve_instances", "instances/s retrieved"),
+                "retrieve timeline",
+                f"Instances/s retrieved (C-MOVE/C-GET) per {window:g} s window.",
+            )
+        )
+    return out
+
+
+def _latency_figures(groups: list[Group]) -> list[Picture]:
+    several_loads = len({g.users for g in groups}) > 1
+    cdf = {}
+    for op in CDF_OPERATIONS:
+        series = [
+            (
+                g.label(several_loads),
+                np.concatenate([acknowledged(m.samples, (op,))["latency_ms"].to_numpy() for m in g.measurements]),
+            )
+            for g in groups
+        ]
+        if any(len(latencies) for _, latencies in series):
+            cdf[op] = [(label, latencies) for label, latencies in series if len(latencies)]
+    if not cdf:
+        return []
+    return [
+        (
+            figures.latency_cdf_png(cdf),
+            "latency CDFs",
+            "Share of successful requests answered within a given latency, after the warm-up.",
+        )
+    ]
+
+
+def _scaling_figures(data: dict, ceiling: float | None, bound_note: str) -> list[Picture]:
+    curves = {}
+    for g in data["groups"]:
+        if "ingest_instances_per_s" in g["estimates"]:
+            curves.setdefault(g["target"], []).append((g["users"], g["estimates"]["ingest_instances_per_s"]))
+    if not any(len(points) > 1 for points in curves.values()):
+        return []
+    return [
+        (
+            figures.scaling_png(curves, "instances/s stored", ceiling),
+            "scaling curve",
+            f"Stored instances/s against concurrent users, 95% intervals. {bound_note}",
+        )
+    ]
+
+
+def _server_figures(groups: list[Group]) -> list[Picture]:
+    recorded = [
+        (label, frame, m.run_start)
+        for label, r, m in _run_lines(groups)
+        for frame, _ in [load_server_metrics(r.folder)]
+        if frame is not None
+    ]
+    if not recorded:
+        return []
+    return [
+        (
+            figures.server_metrics_png(recorded),
+            "server metrics",
+            "Server CPU, memory and disk as recorded in server_metrics.csv (runs without the file are left out).",
+        )
+    ]
+
+
+def _figures(data: dict, groups: list[Group], settings: Settings) -> list[Picture]:
+    ceiling = min(
+        (
+            g["calibration"]["ceiling_instances_per_s"]
+            for g in data["groups"]
+            if g["calibration"].get("ceiling_instances_per_s")
+        ),
+        default=None,
+    )
+    bound_note = "; ".join(f"{g['label']}: {g['calibration']['note']}" for g in data["groups"])
+    out = []
+    if data["ratios"]:
+        out.append(
+            (
+                figures.ratio_png(data["ratios"], data["baseline_target"]),
+                "ratios to the baseline",
+                f"Each target against {data['baseline_target']} at the same load; bars: 95% bootstrap intervals "
+                f"over repetitions and {settings.window_seconds:g} s windows. {bound_note}",
+            )
+        )
+    out += _timeline_figures(groups, settings.window_seconds, ceiling, bound_note)
+    out += _latency_figures(groups)
+    out += _scaling_figures(data, ceiling, bound_note)
+    return out + _server_figures(groups)
+
+
+def _server_metrics_notes(groups: list[Group]) -> list[str]:
+    return [
+        f"{r.folder.name}: {note}"
+        for g in groups
+        for r in g.runs
+        for _, note in [load_server_metrics(r.folder)]
+        if note
+    ]
+
+
+# --- pages -----------------------------------------------------------------------------------
+
+
+def _method_items(data: dict) -> list[str]:
+    s = data["settings"]
+    return [
+        f"Warm-up: {s['warmup']} (rule {s['warmup_rule']}; change with --warmup).",
+        f"Windows: {s['window_seconds']:g} s of response time; a request counts in the window its response "
+        "arrived in. Figures with intervals are the mean over repetitions of the mean over full windows.",
+        f"Intervals: {s['bootstrap']}.",
+        "Throughput counts acknowledged requests only (DICOM status 0x0000); MB = 10^6 bytes.",
+        "Client-bound: a figure above 80% of the harness ceiling recorded by calibration (run.json "
+        "'calibration') may measure the load generator rather than the archive.",
+    ]
+
+
+def _measured_note(s: dict) -> str:
+    return (
+        f"Measured {s['window_seconds']:g} s after {s['warmup_seconds']:g} s of warm-up "
+        f"({s['warmup_requests_dropped']} requests dropped); {s['users']} users, {s['associations']} associations."
+    )
+
+
+def _run_details_html(groups: list[Group]) -> str:
+    parts = []
+    for g in groups:
+        for run, summary in zip(g.runs, g.summaries):
+            errors = (
+                _html_table(ERROR_HEADERS, _error_rows(summary))
+                if summary["errors_by_status"]
+                else "<p>No failed requests.</p>"
+            )
+            per_operation = _html_table(["operation", *BREAKDOWN_HEADERS[1:]], _breakdown_rows(summary["operations"]))
+            per_user_type = _html_table(["user type", *BREAKDOWN_HEADERS[1:]], _breakdown_rows(summary["user_types"]))
+            parts.append(
+                f"<details{' open' if len(groups) == 1 and len(g.runs) == 1 else ''}>"
+                f"<summary>{html.escape(f'{run.target}, run {run.folder.name}, repetition {run.repetition}')}</summary>"
+                f"<h3>Per operation</h3>{per_operation}<h3>Per user type</h3>{per_user_type}"
+                f"<h3>Errors by DICOM status (whole run, warm-up included)</h3>{errors}"
+                f"<p>Integrity: {html.escape(_integrity_note(run.run.get('verify')))}</p>"
+                f"<p>{html.escape(_measured_note(summary))}</p></details>"
+            )
+    return "".join(parts)
+
+
+def render_html(data: dict, groups: list[Group], pictures: list[Picture], title: str) -> str:
+    notes = _server_metrics_notes(groups)
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="answer">{html.escape(_answer(data))}</p>',
+        "<h2>Figures per target</h2>",
+        _html_table(GROUP_HEADERS, _group_rows(data)),
+    ]
+    if _optional_metric_rows(data):
+        sections += [_html_table(["target", "figure", "value [95% CI]"], _optional_metric_rows(data))]
+    if data["ratios"]:
+        sections += [
+            f"<h2>Against the baseline ({html.escape(data['baseline_target'])})</h2>",
+            _html_table(RATIO_HEADERS, _ratio_rows(data)),
+        ]
+    sections += ["<h2>Figures</h2>", *(_figure(png, alt, caption) for png, alt, caption in pictures)]
+    if notes:
+        sections += ["<p>" + html.escape("Server metrics: " + "; ".join(notes)) + "</p>"]
+    errors = _all_error_rows(groups)
+    sections += [
+        "<h2>Errors by DICOM status (whole runs)</h2>",
+        _html_table(ERROR_SUMMARY_HEADERS, errors) if errors else "<p>No failed requests.</p>",
+    ]
+    sections += ["<h2>Published claims</h2>"]
+    for caption, headers, rows in _claim_tables(data):
+        sections += [f"<p>{html.escape(caption)}</p>", _html_table(headers, rows)]
+    sections += [
+        "<h2>Runs</h2>",
+        _run_details_html(groups),
+        '<h2>Environment</h2><div class="wide">',
+        _html_table(ENV_HEADERS, _environment_rows(data)),
+        "</div>",
+        "<h2>How the figures were computed</h2>",
+        "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in _method_items(data)) + "</ul>",
+    ]
+    body = "\n".join(sections)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
+
+
+def render_markdown(data: dict, groups: list[Group], title: str, headline: list[list[str]] | None = None) -> str:
+    lines = [f"# {_md_cell(title)}", "", _md_cell(_answer(data)), ""]
+    if headline:
+        lines += _md_table(["metric", "value"], headline)
+    lines += _md_table(GROUP_HEADERS, _group_rows(data))
+    if data["ratios"]:
+        lines += [f"## Against the baseline ({_md_cell(data['baseline_target'])})", ""]
+        lines += _md_table(RATIO_HEADERS, _ratio_rows(data))
+    errors = _all_error_rows(groups)
+    if errors:
+        lines += ["## Errors by DICOM status", "", *_md_table(ERROR_SUMMARY_HEADERS, errors)]
+    lines += ["## Published claims", ""]
+    for caption, headers, rows in _claim_tables(data):
+        lines += [_md_cell(caption), "", *_md_table(headers, rows)]
+    lines += ["## Environment", "", *_md_table(ENV_HEADERS, _environment_rows(data))]
+    lines += [f"- {_md_cell(item)}" for item in _method_items(data)]
+    return "\n".join(lines) + "\n"
+
+
+def _headline_rows(s: dict, data: dict) -> list[list[str]]:
+    """The single-run figures, overall (the estimates with intervals are in the target table)."""
+    lat = s["latency_ms"]
+    return [
+        ["instances/s", _num(s["instances_per_s"], 2)],
+        ["frames/s", _num(s["frames_per_s"])],
+        ["MB/s", _num(s["mb_per_s"])],
+        [
+            "C-STORE latency p50 / p90 / p95 / p99 / max (ms)",
+            " / ".join(_num(lat[p]) for p in ("p50", "p90", "p95", "p99", "max")),
+        ],
+        ["acknowledged instances", f"{s['instances']:,}"],
+        ["failed requests", f"{s['failures']:,}"],
+        ["users / associations", f"{s['users']} / {s['associations']}"],
+        ["measured window (s)", f"{_num(s['window_seconds'], 2)} after {_num(s['warmup_seconds'], 2)} s warm-up"],
+        ["harness ceiling", data["groups"][0]["calibration"]["note"]],
+    ]
+
+
+def _integrity_note(verify: dict | None) -> str:
+    """run.json["verify"] in words (pacsbench verify, or run --verify)."""
+    if not verify:
+        return "not verified (pacsbench run --verify, or pacsbench verify RUN)"
+    if verify["ok"]:
+        return f"verified: all {verify['instances']:,} acknowledged instances returned byte-identical"
+    return (f"VERIFICATION FAILED: {verify['missing']} lost, {verify['different']} changed, "
+            f"{verify['retrieved_different']} retrieved changed, of {verify['instances']:,} acknowledged")
+
+
+def _write_outputs(
+    folder: Path, data: dict, groups: list[Group], settings: Settings, title: str, json_record: dict, headline=None
+) -> Path:
+    pictures = _figures(data, groups, settings)
+    (folder / "summary.json").write_text(json.dumps(json_record, indent=2, default=str))
+    (folder / "summary.md").write_text(render_markdown(data, groups, title, headline))
+    report = folder / "report.html"
+    report.write_text(render_html(data, groups, pictures, title), encoding="utf-8")
+    return report
+
+
+def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: list[Path] | None = None) -> Path:
+    """Write summary.json, summary.md and report.html into the run folder; return the HTML path."""
+    run = load_run(run_dir)
+    data, groups = build_comparison([run], settings, run.target, load_claims(claim_paths))
+    summary = groups[0].summaries[0]
+    title = f"pacsbench run {run.run.get('run_id', run_dir.name)}: {run.scenario}"
+    record = {
+        "run_id": run.run.get("run_id"),
+        "scenario": run.scenario,
+        "target": run.target,
+        **summary,
+        "estimates": data["groups"][0]["estimates"],
+        "calibration": data["groups"][0]["calibration"],
+        "claims": data["groups"][0]["claims"],
+        "environment": data["environment"][0],
+        "integrity": _integrity_note(run.run.get("verify")),
+    }
+    headline = _headline_rows(summary, data) + [["integrity", record["integrity"]]]
+    return _write_outputs(run_dir, data, groups, settings, title, record, headline)
+
+
+def default_compare_folder(results: Path, scenario: str) -> Path:
+    from bench.results.run_folder import new_run_dir
+
+    return new_run_dir(results, f"compare-{scenario}")
+
+
+def build_comparison_report(
+    paths: list[Path],
+    out: Path | None,
+    settings: Settings = Settings(),
+    baseline: str = "native",
+    claim_paths: list[Path] | None = None,
+) -> Path:
+    """Write the comparison of runs (or matrices) into `out`; return the HTML path."""
+    runs = load_runs(paths)
+    claim_sets = load_claims(claim_paths)
+    data, groups = build_comparison(runs, settings, baseline, claim_sets)
+    folder = out or default_compare_folder(Path("results"), data["scenario"])
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {folder}: {exc.strerror}") from None
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    title = f"pacsbench comparison: {data['scenario']} ({len(runs)} runs, baseline {baseline})"
+    return _write_outputs(folder, data, groups, settings, title, data | {"created": stamp})

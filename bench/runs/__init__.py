@@ -1,0 +1,1 @@
+"""Orchestration: one scenario run, a matrix of runs, and verifying what an archive kept."""

@@ -1,0 +1,87 @@
+"""The `matrix` stage: one scenario against several targets, alternated (A B C A B C ...), in one invocation.
+
+Alternating spreads slow drifts of a shared machine (other jobs, thermal, page cache) over every
+target instead of letting them land on one. The matrix folder holds one run folder per
+repetition and target, and matrix.json listing them for `pacsbench compare`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from bench.common.errors import UserError
+from bench.load.scenario import KIND_ONLY, Scenario, TargetSpec, load_scenario
+from bench.results.run_folder import new_run_dir
+
+KINDS = ("native", "kvm", "tcg", "orthanc", "dcmtk", "remote")
+NAME = re.compile(r"^(?P<kind>[a-z]+)(?:-(?P<network>user|tap))?$")
+
+
+def resolve_target(scenario: Scenario, name: str) -> TargetSpec:
+    """A named [targets.NAME] table, else a kind ("tcg", or "tcg-tap" for its network) on the scenario's target."""
+    if name in scenario.targets:
+        spec = scenario.targets[name]
+        return spec if spec.label else spec.model_copy(update={"label": name})
+    match = NAME.match(name)
+    if not match or match["kind"] not in KINDS:
+        known = ", ".join([*scenario.targets, *KINDS, "kvm-tap", "tcg-tap"])
+        raise UserError(f"unknown target {name!r} (known: {known})")
+    kind = match["kind"]
+    base = scenario.target.model_dump(exclude_unset=True, exclude={"kind", "label"})
+    # Keep only the scenario's settings that apply to this kind (fsync, max_pdu, ae_title ...).
+    kept = {key: value for key, value in base.items() if key not in KIND_ONLY or kind in KIND_ONLY[key]}
+    if match["network"]:
+        if kind not in ("kvm", "tcg"):
+            raise UserError(f"target {name!r}: only kvm and tcg targets have a network mode")
+        kept["network"] = match["network"]
+        kept.pop("port", None)
+    if kind == "remote" and scenario.target.kind != "remote":
+        raise UserError("a remote target needs its address: define it in the scenario's [target] or [targets.NAME]")
+    try:
+        return TargetSpec(kind=kind, label=name, **kept)
+    except ValueError as exc:
+        raise UserError(f"target {name!r}: {exc}") from None
+
+
+def run_matrix(scenario_path: Path, names: list[str], repeat: int, results_root: Path,
+               progress: bool = True) -> Path:
+    """Run every target `repeat` times, alternating; return the matrix folder (with matrix.json)."""
+    from bench.runs.scenario_run import run_scenario  # imports locust first (gevent)
+
+    if repeat < 1:
+        raise UserError("--repeat must be at least 1")
+    scenario = load_scenario(scenario_path)
+    if len(set(names)) != len(names):
+        raise UserError(f"a target is listed twice: {','.join(names)}")
+    specs = {name: resolve_target(scenario, name) for name in names}
+    prepare_guest_image(specs.values(), progress)
+    folder = new_run_dir(results_root, f"matrix-{scenario.name}")
+    manifest = {"scenario": scenario.name, "scenario_file": str(scenario_path), "targets": names, "repeat": repeat,
+                "order": "alternating", "runs": []}
+    for repetition in range(1, repeat + 1):
+        for name in names:
+            print(f"matrix: repetition {repetition}/{repeat}, target {name}", file=sys.stderr, flush=True)
+            run_dir, record = run_scenario(scenario_path, folder, progress=progress, target_spec=specs[name])
+            manifest["runs"].append({"folder": run_dir.name, "target": name, "repetition": repetition,
+                                     "hypervisor": (record.get("target") or {}).get("hypervisor"),
+                                     "status": record.get("status")})
+            write_manifest(folder, manifest)
+    return folder
+
+
+def prepare_guest_image(specs, progress: bool) -> None:
+    """Build (or find) the guest image once, before the first run, so no run's time includes it."""
+    if any(spec.kind in ("kvm", "tcg") for spec in specs):
+        from bench.targets.vm.image import ensure_image
+
+        ensure_image(progress=progress)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    path = folder / "matrix.json"
+    temp = path.with_suffix(".json.tmp")
+    temp.write_text(json.dumps(manifest, indent=2))
+    temp.replace(path)

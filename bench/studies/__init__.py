@@ -1,0 +1,1 @@
+"""Synthetic DSA studies: profiles, pixels, the XA header, encoding, generation, the cached study pool, digests."""

@@ -1,0 +1,257 @@
+"""The study pool: synthesize a few studies once (cached on disk), send them many times.
+
+Synthesizing pixels costs up to a second per 1024x1024 run, far too slow to feed a load
+test. The pool synthesizes each study once per (profile, seed, transfer syntax) into a
+cache folder outside git (growing it when a bigger pool is asked for), loads it into
+memory, and hands out copies with fresh patient ID, accession number and Study, Series
+and SOP Instance UIDs: every study the archive receives is unique.
+
+Nothing is re-encoded per copy. Each cached instance keeps its data set encoded element
+by element; a copy re-encodes only the five elements that change and hands out the
+result as byte chunks (header, Pixel Data element head, a memoryview of the shared
+pixel bytes, tail) ready to be streamed as a DIMSE data set.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.tag import Tag
+from pydicom.uid import generate_uid
+
+from bench import __version__
+from bench.common.paths import cache_root
+from bench.studies.encode import syntax_for_uid
+from bench.studies.generate import generate
+from bench.studies.integrity import combine, sha256_of
+from bench.studies.profile import Profile
+
+POOL_FORMAT = 2  # bump when the pixel model or the instance layout changes
+PIXEL_DATA = Tag("PixelData")
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0
+
+
+def encode_element(element: DataElement) -> bytes:
+    """One data element in Explicit VR Little Endian (every syntax we write uses it)."""
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_data_element(fp, element)
+    return fp.getvalue()
+
+
+def _pixel_element_head(element: DataElement) -> bytes:
+    """Tag, VR, reserved bytes and length of Pixel Data; undefined length when encapsulated."""
+    length = 0xFFFFFFFF if element.is_undefined_length else len(element.value) + len(element.value) % 2
+    return struct.pack("<HH2s2xI", 0x7FE0, 0x0010, element.VR.encode(), length)
+
+
+@dataclass
+class TemplateInstance:
+    """One cached instance in memory: its dataset and its data set encoded in pieces."""
+
+    dataset: Dataset
+    frames: int
+    tags: list[int] = field(repr=False)  # top-level tags other than Pixel Data, ascending
+    encoded: list[bytes] = field(repr=False)  # the encoded element for each tag
+    pixel_chunks: tuple[bytes, memoryview, bytes] = field(repr=False)
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> "TemplateInstance":
+        for _ in ds:  # convert raw elements once, so copies share converted elements
+            pass
+        elements = [e for e in ds if e.tag != PIXEL_DATA]
+        if any(e.tag > PIXEL_DATA for e in elements):
+            raise ValueError("elements after Pixel Data are not supported in pooled instances")
+        pixel = ds[PIXEL_DATA]
+        # Encapsulated fragments end with a sequence delimiter; a native odd-length value is padded.
+        tail = SEQUENCE_DELIMITER if pixel.is_undefined_length else b"\0" * (len(pixel.value) % 2)
+        return cls(
+            dataset=ds,
+            frames=int(ds.get("NumberOfFrames", 1) or 1),
+            tags=[int(e.tag) for e in elements],
+            encoded=[encode_element(e) for e in elements],
+            pixel_chunks=(_pixel_element_head(pixel), memoryview(pixel.value), tail),
+        )
+
+    @cached_property
+    def pixel_sha256(self) -> bytes:
+        """SHA-256 of the Pixel Data element onwards, shared by every copy (see bench.studies.integrity)."""
+        return sha256_of(self.pixel_chunks)
+
+    @property
+    def pixel_bytes(self) -> int:
+        return sum(len(c) for c in self.pixel_chunks)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the encoded data set (what a C-STORE transfers)."""
+        return sum(map(len, self.encoded)) + self.pixel_bytes
+
+    def encode_header(self, changes: dict[str, str]) -> bytes:
+        """Everything before Pixel Data, with the `changes` (keyword -> value) re-encoded."""
+        tags, encoded = list(self.tags), list(self.encoded)
+        for keyword, value in changes.items():
+            tag = int(Tag(keyword))
+            piece = encode_element(DataElement(tag, dictionary_VR(tag), value))
+            at = bisect.bisect_left(tags, tag)
+            if at < len(tags) and tags[at] == tag:
+                encoded[at] = piece
+            else:
+                tags.insert(at, tag)
+                encoded.insert(at, piece)
+        return b"".join(encoded)
+
+
+def fresh_copy(instance: Dataset, changes: dict[str, str]) -> Dataset:
+    """A new dataset sharing the (large) element values, with `changes` (keyword -> value).
+
+    The new values go in as new DataElements (add_new): assigning an attribute would
+    mutate the element object the template shares.
+    """
+    copy = Dataset(dict(instance.items()))
+    copy.file_meta = FileMetaDataset(dict(instance.file_meta.items()))
+    for keyword, value in changes.items():
+        copy.add_new(keyword, dictionary_VR(keyword), value)
+    copy.file_meta.add_new("MediaStorageSOPInstanceUID", "UI", changes["SOPInstanceUID"])
+    return copy
+
+
+class PooledInstance:
+    """One instance of a handed-out study: new identity, the template's pixels.
+
+    `encoded_chunks()` is the data set in its transfer syntax (no file meta), as a C-STORE
+    sends it; `dataset` is the same as a pydicom Dataset, built on first use.
+    """
+
+    def __init__(self, template: TemplateInstance, changes: dict[str, str]):
+        self.template = template
+        self.changes = changes
+        self.frames = template.frames
+        self._header = template.encode_header(changes)
+        self.size = len(self._header) + template.pixel_bytes  # bytes of the encoded data set
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return self.changes["SOPInstanceUID"]
+
+    @property
+    def sop_class_uid(self) -> str:
+        return str(self.template.dataset.SOPClassUID)
+
+    @property
+    def transfer_syntax_uid(self) -> str:
+        return str(self.template.dataset.file_meta.TransferSyntaxUID)
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        return fresh_copy(self.template.dataset, self.changes)
+
+    def digest(self) -> str:
+        """bench.studies.integrity's digest of the encoded data set, without hashing the pixels again."""
+        return combine(sha256_of([self._header]), self.template.pixel_sha256)
+
+    def encoded_chunks(self) -> list[bytes | memoryview]:
+        """The data set as byte chunks; the pixel chunk is a view of the shared bytes."""
+        head, pixels, tail = self.template.pixel_chunks
+        return [self._header, head, pixels, tail]
+
+
+def _pool_folder(profile: Profile, seed: int, syntax_name: str) -> Path:
+    settings = profile.model_dump(exclude={"description", "transfer_syntax"})
+    digest = hashlib.sha256(json.dumps([POOL_FORMAT, settings, seed, syntax_name], sort_keys=True).encode())
+    return cache_root() / "pool" / f"{profile.name}-{syntax_name}-seed{seed}-{digest.hexdigest()[:12]}"
+
+
+class StudyPool:
+    """Cached synthetic studies and a source of unique copies of them."""
+
+    def __init__(self, folder: Path, studies: list[list[TemplateInstance]], profile: Profile, seed: int):
+        self.folder = folder
+        self.studies = studies
+        self.profile = profile
+        self.seed = seed
+        self._sent = 0
+        self._token = generate_uid()[-6:]  # keeps patients of concurrent pools (processes) apart
+
+    @classmethod
+    def prepare(cls, profile: Profile, size: int, seed: int, progress: bool = True,
+                transfer_syntax: str | None = None) -> "StudyPool":
+        """Synthesize what the cache lacks (studies 0..size-1), then load them.
+
+        `transfer_syntax` is a name (explicit, rle, jpeg-ls, j2k, jpeg-sv1); default: the profile's.
+        """
+        syntax_name = transfer_syntax or profile.transfer_syntax
+        folder = _pool_folder(profile, seed, syntax_name)
+        generate(profile, size, seed, folder, progress=progress, syntax_name=syntax_name, keep_existing=True)
+        pool = cls(folder, cls._load(folder, size), profile, seed)
+        (folder / "pool.json").write_text(json.dumps({**pool.describe(), "pacsbench": __version__}, indent=2))
+        return pool
+
+    @staticmethod
+    def _load(folder: Path, size: int) -> list[list[TemplateInstance]]:
+        return [
+            [TemplateInstance.from_dataset(dcmread(path)) for path in sorted((folder / f"study-{i:04d}").glob("*.dcm"))]
+            for i in range(size)
+        ]
+
+    @property
+    def sop_classes(self) -> list[str]:
+        return sorted({str(i.dataset.SOPClassUID) for s in self.studies for i in s})
+
+    @property
+    def transfer_syntaxes(self) -> list[str]:
+        return sorted({str(i.dataset.file_meta.TransferSyntaxUID) for s in self.studies for i in s})
+
+    def describe(self) -> dict:
+        instances = [i for s in self.studies for i in s]
+        return {
+            "profile": self.profile.name,
+            "profile_settings": self.profile.model_dump(),
+            "seed": self.seed,
+            "studies": len(self.studies),
+            "patients": len({str(i.dataset.PatientID) for i in instances}),
+            "instances": len(instances),
+            "frames": sum(i.frames for i in instances),
+            "bytes": sum(i.size for i in instances),
+            "transfer_syntaxes": self.transfer_syntaxes,
+            "transfer_syntax_names": [syntax_for_uid(uid).name for uid in self.transfer_syntaxes],
+            "cache_folder": str(self.folder),
+        }
+
+    def next_study(self) -> list[PooledInstance]:
+        """The next pool study (round robin) as copies with new identities.
+
+        Each pass over the pool makes new patients: a template patient keeps its studies
+        together (same new patient ID) within a pass.
+        """
+        template = self.studies[self._sent % len(self.studies)]
+        round_number = self._sent // len(self.studies)
+        self._sent += 1
+        study_uid = generate_uid()
+        study = {
+            "StudyInstanceUID": study_uid,
+            "AccessionNumber": f"PB{self._sent:06d}{study_uid[-8:]}"[-16:],
+            "PatientID": f"{template[0].dataset.PatientID}-{self._token}-{round_number}" if template else "",
+        }
+        series_uids: dict[str, str] = {}
+        return [
+            PooledInstance(inst, {
+                **study,
+                "SeriesInstanceUID": series_uids.setdefault(str(inst.dataset.SeriesInstanceUID), generate_uid()),
+                "SOPInstanceUID": generate_uid(),
+            })
+            for inst in template
+        ]
+

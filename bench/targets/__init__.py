@@ -1,0 +1,24 @@
+"""Targets: the archive under test. Start it (or not), wait until it answers, describe, stop.
+
+Kinds: native (the reference archive as a local process), kvm and tcg (the same archive in a
+QEMU guest), orthanc and dcmtk (installed archives with a generated configuration), remote.
+"""
+
+from __future__ import annotations
+
+from bench.load.scenario import ClientSpec, TargetSpec
+from bench.targets.installed import DcmqrscpTarget, OrthancTarget
+from bench.targets.native import NativeTarget
+from bench.targets.remote import RemoteTarget
+from bench.targets.vm.target import GuestTarget
+
+
+def make_target(spec: TargetSpec, client: ClientSpec):
+    """native, kvm, tcg, orthanc, dcmtk or remote; each has start, stop, describe and collect_metrics."""
+    if spec.kind == "native":
+        return NativeTarget(spec, client)
+    if spec.kind in ("kvm", "tcg"):
+        return GuestTarget(spec, client)
+    if spec.kind in ("orthanc", "dcmtk"):
+        return (OrthancTarget if spec.kind == "orthanc" else DcmqrscpTarget)(spec, client)
+    return RemoteTarget(spec, client)

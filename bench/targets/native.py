@@ -1,0 +1,125 @@
+"""The `native` target: the reference archive (server_under_test) as a local process, data in the run folder."""
+
+from __future__ import annotations
+
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common.errors import UserError
+from bench.dicom.peer import Peer
+from bench.load.scenario import ClientSpec, TargetSpec
+from bench.targets.probes import archive_facts, fetch_status, save_server_status, wait_for_echo
+
+READY_LINE = re.compile(r"server_under_test (?P<version>\S+) listening on (?P<host>\S+):(?P<port>\d+) ")
+METRICS_URL = re.compile(r" metrics (?P<url>http://\S+)")
+
+
+class NativeTarget:
+    """The reference archive (server_under_test) as a local process, data in the run folder."""
+
+    kind = "native"
+    START_TIMEOUT = 30.0
+    STOP_TIMEOUT = 60.0
+
+    def __init__(self, spec: TargetSpec, client: ClientSpec):
+        self.spec = spec
+        self.client = client
+        self.process: subprocess.Popen | None = None
+        self.peer: Peer | None = None
+        self.data: Path | None = None
+        self.version = ""
+        self.ready_seconds: float | None = None
+        self.exit_code: int | None = None
+        self.destinations: dict[str, tuple[str, int]] = {}  # C-MOVE destinations: AE title -> (host, port)
+        self.config: Path | None = None
+        self.metrics_url: str | None = None
+        self.status: dict = {}
+
+    def command(self, data: Path) -> list[str]:
+        cmd = [sys.executable, "-m", "server_under_test", "--host", self.spec.host, "--port", str(self.spec.port or 0),
+               "--aet", self.spec.ae_title, "--data", str(data), "--max-pdu", str(self.spec.max_pdu),
+               "--metrics-port", "0"]
+        cmd += ["--config", str(self.config)] if self.config else []
+        return cmd + ([] if self.spec.fsync else ["--no-fsync"])
+
+    def _write_config(self, run_dir: Path) -> None:
+        """The archive's TOML config holding only its C-MOVE destinations (options come from the command line)."""
+        tables = [f'[destinations."{ae}"]\nhost = "{host}"\nport = {port}\n'
+                  for ae, (host, port) in self.destinations.items()]
+        self.config = run_dir / "archive.toml"
+        self.config.write_text("\n".join(tables))
+
+    def start(self, run_dir: Path) -> None:
+        if self.destinations:
+            self._write_config(run_dir)
+        self.data = run_dir / "archive"
+        log = (run_dir / "server.log").open("wb")
+        started = time.monotonic()
+        self.process = subprocess.Popen(self.command(self.data), stdout=subprocess.PIPE, stderr=log)
+        line = self._read_ready_line()
+        match = READY_LINE.match(line)
+        if not match:
+            self.stop()
+            tail = (run_dir / "server.log").read_text(errors="replace").strip().splitlines()
+            reason = tail[-1] if tail else line.strip() or "no output"
+            raise UserError(f"native archive did not start: {reason} (see {run_dir / 'server.log'})")
+        self.version = match["version"]
+        self.peer = Peer(match["host"], int(match["port"]), self.spec.ae_title)
+        self.metrics_url = (METRICS_URL.search(line) or {"url": None})["url"]
+        remaining = max(self.START_TIMEOUT - (time.monotonic() - started), 1.0)
+        wait_for_echo(self.peer, self.client.calling_ae, remaining, alive=lambda: self.process.poll() is None)
+        self.ready_seconds = time.monotonic() - started
+        self.status = fetch_status(self.metrics_url)
+
+    def collect_metrics(self, run_dir: Path) -> None:
+        if self.process is not None and self.process.poll() is None:
+            save_server_status(run_dir, self.metrics_url)
+
+    def _read_ready_line(self) -> str:
+        ready, _, _ = select.select([self.process.stdout], [], [], self.START_TIMEOUT)
+        if not ready:
+            return ""
+        return self.process.stdout.readline().decode(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM (the archive finishes in-flight stores), then SIGKILL if it hangs."""
+        if self.process is None or self.exit_code is not None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(self.STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.exit_code = self.process.returncode
+        if self.process.stdout:
+            self.process.stdout.close()
+        if self.data and not self.spec.keep_data:
+            # The index stays with the run as evidence; the (large) image files go.
+            shutil.rmtree(self.data / "storage", ignore_errors=True)
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "label": self.spec.label or self.kind,
+            **archive_facts(self.status),
+            "network": "loopback",
+            "host": self.peer.host if self.peer else self.spec.host,
+            "port": self.peer.port if self.peer else self.spec.port,
+            "ae_title": self.spec.ae_title,
+            "server": f"server_under_test {self.version}",
+            "fsync": self.spec.fsync,
+            "max_pdu": self.spec.max_pdu,
+            "data": str(self.data) if self.data else None,
+            "storage_kept": self.spec.keep_data,
+            "destinations": {ae: f"{host}:{port}" for ae, (host, port) in self.destinations.items()},
+            "ready_seconds": self.ready_seconds,
+            "exit_code": self.exit_code,
+        }

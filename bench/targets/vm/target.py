@@ -1,0 +1,146 @@
+"""The `kvm` and `tcg` targets: the reference archive in a QEMU guest built by bench.targets.vm.image."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+from bench.common.errors import UserError
+from bench.dicom.peer import Peer
+from bench.load.scenario import ClientSpec, TargetSpec
+from bench.targets.probes import archive_facts, fetch_status, save_server_status, wait_for_echo
+from bench.targets.vm.image import GuestImage, ensure_image
+from bench.targets.vm.kvm import kvm_unusable_message, probe
+from bench.targets.vm.network import GUEST_DICOM_PORT, GUEST_METRICS_PORT, make_network
+from bench.targets.vm.qemu import Machine, Qemu, qemu_version
+from bench.targets.vm.tools import last_line, require
+
+STATUS_TIMEOUT = 60.0  # /status runs systemd-detect-virt: seconds under emulation
+REQUESTED_HYPERVISOR = {"kvm": "kvm", "tcg": "qemu"}  # what systemd-detect-virt says inside each
+
+
+def check_accelerator(kind: str, image: GuestImage) -> dict:
+    """For kvm: prove it boots a kernel here, else a one-line error saying why and whether tcg can."""
+    if kind != "kvm":
+        return {}
+    kvm = probe(image.kernel, "kvm")
+    if not kvm.boots:
+        raise UserError(kvm_unusable_message(kvm, probe(image.kernel, "tcg")))
+    return {"kvm_probe_seconds": round(kvm.seconds, 2)}
+
+
+def wait_for_status(metrics_url: str, timeout: float) -> dict:
+    """The guest answers C-ECHO a little before its HTTP status page is up: poll it, bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if status := fetch_status(metrics_url, timeout=max(1.0, deadline - time.monotonic())):
+            return status
+        time.sleep(0.5)
+    return {}
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM becomes KeyboardInterrupt, so the `finally` that stops QEMU runs."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        def _raise(*_):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _raise)
+
+
+class GuestTarget:
+    """Boot the guest (system disk -snapshot, fresh data disk), wait for C-ECHO, stop by killing QEMU."""
+
+    def __init__(self, spec: TargetSpec, client: ClientSpec, progress: bool = True):
+        self.spec, self.client, self.progress = spec, client, progress
+        self.kind = spec.kind
+        self.image: GuestImage | None = None
+        self.qemu: Qemu | None = None
+        self.peer: Peer | None = None
+        self.status: dict = {}
+        self.facts: dict = {}
+        self.boot_to_ready: float | None = None
+
+    def machine(self) -> Machine:
+        s = self.spec
+        return Machine(accelerator=self.kind, vcpus=s.vcpus, memory_mib=s.memory_mib, data_format=s.data_disk_format,
+                       data_cache=s.data_disk_cache, data_bytes=s.data_disk_gib << 30)
+
+    def settings(self) -> dict[str, str]:
+        return {"port": str(GUEST_DICOM_PORT), "aet": self.spec.ae_title, "fsync": "1" if self.spec.fsync else "0",
+                "max_pdu": str(self.spec.max_pdu), "metrics_port": str(GUEST_METRICS_PORT)}
+
+    def start(self, run_dir: Path) -> None:
+        require("qemu-system-x86_64")
+        interrupt_on_sigterm()
+        self.image = ensure_image(progress=self.progress)
+        self.facts = {"qemu_version": qemu_version(), **check_accelerator(self.kind, self.image)}
+        network = make_network(self.spec.network, self.spec.port)
+        self.qemu = Qemu(self.image, self.machine(), network, run_dir, self.settings())
+        started = time.monotonic()
+        self.qemu.start()
+        self.peer = Peer(network.address[0], network.address[1], self.spec.ae_title)
+        try:
+            wait_for_echo(self.peer, self.client.calling_ae, self.spec.boot_timeout, alive=self.qemu.alive)
+        except UserError:
+            raise UserError(self.not_ready_reason()) from None
+        self.boot_to_ready = time.monotonic() - started
+        self.status = wait_for_status(network.metrics_url, STATUS_TIMEOUT)
+
+    def not_ready_reason(self) -> str:
+        if not self.qemu.alive():
+            return f"{self.kind} guest: QEMU exited ({self.qemu.process.returncode}): {self.qemu.failure_reason()}"
+        console = self.qemu.console
+        tail = last_line(console.read_text(errors="replace")) if console.exists() else "no console output"
+        return (f"{self.kind} guest did not answer C-ECHO within {self.spec.boot_timeout:g} s "
+                f"(console {console}: {tail[:120]})")
+
+    def collect_metrics(self, run_dir: Path) -> None:
+        if self.qemu and self.qemu.alive():
+            save_server_status(run_dir, self.qemu.network.metrics_url, timeout=STATUS_TIMEOUT)
+
+    def stop(self) -> None:
+        if self.qemu:
+            self.qemu.stop()
+
+    def network_line(self) -> str:
+        """One line for report tables; network_settings holds every detail."""
+        if self.spec.network == "tap":
+            return "tap on a bridge in a netns (like bridged), virtio-net, vhost=off"
+        return "user-mode, hostfwd on 127.0.0.1 (like VirtualBox NAT), virtio-net"
+
+    def disk_line(self) -> str:
+        s = self.spec
+        seen = archive_facts(self.status).get("disk")
+        return (f"data: virtio-blk {s.data_disk_format}, cache={s.data_disk_cache}, {s.data_disk_gib} GiB ext4"
+                + (f" ({seen} in the guest)" if seen else "") + "; system: qcow2 -snapshot")
+
+    def describe(self) -> dict:
+        machine = self.qemu.describe() if self.qemu else {}
+        label = self.spec.label or (self.kind if self.spec.network == "user" else f"{self.kind}-{self.spec.network}")
+        return {
+            "kind": self.kind,
+            "label": label,
+            **archive_facts(self.status),
+            "requested_hypervisor": REQUESTED_HYPERVISOR[self.kind],
+            "accelerator": self.kind,
+            "memory_mib": self.spec.memory_mib,
+            "network": self.network_line(),
+            "disk": self.disk_line(),
+            "network_settings": machine.get("network") or {"mode": self.spec.network},
+            "disks": {"system": machine.get("system_disk"), "data": machine.get("data_disk")},
+            "host": self.peer.host if self.peer else None,
+            "port": self.peer.port if self.peer else None,
+            "ae_title": self.spec.ae_title,
+            "fsync": self.spec.fsync,
+            "max_pdu": self.spec.max_pdu,
+            "boot_to_ready_seconds": round(self.boot_to_ready, 2) if self.boot_to_ready else None,
+            "ready_seconds": round(self.boot_to_ready, 2) if self.boot_to_ready else None,
+            "image": {"folder": str(self.image.folder), **{k: self.image.info.get(k) for k in
+                                                             ("digest", "kernel", "build_seconds")}}
+            if self.image else None,
+            "qemu": {**self.facts, **{k: v for k, v in machine.items() if k in ("command", "kernel_cmdline",
+                                                                                 "console_log", "exit_code")}},
+        }

@@ -1,0 +1,377 @@
+"""One association, start to end: negotiate, then answer DIMSE requests until release.
+
+C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE, each answered with a DICOM status; a request
+the archive cannot parse gets a failure status and the association carries on. Protocol
+violations (truncated or malformed PDUs) abort the association, never the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from io import BytesIO
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom.dsutils import decode
+from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
+from pynetdicom.sop_class import Verification
+
+from server_under_test.config import ArchiveConfig
+from server_under_test.metrics import Metrics
+from server_under_test.services import query, retrieve
+from server_under_test.services.store import StoreService
+from server_under_test.storage.index import Index
+from server_under_test.upper_layer.association import Association, AssociationRejected, accept, answer_release, release
+from server_under_test.upper_layer.dimse import Command
+from server_under_test.upper_layer.wire import (
+    ConnectionClosed,
+    Message,
+    MessageReader,
+    PeerAborted,
+    ProtocolError,
+    ReleaseRequested,
+    Wire,
+    command_parts,
+    message_parts,
+    pdata_parts,
+)
+
+log = logging.getLogger("server_under_test.services.connection")
+
+C_STORE_RQ, C_GET_RQ, C_FIND_RQ, C_MOVE_RQ, C_ECHO_RQ, C_CANCEL_RQ = 0x0001, 0x0010, 0x0020, 0x0021, 0x0030, 0x0FFF
+OPERATION = {C_STORE_RQ: "C-STORE", C_GET_RQ: "C-GET", C_FIND_RQ: "C-FIND", C_MOVE_RQ: "C-MOVE", C_ECHO_RQ: "C-ECHO"}
+UNRECOGNIZED_OPERATION = 0x0211
+FIND_PENDING = 0xFF00
+CANCEL_CHECK_EVERY = 16  # matches between looks for a C-CANCEL (each look costs system calls)
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+
+# Lossless compressed syntaxes first: a sender offering one keeps its encoding ("as sent").
+ACCEPTED_TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.5",  # RLE lossless
+    "1.2.840.10008.1.2.1",  # explicit VR little endian
+    "1.2.840.10008.1.2",  # implicit VR little endian
+    "1.2.840.10008.1.2.1.99",  # deflated explicit VR little endian
+    "1.2.840.10008.1.2.2",  # explicit VR big endian (retired, still sent by old modalities)
+]
+QUERY_RETRIEVE_MODELS = [query.PATIENT_ROOT_FIND, query.STUDY_ROOT_FIND, query.PATIENT_ROOT_MOVE,
+                         query.STUDY_ROOT_MOVE, query.PATIENT_ROOT_GET, query.STUDY_ROOT_GET]
+
+
+def quiet_pydicom() -> None:
+    """The archive stores what it receives: pydicom's value validation only costs time here."""
+    import pydicom.config
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+
+
+def supported_contexts() -> list[PresentationContext]:
+    """What we accept: Verification, Query/Retrieve, and every storage SOP class in both roles."""
+    contexts = []
+
+    def add(abstract_syntax: str, syntaxes: list[str], both_roles: bool = False) -> None:
+        cx = PresentationContext()
+        cx.abstract_syntax = abstract_syntax
+        cx.transfer_syntax = syntaxes
+        if both_roles:  # storage: SCP for C-STORE, SCU for C-GET sub-operations
+            cx.scu_role, cx.scp_role = True, True
+        contexts.append(cx)
+
+    add(Verification, ACCEPTED_TRANSFER_SYNTAXES[4:6])
+    for model in QUERY_RETRIEVE_MODELS:
+        add(model, ACCEPTED_TRANSFER_SYNTAXES[4:])
+    for storage in AllStoragePresentationContexts:
+        add(storage.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES, both_roles=True)
+    return contexts
+
+
+@dataclass
+class Shared:
+    """What every association of one worker process shares."""
+
+    config: ArchiveConfig
+    index: Index
+    store: StoreService
+    metrics: Metrics
+    contexts: list[PresentationContext]
+    stopping: threading.Event
+    active: set = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def max_per_worker(self) -> int:
+        return max(1, -(-self.config.max_associations // self.config.worker_count))
+
+
+def response(message: Message, command_field: int, status: int, **extra) -> Command:
+    command = Command()
+    sop_class = message.command.get("AffectedSOPClassUID")
+    if sop_class:
+        command.AffectedSOPClassUID = sop_class
+    command.CommandField = command_field
+    command.MessageIDBeingRespondedTo = message.command.MessageID
+    command.Status = status
+    for keyword, value in extra.items():
+        if value not in (None, ""):
+            setattr(command, keyword, value)
+    return command
+
+
+class AssociationHandler:
+    def __init__(self, shared: Shared, sock: socket.socket, peer: tuple):
+        self.shared = shared
+        self.wire = Wire(sock, shared.config.network_timeout)
+        self.peer = peer
+        self.assoc: Association | None = None
+        self.reader: MessageReader | None = None
+        self.message_ids = iter(range(1, 1 << 16))
+        self._cancel_seen = False  # a C-CANCEL read while waiting for a C-GET sub-operation's response
+
+    # -- life cycle ---------------------------------------------------------------------
+    def run(self) -> None:
+        shared = self.shared
+        with shared.lock:
+            over_limit = len(shared.active) >= shared.max_per_worker()
+            shared.active.add(self)
+        try:
+            self._negotiate(over_limit)
+            if self.assoc:
+                self._serve()
+        finally:
+            with shared.lock:
+                shared.active.discard(self)
+            shared.metrics.association_ended()
+            self.wire.close()
+
+    def _negotiate(self, over_limit: bool) -> None:
+        config = self.shared.config
+        allowed = set(config.allowed_calling_aets) or None
+        try:
+            self.assoc = accept(self.wire, config.ae_title, self.shared.contexts, config.max_pdu, allowed, over_limit)
+            self.reader = MessageReader(self.wire, config.max_pdu)
+            self.shared.metrics.association_started("accepted")
+        except AssociationRejected as exc:
+            log.info("association from %s rejected: %s", self.peer, exc)
+            self.shared.metrics.association_started("rejected")
+        except (ConnectionClosed, ProtocolError, OSError) as exc:
+            log.info("association from %s failed during negotiation: %s", self.peer, exc)
+            self.shared.metrics.association_started("failed")
+
+    def _wait_for_request(self) -> bool:
+        """Wait until a request arrives; False when stopping (and nothing waits) or idle too long."""
+        idle_deadline = time.monotonic() + self.shared.config.network_timeout
+        while True:
+            if self.reader.pending():  # a request already on the wire is served, even when stopping
+                return True
+            if self.shared.stopping.is_set():
+                return False
+            ready, _, _ = select.select([self.wire.sock], [], [], 0.25)
+            if ready:
+                return True
+            if time.monotonic() > idle_deadline:
+                log.info("association from %s idle for %.0f s: aborting", self.peer, self.shared.config.network_timeout)
+                return False
+
+    def _serve(self) -> None:
+        try:
+            while self._wait_for_request():
+                message = self.reader.read_command()
+                if message.command_field != C_STORE_RQ:  # only C-STORE streams its dataset
+                    message.data = [bytes(f) for batch in self.reader.fragments(message) for f in batch]
+                self._dispatch(message)
+            self.wire.send_abort()  # stopping or idle: in-flight work is done
+        except ReleaseRequested:
+            answer_release(self.wire)
+        except PeerAborted:
+            log.debug("peer %s aborted", self.peer)
+        except (ConnectionClosed, ProtocolError, OSError) as exc:
+            log.warning("association from %s (%s) ended: %s", self.peer, self.assoc.calling_ae, exc)
+            self.wire.send_abort(2, 0)
+
+    def _dispatch(self, message: Message) -> None:
+        operation = OPERATION.get(message.command_field)
+        started = time.perf_counter()
+        if message.command_field == C_STORE_RQ:
+            status, received = self.on_store(message)
+        else:
+            handler = {C_ECHO_RQ: self.on_echo, C_FIND_RQ: self.on_find, C_GET_RQ: self.on_get,
+                       C_MOVE_RQ: self.on_move}.get(message.command_field)
+            if handler is None:
+                if message.command_field != C_CANCEL_RQ:  # a C-CANCEL after the operation ended is harmless
+                    self._send(message, response(message, message.command_field | 0x8000, UNRECOGNIZED_OPERATION))
+                return
+            status, received = handler(message), message.data_size
+        self.shared.metrics.operation(operation, status, time.perf_counter() - started, received)
+
+    def _parts(self, message: Message, command: Command, data: list | None = None) -> list:
+        return message_parts(message.context_id, command, data, self.assoc.peer_max_pdu)
+
+    def _send(self, message: Message, command: Command, data: list | None = None, before: list = ()) -> None:
+        """Send a response; `before`: buffers of earlier responses to go out first, in the same system call."""
+        self.wire.send_all([*before, *self._parts(message, command, data)])
+
+    # -- services -----------------------------------------------------------------------
+    def on_echo(self, message: Message) -> int:
+        self._send(message, response(message, 0x8030, 0x0000))
+        return 0
+
+    def on_store(self, message: Message) -> tuple[int, int]:
+        outcome = self.shared.store.store(self.assoc, message, self.reader)
+        if outcome.status not in (0x0000,):
+            log.warning("C-STORE from %s: status 0x%04X: %s", self.assoc.calling_ae, outcome.status, outcome.comment)
+        self._send(message, response(message, 0x8001, outcome.status,
+                                     AffectedSOPInstanceUID=message.command.get("AffectedSOPInstanceUID"),
+                                     ErrorComment=outcome.comment[:64] if outcome.status else None))
+        return outcome.status, outcome.size
+
+    def _identifier(self, message: Message) -> Dataset:
+        context = self.assoc.context(message.context_id)
+        syntax = UID(context.transfer_syntax[0])
+        data = b"".join(bytes(c) for c in message.data)
+        return decode(BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian,
+                      syntax == "1.2.840.10008.1.2.1.99")
+
+    def _model(self, message: Message) -> str:
+        return str(self.assoc.context(message.context_id).abstract_syntax)
+
+    def on_find(self, message: Message) -> int:
+        batch: list = []  # matches go out CANCEL_CHECK_EVERY per system call, the final status with the last ones
+        try:
+            identifier = self._identifier(message)
+            syntax = UID(self.assoc.context(message.context_id).transfer_syntax[0])
+            results = query.find(self.shared.index.reader, identifier, self._model(message),
+                                 self.shared.config.ae_title, syntax.is_implicit_VR, syntax.is_little_endian)
+            context_id, max_pdu = message.context_id, self.assoc.peer_max_pdu
+            pending = command_parts(context_id, response(message, 0x8020, FIND_PENDING), True, max_pdu)  # the same for all
+            for number, data in enumerate(results):
+                if number % CANCEL_CHECK_EVERY == 0:
+                    self.wire.send_all(batch)
+                    batch = []
+                    if self._cancelled(message):
+                        self._send(message, response(message, 0x8020, retrieve.CANCELLED))
+                        return retrieve.CANCELLED
+                batch += pending
+                batch += pdata_parts(context_id, False, [data], max_pdu)
+        except query.QueryError as exc:
+            self._send(message, response(message, 0x8020, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]), before=batch)
+            return IDENTIFIER_DOES_NOT_MATCH
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("C-FIND from %s failed: %s", self.assoc.calling_ae, exc)
+            self._send(message, response(message, 0x8020, retrieve.UNABLE_TO_PROCESS, ErrorComment=str(exc)[:64]),
+                       before=batch)
+            return retrieve.UNABLE_TO_PROCESS
+        self._send(message, response(message, 0x8020, 0x0000), before=batch)
+        return 0
+
+    def _cancelled(self, message: Message) -> bool:
+        """A C-CANCEL for this request waiting on the wire?"""
+        if not self.reader.pending():
+            return False
+        incoming = self.reader.read()
+        if incoming.command_field == C_CANCEL_RQ:
+            return int(incoming.command.MessageIDBeingRespondedTo) == int(message.command.MessageID)
+        raise ProtocolError(f"request 0x{incoming.command_field:04X} while another operation is in progress")
+
+    def _instances(self, message: Message, rsp_field: int) -> list[tuple] | None:
+        try:
+            return query.instances_to_retrieve(self.shared.index.reader, self._identifier(message),
+                                               self._model(message))
+        except (query.QueryError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            self._send(message, response(message, rsp_field, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]))
+            return None
+
+    def _suboperations(self, message: Message, rsp_field: int, instances: list[tuple], send_one) -> int:
+        progress = retrieve.Progress(remaining=len(instances))
+        cancelled = False
+        for instance in instances:
+            if self._cancel_seen or (not cancelled and self._cancelled(message)):
+                cancelled = True
+                break
+            try:
+                status = send_one(retrieve.readable_path(self.shared.index, instance))
+            except (FileNotFoundError, ValueError) as exc:
+                log.error("sub-operation for %s failed: %s", instance[0], exc)
+                status = 0xA702
+            progress.count(status)
+            pending = response(message, rsp_field, retrieve.PENDING)
+            progress.fill(pending, final=False)
+            self._send(message, pending)
+        final_status = progress.final_status(cancelled or self._cancel_seen)
+        final = response(message, rsp_field, final_status)
+        progress.fill(final, final=True)
+        self._send(message, final)
+        return final_status
+
+    def _note_cancel(self, message: Message):
+        def on_other(incoming: Message) -> None:
+            if incoming.command_field == C_CANCEL_RQ:
+                self._cancel_seen = True
+            else:
+                raise ProtocolError(f"request 0x{incoming.command_field:04X} during a C-GET")
+        return on_other
+
+    def on_get(self, message: Message) -> int:
+        instances = self._instances(message, 0x8010)
+        if instances is None:
+            return IDENTIFIER_DOES_NOT_MATCH
+        self._cancel_seen = False
+
+        def send_one(instance: tuple) -> int:
+            context = retrieve.pick_context(self.assoc, instance[1], instance[2], as_scu_only=True)
+            if context is None:
+                log.warning("C-GET: no storage context with SCP role for %s in %s", instance[1], instance[2])
+                return 0xA702
+            return retrieve.send_instance(self.assoc, self.reader, context, next(self.message_ids), instance,
+                                          on_other=self._note_cancel(message))
+
+        return self._suboperations(message, 0x8010, instances, send_one)
+
+    def on_move(self, message: Message) -> int:
+        config = self.shared.config
+        destination_ae = str(message.command.get("MoveDestination", "")).strip()
+        destination = config.destinations.get(destination_ae)
+        if destination is None:
+            self._send(message, response(message, 0x8021, retrieve.MOVE_DESTINATION_UNKNOWN,
+                                         ErrorComment=f"unknown destination {destination_ae}"[:64]))
+            return retrieve.MOVE_DESTINATION_UNKNOWN
+        instances = self._instances(message, 0x8021)
+        if instances is None:
+            return IDENTIFIER_DOES_NOT_MATCH
+        if not instances:
+            return self._suboperations(message, 0x8021, [], lambda i: 0)
+        try:
+            sub = retrieve.open_destination(destination_ae, destination.host, destination.port, config.ae_title,
+                                            instances, config.max_pdu, config.network_timeout)
+        except (AssociationRejected, OSError, ProtocolError, ConnectionClosed) as exc:
+            log.warning("C-MOVE: cannot associate with %s: %s", destination_ae, exc)
+            self._send(message, response(message, 0x8021, retrieve.UNABLE_TO_PERFORM_SUBOPS,
+                                         ErrorComment=f"cannot reach {destination_ae}: {exc}"[:64]))
+            return retrieve.UNABLE_TO_PERFORM_SUBOPS
+        sub_reader = MessageReader(sub.wire, config.max_pdu)
+        sub_ids = iter(range(1, 1 << 16))
+        originator = (self.assoc.calling_ae, int(message.command.MessageID))
+
+        def send_one(instance: tuple) -> int:
+            context = retrieve.pick_context(sub, instance[1], instance[2], as_scu_only=False)
+            if context is None:
+                return 0xA702
+            return retrieve.send_instance(sub, sub_reader, context, next(sub_ids), instance, originator)
+
+        try:
+            return self._suboperations(message, 0x8021, instances, send_one)
+        finally:
+            release(sub)
+
+
+def handle_connection(shared: Shared, sock: socket.socket, peer: tuple) -> None:
+    try:
+        AssociationHandler(shared, sock, peer).run()
+    except Exception:  # one association's bug must never take the worker down
+        log.exception("association from %s failed", peer)

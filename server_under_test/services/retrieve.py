@@ -1,0 +1,177 @@
+"""C-GET and C-MOVE: find the instances, send each as a C-STORE sub-operation, report progress.
+
+C-GET sends on the requestor's own association (it proposed storage contexts with the SCP
+role); C-MOVE opens a new association to a destination from the AE table. Stored files go
+out with sendfile when the negotiated transfer syntax is the stored one. A peer that takes
+only uncompressed syntaxes gets the dataset re-encoded, and decompressed first if it was
+stored compressed (through pydicom's decoders, so numpy and the codec plugins must be
+installed: a guest image without them fails that sub-operation, with a log line that says
+why). Nothing is ever compressed on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.dsutils import encode
+from pynetdicom.presentation import PresentationContext
+
+from server_under_test.upper_layer.association import Association, request
+from server_under_test.upper_layer.dimse import Command, encode_command
+from server_under_test.upper_layer.wire import MessageReader, send_message
+
+log = logging.getLogger("server_under_test.services.retrieve")
+
+C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
+PENDING, CANCELLED = 0xFF00, 0xFE00
+SUBOPS_FAILED_OR_WARNING = 0xB000
+UNABLE_TO_PERFORM_SUBOPS = 0xA702
+MOVE_DESTINATION_UNKNOWN = 0xA801
+UNABLE_TO_PROCESS = 0xC000
+
+
+@dataclass
+class Progress:
+    remaining: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+
+    def count(self, status: int) -> None:
+        self.remaining -= 1
+        if status == 0:
+            self.completed += 1
+        elif status & 0xF000 == 0xB000:
+            self.warning += 1
+        else:
+            self.failed += 1
+
+    def final_status(self, cancelled: bool) -> int:
+        if cancelled:
+            return CANCELLED
+        if self.failed or self.warning:
+            return UNABLE_TO_PERFORM_SUBOPS if self.completed == 0 and self.warning == 0 else SUBOPS_FAILED_OR_WARNING
+        return 0x0000
+
+    def fill(self, command: Command, final: bool) -> None:
+        if not final:
+            command.NumberOfRemainingSuboperations = self.remaining
+        command.NumberOfCompletedSuboperations = self.completed
+        command.NumberOfFailedSuboperations = self.failed
+        command.NumberOfWarningSuboperations = self.warning
+
+
+def dataset_offset(path: str) -> tuple[int, int]:
+    """(offset, length) of the dataset bytes after the preamble and file meta group."""
+    with open(path, "rb") as f:
+        head = f.read(144)
+        size = os.fstat(f.fileno()).st_size
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        raise ValueError(f"{path} is not a DICOM file with a file meta group length")
+    offset = 144 + int.from_bytes(head[140:144], "little")
+    return offset, size - offset
+
+
+def _is_uncompressed(uid: str) -> bool:
+    return UID(uid) in (ImplicitVRLittleEndian, ExplicitVRLittleEndian, UID("1.2.840.10008.1.2.2"))
+
+
+def pick_context(assoc: Association, sop_class: str, stored_syntax: str, as_scu_only: bool) -> PresentationContext | None:
+    """The accepted context to send an instance on: its stored syntax first, else uncompressed."""
+    usable = [cx for cx in assoc.contexts_for(sop_class) if not as_scu_only or cx.as_scu]
+    for cx in usable:
+        if cx.transfer_syntax[0] == stored_syntax:
+            return cx
+    for cx in usable:
+        if _is_uncompressed(cx.transfer_syntax[0]):
+            return cx
+    return None
+
+
+class CannotTranscode(Exception):
+    """The stored instance cannot be turned into the syntax the peer accepted."""
+
+
+def transcoded(path: str, target: UID) -> bytes:
+    """The stored dataset in an uncompressed `target` syntax (decompressed first if need be)."""
+    ds = dcmread(path)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        try:  # keep the SOP Instance UID: this is the same instance, only its encoding changes
+            ds.decompress(generate_instance_uid=False)
+        except Exception as exc:  # no numpy, no decoder plugin, or corrupt compressed data
+            raise CannotTranscode(f"cannot decompress {ds.file_meta.TransferSyntaxUID.name}: {exc}") from None
+    return encode(ds, target.is_implicit_VR, target.is_little_endian)
+
+
+def send_instance(assoc: Association, reader: MessageReader, context: PresentationContext, message_id: int,
+                  instance: tuple, originator: tuple[str, int] | None = None, on_other=None) -> int:
+    """One C-STORE sub-operation; return the peer's status (or a failure status)."""
+    sop_uid, sop_class, stored_syntax, path, _size = instance
+    command = Command()
+    command.AffectedSOPClassUID = sop_class
+    command.CommandField = C_STORE_RQ
+    command.MessageID = message_id
+    command.Priority = 0
+    command.CommandDataSetType = 0x0000
+    command.AffectedSOPInstanceUID = sop_uid
+    if originator:
+        command.MoveOriginatorApplicationEntityTitle = originator[0]
+        command.MoveOriginatorMessageID = originator[1]
+    wire, max_pdu, cx_id = assoc.wire, assoc.peer_max_pdu, int(context.context_id)
+    target_syntax = UID(context.transfer_syntax[0])
+    if target_syntax == stored_syntax:
+        offset, length = dataset_offset(path)
+        wire.send_pdata(cx_id, True, [encode_command(command)], max_pdu)
+        with open(path, "rb") as f:
+            wire.send_pdata_file(cx_id, f, offset, length, max_pdu)
+    else:
+        try:
+            data = transcoded(path, target_syntax)
+        except CannotTranscode as exc:
+            log.warning("sub-operation for %s failed: %s", sop_uid, exc)
+            return UNABLE_TO_PROCESS
+        send_message(wire, cx_id, command, [data], max_pdu)
+    while True:
+        response = reader.read()
+        if response.command_field == C_STORE_RSP and int(response.command.MessageIDBeingRespondedTo) == message_id:
+            return int(response.command.Status)
+        if on_other is None:
+            raise RuntimeError(f"unexpected DIMSE command 0x{response.command_field:04X} during a C-STORE sub-operation")
+        on_other(response)
+
+
+def move_contexts(instances: list[tuple]) -> list[PresentationContext]:
+    """One context per SOP class, proposing the stored syntaxes first, then uncompressed."""
+    by_class: dict[str, list[str]] = {}
+    for _, sop_class, syntax, _, _ in instances:
+        by_class.setdefault(sop_class, [])
+        if syntax not in by_class[sop_class]:
+            by_class[sop_class].append(syntax)
+    contexts = []
+    for number, (sop_class, syntaxes) in enumerate(sorted(by_class.items())[:128]):
+        cx = PresentationContext()
+        cx.context_id = 2 * number + 1
+        cx.abstract_syntax = sop_class
+        cx.transfer_syntax = list(dict.fromkeys([*syntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+        contexts.append(cx)
+    return contexts
+
+
+def open_destination(ae_title: str, host: str, port: int, calling_ae: str, instances: list[tuple],
+                     max_pdu: int, timeout: float) -> Association:
+    return request(host, port, calling_ae, ae_title, move_contexts(instances), max_pdu, timeout)
+
+
+def readable_path(index, instance: tuple) -> tuple:
+    """The instance with a path that exists now (a migration may have just moved it)."""
+    if Path(instance[3]).exists():
+        return instance
+    moved = index.locate(instance[0])
+    if moved is None:
+        raise FileNotFoundError(instance[3])
+    return (moved.sop_uid, moved.sop_class_uid, moved.transfer_syntax, moved.path, moved.size)

@@ -1,0 +1,1 @@
+"""Where instances live: durable files on tiers, the SQLite index, tier migration. No networking here."""

@@ -1,0 +1,346 @@
+"""The SQLite index: patients, studies, series, instances, tier usage.
+
+WAL mode: readers (C-FIND, retrieves) never block the writer. Writes are group-committed:
+concurrent stores in one process share one transaction and one fsync of the WAL, and each
+caller returns only after its row is committed (synchronous=FULL makes the commit durable).
+No committer thread: the first caller to find no commit running commits everything queued
+(a thread hand-off per store costs more than the commit itself when a batch holds one row).
+Study and series rows carry their counts (NumberOf...Related...) so queries on a large
+index never count rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from server_under_test.storage.files import fsync_path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS patient (
+    patient_key   INTEGER PRIMARY KEY,
+    patient_id    TEXT NOT NULL UNIQUE,
+    patient_name  TEXT NOT NULL DEFAULT '',
+    birth_date    TEXT NOT NULL DEFAULT '',
+    sex           TEXT NOT NULL DEFAULT '',
+    num_studies   INTEGER NOT NULL DEFAULT 0,
+    num_series    INTEGER NOT NULL DEFAULT 0,
+    num_instances INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS study (
+    study_key     INTEGER PRIMARY KEY,
+    study_uid     TEXT NOT NULL UNIQUE,
+    patient_key   INTEGER NOT NULL REFERENCES patient(patient_key),
+    study_date    TEXT NOT NULL DEFAULT '',
+    study_time    TEXT NOT NULL DEFAULT '',
+    accession     TEXT NOT NULL DEFAULT '',
+    study_id      TEXT NOT NULL DEFAULT '',
+    description   TEXT NOT NULL DEFAULT '',
+    referring     TEXT NOT NULL DEFAULT '',
+    modalities    TEXT NOT NULL DEFAULT '',
+    num_series    INTEGER NOT NULL DEFAULT 0,
+    num_instances INTEGER NOT NULL DEFAULT 0,
+    updated_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS series (
+    series_key    INTEGER PRIMARY KEY,
+    series_uid    TEXT NOT NULL UNIQUE,
+    study_key     INTEGER NOT NULL REFERENCES study(study_key),
+    modality      TEXT NOT NULL DEFAULT '',
+    series_number TEXT NOT NULL DEFAULT '',
+    body_part     TEXT NOT NULL DEFAULT '',
+    description   TEXT NOT NULL DEFAULT '',
+    num_instances INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS instance (
+    instance_key    INTEGER PRIMARY KEY,
+    sop_uid         TEXT NOT NULL UNIQUE,
+    series_key      INTEGER NOT NULL REFERENCES series(series_key),
+    sop_class_uid   TEXT NOT NULL,
+    instance_number TEXT NOT NULL DEFAULT '',
+    transfer_syntax TEXT NOT NULL,
+    frames          INTEGER NOT NULL,
+    size            INTEGER NOT NULL,
+    tier            INTEGER NOT NULL,
+    path            TEXT NOT NULL,
+    stored_at       REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tier_usage (
+    tier  INTEGER PRIMARY KEY,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    files INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS patient_name ON patient(patient_name);
+CREATE INDEX IF NOT EXISTS study_patient ON study(patient_key);
+CREATE INDEX IF NOT EXISTS study_date ON study(study_date, study_time);
+CREATE INDEX IF NOT EXISTS study_accession ON study(accession);
+CREATE INDEX IF NOT EXISTS study_updated ON study(updated_at);
+CREATE INDEX IF NOT EXISTS series_study ON series(study_key);
+CREATE INDEX IF NOT EXISTS instance_series ON instance(series_key);
+CREATE INDEX IF NOT EXISTS instance_tier_series ON instance(tier, series_key);
+"""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """Everything the index keeps about one stored instance."""
+
+    patient_id: str
+    patient_name: str
+    birth_date: str
+    sex: str
+    study_uid: str
+    study_date: str
+    study_time: str
+    accession: str
+    study_id: str
+    study_description: str
+    referring: str
+    series_uid: str
+    modality: str
+    series_number: str
+    body_part: str
+    series_description: str
+    sop_uid: str
+    sop_class_uid: str
+    instance_number: str
+    transfer_syntax: str
+    frames: int
+    size: int
+    tier: int
+    path: str
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    path: str
+    size: int
+    tier: int
+
+
+def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA busy_timeout=60000")
+    return db
+
+
+def create_schema(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = connect(path)
+    db.executescript(SCHEMA)
+    db.close()
+
+
+def _upsert_patient(db, r: InstanceRecord) -> int:
+    db.execute(
+        "INSERT INTO patient(patient_id, patient_name, birth_date, sex) VALUES (?,?,?,?) "
+        "ON CONFLICT(patient_id) DO UPDATE SET patient_name=excluded.patient_name, "
+        "birth_date=excluded.birth_date, sex=excluded.sex",
+        (r.patient_id, r.patient_name, r.birth_date, r.sex),
+    )
+    return db.execute("SELECT patient_key FROM patient WHERE patient_id=?", (r.patient_id,)).fetchone()[0]
+
+
+def _upsert_study(db, r: InstanceRecord, patient_key: int) -> int:
+    row = db.execute("SELECT study_key, patient_key FROM study WHERE study_uid=?", (r.study_uid,)).fetchone()
+    now = time.time()
+    if row:
+        db.execute(
+            "UPDATE study SET study_date=?, study_time=?, accession=?, study_id=?, description=?, referring=?, "
+            "updated_at=? WHERE study_key=?",
+            (r.study_date, r.study_time, r.accession, r.study_id, r.study_description, r.referring, now, row[0]),
+        )
+        return row[0]
+    cursor = db.execute(
+        "INSERT INTO study(study_uid, patient_key, study_date, study_time, accession, study_id, description, "
+        "referring, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (r.study_uid, patient_key, r.study_date, r.study_time, r.accession, r.study_id, r.study_description,
+         r.referring, now),
+    )
+    db.execute("UPDATE patient SET num_studies = num_studies + 1 WHERE patient_key=?", (patient_key,))
+    return cursor.lastrowid
+
+
+def _upsert_series(db, r: InstanceRecord, study_key: int, patient_key: int) -> int:
+    row = db.execute("SELECT series_key FROM series WHERE series_uid=?", (r.series_uid,)).fetchone()
+    if row:
+        db.execute("UPDATE series SET modality=?, series_number=?, body_part=?, description=? WHERE series_key=?",
+                   (r.modality, r.series_number, r.body_part, r.series_description, row[0]))
+        return row[0]
+    cursor = db.execute(
+        "INSERT INTO series(series_uid, study_key, modality, series_number, body_part, description) "
+        "VALUES (?,?,?,?,?,?)",
+        (r.series_uid, study_key, r.modality, r.series_number, r.body_part, r.series_description),
+    )
+    modalities = db.execute("SELECT modalities FROM study WHERE study_key=?", (study_key,)).fetchone()[0]
+    merged = "\\".join(sorted(set(filter(None, modalities.split("\\"))) | {r.modality} - {""}))
+    db.execute("UPDATE study SET num_series = num_series + 1, modalities=? WHERE study_key=?", (merged, study_key))
+    db.execute("UPDATE patient SET num_series = num_series + 1 WHERE patient_key=?", (patient_key,))
+    return cursor.lastrowid
+
+
+def _count_instance(db, series_key: int, delta: int) -> None:
+    study_key = db.execute("SELECT study_key FROM series WHERE series_key=?", (series_key,)).fetchone()[0]
+    patient_key = db.execute("SELECT patient_key FROM study WHERE study_key=?", (study_key,)).fetchone()[0]
+    db.execute("UPDATE series SET num_instances = num_instances + ? WHERE series_key=?", (delta, series_key))
+    db.execute("UPDATE study SET num_instances = num_instances + ? WHERE study_key=?", (delta, study_key))
+    db.execute("UPDATE patient SET num_instances = num_instances + ? WHERE patient_key=?", (delta, patient_key))
+
+
+def _use_tier(db, tier: int, delta_bytes: int, delta_files: int) -> None:
+    db.execute("INSERT INTO tier_usage(tier, bytes, files) VALUES (?,0,0) ON CONFLICT(tier) DO NOTHING", (tier,))
+    db.execute("UPDATE tier_usage SET bytes = bytes + ?, files = files + ? WHERE tier=?", (delta_bytes, delta_files, tier))
+
+
+def apply_record(db, r: InstanceRecord) -> str | None:
+    """Insert or replace one instance; return the path of a replaced file (to delete), if any."""
+    patient_key = _upsert_patient(db, r)
+    study_key = _upsert_study(db, r, patient_key)
+    series_key = _upsert_series(db, r, study_key, patient_key)
+    old = db.execute("SELECT instance_key, series_key, size, tier, path FROM instance WHERE sop_uid=?",
+                     (r.sop_uid,)).fetchone()
+    if old:
+        db.execute("DELETE FROM instance WHERE instance_key=?", (old[0],))
+        _count_instance(db, old[1], -1)
+        _use_tier(db, old[3], -old[2], -1)
+    db.execute(
+        "INSERT INTO instance(sop_uid, series_key, sop_class_uid, instance_number, transfer_syntax, frames, size, "
+        "tier, path, stored_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (r.sop_uid, series_key, r.sop_class_uid, r.instance_number, r.transfer_syntax, r.frames, r.size, r.tier,
+         r.path, time.time()),
+    )
+    _count_instance(db, series_key, +1)
+    _use_tier(db, r.tier, r.size, 1)
+    return old[4] if old and old[4] != r.path else None
+
+
+class _Pending:
+    __slots__ = ("record", "sync_dirs", "finished", "result", "error")
+
+    def __init__(self, record: InstanceRecord, sync_dirs: tuple):
+        self.record = record
+        self.sync_dirs = sync_dirs
+        self.finished = False
+        self.result = None
+        self.error: BaseException | None = None
+
+
+class Index:
+    """One process's handle on the index: a group-committing writer plus per-thread readers."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL"):
+        self.path = path
+        self.synchronous = synchronous
+        self._writer = connect(path, synchronous)
+        self._queue: list[_Pending] = []
+        self._cv = threading.Condition()
+        self._committing = False
+        self._closed = False
+        self._local = threading.local()
+        self.commits = 0
+
+    # -- writes ------------------------------------------------------------------------
+    def add(self, record: InstanceRecord, sync_dirs: tuple = (), timeout: float = 120.0) -> str | None:
+        """Commit one instance row (durably); return the path of a file it replaced, if any.
+
+        `sync_dirs` are folders whose new entries must be durable before the row is: each
+        is fsynced once per batch, so concurrent stores into one study share it.
+        """
+        pending = _Pending(record, sync_dirs)
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("index is closed")
+            self._queue.append(pending)
+            while not pending.finished:
+                if self._committing:  # another caller is committing: it or the next leader takes ours
+                    if not self._cv.wait(max(0.0, deadline - time.monotonic())) and pending in self._queue:
+                        self._queue.remove(pending)  # never committed, so the caller may treat it as failed
+                        raise TimeoutError("index commit did not start in time")
+                    continue
+                self._committing = True
+                batch, self._queue = self._queue, []
+                self._cv.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cv.acquire()
+                    self._committing = False
+                    self._cv.notify_all()
+        if pending.error:
+            raise pending.error
+        return pending.result
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        db = self._writer
+        settled = False  # every item has its result or its error
+        try:
+            for folder in {d for item in batch for d in item.sync_dirs}:
+                fsync_path(folder)
+            db.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                db.execute("SAVEPOINT one")
+                try:
+                    item.result = apply_record(db, item.record)
+                    db.execute("RELEASE one")
+                except Exception as exc:  # a bad row fails alone, the batch goes on
+                    db.execute("ROLLBACK TO one")
+                    db.execute("RELEASE one")
+                    item.error = exc
+            db.execute("COMMIT")
+            self.commits += 1
+            settled = True
+        except Exception as exc:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for item in batch:
+                item.error = item.error or exc
+            settled = True
+        finally:
+            for item in batch:
+                if not settled:
+                    item.error = item.error or RuntimeError("the index commit was interrupted")
+                item.finished = True
+
+    # -- reads -------------------------------------------------------------------------
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """A read connection for the calling thread (SQLite connections are not shared)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = connect(self.path, self.synchronous)
+            db.execute("PRAGMA query_only=ON")
+            self._local.db = db
+        return db
+
+    def exists(self, sop_uid: str) -> bool:
+        return self.reader.execute("SELECT 1 FROM instance WHERE sop_uid=?", (sop_uid,)).fetchone() is not None
+
+    def locate(self, sop_uid: str) -> StoredInstance | None:
+        row = self.reader.execute(
+            "SELECT sop_uid, sop_class_uid, transfer_syntax, path, size, tier FROM instance WHERE sop_uid=?",
+            (sop_uid,)).fetchone()
+        return StoredInstance(*row) if row else None
+
+    def count_instances(self) -> int:
+        return self.reader.execute("SELECT COUNT(*) FROM instance").fetchone()[0]
+
+    def tier_usage(self) -> dict[int, tuple[int, int]]:
+        return {t: (b, f) for t, b, f in self.reader.execute("SELECT tier, bytes, files FROM tier_usage")}
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.wait_for(lambda: not self._committing and not self._queue, timeout=30)
+        self._writer.close()
