@@ -162,10 +162,10 @@ class Peer:
     def store(self, ds: Dataset) -> int:
         return self.assoc.send_c_store(ds).Status
 
-    def find(self, level: str, **keys) -> list[Dataset]:
+    def find(self, level: str, study_uid: str = "") -> list[Dataset]:
         query = Dataset()
         query.QueryRetrieveLevel = level
-        query.StudyInstanceUID = keys.get("StudyInstanceUID", "")
+        query.StudyInstanceUID = study_uid
         if level == "IMAGE":
             query.SOPInstanceUID = ""
         matches = []
@@ -234,7 +234,7 @@ def test_a_full_archive_answers_a700_and_keeps_only_what_it_acknowledged(tmp_pat
         small = _instance(3, 0, pixel_bytes=1000)  # the capacity refuses what would pass it, not what fits
         statuses[small.SOPInstanceUID] = peer.store(small)
         acknowledged = {sop for sop, status in statuses.items() if status == 0}
-        found = {i.SOPInstanceUID for study in (1, 2, 3) for i in peer.find("IMAGE", StudyInstanceUID=_uids(study, 0)[0])}
+        found = {i.SOPInstanceUID for study in (1, 2, 3) for i in peer.find("IMAGE", _uids(study, 0)[0])}
         peer.release()
         status = _status(archive)
     finally:
