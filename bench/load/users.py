@@ -191,7 +191,7 @@ class ModalityUser(DicomUser):
             frames=instance.frames,
             sop_instance_uid=instance.sop_instance_uid,
             study_instance_uid=instance.changes["StudyInstanceUID"],
-            instance=instance,  # acknowledged: a sent.csv row
+            instance=instance,  # a sent.csv row once acknowledged
         )
 
 
