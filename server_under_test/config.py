@@ -83,7 +83,7 @@ class ArchiveConfig:
     max_associations: int = 64
     max_pdu: int = 1 << 20  # bounds the receive buffer per association; 0 = unlimited
     fsync: bool = True
-    direct_io: bool = True  # bypass the page cache when writing received files (see storage.py)
+    direct_io: bool = True  # bypass the page cache when writing received files (see storage/files.py)
     duplicates: str = "overwrite"
     allowed_calling_aets: tuple[str, ...] = ()
     network_timeout: float = 60.0

@@ -28,12 +28,13 @@ from bench.common.errors import UserError
 from bench.common.paths import cache_root
 from bench.dicom.peer import AssociationFailed, Peer
 from bench.dicom.scu import ServiceUser, query_proposals, storage_proposals
-from bench.load.send import STORED, SendResult
+from bench.load.send import SendResult
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
+from server_under_test.upper_layer.status import is_done
 
 CALIBRATION_FILE = "calibration.json"
-PROFILE_2MB = Path(__file__).parent / "benchmarks" / "instance2mb.toml"
+PROFILE_2MB = Path(__file__).parents[1] / "benchmarks" / "instance2mb.toml"
 STORESCP, STORESCU = "/usr/bin/storescp", "/usr/bin/storescu"  # full paths: pynetdicom's scripts shadow them in a venv
 SINK_AE = "NULLSINK"
 SINK_START_TIMEOUT = 15.0
@@ -116,7 +117,7 @@ def store_pool_copies(pool: StudyPool, peer: Peer, instances: int, timeout: floa
     user.connect()
     for copy in copies:
         status = user.store(copy.sop_class_uid, copy.sop_instance_uid, copy.transfer_syntax_uid, copy.encoded_chunks())
-        if status in STORED:
+        if is_done(status):
             result.instances += 1
             result.frames += copy.frames
             result.bytes += copy.size

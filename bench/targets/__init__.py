@@ -13,12 +13,12 @@ from bench.targets.remote import RemoteTarget
 from bench.targets.vm.target import GuestTarget
 
 
-def make_target(spec: TargetSpec, client: ClientSpec):
+def make_target(spec: TargetSpec, client: ClientSpec, progress: bool = True):
     """native, kvm, tcg, orthanc, dcmtk or remote; each has start, stop, describe and collect_metrics."""
     if spec.kind == "native":
         return NativeTarget(spec, client)
     if spec.kind in ("kvm", "tcg"):
-        return GuestTarget(spec, client)
+        return GuestTarget(spec, client, progress)  # progress: the image build's step lines
     if spec.kind in ("orthanc", "dcmtk"):
         return (OrthancTarget if spec.kind == "orthanc" else DcmqrscpTarget)(spec, client)
     return RemoteTarget(spec, client)
