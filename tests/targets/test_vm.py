@@ -21,7 +21,7 @@ import pytest
 from conftest import REQUIRE_TOOLS, ROOT, dataset_bytes, require_tool
 from pydicom import dcmread
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 SCENARIO = """name = "vm-smoke"
 [target]
