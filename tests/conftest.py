@@ -33,6 +33,14 @@ def dciodvfy_problems(path: Path) -> list[str]:
     return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith(("Error", "Warning"))]
 
 
+def dataset_bytes(path: Path) -> bytes:
+    """A DICOM file's dataset bytes (after the file meta group)."""
+    data = path.read_bytes()
+    assert data[128:132] == b"DICM"
+    meta_length = int.from_bytes(data[140:144], "little")
+    return data[144 + meta_length:]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """Keep the study pool cache of the test session away from the user's."""

@@ -18,6 +18,9 @@ from conftest import ROOT, start_archive, wait_for_echo
 
 from bench.results.samples import COLUMNS
 
+# Each test drives a full run through the CLI: together about half of what make test-fast would take.
+pytestmark = pytest.mark.slow
+
 
 def pacsbench(*args, timeout=300):
     return subprocess.run(

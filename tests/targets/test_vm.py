@@ -18,11 +18,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_TOOLS, ROOT, require_tool
+from conftest import REQUIRE_TOOLS, ROOT, dataset_bytes, require_tool
 from pydicom import dcmread
-from test_archive import dataset_bytes
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 SCENARIO = """name = "vm-smoke"
 [target]
