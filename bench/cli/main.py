@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench import __version__
 from bench.common.errors import UserError
+from bench.common.open_files import raise_open_files_limit
 
 EPILOG_RUN = """examples:
   pacsbench run scenarios/smoke.toml           # tiny studies into the reference archive, 5 s
@@ -526,6 +527,7 @@ LOCUST_COMMANDS = {"run", "worker", "matrix"}
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    raise_open_files_limit()
     if argv[:1] and argv[0] in LOCUST_COMMANDS:
         # locust runs on gevent: patch before anything (targets, urllib, ssl) is imported,
         # or ssl breaks (RecursionError) and sockets stay blocking.

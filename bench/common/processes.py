@@ -55,4 +55,3 @@ def stop_process(process: subprocess.Popen | None, grace: float, group: bool = F
         send(signal.SIGKILL)
     process.wait()
     return process.returncode
-

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 from bench.common.errors import UserError
+from bench.common.paths import remove_tree
 from bench.common.processes import check_port_free, free_local_port
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer
@@ -91,7 +91,7 @@ class InstalledArchive(Target):
         if self.archive is not None:
             self.archive.stop(STOP_GRACE)
         if self.folder and not self.spec.keep_data:
-            shutil.rmtree(self.folder / "storage", ignore_errors=True)
+            remove_tree(self.folder / "storage")
 
     def describe(self) -> dict:
         return {"kind": self.kind, "label": self.label, "server": self.version,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-import select
-import shutil
+import selectors
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from bench.common.errors import UserError
+from bench.common.paths import remove_tree
 from bench.common.processes import stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
@@ -79,9 +79,14 @@ class NativeTarget(Target):
             save_server_status(run_dir, self.metrics_url)
 
     def _read_ready_line(self) -> str:
-        ready, _, _ = select.select([self.process.stdout], [], [], self.START_TIMEOUT)
-        if not ready:
-            return ""
+        """The archive's first stdout line, or "" if none within START_TIMEOUT.
+
+        A selector, not select.select: that refuses descriptors above 1024, which a long
+        matrix process may well hold."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            if not selector.select(self.START_TIMEOUT):
+                return ""
         return self.process.stdout.readline().decode(errors="replace")
 
     def stop(self) -> None:
@@ -93,7 +98,7 @@ class NativeTarget(Target):
             self.process.stdout.close()
         if self.data and not self.spec.keep_data:
             # The index stays with the run as evidence; the (large) image files go.
-            shutil.rmtree(self.data / "storage", ignore_errors=True)
+            remove_tree(self.data / "storage")
 
     def describe(self) -> dict:
         return {
