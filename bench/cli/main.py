@@ -27,6 +27,7 @@ from bench.cli import (
     worker,
 )
 from bench.common.errors import UserError
+from bench.common.open_files import raise_open_files_limit
 
 # In the order `pacsbench --help` lists them.
 VERBS = (generate, serve, run, send, calibrate, verify, worker, report, compare, gate, baseline, matrix, vm)
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    raise_open_files_limit()
     if argv[:1] and argv[0] in LOCUST_COMMANDS:
         # locust runs on gevent: patch before anything (targets, urllib, ssl) is imported,
         # or ssl breaks (RecursionError) and sockets stay blocking.

@@ -163,7 +163,7 @@ def test_asking_for_kvm_where_it_cannot_boot_says_why_in_one_line(guest_image, a
 
 def test_exported_ova_and_vmdk_boot_on_ide_and_e1000(guest_image, tmp_path):
     from bench.dicom.peer import Peer
-    from bench.targets.probes import wait_for_echo
+    from bench.dicom.readiness import wait_for_echo
     from bench.targets.vm.export import sha256
     from bench.targets.vm.network import UserNetwork
     from bench.targets.vm.qemu import Machine, Qemu
