@@ -9,6 +9,7 @@ workers stop accepting, finish the requests in flight, abort idle associations, 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import multiprocessing
@@ -36,10 +37,21 @@ from server_under_test.config import (
 log = logging.getLogger("server_under_test")
 LISTEN_BACKLOG = 512
 READY_TIMEOUT = 60.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_supervisor(supervisor_pid: int) -> None:
+    """SIGTERM this worker when its supervisor dies, even by SIGKILL: nobody else would stop it.
+
+    The check after the prctl covers a supervisor that died before it took effect."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor_pid:
+        os._exit(0)
 
 
 # -- worker process --------------------------------------------------------------------
-def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: int) -> None:
+def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: int, supervisor_pid: int) -> None:
+    end_with_supervisor(supervisor_pid)
     from server_under_test.metrics import Metrics
     from server_under_test.services.connection import Shared, handle_connection, quiet_pydicom, supported_contexts
     from server_under_test.services.store import StoreService
@@ -164,7 +176,7 @@ class Supervisor:
         self._ready_queue, self._context = ready, context
 
     def _spawn(self, context, ready, number: int):
-        process = context.Process(target=worker_main, args=(self.config, self.listener, ready, number),
+        process = context.Process(target=worker_main, args=(self.config, self.listener, ready, number, os.getpid()),
                                   name=f"archive-worker-{number}", daemon=False)
         process.start()
         return process

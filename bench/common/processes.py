@@ -1,13 +1,19 @@
-"""Local processes and ports: a free port, a port check, stopping a process (group). One copy each."""
+"""Local processes and ports: a free port, a port check, stopping a process (group), dying with the harness.
+
+One copy each.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 
 from bench.common.errors import UserError
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def free_local_port() -> int:
@@ -55,3 +61,18 @@ def stop_process(process: subprocess.Popen | None, grace: float, group: bool = F
         send(signal.SIGKILL)
     process.wait()
     return process.returncode
+
+
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """In a child before exec (Popen's preexec_fn): `signum` when the harness dies, even by SIGKILL (Linux prctl).
+
+    Whatever ends the harness (a crash, SIGTERM, SIGKILL), the archives and guests it started
+    must not keep running and holding the disk. The kernel sends the signal when the thread
+    that forked the child exits: the harness starts targets from its main thread.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+
+
+def end_with_parent() -> None:
+    """die_with_parent with SIGTERM: an archive that stops cleanly (in-flight stores finish, workers end)."""
+    die_with_parent(signal.SIGTERM)

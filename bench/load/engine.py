@@ -16,11 +16,13 @@ last report when its users stop), so one samples.csv holds them all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,7 @@ REPORT_KEY = "pacsbench_rows"  # the rows in a worker report
 WORKER_JOIN_TIMEOUT = 120.0  # workers load the study pool before they are ready
 WORKER_EXIT_TIMEOUT = 30.0
 END_MARGIN = 30.0  # beyond duration + stop_timeout, a run that has not ended is stopped anyway
+STOP_CHECK_INTERVAL = 1.0  # seconds between two calls of a run's stop check
 
 
 @dataclass
@@ -56,6 +59,7 @@ class LoadOutcome:
     interrupted: bool
     steps: list[dict] = field(default_factory=list)
     workers: list[dict] = field(default_factory=list)
+    stop_reason: str | None = None  # why the run's stop check ended the load early (None: it ran its course)
 
 
 def needs_scp(scenario: Scenario) -> bool:
@@ -105,15 +109,12 @@ class LoadEngine:
         self.processes: list[subprocess.Popen] = []
         self.joined: dict[str, dict] = {}
         self.failures: list[str] = []
+        self.stop_reason: str | None = None
         self._quit = False
 
     @property
     def distributed(self) -> bool:
         return self.workers + self.remote_workers > 0
-
-    @property
-    def processes_count(self) -> int:
-        return max(1, self.workers + self.remote_workers)
 
     def _environment(self) -> Environment:
         # Its own locust Events (not locust's module-wide one): this run's rows listener
@@ -225,15 +226,20 @@ class LoadEngine:
         raise UserError(f"{ready} of {expected} workers ready within {self.join_timeout:g} s{where}")
 
     # -- the run --------------------------------------------------------------------------
-    def run(self, peer: Peer) -> LoadOutcome:
+    def run(self, peer: Peer, stop_check: Callable[[], str | None] | None = None) -> LoadOutcome:
+        """The load, to its end or until `stop_check` (called once a second) gives a reason to stop.
+
+        Stopping early is the same stop as the end's: users stop and the requests in flight
+        finish (stop_timeout); the reason is in the outcome."""
         env, load = self.env, self.scenario.load
         runner = env.runner
         self.context.peer = peer
         if self.distributed:
             runner.send_message(TARGET, {"host": peer.host, "port": peer.port, "ae_title": peer.ae_title})
         csv_writer = StatsCSVFileWriter(env, PERCENTILES_TO_REPORT, str(self.run_dir / "locust"), full_history=True)
-        csv_greenlet = gevent.spawn(csv_writer.stats_writer)
+        csv_greenlet = gevent.spawn(_locust_csv, csv_writer)
         progress = gevent.spawn(_progress, env, load.duration, self.records, self.progress)
+        watch = gevent.spawn(self._watch, stop_check) if stop_check else None
         started, interrupted = time.time(), False
         try:
             if self.shape is not None:
@@ -249,21 +255,30 @@ class LoadEngine:
             self._quit = True
             ended = time.time()
             progress.kill()
+            if watch is not None:
+                watch.kill()
             gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.2)  # one more pass so locust's CSVs hold the final counts
             csv_greenlet.kill()
-            csv_writer.close_files()
+            with contextlib.suppress(OSError):  # locust's summary CSVs on a full disk: samples.csv is the record
+                csv_writer.close_files()
             self.records.close()
         steps = list(getattr(self.shape, "began", []))
-        return LoadOutcome(started, ended, self.records.samples, interrupted, steps, list(self.joined.values()))
+        return LoadOutcome(started, ended, self.records.samples, interrupted, steps, list(self.joined.values()),
+                           self.stop_reason)
+
+    def _watch(self, stop_check: Callable[[], str | None]) -> None:
+        while self.stop_reason is None:
+            gevent.sleep(STOP_CHECK_INTERVAL)
+            self.stop_reason = stop_check()
 
     def _wait_until_done(self, started: float) -> None:
         load = self.scenario.load
         end = started + load.duration
-        while time.time() < end:
+        while time.time() < end and self.stop_reason is None:
             gevent.sleep(min(0.5, max(0.0, end - time.time())))
-        if self.shape is not None:  # the shape stops the run itself at its last tick
+        if self.shape is not None and self.stop_reason is None:  # the shape stops the run itself at its last tick
             deadline = end + load.stop_timeout + END_MARGIN
-            while self.env.runner.state != STATE_STOPPED and time.time() < deadline:
+            while self.env.runner.state != STATE_STOPPED and time.time() < deadline and self.stop_reason is None:
                 gevent.sleep(0.2)
 
     def close(self) -> None:
@@ -290,6 +305,12 @@ def _progress(env: Environment, duration: float, records, enabled: bool) -> None
             gevent.sleep(1.0)
             bar.update(1)
             bar.set_postfix(requests=records.samples, users=env.runner.user_count if env.runner else 0)
+
+
+def _locust_csv(csv_writer: StatsCSVFileWriter) -> None:
+    """locust's summary CSVs, once a second; a full disk ends them quietly (the run's stop check sees it)."""
+    with contextlib.suppress(OSError):
+        csv_writer.stats_writer()
 
 
 def _on_last_report(environment: Environment, msg) -> None:

@@ -10,10 +10,11 @@ import difflib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bench.common.tomlfile import load_model
 from bench.studies.encode import SYNTAXES
+from server_under_test.config import ConfigError, parse_size
 
 Strict = ConfigDict(extra="forbid")
 
@@ -22,10 +23,20 @@ VM_KINDS = ("kvm", "tcg")
 # Settings that only mean something for some kinds: set for another kind, they are an error.
 KIND_ONLY = {
     "fsync": ("native", *VM_KINDS), "keep_data": ("native", "orthanc", "dcmtk"),
-    "metrics_url": ("remote",), "hypervisor": ("remote",),
+    "metrics_url": ("remote",), "hypervisor": ("remote",), "capacity": ("native",), "at_capacity": ("native",),
     **{name: VM_KINDS for name in ("vcpus", "memory_mib", "network", "data_disk_format", "data_disk_cache",
                                    "data_disk_gib", "boot_timeout")},
 }
+
+
+def size_in_bytes(value):
+    """A size as the archive's configuration writes it (bytes, or "4 GB", "500 MiB"): the same parser."""
+    if value is None:
+        return None
+    try:
+        return parse_size(value, "size")
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("size: ")) from None
 
 
 class TargetSpec(BaseModel):
@@ -53,6 +64,17 @@ class TargetSpec(BaseModel):
     data_disk_cache: Literal["none", "writeback", "writethrough", "directsync", "unsafe"] = "none"
     data_disk_gib: int = Field(default=8, ge=1, le=4096)
     boot_timeout: float = Field(default=300.0, gt=0, description="seconds from QEMU start to a C-ECHO answer")
+    # native: bytes the archive may store (default: the data disk's free space less [run] disk_reserve), and
+    # what happens there: stop the run, answer A700 (reject) or delete the run's oldest studies (recycle)
+    capacity: int | None = Field(default=None, ge=1)
+    at_capacity: Literal["stop", "reject", "recycle"] = "stop"
+
+    _capacity_size = field_validator("capacity", mode="before")(size_in_bytes)
+
+    @property
+    def bounded(self) -> bool:
+        """The scenario chose what happens when the archive is full: the run may store more than the disk holds."""
+        return bool({"capacity", "at_capacity"} & self.model_fields_set)
 
     @model_validator(mode="after")
     def _settings_fit_the_kind(self) -> "TargetSpec":
@@ -188,6 +210,16 @@ class ClientSpec(BaseModel):
     scp_port: int = Field(default=0, ge=0, le=65535, description="0: any free port (a native target learns it)")
 
 
+class RunSpec(BaseModel):
+    """What the harness keeps for itself during a run."""
+
+    model_config = Strict
+    disk_reserve: int = Field(default=2 * 10**9, ge=0, description="bytes kept free on the run folder's and the "
+                              "archive's disks: the run stops cleanly when free space falls to it")
+
+    _reserve_size = field_validator("disk_reserve", mode="before")(size_in_bytes)
+
+
 class Scenario(BaseModel):
     model_config = Strict
     name: str = ""
@@ -199,6 +231,7 @@ class Scenario(BaseModel):
     load: LoadSpec
     users: UsersSpec = UsersSpec(modality=ModalitySpec())  # no [users] tables: modalities sending flat out
     client: ClientSpec = ClientSpec()
+    run: RunSpec = RunSpec()
 
     @model_validator(mode="after")
     def _users_add_up(self) -> "Scenario":

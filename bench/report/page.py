@@ -453,11 +453,13 @@ def _run_details_html(groups: list[Group]) -> str:
     return "".join(parts)
 
 
-def render_html(data: dict, groups: list[Group], pictures: list[Picture], title: str) -> str:
+def render_html(data: dict, groups: list[Group], pictures: list[Picture], title: str,
+                run_notes: list[str] = ()) -> str:
     notes = _server_metrics_notes(groups)
     sections = [
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="answer">{html.escape(_answer(data))}</p>',
+        *(f'<p class="answer">{html.escape(note)}</p>' for note in run_notes),
         "<h2>Figures per target</h2>",
         _html_table(GROUP_HEADERS, _group_rows(data)),
     ]
@@ -495,8 +497,10 @@ def render_html(data: dict, groups: list[Group], pictures: list[Picture], title:
     )
 
 
-def render_markdown(data: dict, groups: list[Group], title: str, headline: list[list[str]] | None = None) -> str:
+def render_markdown(data: dict, groups: list[Group], title: str, headline: list[list[str]] | None = None,
+                    run_notes: list[str] = ()) -> str:
     lines = [f"# {_md_cell(title)}", "", _md_cell(_answer(data)), ""]
+    lines += [line for note in run_notes for line in (_md_cell(note), "")]
     if headline:
         lines += _md_table(["metric", "value"], headline)
     lines += _md_table(GROUP_HEADERS, _group_rows(data))
@@ -543,14 +547,32 @@ def _integrity_note(verify: dict | None) -> str:
             f"{verify['retrieved_different']} retrieved changed, of {verify['instances']:,} acknowledged")
 
 
+def _run_notes(run: dict) -> list[str]:
+    """What a reader of one run must know before its figures: it stopped early, its archive recycled."""
+    notes = []
+    status = str(run.get("status", ""))
+    if status.startswith("stopped:"):
+        detail = (run.get("disk") or {}).get("stop_detail")
+        notes.append(f"Run {status}{f' ({detail})' if detail else ''}: the load ended early; "
+                     "the figures cover it up to then.")
+    capacity = run.get("capacity") or {}
+    if capacity.get("at_capacity") == "recycle":
+        notes.append(f"The archive recycled {capacity.get('recycled_studies', 0):,} studies "
+                     f"({capacity.get('recycled_instances', 0):,} instances, "
+                     f"{capacity.get('recycled_bytes', 0) / 1e9:.2f} GB) at its capacity of "
+                     f"{capacity.get('capacity_bytes', 0) / 1e9:.2f} GB; recycled studies are excluded from verify.")
+    return notes
+
+
 def _write_outputs(
-    folder: Path, data: dict, groups: list[Group], settings: Settings, title: str, json_record: dict, headline=None
+    folder: Path, data: dict, groups: list[Group], settings: Settings, title: str, json_record: dict, headline=None,
+    run_notes: list[str] = (),
 ) -> Path:
     pictures = _figures(data, groups, settings)
     (folder / "summary.json").write_text(json.dumps(json_record, indent=2, default=str))
-    (folder / "summary.md").write_text(render_markdown(data, groups, title, headline))
+    (folder / "summary.md").write_text(render_markdown(data, groups, title, headline, run_notes))
     report = folder / "report.html"
-    report.write_text(render_html(data, groups, pictures, title), encoding="utf-8")
+    report.write_text(render_html(data, groups, pictures, title, run_notes), encoding="utf-8")
     return report
 
 
@@ -570,9 +592,11 @@ def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: li
         "claims": data["groups"][0]["claims"],
         "environment": data["environment"][0],
         "integrity": _integrity_note(run.run.get("verify")),
+        "status": run.run.get("status"),
+        "notes": _run_notes(run.run),
     }
     headline = _headline_rows(summary, data) + [["integrity", record["integrity"]]]
-    return _write_outputs(run_dir, data, groups, settings, title, record, headline)
+    return _write_outputs(run_dir, data, groups, settings, title, record, headline, record["notes"])
 
 
 def default_compare_folder(results: Path, scenario: str) -> Path:

@@ -7,6 +7,9 @@ ms, so its own statistics are a summary, not the record.
 from __future__ import annotations
 
 import csv
+import io
+import os
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -44,29 +47,61 @@ def done_mask(status):
 
 
 class CsvRows:
-    """Appends dict rows to a CSV file; flushed every `flush_every` rows and on close."""
+    """Appends dict rows to a CSV file, whole rows only: buffered, written every `flush_every` rows and on close.
+
+    The file must never end in half a row, even on a full disk: when a write fails (ENOSPC),
+    the file is cut back to its last complete row, the error is kept in `error` and raised,
+    and later rows are dropped. `rows` counts the rows in the file and in the buffer.
+    """
 
     def __init__(self, path: Path, columns: list[str], flush_every: int = 50):
         self.path = path
-        self._file = path.open("w", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._file, fieldnames=columns)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._buffer = io.StringIO(newline="")
+        self._writer = csv.DictWriter(self._buffer, fieldnames=columns)
         self._writer.writeheader()
         self._pending = 0
+        self._complete = 0  # bytes of the file that hold whole rows
         self.flush_every = flush_every
         self.rows = 0
+        self.error: OSError | None = None
 
     def write_row(self, row: dict) -> None:
+        if self.error is not None or self._fd < 0:
+            return
         self._writer.writerow(row)
         self.rows += 1
         self._pending += 1
         if self._pending >= self.flush_every:
-            self._file.flush()
-            self._pending = 0
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows; on failure cut the file back to its last complete row and raise."""
+        data = self._buffer.getvalue().encode("utf-8")
+        if not data or self.error is not None:
+            return
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        pending, self._pending = self._pending, 0
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            self.error = exc
+            self.rows -= pending
+            os.ftruncate(self._fd, self._complete)
+            raise
+        self._complete += len(data)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.flush()
-            self._file.close()
+        if self._fd < 0:
+            return
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def sample_row(sample: Sample) -> dict:
@@ -173,16 +208,30 @@ def request_sample(operation: str, latency_ms: float, size: int, error: str, con
 
 
 class RunRecords(Records):
-    """The row files of one run folder; each opened on its first row (samples.csv always)."""
+    """The row files of one run folder; each opened on its first row (samples.csv always).
+
+    A file that cannot be written (a full disk) ends the records, not the run's users: the
+    error is kept in `write_error` for the run to stop on, and every complete row stays.
+    `statuses` counts the samples by DICOM status (an A700 tells the archive is full).
+    """
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
         self._files: dict[str, CsvRows] = {SAMPLES_FILE: CsvRows(run_dir / SAMPLES_FILE, COLUMNS)}
+        self.write_error: str | None = None
+        self.statuses: Counter = Counter()
 
     def add(self, name: str, row: dict) -> None:
-        if name not in self._files:
-            self._files[name] = CsvRows(self.run_dir / name, RECORD_FILES[name])
-        self._files[name].write_row(row)
+        if self.write_error is not None:
+            return
+        if name == SAMPLES_FILE:
+            self.statuses[row["status"]] += 1
+        try:
+            if name not in self._files:
+                self._files[name] = CsvRows(self.run_dir / name, RECORD_FILES[name])
+            self._files[name].write_row(row)
+        except OSError as exc:
+            self.write_error = f"{name}: {exc.strerror or exc}"
 
     def add_batch(self, batch: dict[str, list[dict]]) -> None:
         for name, rows in batch.items():
@@ -194,8 +243,11 @@ class RunRecords(Records):
         return self._files[SAMPLES_FILE].rows
 
     def close(self) -> None:
-        for rows in self._files.values():
-            rows.close()
+        for name, rows in self._files.items():
+            try:
+                rows.close()
+            except OSError as exc:
+                self.write_error = self.write_error or f"{name}: {exc.strerror or exc}"
 
 
 class RelayedRecords(Records):

@@ -28,6 +28,7 @@ from bench.load.scenario import TargetSpec, load_scenario
 from bench.load.shapes import step_figures
 from bench.results.run_folder import host_facts, new_run_dir, utc_iso, versions, write_run_json
 from bench.results.samples import SAMPLES_FILE, SUBOPERATIONS_FILE
+from bench.runs.disk import DiskWatch, capacity_figures, plan_disk, watched_paths
 from bench.runs.verify import summary_line, verify_against
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
@@ -44,6 +45,11 @@ class Processes:
     master_bind: str = "127.0.0.1"
     master_port: int = 0
     join_timeout: float = 120.0
+
+    @property
+    def count(self) -> int:
+        """Load processes: the master alone, or its workers."""
+        return max(1, self.workers + self.remote_workers)
 
     def describe(self) -> dict:
         return {"mode": "distributed" if self.workers + self.remote_workers else "local",
@@ -66,6 +72,25 @@ def suboperation_totals(run_dir: Path) -> dict:
             for op, t in totals.iterrows()}
 
 
+def run_status(outcome: load.LoadOutcome, watch: DiskWatch, record: dict) -> str:
+    """run.json's status; a run stopped early says why in one warning line (and `run` exits 1)."""
+    record["disk"] = {**record.get("disk", {}), **watch.describe()}
+    if outcome.interrupted:
+        return "interrupted"
+    if outcome.stop_reason:
+        print(f"pacsbench: warning: {outcome.stop_reason} ({watch.detail}); the samples up to then are kept",
+              file=sys.stderr)
+        return outcome.stop_reason
+    return "completed"
+
+
+def record_capacity(record: dict, run_dir: Path, target_spec: TargetSpec) -> None:
+    """A bounded native archive's use and recycled totals, from its /status at the end."""
+    figures = capacity_figures(run_dir, target_spec)
+    if figures:
+        record["capacity"] = figures
+
+
 def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True, processes: Processes = Processes(),
                  verify: bool = False, target_spec: TargetSpec | None = None) -> tuple[Path, dict]:
     """Run one scenario (against `target_spec` instead of its own when given); return the run folder and run.json."""
@@ -76,6 +101,11 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
     syntax = scenario.studies.transfer_syntax or profile.transfer_syntax
     pool = StudyPool.prepare(profile, scenario.studies.pool, scenario.studies.seed, progress=progress,
                              transfer_syntax=syntax)
+    calibration = ceiling_for_run(profile.name, syntax, _mean_instance_bytes(pool), processes.count)
+    target_spec, disk = plan_disk(scenario, scenario.target, pool.describe(), calibration, processes.count,
+                                  results_root)
+    if disk.get("warning"):
+        print(f"pacsbench: warning: {disk['warning']}", file=sys.stderr)
     run_dir = new_run_dir(results_root, scenario.name)
     engine = load.LoadEngine(scenario, pool, run_dir, processes.workers, processes.remote_workers,
                              processes.master_bind, processes.master_port, progress, processes.join_timeout)
@@ -86,13 +116,14 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
         "scenario": scenario.model_dump(),
         "studies": pool.describe(),
         "load_processes": processes.describe(),
-        "calibration": ceiling_for_run(profile.name, syntax, _mean_instance_bytes(pool), engine.processes_count),
+        "calibration": calibration,
+        "disk": disk,
         "versions": versions(),
         "host": host_facts(),
         "command": sys.argv,
     }
     write_run_json(run_dir, record)
-    target = make_target(scenario.target, scenario.client, progress)
+    target = make_target(target_spec, scenario.client, progress)
     try:
         destinations = engine.start()
         record["harness_scp"] = {ae: f"{host}:{port}" for ae, (host, port) in destinations.items()}
@@ -107,9 +138,11 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
         if scenario.studies.prefill:
             record["prefill"] = prefill(pool, target.peer, scenario.client, scenario.studies.prefill, engine.records)
             write_run_json(run_dir, record)
-        outcome = engine.run(target.peer)
+        watch = DiskWatch(watched_paths(target_spec, run_dir), scenario.run.disk_reserve, engine.records,
+                          stop_at_capacity=target_spec.kind == "native" and target_spec.at_capacity == "stop")
+        outcome = engine.run(target.peer, stop_check=watch)
         record.update(
-            status="interrupted" if outcome.interrupted else "completed",
+            status=run_status(outcome, watch, record),
             started=utc_iso(outcome.started),
             ended=utc_iso(outcome.ended),
             load_seconds=round(outcome.ended - outcome.started, 3),
@@ -134,6 +167,7 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
         stop_started = time.monotonic()
         try:
             target.collect_metrics(run_dir)
+            record_capacity(record, run_dir, target_spec)
         finally:
             target.stop()
         record["target"] = target.describe()

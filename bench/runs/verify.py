@@ -6,6 +6,10 @@ compares: an instance that does not come back is lost, one whose digest differs 
 changed. When workstations hashed what they retrieved (retrieved.csv), those digests are
 held against sent.csv too. Any loss or difference makes the run's verification fail.
 
+A run whose archive recycled (at_capacity = "recycle") lost its oldest studies on purpose:
+a C-FIND at study level tells which studies the archive still holds, and the instances of
+the others are skipped (and counted), not reported lost.
+
 A native run's archive is gone after the run unless it kept its data: `pacsbench verify`
 then restarts the archive on the kept folder; `pacsbench run --verify` verifies before
 the archive stops.
@@ -22,7 +26,14 @@ from pathlib import Path
 
 from bench.common.errors import UserError
 from bench.dicom.peer import AssociationFailed, Peer
-from bench.dicom.scu import UNCOMPRESSED, ServiceUser, query_proposals, storage_proposals, study_identifier
+from bench.dicom.scu import (
+    UNCOMPRESSED,
+    ServiceUser,
+    identifier,
+    query_proposals,
+    storage_proposals,
+    study_identifier,
+)
 from bench.load.scenario import ClientSpec, TargetSpec
 from bench.results.run_folder import read_run_json, write_run_json
 from bench.results.samples import RETRIEVED_FILE, SENT_FILE
@@ -45,18 +56,43 @@ def _proposals(sent: list[dict]) -> list:
     return query_proposals() + storage_proposals(classes, syntaxes, scp_role=True)
 
 
+def recycling(run_dir: Path) -> bool:
+    """Did the run's archive recycle its oldest studies at capacity (run.json's scenario)?"""
+    try:
+        target = read_run_json(run_dir).get("scenario", {}).get("target", {})
+    except (OSError, ValueError):
+        return False
+    return target.get("kind") == "native" and target.get("at_capacity") == "recycle"
+
+
+def held_studies(user: ServiceUser) -> set[str]:
+    """The Study Instance UIDs the archive holds now (C-FIND at study level, every study)."""
+    if not user.connected:
+        user.connect()
+    status, matches = user.find(identifier("STUDY", StudyInstanceUID=""))
+    if status != 0:
+        raise UserError(f"C-FIND of the archive's studies failed with status 0x{status:04X}")
+    return {str(match.StudyInstanceUID) for match in matches}
+
+
 def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) -> dict:
     """C-GET every study in sent.csv from `peer` and compare; write verify.json and run.json['verify']."""
     client = client or ClientSpec()
     sent = read_rows(run_dir / SENT_FILE)
     if not sent:
         raise UserError(f"{run_dir}: no {SENT_FILE}: the run acknowledged no instance (or predates verification)")
+    started = time.perf_counter()
+    user = ServiceUser(peer, client.calling_ae, _proposals(sent), client.max_pdu, client.timeout)
+    sent_digests = {r["sop_instance_uid"]: r["digest"] for r in sent}  # workstations read recycled studies too
+    skipped = 0
+    if recycling(run_dir):
+        held = held_studies(user)
+        skipped = sum(r["study_instance_uid"] not in held for r in sent)
+        sent = [r for r in sent if r["study_instance_uid"] in held]
     expected = {r["sop_instance_uid"]: r for r in sent}
     by_study = defaultdict(list)
     for row in sent:
         by_study[row["study_instance_uid"]].append(row["sop_instance_uid"])
-    started = time.perf_counter()
-    user = ServiceUser(peer, client.calling_ae, _proposals(sent), client.max_pdu, client.timeout)
     returned: dict[str, str] = {}
     failed_requests: list[str] = []
     for study in by_study:
@@ -74,13 +110,14 @@ def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) 
     retrieved_different = [
         r["sop_instance_uid"]
         for r in retrieved
-        if r["sop_instance_uid"] in expected and r["digest"] != expected[r["sop_instance_uid"]]["digest"]
+        if r["sop_instance_uid"] in sent_digests and r["digest"] != sent_digests[r["sop_instance_uid"]]
     ]
     result = {
         "ok": not (missing or different or retrieved_different or failed_requests),
         "target": str(peer),
         "instances": len(expected),
         "studies": len(by_study),
+        "skipped_recycled": skipped,
         "returned": len(returned),
         "missing": len(missing),
         "different": len(different),
@@ -102,10 +139,12 @@ def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) 
 
 
 def summary_line(result: dict) -> str:
+    skipped = result.get("skipped_recycled", 0)
+    recycled = f"; {skipped} instances of recycled studies skipped" if skipped else ""
     if result["ok"]:
         return (
             f"verified {result['instances']} instances in {result['studies']} studies: all returned "
-            f"byte-identical ({result['retrieved_checked']} workstation retrievals also matched)"
+            f"byte-identical ({result['retrieved_checked']} workstation retrievals also matched){recycled}"
         )
     problems = [
         f"{result[k]} {label}"
@@ -113,7 +152,7 @@ def summary_line(result: dict) -> str:
         if result[k]
     ]
     problems += [f"{len(result['failed_requests'])} failed C-GET requests"] if result["failed_requests"] else []
-    return f"verification FAILED for {result['instances']} acknowledged instances: {', '.join(problems)}"
+    return f"verification FAILED for {result['instances']} acknowledged instances: {', '.join(problems)}{recycled}"
 
 
 def verify_run(run_dir: Path) -> dict:

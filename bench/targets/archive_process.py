@@ -1,8 +1,10 @@
 """An installed DICOM archive run as a local process: its own process group, output in a log, ready on C-ECHO.
 
 Its own process group because dcmqrscp and storescp --fork fork per association: stopping
-the group stops those children too. TCP_NODELAY=1 in its environment: DCMTK and Orthanc
-read it, and without it each request can stall ~40 ms on Nagle's algorithm.
+the group stops those children too. A parent-death signal (SIGTERM) stops it when the harness
+dies, however it dies; forked children end with their associations, whose other end is gone.
+TCP_NODELAY=1 in its environment: DCMTK and Orthanc read it, and without it each request can
+stall ~40 ms on Nagle's algorithm.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from bench.common.processes import stop_process
+from bench.common.processes import end_with_parent, stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer, wait_for_echo
 from bench.targets.vm.tools import last_line
@@ -32,6 +34,7 @@ class ArchiveProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out,
                                             stderr=subprocess.STDOUT, cwd=self.cwd, start_new_session=True,
+                                            preexec_fn=end_with_parent,  # stops when the harness dies
                                             env={**os.environ, **NODELAY_ENVIRONMENT})
         try:
             return wait_for_echo(self.peer, calling_ae, timeout, alive=self.alive)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.common.errors import UserError
 from bench.common.paths import remove_tree
-from bench.common.processes import stop_process
+from bench.common.processes import end_with_parent, stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
@@ -43,7 +43,15 @@ class NativeTarget(Target):
                "--aet", self.spec.ae_title, "--data", str(data), "--max-pdu", str(self.spec.max_pdu),
                "--metrics-port", "0"]
         cmd += ["--config", str(self.config)] if self.config else []
+        cmd += self.capacity_options()
         return cmd + ([] if self.spec.fsync else ["--no-fsync"])
+
+    def capacity_options(self) -> list[str]:
+        """The archive's bound. at_capacity "stop" runs it with reject: the run stops at the first A700."""
+        if not self.spec.capacity:
+            return []
+        policy = "recycle" if self.spec.at_capacity == "recycle" else "reject"
+        return ["--capacity", str(self.spec.capacity), "--at-capacity", policy]
 
     def _write_config(self, run_dir: Path) -> None:
         """The archive's TOML config holding only its C-MOVE destinations (options come from the command line)."""
@@ -58,7 +66,9 @@ class NativeTarget(Target):
         self.data = run_dir / "archive"
         log = (run_dir / "server.log").open("wb")
         started = time.monotonic()
-        self.process = subprocess.Popen(self.command(self.data), stdout=subprocess.PIPE, stderr=log)
+        # end_with_parent: the archive stops (and its workers with it) whatever ends the harness.
+        self.process = subprocess.Popen(self.command(self.data), stdout=subprocess.PIPE, stderr=log,
+                                        preexec_fn=end_with_parent)
         line = self._read_ready_line()
         match = READY_LINE.match(line)
         if not match:
@@ -112,6 +122,8 @@ class NativeTarget(Target):
             "server": f"server_under_test {self.version}",
             "fsync": self.spec.fsync,
             "max_pdu": self.spec.max_pdu,
+            "capacity_bytes": self.spec.capacity,
+            "at_capacity": self.spec.at_capacity,
             "data": str(self.data) if self.data else None,
             "storage_kept": self.spec.keep_data,
             "destinations": {ae: f"{host}:{port}" for ae, (host, port) in self.destinations.items()},

@@ -6,22 +6,19 @@ a log file. Every setting is kept in `describe()` for the run's metadata.
 
 from __future__ import annotations
 
-import ctypes
 import re
-import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.common.errors import UserError
-from bench.common.processes import stop_process
+from bench.common.processes import die_with_parent, stop_process
 from bench.targets.vm.image import BASE_CMDLINE, DATA_LABEL, GuestImage
 from bench.targets.vm.tools import last_line, require, run
 
 DISK_DEVICES = {"virtio": "virtio-blk-pci", "ide": "ide-hd", "ahci": "ide-hd", "scsi": "scsi-hd"}
 STOP_GRACE_SECONDS = 10
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -35,11 +32,6 @@ class Machine:
     data_format: str | None = "raw"  # raw | qcow2 | None (no data disk: the archive writes to the system disk)
     data_cache: str = "none"  # QEMU cache mode: none (O_DIRECT, flushes reach the host disk), writeback, ...
     data_bytes: int = 8 << 30
-
-
-def die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the harness dies, even by SIGKILL (Linux prctl)."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def qemu_version() -> str:
