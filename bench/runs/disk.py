@@ -28,6 +28,7 @@ ASSUMED_MB_PER_S = 1000.0
 ROW_BYTES = 600  # samples.csv and sent.csv per stored instance, with room to spare
 OTHER_REQUESTS_PER_S = 2000  # workstations, queries and echoes: samples.csv rows per second at most
 OUT_OF_RESOURCES = 0xA700  # the archive's answer at its capacity (reject)
+FS_OVERHEAD = 0.05  # of a default capacity, left for file system metadata and the index (and its WAL)
 ARCHIVE_HERE = ("native", "orthanc", "dcmtk")  # their data goes into the run folder
 GUEST_KINDS = ("kvm", "tcg")
 
@@ -97,7 +98,7 @@ def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: d
     plan = {"reserve_bytes": reserve, "results_free_bytes": free, "store_rate_bytes_per_s": round(rate),
             "rate_basis": basis, "archive_need_bytes": round(archive), "records_need_bytes": records}
     if target.kind == "native" and target.bounded:
-        capacity = target.capacity or free - reserve - records
+        capacity = target.capacity or default_capacity(free, reserve, records)
         if capacity <= 0 or capacity + reserve + records > free:
             raise UserError(f"archive capacity {gb(max(capacity, 0))} plus the {gb(reserve)} disk reserve and "
                             f"{gb(records)} of records needs {gb(max(capacity, 0) + reserve + records)}; "
@@ -119,9 +120,14 @@ def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: d
                         f"{gb(needed)}, {where} has {gb(free)} free: shorten the run{bound}")
     if target.kind == "native":
         # Unbounded in the scenario, bounded anyway: a disk that fills faster than planned stops the run.
-        capacity = free - reserve - records
+        capacity = default_capacity(free, reserve, records)
         return target.model_copy(update={"capacity": capacity}), plan | {"capacity_bytes": capacity}
     return target, plan
+
+
+def default_capacity(free: int, reserve: int, records: int) -> int:
+    """A native archive's capacity when the scenario gives none: what the disk holds beyond the reserve."""
+    return int((free - reserve - records) * (1 - FS_OVERHEAD))
 
 
 @dataclass
@@ -132,6 +138,9 @@ class DiskWatch:
     reserve: int
     records: object  # bench.results.samples.RunRecords: its write_error and its statuses
     stop_at_capacity: bool = False
+    # Stop this many seconds before the reserve at the last second's pace (stopping still writes);
+    # 0 when the archive keeps itself within its capacity (reject, recycle): the reserve is the floor.
+    margin_seconds: float = 2.0
     detail: str = ""
     lowest_free: dict[str, int] = field(default_factory=dict)
     highest_used: dict[str, int] = field(default_factory=dict)
@@ -142,12 +151,10 @@ class DiskWatch:
             return RESERVE_STATUS
         for path in self.paths:
             free, key = free_bytes(path), str(path)
-            # Near: within two seconds of filling at the last second's pace, since stopping (the
-            # requests in flight finish) still writes.
             drop = max(0, self.lowest_free.get(key, free) - free)
             self.lowest_free[key] = min(free, self.lowest_free.get(key, free))
             self.highest_used[key] = max(used_bytes(path), self.highest_used.get(key, 0))
-            if free <= self.reserve + 2 * drop:
+            if free <= self.reserve + self.margin_seconds * drop:
                 self.detail = f"{path}: {gb(free)} free, reserve {gb(self.reserve)}"
                 return RESERVE_STATUS
         if self.stop_at_capacity and self.records.statuses.get(OUT_OF_RESOURCES):

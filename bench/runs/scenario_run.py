@@ -84,6 +84,14 @@ def run_status(outcome: load.LoadOutcome, watch: DiskWatch, record: dict) -> str
     return "completed"
 
 
+def disk_watch(target_spec: TargetSpec, run_dir: Path, reserve: int, records) -> DiskWatch:
+    """The load's stop check; a native archive that rejects or recycles at its capacity keeps itself in bounds."""
+    self_bounded = target_spec.kind == "native" and target_spec.at_capacity != "stop"
+    return DiskWatch(watched_paths(target_spec, run_dir), reserve, records,
+                     stop_at_capacity=target_spec.kind == "native" and target_spec.at_capacity == "stop",
+                     margin_seconds=0.0 if self_bounded else 2.0)
+
+
 def record_capacity(record: dict, run_dir: Path, target_spec: TargetSpec) -> None:
     """A bounded native archive's use and recycled totals, from its /status at the end."""
     figures = capacity_figures(run_dir, target_spec)
@@ -138,8 +146,7 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
         if scenario.studies.prefill:
             record["prefill"] = prefill(pool, target.peer, scenario.client, scenario.studies.prefill, engine.records)
             write_run_json(run_dir, record)
-        watch = DiskWatch(watched_paths(target_spec, run_dir), scenario.run.disk_reserve, engine.records,
-                          stop_at_capacity=target_spec.kind == "native" and target_spec.at_capacity == "stop")
+        watch = disk_watch(target_spec, run_dir, scenario.run.disk_reserve, engine.records)
         outcome = engine.run(target.peer, stop_check=watch)
         record.update(
             status=run_status(outcome, watch, record),

@@ -80,6 +80,21 @@ def complete_rows(path: Path) -> list[dict]:
     return [dict(zip(rows[0], row)) for row in rows[1:]]
 
 
+def test_a_full_disk_leaves_whole_rows_only(small_disk):
+    from bench.results.samples import CsvRows
+
+    filler = small_disk / "filler"
+    subprocess.run(["fallocate", "-l", "599m", str(filler)], check=True)
+    rows = CsvRows(small_disk / "rows.csv", ["n", "text"], flush_every=7)
+    with pytest.raises(OSError):
+        for n in range(10**6):
+            rows.write_row({"n": n, "text": "x" * 333})
+    rows.write_row({"n": -1, "text": "after the error: dropped"})
+    rows.close()
+    written = complete_rows(small_disk / "rows.csv")
+    assert len(written) == rows.rows > 0 and [int(r["n"]) for r in written] == list(range(rows.rows))
+
+
 def test_a_scenario_that_cannot_fit_is_refused_in_one_line(small_disk):
     scenario = sweep_copy(small_disk, "", "100 MB", steps="[4]", step_seconds=60)
     result = pacsbench("run", scenario, "--results", small_disk / "results", "--no-progress")
@@ -175,3 +190,14 @@ def test_the_archives_workers_end_with_a_killed_supervisor(tmp_path):
         supervisor.kill()
         supervisor.wait()
         supervisor.stdout.close()
+
+
+def test_capacity_settings_belong_to_native_targets_only():
+    from bench.load.scenario import TargetSpec
+
+    assert TargetSpec(kind="native", capacity="4 GB", at_capacity="recycle").capacity == 4_000_000_000
+    for kind in ("orthanc", "dcmtk", "tcg"):
+        with pytest.raises(ValueError, match="applies to native targets"):
+            TargetSpec(kind=kind, at_capacity="reject")
+    with pytest.raises(ValueError, match="not a size"):
+        TargetSpec(kind="native", capacity="lots")
