@@ -59,6 +59,7 @@ class Copied:
     bytes: int = 0
     seconds: float = 0.0
     dropped: list[str] = field(default_factory=list)  # SOP Instance UIDs changed after the snapshot
+    missing: list[str] = field(default_factory=list)  # ... whose file the archive itself has lost
 
     @property
     def mb_per_s(self) -> float:
@@ -189,23 +190,25 @@ def _try_copy(source: Path, target: Path, size: int) -> str | None:
 
 
 def _copy_instance(row: tuple, roots: list[Path], out: Path, live: sqlite3.Connection,
-                   made: set[Path]) -> dict | None:
-    """Copy one snapshot row's file into the backup; None when that version of the instance is gone.
+                   made: set[Path]) -> dict | str:
+    """Copy one snapshot row's file into the backup: its manifest entry, or why it was left out.
 
     Renames are atomic, so a file read is always one complete version; its size tells whether it
-    is the snapshot's. Gone or another size: migrated (read it where it is now), else recycled or
-    stored again after the snapshot (left out).
+    is the snapshot's. Gone or another size: migrated (read it where it is now), else "changed"
+    (recycled or stored again after the snapshot), or "missing" when the archive's index still
+    names that very file (the archive lost it: the backup cannot hold it).
     """
     sop_uid, stored_at, tier, path, size = row
     name = Path(f"tier-{tier}") / _relative(path)
     target = out / name
     _make_dirs(target.parent, made)
     sha256 = _try_copy(_source(path, tier, roots), target, size)
+    now = None
     if sha256 is None and (now := _moved_to(live, sop_uid, stored_at, size)) and now[1] != path:
         sha256 = _try_copy(_source(now[1], now[0], roots), target, size)
     if sha256 is None:
         target.unlink(missing_ok=True)
-        return None
+        return "missing" if now and now[1] == path else "changed"
     return {"path": name.as_posix(), "size": size, "sha256": sha256}
 
 
@@ -237,14 +240,16 @@ def backup(config: ArchiveConfig, out: Path) -> tuple[dict, Copied]:
     try:
         for row in rows:
             entry = _copy_instance(row, roots, out, live, made)
-            if entry is None:
+            if entry == "changed":
                 result.dropped.append(row[0])
+            elif entry == "missing":
+                result.missing.append(row[0])
             else:
                 files.append(entry)
     finally:
         live.close()
-    if result.dropped:
-        _drop(out / INDEX, result.dropped)
+    if result.dropped or result.missing:
+        _drop(out / INDEX, result.dropped + result.missing)
     _fsync_tree(made, out)
     index_size, index_sha256 = _hash(out / INDEX)
     fsync_path(out / INDEX)
@@ -268,6 +273,7 @@ def _manifest(tiers: tuple[Tier, ...], files: list[dict], taken: float, index_si
         "instances": result.instances,
         "bytes": result.bytes,
         "dropped_after_snapshot": len(result.dropped),
+        "missing_in_archive": result.missing,
         "index": {"path": INDEX, "size": index_size, "sha256": index_sha256},
         "tiers": [{"number": n, "name": tiers[n].name if n < len(tiers) else f"tier{n + 1}",
                    "path": str(tiers[n].path) if n < len(tiers) else "", "instances": len(entries),
@@ -445,12 +451,14 @@ def archive_config(config_path: Path | None, data: Path) -> ArchiveConfig:
         raise BackupError(str(exc)) from None
 
 
-def run_backup(data: Path, out: Path, config_path: Path | None = None) -> str:
-    """The backup command; its one-line summary."""
+def run_backup(data: Path, out: Path, config_path: Path | None = None) -> tuple[str, int]:
+    """The backup command: its one-line summary and exit code (1 when the archive has lost files)."""
     manifest, copied = backup(archive_config(config_path, data), out)
     dropped = f", {len(copied.dropped)} changed after the snapshot left out" if copied.dropped else ""
+    missing = (f", {len(copied.missing)} left out because the archive has lost their files (see manifest.json "
+               "missing_in_archive)") if copied.missing else ""
     return (f"backup {out}: {copied.instances} instances, {copied.bytes / 1e6:.1f} MB, snapshot "
-            f"{manifest['snapshot_time']}, {copied.seconds:.1f} s ({copied.mb_per_s:.1f} MB/s){dropped}")
+            f"{manifest['snapshot_time']}, {copied.seconds:.1f} s ({copied.mb_per_s:.1f} MB/s){dropped}{missing}", 1 if copied.missing else 0)
 
 
 def run_restore(folder: Path, data: Path, config_path: Path | None = None, force: bool = False) -> str:
@@ -468,13 +476,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m server_under_test
     args = parser.parse_args(argv)
     try:
         if args.action == "backup":
-            print(run_backup(args.data, args.out, args.config), flush=True)
+            summary, code = run_backup(args.data, args.out, args.config)
         else:
-            print(run_restore(args.folder, args.data, args.config, args.force), flush=True)
+            summary, code = run_restore(args.folder, args.data, args.config, args.force), 0
     except (BackupError, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    print(summary, flush=True)
+    return code
 
 
 if __name__ == "__main__":

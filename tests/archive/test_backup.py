@@ -111,6 +111,7 @@ def test_a_backup_taken_while_storing_has_every_file_its_index_names_bit_exact(b
         assert copy.read_bytes() == Path(path).read_bytes()  # the archive's own file, byte for byte
         assert dataset_bytes(copy) == dataset_bytes(backed_up["sent"][sop])
         assert listed[copy.relative_to(backup).as_posix()]["size"] == copy.stat().st_size
+    assert sorted(p.relative_to(backup).as_posix() for p in backup.rglob("*.dcm")) == sorted(listed)  # no others
     assert manifest["archive_version"] and manifest["snapshot_time"]
 
 
@@ -161,6 +162,28 @@ def test_a_corrupted_backup_file_fails_the_manifest_check(backed_up, tmp_path, c
     assert err.count("\n") == 1 and "manifest check failed" in err
     assert victim.relative_to(backup).as_posix() in err and "SHA-256" in err
     assert not target.exists()  # checked before anything was written
+
+
+def test_a_moved_archive_is_backed_up_and_a_file_it_lost_is_named_with_exit_1(tmp_path, tiny_studies, capsys):
+    """The data folder moved after storing (the index's paths name the old place), one file then deleted."""
+    files = fresh_copies(tiny_studies, tmp_path / "input", 4)
+    archive = start_archive(tmp_path / "archive")
+    try:
+        storescu(archive.port, archive.ae_title, files)
+    finally:
+        archive.stop()
+    data = tmp_path / "moved"
+    shutil.move(archive.data, data)
+    lost = next((data / "storage").rglob("*.dcm"))
+    lost.unlink()
+    assert pacsbench(["archive", "backup", "--data", str(data), "--out", str(tmp_path / "b")]) == 1
+    assert "1 left out because the archive has lost their files" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["missing_in_archive"] == [lost.stem] and manifest["instances"] == 3
+    kept = set(rows(tmp_path / "b" / "index.sqlite"))
+    assert kept == {dcmread(f).SOPInstanceUID for f in files} - {lost.stem}
+    assert pacsbench(["archive", "restore", str(tmp_path / "b"), "--data", str(tmp_path / "r")]) == 0
+    assert set(rows(tmp_path / "r" / "index.sqlite")) == kept
 
 
 @pytest.mark.parametrize("args, message", [
