@@ -41,7 +41,7 @@ class NativeTarget(Target):
     def command(self, data: Path) -> list[str]:
         cmd = [sys.executable, "-m", "server_under_test", "--host", self.spec.host, "--port", str(self.spec.port or 0),
                "--aet", self.spec.ae_title, "--data", str(data), "--max-pdu", str(self.spec.max_pdu),
-               "--metrics-port", "0"]
+               "--metrics-port", "0", "--workers", str(self.spec.cpus)]
         cmd += ["--config", str(self.config)] if self.config else []
         return cmd + ([] if self.spec.fsync else ["--no-fsync"])
 
@@ -58,7 +58,9 @@ class NativeTarget(Target):
         self.data = run_dir / "archive"
         log = (run_dir / "server.log").open("wb")
         started = time.monotonic()
-        self.process = subprocess.Popen(self.command(self.data), stdout=subprocess.PIPE, stderr=log)
+        budget = self.prepare_budget(run_dir)
+        self.process = subprocess.Popen(self.command(self.data), stdout=subprocess.PIPE, stderr=log,
+                                        preexec_fn=budget.enter)
         line = self._read_ready_line()
         match = READY_LINE.match(line)
         if not match:
@@ -73,6 +75,9 @@ class NativeTarget(Target):
         wait_for_echo(self.peer, self.client.calling_ae, remaining, alive=lambda: self.process.poll() is None)
         self.ready_seconds = time.monotonic() - started
         self.status = fetch_status(self.metrics_url)
+
+    def server_pid(self) -> int | None:
+        return self.process.pid if self.process else None
 
     def collect_metrics(self, run_dir: Path) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -94,6 +99,7 @@ class NativeTarget(Target):
         if self.process is None or self.exit_code is not None:
             return
         self.exit_code = stop_process(self.process, self.STOP_TIMEOUT)
+        self.release_budget()
         if self.process.stdout:
             self.process.stdout.close()
         if self.data and not self.spec.keep_data:
@@ -112,6 +118,7 @@ class NativeTarget(Target):
             "server": f"server_under_test {self.version}",
             "fsync": self.spec.fsync,
             "max_pdu": self.spec.max_pdu,
+            "budget": self.budget_record(),
             "data": str(self.data) if self.data else None,
             "storage_kept": self.spec.keep_data,
             "destinations": {ae: f"{host}:{port}" for ae, (host, port) in self.destinations.items()},
