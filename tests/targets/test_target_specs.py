@@ -17,7 +17,7 @@ BASE = {"studies": {"profile": "tiny"}, "load": {"users": 1, "duration": 1}}
 
 
 @pytest.mark.parametrize("fields,message", [
-    ({"kind": "native", "vcpus": 4}, "'vcpus' applies to kvm, tcg targets, not native"),
+    ({"kind": "remote", "port": 104, "cpus": 4}, "'cpus' applies to native, kvm, tcg, orthanc, dcmtk targets, not remote"),
     ({"kind": "remote", "port": 104, "fsync": False}, "'fsync' applies to native, kvm, tcg targets, not remote"),
     ({"kind": "tcg", "metrics_url": "http://x:8080"}, "'metrics_url' applies to remote targets, not tcg"),
     ({"kind": "tcg", "network": "tap", "port": 4000}, "a tap guest listens on 11112"),
@@ -29,13 +29,21 @@ def test_a_setting_for_another_kind_is_an_error(fields, message):
         TargetSpec(**fields)
 
 
+def test_every_started_kind_takes_a_budget_and_vcpus_still_reads_as_cpus():
+    for kind in ("native", "orthanc", "dcmtk", "kvm", "tcg"):
+        spec = TargetSpec(kind=kind, cpus=1, memory_mib=1024)
+        assert (spec.cpus, spec.memory_mib) == (1, 1024)
+    assert TargetSpec(kind="tcg", vcpus=3).cpus == 3  # scenarios written before `cpus`
+    assert (TargetSpec(kind="native").cpus, TargetSpec(kind="native").memory_mib) == (2, 2048)
+
+
 def test_matrix_names_are_tables_or_kinds_on_the_scenarios_target():
     scenario = Scenario(target={"kind": "native", "fsync": False, "max_pdu": 16384, "keep_data": True},
                         targets={"big": {"kind": "tcg", "vcpus": 4}}, **BASE)
     tap = resolve_target(scenario, "tcg-tap")
     assert (tap.kind, tap.network, tap.label, tap.fsync, tap.max_pdu) == ("tcg", "tap", "tcg-tap", False, 16384)
-    assert resolve_target(scenario, "big").model_dump(include={"kind", "vcpus", "label"}) == \
-        {"kind": "tcg", "vcpus": 4, "label": "big"}
+    assert resolve_target(scenario, "big").model_dump(include={"kind", "cpus", "label"}) == \
+        {"kind": "tcg", "cpus": 4, "label": "big"}
     assert resolve_target(scenario, "dcmtk").keep_data is True  # kept: it applies to dcmtk
     for bad, message in (("vmware", "unknown target 'vmware'"), ("native-tap", "only kvm and tcg"),
                          ("remote", "a remote target needs its address")):
