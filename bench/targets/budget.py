@@ -69,6 +69,7 @@ class Budget:
     folders: list[Path] = field(default_factory=list)  # the cgroups made (one for v2, one per controller for v1)
     controllers: list[str] = field(default_factory=list)
     cpu_ids: list[int] = field(default_factory=list)
+    usage: dict = field(default_factory=dict)  # read as the cgroup is removed: did the limits bite?
 
     def prepare(self) -> None:
         """Make the cgroup(s); fall back to v1, then to affinity alone. Never raises for want of cgroups."""
@@ -140,6 +141,8 @@ class Budget:
 
     def release(self) -> None:
         """Remove the cgroups (after the archive stopped); a cgroup still emptying gets a few seconds."""
+        if self.folders and not self.usage:
+            self.usage = self._usage()
         deadline = time.monotonic() + RELEASE_SECONDS
         for folder in self.folders:
             while folder.exists():
@@ -151,9 +154,24 @@ class Budget:
                     time.sleep(0.05)
         self.folders = []
 
+    def _usage(self) -> dict:
+        """CFS periods in which the quota stopped the archive, and its peak memory, from the cgroup's own files."""
+        found = {}
+        for folder in self.folders:
+            if (folder / "cpu.stat").exists():
+                stat = dict(line.split() for line in (folder / "cpu.stat").read_text().splitlines() if " " in line)
+                throttled_us = int(stat.get("throttled_usec", 0)) or int(stat.get("throttled_time", 0)) // 1000
+                found |= {"cpu_periods": int(stat.get("nr_periods", 0)),
+                          "cpu_throttled_periods": int(stat.get("nr_throttled", 0)),
+                          "cpu_throttled_seconds": round(throttled_us / 1e6, 3)}
+            for name in ("memory.max_usage_in_bytes", "memory.peak"):
+                if (folder / name).exists():
+                    found["memory_peak_bytes"] = int((folder / name).read_text())
+        return found
+
     def describe(self) -> dict:
         return {"cpus": self.cpus, "memory_bytes": self.memory_bytes, "enforced_by": self.enforced_by,
-                "controllers": self.controllers, "cpu_ids": self.cpu_ids}
+                "controllers": self.controllers, "cpu_ids": self.cpu_ids, **({"usage": self.usage} if self.usage else {})}
 
 
 def guest_budget(cpus: int, memory_mib: int) -> dict:
