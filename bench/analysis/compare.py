@@ -155,12 +155,31 @@ def _fmt(value, unit: str = "") -> str:
     return "not recorded" if value in (None, "") else f"{value}{unit}"
 
 
+def _hypervisor_evidence(seen: dict) -> str:
+    """The container layer, the declared hypervisor and how the label was found, when run.json has them."""
+    container = seen.get("container")
+    parts = [f"in a {container} container"] if container and container not in ("none", "unknown") else []
+    parts += [f"declared {seen['declared_hypervisor']}"] if seen.get("declared_hypervisor") else []
+    parts += [seen["hypervisor_source"]] if seen.get("hypervisor_source") else []
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def runs_on(run: RunData) -> str:
+    """For a native baseline that is itself a guest: 'itself a kvm guest in a docker container'; else ""."""
+    target = run.run.get("target") or {}
+    hypervisor, container = target.get("hypervisor"), target.get("container")
+    if target.get("kind") != "native" or hypervisor in (None, "none", "unknown"):
+        return ""
+    inside = f" in a {container} container" if container and container not in ("none", "unknown") else ""
+    return f"itself a {hypervisor} guest{inside}"
+
+
 def environment(run: RunData) -> dict:
     """What the target ran on: run.json `target` (with `target.environment`, the archive's own report) and `host`."""
     target, host = run.run.get("target") or {}, run.run.get("host") or {}
     seen = {**(target.get("guest") or {}), **(target.get("environment") or {}), **target}
     if run.hypervisor or seen.get("hypervisor"):
-        hypervisor = str(run.hypervisor or seen.get("hypervisor"))
+        hypervisor = str(run.hypervisor or seen.get("hypervisor")) + _hypervisor_evidence(seen)
     elif target.get("kind") == "native":
         vendor = host.get("dmi_sys_vendor") or "vendor unknown"
         hypervisor = (
@@ -240,6 +259,7 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
         "estimates": estimates,
         "calibration": calibration,
         "budget": budget_of(group.runs[0]),
+        "runs_on": runs_on(group.runs[0]),
         "bound_by": group.bound_by(calibration["client_bound"]),
         "claims": judge_all(claim_sets, group.mean_metrics(), group.users_by_type()),
     }

@@ -266,7 +266,8 @@ def _error_rows(summary: dict) -> list[list[str]]:
 
 def _answer(data: dict) -> str:
     """The one-paragraph answer at the top of the page: the figures, what bounded them, unequal budgets."""
-    bounds = " ".join(f"{g['label']} bounded by {verdict_text(g['bound_by'])}." for g in data["groups"])
+    bounds = " ".join(f"{g['label']}{f' ({on})' if (on := g.get('runs_on')) else ''} bounded by "
+                      f"{verdict_text(g['bound_by'])}." for g in data["groups"])
     budgets = f" {data['budgets_note'][0].upper()}{data['budgets_note'][1:]}." if data.get("budgets_note") else ""
     return f"{_figures_answer(data)} {bounds}{budgets}"
 

@@ -18,7 +18,7 @@ from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer
 from bench.load.scenario import ClientSpec, TargetSpec
 from bench.targets.archive_process import NODELAY_ENVIRONMENT, ArchiveProcess
-from bench.targets.probes import fetch_status, save_server_status
+from bench.targets.probes import fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
 from bench.targets.vm.tools import require
 from server_under_test.environment import detect_hypervisor
@@ -99,8 +99,9 @@ class InstalledArchive(Target):
             remove_tree(self.folder / "storage")
 
     def describe(self) -> dict:
+        host = detect_hypervisor()
         return {"kind": self.kind, "label": self.label, "server": self.version,
-                "hypervisor": detect_hypervisor()["hypervisor"], "vcpus": os.cpu_count(), "budget": self.budget_record(),
+                **hypervisor_labels(host["hypervisor"], None, "this host"), "container": host["container"], "vcpus": os.cpu_count(), "budget": self.budget_record(),
                 "network": "loopback", "host": "127.0.0.1", "port": self.peer.port if self.peer else None,
                 "ae_title": self.spec.ae_title,
                 "data": str(self.folder) if self.folder else None, "storage_kept": self.spec.keep_data,

@@ -15,7 +15,7 @@ from bench.common.processes import stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
-from bench.targets.probes import archive_facts, fetch_status, save_server_status
+from bench.targets.probes import archive_facts, fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
 
 READY_LINE = re.compile(r"server_under_test (?P<version>\S+) listening on (?P<host>\S+):(?P<port>\d+) ")
@@ -111,6 +111,7 @@ class NativeTarget(Target):
             "kind": self.kind,
             "label": self.label,
             **archive_facts(self.status),
+            **hypervisor_labels(archive_facts(self.status).get("hypervisor"), None, "the archive's /status"),
             "network": "loopback",
             "host": self.peer.host if self.peer else self.spec.host,
             "port": self.peer.port if self.peer else self.spec.port,

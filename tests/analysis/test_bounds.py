@@ -75,3 +75,13 @@ def test_the_verdict_is_in_summary_json_and_the_headline(tmp_path):
     markdown = (run / "summary.md").read_text()
     assert "native bounded by server-cpu (archive CPU 98% of 1 CPU)" in markdown.splitlines()[2]
     assert 'alt="resource timelines"' in (run / "report.html").read_text()
+
+
+def test_a_native_baseline_that_is_a_guest_says_so_in_the_headline(tmp_path):
+    run = write_run(tmp_path / "run", run_extra={"target": {
+        "kind": "native", "label": "native", "hypervisor": "kvm", "container": "docker", "declared_hypervisor": None,
+        "hypervisor_source": "detected (the archive's /status)"}})
+    build_report(run)
+    headline = (run / "summary.md").read_text().splitlines()[2]
+    assert "native (itself a kvm guest in a docker container) bounded by not-measured" in headline
+    assert "kvm (in a docker container; detected (the archive's /status))" in (run / "summary.md").read_text()

@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT
 
 from bench.runs.resources import COLUMNS
+from server_under_test.environment import detect_hypervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="cgroups are writable by root only")]
 
@@ -74,3 +75,12 @@ def test_a_resource_row_for_every_second_of_load(one_cpu_run):
 def test_one_cpu_for_tiny_instances_without_fsync_is_server_cpu(one_cpu_run):
     verdict = json.loads((one_cpu_run / "summary.json").read_text())["bound_by"]
     assert verdict["limit"] == "server-cpu", verdict
+
+
+def test_the_headline_says_the_native_host_is_itself_a_guest(one_cpu_run):
+    host = detect_hypervisor()
+    target = json.loads((one_cpu_run / "run.json").read_text())["target"]
+    assert (target["hypervisor"], target["container"]) == (host["hypervisor"], host["container"])
+    assert target["declared_hypervisor"] is None and target["hypervisor_source"].startswith("detected")
+    if host["hypervisor"] != "none":  # here: "native (itself a kvm guest in a docker container)"
+        assert f"native (itself a {host['hypervisor']} guest" in (one_cpu_run / "summary.md").read_text()

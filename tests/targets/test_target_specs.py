@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from bench.common.errors import UserError
-from bench.load.scenario import Scenario, TargetSpec
+from bench.load.scenario import ClientSpec, Scenario, TargetSpec
 from bench.runs.matrix import resolve_target
 from bench.targets.probes import hypervisor_warning
+from bench.targets.remote import RemoteTarget
+from server_under_test.environment import detect_hypervisor
 from server_under_test.guest import archive_config, kernel_settings
 
 BASE = {"studies": {"profile": "tiny"}, "load": {"users": 1, "duration": 1}}
@@ -81,3 +85,24 @@ def test_ovf_descriptor_is_xml_naming_the_disk():
     assert kinds["3"].find(f"{{{RASD}}}VirtualQuantity").text == "4"
     assert kinds["10"].find(f"{{{RASD}}}ResourceSubType").text == "E1000"
     assert kinds["5"].find(f"{{{RASD}}}ResourceSubType").text == "PIIX4"
+
+
+def test_a_declared_hypervisor_is_never_recorded_as_detected():
+    remote = RemoteTarget(TargetSpec(kind="remote", port=104, hypervisor="esxi"), ClientSpec())
+    labels = {k: remote.describe()[k] for k in ("hypervisor", "declared_hypervisor", "hypervisor_source")}
+    assert labels == {"hypervisor": "unknown", "declared_hypervisor": "esxi",
+                      "hypervisor_source": "not detected (metrics_url /status gave no answer)"}
+    assert hypervisor_warning({"label": "x", "requested_hypervisor": "esxi", "hypervisor": "unknown"}) is None
+
+
+def test_the_vm_layer_and_the_container_layer_are_told_apart():
+    """Here a KVM guest running the harness in a docker container: hypervisor kvm, container docker."""
+    tool = shutil.which("systemd-detect-virt")
+    if not tool:
+        pytest.skip("systemd-detect-virt not installed")
+    vm, container = (subprocess.run([tool, f"--{layer}"], capture_output=True, text=True).stdout.strip()
+                     for layer in ("vm", "container"))
+    found = detect_hypervisor()
+    assert found["container"] == container
+    if vm != "none":
+        assert (found["hypervisor"], found["detected_by"]) == (vm, "systemd-detect-virt")

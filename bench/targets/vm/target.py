@@ -12,7 +12,7 @@ from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
 from bench.targets.budget import guest_budget
-from bench.targets.probes import archive_facts, fetch_status, save_server_status
+from bench.targets.probes import archive_facts, fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
 from bench.targets.vm.image import GuestImage, ensure_image
 from bench.targets.vm.kvm import kvm_unusable_message, probe
@@ -133,6 +133,8 @@ class GuestTarget(Target):
             "label": self.label,
             **archive_facts(self.status),
             "requested_hypervisor": REQUESTED_HYPERVISOR[self.kind],
+            **hypervisor_labels(archive_facts(self.status).get("hypervisor"), REQUESTED_HYPERVISOR[self.kind],
+                                "the guest's /status"),
             "accelerator": self.kind,
             "memory_mib": self.spec.memory_mib,
             "budget": guest_budget(self.spec.cpus, self.spec.memory_mib),
