@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 from bench.analysis.compare import CLIENT_BOUND_SHARE  # noqa: E402
+from bench.results.server_metrics import COLUMNS as SERVER_METRICS_COLUMNS  # noqa: E402
 
 
 def _plain(text: str) -> str:
@@ -138,8 +139,9 @@ RESOURCE_PANELS = (
     ("disk", "MB/s, % busy", [("disk_write_bytes_per_s", "written MB/s", 1e-6), ("disk_read_bytes_per_s", "read MB/s", 1e-6),
                               ("disk_busy_percent", "busy %", 1.0)]),
     ("network", "MB/s", [("net_recv_bytes_per_s", "received", 1e-6), ("net_sent_bytes_per_s", "sent", 1e-6)]),
+    ("memory", "MB", [("server_rss_bytes", "archive resident", 1e-6)]),
 )
-RESOURCE_COLUMNS = {column for _, _, lines in RESOURCE_PANELS for column, _, _ in lines}
+RESOURCE_COLUMNS = set(SERVER_METRICS_COLUMNS) - {"time"}  # the rest get a panel each (server_metrics_png)
 
 
 def resources_png(series: list[tuple[str, pd.DataFrame, float]]) -> bytes:

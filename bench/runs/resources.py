@@ -33,13 +33,8 @@ from pathlib import Path
 
 import psutil
 
-RESOURCES_FILE = "server_metrics.csv"
-COLUMNS = (
-    "time", "server_cpu_percent", "server_cpu_budget_percent", "server_rss_bytes", "server_threads",
-    "server_open_fds", "server_processes", "server_cpus_busy_percent", "disk_read_bytes_per_s", "disk_write_bytes_per_s", "disk_busy_percent",
-    "net_sent_bytes_per_s", "net_recv_bytes_per_s", "net_link_bytes_per_s", "host_cpu_percent",
-    "host_iowait_percent", "host_steal_percent", "load_cpu_percent", "load_busiest_cpu_percent",
-)
+from bench.results.server_metrics import COLUMNS, SERVER_METRICS_FILE
+
 INTERVAL = 1.0
 STOP_GRACE = 5.0
 
@@ -187,7 +182,7 @@ class ResourceSampling:
 
     def __init__(self, run_dir: Path, server_pid: int | None, cpus: float | None, load_pids: list[int],
                  interface: str | None, cpu_ids: list[int] | None = None):
-        self.out = run_dir / RESOURCES_FILE
+        self.out = run_dir / SERVER_METRICS_FILE
         self.disk = disk_of(run_dir)
         self.command = [sys.executable, "-m", "bench.runs.resources", "--out", str(self.out),
                         "--parent", str(os.getpid()), "--load-pids", ",".join(map(str, load_pids))]
@@ -196,7 +191,7 @@ class ResourceSampling:
         self.command += ["--disk", self.disk] if self.disk else []
         self.command += ["--interface", interface] if interface else []
         self.command += ["--cpu-ids", ",".join(map(str, cpu_ids))] if cpu_ids else []
-        self.facts = {"file": RESOURCES_FILE, "interval_seconds": INTERVAL, "server_pid": server_pid,
+        self.facts = {"file": SERVER_METRICS_FILE, "interval_seconds": INTERVAL, "server_pid": server_pid,
                       "budget_cpus": cpus, "load_pids": load_pids, "disk": self.disk, "interface": interface}
         self.process: subprocess.Popen | None = None
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from bench.runs.resources import COLUMNS
+from bench.results.server_metrics import COLUMNS
 from server_under_test.environment import detect_hypervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="cgroups are writable by root only")]
