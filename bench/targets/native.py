@@ -97,6 +97,7 @@ class NativeTarget(Target):
     def stop(self) -> None:
         """SIGTERM (the archive finishes in-flight stores), then SIGKILL if it hangs."""
         if self.process is None or self.exit_code is not None:
+            self.release_budget()  # a start that failed before the archive existed leaves its cgroup too
             return
         self.exit_code = stop_process(self.process, self.STOP_TIMEOUT)
         self.release_budget()
