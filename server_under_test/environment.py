@@ -28,12 +28,13 @@ def read_text(path: str) -> str:
         return ""
 
 
-def _systemd_detect_virt() -> str | None:
+def _systemd_detect_virt(layer: str) -> str | None:
+    """systemd-detect-virt's answer for one layer ("vm" or "container"): a name, "none", or None without the tool."""
     tool = shutil.which("systemd-detect-virt")
     if not tool:
         return None
     try:
-        result = subprocess.run([tool], capture_output=True, text=True, timeout=5)
+        result = subprocess.run([tool, f"--{layer}"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() or "none"
@@ -62,9 +63,13 @@ def dmi_vendor_and_product() -> tuple[str, str]:
 
 
 def detect_hypervisor() -> dict:
-    """The hypervisor this host runs on ("none" on bare metal) and how it was told."""
+    """The hypervisor this host runs on ("none" on bare metal), the container it runs in, and how each was told.
+
+    The two layers apart: a container on a KVM guest is a KVM guest, whatever plain
+    systemd-detect-virt (which names the innermost layer) says."""
     vendor, product = dmi_vendor_and_product()
-    systemd = _systemd_detect_virt()
+    systemd = _systemd_detect_virt("vm")
+    container = _systemd_detect_virt("container")
     _, flag = cpu_model_and_flag()
     by_dmi = DMI_VENDORS.get(vendor)
     if product == "VirtualBox":
@@ -77,7 +82,9 @@ def detect_hypervisor() -> dict:
         name, how = "unknown", "cpu hypervisor flag"
     else:
         name, how = "none", "systemd-detect-virt" if systemd else "dmi and cpu flags"
-    return {"hypervisor": name, "detected_by": how, "systemd_detect_virt": systemd, "dmi_sys_vendor": vendor,
+    innermost = container if container and container != "none" else systemd
+    return {"hypervisor": name, "detected_by": how, "container": container or "unknown",
+            "systemd_detect_virt": innermost, "dmi_sys_vendor": vendor,
             "dmi_product_name": product, "cpu_hypervisor_flag": flag}
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from bench.analysis.confidence import PooledQuantile, WindowMeans
 from bench.common.errors import UserError
 from bench.results.samples import COLUMNS, SAMPLES_FILE, done_mask
+from bench.results.server_metrics import SERVER_METRICS_FILE
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 INGEST = ("C-STORE",)
@@ -372,12 +373,9 @@ def windows_table(samples: pd.DataFrame, m: Measurement) -> list[dict]:
     return rows
 
 
-SERVER_METRICS_FILE = "server_metrics.csv"
-
-
 def load_server_metrics(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
-    """server_metrics.csv (a `time` column in Unix s, then numeric columns such as cpu_percent,
-    memory_bytes, disk_write_bytes) and a note; (None, why) when absent or unusable."""
+    """server_metrics.csv (a `time` column in Unix s, then numeric columns: pacsbench's own,
+    bench.results.server_metrics.COLUMNS, or any other) and a note; (None, why) when absent or unusable."""
     path = run_dir / SERVER_METRICS_FILE
     if not path.is_file():
         return None, "no server metrics recorded"

@@ -17,7 +17,13 @@ from bench.analysis.aggregate import METRICS
 from bench.common.tomlfile import load_model
 
 SHIPPED = Path(__file__).resolve().parent / "claims"
-EXTRA_METRICS = {"study_seconds_per_30mb": "s per 30 MB study"}
+# One year of the seed paper's load (20 studies of 30 MB a day): the archive size its recovery
+# claim is judged at. Restoring it takes SEED_YEAR_BYTES / restore speed.
+SEED_YEAR_BYTES = 20 * 30e6 * 365
+EXTRA_METRICS = {
+    "study_seconds_per_30mb": "s per 30 MB study",
+    "restore_hours_per_year": "h to restore one year (20 x 30 MB studies a day, 219 GB)",
+}
 
 
 class Claim(BaseModel):
@@ -30,6 +36,7 @@ class Claim(BaseModel):
     at_most: float | None = None
     user_type: str | None = None
     min_users: int | None = Field(default=None, ge=1)
+    measured_by: str | None = None  # where the figure comes from when a run does not measure it
 
     @field_validator("metric")
     @classmethod
@@ -96,7 +103,8 @@ class Verdict:
 def judge(claim: Claim, metrics: dict, users_by_type: dict) -> Verdict:
     measured = metrics.get(claim.metric)
     if measured is None:
-        return Verdict(claim, None, "not measured", "the run has no such operation")
+        note = f"not measured by this run: {claim.measured_by}" if claim.measured_by else "the run has no such operation"
+        return Verdict(claim, None, "not measured", note)
     if claim.min_users:
         users = users_by_type.get(claim.user_type, 0) if claim.user_type else sum(users_by_type.values())
         if users < claim.min_users:
@@ -106,6 +114,11 @@ def judge(claim: Claim, metrics: dict, users_by_type: dict) -> Verdict:
             )
     ok = (claim.at_least is None or measured >= claim.at_least) and (claim.at_most is None or measured <= claim.at_most)
     return Verdict(claim, measured, "pass" if ok else "fail")
+
+
+def restore_hours_per_year(restore_mb_per_s: float) -> float:
+    """Hours to restore one year of the seed paper's load at a measured restore speed."""
+    return SEED_YEAR_BYTES / (restore_mb_per_s * 1e6) / 3600
 
 
 def judge_all(claim_sets: list[ClaimSet], metrics: dict, users_by_type: dict) -> list[dict]:

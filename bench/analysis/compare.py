@@ -11,8 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
-from bench.analysis.aggregate import HEADLINE_METRICS, METRICS, Measurement, Settings, measure, summarize
+from bench.analysis.aggregate import (
+    HEADLINE_METRICS,
+    METRICS,
+    Measurement,
+    Settings,
+    load_server_metrics,
+    measure,
+    summarize,
+)
+from bench.analysis.bounds import bound_by, measured_rows
 from bench.analysis.claims import ClaimSet, judge_all
 from bench.analysis.confidence import Interval, mean_interval, ratio_interval
 from bench.analysis.runset import RunData
@@ -56,6 +66,16 @@ class Group:
         types = {t for s in self.summaries for t in s["users_by_type"]}
         return {t: min(s["users_by_type"].get(t, 0) for s in self.summaries) for t in types}
 
+    def bound_by(self, calibration_client_bound: bool | None) -> dict:
+        """What bounded the group's figures, from its runs' resource series over their measured windows."""
+        rows = []
+        for run, m in zip(self.runs, self.measurements):
+            frame, _ = load_server_metrics(run.folder)
+            if frame is not None:
+                rows.append(measured_rows(frame, m.begin, m.end))
+        cpus = (budget_of(self.runs[0]) or {}).get("cpus")
+        return bound_by(pd.concat(rows) if rows else None, cpus, calibration_client_bound)
+
     def ceiling(self) -> dict | None:
         """The lowest harness ceiling recorded by the group's runs (the conservative one)."""
         recorded = [r.calibration for r in self.runs if r.calibration]
@@ -89,6 +109,38 @@ def client_bound(ceiling: dict | None, instances_per_s: float | None, mb_per_s: 
     return {"calibrated": True, "client_bound": bool(bound), "note": note, **ceiling}
 
 
+def budget_of(run: RunData) -> dict | None:
+    """run.json's target.budget (cpus, memory_bytes, enforced_by); None for runs from before budgets."""
+    return (run.run.get("target") or {}).get("budget")
+
+
+def budget_text(budget: dict | None) -> str:
+    if not budget or budget.get("cpus") is None:
+        return "no budget recorded"
+    memory = budget.get("memory_bytes")
+    size = f", {memory / 2**30:.1f} GiB" if memory else ""
+    return f"{budget['cpus']} CPU{'s' if budget['cpus'] != 1 else ''}{size} ({budget.get('enforced_by', 'none')})"
+
+
+def check_budgets(runs: list[RunData], allow_unequal: bool) -> str | None:
+    """None when every run had the same CPUs and memory; else a one-line error, or with `allow_unequal` the note."""
+    seen: dict[tuple, list[str]] = {}
+    for run in runs:
+        budget = budget_of(run) or {}
+        key = (budget.get("cpus"), budget.get("memory_bytes"))
+        names = seen.setdefault(key, [])
+        if run.target not in names:
+            names.append(run.target)
+    if len(seen) < 2:
+        return None
+    listed = "; ".join(f"{', '.join(names)}: {budget_text(budget_of(next(r for r in runs if r.target == names[0])))}"
+                       for names in seen.values())
+    if not allow_unequal:
+        raise UserError(f"the runs' budgets differ ({listed}): a ratio would mix the target with its CPUs and memory; "
+                        "give every target the same [target] cpus and memory_mib, or pass --allow-unequal-budgets")
+    return f"budgets differ ({listed}): compared anyway (--allow-unequal-budgets)"
+
+
 def group_runs(runs: list[RunData], settings: Settings) -> list[Group]:
     groups: dict[tuple[str, int], Group] = {}
     for run in sorted(runs, key=lambda r: (r.target, r.users, r.repetition)):
@@ -103,12 +155,31 @@ def _fmt(value, unit: str = "") -> str:
     return "not recorded" if value in (None, "") else f"{value}{unit}"
 
 
+def _hypervisor_evidence(seen: dict) -> str:
+    """The container layer, the declared hypervisor and how the label was found, when run.json has them."""
+    container = seen.get("container")
+    parts = [f"in a {container} container"] if container and container not in ("none", "unknown") else []
+    parts += [f"declared {seen['declared_hypervisor']}"] if seen.get("declared_hypervisor") else []
+    parts += [seen["hypervisor_source"]] if seen.get("hypervisor_source") else []
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def runs_on(run: RunData) -> str:
+    """For a native baseline that is itself a guest: 'itself a kvm guest in a docker container'; else ""."""
+    target = run.run.get("target") or {}
+    hypervisor, container = target.get("hypervisor"), target.get("container")
+    if target.get("kind") != "native" or hypervisor in (None, "none", "unknown"):
+        return ""
+    inside = f" in a {container} container" if container and container not in ("none", "unknown") else ""
+    return f"itself a {hypervisor} guest{inside}"
+
+
 def environment(run: RunData) -> dict:
     """What the target ran on: run.json `target` (with `target.environment`, the archive's own report) and `host`."""
     target, host = run.run.get("target") or {}, run.run.get("host") or {}
     seen = {**(target.get("guest") or {}), **(target.get("environment") or {}), **target}
     if run.hypervisor or seen.get("hypervisor"):
-        hypervisor = str(run.hypervisor or seen.get("hypervisor"))
+        hypervisor = str(run.hypervisor or seen.get("hypervisor")) + _hypervisor_evidence(seen)
     elif target.get("kind") == "native":
         vendor = host.get("dmi_sys_vendor") or "vendor unknown"
         hypervisor = (
@@ -132,6 +203,7 @@ def environment(run: RunData) -> dict:
         "network": _fmt(seen.get("network") or seen.get("network_mode")),
         "fsync": _fmt(target.get("fsync")),
         "max_pdu": _fmt(target.get("max_pdu")),
+        "budget": budget_text(target.get("budget")),
         "server": _fmt(target.get("server")),
         "host": f"{host.get('hostname', '?')}: {host.get('cpu_model', '?')}, {host.get('cpus', '?')} CPUs",
     }
@@ -177,6 +249,7 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
     estimates = {k: v.as_dict(3) for k, v in estimates.items() if v is not None}
     ingest = estimates.get("ingest_instances_per_s", {}).get("value")
     mb = estimates.get("ingest_mb_per_s", {}).get("value")
+    calibration = client_bound(group.ceiling(), ingest, mb)
     return {
         "label": group.label(several_loads),
         "target": group.target,
@@ -184,7 +257,10 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
         "repetitions": len(group.runs),
         "runs": [r.folder.name for r in group.runs],
         "estimates": estimates,
-        "calibration": client_bound(group.ceiling(), ingest, mb),
+        "calibration": calibration,
+        "budget": budget_of(group.runs[0]),
+        "runs_on": runs_on(group.runs[0]),
+        "bound_by": group.bound_by(calibration["client_bound"]),
         "claims": judge_all(claim_sets, group.mean_metrics(), group.users_by_type()),
     }
 
@@ -198,8 +274,10 @@ def check_baseline(groups: list[Group], baseline: str) -> None:
         )
 
 
-def build_comparison(runs: list[RunData], settings: Settings, baseline: str, claim_sets: list[ClaimSet]):
+def build_comparison(runs: list[RunData], settings: Settings, baseline: str, claim_sets: list[ClaimSet],
+                     allow_unequal_budgets: bool = False):
     """The comparison as JSON-ready data, plus the groups (for figures)."""
+    budgets_note = check_budgets(runs, allow_unequal_budgets)
     groups = group_runs(runs, settings)
     check_baseline(groups, baseline)
     several_loads = len({g.users for g in groups}) > 1
@@ -209,6 +287,7 @@ def build_comparison(runs: list[RunData], settings: Settings, baseline: str, cla
         "settings": settings.describe() | {"bootstrap": "percentile, 2000 resamples over repetitions and windows, 95%"},
         "groups": [_group_record(g, several_loads, claim_sets) for g in groups],
         "ratios": ratios(groups, baseline),
+        "budgets_note": budgets_note,
         "environment": [environment(r) for g in groups for r in g.runs],
     }
     return data, groups

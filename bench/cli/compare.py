@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN|MATRIX", help="run folders and/or matrix folders")
     p.add_argument("--baseline-target", default="native", help="target the others are divided by (default native)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default results/<time>-compare-SCENARIO)")
+    p.add_argument("--allow-unequal-budgets", action="store_true",
+                   help="compare runs whose targets had different CPUs or memory (the headline says so)")
     add_settings(p)
     add_claims(p)
     p.set_defaults(func=cmd_compare)
@@ -35,7 +37,8 @@ def add_parser(sub) -> None:
 def cmd_compare(args) -> int:
     from bench.report.page import build_comparison_report
 
-    report = build_comparison_report(args.runs, args.out, settings(args), args.baseline_target, args.claims)
+    report = build_comparison_report(args.runs, args.out, settings(args), args.baseline_target, args.claims,
+                                     args.allow_unequal_budgets)
     print(report.parent / "summary.md")
     print(report)
     return 0

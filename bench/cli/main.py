@@ -12,6 +12,7 @@ import sys
 
 from bench import __version__
 from bench.cli import (
+    archive,
     baseline,
     calibrate,
     compare,
@@ -30,9 +31,11 @@ from bench.common.errors import UserError
 from bench.common.open_files import raise_open_files_limit
 
 # In the order `pacsbench --help` lists them.
-VERBS = (generate, serve, run, send, calibrate, verify, worker, report, compare, gate, baseline, matrix, vm)
+VERBS = (generate, serve, archive, run, send, calibrate, verify, worker, report, compare, gate, baseline, matrix, vm)
 
 LOCUST_COMMANDS = {"run", "worker", "matrix"}
+# Verbs whose options the reference archive parses itself (it runs without bench in a guest).
+OWN_PARSERS = {"serve": serve.cmd_serve, "archive": archive.cmd_archive}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 
         monkey.patch_all()
     parser = build_parser()
-    if argv[:1] == ["serve"]:
-        # Everything after `serve` belongs to the archive's own parser (argparse's REMAINDER
-        # would refuse a leading option such as --help).
-        args = argparse.Namespace(func=serve.cmd_serve, args=argv[1:])
+    if argv[:1] and argv[0] in OWN_PARSERS:
+        # Everything after `serve` or `archive` belongs to the archive's own parser (argparse's
+        # REMAINDER would refuse a leading option such as --help).
+        args = argparse.Namespace(func=OWN_PARSERS[argv[0]], args=argv[1:])
     else:
         args = parser.parse_args(argv)
     try:

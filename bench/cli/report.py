@@ -31,6 +31,6 @@ def cmd_report(args) -> int:
     s = json.loads((report.parent / "summary.json").read_text())
     print(f"{s['instances_per_s']:.2f} instances/s, {s['frames_per_s']:.1f} frames/s, {s['mb_per_s']:.1f} MB/s, "
           f"C-STORE p50/p95/p99 {s['latency_ms']['p50']}/{s['latency_ms']['p95']}/{s['latency_ms']['p99']} ms "
-          f"({s['settings']['warmup']})")
+          f"({s['settings']['warmup']}); bounded by {s['bound_by']['limit']} ({s['bound_by']['evidence']})")
     print(report)
     return 0

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 
 from bench.common.errors import UserError
 
@@ -76,3 +77,14 @@ def die_with_parent(signum: int = signal.SIGKILL) -> None:
 def end_with_parent() -> None:
     """die_with_parent with SIGTERM: an archive that stops cleanly (in-flight stores finish, workers end)."""
     die_with_parent(signal.SIGTERM)
+
+
+def ending_with_parent(then: Callable[[], None] | None = None) -> Callable[[], None]:
+    """A preexec_fn for an archive: end_with_parent, then `then` (a Budget's enter) when given."""
+
+    def preexec() -> None:
+        end_with_parent()
+        if then is not None:
+            then()
+
+    return preexec

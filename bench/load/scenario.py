@@ -10,7 +10,7 @@ import difflib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bench.common.tomlfile import load_model
 from bench.studies.encode import SYNTAXES
@@ -20,11 +20,13 @@ Strict = ConfigDict(extra="forbid")
 
 
 VM_KINDS = ("kvm", "tcg")
+STARTED_KINDS = ("native", *VM_KINDS, "orthanc", "dcmtk")  # the kinds pacsbench starts, and so can give a budget
 # Settings that only mean something for some kinds: set for another kind, they are an error.
 KIND_ONLY = {
     "fsync": ("native", *VM_KINDS), "keep_data": ("native", "orthanc", "dcmtk"),
     "metrics_url": ("remote",), "hypervisor": ("remote",), "capacity": ("native",), "at_capacity": ("native",),
-    **{name: VM_KINDS for name in ("vcpus", "memory_mib", "network", "data_disk_format", "data_disk_cache",
+    "cpus": STARTED_KINDS, "memory_mib": STARTED_KINDS,
+    **{name: VM_KINDS for name in ("network", "data_disk_format", "data_disk_cache",
                                    "data_disk_gib", "boot_timeout")},
 }
 
@@ -56,9 +58,11 @@ class TargetSpec(BaseModel):
     # under as the user knows it (virtualbox, esxi, kvm, none): a mismatch with the detected one is a warning
     metrics_url: str | None = Field(default=None, pattern=r"^https?://")
     hypervisor: str | None = None
-    # kvm, tcg: the guest machine
-    vcpus: int = Field(default=2, ge=1, le=64)
+    # Every started kind gets the same budget: a guest as vCPUs and RAM, a local process in a
+    # cgroup (bench.targets.budget). `vcpus` is the key's name in scenarios written before.
+    cpus: int = Field(default=2, ge=1, le=64, validation_alias=AliasChoices("cpus", "vcpus"))
     memory_mib: int = Field(default=2048, ge=512, le=262144)
+    # kvm, tcg: the guest machine
     network: Literal["user", "tap"] = "user"
     data_disk_format: Literal["raw", "qcow2"] = "raw"
     data_disk_cache: Literal["none", "writeback", "writethrough", "directsync", "unsafe"] = "none"

@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 from bench.analysis.compare import CLIENT_BOUND_SHARE  # noqa: E402
+from bench.results.server_metrics import COLUMNS as SERVER_METRICS_COLUMNS  # noqa: E402
 
 
 def _plain(text: str) -> str:
@@ -127,4 +128,37 @@ def server_metrics_png(series: list[tuple[str, pd.DataFrame, float]]) -> bytes:
         axes.grid(alpha=0.3)
     panels[-1, 0].set_xlabel("seconds since the first request")
     panels[0, 0].legend(fontsize="small")
+    return _png(fig)
+
+
+# Panels of the resource timelines: (title, unit, [(column, legend, scale)]) from server_metrics.csv.
+RESOURCE_PANELS = (
+    ("CPU", "%", [("server_cpu_budget_percent", "archive, % of its budget", 1.0),
+                  ("load_busiest_cpu_percent", "busiest load process, % of a core", 1.0),
+                  ("host_steal_percent", "host steal", 1.0), ("host_iowait_percent", "host iowait", 1.0)]),
+    ("disk", "MB/s, % busy", [("disk_write_bytes_per_s", "written MB/s", 1e-6), ("disk_read_bytes_per_s", "read MB/s", 1e-6),
+                              ("disk_busy_percent", "busy %", 1.0)]),
+    ("network", "MB/s", [("net_recv_bytes_per_s", "received", 1e-6), ("net_sent_bytes_per_s", "sent", 1e-6)]),
+    ("memory", "MB", [("server_rss_bytes", "archive resident", 1e-6)]),
+)
+RESOURCE_COLUMNS = set(SERVER_METRICS_COLUMNS) - {"time"}  # the rest get a panel each (server_metrics_png)
+
+
+def resources_png(series: list[tuple[str, pd.DataFrame, float]]) -> bytes:
+    """CPU, disk and network over time (same axis as the throughput timeline), one line per run and resource."""
+    panels = [(title, unit, lines) for title, unit, lines in RESOURCE_PANELS
+              if any(c in frame.columns for _, frame, _ in series for c, _, _ in lines)]
+    fig, axes_list = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), squeeze=False, sharex=True)
+    several = len(series) > 1
+    for axes, (title, unit, lines) in zip(axes_list[:, 0], panels):
+        for label, frame, t0 in series:
+            for column, legend, scale in lines:
+                if column in frame.columns and frame[column].notna().any():
+                    name = f"{label}: {legend}" if several else legend
+                    axes.plot(frame["time"] - t0, frame[column] * scale, label=_plain(name))
+        axes.set_ylabel(_plain(f"{title} ({unit})"), fontsize="small")
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="x-small", loc="upper right")
+    axes_list[-1, 0].set_xlabel("seconds since the first request (the row at t covers the second before it)")
     return _png(fig)

@@ -24,8 +24,9 @@ from bench.analysis.aggregate import (  # noqa: F401 (re-exported: `pacsbench ru
     summarize,
     timeline,
 )
+from bench.analysis.bounds import verdict_text
 from bench.analysis.claims import load_claims
-from bench.analysis.compare import Group, build_comparison
+from bench.analysis.compare import Group, budget_text, build_comparison
 from bench.analysis.runset import RunData, load_run, load_runs
 from bench.common.errors import UserError
 from bench.report import figures
@@ -98,6 +99,7 @@ GROUP_HEADERS = [
     "MB/s",
     "C-STORE p95 ms",
     "harness ceiling",
+    "bounded by",
 ]
 
 
@@ -115,6 +117,7 @@ def _group_rows(data: dict) -> list[list[str]]:
                 _with_interval(e.get("ingest_mb_per_s")),
                 _with_interval(e.get("c_store_p95_ms")),
                 g["calibration"]["note"],
+                verdict_text(g["bound_by"]),
             ]
         )
     return rows
@@ -193,6 +196,7 @@ ENV_HEADERS = [
     "hypervisor",
     "vCPUs",
     "memory",
+    "budget",
     "disk",
     "network",
     "fsync",
@@ -211,6 +215,7 @@ def _environment_rows(data: dict) -> list[list[str]]:
             e["hypervisor"],
             e["vcpus"],
             e["memory"],
+            e["budget"],
             e["disk"],
             e["network"],
             e["fsync"],
@@ -260,7 +265,14 @@ def _error_rows(summary: dict) -> list[list[str]]:
 
 
 def _answer(data: dict) -> str:
-    """The one-paragraph answer at the top of the page."""
+    """The one-paragraph answer at the top of the page: the figures, what bounded them, unequal budgets."""
+    bounds = " ".join(f"{g['label']}{f' ({on})' if (on := g.get('runs_on')) else ''} bounded by "
+                      f"{verdict_text(g['bound_by'])}." for g in data["groups"])
+    budgets = f" {data['budgets_note'][0].upper()}{data['budgets_note'][1:]}." if data.get("budgets_note") else ""
+    return f"{_figures_answer(data)} {bounds}{budgets}"
+
+
+def _figures_answer(data: dict) -> str:
     if not data["ratios"]:
         g = data["groups"][0]
         e = g["estimates"]
@@ -362,13 +374,27 @@ def _server_figures(groups: list[Group]) -> list[Picture]:
     ]
     if not recorded:
         return []
-    return [
-        (
-            figures.server_metrics_png(recorded),
-            "server metrics",
-            "Server CPU, memory and disk as recorded in server_metrics.csv (runs without the file are left out).",
+    out = []
+    if any(figures.RESOURCE_COLUMNS & set(frame.columns) for _, frame, _ in recorded):
+        out.append(
+            (
+                figures.resources_png(recorded),
+                "resource timelines",
+                "CPU, disk and network per second from server_metrics.csv (pacsbench's sampler): what bounded "
+                "the figures above.",
+            )
         )
-    ]
+    others = [(label, frame.drop(columns=list(figures.RESOURCE_COLUMNS & set(frame.columns))), t0)
+              for label, frame, t0 in recorded]
+    if any(len(frame.columns) > 1 for _, frame, _ in others):
+        out.append(
+            (
+                figures.server_metrics_png([o for o in others if len(o[1].columns) > 1]),
+                "server metrics",
+                "Server CPU, memory and disk as recorded in server_metrics.csv (runs without the file are left out).",
+            )
+        )
+    return out
 
 
 def _figures(data: dict, groups: list[Group], settings: Settings) -> list[Picture]:
@@ -392,9 +418,9 @@ def _figures(data: dict, groups: list[Group], settings: Settings) -> list[Pictur
             )
         )
     out += _timeline_figures(groups, settings.window_seconds, ceiling, bound_note)
+    out += _server_figures(groups)  # beside the throughput timeline: what bounded it
     out += _latency_figures(groups)
-    out += _scaling_figures(data, ceiling, bound_note)
-    return out + _server_figures(groups)
+    return out + _scaling_figures(data, ceiling, bound_note)
 
 
 def _server_metrics_notes(groups: list[Group]) -> list[str]:
@@ -534,6 +560,8 @@ def _headline_rows(s: dict, data: dict) -> list[list[str]]:
         ["users / associations", f"{s['users']} / {s['associations']}"],
         ["measured window (s)", f"{_num(s['window_seconds'], 2)} after {_num(s['warmup_seconds'], 2)} s warm-up"],
         ["harness ceiling", data["groups"][0]["calibration"]["note"]],
+        ["budget", budget_text(data["groups"][0]["budget"])],
+        ["bounded by", verdict_text(data["groups"][0]["bound_by"])],
     ]
 
 
@@ -589,6 +617,8 @@ def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: li
         **summary,
         "estimates": data["groups"][0]["estimates"],
         "calibration": data["groups"][0]["calibration"],
+        "budget": data["groups"][0]["budget"],
+        "bound_by": data["groups"][0]["bound_by"],
         "claims": data["groups"][0]["claims"],
         "environment": data["environment"][0],
         "integrity": _integrity_note(run.run.get("verify")),
@@ -611,11 +641,12 @@ def build_comparison_report(
     settings: Settings = Settings(),
     baseline: str = "native",
     claim_paths: list[Path] | None = None,
+    allow_unequal_budgets: bool = False,
 ) -> Path:
     """Write the comparison of runs (or matrices) into `out`; return the HTML path."""
     runs = load_runs(paths)
     claim_sets = load_claims(claim_paths)
-    data, groups = build_comparison(runs, settings, baseline, claim_sets)
+    data, groups = build_comparison(runs, settings, baseline, claim_sets, allow_unequal_budgets)
     folder = out or default_compare_folder(Path("results"), data["scenario"])
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from bench.load import engine as load
 
 # isort: split
+import os
 import sys
 import time
 import traceback
@@ -29,6 +30,7 @@ from bench.load.shapes import step_figures
 from bench.results.run_folder import host_facts, new_run_dir, utc_iso, versions, write_run_json
 from bench.results.samples import SAMPLES_FILE, SUBOPERATIONS_FILE
 from bench.runs.disk import DiskWatch, capacity_figures, plan_disk, watched_paths
+from bench.runs.resources import ResourceSampling, interface_with_address
 from bench.runs.verify import summary_line, verify_against
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
@@ -70,6 +72,14 @@ def suboperation_totals(run_dir: Path) -> dict:
     totals = rows.groupby("operation")[["completed", "failed", "warning", "arrived", "arrived_bytes"]].sum()
     return {op: {"requests": int((rows["operation"] == op).sum()), **{k: int(v) for k, v in t.items()}}
             for op, t in totals.iterrows()}
+
+
+def resource_sampling(run_dir: Path, target, engine: load.LoadEngine) -> ResourceSampling:
+    """The sampler of server_metrics.csv for this run: the target's processes, the load processes, the path between."""
+    load_pids = [os.getpid(), *(p.pid for p in engine.processes)]
+    interface = interface_with_address(load.local_address_towards(target.peer.host))
+    budget = target.budget_record()
+    return ResourceSampling(run_dir, target.server_pid(), budget["cpus"], load_pids, interface, budget.get("cpu_ids"))
 
 
 def run_status(outcome: load.LoadOutcome, watch: DiskWatch, record: dict) -> str:
@@ -147,7 +157,9 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
             record["prefill"] = prefill(pool, target.peer, scenario.client, scenario.studies.prefill, engine.records)
             write_run_json(run_dir, record)
         watch = disk_watch(target_spec, run_dir, scenario.run.disk_reserve, engine.records)
-        outcome = engine.run(target.peer, stop_check=watch)
+        with resource_sampling(run_dir, target, engine) as sampling:
+            outcome = engine.run(target.peer, stop_check=watch)
+        record["resources"] = sampling.describe()
         record.update(
             status=run_status(outcome, watch, record),
             started=utc_iso(outcome.started),

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
-from bench.common.processes import end_with_parent, stop_process
+from bench.common.processes import ending_with_parent, stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer, wait_for_echo
 from bench.targets.vm.tools import last_line
@@ -24,8 +25,10 @@ NODELAY_ENVIRONMENT = {"TCP_NODELAY": "1"}
 class ArchiveProcess:
     """Start `command`, wait until `peer` answers C-ECHO, stop its process group."""
 
-    def __init__(self, command: list[str], peer: Peer, log: Path, cwd: Path | None = None):
+    def __init__(self, command: list[str], peer: Peer, log: Path, cwd: Path | None = None,
+                 preexec: Callable[[], None] | None = None):
         self.command, self.peer, self.log, self.cwd = command, peer, log, cwd
+        self.preexec = preexec  # runs in the child before exec: a Budget's enter()
         self.process: subprocess.Popen | None = None
         self.exit_code: int | None = None
 
@@ -34,7 +37,7 @@ class ArchiveProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out,
                                             stderr=subprocess.STDOUT, cwd=self.cwd, start_new_session=True,
-                                            preexec_fn=end_with_parent,  # stops when the harness dies
+                                            preexec_fn=ending_with_parent(self.preexec),  # stops with the harness
                                             env={**os.environ, **NODELAY_ENVIRONMENT})
         try:
             return wait_for_echo(self.peer, calling_ae, timeout, alive=self.alive)

@@ -18,7 +18,7 @@ from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer
 from bench.load.scenario import ClientSpec, TargetSpec
 from bench.targets.archive_process import NODELAY_ENVIRONMENT, ArchiveProcess
-from bench.targets.probes import fetch_status, save_server_status
+from bench.targets.probes import fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
 from bench.targets.vm.tools import require
 from server_under_test.environment import detect_hypervisor
@@ -74,7 +74,8 @@ class InstalledArchive(Target):
         self.version = program_version([program, "--version"])
         command = [program, *self.configure(self.folder, port)]
         self.peer = Peer("127.0.0.1", port, self.spec.ae_title)
-        self.archive = ArchiveProcess(command, self.peer, run_dir / self.log_name)
+        budget = self.prepare_budget(run_dir)
+        self.archive = ArchiveProcess(command, self.peer, run_dir / self.log_name, preexec=budget.enter)
         try:
             self.ready_seconds = self.archive.start(self.client.calling_ae, START_TIMEOUT)
         except NoEchoAnswer as exc:
@@ -87,15 +88,20 @@ class InstalledArchive(Target):
     def running(self) -> bool:
         return self.archive is not None and self.archive.alive()
 
+    def server_pid(self) -> int | None:
+        return self.archive.process.pid if self.archive and self.archive.process else None
+
     def stop(self) -> None:
         if self.archive is not None:
             self.archive.stop(STOP_GRACE)
+        self.release_budget()
         if self.folder and not self.spec.keep_data:
             remove_tree(self.folder / "storage")
 
     def describe(self) -> dict:
+        host = detect_hypervisor()
         return {"kind": self.kind, "label": self.label, "server": self.version,
-                "hypervisor": detect_hypervisor()["hypervisor"], "vcpus": os.cpu_count(),
+                **hypervisor_labels(host["hypervisor"], None, "this host"), "container": host["container"], "vcpus": os.cpu_count(), "budget": self.budget_record(),
                 "network": "loopback", "host": "127.0.0.1", "port": self.peer.port if self.peer else None,
                 "ae_title": self.spec.ae_title,
                 "data": str(self.folder) if self.folder else None, "storage_kept": self.spec.keep_data,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from bench.common.errors import UserError
 from bench.common.paths import remove_tree
-from bench.common.processes import end_with_parent, stop_process
+from bench.common.processes import ending_with_parent, stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
-from bench.targets.probes import archive_facts, fetch_status, save_server_status
+from bench.targets.probes import archive_facts, fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
 
 READY_LINE = re.compile(r"server_under_test (?P<version>\S+) listening on (?P<host>\S+):(?P<port>\d+) ")
@@ -41,7 +41,7 @@ class NativeTarget(Target):
     def command(self, data: Path) -> list[str]:
         cmd = [sys.executable, "-m", "server_under_test", "--host", self.spec.host, "--port", str(self.spec.port or 0),
                "--aet", self.spec.ae_title, "--data", str(data), "--max-pdu", str(self.spec.max_pdu),
-               "--metrics-port", "0"]
+               "--metrics-port", "0", "--workers", str(self.spec.cpus)]
         cmd += ["--config", str(self.config)] if self.config else []
         cmd += self.capacity_options()
         return cmd + ([] if self.spec.fsync else ["--no-fsync"])
@@ -66,9 +66,10 @@ class NativeTarget(Target):
         self.data = run_dir / "archive"
         log = (run_dir / "server.log").open("wb")
         started = time.monotonic()
-        # end_with_parent: the archive stops (and its workers with it) whatever ends the harness.
+        budget = self.prepare_budget(run_dir)
+        # The archive stops (and its workers with it) whatever ends the harness.
         self.process = subprocess.Popen(self.command(self.data), stdout=subprocess.PIPE, stderr=log,
-                                        preexec_fn=end_with_parent)
+                                        preexec_fn=ending_with_parent(budget.enter))
         line = self._read_ready_line()
         match = READY_LINE.match(line)
         if not match:
@@ -83,6 +84,9 @@ class NativeTarget(Target):
         wait_for_echo(self.peer, self.client.calling_ae, remaining, alive=lambda: self.process.poll() is None)
         self.ready_seconds = time.monotonic() - started
         self.status = fetch_status(self.metrics_url)
+
+    def server_pid(self) -> int | None:
+        return self.process.pid if self.process else None
 
     def collect_metrics(self, run_dir: Path) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -102,8 +106,10 @@ class NativeTarget(Target):
     def stop(self) -> None:
         """SIGTERM (the archive finishes in-flight stores), then SIGKILL if it hangs."""
         if self.process is None or self.exit_code is not None:
+            self.release_budget()  # a start that failed before the archive existed leaves its cgroup too
             return
         self.exit_code = stop_process(self.process, self.STOP_TIMEOUT)
+        self.release_budget()
         if self.process.stdout:
             self.process.stdout.close()
         if self.data and not self.spec.keep_data:
@@ -115,6 +121,7 @@ class NativeTarget(Target):
             "kind": self.kind,
             "label": self.label,
             **archive_facts(self.status),
+            **hypervisor_labels(archive_facts(self.status).get("hypervisor"), None, "the archive's /status"),
             "network": "loopback",
             "host": self.peer.host if self.peer else self.spec.host,
             "port": self.peer.port if self.peer else self.spec.port,
@@ -122,6 +129,7 @@ class NativeTarget(Target):
             "server": f"server_under_test {self.version}",
             "fsync": self.spec.fsync,
             "max_pdu": self.spec.max_pdu,
+            "budget": self.budget_record(),
             "capacity_bytes": self.spec.capacity,
             "at_capacity": self.spec.at_capacity,
             "data": str(self.data) if self.data else None,

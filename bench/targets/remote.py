@@ -7,7 +7,7 @@ from pathlib import Path
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
-from bench.targets.probes import archive_facts, fetch_status, save_server_status
+from bench.targets.probes import archive_facts, fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
 
 
@@ -35,6 +35,5 @@ class RemoteTarget(Target):
         return {"kind": self.kind, "label": self.label, "host": self.peer.host,
                 "port": self.peer.port, "ae_title": self.peer.ae_title, "metrics_url": self.spec.metrics_url,
                 "requested_hypervisor": self.spec.hypervisor,
-                **facts, "hypervisor": facts.get("hypervisor") or self.spec.hypervisor,
-                "hypervisor_source": "detected (/status)" if facts else "declared in the scenario",
+                **facts, **hypervisor_labels(facts.get("hypervisor"), self.spec.hypervisor, "metrics_url /status"),
                 "ready_seconds": self.ready_seconds}

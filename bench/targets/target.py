@@ -12,6 +12,9 @@ from pathlib import Path
 
 from bench.dicom.peer import Peer
 from bench.load.scenario import ClientSpec, TargetSpec
+from bench.targets.budget import Budget
+
+NO_BUDGET = {"cpus": None, "memory_bytes": None, "enforced_by": "none"}
 
 
 class Target(ABC):
@@ -29,11 +32,30 @@ class Target(ABC):
         # before start(); a kind that pacsbench configures (native) writes them into the
         # archive's configuration, the others must already know them.
         self.destinations: dict[str, tuple[str, int]] = {}
+        self.budget: Budget | None = None  # a local archive's cgroup (or affinity), from prepare_budget()
 
     @property
     def label(self) -> str:
         """The name reports and `compare` group runs by."""
         return self.spec.label or self.kind
+
+    def prepare_budget(self, run_dir: Path) -> Budget:
+        """The scenario's cpus and memory_mib for an archive started here; its process calls `budget.enter`."""
+        self.budget = Budget(self.spec.cpus, self.spec.memory_mib << 20, f"pacsbench-{run_dir.name}-{self.kind}")
+        self.budget.prepare()
+        return self.budget
+
+    def release_budget(self) -> None:
+        if self.budget is not None:
+            self.budget.release()
+
+    def budget_record(self) -> dict:
+        """run.json's target.budget: cpus, memory_bytes and what enforces them."""
+        return self.budget.describe() if self.budget else dict(NO_BUDGET)
+
+    def server_pid(self) -> int | None:
+        """The root of the archive's process tree on this host (the archive, or QEMU); None when remote."""
+        return None
 
     @abstractmethod
     def start(self, run_dir: Path) -> None:

@@ -220,12 +220,7 @@ def apply_record(db, r: InstanceRecord) -> str | None:
     patient_key = _upsert_patient(db, r)
     study_key = _upsert_study(db, r, patient_key)
     series_key = _upsert_series(db, r, study_key, patient_key)
-    old = db.execute("SELECT instance_key, series_key, size, tier, path FROM instance WHERE sop_uid=?",
-                     (r.sop_uid,)).fetchone()
-    if old:
-        db.execute("DELETE FROM instance WHERE instance_key=?", (old[0],))
-        _count_instance(db, old[1], -1)
-        _use_tier(db, old[3], -old[2], -1)
+    old = remove_instance(db, r.sop_uid)
     db.execute(
         "INSERT INTO instance(sop_uid, series_key, sop_class_uid, instance_number, transfer_syntax, frames, size, "
         "tier, path, stored_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -234,7 +229,19 @@ def apply_record(db, r: InstanceRecord) -> str | None:
     )
     _count_instance(db, series_key, +1)
     _use_tier(db, r.tier, r.size, 1)
-    return old[4] if old and old[4] != r.path else None
+    return old[0] if old and old[0] != r.path else None
+
+
+def remove_instance(db, sop_uid: str) -> tuple[str, int] | None:
+    """Delete one instance's row and take it off every count; its file as (path, size), or None."""
+    old = db.execute("SELECT instance_key, series_key, size, tier, path FROM instance WHERE sop_uid=?",
+                     (sop_uid,)).fetchone()
+    if old is None:
+        return None
+    db.execute("DELETE FROM instance WHERE instance_key=?", (old[0],))
+    _count_instance(db, old[1], -1)
+    _use_tier(db, old[3], -old[2], -1)
+    return old[4], old[2]
 
 
 def used_bytes(db) -> int:

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.analysis.claims import SHIPPED, ClaimSet, judge_all, load_claims
+from bench.analysis.claims import SHIPPED, ClaimSet, judge_all, load_claims, restore_hours_per_year
 from bench.common.errors import UserError
 from bench.common.tomlfile import load_model
 
@@ -28,6 +28,7 @@ def test_shipped_claims_are_valid_and_cover_the_seed_paper():
         "ingest_instances_per_s",
         "retrieve_instances_per_s",
         "study_seconds_per_30mb",
+        "restore_hours_per_year",
     }
     assert all(p.suffix == ".toml" for p in SHIPPED.iterdir())
 
@@ -40,6 +41,16 @@ def test_verdicts(tmp_path, measured, users, verdict):
     metrics = {} if measured is None else {"retrieve_instances_per_s": measured}
     (result,) = _verdicts(CLAIM, tmp_path, metrics, {"workstation": users})
     assert result["verdict"] == verdict and result["bound"] == ">= 20 instances/s"
+
+
+def test_the_recovery_claim_says_where_its_figure_comes_from_and_judges_it():
+    (kagadis,) = [s for s in load_claims() if "Kagadis" in s.title]
+    (unmeasured,) = [v for v in judge_all([kagadis], {}, {})[0]["verdicts"] if v["name"] == "recovery"]
+    assert unmeasured["verdict"] == "not measured" and "bench.benchmarks.backup_restore" in unmeasured["note"]
+    # 219 GB at 20 MB/s is about 3 h (pass); at 10 MB/s about 6 h (fail).
+    verdicts = [judge_all([kagadis], {"restore_hours_per_year": restore_hours_per_year(speed)}, {})[0]["verdicts"]
+                for speed in (20.0, 10.0)]
+    assert [next(v["verdict"] for v in vs if v["name"] == "recovery") for vs in verdicts] == ["pass", "fail"]
 
 
 @pytest.mark.parametrize(

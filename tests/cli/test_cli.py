@@ -8,7 +8,7 @@ import pytest
 
 from bench.cli.main import build_parser, main
 
-VERBS = ["generate", "serve", "run", "send", "calibrate", "verify", "worker", "report", "compare", "gate",
+VERBS = ["generate", "serve", "archive", "run", "send", "calibrate", "verify", "worker", "report", "compare", "gate",
          "baseline", "matrix", "vm"]
 
 
@@ -20,7 +20,7 @@ def test_an_unknown_verb_lists_every_verb_in_order(capsys):
     assert listed == ", ".join(f"'{verb}'" for verb in VERBS)
 
 
-@pytest.mark.parametrize("command", [[verb] for verb in VERBS if verb not in ("serve", "baseline", "vm")]
+@pytest.mark.parametrize("command", [[verb] for verb in VERBS if verb not in ("serve", "archive", "baseline", "vm")]
                          + [["baseline", "save"], ["vm", "build"], ["vm", "check"], ["vm", "export"]],
                          ids=" ".join)
 def test_each_verb_explains_itself(command, capsys):

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from bench.common.errors import UserError
-from bench.load.scenario import Scenario, TargetSpec
+from bench.load.scenario import ClientSpec, Scenario, TargetSpec
 from bench.runs.matrix import resolve_target
 from bench.targets.probes import hypervisor_warning
+from bench.targets.remote import RemoteTarget
+from server_under_test.environment import detect_hypervisor
 from server_under_test.guest import archive_config, kernel_settings
 
 BASE = {"studies": {"profile": "tiny"}, "load": {"users": 1, "duration": 1}}
 
 
 @pytest.mark.parametrize("fields,message", [
-    ({"kind": "native", "vcpus": 4}, "'vcpus' applies to kvm, tcg targets, not native"),
+    ({"kind": "remote", "port": 104, "cpus": 4}, "'cpus' applies to native, kvm, tcg, orthanc, dcmtk targets, not remote"),
     ({"kind": "remote", "port": 104, "fsync": False}, "'fsync' applies to native, kvm, tcg targets, not remote"),
     ({"kind": "tcg", "metrics_url": "http://x:8080"}, "'metrics_url' applies to remote targets, not tcg"),
     ({"kind": "tcg", "network": "tap", "port": 4000}, "a tap guest listens on 11112"),
@@ -29,13 +33,21 @@ def test_a_setting_for_another_kind_is_an_error(fields, message):
         TargetSpec(**fields)
 
 
+def test_every_started_kind_takes_a_budget_and_vcpus_still_reads_as_cpus():
+    for kind in ("native", "orthanc", "dcmtk", "kvm", "tcg"):
+        spec = TargetSpec(kind=kind, cpus=1, memory_mib=1024)
+        assert (spec.cpus, spec.memory_mib) == (1, 1024)
+    assert TargetSpec(kind="tcg", vcpus=3).cpus == 3  # scenarios written before `cpus`
+    assert (TargetSpec(kind="native").cpus, TargetSpec(kind="native").memory_mib) == (2, 2048)
+
+
 def test_matrix_names_are_tables_or_kinds_on_the_scenarios_target():
     scenario = Scenario(target={"kind": "native", "fsync": False, "max_pdu": 16384, "keep_data": True},
                         targets={"big": {"kind": "tcg", "vcpus": 4}}, **BASE)
     tap = resolve_target(scenario, "tcg-tap")
     assert (tap.kind, tap.network, tap.label, tap.fsync, tap.max_pdu) == ("tcg", "tap", "tcg-tap", False, 16384)
-    assert resolve_target(scenario, "big").model_dump(include={"kind", "vcpus", "label"}) == \
-        {"kind": "tcg", "vcpus": 4, "label": "big"}
+    assert resolve_target(scenario, "big").model_dump(include={"kind", "cpus", "label"}) == \
+        {"kind": "tcg", "cpus": 4, "label": "big"}
     assert resolve_target(scenario, "dcmtk").keep_data is True  # kept: it applies to dcmtk
     for bad, message in (("vmware", "unknown target 'vmware'"), ("native-tap", "only kvm and tcg"),
                          ("remote", "a remote target needs its address")):
@@ -73,3 +85,24 @@ def test_ovf_descriptor_is_xml_naming_the_disk():
     assert kinds["3"].find(f"{{{RASD}}}VirtualQuantity").text == "4"
     assert kinds["10"].find(f"{{{RASD}}}ResourceSubType").text == "E1000"
     assert kinds["5"].find(f"{{{RASD}}}ResourceSubType").text == "PIIX4"
+
+
+def test_a_declared_hypervisor_is_never_recorded_as_detected():
+    remote = RemoteTarget(TargetSpec(kind="remote", port=104, hypervisor="esxi"), ClientSpec())
+    labels = {k: remote.describe()[k] for k in ("hypervisor", "declared_hypervisor", "hypervisor_source")}
+    assert labels == {"hypervisor": "unknown", "declared_hypervisor": "esxi",
+                      "hypervisor_source": "not detected (metrics_url /status gave no answer)"}
+    assert hypervisor_warning({"label": "x", "requested_hypervisor": "esxi", "hypervisor": "unknown"}) is None
+
+
+def test_the_vm_layer_and_the_container_layer_are_told_apart():
+    """Here a KVM guest running the harness in a docker container: hypervisor kvm, container docker."""
+    tool = shutil.which("systemd-detect-virt")
+    if not tool:
+        pytest.skip("systemd-detect-virt not installed")
+    vm, container = (subprocess.run([tool, f"--{layer}"], capture_output=True, text=True).stdout.strip()
+                     for layer in ("vm", "container"))
+    found = detect_hypervisor()
+    assert found["container"] == container
+    if vm != "none":
+        assert (found["hypervisor"], found["detected_by"]) == (vm, "systemd-detect-virt")

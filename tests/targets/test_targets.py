@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import require_tool
@@ -24,17 +26,25 @@ def test_a_local_target_answers_c_echo_describes_itself_and_stops(kind, tmp_path
         require_tool(*INSTALLED[kind])
     target = make_target(TargetSpec(kind=kind), ClientSpec())
     assert isinstance(target, Target)
+    folders = []
     try:
         target.start(tmp_path)
         echo_once(target.peer)
         assert target.ready_seconds is not None and 0 < target.ready_seconds < 30
+        folders = list(target.budget.folders)
+        placed = Path(f"/proc/{target.server_pid()}/cgroup").read_text()
+        assert placed.count(target.budget.name) == len(folders)  # in every cgroup of its budget
     finally:
         target.stop()
+    assert not any(folder.exists() for folder in folders)  # removed with the archive
     target.stop()  # twice is harmless (a run's `finally` may follow a failed start)
     described = target.describe()
     assert described["kind"] == kind and described["label"] == kind
     assert described["port"] == target.peer.port and described["ready_seconds"] == target.ready_seconds
     assert described["hypervisor"]
+    assert described["budget"]["cpus"] == 2 and described["budget"]["memory_bytes"] == 2048 << 20
+    if os.geteuid() == 0:
+        assert described["budget"]["enforced_by"] in ("cgroup-v1", "cgroup-v2")
     assert not list(tmp_path.glob("*/storage/*")), "the images go when keep_data is false"
     with pytest.raises(AssociationFailed):  # stopped: nothing answers any more
         echo_once(target.peer, timeout=2)

@@ -11,7 +11,8 @@ from bench.common.errors import UserError
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
-from bench.targets.probes import archive_facts, fetch_status, save_server_status
+from bench.targets.budget import guest_budget
+from bench.targets.probes import archive_facts, fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
 from bench.targets.vm.image import GuestImage, ensure_image
 from bench.targets.vm.kvm import kvm_unusable_message, probe
@@ -70,7 +71,7 @@ class GuestTarget(Target):
 
     def machine(self) -> Machine:
         s = self.spec
-        return Machine(accelerator=self.kind, vcpus=s.vcpus, memory_mib=s.memory_mib, data_format=s.data_disk_format,
+        return Machine(accelerator=self.kind, vcpus=s.cpus, memory_mib=s.memory_mib, data_format=s.data_disk_format,
                        data_cache=s.data_disk_cache, data_bytes=s.data_disk_gib << 30)
 
     def settings(self) -> dict[str, str]:
@@ -106,6 +107,9 @@ class GuestTarget(Target):
         if self.qemu and self.qemu.alive():
             save_server_status(run_dir, self.qemu.network.metrics_url, timeout=STATUS_TIMEOUT)
 
+    def server_pid(self) -> int | None:
+        return self.qemu.process.pid if self.qemu and self.qemu.process else None
+
     def stop(self) -> None:
         if self.qemu:
             self.qemu.stop()
@@ -129,8 +133,11 @@ class GuestTarget(Target):
             "label": self.label,
             **archive_facts(self.status),
             "requested_hypervisor": REQUESTED_HYPERVISOR[self.kind],
+            **hypervisor_labels(archive_facts(self.status).get("hypervisor"), REQUESTED_HYPERVISOR[self.kind],
+                                "the guest's /status"),
             "accelerator": self.kind,
             "memory_mib": self.spec.memory_mib,
+            "budget": guest_budget(self.spec.cpus, self.spec.memory_mib),
             "network": self.network_line(),
             "disk": self.disk_line(),
             "network_settings": machine.get("network") or {"mode": self.spec.network},

@@ -1,0 +1,238 @@
+"""Per-second resource series of a run -> server_metrics.csv: the archive's processes, the data disk, the network,
+the host and the load processes, sampled with psutil.
+
+The sampler is a child process of its own (`python -m bench.runs.resources`), started once the
+target answers and stopped with the load: under gevent the run's threads are greenlets, and a
+sampler inside the load process would skip seconds exactly when that process is busiest (the
+case the series must show). Each row is written and flushed as it is taken.
+
+Columns (rates over the second before `time`; CPU in percent of one core unless it says budget):
+    time                         Unix seconds
+    server_cpu_percent           the archive's process tree (a guest: its QEMU process), 100 = one core
+    server_cpu_budget_percent    the same as a share of its budget (100 = all its CPUs busy)
+    server_rss_bytes, server_threads, server_open_fds, server_processes
+    server_cpus_busy_percent     how busy the CPUs the archive may run on were, whoever used them (100 = all busy)
+    disk_read_bytes_per_s, disk_write_bytes_per_s, disk_busy_percent   the device holding the run folder
+    net_sent_bytes_per_s, net_recv_bytes_per_s, net_link_bytes_per_s  the interface towards the target
+                                                                       (link 0: no known speed, e.g. loopback)
+    host_cpu_percent, host_iowait_percent, host_steal_percent          all CPUs of the host, 100 = all busy
+    load_cpu_percent             the load processes together (this run's process and its local workers)
+    load_busiest_cpu_percent     the busiest single load process (near 100: the load generator is the limit)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from bench.results.server_metrics import COLUMNS, SERVER_METRICS_FILE
+
+INTERVAL = 1.0
+STOP_GRACE = 5.0
+
+
+def disk_of(folder: Path) -> str | None:
+    """The block device (whole disk, as /proc/diskstats names it) holding `folder`; None on a virtual file system."""
+    dev = os.stat(folder).st_dev
+    sys_dev = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    if not sys_dev.exists():
+        return None
+    device = sys_dev.resolve()
+    # A partition's utilisation is its disk's: the queue is the disk's.
+    return device.parent.name if (device / "partition").exists() else device.name
+
+
+def interface_with_address(address: str) -> str | None:
+    """The network interface holding `address` (lo for 127.0.0.1); None if none does."""
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.address == address for a in addresses):
+            return name
+    return None
+
+
+def _cpu_seconds(process: psutil.Process, with_children: bool) -> float:
+    times = process.cpu_times()
+    total = times.user + times.system
+    # Children reaped by a process of the tree (dcmqrscp's per-association forks) end up in
+    # its children_* times: counted, so short-lived workers are not lost.
+    return total + (times.children_user + times.children_system if with_children else 0.0)
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+@dataclass
+class Reading:
+    """Cumulative counters at one instant; a row is the difference of two readings."""
+
+    at: float
+    server_cpu: float = 0.0
+    server: dict = field(default_factory=dict)
+    disk: tuple = (0, 0, 0)  # read bytes, write bytes, busy ms
+    net: tuple = (0, 0)  # sent, received bytes
+    load_cpu: dict = field(default_factory=dict)  # pid -> CPU seconds
+
+
+class Sampler:
+    """Readings of one run's resources, and rows from consecutive readings."""
+
+    def __init__(self, server_pid: int | None, cpus: float | None, load_pids: list[int], disk: str | None,
+                 interface: str | None, cpu_ids: list[int] | None = None):
+        self.server_pid, self.cpus, self.load_pids = server_pid, cpus, load_pids
+        self.cpu_ids = cpu_ids or sorted(os.sched_getaffinity(0))
+        self.disk, self.interface = disk, interface
+        stats = psutil.net_if_stats().get(interface) if interface else None
+        self.link_bytes_per_s = stats.speed * 125_000 if stats and stats.speed > 0 else 0
+        psutil.cpu_times_percent()  # the first calls only start psutil's intervals
+        psutil.cpu_percent(percpu=True)
+
+    def read(self) -> Reading:
+        reading = Reading(time.time())
+        if self.server_pid:
+            reading.server_cpu, reading.server = self._read_server()
+        if self.disk and (d := psutil.disk_io_counters(perdisk=True).get(self.disk)):
+            reading.disk = (d.read_bytes, d.write_bytes, d.busy_time)
+        counters = psutil.net_io_counters(pernic=True).get(self.interface) if self.interface else None
+        counters = counters or psutil.net_io_counters()
+        reading.net = (counters.bytes_sent, counters.bytes_recv)
+        for pid in self.load_pids:
+            try:
+                reading.load_cpu[pid] = _cpu_seconds(psutil.Process(pid), with_children=False)
+            except psutil.Error:
+                pass
+        return reading
+
+    def _read_server(self) -> tuple[float, dict]:
+        cpu, figures = 0.0, {"server_rss_bytes": 0, "server_threads": 0, "server_open_fds": 0, "server_processes": 0}
+        for process in _tree(self.server_pid):
+            try:
+                with process.oneshot():
+                    cpu += _cpu_seconds(process, with_children=True)
+                    figures["server_rss_bytes"] += process.memory_info().rss
+                    figures["server_threads"] += process.num_threads()
+                    figures["server_open_fds"] += process.num_fds()
+                    figures["server_processes"] += 1
+            except psutil.Error:
+                continue  # it exited between the listing and the reading
+        return cpu, figures
+
+    def row(self, before: Reading, now: Reading) -> dict:
+        seconds = max(now.at - before.at, 1e-6)
+
+        def rate(a: float, b: float) -> float:
+            return round(max(b - a, 0) / seconds, 1)
+
+        row = {"time": round(now.at, 3)}
+        if self.server_pid and now.server:
+            server_cpu = 100 * max(now.server_cpu - before.server_cpu, 0) / seconds
+            row |= {"server_cpu_percent": round(server_cpu, 1),
+                    "server_cpu_budget_percent": round(server_cpu / self.cpus, 1) if self.cpus else "",
+                    **now.server}
+        if self.disk:
+            row |= {"disk_read_bytes_per_s": rate(before.disk[0], now.disk[0]),
+                    "disk_write_bytes_per_s": rate(before.disk[1], now.disk[1]),
+                    "disk_busy_percent": round(min(rate(before.disk[2], now.disk[2]) / 10, 100.0), 1)}
+        host = psutil.cpu_times_percent()
+        busy = psutil.cpu_percent(percpu=True)
+        if self.server_pid:
+            row["server_cpus_busy_percent"] = round(sum(busy[c] for c in self.cpu_ids) / len(self.cpu_ids), 1)
+        row |= {"net_sent_bytes_per_s": rate(before.net[0], now.net[0]),
+                "net_recv_bytes_per_s": rate(before.net[1], now.net[1]),
+                "net_link_bytes_per_s": self.link_bytes_per_s,
+                "host_cpu_percent": round(100 - host.idle - host.iowait - getattr(host, "steal", 0.0), 1),
+                "host_iowait_percent": host.iowait, "host_steal_percent": getattr(host, "steal", 0.0)}
+        load = [100 * max(now.load_cpu[pid] - before.load_cpu[pid], 0) / seconds
+                for pid in now.load_cpu if pid in before.load_cpu]
+        if load:
+            row |= {"load_cpu_percent": round(sum(load), 1), "load_busiest_cpu_percent": round(max(load), 1)}
+        return row
+
+
+def sample(out: Path, sampler: Sampler, interval: float = INTERVAL, parent: int | None = None) -> None:
+    """Write a row per interval until SIGTERM (or until `parent` is gone)."""
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    with out.open("w", buffering=1) as rows:  # line-buffered: a row is on disk once written
+        rows.write(",".join(COLUMNS) + "\n")
+        before, tick = sampler.read(), time.monotonic()
+        while not stopping and (parent is None or os.getppid() == parent):
+            tick += interval
+            time.sleep(max(tick - time.monotonic(), 0))
+            now = sampler.read()
+            row = sampler.row(before, now)
+            rows.write(",".join(str(row.get(c, "")) for c in COLUMNS) + "\n")
+            before = now
+
+
+class ResourceSampling:
+    """The sampler process for one run: `with ResourceSampling(...)` around the load."""
+
+    def __init__(self, run_dir: Path, server_pid: int | None, cpus: float | None, load_pids: list[int],
+                 interface: str | None, cpu_ids: list[int] | None = None):
+        self.out = run_dir / SERVER_METRICS_FILE
+        self.disk = disk_of(run_dir)
+        self.command = [sys.executable, "-m", "bench.runs.resources", "--out", str(self.out),
+                        "--parent", str(os.getpid()), "--load-pids", ",".join(map(str, load_pids))]
+        self.command += ["--server-pid", str(server_pid)] if server_pid else []
+        self.command += ["--cpus", str(cpus)] if cpus else []
+        self.command += ["--disk", self.disk] if self.disk else []
+        self.command += ["--interface", interface] if interface else []
+        self.command += ["--cpu-ids", ",".join(map(str, cpu_ids))] if cpu_ids else []
+        self.facts = {"file": SERVER_METRICS_FILE, "interval_seconds": INTERVAL, "server_pid": server_pid,
+                      "budget_cpus": cpus, "load_pids": load_pids, "disk": self.disk, "interface": interface}
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "ResourceSampling":
+        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def describe(self) -> dict:
+        return {**self.facts, "exit_code": self.process.returncode if self.process else None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.runs.resources", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--server-pid", type=int)
+    parser.add_argument("--cpus", type=float)
+    parser.add_argument("--load-pids", default="")
+    parser.add_argument("--disk")
+    parser.add_argument("--interface")
+    parser.add_argument("--cpu-ids", default="")
+    parser.add_argument("--parent", type=int)
+    parser.add_argument("--interval", type=float, default=INTERVAL)
+    args = parser.parse_args(argv)
+    load_pids = [int(p) for p in args.load_pids.split(",") if p]
+    cpu_ids = [int(c) for c in args.cpu_ids.split(",") if c]
+    sampler = Sampler(args.server_pid, args.cpus, load_pids, args.disk, args.interface, cpu_ids)
+    sample(args.out, sampler, args.interval, args.parent)
+
+
+if __name__ == "__main__":
+    main()
