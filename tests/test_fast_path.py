@@ -1,4 +1,5 @@
-"""The harness's own upper layer against DCMTK: bytes on the wire, both roles, plain and under gevent."""
+"""The harness's client and Storage SCP on the archive's upper layer against DCMTK: bytes on the
+wire, both roles, plain and under gevent."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from conftest import ROOT, free_port, require_tool
 from bench.dicom.peer import AssociationFailed, Peer
 from bench.dicom.scu import ServiceUser, query_proposals, storage_proposals
 from bench.dicom.storage_scp import StorageSCP
-from bench.dicom.upper_layer import pdata_parts, split_pdvs
 from bench.load.send import scan_file, scan_folder
 from bench.studies.integrity import dataset_digest
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
+from server_under_test.upper_layer.wire import UNLIMITED_SEND_PDU, pdata_parts, split_pdvs
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 
@@ -211,7 +212,7 @@ def test_pdata_parts_cut_any_chunks_into_valid_pdus(sizes, max_pdu):
     data, at, last_flags = b"", 0, []
     while at < len(stream):
         pdu_type, length = stream[at], int.from_bytes(stream[at + 2 : at + 6], "big")
-        assert pdu_type == 4 and (max_pdu == 0 or length <= max_pdu)
+        assert pdu_type == 4 and length <= (max_pdu or UNLIMITED_SEND_PDU)
         for context_id, flags, fragment in split_pdvs(memoryview(stream[at + 6 : at + 6 + length])):
             assert context_id == 5 and not flags & 0x01
             data += bytes(fragment)
