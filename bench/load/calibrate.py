@@ -33,7 +33,7 @@ from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
 
 CALIBRATION_FILE = "calibration.json"
-PROFILE_2MB = Path(__file__).parent / "benchmarks" / "instance2mb.toml"
+PROFILE_2MB = Path(__file__).parents[1] / "benchmarks" / "instance2mb.toml"
 STORESCP, STORESCU = "/usr/bin/storescp", "/usr/bin/storescu"  # full paths: pynetdicom's scripts shadow them in a venv
 SINK_AE = "NULLSINK"
 SINK_START_TIMEOUT = 15.0
