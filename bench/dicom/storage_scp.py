@@ -114,7 +114,6 @@ class StorageSCP:
                 self._answer(assoc)
         except ReleaseRequested:
             assoc.answer_release()
-            wire.close()
         except (LinkLost, OSError, ValueError):  # ValueError: stop() closed the socket under us
             assoc.abort()
         except Exception:  # a bug here must not leave the sender waiting for a response

@@ -155,8 +155,12 @@ class Association:
             self.wire.close()
 
     def answer_release(self) -> None:
-        """Acceptor side: the peer asked to release (ReleaseRequested): A-RELEASE-RP."""
-        self.wire.send_pdu(A_RELEASE_RP, b"\x00\x00\x00\x00")
+        """Acceptor side, the peer asked to release (ReleaseRequested): A-RELEASE-RP, then close. Never raises."""
+        try:
+            self.wire.send_pdu(A_RELEASE_RP, b"\x00\x00\x00\x00")
+        except OSError:  # the peer did not wait for the answer
+            pass
+        self.wire.close()
 
     def abort(self, source: int = 0, reason: int = 0) -> None:
         """A-ABORT, then close. Never raises."""

@@ -409,12 +409,14 @@ def pdata_parts(context_id: int, is_command: bool, chunks: list, max_pdu: int) -
     fragment = fragment_size(max_pdu)
     views = [memoryview(c).cast("B") for c in chunks if len(c)]
     total = sum(len(v) for v in views)
+    kind = 0x01 if is_command else 0x00
+    full = struct.pack(">BBIIBB", P_DATA_TF, 0, fragment + 6, fragment + 2, context_id, kind)  # every PDU but the last
     out, sent, index, offset = [], 0, 0, 0
     while True:
         size = min(fragment, total - sent)
         sent += size
-        control = (0x01 if is_command else 0x00) | (0x02 if sent >= total else 0x00)
-        out.append(struct.pack(">BBIIBB", P_DATA_TF, 0, size + 6, size + 2, context_id, control))
+        last = sent >= total
+        out.append(struct.pack(">BBIIBB", P_DATA_TF, 0, size + 6, size + 2, context_id, kind | 0x02) if last else full)
         while size:  # the fragment's bytes: slices of one chunk or of several
             take = min(size, len(views[index]) - offset)
             out.append(views[index][offset:offset + take])
