@@ -135,9 +135,13 @@ class ServiceUser:
         except ReleaseRequested:
             self.abort()
             raise AssociationFailed(f"{operation}: the peer released the association") from None
-        except (AssociationFailed, LinkLost, OSError, ValueError) as exc:  # ValueError: the socket closed under us
+        except (AssociationFailed, LinkLost) as exc:
             self.abort()
-            raise AssociationFailed(f"{operation}: {exc or type(exc).__name__}") from None
+            raise AssociationFailed(f"{operation}: {exc}") from None
+        except (OSError, ValueError) as exc:  # reset, timed out; ValueError: the socket was closed under us
+            self.abort()
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise AssociationFailed(f"{operation}: the connection failed: {reason}") from None
 
     def _final_response(self, message_id: int, on_pending=None) -> Command:
         """Read responses to `message_id` until the final one; pending ones go to `on_pending(message)`."""

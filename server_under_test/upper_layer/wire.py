@@ -267,7 +267,8 @@ class MessageReader:
             elif pdu_type == A_RELEASE_RQ:
                 raise ReleaseRequested()
             elif pdu_type == A_ABORT:
-                raise PeerAborted(f"source {body[2] if len(body) > 2 else '?'}, reason {body[3] if len(body) > 3 else '?'}")
+                source, reason = (body[2], body[3]) if len(body) > 3 else ("?", "?")
+                raise PeerAborted(f"the peer aborted the association (source {source}, reason {reason})")
             else:
                 raise ProtocolError(f"unexpected {PDU_NAMES[pdu_type]} during an established association")
         return self._pdvs.popleft()
