@@ -441,7 +441,3 @@ def message_parts(context_id: int, command: dict, data: list | None, max_pdu: in
     if data is not None:
         parts += pdata_parts(context_id, False, data, max_pdu)
     return parts
-
-
-def send_message(wire: Wire, context_id: int, command: dict, data: list | None, max_pdu: int) -> None:
-    wire.send_all(message_parts(context_id, command, data, max_pdu))
