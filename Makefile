@@ -1,4 +1,6 @@
 # Two commands matter: `make demo` (the main job on the embedded default) and `make test`.
+# `make test-fast` leaves out the slow tests (guests, Orthanc, benchmark scripts) for the edit loop;
+# `make lint` runs the checks CI runs before the tests.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
@@ -6,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-fast lint venv clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pacsbench needs Python 3.11 or newer")'
@@ -25,6 +27,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+# ruff: the rule set in pyproject.toml; lint-imports: the import contracts (see ARCHITECTURE.md).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -14,6 +14,8 @@
     check_called_aet = false       # true: reject an association addressed to another AE title
     network_timeout = 60           # seconds a peer may stay silent mid-operation
     shutdown_grace = 30            # seconds in-flight work may take after SIGTERM
+    capacity = 0                   # bytes stored on all tiers together, e.g. "4 GB"; 0 = unlimited
+    at_capacity = "reject"         # reject (A700) | recycle (delete the oldest studies to make room)
 
     [metrics]                      # HTTP /metrics (Prometheus text) and /status (JSON)
     host = "127.0.0.1"
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 DUPLICATE_POLICIES = ("overwrite", "reject", "keep-first")
+AT_CAPACITY_POLICIES = ("reject", "recycle")
 SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -81,14 +84,19 @@ class ArchiveConfig:
     max_associations: int = 64
     max_pdu: int = 1 << 20  # bounds the receive buffer per association; 0 = unlimited
     fsync: bool = True
-    direct_io: bool = True  # bypass the page cache when writing received files (see storage.py)
+    direct_io: bool = True  # bypass the page cache when writing received files (see storage/files.py)
     duplicates: str = "overwrite"
     allowed_calling_aets: tuple[str, ...] = ()
     check_called_aet: bool = False  # off, as in DCMTK's storescp and Orthanc: any called AE title is answered
     network_timeout: float = 60.0
     shutdown_grace: float = 30.0
     migration_interval: float = 1.0
-    migration_min_age: float = 2.0  # seconds a study must be quiet before it may move
+    migration_min_age: float = 2.0  # seconds a study must be quiet before it may move (or be recycled)
+    # The archive's bound: bytes of stored instances on all tiers together (without [[tiers]],
+    # the default tier's). Per-tier capacities still decide placement and migration; this one
+    # decides whether an instance may be stored at all. 0 = unlimited.
+    capacity: int = 0
+    at_capacity: str = "reject"  # reject: A700 past the capacity; recycle: delete the oldest studies first
     metrics: MetricsEndpoint | None = None
     tiers: tuple[Tier, ...] = ()
     destinations: dict[str, Destination] = field(default_factory=dict)
@@ -157,7 +165,8 @@ def _from_table(data: dict, base: Path) -> ArchiveConfig:
     simple = {"ae_title": str, "host": str, "port": int, "data": str, "workers": int, "max_associations": int,
               "max_pdu": int, "fsync": bool, "direct_io": bool, "check_called_aet": bool, "duplicates": str,
               "network_timeout": float, "shutdown_grace": float, "migration_interval": float, "migration_min_age": float}
-    _check_keys(data, set(simple) | {"allowed_calling_aets", "metrics", "tiers", "destinations"}, "top level")
+    _check_keys(data, set(simple) | {"allowed_calling_aets", "metrics", "tiers", "destinations", "capacity",
+                                     "at_capacity"}, "top level")
     values = {key: _typed(data[key], kind, key) for key, kind in simple.items() if key in data}
     if "data" in values:
         values["data"] = base / values["data"]
@@ -165,6 +174,13 @@ def _from_table(data: dict, base: Path) -> ArchiveConfig:
         raise ConfigError(f"duplicates: expected one of {', '.join(DUPLICATE_POLICIES)}, got {values['duplicates']!r}")
     if len(values.get("ae_title", "PACSBENCH")) > 16:
         raise ConfigError("ae_title: at most 16 characters")
+    if "capacity" in data:
+        values["capacity"] = parse_size(data["capacity"], "capacity")
+    if "at_capacity" in data:
+        values["at_capacity"] = _typed(data["at_capacity"], str, "at_capacity")
+    if values.get("at_capacity", "reject") not in AT_CAPACITY_POLICIES:
+        raise ConfigError(f"at_capacity: expected one of {', '.join(AT_CAPACITY_POLICIES)}, "
+                          f"got {values['at_capacity']!r}")
     aets = data.get("allowed_calling_aets", [])
     if not isinstance(aets, list) or not all(isinstance(a, str) and a for a in aets):
         raise ConfigError("allowed_calling_aets: expected a list of AE titles")

@@ -1,7 +1,8 @@
 """Where the archive runs: hypervisor, CPUs, memory, the storage device under each tier.
 
 Results are labelled by what was detected, not by what a user typed. systemd-detect-virt
-knows the most hypervisors; DMI strings and the CPU's hypervisor flag back it up.
+knows the most hypervisors; DMI strings and the CPU's hypervisor flag back it up. The one
+host detection of the project: the harness asks the same questions of its own host here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ DMI_VENDORS = {
 }
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """A /proc or /sys file's text, stripped; "" when absent or unreadable (a fact is best effort)."""
     try:
         return Path(path).read_text(errors="replace").strip()
     except OSError:
@@ -37,9 +39,10 @@ def _systemd_detect_virt() -> str | None:
     return result.stdout.strip() or "none"
 
 
-def _cpu() -> tuple[str, bool]:
+def cpu_model_and_flag() -> tuple[str, bool]:
+    """The CPU model name and whether the CPU reports running under a hypervisor."""
     model, flag = platform.processor(), False
-    for line in _read("/proc/cpuinfo").splitlines():
+    for line in read_text("/proc/cpuinfo").splitlines():
         if line.startswith("model name") and ":" in line:
             model = line.split(":", 1)[1].strip()
         elif line.startswith("flags") and " hypervisor" in f"{line} ":
@@ -47,17 +50,22 @@ def _cpu() -> tuple[str, bool]:
     return model, flag
 
 
-def _memory_bytes() -> int | None:
-    for line in _read("/proc/meminfo").splitlines():
+def memory_bytes() -> int | None:
+    for line in read_text("/proc/meminfo").splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) * 1024
     return None
 
 
+def dmi_vendor_and_product() -> tuple[str, str]:
+    return read_text("/sys/class/dmi/id/sys_vendor"), read_text("/sys/class/dmi/id/product_name")
+
+
 def detect_hypervisor() -> dict:
-    vendor, product = _read("/sys/class/dmi/id/sys_vendor"), _read("/sys/class/dmi/id/product_name")
+    """The hypervisor this host runs on ("none" on bare metal) and how it was told."""
+    vendor, product = dmi_vendor_and_product()
     systemd = _systemd_detect_virt()
-    _, flag = _cpu()
+    _, flag = cpu_model_and_flag()
     by_dmi = DMI_VENDORS.get(vendor)
     if product == "VirtualBox":
         by_dmi = "oracle"
@@ -75,7 +83,7 @@ def detect_hypervisor() -> dict:
 
 def _mount_of(path: Path) -> tuple[str, str]:
     best, fs_type = "/", ""
-    for line in _read("/proc/mounts").splitlines():
+    for line in read_text("/proc/mounts").splitlines():
         parts = line.split()
         if len(parts) >= 3 and str(path).startswith(parts[1].rstrip("/") + "/") and len(parts[1]) >= len(best):
             best, fs_type = parts[1], parts[2]
@@ -93,18 +101,18 @@ def storage_device(path: Path) -> dict:
         queue = sys_dev.resolve().parent / "queue"  # a partition: ask the whole disk
     mount, fs_type = _mount_of(path)
     usage = shutil.disk_usage(path)
-    return {"path": str(path), "device": device, "rotational": _read(f"{queue}/rotational") or None,
-            "model": _read(f"{queue.parent}/device/model") or None, "mount": mount, "fs_type": fs_type,
+    return {"path": str(path), "device": device, "rotational": read_text(f"{queue}/rotational") or None,
+            "model": read_text(f"{queue.parent}/device/model") or None, "mount": mount, "fs_type": fs_type,
             "fs_total_bytes": usage.total, "fs_free_bytes": usage.free}
 
 
 def describe(storage_paths: list[Path]) -> dict:
-    model, _ = _cpu()
+    model, _ = cpu_model_and_flag()
     return {
         **detect_hypervisor(),
         "cpu_model": model,
         "vcpus": os.cpu_count(),
-        "memory_bytes": _memory_bytes(),
+        "memory_bytes": memory_bytes(),
         "kernel": platform.release(),
         "hostname": platform.node(),
         "storage": [storage_device(p) for p in storage_paths],

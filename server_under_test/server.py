@@ -23,7 +23,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from server_under_test import __version__
-from server_under_test.config import DUPLICATE_POLICIES, ArchiveConfig, ConfigError, load_config, with_overrides
+from server_under_test.config import (
+    AT_CAPACITY_POLICIES,
+    DUPLICATE_POLICIES,
+    ArchiveConfig,
+    ConfigError,
+    load_config,
+    parse_size,
+    with_overrides,
+)
 
 log = logging.getLogger("server_under_test")
 LISTEN_BACKLOG = 512
@@ -37,14 +45,19 @@ def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: i
     from server_under_test.services.store import StoreService
     from server_under_test.storage.files import TierSet
     from server_under_test.storage.index import Index
+    from server_under_test.storage.recycling import Recycler
 
     quiet_pydicom()
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    index = Index(config.data / "index.sqlite", "FULL" if config.fsync else "OFF")
+    synchronous = "FULL" if config.fsync else "OFF"
+    index = Index(config.data / "index.sqlite", synchronous, capacity=config.capacity)
     tiers = TierSet(config.storage_tiers, config.fsync, config.direct_io)
-    shared = Shared(config, index, StoreService(index, tiers, config.duplicates), Metrics(),
+    recycler = None
+    if config.capacity and config.at_capacity == "recycle":
+        recycler = Recycler(index.path, tiers, config.capacity, synchronous, quiet_seconds=config.migration_min_age)
+    shared = Shared(config, index, StoreService(index, tiers, config.duplicates, recycler), Metrics(),
                     supported_contexts(), stopping)
     ready.put(os.getpid())
     listener.settimeout(0.25)
@@ -208,7 +221,7 @@ class Supervisor:
         return self._environment
 
     def _index_figures(self) -> dict:
-        from server_under_test.storage.index import connect
+        from server_under_test.storage.index import connect, recycled_totals
 
         db = connect(self.index_path, "OFF")
         try:
@@ -216,9 +229,11 @@ class Supervisor:
             counts = db.execute("SELECT (SELECT COUNT(*) FROM patient WHERE num_instances > 0), "
                                 "(SELECT COUNT(*) FROM study WHERE num_instances > 0), "
                                 "(SELECT COALESCE(SUM(files), 0) FROM tier_usage)").fetchone()
+            recycled = recycled_totals(db)
         finally:
             db.close()
-        return {"usage": usage, "patients": counts[0], "studies": counts[1], "instances": counts[2]}
+        return {"usage": usage, "patients": counts[0], "studies": counts[1], "instances": counts[2],
+                "used_bytes": sum(b for b, _ in usage.values()), "recycled": recycled}
 
     def status(self) -> dict:
         c = self.config
@@ -243,13 +258,18 @@ class Supervisor:
             "index": {"path": str(self.index_path), "patients": figures["patients"],
                       "studies": figures["studies"], "instances": figures["instances"]},
             "tiers": tiers,
+            "capacity": {"capacity_bytes": c.capacity, "at_capacity": c.at_capacity,
+                         "used_bytes": figures["used_bytes"],
+                         "recycled_studies": figures["recycled"]["studies"],
+                         "recycled_instances": figures["recycled"]["instances"],
+                         "recycled_bytes": figures["recycled"]["bytes"]},
             "migration": {"studies_moved": self.migrator.moved_studies if self.migrator else 0,
                           "bytes_moved": self.migrator.moved_bytes if self.migrator else 0},
             "environment": self.environment(),
         }
 
     def tier_collector(self):
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         supervisor = self
 
@@ -266,6 +286,15 @@ class Supervisor:
                 yield capacity
                 yield GaugeMetricFamily("pacsbench_archive_instances", "Instances in the index",
                                         value=figures["instances"])
+                yield GaugeMetricFamily("pacsbench_archive_used_bytes", "Bytes stored on all tiers",
+                                        value=figures["used_bytes"])
+                yield GaugeMetricFamily("pacsbench_archive_capacity_bytes", "The archive's capacity (0 = none)",
+                                        value=supervisor.config.capacity)
+                # From the index, so they agree with /status and survive a worker's restart.
+                for what in ("studies", "instances", "bytes"):
+                    yield CounterMetricFamily(f"pacsbench_archive_recycled_{what}",
+                                              f"{what.capitalize()} deleted to make room at capacity",
+                                              value=figures["recycled"][what])
 
         return TierCollector()
 
@@ -289,6 +318,10 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
     parser.add_argument("--max-pdu", type=int, help="largest PDU we receive, bytes (default 1048576; 0 = unlimited)")
     parser.add_argument("--duplicates", choices=DUPLICATE_POLICIES, help="same SOP Instance UID again (default overwrite)")
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /status on this HTTP port (0 = any free)")
+    parser.add_argument("--capacity", type=_size_option, metavar="SIZE",
+                        help="bytes the archive may store, e.g. '4 GB' (default 0 = unlimited)")
+    parser.add_argument("--at-capacity", choices=AT_CAPACITY_POLICIES,
+                        help="at the capacity: reject (A700, the default) or recycle the oldest studies")
     parser.add_argument("--no-fsync", action="store_true", default=None,
                         help="skip fsync (experiments only: an acknowledged instance can be lost on power failure)")
     parser.add_argument("--no-direct-io", action="store_true", default=None,
@@ -307,7 +340,15 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
         max_associations=args.max_associations, max_pdu=args.max_pdu, duplicates=args.duplicates,
         metrics=metrics, fsync=False if args.no_fsync else None,
         direct_io=False if args.no_direct_io else None, check_called_aet=args.check_called_aet,
+        capacity=args.capacity, at_capacity=args.at_capacity,
     )
+
+
+def _size_option(value: str) -> int:
+    try:
+        return parse_size(value, "--capacity")
+    except ConfigError as exc:  # argparse names the option itself
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--capacity: ")) from None
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m server_under_test") -> int:

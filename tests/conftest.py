@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from bench.common.processes import free_local_port, stop_process
+from bench.dicom.peer import Peer
+from bench.dicom.readiness import wait_for_echo as bench_wait_for_echo
+
+free_port = free_local_port  # the tests' name for it
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_TOOLS = os.environ.get("PACSBENCH_REQUIRE_TOOLS") == "1"
@@ -31,6 +36,14 @@ def dciodvfy_problems(path: Path) -> list[str]:
     dciodvfy = require_tool("dciodvfy", "dicom3tools")
     result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
     return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith(("Error", "Warning"))]
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """A DICOM file's dataset bytes (after the file meta group)."""
+    data = path.read_bytes()
+    assert data[128:132] == b"DICM"
+    meta_length = int.from_bytes(data[140:144], "little")
+    return data[144 + meta_length:]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,14 +79,7 @@ class RunningArchive:
         return self.data / "index.sqlite"
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, 30.0)
 
 
 SERVER_MODULE = [sys.executable, "-m", "server_under_test"]
@@ -100,16 +106,8 @@ def start_archive(data: Path, *extra: str, ae_title: str = "PACSBENCH", command=
 
 
 def wait_for_echo(port: int, ae_title: str, timeout: float = 20.0) -> None:
-    """Wait until a DICOM peer answers C-ECHO (DCMTK's echoscu)."""
-    import time
-
-    echoscu = require_tool("/usr/bin/echoscu", "dcmtk")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if subprocess.run([echoscu, "-aec", ae_title, "127.0.0.1", str(port)], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"no C-ECHO answer from port {port} within {timeout} s")
+    """Wait until the DICOM peer on a local port answers C-ECHO."""
+    bench_wait_for_echo(Peer("127.0.0.1", port, ae_title), "PACSBENCH-TEST", timeout)
 
 
 @pytest.fixture
@@ -119,14 +117,6 @@ def archive(tmp_path):
     running.stop()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def unused_port() -> int:
-    return free_port()
+    return free_local_port()

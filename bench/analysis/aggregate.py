@@ -22,7 +22,7 @@ import pandas as pd
 
 from bench.analysis.confidence import PooledQuantile, WindowMeans
 from bench.common.errors import UserError
-from bench.results.samples import COLUMNS, SAMPLES_FILE
+from bench.results.samples import COLUMNS, SAMPLES_FILE, done_mask
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 INGEST = ("C-STORE",)
@@ -157,7 +157,7 @@ def measure(samples: pd.DataFrame, settings: Settings = Settings()) -> Measureme
 
 
 def acknowledged(rows: pd.DataFrame, operations: tuple[str, ...]) -> pd.DataFrame:
-    return rows[rows["operation"].isin(operations) & (rows["status"] == 0)]
+    return rows[rows["operation"].isin(operations) & done_mask(rows["status"])]
 
 
 # --- metrics: named figures with per-window values ---------------------------------------
@@ -302,10 +302,11 @@ def breakdown(m: Measurement, column: str) -> dict:
     """Requests, throughput and latency per value of `column` (operation, user_type)."""
     out = {}
     for key, rows in m.samples.groupby(column, sort=True):
-        ok = rows[rows["status"] == 0]
+        succeeded = done_mask(rows["status"])
+        ok = rows[succeeded]
         out[str(key)] = {
             "requests": int(len(rows)),
-            "failed": int((rows["status"] != 0).sum()),
+            "failed": int((~succeeded).sum()),
             "requests_per_s": _rounded(len(rows) / m.seconds),
             **_rates(ok, m.seconds),
             "latency_ms": latency_percentiles(ok["latency_ms"]),
@@ -319,7 +320,7 @@ def status_text(status: int) -> str:
 
 def errors_by_status(samples: pd.DataFrame) -> list[dict]:
     """Failed requests per operation and DICOM status, with the most frequent error text."""
-    failed = samples[(samples["status"] != 0) | (samples["error"] != "")]
+    failed = samples[~done_mask(samples["status"]) | (samples["error"] != "")]
     rows = []
     for (operation, status), group in failed.groupby(["operation", "status"], sort=True):
         rows.append(
@@ -394,7 +395,7 @@ def summarize(samples: pd.DataFrame, settings: Settings = Settings()) -> dict:
     """The figures of one run (after the warm-up); the top-level rates are ingest (C-STORE)."""
     m = measure(samples, settings)
     stores = m.samples[m.samples["operation"].isin(INGEST)]
-    ok = stores[stores["status"] == 0]
+    ok = stores[done_mask(stores["status"])]
     failures = samples[samples["error"] != ""]  # the whole run: a warm-up does not excuse a failure
     present = [name for name, spec in METRICS.items() if spec.present(m)]
     return {

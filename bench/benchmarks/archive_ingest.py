@@ -31,8 +31,6 @@ import mmap
 import os
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,26 +43,20 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
+from bench.common.errors import UserError
+from bench.common.processes import free_local_port
+from bench.dicom.peer import Peer
+from bench.dicom.readiness import NoEchoAnswer
 from bench.studies.pixels import RunShape, synthesize_run
 from bench.studies.xa import RunKeys, StudyKeys, build_instance
+from bench.targets.archive_process import NODELAY_ENVIRONMENT, ArchiveProcess
+from bench.targets.installed import orthanc_config
+from bench.targets.vm.tools import require
 
-NODELAY = {**os.environ, "TCP_NODELAY": "1"}
-STORESCU, STORESCP, ECHOSCU = "/usr/bin/storescu", "/usr/bin/storescp", "/usr/bin/echoscu"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_echo(port: int, ae_title: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if subprocess.run([ECHOSCU, "-aec", ae_title, "127.0.0.1", str(port)], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"no C-ECHO answer from {ae_title} on port {port} within {timeout:g} s")
+NODELAY = {**os.environ, **NODELAY_ENVIRONMENT}
+STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
+CALLING_AE = "PACSBENCH-INGEST"
+START_TIMEOUT, STOP_GRACE = 60.0, 60.0
 
 
 def write_round(folder: Path, count: int, pixels: np.ndarray) -> list[Path]:
@@ -177,28 +169,24 @@ def plain_writers(files: list[Path], out: Path, writers: int, direct: bool = Fal
 
 
 class Server:
-    """A DICOM server process started for the benchmark and stopped at the end."""
+    """A DICOM server process started for the benchmark (its log in the work folder) and stopped at the end."""
 
-    def __init__(self, name: str, ae_title: str, port: int, command: list[str], env=None, cwd=None):
+    def __init__(self, name: str, ae_title: str, port: int, command: list[str], cwd: Path):
         self.name, self.ae_title, self.port = name, ae_title, port
-        self.log = open(Path(cwd or ".") / f"{name}.log", "wb")
-        self.process = subprocess.Popen(command, env=env or NODELAY, cwd=cwd, stdout=self.log, stderr=self.log,
-                                        start_new_session=True)
-        wait_for_echo(port, ae_title)
+        self.archive = ArchiveProcess(command, Peer("127.0.0.1", port, ae_title), cwd / f"{name}.log", cwd)
+        try:
+            self.archive.start(CALLING_AE, START_TIMEOUT)
+        except NoEchoAnswer as exc:
+            raise SystemExit(f"no C-ECHO answer from {ae_title} on port {port} within {START_TIMEOUT:g} s: "
+                             f"{exc.reason}") from None
+        self.process = self.archive.process
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.close()
+        self.archive.stop(STOP_GRACE)
 
 
 def start_reference_archive(work: Path, page_cache: bool = False) -> Server:
-    port = free_port()
+    port = free_local_port()
     name = "archive-page-cache" if page_cache else "reference-archive"
     return Server(name, "PACSBENCH", port,
                   [sys.executable, "-m", "server_under_test", "--port", str(port), "--data", str(work / name),
@@ -207,16 +195,13 @@ def start_reference_archive(work: Path, page_cache: bool = False) -> Server:
 
 
 def start_orthanc(work: Path) -> Server:
-    orthanc = shutil.which("Orthanc")
-    if not orthanc:
-        raise SystemExit("Orthanc is not installed (apt-get install orthanc)")
-    port, http = free_port(), free_port()
-    config = {
-        "Name": "pacsbench-orthanc", "StorageDirectory": str(work / "orthanc"), "IndexDirectory": str(work / "orthanc"),
-        "DicomAet": "ORTHANC", "DicomPort": port, "HttpPort": http, "RemoteAccessAllowed": False,
-        "DicomCheckCalledAet": False, "SyncStorageArea": True, "StorageCompression": False, "Plugins": [],
-        "DicomThreadsCount": 4,
-    }
+    try:
+        orthanc = require("Orthanc")
+    except UserError as exc:
+        raise SystemExit(str(exc)) from None
+    port, http = free_local_port(), free_local_port()
+    # The orthanc target's configuration, with one DICOM thread per storescu association.
+    config = {**orthanc_config(work / "orthanc", "ORTHANC", port, http), "DicomThreadsCount": 4}
     (work / "orthanc.json").write_text(json.dumps(config))
     return Server("orthanc", "ORTHANC", port, [orthanc, str(work / "orthanc.json")], cwd=work)
 
@@ -224,13 +209,13 @@ def start_orthanc(work: Path) -> Server:
 def start_clients_ceiling(work: Path) -> Server:
     """storescp --ignore: receives every dataset and answers success without storing it, so its
     rate is what the storescu clients and the network can deliver on this machine."""
-    port = free_port()
+    port = free_local_port()
     return Server("clients-ceiling", "IGNORE", port, [STORESCP, "--fork", "--ignore", "-aet", "IGNORE", str(port)],
                   cwd=work)
 
 
 def start_storescp(work: Path) -> Server:
-    port = free_port()
+    port = free_local_port()
     (work / "storescp").mkdir()
     return Server("storescp", "STORESCP", port, [STORESCP, "--fork", "-aet", "STORESCP", "-od",
                                                   str(work / "storescp"), str(port)], cwd=work)
@@ -263,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-cache-archive", action="store_true",
                         help="also run the archive with --no-direct-io (writes through the page cache)")
     args = parser.parse_args(argv)
-    for tool in (STORESCU, STORESCP, ECHOSCU):
+    for tool in (STORESCU, STORESCP):
         if not Path(tool).exists():
             raise SystemExit(f"{tool} is missing (apt-get install dcmtk)")
     check_free_space(args.work or Path(tempfile.gettempdir()), args.instances, args.rounds,

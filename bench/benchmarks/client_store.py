@@ -39,6 +39,7 @@ from bench.load.calibrate import (
 from bench.load.send import SendResult, scan_folder, send_files
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
+from server_under_test.upper_layer.status import is_done
 
 
 def pynetdicom_result(paths: list[Path], peer: Peer) -> SendResult:
@@ -55,7 +56,7 @@ def pynetdicom_result(paths: list[Path], peer: Peer) -> SendResult:
     result = SendResult()
     for ds in datasets:
         status = assoc.send_c_store(ds)
-        ok = "Status" in status and status.Status == 0
+        ok = "Status" in status and is_done(status.Status)
         result.instances += ok
         result.failures += not ok
         result.frames += int(ds.get("NumberOfFrames", 1)) if ok else 0

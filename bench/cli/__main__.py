@@ -1,3 +1,5 @@
+"""`python -m bench.cli`: the same as the `pacsbench` command."""
+
 import sys
 
 from bench.cli.main import main

@@ -1,8 +1,9 @@
-"""Where pacsbench keeps what it builds once: the cache folder (study pools, calibrations, VM images)."""
+"""Where pacsbench keeps what it builds once (the cache folder), and how it removes a large folder tree."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 
@@ -12,3 +13,17 @@ def cache_root() -> Path:
         return Path(os.environ["PACSBENCH_CACHE"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "pacsbench"
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder tree, as `rm -rf` in a child process (a missing tree or a failure is ignored).
+
+    Not shutil.rmtree: it opens and closes one descriptor per directory, and under gevent's
+    monkey patching (gevent >= 25.8) os.close of anything but a regular file only schedules
+    the close on the hub's loop. Removing an archive's storage tree (thousands of
+    directories) at the end of a run, when the hub may never run again, left every one of
+    them open in the run or matrix process, and the next run failed on descriptors above
+    1024 (issue 15). A child process keeps the bulk work out of this process's descriptor
+    table whether gevent is loaded or not, and costs one fork per tree.
+    """
+    subprocess.run(["rm", "-rf", "--", str(path)], stdin=subprocess.DEVNULL, check=False)

@@ -1,4 +1,4 @@
-"""Local processes and ports: a free port, a port check, stopping a process group. One copy each."""
+"""Local processes and ports: a free port, a port check, stopping a process (group). One copy each."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from bench.common.errors import UserError
 
 
 def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now (the kernel's choice)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -25,19 +26,32 @@ def check_port_free(port: int) -> None:
             raise UserError(f"port 127.0.0.1:{port} is in use ({exc.strerror}): choose another 'port'") from None
 
 
-def stop_process_group(process: subprocess.Popen | None, grace: float) -> int | None:
-    """SIGTERM the process group, SIGKILL after `grace` seconds; the exit code."""
+def stop_process(process: subprocess.Popen | None, grace: float, group: bool = False) -> int | None:
+    """SIGTERM, SIGKILL after `grace` seconds; the exit code.
+
+    With `group` (a process started with start_new_session=True), both signals go to its
+    whole process group, and the SIGKILL goes even after the leader exited: children forked
+    per association must not outlive it.
+    """
     if process is None:
         return None
-    if process.poll() is None:
+
+    def send(signum: int) -> None:
         try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(grace)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+            if group:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
+        except (ProcessLookupError, PermissionError):
             pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # children (forked per association) too
-    except (ProcessLookupError, PermissionError):
-        pass
+
+    if process.poll() is None:
+        send(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    if group or process.poll() is None:
+        send(signal.SIGKILL)
     process.wait()
     return process.returncode

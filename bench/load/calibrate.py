@@ -26,11 +26,14 @@ from pathlib import Path
 
 from bench.common.errors import UserError
 from bench.common.paths import cache_root
-from bench.dicom.peer import AssociationFailed, Peer
-from bench.dicom.scu import ServiceUser, query_proposals, storage_proposals
-from bench.load.send import STORED, SendResult
+from bench.common.processes import free_local_port, stop_process
+from bench.dicom.peer import Peer
+from bench.dicom.readiness import NoEchoAnswer, wait_for_echo
+from bench.dicom.scu import ServiceUser, storage_proposals
+from bench.load.send import SendResult
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
+from server_under_test.upper_layer.status import is_done
 
 CALIBRATION_FILE = "calibration.json"
 PROFILE_2MB = Path(__file__).parents[1] / "benchmarks" / "instance2mb.toml"
@@ -51,29 +54,6 @@ def dcmtk_available() -> bool:
     return Path(STORESCP).is_file() and Path(STORESCU).is_file()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_echo(peer: Peer, process: subprocess.Popen) -> None:
-    user = ServiceUser(peer, "PACSBENCH-CAL", query_proposals()[:1], timeout=2.0)  # Verification only
-    deadline = time.monotonic() + SINK_START_TIMEOUT
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            user.connect()
-            user.echo()
-            user.release()
-            return
-        except AssociationFailed:
-            time.sleep(0.1)
-    process.kill()
-    raise UserError(f"the null sink did not answer C-ECHO on {peer} within {SINK_START_TIMEOUT:g} s")
-
-
 @contextmanager
 def null_sink(kind: str = "auto"):
     """A running null sink: 'dcmtk' (storescp --ignore), 'python' (bench.dicom.storage_scp) or 'auto'."""
@@ -81,7 +61,7 @@ def null_sink(kind: str = "auto"):
         kind = "dcmtk" if dcmtk_available() else "python"
     if kind == "dcmtk" and not dcmtk_available():
         raise UserError(f"{STORESCP} not found (apt-get install dcmtk), or use --sink python")
-    port = _free_port()
+    port = free_local_port()
     if kind == "dcmtk":
         command = [STORESCP, "--ignore", "--aetitle", SINK_AE, str(port)]
         label = "DCMTK storescp --ignore"
@@ -91,15 +71,13 @@ def null_sink(kind: str = "auto"):
     process = subprocess.Popen(command, env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peer = Peer("127.0.0.1", port, SINK_AE)
     try:
-        _wait_for_echo(peer, process)
+        try:
+            wait_for_echo(peer, "PACSBENCH-CAL", SINK_START_TIMEOUT, alive=lambda: process.poll() is None)
+        except NoEchoAnswer:
+            raise UserError(f"the null sink did not answer C-ECHO on {peer} within {SINK_START_TIMEOUT:g} s") from None
         yield NullSink(label, peer, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10.0)
 
 
 def store_pool_copies(pool: StudyPool, peer: Peer, instances: int, timeout: float = 30.0) -> SendResult:
@@ -116,7 +94,7 @@ def store_pool_copies(pool: StudyPool, peer: Peer, instances: int, timeout: floa
     user.connect()
     for copy in copies:
         status = user.store(copy.sop_class_uid, copy.sop_instance_uid, copy.transfer_syntax_uid, copy.encoded_chunks())
-        if status in STORED:
+        if is_done(status):
             result.instances += 1
             result.frames += copy.frames
             result.bytes += copy.size

@@ -9,8 +9,9 @@ other machines with `pacsbench worker --master HOST`): this process is locust's 
 Each worker says hello, gets the scenario (custom message), loads the study pool (cached),
 starts its own Storage SCP when workstations C-MOVE, and reports ready with that SCP's
 address; only then does the target start (a native archive needs every C-MOVE
-destination in its configuration). Workers ship their sample rows to the master with
-locust's worker reports and a last batch when they stop, so one samples.csv holds them all.
+destination in its configuration). A worker's users fire request events into its own rows
+listener; the rows ride to the master in locust's worker reports (`report_to_master`, and a
+last report when its users stop), so one samples.csv holds them all.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gevent
-from locust import events
 from locust.env import Environment
 from locust.runners import STATE_STOPPED
 from locust.stats import CSV_STATS_INTERVAL_SEC, PERCENTILES_TO_REPORT, StatsCSVFileWriter
@@ -39,10 +39,10 @@ from bench.load.users import LoadContext, user_classes
 from bench.results.samples import RunRecords
 from bench.studies.pool import StudyPool
 
-HELLO, SETUP, READY, FAILED, TARGET, ROWS = (
-    f"pacsbench_{m}" for m in ("hello", "setup", "ready", "failed", "target", "rows")
+HELLO, SETUP, READY, FAILED, TARGET, LAST_REPORT = (
+    f"pacsbench_{m}" for m in ("hello", "setup", "ready", "failed", "target", "last_report")
 )
-REPORT_KEY = "pacsbench_rows"
+REPORT_KEY = "pacsbench_rows"  # the rows in a worker report
 WORKER_JOIN_TIMEOUT = 120.0  # workers load the study pool before they are ready
 WORKER_EXIT_TIMEOUT = 30.0
 END_MARGIN = 30.0  # beyond duration + stop_timeout, a run that has not ended is stopped anyway
@@ -100,7 +100,7 @@ class LoadEngine:
         self.join_timeout = join_timeout
         self.records = RunRecords(run_dir)
         self.shape = make_shape(scenario.load)
-        self.context = LoadContext(scenario, pool, self.records)
+        self.context = LoadContext(scenario, pool)
         self.env: Environment | None = None
         self.processes: list[subprocess.Popen] = []
         self.joined: dict[str, dict] = {}
@@ -116,12 +116,15 @@ class LoadEngine:
         return max(1, self.workers + self.remote_workers)
 
     def _environment(self) -> Environment:
-        return Environment(
+        # Its own locust Events (not locust's module-wide one): this run's rows listener
+        # leaves with it, and a later run in the same process starts clean.
+        env = Environment(
             user_classes=user_classes(self.scenario, self.context),
-            events=events,
             stop_timeout=self.scenario.load.stop_timeout,
             shape_class=self.shape,
         )
+        env.events.request.add_listener(self.records.on_request)
+        return env
 
     def start(self) -> dict[str, tuple[str, int]]:
         """Bring up the load processes; return {AE title: (host, port)} of the harness's Storage SCPs."""
@@ -140,7 +143,7 @@ class LoadEngine:
         runner.register_message(HELLO, self._on_hello)
         runner.register_message(READY, self._on_ready)
         runner.register_message(FAILED, self._on_failed)
-        runner.register_message(ROWS, lambda environment, msg: self.records.add_batch(msg.data))
+        runner.register_message(LAST_REPORT, _on_last_report)
         self.env.events.worker_report.add_listener(self._on_worker_report)
         self._spawn_local_workers()
         self._wait_for_workers()
@@ -171,6 +174,7 @@ class LoadEngine:
         self.failures.append(f"worker {msg.data['worker']}: {msg.data['error']}")
 
     def _on_worker_report(self, client_id: str, data: dict) -> None:
+        """Rows from a worker (periodic report or last report) go to this run's files."""
         if data.get(REPORT_KEY):
             self.records.add_batch(data[REPORT_KEY])
 
@@ -280,11 +284,18 @@ class LoadEngine:
 
 
 def _progress(env: Environment, duration: float, records, enabled: bool) -> None:
-    with tqdm(total=int(duration), unit="s", desc="load", disable=not enabled, leave=False) as bar:
+    """The load's progress bar, on a terminal only (tqdm's disable=None): piped output stays clean."""
+    with tqdm(total=int(duration), unit="s", desc="load", disable=None if enabled else True, leave=False) as bar:
         for _ in range(int(duration)):
             gevent.sleep(1.0)
             bar.update(1)
             bar.set_postfix(requests=records.samples, users=env.runner.user_count if env.runner else 0)
+
+
+def _on_last_report(environment: Environment, msg) -> None:
+    """A worker's last report, sent when its users stopped: the same worker_report event as
+    locust's periodic ones, so its statistics and rows reach the same listeners."""
+    environment.events.worker_report.fire(client_id=msg.node_id, data=msg.data)
 
 
 def local_address_towards(host: str) -> str:

@@ -15,9 +15,10 @@ from bench.common.errors import UserError
 from bench.dicom.peer import AssociationFailed, Peer
 from bench.dicom.scu import ServiceUser, storage_proposals
 from bench.load.scenario import ClientSpec
-from bench.load.send import STORED, run_in_threads
+from bench.load.send import run_in_threads
 from bench.results.samples import SENT_FILE, sent_row
 from bench.studies.pool import StudyPool
+from server_under_test.upper_layer.status import is_done
 
 ASSOCIATIONS = 4
 
@@ -41,7 +42,7 @@ def _store_studies(
                     instance.transfer_syntax_uid,
                     instance.encoded_chunks(),
                 )
-                if status not in STORED:
+                if not is_done(status):
                     raise AssociationFailed(f"C-STORE status 0x{status:04X}")
                 records.add(SENT_FILE, sent_row(instance, "prefill"))
                 with lock:

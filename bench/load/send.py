@@ -24,9 +24,9 @@ from bench.common.errors import UserError
 from bench.dicom.arrivals import HEAD_BYTES, header_facts
 from bench.dicom.peer import AssociationFailed, Peer
 from bench.dicom.scu import ServiceUser, storage_proposals
+from server_under_test.upper_layer.status import is_done
 
 MAX_ERRORS_KEPT = 5
-STORED = (0x0000, 0xB000, 0xB006, 0xB007)  # success, and the warnings that still mean "stored"
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def _send_share(user: ServiceUser, work: queue.SimpleQueue, result: SendResult) 
             status = user.store(
                 item.sop_class_uid, item.sop_instance_uid, item.transfer_syntax_uid, [item.read_into(buffer)]
             )
-            error = "" if status in STORED else f"{item.path}: C-STORE status 0x{status:04X}"
+            error = "" if is_done(status) else f"{item.path}: C-STORE status 0x{status:04X}"
         except (AssociationFailed, OSError) as exc:
             error = f"{item.path}: {exc}"
         if error:

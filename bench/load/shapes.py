@@ -13,6 +13,7 @@ import time
 import pandas as pd
 
 from bench.load.scenario import LoadSpec
+from bench.results.samples import done_mask
 
 STEP_SETTLE_SHARE = 0.2  # the first 20% of each step (users starting, queues filling) is not measured
 
@@ -59,7 +60,7 @@ def step_figures(samples: pd.DataFrame, steps: list[dict], run_end: float) -> li
     rows = []
     ends = [s["start"] for s in steps[1:]] + [run_end]
     done = samples["start"] + samples["latency_ms"] / 1000.0
-    stores = (samples["operation"] == "C-STORE") & (samples["status"] == 0)
+    stores = (samples["operation"] == "C-STORE") & done_mask(samples["status"])
     for step, end in zip(steps, ends):
         begin = step["start"] + STEP_SETTLE_SHARE * (end - step["start"])
         seconds = max(end - begin, 1e-9)

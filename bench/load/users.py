@@ -2,8 +2,9 @@
 
 In the style of locust's own non-HTTP clients: each user holds one association (opened in
 on_start, reused, TCP_NODELAY, re-opened by the next task after a failure), times each
-request itself, fires a locust request event and writes one sample row. Latencies in the
-samples are exact; locust's own statistics round them.
+request itself and fires one locust request event with the sample's fields in its context;
+one listener (bench.results.samples.Records.on_request) turns the events into rows. Paced
+users wait through locust's wait-time helpers, set per run from the scenario (`pacing`).
 
 Import this module only after locust (gevent) has patched the process (bench.load.engine does).
 """
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 import gevent
-from locust import User, task
+from locust import User, constant, constant_pacing, constant_throughput, task
 from pydicom.dataset import Dataset
 
 from bench.dicom.peer import AssociationFailed, Peer
@@ -32,10 +33,9 @@ from bench.dicom.scu import (
     study_identifier,
 )
 from bench.dicom.storage_scp import StorageSCP
-from bench.load.scenario import Scenario
-from bench.load.send import STORED
-from bench.results.samples import RETRIEVED_FILE, SENT_FILE, SUBOPERATIONS_FILE, Sample, sent_row
+from bench.load.scenario import EchoSpec, ModalitySpec, QuerySpec, Scenario, UserGroup
 from bench.studies.pool import PooledInstance, StudyPool
+from server_under_test.upper_layer.status import NO_RESPONSE, is_done
 
 WORKER_ID = f"{socket.gethostname()}-{os.getpid()}"
 REQUEST_TYPE = "DIMSE"
@@ -49,7 +49,6 @@ class LoadContext:
 
     scenario: Scenario
     pool: StudyPool
-    records: object  # bench.results.samples.RunRecords, or RelayedRecords in a worker process
     peer: Peer | None = None  # known once the target is up
     scp: StorageSCP | None = None  # this process's C-MOVE destination
     destination_ae: str = ""  # the AE title the archive knows that SCP by
@@ -57,7 +56,7 @@ class LoadContext:
 
 
 def status_error(operation: str, status: int) -> str:
-    return "" if status in STORED else f"{operation} status 0x{status:04X}"
+    return "" if is_done(status) else f"{operation} status 0x{status:04X}"
 
 
 class DicomUser(User):
@@ -70,6 +69,11 @@ class DicomUser(User):
 
     def proposals(self) -> list:
         raise NotImplementedError
+
+    @staticmethod
+    def pacing(spec: UserGroup):
+        """The locust wait_time function for users of this type in a run with this spec."""
+        return constant(0)
 
     def on_start(self) -> None:
         self.user_id = f"{self.context.user_prefix}{self.user_type}-{next(self._numbers)}"
@@ -92,56 +96,39 @@ class DicomUser(User):
             self.scu.connect()
             return True
         except AssociationFailed as exc:
-            self.record("ASSOCIATE", started, t0, status=-1, error=str(exc))
+            self.fire("ASSOCIATE", started, t0, NO_RESPONSE, str(exc))
             gevent.sleep(RETRY_PAUSE_S)
             return False
 
     def association_id(self) -> str:
         return f"{WORKER_ID}/{self.user_id}/{self.scu.associations_opened}"
 
-    def record(
-        self,
-        operation: str,
-        started: float,
-        t0: float,
-        status: int,
-        error: str = "",
-        instances: int = 0,
-        frames: int = 0,
-        size: int = 0,
-        sop_instance_uid: str = "",
-        study_instance_uid: str = "",
-    ) -> None:
-        latency_ms = (time.perf_counter() - t0) * 1000.0
+    def fire(self, operation: str, started: float, t0: float, status: int, error: str = "", size: int = 0,
+             **context) -> None:
+        """One request event: locust's statistics count it, the rows listener writes its sample.
+
+        `context` adds what a sample row or a side file needs beyond locust's fields: UIDs,
+        instances, frames, and the instance stored or the retrieval outcome.
+        """
         self.environment.events.request.fire(
             request_type=REQUEST_TYPE,
             name=operation,
-            response_time=latency_ms,
+            response_time=(time.perf_counter() - t0) * 1000.0,  # exact: locust rounds only in its statistics
             response_length=size,
             exception=AssociationFailed(error) if error else None,
-            context={"user": self.user_id},
-        )
-        self.context.records.sample(
-            Sample(
-                start=started,
-                worker=WORKER_ID,
-                user=self.user_id,
-                user_type=self.user_type,
-                association=self.association_id(),
-                operation=operation,
-                sop_instance_uid=sop_instance_uid,
-                study_instance_uid=study_instance_uid,
-                instances=instances,
-                frames=frames,
-                bytes=size,
-                latency_ms=latency_ms,
-                status=status,
-                error=error,
-            )
+            context={
+                "start": started,
+                "worker": WORKER_ID,
+                "user": self.user_id,
+                "user_type": self.user_type,
+                "association": self.association_id(),
+                "status": status,
+                **context,
+            },
         )
 
     def request(self, operation: str, call):
-        """Run `call()`; (result, started, t0, error) with a failed association as status -1."""
+        """Run `call()`; (result, started, t0, error): result None when the association failed."""
         started, t0 = time.time(), time.perf_counter()
         try:
             return call(), started, t0, ""
@@ -160,13 +147,20 @@ class ModalityUser(DicomUser):
     abstract = True
     user_type = "modality"
 
+    @staticmethod
+    def pacing(spec: ModalitySpec):
+        if spec.instances_per_s:
+            return constant_throughput(spec.instances_per_s)
+        if spec.studies_per_hour:
+            return between_studies(constant_throughput(spec.studies_per_hour / 3600.0))
+        return constant(0)
+
     def proposals(self) -> list:
         pool = self.context.pool
         return storage_proposals(pool.sop_classes, pool.transfer_syntaxes)
 
     def on_start(self) -> None:
         self.study: list[PooledInstance] = []
-        self.study_started = self.last_store = time.monotonic()
         super().on_start()
 
     @task
@@ -175,9 +169,7 @@ class ModalityUser(DicomUser):
             return
         if not self.study:
             self.study = self.context.pool.next_study()
-            self.study_started = time.monotonic()
         instance = self.study.pop(0)
-        self.last_store = time.monotonic()
         status, started, t0, error = self.request(
             "C-STORE",
             lambda: self.scu.store(
@@ -187,30 +179,30 @@ class ModalityUser(DicomUser):
                 instance.encoded_chunks(),
             ),
         )
-        status = -1 if status is None else status
-        error = error or status_error("C-STORE", status)
-        self.record(
+        status = NO_RESPONSE if status is None else status
+        self.fire(
             "C-STORE",
             started,
             t0,
             status,
-            error,
+            error or status_error("C-STORE", status),
+            size=instance.size,
             instances=1,
             frames=instance.frames,
-            size=instance.size,
             sop_instance_uid=instance.sop_instance_uid,
             study_instance_uid=instance.changes["StudyInstanceUID"],
+            instance=instance,  # a sent.csv row once acknowledged
         )
-        if not error:
-            self.context.records.add(SENT_FILE, sent_row(instance, "load"))
 
-    def wait_time(self) -> float:
-        spec = self.spec
-        if spec.instances_per_s:
-            return max(0.0, self.last_store + 1.0 / spec.instances_per_s - time.monotonic())
-        if spec.studies_per_hour and not self.study:
-            return max(0.0, self.study_started + 3600.0 / spec.studies_per_hour - time.monotonic())
-        return 0.0
+
+def between_studies(pace):
+    """No wait inside a study, `pace` between studies: locust's helper then sees one whole
+    study as one task run, so the next study starts its period after the last one started."""
+
+    def wait_time(user: ModalityUser) -> float:
+        return 0.0 if user.study else pace(user)
+
+    return wait_time
 
 
 def worklist_query() -> Dataset:
@@ -221,13 +213,17 @@ class WorkstationUser(DicomUser):
     """A reading workstation: C-FIND the worklist, retrieve one study, read it, repeat.
 
     It reads a study it has not read yet (any study once all are read), by C-MOVE to
-    the harness's Storage SCP or by C-GET, then "reads" for as long as its
-    images take at `reading_images_per_s` counted from the start of the retrieval. The
+    the harness's Storage SCP or by C-GET, then "reads" for as long as its images take at
+    `reading_images_per_s`, counted from the worklist query that found the study. The
     archive's sub-operation counts must match what arrived, or the request is an error.
     """
 
     abstract = True
     user_type = "workstation"
+
+    @staticmethod
+    def pacing(spec: UserGroup):
+        return reading_pace
 
     def proposals(self) -> list:
         proposals = query_proposals()
@@ -239,32 +235,29 @@ class WorkstationUser(DicomUser):
 
     def on_start(self) -> None:
         self.read: set[str] = set()
-        self.busy_until = 0.0
+        self.reading_seconds = 0.0
         super().on_start()
-
-    def wait_time(self) -> float:
-        return max(0.0, self.busy_until - time.monotonic())
 
     @task
     def read_next_study(self) -> None:
+        self.reading_seconds = 0.0
         if not self.ensure_association():
             return
         worklist = self.query_worklist()
         if not worklist:
-            self.busy_until = time.monotonic() + self.spec.worklist_wait
+            self.reading_seconds = self.spec.worklist_wait
             return
         study = self.choose(worklist)
-        began = time.monotonic()
         outcome = self.retrieve(study)
         if outcome is not None:
             self.read.add(study)
             if self.spec.reading_images_per_s:
-                self.busy_until = began + len(outcome.arrivals) / self.spec.reading_images_per_s
+                self.reading_seconds = len(outcome.arrivals) / self.spec.reading_images_per_s
 
     def query_worklist(self) -> list[str]:
         result, started, t0, error = self.request("C-FIND", lambda: self.scu.find(worklist_query()))
-        status, matches = result if result else (-1, [])
-        self.record("C-FIND", started, t0, status, error or status_error("C-FIND", status))
+        status, matches = result if result else (NO_RESPONSE, [])
+        self.fire("C-FIND", started, t0, status, error or status_error("C-FIND", status))
         return [str(m.StudyInstanceUID) for m in matches if m.get("StudyInstanceUID")]
 
     def choose(self, worklist: list[str]) -> str:
@@ -287,47 +280,27 @@ class WorkstationUser(DicomUser):
                 message_id, outcome = moved
                 outcome.arrivals = self.context.scp.collect(message_id, study)
         if outcome is None:
-            self.record(operation, started, t0, -1, error, study_instance_uid=study)
+            self.fire(operation, started, t0, NO_RESPONSE, error, study_instance_uid=study)
             return None
-        error = status_error(operation, outcome.status) or outcome.mismatch()
-        self.record(
+        self.fire(
             operation,
             started,
             t0,
             outcome.status,
-            error,
+            status_error(operation, outcome.status) or outcome.mismatch(),
+            size=outcome.bytes,
             instances=len(outcome.arrivals),
             frames=outcome.frames,
-            size=outcome.bytes,
             study_instance_uid=study,
+            retrieval=outcome,  # a suboperations.csv row, and retrieved.csv rows when hashed
         )
-        self.context.records.add(
-            SUBOPERATIONS_FILE,
-            {
-                "operation": operation,
-                "user": self.user_id,
-                "study_instance_uid": study,
-                "status": outcome.status,
-                "completed": outcome.completed,
-                "failed": outcome.failed,
-                "warning": outcome.warning,
-                "arrived": len(outcome.arrivals),
-                "arrived_bytes": outcome.bytes,
-            },
-        )
-        for arrival in outcome.arrivals if spec.check_digests else []:
-            self.context.records.add(
-                RETRIEVED_FILE,
-                {
-                    "sop_instance_uid": arrival.sop_instance_uid,
-                    "study_instance_uid": arrival.study_instance_uid,
-                    "bytes": arrival.bytes,
-                    "digest": arrival.digest,
-                    "operation": operation,
-                    "user": self.user_id,
-                },
-            )
         return outcome
+
+
+def reading_pace(user: WorkstationUser) -> float:
+    """locust's constant_pacing with this task's period (the study's reading time, or the
+    worklist wait): the pacing state lives on the user, so the period may change per task."""
+    return constant_pacing(user.reading_seconds)(user)
 
 
 class QueryUser(DicomUser):
@@ -336,18 +309,17 @@ class QueryUser(DicomUser):
     abstract = True
     user_type = "query"
 
+    @staticmethod
+    def pacing(spec: QuerySpec):
+        return constant_throughput(spec.queries_per_s) if spec.queries_per_s else constant(0)
+
     def proposals(self) -> list:
         return query_proposals()
 
     def on_start(self) -> None:
         self.studies: list[str] = []
         self.queries = 0
-        self.last_query = time.monotonic()
         super().on_start()
-
-    def wait_time(self) -> float:
-        rate = self.spec.queries_per_s
-        return max(0.0, self.last_query + 1.0 / rate - time.monotonic()) if rate else 0.0
 
     def identifier(self) -> Dataset:
         level = self.spec.level
@@ -364,10 +336,9 @@ class QueryUser(DicomUser):
             return
         identifier = self.identifier()
         self.queries += 1
-        self.last_query = time.monotonic()
         result, started, t0, error = self.request("C-FIND", lambda: self.scu.find(identifier))
-        status, matches = result if result else (-1, [])
-        self.record("C-FIND", started, t0, status, error or status_error("C-FIND", status))
+        status, matches = result if result else (NO_RESPONSE, [])
+        self.fire("C-FIND", started, t0, status, error or status_error("C-FIND", status))
         if identifier.QueryRetrieveLevel == "STUDY" and matches:
             self.studies = [str(m.StudyInstanceUID) for m in matches if m.get("StudyInstanceUID")]
 
@@ -378,19 +349,20 @@ class EchoUser(DicomUser):
     abstract = True
     user_type = "echo"
 
+    @staticmethod
+    def pacing(spec: EchoSpec):
+        return constant(spec.interval)
+
     def proposals(self) -> list:
         return query_proposals()[:1]
-
-    def wait_time(self) -> float:
-        return self.spec.interval
 
     @task
     def echo(self) -> None:
         if not self.ensure_association():
             return
         status, started, t0, error = self.request("C-ECHO", self.scu.echo)
-        status = -1 if status is None else status
-        self.record("C-ECHO", started, t0, status, error or status_error("C-ECHO", status))
+        status = NO_RESPONSE if status is None else status
+        self.fire("C-ECHO", started, t0, status, error or status_error("C-ECHO", status))
 
 
 ROLES = {"modality": ModalityUser, "workstation": WorkstationUser, "query": QueryUser, "echo": EchoUser}
@@ -404,7 +376,7 @@ def user_classes(scenario: Scenario, context: LoadContext) -> list[type[User]]:
         if group.count == 0:
             continue  # a type switched off
         role = ROLES[name]
-        attributes = {"abstract": False, "context": context, "weight": group.weight}
+        attributes = {"abstract": False, "context": context, "weight": group.weight, "wait_time": role.pacing(group)}
         if group.count is not None:
             attributes["fixed_count"] = group.count
         classes.append(type(role.__name__, (role,), attributes))

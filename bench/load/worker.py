@@ -3,15 +3,17 @@
 The protocol on top of locust's worker runner (see bench.load.engine): say hello, receive the
 scenario, load the study pool in a native thread (the pool is CPU work; heartbeats must
 keep flowing), start a Storage SCP when workstations C-MOVE, report ready, learn the
-target, then run the users the master dispatches. Sample rows travel to the master with
-locust's periodic worker reports and in one last batch when the users stop.
+target, then run the users the master dispatches. The users' request events become rows
+here (the same listener as in a local run); the rows travel to the master in locust's
+periodic worker reports and in one last report when the users stop.
 """
 
 from __future__ import annotations
 
+import socket
+import time
+
 import gevent
-import locust.runners
-from locust import events
 from locust.env import Environment
 
 from bench.common.errors import UserError
@@ -24,6 +26,7 @@ from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
 
 EXIT_DELAY_S = 1.0
+MASTER_PROBE_INTERVAL_S = 0.5
 
 
 class WorkerSide:
@@ -45,7 +48,7 @@ class WorkerSide:
         pool = gevent.get_hub().threadpool.apply(
             StudyPool.prepare, (load_profile(studies.profile), studies.pool, studies.seed),
             {"progress": False, "transfer_syntax": studies.transfer_syntax})
-        self.context = LoadContext(scenario, pool, self.records, user_prefix=f"w{data['index'] + 1}-")
+        self.context = LoadContext(scenario, pool, user_prefix=f"w{data['index'] + 1}-")
         ready = {"worker": WORKER_ID}
         if data["ae"]:
             host = scenario.client.scp_host or load.local_address_towards(self.master_host)
@@ -64,10 +67,13 @@ class WorkerSide:
             data[load.REPORT_KEY] = batch
 
     def on_test_stop(self, environment, **_) -> None:
-        # Sent before locust's "client_stopped": the master has every row when it sees us stop.
-        environment.runner.send_message(load.ROWS, self.records.drain())
-        # Locust sends its last statistics on "quit", which we do not wait for: send them now.
-        environment.runner._send_stats()
+        # Locust sends a worker's last report on the master's "quit", which this worker does not
+        # wait for (below): gather the same report now (statistics and rows, through the
+        # report_to_master listeners) and send it before locust's "client_stopped", so the
+        # master has every row and count when it sees this worker stop.
+        report: dict = {}
+        environment.events.report_to_master.fire(client_id=environment.runner.client_id, data=report)
+        environment.runner.send_message(load.LAST_REPORT, report)
         # One test per worker process: leave once locust has told the master (its stop handler
         # would otherwise sleep stop_timeout before it reads the master's "quit").
         gevent.spawn_later(EXIT_DELAY_S, environment.runner.quit)
@@ -77,18 +83,35 @@ class WorkerSide:
             self.context.scp.stop()
 
 
+def master_listening(host: str, port: int, timeout: float) -> bool:
+    """Does the master's port accept a TCP connection within `timeout` seconds?
+
+    Asked before locust joins: its worker retries for minutes (a module constant, not a
+    setting), while `--join-timeout` promises the user an answer sooner.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.1, min(2.0, deadline - time.monotonic()))):
+                return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            gevent.sleep(MASTER_PROBE_INTERVAL_S)
+
+
 def run_worker(master_host: str, master_port: int, join_timeout: float = 60.0) -> int:
-    locust.runners.CONNECT_RETRY_COUNT = max(1, int(join_timeout / locust.runners.CONNECT_TIMEOUT))
-    env = Environment(user_classes=[], events=events)
+    if not master_listening(master_host, master_port, join_timeout):
+        raise UserError(f"no pacsbench master answered at {master_host}:{master_port} within {join_timeout:g} s")
+    env = Environment(user_classes=[])
     try:
         runner = env.create_worker_runner(master_host, master_port)
-    except ConnectionError:
-        raise UserError(
-            f"no pacsbench master answered at {master_host}:{master_port} within {join_timeout:g} s"
-        ) from None
+    except ConnectionError:  # something listens there, but not a locust master
+        raise UserError(f"no pacsbench master answered at {master_host}:{master_port}") from None
     side = WorkerSide(env, master_host)
     runner.register_message(load.SETUP, side.on_setup, concurrent=True)
     runner.register_message(load.TARGET, side.on_target)
+    env.events.request.add_listener(side.records.on_request)
     env.events.report_to_master.add_listener(side.on_report)
     env.events.test_stop.add_listener(side.on_test_stop)
     runner.send_message(load.HELLO, {"worker": WORKER_ID})

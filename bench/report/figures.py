@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
-CLIENT_BOUND_SHARE = 0.8
+from bench.analysis.compare import CLIENT_BOUND_SHARE  # noqa: E402
 
 
 def _plain(text: str) -> str:

@@ -417,7 +417,8 @@ def _method_items(data: dict) -> list[str]:
         f"Windows: {s['window_seconds']:g} s of response time; a request counts in the window its response "
         "arrived in. Figures with intervals are the mean over repetitions of the mean over full windows.",
         f"Intervals: {s['bootstrap']}.",
-        "Throughput counts acknowledged requests only (DICOM status 0x0000); MB = 10^6 bytes.",
+        "Throughput counts acknowledged requests only (DICOM status success or warning, such as B000 "
+        "coercion: the instance was stored); MB = 10^6 bytes.",
         "Client-bound: a figure above 80% of the harness ceiling recorded by calibration (run.json "
         "'calibration') may measure the load generator rather than the archive.",
     ]

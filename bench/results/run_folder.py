@@ -15,6 +15,8 @@ import socket
 from importlib import metadata
 from pathlib import Path
 
+from server_under_test import environment
+
 RUN_FILE = "run.json"
 PACKAGES = ["pacsbench", "pydicom", "pynetdicom", "locust", "gevent", "numpy", "pandas", "matplotlib"]
 
@@ -33,31 +35,10 @@ def new_run_dir(results: Path, scenario_name: str) -> Path:
     raise RuntimeError(f"cannot create a run folder under {results}")
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _cpu_model_and_flags() -> tuple[str, bool]:
-    model, hypervisor = platform.processor(), False
-    for line in _read("/proc/cpuinfo").splitlines():
-        if line.startswith("model name") and ":" in line:
-            model = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and " hypervisor" in line:
-            hypervisor = True
-    return model, hypervisor
-
-
-def _memory_bytes() -> int | None:
-    match = re.search(r"MemTotal:\s+(\d+) kB", _read("/proc/meminfo"))
-    return int(match.group(1)) * 1024 if match else None
-
-
 def host_facts() -> dict:
     """Where the harness runs: enough to tell bare metal from a VM and one box from another."""
-    cpu, hypervisor_flag = _cpu_model_and_flags()
+    cpu, hypervisor_flag = environment.cpu_model_and_flag()
+    vendor, product = environment.dmi_vendor_and_product()
     return {
         "hostname": socket.gethostname(),
         "os": platform.platform(),
@@ -65,10 +46,10 @@ def host_facts() -> dict:
         "python": platform.python_version(),
         "cpu_model": cpu,
         "cpus": os.cpu_count(),
-        "memory_bytes": _memory_bytes(),
+        "memory_bytes": environment.memory_bytes(),
         "cpu_hypervisor_flag": hypervisor_flag,
-        "dmi_sys_vendor": _read("/sys/class/dmi/id/sys_vendor"),
-        "dmi_product_name": _read("/sys/class/dmi/id/product_name"),
+        "dmi_sys_vendor": vendor,
+        "dmi_product_name": product,
         "load_average": list(os.getloadavg()),
     }
 

@@ -10,6 +10,8 @@ import csv
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from server_under_test.upper_layer.status import is_done
+
 SAMPLES_FILE = "samples.csv"
 
 
@@ -32,6 +34,13 @@ class Sample:
 
 
 COLUMNS = [f.name for f in fields(Sample)]
+
+
+def done_mask(status):
+    """Which rows of a samples status column (a pandas Series) succeeded, warnings included:
+    the archive's vocabulary (server_under_test.upper_layer.status) decides, as it does for the
+    users that wrote the rows."""
+    return status.isin([code for code in status.unique() if is_done(int(code))])
 
 
 class CsvRows:
@@ -108,15 +117,67 @@ RECORD_FILES = {SAMPLES_FILE: COLUMNS, SENT_FILE: SENT_COLUMNS, RETRIEVED_FILE: 
                 SUBOPERATIONS_FILE: SUBOPERATIONS_COLUMNS}
 
 
-class RunRecords:
+class Records:
+    """The rows of one run, from locust's request events: `on_request` is the one listener.
+
+    A DICOM user fires `events.request` once per request with the sample's other fields in
+    `context`; the latency is `response_time` itself (exact milliseconds as fired: locust
+    rounds only in its own statistics). A C-STORE's context carries the instance (a
+    bench.studies.pool.PooledInstance), a C-MOVE or C-GET's the bench.dicom.scu.RetrieveOutcome,
+    which become sent.csv, suboperations.csv and retrieved.csv rows.
+    """
+
+    def on_request(self, name: str, response_time: float, response_length: int, exception, context: dict, **_) -> None:
+        error = str(exception) if exception else ""
+        self.add(SAMPLES_FILE, sample_row(request_sample(name, response_time, response_length, error, context)))
+        if context.get("instance") is not None and not error:
+            self.add(SENT_FILE, sent_row(context["instance"], "load"))
+        if context.get("retrieval") is not None:
+            self._retrieval_rows(name, context["user"], context["study_instance_uid"], context["retrieval"])
+
+    def _retrieval_rows(self, operation: str, user: str, study: str, outcome) -> None:
+        self.add(SUBOPERATIONS_FILE, {
+            "operation": operation, "user": user, "study_instance_uid": study, "status": outcome.status,
+            "completed": outcome.completed, "failed": outcome.failed, "warning": outcome.warning,
+            "arrived": len(outcome.arrivals), "arrived_bytes": outcome.bytes,
+        })
+        for arrival in outcome.arrivals:
+            if arrival.digest:  # hashed only when the workstation checks digests
+                self.add(RETRIEVED_FILE, {
+                    "sop_instance_uid": arrival.sop_instance_uid, "study_instance_uid": arrival.study_instance_uid,
+                    "bytes": arrival.bytes, "digest": arrival.digest, "operation": operation, "user": user,
+                })
+
+    def add(self, name: str, row: dict) -> None:
+        raise NotImplementedError
+
+
+def request_sample(operation: str, latency_ms: float, size: int, error: str, context: dict) -> Sample:
+    """The sample of one request event."""
+    return Sample(
+        start=context["start"],
+        worker=context["worker"],
+        user=context["user"],
+        user_type=context["user_type"],
+        association=context["association"],
+        operation=operation,
+        sop_instance_uid=context.get("sop_instance_uid", ""),
+        study_instance_uid=context.get("study_instance_uid", ""),
+        instances=context.get("instances", 0),
+        frames=context.get("frames", 0),
+        bytes=size,
+        latency_ms=latency_ms,
+        status=context["status"],
+        error=error,
+    )
+
+
+class RunRecords(Records):
     """The row files of one run folder; each opened on its first row (samples.csv always)."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
         self._files: dict[str, CsvRows] = {SAMPLES_FILE: CsvRows(run_dir / SAMPLES_FILE, COLUMNS)}
-
-    def sample(self, sample: Sample) -> None:
-        self.add(SAMPLES_FILE, sample_row(sample))
 
     def add(self, name: str, row: dict) -> None:
         if name not in self._files:
@@ -137,16 +198,11 @@ class RunRecords:
             rows.close()
 
 
-class RelayedRecords:
-    """The same interface in a worker process: rows wait in memory until shipped to the master."""
+class RelayedRecords(Records):
+    """The same rows in a worker process: they wait in memory until shipped to the master."""
 
     def __init__(self):
         self._batch: dict[str, list[dict]] = {}
-        self.samples = 0
-
-    def sample(self, sample: Sample) -> None:
-        self.samples += 1
-        self.add(SAMPLES_FILE, sample_row(sample))
 
     def add(self, name: str, row: dict) -> None:
         self._batch.setdefault(name, []).append(row)

@@ -92,12 +92,11 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
         "command": sys.argv,
     }
     write_run_json(run_dir, record)
-    target = make_target(scenario.target, scenario.client)
+    target = make_target(scenario.target, scenario.client, progress)
     try:
         destinations = engine.start()
         record["harness_scp"] = {ae: f"{host}:{port}" for ae, (host, port) in destinations.items()}
-        if destinations and hasattr(target, "destinations"):
-            target.destinations = destinations
+        target.destinations = destinations
         target.start(run_dir)
         record["target"] = target.describe()
         if warning := hypervisor_warning(record["target"]):

@@ -26,6 +26,7 @@ from bench.dicom.scu import UNCOMPRESSED, ServiceUser, query_proposals, storage_
 from bench.load.scenario import ClientSpec, TargetSpec
 from bench.results.run_folder import read_run_json, write_run_json
 from bench.results.samples import RETRIEVED_FILE, SENT_FILE
+from bench.targets import make_target
 
 VERIFY_FILE = "verify.json"
 EXAMPLES_KEPT = 10
@@ -117,8 +118,6 @@ def summary_line(result: dict) -> str:
 
 def verify_run(run_dir: Path) -> dict:
     """`pacsbench verify RUN`: reach the run's archive again (a native one restarted on its kept data)."""
-    from bench.targets.native import NativeTarget
-
     try:
         record = read_run_json(run_dir)
     except (OSError, ValueError):
@@ -140,7 +139,7 @@ def verify_run(run_dir: Path) -> dict:
     folder.mkdir(exist_ok=True)
     if not (folder / "archive").exists():
         os.symlink("../archive", folder / "archive")  # the native target serves <folder>/archive
-    native = NativeTarget(spec, client)
+    native = make_target(spec, client)
     try:
         native.start(folder)
         return verify_against(native.peer, run_dir, client)

@@ -235,9 +235,12 @@ def generate(profile: Profile, studies: int, seed: int, out: Path, progress: boo
 
 @contextmanager
 def _progress_bars(profile: Profile, syntax: TransferSyntax, plans: list[StudyPlan], enabled: bool):
-    """Two bars: studies written, and frames synthesized and encoded (the slow part)."""
-    with tqdm(total=len(plans), unit="study", desc=f"{profile.name} studies", disable=not enabled,
+    """Two bars: studies written, and frames synthesized and encoded (the slow part).
+
+    Shown on a terminal only (tqdm's disable=None): piped or redirected output stays clean."""
+    disable = None if enabled else True
+    with tqdm(total=len(plans), unit="study", desc=f"{profile.name} studies", disable=disable,
               leave=False, position=0) as studies, \
          tqdm(total=sum(p.frames for p in plans), unit="frame", desc=f"{syntax.name} frames",
-              disable=not enabled, leave=False, position=1) as frames:
+              disable=disable, leave=False, position=1) as frames:
         yield studies, frames

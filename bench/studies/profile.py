@@ -13,7 +13,6 @@ from bench.common.tomlfile import load_model
 from bench.studies.encode import DEFAULT_SYNTAX, SYNTAXES
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
-DEFAULT_PROFILE = "dsa-unit"
 
 
 class IntRange(BaseModel):
@@ -31,10 +30,6 @@ class IntRange(BaseModel):
         if self.mean is not None and not self.min <= self.mean <= self.max:
             raise ValueError(f"mean ({self.mean:g}) is outside min..max ({self.min}..{self.max})")
         return self
-
-    @property
-    def expected(self) -> float:
-        return self.mean if self.mean is not None else (self.min + self.max) / 2
 
     def draw(self, rng: np.random.Generator) -> int:
         """One value. With a mean: min + (max - min) * Beta, rounded, where the Beta
@@ -73,12 +68,6 @@ class Profile(BaseModel):
         if self.frames_per_run.min <= self.mask_frames:
             raise ValueError("frames_per_run.min must exceed mask_frames (a run needs contrast frames)")
         return self
-
-    @property
-    def mean_study_bytes(self) -> float:
-        """Expected pixel bytes per study (what the size distribution is built around)."""
-        frame_bytes = self.rows * self.columns * (1 if self.bits_stored <= 8 else 2)
-        return self.runs_per_study.expected * self.frames_per_run.expected * frame_bytes
 
 
 def available_profiles() -> list[str]:

@@ -10,15 +10,18 @@ from bench.load.scenario import ClientSpec, TargetSpec
 from bench.targets.installed import DcmqrscpTarget, OrthancTarget
 from bench.targets.native import NativeTarget
 from bench.targets.remote import RemoteTarget
+from bench.targets.target import Target
 from bench.targets.vm.target import GuestTarget
 
+__all__ = ["Target", "make_target"]
 
-def make_target(spec: TargetSpec, client: ClientSpec):
-    """native, kvm, tcg, orthanc, dcmtk or remote; each has start, stop, describe and collect_metrics."""
+
+def make_target(spec: TargetSpec, client: ClientSpec, progress: bool = True) -> Target:
+    """The one way to a Target: native, kvm, tcg, orthanc, dcmtk or remote, from the scenario's [target]."""
     if spec.kind == "native":
         return NativeTarget(spec, client)
     if spec.kind in ("kvm", "tcg"):
-        return GuestTarget(spec, client)
+        return GuestTarget(spec, client, progress)  # progress: the image build's step lines
     if spec.kind in ("orthanc", "dcmtk"):
         return (OrthancTarget if spec.kind == "orthanc" else DcmqrscpTarget)(spec, client)
     return RemoteTarget(spec, client)

@@ -1,35 +1,30 @@
 """The `orthanc` and `dcmtk` targets: an installed Orthanc or DCMTK dcmqrscp with a generated configuration.
 
-Both run as local processes in their own process group (dcmqrscp forks per association), with
-TCP_NODELAY=1 in their environment (both read it; without it each request can stall ~40 ms on
-Nagle's algorithm). Data goes to the run folder and is removed afterwards unless keep_data.
+Both run as local processes in their own process group (bench.targets.archive_process).
+Data goes to the run folder and is removed afterwards unless keep_data.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from bench.common.errors import UserError
-from bench.common.processes import check_port_free, free_local_port, stop_process_group
+from bench.common.paths import remove_tree
+from bench.common.processes import check_port_free, free_local_port
 from bench.dicom.peer import Peer
+from bench.dicom.readiness import NoEchoAnswer
 from bench.load.scenario import ClientSpec, TargetSpec
-from bench.targets.probes import fetch_status, host_hypervisor, save_server_status, wait_for_echo
-from bench.targets.vm.tools import last_line
+from bench.targets.archive_process import NODELAY_ENVIRONMENT, ArchiveProcess
+from bench.targets.probes import fetch_status, save_server_status
+from bench.targets.target import Target
+from bench.targets.vm.tools import require
+from server_under_test.environment import detect_hypervisor
 
 START_TIMEOUT = 30.0
 STOP_GRACE = 20.0
-
-
-def find_program(name: str, package: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/usr/bin")
-    if not path:
-        raise UserError(f"{name} not found: install it (Debian: apt-get install {package})")
-    return path
 
 
 def program_version(cmd: list[str]) -> str:
@@ -41,22 +36,32 @@ def program_version(cmd: list[str]) -> str:
     return lines[0].strip() if lines else ""
 
 
-class InstalledArchive:
+def orthanc_config(storage: Path, ae_title: str, dicom_port: int, http_port: int) -> dict:
+    """Orthanc's configuration for a benchmark: the bare archive, storing under `storage`, fsync on."""
+    return {
+        "Name": "pacsbench", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
+        "DicomAet": ae_title, "DicomPort": dicom_port, "HttpPort": http_port,
+        "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
+        "SyncStorageArea": True,  # fsync each file before answering, like the reference archive
+        "Plugins": [],  # none of the system's plugins: the bare archive
+        "StorageCompression": False, "MaximumStorageSize": 0, "MaximumPatientCount": 0,
+    }
+
+
+class InstalledArchive(Target):
     """Start a program with a generated configuration, wait for C-ECHO, stop its process group."""
 
-    kind = ""
+    program = ""  # the executable, found on PATH (or sbin)
     log_name = ""
 
     def __init__(self, spec: TargetSpec, client: ClientSpec):
-        self.spec, self.client = spec, client
-        self.process: subprocess.Popen | None = None
-        self.peer: Peer | None = None
+        super().__init__(spec, client)
+        self.archive: ArchiveProcess | None = None
         self.folder: Path | None = None
-        self.ready_seconds: float | None = None
-        self.exit_code: int | None = None
         self.version = ""
 
-    def command(self, folder: Path, port: int) -> list[str]:
+    def configure(self, folder: Path, port: int) -> list[str]:
+        """Write the program's configuration into `folder`; the arguments that make it read it."""
         raise NotImplementedError
 
     def start(self, run_dir: Path) -> None:
@@ -65,63 +70,49 @@ class InstalledArchive:
         port = self.spec.port or free_local_port()
         self.folder = run_dir / self.kind
         self.folder.mkdir(parents=True, exist_ok=True)
-        cmd = self.command(self.folder, port)
-        log = run_dir / self.log_name
-        started = time.monotonic()
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "TCP_NODELAY": "1"}, start_new_session=True)
+        program = require(self.program)
+        self.version = program_version([program, "--version"])
+        command = [program, *self.configure(self.folder, port)]
         self.peer = Peer("127.0.0.1", port, self.spec.ae_title)
+        self.archive = ArchiveProcess(command, self.peer, run_dir / self.log_name)
         try:
-            wait_for_echo(self.peer, self.client.calling_ae, START_TIMEOUT, alive=lambda: self.process.poll() is None)
-        except UserError:
-            reason = last_line(log.read_text(errors="replace")) if log.exists() else "no output"
-            self.stop()
-            raise UserError(f"{self.kind} did not answer C-ECHO within {START_TIMEOUT:g} s: {reason} "
-                            f"(see {log})") from None
-        self.ready_seconds = time.monotonic() - started
+            self.ready_seconds = self.archive.start(self.client.calling_ae, START_TIMEOUT)
+        except NoEchoAnswer as exc:
+            raise UserError(f"{self.kind} did not answer C-ECHO within {START_TIMEOUT:g} s: {exc.reason}") from None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.archive.exit_code if self.archive else None
+
+    def running(self) -> bool:
+        return self.archive is not None and self.archive.alive()
 
     def stop(self) -> None:
-        if self.process is not None and self.exit_code is None:
-            self.exit_code = stop_process_group(self.process, STOP_GRACE)
+        if self.archive is not None:
+            self.archive.stop(STOP_GRACE)
         if self.folder and not self.spec.keep_data:
-            shutil.rmtree(self.folder / "storage", ignore_errors=True)
-
-    def collect_metrics(self, run_dir: Path) -> None:
-        pass
+            remove_tree(self.folder / "storage")
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "label": self.spec.label or self.kind, "server": self.version,
-                "hypervisor": host_hypervisor(), "vcpus": os.cpu_count(),
+        return {"kind": self.kind, "label": self.label, "server": self.version,
+                "hypervisor": detect_hypervisor()["hypervisor"], "vcpus": os.cpu_count(),
                 "network": "loopback", "host": "127.0.0.1", "port": self.peer.port if self.peer else None,
                 "ae_title": self.spec.ae_title,
                 "data": str(self.folder) if self.folder else None, "storage_kept": self.spec.keep_data,
-                "environment_variables": {"TCP_NODELAY": "1"}, "ready_seconds": self.ready_seconds,
+                "environment_variables": dict(NODELAY_ENVIRONMENT), "ready_seconds": self.ready_seconds,
                 "exit_code": self.exit_code}
 
 
 class OrthancTarget(InstalledArchive):
     kind = "orthanc"
+    program = "Orthanc"
     log_name = "orthanc.log"
 
-    def command(self, folder: Path, port: int) -> list[str]:
-        program = find_program("Orthanc", "orthanc")
-        self.version = program_version([program, "--version"])
+    def configure(self, folder: Path, port: int) -> list[str]:
         self.http_port = free_local_port()
-        config = {
-            "Name": "pacsbench", "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "storage"),
-            "DicomAet": self.spec.ae_title, "DicomPort": port, "HttpPort": self.http_port,
-            "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
-            "SyncStorageArea": True,  # fsync each file before answering, like the reference archive
-            "Plugins": [],  # none of the system's plugins: the bare archive
-            "StorageCompression": False, "MaximumStorageSize": 0, "MaximumPatientCount": 0,
-        }
+        config = orthanc_config(folder / "storage", self.spec.ae_title, port, self.http_port)
         (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
-        return [program, str(folder / "orthanc.json")]
-
-    def collect_metrics(self, run_dir: Path) -> None:
-        if self.process is not None and self.process.poll() is None:
-            save_server_status(run_dir, f"http://127.0.0.1:{self.http_port}", "/statistics")
+        return [str(folder / "orthanc.json")]
 
     def start(self, run_dir: Path) -> None:
         super().start(run_dir)
@@ -129,17 +120,20 @@ class OrthancTarget(InstalledArchive):
         if system.get("Version"):
             self.version = f"Orthanc {system['Version']}"
 
+    def collect_metrics(self, run_dir: Path) -> None:
+        if self.running():
+            save_server_status(run_dir, f"http://127.0.0.1:{self.http_port}", "/statistics")
+
     def describe(self) -> dict:
         return {**super().describe(), "sync_storage_area": True, "plugins": []}
 
 
 class DcmqrscpTarget(InstalledArchive):
     kind = "dcmtk"
+    program = "dcmqrscp"
     log_name = "dcmqrscp.log"
 
-    def command(self, folder: Path, port: int) -> list[str]:
-        program = find_program("dcmqrscp", "dcmtk")
-        self.version = program_version([program, "--version"])
+    def configure(self, folder: Path, port: int) -> list[str]:
         storage = folder / "storage"
         storage.mkdir(parents=True, exist_ok=True)
         max_pdu = self.spec.max_pdu or 131072  # dcmqrscp's ceiling; 0 (unlimited) is not allowed there
@@ -148,4 +142,4 @@ class DcmqrscpTarget(InstalledArchive):
             "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
             # AE, storage, access, (max studies, max bytes per study), peers allowed
             f"AETable BEGIN\n{self.spec.ae_title} {storage} RW (100000, 4096mb) ANY\nAETable END\n")
-        return [program, "--config", str(folder / "dcmqrscp.cfg"), "--disable-host-lookup"]
+        return ["--config", str(folder / "dcmqrscp.cfg"), "--disable-host-lookup"]

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import re
-import select
-import shutil
-import signal
+import selectors
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from bench.common.errors import UserError
+from bench.common.paths import remove_tree
+from bench.common.processes import stop_process
 from bench.dicom.peer import Peer
+from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
-from bench.targets.probes import archive_facts, fetch_status, save_server_status, wait_for_echo
+from bench.targets.probes import archive_facts, fetch_status, save_server_status
+from bench.targets.target import Target
 
 READY_LINE = re.compile(r"server_under_test (?P<version>\S+) listening on (?P<host>\S+):(?P<port>\d+) ")
 METRICS_URL = re.compile(r" metrics (?P<url>http://\S+)")
 
 
-class NativeTarget:
+class NativeTarget(Target):
     """The reference archive (server_under_test) as a local process, data in the run folder."""
 
     kind = "native"
@@ -28,18 +30,13 @@ class NativeTarget:
     STOP_TIMEOUT = 60.0
 
     def __init__(self, spec: TargetSpec, client: ClientSpec):
-        self.spec = spec
-        self.client = client
+        super().__init__(spec, client)
         self.process: subprocess.Popen | None = None
-        self.peer: Peer | None = None
         self.data: Path | None = None
         self.version = ""
-        self.ready_seconds: float | None = None
         self.exit_code: int | None = None
-        self.destinations: dict[str, tuple[str, int]] = {}  # C-MOVE destinations: AE title -> (host, port)
         self.config: Path | None = None
         self.metrics_url: str | None = None
-        self.status: dict = {}
 
     def command(self, data: Path) -> list[str]:
         cmd = [sys.executable, "-m", "server_under_test", "--host", self.spec.host, "--port", str(self.spec.port or 0),
@@ -82,33 +79,31 @@ class NativeTarget:
             save_server_status(run_dir, self.metrics_url)
 
     def _read_ready_line(self) -> str:
-        ready, _, _ = select.select([self.process.stdout], [], [], self.START_TIMEOUT)
-        if not ready:
-            return ""
+        """The archive's first stdout line, or "" if none within START_TIMEOUT.
+
+        A selector, not select.select: that refuses descriptors above 1024, which a long
+        matrix process may well hold."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            if not selector.select(self.START_TIMEOUT):
+                return ""
         return self.process.stdout.readline().decode(errors="replace")
 
     def stop(self) -> None:
         """SIGTERM (the archive finishes in-flight stores), then SIGKILL if it hangs."""
         if self.process is None or self.exit_code is not None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(self.STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.exit_code = self.process.returncode
+        self.exit_code = stop_process(self.process, self.STOP_TIMEOUT)
         if self.process.stdout:
             self.process.stdout.close()
         if self.data and not self.spec.keep_data:
             # The index stays with the run as evidence; the (large) image files go.
-            shutil.rmtree(self.data / "storage", ignore_errors=True)
+            remove_tree(self.data / "storage")
 
     def describe(self) -> dict:
         return {
             "kind": self.kind,
-            "label": self.spec.label or self.kind,
+            "label": self.label,
             **archive_facts(self.status),
             "network": "loopback",
             "host": self.peer.host if self.peer else self.spec.host,

@@ -16,7 +16,8 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from server_under_test.services.keys import Incomplete, Malformed, read_keys
 from server_under_test.storage.files import AlreadyStored, BadUID, TierSet
-from server_under_test.storage.index import Index, InstanceRecord
+from server_under_test.storage.index import AtCapacity, Index, InstanceRecord
+from server_under_test.storage.recycling import Recycler
 from server_under_test.upper_layer.association import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, Association
 from server_under_test.upper_layer.dimse import file_meta_bytes
 from server_under_test.upper_layer.status import SUCCESS_CODE, is_done
@@ -29,6 +30,8 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
+AT_CAPACITY = "the archive is at capacity"
+ROOM_ATTEMPTS = 3  # recycling again when other workers took the room made for us
 
 
 
@@ -77,10 +80,11 @@ def file_header(sop_class: str, sop_uid: str, transfer_syntax: str, calling_ae: 
 
 
 class StoreService:
-    def __init__(self, index: Index, tiers: TierSet, duplicates: str):
+    def __init__(self, index: Index, tiers: TierSet, duplicates: str, recycler: Recycler | None = None):
         self.index = index
         self.tiers = tiers
         self.duplicates = duplicates
+        self.recycler = recycler  # at the index's capacity: None answers A700, a Recycler makes room
 
     def store(self, assoc: Association, message: Message, reader: MessageReader) -> StoreOutcome:
         """Stream the dataset to a temp file, then check, place, fsync, index; always reads the whole dataset."""
@@ -135,15 +139,38 @@ class StoreService:
         store = self.tiers.stores[tier]
         try:
             path = store.path_for(study_uid, series_uid, sop_uid)
-            size = incoming.commit(path, replace=self.duplicates == "overwrite", sync_folder=False)
         except BadUID as exc:
             return StoreOutcome(DATASET_DOES_NOT_MATCH, str(exc))
+        if not self._room_for(incoming.size, study_uid):
+            return StoreOutcome(OUT_OF_RESOURCES, AT_CAPACITY)
+        try:
+            size = incoming.commit(path, replace=self.duplicates == "overwrite", sync_folder=False)
         except AlreadyStored:
             return self._duplicate()
         except OSError as exc:
             reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {reason}")
         return self._index(keys, sop_uid, sop_class, transfer_syntax, tier, path, size)
+
+    def _room_for(self, size: int, study_uid: str) -> bool:
+        """Does the instance fit under the archive's capacity (after recycling, when that is the policy)?
+
+        One read of the usage; the index's group commit checks again in its transaction, where it counts.
+        """
+        capacity = self.index.capacity
+        if not capacity or self.index.used_bytes() + size <= capacity:
+            return True
+        return self.recycler is not None and self.recycler.make_room(size, study_uid)
+
+    def _add(self, record: InstanceRecord, sync_dirs: tuple) -> str | None:
+        """Commit the row; when concurrent stores took the room first, make room again (a few times)."""
+        for _ in range(ROOM_ATTEMPTS - 1):
+            try:
+                return self.index.add(record, sync_dirs=sync_dirs)
+            except AtCapacity:
+                if not self._room_for(record.size, record.study_uid):
+                    raise
+        return self.index.add(record, sync_dirs=sync_dirs)
 
     def _duplicate(self) -> StoreOutcome:
         if self.duplicates == "reject":
@@ -164,10 +191,12 @@ class StoreService:
         )
         try:
             # The folder's new entry becomes durable in the index committer, before the row.
-            replaced = self.index.add(record, sync_dirs=(path.parent,) if self.tiers.stores[tier].fsync else ())
+            replaced = self._add(record, (path.parent,) if self.tiers.stores[tier].fsync else ())
         except Exception as exc:  # never leave a file the index does not know about
             if self.duplicates != "overwrite" or not self.index.exists(sop_uid):
                 self.tiers.stores[tier].remove(path)
+            if isinstance(exc, AtCapacity):
+                return StoreOutcome(OUT_OF_RESOURCES, AT_CAPACITY)
             log.error("index update failed for %s: %s", sop_uid, exc)
             return StoreOutcome(OUT_OF_RESOURCES, f"index update failed: {exc}"[:200])
         if replaced:

@@ -1,1 +1,4 @@
-"""Where instances live: durable files on tiers, the SQLite index, tier migration. No networking here."""
+"""Where instances live: durable files on tiers, the SQLite index, tier migration, recycling at capacity.
+
+No networking here.
+"""

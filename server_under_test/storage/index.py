@@ -1,4 +1,4 @@
-"""The SQLite index: patients, studies, series, instances, tier usage.
+"""The SQLite index: patients, studies, series, instances, tier usage, recycled totals.
 
 WAL mode: readers (C-FIND, retrieves) never block the writer. Writes are group-committed:
 concurrent stores in one process share one transaction and one fsync of the WAL, and each
@@ -7,6 +7,10 @@ No committer thread: the first caller to find no commit running commits everythi
 (a thread hand-off per store costs more than the commit itself when a batch holds one row).
 Study and series rows carry their counts (NumberOf...Related...) so queries on a large
 index never count rows.
+
+With a capacity, the group commit is also where the archive's bound holds: a row that would
+take the bytes stored past it is rolled back (AtCapacity), inside the same transaction that
+reads the usage, so concurrent workers can never overshoot it together.
 """
 
 from __future__ import annotations
@@ -73,6 +77,12 @@ CREATE TABLE IF NOT EXISTS tier_usage (
     bytes INTEGER NOT NULL DEFAULT 0,
     files INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS recycled (
+    only      INTEGER PRIMARY KEY CHECK (only = 0),
+    studies   INTEGER NOT NULL DEFAULT 0,
+    instances INTEGER NOT NULL DEFAULT 0,
+    bytes     INTEGER NOT NULL DEFAULT 0
+);
 CREATE INDEX IF NOT EXISTS patient_name ON patient(patient_name);
 CREATE INDEX IF NOT EXISTS study_patient ON study(patient_key);
 CREATE INDEX IF NOT EXISTS study_date ON study(study_date, study_time);
@@ -82,6 +92,10 @@ CREATE INDEX IF NOT EXISTS series_study ON series(study_key);
 CREATE INDEX IF NOT EXISTS instance_series ON instance(series_key);
 CREATE INDEX IF NOT EXISTS instance_tier_series ON instance(tier, series_key);
 """
+
+
+class AtCapacity(Exception):
+    """Committing this instance would take the archive past its capacity."""
 
 
 @dataclass(frozen=True)
@@ -223,6 +237,46 @@ def apply_record(db, r: InstanceRecord) -> str | None:
     return old[4] if old and old[4] != r.path else None
 
 
+def used_bytes(db) -> int:
+    """Bytes stored on all tiers together (what the archive's capacity bounds)."""
+    return db.execute("SELECT COALESCE(SUM(bytes), 0) FROM tier_usage").fetchone()[0]
+
+
+def remove_study(db, study_key: int) -> list[tuple[str, int]]:
+    """Delete a study's rows and take them off every count; return its files as (path, size).
+
+    Run inside the caller's transaction: the files are the caller's to delete once it commits.
+    """
+    files = db.execute(
+        "SELECT i.path, i.size, i.tier FROM instance i JOIN series r ON r.series_key = i.series_key "
+        "WHERE r.study_key = ?", (study_key,)).fetchall()
+    for tier in {tier for _, _, tier in files}:
+        on_tier = [size for _, size, t in files if t == tier]
+        _use_tier(db, tier, -sum(on_tier), -len(on_tier))
+    series_count = db.execute("SELECT COUNT(*) FROM series WHERE study_key=?", (study_key,)).fetchone()[0]
+    patient_key = db.execute("SELECT patient_key FROM study WHERE study_key=?", (study_key,)).fetchone()[0]
+    db.execute("DELETE FROM instance WHERE series_key IN (SELECT series_key FROM series WHERE study_key=?)",
+               (study_key,))
+    db.execute("DELETE FROM series WHERE study_key=?", (study_key,))
+    db.execute("DELETE FROM study WHERE study_key=?", (study_key,))
+    db.execute("UPDATE patient SET num_studies = num_studies - 1, num_series = num_series - ?, "
+               "num_instances = num_instances - ? WHERE patient_key=?", (series_count, len(files), patient_key))
+    db.execute("DELETE FROM patient WHERE patient_key=? AND num_studies <= 0", (patient_key,))
+    return [(path, size) for path, size, _ in files]
+
+
+def count_recycled(db, studies: int, instances: int, size: int) -> None:
+    db.execute("INSERT INTO recycled(only) VALUES (0) ON CONFLICT(only) DO NOTHING")
+    db.execute("UPDATE recycled SET studies = studies + ?, instances = instances + ?, bytes = bytes + ?",
+               (studies, instances, size))
+
+
+def recycled_totals(db) -> dict[str, int]:
+    """Studies, instances and bytes recycled to make room, over the index's life."""
+    row = db.execute("SELECT studies, instances, bytes FROM recycled").fetchone() or (0, 0, 0)
+    return dict(zip(("studies", "instances", "bytes"), row))
+
+
 class _Pending:
     __slots__ = ("record", "sync_dirs", "finished", "result", "error")
 
@@ -237,9 +291,10 @@ class _Pending:
 class Index:
     """One process's handle on the index: a group-committing writer plus per-thread readers."""
 
-    def __init__(self, path: Path, synchronous: str = "FULL"):
+    def __init__(self, path: Path, synchronous: str = "FULL", capacity: int = 0):
         self.path = path
         self.synchronous = synchronous
+        self.capacity = capacity  # bytes on all tiers together; 0 = unlimited
         self._writer = connect(path, synchronous)
         self._queue: list[_Pending] = []
         self._cv = threading.Condition()
@@ -291,6 +346,8 @@ class Index:
                 db.execute("SAVEPOINT one")
                 try:
                     item.result = apply_record(db, item.record)
+                    if self.capacity and used_bytes(db) > self.capacity:
+                        raise AtCapacity(f"storing {item.record.sop_uid} would pass the capacity")
                     db.execute("RELEASE one")
                 except Exception as exc:  # a bad row fails alone, the batch goes on
                     db.execute("ROLLBACK TO one")
@@ -335,6 +392,9 @@ class Index:
 
     def count_instances(self) -> int:
         return self.reader.execute("SELECT COUNT(*) FROM instance").fetchone()[0]
+
+    def used_bytes(self) -> int:
+        return used_bytes(self.reader)
 
     def tier_usage(self) -> dict[int, tuple[int, int]]:
         return {t: (b, f) for t, b, f in self.reader.execute("SELECT tier, bytes, files FROM tier_usage")}

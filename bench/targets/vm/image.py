@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.common.errors import UserError
-from bench.common.paths import cache_root
+from bench.common.paths import cache_root, remove_tree
 from bench.targets.vm.tools import require, require_root, run
 
 IMAGE_FORMAT = 1  # bump when the build recipe changes in a way the inputs below do not show
@@ -198,13 +198,13 @@ def build_image(progress: bool = True, force: bool = False) -> GuestImage:
                   "build_seconds": round(time.monotonic() - started, 1), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "disk_bytes": (work / "disk.qcow2").stat().st_size}
         (work / "image.json").write_text(json.dumps(record, indent=2))
-        shutil.rmtree(root)
+        remove_tree(root)  # the chroot: tens of thousands of directories (see remove_tree)
         shutil.rmtree(work / "wheels", ignore_errors=True)
         shutil.rmtree(image.folder, ignore_errors=True)
         image.folder.parent.mkdir(parents=True, exist_ok=True)
         work.rename(image.folder)
     except BaseException:
-        shutil.rmtree(work / "root", ignore_errors=True)  # keep build.log for the user
+        remove_tree(work / "root")  # keep build.log for the user
         raise
     if progress:
         print(f"guest image built in {time.monotonic() - started:.0f} s", file=sys.stderr)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common.processes import stop_process_group
+from bench.common.processes import stop_process
 from bench.targets.vm.tools import last_line, require
 
 PROBE_SECONDS = {"kvm": 20.0, "tcg": 180.0}  # a KVM kernel reaches its root mount in 1-3 s
@@ -62,7 +62,7 @@ def probe(kernel: Path, accelerator: str) -> ProbeResult:
         except subprocess.TimeoutExpired:
             output = b""
         finally:
-            stop_process_group(process, 2)
+            stop_process(process, 2, group=True)
         text = console.read_text(errors="replace") if console.exists() else ""
     seconds = time.monotonic() - started
     if any(marker in text for marker in KERNEL_REACHED):

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.common.errors import UserError
-from bench.common.processes import stop_process_group
+from bench.common.processes import stop_process
 from bench.targets.vm.image import BASE_CMDLINE, DATA_LABEL, GuestImage
 from bench.targets.vm.tools import last_line, require, run
 
@@ -141,7 +141,7 @@ class Qemu:
         """SIGTERM to QEMU's process group, SIGKILL after a grace period; then the network and data disk go."""
         try:
             if self.process is not None and self.exit_code is None:
-                self.exit_code = stop_process_group(self.process, STOP_GRACE_SECONDS)
+                self.exit_code = stop_process(self.process, STOP_GRACE_SECONDS, group=True)
         finally:
             self.network.teardown()
             if self.data_disk and self.data_disk.exists():

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from bench.common.errors import UserError
 from bench.dicom.peer import Peer
+from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
-from bench.targets.probes import archive_facts, fetch_status, save_server_status, wait_for_echo
+from bench.targets.probes import archive_facts, fetch_status, save_server_status
+from bench.targets.target import Target
 from bench.targets.vm.image import GuestImage, ensure_image
 from bench.targets.vm.kvm import kvm_unusable_message, probe
 from bench.targets.vm.network import GUEST_DICOM_PORT, GUEST_METRICS_PORT, make_network
@@ -50,18 +52,21 @@ def interrupt_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _raise)
 
 
-class GuestTarget:
+class GuestTarget(Target):
     """Boot the guest (system disk -snapshot, fresh data disk), wait for C-ECHO, stop by killing QEMU."""
 
     def __init__(self, spec: TargetSpec, client: ClientSpec, progress: bool = True):
-        self.spec, self.client, self.progress = spec, client, progress
+        super().__init__(spec, client)
         self.kind = spec.kind
+        self.progress = progress
         self.image: GuestImage | None = None
         self.qemu: Qemu | None = None
-        self.peer: Peer | None = None
-        self.status: dict = {}
         self.facts: dict = {}
-        self.boot_to_ready: float | None = None
+
+    @property
+    def label(self) -> str:
+        """tcg, or tcg-tap for the other network mode, unless the scenario names it."""
+        return self.spec.label or (self.kind if self.spec.network == "user" else f"{self.kind}-{self.spec.network}")
 
     def machine(self) -> Machine:
         s = self.spec
@@ -86,7 +91,7 @@ class GuestTarget:
             wait_for_echo(self.peer, self.client.calling_ae, self.spec.boot_timeout, alive=self.qemu.alive)
         except UserError:
             raise UserError(self.not_ready_reason()) from None
-        self.boot_to_ready = time.monotonic() - started
+        self.ready_seconds = time.monotonic() - started  # boot to ready
         self.status = wait_for_status(network.metrics_url, STATUS_TIMEOUT)
 
     def not_ready_reason(self) -> str:
@@ -119,10 +124,9 @@ class GuestTarget:
 
     def describe(self) -> dict:
         machine = self.qemu.describe() if self.qemu else {}
-        label = self.spec.label or (self.kind if self.spec.network == "user" else f"{self.kind}-{self.spec.network}")
         return {
             "kind": self.kind,
-            "label": label,
+            "label": self.label,
             **archive_facts(self.status),
             "requested_hypervisor": REQUESTED_HYPERVISOR[self.kind],
             "accelerator": self.kind,
@@ -136,8 +140,8 @@ class GuestTarget:
             "ae_title": self.spec.ae_title,
             "fsync": self.spec.fsync,
             "max_pdu": self.spec.max_pdu,
-            "boot_to_ready_seconds": round(self.boot_to_ready, 2) if self.boot_to_ready else None,
-            "ready_seconds": round(self.boot_to_ready, 2) if self.boot_to_ready else None,
+            "boot_to_ready_seconds": round(self.ready_seconds, 2) if self.ready_seconds else None,
+            "ready_seconds": round(self.ready_seconds, 2) if self.ready_seconds else None,
             "image": {"folder": str(self.image.folder), **{k: self.image.info.get(k) for k in
                                                              ("digest", "kernel", "build_seconds")}}
             if self.image else None,

@@ -1,4 +1,4 @@
-"""Host tools the VM stages call: found up front (one clear line when missing), run with a time limit."""
+"""Host tools the targets call (QEMU, image building, installed archives): found up front, run with a time limit."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ DEBIAN_PACKAGE = {
     "mkfs.ext4": "e2fsprogs",
     "unshare": "util-linux",
     "ip": "iproute2",
+    "Orthanc": "orthanc",
+    "dcmqrscp": "dcmtk",
 }
 
 

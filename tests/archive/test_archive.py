@@ -8,18 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require_tool, start_archive, wait_for_echo
+from conftest import dataset_bytes, require_tool, start_archive, wait_for_echo
 from pydicom import dcmread
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def dataset_bytes(path: Path) -> bytes:
-    """A DICOM file's dataset bytes (after the file meta group)."""
-    data = path.read_bytes()
-    assert data[128:132] == b"DICM"
-    meta_length = int.from_bytes(data[140:144], "little")
-    return data[144 + meta_length:]
 
 
 def storescu(archive, files, *options: str) -> None:

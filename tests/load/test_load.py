@@ -18,6 +18,9 @@ from conftest import ROOT, start_archive, wait_for_echo
 
 from bench.results.samples import COLUMNS
 
+# Each test drives a full run through the CLI: together about half of what make test-fast would take.
+pytestmark = pytest.mark.slow
+
 
 def pacsbench(*args, timeout=300):
     return subprocess.run(
@@ -158,6 +161,36 @@ interval = 0.2
     modalities = rows[rows["user_type"] == "modality"]["user"].nunique()
     assert modalities == 2  # 4 users in the last step: query and echo are fixed, the rest are modalities
     assert "step   4 users:" in result.stdout
+
+
+def test_paced_users_keep_their_rate_through_locusts_wait_time_helpers(tmp_path):
+    """constant_throughput per query; per study for a modality (its instances go back to back)."""
+    duration, queries_per_s, studies_per_hour = 6, 4, 1800
+    body = (
+        f"[load]\nduration = {duration}\n[users.modality]\ncount = 1\nstudies_per_hour = {studies_per_hour}\n"
+        f"[users.query]\ncount = 1\nqueries_per_s = {queries_per_s}\n"
+    )
+    run_dir, _, _ = run(scenario(tmp_path, NATIVE + body), tmp_path / "r")
+    rows = samples(run_dir)
+    assert (rows["error"] == "").all()
+    # One request when the user starts, then one per period until the run stops it.
+    queries = int((rows["operation"] == "C-FIND").sum())
+    assert 0.8 * duration * queries_per_s <= queries <= duration * queries_per_s + 2
+    studies = rows.loc[rows["operation"] == "C-STORE", "study_instance_uid"].nunique()
+    per_run = duration * studies_per_hour / 3600.0  # a study starts every 2 s: at 0, 2 and 4
+    assert per_run - 1 <= studies <= per_run + 1
+
+
+def test_piped_output_has_no_progress_bars_and_ends_with_the_run_folder(tmp_path, monkeypatch):
+    """Progress bars (pool generation, load) only on a terminal: here stdout and stderr are pipes."""
+    monkeypatch.setenv("PACSBENCH_CACHE", str(tmp_path / "cache"))  # the pool is generated: its bars would show
+    path = scenario(tmp_path, NATIVE + "[load]\nusers = 1\nduration = 3\n")
+    result = pacsbench("run", path, "--results", tmp_path / "r")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "\r" not in output and "it/s" not in output and "\u2588" not in output and "%|" not in output
+    run_dir = Path(result.stdout.splitlines()[-1])
+    assert run_dir.parent == tmp_path / "r" and (run_dir / "run.json").is_file()
 
 
 def test_calibration_is_recorded_and_flags_client_bound_figures(tmp_path):

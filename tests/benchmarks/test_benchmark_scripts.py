@@ -7,8 +7,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, require_tool
 
+pytestmark = pytest.mark.slow
 NUMBER = r"\d+\.\d+"
 
 

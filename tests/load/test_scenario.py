@@ -3,11 +3,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from bench.common.errors import UserError
 from bench.load.scenario import load_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
 VALID = """
 [target]
 kind = "native"

@@ -18,11 +18,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_TOOLS, ROOT, require_tool
+from conftest import REQUIRE_TOOLS, ROOT, dataset_bytes, require_tool
 from pydicom import dcmread
-from test_archive import dataset_bytes
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 SCENARIO = """name = "vm-smoke"
 [target]
@@ -164,7 +163,7 @@ def test_asking_for_kvm_where_it_cannot_boot_says_why_in_one_line(guest_image, a
 
 def test_exported_ova_and_vmdk_boot_on_ide_and_e1000(guest_image, tmp_path):
     from bench.dicom.peer import Peer
-    from bench.targets.probes import wait_for_echo
+    from bench.dicom.readiness import wait_for_echo
     from bench.targets.vm.export import sha256
     from bench.targets.vm.network import UserNetwork
     from bench.targets.vm.qemu import Machine, Qemu

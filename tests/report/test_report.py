@@ -13,13 +13,15 @@ from bench.results.samples import Sample, SampleWriter
 NO_WARMUP = Settings(Warmup(), 1.0)
 
 
-def _regular_run(folder, rate_per_s=20.0, seconds=10, failures=0, scenario_name="synthetic"):
-    """Samples at an exact rate: 1 MB, 4 frames per instance, latency 10-19 ms."""
+def _regular_run(folder, rate_per_s=20.0, seconds=10, failures=0, scenario_name="synthetic", warnings=0):
+    """Samples at an exact rate: 1 MB, 4 frames per instance, latency 10-19 ms; the first
+    `failures` fail (A700), the next `warnings` are stored with a coercion warning (B000)."""
     folder.mkdir(parents=True, exist_ok=True)
     writer = SampleWriter(folder / "samples.csv")
     t0 = 1_700_000_000.0
     for i in range(int(rate_per_s * seconds)):
         failed = i < failures
+        status = 0xA700 if failed else 0xB000 if i < failures + warnings else 0
         writer.write(
             Sample(
                 start=t0 + i / rate_per_s,
@@ -34,7 +36,7 @@ def _regular_run(folder, rate_per_s=20.0, seconds=10, failures=0, scenario_name=
                 frames=4,
                 bytes=1_000_000,
                 latency_ms=10.0 + (i % 10),
-                status=0xA700 if failed else 0,
+                status=status,
                 error="C-STORE status 0xA700" if failed else "",
             )
         )
@@ -79,6 +81,15 @@ def test_failures_are_counted_by_dicom_status_and_not_throughput(tmp_path):
         {"operation": "C-STORE", "status": "0xA700", "count": 30, "example": "C-STORE status 0xA700"}
     ]
     assert s["operations"]["C-STORE"]["failed"] == 30
+
+
+def test_warning_statuses_count_as_stored(tmp_path):
+    """B000 (coercion of data elements) means the instance was stored: throughput counts it."""
+    run = _regular_run(tmp_path / "r", rate_per_s=10.0, seconds=10, failures=10, warnings=20)
+    s = summarize(load_samples(run), NO_WARMUP)
+    assert s["instances"] == 90 and s["failures"] == 10
+    assert s["operations"]["C-STORE"]["failed"] == 10 and s["user_types"]["modality"]["instances"] == 90
+    assert [e["status"] for e in s["errors_by_status"]] == ["0xA700"]
 
 
 def test_breakdowns_per_operation_and_user_type(tmp_path):

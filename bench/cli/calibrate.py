@@ -1,0 +1,39 @@
+"""`pacsbench calibrate`: the harness's own ceiling, measured against a null sink."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="measure the harness alone against a null sink; runs record this ceiling",
+        description="Store fresh copies of pool instances (the locust users' C-STORE path, under gevent) over one "
+        "association into a null sink (DCMTK storescp --ignore when installed, else the harness's own SCP in "
+        "another process), time DCMTK storescu into the same sink, and keep the ceiling in the cache folder. "
+        "Runs record it in run.json['calibration']; reports flag figures above 80%% of it as client-bound.",
+    )
+    p.add_argument("--profile", default=None, help="study profile (default: 2 MB instances, "
+                   "bench/benchmarks/instance2mb.toml); calibrate with your scenario's profile for exact ceilings")
+    p.add_argument("--transfer-syntax", default=None, metavar="NAME", help="default: the profile's")
+    p.add_argument("--instances", type=int, default=200, help="instances stored per measurement (default 200)")
+    p.add_argument("--sink", choices=["auto", "dcmtk", "python"], default="auto",
+                   help="null sink: DCMTK storescp --ignore, the harness's SCP, or auto (DCMTK when installed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()  # measure the path as locust runs it: cooperative sockets
+    from bench.load.calibrate import calibrate
+
+    entry = calibrate(args.profile, args.transfer_syntax, args.instances, args.sink, progress=not args.no_progress)
+    scu = entry["storescu"]
+    if scu:
+        print(f"DCMTK storescu into the same sink: {scu['instances_per_s']:.1f} instances/s, {scu['mb_per_s']:.1f} MB/s "
+              f"(harness/storescu {entry['instances_per_s'] / max(scu['instances_per_s'], 1e-9):.2f}x)")
+    print(f"harness ceiling ({entry['profile']}, {entry['transfer_syntax']}, {entry['sink']}): "
+          f"{entry['instances_per_s']:.1f} instances/s, {entry['mb_per_s']:.1f} MB/s, one association, one process")
+    print(entry["path"])
+    return 0

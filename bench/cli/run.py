@@ -1,0 +1,101 @@
+"""`pacsbench run`: run a scenario against its target and write a run folder.
+
+main() has already patched the process with gevent (locust runs on it) before this
+command imports anything that opens a socket or starts a thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bench.common.errors import UserError
+
+EPILOG_RUN = """examples:
+  pacsbench run scenarios/smoke.toml           # tiny studies into the reference archive, 5 s
+  pacsbench run scenarios/demo.toml --results /tmp/results
+The last line printed is the run folder; pass it to `pacsbench report`."""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a scenario: start the target, send load with locust, write a run folder",
+        description="Run a benchmark scenario (TOML): prepare the study pool (cached), start the load processes, "
+        "start or reach the target, prefill it, run the scenario's locust users (modalities, reading workstations, "
+        "query, echo) for its duration or shape, and write results/<run-id>/ with run.json, samples.csv, sent.csv "
+        "and locust's CSV statistics.",
+        epilog=EPILOG_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("scenario", type=Path, help="scenario file, e.g. scenarios/smoke.toml")
+    p.add_argument("--results", type=Path, default=Path("results"), help="where run folders go (default ./results)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--workers", type=int, nargs="?", const=os.cpu_count() or 1, default=0, metavar="N",
+                   help="run locust as master + N local worker processes (--workers alone, after the scenario: "
+                   "one per core; default 0: users run in this process)")
+    p.add_argument("--remote-workers", type=int, default=0, metavar="M",
+                   help="also wait for M workers joining from other machines (pacsbench worker --master HOST)")
+    p.add_argument("--master-bind", default=None, metavar="HOST",
+                   help="address the master listens on for workers (default 127.0.0.1; 0.0.0.0 with --remote-workers)")
+    p.add_argument("--master-port", type=int, default=None, metavar="PORT",
+                   help="port the master listens on (default: any free port; 5557 with --remote-workers)")
+    p.add_argument("--workers-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="how long workers may take to join and load the study pool (default 120)")
+    p.add_argument("--verify", action="store_true",
+                   help="after the load, retrieve every acknowledged instance and compare it with what was sent")
+    p.set_defaults(func=cmd_run)
+
+
+def _processes(args):
+    from bench.runs.scenario_run import Processes
+
+    if args.workers < 0 or args.remote_workers < 0:
+        raise UserError("--workers and --remote-workers must be 0 or more")
+    remote = args.remote_workers > 0
+    return Processes(args.workers, args.remote_workers, args.master_bind or ("0.0.0.0" if remote else "127.0.0.1"),
+                     args.master_port if args.master_port is not None else (5557 if remote else 0),
+                     args.workers_timeout)
+
+
+def _run_lines(s: dict, record: dict) -> list[str]:
+    """Per user type figures, steps, and the headline (last)."""
+    lines = []
+    for user_type, t in s["user_types"].items():
+        lines.append(f"  {user_type or '?'}: {t['requests']} requests, {t['failed']} failed, {t['instances_per_s']:.2f} "
+                     f"instances/s, {t['frames_per_s']:.1f} frames/s, {t['mb_per_s']:.1f} MB/s")
+    for operation, t in record.get("suboperations", {}).items():
+        lines.append(f"  {operation}: {t['requests']} requests, sub-operations {t['completed']} completed, "
+                     f"{t['failed']} failed, {t['warning']} warning; {t['arrived']} instances arrived")
+    for step in record.get("steps", []):
+        lines.append(f"  step {step['users']:>3} users: {step['instances_per_s']:.2f} instances/s, "
+                     f"{step['frames_per_s']:.1f} frames/s, {step['mb_per_s']:.1f} MB/s, "
+                     f"C-STORE p50 {step['c_store_p50_ms']} ms")
+    lines.append(f"{s['instances']} instances acknowledged in {s['window_seconds']:.1f} s: "
+                 f"{s['instances_per_s']:.2f} instances/s, {s['frames_per_s']:.1f} frames/s, "
+                 f"{s['mb_per_s']:.1f} MB/s, {s['failures']} failed requests")
+    return lines
+
+
+def cmd_run(args) -> int:
+    from bench.runs.scenario_run import run_scenario  # imports locust first
+
+    run_dir, record = run_scenario(args.scenario, args.results, progress=not args.no_progress,
+                                   processes=_processes(args), verify=args.verify)
+    from bench.report.page import load_samples, summarize
+
+    try:
+        s = summarize(load_samples(run_dir))
+        print("\n".join(_run_lines(s, record)))
+        failed, errors = s["failures"], s["failures_by_error"]
+    except UserError as exc:
+        print(f"pacsbench: warning: {exc}", file=sys.stderr)
+        failed, errors = 1, {}
+    if failed:
+        common = f" (most frequent: {max(errors, key=errors.get)})" if errors else ""
+        print(f"pacsbench: warning: {failed} requests failed{common}; see {run_dir / 'samples.csv'}", file=sys.stderr)
+    print(run_dir)
+    verified = record.get("verify", {}).get("ok", True)
+    return 1 if record.get("status") != "completed" or not verified else 0
