@@ -56,6 +56,7 @@ REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE titl
 REJECT_TOO_MANY = (0x02, 0x03, 0x02)  # transient, presentation related, local limit exceeded
 MAX_CONTEXTS = 128  # presentation context IDs are the odd numbers 1 to 255
 RELEASE_TIMEOUT = 10.0  # seconds a requestor waits for the A-RELEASE-RP before it just closes
+REJECT_LINGER = 2.0  # seconds an acceptor waits for the requestor to close after an A-ASSOCIATE-RJ (ARTIM)
 
 
 # A-ASSOCIATE-RQ/AC body: protocol version (2), reserved (2), called AE (16), calling AE (16),
@@ -254,6 +255,9 @@ def accept(wire: Wire, ae_title: str, supported: list[PresentationContext], max_
         rejection = REJECT_TOO_MANY
     if rejection:
         _send_reject(wire, *rejection)
+        # PS3.8 9.2, state Sta13: the requestor closes the connection once it has read the RJ. Closing
+        # first can cost the requestor the RJ (pynetdicom then reports an abort, not a rejection).
+        wire.await_close(REJECT_LINGER)
         raise AssociationRejected(*rejection)
     items = max_pdu.to_bytes(4, "big") + bytes(body[FIXED_FIELDS:])  # what the answer depends on
     answer = cache.get(items) if cache else None

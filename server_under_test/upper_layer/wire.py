@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -211,6 +212,17 @@ class Wire:
             sent += size
             if last:
                 return
+
+    def await_close(self, timeout: float) -> None:
+        """Wait, at most `timeout` seconds, for the peer to close the connection (what it sends is dropped)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                if not self.sock.recv(4096):
+                    return
+        except OSError:  # timed out or reset: either way the wait is over
+            pass
 
     def close(self) -> None:
         try:
