@@ -80,18 +80,17 @@ class RetrieveOutcome:
         return ""
 
 
+@dataclass(eq=False)
 class ServiceUser:
     """One association to `peer` proposing `proposals`; connect() again after a failure."""
 
-    def __init__(self, peer: Peer, calling_ae: str, proposals: list[PresentationContext], max_pdu: int = 0,
-                 timeout: float = 30.0):
-        self.peer = peer
-        self.calling_ae = calling_ae
-        self.proposals = proposals
-        self.max_pdu = max_pdu
-        self.timeout = timeout
-        self.assoc: Association | None = None
-        self.associations_opened = 0
+    peer: Peer
+    calling_ae: str
+    proposals: list[PresentationContext]
+    max_pdu: int = 0  # the largest PDU we receive; 0 = no limit
+    timeout: float = 30.0
+    assoc: Association | None = field(default=None, init=False)
+    associations_opened: int = field(default=0, init=False)
 
     @property
     def connected(self) -> bool:
