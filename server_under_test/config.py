@@ -11,6 +11,7 @@
     direct_io = true               # write received files with O_DIRECT where the file system allows
     duplicates = "overwrite"       # overwrite | reject | keep-first (same SOP Instance UID again)
     allowed_calling_aets = []      # empty: anyone may associate
+    check_called_aet = false       # true: reject an association addressed to another AE title
     network_timeout = 60           # seconds a peer may stay silent mid-operation
     shutdown_grace = 30            # seconds in-flight work may take after SIGTERM
     capacity = 0                   # bytes stored on all tiers together, e.g. "4 GB"; 0 = unlimited
@@ -86,6 +87,7 @@ class ArchiveConfig:
     direct_io: bool = True  # bypass the page cache when writing received files (see storage/files.py)
     duplicates: str = "overwrite"
     allowed_calling_aets: tuple[str, ...] = ()
+    check_called_aet: bool = False  # off, as in DCMTK's storescp and Orthanc: any called AE title is answered
     network_timeout: float = 60.0
     shutdown_grace: float = 30.0
     migration_interval: float = 1.0
@@ -161,8 +163,8 @@ def _tier(table: dict, where: str, base: Path) -> Tier:
 
 def _from_table(data: dict, base: Path) -> ArchiveConfig:
     simple = {"ae_title": str, "host": str, "port": int, "data": str, "workers": int, "max_associations": int,
-              "max_pdu": int, "fsync": bool, "direct_io": bool, "duplicates": str, "network_timeout": float,
-              "shutdown_grace": float, "migration_interval": float, "migration_min_age": float}
+              "max_pdu": int, "fsync": bool, "direct_io": bool, "check_called_aet": bool, "duplicates": str,
+              "network_timeout": float, "shutdown_grace": float, "migration_interval": float, "migration_min_age": float}
     _check_keys(data, set(simple) | {"allowed_calling_aets", "metrics", "tiers", "destinations", "capacity",
                                      "at_capacity"}, "top level")
     values = {key: _typed(data[key], kind, key) for key, kind in simple.items() if key in data}

@@ -24,16 +24,6 @@ def prepare_multiprocess_dir(folder: Path) -> None:
     os.environ[MULTIPROC_ENV] = str(folder)
 
 
-def status_class(status: int) -> str:
-    if status == 0:
-        return "success"
-    if status == 0xFE00:
-        return "cancelled"
-    if status & 0xF000 == 0xB000:
-        return "warning"
-    return "failure"
-
-
 class Metrics:
     """Counters for associations and DIMSE operations, one instance per process."""
 
@@ -70,8 +60,9 @@ class Metrics:
     def association_ended(self) -> None:
         self.active.dec()
 
-    def operation(self, operation: str, status: int, seconds: float, received_bytes: int) -> None:
-        self.operations.labels(operation, status_class(status)).inc()
+    def operation(self, operation: str, outcome: str, seconds: float, received_bytes: int) -> None:
+        """`outcome`: the final status's class (upper_layer.status.status_class decides it)."""
+        self.operations.labels(operation, outcome).inc()
         self.latency.labels(operation).observe(seconds)
         if received_bytes:
             self.bytes_received.labels(operation).inc(received_bytes)

@@ -265,7 +265,7 @@ class Supervisor:
             "workers": [w.pid for w in self.workers],
             "settings": {"fsync": c.fsync, "index_synchronous": "FULL" if c.fsync else "OFF", "direct_io": c.direct_io,
                          "duplicates": c.duplicates, "max_associations": c.max_associations, "max_pdu": c.max_pdu,
-                         "allowed_calling_aets": list(c.allowed_calling_aets),
+                         "allowed_calling_aets": list(c.allowed_calling_aets), "check_called_aet": c.check_called_aet,
                          "destinations": sorted(c.destinations)},
             "index": {"path": str(self.index_path), "patients": figures["patients"],
                       "studies": figures["studies"], "instances": figures["instances"]},
@@ -338,6 +338,8 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
                         help="skip fsync (experiments only: an acknowledged instance can be lost on power failure)")
     parser.add_argument("--no-direct-io", action="store_true", default=None,
                         help="write received files through the page cache instead of with O_DIRECT")
+    parser.add_argument("--check-called-aet", action="store_true", default=None,
+                        help="reject associations whose called AE title is not ours (default: answer any)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     metrics = None
@@ -349,7 +351,7 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
         config, ae_title=args.ae_title, host=args.host, port=args.port, data=args.data, workers=args.workers,
         max_associations=args.max_associations, max_pdu=args.max_pdu, duplicates=args.duplicates,
         metrics=metrics, fsync=False if args.no_fsync else None,
-        direct_io=False if args.no_direct_io else None,
+        direct_io=False if args.no_direct_io else None, check_called_aet=args.check_called_aet,
         capacity=args.capacity, at_capacity=args.at_capacity,
     )
 

@@ -14,6 +14,8 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from bench.studies.integrity import dataset_digest
+from server_under_test.upper_layer.association import Association
+from server_under_test.upper_layer.wire import Message
 
 HEAD_BYTES = 64 << 10  # the attributes we read come long before this in any XA header
 LAST_WANTED_TAG = 0x00280008  # Number of Frames; Study Instance UID (0020,000D) comes before
@@ -46,7 +48,7 @@ def header_facts(head: bytes, transfer_syntax: str) -> tuple[str, int]:
 
 
 class InstanceCollector:
-    """Pass as `on_fragment` while a C-STORE dataset arrives; then `finish` makes the Arrival."""
+    """Reads one C-STORE request's dataset as it streams in (`receive`) and makes its Arrival."""
 
     def __init__(self, keep_all: bool, read_header: bool = True):
         self.keep_all = keep_all
@@ -54,10 +56,14 @@ class InstanceCollector:
         self.data = bytearray()
         self.size = 0
 
-    def __call__(self, fragment: memoryview) -> None:
-        self.size += len(fragment)
-        if self.keep_all or (self.read_header and len(self.data) < HEAD_BYTES):
-            self.data += fragment
+    def receive(self, assoc: Association, message: Message) -> Arrival:
+        """Read `message`'s dataset off `assoc`, fragment by fragment, keeping what was asked for."""
+        for batch in assoc.reader.fragments(message):
+            for fragment in batch:
+                self.size += len(fragment)
+                if self.keep_all or (self.read_header and len(self.data) < HEAD_BYTES):
+                    self.data += fragment
+        return self.finish(message.command, assoc.transfer_syntax(message.context_id))
 
     def finish(self, command: dict, transfer_syntax: str) -> Arrival:
         study, frames = header_facts(bytes(self.data[:HEAD_BYTES]), transfer_syntax) if self.read_header else ("", 1)

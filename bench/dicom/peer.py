@@ -1,4 +1,4 @@
-"""A DICOM client association built on pynetdicom: one association, reused, TCP_NODELAY.
+"""The peer a benchmark talks to, why it cannot be reached, and a C-ECHO through pynetdicom.
 
 Every call is bounded by timeouts so nothing in a benchmark can hang: ACSE (association
 set-up), DIMSE (waiting for a response) and network (idle socket).
@@ -11,9 +11,10 @@ import socket
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
+
+from server_under_test.upper_layer.status import SUCCESS, status_class
 
 
 class AssociationFailed(Exception):
@@ -44,7 +45,7 @@ def _why_unreachable(peer: Peer, timeout: float) -> str:
 
 
 class DicomClient:
-    """One association to one peer; `store` and `echo` reuse it until it fails."""
+    """One Verification association to one peer, through pynetdicom (echo_once: the targets' probe)."""
 
     def __init__(self, peer: Peer, calling_ae: str = "PACSBENCH-SCU", max_pdu: int = 0, timeout: float = 30.0):
         self.peer = peer
@@ -55,24 +56,14 @@ class DicomClient:
         self.ae.dimse_timeout = timeout
         self.ae.network_timeout = timeout
         self.ae.connection_timeout = timeout
-        self.assoc = None
-        self.associations_opened = 0
-
-    def request_contexts(self, sop_classes: list[str], transfer_syntaxes: list[str] | None = None) -> None:
-        """Propose Verification plus these storage SOP classes with the given syntaxes."""
-        syntaxes = transfer_syntaxes or [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-        self.ae.requested_contexts = []
         self.ae.add_requested_context(Verification)
-        for sop_class in sop_classes:
-            self.ae.add_requested_context(sop_class, list(dict.fromkeys(syntaxes)))
+        self.assoc = None
 
     @property
     def connected(self) -> bool:
         return self.assoc is not None and self.assoc.is_established
 
     def connect(self) -> None:
-        if not self.ae.requested_contexts:
-            self.request_contexts([])
         assoc = self.ae.associate(self.peer.host, self.peer.port, ae_title=self.peer.ae_title)
         if not assoc.is_established:
             raise AssociationFailed(self._failure_reason(assoc))
@@ -80,7 +71,6 @@ class DicomClient:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.assoc = assoc
-        self.associations_opened += 1
 
     def _failure_reason(self, assoc) -> str:
         if assoc.is_rejected:
@@ -90,10 +80,6 @@ class DicomClient:
     def echo(self) -> int:
         """Send a C-ECHO; return the DICOM status, or raise AssociationFailed."""
         return self._status(self.assoc.send_c_echo(), "C-ECHO")
-
-    def store(self, dataset: Dataset) -> int:
-        """Send one C-STORE; return the DICOM status, or raise AssociationFailed."""
-        return self._status(self.assoc.send_c_store(dataset), "C-STORE")
 
     def _status(self, response: Dataset, operation: str) -> int:
         if "Status" not in response:
@@ -121,5 +107,5 @@ def echo_once(peer: Peer, calling_ae: str = "PACSBENCH-SCU", timeout: float = 10
         status = client.echo()
     finally:
         client.release()
-    if status != 0:
+    if status_class(status) != SUCCESS:
         raise AssociationFailed(f"{peer} answered C-ECHO with status 0x{status:04X}")

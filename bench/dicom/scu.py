@@ -1,31 +1,55 @@
-"""One client association on the harness's upper layer: C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET.
+"""One client association on the archive's own upper layer (server_under_test.upper_layer):
+C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET.
 
 C-STORE is the fast path: a pre-encoded dataset (chunks, the pixel chunk a view of shared
 bytes) goes out as gathered P-DATA-TF PDUs, and the response is read off the socket
-directly: no copies, no polling. Every failure of the link (refused, rejected, aborted,
-timed out) raises AssociationFailed with a one-line reason and drops the association;
-the caller re-associates.
+directly: no copies, no polling. Under locust the sockets are gevent's and every call
+yields (see server_under_test.upper_layer.wire). Every failure of the link (refused,
+rejected, aborted, timed out) raises AssociationFailed with a one-line reason and drops
+the association; the caller re-associates.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from io import BytesIO
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 from pynetdicom.dsutils import decode, encode
+from pynetdicom.presentation import PresentationContext
 
-from bench.dicom import dimse
 from bench.dicom.arrivals import Arrival, InstanceCollector
 from bench.dicom.peer import AssociationFailed, Peer, _why_unreachable
-from bench.dicom.upper_layer import Association, PeerReleased, Proposal, Rejected, request_association
+from server_under_test.upper_layer.association import Association, AssociationRejected, proposed_context, request
+from server_under_test.upper_layer.dimse import (
+    C_FIND,
+    C_GET,
+    C_MOVE,
+    C_STORE,
+    RESPONSE,
+    VERIFICATION,
+    Command,
+    echo_request,
+    query_request,
+    response,
+    store_request,
+)
+from server_under_test.upper_layer.status import SUCCESS_CODE, is_pending
+from server_under_test.upper_layer.wire import LinkLost, ReleaseRequested
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-VERIFICATION = "1.2.840.10008.1.1"
 UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+
+# One message ID sequence per process: a C-MOVE's sub-operations name the request they
+# belong to by (originator AE, message ID), and the users of one process share an AE.
+_message_ids = itertools.count()
+
+
+def next_message_id() -> int:
+    return next(_message_ids) % 0xFFFF + 1
 
 
 @dataclass
@@ -56,38 +80,32 @@ class RetrieveOutcome:
         return ""
 
 
+@dataclass(eq=False)
 class ServiceUser:
     """One association to `peer` proposing `proposals`; connect() again after a failure."""
 
-    def __init__(self, peer: Peer, calling_ae: str, proposals: list[Proposal], max_pdu: int = 0, timeout: float = 30.0):
-        self.peer = peer
-        self.calling_ae = calling_ae
-        self.proposals = proposals
-        self.max_pdu = max_pdu
-        self.timeout = timeout
-        self.assoc: Association | None = None
-        self.associations_opened = 0
+    peer: Peer
+    calling_ae: str
+    proposals: list[PresentationContext]
+    max_pdu: int = 0  # the largest PDU we receive; 0 = no limit
+    timeout: float = 30.0
+    assoc: Association | None = field(default=None, init=False)
+    associations_opened: int = field(default=0, init=False)
 
     @property
     def connected(self) -> bool:
         return self.assoc is not None
 
     def connect(self) -> None:
+        peer = self.peer
         try:
-            self.assoc = request_association(
-                self.peer.host,
-                self.peer.port,
-                self.calling_ae,
-                self.peer.ae_title,
-                self.proposals,
-                self.max_pdu,
-                self.timeout,
-            )
-        except Rejected as exc:
-            raise AssociationFailed(f"{self.peer} rejected the association from {self.calling_ae}: {exc}") from None
-        except (AssociationFailed, OSError):
-            reason = _why_unreachable(self.peer, min(self.timeout, 5.0))
-            raise AssociationFailed(f"cannot associate with {self.peer}: {reason}") from None
+            self.assoc = request(peer.host, peer.port, self.calling_ae, peer.ae_title, self.proposals, self.max_pdu,
+                                 self.timeout)
+        except AssociationRejected as exc:
+            raise AssociationFailed(f"{peer} rejected the association from {self.calling_ae}: {exc}") from None
+        except (LinkLost, OSError):
+            reason = _why_unreachable(peer, min(self.timeout, 5.0))
+            raise AssociationFailed(f"cannot associate with {peer}: {reason}") from None
         self.associations_opened += 1
 
     def release(self) -> None:
@@ -113,18 +131,25 @@ class ServiceUser:
             raise AssociationFailed(f"{operation}: not associated")
         try:
             return exchange()
-        except (AssociationFailed, PeerReleased, OSError) as exc:
+        except ReleaseRequested:
             self.abort()
-            raise AssociationFailed(f"{operation}: {exc or 'the peer released the association'}") from None
+            raise AssociationFailed(f"{operation}: the peer released the association") from None
+        except (AssociationFailed, LinkLost) as exc:
+            self.abort()
+            raise AssociationFailed(f"{operation}: {exc}") from None
+        except (OSError, ValueError) as exc:  # reset, timed out; ValueError: the socket was closed under us
+            self.abort()
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise AssociationFailed(f"{operation}: the connection failed: {reason}") from None
 
-    def _final_response(self, message_id: int, on_pending=None) -> dict:
+    def _final_response(self, message_id: int, on_pending=None) -> Command:
         """Read responses to `message_id` until the final one; pending ones go to `on_pending(message)`."""
         while True:
-            message = self.assoc.receive()
+            message = self.assoc.reader.read()
             command = message.command
-            if command.get("MessageIDBeingRespondedTo") != message_id or not command["CommandField"] & dimse.RESPONSE:
+            if command.get("MessageIDBeingRespondedTo") != message_id or not command["CommandField"] & RESPONSE:
                 raise AssociationFailed(f"unexpected DIMSE message 0x{command['CommandField']:04X}")
-            if command.get("Status") not in dimse.PENDING_STATUSES:
+            if not is_pending(command.get("Status", -1)):
                 return command
             if on_pending:
                 on_pending(message)
@@ -132,8 +157,8 @@ class ServiceUser:
     # -- services -------------------------------------------------------------------------
     def echo(self) -> int:
         def exchange():
-            message_id = dimse.next_message_id()
-            self.assoc.send(self._context(VERIFICATION), dimse.echo_request(message_id))
+            message_id = next_message_id()
+            self.assoc.send(self._context(VERIFICATION), echo_request(message_id))
             return self._final_response(message_id)["Status"]
 
         return self._exchange("C-ECHO", exchange)
@@ -142,19 +167,19 @@ class ServiceUser:
         """One C-STORE of an encoded dataset; return the DICOM status."""
 
         def exchange():
-            message_id = dimse.next_message_id()
+            message_id = next_message_id()
             context_id = self._context(sop_class, transfer_syntax)
-            self.assoc.send(context_id, dimse.store_request(message_id, sop_class, sop_instance), chunks)
+            self.assoc.send(context_id, store_request(message_id, sop_class, sop_instance), chunks)
             return self._final_response(message_id)["Status"]
 
         return self._exchange("C-STORE", exchange)
 
     def _send_query(self, command_field: int, model: str, identifier: Dataset, destination: str | None = None) -> int:
-        message_id = dimse.next_message_id()
+        message_id = next_message_id()
         context_id = self._context(model)
-        syntax = UID(self.assoc.transfer_syntax(context_id))
+        syntax = self.assoc.transfer_syntax(context_id)
         encoded = encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian)
-        self.assoc.send(context_id, dimse.query_request(command_field, message_id, model, destination), [encoded])
+        self.assoc.send(context_id, query_request(command_field, message_id, model, destination), [encoded])
         return message_id
 
     def find(self, identifier: Dataset, model: str = STUDY_ROOT_FIND, decode_matches: bool = True) -> tuple[int, list]:
@@ -163,16 +188,16 @@ class ServiceUser:
 
         def exchange():
             matches = []
-            message_id = self._send_query(dimse.C_FIND, model, identifier)
+            message_id = self._send_query(C_FIND, model, identifier)
 
             def on_match(message):
-                if message.data is None:
+                if not message.has_dataset:
                     return
                 if not decode_matches:
-                    matches.append(message.data)
+                    matches.append(message.dataset)
                     return
-                syntax = UID(self.assoc.transfer_syntax(message.context_id))
-                matches.append(decode(BytesIO(message.data), syntax.is_implicit_VR, syntax.is_little_endian))
+                syntax = self.assoc.transfer_syntax(message.context_id)
+                matches.append(decode(BytesIO(message.dataset), syntax.is_implicit_VR, syntax.is_little_endian))
 
             return self._final_response(message_id, on_match)["Status"], matches
 
@@ -182,7 +207,7 @@ class ServiceUser:
         """C-MOVE to `destination`; (message id, outcome without arrivals: the destination has those)."""
 
         def exchange():
-            message_id = self._send_query(dimse.C_MOVE, model, identifier, destination)
+            message_id = self._send_query(C_MOVE, model, identifier, destination)
             return message_id, _outcome(self._final_response(message_id))
 
         return self._exchange("C-MOVE", exchange)
@@ -191,18 +216,21 @@ class ServiceUser:
         """C-GET: the archive sends the instances back on this association (we answer each C-STORE)."""
 
         def exchange():
-            message_id = self._send_query(dimse.C_GET, model, identifier)
+            message_id = self._send_query(C_GET, model, identifier)
             arrivals = []
+            reader = self.assoc.reader
             while True:
-                collector = InstanceCollector(keep_all=digests)
-                message = self.assoc.receive(on_fragment=collector)
+                message = reader.read_command(greedy=True)
                 command = message.command
-                if command["CommandField"] == dimse.C_STORE:
-                    arrivals.append(collector.finish(command, self.assoc.transfer_syntax(message.context_id)))
-                    self.assoc.send(message.context_id, dimse.response(command, 0x0000))
-                elif command.get("MessageIDBeingRespondedTo") != message_id:
+                if command["CommandField"] == C_STORE:
+                    arrivals.append(InstanceCollector(keep_all=digests).receive(self.assoc, message))
+                    answer = response(command, SUCCESS_CODE, AffectedSOPInstanceUID=command.get("AffectedSOPInstanceUID"))
+                    self.assoc.send(message.context_id, answer)
+                    continue
+                reader.skip_dataset(message)  # a response carries none; a stray one is not ours to keep
+                if command.get("MessageIDBeingRespondedTo") != message_id:
                     raise AssociationFailed(f"unexpected DIMSE message 0x{command['CommandField']:04X}")
-                elif command.get("Status") not in dimse.PENDING_STATUSES:
+                if not is_pending(command.get("Status", -1)):
                     outcome = _outcome(command)
                     outcome.arrivals = arrivals
                     return outcome
@@ -210,7 +238,7 @@ class ServiceUser:
         return self._exchange("C-GET", exchange)
 
 
-def _outcome(final: dict) -> RetrieveOutcome:
+def _outcome(final: Command) -> RetrieveOutcome:
     return RetrieveOutcome(
         final["Status"],
         final.get("NumberOfCompletedSuboperations", 0),
@@ -219,13 +247,15 @@ def _outcome(final: dict) -> RetrieveOutcome:
     )
 
 
-def storage_proposals(sop_classes: list[str], transfer_syntaxes: list[str], scp_role: bool = False) -> list[Proposal]:
+def storage_proposals(sop_classes: list[str], transfer_syntaxes: list[str],
+                      scp_role: bool = False) -> list[PresentationContext]:
     """One context per SOP class and syntax, so every pre-encoded instance finds its own."""
-    return [Proposal(sop_class, [syntax], scp_role) for sop_class in sop_classes for syntax in transfer_syntaxes]
+    return [proposed_context(sop_class, [syntax], scp_role) for sop_class in sop_classes for syntax in transfer_syntaxes]
 
 
-def query_proposals() -> list[Proposal]:
-    return [Proposal(model, UNCOMPRESSED) for model in (VERIFICATION, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET)]
+def query_proposals() -> list[PresentationContext]:
+    models = (VERIFICATION, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET)
+    return [proposed_context(model, UNCOMPRESSED) for model in models]
 
 
 def identifier(level: str, **keys) -> Dataset:

@@ -5,8 +5,9 @@ compressed instance arrives as it was stored) and Verification. Each received in
 becomes an Arrival, filed under the C-MOVE that caused it (Move Originator Message ID,
 else its study) until the workstation that asked collects it.
 
-Runs as one thread per association: real threads in a plain process, greenlets under
-locust (gevent patches `threading` and `socket`). `python -m bench.dicom.storage_scp` runs it
+Runs on the archive's upper layer (server_under_test.upper_layer), one thread per
+association: real threads in a plain process, greenlets under locust (gevent patches
+`threading` and `socket`). `python -m bench.dicom.storage_scp` runs it
 alone (the calibration's null sink when DCMTK is not installed).
 """
 
@@ -32,9 +33,10 @@ from pynetdicom.presentation import AllStoragePresentationContexts, Presentation
 from pynetdicom.sop_class import Verification
 
 from bench.dicom.arrivals import Arrival, InstanceCollector
-from bench.dicom.dimse import C_ECHO, C_STORE, response
-from bench.dicom.peer import AssociationFailed
-from bench.dicom.upper_layer import Association, PduStream, PeerReleased, accept_association
+from server_under_test.upper_layer.association import Association, NegotiationCache, accept
+from server_under_test.upper_layer.dimse import C_ECHO, C_STORE, response
+from server_under_test.upper_layer.status import SUCCESS_CODE, UNRECOGNIZED_OPERATION
+from server_under_test.upper_layer.wire import LinkLost, ReleaseRequested, Wire
 
 SYNTAXES = [
     ExplicitVRLittleEndian,
@@ -46,7 +48,6 @@ SYNTAXES = [
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 ]
-UNRECOGNIZED_OPERATION = 0x0211
 
 
 def storage_contexts() -> list[PresentationContext]:
@@ -78,10 +79,10 @@ class StorageSCP:
         self.max_pdu = max_pdu
         self.timeout = timeout
         self.contexts = storage_contexts()
+        self.negotiations = NegotiationCache()  # its own: the answers depend on the contexts supported
         self.listener = socket.create_server((host, port), backlog=128)
         self.host, self.port = self.listener.getsockname()[:2]
         self.instances = 0
-        self.bytes = 0
         self._lock = threading.Lock()
         self._by_move: dict[int, list[Arrival]] = defaultdict(list)
         self._by_study: dict[str, list[Arrival]] = defaultdict(list)
@@ -101,19 +102,19 @@ class StorageSCP:
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock: socket.socket) -> None:
-        stream = PduStream(sock, self.timeout)
+        wire = Wire(sock, self.timeout)
         try:
-            assoc = accept_association(stream, self.contexts, self.max_pdu)
-        except Exception:  # refused, cut off or undecodable negotiation: nothing to answer
-            stream.close()
+            assoc = accept(wire, self.ae_title, self.contexts, self.max_pdu, cache=self.negotiations)
+        except Exception:  # cut off or undecodable negotiation: nothing to answer
+            wire.close()
             return
         self._open.add(assoc)
         try:
             while True:
                 self._answer(assoc)
-        except PeerReleased:
+        except ReleaseRequested:
             assoc.answer_release()
-        except AssociationFailed:
+        except (LinkLost, OSError, ValueError):  # ValueError: stop() closed the socket under us
             assoc.abort()
         except Exception:  # a bug here must not leave the sender waiting for a response
             assoc.abort()
@@ -122,20 +123,22 @@ class StorageSCP:
             self._open.discard(assoc)
 
     def _answer(self, assoc: Association) -> None:
-        collector = InstanceCollector(self.digests, read_header=not self.null_sink)
-        message = assoc.receive(on_fragment=collector)
+        reader = assoc.reader
+        message = reader.read_command(greedy=True)
         command = message.command
         if command["CommandField"] == C_STORE:
-            self._file(collector.finish(command, assoc.transfer_syntax(message.context_id)))
-            status = 0x0000
+            collector = InstanceCollector(self.digests, read_header=not self.null_sink)
+            self._file(collector.receive(assoc, message))
+            status = SUCCESS_CODE
         else:
-            status = 0x0000 if command["CommandField"] == C_ECHO else UNRECOGNIZED_OPERATION
-        assoc.send(message.context_id, response(command, status))
+            reader.skip_dataset(message)
+            status = SUCCESS_CODE if command["CommandField"] == C_ECHO else UNRECOGNIZED_OPERATION
+        answer = response(command, status, AffectedSOPInstanceUID=command.get("AffectedSOPInstanceUID"))
+        assoc.send(message.context_id, answer)
 
     def _file(self, arrival: Arrival) -> None:
         with self._lock:
             self.instances += 1
-            self.bytes += arrival.bytes
             if self.null_sink:
                 return
             if arrival.move_originator_id is not None:

@@ -26,8 +26,30 @@ from server_under_test.metrics import Metrics
 from server_under_test.services import query, retrieve
 from server_under_test.services.store import StoreService
 from server_under_test.storage.index import Index
-from server_under_test.upper_layer.association import Association, AssociationRejected, accept, answer_release, release
-from server_under_test.upper_layer.dimse import Command
+from server_under_test.upper_layer.association import Association, AssociationRejected, accept
+from server_under_test.upper_layer.dimse import (
+    C_CANCEL,
+    C_ECHO,
+    C_FIND,
+    C_GET,
+    C_MOVE,
+    C_STORE,
+    OPERATION,
+    Command,
+    response,
+)
+from server_under_test.upper_layer.status import (
+    CANCEL_CODE,
+    IDENTIFIER_DOES_NOT_MATCH,
+    MOVE_DESTINATION_UNKNOWN,
+    PENDING_CODE,
+    SUCCESS,
+    SUCCESS_CODE,
+    UNABLE_TO_PERFORM_SUBOPERATIONS,
+    UNABLE_TO_PROCESS,
+    UNRECOGNIZED_OPERATION,
+    status_class,
+)
 from server_under_test.upper_layer.wire import (
     ConnectionClosed,
     Message,
@@ -43,12 +65,7 @@ from server_under_test.upper_layer.wire import (
 
 log = logging.getLogger("server_under_test.services.connection")
 
-C_STORE_RQ, C_GET_RQ, C_FIND_RQ, C_MOVE_RQ, C_ECHO_RQ, C_CANCEL_RQ = 0x0001, 0x0010, 0x0020, 0x0021, 0x0030, 0x0FFF
-OPERATION = {C_STORE_RQ: "C-STORE", C_GET_RQ: "C-GET", C_FIND_RQ: "C-FIND", C_MOVE_RQ: "C-MOVE", C_ECHO_RQ: "C-ECHO"}
-UNRECOGNIZED_OPERATION = 0x0211
-FIND_PENDING = 0xFF00
 CANCEL_CHECK_EVERY = 16  # matches between looks for a C-CANCEL (each look costs system calls)
-IDENTIFIER_DOES_NOT_MATCH = 0xA900
 
 # Lossless compressed syntaxes first: a sender offering one keeps its encoding ("as sent").
 ACCEPTED_TRANSFER_SYNTAXES = [
@@ -110,20 +127,6 @@ class Shared:
         return max(1, -(-self.config.max_associations // self.config.worker_count))
 
 
-def response(message: Message, command_field: int, status: int, **extra) -> Command:
-    command = Command()
-    sop_class = message.command.get("AffectedSOPClassUID")
-    if sop_class:
-        command.AffectedSOPClassUID = sop_class
-    command.CommandField = command_field
-    command.MessageIDBeingRespondedTo = message.command.MessageID
-    command.Status = status
-    for keyword, value in extra.items():
-        if value not in (None, ""):
-            setattr(command, keyword, value)
-    return command
-
-
 class AssociationHandler:
     def __init__(self, shared: Shared, sock: socket.socket, peer: tuple):
         self.shared = shared
@@ -154,8 +157,9 @@ class AssociationHandler:
         config = self.shared.config
         allowed = set(config.allowed_calling_aets) or None
         try:
-            self.assoc = accept(self.wire, config.ae_title, self.shared.contexts, config.max_pdu, allowed, over_limit)
-            self.reader = MessageReader(self.wire, config.max_pdu)
+            self.assoc = accept(self.wire, config.ae_title, self.shared.contexts, config.max_pdu, allowed, over_limit,
+                                check_called_aet=config.check_called_aet)
+            self.reader = self.assoc.reader
             self.shared.metrics.association_started("accepted")
         except AssociationRejected as exc:
             log.info("association from %s rejected: %s", self.peer, exc)
@@ -183,12 +187,12 @@ class AssociationHandler:
         try:
             while self._wait_for_request():
                 message = self.reader.read_command()
-                if message.command_field != C_STORE_RQ:  # only C-STORE streams its dataset
+                if message.command_field != C_STORE:  # only C-STORE streams its dataset
                     message.data = [bytes(f) for batch in self.reader.fragments(message) for f in batch]
                 self._dispatch(message)
             self.wire.send_abort()  # stopping or idle: in-flight work is done
         except ReleaseRequested:
-            answer_release(self.wire)
+            self.assoc.answer_release()
         except PeerAborted:
             log.debug("peer %s aborted", self.peer)
         except (ConnectionClosed, ProtocolError, OSError) as exc:
@@ -198,17 +202,17 @@ class AssociationHandler:
     def _dispatch(self, message: Message) -> None:
         operation = OPERATION.get(message.command_field)
         started = time.perf_counter()
-        if message.command_field == C_STORE_RQ:
+        if message.command_field == C_STORE:
             status, received = self.on_store(message)
         else:
-            handler = {C_ECHO_RQ: self.on_echo, C_FIND_RQ: self.on_find, C_GET_RQ: self.on_get,
-                       C_MOVE_RQ: self.on_move}.get(message.command_field)
+            handler = {C_ECHO: self.on_echo, C_FIND: self.on_find, C_GET: self.on_get,
+                       C_MOVE: self.on_move}.get(message.command_field)
             if handler is None:
-                if message.command_field != C_CANCEL_RQ:  # a C-CANCEL after the operation ended is harmless
-                    self._send(message, response(message, message.command_field | 0x8000, UNRECOGNIZED_OPERATION))
+                if message.command_field != C_CANCEL:  # a C-CANCEL after the operation ended is harmless
+                    self._send(message, response(message.command, UNRECOGNIZED_OPERATION))
                 return
             status, received = handler(message), message.data_size
-        self.shared.metrics.operation(operation, status, time.perf_counter() - started, received)
+        self.shared.metrics.operation(operation, status_class(status), time.perf_counter() - started, received)
 
     def _parts(self, message: Message, command: Command, data: list | None = None) -> list:
         return message_parts(message.context_id, command, data, self.assoc.peer_max_pdu)
@@ -219,14 +223,14 @@ class AssociationHandler:
 
     # -- services -----------------------------------------------------------------------
     def on_echo(self, message: Message) -> int:
-        self._send(message, response(message, 0x8030, 0x0000))
-        return 0
+        self._send(message, response(message.command, SUCCESS_CODE))
+        return SUCCESS_CODE
 
     def on_store(self, message: Message) -> tuple[int, int]:
         outcome = self.shared.store.store(self.assoc, message, self.reader)
-        if outcome.status not in (0x0000,):
+        if status_class(outcome.status) != SUCCESS:
             log.warning("C-STORE from %s: status 0x%04X: %s", self.assoc.calling_ae, outcome.status, outcome.comment)
-        self._send(message, response(message, 0x8001, outcome.status,
+        self._send(message, response(message.command, outcome.status,
                                      AffectedSOPInstanceUID=message.command.get("AffectedSOPInstanceUID"),
                                      ErrorComment=outcome.comment[:64] if outcome.status else None))
         return outcome.status, outcome.size
@@ -234,8 +238,7 @@ class AssociationHandler:
     def _identifier(self, message: Message) -> Dataset:
         context = self.assoc.context(message.context_id)
         syntax = UID(context.transfer_syntax[0])
-        data = b"".join(bytes(c) for c in message.data)
-        return decode(BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian,
+        return decode(BytesIO(message.dataset), syntax.is_implicit_VR, syntax.is_little_endian,
                       syntax == "1.2.840.10008.1.2.1.99")
 
     def _model(self, message: Message) -> str:
@@ -249,45 +252,46 @@ class AssociationHandler:
             results = query.find(self.shared.index.reader, identifier, self._model(message),
                                  self.shared.config.ae_title, syntax.is_implicit_VR, syntax.is_little_endian)
             context_id, max_pdu = message.context_id, self.assoc.peer_max_pdu
-            pending = command_parts(context_id, response(message, 0x8020, FIND_PENDING), True, max_pdu)  # the same for all
+            pending = command_parts(context_id, response(message.command, PENDING_CODE), True, max_pdu)  # the same for all
             for number, data in enumerate(results):
                 if number % CANCEL_CHECK_EVERY == 0:
                     self.wire.send_all(batch)
                     batch = []
                     if self._cancelled(message):
-                        self._send(message, response(message, 0x8020, retrieve.CANCELLED))
-                        return retrieve.CANCELLED
+                        self._send(message, response(message.command, CANCEL_CODE))
+                        return CANCEL_CODE
                 batch += pending
                 batch += pdata_parts(context_id, False, [data], max_pdu)
         except query.QueryError as exc:
-            self._send(message, response(message, 0x8020, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]), before=batch)
+            self._send(message, response(message.command, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]),
+                       before=batch)
             return IDENTIFIER_DOES_NOT_MATCH
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             log.warning("C-FIND from %s failed: %s", self.assoc.calling_ae, exc)
-            self._send(message, response(message, 0x8020, retrieve.UNABLE_TO_PROCESS, ErrorComment=str(exc)[:64]),
+            self._send(message, response(message.command, UNABLE_TO_PROCESS, ErrorComment=str(exc)[:64]),
                        before=batch)
-            return retrieve.UNABLE_TO_PROCESS
-        self._send(message, response(message, 0x8020, 0x0000), before=batch)
-        return 0
+            return UNABLE_TO_PROCESS
+        self._send(message, response(message.command, SUCCESS_CODE), before=batch)
+        return SUCCESS_CODE
 
     def _cancelled(self, message: Message) -> bool:
         """A C-CANCEL for this request waiting on the wire?"""
         if not self.reader.pending():
             return False
         incoming = self.reader.read()
-        if incoming.command_field == C_CANCEL_RQ:
+        if incoming.command_field == C_CANCEL:
             return int(incoming.command.MessageIDBeingRespondedTo) == int(message.command.MessageID)
         raise ProtocolError(f"request 0x{incoming.command_field:04X} while another operation is in progress")
 
-    def _instances(self, message: Message, rsp_field: int) -> list[tuple] | None:
+    def _instances(self, message: Message) -> list[tuple] | None:
         try:
             return query.instances_to_retrieve(self.shared.index.reader, self._identifier(message),
                                                self._model(message))
         except (query.QueryError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            self._send(message, response(message, rsp_field, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]))
+            self._send(message, response(message.command, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]))
             return None
 
-    def _suboperations(self, message: Message, rsp_field: int, instances: list[tuple], send_one) -> int:
+    def _suboperations(self, message: Message, instances: list[tuple], send_one) -> int:
         progress = retrieve.Progress(remaining=len(instances))
         cancelled = False
         for instance in instances:
@@ -298,27 +302,27 @@ class AssociationHandler:
                 status = send_one(retrieve.readable_path(self.shared.index, instance))
             except (FileNotFoundError, ValueError) as exc:
                 log.error("sub-operation for %s failed: %s", instance[0], exc)
-                status = 0xA702
+                status = UNABLE_TO_PERFORM_SUBOPERATIONS
             progress.count(status)
-            pending = response(message, rsp_field, retrieve.PENDING)
+            pending = response(message.command, PENDING_CODE)
             progress.fill(pending, final=False)
             self._send(message, pending)
         final_status = progress.final_status(cancelled or self._cancel_seen)
-        final = response(message, rsp_field, final_status)
+        final = response(message.command, final_status)
         progress.fill(final, final=True)
         self._send(message, final)
         return final_status
 
     def _note_cancel(self, message: Message):
         def on_other(incoming: Message) -> None:
-            if incoming.command_field == C_CANCEL_RQ:
+            if incoming.command_field == C_CANCEL:
                 self._cancel_seen = True
             else:
                 raise ProtocolError(f"request 0x{incoming.command_field:04X} during a C-GET")
         return on_other
 
     def on_get(self, message: Message) -> int:
-        instances = self._instances(message, 0x8010)
+        instances = self._instances(message)
         if instances is None:
             return IDENTIFIER_DOES_NOT_MATCH
         self._cancel_seen = False
@@ -327,47 +331,46 @@ class AssociationHandler:
             context = retrieve.pick_context(self.assoc, instance[1], instance[2], as_scu_only=True)
             if context is None:
                 log.warning("C-GET: no storage context with SCP role for %s in %s", instance[1], instance[2])
-                return 0xA702
-            return retrieve.send_instance(self.assoc, self.reader, context, next(self.message_ids), instance,
+                return UNABLE_TO_PERFORM_SUBOPERATIONS
+            return retrieve.send_instance(self.assoc, context, next(self.message_ids), instance,
                                           on_other=self._note_cancel(message))
 
-        return self._suboperations(message, 0x8010, instances, send_one)
+        return self._suboperations(message, instances, send_one)
 
     def on_move(self, message: Message) -> int:
         config = self.shared.config
         destination_ae = str(message.command.get("MoveDestination", "")).strip()
         destination = config.destinations.get(destination_ae)
         if destination is None:
-            self._send(message, response(message, 0x8021, retrieve.MOVE_DESTINATION_UNKNOWN,
+            self._send(message, response(message.command, MOVE_DESTINATION_UNKNOWN,
                                          ErrorComment=f"unknown destination {destination_ae}"[:64]))
-            return retrieve.MOVE_DESTINATION_UNKNOWN
-        instances = self._instances(message, 0x8021)
+            return MOVE_DESTINATION_UNKNOWN
+        instances = self._instances(message)
         if instances is None:
             return IDENTIFIER_DOES_NOT_MATCH
         if not instances:
-            return self._suboperations(message, 0x8021, [], lambda i: 0)
+            return self._suboperations(message, [], lambda i: SUCCESS_CODE)
         try:
             sub = retrieve.open_destination(destination_ae, destination.host, destination.port, config.ae_title,
                                             instances, config.max_pdu, config.network_timeout)
         except (AssociationRejected, OSError, ProtocolError, ConnectionClosed) as exc:
             log.warning("C-MOVE: cannot associate with %s: %s", destination_ae, exc)
-            self._send(message, response(message, 0x8021, retrieve.UNABLE_TO_PERFORM_SUBOPS,
+            self._send(message, response(message.command, UNABLE_TO_PERFORM_SUBOPERATIONS,
                                          ErrorComment=f"cannot reach {destination_ae}: {exc}"[:64]))
-            return retrieve.UNABLE_TO_PERFORM_SUBOPS
-        sub_reader = MessageReader(sub.wire, config.max_pdu)
+            return UNABLE_TO_PERFORM_SUBOPERATIONS
         sub_ids = iter(range(1, 1 << 16))
         originator = (self.assoc.calling_ae, int(message.command.MessageID))
 
         def send_one(instance: tuple) -> int:
             context = retrieve.pick_context(sub, instance[1], instance[2], as_scu_only=False)
             if context is None:
-                return 0xA702
-            return retrieve.send_instance(sub, sub_reader, context, next(sub_ids), instance, originator)
+                return UNABLE_TO_PERFORM_SUBOPERATIONS
+            return retrieve.send_instance(sub, context, next(sub_ids), instance, originator)
 
         try:
-            return self._suboperations(message, 0x8021, instances, send_one)
+            return self._suboperations(message, instances, send_one)
         finally:
-            release(sub)
+            sub.release()
 
 
 def handle_connection(shared: Shared, sock: socket.socket, peer: tuple) -> None:

@@ -21,18 +21,20 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext
 
-from server_under_test.upper_layer.association import Association, request
-from server_under_test.upper_layer.dimse import Command, encode_command
-from server_under_test.upper_layer.wire import MessageReader, send_message
+from server_under_test.upper_layer.association import MAX_CONTEXTS, Association, proposed_context, request
+from server_under_test.upper_layer.dimse import C_STORE, RESPONSE, Command, encode_command, store_request
+from server_under_test.upper_layer.status import (
+    CANCEL_CODE,
+    SUBOPERATIONS_FAILED_OR_WARNING,
+    SUCCESS,
+    SUCCESS_CODE,
+    UNABLE_TO_PERFORM_SUBOPERATIONS,
+    UNABLE_TO_PROCESS,
+    WARNING,
+    status_class,
+)
 
 log = logging.getLogger("server_under_test.services.retrieve")
-
-C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
-PENDING, CANCELLED = 0xFF00, 0xFE00
-SUBOPS_FAILED_OR_WARNING = 0xB000
-UNABLE_TO_PERFORM_SUBOPS = 0xA702
-MOVE_DESTINATION_UNKNOWN = 0xA801
-UNABLE_TO_PROCESS = 0xC000
 
 
 @dataclass
@@ -44,19 +46,22 @@ class Progress:
 
     def count(self, status: int) -> None:
         self.remaining -= 1
-        if status == 0:
+        outcome = status_class(status)
+        if outcome == SUCCESS:
             self.completed += 1
-        elif status & 0xF000 == 0xB000:
+        elif outcome == WARNING:
             self.warning += 1
         else:
             self.failed += 1
 
     def final_status(self, cancelled: bool) -> int:
         if cancelled:
-            return CANCELLED
+            return CANCEL_CODE
         if self.failed or self.warning:
-            return UNABLE_TO_PERFORM_SUBOPS if self.completed == 0 and self.warning == 0 else SUBOPS_FAILED_OR_WARNING
-        return 0x0000
+            if self.completed == 0 and self.warning == 0:
+                return UNABLE_TO_PERFORM_SUBOPERATIONS
+            return SUBOPERATIONS_FAILED_OR_WARNING
+        return SUCCESS_CODE
 
     def fill(self, command: Command, final: bool) -> None:
         if not final:
@@ -108,20 +113,11 @@ def transcoded(path: str, target: UID) -> bytes:
     return encode(ds, target.is_implicit_VR, target.is_little_endian)
 
 
-def send_instance(assoc: Association, reader: MessageReader, context: PresentationContext, message_id: int,
-                  instance: tuple, originator: tuple[str, int] | None = None, on_other=None) -> int:
+def send_instance(assoc: Association, context: PresentationContext, message_id: int, instance: tuple,
+                  originator: tuple[str, int] | None = None, on_other=None) -> int:
     """One C-STORE sub-operation; return the peer's status (or a failure status)."""
     sop_uid, sop_class, stored_syntax, path, _size = instance
-    command = Command()
-    command.AffectedSOPClassUID = sop_class
-    command.CommandField = C_STORE_RQ
-    command.MessageID = message_id
-    command.Priority = 0
-    command.CommandDataSetType = 0x0000
-    command.AffectedSOPInstanceUID = sop_uid
-    if originator:
-        command.MoveOriginatorApplicationEntityTitle = originator[0]
-        command.MoveOriginatorMessageID = originator[1]
+    command = store_request(message_id, sop_class, sop_uid, originator)
     wire, max_pdu, cx_id = assoc.wire, assoc.peer_max_pdu, int(context.context_id)
     target_syntax = UID(context.transfer_syntax[0])
     if target_syntax == stored_syntax:
@@ -135,10 +131,10 @@ def send_instance(assoc: Association, reader: MessageReader, context: Presentati
         except CannotTranscode as exc:
             log.warning("sub-operation for %s failed: %s", sop_uid, exc)
             return UNABLE_TO_PROCESS
-        send_message(wire, cx_id, command, [data], max_pdu)
+        assoc.send(cx_id, command, [data])
     while True:
-        response = reader.read()
-        if response.command_field == C_STORE_RSP and int(response.command.MessageIDBeingRespondedTo) == message_id:
+        response = assoc.reader.read()
+        if response.command_field == C_STORE | RESPONSE and int(response.command.MessageIDBeingRespondedTo) == message_id:
             return int(response.command.Status)
         if on_other is None:
             raise RuntimeError(f"unexpected DIMSE command 0x{response.command_field:04X} during a C-STORE sub-operation")
@@ -152,14 +148,8 @@ def move_contexts(instances: list[tuple]) -> list[PresentationContext]:
         by_class.setdefault(sop_class, [])
         if syntax not in by_class[sop_class]:
             by_class[sop_class].append(syntax)
-    contexts = []
-    for number, (sop_class, syntaxes) in enumerate(sorted(by_class.items())[:128]):
-        cx = PresentationContext()
-        cx.context_id = 2 * number + 1
-        cx.abstract_syntax = sop_class
-        cx.transfer_syntax = list(dict.fromkeys([*syntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
-        contexts.append(cx)
-    return contexts
+    return [proposed_context(sop_class, [*syntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+            for sop_class, syntaxes in sorted(by_class.items())[:MAX_CONTEXTS]]
 
 
 def open_destination(ae_title: str, host: str, port: int, calling_ae: str, instances: list[tuple],

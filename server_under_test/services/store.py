@@ -20,11 +20,11 @@ from server_under_test.storage.index import AtCapacity, Index, InstanceRecord
 from server_under_test.storage.recycling import Recycler
 from server_under_test.upper_layer.association import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, Association
 from server_under_test.upper_layer.dimse import file_meta_bytes
+from server_under_test.upper_layer.status import SUCCESS_CODE, is_done
 from server_under_test.upper_layer.wire import Message, MessageReader
 
 log = logging.getLogger("server_under_test.services.store")
 
-SUCCESS = 0x0000
 DUPLICATE_SOP_INSTANCE = 0x0111
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 OUT_OF_RESOURCES = 0xA700
@@ -119,7 +119,7 @@ class StoreService:
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {reason}")
         tier = self.tiers.stores.index(incoming.store)
         outcome = self._place(incoming, incoming.head, tier, sop_class, sop_uid, transfer_syntax)
-        if outcome.status != SUCCESS or outcome.size == 0:
+        if not is_done(outcome.status) or outcome.size == 0:
             incoming.discard()
         return outcome
 
@@ -175,7 +175,7 @@ class StoreService:
     def _duplicate(self) -> StoreOutcome:
         if self.duplicates == "reject":
             return StoreOutcome(DUPLICATE_SOP_INSTANCE, "duplicate SOP Instance UID rejected by policy")
-        return StoreOutcome(SUCCESS, "duplicate: the first copy is kept")
+        return StoreOutcome(SUCCESS_CODE, "duplicate: the first copy is kept")
 
     def _index(self, keys: dict[str, str], sop_uid, sop_class, transfer_syntax, tier, path: Path, size: int):
         k = keys.get
@@ -204,4 +204,4 @@ class StoreService:
             store = self.tiers.store_for_path(old)
             if store:
                 store.remove(old)
-        return StoreOutcome(SUCCESS, size=size)
+        return StoreOutcome(SUCCESS_CODE, size=size)

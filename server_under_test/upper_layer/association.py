@@ -1,13 +1,17 @@
-"""Association set-up on both sides, with pynetdicom's PDU codecs and context negotiation.
+"""Association set-up on both sides, with pynetdicom's PDU codecs and context negotiation,
+and the established association: its contexts, sending and reading messages, release, abort.
 
-Acceptor: read the A-ASSOCIATE-RQ, check the calling AE and the association limit, negotiate
-presentation contexts (and SCP/SCU roles, which C-GET needs), answer AC or RJ.
-Requestor (for C-MOVE sub-operations): propose contexts, read AC/RJ, keep what was accepted.
+Acceptor (the archive, the harness's Storage SCP): read the A-ASSOCIATE-RQ, check the called
+and calling AE titles and the association limit, negotiate presentation contexts (and SCP/SCU
+roles, which C-GET needs), answer AC or RJ.
+Requestor (the harness's client associations, the archive's C-MOVE sub-operations): propose
+contexts, read AC/RJ, keep what was accepted.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor, negotiate_as_requestor
 
 from server_under_test import __version__
+from server_under_test.upper_layer.dimse import Command
 from server_under_test.upper_layer.wire import (
     A_ASSOCIATE_AC,
     A_ASSOCIATE_RJ,
@@ -34,18 +39,24 @@ from server_under_test.upper_layer.wire import (
     A_RELEASE_RQ,
     P_DATA_TF,
     PDU_NAMES,
+    LinkLost,
+    MessageReader,
     ProtocolError,
     Wire,
+    message_parts,
 )
 
 APPLICATION_CONTEXT = UID("1.2.840.10008.3.1.1.1")
 IMPLEMENTATION_CLASS_UID = UID("2.25.209686784139418034851772209854668142536")  # pacsbench (UUID-derived)
 IMPLEMENTATION_VERSION = f"PACSBENCH_{__version__}"[:16]
 
-# A-ASSOCIATE-RJ (result, source, reason)
-REJECT_CALLING_AE = (0x01, 0x01, 0x03)
-REJECT_CALLED_AE = (0x01, 0x01, 0x07)
+# A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognized
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE title not recognized
 REJECT_TOO_MANY = (0x02, 0x03, 0x02)  # transient, presentation related, local limit exceeded
+MAX_CONTEXTS = 128  # presentation context IDs are the odd numbers 1 to 255
+RELEASE_TIMEOUT = 10.0  # seconds a requestor waits for the A-RELEASE-RP before it just closes
+REJECT_LINGER = 2.0  # seconds an acceptor waits for the requestor to close after an A-ASSOCIATE-RJ (ARTIM)
 
 
 # A-ASSOCIATE-RQ/AC body: protocol version (2), reserved (2), called AE (16), calling AE (16),
@@ -96,9 +107,10 @@ class AssociationRejected(Exception):
         self.result, self.source, self.reason = result, source, reason
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity
 class Association:
-    """An established association: who, which contexts, how big the peer's PDUs may be."""
+    """An established association: who, which contexts, how big the peer's PDUs may be;
+    `reader` assembles the messages that arrive on it."""
 
     wire: Wire
     calling_ae: str
@@ -106,12 +118,66 @@ class Association:
     peer_max_pdu: int
     our_max_pdu: int
     contexts: dict[int, PresentationContext] = field(default_factory=dict)
+    reader: MessageReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = MessageReader(self.wire, self.our_max_pdu)
 
     def context(self, context_id: int) -> PresentationContext | None:
         return self.contexts.get(context_id)
 
     def contexts_for(self, abstract_syntax: str) -> list[PresentationContext]:
         return [cx for cx in self.contexts.values() if cx.abstract_syntax == abstract_syntax]
+
+    def context_id(self, abstract_syntax: str, transfer_syntax: str | None = None) -> int | None:
+        """The accepted context for `abstract_syntax` (in `transfer_syntax`, if given), or None."""
+        for cx in self.contexts_for(abstract_syntax):
+            if transfer_syntax is None or cx.transfer_syntax[0] == transfer_syntax:
+                return int(cx.context_id)
+        return None
+
+    def transfer_syntax(self, context_id: int) -> UID:
+        return UID(self.contexts[context_id].transfer_syntax[0])
+
+    def send(self, context_id: int, command: Command, data: list | None = None) -> None:
+        """A message, its command and dataset (buffers, sent without copies) in one gathered write."""
+        self.wire.send_all(message_parts(context_id, command, data, self.peer_max_pdu))
+
+    def release(self, timeout: float = RELEASE_TIMEOUT) -> None:
+        """Requestor side: A-RELEASE-RQ, wait (at most `timeout`) for the RP, close. Never raises."""
+        try:
+            self.wire.sock.settimeout(timeout)
+            self.wire.send_pdu(A_RELEASE_RQ, b"\x00\x00\x00\x00")
+            while self.wire.read_pdu(0)[0] == P_DATA_TF:
+                pass  # messages still in flight come before the RP (an A-ABORT or a release collision ends it too)
+        except (LinkLost, OSError, ValueError):  # ValueError: the socket was closed under us
+            pass
+        finally:
+            self.wire.close()
+
+    def answer_release(self) -> None:
+        """Acceptor side, the peer asked to release (ReleaseRequested): A-RELEASE-RP, then close. Never raises."""
+        try:
+            self.wire.send_pdu(A_RELEASE_RP, b"\x00\x00\x00\x00")
+        except OSError:  # the peer did not wait for the answer
+            pass
+        self.wire.close()
+
+    def abort(self, source: int = 0, reason: int = 0) -> None:
+        """A-ABORT, then close. Never raises."""
+        self.wire.send_abort(source, reason)
+        self.wire.close()
+
+
+def proposed_context(abstract_syntax: str, transfer_syntaxes: list[str], scp_role: bool = False) -> PresentationContext:
+    """A presentation context to propose; `scp_role`: we ask to serve it (the storage SOP
+    classes of a C-GET, whose instances come back on the same association)."""
+    cx = PresentationContext()
+    cx.abstract_syntax = abstract_syntax
+    cx.transfer_syntax = list(dict.fromkeys(transfer_syntaxes))
+    if scp_role:
+        cx.scu_role, cx.scp_role = False, True
+    return cx
 
 
 def _user_information(max_pdu: int, roles: list | None = None) -> list:
@@ -131,6 +197,29 @@ def _peer_max_pdu(primitive: A_ASSOCIATE) -> int:
     return 0
 
 
+def _roles_of(primitive: A_ASSOCIATE) -> dict:
+    """The SCP/SCU role selection items of an RQ or AC: {SOP class: (SCU role, SCP role)}."""
+    return {item.sop_class_uid: (item.scu_role, item.scp_role) for item in primitive.user_information
+            if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
+
+
+def _role_items(contexts: list[PresentationContext]) -> list:
+    """A role selection item for each context that asks for roles (proposed_context's scp_role)."""
+    items = []
+    for cx in contexts:
+        if cx.scu_role is not None or cx.scp_role is not None:
+            item = SCP_SCU_RoleSelectionNegotiation()
+            item.sop_class_uid = cx.abstract_syntax
+            item.scu_role, item.scp_role = bool(cx.scu_role), bool(cx.scp_role)
+            items.append(item)
+    return items
+
+
+def _whole_pdu(pdu_type: int, body) -> bytes:
+    """pynetdicom decodes whole PDUs: the header back in front of the body."""
+    return struct.pack(">BBI", pdu_type, 0, len(body)) + bytes(body)
+
+
 def _send_reject(wire: Wire, result: int, source: int, reason: int) -> None:
     primitive = A_ASSOCIATE()
     primitive.result, primitive.result_source, primitive.diagnostic = result, source, reason
@@ -144,9 +233,13 @@ def _ae_title(field: memoryview) -> str:
 
 
 def accept(wire: Wire, ae_title: str, supported: list[PresentationContext], max_pdu: int,
-           allowed_calling: set[str] | None, over_limit: bool,
-           cache: NegotiationCache | None = NEGOTIATIONS) -> Association:
-    """Run the acceptor side of association establishment; raise AssociationRejected if refused."""
+           allowed_calling: set[str] | None = None, over_limit: bool = False,
+           cache: NegotiationCache | None = NEGOTIATIONS, check_called_aet: bool = False) -> Association:
+    """Run the acceptor side of association establishment; raise AssociationRejected if refused.
+
+    The called AE title must be `ae_title` only with `check_called_aet` (off by default, as in
+    DCMTK's storescp and Orthanc: a peer configured with another name for us still gets in).
+    """
     pdu_type, body = wire.read_pdu(0)
     if pdu_type != A_ASSOCIATE_RQ:
         raise ProtocolError(f"expected A-ASSOCIATE-RQ, got {PDU_NAMES[pdu_type]}")
@@ -154,12 +247,17 @@ def accept(wire: Wire, ae_title: str, supported: list[PresentationContext], max_
         raise ProtocolError(f"A-ASSOCIATE-RQ of {len(body)} bytes is shorter than its fixed fields")
     calling, called = _ae_title(body[CALLING_AE]), _ae_title(body[CALLED_AE])
     rejection = None
-    if allowed_calling is not None and calling not in allowed_calling:
+    if check_called_aet and called != ae_title:
+        rejection = REJECT_CALLED_AE
+    elif allowed_calling is not None and calling not in allowed_calling:
         rejection = REJECT_CALLING_AE
     elif over_limit:
         rejection = REJECT_TOO_MANY
     if rejection:
         _send_reject(wire, *rejection)
+        # PS3.8 9.2, state Sta13: the requestor closes the connection once it has read the RJ. Closing
+        # first can cost the requestor the RJ (pynetdicom then reports an abort, not a rejection).
+        wire.await_close(REJECT_LINGER)
         raise AssociationRejected(*rejection)
     items = max_pdu.to_bytes(4, "big") + bytes(body[FIXED_FIELDS:])  # what the answer depends on
     answer = cache.get(items) if cache else None
@@ -177,14 +275,9 @@ def accept(wire: Wire, ae_title: str, supported: list[PresentationContext], max_
 def _negotiate(body: bytes, supported: list[PresentationContext], max_pdu: int) -> tuple[bytes, dict, int]:
     """pynetdicom decodes the RQ, negotiates contexts and roles, and encodes the AC's items."""
     rq_pdu = RQ_PDU()
-    rq_pdu.decode(bytes([A_ASSOCIATE_RQ, 0]) + len(body).to_bytes(4, "big") + body)
+    rq_pdu.decode(_whole_pdu(A_ASSOCIATE_RQ, body))
     rq = rq_pdu.to_primitive()
-    roles = {
-        item.sop_class_uid: (item.scu_role, item.scp_role)
-        for item in rq.user_information
-        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
-    }
-    results, role_replies = negotiate_as_acceptor(rq.presentation_context_definition_list, supported, roles)
+    results, role_replies = negotiate_as_acceptor(rq.presentation_context_definition_list, supported, _roles_of(rq))
     ac = A_ASSOCIATE()
     ac.application_context_name = APPLICATION_CONTEXT
     ac.calling_ae_title = rq.calling_ae_title
@@ -199,8 +292,16 @@ def _negotiate(body: bytes, supported: list[PresentationContext], max_pdu: int) 
 
 
 def request(host: str, port: int, calling_ae: str, called_ae: str, contexts: list[PresentationContext],
-            max_pdu: int, timeout: float, roles: list | None = None) -> Association:
-    """Open an association as requestor; raise AssociationRejected or OSError on failure."""
+            max_pdu: int, timeout: float) -> Association:
+    """Open an association as requestor; raise AssociationRejected, LinkLost or OSError on failure.
+
+    `contexts` are numbered in order (IDs 1, 3, 5, ...); those that ask for roles
+    (proposed_context's scp_role) get an SCP/SCU role selection item.
+    """
+    if len(contexts) > MAX_CONTEXTS:
+        raise ValueError(f"at most {MAX_CONTEXTS} presentation contexts fit one association, not {len(contexts)}")
+    for number, cx in enumerate(contexts):
+        cx.context_id = 2 * number + 1
     sock = socket.create_connection((host, port), timeout=timeout)
     wire = Wire(sock, timeout)
     try:
@@ -209,46 +310,23 @@ def request(host: str, port: int, calling_ae: str, called_ae: str, contexts: lis
         primitive.calling_ae_title = calling_ae
         primitive.called_ae_title = called_ae
         primitive.presentation_context_definition_list = contexts
-        primitive.user_information = _user_information(max_pdu, roles)
+        primitive.user_information = _user_information(max_pdu, _role_items(contexts))
         pdu = RQ_PDU()
         pdu.from_primitive(primitive)
         wire.send_all([pdu.encode()])
         pdu_type, body = wire.read_pdu(0)
-        whole = bytes([pdu_type, 0]) + len(body).to_bytes(4, "big") + body.tobytes()
         if pdu_type == A_ASSOCIATE_RJ:
             rj = RJ_PDU()
-            rj.decode(whole)
+            rj.decode(_whole_pdu(pdu_type, body))
             raise AssociationRejected(rj.result, rj.source, rj.reason_diagnostic)
         if pdu_type != A_ASSOCIATE_AC:
             raise ProtocolError(f"expected A-ASSOCIATE-AC, got {PDU_NAMES[pdu_type]}")
         ac_pdu = AC_PDU()
-        ac_pdu.decode(whole)
+        ac_pdu.decode(_whole_pdu(pdu_type, body))
         ac = ac_pdu.to_primitive()
-        ac_roles = {item.sop_class_uid: (item.scu_role, item.scp_role) for item in ac.user_information
-                    if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
-        negotiated = negotiate_as_requestor(contexts, ac.presentation_context_definition_results_list, ac_roles)
+        negotiated = negotiate_as_requestor(contexts, ac.presentation_context_definition_results_list, _roles_of(ac))
         accepted = {int(cx.context_id): cx for cx in negotiated if cx.result == 0x00}
         return Association(wire, calling_ae, called_ae, _peer_max_pdu(ac), max_pdu, accepted)
     except BaseException:
         wire.close()
         raise
-
-
-def release(assoc: Association) -> None:
-    """Requestor side: A-RELEASE-RQ, wait for the RP (bounded by the socket timeout), close."""
-    try:
-        assoc.wire.send_pdu(A_RELEASE_RQ, b"\x00\x00\x00\x00")
-        while True:
-            pdu_type, _ = assoc.wire.read_pdu(0)
-            if pdu_type in (A_RELEASE_RP,):
-                break
-            if pdu_type != P_DATA_TF:
-                break
-    except OSError:
-        pass
-    finally:
-        assoc.wire.close()
-
-
-def answer_release(wire: Wire) -> None:
-    wire.send_pdu(A_RELEASE_RP, b"\x00\x00\x00\x00")

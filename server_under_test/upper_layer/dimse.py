@@ -2,12 +2,22 @@
 
 Command sets are tiny and fixed in form; encoding them through pydicom's general dataset
 machinery cost more than writing the instance to disk (measured: ~1.5 ms per C-STORE), so
-they are packed and unpacked here from a table of the command elements (PS3.7 E.1).
+they are packed and unpacked here from a table of the command elements (PS3.7 E.1). The
+requests and responses both sides build (the archive, and the harness as a requestor and
+as a Storage SCP) are made here too.
 """
 
 from __future__ import annotations
 
 import struct
+
+# Command Field values (PS3.7 E.1); a response is its request's value with RESPONSE set.
+C_STORE, C_GET, C_FIND, C_MOVE, C_ECHO, C_CANCEL = 0x0001, 0x0010, 0x0020, 0x0021, 0x0030, 0x0FFF
+RESPONSE = 0x8000
+OPERATION = {C_STORE: "C-STORE", C_GET: "C-GET", C_FIND: "C-FIND", C_MOVE: "C-MOVE", C_ECHO: "C-ECHO"}
+NO_DATASET = 0x0101  # Command Data Set Type: no dataset follows (any other value: one does)
+MEDIUM = 0x0000  # Priority
+VERIFICATION = "1.2.840.10008.1.1"
 
 # tag element -> (keyword, VR); all in group 0000
 COMMAND_ELEMENTS = {
@@ -104,6 +114,50 @@ def decode_command(data: bytes) -> Command:
         raise ValueError("trailing bytes after the last command element")
     if "CommandField" not in command:
         raise ValueError("no CommandField in the command set")
+    return command
+
+
+def store_request(message_id: int, sop_class: str, sop_instance: str,
+                  originator: tuple[str, int] | None = None) -> Command:
+    """A C-STORE request; `originator` (AE title, message ID) when it is a C-MOVE sub-operation."""
+    command = Command(AffectedSOPClassUID=sop_class, CommandField=C_STORE, MessageID=message_id, Priority=MEDIUM,
+                      CommandDataSetType=0x0000, AffectedSOPInstanceUID=sop_instance)
+    if originator:
+        command.MoveOriginatorApplicationEntityTitle, command.MoveOriginatorMessageID = originator
+    return command
+
+
+def echo_request(message_id: int) -> Command:
+    return Command(AffectedSOPClassUID=VERIFICATION, CommandField=C_ECHO, MessageID=message_id,
+                   CommandDataSetType=NO_DATASET)
+
+
+def query_request(command_field: int, message_id: int, model: str, destination: str | None = None) -> Command:
+    """A C-FIND, C-MOVE (with a destination AE) or C-GET request; an identifier follows."""
+    command = Command(AffectedSOPClassUID=model, CommandField=command_field, MessageID=message_id, Priority=MEDIUM,
+                      CommandDataSetType=0x0000)
+    if destination is not None:
+        command.MoveDestination = destination
+    return command
+
+
+def cancel_request(message_id: int) -> Command:
+    """C-CANCEL of the operation `message_id`."""
+    return Command(CommandField=C_CANCEL, MessageIDBeingRespondedTo=message_id, CommandDataSetType=NO_DATASET)
+
+
+def response(request: Command, status: int, **extra) -> Command:
+    """The response to `request` with `status`; `extra` command elements (None or '' left out)."""
+    command = Command()
+    sop_class = request.get("AffectedSOPClassUID")
+    if sop_class:
+        command.AffectedSOPClassUID = sop_class
+    command.CommandField = request["CommandField"] | RESPONSE
+    command.MessageIDBeingRespondedTo = request.get("MessageID", 0)
+    command.Status = status
+    for keyword, value in extra.items():
+        if value not in (None, ""):
+            setattr(command, keyword, value)
     return command
 
 

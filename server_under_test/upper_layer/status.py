@@ -17,7 +17,16 @@ NO_RESPONSE = -1  # what a sample row records when no DIMSE response arrived
 
 SUCCESS_CODE = 0x0000
 PENDING_CODES = (0xFF00, 0xFF01)
+PENDING_CODE = PENDING_CODES[0]  # what the archive sends: matches and sub-operations go on
 CANCEL_CODE = 0xFE00
+
+# Codes answered from more than one place (the archive's services, the harness's Storage SCP); PS3.4 Annex C.
+UNRECOGNIZED_OPERATION = 0x0211
+SUBOPERATIONS_FAILED_OR_WARNING = 0xB000  # C-MOVE, C-GET: some sub-operations failed or warned
+UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702  # also: out of resources for one sub-operation
+MOVE_DESTINATION_UNKNOWN = 0xA801
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
 
 
 def status_class(status: int) -> str:

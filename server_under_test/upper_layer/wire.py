@@ -1,11 +1,19 @@
-"""The DICOM upper layer on a plain blocking socket: PDUs, PDV fragments, DIMSE messages.
+"""The DICOM upper layer on a plain socket: PDUs, PDV fragments, DIMSE messages.
 
 Why not pynetdicom's own transport: its reactors poll with 1 ms sleeps, one PDU per loop,
 so a 2 MB instance in DCMTK's default 16 KB PDUs costs over 100 ms (measured: 25 stores/s
-from 4 storescu clients). Here a connection thread reads PDUs straight off the socket with
-recv_into, keeps dataset fragments as memoryviews (no copies) and writes responses with
-sendmsg/sendfile. pynetdicom still does what it is good at: A-ASSOCIATE PDU encoding and
-decoding and presentation context negotiation (see association.py).
+from 4 storescu clients). Here PDUs are read straight off the socket with recv_into into
+one reused buffer, dataset fragments stay memoryviews (no copies), and messages leave as
+P-DATA-TF PDUs built around views of the caller's buffers (a pre-encoded dataset's chunks),
+many PDUs per sendmsg, or with sendfile. pynetdicom still does what it is good at:
+A-ASSOCIATE PDU encoding and decoding and presentation context negotiation (association.py).
+
+The archive and the harness (its client associations and its Storage SCP) share this code.
+It calls only socket methods that gevent's patched sockets implement cooperatively
+(recv_into, recvmsg_into, sendmsg, sendfile, recv with MSG_PEEK on a non-blocking socket;
+checked against gevent 26.9, whose sendfile sends from 8 KB reads: cooperative, but copying),
+so under locust the same code yields to other greenlets, and in a plain process it blocks.
+Every call is bounded by the socket timeout.
 """
 
 from __future__ import annotations
@@ -13,10 +21,11 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from server_under_test.upper_layer.dimse import Command, decode_command, encode_command
+from server_under_test.upper_layer.dimse import NO_DATASET, Command, decode_command, encode_command
 
 A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ = 0x01, 0x02, 0x03
 P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = 0x04, 0x05, 0x06, 0x07
@@ -26,8 +35,8 @@ PDU_NAMES = {1: "A-ASSOCIATE-RQ", 2: "A-ASSOCIATE-AC", 3: "A-ASSOCIATE-RJ", 4: "
 # The largest PDU we accept when we announce "unlimited" (0): a sanity bound, not a limit
 # any real peer reaches, so a corrupt length field cannot make us allocate gigabytes.
 UNLIMITED_PDU_CAP = 1 << 30
-# The fragment size we send when the peer announces "unlimited".
-UNLIMITED_SEND_FRAGMENT = 4 << 20
+# The PDU size we send when the peer announces "unlimited" (0): as if it had announced 4 MiB.
+UNLIMITED_SEND_PDU = 4 << 20
 # Receive buffer size: large enough for many 16 KB PDUs per system call, reused.
 READ_BUFFER = 1 << 20
 IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers one sendmsg may gather
@@ -35,19 +44,22 @@ IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers one sendmsg may gather
 # shorter ones (senders with small PDUs) are read many per system call and copied.
 DIRECT_FRAGMENT = 32 << 10
 PDATA_HEADERS = 12  # PDU header (6) + the first PDV item header (6)
+PDV_ITEM_HEADER = 6  # item length (4), presentation context ID (1), message control header (1)
 
-NO_DATASET = 0x0101
+
+class LinkLost(Exception):
+    """The association can carry no more messages (the subclasses say why)."""
 
 
-class ConnectionClosed(Exception):
+class ConnectionClosed(LinkLost):
     """The peer closed the TCP connection (possibly in the middle of a PDU)."""
 
 
-class PeerAborted(Exception):
+class PeerAborted(LinkLost):
     """The peer sent an A-ABORT."""
 
 
-class ProtocolError(Exception):
+class ProtocolError(LinkLost):
     """The peer sent something the DICOM upper layer protocol does not allow here."""
 
 
@@ -57,9 +69,10 @@ class Wire:
     def __init__(self, sock: socket.socket, timeout: float):
         self.sock = sock
         sock.settimeout(timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.bytes_received = 0
-        self.bytes_sent = 0
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else ~40 ms Nagle stalls per response
+        # recvmsg_into reads a fragment and the next PDU's headers in one call; without it
+        # (gevent on a platform lacking it) the headers come with the next recv_into.
+        self._gathered_receive = hasattr(sock, "recvmsg_into")
         self._buffer = bytearray(0)
         self._view = memoryview(self._buffer)
         self._start = self._end = 0
@@ -90,7 +103,6 @@ class Wire:
             if n == 0:
                 raise ConnectionClosed(f"connection closed with {needed - (self._end - self._start)} bytes missing")
             self._end += n
-            self.bytes_received += n
 
     def read_into(self, view: memoryview, lookahead: int = 0) -> None:
         """Fill `view` with the next len(view) bytes: buffered ones first, the rest straight
@@ -102,10 +114,12 @@ class Wire:
             self._start += have
         while have < len(view):
             self._start = self._end = 0  # everything buffered was consumed above
-            n, *_ = self.sock.recvmsg_into([view[have:], self._view[:lookahead]])
+            if self._gathered_receive:
+                n, *_ = self.sock.recvmsg_into([view[have:], self._view[:lookahead]])
+            else:
+                n = self.sock.recv_into(view[have:])
             if n == 0:
                 raise ConnectionClosed(f"connection closed with {len(view) - have} bytes of a fragment missing")
-            self.bytes_received += n
             taken = min(n, len(view) - have)
             have += taken
             self._end = n - taken
@@ -157,16 +171,17 @@ class Wire:
         return pdu_type, self._take(length, greedy)
 
     def send_all(self, parts: list) -> None:
-        """Send every byte of every part (sendmsg gathers up to IOV_MAX of them per system call)."""
-        views = [memoryview(p).cast("B") for p in parts if len(p)]
-        while views:
-            sent = self.sock.sendmsg(views[:IOV_MAX])
-            self.bytes_sent += sent
-            while views and sent >= len(views[0]):
-                sent -= len(views[0])
-                views.pop(0)
-            if views and sent:
-                views[0] = views[0][sent:]
+        """Send every byte of every part (bytes, or memoryviews of bytes: pdata_parts' output),
+        gathered: sendmsg takes up to IOV_MAX of them per system call."""
+        pending = [p for p in parts if len(p)]
+        first = 0
+        while first < len(pending):
+            sent = self.sock.sendmsg(pending[first:first + IOV_MAX])
+            while first < len(pending) and sent >= len(pending[first]):
+                sent -= len(pending[first])
+                first += 1
+            if sent:  # the kernel took part of one buffer: the rest goes next
+                pending[first] = memoryview(pending[first])[sent:]
 
     def send_pdu(self, pdu_type: int, body: bytes) -> None:
         self.send_all([struct.pack(">BBI", pdu_type, 0, len(body)), body])
@@ -183,7 +198,7 @@ class Wire:
 
     def send_pdata_file(self, context_id: int, fileobj, offset: int, length: int, max_pdu: int) -> None:
         """Send `length` bytes of a file as dataset fragments, letting the kernel copy them."""
-        fragment = (max_pdu or UNLIMITED_SEND_FRAGMENT) - 6
+        fragment = fragment_size(max_pdu)
         sent = 0
         while True:
             size = min(fragment, length - sent)
@@ -194,10 +209,20 @@ class Wire:
                 done = self.sock.sendfile(fileobj, offset + sent, size)
                 if done != size:
                     raise ConnectionClosed(f"sent {done} of {size} bytes of a file fragment")
-                self.bytes_sent += size
             sent += size
             if last:
                 return
+
+    def await_close(self, timeout: float) -> None:
+        """Wait, at most `timeout` seconds, for the peer to close the connection (what it sends is dropped)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                if not self.sock.recv(4096):
+                    return
+        except OSError:  # timed out or reset: either way the wait is over
+            pass
 
     def close(self) -> None:
         try:
@@ -227,6 +252,11 @@ class Message:
     def data_size(self) -> int:
         return sum(len(c) for c in self.data)
 
+    @property
+    def dataset(self) -> bytes:
+        """The dataset read by MessageReader.read, as one bytes object."""
+        return b"".join(self.data)
+
 
 class ReleaseRequested(Exception):
     """The peer asked to release the association (A-RELEASE-RQ)."""
@@ -249,7 +279,8 @@ class MessageReader:
             elif pdu_type == A_RELEASE_RQ:
                 raise ReleaseRequested()
             elif pdu_type == A_ABORT:
-                raise PeerAborted(f"source {body[2] if len(body) > 2 else '?'}, reason {body[3] if len(body) > 3 else '?'}")
+                source, reason = (body[2], body[3]) if len(body) > 3 else ("?", "?")
+                raise PeerAborted(f"the peer aborted the association (source {source}, reason {reason})")
             else:
                 raise ProtocolError(f"unexpected {PDU_NAMES[pdu_type]} during an established association")
         return self._pdvs.popleft()
@@ -313,14 +344,16 @@ class MessageReader:
         finally:
             sock.settimeout(timeout)
 
-    def read_command(self) -> Message:
-        """The next message's command set (the dataset, if any, follows via fragments())."""
+    def read_command(self, greedy: bool = False) -> Message:
+        """The next message's command set (the dataset, if any, follows via fragments() or
+        stream_dataset()). Not greedy by default: the dataset behind the command is better
+        received straight into its file by stream_dataset; greedy reads what else has come
+        in the same system call (one call fewer for a response, a query, a small dataset)."""
         if self._in_dataset:
             raise RuntimeError("the previous message's dataset was not consumed")
         command_bytes = bytearray()
         while True:
-            # Not greedy: the dataset behind the command is better received straight into its file.
-            ctx, control, data = self._next_pdv(greedy=False)
+            ctx, control, data = self._next_pdv(greedy)
             if not control & 0x01:
                 raise ProtocolError("dataset fragment received before the command set was complete")
             command_bytes += data
@@ -352,7 +385,7 @@ class MessageReader:
 
     def read(self) -> Message:
         """A whole message with its dataset copied into memory (small datasets: identifiers, responses)."""
-        message = self.read_command()
+        message = self.read_command(greedy=True)
         message.data = [bytes(fragment) for batch in self.fragments(message) for fragment in batch]
         return message
 
@@ -371,25 +404,39 @@ def split_pdvs(view: memoryview) -> list[tuple[int, int, memoryview]]:
     return out
 
 
+def fragment_size(max_pdu: int) -> int:
+    """Dataset or command bytes per P-DATA-TF PDU for a peer that receives `max_pdu` bytes.
+
+    One PDV per PDU, and the PDU's body (its PDV item header included) never longer than the
+    peer announced (PS3.8 D.1: the maximum length covers the whole variable field). A peer
+    announcing no limit (0) gets the PDUs it would get for a 4 MiB limit: one rule for every
+    peer, and one for both sides of the benchmark (the harness's own copy once made fragments
+    6 bytes longer than the archive's).
+    """
+    return (max_pdu or UNLIMITED_SEND_PDU) - PDV_ITEM_HEADER
+
+
 def pdata_parts(context_id: int, is_command: bool, chunks: list, max_pdu: int) -> list:
-    """The P-DATA-TF PDUs (of at most `max_pdu` bytes) that carry a command or a dataset, as
-    buffers for one gathered send: headers plus views of `chunks`, nothing copied."""
-    fragment = (max_pdu or UNLIMITED_SEND_FRAGMENT) - 6
+    """The P-DATA-TF PDUs that carry a command or a dataset, as buffers for one gathered
+    send: headers plus views of `chunks`, nothing copied (see fragment_size for their size)."""
+    fragment = fragment_size(max_pdu)
     views = [memoryview(c).cast("B") for c in chunks if len(c)]
     total = sum(len(v) for v in views)
-    out, sent = [], 0
+    kind = 0x01 if is_command else 0x00
+    full = struct.pack(">BBIIBB", P_DATA_TF, 0, fragment + 6, fragment + 2, context_id, kind)  # every PDU but the last
+    out, sent, index, offset = [], 0, 0, 0
     while True:
         size = min(fragment, total - sent)
         sent += size
-        control = (0x01 if is_command else 0x00) | (0x02 if sent >= total else 0x00)
-        out.append(struct.pack(">BBIIBB", P_DATA_TF, 0, size + 6, size + 2, context_id, control))
-        while size:
-            take = views[0][:size]
-            out.append(take)
-            size -= len(take)
-            views[0] = views[0][len(take):]
-            if not len(views[0]):
-                views.pop(0)
+        last = sent >= total
+        out.append(struct.pack(">BBIIBB", P_DATA_TF, 0, size + 6, size + 2, context_id, kind | 0x02) if last else full)
+        while size:  # the fragment's bytes: slices of one chunk or of several
+            take = min(size, len(views[index]) - offset)
+            out.append(views[index][offset:offset + take])
+            size -= take
+            offset += take
+            if offset == len(views[index]):
+                index, offset = index + 1, 0
         if sent >= total:
             return out
 
@@ -406,7 +453,3 @@ def message_parts(context_id: int, command: dict, data: list | None, max_pdu: in
     if data is not None:
         parts += pdata_parts(context_id, False, data, max_pdu)
     return parts
-
-
-def send_message(wire: Wire, context_id: int, command: dict, data: list | None, max_pdu: int) -> None:
-    wire.send_all(message_parts(context_id, command, data, max_pdu))

@@ -217,13 +217,10 @@ def test_unknown_sop_class_is_refused_and_the_server_keeps_serving(archive):
 
 
 def test_truncated_pdu_aborts_that_association_only(archive, tiny_studies):
-    from server_under_test.services.connection import supported_contexts
-    from server_under_test.upper_layer.association import request
+    from server_under_test.upper_layer.association import proposed_context, request
 
-    contexts = [cx for cx in supported_contexts() if cx.abstract_syntax == XA]
-    contexts[0].context_id = 1
-    contexts[0].transfer_syntax = [ExplicitVRLittleEndian]
-    assoc = request("127.0.0.1", archive.port, "RAW", archive.ae_title, contexts, 0, 10)
+    assoc = request("127.0.0.1", archive.port, "RAW", archive.ae_title, [proposed_context(XA, [ExplicitVRLittleEndian])],
+                    0, 10)
     # A P-DATA-TF header that promises 100000 bytes, 10 of them, then the connection closes.
     assoc.wire.send_all([b"\x04\x00" + (100000).to_bytes(4, "big") + b"0123456789"])
     assoc.wire.close()
@@ -248,6 +245,28 @@ def test_calling_ae_not_on_the_allow_list_is_rejected(tmp_path):
     assert bad.returncode != 0 and "Rejected" in bad.stderr and "Calling AE Title Not Recognized" in bad.stderr
     assert good.returncode == 0
 
+
+
+@pytest.mark.parametrize("where", ["option", "config"])
+def test_check_called_aet_rejects_another_called_ae_title(tmp_path, where):
+    (tmp_path / "check.toml").write_text("check_called_aet = true\n")
+    setting = ["--check-called-aet"] if where == "option" else ["--config", str(tmp_path / "check.toml")]
+    archive = start_archive(tmp_path / "archive", *setting)
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(Verification)
+    answers = []  # the A-ASSOCIATE primitives pynetdicom receives (its is_rejected can lose a race with the close)
+    try:
+        wrong = ae.associate("127.0.0.1", archive.port, ae_title="NOT-PACSBENCH",
+                             evt_handlers=[(evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive))])
+        right = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title)
+        status = right.send_c_echo().Status if right.is_established else None
+        right.release()
+    finally:
+        archive.stop()
+    assert not wrong.is_established
+    # PS3.8 9.3.4: rejected-permanent, DICOM UL service-user, called AE title not recognized
+    assert [(a.result, a.result_source, a.diagnostic) for a in answers] == [(0x01, 0x01, 0x07)]
+    assert status == 0
 
 def mount_tmpfs(mount_point: Path, options: str) -> Path:
     """A small tmpfs: a disk that really fills up (needs root, as CI has)."""
@@ -348,21 +367,16 @@ def test_a_full_first_tier_sends_stores_to_the_second_and_loses_nothing(tmp_path
 
 
 def test_sigterm_finishes_the_store_in_flight(tmp_path, tiny_studies):
-    from server_under_test.services.connection import supported_contexts
-    from server_under_test.upper_layer.association import release, request
-    from server_under_test.upper_layer.dimse import Command, encode_command
-    from server_under_test.upper_layer.wire import MessageReader
+    from server_under_test.upper_layer.association import proposed_context, request
+    from server_under_test.upper_layer.dimse import encode_command, store_request
 
     archive = start_archive(tmp_path / "archive")
     source = sorted(tiny_studies.rglob("*.dcm"))[0]
     ds = dcmread(source)
     data = dataset_bytes_of_file(source)
-    contexts = [cx for cx in supported_contexts() if cx.abstract_syntax == XA]
-    contexts[0].context_id, contexts[0].transfer_syntax = 1, [ExplicitVRLittleEndian]
-    assoc = request("127.0.0.1", archive.port, "SLOW", archive.ae_title, contexts, 0, 30)
-    command = Command(AffectedSOPClassUID=XA, CommandField=0x0001, MessageID=1, Priority=0,
-                      AffectedSOPInstanceUID=ds.SOPInstanceUID)
-    command.CommandDataSetType = 0x0000  # the command, announcing a dataset...
+    assoc = request("127.0.0.1", archive.port, "SLOW", archive.ae_title, [proposed_context(XA, [ExplicitVRLittleEndian])],
+                    0, 30)
+    command = store_request(1, XA, ds.SOPInstanceUID)  # the command, announcing a dataset...
     assoc.wire.send_pdata(1, True, [encode_command(command)], 0)
     half = len(data) // 2
     import struct
@@ -372,8 +386,8 @@ def test_sigterm_finishes_the_store_in_flight(tmp_path, tiny_studies):
     time.sleep(0.5)
     rest = len(data) - half
     assoc.wire.send_all([struct.pack(">BBIIBB", 4, 0, rest + 6, rest + 2, 1, 0x02), data[half:]])
-    reply = MessageReader(assoc.wire, 0).read()
-    release(assoc)
+    reply = assoc.reader.read()
+    assoc.release()
     assert reply.command.Status == 0
     assert archive.process.wait(30) == 0
     assert ds.SOPInstanceUID in index_rows(archive)

@@ -4,7 +4,7 @@ import socket
 import threading
 
 import pytest
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification, XRayAngiographicImageStorage
 
 from server_under_test.services.connection import supported_contexts
@@ -19,15 +19,18 @@ def supported():
     return supported_contexts()
 
 
-def _associate(supported, cache, proposals, calling="MODALITY", allowed=None):
-    """One association: pynetdicom proposes, our accept() answers. Returns (ours, pynetdicom's view)."""
+def _associate(supported, cache, proposals, calling="MODALITY", allowed=None, called="PACSBENCH",
+               check_called_aet=False, answers=None):
+    """One association: pynetdicom proposes, our accept() answers. Returns (ours, pynetdicom's view);
+    `answers` collects the A-ASSOCIATE primitives pynetdicom received."""
     listener = socket.create_server(("127.0.0.1", 0))
     result = {}
 
     def acceptor():
         sock, _ = listener.accept()
         try:
-            result["ours"] = accept(Wire(sock, 10), "PACSBENCH", supported, 1 << 20, allowed, False, cache)
+            result["ours"] = accept(Wire(sock, 10), "PACSBENCH", supported, 1 << 20, allowed, False, cache,
+                                    check_called_aet=check_called_aet)
         except AssociationRejected as exc:
             result["ours"] = exc
         result["done"] = True
@@ -37,7 +40,8 @@ def _associate(supported, cache, proposals, calling="MODALITY", allowed=None):
     ae = AE(ae_title=calling)
     for abstract, syntaxes in proposals:
         ae.add_requested_context(abstract, syntaxes)
-    theirs = ae.associate("127.0.0.1", listener.getsockname()[1], ae_title="PACSBENCH")
+    handlers = [(evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive))] if answers is not None else []
+    theirs = ae.associate("127.0.0.1", listener.getsockname()[1], ae_title=called, evt_handlers=handlers)
     thread.join(10)
     accepted = {str(cx.abstract_syntax): str(cx.transfer_syntax[0]) for cx in theirs.accepted_contexts}
     established = theirs.is_established
@@ -85,3 +89,24 @@ def test_the_cache_keeps_only_the_newest_answers(supported):
     for proposals in (a, b, a):
         _associate(supported, cache, proposals)
     assert (cache.misses, cache.hits) == (3, 0)
+
+
+@pytest.mark.parametrize("check_called_aet", [False, True])
+def test_an_association_addressed_to_our_ae_title_is_accepted(supported, check_called_aet):
+    ours, ok, seen = _associate(supported, NegotiationCache(), [(Verification, [EXPLICIT])],
+                                check_called_aet=check_called_aet)
+    assert ok and seen == {Verification: EXPLICIT} and ours.called_ae == "PACSBENCH"
+
+
+def test_another_called_ae_title_is_answered_unless_it_is_checked(supported):
+    ours, ok, _ = _associate(supported, NegotiationCache(), [(Verification, [EXPLICIT])], called="SOMEONE-ELSE")
+    assert ok and ours.called_ae == "SOMEONE-ELSE"  # the default, as DCMTK's storescp and Orthanc
+
+
+def test_a_checked_called_ae_title_that_is_not_ours_is_rejected_permanently(supported):
+    answers = []
+    rejected, ok, _ = _associate(supported, NegotiationCache(), [(Verification, [EXPLICIT])], called="SOMEONE-ELSE",
+                                 check_called_aet=True, answers=answers)
+    assert not ok and isinstance(rejected, AssociationRejected)
+    # PS3.8 9.3.4: rejected-permanent, DICOM UL service-user, called AE title not recognized
+    assert [(a.result, a.result_source, a.diagnostic) for a in answers] == [(0x01, 0x01, 0x07)]

@@ -8,17 +8,16 @@ import subprocess
 
 import pytest
 from conftest import require_tool, start_archive
-from pydicom.uid import UID
 from pynetdicom.dsutils import encode
 
 from bench.benchmarks.archive_find import prefill
-from bench.dicom import dimse
 from bench.dicom.peer import Peer
-from bench.dicom.scu import STUDY_ROOT_FIND, ServiceUser, identifier, query_proposals
-from bench.dicom.upper_layer import pdata_parts
+from bench.dicom.scu import STUDY_ROOT_FIND, ServiceUser, identifier, next_message_id, query_proposals
+from server_under_test.upper_layer.dimse import C_FIND, cancel_request, query_request
+from server_under_test.upper_layer.status import CANCEL_CODE, is_pending
+from server_under_test.upper_layer.wire import message_parts
 
 INSTANCES = 20_000  # 1,000 studies of 20 instances: many batches of responses
-CANCELLED = 0xFE00
 
 
 @pytest.fixture(scope="module")
@@ -74,24 +73,22 @@ def test_cancel_sent_with_the_request_stops_the_find_and_the_association_goes_on
     try:
         assoc = user.assoc
         context_id = assoc.context_id(STUDY_ROOT_FIND)
-        syntax = UID(assoc.transfer_syntax(context_id))
+        syntax = assoc.transfer_syntax(context_id)
         query = encode(identifier("STUDY", StudyInstanceUID=""), syntax.is_implicit_VR, syntax.is_little_endian)
-        message_id = dimse.next_message_id()
-        cancel = dimse.pack_command(CommandField=dimse.C_CANCEL, MessageIDBeingRespondedTo=message_id,
-                                    CommandDataSetType=dimse.NO_DATASET)
+        message_id = next_message_id()
         # Request and cancel in one write: the archive finds the cancel before its first match.
-        assoc.stream.send(pdata_parts(context_id, True, [dimse.query_request(dimse.C_FIND, message_id, STUDY_ROOT_FIND)],
-                                      assoc.peer_max_pdu)
-                          + pdata_parts(context_id, False, [query], assoc.peer_max_pdu)
-                          + pdata_parts(context_id, True, [cancel], assoc.peer_max_pdu))
+        assoc.wire.send_all(
+            message_parts(context_id, query_request(C_FIND, message_id, STUDY_ROOT_FIND), [query], assoc.peer_max_pdu)
+            + message_parts(context_id, cancel_request(message_id), None, assoc.peer_max_pdu)
+        )
         pending = 0
         while True:
-            command = assoc.receive().command
+            command = assoc.reader.read().command
             assert command["MessageIDBeingRespondedTo"] == message_id
-            if command["Status"] not in dimse.PENDING_STATUSES:
+            if not is_pending(command["Status"]):
                 break
             pending += 1
-        assert command["Status"] == CANCELLED
+        assert command["Status"] == CANCEL_CODE
         assert pending < 1000
         status, matches = user.find(identifier("STUDY", StudyInstanceUID=""))  # the association still serves
         assert status == 0 and len(matches) == 1000

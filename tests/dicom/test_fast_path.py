@@ -1,4 +1,5 @@
-"""The harness's own upper layer against DCMTK: bytes on the wire, both roles, plain and under gevent."""
+"""The harness's client and Storage SCP on the archive's upper layer against DCMTK: bytes on the
+wire, both roles, plain and under gevent."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from conftest import ROOT, free_port, require_tool
 from bench.dicom.peer import AssociationFailed, Peer
 from bench.dicom.scu import ServiceUser, query_proposals, storage_proposals
 from bench.dicom.storage_scp import StorageSCP
-from bench.dicom.upper_layer import pdata_parts, split_pdvs
 from bench.load.send import scan_file, scan_folder
 from bench.studies.integrity import dataset_digest
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
+from server_under_test.upper_layer.wire import UNLIMITED_SEND_PDU, pdata_parts, split_pdvs
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 
@@ -134,14 +135,44 @@ def test_the_fast_path_under_gevent_sends_the_same_bytes(explicit_pool, tmp_path
             "    sent[copy.sop_instance_uid] = hashlib.sha256(b''.join(bytes(c) for c in chunks)).hexdigest()\n"
             "user.release()\nprint(json.dumps(sent))\n"
         )
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
-        assert done.returncode == 0, done.stderr
-        sent = json.loads(done.stdout)
+        sent = _json_from_child(script)
         stored = {uid: hashlib.sha256(data).hexdigest() for uid, data in sink.stored().items()}
         assert len(sent) >= 4 and stored == sent
     finally:
         sink.stop()
 
+
+def _json_from_child(script: str):
+    """Run `script` in a fresh Python (gevent patches a whole process); what its last line prints, as JSON."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_client_and_storage_scp_share_one_gevent_process_cooperatively():
+    """Both ends in greenlets of one process: 16 MB datasets overflow the socket buffers, so a
+    send or receive that blocked the process instead of yielding would stall until the timeout."""
+    script = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import json, time\n"
+        "from bench.dicom.peer import Peer\n"
+        "from bench.dicom.scu import ServiceUser, storage_proposals\n"
+        "from bench.dicom.storage_scp import StorageSCP\n"
+        "XA, EXPLICIT = '1.2.840.10008.5.1.4.1.1.12.1', '1.2.840.10008.1.2.1'\n"
+        "scp = StorageSCP('GREENLETS', timeout=10).start()\n"
+        "user = ServiceUser(Peer('127.0.0.1', scp.port, 'GREENLETS'), 'GEVENT', storage_proposals([XA], [EXPLICIT]),"
+        " timeout=10)\n"
+        "data = bytes(16 << 20)\n"
+        "started = time.monotonic()\n"
+        "user.connect()\n"
+        "statuses = [user.store(XA, f'1.2.3.{n}', EXPLICIT, [data[:4096], memoryview(data)[4096:]]) for n in range(3)]\n"
+        "user.release()\n"
+        "arrived = sorted(a.bytes for a in scp.collect(0, ''))\n"
+        "print(json.dumps([statuses, arrived, scp.instances, time.monotonic() - started]))\n"
+    )
+    statuses, arrived, instances, seconds = _json_from_child(script)
+    assert statuses == [0, 0, 0] and instances == 3 and arrived == [16 << 20] * 3
+    assert seconds < 10  # no stall that only the socket timeout ended
 
 @pytest.mark.dcmtk
 def test_storescu_into_the_harness_scp_arrives_byte_identical(tiny_studies):
@@ -211,7 +242,7 @@ def test_pdata_parts_cut_any_chunks_into_valid_pdus(sizes, max_pdu):
     data, at, last_flags = b"", 0, []
     while at < len(stream):
         pdu_type, length = stream[at], int.from_bytes(stream[at + 2 : at + 6], "big")
-        assert pdu_type == 4 and (max_pdu == 0 or length <= max_pdu)
+        assert pdu_type == 4 and length <= (max_pdu or UNLIMITED_SEND_PDU)
         for context_id, flags, fragment in split_pdvs(memoryview(stream[at + 6 : at + 6 + length])):
             assert context_id == 5 and not flags & 0x01
             data += bytes(fragment)
