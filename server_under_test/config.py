@@ -206,16 +206,26 @@ def _from_table(data: dict, base: Path) -> ArchiveConfig:
     return ArchiveConfig(**values)
 
 
+def read_toml(path: Path, what: str = "config") -> dict:
+    """A TOML file as a dict; ConfigError with one clear line when it is missing, unreadable or not TOML.
+
+    The harness reads its scenarios, profiles and claims through this too (bench.common.tomlfile).
+    """
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read {what} file: {exc}") from None
+
+
 def load_config(path: Path | None) -> ArchiveConfig:
     """Defaults, or the file's settings on top of them. Relative paths are relative to the file."""
     if path is None:
         return ArchiveConfig()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     try:
         return _from_table(data, path.parent)
     except ConfigError as exc:

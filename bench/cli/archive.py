@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+from bench.cli.delegated import add_delegated_verb
+
 
 def add_parser(sub) -> None:
-    # No options here: main() hands everything after `archive` to the archive's own parser
-    # (server_under_test.storage.backup), which also runs alone inside a guest.
-    p = sub.add_parser(
-        "archive",
-        help="back up the reference archive while it keeps storing, or restore a backup",
-        description="`pacsbench archive backup --data DIR --out FOLDER` and `pacsbench archive restore FOLDER "
+    # The actions and their options live in server_under_test.storage.backup, which also runs alone in a guest.
+    add_delegated_verb(
+        sub, "archive", cmd_archive,
+        "back up the reference archive while it keeps storing, or restore a backup",
+        "`pacsbench archive backup --data DIR --out FOLDER` and `pacsbench archive restore FOLDER "
         "--data DIR`; see `pacsbench archive --help`.",
-        add_help=False,
     )
-    p.set_defaults(func=cmd_archive)
 
 
 def cmd_archive(args) -> int:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from bench.cli.delegated import add_delegated_verb
+
 
 def add_parser(sub) -> None:
-    # No options here: main() hands everything after `serve` to the archive's own parser.
-    p = sub.add_parser(
-        "serve",
-        help="run the reference archive (DICOM C-ECHO/C-STORE SCP with a SQLite index) in the foreground",
-        description="Run the reference archive until SIGTERM or Ctrl-C. Options are those of "
+    add_delegated_verb(
+        sub, "serve", cmd_serve,
+        "run the reference archive (DICOM C-ECHO/C-STORE SCP with a SQLite index) in the foreground",
+        "Run the reference archive until SIGTERM or Ctrl-C. Options are those of "
         "`python -m server_under_test`; see `pacsbench serve --help`.",
-        add_help=False,
     )
-    p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args) -> int:

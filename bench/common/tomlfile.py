@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import tomllib
 import types
 import typing
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from bench.common.errors import UserError
+from server_under_test.config import ConfigError, read_toml
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -80,13 +80,9 @@ def explain(error: ValidationError, model: type[BaseModel]) -> str:
 def load_model(path: Path, model: type[Model], what: str) -> Model:
     """Parse `path` as TOML and validate it as `model`; raise UserError on any problem."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{what} file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read {what} file: {exc}") from None
+        data = read_toml(path, what)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
