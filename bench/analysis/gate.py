@@ -3,7 +3,9 @@
 A metric regresses when both hold:
   - its ratio to the baseline is beyond the threshold (throughput below 1 - t, latency above 1 + t), and
   - the 95% bootstrap interval of that ratio excludes 1 (the change is not noise).
-Exit codes: 0 no regression, 1 regression, 2 bad input (UserError).
+Exit codes: 0 no regression, 1 regression, 2 bad input (UserError) or cannot decide: a run (or
+the baseline) too short for an interval (bench.analysis.confidence.MIN_WINDOWS) is no evidence
+either way.
 
 A baseline is a small JSON file: per metric the point estimate and the per-window values
 (per repetition) the interval needs, with the warm-up and window settings they were cut
@@ -114,14 +116,16 @@ class Check:
     threshold: float
     regressed: bool
     reason: str
+    undecided: bool = False  # too short for an interval: neither pass nor fail
 
     def line(self) -> str:
-        verdict = "REGRESSION" if self.regressed else "ok"
+        verdict = "CANNOT DECIDE" if self.undecided else "REGRESSION" if self.regressed else "ok"
         if self.ratio is None:
             return f"{verdict} {self.metric}: {self.reason}"
+        interval = (f"95% CI {self.ratio.low:.3f}-{self.ratio.high:.3f}" if self.ratio.decided else "no interval")
         return (
             f"{verdict} {self.metric}: {self.value:.3f} vs baseline {self.baseline:.3f} {self.unit}, ratio "
-            f"{self.ratio.value:.3f} (95% CI {self.ratio.low:.3f}-{self.ratio.high:.3f}); {self.reason}"
+            f"{self.ratio.value:.3f} ({interval}); {self.reason}"
         )
 
 
@@ -141,13 +145,15 @@ def judge(name: str, repetitions: list, saved: dict, threshold: float) -> Check:
     )
     if ratio is None:
         return Check(**common, regressed=True, reason="no successful request of this kind in the run")
+    if not ratio.decided:
+        return Check(**common, regressed=False, undecided=True, reason=f"cannot decide: {ratio.evidence.text()}")
     change = (1 - ratio.value) if spec.higher_is_better else (ratio.value - 1)
     beyond = change > threshold
     noise = ratio.contains(1.0)
     word = "worse" if change > 0 else "better" if change < 0 else "unchanged"
     reason = f"{abs(change):.1%} {word}; threshold {threshold:.0%}; " + (
         "the interval includes 1 (within noise)" if noise else "the interval excludes 1"
-    )
+    ) + (f"; {ratio.evidence.headline()}" if ratio.evidence.single_run else "")
     return Check(**common, regressed=beyond and not noise, reason=reason)
 
 
@@ -181,10 +187,14 @@ def run_gate(
 
 def write_junit(checks: list[Check], path: Path) -> Path:
     failures = sum(c.regressed for c in checks)
-    suite = ET.Element("testsuite", name="pacsbench gate", tests=str(len(checks)), failures=str(failures), errors="0")
+    errors = sum(c.undecided for c in checks)
+    suite = ET.Element("testsuite", name="pacsbench gate", tests=str(len(checks)), failures=str(failures),
+                       errors=str(errors))
     for check in checks:
         case = ET.SubElement(suite, "testcase", classname="pacsbench.gate", name=check.metric)
-        if check.regressed:
+        if check.undecided:
+            ET.SubElement(case, "error", message=check.line(), type="cannot-decide").text = check.line()
+        elif check.regressed:
             ET.SubElement(case, "failure", message=check.line(), type="regression").text = check.line()
         else:
             ET.SubElement(case, "system-out").text = check.line()

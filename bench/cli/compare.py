@@ -35,10 +35,14 @@ def add_parser(sub) -> None:
 
 
 def cmd_compare(args) -> int:
+    import json
+
     from bench.report.page import build_comparison_report
 
     report = build_comparison_report(args.runs, args.out, settings(args), args.baseline_target, args.claims,
                                      args.allow_unequal_budgets)
+    for note in json.loads((report.parent / "summary.json").read_text()).get("evidence_notes", []):
+        print(f"compare: {note}")  # a single run, or one too short for an interval, is said where it is read
     print(report.parent / "summary.md")
     print(report)
     return 0

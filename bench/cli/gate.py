@@ -8,7 +8,8 @@ from pathlib import Path
 from bench.cli.settings import add_settings, settings
 
 EPILOG_GATE = """A metric regresses when its ratio to the baseline is beyond --max-regression AND the 95%
-bootstrap interval of that ratio excludes 1. Exit 0: no regression; 1: regression; 2: bad input.
+bootstrap interval of that ratio excludes 1. Exit 0: no regression; 1: regression; 2: bad input, or cannot
+decide (a run or the baseline has fewer than 10 full windows: too short for an interval).
 Metrics: ingest_instances_per_s, ingest_frames_per_s, ingest_mb_per_s, retrieve_instances_per_s,
 retrieve_mb_per_s, query_requests_per_s, c_store_p95_ms, c_find_p95_ms, ... (c_<op>_p50/p90/p95/p99_ms)."""
 
@@ -40,6 +41,10 @@ def cmd_gate(args) -> int:
         print(check.line())
     if args.junit:
         write_junit(checks, args.junit)
+    undecided = [c.metric for c in checks if c.undecided]
+    if undecided:
+        print(f"gate: cannot decide {', '.join(undecided)}: too short for an interval ({len(checks)} metrics checked)")
+        return 2
     regressed = [c.metric for c in checks if c.regressed]
     print(f"gate: {'FAILED, regression in ' + ', '.join(regressed) if regressed else 'passed'} "
           f"({len(checks)} metrics checked)")

@@ -56,6 +56,8 @@ def _num(value, digits: int = 1) -> str:
 def _with_interval(estimate: dict | None, digits: int = 1) -> str:
     if not estimate:
         return "n/a"
+    if estimate.get("ci_low") is None:
+        return f"{_num(estimate['value'], digits)} [no interval: too short]"
     return (
         f"{_num(estimate['value'], digits)} [{_num(estimate['ci_low'], digits)}, {_num(estimate['ci_high'], digits)}]"
     )
@@ -269,7 +271,14 @@ def _answer(data: dict) -> str:
     bounds = " ".join(f"{g['label']}{f' ({on})' if (on := g.get('runs_on')) else ''} bounded by "
                       f"{verdict_text(g['bound_by'])}." for g in data["groups"])
     budgets = f" {data['budgets_note'][0].upper()}{data['budgets_note'][1:]}." if data.get("budgets_note") else ""
-    return f"{_figures_answer(data)} {bounds}{budgets}"
+    evidence = " " + " ".join(f"{note[0].upper()}{note[1:]}." for note in data.get("evidence_notes", []))
+    return f"{_figures_answer(data)} {bounds}{budgets}{evidence.rstrip()}"
+
+
+def _ratio_interval_text(row: dict) -> str:
+    if row.get("ci_low") is None:
+        return "no interval: too short"
+    return f"95% CI {row['ci_low']:.2f}-{row['ci_high']:.2f}"
 
 
 def _figures_answer(data: dict) -> str:
@@ -283,7 +292,7 @@ def _figures_answer(data: dict) -> str:
         )
     parts = [
         f"{r['target']} ({r['users']} users) reaches {r['value']:.2f}x of {data['baseline_target']}'s "
-        f"{r['label']} (95% CI {r['ci_low']:.2f}-{r['ci_high']:.2f}: {r['reading']})"
+        f"{r['label']} ({_ratio_interval_text(r)}: {r['reading']})"
         for r in data["ratios"]
         if r["metric"] in ("ingest_instances_per_s", "retrieve_instances_per_s")
     ]
