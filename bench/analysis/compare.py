@@ -62,6 +62,14 @@ class Group:
             for name in names
         }
 
+    def counted(self, what: str) -> dict:
+        """Failed (or warning) requests per operation, over the measured parts of the repetitions."""
+        totals: dict[str, int] = {}
+        for summary in self.summaries:
+            for operation, figures in summary["operations"].items():
+                totals[operation] = totals.get(operation, 0) + figures.get(what, 0)
+        return totals
+
     def users_by_type(self) -> dict:
         types = {t for s in self.summaries for t in s["users_by_type"]}
         return {t: min(s["users_by_type"].get(t, 0) for s in self.summaries) for t in types}
@@ -146,8 +154,8 @@ def group_runs(runs: list[RunData], settings: Settings) -> list[Group]:
     for run in sorted(runs, key=lambda r: (r.target, r.users, r.repetition)):
         group = groups.setdefault((run.target, run.users), Group(run.target, run.users))
         group.runs.append(run)
-        group.measurements.append(measure(run.samples, settings))
-        group.summaries.append(summarize(run.samples, settings))
+        group.measurements.append(measure(run.samples, settings, run.stop_at))
+        group.summaries.append(summarize(run.samples, settings, run.stop_at))
     return list(groups.values())
 
 
@@ -283,6 +291,8 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
         "repetitions": len(group.runs),
         "runs": [r.folder.name for r in group.runs],
         "estimates": estimates,
+        "failed_by_operation": group.counted("failed"),
+        "warnings_by_operation": group.counted("warnings"),
         "calibration": calibration,
         "budget": budget_of(group.runs[0]),
         "runs_on": runs_on(group.runs[0]),

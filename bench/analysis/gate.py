@@ -23,7 +23,7 @@ from pathlib import Path
 from bench import __version__
 from bench.analysis.aggregate import METRICS, Settings, Warmup, measure, metric
 from bench.analysis.confidence import Interval, point_estimate, ratio_interval
-from bench.analysis.runset import RunData, load_runs, read_json
+from bench.analysis.runset import RunData, check_completed, load_runs, read_json
 from bench.common.errors import UserError
 
 BASELINE_FORMAT = 1
@@ -47,11 +47,11 @@ def parse_threshold(text: str) -> float:
 
 def _repetitions(runs: list[RunData], settings: Settings, name: str) -> list:
     spec = metric(name)
-    return [spec.windows(measure(r.samples, settings)) for r in runs]
+    return [spec.windows(measure(r.samples, settings, r.stop_at)) for r in runs]
 
 
 def _present(runs: list[RunData], settings: Settings, name: str) -> bool:
-    return any(metric(name).present(measure(r.samples, settings)) for r in runs)
+    return any(metric(name).present(measure(r.samples, settings, r.stop_at)) for r in runs)
 
 
 def baseline_record(runs: list[RunData], settings: Settings, names: list[str] | None = None) -> dict:
@@ -90,10 +90,12 @@ def save_baseline(paths: list[Path], out: Path, settings: Settings, names: list[
     return out
 
 
-def load_baseline(path: Path, settings: Settings) -> dict:
+def load_baseline(path: Path, settings: Settings, include_incomplete: bool = False) -> dict:
     """A baseline file, or a run/matrix folder turned into one on the fly."""
     if path.is_dir():
-        return baseline_record(load_runs([path]), settings)
+        runs = load_runs([path])
+        check_completed(runs, include_incomplete)
+        return baseline_record(runs, settings)
     record = read_json(path, "the baseline", missing=f"baseline not found: {path}")
     if record.get("format") != BASELINE_FORMAT or "metrics" not in record:
         raise UserError(f"{path}: not a pacsbench baseline (write one with `pacsbench baseline save RUN --out FILE`)")
@@ -171,12 +173,14 @@ def chosen_metrics(requested: list[str] | None, baseline: dict, runs: list[RunDa
 
 
 def run_gate(
-    paths: list[Path], baseline_path: Path, threshold: float, requested: list[str] | None, settings: Settings
+    paths: list[Path], baseline_path: Path, threshold: float, requested: list[str] | None, settings: Settings,
+    include_incomplete: bool = False,
 ) -> list[Check]:
     for name in requested or []:
         metric(name)  # an unknown name fails before any file is read
     runs = load_runs(paths)
-    baseline = load_baseline(baseline_path, settings)
+    check_completed(runs, include_incomplete)
+    baseline = load_baseline(baseline_path, settings, include_incomplete)
     if baseline["scenario"] != runs[0].scenario:
         raise UserError(f"the run is of scenario {runs[0].scenario!r}, the baseline of {baseline['scenario']!r}")
     if not baseline_path.is_dir():

@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-regression", default="10%", help="allowed slowdown, e.g. 10%% (default)")
     p.add_argument("--metric", action="append", help="metric to gate on (repeatable)")
     p.add_argument("--junit", type=Path, help="write JUnit XML here, one testcase per metric")
+    p.add_argument("--include-incomplete", action="store_true",
+                   help="use runs whose run.json status is not 'completed' (stopped early, failed)")
     add_settings(p)
     p.set_defaults(func=cmd_gate)
 
@@ -36,7 +38,8 @@ def add_parser(sub) -> None:
 def cmd_gate(args) -> int:
     from bench.analysis.gate import parse_threshold, run_gate, write_junit
 
-    checks = run_gate(args.runs, args.baseline, parse_threshold(args.max_regression), args.metric, settings(args))
+    checks = run_gate(args.runs, args.baseline, parse_threshold(args.max_regression), args.metric, settings(args),
+                      args.include_incomplete)
     for check in checks:
         print(check.line())
     if args.junit:

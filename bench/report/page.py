@@ -18,16 +18,16 @@ import numpy as np
 from bench.analysis.aggregate import (  # noqa: F401 (re-exported: `pacsbench run` prints a summary)
     METRICS,
     Settings,
-    acknowledged,
     load_samples,
     load_server_metrics,
+    requested,
     summarize,
     timeline,
 )
 from bench.analysis.bounds import verdict_text
 from bench.analysis.claims import load_claims
 from bench.analysis.compare import Group, budget_text, build_comparison
-from bench.analysis.runset import RunData, load_run, load_runs
+from bench.analysis.runset import RunData, check_completed, load_run, load_runs
 from bench.common.errors import UserError
 from bench.report import figures
 
@@ -105,6 +105,16 @@ GROUP_HEADERS = [
 ]
 
 
+def _failed_beside(failed: dict, operation: str) -> str:
+    """' (3 failed)' after a percentile whose requests include failures; percentiles count them at their elapsed time."""
+    count = failed.get(operation, 0)
+    return f" ({count:,} failed)" if count else ""
+
+
+def _percentile_cell(latency: dict, name: str) -> str:
+    return _num(latency[name]) + (f" ({latency['failed']:,} failed)" if latency.get("failed") else "")
+
+
 def _group_rows(data: dict) -> list[list[str]]:
     rows = []
     for g in data["groups"]:
@@ -117,7 +127,7 @@ def _group_rows(data: dict) -> list[list[str]]:
                 _with_interval(e.get("ingest_instances_per_s"), 2),
                 _with_interval(e.get("ingest_frames_per_s")),
                 _with_interval(e.get("ingest_mb_per_s")),
-                _with_interval(e.get("c_store_p95_ms")),
+                _with_interval(e.get("c_store_p95_ms")) + _failed_beside(g.get("failed_by_operation", {}), "C-STORE"),
                 g["calibration"]["note"],
                 verdict_text(g["bound_by"]),
             ]
@@ -233,6 +243,7 @@ BREAKDOWN_HEADERS = [
     "",
     "requests",
     "failed",
+    "warnings (stored)",
     "instances/s",
     "frames/s",
     "MB/s",
@@ -250,10 +261,11 @@ def _breakdown_rows(table: dict) -> list[list[str]]:
             key,
             str(v["requests"]),
             str(v["failed"]),
+            str(v.get("warnings", 0)),
             _num(v["instances_per_s"], 2),
             _num(v["frames_per_s"]),
             _num(v["mb_per_s"]),
-            *(_num(v["latency_ms"][p]) for p in ("p50", "p90", "p95", "p99", "max")),
+            *(_percentile_cell(v["latency_ms"], p) for p in ("p50", "p90", "p95", "p99", "max")),
         ]
         for key, v in table.items()
     ]
@@ -341,7 +353,7 @@ def _latency_figures(groups: list[Group]) -> list[Picture]:
         series = [
             (
                 g.label(several_loads),
-                np.concatenate([acknowledged(m.samples, (op,))["latency_ms"].to_numpy() for m in g.measurements]),
+                np.concatenate([requested(m.samples, (op,))["latency_ms"].to_numpy() for m in g.measurements]),
             )
             for g in groups
         ]
@@ -353,7 +365,8 @@ def _latency_figures(groups: list[Group]) -> list[Picture]:
         (
             figures.latency_cdf_png(cdf),
             "latency CDFs",
-            "Share of successful requests answered within a given latency, after the warm-up.",
+            "Share of requests answered within a given latency, after the warm-up (failed requests and "
+            "timeouts at their elapsed time).",
         )
     ]
 
@@ -453,17 +466,29 @@ def _method_items(data: dict) -> list[str]:
         "arrived in. Figures with intervals are the mean over repetitions of the mean over full windows.",
         f"Intervals: {s['bootstrap']}.",
         "Throughput counts acknowledged requests only (DICOM status success or warning, such as B000 "
-        "coercion: the instance was stored); MB = 10^6 bytes.",
+        "coercion: the instance was stored, and warnings are counted beside); MB = 10^6 bytes.",
+        "Latency percentiles are over every request, failed ones and timeouts at their elapsed time; the "
+        "failed count stands beside each.",
+        "The measured span ends at the last response before the stop signal; requests answered after it "
+        "(the drain) are counted, not measured.",
         "Client-bound: a figure above 80% of the harness ceiling recorded by calibration (run.json "
         "'calibration') may measure the load generator rather than the archive.",
     ]
 
 
 def _measured_note(s: dict) -> str:
+    drain = s.get("drain") or {}
     return (
         f"Measured {s['window_seconds']:g} s after {s['warmup_seconds']:g} s of warm-up "
-        f"({s['warmup_requests_dropped']} requests dropped); {s['users']} users, {s['associations']} associations."
+        f"({s['warmup_requests_dropped']} requests dropped); {_drain_text(drain)}; {s['users']} users, "
+        f"{s['associations']} associations."
     )
+
+
+def _drain_text(drain: dict) -> str:
+    if not drain.get("requests"):
+        return "no request answered after the stop signal"
+    return f"drain after the stop signal: {drain['requests']} requests over {drain['seconds']:g} s, not measured"
 
 
 def _run_details_html(groups: list[Group]) -> str:
@@ -561,9 +586,12 @@ def _headline_rows(s: dict, data: dict) -> list[list[str]]:
         ["frames/s", _num(s["frames_per_s"])],
         ["MB/s", _num(s["mb_per_s"])],
         [
-            "C-STORE latency p50 / p90 / p95 / p99 / max (ms)",
-            " / ".join(_num(lat[p]) for p in ("p50", "p90", "p95", "p99", "max")),
+            "C-STORE latency p50 / p90 / p95 / p99 / max (ms), every request",
+            " / ".join(_num(lat[p]) for p in ("p50", "p90", "p95", "p99", "max"))
+            + f" ({lat.get('failed', 0):,} of {lat.get('requests', 0):,} failed)",
         ],
+        ["warning statuses (stored, counted above)", f"{s.get('warnings', 0):,}"],
+        ["drain (not measured)", _drain_text(s.get("drain") or {})],
         ["acknowledged instances", f"{s['instances']:,}"],
         ["failed requests", f"{s['failures']:,}"],
         ["users / associations", f"{s['users']} / {s['associations']}"],
@@ -651,9 +679,11 @@ def build_comparison_report(
     baseline: str = "native",
     claim_paths: list[Path] | None = None,
     allow_unequal_budgets: bool = False,
+    include_incomplete: bool = False,
 ) -> Path:
     """Write the comparison of runs (or matrices) into `out`; return the HTML path."""
     runs = load_runs(paths)
+    check_completed(runs, include_incomplete)
     claim_sets = load_claims(claim_paths)
     data, groups = build_comparison(runs, settings, baseline, claim_sets, allow_unequal_budgets)
     folder = out or default_compare_folder(Path("results"), data["scenario"])
