@@ -283,7 +283,7 @@ def _answer(data: dict) -> str:
     bounds = " ".join(f"{g['label']}{f' ({on})' if (on := g.get('runs_on')) else ''} bounded by "
                       f"{verdict_text(g['bound_by'])}." for g in data["groups"])
     budgets = f" {data['budgets_note'][0].upper()}{data['budgets_note'][1:]}." if data.get("budgets_note") else ""
-    evidence = " " + " ".join(f"{note[0].upper()}{note[1:]}." for note in data.get("evidence_notes", []))
+    evidence = " " + " ".join(f"{note}." for note in data.get("evidence_notes", []))  # labels keep their case
     return f"{_figures_answer(data)} {bounds}{budgets}{evidence.rstrip()}"
 
 
