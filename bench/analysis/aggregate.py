@@ -2,7 +2,11 @@
 
 Every figure comes from the sample rows only. The measurement window runs from the end of
 the warm-up (a stated rule, default: the first 10% of the run) to the last response
-received; a request counts in the window its response arrived in. "Images per second" in
+received before the stop signal (run.json's start plus the load's duration, when known):
+requests answered after it are the drain, reported but not measured. A request counts in the
+window its response arrived in. Throughput counts acknowledged requests (warnings included:
+the instance was stored, and the warnings are counted beside); latency percentiles are over
+every request, failures and timeouts at their elapsed time, with the failed count beside. "Images per second" in
 PACS talk means instances per second; frames/s and MB/s (10^6 bytes) stand next to it
 because one multi-frame instance can hold one frame or hundreds.
 
@@ -24,6 +28,7 @@ from bench.analysis.confidence import PooledQuantile, WindowMeans
 from bench.common.errors import UserError
 from bench.results.samples import COLUMNS, SAMPLES_FILE, done_mask
 from bench.results.server_metrics import SERVER_METRICS_FILE
+from server_under_test.upper_layer.status import WARNING, status_class
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 INGEST = ("C-STORE",)
@@ -129,7 +134,8 @@ class Settings:
 
 @dataclass(frozen=True)
 class Measurement:
-    """The rows of one run whose responses arrived after the warm-up, and the window they span."""
+    """The rows of one run whose responses arrived after the warm-up and before the stop signal, and the
+    window they span; the drain (responses after the stop signal) is counted, not measured."""
 
     samples: pd.DataFrame
     begin: float
@@ -137,6 +143,8 @@ class Measurement:
     run_start: float
     dropped: int
     window_seconds: float
+    drained: int = 0
+    drain_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -150,15 +158,46 @@ class Measurement:
         return ((rows["end"] - self.begin) // self.window_seconds).astype(int).to_numpy()
 
 
-def measure(samples: pd.DataFrame, settings: Settings = Settings()) -> Measurement:
-    first, last = float(samples["start"].min()), float(samples["end"].max())
-    begin = min(settings.warmup.cut(first, last), last)
-    kept = samples[samples["end"] >= begin]
-    return Measurement(kept, begin, last, first, len(samples) - len(kept), settings.window_seconds)
+def measure(samples: pd.DataFrame, settings: Settings = Settings(), stop_at: float | None = None) -> Measurement:
+    """The measured part of a run; `stop_at` is the stop signal's time (Unix s), None when not known.
+    Settings that leave nothing to measure are a one-line UserError."""
+    first, last_response = float(samples["start"].min()), float(samples["end"].max())
+    before_stop = samples if stop_at is None else samples[samples["end"] <= stop_at]
+    if before_stop.empty:
+        before_stop = samples  # no response before the stop signal: the drain is all there is
+    last = float(before_stop["end"].max())
+    check_settings(settings, first, last)
+    begin = settings.warmup.cut(first, last)
+    kept = before_stop[before_stop["end"] >= begin]
+    drained = len(samples) - len(before_stop)
+    return Measurement(kept, begin, last, first, len(before_stop) - len(kept), settings.window_seconds,
+                       drained, max(last_response - last, 0.0) if drained else 0.0)
+
+
+def check_settings(settings: Settings, first: float, last: float) -> None:
+    """A warm-up as long as the run, or a window longer than what is left to measure, is an error."""
+    lasted = last - first
+    if settings.warmup.seconds and settings.warmup.seconds >= lasted:
+        raise UserError(f"--warmup {settings.warmup.rule()}: the run lasted only {lasted:.1f} s (first request to "
+                        "last response before the stop): nothing would be measured")
+    span = last - settings.warmup.cut(first, last)
+    if settings.window_seconds > span:
+        raise UserError(f"--window {settings.window_seconds:g}: longer than the measured span ({span:.1f} s after "
+                        f"the warm-up): not one full window")
 
 
 def acknowledged(rows: pd.DataFrame, operations: tuple[str, ...]) -> pd.DataFrame:
     return rows[rows["operation"].isin(operations) & done_mask(rows["status"])]
+
+
+def requested(rows: pd.DataFrame, operations: tuple[str, ...]) -> pd.DataFrame:
+    """Every request of these operations, answered or not: what latency percentiles are taken over."""
+    return rows[rows["operation"].isin(operations)]
+
+
+def warning_mask(status: pd.Series) -> pd.Series:
+    """Rows whose status is a warning (B000, B006, B007 ...): stored, and counted as warnings."""
+    return status.isin([code for code in status.unique() if status_class(int(code)) == WARNING])
 
 
 # --- metrics: named figures with per-window values ---------------------------------------
@@ -177,16 +216,22 @@ class Metric:
     def present(self, m: Measurement) -> bool:
         return bool(m.samples["operation"].isin(self.operations).any())
 
+    def rows(self, m: Measurement) -> pd.DataFrame:
+        """A rate counts what was acknowledged; a latency percentile every request, failed ones included."""
+        if self.quantile is not None:
+            return requested(m.samples, self.operations)
+        return acknowledged(m.samples, self.operations)
+
     def value(self, m: Measurement) -> float | None:
         """Over the whole measured window (the windowed estimate can differ slightly)."""
-        rows = acknowledged(m.samples, self.operations)
+        rows = self.rows(m)
         if self.quantile is not None:
             return float(rows["latency_ms"].quantile(self.quantile)) if len(rows) else None
         return _amount(rows, self.field) / m.seconds
 
     def windows(self, m: Measurement) -> WindowMeans | PooledQuantile:
         """The run cut into full windows, the units a bootstrap resamples (the whole run if shorter than one)."""
-        rows = acknowledged(m.samples, self.operations)
+        rows = self.rows(m)
         n = m.full_windows
         index = m.window_index(rows) if n else np.zeros(len(rows), dtype=int)
         inside = index < max(n, 1)
@@ -281,11 +326,15 @@ def _rounded(value: float | None, digits: int = 3) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
 
-def latency_percentiles(latency: pd.Series) -> dict:
+def latency_percentiles(rows: pd.DataFrame) -> dict:
+    """Percentiles of every request's latency (failures and timeouts at their elapsed time), with
+    the number of failed requests among them beside."""
+    failed = int((~done_mask(rows["status"])).sum())
+    latency = rows["latency_ms"]
     if latency.empty:
-        return {name: None for name in [*PERCENTILES, "max"]}
+        return {name: None for name in [*PERCENTILES, "max"]} | {"requests": 0, "failed": 0}
     out = {name: _rounded(latency.quantile(q)) for name, q in PERCENTILES.items()}
-    return out | {"max": _rounded(latency.max())}
+    return out | {"max": _rounded(latency.max()), "requests": int(len(rows)), "failed": failed}
 
 
 def _rates(ok: pd.DataFrame, seconds: float) -> dict:
@@ -308,9 +357,10 @@ def breakdown(m: Measurement, column: str) -> dict:
         out[str(key)] = {
             "requests": int(len(rows)),
             "failed": int((~succeeded).sum()),
+            "warnings": int(warning_mask(rows["status"]).sum()),
             "requests_per_s": _rounded(len(rows) / m.seconds),
             **_rates(ok, m.seconds),
-            "latency_ms": latency_percentiles(ok["latency_ms"]),
+            "latency_ms": latency_percentiles(rows),
         }
     return out
 
@@ -389,9 +439,9 @@ def load_server_metrics(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
     return numeric, ""
 
 
-def summarize(samples: pd.DataFrame, settings: Settings = Settings()) -> dict:
-    """The figures of one run (after the warm-up); the top-level rates are ingest (C-STORE)."""
-    m = measure(samples, settings)
+def summarize(samples: pd.DataFrame, settings: Settings = Settings(), stop_at: float | None = None) -> dict:
+    """The figures of one run (after the warm-up, before the stop signal); the top-level rates are ingest (C-STORE)."""
+    m = measure(samples, settings, stop_at)
     stores = m.samples[m.samples["operation"].isin(INGEST)]
     ok = stores[done_mask(stores["status"])]
     failures = samples[samples["error"] != ""]  # the whole run: a warm-up does not excuse a failure
@@ -401,9 +451,11 @@ def summarize(samples: pd.DataFrame, settings: Settings = Settings()) -> dict:
         "warmup_seconds": _rounded(m.begin - m.run_start),
         "warmup_requests_dropped": m.dropped,
         "window_seconds": _rounded(m.seconds),
+        "drain": {"requests": m.drained, "seconds": _rounded(m.drain_seconds)},
         "requests": int(len(m.samples)),
         **_rates(ok, m.seconds),
-        "latency_ms": latency_percentiles(ok["latency_ms"]),
+        "warnings": int(warning_mask(stores["status"]).sum()),
+        "latency_ms": latency_percentiles(stores),
         "failures": int(len(failures)),
         "failures_by_error": {str(k): int(v) for k, v in failures["error"].value_counts().items()},
         "errors_by_status": errors_by_status(samples),

@@ -24,7 +24,7 @@ from bench.analysis.aggregate import (
 )
 from bench.analysis.bounds import bound_by, measured_rows
 from bench.analysis.claims import ClaimSet, judge_all
-from bench.analysis.confidence import Interval, mean_interval, ratio_interval
+from bench.analysis.confidence import METHOD, SINGLE_RUN, TOO_SHORT, Interval, mean_interval, ratio_interval
 from bench.analysis.runset import RunData
 from bench.common.errors import UserError
 
@@ -61,6 +61,14 @@ class Group:
             name: float(np.mean([s["metrics"][name] for s in self.summaries if s["metrics"].get(name) is not None]))
             for name in names
         }
+
+    def counted(self, what: str) -> dict:
+        """Failed (or warning) requests per operation, over the measured parts of the repetitions."""
+        totals: dict[str, int] = {}
+        for summary in self.summaries:
+            for operation, figures in summary["operations"].items():
+                totals[operation] = totals.get(operation, 0) + figures.get(what, 0)
+        return totals
 
     def users_by_type(self) -> dict:
         types = {t for s in self.summaries for t in s["users_by_type"]}
@@ -146,8 +154,8 @@ def group_runs(runs: list[RunData], settings: Settings) -> list[Group]:
     for run in sorted(runs, key=lambda r: (r.target, r.users, r.repetition)):
         group = groups.setdefault((run.target, run.users), Group(run.target, run.users))
         group.runs.append(run)
-        group.measurements.append(measure(run.samples, settings))
-        group.summaries.append(summarize(run.samples, settings))
+        group.measurements.append(measure(run.samples, settings, run.stop_at))
+        group.summaries.append(summarize(run.samples, settings, run.stop_at))
     return list(groups.values())
 
 
@@ -227,8 +235,8 @@ def ratios(groups: list[Group], baseline: str) -> list[dict]:
             if interval is None:
                 continue
             spec = METRICS[name]
-            worse = interval.high < 1 if spec.higher_is_better else interval.low > 1
-            better = interval.low > 1 if spec.higher_is_better else interval.high < 1
+            worse = interval.decided and (interval.high < 1 if spec.higher_is_better else interval.low > 1)
+            better = interval.decided and (interval.low > 1 if spec.higher_is_better else interval.high < 1)
             rows.append(
                 {
                     "target": group.target,
@@ -238,10 +246,36 @@ def ratios(groups: list[Group], baseline: str) -> list[dict]:
                     **interval.as_dict(),
                     "repetitions": len(group.runs),
                     "baseline_repetitions": len(base.runs),
-                    "reading": "worse" if worse else "better" if better else "no clear difference",
+                    "reading": reading(interval, worse, better),
                 }
             )
     return rows
+
+
+def reading(interval: Interval, worse: bool, better: bool) -> str:
+    if not interval.decided:
+        return "cannot tell (too short for an interval)"
+    return "worse" if worse else "better" if better else "no clear difference"
+
+
+def evidence_notes(data: dict) -> list[str]:
+    """One line per group, and per target's ratios, whose intervals rest on less than repetitions."""
+    notes = []
+    for group in data["groups"]:
+        notes += _weakest_note(group["label"], list(group["estimates"].values()))
+    for target in dict.fromkeys(r["target"] for r in data["ratios"]):
+        rows = [r for r in data["ratios"] if r["target"] == target]
+        notes += _weakest_note(f"ratios of {target} to {data['baseline_target']}", rows)
+    return notes
+
+
+def _weakest_note(what: str, estimates: list[dict]) -> list[str]:
+    kinds = {e.get("evidence_kind") for e in estimates}
+    for kind in (TOO_SHORT, SINGLE_RUN):
+        if kind in kinds:
+            text = next(e["evidence"] for e in estimates if e.get("evidence_kind") == kind)
+            return [f"{what}: {text}"]
+    return []
 
 
 def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet]) -> dict:
@@ -257,6 +291,8 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
         "repetitions": len(group.runs),
         "runs": [r.folder.name for r in group.runs],
         "estimates": estimates,
+        "failed_by_operation": group.counted("failed"),
+        "warnings_by_operation": group.counted("warnings"),
         "calibration": calibration,
         "budget": budget_of(group.runs[0]),
         "runs_on": runs_on(group.runs[0]),
@@ -284,10 +320,11 @@ def build_comparison(runs: list[RunData], settings: Settings, baseline: str, cla
     data = {
         "scenario": runs[0].scenario,
         "baseline_target": baseline,
-        "settings": settings.describe() | {"bootstrap": "percentile, 2000 resamples over repetitions and windows, 95%"},
+        "settings": settings.describe() | {"bootstrap": METHOD},
         "groups": [_group_record(g, several_loads, claim_sets) for g in groups],
         "ratios": ratios(groups, baseline),
         "budgets_note": budgets_note,
         "environment": [environment(r) for g in groups for r in g.runs],
     }
+    data["evidence_notes"] = evidence_notes(data)
     return data, groups

@@ -1,12 +1,15 @@
-"""Bootstrap confidence intervals over repetitions and time windows.
+"""Bootstrap confidence intervals over repetitions and time windows, each stating its evidence.
 
 A figure of one target is the mean, over its repetitions, of a statistic of each
 repetition's time windows: the mean of per-window rates for throughput, the quantile of
-the pooled latencies for a latency percentile. The bootstrap resamples at both levels
-(repetitions with replacement, then windows within each chosen repetition), so an
-interval widens with noise between runs as well as within one. Windows are resampled
-whole (a block bootstrap): neighbouring requests are not independent. Percentile
-intervals from a fixed seed: the same input gives the same interval.
+the pooled latencies for a latency percentile. Run-to-run variation can only come from
+repetitions: with several, the bootstrap resamples repetitions with replacement and then
+windows within each chosen one; with one, it resamples that run's windows only, and the
+interval says "single run: no run-to-run estimate". Windows are resampled in moving blocks
+(neighbouring windows are not independent): the block length is the first lag at which the
+series' autocorrelation falls below 1/e (at least 1, at most a third of the series). A
+repetition with fewer than MIN_WINDOWS full windows gives no interval at all ("too short").
+Percentile intervals from a fixed seed: the same input gives the same interval.
 """
 
 from __future__ import annotations
@@ -18,28 +21,102 @@ import numpy as np
 RESAMPLES = 2000
 LEVEL = 0.95
 SEED = 20110101  # fixed: reports are reproducible
+MIN_WINDOWS = 10  # fewer full windows in a repetition: too few blocks to say anything about noise
+SINGLE_RUN = "single run: no run-to-run estimate"
+TOO_SHORT = "too short"
+METHOD = (f"percentile, {RESAMPLES} resamples, {LEVEL:.0%}: repetitions resampled when there are several (run-to-run "
+          "variation), windows within each in moving blocks (length: first lag where the windows' autocorrelation "
+          f"falls below 1/e); no interval with fewer than {MIN_WINDOWS} full windows in a repetition")
+
+
+def block_length(series) -> int:
+    """The first lag at which the autocorrelation of `series` falls below 1/e; 1 to len/3."""
+    x = np.asarray(series, dtype=float)
+    cap = max(1, len(x) // 3)  # a resample needs at least three blocks to vary at all
+    x = x - x.mean()
+    variance = float(x @ x)
+    if len(x) < 3 or variance == 0:
+        return 1
+    for lag in range(1, cap + 1):
+        if float(x[:-lag] @ x[lag:]) / variance < 1 / np.e:
+            return lag
+    return cap
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What an interval rests on: how many repetitions, the fewest full windows in one, the block length."""
+
+    repetitions: int
+    windows: int
+    block: int
+
+    @property
+    def too_short(self) -> bool:
+        return self.windows < MIN_WINDOWS
+
+    @property
+    def single_run(self) -> bool:
+        return self.repetitions == 1
+
+    @property
+    def kind(self) -> str:
+        return TOO_SHORT if self.too_short else SINGLE_RUN if self.single_run else "repetitions"
+
+    def headline(self) -> str:
+        """The short form a reader must see beside a single-run or too-short figure."""
+        if self.too_short:
+            return f"{TOO_SHORT}: fewer than {MIN_WINDOWS} full windows in a repetition, no interval"
+        return SINGLE_RUN if self.single_run else ""
+
+    def text(self) -> str:
+        if self.too_short:
+            return (f"{TOO_SHORT}: {self.windows} full window{'s' if self.windows != 1 else ''} in a repetition, "
+                    f"at least {MIN_WINDOWS} needed for an interval")
+        blocks = f"windows resampled in blocks of {self.block}"
+        if self.single_run:
+            return f"{SINGLE_RUN} ({self.windows} windows, {blocks})"
+        return f"{self.repetitions} repetitions resampled (run-to-run), {blocks}"
+
+    def weaker(self, other: "Evidence") -> "Evidence":
+        return Evidence(min(self.repetitions, other.repetitions), min(self.windows, other.windows),
+                        max(self.block, other.block))
 
 
 @dataclass(frozen=True)
 class Interval:
+    """A figure and its 95% interval; low and high are None when the evidence is too short for one."""
+
     value: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
+    evidence: Evidence | None = None
+
+    @property
+    def decided(self) -> bool:
+        return self.low is not None and self.high is not None
 
     def contains(self, x: float) -> bool:
-        return self.low <= x <= self.high
+        return self.decided and self.low <= x <= self.high
 
     def as_dict(self, digits: int = 4) -> dict:
+        def rounded(v):
+            return None if v is None else round(v, digits)
+
         return {
             "value": round(self.value, digits),
-            "ci_low": round(self.low, digits),
-            "ci_high": round(self.high, digits),
+            "ci_low": rounded(self.low),
+            "ci_high": rounded(self.high),
+            "evidence": self.evidence.text() if self.evidence else "",
+            "evidence_kind": self.evidence.kind if self.evidence else "",
         }
 
 
-def _window_multiplicities(rng: np.random.Generator, windows: int, resamples: int) -> np.ndarray:
-    """How often each window is drawn in each replicate (resamples x windows)."""
-    picks = rng.integers(0, windows, size=(resamples, windows))
+def _window_multiplicities(rng: np.random.Generator, windows: int, resamples: int, block: int = 1) -> np.ndarray:
+    """How often each window is drawn in each replicate (resamples x windows), in moving blocks of `block`."""
+    block = max(1, min(block, windows))
+    starts = rng.integers(0, windows - block + 1, size=(resamples, -(-windows // block)))
+    picks = (starts[:, :, None] + np.arange(block)).reshape(resamples, -1)[:, :windows]
     flat = picks + np.arange(resamples)[:, None] * windows
     return np.bincount(flat.ravel(), minlength=resamples * windows).reshape(resamples, windows)
 
@@ -49,32 +126,43 @@ class WindowMeans:
 
     def __init__(self, values):
         self.values = np.asarray(values, dtype=float)
+        self.block = block_length(self.values)
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def has_values(self) -> bool:
+        return len(self.values) > 0
 
     def point(self) -> float:
         return float(self.values.mean())
 
     def replicates(self, rng: np.random.Generator, resamples: int) -> np.ndarray:
-        return _window_multiplicities(rng, len(self.values), resamples) @ self.values / len(self.values)
+        weights = _window_multiplicities(rng, len(self.values), resamples, self.block)
+        return weights @ self.values / len(self.values)
 
     def to_json(self) -> list:
         return [round(float(v), 6) for v in self.values]
 
 
 class PooledQuantile:
-    """Per-window latency lists; the statistic is quantile `q` of all of them pooled."""
+    """Per-window latency lists (empty ones included: they are windows too); the statistic is
+    quantile `q` of all of them pooled."""
 
     def __init__(self, windows: list, q: float):
-        self.windows = [np.asarray(w, dtype=float) for w in windows if len(w)]
+        self.windows = [np.asarray(w, dtype=float) for w in windows]
         self.q = q
         values = np.concatenate(self.windows) if self.windows else np.empty(0)
         self._sorted = np.sort(values)
         self._windows_sorted = [np.sort(w) for w in self.windows]
+        mean = float(values.mean()) if len(values) else 0.0
+        self.block = block_length([w.mean() if len(w) else mean for w in self.windows])
 
     def __len__(self) -> int:
         return len(self.windows)
+
+    def has_values(self) -> bool:
+        return len(self._sorted) > 0
 
     def point(self) -> float:
         return float(np.quantile(self._sorted, self.q, method="inverted_cdf"))
@@ -82,8 +170,9 @@ class PooledQuantile:
     def replicates(self, rng: np.random.Generator, resamples: int) -> np.ndarray:
         """Quantile of each resample without building it: a binary search over the pooled sorted
         latencies for the smallest one whose weighted count reaches q of the resample's size."""
-        weights = _window_multiplicities(rng, len(self.windows), resamples)
-        wanted = self.q * (weights @ np.array([len(w) for w in self.windows]))
+        weights = _window_multiplicities(rng, len(self.windows), resamples, self.block)
+        sizes = weights @ np.array([len(w) for w in self.windows])
+        wanted = self.q * sizes
         low = np.zeros(resamples, dtype=int)
         high = np.full(resamples, len(self._sorted) - 1)
         while np.any(low < high):
@@ -93,14 +182,14 @@ class PooledQuantile:
             reached = (weights * at_or_below).sum(axis=1) >= wanted
             high = np.where(reached, middle, high)
             low = np.where(reached, low, middle + 1)
-        return self._sorted[low]
+        return np.where(sizes > 0, self._sorted[low], np.nan)  # a resample of empty windows has no quantile
 
     def to_json(self) -> list:
         return [[round(float(v), 3) for v in w] for w in self.windows]
 
 
 def _nonempty(repetitions: list) -> list:
-    return [r for r in repetitions if len(r)]
+    return [r for r in repetitions if r.has_values()]
 
 
 def point_estimate(repetitions: list) -> float | None:
@@ -108,10 +197,17 @@ def point_estimate(repetitions: list) -> float | None:
     return float(np.mean([r.point() for r in repetitions])) if repetitions else None
 
 
+def evidence_of(repetitions: list) -> Evidence:
+    repetitions = _nonempty(repetitions)
+    return Evidence(len(repetitions), min(len(r) for r in repetitions), max(r.block for r in repetitions))
+
+
 def bootstrap_replicates(repetitions: list, rng: np.random.Generator, resamples: int = RESAMPLES) -> np.ndarray:
-    """Replicates of the mean over repetitions, resampling repetitions and, within each, windows."""
+    """Replicates of the mean over repetitions: repetitions resampled (when several), windows within each."""
     repetitions = _nonempty(repetitions)
     per_repetition = np.stack([r.replicates(rng, resamples) for r in repetitions])
+    if len(repetitions) == 1:
+        return per_repetition[0]
     chosen = rng.integers(0, len(repetitions), size=(resamples, len(repetitions)))
     return per_repetition[chosen, np.arange(resamples)[:, None]].mean(axis=1)
 
@@ -127,7 +223,11 @@ def mean_interval(repetitions: list, level: float = LEVEL) -> Interval | None:
     value = point_estimate(repetitions)
     if value is None:
         return None
-    return Interval(value, *_bounds(bootstrap_replicates(repetitions, np.random.default_rng(SEED)), level))
+    evidence = evidence_of(repetitions)
+    if evidence.too_short:
+        return Interval(value, None, None, evidence)
+    replicates = bootstrap_replicates(repetitions, np.random.default_rng(SEED))
+    return Interval(value, *_bounds(replicates, level), evidence)
 
 
 def ratio_interval(repetitions: list, baseline: list, level: float = LEVEL) -> Interval | None:
@@ -135,8 +235,11 @@ def ratio_interval(repetitions: list, baseline: list, level: float = LEVEL) -> I
     value, base = point_estimate(repetitions), point_estimate(baseline)
     if value is None or not base:
         return None
+    evidence = evidence_of(repetitions).weaker(evidence_of(baseline))
+    if evidence.too_short:
+        return Interval(value / base, None, None, evidence)
     rng = np.random.default_rng(SEED)
     mine, theirs = bootstrap_replicates(repetitions, rng), bootstrap_replicates(baseline, rng)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = mine / theirs
-    return Interval(value / base, *_bounds(ratios, level))
+    return Interval(value / base, *_bounds(ratios, level), evidence)

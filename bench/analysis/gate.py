@@ -3,7 +3,9 @@
 A metric regresses when both hold:
   - its ratio to the baseline is beyond the threshold (throughput below 1 - t, latency above 1 + t), and
   - the 95% bootstrap interval of that ratio excludes 1 (the change is not noise).
-Exit codes: 0 no regression, 1 regression, 2 bad input (UserError).
+Exit codes: 0 no regression, 1 regression, 2 bad input (UserError) or cannot decide: a run (or
+the baseline) too short for an interval (bench.analysis.confidence.MIN_WINDOWS) is no evidence
+either way.
 
 A baseline is a small JSON file: per metric the point estimate and the per-window values
 (per repetition) the interval needs, with the warm-up and window settings they were cut
@@ -21,7 +23,7 @@ from pathlib import Path
 from bench import __version__
 from bench.analysis.aggregate import METRICS, Settings, Warmup, measure, metric
 from bench.analysis.confidence import Interval, point_estimate, ratio_interval
-from bench.analysis.runset import RunData, load_runs, read_json
+from bench.analysis.runset import RunData, check_completed, load_runs, read_json
 from bench.common.errors import UserError
 
 BASELINE_FORMAT = 1
@@ -45,11 +47,11 @@ def parse_threshold(text: str) -> float:
 
 def _repetitions(runs: list[RunData], settings: Settings, name: str) -> list:
     spec = metric(name)
-    return [spec.windows(measure(r.samples, settings)) for r in runs]
+    return [spec.windows(measure(r.samples, settings, r.stop_at)) for r in runs]
 
 
 def _present(runs: list[RunData], settings: Settings, name: str) -> bool:
-    return any(metric(name).present(measure(r.samples, settings)) for r in runs)
+    return any(metric(name).present(measure(r.samples, settings, r.stop_at)) for r in runs)
 
 
 def baseline_record(runs: list[RunData], settings: Settings, names: list[str] | None = None) -> dict:
@@ -88,10 +90,12 @@ def save_baseline(paths: list[Path], out: Path, settings: Settings, names: list[
     return out
 
 
-def load_baseline(path: Path, settings: Settings) -> dict:
+def load_baseline(path: Path, settings: Settings, include_incomplete: bool = False) -> dict:
     """A baseline file, or a run/matrix folder turned into one on the fly."""
     if path.is_dir():
-        return baseline_record(load_runs([path]), settings)
+        runs = load_runs([path])
+        check_completed(runs, include_incomplete)
+        return baseline_record(runs, settings)
     record = read_json(path, "the baseline", missing=f"baseline not found: {path}")
     if record.get("format") != BASELINE_FORMAT or "metrics" not in record:
         raise UserError(f"{path}: not a pacsbench baseline (write one with `pacsbench baseline save RUN --out FILE`)")
@@ -114,14 +118,16 @@ class Check:
     threshold: float
     regressed: bool
     reason: str
+    undecided: bool = False  # too short for an interval: neither pass nor fail
 
     def line(self) -> str:
-        verdict = "REGRESSION" if self.regressed else "ok"
+        verdict = "CANNOT DECIDE" if self.undecided else "REGRESSION" if self.regressed else "ok"
         if self.ratio is None:
             return f"{verdict} {self.metric}: {self.reason}"
+        interval = (f"95% CI {self.ratio.low:.3f}-{self.ratio.high:.3f}" if self.ratio.decided else "no interval")
         return (
             f"{verdict} {self.metric}: {self.value:.3f} vs baseline {self.baseline:.3f} {self.unit}, ratio "
-            f"{self.ratio.value:.3f} (95% CI {self.ratio.low:.3f}-{self.ratio.high:.3f}); {self.reason}"
+            f"{self.ratio.value:.3f} ({interval}); {self.reason}"
         )
 
 
@@ -141,13 +147,15 @@ def judge(name: str, repetitions: list, saved: dict, threshold: float) -> Check:
     )
     if ratio is None:
         return Check(**common, regressed=True, reason="no successful request of this kind in the run")
+    if not ratio.decided:
+        return Check(**common, regressed=False, undecided=True, reason=f"cannot decide: {ratio.evidence.text()}")
     change = (1 - ratio.value) if spec.higher_is_better else (ratio.value - 1)
     beyond = change > threshold
     noise = ratio.contains(1.0)
     word = "worse" if change > 0 else "better" if change < 0 else "unchanged"
     reason = f"{abs(change):.1%} {word}; threshold {threshold:.0%}; " + (
         "the interval includes 1 (within noise)" if noise else "the interval excludes 1"
-    )
+    ) + (f"; {ratio.evidence.headline()}" if ratio.evidence.single_run else "")
     return Check(**common, regressed=beyond and not noise, reason=reason)
 
 
@@ -165,12 +173,14 @@ def chosen_metrics(requested: list[str] | None, baseline: dict, runs: list[RunDa
 
 
 def run_gate(
-    paths: list[Path], baseline_path: Path, threshold: float, requested: list[str] | None, settings: Settings
+    paths: list[Path], baseline_path: Path, threshold: float, requested: list[str] | None, settings: Settings,
+    include_incomplete: bool = False,
 ) -> list[Check]:
     for name in requested or []:
         metric(name)  # an unknown name fails before any file is read
     runs = load_runs(paths)
-    baseline = load_baseline(baseline_path, settings)
+    check_completed(runs, include_incomplete)
+    baseline = load_baseline(baseline_path, settings, include_incomplete)
     if baseline["scenario"] != runs[0].scenario:
         raise UserError(f"the run is of scenario {runs[0].scenario!r}, the baseline of {baseline['scenario']!r}")
     if not baseline_path.is_dir():
@@ -181,10 +191,14 @@ def run_gate(
 
 def write_junit(checks: list[Check], path: Path) -> Path:
     failures = sum(c.regressed for c in checks)
-    suite = ET.Element("testsuite", name="pacsbench gate", tests=str(len(checks)), failures=str(failures), errors="0")
+    errors = sum(c.undecided for c in checks)
+    suite = ET.Element("testsuite", name="pacsbench gate", tests=str(len(checks)), failures=str(failures),
+                       errors=str(errors))
     for check in checks:
         case = ET.SubElement(suite, "testcase", classname="pacsbench.gate", name=check.metric)
-        if check.regressed:
+        if check.undecided:
+            ET.SubElement(case, "error", message=check.line(), type="cannot-decide").text = check.line()
+        elif check.regressed:
             ET.SubElement(case, "failure", message=check.line(), type="regression").text = check.line()
         else:
             ET.SubElement(case, "system-out").text = check.line()

@@ -10,6 +10,7 @@ repetitions count up per target in the order the folders were given.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -46,6 +47,23 @@ class RunData:
     @property
     def calibration(self) -> dict | None:
         return self.run.get("calibration") or None
+
+    @property
+    def completed(self) -> bool:
+        return self.run.get("status") == "completed"
+
+    @property
+    def stop_at(self) -> float | None:
+        """When the stop signal was given (Unix s): the load's start plus its duration, for a run that ran
+        its course; None when run.json does not say (the last response then ends the measured span)."""
+        started = self.run.get("started")
+        duration = ((self.run.get("scenario") or {}).get("load") or {}).get("duration")
+        if not (self.completed and started and duration):
+            return None
+        try:
+            return dt.datetime.fromisoformat(str(started)).timestamp() + float(duration)
+        except ValueError:
+            return None
 
 
 def read_json(path: Path, what: str, missing: str = "") -> dict:
@@ -114,6 +132,14 @@ def load_runs(paths: list[Path]) -> list[RunData]:
         runs.append(run)
     check_one_scenario(runs)
     return runs
+
+
+def check_completed(runs: list[RunData], include_incomplete: bool) -> None:
+    """A run that did not complete (stopped early, failed, interrupted) is not compared unless asked."""
+    incomplete = [f"{r.folder.name}: {r.run.get('status') or 'no status'}" for r in runs if not r.completed]
+    if incomplete and not include_incomplete:
+        raise UserError(f"runs that did not complete ({'; '.join(incomplete)}): their figures cover part of "
+                        "the load; pass --include-incomplete to use them anyway")
 
 
 def check_one_scenario(runs: list[RunData]) -> None:

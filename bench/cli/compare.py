@@ -29,16 +29,22 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default results/<time>-compare-SCENARIO)")
     p.add_argument("--allow-unequal-budgets", action="store_true",
                    help="compare runs whose targets had different CPUs or memory (the headline says so)")
+    p.add_argument("--include-incomplete", action="store_true",
+                   help="compare runs whose run.json status is not 'completed' (stopped early, failed)")
     add_settings(p)
     add_claims(p)
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args) -> int:
+    import json
+
     from bench.report.page import build_comparison_report
 
     report = build_comparison_report(args.runs, args.out, settings(args), args.baseline_target, args.claims,
-                                     args.allow_unequal_budgets)
+                                     args.allow_unequal_budgets, args.include_incomplete)
+    for note in json.loads((report.parent / "summary.json").read_text()).get("evidence_notes", []):
+        print(f"compare: {note}")  # a single run, or one too short for an interval, is said where it is read
     print(report.parent / "summary.md")
     print(report)
     return 0

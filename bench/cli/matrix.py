@@ -1,4 +1,4 @@
-"""`pacsbench matrix`: one scenario against several targets, alternated, listed in matrix.json.
+"""`pacsbench matrix`: one scenario against several targets, order rotated per repetition, listed in matrix.json.
 
 main() has already patched the process with gevent before this command imports locust.
 """
@@ -18,9 +18,10 @@ scenario's [target]; kvm-tap and tcg-tap choose tap networking. The last line pr
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "matrix",
-        help="run a scenario against several targets, alternated (A B C A B C ...), and write matrix.json",
+        help="run a scenario against several targets, order rotated per repetition (ABC BCA CAB), and write matrix.json",
         description="Run one scenario against each target in turn, repeated: one run folder per repetition and "
-        "target inside a matrix folder, and matrix.json listing them for `pacsbench compare`.",
+        "target inside a matrix folder, and matrix.json listing them for `pacsbench compare`. The order rotates per "
+        "repetition (ABC, BCA, CAB) and the disks are synced before each run; matrix.json records the order.",
         epilog=EPILOG_MATRIX,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

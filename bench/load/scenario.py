@@ -23,12 +23,17 @@ VM_KINDS = ("kvm", "tcg")
 STARTED_KINDS = ("native", *VM_KINDS, "orthanc", "dcmtk")  # the kinds pacsbench starts, and so can give a budget
 # Settings that only mean something for some kinds: set for another kind, they are an error.
 KIND_ONLY = {
-    "fsync": ("native", *VM_KINDS), "keep_data": ("native", "orthanc", "dcmtk"),
+    "fsync": ("native", *VM_KINDS, "orthanc", "dcmtk"), "keep_data": ("native", "orthanc", "dcmtk"),
     "metrics_url": ("remote",), "hypervisor": ("remote",), "capacity": ("native",), "at_capacity": ("native",),
     "cpus": STARTED_KINDS, "memory_mib": STARTED_KINDS,
     **{name: VM_KINDS for name in ("network", "data_disk_format", "data_disk_cache",
                                    "data_disk_gib", "boot_timeout")},
 }
+
+
+# The PDU sizes a kind can be configured with (Orthanc's MaximumPduLength, dcmqrscp's MaxPDUSize);
+# max_pdu = 0 (unlimited) gives them their largest.
+PDU_RANGE = {"orthanc": (4096, 131072), "dcmtk": (4096, 131072)}
 
 
 def size_in_bytes(value):
@@ -50,7 +55,8 @@ class TargetSpec(BaseModel):
     host: str = "127.0.0.1"
     port: int | None = Field(default=None, ge=0, le=65535)
     ae_title: str = Field(default="PACSBENCH", min_length=1, max_length=16)
-    # native, kvm, tcg: fsync each file and the index; native, orthanc, dcmtk: keep the stored images afterwards
+    # native, kvm, tcg, orthanc: fsync each file (and the index); dcmtk cannot (only false is honoured);
+    # native, orthanc, dcmtk: keep the stored images afterwards
     fsync: bool = True
     keep_data: bool = False
     max_pdu: int = Field(default=0, ge=0)
@@ -89,6 +95,10 @@ class TargetSpec(BaseModel):
                 continue
             if name in KIND_ONLY and self.kind not in KIND_ONLY[name]:
                 raise ValueError(f"'{name}' applies to {', '.join(KIND_ONLY[name])} targets, not {self.kind}")
+        if self.kind in PDU_RANGE and self.max_pdu:
+            low, high = PDU_RANGE[self.kind]
+            if not low <= self.max_pdu <= high:
+                raise ValueError(f"'max_pdu' {self.max_pdu}: {self.kind} takes {low} to {high} bytes (0: its largest)")
         if self.kind == "remote" and self.port is None:
             raise ValueError("a remote target needs 'port' (and usually 'host' and 'ae_title')")
         if self.kind in VM_KINDS and self.network == "tap" and self.port is not None:

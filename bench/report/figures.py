@@ -81,14 +81,25 @@ def latency_cdf_png(series: dict[str, list[tuple[str, np.ndarray]]]) -> bytes:
     return _png(fig)
 
 
+def _error_bars(estimates: list[dict]) -> np.ndarray:
+    """Lengths below and above each value; none for a figure too short for an interval."""
+    def bounds(e: dict) -> tuple[float, float]:
+        low, high = e.get("ci_low"), e.get("ci_high")
+        return (e["value"] if low is None else low), (e["value"] if high is None else high)
+
+    pairs = [bounds(e) for e in estimates]
+    values = np.array([e["value"] for e in estimates])
+    errors = np.array([values - [low for low, _ in pairs], [high for _, high in pairs] - values])
+    return np.clip(errors, 0, None)
+
+
 def ratio_png(rows: list[dict], baseline: str) -> bytes:
     """Each target's figure as a ratio to the baseline, with its 95% interval."""
     fig, axes = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.4))
     labels = [_plain(f"{r['target']} ({r['users']} users): {r['label']}") for r in rows]
     y = np.arange(len(rows))[::-1]
     values = np.array([r["value"] for r in rows])
-    errors = np.array([[r["value"] - r["ci_low"] for r in rows], [r["ci_high"] - r["value"] for r in rows]])
-    axes.errorbar(values, y, xerr=np.clip(errors, 0, None), fmt="o", capsize=4, color="tab:blue")
+    axes.errorbar(values, y, xerr=_error_bars(rows), fmt="o", capsize=4, color="tab:blue")
     axes.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     axes.set_yticks(y, labels, fontsize="small")
     axes.set_xlabel(_plain(f"ratio to {baseline} (1 = same; 95% bootstrap interval)"))
@@ -103,10 +114,7 @@ def scaling_png(curves: dict[str, list[tuple[int, dict]]], unit: str, ceiling: f
         points = sorted(points)
         users = [u for u, _ in points]
         values = np.array([e["value"] for _, e in points])
-        errors = np.array(
-            [[e["value"] - e["ci_low"] for _, e in points], [e["ci_high"] - e["value"] for _, e in points]]
-        )
-        axes.errorbar(users, values, yerr=np.clip(errors, 0, None), marker="o", capsize=4, label=_plain(target))
+        axes.errorbar(users, values, yerr=_error_bars([e for _, e in points]), marker="o", capsize=4, label=_plain(target))
     _ceiling_lines(axes, ceiling)
     axes.set_xlabel("concurrent users (one association each)")
     axes.set_ylabel(unit)

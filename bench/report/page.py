@@ -18,16 +18,16 @@ import numpy as np
 from bench.analysis.aggregate import (  # noqa: F401 (re-exported: `pacsbench run` prints a summary)
     METRICS,
     Settings,
-    acknowledged,
     load_samples,
     load_server_metrics,
+    requested,
     summarize,
     timeline,
 )
 from bench.analysis.bounds import verdict_text
 from bench.analysis.claims import load_claims
 from bench.analysis.compare import Group, budget_text, build_comparison
-from bench.analysis.runset import RunData, load_run, load_runs
+from bench.analysis.runset import RunData, check_completed, load_run, load_runs
 from bench.common.errors import UserError
 from bench.report import figures
 
@@ -56,6 +56,8 @@ def _num(value, digits: int = 1) -> str:
 def _with_interval(estimate: dict | None, digits: int = 1) -> str:
     if not estimate:
         return "n/a"
+    if estimate.get("ci_low") is None:
+        return f"{_num(estimate['value'], digits)} [no interval: too short]"
     return (
         f"{_num(estimate['value'], digits)} [{_num(estimate['ci_low'], digits)}, {_num(estimate['ci_high'], digits)}]"
     )
@@ -103,6 +105,16 @@ GROUP_HEADERS = [
 ]
 
 
+def _failed_beside(failed: dict, operation: str) -> str:
+    """' (3 failed)' after a percentile whose requests include failures; percentiles count them at their elapsed time."""
+    count = failed.get(operation, 0)
+    return f" ({count:,} failed)" if count else ""
+
+
+def _percentile_cell(latency: dict, name: str) -> str:
+    return _num(latency[name]) + (f" ({latency['failed']:,} failed)" if latency.get("failed") else "")
+
+
 def _group_rows(data: dict) -> list[list[str]]:
     rows = []
     for g in data["groups"]:
@@ -115,7 +127,7 @@ def _group_rows(data: dict) -> list[list[str]]:
                 _with_interval(e.get("ingest_instances_per_s"), 2),
                 _with_interval(e.get("ingest_frames_per_s")),
                 _with_interval(e.get("ingest_mb_per_s")),
-                _with_interval(e.get("c_store_p95_ms")),
+                _with_interval(e.get("c_store_p95_ms")) + _failed_beside(g.get("failed_by_operation", {}), "C-STORE"),
                 g["calibration"]["note"],
                 verdict_text(g["bound_by"]),
             ]
@@ -231,6 +243,7 @@ BREAKDOWN_HEADERS = [
     "",
     "requests",
     "failed",
+    "warnings (stored)",
     "instances/s",
     "frames/s",
     "MB/s",
@@ -248,10 +261,11 @@ def _breakdown_rows(table: dict) -> list[list[str]]:
             key,
             str(v["requests"]),
             str(v["failed"]),
+            str(v.get("warnings", 0)),
             _num(v["instances_per_s"], 2),
             _num(v["frames_per_s"]),
             _num(v["mb_per_s"]),
-            *(_num(v["latency_ms"][p]) for p in ("p50", "p90", "p95", "p99", "max")),
+            *(_percentile_cell(v["latency_ms"], p) for p in ("p50", "p90", "p95", "p99", "max")),
         ]
         for key, v in table.items()
     ]
@@ -269,7 +283,14 @@ def _answer(data: dict) -> str:
     bounds = " ".join(f"{g['label']}{f' ({on})' if (on := g.get('runs_on')) else ''} bounded by "
                       f"{verdict_text(g['bound_by'])}." for g in data["groups"])
     budgets = f" {data['budgets_note'][0].upper()}{data['budgets_note'][1:]}." if data.get("budgets_note") else ""
-    return f"{_figures_answer(data)} {bounds}{budgets}"
+    evidence = " " + " ".join(f"{note}." for note in data.get("evidence_notes", []))  # labels keep their case
+    return f"{_figures_answer(data)} {bounds}{budgets}{evidence.rstrip()}"
+
+
+def _ratio_interval_text(row: dict) -> str:
+    if row.get("ci_low") is None:
+        return "no interval: too short"
+    return f"95% CI {row['ci_low']:.2f}-{row['ci_high']:.2f}"
 
 
 def _figures_answer(data: dict) -> str:
@@ -283,7 +304,7 @@ def _figures_answer(data: dict) -> str:
         )
     parts = [
         f"{r['target']} ({r['users']} users) reaches {r['value']:.2f}x of {data['baseline_target']}'s "
-        f"{r['label']} (95% CI {r['ci_low']:.2f}-{r['ci_high']:.2f}: {r['reading']})"
+        f"{r['label']} ({_ratio_interval_text(r)}: {r['reading']})"
         for r in data["ratios"]
         if r["metric"] in ("ingest_instances_per_s", "retrieve_instances_per_s")
     ]
@@ -332,7 +353,7 @@ def _latency_figures(groups: list[Group]) -> list[Picture]:
         series = [
             (
                 g.label(several_loads),
-                np.concatenate([acknowledged(m.samples, (op,))["latency_ms"].to_numpy() for m in g.measurements]),
+                np.concatenate([requested(m.samples, (op,))["latency_ms"].to_numpy() for m in g.measurements]),
             )
             for g in groups
         ]
@@ -344,7 +365,8 @@ def _latency_figures(groups: list[Group]) -> list[Picture]:
         (
             figures.latency_cdf_png(cdf),
             "latency CDFs",
-            "Share of successful requests answered within a given latency, after the warm-up.",
+            "Share of requests answered within a given latency, after the warm-up (failed requests and "
+            "timeouts at their elapsed time).",
         )
     ]
 
@@ -444,17 +466,29 @@ def _method_items(data: dict) -> list[str]:
         "arrived in. Figures with intervals are the mean over repetitions of the mean over full windows.",
         f"Intervals: {s['bootstrap']}.",
         "Throughput counts acknowledged requests only (DICOM status success or warning, such as B000 "
-        "coercion: the instance was stored); MB = 10^6 bytes.",
+        "coercion: the instance was stored, and warnings are counted beside); MB = 10^6 bytes.",
+        "Latency percentiles are over every request, failed ones and timeouts at their elapsed time; the "
+        "failed count stands beside each.",
+        "The measured span ends at the last response before the stop signal; requests answered after it "
+        "(the drain) are counted, not measured.",
         "Client-bound: a figure above 80% of the harness ceiling recorded by calibration (run.json "
         "'calibration') may measure the load generator rather than the archive.",
     ]
 
 
 def _measured_note(s: dict) -> str:
+    drain = s.get("drain") or {}
     return (
         f"Measured {s['window_seconds']:g} s after {s['warmup_seconds']:g} s of warm-up "
-        f"({s['warmup_requests_dropped']} requests dropped); {s['users']} users, {s['associations']} associations."
+        f"({s['warmup_requests_dropped']} requests dropped); {_drain_text(drain)}; {s['users']} users, "
+        f"{s['associations']} associations."
     )
+
+
+def _drain_text(drain: dict) -> str:
+    if not drain.get("requests"):
+        return "no request answered after the stop signal"
+    return f"drain after the stop signal: {drain['requests']} requests over {drain['seconds']:g} s, not measured"
 
 
 def _run_details_html(groups: list[Group]) -> str:
@@ -552,9 +586,12 @@ def _headline_rows(s: dict, data: dict) -> list[list[str]]:
         ["frames/s", _num(s["frames_per_s"])],
         ["MB/s", _num(s["mb_per_s"])],
         [
-            "C-STORE latency p50 / p90 / p95 / p99 / max (ms)",
-            " / ".join(_num(lat[p]) for p in ("p50", "p90", "p95", "p99", "max")),
+            "C-STORE latency p50 / p90 / p95 / p99 / max (ms), every request",
+            " / ".join(_num(lat[p]) for p in ("p50", "p90", "p95", "p99", "max"))
+            + f" ({lat.get('failed', 0):,} of {lat.get('requests', 0):,} failed)",
         ],
+        ["warning statuses (stored, counted above)", f"{s.get('warnings', 0):,}"],
+        ["drain (not measured)", _drain_text(s.get("drain") or {})],
         ["acknowledged instances", f"{s['instances']:,}"],
         ["failed requests", f"{s['failures']:,}"],
         ["users / associations", f"{s['users']} / {s['associations']}"],
@@ -642,9 +679,11 @@ def build_comparison_report(
     baseline: str = "native",
     claim_paths: list[Path] | None = None,
     allow_unequal_budgets: bool = False,
+    include_incomplete: bool = False,
 ) -> Path:
     """Write the comparison of runs (or matrices) into `out`; return the HTML path."""
     runs = load_runs(paths)
+    check_completed(runs, include_incomplete)
     claim_sets = load_claims(claim_paths)
     data, groups = build_comparison(runs, settings, baseline, claim_sets, allow_unequal_budgets)
     folder = out or default_compare_folder(Path("results"), data["scenario"])

@@ -1,13 +1,16 @@
-"""The `matrix` stage: one scenario against several targets, alternated (A B C A B C ...), in one invocation.
+"""The `matrix` stage: one scenario against several targets, order rotated per repetition (ABC, BCA, CAB).
 
-Alternating spreads slow drifts of a shared machine (other jobs, thermal, page cache) over every
-target instead of letting them land on one. The matrix folder holds one run folder per
-repetition and target, and matrix.json listing them for `pacsbench compare`.
+Rotating spreads slow drifts of a shared machine (other jobs, thermal, page cache) over every
+target, and no target always runs first (cold) or right after the same other one. Dirty pages
+are written out (sync) before each run so that one run's writes are not flushed during the
+next. The matrix folder holds one run folder per repetition and target, and matrix.json listing
+them (and the order they ran in) for `pacsbench compare`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -46,9 +49,18 @@ def resolve_target(scenario: Scenario, name: str) -> TargetSpec:
         raise UserError(f"target {name!r}: {exc}") from None
 
 
-def run_matrix(scenario_path: Path, names: list[str], repeat: int, results_root: Path,
+DEFAULT_REPEAT = 3
+
+
+def rotated_order(names: list[str], repetition: int) -> list[str]:
+    """The targets of repetition `repetition` (from 1): ABC, then BCA, then CAB, then ABC again."""
+    shift = (repetition - 1) % len(names)
+    return names[shift:] + names[:shift]
+
+
+def run_matrix(scenario_path: Path, names: list[str], repeat: int = DEFAULT_REPEAT, results_root: Path = Path("results"),
                progress: bool = True) -> Path:
-    """Run every target `repeat` times, alternating; return the matrix folder (with matrix.json)."""
+    """Run every target `repeat` times, order rotated per repetition; return the matrix folder (with matrix.json)."""
     from bench.runs.scenario_run import run_scenario  # imports locust first (gevent)
 
     if repeat < 1:
@@ -60,10 +72,12 @@ def run_matrix(scenario_path: Path, names: list[str], repeat: int, results_root:
     prepare_guest_image(specs.values(), progress)
     folder = new_run_dir(results_root, f"matrix-{scenario.name}")
     manifest = {"scenario": scenario.name, "scenario_file": str(scenario_path), "targets": names, "repeat": repeat,
-                "order": "alternating", "runs": []}
-    for repetition in range(1, repeat + 1):
-        for name in names:
+                "order": "rotated", "sequence": [rotated_order(names, r) for r in range(1, repeat + 1)],
+                "sync_before_each_run": True, "runs": []}
+    for repetition, order in enumerate(manifest["sequence"], start=1):
+        for name in order:
             print(f"matrix: repetition {repetition}/{repeat}, target {name}", file=sys.stderr, flush=True)
+            os.sync()  # the previous run's dirty pages are written now, not during this run
             run_dir, record = run_scenario(scenario_path, folder, progress=progress, target_spec=specs[name])
             manifest["runs"].append({"folder": run_dir.name, "target": name, "repetition": repetition,
                                      "hypervisor": (record.get("target") or {}).get("hypervisor"),

@@ -12,7 +12,10 @@ the others are skipped (and counted), not reported lost.
 
 A native run's archive is gone after the run unless it kept its data: `pacsbench verify`
 then restarts the archive on the kept folder; `pacsbench run --verify` verifies before
-the archive stops.
+the archive stops. A guest's (kvm, tcg), Orthanc's or dcmqrscp's data is deleted with the run
+unless keep_data: verifying it then is a one-line error (exit 2), not "every instance lost".
+An earlier result in run.json["verify"] is never overwritten: a later verification goes to
+run.json["verify_later"] (a list) and verify-N.json.
 """
 
 from __future__ import annotations
@@ -104,6 +107,9 @@ def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) 
         except AssociationFailed as exc:
             failed_requests.append(f"study {study}: {exc}")
     user.release()
+    if by_study and len(failed_requests) == len(by_study):
+        # Not one association: the archive is not there (stopped, data gone), which says nothing of what it kept.
+        raise UserError(f"{run_dir}: no answer from {peer} ({failed_requests[0]}): nothing verified, nothing recorded")
     missing = [uid for uid in expected if uid not in returned]
     different = [uid for uid in expected if uid in returned and returned[uid] != expected[uid]["digest"]]
     retrieved = read_rows(run_dir / RETRIEVED_FILE)
@@ -131,11 +137,35 @@ def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) 
         },
         "seconds": round(time.perf_counter() - started, 3),
     }
-    (run_dir / VERIFY_FILE).write_text(json.dumps(result, indent=2))
-    record = read_run_json(run_dir)
-    record["verify"] = result
-    write_run_json(run_dir, record)
+    record_result(run_dir, result)
     return result
+
+
+def record_result(run_dir: Path, result: dict) -> None:
+    """verify.json and run.json["verify"] for the first verification; later ones beside, never over, it."""
+    record = read_run_json(run_dir)
+    if "verify" not in record:
+        (run_dir / VERIFY_FILE).write_text(json.dumps(result, indent=2))
+        record["verify"] = result
+    else:
+        later = record.setdefault("verify_later", [])
+        later.append(result)
+        (run_dir / f"verify-{len(later) + 1}.json").write_text(json.dumps(result, indent=2))
+    write_run_json(run_dir, record)
+
+
+def data_gone(run_dir: Path, record: dict) -> str | None:
+    """Why a run's stored instances cannot be verified any more (deleted with the run), or None."""
+    target = record.get("target") or {}
+    kind = target.get("kind")
+    kept = target.get("storage_kept", ((record.get("scenario") or {}).get("target") or {}).get("keep_data"))
+    if kind in ("kvm", "tcg") and not kept:
+        return (f"{run_dir}: the {kind} guest's data disk was deleted after the run: nothing left to verify; "
+                "use `pacsbench run --verify`")
+    if kind in ("orthanc", "dcmtk") and not kept:
+        return (f"{run_dir}: the {kind} archive's images were removed after the run (keep_data = false): nothing "
+                "left to verify; use `pacsbench run --verify`, or set keep_data = true in [target]")
+    return None
 
 
 def summary_line(result: dict) -> str:
@@ -164,6 +194,8 @@ def verify_run(run_dir: Path) -> dict:
     scenario = record.get("scenario", {})
     client = ClientSpec.model_validate(scenario.get("client", {}))
     target = record.get("target") or {}
+    if gone := data_gone(run_dir, record):
+        raise UserError(gone)
     if target.get("kind") != "native":
         if not target.get("port"):
             raise UserError(f"{run_dir}: run.json names no target address to verify against")

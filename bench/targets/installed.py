@@ -1,7 +1,10 @@
 """The `orthanc` and `dcmtk` targets: an installed Orthanc or DCMTK dcmqrscp with a generated configuration.
 
 Both run as local processes in their own process group (bench.targets.archive_process).
-Data goes to the run folder and is removed afterwards unless keep_data.
+Data goes to the run folder and is removed afterwards unless keep_data. Each is configured
+like the reference archive it is compared with: the scenario's PDU size, the harness's C-MOVE
+destinations, and its durability stated in run.json (`fsync`). A setting the program cannot
+honour (fsync for dcmqrscp, a PDU size out of its range) is an error, never ignored.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from bench.common.paths import remove_tree
 from bench.common.processes import check_port_free, free_local_port
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer
-from bench.load.scenario import ClientSpec, TargetSpec
+from bench.load.scenario import PDU_RANGE, ClientSpec, TargetSpec
 from bench.targets.archive_process import NODELAY_ENVIRONMENT, ArchiveProcess
 from bench.targets.probes import fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
@@ -36,16 +39,36 @@ def program_version(cmd: list[str]) -> str:
     return lines[0].strip() if lines else ""
 
 
-def orthanc_config(storage: Path, ae_title: str, dicom_port: int, http_port: int) -> dict:
-    """Orthanc's configuration for a benchmark: the bare archive, storing under `storage`, fsync on."""
+def pdu_size(spec: TargetSpec) -> int:
+    """The PDU size the program is given: the scenario's, or its largest for 0 (unlimited)."""
+    return spec.max_pdu or PDU_RANGE[spec.kind][1]
+
+
+def orthanc_config(storage: Path, spec: TargetSpec, dicom_port: int, http_port: int,
+                   destinations: dict[str, tuple[str, int]]) -> dict:
+    """Orthanc's configuration for a benchmark: the bare archive, storing under `storage`."""
     return {
         "Name": "pacsbench", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
-        "DicomAet": ae_title, "DicomPort": dicom_port, "HttpPort": http_port,
+        "DicomAet": spec.ae_title, "DicomPort": dicom_port, "HttpPort": http_port,
         "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
-        "SyncStorageArea": True,  # fsync each file before answering, like the reference archive
+        "SyncStorageArea": spec.fsync,  # fsync each file before answering, like the reference archive
+        "MaximumPduLength": pdu_size(spec),
+        # The harness's Storage SCPs, where C-MOVE sends; any calling AE may query and retrieve, as on native.
+        "DicomModalities": {ae: [ae, host, port] for ae, (host, port) in destinations.items()},
+        "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True,
         "Plugins": [],  # none of the system's plugins: the bare archive
         "StorageCompression": False, "MaximumStorageSize": 0, "MaximumPatientCount": 0,
     }
+
+
+def dcmqrscp_config(storage: Path, spec: TargetSpec, port: int, destinations: dict[str, tuple[str, int]]) -> str:
+    """dcmqrscp's configuration: one read-write AE storing under `storage`, the C-MOVE destinations in HostTable."""
+    hosts = "".join(f"destination{i} = ({ae}, {host}, {dest_port})\n"
+                    for i, (ae, (host, dest_port)) in enumerate(sorted(destinations.items()), start=1))
+    return (f"NetworkTCPPort = {port}\nMaxPDUSize = {pdu_size(spec)}\nMaxAssociations = 64\n"
+            f"HostTable BEGIN\n{hosts}HostTable END\nVendorTable BEGIN\nVendorTable END\n"
+            # AE, storage, access, (max studies, max bytes per study), peers allowed
+            f"AETable BEGIN\n{spec.ae_title} {storage} RW (100000, 4096mb) ANY\nAETable END\n")
 
 
 class InstalledArchive(Target):
@@ -54,7 +77,12 @@ class InstalledArchive(Target):
     program = ""  # the executable, found on PATH (or sbin)
     log_name = ""
 
+    fsyncs = True  # whether the program can fsync what it stores before answering
+
     def __init__(self, spec: TargetSpec, client: ClientSpec):
+        if spec.fsync and not self.fsyncs and "fsync" in spec.model_fields_set:
+            raise UserError(f"{self.kind} targets cannot fsync what they store ({self.program} has no such setting): "
+                            "set fsync = false, or compare with a target that can")
         super().__init__(spec, client)
         self.archive: ArchiveProcess | None = None
         self.folder: Path | None = None
@@ -103,7 +131,9 @@ class InstalledArchive(Target):
         return {"kind": self.kind, "label": self.label, "server": self.version,
                 **hypervisor_labels(host["hypervisor"], None, "this host"), "container": host["container"], "vcpus": os.cpu_count(), "budget": self.budget_record(),
                 "network": "loopback", "host": "127.0.0.1", "port": self.peer.port if self.peer else None,
-                "ae_title": self.spec.ae_title,
+                "ae_title": self.spec.ae_title, "max_pdu": pdu_size(self.spec),
+                "fsync": self.spec.fsync and self.fsyncs,
+                "destinations": {ae: f"{host}:{port}" for ae, (host, port) in self.destinations.items()},
                 "data": str(self.folder) if self.folder else None, "storage_kept": self.spec.keep_data,
                 "environment_variables": dict(NODELAY_ENVIRONMENT), "ready_seconds": self.ready_seconds,
                 "exit_code": self.exit_code}
@@ -116,7 +146,7 @@ class OrthancTarget(InstalledArchive):
 
     def configure(self, folder: Path, port: int) -> list[str]:
         self.http_port = free_local_port()
-        config = orthanc_config(folder / "storage", self.spec.ae_title, port, self.http_port)
+        config = orthanc_config(folder / "storage", self.spec, port, self.http_port, self.destinations)
         (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
         return [str(folder / "orthanc.json")]
 
@@ -131,21 +161,17 @@ class OrthancTarget(InstalledArchive):
             save_server_status(run_dir, f"http://127.0.0.1:{self.http_port}", "/statistics")
 
     def describe(self) -> dict:
-        return {**super().describe(), "sync_storage_area": True, "plugins": []}
+        return {**super().describe(), "sync_storage_area": self.spec.fsync, "plugins": []}
 
 
 class DcmqrscpTarget(InstalledArchive):
     kind = "dcmtk"
     program = "dcmqrscp"
     log_name = "dcmqrscp.log"
+    fsyncs = False  # dcmqrscp writes files without fsync: run.json says so
 
     def configure(self, folder: Path, port: int) -> list[str]:
         storage = folder / "storage"
         storage.mkdir(parents=True, exist_ok=True)
-        max_pdu = self.spec.max_pdu or 131072  # dcmqrscp's ceiling; 0 (unlimited) is not allowed there
-        (folder / "dcmqrscp.cfg").write_text(
-            f"NetworkTCPPort = {port}\nMaxPDUSize = {min(max_pdu, 131072)}\nMaxAssociations = 64\n"
-            "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
-            # AE, storage, access, (max studies, max bytes per study), peers allowed
-            f"AETable BEGIN\n{self.spec.ae_title} {storage} RW (100000, 4096mb) ANY\nAETable END\n")
+        (folder / "dcmqrscp.cfg").write_text(dcmqrscp_config(storage, self.spec, port, self.destinations))
         return ["--config", str(folder / "dcmqrscp.cfg"), "--disable-host-lookup"]

@@ -63,7 +63,7 @@ def test_ratio_of_known_rates_lies_inside_its_interval(native_and_vm, tmp_path):
 
 def test_intervals_shrink_with_more_windows():
     rng = np.random.default_rng(3)
-    short = mean_interval([WindowMeans(rng.poisson(100, 5))])
+    short = mean_interval([WindowMeans(rng.poisson(100, 12))])
     long = mean_interval([WindowMeans(rng.poisson(100, 80))])
     assert long.high - long.low < short.high - short.low
     assert short.contains(short.value) and long.contains(long.value)

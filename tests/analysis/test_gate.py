@@ -37,8 +37,8 @@ def test_gate_fails_a_20_percent_drop_and_passes_a_2_percent_one(baseline, tmp_p
 
 def test_gate_does_not_fail_on_noise(tmp_path):
     """A 15% lower mean in very bursty runs is within noise: the interval includes 1."""
-    base = write_run(tmp_path / "base", rate=100, seconds=8, seed=1, burstiness=0.8)
-    noisy = write_run(tmp_path / "noisy", rate=85, seconds=8, seed=2, burstiness=0.8)
+    base = write_run(tmp_path / "base", rate=100, seconds=14, seed=1, burstiness=0.8)
+    noisy = write_run(tmp_path / "noisy", rate=85, seconds=14, seed=2, burstiness=0.8)
     result = pacsbench("gate", noisy, "--baseline", base, "--metric", "ingest_instances_per_s")
     assert result.returncode == 0, result.stdout
     assert "includes 1" in result.stdout

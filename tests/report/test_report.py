@@ -133,7 +133,9 @@ def test_report_is_self_contained_and_escapes_what_users_wrote(tmp_path):
     assert "PatientName &lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["instances"] > 0 and summary["estimates"]["ingest_instances_per_s"]["ci_low"] > 0
+    estimate = summary["estimates"]["ingest_instances_per_s"]
+    assert summary["instances"] > 0 and estimate["value"] > 0
+    assert estimate["ci_low"] is None and estimate["evidence_kind"] == "too short" and "too short" in html
     assert script not in (run / "summary.md").read_text()
 
 

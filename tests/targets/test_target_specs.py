@@ -22,7 +22,7 @@ BASE = {"studies": {"profile": "tiny"}, "load": {"users": 1, "duration": 1}}
 
 @pytest.mark.parametrize("fields,message", [
     ({"kind": "remote", "port": 104, "cpus": 4}, "'cpus' applies to native, kvm, tcg, orthanc, dcmtk targets, not remote"),
-    ({"kind": "remote", "port": 104, "fsync": False}, "'fsync' applies to native, kvm, tcg targets, not remote"),
+    ({"kind": "remote", "port": 104, "fsync": False}, "'fsync' applies to native, kvm, tcg, orthanc, dcmtk targets, not remote"),
     ({"kind": "tcg", "metrics_url": "http://x:8080"}, "'metrics_url' applies to remote targets, not tcg"),
     ({"kind": "tcg", "network": "tap", "port": 4000}, "a tap guest listens on 11112"),
     ({"kind": "remote"}, "a remote target needs 'port'"),
