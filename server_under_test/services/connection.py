@@ -8,11 +8,12 @@ violations (truncated or malformed PDUs) abort the association, never the server
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import select
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom.dataset import Dataset
@@ -52,11 +53,13 @@ from server_under_test.upper_layer.status import (
 )
 from server_under_test.upper_layer.wire import (
     ConnectionClosed,
+    LinkLost,
     Message,
     MessageReader,
     PeerAborted,
     ProtocolError,
     ReleaseRequested,
+    RequestTimerExpired,
     Wire,
     command_parts,
     message_parts,
@@ -110,6 +113,43 @@ def supported_contexts() -> list[PresentationContext]:
     return contexts
 
 
+class AssociationSlots:
+    """The association limit across all worker processes.
+
+    One counter per worker in shared memory, created by the supervisor before it forks: a
+    worker takes a slot under the array's lock when a connection arrives and gives it back
+    when the connection ends, and the supervisor zeroes the counter of a worker that died
+    (its connections died with it). A per-worker share of the limit would refuse too early
+    on a busy worker and let the sum exceed it when the kernel spreads connections unevenly.
+    """
+
+    def __init__(self, limit: int, workers: int, context=multiprocessing):
+        self.limit = limit
+        self.counts = context.Array("i", workers)
+
+    def take(self, worker: int) -> bool:
+        """Count a new connection of `worker`; False (nothing counted) when the limit is reached."""
+        with self.counts.get_lock():
+            counts = self.counts.get_obj()
+            if sum(counts) >= self.limit:
+                return False
+            counts[worker] += 1
+            return True
+
+    def give_back(self, worker: int) -> None:
+        with self.counts.get_lock():
+            self.counts.get_obj()[worker] -= 1
+
+    def clear(self, worker: int) -> None:
+        """A worker died: its connections are gone."""
+        with self.counts.get_lock():
+            self.counts.get_obj()[worker] = 0
+
+    def in_use(self) -> int:
+        with self.counts.get_lock():
+            return sum(self.counts.get_obj())
+
+
 @dataclass
 class Shared:
     """What every association of one worker process shares."""
@@ -120,11 +160,8 @@ class Shared:
     metrics: Metrics
     contexts: list[PresentationContext]
     stopping: threading.Event
-    active: set = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def max_per_worker(self) -> int:
-        return max(1, -(-self.config.max_associations // self.config.worker_count))
+    slots: AssociationSlots
+    worker: int = 0  # this worker's number: its counter in `slots`
 
 
 class AssociationHandler:
@@ -140,16 +177,15 @@ class AssociationHandler:
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> None:
         shared = self.shared
-        with shared.lock:
-            over_limit = len(shared.active) >= shared.max_per_worker()
-            shared.active.add(self)
+        # A connection holds its slot from its first byte (a half-open one until ARTIM expires).
+        counted = shared.slots.take(shared.worker)
         try:
-            self._negotiate(over_limit)
+            self._negotiate(over_limit=not counted)
             if self.assoc:
                 self._serve()
         finally:
-            with shared.lock:
-                shared.active.discard(self)
+            if counted:
+                shared.slots.give_back(shared.worker)
             shared.metrics.association_ended()
             self.wire.close()
 
@@ -158,13 +194,17 @@ class AssociationHandler:
         allowed = set(config.allowed_calling_aets) or None
         try:
             self.assoc = accept(self.wire, config.ae_title, self.shared.contexts, config.max_pdu, allowed, over_limit,
-                                check_called_aet=config.check_called_aet)
+                                check_called_aet=config.check_called_aet, artim=config.artim_timeout)
             self.reader = self.assoc.reader
             self.shared.metrics.association_started("accepted")
         except AssociationRejected as exc:
             log.info("association from %s rejected: %s", self.peer, exc)
             self.shared.metrics.association_started("rejected")
-        except (ConnectionClosed, ProtocolError, OSError) as exc:
+        except (ProtocolError, RequestTimerExpired) as exc:  # PS3.8 answers both with an A-ABORT
+            log.info("association from %s failed during negotiation: %s", self.peer, exc)
+            self.wire.send_abort(2, getattr(exc, "reason", 0))
+            self.shared.metrics.association_started("failed")
+        except (LinkLost, OSError) as exc:
             log.info("association from %s failed during negotiation: %s", self.peer, exc)
             self.shared.metrics.association_started("failed")
 
@@ -195,8 +235,15 @@ class AssociationHandler:
             self.assoc.answer_release()
         except PeerAborted:
             log.debug("peer %s aborted", self.peer)
-        except (ConnectionClosed, ProtocolError, OSError) as exc:
+        except ProtocolError as exc:
+            log.warning("association from %s (%s) aborted: %s", self.peer, self.assoc.calling_ae, exc)
+            self.wire.send_abort(2, exc.reason)
+        except (ConnectionClosed, OSError) as exc:
             log.warning("association from %s (%s) ended: %s", self.peer, self.assoc.calling_ae, exc)
+            self.wire.send_abort(2, 0)
+        except Exception:  # a bug or an input nobody foresaw: the peer still gets an answer
+            log.exception("association from %s (%s): aborting after an unexpected error", self.peer,
+                          self.assoc.calling_ae)
             self.wire.send_abort(2, 0)
 
     def _dispatch(self, message: Message) -> None:
@@ -238,8 +285,11 @@ class AssociationHandler:
     def _identifier(self, message: Message) -> Dataset:
         context = self.assoc.context(message.context_id)
         syntax = UID(context.transfer_syntax[0])
-        return decode(BytesIO(message.dataset), syntax.is_implicit_VR, syntax.is_little_endian,
-                      syntax == "1.2.840.10008.1.2.1.99")
+        try:
+            return decode(BytesIO(message.dataset), syntax.is_implicit_VR, syntax.is_little_endian,
+                          syntax == "1.2.840.10008.1.2.1.99")
+        except RecursionError:  # pydicom reads nested sequences recursively
+            raise ValueError("the identifier's sequences are nested too deep") from None
 
     def _model(self, message: Message) -> str:
         return str(self.assoc.context(message.context_id).abstract_syntax)
