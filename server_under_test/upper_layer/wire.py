@@ -439,10 +439,10 @@ def split_pdvs(view: memoryview) -> list[tuple[int, int, memoryview]]:
     out, offset = [], 0
     while offset < len(view):
         if offset + 6 > len(view):
-            raise ProtocolError("truncated PDV item header")
+            raise ProtocolError("truncated PDV item header", reason=6)
         length = struct.unpack_from(">I", view, offset)[0]
         if length < 2 or offset + 4 + length > len(view):
-            raise ProtocolError(f"PDV item length {length} does not fit the PDU")
+            raise ProtocolError(f"PDV item length {length} does not fit the PDU", reason=6)
         out.append((view[offset + 4], view[offset + 5], view[offset + 6 : offset + 4 + length]))
         offset += 4 + length
     return out
