@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, AllTransferSyntaxes
 from pynetdicom.dsutils import decode
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
 from pynetdicom.sop_class import Verification
@@ -70,17 +70,32 @@ log = logging.getLogger("server_under_test.services.connection")
 
 CANCEL_CHECK_EVERY = 16  # matches between looks for a C-CANCEL (each look costs system calls)
 
-# Lossless compressed syntaxes first: a sender offering one keeps its encoding ("as sent").
-ACCEPTED_TRANSFER_SYNTAXES = [
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
-    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
-    "1.2.840.10008.1.2.5",  # RLE lossless
+# Query/retrieve identifiers and commands: the syntaxes pydicom encodes and decodes without plugins.
+NATIVE_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # explicit VR little endian
     "1.2.840.10008.1.2",  # implicit VR little endian
     "1.2.840.10008.1.2.1.99",  # deflated explicit VR little endian
     "1.2.840.10008.1.2.2",  # explicit VR big endian (retired, still sent by old modalities)
 ]
+LOSSLESS_COMPRESSED = [
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless only
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.57",  # JPEG lossless
+    "1.2.840.10008.1.2.5",  # RLE lossless
+    "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 lossless only
+    "1.2.840.10008.1.2.4.201",  # HTJ2K lossless only
+    "1.2.840.10008.1.2.4.202",  # HTJ2K with RPCL options, lossless only
+]
+# Storage: every transfer syntax pydicom knows, stored as sent (the archive never decodes pixel
+# data on the way in). pynetdicom's acceptor takes the first of our syntaxes that a proposed
+# context also lists, so the order is the policy for a sender that offers several in one
+# context: its compressed encoding first, lossless ones leading, then the uncompressed ones.
+# DCMTK's storescu, for one, proposes a JPEG file's own syntax together with the uncompressed
+# ones and cannot decompress: taking the uncompressed one would fail its store (measured).
+ACCEPTED_TRANSFER_SYNTAXES = list(dict.fromkeys(
+    [*LOSSLESS_COMPRESSED, *(str(ts) for ts in AllTransferSyntaxes if str(ts) not in NATIVE_TRANSFER_SYNTAXES),
+     *NATIVE_TRANSFER_SYNTAXES]))
 QUERY_RETRIEVE_MODELS = [query.PATIENT_ROOT_FIND, query.STUDY_ROOT_FIND, query.PATIENT_ROOT_MOVE,
                          query.STUDY_ROOT_MOVE, query.PATIENT_ROOT_GET, query.STUDY_ROOT_GET]
 
@@ -105,9 +120,9 @@ def supported_contexts() -> list[PresentationContext]:
             cx.scu_role, cx.scp_role = True, True
         contexts.append(cx)
 
-    add(Verification, ACCEPTED_TRANSFER_SYNTAXES[4:6])
+    add(Verification, NATIVE_TRANSFER_SYNTAXES[:2])
     for model in QUERY_RETRIEVE_MODELS:
-        add(model, ACCEPTED_TRANSFER_SYNTAXES[4:])
+        add(model, NATIVE_TRANSFER_SYNTAXES)
     for storage in AllStoragePresentationContexts:
         add(storage.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES, both_roles=True)
     return contexts
