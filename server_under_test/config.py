@@ -168,7 +168,8 @@ def _tier(table: dict, where: str, base: Path) -> Tier:
 def _from_table(data: dict, base: Path) -> ArchiveConfig:
     simple = {"ae_title": str, "host": str, "port": int, "data": str, "workers": int, "max_associations": int,
               "max_pdu": int, "fsync": bool, "direct_io": bool, "check_called_aet": bool, "duplicates": str,
-              "network_timeout": float, "artim_timeout": float, "shutdown_grace": float, "migration_interval": float, "migration_min_age": float}
+              "network_timeout": float, "artim_timeout": float, "shutdown_grace": float,
+              "migration_interval": float, "migration_min_age": float}
     _check_keys(data, set(simple) | {"allowed_calling_aets", "metrics", "tiers", "destinations", "capacity",
                                      "at_capacity"}, "top level")
     values = {key: _typed(data[key], kind, key) for key, kind in simple.items() if key in data}

@@ -270,6 +270,7 @@ class Supervisor:
             "workers": [w.pid for w in self.workers],
             "settings": {"fsync": c.fsync, "index_synchronous": "FULL" if c.fsync else "OFF", "direct_io": c.direct_io,
                          "duplicates": c.duplicates, "max_associations": c.max_associations, "max_pdu": c.max_pdu,
+                         "artim_timeout": c.artim_timeout,
                          "allowed_calling_aets": list(c.allowed_calling_aets), "check_called_aet": c.check_called_aet,
                          "destinations": sorted(c.destinations)},
             "index": {"path": str(self.index_path), "patients": figures["patients"],

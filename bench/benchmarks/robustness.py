@@ -259,11 +259,12 @@ def study_and_series() -> bytes:
 
 def nested_sequences(archive: Archive) -> str:
     depth = 500
-    opening = struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    sequence = struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF)  # undefined length
+    item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
     closing = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
     sop_uid = generate_uid()
-    return store_dataset(archive, identifying(sop_uid.encode()) + opening * depth + closing * depth + study_and_series(),
-                         sop_uid)
+    nested = (sequence + item) * depth + closing * depth
+    return store_dataset(archive, identifying(sop_uid.encode()) + nested + study_and_series(), sop_uid)
 
 
 def non_ascii_sop_uid(archive: Archive) -> str:

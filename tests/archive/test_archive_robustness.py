@@ -546,8 +546,8 @@ def store_raw(archive, sop_uid: str, dataset: bytes, command_uid: bytes | None =
     from server_under_test.upper_layer.association import proposed_context, request
     from server_under_test.upper_layer.dimse import encode_command, store_request
 
-    assoc = request("127.0.0.1", archive.port, "RAW", archive.ae_title, [proposed_context(XA, [ExplicitVRLittleEndian])],
-                    0, 10)
+    contexts = [proposed_context(XA, [ExplicitVRLittleEndian])]
+    assoc = request("127.0.0.1", archive.port, "RAW", archive.ae_title, contexts, 0, 10)
     try:
         command = encode_command(store_request(1, XA, sop_uid))
         if command_uid is not None:  # bytes our own encoder would never produce
@@ -575,9 +575,11 @@ def test_deeply_nested_sequences_get_a_failure_status_and_leave_no_temp_file(arc
 
     sop_uid = generate_uid()
     depth = 500
-    opening = (struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF))
+    sequence = struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF)  # undefined length
+    opening = sequence + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)  # ... holding one undefined-length item
     closing = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
-    dataset = (explicit_element(0x0008, 0x0016, b"UI", XA.encode()) + explicit_element(0x0008, 0x0018, b"UI", sop_uid.encode())
+    dataset = (explicit_element(0x0008, 0x0016, b"UI", XA.encode())
+               + explicit_element(0x0008, 0x0018, b"UI", sop_uid.encode())
                + opening * depth + closing * depth
                + explicit_element(0x0020, 0x000D, b"UI", generate_uid().encode())
                + explicit_element(0x0020, 0x000E, b"UI", generate_uid().encode()))
@@ -632,10 +634,32 @@ def test_max_associations_holds_across_workers(tmp_path):
                 held.append(assoc)
         assert len(held) == 3
         rejections = [(a.result, a.result_source, a.diagnostic) for a in answers if a.result is not None and a.result]
-        assert rejections == [(0x02, 0x03, 0x02)] * 3  # rejected-transient, service provider (presentation), local limit
+        # rejected-transient, service provider (presentation), local limit exceeded
+        assert rejections == [(0x02, 0x03, 0x02)] * 3
         for assoc in held:
             assoc.release()
         time.sleep(0.3)
         assert_still_answers_echo(archive)
     finally:
         archive.stop()
+
+
+@pytest.mark.slow
+def test_the_robustness_script_finds_every_case_answered(tmp_path):
+    """bench/benchmarks/robustness.py against the archive: a DICOM answer to every case, C-ECHO after each."""
+    config = tmp_path / "quick.toml"
+    config.write_text("artim_timeout = 2.0\nmax_associations = 8\n")
+    archive = start_archive(tmp_path / "archive", "--config", str(config))
+    try:
+        result = subprocess.run([sys.executable, "-m", "bench.benchmarks.robustness", "--port", str(archive.port),
+                                 "--aet", archive.ae_title, "--flood", "12", "--slow-seconds", "6"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=300)
+    finally:
+        archive.stop()
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()[1:]
+    assert len(rows) == 17
+    for row in rows:
+        assert "  yes  " in row, row  # still answers C-ECHO afterwards
+        assert not any(word in row for word in ("closed without", "no answer", "reset", "Error")), row
+    assert any("8 A-ASSOCIATE-AC, 4 A-ASSOCIATE-RJ result 2 source 3 reason 2" in row for row in rows)

@@ -18,9 +18,11 @@ FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChec
 # PDUs that look like PDUs (a known or unknown type, a length that may or may not match the
 # body), so the examples reach past the first header check; PDV items likewise.
 pdv_items = st.builds(lambda ctx, control, data, slack: struct.pack(">IBB", len(data) + 2 + slack, ctx, control) + data,
-                      st.sampled_from([1, 3]), st.integers(0, 3), st.binary(max_size=64), st.sampled_from([0, 0, 0, 1, -1]))
+                      st.sampled_from([1, 3]), st.integers(0, 3), st.binary(max_size=64),
+                      st.sampled_from([0, 0, 0, 1, -1]))
 pdus = st.one_of(
-    st.builds(lambda items: struct.pack(">BBI", 4, 0, len(b"".join(items))) + b"".join(items), st.lists(pdv_items, max_size=4)),
+    st.builds(lambda items: struct.pack(">BBI", 4, 0, len(b"".join(items))) + b"".join(items),
+              st.lists(pdv_items, max_size=4)),
     st.builds(lambda kind, body, slack: struct.pack(">BBI", kind, 0, max(0, len(body) + slack)) + body,
               st.integers(0, 9), st.binary(max_size=80), st.sampled_from([0, 0, 1, -1, 1 << 20])),
 )
@@ -70,7 +72,10 @@ def test_the_message_reader_reads_a_well_formed_message():
 
 def nested(depth: int, explicit: bool) -> bytes:
     """`depth` undefined-length sequences, one inside the other's single item."""
-    sq = struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF) if explicit else struct.pack("<HHI", 0x0008, 0x1140, 0xFFFFFFFF)
+    if explicit:
+        sq = struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF)
+    else:
+        sq = struct.pack("<HHI", 0x0008, 0x1140, 0xFFFFFFFF)
     item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
     ends = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
     return (sq + item) * depth + ends * depth
