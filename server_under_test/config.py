@@ -13,6 +13,7 @@
     allowed_calling_aets = []      # empty: anyone may associate
     check_called_aet = false       # true: reject an association addressed to another AE title
     network_timeout = 60           # seconds a peer may stay silent mid-operation
+    artim_timeout = 30             # seconds a new connection has to complete its A-ASSOCIATE-RQ
     shutdown_grace = 30            # seconds in-flight work may take after SIGTERM
     capacity = 0                   # bytes stored on all tiers together, e.g. "4 GB"; 0 = unlimited
     at_capacity = "reject"         # reject (A700) | recycle (delete the oldest studies to make room)
@@ -89,6 +90,9 @@ class ArchiveConfig:
     allowed_calling_aets: tuple[str, ...] = ()
     check_called_aet: bool = False  # off, as in DCMTK's storescp and Orthanc: any called AE title is answered
     network_timeout: float = 60.0
+    # The association request timer (ARTIM, PS3.8 9.1.5): a connection that has not sent its
+    # whole A-ASSOCIATE-RQ by then gets an A-ABORT and stops counting against max_associations.
+    artim_timeout: float = 30.0
     shutdown_grace: float = 30.0
     migration_interval: float = 1.0
     migration_min_age: float = 2.0  # seconds a study must be quiet before it may move (or be recycled)
@@ -164,7 +168,8 @@ def _tier(table: dict, where: str, base: Path) -> Tier:
 def _from_table(data: dict, base: Path) -> ArchiveConfig:
     simple = {"ae_title": str, "host": str, "port": int, "data": str, "workers": int, "max_associations": int,
               "max_pdu": int, "fsync": bool, "direct_io": bool, "check_called_aet": bool, "duplicates": str,
-              "network_timeout": float, "shutdown_grace": float, "migration_interval": float, "migration_min_age": float}
+              "network_timeout": float, "artim_timeout": float, "shutdown_grace": float,
+              "migration_interval": float, "migration_min_age": float}
     _check_keys(data, set(simple) | {"allowed_calling_aets", "metrics", "tiers", "destinations", "capacity",
                                      "at_capacity"}, "top level")
     values = {key: _typed(data[key], kind, key) for key, kind in simple.items() if key in data}

@@ -50,7 +50,8 @@ def end_with_supervisor(supervisor_pid: int) -> None:
 
 
 # -- worker process --------------------------------------------------------------------
-def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: int, supervisor_pid: int) -> None:
+def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: int, supervisor_pid: int,
+                slots) -> None:
     end_with_supervisor(supervisor_pid)
     from server_under_test.metrics import Metrics
     from server_under_test.services.connection import Shared, handle_connection, quiet_pydicom, supported_contexts
@@ -70,7 +71,7 @@ def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: i
     if config.capacity and config.at_capacity == "recycle":
         recycler = Recycler(index.path, tiers, config.capacity, synchronous, quiet_seconds=config.migration_min_age)
     shared = Shared(config, index, StoreService(index, tiers, config.duplicates, recycler), Metrics(),
-                    supported_contexts(), stopping)
+                    supported_contexts(), stopping, slots, number)
     ready.put(os.getpid())
     listener.settimeout(0.25)
     threads: list[threading.Thread] = []
@@ -155,10 +156,12 @@ class Supervisor:
         return self.listener.getsockname()[1]
 
     def start_workers(self) -> None:
-        import server_under_test.services.connection  # noqa: F401  (import once here, not in every forked worker)
+        # Imported once here, not in every forked worker.
+        from server_under_test.services.connection import AssociationSlots
 
         context = multiprocessing.get_context("fork")
         ready = context.SimpleQueue()
+        self.slots = AssociationSlots(self.config.max_associations, self.config.worker_count, context)
         for number in range(self.config.worker_count):
             self.workers.append(self._spawn(context, ready, number))
         deadline = time.monotonic() + READY_TIMEOUT
@@ -176,7 +179,9 @@ class Supervisor:
         self._ready_queue, self._context = ready, context
 
     def _spawn(self, context, ready, number: int):
-        process = context.Process(target=worker_main, args=(self.config, self.listener, ready, number, os.getpid()),
+        self.slots.clear(number)  # a worker that died took its connections with it
+        process = context.Process(target=worker_main,
+                                  args=(self.config, self.listener, ready, number, os.getpid(), self.slots),
                                   name=f"archive-worker-{number}", daemon=False)
         process.start()
         return process
@@ -265,6 +270,7 @@ class Supervisor:
             "workers": [w.pid for w in self.workers],
             "settings": {"fsync": c.fsync, "index_synchronous": "FULL" if c.fsync else "OFF", "direct_io": c.direct_io,
                          "duplicates": c.duplicates, "max_associations": c.max_associations, "max_pdu": c.max_pdu,
+                         "artim_timeout": c.artim_timeout,
                          "allowed_calling_aets": list(c.allowed_calling_aets), "check_called_aet": c.check_called_aet,
                          "destinations": sorted(c.destinations)},
             "index": {"path": str(self.index_path), "patients": figures["patients"],

@@ -8,15 +8,16 @@ violations (truncated or malformed PDUs) abort the association, never the server
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import select
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, AllTransferSyntaxes
 from pynetdicom.dsutils import decode
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
 from pynetdicom.sop_class import Verification
@@ -52,11 +53,13 @@ from server_under_test.upper_layer.status import (
 )
 from server_under_test.upper_layer.wire import (
     ConnectionClosed,
+    LinkLost,
     Message,
     MessageReader,
     PeerAborted,
     ProtocolError,
     ReleaseRequested,
+    RequestTimerExpired,
     Wire,
     command_parts,
     message_parts,
@@ -67,17 +70,32 @@ log = logging.getLogger("server_under_test.services.connection")
 
 CANCEL_CHECK_EVERY = 16  # matches between looks for a C-CANCEL (each look costs system calls)
 
-# Lossless compressed syntaxes first: a sender offering one keeps its encoding ("as sent").
-ACCEPTED_TRANSFER_SYNTAXES = [
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
-    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
-    "1.2.840.10008.1.2.5",  # RLE lossless
+# Query/retrieve identifiers and commands: the syntaxes pydicom encodes and decodes without plugins.
+NATIVE_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # explicit VR little endian
     "1.2.840.10008.1.2",  # implicit VR little endian
     "1.2.840.10008.1.2.1.99",  # deflated explicit VR little endian
     "1.2.840.10008.1.2.2",  # explicit VR big endian (retired, still sent by old modalities)
 ]
+LOSSLESS_COMPRESSED = [
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless only
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.57",  # JPEG lossless
+    "1.2.840.10008.1.2.5",  # RLE lossless
+    "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 lossless only
+    "1.2.840.10008.1.2.4.201",  # HTJ2K lossless only
+    "1.2.840.10008.1.2.4.202",  # HTJ2K with RPCL options, lossless only
+]
+# Storage: every transfer syntax pydicom knows, stored as sent (the archive never decodes pixel
+# data on the way in). pynetdicom's acceptor takes the first of our syntaxes that a proposed
+# context also lists, so the order is the policy for a sender that offers several in one
+# context: its compressed encoding first, lossless ones leading, then the uncompressed ones.
+# DCMTK's storescu, for one, proposes a JPEG file's own syntax together with the uncompressed
+# ones and cannot decompress: taking the uncompressed one would fail its store (measured).
+ACCEPTED_TRANSFER_SYNTAXES = list(dict.fromkeys(
+    [*LOSSLESS_COMPRESSED, *(str(ts) for ts in AllTransferSyntaxes if str(ts) not in NATIVE_TRANSFER_SYNTAXES),
+     *NATIVE_TRANSFER_SYNTAXES]))
 QUERY_RETRIEVE_MODELS = [query.PATIENT_ROOT_FIND, query.STUDY_ROOT_FIND, query.PATIENT_ROOT_MOVE,
                          query.STUDY_ROOT_MOVE, query.PATIENT_ROOT_GET, query.STUDY_ROOT_GET]
 
@@ -102,12 +120,49 @@ def supported_contexts() -> list[PresentationContext]:
             cx.scu_role, cx.scp_role = True, True
         contexts.append(cx)
 
-    add(Verification, ACCEPTED_TRANSFER_SYNTAXES[4:6])
+    add(Verification, NATIVE_TRANSFER_SYNTAXES[:2])
     for model in QUERY_RETRIEVE_MODELS:
-        add(model, ACCEPTED_TRANSFER_SYNTAXES[4:])
+        add(model, NATIVE_TRANSFER_SYNTAXES)
     for storage in AllStoragePresentationContexts:
         add(storage.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES, both_roles=True)
     return contexts
+
+
+class AssociationSlots:
+    """The association limit across all worker processes.
+
+    One counter per worker in shared memory, created by the supervisor before it forks: a
+    worker takes a slot under the array's lock when a connection arrives and gives it back
+    when the connection ends, and the supervisor zeroes the counter of a worker that died
+    (its connections died with it). A per-worker share of the limit would refuse too early
+    on a busy worker and let the sum exceed it when the kernel spreads connections unevenly.
+    """
+
+    def __init__(self, limit: int, workers: int, context=multiprocessing):
+        self.limit = limit
+        self.counts = context.Array("i", workers)
+
+    def take(self, worker: int) -> bool:
+        """Count a new connection of `worker`; False (nothing counted) when the limit is reached."""
+        with self.counts.get_lock():
+            counts = self.counts.get_obj()
+            if sum(counts) >= self.limit:
+                return False
+            counts[worker] += 1
+            return True
+
+    def give_back(self, worker: int) -> None:
+        with self.counts.get_lock():
+            self.counts.get_obj()[worker] -= 1
+
+    def clear(self, worker: int) -> None:
+        """A worker died: its connections are gone."""
+        with self.counts.get_lock():
+            self.counts.get_obj()[worker] = 0
+
+    def in_use(self) -> int:
+        with self.counts.get_lock():
+            return sum(self.counts.get_obj())
 
 
 @dataclass
@@ -120,11 +175,8 @@ class Shared:
     metrics: Metrics
     contexts: list[PresentationContext]
     stopping: threading.Event
-    active: set = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def max_per_worker(self) -> int:
-        return max(1, -(-self.config.max_associations // self.config.worker_count))
+    slots: AssociationSlots
+    worker: int = 0  # this worker's number: its counter in `slots`
 
 
 class AssociationHandler:
@@ -140,16 +192,15 @@ class AssociationHandler:
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> None:
         shared = self.shared
-        with shared.lock:
-            over_limit = len(shared.active) >= shared.max_per_worker()
-            shared.active.add(self)
+        # A connection holds its slot from its first byte (a half-open one until ARTIM expires).
+        counted = shared.slots.take(shared.worker)
         try:
-            self._negotiate(over_limit)
+            self._negotiate(over_limit=not counted)
             if self.assoc:
                 self._serve()
         finally:
-            with shared.lock:
-                shared.active.discard(self)
+            if counted:
+                shared.slots.give_back(shared.worker)
             shared.metrics.association_ended()
             self.wire.close()
 
@@ -158,13 +209,17 @@ class AssociationHandler:
         allowed = set(config.allowed_calling_aets) or None
         try:
             self.assoc = accept(self.wire, config.ae_title, self.shared.contexts, config.max_pdu, allowed, over_limit,
-                                check_called_aet=config.check_called_aet)
+                                check_called_aet=config.check_called_aet, artim=config.artim_timeout)
             self.reader = self.assoc.reader
             self.shared.metrics.association_started("accepted")
         except AssociationRejected as exc:
             log.info("association from %s rejected: %s", self.peer, exc)
             self.shared.metrics.association_started("rejected")
-        except (ConnectionClosed, ProtocolError, OSError) as exc:
+        except (ProtocolError, RequestTimerExpired) as exc:  # PS3.8 answers both with an A-ABORT
+            log.info("association from %s failed during negotiation: %s", self.peer, exc)
+            self.wire.send_abort(2, getattr(exc, "reason", 0))
+            self.shared.metrics.association_started("failed")
+        except (LinkLost, OSError) as exc:
             log.info("association from %s failed during negotiation: %s", self.peer, exc)
             self.shared.metrics.association_started("failed")
 
@@ -195,8 +250,15 @@ class AssociationHandler:
             self.assoc.answer_release()
         except PeerAborted:
             log.debug("peer %s aborted", self.peer)
-        except (ConnectionClosed, ProtocolError, OSError) as exc:
+        except ProtocolError as exc:
+            log.warning("association from %s (%s) aborted: %s", self.peer, self.assoc.calling_ae, exc)
+            self.wire.send_abort(2, exc.reason)
+        except (ConnectionClosed, OSError) as exc:
             log.warning("association from %s (%s) ended: %s", self.peer, self.assoc.calling_ae, exc)
+            self.wire.send_abort(2, 0)
+        except Exception:  # a bug or an input nobody foresaw: the peer still gets an answer
+            log.exception("association from %s (%s): aborting after an unexpected error", self.peer,
+                          self.assoc.calling_ae)
             self.wire.send_abort(2, 0)
 
     def _dispatch(self, message: Message) -> None:
@@ -238,8 +300,11 @@ class AssociationHandler:
     def _identifier(self, message: Message) -> Dataset:
         context = self.assoc.context(message.context_id)
         syntax = UID(context.transfer_syntax[0])
-        return decode(BytesIO(message.dataset), syntax.is_implicit_VR, syntax.is_little_endian,
-                      syntax == "1.2.840.10008.1.2.1.99")
+        try:
+            return decode(BytesIO(message.dataset), syntax.is_implicit_VR, syntax.is_little_endian,
+                          syntax == "1.2.840.10008.1.2.1.99")
+        except RecursionError:  # pydicom reads nested sequences recursively
+            raise ValueError("the identifier's sequences are nested too deep") from None
 
     def _model(self, message: Message) -> str:
         return str(self.assoc.context(message.context_id).abstract_syntax)

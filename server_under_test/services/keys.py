@@ -41,6 +41,9 @@ TEXT_WITH_CHARSET = {"PatientName", "ReferringPhysicianName", "StudyDescription"
                      "PatientID", "AccessionNumber", "StudyID"}
 LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 UNDEFINED = 0xFFFFFFFF
+# Undefined-length sequences and items nest at most this deep. Real datasets nest a few levels
+# (a structured report perhaps twenty); a hostile one nests thousands to exhaust the stack.
+MAX_NESTING = 64
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
 
@@ -70,8 +73,12 @@ def _element_header(buf, pos: int, implicit: bool, order: str) -> tuple[int, byt
     return tag, vr, struct.unpack_from(order + "H", buf, pos + 6)[0], 8
 
 
-def _skip_undefined(buf, pos: int, implicit: bool, order: str, end_tag: int) -> int:
-    """Skip elements or items until `end_tag` (an item or sequence delimiter); return the position after it."""
+def _skip_undefined(buf, pos: int, implicit: bool, order: str, end_tag: int, depth: int = 1) -> int:
+    """Skip elements or items until `end_tag` (an item or sequence delimiter); return the position after it.
+
+    `depth` counts the undefined-length sequences and items we are inside (MAX_NESTING at most)."""
+    if depth > MAX_NESTING:
+        raise Malformed(f"sequences nested deeper than {MAX_NESTING} levels")
     while True:
         tag, vr, length, header = _element_header(buf, pos, implicit, order)
         pos += header
@@ -79,9 +86,9 @@ def _skip_undefined(buf, pos: int, implicit: bool, order: str, end_tag: int) -> 
             return pos
         if length == UNDEFINED:
             if tag == ITEM:
-                pos = _skip_undefined(buf, pos, implicit, order, ITEM_END)
+                pos = _skip_undefined(buf, pos, implicit, order, ITEM_END, depth + 1)
             else:  # a nested sequence (or encapsulated data) of undefined length
-                pos = _skip_undefined(buf, pos, implicit, order, SEQUENCE_END)
+                pos = _skip_undefined(buf, pos, implicit, order, SEQUENCE_END, depth + 1)
         else:
             pos += length
             if pos > len(buf):
@@ -127,4 +134,5 @@ def decode_values(raw: dict[str, bytes]) -> dict[str, str]:
 
 
 def read_keys(buf, implicit: bool, little: bool) -> dict[str, str]:
+    """The indexed attributes as text; raises Incomplete (read more) or Malformed, nothing else."""
     return decode_values(scan(buf, implicit, little))

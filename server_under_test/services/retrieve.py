@@ -142,14 +142,20 @@ def send_instance(assoc: Association, context: PresentationContext, message_id: 
 
 
 def move_contexts(instances: list[tuple]) -> list[PresentationContext]:
-    """One context per SOP class, proposing the stored syntaxes first, then uncompressed."""
-    by_class: dict[str, list[str]] = {}
+    """Per SOP class, a context for each stored syntax alone and one for the uncompressed syntaxes.
+
+    A context proposing several syntaxes gets one of them, the destination's choice; proposed
+    apart, every stored syntax the destination takes is accepted, so instances go as stored
+    wherever they can, and only those in a syntax it refused are decompressed (pick_context).
+    """
+    by_class: dict[str, dict[str, None]] = {}
     for _, sop_class, syntax, _, _ in instances:
-        by_class.setdefault(sop_class, [])
-        if syntax not in by_class[sop_class]:
-            by_class[sop_class].append(syntax)
-    return [proposed_context(sop_class, [*syntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-            for sop_class, syntaxes in sorted(by_class.items())[:MAX_CONTEXTS]]
+        by_class.setdefault(sop_class, {})[syntax] = None
+    fallbacks, as_stored = [], []  # the fallbacks first: past MAX_CONTEXTS, every class keeps one
+    for sop_class, syntaxes in sorted(by_class.items()):
+        fallbacks.append(proposed_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+        as_stored += [proposed_context(sop_class, [syntax]) for syntax in syntaxes]
+    return [*fallbacks, *as_stored][:MAX_CONTEXTS]
 
 
 def open_destination(ae_title: str, host: str, port: int, calling_ae: str, instances: list[tuple],

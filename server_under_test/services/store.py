@@ -15,7 +15,7 @@ from pathlib import Path
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from server_under_test.services.keys import Incomplete, Malformed, read_keys
-from server_under_test.storage.files import AlreadyStored, BadUID, TierSet
+from server_under_test.storage.files import AlreadyStored, BadUID, TierSet, check_uid
 from server_under_test.storage.index import AtCapacity, Index, InstanceRecord
 from server_under_test.storage.recycling import Recycler
 from server_under_test.upper_layer.association import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, Association
@@ -95,6 +95,11 @@ class StoreService:
         if context is None or context.abstract_syntax != sop_class:
             reader.skip_dataset(message)
             return StoreOutcome(SOP_CLASS_NOT_SUPPORTED, f"no accepted presentation context for {sop_class}")
+        try:  # it names the file and goes into its meta header: it must be a UID before anything is written
+            check_uid(sop_uid, "AffectedSOPInstanceUID")
+        except BadUID as exc:
+            reader.skip_dataset(message)
+            return StoreOutcome(DATASET_DOES_NOT_MATCH, str(exc))
         usage = self.index.tier_usage() if self.tiers.bounded else {}  # a query per store only when it matters
         candidates = self.tiers.candidates(usage)
         if not candidates:
@@ -118,7 +123,11 @@ class StoreService:
             log.warning("cannot write %s on tier %s: %s", sop_uid, incoming.store.root, reason)
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {reason}")
         tier = self.tiers.stores.index(incoming.store)
-        outcome = self._place(incoming, incoming.head, tier, sop_class, sop_uid, transfer_syntax)
+        try:
+            outcome = self._place(incoming, incoming.head, tier, sop_class, sop_uid, transfer_syntax)
+        except BaseException:  # never leave a temporary file (or its handle) behind
+            incoming.discard()
+            raise
         if not is_done(outcome.status) or outcome.size == 0:
             incoming.discard()
         return outcome

@@ -10,9 +10,11 @@ contexts, read AC/RJ, keep what was accepted.
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -37,14 +39,18 @@ from server_under_test.upper_layer.wire import (
     A_ASSOCIATE_RQ,
     A_RELEASE_RP,
     A_RELEASE_RQ,
+    MIN_PEER_PDU,
     P_DATA_TF,
     PDU_NAMES,
     LinkLost,
     MessageReader,
     ProtocolError,
+    RequestTimerExpired,
     Wire,
     message_parts,
 )
+
+log = logging.getLogger("server_under_test.upper_layer.association")
 
 APPLICATION_CONTEXT = UID("1.2.840.10008.3.1.1.1")
 IMPLEMENTATION_CLASS_UID = UID("2.25.209686784139418034851772209854668142536")  # pacsbench (UUID-derived)
@@ -54,6 +60,7 @@ IMPLEMENTATION_VERSION = f"PACSBENCH_{__version__}"[:16]
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognized
 REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE title not recognized
 REJECT_TOO_MANY = (0x02, 0x03, 0x02)  # transient, presentation related, local limit exceeded
+REJECT_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service user, no reason given (PS3.8 has none closer)
 MAX_CONTEXTS = 128  # presentation context IDs are the odd numbers 1 to 255
 RELEASE_TIMEOUT = 10.0  # seconds a requestor waits for the A-RELEASE-RP before it just closes
 REJECT_LINGER = 2.0  # seconds an acceptor waits for the requestor to close after an A-ASSOCIATE-RJ (ARTIM)
@@ -228,44 +235,74 @@ def _send_reject(wire: Wire, result: int, source: int, reason: int) -> None:
     wire.send_all([pdu.encode()])
 
 
-def _ae_title(field: memoryview) -> str:
-    return bytes(field).decode("ascii", "replace").strip(" \x00")
+def _ae_title(field: memoryview) -> str | None:
+    """The AE title in a fixed field, or None when it is not one (PS3.5 allows the default
+    character repertoire without control characters or backslash)."""
+    raw = bytes(field).rstrip(b"\x00")
+    if not all(0x20 <= b < 0x7F and b != 0x5C for b in raw):
+        return None
+    return raw.decode("ascii").strip(" ")
+
+
+def _read_request(wire: Wire, artim: float | None) -> memoryview:
+    """The A-ASSOCIATE-RQ's body, read before the association request timer (ARTIM) expires."""
+    wire.deadline = None if artim is None else time.monotonic() + artim
+    try:
+        pdu_type, body = wire.read_pdu(0)
+    except TimeoutError:  # the socket's timeout, shortened to what was left of ARTIM
+        raise RequestTimerExpired("no complete A-ASSOCIATE-RQ before the request timer (ARTIM) expired") from None
+    finally:
+        wire.deadline = None
+        wire.sock.settimeout(wire.timeout)
+    if pdu_type != A_ASSOCIATE_RQ:
+        raise ProtocolError(f"expected A-ASSOCIATE-RQ, got {PDU_NAMES[pdu_type]}", reason=2)
+    if len(body) < FIXED_FIELDS:
+        raise ProtocolError(f"A-ASSOCIATE-RQ of {len(body)} bytes is shorter than its fixed fields", reason=6)
+    return body
+
+
+def _reject(wire: Wire, rejection: tuple[int, int, int]) -> None:
+    _send_reject(wire, *rejection)
+    # PS3.8 9.2, state Sta13: the requestor closes the connection once it has read the RJ. Closing
+    # first can cost the requestor the RJ (pynetdicom then reports an abort, not a rejection).
+    wire.await_close(REJECT_LINGER)
+    raise AssociationRejected(*rejection)
 
 
 def accept(wire: Wire, ae_title: str, supported: list[PresentationContext], max_pdu: int,
            allowed_calling: set[str] | None = None, over_limit: bool = False,
-           cache: NegotiationCache | None = NEGOTIATIONS, check_called_aet: bool = False) -> Association:
-    """Run the acceptor side of association establishment; raise AssociationRejected if refused.
+           cache: NegotiationCache | None = NEGOTIATIONS, check_called_aet: bool = False,
+           artim: float | None = None) -> Association:
+    """Run the acceptor side of association establishment; raise AssociationRejected if refused,
+    ProtocolError (the caller answers A-ABORT) for an RQ that does not decode, RequestTimerExpired
+    when the whole RQ has not arrived within `artim` seconds.
 
     The called AE title must be `ae_title` only with `check_called_aet` (off by default, as in
     DCMTK's storescp and Orthanc: a peer configured with another name for us still gets in).
     """
-    pdu_type, body = wire.read_pdu(0)
-    if pdu_type != A_ASSOCIATE_RQ:
-        raise ProtocolError(f"expected A-ASSOCIATE-RQ, got {PDU_NAMES[pdu_type]}")
-    if len(body) < FIXED_FIELDS:
-        raise ProtocolError(f"A-ASSOCIATE-RQ of {len(body)} bytes is shorter than its fixed fields")
+    body = _read_request(wire, artim)
     calling, called = _ae_title(body[CALLING_AE]), _ae_title(body[CALLED_AE])
-    rejection = None
-    if check_called_aet and called != ae_title:
-        rejection = REJECT_CALLED_AE
-    elif allowed_calling is not None and calling not in allowed_calling:
-        rejection = REJECT_CALLING_AE
-    elif over_limit:
-        rejection = REJECT_TOO_MANY
-    if rejection:
-        _send_reject(wire, *rejection)
-        # PS3.8 9.2, state Sta13: the requestor closes the connection once it has read the RJ. Closing
-        # first can cost the requestor the RJ (pynetdicom then reports an abort, not a rejection).
-        wire.await_close(REJECT_LINGER)
-        raise AssociationRejected(*rejection)
+    if calling is None:
+        _reject(wire, REJECT_CALLING_AE)
+    if called is None or (check_called_aet and called != ae_title):
+        _reject(wire, REJECT_CALLED_AE)
+    if allowed_calling is not None and calling not in allowed_calling:
+        _reject(wire, REJECT_CALLING_AE)
+    if over_limit:
+        _reject(wire, REJECT_TOO_MANY)
     items = max_pdu.to_bytes(4, "big") + bytes(body[FIXED_FIELDS:])  # what the answer depends on
     answer = cache.get(items) if cache else None
     if answer is None:
-        answer = _negotiate(bytes(body), supported, max_pdu)
+        try:
+            answer = _negotiate(bytes(body), supported, max_pdu)
+        except Exception as exc:  # pynetdicom's decoders raise many kinds on malformed items
+            raise ProtocolError(f"cannot decode the A-ASSOCIATE-RQ: {exc!r}"[:200], reason=6) from None
         if cache:
             cache.put(items, answer)
     ac_items, accepted, peer_max_pdu = answer
+    if 0 < peer_max_pdu < MIN_PEER_PDU:
+        log.info("association from %s refused: it receives PDUs of %d bytes at most", calling, peer_max_pdu)
+        _reject(wire, REJECT_NO_REASON)
     # The AC repeats the RQ's fixed fields (PS3.8 9.3.3: the AE titles are echoed, not tested).
     ac_body = b"\x00\x01\x00\x00" + bytes(body[4:FIXED_FIELDS]) + ac_items
     wire.send_pdu(A_ASSOCIATE_AC, ac_body)
@@ -291,6 +328,21 @@ def _negotiate(body: bytes, supported: list[PresentationContext], max_pdu: int) 
     return ac_pdu.encode()[6 + FIXED_FIELDS:], accepted, _peer_max_pdu(rq)
 
 
+def encode_request(calling_ae: str, called_ae: str, contexts: list[PresentationContext], max_pdu: int) -> bytes:
+    """The whole A-ASSOCIATE-RQ PDU; numbers `contexts` in order (IDs 1, 3, 5, ...)."""
+    for number, cx in enumerate(contexts):
+        cx.context_id = 2 * number + 1
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = APPLICATION_CONTEXT
+    primitive.calling_ae_title = calling_ae
+    primitive.called_ae_title = called_ae
+    primitive.presentation_context_definition_list = contexts
+    primitive.user_information = _user_information(max_pdu, _role_items(contexts))
+    pdu = RQ_PDU()
+    pdu.from_primitive(primitive)
+    return pdu.encode()
+
+
 def request(host: str, port: int, calling_ae: str, called_ae: str, contexts: list[PresentationContext],
             max_pdu: int, timeout: float) -> Association:
     """Open an association as requestor; raise AssociationRejected, LinkLost or OSError on failure.
@@ -300,20 +352,10 @@ def request(host: str, port: int, calling_ae: str, called_ae: str, contexts: lis
     """
     if len(contexts) > MAX_CONTEXTS:
         raise ValueError(f"at most {MAX_CONTEXTS} presentation contexts fit one association, not {len(contexts)}")
-    for number, cx in enumerate(contexts):
-        cx.context_id = 2 * number + 1
     sock = socket.create_connection((host, port), timeout=timeout)
     wire = Wire(sock, timeout)
     try:
-        primitive = A_ASSOCIATE()
-        primitive.application_context_name = APPLICATION_CONTEXT
-        primitive.calling_ae_title = calling_ae
-        primitive.called_ae_title = called_ae
-        primitive.presentation_context_definition_list = contexts
-        primitive.user_information = _user_information(max_pdu, _role_items(contexts))
-        pdu = RQ_PDU()
-        pdu.from_primitive(primitive)
-        wire.send_all([pdu.encode()])
+        wire.send_all([encode_request(calling_ae, called_ae, contexts, max_pdu)])
         pdu_type, body = wire.read_pdu(0)
         if pdu_type == A_ASSOCIATE_RJ:
             rj = RJ_PDU()
@@ -326,7 +368,10 @@ def request(host: str, port: int, calling_ae: str, called_ae: str, contexts: lis
         ac = ac_pdu.to_primitive()
         negotiated = negotiate_as_requestor(contexts, ac.presentation_context_definition_results_list, _roles_of(ac))
         accepted = {int(cx.context_id): cx for cx in negotiated if cx.result == 0x00}
-        return Association(wire, calling_ae, called_ae, _peer_max_pdu(ac), max_pdu, accepted)
+        peer_max_pdu = _peer_max_pdu(ac)
+        if 0 < peer_max_pdu < MIN_PEER_PDU:
+            raise ProtocolError(f"the peer receives PDUs of {peer_max_pdu} bytes at most (we need {MIN_PEER_PDU})")
+        return Association(wire, calling_ae, called_ae, peer_max_pdu, max_pdu, accepted)
     except BaseException:
         wire.close()
         raise

@@ -32,14 +32,26 @@ P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = 0x04, 0x05, 0x06, 0x07
 PDU_NAMES = {1: "A-ASSOCIATE-RQ", 2: "A-ASSOCIATE-AC", 3: "A-ASSOCIATE-RJ", 4: "P-DATA-TF",
              5: "A-RELEASE-RQ", 6: "A-RELEASE-RP", 7: "A-ABORT"}
 
-# The largest PDU we accept when we announce "unlimited" (0): a sanity bound, not a limit
-# any real peer reaches, so a corrupt length field cannot make us allocate gigabytes.
+# The largest P-DATA-TF PDU we accept when we announce "unlimited" (0): a sanity bound, not
+# a limit any real peer reaches. The receive buffer grows with the bytes that really arrive
+# (see Wire._fill), never with what a length field declares.
 UNLIMITED_PDU_CAP = 1 << 30
+# The largest body of any other PDU (A-ASSOCIATE-RQ/AC/RJ, A-RELEASE-RQ/RP, A-ABORT). The
+# biggest legitimate one is an A-ASSOCIATE-RQ: 128 presentation contexts, each proposing all
+# ~40 transfer syntaxes pydicom knows, take about 130 KB, and a user identity item may add a
+# 64 KB token; 256 KiB holds both and stays inside the 1 MiB receive buffer, so an
+# association-phase PDU can never grow it. The release and abort PDUs are 4 bytes long.
+ASSOCIATION_PDU_CAP = 256 << 10
 # The PDU size we send when the peer announces "unlimited" (0): as if it had announced 4 MiB.
 UNLIMITED_SEND_PDU = 4 << 20
 # Receive buffer size: large enough for many 16 KB PDUs per system call, reused.
 READ_BUFFER = 1 << 20
 IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers one sendmsg may gather
+# The smallest maximum PDU length we accept from a peer. PS3.8 sets no minimum, but a PDU
+# must carry a PDV item header (6 bytes) and some data: a peer announcing 6 bytes would get
+# endless empty fragments. Every implementation we know receives at least 4 KB (DCMTK's own
+# minimum is 4096, pynetdicom's default 16382); 1024 leaves a wide margin for odd ones.
+MIN_PEER_PDU = 1024
 # A dataset fragment at least this long is received straight into the store's buffer;
 # shorter ones (senders with small PDUs) are read many per system call and copied.
 DIRECT_FRAGMENT = 32 << 10
@@ -60,7 +72,18 @@ class PeerAborted(LinkLost):
 
 
 class ProtocolError(LinkLost):
-    """The peer sent something the DICOM upper layer protocol does not allow here."""
+    """The peer sent something the DICOM upper layer protocol does not allow here.
+
+    `reason`: the A-ABORT reason to answer with (PS3.8 9.3.8, source 2 = service provider):
+    0 not specified, 1 unrecognized PDU, 2 unexpected PDU, 6 invalid PDU parameter value."""
+
+    def __init__(self, message: str, reason: int = 0):
+        super().__init__(message)
+        self.reason = reason
+
+
+class RequestTimerExpired(LinkLost):
+    """The peer did not complete its A-ASSOCIATE-RQ before the ARTIM timer ran out (PS3.8 9.1.5)."""
 
 
 class Wire:
@@ -68,6 +91,7 @@ class Wire:
 
     def __init__(self, sock: socket.socket, timeout: float):
         self.sock = sock
+        self.timeout = timeout
         sock.settimeout(timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else ~40 ms Nagle stalls per response
         # recvmsg_into reads a fragment and the next PDU's headers in one call; without it
@@ -76,6 +100,9 @@ class Wire:
         self._buffer = bytearray(0)
         self._view = memoryview(self._buffer)
         self._start = self._end = 0
+        # A monotonic time by which buffered reads must be done (the association request
+        # timer, ARTIM): a peer dribbling one byte per socket timeout cannot hold us longer.
+        self.deadline: float | None = None
 
     def _fill(self, needed: int, greedy: bool = True) -> None:
         """Make at least `needed` unread bytes available, reading as much as the socket has
@@ -89,20 +116,35 @@ class Wire:
         if self._start == self._end:
             self._start = self._end = 0
         while self._end - self._start < needed:
-            if len(self._buffer) - self._start < needed:
-                unread = self._end - self._start
-                if len(self._buffer) >= needed:
-                    self._buffer[:unread] = self._buffer[self._start:self._end]
-                else:
-                    fresh = bytearray(max(READ_BUFFER, needed))
-                    fresh[:unread] = self._buffer[self._start:self._end]
-                    self._buffer, self._view = fresh, memoryview(fresh)
-                self._start, self._end = 0, unread
+            if self._start + needed > len(self._buffer):
+                self._make_room(needed)
             room = self._view[self._end:] if greedy else self._view[self._end:self._start + needed]
+            if self.deadline is not None:
+                self._before_deadline()
             n = self.sock.recv_into(room)
             if n == 0:
                 raise ConnectionClosed(f"connection closed with {needed - (self._end - self._start)} bytes missing")
             self._end += n
+
+    def _make_room(self, needed: int) -> None:
+        """Move the unread bytes to the front; grow the buffer only when it is full of them.
+
+        Growth doubles (at least READ_BUFFER) up to `needed`: memory follows the bytes that
+        arrived, so a length field declaring a gigabyte costs nothing until they come."""
+        unread = self._end - self._start
+        if self._start:
+            self._buffer[:unread] = self._buffer[self._start:self._end]
+            self._start, self._end = 0, unread
+        if self._end == len(self._buffer):
+            fresh = bytearray(max(READ_BUFFER, min(needed, 2 * len(self._buffer))))
+            fresh[:unread] = self._buffer[:unread]
+            self._buffer, self._view = fresh, memoryview(fresh)
+
+    def _before_deadline(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise RequestTimerExpired("the association request timer (ARTIM) expired")
+        self.sock.settimeout(min(left, self.sock.gettimeout() or left))
 
     def read_into(self, view: memoryview, lookahead: int = 0) -> None:
         """Fill `view` with the next len(view) bytes: buffered ones first, the rest straight
@@ -162,12 +204,14 @@ class Wire:
         header = self._take(6, greedy)
         pdu_type, length = header[0], struct.unpack(">I", header[2:6])[0]
         if pdu_type not in PDU_NAMES:
-            raise ProtocolError(f"unknown PDU type 0x{pdu_type:02X}")
-        limit = max_length or UNLIMITED_PDU_CAP
-        if pdu_type == P_DATA_TF and length > limit:
-            raise ProtocolError(f"P-DATA-TF of {length} bytes exceeds the maximum length {limit}")
-        if length > UNLIMITED_PDU_CAP:
-            raise ProtocolError(f"{PDU_NAMES[pdu_type]} claims {length} bytes")
+            raise ProtocolError(f"unknown PDU type 0x{pdu_type:02X}", reason=1)
+        if pdu_type == P_DATA_TF:
+            limit = max_length or UNLIMITED_PDU_CAP
+            if length > limit:
+                raise ProtocolError(f"P-DATA-TF of {length} bytes exceeds the maximum length {limit}", reason=6)
+        elif length > ASSOCIATION_PDU_CAP:
+            raise ProtocolError(f"{PDU_NAMES[pdu_type]} claims {length} bytes (at most {ASSOCIATION_PDU_CAP})",
+                                reason=6)
         return pdu_type, self._take(length, greedy)
 
     def send_all(self, parts: list) -> None:
@@ -395,10 +439,10 @@ def split_pdvs(view: memoryview) -> list[tuple[int, int, memoryview]]:
     out, offset = [], 0
     while offset < len(view):
         if offset + 6 > len(view):
-            raise ProtocolError("truncated PDV item header")
+            raise ProtocolError("truncated PDV item header", reason=6)
         length = struct.unpack_from(">I", view, offset)[0]
         if length < 2 or offset + 4 + length > len(view):
-            raise ProtocolError(f"PDV item length {length} does not fit the PDU")
+            raise ProtocolError(f"PDV item length {length} does not fit the PDU", reason=6)
         out.append((view[offset + 4], view[offset + 5], view[offset + 6 : offset + 4 + length]))
         offset += 4 + length
     return out
@@ -412,8 +456,14 @@ def fragment_size(max_pdu: int) -> int:
     announcing no limit (0) gets the PDUs it would get for a 4 MiB limit: one rule for every
     peer, and one for both sides of the benchmark (the harness's own copy once made fragments
     6 bytes longer than the archive's).
+
+    A limit too small to carry a byte of data raises ValueError (association set-up refuses
+    such peers: MIN_PEER_PDU), where it once gave 0-byte fragments and an endless loop.
     """
-    return (max_pdu or UNLIMITED_SEND_PDU) - PDV_ITEM_HEADER
+    fragment = (max_pdu or UNLIMITED_SEND_PDU) - PDV_ITEM_HEADER
+    if fragment <= 0:
+        raise ValueError(f"a maximum PDU length of {max_pdu} bytes cannot carry a PDV")
+    return fragment
 
 
 def pdata_parts(context_id: int, is_command: bool, chunks: list, max_pdu: int) -> list:

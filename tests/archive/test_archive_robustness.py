@@ -450,3 +450,216 @@ def test_duplicate_sop_instance_policy(tmp_path, tiny_studies, policy, second_st
     stored = dataset_bytes_of_file(Path(rows[first.SOPInstanceUID][0]))
     assert stored == encoded(first if kept == "first" else second)
     assert len([p for p in (archive.data / "storage").rglob("*.dcm")]) == 1
+
+
+# -- hostile peers: each gets a DICOM answer, and the archive stays up --------------------------
+def raw_request(calling: bytes = b"RAW", called: bytes = b"PACSBENCH", max_pdu: int = 16382) -> bytes:
+    """An A-ASSOCIATE-RQ proposing Verification and XA storage, with AE title fields as given (raw bytes)."""
+    from server_under_test.upper_layer.association import encode_request, proposed_context
+
+    pdu = bytearray(encode_request("X", "X", [proposed_context(Verification, [ExplicitVRLittleEndian]),
+                                            proposed_context(XA, [ExplicitVRLittleEndian])], max_pdu))
+    pdu[10:26], pdu[26:42] = called.ljust(16, b" "), calling.ljust(16, b" ")
+    return bytes(pdu)
+
+
+def answer_to(archive, sent: bytes, timeout: float = 10.0) -> tuple[int, bytes] | None:
+    """What the archive answers to `sent` on a fresh connection: (PDU type, body), None if it just closes."""
+    import socket
+
+    from server_under_test.upper_layer.wire import LinkLost, Wire
+
+    wire = Wire(socket.create_connection(("127.0.0.1", archive.port), timeout=timeout), timeout)
+    try:
+        wire.send_all([sent])
+        pdu_type, body = wire.read_pdu(0)
+        return pdu_type, bytes(body)
+    except LinkLost:
+        return None
+    finally:
+        wire.close()
+
+
+def assert_still_answers_echo(archive) -> None:
+    echoscu = require_tool("/usr/bin/echoscu", "dcmtk")
+    assert subprocess.run([echoscu, "-to", "10", "-aec", archive.ae_title, "127.0.0.1", str(archive.port)],
+                          timeout=30).returncode == 0
+
+
+A_ABORT_PDU, A_ASSOCIATE_RJ_PDU = 0x07, 0x03
+
+
+@pytest.mark.parametrize("pdu_type", [0x01, 0x05], ids=["a-associate-rq", "a-release-rq"])
+def test_a_pdu_declaring_a_gibibyte_is_aborted_at_once(archive, pdu_type):
+    answer = answer_to(archive, bytes([pdu_type, 0]) + (1 << 30).to_bytes(4, "big") + b"\x00" * 64, timeout=5)
+    assert answer is not None and answer[0] == A_ABORT_PDU  # not a 1 GiB buffer waiting for its bytes
+    assert answer[1][2:4] == b"\x02\x06"  # service provider, invalid PDU parameter value
+    assert_still_answers_echo(archive)
+
+
+FIXED_FIELDS = b"\x00\x01\x00\x00" + b"PACSBENCH".ljust(16) + b"RAW".ljust(16) + b"\x00" * 32
+GARBLED_CONTEXT = b"\x20\x00\x00\x08" + b"\xff" * 8  # a presentation context item with nothing valid in it
+
+
+@pytest.mark.parametrize("sent", [b"\x09\x00\x00\x00\x00\x04abcd",
+                                  b"\x01\x00" + (68 + 12).to_bytes(4, "big") + FIXED_FIELDS + GARBLED_CONTEXT],
+                         ids=["unknown-pdu-type", "undecodable-rq"])
+def test_a_malformed_association_request_is_answered_with_a_abort(archive, sent):
+    answer = answer_to(archive, sent)
+    assert answer is not None and answer[0] == A_ABORT_PDU
+    assert_still_answers_echo(archive)
+
+
+@pytest.mark.parametrize("field", ["calling", "called"])
+def test_a_non_ascii_ae_title_is_rejected(archive, field):
+    title = b"BAD\xe9TITLE"
+    answer = answer_to(archive, raw_request(**{field: title}))
+    assert answer is not None and answer[0] == A_ASSOCIATE_RJ_PDU
+    assert answer[1][1:4] == bytes([0x01, 0x01, 0x03 if field == "calling" else 0x07])
+    assert_still_answers_echo(archive)
+
+
+def test_a_maximum_pdu_too_small_for_a_pdv_is_refused(archive):
+    answer = answer_to(archive, raw_request(max_pdu=6))
+    assert answer is not None and answer[0] == A_ASSOCIATE_RJ_PDU, "a 6-byte PDU limit must not be accepted"
+    assert answer[1][1:4] == bytes([0x01, 0x01, 0x01])  # permanent, service user, no reason given
+    assert_still_answers_echo(archive)
+
+
+def archive_holds_temp_files(archive) -> list[str]:
+    """Temporary files of the archive: in `.incoming` folders, or still open in one of its processes."""
+    import psutil
+
+    left = [str(p) for p in archive.data.rglob(".incoming/*")]
+    group = os.getpgid(archive.process.pid)
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == group:
+                left += [f.path for f in process.open_files() if ".incoming" in f.path]
+        except (psutil.Error, ProcessLookupError):
+            pass
+    return left
+
+
+def store_raw(archive, sop_uid: str, dataset: bytes, command_uid: bytes | None = None) -> tuple[int, str]:
+    """C-STORE `dataset` (explicit VR little endian bytes) as XA; (status, error comment)."""
+    from server_under_test.upper_layer.association import proposed_context, request
+    from server_under_test.upper_layer.dimse import encode_command, store_request
+
+    contexts = [proposed_context(XA, [ExplicitVRLittleEndian])]
+    assoc = request("127.0.0.1", archive.port, "RAW", archive.ae_title, contexts, 0, 10)
+    try:
+        command = encode_command(store_request(1, XA, sop_uid))
+        if command_uid is not None:  # bytes our own encoder would never produce
+            command = command.replace(sop_uid.encode(), command_uid)
+        from server_under_test.upper_layer.wire import pdata_parts
+
+        assoc.wire.send_all(pdata_parts(1, True, [command], assoc.peer_max_pdu)
+                            + pdata_parts(1, False, [dataset], assoc.peer_max_pdu))
+        answer = assoc.reader.read()
+        return int(answer.command.Status), str(answer.command.get("ErrorComment", ""))
+    finally:
+        assoc.release()
+
+
+def explicit_element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    import struct
+
+    if len(value) % 2:
+        value += b"\x00"
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def test_deeply_nested_sequences_get_a_failure_status_and_leave_no_temp_file(archive):
+    import struct
+
+    sop_uid = generate_uid()
+    depth = 500
+    sequence = struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF)  # undefined length
+    opening = sequence + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)  # ... holding one undefined-length item
+    closing = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    dataset = (explicit_element(0x0008, 0x0016, b"UI", XA.encode())
+               + explicit_element(0x0008, 0x0018, b"UI", sop_uid.encode())
+               + opening * depth + closing * depth
+               + explicit_element(0x0020, 0x000D, b"UI", generate_uid().encode())
+               + explicit_element(0x0020, 0x000E, b"UI", generate_uid().encode()))
+    status, comment = store_raw(archive, sop_uid, dataset)
+    assert status >= 0xA000 and "nested" in comment
+    assert archive_holds_temp_files(archive) == []
+    assert_still_answers_echo(archive)
+
+
+def test_a_non_ascii_byte_in_the_sop_instance_uid_gets_a_failure_status(archive):
+    sop_uid = generate_uid()
+    bad = sop_uid[:-1].encode() + b"\xe9"
+    dataset = explicit_element(0x0008, 0x0016, b"UI", XA.encode()) + explicit_element(0x0008, 0x0018, b"UI", bad)
+    status, comment = store_raw(archive, sop_uid, dataset, command_uid=bad)
+    assert status == 0xA900 and "UID" in comment
+    assert archive_holds_temp_files(archive) == []
+    assert index_rows(archive) == {}
+    assert_still_answers_echo(archive)
+
+
+def test_a_half_open_connection_is_aborted_by_artim_and_frees_its_slot(tmp_path):
+    import socket
+
+    config = tmp_path / "artim.toml"
+    config.write_text("artim_timeout = 1.0\nmax_associations = 2\nworkers = 2\n")
+    archive = start_archive(tmp_path / "archive", "--config", str(config))
+    try:
+        half_open = [socket.create_connection(("127.0.0.1", archive.port), timeout=10) for _ in range(2)]
+        half_open[0].sendall(raw_request()[:20])  # the start of an A-ASSOCIATE-RQ, never its end
+        started = time.monotonic()
+        answers = [s.recv(10) for s in half_open]
+        waited = time.monotonic() - started
+        assert [a[:1] for a in answers] == [b"\x07", b"\x07"] and waited < 5  # A-ABORT, after about 1 s
+        assert_still_answers_echo(archive)  # their slots are free again
+    finally:
+        archive.stop()
+
+
+def test_max_associations_holds_across_workers(tmp_path):
+    config = tmp_path / "limit.toml"
+    config.write_text("max_associations = 3\nworkers = 3\n")
+    archive = start_archive(tmp_path / "archive", "--config", str(config))
+    ae = AE(ae_title="FLOOD")
+    ae.add_requested_context(Verification)
+    answers = []
+    held = []
+    try:
+        for _ in range(6):
+            assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title,
+                                 evt_handlers=[(evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive))])
+            if assoc.is_established:
+                held.append(assoc)
+        assert len(held) == 3
+        rejections = [(a.result, a.result_source, a.diagnostic) for a in answers if a.result is not None and a.result]
+        # rejected-transient, service provider (presentation), local limit exceeded
+        assert rejections == [(0x02, 0x03, 0x02)] * 3
+        for assoc in held:
+            assoc.release()
+        time.sleep(0.3)
+        assert_still_answers_echo(archive)
+    finally:
+        archive.stop()
+
+
+@pytest.mark.slow
+def test_the_robustness_script_finds_every_case_answered(tmp_path):
+    """bench/benchmarks/robustness.py against the archive: a DICOM answer to every case, C-ECHO after each."""
+    config = tmp_path / "quick.toml"
+    config.write_text("artim_timeout = 2.0\nmax_associations = 8\n")
+    archive = start_archive(tmp_path / "archive", "--config", str(config))
+    try:
+        result = subprocess.run([sys.executable, "-m", "bench.benchmarks.robustness", "--port", str(archive.port),
+                                 "--aet", archive.ae_title, "--flood", "12", "--slow-seconds", "6"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=300)
+    finally:
+        archive.stop()
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()[1:]
+    assert len(rows) == 17
+    for row in rows:
+        assert "  yes  " in row, row  # still answers C-ECHO afterwards
+        assert not any(word in row for word in ("closed without", "no answer", "reset", "Error")), row
+    assert any("8 A-ASSOCIATE-AC, 4 A-ASSOCIATE-RJ result 2 source 3 reason 2" in row for row in rows)
