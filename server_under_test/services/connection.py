@@ -226,13 +226,15 @@ class AssociationHandler:
     def _wait_for_request(self) -> bool:
         """Wait until a request arrives; False when stopping (and nothing waits) or idle too long."""
         idle_deadline = time.monotonic() + self.shared.config.network_timeout
+        # poll, not select.select: select refuses descriptors above 1024, which a busy worker can reach.
+        waiting = select.poll()
+        waiting.register(self.wire.sock, select.POLLIN | select.POLLPRI)
         while True:
             if self.reader.pending():  # a request already on the wire is served, even when stopping
                 return True
             if self.shared.stopping.is_set():
                 return False
-            ready, _, _ = select.select([self.wire.sock], [], [], 0.25)
-            if ready:
+            if waiting.poll(250):
                 return True
             if time.monotonic() > idle_deadline:
                 log.info("association from %s idle for %.0f s: aborting", self.peer, self.shared.config.network_timeout)
