@@ -1,11 +1,14 @@
 """The reference archive against real peers: DCMTK's storescu/echoscu and pynetdicom."""
 
 import os
+import signal
 import sqlite3
 import subprocess
+import time
 from io import BytesIO
 
-from conftest import PACSBENCH_SERVE, require_tool, start_archive
+import psutil
+from conftest import PACSBENCH_SERVE, require_tool, start_archive, wait_for_echo
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -145,3 +148,25 @@ def test_port_in_use_is_one_clear_line(archive, tmp_path):
                              "--data", str(tmp_path / "b")], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "cannot listen on" in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def _listening(port: int) -> bool:
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in psutil.net_connections("tcp"))
+
+
+def test_a_killed_supervisor_frees_its_port_and_a_new_archive_starts_on_it(tmp_path, unused_port):
+    # kill -9 of the PID `pacsbench serve` started, as an OOM kill or an impatient operator does:
+    # the supervisor alone gets the signal; its forked workers must not keep the port.
+    first = start_archive(tmp_path / "first", "--port", str(unused_port), "--workers", "2", command=PACSBENCH_SERVE)
+    wait_for_echo(first.port, first.ae_title)
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait()
+    deadline = time.monotonic() + 2.0
+    while _listening(unused_port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _listening(unused_port)
+    second = start_archive(tmp_path / "second", "--port", str(unused_port), command=PACSBENCH_SERVE)
+    try:
+        wait_for_echo(second.port, second.ae_title)
+    finally:
+        second.stop()

@@ -57,6 +57,9 @@ After=local-fs.target systemd-udevd.service
 
 [Service]
 ExecStart={GUEST_VENV}/bin/python -m server_under_test.guest
+# A crashed or killed archive comes back by itself, as a production archive's service would.
+Restart=on-failure
+RestartSec=1
 StandardOutput=journal+console
 StandardError=journal+console
 TimeoutStopSec=60
