@@ -234,6 +234,25 @@ class RunSpec(BaseModel):
     _reserve_size = field_validator("disk_reserve", mode="before")(size_in_bytes)
 
 
+FAULT_ACTIONS = ("kill", "stop", "pause", "restart")
+FAULT_KINDS = ("native",)  # the kinds a fault can be injected into, in this round
+
+
+class FaultSpec(BaseModel):
+    """One fault during the load: `at` seconds in, `action` on the archive, `duration` until it is back.
+
+    kill = SIGKILL to the archive's process group (a crash: the page cache survives, so this tests
+    durability against a process crash, not a power loss); stop = SIGTERM; pause = SIGSTOP, SIGCONT
+    after `duration`; restart = stop, then start at once. After a kill or a stop the archive starts
+    again `duration` seconds later on the same data and port.
+    """
+
+    model_config = Strict
+    at: float = Field(ge=0, description="seconds into the load")
+    action: Literal[FAULT_ACTIONS]  # type: ignore[valid-type]
+    duration: float = Field(default=0.0, ge=0, description="pause: how long; kill / stop: restart after this long")
+
+
 class Scenario(BaseModel):
     model_config = Strict
     name: str = ""
@@ -246,6 +265,22 @@ class Scenario(BaseModel):
     users: UsersSpec = UsersSpec(modality=ModalitySpec())  # no [users] tables: modalities sending flat out
     client: ClientSpec = ClientSpec()
     run: RunSpec = RunSpec()
+    faults: list[FaultSpec] = []
+
+    @model_validator(mode="after")
+    def _faults_fit(self) -> "Scenario":
+        if self.faults and self.target.kind not in FAULT_KINDS:
+            raise ValueError(f"[[faults]]: a {self.target.kind} target cannot take faults (only "
+                             f"{', '.join(FAULT_KINDS)} in this version)")
+        back = 0.0  # when the fault before is over: faults come one after the other
+        for fault in self.faults:
+            if fault.at >= self.load.duration:
+                raise ValueError(f"[[faults]] at = {fault.at:g}: beyond the load's duration ({self.load.duration:g} s)")
+            if fault.at < back:
+                raise ValueError(f"[[faults]] at = {fault.at:g}: before the fault listed above it is over "
+                                 f"({back:g} s): list faults in time order, one at a time")
+            back = fault.at + fault.duration
+        return self
 
     @model_validator(mode="after")
     def _users_add_up(self) -> "Scenario":

@@ -30,6 +30,7 @@ from bench.load.shapes import step_figures
 from bench.results.run_folder import host_facts, new_run_dir, utc_iso, versions, write_run_json
 from bench.results.samples import SAMPLES_FILE, SUBOPERATIONS_FILE
 from bench.runs.disk import DiskWatch, capacity_figures, plan_disk, watched_paths
+from bench.runs.faults import FaultInjector, fault_figures, fault_line
 from bench.runs.resources import ResourceSampling, interface_with_address
 from bench.runs.verify import summary_line, verify_against
 from bench.studies.pool import StudyPool
@@ -142,6 +143,7 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
     }
     write_run_json(run_dir, record)
     target = make_target(target_spec, scenario.client, progress)
+    injector = FaultInjector(target, scenario.faults)
     try:
         destinations = engine.start()
         record["harness_scp"] = {ae: f"{host}:{port}" for ae, (host, port) in destinations.items()}
@@ -158,7 +160,11 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
             write_run_json(run_dir, record)
         watch = disk_watch(target_spec, run_dir, scenario.run.disk_reserve, engine.records)
         with resource_sampling(run_dir, target, engine) as sampling:
-            outcome = engine.run(target.peer, stop_check=watch)
+            injector.start()
+            try:
+                outcome = engine.run(target.peer, stop_check=watch)
+            finally:
+                injector.finish()
         record["resources"] = sampling.describe()
         record.update(
             status=run_status(outcome, watch, record),
@@ -171,6 +177,10 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
         record["suboperations"] = suboperation_totals(run_dir)
         if outcome.steps and outcome.samples:
             record["steps"] = step_figures(pd.read_csv(run_dir / SAMPLES_FILE), outcome.steps, outcome.ended)
+        if scenario.faults and not outcome.interrupted:
+            record["faults"] = fault_figures(injector.events, run_dir, outcome.started, outcome.ended, target.peer,
+                                             scenario.client)
+            print("\n".join(fault_line(f) for f in record["faults"]), file=sys.stderr)
         write_run_json(run_dir, record)
         if verify and not outcome.interrupted:
             record["verify"] = verify_against(target.peer, run_dir, scenario.client)

@@ -78,6 +78,26 @@ def held_studies(user: ServiceUser) -> set[str]:
     return {str(match.StudyInstanceUID) for match in matches}
 
 
+def returned_digests(user: ServiceUser, studies: list[str]) -> tuple[dict[str, str], list[str]]:
+    """C-GET each study: the digest of every instance that came back (by SOP Instance UID), and the failed requests."""
+    returned: dict[str, str] = {}
+    failed_requests: list[str] = []
+    for study in studies:
+        try:
+            if not user.connected:
+                user.connect()
+            outcome = user.get(study_identifier(study), digests=True)
+            returned.update({a.sop_instance_uid: a.digest for a in outcome.arrivals})
+        except AssociationFailed as exc:
+            failed_requests.append(f"study {study}: {exc}")
+    return returned, failed_requests
+
+
+def retrieval_user(peer: Peer, sent: list[dict], client: ClientSpec) -> ServiceUser:
+    """An association that can C-FIND and C-GET back everything in these sent.csv rows."""
+    return ServiceUser(peer, client.calling_ae, _proposals(sent), client.max_pdu, client.timeout)
+
+
 def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) -> dict:
     """C-GET every study in sent.csv from `peer` and compare; write verify.json and run.json['verify']."""
     client = client or ClientSpec()
@@ -85,7 +105,7 @@ def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) 
     if not sent:
         raise UserError(f"{run_dir}: no {SENT_FILE}: the run acknowledged no instance (or predates verification)")
     started = time.perf_counter()
-    user = ServiceUser(peer, client.calling_ae, _proposals(sent), client.max_pdu, client.timeout)
+    user = retrieval_user(peer, sent, client)
     sent_digests = {r["sop_instance_uid"]: r["digest"] for r in sent}  # workstations read recycled studies too
     skipped = 0
     if recycling(run_dir):
@@ -96,16 +116,7 @@ def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) 
     by_study = defaultdict(list)
     for row in sent:
         by_study[row["study_instance_uid"]].append(row["sop_instance_uid"])
-    returned: dict[str, str] = {}
-    failed_requests: list[str] = []
-    for study in by_study:
-        try:
-            if not user.connected:
-                user.connect()
-            outcome = user.get(study_identifier(study), digests=True)
-            returned.update({a.sop_instance_uid: a.digest for a in outcome.arrivals})
-        except AssociationFailed as exc:
-            failed_requests.append(f"study {study}: {exc}")
+    returned, failed_requests = returned_digests(user, list(by_study))
     user.release()
     if by_study and len(failed_requests) == len(by_study):
         # Not one association: the archive is not there (stopped, data gone), which says nothing of what it kept.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -37,9 +39,10 @@ class NativeTarget(Target):
         self.exit_code: int | None = None
         self.config: Path | None = None
         self.metrics_url: str | None = None
+        self.log: Path | None = None
 
-    def command(self, data: Path) -> list[str]:
-        cmd = [sys.executable, "-m", "server_under_test", "--host", self.spec.host, "--port", str(self.spec.port or 0),
+    def command(self, data: Path, port: int) -> list[str]:
+        cmd = [sys.executable, "-m", "server_under_test", "--host", self.spec.host, "--port", str(port),
                "--aet", self.spec.ae_title, "--data", str(data), "--max-pdu", str(self.spec.max_pdu),
                "--metrics-port", "0", "--workers", str(self.spec.cpus)]
         cmd += ["--config", str(self.config)] if self.config else []
@@ -64,29 +67,59 @@ class NativeTarget(Target):
         if self.destinations:
             self._write_config(run_dir)
         self.data = run_dir / "archive"
-        log = (run_dir / "server.log").open("wb")
+        self.log = run_dir / "server.log"
+        self.log.write_bytes(b"")
+        self.prepare_budget(run_dir)
+        self.ready_seconds = self._launch(self.spec.port or 0)
+
+    def start_again(self) -> float:
+        """After a fault: the same data, port, budget and log (appended to); the seconds until C-ECHO."""
+        if self.process is not None and self.process.stdout:
+            self.process.stdout.close()
+        self.exit_code = None
+        return self._launch(self.peer.port)
+
+    def _launch(self, port: int) -> float:
+        """Start the archive on `port`; the seconds from launch to its first C-ECHO answer."""
         started = time.monotonic()
-        budget = self.prepare_budget(run_dir)
-        # The archive stops (and its workers with it) whatever ends the harness.
-        self.process = subprocess.Popen(self.command(self.data), stdout=subprocess.PIPE, stderr=log,
-                                        preexec_fn=ending_with_parent(budget.enter))
+        with self.log.open("ab") as log:
+            # The archive stops (and its workers with it) whatever ends the harness. Its own
+            # process group, so that a fault's signal reaches the supervisor and every worker.
+            self.process = subprocess.Popen(self.command(self.data, port), stdout=subprocess.PIPE, stderr=log,
+                                            start_new_session=True, preexec_fn=ending_with_parent(self.budget.enter))
         line = self._read_ready_line()
         match = READY_LINE.match(line)
         if not match:
-            self.stop()
-            tail = (run_dir / "server.log").read_text(errors="replace").strip().splitlines()
+            self.exit_code = stop_process(self.process, self.STOP_TIMEOUT, group=True)  # stop() releases the rest
+            tail = self.log.read_text(errors="replace").strip().splitlines()
             reason = tail[-1] if tail else line.strip() or "no output"
-            raise UserError(f"native archive did not start: {reason} (see {run_dir / 'server.log'})")
+            raise UserError(f"native archive did not start: {reason} (see {self.log})")
         self.version = match["version"]
         self.peer = Peer(match["host"], int(match["port"]), self.spec.ae_title)
         self.metrics_url = (METRICS_URL.search(line) or {"url": None})["url"]
         remaining = max(self.START_TIMEOUT - (time.monotonic() - started), 1.0)
         wait_for_echo(self.peer, self.client.calling_ae, remaining, alive=lambda: self.process.poll() is None)
-        self.ready_seconds = time.monotonic() - started
+        ready = time.monotonic() - started
         self.status = fetch_status(self.metrics_url)
+        return ready
 
     def server_pid(self) -> int | None:
         return self.process.pid if self.process else None
+
+    def signal_archive(self, signum: int) -> None:
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:  # already gone: nothing left to signal
+            pass
+
+    def wait_for_exit(self, timeout: float) -> int | None:
+        try:
+            self.exit_code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal_archive(signal.SIGKILL)
+            self.exit_code = self.process.wait()
+        self.signal_archive(signal.SIGKILL)  # a worker that outlived its supervisor must not hold the port
+        return self.exit_code
 
     def collect_metrics(self, run_dir: Path) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from bench.common.errors import UserError
 from bench.dicom.peer import Peer
 from bench.load.scenario import ClientSpec, TargetSpec
 from bench.targets.budget import Budget
@@ -60,6 +61,19 @@ class Target(ABC):
     @abstractmethod
     def start(self, run_dir: Path) -> None:
         """Start the archive (its files and logs go in run_dir) and return once it answers C-ECHO."""
+
+    # Faults (bench.runs.faults): only kinds that implement these can take them.
+    def signal_archive(self, signum: int) -> None:
+        """Send `signum` to every process of the archive (a kill, stop, pause or continue)."""
+        raise UserError(f"a {self.kind} target cannot take faults")
+
+    def wait_for_exit(self, timeout: float) -> int | None:
+        """Wait until the signalled archive is gone (SIGKILL after `timeout`); its exit code."""
+        raise UserError(f"a {self.kind} target cannot take faults")
+
+    def start_again(self) -> float:
+        """Start the stopped archive again on the same data and port; the seconds until it answered C-ECHO."""
+        raise UserError(f"a {self.kind} target cannot be started again")
 
     def collect_metrics(self, run_dir: Path) -> None:  # noqa: B027 (optional: not every archive has figures)
         """Save the archive's own figures next to the samples, while it still runs."""

@@ -1,0 +1,212 @@
+"""Fault runs: kill, stop, pause or restart the archive during the load, then measure what each fault cost.
+
+A FaultInjector is a greenlet started with the load: at each fault's `at` it signals the
+archive's process group and, after `duration`, starts it again on the same data and port
+(kill, stop, restart) or lets it continue (pause). A greenlet, not a thread: the archive it
+starts again must be forked by the main thread, whose exit its parent-death signal follows.
+
+After the load, `fault_figures` reads samples.csv and sent.csv: the time from each fault to
+the first successful C-ECHO and C-STORE sent after it (recovery), the requests that failed
+in between, by status, and a C-GET of every instance acknowledged before the fault (`lost`
+must be 0 for a durable archive). A kill keeps the host's page cache: it tests durability
+against a process crash, not a power loss.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import gevent
+import pandas as pd
+from gevent.event import Event
+
+from bench.common.errors import UserError
+from bench.load.scenario import FAULT_KINDS, ClientSpec, FaultSpec
+from bench.results.samples import SAMPLES_FILE, SENT_FILE, done_mask
+from bench.runs.verify import read_rows, retrieval_user, returned_digests
+from bench.targets.target import Target
+
+STOP_TIMEOUT = 60.0  # seconds a SIGTERM'd archive may take before SIGKILL
+NO_RESPONSE = -1
+
+
+@dataclass
+class FaultEvent:
+    """What the injector did for one fault (unix_time None: the load ended before it was due)."""
+
+    spec: FaultSpec
+    unix_time: float | None = None  # when the signal went
+    resumed_unix_time: float | None = None  # when the archive answered again (started, or continued)
+    startup_seconds: float | None = None  # the archive's own start-up, from launch to C-ECHO (kill, stop, restart)
+    exit_code: int | None = None
+    error: str = ""
+
+
+class FaultInjector:
+    """Injects the scenario's faults into a target during the load: start() with the load, finish() after it."""
+
+    def __init__(self, target: Target, faults: list[FaultSpec]):
+        if faults and target.kind not in FAULT_KINDS:
+            raise UserError(f"[[faults]]: a {target.kind} target cannot take faults (only {', '.join(FAULT_KINDS)} "
+                            "in this version)")
+        self.target = target
+        self.events = [FaultEvent(spec) for spec in faults]
+        self.load_started = 0.0
+        self._ending = Event()
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> FaultInjector:
+        self.load_started = time.time()
+        if self.events:
+            self._greenlet = gevent.spawn(self._inject_all)
+        return self
+
+    def finish(self) -> list[FaultEvent]:
+        """No fault starts any more; one under way completes (a paused archive continues, a killed one restarts)."""
+        self._ending.set()
+        if self._greenlet is not None:
+            self._greenlet.join()
+        return self.events
+
+    def _inject_all(self) -> None:
+        for event in self.events:
+            if self._ending.wait(max(0.0, self.load_started + event.spec.at - time.time())):
+                return
+            try:
+                ACTIONS[event.spec.action](self.target, event)
+            except Exception as exc:  # noqa: BLE001 (recorded: the run goes on and shows what followed)
+                event.error = f"{type(exc).__name__}: {exc}"
+                print(f"pacsbench: warning: fault {event.spec.action} at {event.spec.at:g} s: {event.error}", file=sys.stderr)
+
+
+def _crash(signum: int, after: float):
+    """A fault that ends the archive with `signum` and starts it again `after` seconds (None: the fault's duration)."""
+
+    def act(target: Target, event: FaultEvent) -> None:
+        event.unix_time = time.time()
+        target.signal_archive(signum)
+        event.exit_code = target.wait_for_exit(STOP_TIMEOUT)
+        wait = event.spec.duration if after is None else after
+        gevent.sleep(max(0.0, event.unix_time + wait - time.time()))
+        event.startup_seconds = round(target.start_again(), 3)
+        event.resumed_unix_time = time.time()
+
+    return act
+
+
+def _pause(target: Target, event: FaultEvent) -> None:
+    event.unix_time = time.time()
+    target.signal_archive(signal.SIGSTOP)
+    try:
+        gevent.sleep(event.spec.duration)
+    finally:
+        target.signal_archive(signal.SIGCONT)  # whatever happens, never leave the archive stopped
+    event.resumed_unix_time = time.time()
+
+
+ACTIONS = {
+    "kill": _crash(signal.SIGKILL, None),
+    "stop": _crash(signal.SIGTERM, None),
+    "restart": _crash(signal.SIGTERM, 0.0),
+    "pause": _pause,
+}
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None or pd.isna(value) else round(float(value), 3)
+
+
+def _status_label(code: int) -> str:
+    return "no response" if code == NO_RESPONSE else f"0x{code:04X}"
+
+
+def _first_success(samples: pd.DataFrame, operation: str, after: float) -> float | None:
+    """Seconds from `after` to the answer of the first successful `operation` sent at or after it."""
+    rows = samples[(samples["operation"] == operation) & samples["done"] & (samples["start"] >= after)]
+    return _seconds(rows["end"].min() - after) if len(rows) else None
+
+
+def _outage(samples: pd.DataFrame, event: FaultEvent, load_ended: float) -> dict:
+    """Recovery and the requests that failed between the fault and it, by status."""
+    t = event.unix_time
+    first_echo = _first_success(samples, "C-ECHO", t)
+    first_store = _first_success(samples, "C-STORE", t)
+    recovery, by = (first_store, "C-STORE") if first_store is not None else (first_echo, "C-ECHO")
+    if recovery is None and event.resumed_unix_time is not None:
+        recovery, by = _seconds(event.resumed_unix_time - t), "the injector's C-ECHO"
+    until = t + recovery if recovery is not None else load_ended
+    failed = samples[~samples["done"] & (samples["end"] >= t) & (samples["end"] <= until)]
+    by_status = Counter(_status_label(int(code)) for code in failed["status"])
+    return {
+        "first_echo_seconds": first_echo,
+        "first_store_seconds": first_store,
+        "recovery_seconds": recovery,
+        "recovery_by": by if recovery is not None else None,
+        "failed_during_outage": sum(by_status.values()),
+        "failed_by_status": dict(by_status.most_common()),
+    }
+
+
+def _acknowledged_before(sent: list[dict], samples: pd.DataFrame, t: float) -> list[dict]:
+    """sent.csv rows acknowledged before `t`: by their C-STORE's answer; rows without one (prefill) before the load."""
+    stores = samples[(samples["operation"] == "C-STORE") & samples["done"]]
+    answered = dict(zip(stores["sop_instance_uid"], stores["end"]))
+    return [row for row in sent if answered.get(row["sop_instance_uid"], t - 1) < t]
+
+
+def _durability(rows: list[dict], returned: dict[str, str]) -> dict:
+    lost = sum(row["sop_instance_uid"] not in returned for row in rows)
+    changed = sum(returned.get(row["sop_instance_uid"], row["digest"]) != row["digest"] for row in rows)
+    return {"acknowledged_before": len(rows), "lost": lost, "changed": changed}
+
+
+def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_ended: float, peer,
+                  client: ClientSpec) -> list[dict]:
+    """run.json["faults"]: per fault what happened, its recovery and what it lost (C-GET from `peer`, still up)."""
+    samples = pd.read_csv(run_dir / SAMPLES_FILE, keep_default_na=False)
+    samples["end"] = samples["start"] + samples["latency_ms"] / 1000.0
+    samples["done"] = done_mask(samples["status"])
+    sent = read_rows(run_dir / SENT_FILE)
+    fired = [e for e in events if e.unix_time is not None]
+    subsets = {id(e): _acknowledged_before(sent, samples, e.unix_time) for e in fired}
+    wanted = {row["study_instance_uid"] for rows in subsets.values() for row in rows}
+    returned, failed_requests = {}, []
+    if wanted:
+        user = retrieval_user(peer, sent, client)
+        returned, failed_requests = returned_digests(user, sorted(wanted))
+        user.release()
+    figures = []
+    for event in events:
+        record = {"action": event.spec.action, "at": event.spec.at, "duration": event.spec.duration}
+        if event.unix_time is None:
+            figures.append({**record, "happened": False, "error": event.error or "the load ended before it was due"})
+            continue
+        record.update(
+            happened=True,
+            into_load_seconds=round(event.unix_time - load_started, 3),
+            unix_time=round(event.unix_time, 3),
+            startup_seconds=event.startup_seconds,
+            exit_code=event.exit_code,
+            **_outage(samples, event, load_ended),
+            **_durability(subsets[id(event)], returned),
+            retrieve_failures=failed_requests[:10],
+        )
+        if event.error:
+            record["error"] = event.error
+        figures.append(record)
+    return figures
+
+
+def fault_line(figure: dict) -> str:
+    """One line per fault for the terminal."""
+    if not figure.get("happened"):
+        return f"fault {figure['action']} at {figure['at']:g} s: not injected ({figure.get('error')})"
+    recovery = figure["recovery_seconds"]
+    return (f"fault {figure['action']} at {figure['into_load_seconds']:g} s: recovered in "
+            f"{'never' if recovery is None else f'{recovery:g} s'} (by {figure['recovery_by']}), "
+            f"{figure['failed_during_outage']} requests failed meanwhile, {figure['lost']} of "
+            f"{figure['acknowledged_before']} instances acknowledged before it lost, {figure['changed']} changed")
