@@ -44,15 +44,25 @@ def _ceiling_lines(axes, ceiling: float | None) -> None:
         )
 
 
+def _fault_marks(axes, marks: list[tuple[float, str]]) -> None:
+    """A dashed vertical line at each fault, its action written at the top."""
+    for seconds, text in marks:
+        axes.axvline(seconds, color="black", linestyle="--", linewidth=1)
+        axes.annotate(_plain(text), (seconds, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                      textcoords="offset points", fontsize="small")
+
+
 def timeline_png(
-    series: list[tuple[str, pd.DataFrame, float]], column: str, unit: str, ceiling: float | None = None
+    series: list[tuple[str, pd.DataFrame, float]], column: str, unit: str, ceiling: float | None = None,
+    marks: list[tuple[float, str]] = (),
 ) -> bytes:
-    """Throughput per window over time, one line per run; the warm-up of each run marked."""
+    """Throughput per window over time, one line per run; the warm-up of each run marked, and `marks` (faults)."""
     fig, axes = plt.subplots(figsize=(9, 3.6))
     for label, bins, warmup_seconds in series:
         (line,) = axes.step(bins["seconds"], bins[column], where="post", label=_plain(label))
         axes.axvline(warmup_seconds, color=line.get_color(), alpha=0.4, linewidth=1)
     _ceiling_lines(axes, ceiling)
+    _fault_marks(axes, marks)
     axes.set_xlabel("seconds since the first request (thin vertical lines: end of warm-up)")
     axes.set_ylabel(unit)
     axes.set_ylim(bottom=0)

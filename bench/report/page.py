@@ -326,13 +326,21 @@ def _run_lines(groups: list[Group]) -> list[tuple[str, RunData, object]]:
     return [(_run_label(r) if several else r.folder.name, r, m) for g in groups for r, m in zip(g.runs, g.measurements)]
 
 
+def _fault_marks(groups: list[Group]) -> list[tuple[float, str]]:
+    """Each injected fault as (seconds since its run's first request, action): the timeline's origin."""
+    return [(fault["unix_time"] - float(r.samples["start"].min()), fault["action"])
+            for _, r, _ in _run_lines(groups) for fault in r.run.get("faults") or [] if fault.get("happened")]
+
+
 def _timeline_figures(groups: list[Group], window: float, ceiling: float | None, bound_note: str) -> list[Picture]:
     lines = [(label, timeline(r.samples, window), m.begin - m.run_start) for label, r, m in _run_lines(groups)]
+    marks = _fault_marks(groups)
+    fault_note = " Dashed black lines: faults injected (see the fault table)." if marks else ""
     out = [
         (
-            figures.timeline_png(lines, "instances", "instances/s stored", ceiling),
+            figures.timeline_png(lines, "instances", "instances/s stored", ceiling, marks),
             "throughput timeline",
-            f"Acknowledged C-STORE instances/s per {window:g} s window. {bound_note}",
+            f"Acknowledged C-STORE instances/s per {window:g} s window. {bound_note}{fault_note}",
         )
     ]
     if any(float(b["retrieve_instances"].sum()) > 0 for _, b, _ in lines):
@@ -491,6 +499,39 @@ def _drain_text(drain: dict) -> str:
     return f"drain after the stop signal: {drain['requests']} requests over {drain['seconds']:g} s, not measured"
 
 
+FAULT_HEADERS = ["run", "action", "at (s)", "duration (s)", "recovery (s)", "recovered by", "archive start-up (s)",
+                 "failed during outage", "acknowledged before", "lost", "changed"]
+
+
+def _failed_text(fault: dict) -> str:
+    by_status = ", ".join(f"{count} {status}" for status, count in fault["failed_by_status"].items())
+    return f"{fault['failed_during_outage']:,}" + (f" ({by_status})" if by_status else "")
+
+
+def _fault_row(run: RunData, fault: dict) -> list[str]:
+    if not fault.get("happened"):
+        return [run.folder.name, fault["action"], _num(fault["at"], 2), _num(fault["duration"], 2),
+                f"not injected: {fault.get('error', '')}", *[""] * 6]
+    return [
+        run.folder.name, fault["action"], _num(fault["into_load_seconds"], 2), _num(fault["duration"], 2),
+        _num(fault["recovery_seconds"], 2) if fault["recovery_seconds"] is not None else "never",
+        fault["recovery_by"] or "", _num(fault["startup_seconds"], 2) if fault["startup_seconds"] is not None else "",
+        _failed_text(fault), f"{fault['acknowledged_before']:,}", f"{fault['lost']:,}", f"{fault['changed']:,}",
+    ]
+
+
+def _fault_rows(groups: list[Group]) -> list[list[str]]:
+    """One row per fault of every run (run.json["faults"])."""
+    return [_fault_row(r, fault) for g in groups for r in g.runs for fault in r.run.get("faults") or []]
+
+
+FAULT_NOTE = ("Recovery: from the fault to the answer of the first successful C-STORE sent after it (C-ECHO when "
+              "no C-STORE). Failed during outage: requests that ended between the fault and recovery without success (no answer, or a failure status). "
+              "Lost: instances acknowledged before the fault that a C-GET after the load did not return "
+              "(changed: returned with other bytes). A kill keeps the host's page cache: it tests durability "
+              "against a process crash, not a power loss.")
+
+
 def _run_details_html(groups: list[Group]) -> str:
     parts = []
     for g in groups:
@@ -533,6 +574,8 @@ def render_html(data: dict, groups: list[Group], pictures: list[Picture], title:
     sections += ["<h2>Figures</h2>", *(_figure(png, alt, caption) for png, alt, caption in pictures)]
     if notes:
         sections += ["<p>" + html.escape("Server metrics: " + "; ".join(notes)) + "</p>"]
+    if faults := _fault_rows(groups):
+        sections += ["<h2>Faults</h2>", _html_table(FAULT_HEADERS, faults), f"<p>{html.escape(FAULT_NOTE)}</p>"]
     errors = _all_error_rows(groups)
     sections += [
         "<h2>Errors by DICOM status (whole runs)</h2>",
@@ -567,6 +610,8 @@ def render_markdown(data: dict, groups: list[Group], title: str, headline: list[
     if data["ratios"]:
         lines += [f"## Against the baseline ({_md_cell(data['baseline_target'])})", ""]
         lines += _md_table(RATIO_HEADERS, _ratio_rows(data))
+    if faults := _fault_rows(groups):
+        lines += ["## Faults", "", *_md_table(FAULT_HEADERS, faults), _md_cell(FAULT_NOTE), ""]
     errors = _all_error_rows(groups)
     if errors:
         lines += ["## Errors by DICOM status", "", *_md_table(ERROR_SUMMARY_HEADERS, errors)]
@@ -662,6 +707,8 @@ def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: li
         "status": run.run.get("status"),
         "notes": _run_notes(run.run),
     }
+    if "faults" in run.run:
+        record["faults"] = run.run["faults"]
     headline = _headline_rows(summary, data) + [["integrity", record["integrity"]]]
     return _write_outputs(run_dir, data, groups, settings, title, record, headline, record["notes"])
 
