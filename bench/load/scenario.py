@@ -270,7 +270,7 @@ class Scenario(BaseModel):
     @model_validator(mode="after")
     def _faults_fit(self) -> "Scenario":
         if self.faults and self.target.kind not in FAULT_KINDS:
-            raise ValueError(f"[[faults]]: a {self.target.kind} target cannot take faults (only "
+            raise ValueError(f"[[faults]]: the {self.target.kind} target cannot take faults (only "
                              f"{', '.join(FAULT_KINDS)} in this version)")
         back = 0.0  # when the fault before is over: faults come one after the other
         for fault in self.faults:

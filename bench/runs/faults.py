@@ -51,7 +51,7 @@ class FaultInjector:
 
     def __init__(self, target: Target, faults: list[FaultSpec]):
         if faults and target.kind not in FAULT_KINDS:
-            raise UserError(f"[[faults]]: a {target.kind} target cannot take faults (only {', '.join(FAULT_KINDS)} "
+            raise UserError(f"[[faults]]: the {target.kind} target cannot take faults (only {', '.join(FAULT_KINDS)} "
                             "in this version)")
         self.target = target
         self.events = [FaultEvent(spec) for spec in faults]

@@ -65,15 +65,15 @@ class Target(ABC):
     # Faults (bench.runs.faults): only kinds that implement these can take them.
     def signal_archive(self, signum: int) -> None:
         """Send `signum` to every process of the archive (a kill, stop, pause or continue)."""
-        raise UserError(f"a {self.kind} target cannot take faults")
+        raise UserError(f"the {self.kind} target cannot take faults")
 
     def wait_for_exit(self, timeout: float) -> int | None:
         """Wait until the signalled archive is gone (SIGKILL after `timeout`); its exit code."""
-        raise UserError(f"a {self.kind} target cannot take faults")
+        raise UserError(f"the {self.kind} target cannot take faults")
 
     def start_again(self) -> float:
         """Start the stopped archive again on the same data and port; the seconds until it answered C-ECHO."""
-        raise UserError(f"a {self.kind} target cannot be started again")
+        raise UserError(f"the {self.kind} target cannot be started again")
 
     def collect_metrics(self, run_dir: Path) -> None:  # noqa: B027 (optional: not every archive has figures)
         """Save the archive's own figures next to the samples, while it still runs."""

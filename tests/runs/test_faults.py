@@ -1,0 +1,150 @@
+"""Fault runs against the real reference archive: kill, restart and pause under load, through the real CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+CLIENT_TIMEOUT = 1.5  # short, so a paused archive's requests fail within it rather than wait
+
+SCENARIO = f"""
+[target]
+kind = "native"
+[studies]
+profile = "tiny"
+pool = 2
+[load]
+duration = 16
+[users.modality]
+count = 1
+instances_per_s = 20
+[users.echo]
+count = 1
+interval = 0.25
+[client]
+timeout = {CLIENT_TIMEOUT}
+[[faults]]
+at = 3
+action = "kill"
+duration = 2
+[[faults]]
+at = 8
+action = "restart"
+[[faults]]
+at = 11
+action = "pause"
+duration = 3
+"""
+
+VALID = """
+[target]
+kind = "native"
+[studies]
+profile = "tiny"
+[load]
+users = 1
+duration = 10
+"""
+
+
+def pacsbench(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def fault_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("faults")
+    scenario = folder / "faults.toml"
+    scenario.write_text(SCENARIO)
+    result = pacsbench("run", scenario, "--results", folder / "results", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    run = json.loads((run_dir / "run.json").read_text())
+    samples = pd.read_csv(run_dir / "samples.csv", keep_default_na=False)
+    samples["end"] = samples["start"] + samples["latency_ms"] / 1000.0
+    return run_dir, run, samples, result.stderr
+
+
+def _fault(run: dict, action: str) -> dict:
+    return next(f for f in run["faults"] if f["action"] == action)
+
+
+@pytest.mark.slow
+def test_a_killed_and_a_restarted_archive_recover_and_lose_nothing(fault_run):
+    _, run, _, stderr = fault_run
+    assert run["status"] == "completed"
+    for action in ("kill", "restart"):
+        fault = _fault(run, action)
+        assert fault["happened"] and fault["recovery_seconds"] > 0 and fault["recovery_by"] == "C-STORE"
+        assert fault["startup_seconds"] > 0 and fault["first_echo_seconds"] > 0
+        assert fault["acknowledged_before"] > 0 and fault["lost"] == 0 and fault["changed"] == 0
+        assert f"fault {action} at" in stderr
+    kill = _fault(run, "kill")
+    assert kill["exit_code"] == -9
+    assert kill["recovery_seconds"] >= kill["duration"]  # nothing is stored before the archive is back
+    assert kill["failed_during_outage"] > 0 and "no response" in kill["failed_by_status"]
+
+
+@pytest.mark.slow
+def test_samples_show_failures_during_the_kill_outage_and_successes_after(fault_run):
+    _, run, samples, _ = fault_run
+    kill = _fault(run, "kill")
+    t, recovered = kill["unix_time"], kill["unix_time"] + kill["recovery_seconds"]
+    first_answer = t + min(kill["first_echo_seconds"], kill["first_store_seconds"])
+    during = samples[(samples["end"] >= t) & (samples["end"] < first_answer - 0.001)]
+    after = samples[samples["start"] >= recovered]
+    assert len(during) > 0 and (during["status"] != 0).all()
+    stores_after = after[after["operation"] == "C-STORE"]
+    assert len(stores_after) > 0 and (stores_after["status"] == 0).mean() > 0.9
+    # Users reconnected by themselves: associations after the kill are new ones.
+    before = set(samples[samples["end"] < t]["association"])
+    assert set(after["association"]) - before
+
+
+@pytest.mark.slow
+def test_a_paused_archive_makes_requests_fail_within_the_client_timeout_not_hang(fault_run):
+    _, run, samples, _ = fault_run
+    pause = _fault(run, "pause")
+    assert pause["startup_seconds"] is None and pause["lost"] == 0
+    assert pause["failed_during_outage"] > 0
+    assert pause["recovery_seconds"] >= pause["duration"] - 0.1
+    assert samples["latency_ms"].max() < (CLIENT_TIMEOUT + 1.0) * 1000
+
+
+@pytest.mark.slow
+def test_the_report_has_the_fault_table_and_summary_json_the_faults(fault_run):
+    run_dir, run, _, _ = fault_run
+    result = pacsbench("report", run_dir)
+    assert result.returncode == 0, result.stderr
+    html = (run_dir / "report.html").read_text()
+    assert "<h2>Faults</h2>" in html and "Dashed black lines: faults injected" in html
+    markdown = (run_dir / "summary.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith(f"| {run_dir.name} | ")]
+    assert [row.split(" | ")[1] for row in rows] == ["kill", "restart", "pause"]
+    assert json.loads((run_dir / "summary.json").read_text())["faults"] == run["faults"]
+
+
+@pytest.mark.parametrize(
+    "faults, kind, expected",
+    [
+        ('at = 3\naction = "explode"', "native", "[faults.0] action: Input should be 'kill', 'stop', 'pause' or "
+                                                 "'restart'"),
+        ('at = 12\naction = "kill"', "native", "[[faults]] at = 12: beyond the load's duration (10 s)"),
+        ('at = 3\naction = "kill"', "orthanc", "[[faults]]: the orthanc target cannot take faults (only native in this version)"),
+        ('at = 3\naction = "pause"\nduration = 5\n[[faults]]\nat = 6\naction = "kill"', "native",
+         "[[faults]] at = 6: before the fault listed above it is over (8 s)"),
+    ],
+)
+def test_bad_faults_are_one_line_and_exit_2(tmp_path, faults, kind, expected):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(VALID.replace('"native"', f'"{kind}"') + f"[[faults]]\n{faults}\n")
+    result = pacsbench("run", scenario, "--results", tmp_path / "r", timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert not (tmp_path / "r").exists()
