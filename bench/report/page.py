@@ -647,8 +647,12 @@ def _headline_rows(s: dict, data: dict) -> list[list[str]]:
     ]
 
 
-def _integrity_note(verify: dict | None) -> str:
-    """run.json["verify"] in words (pacsbench verify, or run --verify)."""
+def _integrity_note(verify: dict | None, later: list[dict] | None = None) -> str:
+    """run.json["verify"] in words (pacsbench verify, or run --verify), and the latest later
+    verification (run.json["verify_later"]) when there is one: a loss found later is never hidden."""
+    if later:
+        first = _integrity_note(verify)
+        return f"{_integrity_note(later[-1])} (latest of {len(later) + 1} verifications; the first: {first})"
     if not verify:
         return "not verified (pacsbench run --verify, or pacsbench verify RUN)"
     if verify["ok"]:
@@ -703,7 +707,7 @@ def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: li
         "bound_by": data["groups"][0]["bound_by"],
         "claims": data["groups"][0]["claims"],
         "environment": data["environment"][0],
-        "integrity": _integrity_note(run.run.get("verify")),
+        "integrity": _integrity_note(run.run.get("verify"), run.run.get("verify_later")),
         "status": run.run.get("status"),
         "notes": _run_notes(run.run),
     }

@@ -18,7 +18,25 @@ from server_under_test.environment import detect_hypervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="cgroups are writable by root only")]
 
-# Tiny studies, fsync off, 8 users against one CPU: the archive's one worker cannot keep up.
+# Very small instances (64x64, a few frames: ~25 KB), fsync off, 8 users against one CPU: each
+# store costs the archive its per-instance work (DIMSE, index, file) and almost no disk time,
+# so its one worker, not the disk, is what limits (with the tiny profile's 1.3 MB instances
+# written with O_DIRECT, the disk was as busy as the CPU).
+PROFILE = """
+description = "Very small XA instances: per-instance work, not bytes"
+rows = 64
+columns = 64
+bits_stored = 12
+frame_rate = 4.0
+body_part = "HEAD"
+mask_frames = 2
+dose = 1000.0
+pixel_intensity_relationship = "LOG"
+transfer_syntax = "explicit"
+runs_per_study = { min = 4, max = 6 }
+frames_per_run = { min = 3, max = 4 }
+studies_per_patient = { min = 1, max = 2 }
+"""
 SCENARIO = """
 name = "one-cpu"
 [target]
@@ -27,7 +45,7 @@ fsync = false
 cpus = 1
 memory_mib = 1024
 [studies]
-profile = "tiny"
+profile = "PROFILE_PATH"
 pool = 2
 [load]
 users = 8
@@ -43,7 +61,8 @@ def pacsbench(*args):
 @pytest.fixture(scope="module")
 def one_cpu_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("one-cpu")
-    (folder / "one-cpu.toml").write_text(SCENARIO)
+    (folder / "micro.toml").write_text(PROFILE)
+    (folder / "one-cpu.toml").write_text(SCENARIO.replace("PROFILE_PATH", str(folder / "micro.toml")))
     result = pacsbench("run", folder / "one-cpu.toml", "--results", folder / "results", "--no-progress")
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
