@@ -114,17 +114,21 @@ def test_a_run_stops_cleanly_at_the_disk_reserve(small_disk):
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and "Errno 28" not in result.stderr
     warnings = [line for line in result.stderr.splitlines() if "stopped:" in line]
-    assert len(warnings) == 1 and "disk reserve reached" in warnings[0], result.stderr
+    # at_capacity = "stop": the archive's default capacity is what the disk holds beyond the reserve,
+    # so the first A700 and the reserve come within a second of each other; either is a clean stop
+    # that says why, and which one comes first depends on the second the watch looks.
+    reason = "disk reserve reached" if "disk reserve reached" in "".join(warnings) else "archive capacity reached"
+    assert len(warnings) == 1 and reason in warnings[0], result.stderr
     run_dir = run_folder(results)
     run = json.loads((run_dir / "run.json").read_text())
-    assert run["status"] == "stopped: disk reserve reached"
+    assert run["status"] == f"stopped: {reason}"
     assert run["load_seconds"] < 60 and run["disk"]["stop_detail"]
     rows = complete_rows(run_dir / "samples.csv")
     assert len(rows) == run["samples"] > 0
     assert not archive_processes(run_dir / "archive")
     report = pacsbench("report", run_dir)
     assert report.returncode == 0, report.stderr
-    assert "disk reserve reached" in (run_dir / "report.html").read_text()
+    assert reason in (run_dir / "report.html").read_text()
 
 
 @pytest.mark.slow
