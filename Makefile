@@ -29,7 +29,8 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	# Two processes (pytest-xdist): most of these tests wait on subprocesses and sockets.
+	$(BIN)/pytest -m "not slow" -n 2
 
 # ruff: the rule set in pyproject.toml; lint-imports: the import contracts (see ARCHITECTURE.md).
 lint: $(STAMP)

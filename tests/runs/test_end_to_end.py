@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # real runs of the locust engine against the archive, as tests/load/test_load.py
+
 
 def pacsbench(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)],

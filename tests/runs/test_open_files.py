@@ -11,6 +11,8 @@ import sys
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # two full runs in one process (the edit loop has the unit tests)
+
 # Patched for gevent first, as `pacsbench matrix` is: gevent's os.close is what left every
 # directory of the archive's removed storage tree open (issue 15).
 TWO_RUNS = """
