@@ -126,6 +126,10 @@ class GuestTarget(Target):
         return (f"data: virtio-blk {s.data_disk_format}, cache={s.data_disk_cache}, {s.data_disk_gib} GiB ext4"
                 + (f" ({seen} in the guest)" if seen else "") + "; system: qcow2 -snapshot")
 
+    def budget_record(self) -> dict:
+        """The guest's vCPUs and RAM: its budget, for run.json and for the sampler's share of QEMU's CPU."""
+        return guest_budget(self.spec.cpus, self.spec.memory_mib)
+
     def describe(self) -> dict:
         machine = self.qemu.describe() if self.qemu else {}
         return {
@@ -137,7 +141,7 @@ class GuestTarget(Target):
                                 "the guest's /status"),
             "accelerator": self.kind,
             "memory_mib": self.spec.memory_mib,
-            "budget": guest_budget(self.spec.cpus, self.spec.memory_mib),
+            "budget": self.budget_record(),
             "network": self.network_line(),
             "disk": self.disk_line(),
             "network_settings": machine.get("network") or {"mode": self.spec.network},
