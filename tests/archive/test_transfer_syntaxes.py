@@ -170,10 +170,12 @@ def archive_of_every_syntax(samples, tmp_path_factory):
     move_port = free_local_port()
     (folder / "archive.toml").write_text(f'[destinations.MOVESCP]\nhost = "127.0.0.1"\nport = {move_port}\n')
     archive = start_archive(folder / "data", "--config", str(folder / "archive.toml"))
-    archive.move_port = move_port
-    assert store_with_pynetdicom(archive, list(samples.values())) == [0] * len(samples)
-    yield archive
-    archive.stop()
+    try:  # a failed set-up must not leave the archive running
+        archive.move_port = move_port
+        assert store_with_pynetdicom(archive, list(samples.values())) == [0] * len(samples)
+        yield archive
+    finally:
+        archive.stop()
 
 
 @pytest.mark.parametrize("syntax", SYNTAXES)
