@@ -25,6 +25,7 @@ from bench.analysis.aggregate import (
 from bench.analysis.bounds import bound_by, measured_rows
 from bench.analysis.claims import ClaimSet, judge_all
 from bench.analysis.confidence import METHOD, SINGLE_RUN, TOO_SHORT, Interval, mean_interval, ratio_interval
+from bench.analysis.growth import growth
 from bench.analysis.runset import RunData
 from bench.common.errors import UserError
 
@@ -83,6 +84,12 @@ class Group:
                 rows.append(measured_rows(frame, m.begin, m.end))
         cpus = (budget_of(self.runs[0]) or {}).get("cpus")
         return bound_by(pd.concat(rows) if rows else None, cpus, calibration_client_bound)
+
+    def growth(self) -> list[dict]:
+        """Per repetition, how the archive's memory, open files and threads grew per hour over its measured span."""
+        return [{"run": run.folder.name, "repetition": run.repetition,
+                 **growth(load_server_metrics(run.folder)[0], m.begin, m.end)}
+                for run, m in zip(self.runs, self.measurements)]
 
     def ceiling(self) -> dict | None:
         """The lowest harness ceiling recorded by the group's runs (the conservative one)."""
@@ -297,6 +304,7 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
         "budget": budget_of(group.runs[0]),
         "runs_on": runs_on(group.runs[0]),
         "bound_by": group.bound_by(calibration["client_bound"]),
+        "growth": group.growth(),
         "claims": judge_all(claim_sets, group.mean_metrics(), group.users_by_type()),
     }
 

@@ -27,6 +27,7 @@ from bench.analysis.aggregate import (  # noqa: F401 (re-exported: `pacsbench ru
 from bench.analysis.bounds import verdict_text
 from bench.analysis.claims import load_claims
 from bench.analysis.compare import Group, budget_text, build_comparison
+from bench.analysis.growth import MIN_SPAN_SECONDS, growth_text
 from bench.analysis.runset import RunData, check_completed, load_run, load_runs
 from bench.common.errors import UserError
 from bench.report import figures
@@ -532,6 +533,25 @@ FAULT_NOTE = ("Recovery: from the fault to the answer of the first successful C-
               "against a process crash, not a power loss.")
 
 
+GROWTH_HEADERS = ["target", "run", "series", "first minute", "last minute", "growth per hour [95% CI]", "verdict"]
+GROWTH_NOTE = (f"Growth over the measured span (warm-up excluded): Sen's slope of per-minute medians of the "
+               f"per-second series, its 95% interval from Kendall's S (which takes minutes as independent); "
+               f"'grows' only when the whole interval is above zero. Runs under {MIN_SPAN_SECONDS / 60:g} "
+               "minutes get no trend.")
+
+
+def _growth_rows(data: dict) -> list[list[str]]:
+    rows = []
+    for group in data["groups"]:
+        for run in group.get("growth", []):
+            for g in (run.get("series") or {}).values():
+                rows.append([group["label"], run["run"], f"{g['what']} ({g['unit']})", _num(g["first_minute"]),
+                             _num(g["last_minute"]),
+                             f"{g['per_hour']:+.1f} [{g['per_hour_low']:+.1f}, {g['per_hour_high']:+.1f}]",
+                             g["verdict"]])
+    return rows
+
+
 def _run_details_html(groups: list[Group]) -> str:
     parts = []
     for g in groups:
@@ -576,6 +596,9 @@ def render_html(data: dict, groups: list[Group], pictures: list[Picture], title:
         sections += ["<p>" + html.escape("Server metrics: " + "; ".join(notes)) + "</p>"]
     if faults := _fault_rows(groups):
         sections += ["<h2>Faults</h2>", _html_table(FAULT_HEADERS, faults), f"<p>{html.escape(FAULT_NOTE)}</p>"]
+    if growth_rows := _growth_rows(data):
+        sections += ["<h2>Resource growth</h2>", _html_table(GROWTH_HEADERS, growth_rows),
+                     f"<p>{html.escape(GROWTH_NOTE)}</p>"]
     errors = _all_error_rows(groups)
     sections += [
         "<h2>Errors by DICOM status (whole runs)</h2>",
@@ -612,6 +635,8 @@ def render_markdown(data: dict, groups: list[Group], title: str, headline: list[
         lines += _md_table(RATIO_HEADERS, _ratio_rows(data))
     if faults := _fault_rows(groups):
         lines += ["## Faults", "", *_md_table(FAULT_HEADERS, faults), _md_cell(FAULT_NOTE), ""]
+    if growth_rows := _growth_rows(data):
+        lines += ["## Resource growth", "", *_md_table(GROWTH_HEADERS, growth_rows), _md_cell(GROWTH_NOTE), ""]
     errors = _all_error_rows(groups)
     if errors:
         lines += ["## Errors by DICOM status", "", *_md_table(ERROR_SUMMARY_HEADERS, errors)]
@@ -644,6 +669,7 @@ def _headline_rows(s: dict, data: dict) -> list[list[str]]:
         ["harness ceiling", data["groups"][0]["calibration"]["note"]],
         ["budget", budget_text(data["groups"][0]["budget"])],
         ["bounded by", verdict_text(data["groups"][0]["bound_by"])],
+        ["resource growth", growth_text(data["groups"][0]["growth"][0])],
     ]
 
 
@@ -705,6 +731,7 @@ def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: li
         "calibration": data["groups"][0]["calibration"],
         "budget": data["groups"][0]["budget"],
         "bound_by": data["groups"][0]["bound_by"],
+        "growth": data["groups"][0]["growth"][0],
         "claims": data["groups"][0]["claims"],
         "environment": data["environment"][0],
         "integrity": _integrity_note(run.run.get("verify"), run.run.get("verify_later")),

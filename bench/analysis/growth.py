@@ -1,0 +1,108 @@
+"""How the archive's memory, open files and threads grew over a long run, per hour, with an interval.
+
+A soak asks whether the archive leaks: does its resident memory, its count of open files or of
+threads keep rising while the load stays the same? The per-second series in server_metrics.csv
+(bench.runs.resources) answer it. Over the measured windows only (warm-up excluded: caches fill
+then), each series is reduced to one median per minute, and the trend is Sen's slope (the median
+of the slopes between every pair of minutes: a restart, a burst or a recycled study cannot drag it
+the way it drags a least-squares line). Its 95% interval comes from Kendall's S (Sen 1968), which
+takes the minutes as independent: a slow wander can still make the interval too narrow, so the
+verdict says "grows" only when the whole interval lies above zero and the page gives the span.
+Runs shorter than MIN_SPAN_SECONDS get no trend: a per-hour figure from a few minutes claims more
+than it knows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis.bounds import measured_rows
+
+MIN_SPAN_SECONDS = 600.0  # ten minutes: at least ten per-minute medians behind a per-hour trend
+BUCKET_SECONDS = 60.0
+Z_95 = 1.959964
+
+# server_metrics.csv column -> (what it is, unit, scale from the column's unit to the shown one)
+GROWTH_SERIES = {
+    "server_rss_bytes": ("archive resident memory", "MB", 1e-6),
+    "server_open_fds": ("archive open files", "files", 1.0),
+    "server_threads": ("archive threads", "threads", 1.0),
+    "server_processes": ("archive processes", "processes", 1.0),
+}
+
+
+def minute_medians(rows: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(hours since the first row, median of `column`) per whole minute that has values."""
+    values = pd.to_numeric(rows[column], errors="coerce")
+    kept = rows.loc[values.notna(), "time"]
+    if kept.empty:
+        return np.array([]), np.array([])
+    minute = ((kept - kept.iloc[0]) // BUCKET_SECONDS).astype(int)
+    medians = values[values.notna()].groupby(minute.values).median()
+    return medians.index.to_numpy() * BUCKET_SECONDS / 3600.0, medians.to_numpy(dtype=float)
+
+
+def sen_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Sen's slope of y against x with its 95% interval from the distribution of Kendall's S."""
+    i, j = np.triu_indices(len(x), k=1)
+    keep = x[j] != x[i]
+    slopes = np.sort((y[j] - y[i])[keep] / (x[j] - x[i])[keep])
+    n, count = len(x), len(slopes)
+    spread = Z_95 * math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    low_rank = max(0, int(math.floor((count - spread) / 2.0)))
+    high_rank = min(count - 1, int(math.ceil((count + spread) / 2.0)))
+    return float(np.median(slopes)), float(slopes[low_rank]), float(slopes[high_rank])
+
+
+def _verdict(low: float, high: float) -> str:
+    if low > 0:
+        return "grows"
+    if high < 0:
+        return "shrinks"
+    return "no trend evident"
+
+
+def series_growth(rows: pd.DataFrame, column: str) -> dict | None:
+    """One series' start, end and growth per hour (shown units), or None when it has too few minutes."""
+    hours, medians = minute_medians(rows, column)
+    if len(hours) < MIN_SPAN_SECONDS / BUCKET_SECONDS:
+        return None
+    what, unit, scale = GROWTH_SERIES[column]
+    slope, low, high = sen_slope(hours, medians)
+    return {
+        "what": what,
+        "unit": unit,
+        "first_minute": round(medians[0] * scale, 3),
+        "last_minute": round(medians[-1] * scale, 3),
+        "per_hour": round(slope * scale, 3),
+        "per_hour_low": round(low * scale, 3),
+        "per_hour_high": round(high * scale, 3),
+        "verdict": _verdict(low, high),
+    }
+
+
+def growth(frame: pd.DataFrame | None, begin: float, end: float) -> dict:
+    """summary.json's growth: {"seconds", "series": {column: figures}} or {"seconds", "note"} when it cannot say."""
+    if frame is None:
+        return {"seconds": None, "note": "no server metrics recorded"}
+    rows = measured_rows(frame, begin, end)
+    seconds = round(float(end - begin), 1)
+    if seconds < MIN_SPAN_SECONDS:
+        return {"seconds": seconds, "note": f"too short for a trend per hour (under {MIN_SPAN_SECONDS / 60:g} minutes "
+                                            "measured)"}
+    series = {c: g for c in GROWTH_SERIES if c in rows.columns for g in [series_growth(rows, c)] if g}
+    if not series:
+        return {"seconds": seconds, "note": "no archive process series in server_metrics.csv (a remote target)"}
+    return {"seconds": seconds, "series": series}
+
+
+def growth_text(figures: dict) -> str:
+    """One line: '+12.3 MB/h (95%: 8.1 to 16.0), grows' per series, or the note."""
+    if "series" not in figures:
+        return figures.get("note", "")
+    parts = [f"{g['what']} {g['per_hour']:+g} {g['unit']}/h (95%: {g['per_hour_low']:+g} to "
+             f"{g['per_hour_high']:+g}): {g['verdict']}" for g in figures["series"].values()]
+    return f"over {figures['seconds'] / 60:.0f} min: " + "; ".join(parts)
