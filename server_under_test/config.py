@@ -177,6 +177,9 @@ def _from_table(data: dict, base: Path) -> ArchiveConfig:
         values["data"] = base / values["data"]
     if values.get("duplicates", "overwrite") not in DUPLICATE_POLICIES:
         raise ConfigError(f"duplicates: expected one of {', '.join(DUPLICATE_POLICIES)}, got {values['duplicates']!r}")
+    for key in ("artim_timeout", "network_timeout"):
+        if key in values and not values[key] > 0:
+            raise ConfigError(f"{key}: expected seconds above 0, got {values[key]!r}")
     if len(values.get("ae_title", "PACSBENCH")) > 16:
         raise ConfigError("ae_title: at most 16 characters")
     if "capacity" in data:

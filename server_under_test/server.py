@@ -333,6 +333,8 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
     parser.add_argument("--data", type=Path, help="folder for the index and the default tier (default ./archive-data)")
     parser.add_argument("--workers", type=int, help="processes accepting associations (default: one per CPU)")
     parser.add_argument("--max-associations", type=int, help="concurrent associations, all workers (default 64)")
+    parser.add_argument("--artim-timeout", type=_seconds_option, metavar="SECONDS",
+                        help="seconds a new connection has to complete its association request (default 30)")
     parser.add_argument("--max-pdu", type=int, help="largest PDU we receive, bytes (default 1048576; 0 = unlimited)")
     parser.add_argument("--duplicates", choices=DUPLICATE_POLICIES, help="same SOP Instance UID again (default overwrite)")
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /status on this HTTP port (0 = any free)")
@@ -355,11 +357,21 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
         metrics = MetricsEndpoint(config.metrics.host if config.metrics else "127.0.0.1", args.metrics_port)
     return with_overrides(
         config, ae_title=args.ae_title, host=args.host, port=args.port, data=args.data, workers=args.workers,
-        max_associations=args.max_associations, max_pdu=args.max_pdu, duplicates=args.duplicates,
+        max_associations=args.max_associations, artim_timeout=args.artim_timeout, max_pdu=args.max_pdu, duplicates=args.duplicates,
         metrics=metrics, fsync=False if args.no_fsync else None,
         direct_io=False if args.no_direct_io else None, check_called_aet=args.check_called_aet,
         capacity=args.capacity, at_capacity=args.at_capacity,
     )
+
+
+def _seconds_option(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {value!r}")
+    return seconds
 
 
 def _size_option(value: str) -> int:

@@ -119,6 +119,9 @@ DEFAULT_WINDOW_SECONDS = 1.0
 class Settings:
     warmup: Warmup = DEFAULT_WARMUP
     window_seconds: float = DEFAULT_WINDOW_SECONDS
+    # Given on the command line: settings that leave nothing to measure are then an error. The
+    # defaults never are: a run stopped within seconds is measured as it is and reads "too short".
+    chosen: bool = False
 
     def __post_init__(self):
         if not self.window_seconds > 0:
@@ -175,7 +178,9 @@ def measure(samples: pd.DataFrame, settings: Settings = Settings(), stop_at: flo
 
 
 def check_settings(settings: Settings, first: float, last: float) -> None:
-    """A warm-up as long as the run, or a window longer than what is left to measure, is an error."""
+    """A chosen warm-up as long as the run, or a chosen window longer than what is left to measure, is an error."""
+    if not settings.chosen:
+        return
     lasted = last - first
     if settings.warmup.seconds and settings.warmup.seconds >= lasted:
         raise UserError(f"--warmup {settings.warmup.rule()}: the run lasted only {lasted:.1f} s (first request to "

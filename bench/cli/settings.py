@@ -7,9 +7,9 @@ from pathlib import Path
 
 
 def add_settings(p) -> None:
-    p.add_argument("--warmup", default="10%", help="leading part of each run not measured: a share such as 10%% "
+    p.add_argument("--warmup", default=None, help="leading part of each run not measured: a share such as 10%% "
                    "(of first request to last response) or seconds such as 5s (default 10%%)")
-    p.add_argument("--window", type=float, default=1.0, metavar="SECONDS",
+    p.add_argument("--window", type=float, default=None, metavar="SECONDS",
                    help="time window for timelines and the bootstrap's resampling unit (default 1 s)")
 
 
@@ -20,6 +20,8 @@ def add_claims(p) -> None:
 
 def settings(args):
     """The analysis Settings the --warmup and --window options ask for."""
-    from bench.analysis.aggregate import Settings, Warmup
+    from bench.analysis.aggregate import DEFAULT_WARMUP, DEFAULT_WINDOW_SECONDS, Settings, Warmup
 
-    return Settings(Warmup.parse(args.warmup), args.window)
+    chosen = args.warmup is not None or args.window is not None
+    return Settings(Warmup.parse(args.warmup) if args.warmup is not None else DEFAULT_WARMUP,
+                    args.window if args.window is not None else DEFAULT_WINDOW_SECONDS, chosen)

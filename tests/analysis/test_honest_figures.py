@@ -71,8 +71,18 @@ def test_impossible_warmup_or_window_is_one_line_exit_2(tmp_path, verb, options,
 def test_settings_are_checked_in_the_analysis_too(tmp_path):
     samples = load_samples(write_run(tmp_path / "r", rate=20, seconds=12))
     with pytest.raises(UserError, match="--warmup 12s"):
-        measure(samples, Settings(Warmup.parse("12s")))
-    measure(samples, Settings(Warmup.parse("5s"), 5.0))  # 6.9 s left: one 5-s window fits
+        measure(samples, Settings(Warmup.parse("12s"), chosen=True))
+    measure(samples, Settings(Warmup.parse("5s"), 5.0, chosen=True))  # 6.9 s left: one 5-s window fits
+
+
+def test_a_run_shorter_than_the_default_window_is_reported_too_short_not_refused(tmp_path):
+    run = write_run(tmp_path / "r", rate=200, seconds=1.0)  # a run stopped at once, e.g. by a full disk
+    result = pacsbench("report", run)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["instances"] > 0
+    assert summary["estimates"]["ingest_instances_per_s"]["evidence_kind"] == "too short"
+    assert "too short" in (run / "summary.md").read_text()
 
 
 def test_the_measured_span_ends_at_the_stop_signal_and_the_drain_is_reported(tmp_path):

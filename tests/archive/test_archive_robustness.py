@@ -604,8 +604,8 @@ def test_a_half_open_connection_is_aborted_by_artim_and_frees_its_slot(tmp_path)
     import socket
 
     config = tmp_path / "artim.toml"
-    config.write_text("artim_timeout = 1.0\nmax_associations = 2\nworkers = 2\n")
-    archive = start_archive(tmp_path / "archive", "--config", str(config))
+    config.write_text("max_associations = 2\nworkers = 2\n")
+    archive = start_archive(tmp_path / "archive", "--config", str(config), "--artim-timeout", "1")
     try:
         half_open = [socket.create_connection(("127.0.0.1", archive.port), timeout=10) for _ in range(2)]
         half_open[0].sendall(raw_request()[:20])  # the start of an A-ASSOCIATE-RQ, never its end
@@ -616,6 +616,19 @@ def test_a_half_open_connection_is_aborted_by_artim_and_frees_its_slot(tmp_path)
         assert_still_answers_echo(archive)  # their slots are free again
     finally:
         archive.stop()
+
+
+@pytest.mark.parametrize("where", ["option", "file"])
+def test_an_artim_timeout_of_zero_is_one_line_and_exit_2(tmp_path, where):
+    config = tmp_path / "artim.toml"
+    config.write_text("artim_timeout = 0.0\n" if where == "file" else "")
+    extra = ["--artim-timeout", "0"] if where == "option" else []
+    result = subprocess.run([sys.executable, "-m", "server_under_test", "--config", str(config), "--port", "0",
+                             "--data", str(tmp_path / "data"), *extra], capture_output=True, text=True, timeout=60)
+    # argparse prints its usage above the error line, as for every other option
+    assert result.returncode == 2 and "above 0" in result.stderr.splitlines()[-1], result.stderr
+    assert where == "option" or result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_max_associations_holds_across_workers(tmp_path):

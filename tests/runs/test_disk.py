@@ -126,9 +126,9 @@ def test_a_run_stops_cleanly_at_the_disk_reserve(small_disk):
     rows = complete_rows(run_dir / "samples.csv")
     assert len(rows) == run["samples"] > 0
     assert not archive_processes(run_dir / "archive")
-    # Tiny studies fill this disk in a few seconds: the default 1 s windows after a 10% warm-up can
-    # leave less than one window, which `report` refuses in one line; short windows fit any stop.
-    report = pacsbench("report", run_dir, "--warmup", "0s", "--window", "0.2")
+    # Tiny studies fill this disk in a few seconds, maybe less than one default window: the report
+    # of a stopped run is still written (its figures read "too short" then), never refused.
+    report = pacsbench("report", run_dir)
     assert report.returncode == 0, report.stderr
     assert reason in (run_dir / "report.html").read_text()
 
