@@ -234,8 +234,9 @@ class RunSpec(BaseModel):
     _reserve_size = field_validator("disk_reserve", mode="before")(size_in_bytes)
 
 
-FAULT_ACTIONS = ("kill", "stop", "pause", "restart")
+FAULT_ACTIONS = ("kill", "stop", "pause", "restart", "backup")
 FAULT_KINDS = ("native",)  # the kinds a fault can be injected into, in this round
+BACKUP_KINDS = ("native",)  # the kinds pacsbench can back up and restore (its own archive, on this host)
 
 
 class FaultSpec(BaseModel):
@@ -245,12 +246,26 @@ class FaultSpec(BaseModel):
     durability against a process crash, not a power loss); stop = SIGTERM; pause = SIGSTOP, SIGCONT
     after `duration`; restart = stop, then start at once. After a kill or a stop the archive starts
     again `duration` seconds later on the same data and port.
+
+    backup = an online backup of the archive while it stores (`pacsbench archive backup`), not a
+    fault but an event on the same timeline; a later kill or stop with `recover = "restore"` then
+    loses the archive's data folder (a dead disk) and brings it back from that backup before it
+    starts again, as the seed paper recovered from its daily backups.
     """
 
     model_config = Strict
     at: float = Field(ge=0, description="seconds into the load")
     action: Literal[FAULT_ACTIONS]  # type: ignore[valid-type]
     duration: float = Field(default=0.0, ge=0, description="pause: how long; kill / stop: restart after this long")
+    recover: Literal["restart", "restore"] = Field(
+        default="restart", description="kill / stop: start again on the same data, or on the data restored from "
+        "the latest backup before it")
+
+    @model_validator(mode="after")
+    def _recover_fits(self) -> "FaultSpec":
+        if self.recover == "restore" and self.action not in ("kill", "stop"):
+            raise ValueError(f'[[faults]] action = "{self.action}": recover = "restore" goes with kill or stop')
+        return self
 
 
 class Scenario(BaseModel):
@@ -280,7 +295,18 @@ class Scenario(BaseModel):
                 raise ValueError(f"[[faults]] at = {fault.at:g}: before the fault listed above it is over "
                                  f"({back:g} s): list faults in time order, one at a time")
             back = fault.at + fault.duration
+        self._backups_fit()
         return self
+
+    def _backups_fit(self) -> None:
+        backups = [f.at for f in self.faults if f.action == "backup"]
+        if backups and self.target.kind not in BACKUP_KINDS:
+            raise ValueError(f'[[faults]] action = "backup": the {self.target.kind} target cannot be backed up by '
+                             f"pacsbench (only {', '.join(BACKUP_KINDS)})")
+        for fault in self.faults:
+            if fault.recover == "restore" and not any(at < fault.at for at in backups):
+                raise ValueError(f'[[faults]] at = {fault.at:g}: recover = "restore" needs a [[faults]] action = '
+                                 '"backup" before it')
 
     @model_validator(mode="after")
     def _users_add_up(self) -> "Scenario":

@@ -509,15 +509,35 @@ def _failed_text(fault: dict) -> str:
     return f"{fault['failed_during_outage']:,}" + (f" ({by_status})" if by_status else "")
 
 
+def _action_text(fault: dict) -> str:
+    if fault["action"] == "backup" and fault.get("happened"):
+        b = fault["backup"]
+        return f"backup ({b['instances']:,} instances, {b['bytes'] / 1e6:.1f} MB, {b['seconds']:g} s, {b['mb_per_s']:g} MB/s)"
+    if fault.get("recover") == "restore":
+        r = fault["restore"]
+        return (f"{fault['action']}, data lost and restored from the backup {fault['recovery_point_seconds']:g} s "
+                f"before ({r['seconds']:g} s, {r['mb_per_s']:g} MB/s)")
+    return fault["action"]
+
+
+def _lost_text(fault: dict) -> str:
+    if fault.get("recover") != "restore":
+        return f"{fault['lost']:,}"
+    return (f"{fault['lost']:,} of those before the backup; {fault['lost_after_backup']:,} of "
+            f"{fault['acknowledged_after_backup']:,} after it (the recovery point)")
+
+
 def _fault_row(run: RunData, fault: dict) -> list[str]:
     if not fault.get("happened"):
         return [run.folder.name, fault["action"], _num(fault["at"], 2), _num(fault["duration"], 2),
                 f"not injected: {fault.get('error', '')}", *[""] * 6]
+    if fault["action"] == "backup":
+        return [run.folder.name, _action_text(fault), _num(fault["into_load_seconds"], 2), "", *[""] * 7]
     return [
-        run.folder.name, fault["action"], _num(fault["into_load_seconds"], 2), _num(fault["duration"], 2),
+        run.folder.name, _action_text(fault), _num(fault["into_load_seconds"], 2), _num(fault["duration"], 2),
         _num(fault["recovery_seconds"], 2) if fault["recovery_seconds"] is not None else "never",
         fault["recovery_by"] or "", _num(fault["startup_seconds"], 2) if fault["startup_seconds"] is not None else "",
-        _failed_text(fault), f"{fault['acknowledged_before']:,}", f"{fault['lost']:,}", f"{fault['changed']:,}",
+        _failed_text(fault), f"{fault['acknowledged_before']:,}", _lost_text(fault), f"{fault['changed']:,}",
     ]
 
 

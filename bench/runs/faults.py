@@ -44,6 +44,8 @@ class FaultEvent:
     startup_seconds: float | None = None  # the archive's own start-up, from launch to C-ECHO (kill, stop, restart)
     exit_code: int | None = None
     error: str = ""
+    backup: dict | None = None  # a backup: what it copied; a restore: the backup it restored from
+    restore: dict | None = None  # a kill or stop with recover = "restore": what the restore took
 
 
 class FaultInjector:
@@ -55,6 +57,7 @@ class FaultInjector:
                             "in this version)")
         self.target = target
         self.events = [FaultEvent(spec) for spec in faults]
+        self.latest_backup: FaultEvent | None = None
         self.load_started = 0.0
         self._ending = Event()
         self._greenlet: gevent.Greenlet | None = None
@@ -76,6 +79,10 @@ class FaultInjector:
         for event in self.events:
             if self._ending.wait(max(0.0, self.load_started + event.spec.at - time.time())):
                 return
+            if event.spec.action == "backup":
+                self.latest_backup = event
+            elif event.spec.recover == "restore":
+                event.backup = self.latest_backup.backup if self.latest_backup else None
             try:
                 ACTIONS[event.spec.action](self.target, event)
             except Exception as exc:  # noqa: BLE001 (recorded: the run goes on and shows what followed)
@@ -92,6 +99,10 @@ def _crash(signum: int, after: float):
         event.exit_code = target.wait_for_exit(STOP_TIMEOUT)
         wait = event.spec.duration if after is None else after
         gevent.sleep(max(0.0, event.unix_time + wait - time.time()))
+        if event.spec.recover == "restore":
+            if not event.backup:
+                raise UserError("recover = \"restore\": the backup before this fault did not complete")
+            event.restore = target.restore_data(event.backup)
         event.startup_seconds = round(target.start_again(), 3)
         event.resumed_unix_time = time.time()
 
@@ -108,11 +119,18 @@ def _pause(target: Target, event: FaultEvent) -> None:
     event.resumed_unix_time = time.time()
 
 
+def _backup(target: Target, event: FaultEvent) -> None:
+    event.unix_time = time.time()
+    event.backup = {**target.back_up(f"backup-at-{event.spec.at:g}s"), "started_unix_time": event.unix_time}
+    event.resumed_unix_time = time.time()
+
+
 ACTIONS = {
     "kill": _crash(signal.SIGKILL, None),
     "stop": _crash(signal.SIGTERM, None),
     "restart": _crash(signal.SIGTERM, 0.0),
     "pause": _pause,
+    "backup": _backup,
 }
 
 
@@ -164,6 +182,21 @@ def _durability(rows: list[dict], returned: dict[str, str]) -> dict:
     return {"acknowledged_before": len(rows), "lost": lost, "changed": changed}
 
 
+def _restore_durability(event: FaultEvent, before_backup: list[dict], before_fault: list[dict],
+                        returned: dict[str, str]) -> dict:
+    """After a restore: `lost` counts what the backup should have kept (acknowledged before it started: must
+    be 0); what was acknowledged between the backup and the fault is the recovery point's price."""
+    kept = {row["sop_instance_uid"] for row in before_backup}
+    after = [row for row in before_fault if row["sop_instance_uid"] not in kept]
+    return {
+        **_durability(before_backup, returned),
+        "lost_counted_from": "the backup",
+        "recovery_point_seconds": round(event.unix_time - event.backup["started_unix_time"], 3),
+        "acknowledged_after_backup": len(after),
+        "lost_after_backup": sum(row["sop_instance_uid"] not in returned for row in after),
+    }
+
+
 def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_ended: float, peer,
                   client: ClientSpec) -> list[dict]:
     """run.json["faults"]: per fault what happened, its recovery and what it lost (C-GET from `peer`, still up)."""
@@ -173,6 +206,9 @@ def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_e
     sent = read_rows(run_dir / SENT_FILE)
     fired = [e for e in events if e.unix_time is not None]
     subsets = {id(e): _acknowledged_before(sent, samples, e.unix_time) for e in fired}
+    restored = [e for e in fired if e.backup and e.spec.action != "backup"]
+    # A restore brings back what the backup held: what must survive it is what was acknowledged before the backup.
+    subsets |= {("backup", id(e)): _acknowledged_before(sent, samples, e.backup["started_unix_time"]) for e in restored}
     wanted = {row["study_instance_uid"] for rows in subsets.values() for row in rows}
     returned, failed_requests = {}, []
     if wanted:
@@ -185,16 +221,21 @@ def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_e
         if event.unix_time is None:
             figures.append({**record, "happened": False, "error": event.error or "the load ended before it was due"})
             continue
-        record.update(
-            happened=True,
-            into_load_seconds=round(event.unix_time - load_started, 3),
-            unix_time=round(event.unix_time, 3),
-            startup_seconds=event.startup_seconds,
-            exit_code=event.exit_code,
-            **_outage(samples, event, load_ended),
-            **_durability(subsets[id(event)], returned),
-            retrieve_failures=failed_requests[:10],
-        )
+        record.update(happened=True, into_load_seconds=round(event.unix_time - load_started, 3),
+                      unix_time=round(event.unix_time, 3))
+        if event.spec.action == "backup":
+            record["backup"] = event.backup
+        else:
+            record.update(
+                startup_seconds=event.startup_seconds,
+                exit_code=event.exit_code,
+                **_outage(samples, event, load_ended),
+                **_durability(subsets[id(event)], returned),
+                retrieve_failures=failed_requests[:10],
+            )
+        if event.restore:
+            record.update(recover="restore", restore=event.restore,
+                          **_restore_durability(event, subsets[("backup", id(event))], subsets[id(event)], returned))
         if event.error:
             record["error"] = event.error
         figures.append(record)
@@ -205,6 +246,18 @@ def fault_line(figure: dict) -> str:
     """One line per fault for the terminal."""
     if not figure.get("happened"):
         return f"fault {figure['action']} at {figure['at']:g} s: not injected ({figure.get('error')})"
+    if figure["action"] == "backup":
+        b = figure["backup"]
+        return (f"backup at {figure['into_load_seconds']:g} s: {b['instances']} instances, {b['bytes'] / 1e6:.1f} MB "
+                f"in {b['seconds']:g} s ({b['mb_per_s']:g} MB/s) while the load went on")
+    if figure.get("recover") == "restore":
+        r = figure["restore"]
+        return (f"fault {figure['action']} at {figure['into_load_seconds']:g} s, restored from the backup "
+                f"{figure['recovery_point_seconds']:g} s before it in {r['seconds']:g} s: recovered in "
+                f"{figure['recovery_seconds']} s, {figure['lost']} of {figure['acknowledged_before']} instances "
+                f"acknowledged before the backup lost, {figure['changed']} changed; "
+                f"{figure['lost_after_backup']} of {figure['acknowledged_after_backup']} acknowledged after it lost "
+                "(the recovery point)")
     recovery = figure["recovery_seconds"]
     return (f"fault {figure['action']} at {figure['into_load_seconds']:g} s: recovered in "
             f"{'never' if recovery is None else f'{recovery:g} s'} (by {figure['recovery_by']}), "

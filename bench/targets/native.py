@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import selectors
@@ -40,6 +41,7 @@ class NativeTarget(Target):
         self.config: Path | None = None
         self.metrics_url: str | None = None
         self.log: Path | None = None
+        self.backups: list[Path] = []  # backup folders a fault run made (removed with the storage)
 
     def command(self, data: Path, port: int) -> list[str]:
         cmd = [sys.executable, "-m", "server_under_test", "--host", self.spec.host, "--port", str(port),
@@ -121,6 +123,33 @@ class NativeTarget(Target):
         self.signal_archive(signal.SIGKILL)  # a worker that outlived its supervisor must not hold the port
         return self.exit_code
 
+    def _backup_tool(self, *args: str) -> tuple[float, str]:
+        """Run the archive's own backup/restore command (a process of its own: copying gigabytes in the
+        load's process would stall every user for as long); the seconds it took and its summary line."""
+        config = ["--config", str(self.config)] if self.config else []
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "server_under_test.storage.backup", *args, "--data",
+                               str(self.data), *config], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise UserError(f"archive {args[0]} failed ({done.returncode}): "
+                            f"{(done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]}")
+        return time.monotonic() - started, done.stdout.strip()
+
+    def back_up(self, name: str) -> dict:
+        folder = self.data.parent / name
+        self.backups.append(folder)
+        seconds, line = self._backup_tool("backup", "--out", str(folder))
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return {"folder": str(folder), "seconds": round(seconds, 3), "instances": manifest["instances"],
+                "bytes": manifest["bytes"], "mb_per_s": round(manifest["bytes"] / 1e6 / max(seconds, 1e-9), 1),
+                "snapshot_time": manifest["snapshot_time"], "summary": line}
+
+    def restore_data(self, backup: dict) -> dict:
+        remove_tree(self.data)  # the disk is gone: nothing of the old data folder survives
+        seconds, line = self._backup_tool("restore", backup["folder"])
+        return {"seconds": round(seconds, 3), "instances": backup["instances"], "bytes": backup["bytes"],
+                "mb_per_s": round(backup["bytes"] / 1e6 / max(seconds, 1e-9), 1), "summary": line}
+
     def collect_metrics(self, run_dir: Path) -> None:
         if self.process is not None and self.process.poll() is None:
             save_server_status(run_dir, self.metrics_url)
@@ -146,8 +175,10 @@ class NativeTarget(Target):
         if self.process.stdout:
             self.process.stdout.close()
         if self.data and not self.spec.keep_data:
-            # The index stays with the run as evidence; the (large) image files go.
+            # The index stays with the run as evidence; the (large) image files go, and backups' copies.
             remove_tree(self.data / "storage")
+            for tier in (t for folder in self.backups for t in folder.glob("tier-*")):
+                remove_tree(tier)
 
     def describe(self) -> dict:
         return {

@@ -75,6 +75,14 @@ class Target(ABC):
         """Start the stopped archive again on the same data and port; the seconds until it answered C-ECHO."""
         raise UserError(f"the {self.kind} target cannot be started again")
 
+    def back_up(self, name: str) -> dict:
+        """An online backup of the archive while it stores, into a folder of the run called `name`; its figures."""
+        raise UserError(f"the {self.kind} target cannot be backed up by pacsbench")
+
+    def restore_data(self, backup: dict) -> dict:
+        """With the archive stopped: lose its data folder, restore it from `backup` (back_up's figures); the figures."""
+        raise UserError(f"the {self.kind} target cannot be restored by pacsbench")
+
     def collect_metrics(self, run_dir: Path) -> None:  # noqa: B027 (optional: not every archive has figures)
         """Save the archive's own figures next to the samples, while it still runs."""
 

@@ -132,12 +132,16 @@ def test_the_report_has_the_fault_table_and_summary_json_the_faults(fault_run):
 @pytest.mark.parametrize(
     "faults, kind, expected",
     [
-        ('at = 3\naction = "explode"', "native", "[faults.0] action: Input should be 'kill', 'stop', 'pause' or "
-                                                 "'restart'"),
+        ('at = 3\naction = "explode"', "native", "[faults.0] action: Input should be 'kill', 'stop', 'pause', "
+                                                 "'restart' or 'backup'"),
         ('at = 12\naction = "kill"', "native", "[[faults]] at = 12: beyond the load's duration (10 s)"),
         ('at = 3\naction = "kill"', "orthanc", "[[faults]]: the orthanc target cannot take faults (only native in this version)"),
         ('at = 3\naction = "pause"\nduration = 5\n[[faults]]\nat = 6\naction = "kill"', "native",
          "[[faults]] at = 6: before the fault listed above it is over (8 s)"),
+        ('at = 3\naction = "kill"\nrecover = "restore"', "native",
+         '[[faults]] at = 3: recover = "restore" needs a [[faults]] action = "backup" before it'),
+        ('at = 3\naction = "pause"\nrecover = "restore"', "native",
+         'recover = "restore" goes with kill or stop'),
     ],
 )
 def test_bad_faults_are_one_line_and_exit_2(tmp_path, faults, kind, expected):
@@ -148,3 +152,53 @@ def test_bad_faults_are_one_line_and_exit_2(tmp_path, faults, kind, expected):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
     assert not (tmp_path / "r").exists()
+
+
+RESTORE_SCENARIO = """
+[target]
+kind = "native"
+[studies]
+profile = "tiny"
+pool = 2
+[load]
+duration = 14
+[users.modality]
+count = 1
+instances_per_s = 20
+[users.echo]
+count = 1
+interval = 0.25
+[[faults]]
+at = 3
+action = "backup"
+[[faults]]
+at = 7
+action = "kill"
+duration = 1
+recover = "restore"
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_recovered_from_the_backup_keeps_what_the_backup_held_and_loses_the_recovery_point(tmp_path):
+    scenario = tmp_path / "restore.toml"
+    scenario.write_text(RESTORE_SCENARIO)
+    result = pacsbench("run", scenario, "--results", tmp_path / "results", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    run = json.loads((run_dir / "run.json").read_text())
+    backup, kill = _fault(run, "backup"), _fault(run, "kill")
+    assert backup["happened"] and backup["backup"]["instances"] > 0
+    assert kill["recover"] == "restore" and kill["restore"]["instances"] == backup["backup"]["instances"]
+    # everything acknowledged before the backup came back; what came after it (up to the kill) is what a
+    # restore from that backup costs: most of it is gone
+    assert kill["acknowledged_before"] > 0 and kill["lost"] == 0 and kill["changed"] == 0
+    assert 0 < kill["lost_after_backup"] <= kill["acknowledged_after_backup"]
+    assert kill["recovery_seconds"] is not None and kill["recovery_by"] == "C-STORE"
+    print(f"restore: {kill['restore']['summary']}; recovered in {kill['recovery_seconds']} s; "
+          f"{kill['lost_after_backup']} of {kill['acknowledged_after_backup']} after the backup lost")
+    assert not list(run_dir.glob("backup-*/tier-*")), "the backup's copies are removed with the archive's storage"
+    report = pacsbench("report", run_dir)
+    assert report.returncode == 0, report.stderr
+    markdown = (run_dir / "summary.md").read_text()
+    assert "restored from the backup" in markdown and "(the recovery point)" in markdown
