@@ -59,11 +59,6 @@ class Processes:
                 "local_workers": self.workers, "remote_workers": self.remote_workers}
 
 
-def _mean_instance_bytes(pool: StudyPool) -> float:
-    described = pool.describe()
-    return described["bytes"] / max(described["instances"], 1)
-
-
 def suboperation_totals(run_dir: Path) -> dict:
     """Per retrieve operation: requests and the archive's sub-operation counts against what arrived."""
     path = run_dir / SUBOPERATIONS_FILE
@@ -120,7 +115,7 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
     syntax = scenario.studies.transfer_syntax or profile.transfer_syntax
     pool = StudyPool.prepare(profile, scenario.studies.pool, scenario.studies.seed, progress=progress,
                              transfer_syntax=syntax)
-    calibration = ceiling_for_run(profile.name, syntax, _mean_instance_bytes(pool), processes.count)
+    calibration = ceiling_for_run(profile.name, syntax, processes.count)
     target_spec, disk = plan_disk(scenario, scenario.target, pool.describe(), calibration, processes.count,
                                   results_root)
     if disk.get("warning"):
