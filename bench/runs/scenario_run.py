@@ -75,7 +75,8 @@ def resource_sampling(run_dir: Path, target, engine: load.LoadEngine) -> Resourc
     load_pids = [os.getpid(), *(p.pid for p in engine.processes)]
     interface = interface_with_address(load.local_address_towards(target.peer.host))
     budget = target.budget_record()
-    return ResourceSampling(run_dir, target.server_pid(), budget["cpus"], load_pids, interface, budget.get("cpu_ids"))
+    return ResourceSampling(run_dir, target.server_pid(), budget["cpus"], load_pids, interface, budget.get("cpu_ids"),
+                            target.guest_metrics_url())
 
 
 def run_status(outcome: load.LoadOutcome, watch: DiskWatch, record: dict) -> str:
