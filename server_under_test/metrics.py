@@ -68,22 +68,57 @@ class Metrics:
             self.bytes_received.labels(operation).inc(received_bytes)
 
 
-def render(extra_collector=None) -> bytes:
-    """Prometheus text for all processes (multiprocess mode) or this one."""
+def render(*extra_collectors, with_processes: bool = True) -> bytes:
+    """Prometheus text for all processes (multiprocess mode) or this one, plus `extra_collectors`;
+    without `with_processes` only the extra collectors (a cheap page to scrape every second)."""
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-    if os.environ.get(MULTIPROC_ENV):
+    if not with_processes:
+        registry = CollectorRegistry()
+    elif os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    if extra_collector is not None:
-        registry.register(extra_collector)
-        try:
-            return generate_latest(registry)
-        finally:
-            registry.unregister(extra_collector)
-    return generate_latest(registry)
+    for collector in extra_collectors:
+        registry.register(collector)
+    try:
+        return generate_latest(registry)
+    finally:
+        for collector in extra_collectors:
+            registry.unregister(collector)
+
+
+# /proc/stat's first line, in its order; steal is time a hypervisor gave this machine's vCPUs to others.
+CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def cpu_seconds(stat_path: str = "/proc/stat") -> dict[str, float]:
+    """Seconds all CPUs of this machine spent in each mode since boot ({} where there is no /proc/stat).
+
+    Read here and not with psutil: the archive stays installable alone, in a guest without it."""
+    try:
+        with open(stat_path) as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {mode: int(value) / ticks for mode, value in zip(CPU_MODES, fields[1:])}
+
+
+class HostCpuCollector:
+    """The machine's own CPU time by mode (node_exporter's node_cpu_seconds_total, summed over CPUs), and
+    its CPU count: inside a guest, the guest's view of its vCPUs, steal included."""
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        seconds = CounterMetricFamily("pacsbench_host_cpu_seconds", "CPU time of all CPUs by mode",
+                                      labels=["mode"])
+        for mode, value in cpu_seconds().items():
+            seconds.add_metric([mode], value)
+        yield seconds
+        yield GaugeMetricFamily("pacsbench_host_cpus", "CPUs this machine has", value=os.cpu_count() or 0)
 
 
 def process_exited(pid: int) -> None:

@@ -102,9 +102,13 @@ class StatusHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path.split("?")[0] == "/metrics":
-            from server_under_test.metrics import render
+            from server_under_test.metrics import HostCpuCollector, render
 
-            body, kind = render(self.supervisor.tier_collector()), "text/plain; version=0.0.4"
+            if self.path.endswith("?only=host"):  # what a per-second sampler reads: no index queries
+                body = render(HostCpuCollector(), with_processes=False)
+            else:
+                body = render(self.supervisor.tier_collector(), HostCpuCollector())
+            kind = "text/plain; version=0.0.4"
         elif self.path.split("?")[0] == "/status":
             body, kind = json.dumps(self.supervisor.status(), indent=2).encode(), "application/json"
         else:

@@ -34,6 +34,7 @@ def write_run(
     latency_ms: float = 20.0,
     failures: int = 0,
     find_rate: float = 0.0,
+    get_rate: float = 0.0,
     burstiness: float = 0.0,
     run_extra: dict | None = None,
     error_text: str = "C-STORE status 0xA700",
@@ -44,11 +45,13 @@ def write_run(
     rows = [("C-STORE", "modality", t) for t in arrivals(rate, seconds, rng, burstiness)]
     if find_rate:
         rows += [("C-FIND", "query", t) for t in arrivals(find_rate, seconds, rng)]
+    if get_rate:  # a C-GET of one instance each
+        rows += [("C-GET", "workstation", t) for t in arrivals(get_rate, seconds, rng)]
     rows.sort(key=lambda r: r[2])
     writer = SampleWriter(folder / "samples.csv")
     for i, (operation, user_type, t) in enumerate(rows):
         failed = operation == "C-STORE" and i < failures
-        store = operation == "C-STORE"
+        store = operation in ("C-STORE", "C-GET")  # both move one instance
         writer.write(
             Sample(
                 start=T0 + t,

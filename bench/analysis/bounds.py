@@ -4,7 +4,8 @@ The verdict reads the per-second resource series (bench.runs.resources writes th
 measured windows only, and applies stated thresholds to their means:
 
 - server-cpu: the archive's processes used >= 85% of its CPU budget, or the CPUs it may run on
-  were >= 90% busy whoever used them (shared with other processes: it could not get more);
+  were >= 90% busy whoever used them (shared with other processes: it could not get more), or a
+  guest (or remote archive) saw its own CPUs >= 85% busy or stolen (its /metrics, guest_* columns);
 - disk: the device holding the data was busy >= 85% of the time;
 - network: the interface towards the target carried >= 85% of its link speed (loopback has none);
 - client: one load process used >= 90% of a core, or calibration says CLIENT-BOUND.
@@ -52,6 +53,11 @@ def _findings(m: dict[str, float], cpus: float | None, calibration_client_bound:
     elif share is not None and busy is not None and busy >= SHARED_CPUS_BUSY:
         found["server-cpu"] = (f"archive CPU {share:.0f}% of {_cpus_text(cpus)} while its CPUs were {busy:.0f}% "
                                "busy (shared with other processes)")
+    guest, steal = m.get("guest_cpu_percent"), m.get("guest_steal_percent", 0.0)
+    if "server-cpu" not in found and guest is not None and guest + steal >= SERVER_CPU_SHARE:
+        found["server-cpu"] = (f"the archive's machine saw its CPUs {guest:.0f}% busy"
+                               + (f" and {steal:.0f}% stolen by its hypervisor" if steal >= 1 else "")
+                               + " (its own /metrics)")
     if m.get("disk_busy_percent", 0) >= DISK_BUSY:
         found["disk"] = f"data disk busy {m['disk_busy_percent']:.0f}% of the time"
     link = m.get("net_link_bytes_per_s", 0)
@@ -70,6 +76,9 @@ def _overview(m: dict[str, float], cpus: float | None) -> str:
     parts = []
     if "server_cpu_budget_percent" in m:
         parts.append(f"archive CPU {m['server_cpu_budget_percent']:.0f}% of {_cpus_text(cpus)}")
+    if "guest_cpu_percent" in m:
+        parts.append(f"guest's own CPU {m['guest_cpu_percent']:.0f}% busy, {m.get('guest_steal_percent', 0):.0f}% "
+                     "stolen")
     if "disk_busy_percent" in m:
         parts.append(f"disk {m['disk_busy_percent']:.0f}% busy")
     if "load_busiest_cpu_percent" in m:

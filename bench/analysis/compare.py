@@ -91,22 +91,33 @@ class Group:
                  **growth(load_server_metrics(run.folder)[0], m.begin, m.end)}
                 for run, m in zip(self.runs, self.measurements)]
 
-    def ceiling(self) -> dict | None:
-        """The lowest harness ceiling recorded by the group's runs (the conservative one)."""
+    def ceiling(self, prefix: str = "") -> dict | None:
+        """The lowest harness ceiling (`prefix`: "" for ingest, "retrieve_get_" ...) the group's runs recorded
+        from a matching calibration; else {"unmatched": why} when a run's calibration did not match."""
         recorded = [r.calibration for r in self.runs if r.calibration]
-        if not recorded:
-            return None
+        matched = [c for c in recorded if c.get("matched", True) and c.get(f"{prefix}ceiling_instances_per_s")]
+        if not matched:
+            unmatched = [c["note"] for c in recorded if c.get("matched") is False]
+            return {"unmatched": unmatched[0]} if unmatched else None
         ceiling = {}
         for key in ("ceiling_instances_per_s", "ceiling_mb_per_s"):
-            values = [float(c[key]) for c in recorded if c.get(key)]
+            values = [float(c[prefix + key]) for c in matched if c.get(prefix + key)]
             ceiling[key] = min(values) if values else None
         return ceiling
+
+    def retrieve_method(self) -> str | None:
+        """"get" or "move": how the group's workstations retrieved (None without workstations)."""
+        users = ((self.runs[0].run.get("scenario") or {}).get("users") or {})
+        workstation = users.get("workstation") or {}
+        return workstation.get("retrieve", "move") if workstation and workstation.get("count") != 0 else None
 
 
 def client_bound(ceiling: dict | None, instances_per_s: float | None, mb_per_s: float | None) -> dict:
     """Whether a throughput figure is above 80% of the harness ceiling, in words and as a flag."""
     if not ceiling:
         return {"calibrated": False, "client_bound": None, "note": NO_CALIBRATION}
+    if "unmatched" in ceiling:  # a ceiling from another host, profile or syntax says nothing about this run
+        return {"calibrated": False, "client_bound": None, "note": ceiling["unmatched"]}
     checks = [
         (value, ceiling.get(key), unit)
         for value, key, unit in (
@@ -291,6 +302,7 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
     ingest = estimates.get("ingest_instances_per_s", {}).get("value")
     mb = estimates.get("ingest_mb_per_s", {}).get("value")
     calibration = client_bound(group.ceiling(), ingest, mb)
+    retrieval = retrieval_bound(group, estimates)
     return {
         "label": group.label(several_loads),
         "target": group.target,
@@ -301,12 +313,25 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
         "failed_by_operation": group.counted("failed"),
         "warnings_by_operation": group.counted("warnings"),
         "calibration": calibration,
+        "retrieve_calibration": retrieval,
         "budget": budget_of(group.runs[0]),
         "runs_on": runs_on(group.runs[0]),
-        "bound_by": group.bound_by(calibration["client_bound"]),
+        "bound_by": group.bound_by(calibration["client_bound"] or (retrieval or {}).get("client_bound")),
         "growth": group.growth(),
         "claims": judge_all(claim_sets, group.mean_metrics(), group.users_by_type()),
     }
+
+
+def retrieval_bound(group: Group, estimates: dict) -> dict | None:
+    """Retrieval throughput against the harness's C-GET or C-MOVE ceiling, as ingest is judged; None
+    when the group retrieved nothing."""
+    retrieved = estimates.get("retrieve_instances_per_s", {}).get("value")
+    method = group.retrieve_method()
+    if not retrieved or method is None:
+        return None
+    verdict = client_bound(group.ceiling(f"retrieve_{method}_"), retrieved,
+                           estimates.get("retrieve_mb_per_s", {}).get("value"))
+    return {**verdict, "method": method, "note": f"retrieval (C-{method.upper()}): {verdict['note']}"}
 
 
 def check_baseline(groups: list[Group], baseline: str) -> None:

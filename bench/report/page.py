@@ -54,6 +54,12 @@ def _num(value, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
+def _ceiling_notes(group: dict) -> str:
+    """The ingest ceiling's note, and the retrieval one when the group retrieved."""
+    retrieval = group.get("retrieve_calibration")
+    return group["calibration"]["note"] + (f"; {retrieval['note']}" if retrieval else "")
+
+
 def _with_interval(estimate: dict | None, digits: int = 1) -> str:
     if not estimate:
         return "n/a"
@@ -129,7 +135,7 @@ def _group_rows(data: dict) -> list[list[str]]:
                 _with_interval(e.get("ingest_frames_per_s")),
                 _with_interval(e.get("ingest_mb_per_s")),
                 _with_interval(e.get("c_store_p95_ms")) + _failed_beside(g.get("failed_by_operation", {}), "C-STORE"),
-                g["calibration"]["note"],
+                _ceiling_notes(g),
                 verdict_text(g["bound_by"]),
             ]
         )
@@ -686,7 +692,7 @@ def _headline_rows(s: dict, data: dict) -> list[list[str]]:
         ["failed requests", f"{s['failures']:,}"],
         ["users / associations", f"{s['users']} / {s['associations']}"],
         ["measured window (s)", f"{_num(s['window_seconds'], 2)} after {_num(s['warmup_seconds'], 2)} s warm-up"],
-        ["harness ceiling", data["groups"][0]["calibration"]["note"]],
+        ["harness ceiling", _ceiling_notes(data["groups"][0])],
         ["budget", budget_text(data["groups"][0]["budget"])],
         ["bounded by", verdict_text(data["groups"][0]["bound_by"])],
         ["resource growth", growth_text(data["groups"][0]["growth"][0])],
@@ -749,6 +755,7 @@ def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: li
         **summary,
         "estimates": data["groups"][0]["estimates"],
         "calibration": data["groups"][0]["calibration"],
+        "retrieve_calibration": data["groups"][0]["retrieve_calibration"],
         "budget": data["groups"][0]["budget"],
         "bound_by": data["groups"][0]["bound_by"],
         "growth": data["groups"][0]["growth"][0],

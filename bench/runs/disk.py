@@ -69,11 +69,11 @@ def store_rate(scenario: Scenario, pool: dict, calibration: dict | None, process
     if modality.instances_per_s:
         instance = pool["bytes"] / max(pool["instances"], 1)
         return users * modality.instances_per_s * instance, f"{users} modalities at {modality.instances_per_s:g} instances/s"
-    if calibration:
+    if calibration and calibration.get("ceiling_mb_per_s"):  # a matching calibration (bench.load.calibrate)
         rate = calibration["ceiling_mb_per_s"]
         return rate * 1e6, f"flat-out modalities at the calibrated ceiling of {rate:g} MB/s"
     rate = ASSUMED_MB_PER_S * processes
-    return rate * 1e6, (f"flat-out modalities at an assumed {rate:g} MB/s (no calibration in the cache; "
+    return rate * 1e6, (f"flat-out modalities at an assumed {rate:g} MB/s (no matching calibration in the cache; "
                         "`pacsbench calibrate` measures the harness's ceiling)")
 
 

@@ -18,6 +18,10 @@ Columns (rates over the second before `time`; CPU in percent of one core unless 
     host_cpu_percent, host_iowait_percent, host_steal_percent          all CPUs of the host, 100 = all busy
     load_cpu_percent             the load processes together (this run's process and its local workers)
     load_busiest_cpu_percent     the busiest single load process (near 100: the load generator is the limit)
+    guest_cpu_percent, guest_steal_percent, guest_iowait_percent, guest_cpus
+                                 a guest's (or a remote archive's) own view of its CPUs, from its /metrics
+                                 (pacsbench_host_cpu_seconds by mode) scraped each second; 100 = all its CPUs;
+                                 empty when there is no metrics URL or it does not give those figures
 """
 
 from __future__ import annotations
@@ -28,15 +32,54 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
-from bench.results.server_metrics import COLUMNS, SERVER_METRICS_FILE
+from bench.results.server_metrics import COLUMNS, GUEST_COLUMNS, SERVER_METRICS_FILE
 
 INTERVAL = 1.0
 STOP_GRACE = 5.0
+SCRAPE_TIMEOUT = 0.5  # a slow page costs this second's guest figures, not the row
+HOST_ONLY = "/metrics?only=host"  # the archive's cheap page: its machine's CPU, no index queries
+
+
+def scrape_cpu(metrics_url: str, timeout: float = SCRAPE_TIMEOUT) -> dict[str, float]:
+    """CPU seconds by mode and the CPU count ("cpus") from an archive's /metrics; {} when it gives none."""
+    try:
+        with urllib.request.urlopen(metrics_url.rstrip("/") + HOST_ONLY, timeout=timeout) as answer:
+            text = answer.read().decode(errors="replace")
+    except (OSError, ValueError):
+        return {}
+    figures: dict[str, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "pacsbench_host_cpu_seconds_total":
+                    figures[sample.labels.get("mode", "")] = sample.value
+                elif sample.name == "pacsbench_host_cpus":
+                    figures["cpus"] = sample.value
+    except ValueError:  # not Prometheus text: another archive's page
+        return {}
+    return figures
+
+
+def guest_row(before: dict[str, float], now: dict[str, float]) -> dict:
+    """The guest columns from two scrapes: shares of all the machine's CPU time between them."""
+    modes = [m for m in now if m != "cpus" and m in before]
+    total = sum(now[m] - before[m] for m in modes)
+    if total <= 0 or "idle" not in modes:
+        return {}
+
+    def share(*names: str) -> float:
+        return round(100 * sum(now[m] - before[m] for m in names if m in modes) / total, 1)
+
+    idle = share("idle", "iowait", "steal")
+    return {"guest_cpu_percent": round(100 - idle, 1), "guest_steal_percent": share("steal"),
+            "guest_iowait_percent": share("iowait"), "guest_cpus": int(now.get("cpus", 0)) or ""}
 
 
 def disk_of(folder: Path) -> str | None:
@@ -84,14 +127,16 @@ class Reading:
     disk: tuple = (0, 0, 0)  # read bytes, write bytes, busy ms
     net: tuple = (0, 0)  # sent, received bytes
     load_cpu: dict = field(default_factory=dict)  # pid -> CPU seconds
+    guest_cpu: dict = field(default_factory=dict)  # mode -> CPU seconds, from the archive's /metrics
 
 
 class Sampler:
     """Readings of one run's resources, and rows from consecutive readings."""
 
     def __init__(self, server_pid: int | None, cpus: float | None, load_pids: list[int], disk: str | None,
-                 interface: str | None, cpu_ids: list[int] | None = None):
+                 interface: str | None, cpu_ids: list[int] | None = None, metrics_url: str | None = None):
         self.server_pid, self.cpus, self.load_pids = server_pid, cpus, load_pids
+        self.metrics_url = metrics_url
         self.cpu_ids = cpu_ids or sorted(os.sched_getaffinity(0))
         self.disk, self.interface = disk, interface
         stats = psutil.net_if_stats().get(interface) if interface else None
@@ -113,6 +158,8 @@ class Sampler:
                 reading.load_cpu[pid] = _cpu_seconds(psutil.Process(pid), with_children=False)
             except psutil.Error:
                 pass
+        if self.metrics_url:
+            reading.guest_cpu = scrape_cpu(self.metrics_url)
         return reading
 
     def _read_server(self) -> tuple[float, dict]:
@@ -158,7 +205,7 @@ class Sampler:
                 for pid in now.load_cpu if pid in before.load_cpu]
         if load:
             row |= {"load_cpu_percent": round(sum(load), 1), "load_busiest_cpu_percent": round(max(load), 1)}
-        return row
+        return row | guest_row(before.guest_cpu, now.guest_cpu)
 
 
 def sample(out: Path, sampler: Sampler, interval: float = INTERVAL, parent: int | None = None) -> None:
@@ -181,7 +228,7 @@ class ResourceSampling:
     """The sampler process for one run: `with ResourceSampling(...)` around the load."""
 
     def __init__(self, run_dir: Path, server_pid: int | None, cpus: float | None, load_pids: list[int],
-                 interface: str | None, cpu_ids: list[int] | None = None):
+                 interface: str | None, cpu_ids: list[int] | None = None, metrics_url: str | None = None):
         self.out = run_dir / SERVER_METRICS_FILE
         self.disk = disk_of(run_dir)
         self.command = [sys.executable, "-m", "bench.runs.resources", "--out", str(self.out),
@@ -191,6 +238,8 @@ class ResourceSampling:
         self.command += ["--disk", self.disk] if self.disk else []
         self.command += ["--interface", interface] if interface else []
         self.command += ["--cpu-ids", ",".join(map(str, cpu_ids))] if cpu_ids else []
+        self.command += ["--metrics-url", metrics_url] if metrics_url else []
+        self.metrics_url = metrics_url
         self.facts = {"file": SERVER_METRICS_FILE, "interval_seconds": INTERVAL, "server_pid": server_pid,
                       "budget_cpus": cpus, "load_pids": load_pids, "disk": self.disk, "interface": interface}
         self.process: subprocess.Popen | None = None
@@ -213,7 +262,27 @@ class ResourceSampling:
             self.process.wait()
 
     def describe(self) -> dict:
-        return {**self.facts, "exit_code": self.process.returncode if self.process else None}
+        return {**self.facts, "guest_view": self.guest_view(),
+                "exit_code": self.process.returncode if self.process else None}
+
+    def guest_view(self) -> dict:
+        """What the archive's own /metrics gave the guest columns: scraped from where, how many rows got them."""
+        if not self.metrics_url:
+            return {"sampled": False, "columns": list(GUEST_COLUMNS),
+                    "why": "no metrics URL for this target (guest columns are for kvm, tcg and remote targets)"}
+        rows = with_values = 0
+        if self.out.is_file():
+            lines = self.out.read_text().splitlines()
+            at = lines[0].split(",").index("guest_cpu_percent") if lines else -1
+            for line in lines[1:]:
+                rows += 1
+                with_values += bool(line.split(",")[at]) if at >= 0 else 0
+        view = {"url": self.metrics_url.rstrip("/") + HOST_ONLY, "columns": list(GUEST_COLUMNS),
+                "rows": rows, "rows_with_values": with_values, "sampled": with_values > 0}
+        if not with_values:
+            view["why"] = ("the metrics URL gave no pacsbench_host_cpu_seconds (not the reference archive, or not "
+                           "answering): the guest columns are empty")
+        return view
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -225,12 +294,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--disk")
     parser.add_argument("--interface")
     parser.add_argument("--cpu-ids", default="")
+    parser.add_argument("--metrics-url", help="an archive's HTTP base URL whose /metrics gives its own CPU figures")
     parser.add_argument("--parent", type=int)
     parser.add_argument("--interval", type=float, default=INTERVAL)
     args = parser.parse_args(argv)
     load_pids = [int(p) for p in args.load_pids.split(",") if p]
     cpu_ids = [int(c) for c in args.cpu_ids.split(",") if c]
-    sampler = Sampler(args.server_pid, args.cpus, load_pids, args.disk, args.interface, cpu_ids)
+    sampler = Sampler(args.server_pid, args.cpus, load_pids, args.disk, args.interface, cpu_ids, args.metrics_url)
     sample(args.out, sampler, args.interval, args.parent)
 
 

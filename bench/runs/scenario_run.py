@@ -59,11 +59,6 @@ class Processes:
                 "local_workers": self.workers, "remote_workers": self.remote_workers}
 
 
-def _mean_instance_bytes(pool: StudyPool) -> float:
-    described = pool.describe()
-    return described["bytes"] / max(described["instances"], 1)
-
-
 def suboperation_totals(run_dir: Path) -> dict:
     """Per retrieve operation: requests and the archive's sub-operation counts against what arrived."""
     path = run_dir / SUBOPERATIONS_FILE
@@ -80,7 +75,8 @@ def resource_sampling(run_dir: Path, target, engine: load.LoadEngine) -> Resourc
     load_pids = [os.getpid(), *(p.pid for p in engine.processes)]
     interface = interface_with_address(load.local_address_towards(target.peer.host))
     budget = target.budget_record()
-    return ResourceSampling(run_dir, target.server_pid(), budget["cpus"], load_pids, interface, budget.get("cpu_ids"))
+    return ResourceSampling(run_dir, target.server_pid(), budget["cpus"], load_pids, interface, budget.get("cpu_ids"),
+                            target.guest_metrics_url())
 
 
 def run_status(outcome: load.LoadOutcome, watch: DiskWatch, record: dict) -> str:
@@ -120,7 +116,7 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
     syntax = scenario.studies.transfer_syntax or profile.transfer_syntax
     pool = StudyPool.prepare(profile, scenario.studies.pool, scenario.studies.seed, progress=progress,
                              transfer_syntax=syntax)
-    calibration = ceiling_for_run(profile.name, syntax, _mean_instance_bytes(pool), processes.count)
+    calibration = ceiling_for_run(profile.name, syntax, processes.count)
     target_spec, disk = plan_disk(scenario, scenario.target, pool.describe(), calibration, processes.count,
                                   results_root)
     if disk.get("warning"):

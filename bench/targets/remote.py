@@ -27,6 +27,9 @@ class RemoteTarget(Target):
     def collect_metrics(self, run_dir: Path) -> None:
         save_server_status(run_dir, self.spec.metrics_url)
 
+    def guest_metrics_url(self) -> str | None:
+        return self.spec.metrics_url
+
     def stop(self) -> None:
         pass  # nothing was started
 

@@ -58,6 +58,11 @@ class Target(ABC):
         """The root of the archive's process tree on this host (the archive, or QEMU); None when remote."""
         return None
 
+    def guest_metrics_url(self) -> str | None:
+        """Where the archive's own view of its machine (CPU, steal) is read each second: a guest's or a
+        remote archive's metrics URL; None when the sampler sees the archive's machine itself (or nothing)."""
+        return None
+
     @abstractmethod
     def start(self, run_dir: Path) -> None:
         """Start the archive (its files and logs go in run_dir) and return once it answers C-ECHO."""

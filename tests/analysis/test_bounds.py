@@ -30,6 +30,8 @@ def series(seconds: int = 20, start: float = T0, **columns) -> pd.DataFrame:
     ({"net_link_bytes_per_s": 125e6, "net_sent_bytes_per_s": 60e6, "net_recv_bytes_per_s": 50e6}, "network",
      "network 110 MB/s of a 125 MB/s link"),
     ({"load_busiest_cpu_percent": 96.0}, "client", "a load process at 96% of a core"),
+    ({"guest_cpu_percent": 80.0, "guest_steal_percent": 12.0}, "server-cpu",
+     "the archive's machine saw its CPUs 80% busy and 12% stolen by its hypervisor (its own /metrics)"),
     ({}, "none-evident", "archive CPU 30% of 2 CPUs, disk 10% busy, busiest load process 40% of a core"),
 ])
 def test_each_limit_has_a_stated_threshold(columns, limit, evidence):

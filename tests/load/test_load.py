@@ -196,7 +196,8 @@ def test_piped_output_has_no_progress_bars_and_ends_with_the_run_folder(tmp_path
 def test_calibration_is_recorded_and_flags_client_bound_figures(tmp_path):
     calibrated = pacsbench("calibrate", "--profile", "tiny", "--instances", "30", "--no-progress")
     assert calibrated.returncode == 0, calibrated.stderr
-    entry = json.loads(Path(calibrated.stdout.strip().splitlines()[-1]).read_text())["entries"]["tiny/explicit"]
+    stored = json.loads(Path(calibrated.stdout.strip().splitlines()[-1]).read_text())
+    entry = stored["entries"][stored["latest"]]
     assert entry["instances_per_s"] > 0 and entry["sink"]
     path = scenario(tmp_path, NATIVE + "[load]\nusers = 2\nduration = 3\n")
     run_dir, record, _ = run(path, tmp_path / "r")

@@ -110,6 +110,9 @@ class GuestTarget(Target):
     def server_pid(self) -> int | None:
         return self.qemu.process.pid if self.qemu and self.qemu.process else None
 
+    def guest_metrics_url(self) -> str | None:
+        return self.qemu.network.metrics_url if self.qemu else None
+
     def stop(self) -> None:
         if self.qemu:
             self.qemu.stop()
