@@ -1,4 +1,5 @@
-"""Local processes and ports: a free port, a port check, stopping a process (group), dying with the harness.
+"""Local processes and ports: a free port, a port check, running a tool with a time limit, stopping a process
+(group), dying with the harness.
 
 One copy each.
 """
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 from bench.common.errors import UserError
 
@@ -88,3 +90,30 @@ def ending_with_parent(then: Callable[[], None] | None = None) -> Callable[[], N
             then()
 
     return preexec
+
+
+def run(cmd: list[str], timeout: float, log: Path | None = None, what: str = "", **kwargs) -> str:
+    """Run a command; its output goes to `log` (appended) or is returned. Failures become UserError."""
+    what = what or Path(cmd[0]).name
+    try:
+        if log is None:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+            output = done.stdout + done.stderr
+        else:
+            with log.open("a") as out:
+                out.write(f"$ {' '.join(cmd)}\n")
+                out.flush()
+                done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                                      **kwargs)
+            output = ""
+    except subprocess.TimeoutExpired:
+        raise UserError(f"{what} did not finish within {timeout:g} s" + (f" (see {log})" if log else "")) from None
+    if done.returncode != 0:
+        detail = last_line(output) if log is None else f"see {log}"
+        raise UserError(f"{what} failed with exit status {done.returncode}: {detail}")
+    return done.stdout if log is None else ""
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"

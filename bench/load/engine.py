@@ -6,7 +6,8 @@ cooperative; real threads inside locust are never used for DICOM.
 
 Local mode: the users run here. Distributed mode (`--workers N`, and workers joining from
 other machines with `pacsbench worker --master HOST`): this process is locust's master.
-Each worker says hello, gets the scenario (custom message), loads the study pool (cached),
+Each worker says hello, has its clock measured (bench.load.clock: its rows' times are put on
+the master's clock as they arrive), gets the scenario (custom message), loads the study pool (cached),
 starts its own Storage SCP when workstations C-MOVE, and reports ready with that SCP's
 address; only then does the target start (a native archive needs every C-MOVE
 destination in its configuration). A worker's users fire request events into its own rows
@@ -35,10 +36,11 @@ from tqdm import tqdm
 from bench.common.errors import UserError
 from bench.dicom.peer import Peer
 from bench.dicom.storage_scp import StorageSCP
+from bench.load.clock import CLOCK_PING, CLOCK_PONG, ClockProbe, Exchange
 from bench.load.scenario import Scenario
 from bench.load.shapes import make_shape
 from bench.load.users import LoadContext, user_classes
-from bench.results.samples import RunRecords
+from bench.results.samples import RunRecords, on_master_clock
 from bench.studies.pool import StudyPool
 
 HELLO, SETUP, READY, FAILED, TARGET, LAST_REPORT = (
@@ -107,7 +109,8 @@ class LoadEngine:
         self.context = LoadContext(scenario, pool)
         self.env: Environment | None = None
         self.processes: list[subprocess.Popen] = []
-        self.joined: dict[str, dict] = {}
+        self.joined: dict[str, dict] = {}  # per worker (by locust node id): what run.json["workers"] records
+        self.clock_probes: dict[str, ClockProbe] = {}
         self.failures: list[str] = []
         self.stop_reason: str | None = None
         self._quit = False
@@ -142,6 +145,7 @@ class LoadEngine:
         runner = self.env.create_master_runner(self.master_bind, self.master_port)
         self.master_port = runner.server.port if self.master_port == 0 else self.master_port
         runner.register_message(HELLO, self._on_hello)
+        runner.register_message(CLOCK_PONG, self._on_clock_answer)
         runner.register_message(READY, self._on_ready)
         runner.register_message(FAILED, self._on_failed)
         runner.register_message(LAST_REPORT, _on_last_report)
@@ -152,8 +156,25 @@ class LoadEngine:
 
     # -- master side of the worker protocol -----------------------------------------------
     def _on_hello(self, environment, msg) -> None:
-        index = len(self.joined)
-        self.joined[msg.node_id] = {"worker": msg.data["worker"], "index": index, "state": "setting up"}
+        """A worker joined: measure its clock first (its set-up loads the pool, which would slow the answers)."""
+        node = msg.node_id
+        self.joined[node] = {"worker": msg.data["worker"], "index": len(self.joined), "state": "measuring clock",
+                             "host_name": msg.data.get("host_name", ""), "address": msg.data.get("address", "")}
+        self.clock_probes[node] = ClockProbe(
+            lambda data: environment.runner.send_message(CLOCK_PING, data, client_id=node),
+            lambda best: self._clock_measured(environment, node, best))
+        self.clock_probes[node].start()
+
+    def _on_clock_answer(self, environment, msg) -> None:
+        self.clock_probes[msg.node_id].on_answer(msg.data)
+
+    def _clock_measured(self, environment, node: str, best: Exchange) -> None:
+        self.joined[node].update(clock_offset_seconds=best.offset, clock_round_trip_seconds=best.round_trip,
+                                 state="setting up")
+        self._send_setup(environment, node)
+
+    def _send_setup(self, environment, node: str) -> None:
+        index = self.joined[node]["index"]
         client = self.scenario.client
         single = self.workers + self.remote_workers == 1
         ae = (
@@ -165,7 +186,7 @@ class LoadEngine:
         environment.runner.send_message(
             SETUP,
             {"scenario": self.scenario.model_dump(exclude_unset=True), "ae": ae, "scp_port": port, "index": index},
-            client_id=msg.node_id,
+            client_id=node,
         )
 
     def _on_ready(self, environment, msg) -> None:
@@ -175,9 +196,12 @@ class LoadEngine:
         self.failures.append(f"worker {msg.data['worker']}: {msg.data['error']}")
 
     def _on_worker_report(self, client_id: str, data: dict) -> None:
-        """Rows from a worker (periodic report or last report) go to this run's files."""
+        """Rows from a worker (periodic report or last report) go to this run's files, on the master's clock.
+
+        The one place a worker's times are corrected: each row arrives in one batch, once."""
         if data.get(REPORT_KEY):
-            self.records.add_batch(data[REPORT_KEY])
+            offset = self.joined[client_id]["clock_offset_seconds"]  # measured before the worker got its users
+            self.records.add_batch(on_master_clock(data[REPORT_KEY], offset))
 
     def _spawn_local_workers(self) -> None:
         command = [

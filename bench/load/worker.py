@@ -1,7 +1,7 @@
 """A load worker process: joins a master (`pacsbench run --workers N`, or from another machine).
 
-The protocol on top of locust's worker runner (see bench.load.engine): say hello, receive the
-scenario, load the study pool in a native thread (the pool is CPU work; heartbeats must
+The protocol on top of locust's worker runner (see bench.load.engine): say hello, answer the
+master's clock requests (bench.load.clock), receive the scenario, load the study pool in a native thread (the pool is CPU work; heartbeats must
 keep flowing), start a Storage SCP when workstations C-MOVE, report ready, learn the
 target, then run the users the master dispatches. The users' request events become rows
 here (the same listener as in a local run); the rows travel to the master in locust's
@@ -19,6 +19,7 @@ from locust.env import Environment
 from bench.common.errors import UserError
 from bench.dicom.peer import Peer
 from bench.load import engine as load
+from bench.load.clock import CLOCK_PING, answer_clock_ping
 from bench.load.scenario import Scenario
 from bench.load.users import WORKER_ID, LoadContext, user_classes
 from bench.results.samples import RelayedRecords
@@ -109,12 +110,14 @@ def run_worker(master_host: str, master_port: int, join_timeout: float = 60.0) -
     except ConnectionError:  # something listens there, but not a locust master
         raise UserError(f"no pacsbench master answered at {master_host}:{master_port}") from None
     side = WorkerSide(env, master_host)
+    runner.register_message(CLOCK_PING, answer_clock_ping)  # inline: the answer leaves at once
     runner.register_message(load.SETUP, side.on_setup, concurrent=True)
     runner.register_message(load.TARGET, side.on_target)
     env.events.request.add_listener(side.records.on_request)
     env.events.report_to_master.add_listener(side.on_report)
     env.events.test_stop.add_listener(side.on_test_stop)
-    runner.send_message(load.HELLO, {"worker": WORKER_ID})
+    runner.send_message(load.HELLO, {"worker": WORKER_ID, "host_name": socket.gethostname(),
+                                     "address": load.local_address_towards(master_host)})
     try:
         runner.greenlet.join()
     finally:

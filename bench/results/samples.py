@@ -104,9 +104,14 @@ class CsvRows:
             self._fd = -1
 
 
+def unix_time(seconds: float) -> str:
+    """A Unix time as the row files hold it: microseconds."""
+    return f"{seconds:.6f}"
+
+
 def sample_row(sample: Sample) -> dict:
     row = asdict(sample)
-    row["start"] = f"{sample.start:.6f}"
+    row["start"] = unix_time(sample.start)
     row["latency_ms"] = f"{sample.latency_ms:.3f}"
     return row
 
@@ -150,6 +155,21 @@ SUBOPERATIONS_COLUMNS = ["operation", "user", "study_instance_uid", "status", "c
                          "arrived", "arrived_bytes"]
 RECORD_FILES = {SAMPLES_FILE: COLUMNS, SENT_FILE: SENT_COLUMNS, RETRIEVED_FILE: RETRIEVED_COLUMNS,
                 SUBOPERATIONS_FILE: SUBOPERATIONS_COLUMNS}
+# The columns of each row file that hold a Unix time, read off the clock of the process that wrote the row.
+TIME_COLUMNS = {SAMPLES_FILE: ("start",)}
+
+
+def on_master_clock(batch: dict[str, list[dict]], offset: float) -> dict[str, list[dict]]:
+    """A worker's batch of rows with every time column put on the master's clock.
+
+    `offset` is the worker's clock less the master's (bench.load.clock). The master applies it
+    once, as a batch arrives, before the rows reach a file.
+    """
+    shifted = {}
+    for name, rows in batch.items():
+        columns = TIME_COLUMNS.get(name, ())
+        shifted[name] = [{**row, **{c: unix_time(float(row[c]) - offset) for c in columns}} for row in rows]
+    return shifted
 
 
 class Records:

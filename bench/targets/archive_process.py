@@ -14,10 +14,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common.processes import ending_with_parent, stop_process
+from bench.common.processes import ending_with_parent, last_line, stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer, wait_for_echo
-from bench.targets.vm.tools import last_line
 
 NODELAY_ENVIRONMENT = {"TCP_NODELAY": "1"}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -65,6 +66,9 @@ def test_two_workers_one_samples_file_matching_the_archive(tmp_path):
     assert len(pd.read_csv(run_dir / "sent.csv")) == len(stored)
     assert record["load_processes"] == {"mode": "distributed", "local_workers": 2, "remote_workers": 0}
     assert len(record["workers"]) == 2 and record["verify"]["ok"] and record["verify"]["instances"] == len(stored)
+    for worker in record["workers"]:  # one machine, one clock: the measured offset is within its error bound
+        assert worker["address"] == "127.0.0.1" and worker["host_name"] == socket.gethostname()
+        assert abs(worker["clock_offset_seconds"]) <= worker["clock_round_trip_seconds"] / 2 + 1e-6  # float rounding
     stats = pd.read_csv(run_dir / "locust_stats.csv")
     assert stats.loc[stats["Name"] == "C-STORE", "Request Count"].iloc[0] == len(stored)
 

@@ -15,8 +15,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from bench.common.errors import UserError
+from bench.common.processes import run
 from bench.targets.vm.image import GuestImage, ensure_image
-from bench.targets.vm.tools import require, run
+from bench.targets.vm.tools import require
 
 FORMATS = ("ova", "vmdk", "qcow2")
 VM_NAME = "pacsbench-archive"

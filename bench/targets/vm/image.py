@@ -25,7 +25,8 @@ from pathlib import Path
 
 from bench.common.errors import UserError
 from bench.common.paths import cache_root, remove_tree
-from bench.targets.vm.tools import require, require_root, run
+from bench.common.processes import run
+from bench.targets.vm.tools import require, require_root
 
 IMAGE_FORMAT = 1  # bump when the build recipe changes in a way the inputs below do not show
 SUITE = "bookworm"

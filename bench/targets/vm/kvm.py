@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common.processes import stop_process
-from bench.targets.vm.tools import last_line, require
+from bench.common.processes import last_line, stop_process
+from bench.targets.vm.tools import require
 
 PROBE_SECONDS = {"kvm": 20.0, "tcg": 180.0}  # a KVM kernel reaches its root mount in 1-3 s
 KERNEL_REACHED = ("Kernel panic", "VFS: Unable to mount root")

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.common.errors import UserError
-from bench.common.processes import die_with_parent, stop_process
+from bench.common.processes import die_with_parent, last_line, run, stop_process
 from bench.targets.vm.image import BASE_CMDLINE, DATA_LABEL, GuestImage
-from bench.targets.vm.tools import last_line, require, run
+from bench.targets.vm.tools import require
 
 DISK_DEVICES = {"virtio": "virtio-blk-pci", "ide": "ide-hd", "ahci": "ide-hd", "scsi": "scsi-hd"}
 STOP_GRACE_SECONDS = 10

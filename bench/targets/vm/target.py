@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from bench.common.errors import UserError
+from bench.common.processes import last_line
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
@@ -18,7 +19,7 @@ from bench.targets.vm.image import GuestImage, ensure_image
 from bench.targets.vm.kvm import kvm_unusable_message, probe
 from bench.targets.vm.network import GUEST_DICOM_PORT, GUEST_METRICS_PORT, make_network
 from bench.targets.vm.qemu import Machine, Qemu, qemu_version
-from bench.targets.vm.tools import last_line, require
+from bench.targets.vm.tools import require
 
 STATUS_TIMEOUT = 60.0  # /status runs systemd-detect-virt: seconds under emulation
 REQUESTED_HYPERVISOR = {"kvm": "kvm", "tcg": "qemu"}  # what systemd-detect-virt says inside each

@@ -1,11 +1,12 @@
-"""Host tools the targets call (QEMU, image building, installed archives): found up front, run with a time limit."""
+"""Host tools the targets call (QEMU, image building, installed archives), found up front.
+
+They run through bench.common.processes.run (a time limit; failures become one-line errors).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-from pathlib import Path
 
 from bench.common.errors import UserError
 
@@ -35,30 +36,3 @@ def require(tool: str) -> str:
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
         raise UserError(f"{what} needs root (debootstrap, chroot, network namespaces)")
-
-
-def run(cmd: list[str], timeout: float, log: Path | None = None, what: str = "", **kwargs) -> str:
-    """Run a command; its output goes to `log` (appended) or is returned. Failures become UserError."""
-    what = what or Path(cmd[0]).name
-    try:
-        if log is None:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
-            output = done.stdout + done.stderr
-        else:
-            with log.open("a") as out:
-                out.write(f"$ {' '.join(cmd)}\n")
-                out.flush()
-                done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                                      **kwargs)
-            output = ""
-    except subprocess.TimeoutExpired:
-        raise UserError(f"{what} did not finish within {timeout:g} s" + (f" (see {log})" if log else "")) from None
-    if done.returncode != 0:
-        detail = last_line(output) if log is None else f"see {log}"
-        raise UserError(f"{what} failed with exit status {done.returncode}: {detail}")
-    return done.stdout if log is None else ""
-
-
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
