@@ -202,3 +202,6 @@ def test_a_kill_recovered_from_the_backup_keeps_what_the_backup_held_and_loses_t
     assert report.returncode == 0, report.stderr
     markdown = (run_dir / "summary.md").read_text()
     assert "restored from the backup" in markdown and "(the recovery point)" in markdown
+    recovery_claim = next(v for c in json.loads((run_dir / "summary.json").read_text())["claims"]
+                          for v in c["verdicts"] if v["metric"] == "restore_hours_per_year")
+    assert recovery_claim["measured"] is not None and recovery_claim["verdict"] in ("pass", "fail")
