@@ -234,23 +234,28 @@ class RunSpec(BaseModel):
     _reserve_size = field_validator("disk_reserve", mode="before")(size_in_bytes)
 
 
-FAULT_ACTIONS = ("kill", "stop", "pause", "restart")
-FAULT_KINDS = ("native",)  # the kinds a fault can be injected into, in this round
+FAULT_ACTIONS = ("kill", "stop", "pause", "restart", "network-down")
+FAULT_KINDS = ("native", *VM_KINDS)  # the kinds a fault can be injected into
+NETWORK_FAULT_KINDS = VM_KINDS  # a guest's NIC has a link to take down; a native archive's loopback has not
 
 
 class FaultSpec(BaseModel):
     """One fault during the load: `at` seconds in, `action` on the archive, `duration` until it is back.
 
-    kill = SIGKILL to the archive's process group (a crash: the page cache survives, so this tests
-    durability against a process crash, not a power loss); stop = SIGTERM; pause = SIGSTOP, SIGCONT
-    after `duration`; restart = stop, then start at once. After a kill or a stop the archive starts
-    again `duration` seconds later on the same data and port.
+    native: kill = SIGKILL to the archive's process group (a crash: the page cache survives, so
+    this tests durability against a process crash, not a power loss); stop = SIGTERM. kvm / tcg:
+    kill = SIGKILL to QEMU (a power loss: the guest's page cache dies); stop = the ACPI power
+    button (an orderly shutdown). Both: pause = SIGSTOP, SIGCONT after `duration`; restart = stop,
+    then start at once; after a kill or a stop the archive (or guest, on the same data disk) starts
+    again `duration` seconds later on the same data and port. network-down (kvm / tcg): the guest
+    NIC's link down for `duration` seconds.
     """
 
     model_config = Strict
     at: float = Field(ge=0, description="seconds into the load")
     action: Literal[FAULT_ACTIONS]  # type: ignore[valid-type]
-    duration: float = Field(default=0.0, ge=0, description="pause: how long; kill / stop: restart after this long")
+    duration: float = Field(default=0.0, ge=0, description="pause, network-down: how long; kill / stop: restart after "
+                            "this long")
 
 
 class Scenario(BaseModel):
@@ -274,6 +279,10 @@ class Scenario(BaseModel):
                              f"{', '.join(FAULT_KINDS)} in this version)")
         back = 0.0  # when the fault before is over: faults come one after the other
         for fault in self.faults:
+            if fault.action == "network-down" and self.target.kind not in NETWORK_FAULT_KINDS:
+                raise ValueError(f"[[faults]] network-down: not for the {self.target.kind} target (only "
+                                 f"{', '.join(NETWORK_FAULT_KINDS)}): a native archive listens on the host's own "
+                                 "loopback, which cannot be taken down for it alone")
             if fault.at >= self.load.duration:
                 raise ValueError(f"[[faults]] at = {fault.at:g}: beyond the load's duration ({self.load.duration:g} s)")
             if fault.at < back:

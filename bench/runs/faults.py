@@ -1,15 +1,18 @@
-"""Fault runs: kill, stop, pause or restart the archive during the load, then measure what each fault cost.
+"""Fault runs: kill, stop, pause or restart the archive, or take its network down, during the load; then measure
+what each fault cost.
 
 A FaultInjector is a greenlet started with the load: at each fault's `at` it signals the
-archive's process group and, after `duration`, starts it again on the same data and port
-(kill, stop, restart) or lets it continue (pause). A greenlet, not a thread: the archive it
-starts again must be forked by the main thread, whose exit its parent-death signal follows.
+archive's process group (native) or QEMU (kvm, tcg) and, after `duration`, starts it again on
+the same data and port (kill, stop, restart) or lets it continue (pause); network-down takes a
+guest NIC's link down for `duration`. A greenlet, not a thread: the archive it starts again
+must be forked by the main thread, whose exit its parent-death signal follows.
 
 After the load, `fault_figures` reads samples.csv and sent.csv: the time from each fault to
 the first successful C-ECHO and C-STORE sent after it (recovery), the requests that failed
 in between, by status, and a C-GET of every instance acknowledged before the fault (`lost`
-must be 0 for a durable archive). A kill keeps the host's page cache: it tests durability
-against a process crash, not a power loss.
+must be 0 for a durable archive). A native kill keeps the host's page cache: it tests
+durability against a process crash. A guest's kill is a power loss: the guest's page cache dies
+with QEMU, and the guest boots again on the same data disk.
 """
 
 from __future__ import annotations
@@ -108,11 +111,22 @@ def _pause(target: Target, event: FaultEvent) -> None:
     event.resumed_unix_time = time.time()
 
 
+def _network_down(target: Target, event: FaultEvent) -> None:
+    event.unix_time = time.time()
+    target.set_network(False)
+    try:
+        gevent.sleep(event.spec.duration)
+    finally:
+        target.set_network(True)  # whatever happens, never leave the link down
+    event.resumed_unix_time = time.time()
+
+
 ACTIONS = {
     "kill": _crash(signal.SIGKILL, None),
     "stop": _crash(signal.SIGTERM, None),
     "restart": _crash(signal.SIGTERM, 0.0),
     "pause": _pause,
+    "network-down": _network_down,
 }
 
 
