@@ -244,8 +244,8 @@ class FaultSpec(BaseModel):
 
     native: kill = SIGKILL to the archive's process group (a crash: the page cache survives, so
     this tests durability against a process crash, not a power loss); stop = SIGTERM. kvm / tcg:
-    kill = SIGKILL to QEMU (a power loss: the guest's page cache dies); stop = the ACPI power
-    button (an orderly shutdown). Both: pause = SIGSTOP, SIGCONT after `duration`; restart = stop,
+    kill = SIGKILL to QEMU (a power loss: the guest's page cache dies); stop = Ctrl-Alt-Del (the
+    guest's orderly shutdown). Both: pause = SIGSTOP, SIGCONT after `duration`; restart = stop,
     then start at once; after a kill or a stop the archive (or guest, on the same data disk) starts
     again `duration` seconds later on the same data and port. network-down (kvm / tcg): the guest
     NIC's link down for `duration` seconds.

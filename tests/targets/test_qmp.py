@@ -9,7 +9,7 @@ import pytest
 from conftest import require_tool
 
 from bench.common.errors import UserError
-from bench.targets.vm.qemu import NIC_ID, qmp_socket_path
+from bench.targets.vm.qemu import CTRL_ALT_DEL, NIC_ID, qmp_socket_path
 from bench.targets.vm.qmp import qmp_command
 
 
@@ -33,10 +33,11 @@ def held_qemu(tmp_path):
         process.wait()
 
 
-def test_qmp_answers_a_command_and_takes_the_nic_link_down_and_up(held_qemu):
+def test_qmp_takes_the_nic_link_down_and_up_and_presses_ctrl_alt_del(held_qemu):
     assert qmp_command(held_qemu, "query-status")["status"] == "prelaunch"
     assert qmp_command(held_qemu, "set_link", {"name": NIC_ID, "up": False}) == {}
     assert qmp_command(held_qemu, "set_link", {"name": NIC_ID, "up": True}) == {}
+    assert qmp_command(held_qemu, "send-key", {"keys": CTRL_ALT_DEL}) == {}  # a stop fault's shutdown request
 
 
 def test_qmp_errors_are_one_line_user_errors(held_qemu, tmp_path):

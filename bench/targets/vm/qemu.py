@@ -6,7 +6,7 @@ a log file. Every setting is kept in `describe()` for the run's metadata.
 start() makes the data disk and the network, then launches QEMU; a fault may end QEMU
 (`halt`) and `launch` it again on the same disk and network (a power cycle); stop() at the
 end of the run ends QEMU and removes the network and the data disk. A QMP socket lets a
-fault press the ACPI power button or take the NIC's link down.
+fault ask the guest to shut down (Ctrl-Alt-Del) or take the NIC's link down.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from bench.targets.vm.tools import last_line, require, run
 DISK_DEVICES = {"virtio": "virtio-blk-pci", "ide": "ide-hd", "ahci": "ide-hd", "scsi": "scsi-hd"}
 STOP_GRACE_SECONDS = 10
 NIC_ID = "nic0"  # the guest NIC's device id, for QMP set_link
+CTRL_ALT_DEL = [{"type": "qcode", "data": key} for key in ("ctrl", "alt", "delete")]  # QMP send-key
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,13 @@ class Qemu:
     def qmp(self, command: str, **arguments):
         return qmp_command(self.qmp_socket, command, arguments or None)
 
-    def power_button(self) -> None:
-        """The ACPI power button: the guest shuts down in order (and QEMU exits, -no-reboot)."""
-        self.qmp("system_powerdown")
+    def request_shutdown(self) -> None:
+        """An orderly shutdown: Ctrl-Alt-Del on the guest's keyboard. Its systemd stops the archive (SIGTERM),
+        unmounts and syncs the disks and reboots, and QEMU exits at the reboot (-no-reboot).
+
+        Not the ACPI power button (QMP system_powerdown): in the minimal guest image, logind (which
+        handles that button) does not run, so the guest would ignore it."""
+        self.qmp("send-key", keys=CTRL_ALT_DEL)
 
     def set_link(self, up: bool) -> None:
         """The guest NIC's link up or down (a pulled cable), as the guest sees it."""

@@ -101,12 +101,13 @@ class GuestTarget(Target):
         return time.monotonic() - started
 
     # Faults (bench.runs.faults). SIGKILL to QEMU is a power loss for the guest: its page cache
-    # dies, and only what it flushed (cache=none: to the host's file) remains. SIGTERM presses
-    # the ACPI power button instead (an orderly shutdown): SIGTERM to QEMU itself would end it
-    # without the guest knowing, a power loss again.
+    # dies, and only what it flushed (cache=none: to the host's file) remains. SIGTERM asks the
+    # guest to shut down in order instead (Ctrl-Alt-Del): SIGTERM to QEMU itself would end it
+    # without the guest knowing, a power loss again. A guest that does not shut down within the
+    # stop timeout is killed: exit code -9 in run.json then, 0 after an orderly shutdown.
     def signal_archive(self, signum: int) -> None:
         if signum == signal.SIGTERM:
-            self.qemu.power_button()
+            self.qemu.request_shutdown()
         else:
             self.qemu.signal(signum)
 
