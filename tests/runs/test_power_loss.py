@@ -63,9 +63,12 @@ def guest_tools():
 def fault_run(folder: Path, fsync: bool, duration: float, faults: str) -> tuple[Path, dict]:
     scenario = folder / "scenario.toml"
     scenario.write_text(SCENARIO.format(fsync=str(fsync).lower(), duration=duration) + faults)
+    # The guest image is the shared one (as in tests/targets/test_vm.py), not one built in the test's cache.
+    env = {**os.environ, "PACSBENCH_VM_CACHE": os.environ.get("PACSBENCH_VM_CACHE")
+           or str(Path.home() / ".cache" / "pacsbench" / "vm")}
     result = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(scenario), "--results",
                              str(folder / "results"), "--no-progress"], capture_output=True, text=True, cwd=ROOT,
-                            timeout=1500)
+                            env=env, timeout=1500)
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     return run_dir, json.loads((run_dir / "run.json").read_text())
