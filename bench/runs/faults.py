@@ -44,6 +44,7 @@ class FaultEvent:
     spec: FaultSpec
     unix_time: float | None = None  # when the signal went
     resumed_unix_time: float | None = None  # when the archive answered again (started, or continued)
+    down_unix_time: float | None = None  # when the killed or stopped archive (or guest) had exited
     startup_seconds: float | None = None  # the archive's own start-up, from launch to C-ECHO (kill, stop, restart)
     exit_code: int | None = None
     error: str = ""
@@ -93,6 +94,7 @@ def _crash(signum: int, after: float):
         event.unix_time = time.time()
         target.signal_archive(signum)
         event.exit_code = target.wait_for_exit(STOP_TIMEOUT)
+        event.down_unix_time = time.time()
         wait = event.spec.duration if after is None else after
         gevent.sleep(max(0.0, event.unix_time + wait - time.time()))
         event.startup_seconds = round(target.start_again(), 3)
@@ -138,17 +140,19 @@ def _status_label(code: int) -> str:
     return "no response" if code == NO_RESPONSE else f"0x{code:04X}"
 
 
-def _first_success(samples: pd.DataFrame, operation: str, after: float) -> float | None:
-    """Seconds from `after` to the answer of the first successful `operation` sent at or after it."""
-    rows = samples[(samples["operation"] == operation) & samples["done"] & (samples["start"] >= after)]
-    return _seconds(rows["end"].min() - after) if len(rows) else None
+def _first_success(samples: pd.DataFrame, operation: str, t: float, sent_from: float) -> float | None:
+    """Seconds from `t` to the answer of the first successful `operation` sent at or after `sent_from`."""
+    rows = samples[(samples["operation"] == operation) & samples["done"] & (samples["start"] >= sent_from)]
+    return _seconds(rows["end"].min() - t) if len(rows) else None
 
 
 def _outage(samples: pd.DataFrame, event: FaultEvent, load_ended: float) -> dict:
     """Recovery and the requests that failed between the fault and it, by status."""
     t = event.unix_time
-    first_echo = _first_success(samples, "C-ECHO", t)
-    first_store = _first_success(samples, "C-STORE", t)
+    # After a stop, what the archive answered while it shut down (a guest takes seconds) is not a recovery.
+    sent_from = event.down_unix_time or t
+    first_echo = _first_success(samples, "C-ECHO", t, sent_from)
+    first_store = _first_success(samples, "C-STORE", t, sent_from)
     recovery, by = (first_store, "C-STORE") if first_store is not None else (first_echo, "C-ECHO")
     if recovery is None and event.resumed_unix_time is not None:
         recovery, by = _seconds(event.resumed_unix_time - t), "the injector's C-ECHO"
