@@ -234,29 +234,34 @@ class RunSpec(BaseModel):
     _reserve_size = field_validator("disk_reserve", mode="before")(size_in_bytes)
 
 
-FAULT_ACTIONS = ("kill", "stop", "pause", "restart", "backup")
-FAULT_KINDS = ("native",)  # the kinds a fault can be injected into, in this round
+FAULT_ACTIONS = ("kill", "stop", "pause", "restart", "network-down", "backup")
+FAULT_KINDS = ("native", *VM_KINDS)  # the kinds a fault can be injected into
+NETWORK_FAULT_KINDS = VM_KINDS  # a guest's NIC has a link to take down; a native archive's loopback has not
 BACKUP_KINDS = ("native",)  # the kinds pacsbench can back up and restore (its own archive, on this host)
 
 
 class FaultSpec(BaseModel):
     """One fault during the load: `at` seconds in, `action` on the archive, `duration` until it is back.
 
-    kill = SIGKILL to the archive's process group (a crash: the page cache survives, so this tests
-    durability against a process crash, not a power loss); stop = SIGTERM; pause = SIGSTOP, SIGCONT
-    after `duration`; restart = stop, then start at once. After a kill or a stop the archive starts
-    again `duration` seconds later on the same data and port.
+    native: kill = SIGKILL to the archive's process group (a crash: the page cache survives, so
+    this tests durability against a process crash, not a power loss); stop = SIGTERM. kvm / tcg:
+    kill = SIGKILL to QEMU (a power loss: the guest's page cache dies); stop = Ctrl-Alt-Del (the
+    guest's orderly shutdown). Both: pause = SIGSTOP, SIGCONT after `duration`; restart = stop,
+    then start at once; after a kill or a stop the archive (or guest, on the same data disk) starts
+    again `duration` seconds later on the same data and port. network-down (kvm / tcg): the guest
+    NIC's link down for `duration` seconds.
 
-    backup = an online backup of the archive while it stores (`pacsbench archive backup`), not a
-    fault but an event on the same timeline; a later kill or stop with `recover = "restore"` then
-    loses the archive's data folder (a dead disk) and brings it back from that backup before it
-    starts again, as the seed paper recovered from its daily backups.
+    backup (native) = an online backup of the archive while it stores (`pacsbench archive backup`),
+    not a fault but an event on the same timeline; a later kill or stop with `recover = "restore"`
+    then loses the archive's data folder (a dead disk) and brings it back from that backup before
+    it starts again, as the seed paper recovered from its daily backups.
     """
 
     model_config = Strict
     at: float = Field(ge=0, description="seconds into the load")
     action: Literal[FAULT_ACTIONS]  # type: ignore[valid-type]
-    duration: float = Field(default=0.0, ge=0, description="pause: how long; kill / stop: restart after this long")
+    duration: float = Field(default=0.0, ge=0, description="pause, network-down: how long; kill / stop: restart after "
+                            "this long")
     recover: Literal["restart", "restore"] = Field(
         default="restart", description="kill / stop: start again on the same data, or on the data restored from "
         "the latest backup before it")
@@ -289,6 +294,10 @@ class Scenario(BaseModel):
                              f"{', '.join(FAULT_KINDS)} in this version)")
         back = 0.0  # when the fault before is over: faults come one after the other
         for fault in self.faults:
+            if fault.action == "network-down" and self.target.kind not in NETWORK_FAULT_KINDS:
+                raise ValueError(f"[[faults]] network-down: not for the {self.target.kind} target (only "
+                                 f"{', '.join(NETWORK_FAULT_KINDS)}): a native archive listens on the host's own "
+                                 "loopback, which cannot be taken down for it alone")
             if fault.at >= self.load.duration:
                 raise ValueError(f"[[faults]] at = {fault.at:g}: beyond the load's duration ({self.load.duration:g} s)")
             if fault.at < back:

@@ -18,6 +18,7 @@ from pathlib import Path
 from server_under_test import environment
 
 RUN_FILE = "run.json"
+SERVER_PID_FILE = "server.pid"  # the archive's current root pid (or QEMU's): rewritten on each (re)start
 PACKAGES = ["pacsbench", "pydicom", "pynetdicom", "locust", "gevent", "numpy", "pandas", "matplotlib"]
 
 
@@ -78,3 +79,19 @@ def write_run_json(run_dir: Path, record: dict) -> Path:
 
 def read_run_json(run_dir: Path) -> dict:
     return json.loads((run_dir / RUN_FILE).read_text())
+
+
+def write_server_pid(run_dir: Path, pid: int) -> None:
+    """server.pid, replaced in one rename: the resource sampler re-reads it and never sees half a number."""
+    path = run_dir / SERVER_PID_FILE
+    temp = path.with_suffix(".pid.tmp")
+    temp.write_text(f"{pid}\n")
+    temp.replace(path)
+
+
+def read_server_pid(path: Path) -> int | None:
+    """The pid in a server.pid file; None when there is none (yet)."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None

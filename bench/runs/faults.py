@@ -1,15 +1,18 @@
-"""Fault runs: kill, stop, pause or restart the archive during the load, then measure what each fault cost.
+"""Fault runs: kill, stop, pause or restart the archive, or take its network down, during the load; then measure
+what each fault cost.
 
 A FaultInjector is a greenlet started with the load: at each fault's `at` it signals the
-archive's process group and, after `duration`, starts it again on the same data and port
-(kill, stop, restart) or lets it continue (pause). A greenlet, not a thread: the archive it
-starts again must be forked by the main thread, whose exit its parent-death signal follows.
+archive's process group (native) or QEMU (kvm, tcg) and, after `duration`, starts it again on
+the same data and port (kill, stop, restart) or lets it continue (pause); network-down takes a
+guest NIC's link down for `duration`. A greenlet, not a thread: the archive it starts again
+must be forked by the main thread, whose exit its parent-death signal follows.
 
 After the load, `fault_figures` reads samples.csv and sent.csv: the time from each fault to
 the first successful C-ECHO and C-STORE sent after it (recovery), the requests that failed
 in between, by status, and a C-GET of every instance acknowledged before the fault (`lost`
-must be 0 for a durable archive). A kill keeps the host's page cache: it tests durability
-against a process crash, not a power loss.
+must be 0 for a durable archive). A native kill keeps the host's page cache: it tests
+durability against a process crash. A guest's kill is a power loss: the guest's page cache dies
+with QEMU, and the guest boots again on the same data disk.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class FaultEvent:
     spec: FaultSpec
     unix_time: float | None = None  # when the signal went
     resumed_unix_time: float | None = None  # when the archive answered again (started, or continued)
+    down_unix_time: float | None = None  # when the killed or stopped archive (or guest) had exited
     startup_seconds: float | None = None  # the archive's own start-up, from launch to C-ECHO (kill, stop, restart)
     exit_code: int | None = None
     error: str = ""
@@ -97,6 +101,7 @@ def _crash(signum: int, after: float):
         event.unix_time = time.time()
         target.signal_archive(signum)
         event.exit_code = target.wait_for_exit(STOP_TIMEOUT)
+        event.down_unix_time = time.time()
         wait = event.spec.duration if after is None else after
         gevent.sleep(max(0.0, event.unix_time + wait - time.time()))
         if event.spec.recover == "restore":
@@ -122,6 +127,15 @@ def _pause(target: Target, event: FaultEvent) -> None:
 def _backup(target: Target, event: FaultEvent) -> None:
     event.unix_time = time.time()
     event.backup = {**target.back_up(f"backup-at-{event.spec.at:g}s"), "started_unix_time": event.unix_time}
+
+
+def _network_down(target: Target, event: FaultEvent) -> None:
+    event.unix_time = time.time()
+    target.set_network(False)
+    try:
+        gevent.sleep(event.spec.duration)
+    finally:
+        target.set_network(True)  # whatever happens, never leave the link down
     event.resumed_unix_time = time.time()
 
 
@@ -131,6 +145,7 @@ ACTIONS = {
     "restart": _crash(signal.SIGTERM, 0.0),
     "pause": _pause,
     "backup": _backup,
+    "network-down": _network_down,
 }
 
 
@@ -142,17 +157,19 @@ def _status_label(code: int) -> str:
     return "no response" if code == NO_RESPONSE else f"0x{code:04X}"
 
 
-def _first_success(samples: pd.DataFrame, operation: str, after: float) -> float | None:
-    """Seconds from `after` to the answer of the first successful `operation` sent at or after it."""
-    rows = samples[(samples["operation"] == operation) & samples["done"] & (samples["start"] >= after)]
-    return _seconds(rows["end"].min() - after) if len(rows) else None
+def _first_success(samples: pd.DataFrame, operation: str, t: float, sent_from: float) -> float | None:
+    """Seconds from `t` to the answer of the first successful `operation` sent at or after `sent_from`."""
+    rows = samples[(samples["operation"] == operation) & samples["done"] & (samples["start"] >= sent_from)]
+    return _seconds(rows["end"].min() - t) if len(rows) else None
 
 
 def _outage(samples: pd.DataFrame, event: FaultEvent, load_ended: float) -> dict:
     """Recovery and the requests that failed between the fault and it, by status."""
     t = event.unix_time
-    first_echo = _first_success(samples, "C-ECHO", t)
-    first_store = _first_success(samples, "C-STORE", t)
+    # After a stop, what the archive answered while it shut down (a guest takes seconds) is not a recovery.
+    sent_from = event.down_unix_time or t
+    first_echo = _first_success(samples, "C-ECHO", t, sent_from)
+    first_store = _first_success(samples, "C-STORE", t, sent_from)
     recovery, by = (first_store, "C-STORE") if first_store is not None else (first_echo, "C-ECHO")
     if recovery is None and event.resumed_unix_time is not None:
         recovery, by = _seconds(event.resumed_unix_time - t), "the injector's C-ECHO"

@@ -39,6 +39,7 @@ from pathlib import Path
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.results.run_folder import SERVER_PID_FILE, read_server_pid
 from bench.results.server_metrics import COLUMNS, GUEST_COLUMNS, SERVER_METRICS_FILE
 
 INTERVAL = 1.0
@@ -134,9 +135,12 @@ class Sampler:
     """Readings of one run's resources, and rows from consecutive readings."""
 
     def __init__(self, server_pid: int | None, cpus: float | None, load_pids: list[int], disk: str | None,
-                 interface: str | None, cpu_ids: list[int] | None = None, metrics_url: str | None = None):
+                 interface: str | None, cpu_ids: list[int] | None = None, metrics_url: str | None = None,
+                 server_pid_file: Path | None = None):
         self.server_pid, self.cpus, self.load_pids = server_pid, cpus, load_pids
         self.metrics_url = metrics_url
+        # A fault (kill, restart) starts the archive again under a new pid: the target rewrites this file.
+        self.server_pid_file = server_pid_file
         self.cpu_ids = cpu_ids or sorted(os.sched_getaffinity(0))
         self.disk, self.interface = disk, interface
         stats = psutil.net_if_stats().get(interface) if interface else None
@@ -146,6 +150,8 @@ class Sampler:
 
     def read(self) -> Reading:
         reading = Reading(time.time())
+        if self.server_pid_file:
+            self.server_pid = read_server_pid(self.server_pid_file) or self.server_pid
         if self.server_pid:
             reading.server_cpu, reading.server = self._read_server()
         if self.disk and (d := psutil.disk_io_counters(perdisk=True).get(self.disk)):
@@ -233,7 +239,8 @@ class ResourceSampling:
         self.disk = disk_of(run_dir)
         self.command = [sys.executable, "-m", "bench.runs.resources", "--out", str(self.out),
                         "--parent", str(os.getpid()), "--load-pids", ",".join(map(str, load_pids))]
-        self.command += ["--server-pid", str(server_pid)] if server_pid else []
+        self.command += ["--server-pid", str(server_pid), "--server-pid-file", str(run_dir / SERVER_PID_FILE)] \
+            if server_pid else []
         self.command += ["--cpus", str(cpus)] if cpus else []
         self.command += ["--disk", self.disk] if self.disk else []
         self.command += ["--interface", interface] if interface else []
@@ -289,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.runs.resources", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--server-pid", type=int)
+    parser.add_argument("--server-pid-file", type=Path, help="re-read each interval: the archive's pid after a restart")
     parser.add_argument("--cpus", type=float)
     parser.add_argument("--load-pids", default="")
     parser.add_argument("--disk")
@@ -300,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     load_pids = [int(p) for p in args.load_pids.split(",") if p]
     cpu_ids = [int(c) for c in args.cpu_ids.split(",") if c]
-    sampler = Sampler(args.server_pid, args.cpus, load_pids, args.disk, args.interface, cpu_ids, args.metrics_url)
+    sampler = Sampler(args.server_pid, args.cpus, load_pids, args.disk, args.interface, cpu_ids, args.metrics_url,
+                      args.server_pid_file)
     sample(args.out, sampler, args.interval, args.parent)
 
 

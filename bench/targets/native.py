@@ -89,6 +89,7 @@ class NativeTarget(Target):
             # process group, so that a fault's signal reaches the supervisor and every worker.
             self.process = subprocess.Popen(self.command(self.data, port), stdout=subprocess.PIPE, stderr=log,
                                             start_new_session=True, preexec_fn=ending_with_parent(self.budget.enter))
+        self.record_server_pid(self.log.parent)
         line = self._read_ready_line()
         match = READY_LINE.match(line)
         if not match:

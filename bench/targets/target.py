@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.common.errors import UserError
 from bench.dicom.peer import Peer
 from bench.load.scenario import ClientSpec, TargetSpec
+from bench.results.run_folder import write_server_pid
 from bench.targets.budget import Budget
 
 NO_BUDGET = {"cpus": None, "memory_bytes": None, "enforced_by": "none"}
@@ -63,6 +64,11 @@ class Target(ABC):
         remote archive's metrics URL; None when the sampler sees the archive's machine itself (or nothing)."""
         return None
 
+    def record_server_pid(self, run_dir: Path) -> None:
+        """server.pid in the run folder, after each (re)start: the resource sampler follows the archive by it."""
+        if pid := self.server_pid():
+            write_server_pid(run_dir, pid)
+
     @abstractmethod
     def start(self, run_dir: Path) -> None:
         """Start the archive (its files and logs go in run_dir) and return once it answers C-ECHO."""
@@ -87,6 +93,10 @@ class Target(ABC):
     def restore_data(self, backup: dict) -> dict:
         """With the archive stopped: lose its data folder, restore it from `backup` (back_up's figures); the figures."""
         raise UserError(f"the {self.kind} target cannot be restored by pacsbench")
+
+    def set_network(self, up: bool) -> None:
+        """Take the archive's network link down (up=False) or bring it back (a network-down fault)."""
+        raise UserError(f"the {self.kind} target cannot take a network-down fault")
 
     def collect_metrics(self, run_dir: Path) -> None:  # noqa: B027 (optional: not every archive has figures)
         """Save the archive's own figures next to the samples, while it still runs."""

@@ -114,3 +114,11 @@ def test_cli_unknown_user_type_is_one_line_exit_2(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "unknown user type 'radiologist'" in result.stderr and not (tmp_path / "r").exists()
+
+
+def test_guests_take_every_fault_and_network_down(tmp_path):
+    faults = "".join(f'[[faults]]\nat = {at}\naction = "{action}"\nduration = 0.5\n'
+                      for at, action in enumerate(["kill", "stop", "pause", "restart", "network-down"]))
+    text = VALID.replace('kind = "native"', 'kind = "tcg"').replace("duration = 3", "duration = 9")
+    scenario = load_scenario(_write(tmp_path, text + faults))
+    assert [f.action for f in scenario.faults] == ["kill", "stop", "pause", "restart", "network-down"]

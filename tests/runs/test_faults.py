@@ -133,9 +133,13 @@ def test_the_report_has_the_fault_table_and_summary_json_the_faults(fault_run):
     "faults, kind, expected",
     [
         ('at = 3\naction = "explode"', "native", "[faults.0] action: Input should be 'kill', 'stop', 'pause', "
-                                                 "'restart' or 'backup'"),
+                                                 "'restart', 'network-down' or 'backup'"),
         ('at = 12\naction = "kill"', "native", "[[faults]] at = 12: beyond the load's duration (10 s)"),
-        ('at = 3\naction = "kill"', "orthanc", "[[faults]]: the orthanc target cannot take faults (only native in this version)"),
+        ('at = 3\naction = "kill"', "orthanc", "[[faults]]: the orthanc target cannot take faults (only native, kvm, tcg in this "
+                                             "version)"),
+        ('at = 3\naction = "network-down"\nduration = 2', "native",
+         "[[faults]] network-down: not for the native target (only kvm, tcg): a native archive listens on the "
+         "host's own loopback"),
         ('at = 3\naction = "pause"\nduration = 5\n[[faults]]\nat = 6\naction = "kill"', "native",
          "[[faults]] at = 6: before the fault listed above it is over (8 s)"),
         ('at = 3\naction = "kill"\nrecover = "restore"', "native",
@@ -205,3 +209,13 @@ def test_a_kill_recovered_from_the_backup_keeps_what_the_backup_held_and_loses_t
     recovery_claim = next(v for c in json.loads((run_dir / "summary.json").read_text())["claims"]
                           for v in c["verdicts"] if v["metric"] == "restore_hours_per_year")
     assert recovery_claim["measured"] is not None and recovery_claim["verdict"] in ("pass", "fail")
+
+
+@pytest.mark.slow
+def test_the_resource_series_follows_the_archive_started_again_after_the_faults(fault_run):
+    run_dir, run, _, _ = fault_run
+    restart = _fault(run, "restart")  # the last archive started: its processes are there to the end
+    rows = pd.read_csv(run_dir / "server_metrics.csv")
+    after = rows[rows["time"] > restart["unix_time"] + restart["recovery_seconds"] + 1]
+    assert len(after) > 0 and (after["server_processes"] > 0).all() and after["server_cpu_percent"].max() > 0
+    assert int((run_dir / "server.pid").read_text()) != run["resources"]["server_pid"]

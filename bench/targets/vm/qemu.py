@@ -2,12 +2,21 @@
 
 QEMU runs in its own process group (stopping kills the group) with the guest console written to
 a log file. Every setting is kept in `describe()` for the run's metadata.
+
+start() makes the data disk and the network, then launches QEMU; a fault may end QEMU
+(`halt`) and `launch` it again on the same disk and network (a power cycle); stop() at the
+end of the run ends QEMU and removes the network and the data disk. A QMP socket lets a
+fault ask the guest to shut down (Ctrl-Alt-Del) or take the NIC's link down.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,10 +24,13 @@ from pathlib import Path
 from bench.common.errors import UserError
 from bench.common.processes import die_with_parent, last_line, run, stop_process
 from bench.targets.vm.image import BASE_CMDLINE, DATA_LABEL, GuestImage
+from bench.targets.vm.qmp import SUN_PATH_MAX, qmp_command
 from bench.targets.vm.tools import require
 
 DISK_DEVICES = {"virtio": "virtio-blk-pci", "ide": "ide-hd", "ahci": "ide-hd", "scsi": "scsi-hd"}
 STOP_GRACE_SECONDS = 10
+NIC_ID = "nic0"  # the guest NIC's device id, for QMP set_link
+CTRL_ALT_DEL = [{"type": "qcode", "data": key} for key in ("ctrl", "alt", "delete")]  # QMP send-key
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,8 @@ class Qemu:
         self.process: subprocess.Popen | None = None
         self.command: list[str] = []
         self.exit_code: int | None = None
+        self.launches = 0
+        self.qmp_socket, self._qmp_folder = qmp_socket_path(run_dir)
 
     def kernel_cmdline(self) -> str:
         words = [BASE_CMDLINE, *self.network.kernel_args()]
@@ -96,30 +110,70 @@ class Qemu:
                "-cpu", "host" if m.accelerator == "kvm" else "max", "-smp", str(m.vcpus), "-m", str(m.memory_mib),
                "-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults",
                "-chardev", f"file,id=console,path={self.console}", "-serial", "chardev:console",
-               *self.disk_args(), *self.network.qemu_args(m.nic)]
+               "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
+               *self.disk_args(), *self.network.qemu_args(f"{m.nic},id={NIC_ID}")]
         if m.boot == "kernel":
             cmd += ["-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
                     "-append", self.kernel_cmdline()]
         return cmd
 
     def start(self) -> None:
+        """A fresh data disk and network, then QEMU."""
         if self.data_disk:
             make_data_disk(self.data_disk, self.machine.data_format, self.machine.data_bytes, self.qemu_log)
         self.network.setup()
         try:
-            self.command = self.build_command()
-            with self.qemu_log.open("a") as log:
-                log.write("$ " + " ".join(self.command) + "\n")
-                log.flush()
-                self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True,
-                                                preexec_fn=die_with_parent)
-            time.sleep(0.3)
-            if self.process.poll() is not None:
-                raise UserError(f"QEMU exited at start ({self.process.returncode}): {self.failure_reason()}")
+            self.launch()
         except BaseException:
             self.stop()
             raise
+
+    def launch(self) -> None:
+        """Start QEMU on the disk and network start() made (again after a fault: the same disk, ports, addresses)."""
+        self.command = self.build_command()
+        self.exit_code = None
+        self.launches += 1
+        with self.qemu_log.open("a") as log:
+            log.write("$ " + " ".join(self.command) + "\n")
+            log.flush()
+            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=die_with_parent)
+        time.sleep(0.3)
+        if self.process.poll() is not None:
+            raise UserError(f"QEMU exited at start ({self.process.returncode}): {self.failure_reason()}")
+
+    def signal(self, signum: int) -> None:
+        """`signum` to QEMU's process group: SIGKILL is a power loss for the guest, SIGSTOP/SIGCONT a stalled VM."""
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:  # already gone
+            pass
+
+    def qmp(self, command: str, **arguments):
+        return qmp_command(self.qmp_socket, command, arguments or None)
+
+    def request_shutdown(self) -> None:
+        """An orderly shutdown: Ctrl-Alt-Del on the guest's keyboard. Its systemd stops the archive (SIGTERM),
+        unmounts and syncs the disks and reboots, and QEMU exits at the reboot (-no-reboot).
+
+        Not the ACPI power button (QMP system_powerdown): in the minimal guest image, logind (which
+        handles that button) does not run, so the guest would ignore it."""
+        self.qmp("send-key", keys=CTRL_ALT_DEL)
+
+    def set_link(self, up: bool) -> None:
+        """The guest NIC's link up or down (a pulled cable), as the guest sees it."""
+        self.qmp("set_link", name=NIC_ID, up=up)
+
+    def halt(self, timeout: float) -> int | None:
+        """Wait until QEMU exits (SIGKILL to its group after `timeout`); its exit code. The disk stays."""
+        try:
+            self.exit_code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.exit_code = self.process.wait()
+        self.signal(signal.SIGKILL)  # nothing of the group may outlive it and hold the ports
+        return self.exit_code
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -138,6 +192,8 @@ class Qemu:
             self.network.teardown()
             if self.data_disk and self.data_disk.exists():
                 self.data_disk.unlink()
+            if self._qmp_folder:
+                shutil.rmtree(self._qmp_folder, ignore_errors=True)
 
     def describe(self) -> dict:
         return {
@@ -151,5 +207,17 @@ class Qemu:
             "kernel_cmdline": self.kernel_cmdline() if self.machine.boot == "kernel" else None,
             "command": self.command,
             "console_log": str(self.console),
+            "qmp_socket": str(self.qmp_socket),
+            "launches": self.launches,
             "exit_code": self.exit_code,
         }
+
+
+def qmp_socket_path(run_dir: Path) -> tuple[Path, Path | None]:
+    """run_dir/qmp.sock, or one in a short temporary folder (also returned, to remove) when that path is too long
+    for a unix socket."""
+    path = run_dir / "qmp.sock"
+    if len(os.fsencode(path.absolute())) <= SUN_PATH_MAX:
+        return path, None
+    folder = Path(tempfile.mkdtemp(prefix="pacsbench-qmp-"))
+    return folder / "qmp.sock", folder

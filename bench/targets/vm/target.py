@@ -88,13 +88,42 @@ class GuestTarget(Target):
         self.qemu = Qemu(self.image, self.machine(), network, run_dir, self.settings())
         started = time.monotonic()
         self.qemu.start()
+        self.record_server_pid(run_dir)
         self.peer = Peer(network.address[0], network.address[1], self.spec.ae_title)
+        self.ready_seconds = self._wait_for_boot(started)
+        self.status = wait_for_status(network.metrics_url, STATUS_TIMEOUT)
+
+    def _wait_for_boot(self, started: float) -> float:
+        """Seconds from QEMU's launch (monotonic `started`) to the archive's first C-ECHO answer."""
         try:
             wait_for_echo(self.peer, self.client.calling_ae, self.spec.boot_timeout, alive=self.qemu.alive)
         except UserError:
             raise UserError(self.not_ready_reason()) from None
-        self.ready_seconds = time.monotonic() - started  # boot to ready
-        self.status = wait_for_status(network.metrics_url, STATUS_TIMEOUT)
+        return time.monotonic() - started
+
+    # Faults (bench.runs.faults). SIGKILL to QEMU is a power loss for the guest: its page cache
+    # dies, and only what it flushed (cache=none: to the host's file) remains. SIGTERM asks the
+    # guest to shut down in order instead (Ctrl-Alt-Del): SIGTERM to QEMU itself would end it
+    # without the guest knowing, a power loss again. A guest that does not shut down within the
+    # stop timeout is killed: exit code -9 in run.json then, 0 after an orderly shutdown.
+    def signal_archive(self, signum: int) -> None:
+        if signum == signal.SIGTERM:
+            self.qemu.request_shutdown()
+        else:
+            self.qemu.signal(signum)
+
+    def wait_for_exit(self, timeout: float) -> int | None:
+        return self.qemu.halt(timeout)
+
+    def start_again(self) -> float:
+        """Boot again on the same data disk, ports and addresses; the seconds from launch to C-ECHO."""
+        started = time.monotonic()
+        self.qemu.launch()
+        self.record_server_pid(self.qemu.run_dir)
+        return self._wait_for_boot(started)
+
+    def set_network(self, up: bool) -> None:
+        self.qemu.set_link(up)
 
     def not_ready_reason(self) -> str:
         if not self.qemu.alive():
