@@ -80,6 +80,8 @@ def series_growth(rows: pd.DataFrame, column: str) -> dict | None:
         "per_hour": round(slope * scale, 3),
         "per_hour_low": round(low * scale, 3),
         "per_hour_high": round(high * scale, 3),
+        # the same against the first minute: 2 MB/h means little for 200 MB, much for 20 MB
+        "per_hour_percent": round(100.0 * slope / medians[0], 2) if medians[0] else None,
         "verdict": _verdict(low, high),
     }
 
@@ -99,10 +101,15 @@ def growth(frame: pd.DataFrame | None, begin: float, end: float) -> dict:
     return {"seconds": seconds, "series": series}
 
 
+def _percent_text(figures: dict) -> str:
+    percent = figures.get("per_hour_percent")
+    return f" ({percent:+.1f}%/h)" if percent else ""
+
+
 def growth_text(figures: dict) -> str:
     """One line: '+12.3 MB/h (95%: 8.1 to 16.0), grows' per series, or the note."""
     if "series" not in figures:
         return figures.get("note", "")
-    parts = [f"{g['what']} {g['per_hour']:+g} {g['unit']}/h (95%: {g['per_hour_low']:+g} to "
+    parts = [f"{g['what']} {g['per_hour']:+g} {g['unit']}/h{_percent_text(g)} (95%: {g['per_hour_low']:+g} to "
              f"{g['per_hour_high']:+g}): {g['verdict']}" for g in figures["series"].values()]
     return f"over {figures['seconds'] / 60:.0f} min: " + "; ".join(parts)

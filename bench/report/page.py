@@ -573,7 +573,8 @@ def _growth_rows(data: dict) -> list[list[str]]:
             for g in (run.get("series") or {}).values():
                 rows.append([group["label"], run["run"], f"{g['what']} ({g['unit']})", _num(g["first_minute"]),
                              _num(g["last_minute"]),
-                             f"{g['per_hour']:+.1f} [{g['per_hour_low']:+.1f}, {g['per_hour_high']:+.1f}]",
+                             f"{g['per_hour']:+.1f} [{g['per_hour_low']:+.1f}, {g['per_hour_high']:+.1f}]"
+                             + (f" ({g['per_hour_percent']:+.1f}%)" if g.get("per_hour_percent") else ""),
                              g["verdict"]])
     return rows
 
