@@ -292,12 +292,18 @@ def ceiling_for_run(profile: str, syntax: str, processes: int) -> dict | None:
     """run.json["calibration"]: the ceilings of the calibration whose fingerprint matches this run's
     (x `processes`), or why none does; None when the cache holds no calibration at all."""
     run_print = fingerprint(profile, syntax)
-    entry, differences = _closest(list(load_calibrations().get("entries", {}).values()), run_print, processes)
-    if entry is None:
+    entries = list(load_calibrations().get("entries", {}).values())
+    if not entries:
         return None
+    how = f"`pacsbench calibrate --profile {profile}` measures one"
+    printed = [e for e in entries if e.get("fingerprint")]
+    if not printed:  # made by a pacsbench before fingerprints: what it measured is unknown
+        return {"matched": False, "fingerprint": run_print, "closest": None,
+                "note": f"no matching calibration (the cached ones have no fingerprint; {how})"}
+    entry, differences = _closest(printed, run_print, processes)
     if differences:
         return {"matched": False, "fingerprint": run_print, "closest": entry.get("fingerprint"),
-                "note": f"no matching calibration (host/profile/syntax differ: {'; '.join(differences)})"}
+                "note": f"no matching calibration (host/profile/syntax differ: {'; '.join(differences)}; {how})"}
     record = {
         "matched": True,
         "fingerprint": run_print,

@@ -104,3 +104,14 @@ def test_retrieval_is_judged_against_the_retrieval_ceiling(cache, calibrated, tm
     assert retrieval["method"] == "get" and retrieval["client_bound"] is True
     assert retrieval["note"].startswith("retrieval (C-GET): CLIENT-BOUND")
     assert summary["bound_by"]["limit"] == "client"
+
+
+def test_a_calibration_from_before_fingerprints_is_never_used_and_the_note_says_how_to_measure(tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.setenv("PACSBENCH_CACHE", str(tmp_path))
+    (tmp_path / "calibration.json").write_text(json.dumps(
+        {"entries": {"instance2mb/explicit": {"instances_per_s": 500.0, "mb_per_s": 900.0}}}))
+    calibration = ceiling_for_run(PROFILE, "explicit", 1)
+    assert calibration["matched"] is False and "ceiling_instances_per_s" not in calibration
+    assert calibration["note"] == ("no matching calibration (the cached ones have no fingerprint; "
+                                   f"`pacsbench calibrate --profile {PROFILE}` measures one)")
