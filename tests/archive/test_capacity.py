@@ -344,8 +344,9 @@ def test_concurrent_stores_recycle_consistently_across_workers(tmp_path):
                             "--workers", "2", "--metrics-port", "0")
     try:
         senders = [subprocess.Popen([storescu, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), *files],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for files in folders]
-        assert [sender.wait(120) for sender in senders] == [0] * associations
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for files in folders]
+        outcomes = [(sender.wait(120), sender.stderr.read()) for sender in senders]
+        assert [code for code, _ in outcomes] == [0] * associations, (outcomes, archive.log.read_text()[-3000:])
         status = _status(archive)
         metrics = _metrics(archive)
     finally:
