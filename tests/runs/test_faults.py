@@ -251,14 +251,16 @@ def _ip(*args: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume_and_nothing_is_left(tmp_path):
+@pytest.mark.parametrize("processes", [[], ["--workers", "1"]], ids=["local", "one-worker"])
+def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume_and_nothing_is_left(tmp_path,
+                                                                                                    processes):
     """The archive in a namespace of its own: the veth's host end down, requests fail; up again, C-STORE and
     C-MOVE (the archive reaching the harness's Storage SCP over the veth) work; namespace and veth are gone."""
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     scenario = tmp_path / "network-down.toml"
     scenario.write_text(NETWORK_DOWN_SCENARIO)
-    result = pacsbench("run", scenario, "--results", tmp_path / "results", "--no-progress")
+    result = pacsbench("run", scenario, "--results", tmp_path / "results", "--no-progress", *processes)
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     run = json.loads((run_dir / "run.json").read_text())
@@ -267,6 +269,7 @@ def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume
     assert run["status"] == "completed" and down["happened"] and "error" not in down
     assert down["failed_during_outage"] > 0
     assert down["recovery_seconds"] is not None and down["recovery_by"] == "C-STORE"
+    assert down["recovery_seconds"] >= down["duration"]  # nothing sent while the link was down is answered before
     assert down["acknowledged_before"] > 0 and down["lost"] == 0 and down["changed"] == 0
     target = run["target"]
     assert target["network"] == "veth into a namespace of its own (for network-down faults)"

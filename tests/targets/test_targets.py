@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,12 @@ def test_a_native_archive_for_network_faults_listens_in_its_own_namespace_cut_of
             echo_once(target.peer, timeout=1)
         target.set_network(True)
         echo_once(target.peer)
+        first_pid = target.server_pid()
+        target.signal_archive(signal.SIGKILL)  # a kill fault: started again in the same namespace
+        assert target.wait_for_exit(10) == -9
+        target.start_again()
+        echo_once(target.peer)
+        assert target.server_pid() != first_pid and target.peer.host == ns.peer_ip
     finally:
         target.stop()
     assert ns.name not in _namespaces() and f"{ns.host_veth}@" not in _links()
