@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.common.errors import UserError
 from bench.common.netns import VethNamespace
 from bench.common.paths import remove_tree
-from bench.common.processes import ending_with_parent, run, stop_process
+from bench.common.processes import ending_with_parent, interrupt_on_sigterm, run, stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
@@ -104,6 +104,7 @@ class NativeTarget(Target):
         """The archive's namespace and veth pair; its C-MOVE destinations on the host's loopback become the veth's
         host end (the Storage SCPs listen on every address then: bench.load.engine.scp_bind_host)."""
         require_root("a network-down fault on the native target")
+        interrupt_on_sigterm()  # a run ended by SIGTERM still reaches stop(), which removes the namespace
         self.namespace = VethNamespace(require("ip"))
         self.namespace.create()  # removes the namespaces of crashed runs first, as the tap network does
         self.namespace.address_peer()

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -282,3 +283,30 @@ def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume
     assert ((moves_after["status"] == 0) & (moves_after["instances"] > 0)).any(), "no C-MOVE delivered after the outage"
     assert namespace["namespace"] not in _ip("netns", "list").split()
     assert f"{namespace['host_veth']}@" not in _ip("-o", "link")
+
+
+@pytest.mark.slow
+def test_a_network_down_run_ended_by_sigterm_leaves_no_namespace_veth_or_archive(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    scenario = tmp_path / "network-down.toml"
+    scenario.write_text(NETWORK_DOWN_SCENARIO.replace("duration = 12", "duration = 60"))
+    results = tmp_path / "results"
+    run = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", scenario, "--results", results, "--no-progress"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    target = {}
+    try:
+        while run.poll() is None and not target.get("namespace"):  # until the archive answers in its namespace
+            record = next(results.glob("*/run.json"), None)
+            target = json.loads(record.read_text()).get("target", {}) if record else {}
+            time.sleep(0.2)
+        assert target.get("namespace"), run.communicate()[1]
+        run.terminate()
+        run.wait(120)
+    finally:
+        run.kill()
+    namespace, server_pid = target["namespace"], int(next(results.glob("*/server.pid")).read_text())
+    assert run.returncode != 0
+    assert namespace["namespace"] not in _ip("netns", "list").split()
+    assert f"{namespace['host_veth']}@" not in _ip("-o", "link")
+    assert not Path(f"/proc/{server_pid}").exists()
