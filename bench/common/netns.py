@@ -1,6 +1,7 @@
 """Network namespaces joined to this one by a veth pair: another host, as far as the network goes.
 
-A guest's tap network bridges the namespace end (bench.targets.vm.network); a test gives it an
+A guest's tap network bridges the namespace end (bench.targets.vm.network); a native archive
+with a network-down fault listens inside one (bench.targets.native); a test gives it an
 address and runs a load worker inside. Each namespace gets a private /24 chosen free of the
 host's routes: this end takes the first address, the namespace the second. Removing the
 namespace removes both veth ends; namespaces whose creating process no longer exists (a run
@@ -71,6 +72,14 @@ class VethNamespace:
             self.inside("link", "set", self.peer_veth, "up"),
         ):
             run(cmd, 30, what="ip (network namespace set-up)")
+
+    def set_host_link(self, up: bool) -> None:
+        """This end's link up or down: down cuts the namespace off (a pulled cable), as a network-down fault does."""
+        run([self.ip, "link", "set", self.host_veth, "up" if up else "down"], 30, what="ip (veth link)")
+
+    def describe(self) -> dict:
+        return {"namespace": self.name, "host_veth": self.host_veth, "subnet": str(self.subnet),
+                "host_address": self.host_ip, "namespace_address": self.peer_ip}
 
     def remove(self) -> None:
         remove_namespace(self.ip, self.name)

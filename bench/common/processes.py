@@ -1,5 +1,5 @@
 """Local processes and ports: a free port, a port check, running a tool with a time limit, stopping a process
-(group), dying with the harness.
+(group), dying with the harness, a SIGTERM that lets the harness clean up.
 
 One copy each.
 """
@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,6 +91,15 @@ def ending_with_parent(then: Callable[[], None] | None = None) -> Callable[[], N
             then()
 
     return preexec
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM becomes KeyboardInterrupt, so the `finally` that stops QEMU (or removes a namespace) runs."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        def _raise(*_):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _raise)
 
 
 def run(cmd: list[str], timeout: float, log: Path | None = None, what: str = "", **kwargs) -> str:

@@ -37,7 +37,7 @@ from bench.common.errors import UserError
 from bench.dicom.peer import Peer
 from bench.dicom.storage_scp import StorageSCP
 from bench.load.clock import CLOCK_PING, CLOCK_PONG, ClockProbe, Exchange
-from bench.load.scenario import Scenario
+from bench.load.scenario import Scenario, archive_in_namespace
 from bench.load.shapes import make_shape
 from bench.load.users import LoadContext, user_classes
 from bench.results.samples import RunRecords, on_master_clock
@@ -69,17 +69,19 @@ def needs_scp(scenario: Scenario) -> bool:
     return ws is not None and ws.retrieve == "move" and ws.count != 0
 
 
-def scp_bind_host(advertised: str) -> str:
-    """Loopback when the archive reaches us there, else every interface."""
-    return "127.0.0.1" if advertised.startswith("127.") else "0.0.0.0"
+def scp_bind_host(advertised: str, archive_behind_veth: bool = False) -> str:
+    """Loopback when the archive reaches us there, else every interface.
+
+    An archive in a namespace of its own reaches a loopback destination at the veth's host end
+    instead, whose address is only chosen when the archive starts, after the SCPs listen."""
+    return "127.0.0.1" if advertised.startswith("127.") and not archive_behind_veth else "0.0.0.0"
 
 
 def start_scp(scenario: Scenario, ae_title: str, port: int, advertised: str) -> StorageSCP:
     client, ws = scenario.client, scenario.users.workstation
+    bind = scp_bind_host(advertised, archive_in_namespace(scenario))
     try:
-        return StorageSCP(
-            ae_title, scp_bind_host(advertised), port, digests=ws.check_digests, timeout=client.timeout
-        ).start()
+        return StorageSCP(ae_title, bind, port, digests=ws.check_digests, timeout=client.timeout).start()
     except OSError as exc:
         raise UserError(f"cannot listen for C-MOVE on port {port}: {exc}") from None
 

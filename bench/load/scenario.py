@@ -236,7 +236,6 @@ class RunSpec(BaseModel):
 
 FAULT_ACTIONS = ("kill", "stop", "pause", "restart", "network-down", "backup")
 FAULT_KINDS = ("native", *VM_KINDS)  # the kinds a fault can be injected into
-NETWORK_FAULT_KINDS = VM_KINDS  # a guest's NIC has a link to take down; a native archive's loopback has not
 BACKUP_KINDS = ("native",)  # the kinds pacsbench can back up and restore (its own archive, on this host)
 
 
@@ -248,8 +247,9 @@ class FaultSpec(BaseModel):
     kill = SIGKILL to QEMU (a power loss: the guest's page cache dies); stop = Ctrl-Alt-Del (the
     guest's orderly shutdown). Both: pause = SIGSTOP, SIGCONT after `duration`; restart = stop,
     then start at once; after a kill or a stop the archive (or guest, on the same data disk) starts
-    again `duration` seconds later on the same data and port. network-down (kvm / tcg): the guest
-    NIC's link down for `duration` seconds.
+    again `duration` seconds later on the same data and port. network-down: for `duration` seconds,
+    a guest NIC's link down (kvm / tcg), or (native) the host end of the veth pair to the network
+    namespace the archive then runs in, instead of on the host's loopback (archive_in_namespace).
 
     backup (native) = an online backup of the archive while it stores (`pacsbench archive backup`),
     not a fault but an event on the same timeline; a later kill or stop with `recover = "restore"`
@@ -294,10 +294,6 @@ class Scenario(BaseModel):
                              f"{', '.join(FAULT_KINDS)} in this version)")
         back = 0.0  # when the fault before is over: faults come one after the other
         for fault in self.faults:
-            if fault.action == "network-down" and self.target.kind not in NETWORK_FAULT_KINDS:
-                raise ValueError(f"[[faults]] network-down: not for the {self.target.kind} target (only "
-                                 f"{', '.join(NETWORK_FAULT_KINDS)}): a native archive listens on the host's own "
-                                 "loopback, which cannot be taken down for it alone")
             if fault.at >= self.load.duration:
                 raise ValueError(f"[[faults]] at = {fault.at:g}: beyond the load's duration ({self.load.duration:g} s)")
             if fault.at < back:
@@ -333,6 +329,16 @@ class Scenario(BaseModel):
         if weighted and fixed == self.load.users and self.load.shape == "constant":
             raise ValueError(f"[users.{weighted[0]}] would get no users: the counts take all [load] users")
         return self
+
+
+def archive_in_namespace(scenario: Scenario) -> bool:
+    """Whether the archive runs in a network namespace of its own, joined to the host by a veth pair.
+
+    Only a native archive with a network-down fault: the host's loopback cannot be taken down for
+    the archive alone, the host end of a veth can. The load and the harness's Storage SCP then
+    reach the archive over the veth (a path unlike loopback); every other run stays on loopback.
+    """
+    return scenario.target.kind == "native" and any(f.action == "network-down" for f in scenario.faults)
 
 
 def load_scenario(path: Path) -> Scenario:

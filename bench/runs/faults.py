@@ -4,7 +4,7 @@ what each fault cost.
 A FaultInjector is a greenlet started with the load: at each fault's `at` it signals the
 archive's process group (native) or QEMU (kvm, tcg) and, after `duration`, starts it again on
 the same data and port (kill, stop, restart) or lets it continue (pause); network-down takes a
-guest NIC's link down for `duration`. A greenlet, not a thread: the archive it starts again
+guest NIC's link down for `duration`, or the veth to a native archive's own network namespace. A greenlet, not a thread: the archive it starts again
 must be forked by the main thread, whose exit its parent-death signal follows.
 
 After the load, `fault_figures` reads samples.csv and sent.csv: the time from each fault to
@@ -44,7 +44,7 @@ class FaultEvent:
     spec: FaultSpec
     unix_time: float | None = None  # when the signal went
     resumed_unix_time: float | None = None  # when the archive answered again (started, or continued)
-    down_unix_time: float | None = None  # when the killed or stopped archive (or guest) had exited
+    down_unix_time: float | None = None  # when the killed or stopped archive (or guest) had exited, or its link was down
     startup_seconds: float | None = None  # the archive's own start-up, from launch to C-ECHO (kill, stop, restart)
     exit_code: int | None = None
     error: str = ""
@@ -132,6 +132,9 @@ def _backup(target: Target, event: FaultEvent) -> None:
 def _network_down(target: Target, event: FaultEvent) -> None:
     event.unix_time = time.time()
     target.set_network(False)
+    # A request sent while the link was still going down (the ip or QMP command takes a few ms) may be answered:
+    # that is no recovery, so recovery counts from requests sent once the link is down.
+    event.down_unix_time = time.time()
     try:
         gevent.sleep(event.spec.duration)
     finally:

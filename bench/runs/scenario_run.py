@@ -25,7 +25,7 @@ import pandas as pd
 from bench.common.errors import UserError
 from bench.load.calibrate import ceiling_for_run
 from bench.load.prefill import prefill
-from bench.load.scenario import TargetSpec, load_scenario
+from bench.load.scenario import TargetSpec, archive_in_namespace, load_scenario
 from bench.load.shapes import step_figures
 from bench.results.run_folder import host_facts, new_run_dir, utc_iso, versions, write_run_json
 from bench.results.samples import SAMPLES_FILE, SUBOPERATIONS_FILE
@@ -138,7 +138,7 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
         "command": sys.argv,
     }
     write_run_json(run_dir, record)
-    target = make_target(target_spec, scenario.client, progress)
+    target = make_target(target_spec, scenario.client, progress, in_namespace=archive_in_namespace(scenario))
     injector = FaultInjector(target, scenario.faults)
     try:
         destinations = engine.start()

@@ -16,10 +16,12 @@ from bench.targets.vm.target import GuestTarget
 __all__ = ["Target", "make_target"]
 
 
-def make_target(spec: TargetSpec, client: ClientSpec, progress: bool = True) -> Target:
-    """The one way to a Target: native, kvm, tcg, orthanc, dcmtk or remote, from the scenario's [target]."""
+def make_target(spec: TargetSpec, client: ClientSpec, progress: bool = True, in_namespace: bool = False) -> Target:
+    """The one way to a Target: native, kvm, tcg, orthanc, dcmtk or remote, from the scenario's [target].
+
+    in_namespace: a native archive runs in a network namespace of its own (bench.load.scenario.archive_in_namespace)."""
     if spec.kind == "native":
-        return NativeTarget(spec, client)
+        return NativeTarget(spec, client, in_namespace)
     if spec.kind in ("kvm", "tcg"):
         return GuestTarget(spec, client, progress)  # progress: the image build's step lines
     if spec.kind in ("orthanc", "dcmtk"):

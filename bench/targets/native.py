@@ -1,4 +1,11 @@
-"""The `native` target: the reference archive (server_under_test) as a local process, data in the run folder."""
+"""The `native` target: the reference archive (server_under_test) as a local process, data in the run folder.
+
+It listens on the host's loopback, except in a run with a network-down fault: the loopback
+cannot be taken down for the archive alone, so the archive then runs in a network namespace of
+its own, joined to the host by a veth pair (bench.common.netns), and the fault takes the host
+end's link down. The load, the harness's Storage SCPs and the status page are then reached
+over the veth; the archive's process keeps its budget and dies with the harness as ever.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +20,15 @@ import time
 from pathlib import Path
 
 from bench.common.errors import UserError
+from bench.common.netns import VethNamespace
 from bench.common.paths import remove_tree
-from bench.common.processes import ending_with_parent, stop_process
+from bench.common.processes import ending_with_parent, interrupt_on_sigterm, run, stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
 from bench.targets.probes import archive_facts, fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
+from bench.targets.vm.tools import require, require_root
 
 READY_LINE = re.compile(r"server_under_test (?P<version>\S+) listening on (?P<host>\S+):(?P<port>\d+) ")
 METRICS_URL = re.compile(r" metrics (?P<url>http://\S+)")
@@ -32,8 +41,10 @@ class NativeTarget(Target):
     START_TIMEOUT = 30.0
     STOP_TIMEOUT = 60.0
 
-    def __init__(self, spec: TargetSpec, client: ClientSpec):
+    def __init__(self, spec: TargetSpec, client: ClientSpec, in_namespace: bool = False):
         super().__init__(spec, client)
+        self.in_namespace = in_namespace  # a network-down fault: a namespace and veth of its own (made by start)
+        self.namespace: VethNamespace | None = None
         self.process: subprocess.Popen | None = None
         self.data: Path | None = None
         self.version = ""
@@ -44,7 +55,9 @@ class NativeTarget(Target):
         self.backups: list[Path] = []  # backup folders a fault run made (removed with the storage)
 
     def command(self, data: Path, port: int) -> list[str]:
-        cmd = [sys.executable, "-m", "server_under_test", "--host", self.spec.host, "--port", str(port),
+        # `ip netns exec` enters the namespace and execs the archive: the same process (pid, group, budget).
+        prefix, host = (self.namespace.exec_prefix, self.namespace.peer_ip) if self.namespace else ([], self.spec.host)
+        cmd = [*prefix, sys.executable, "-m", "server_under_test", "--host", host, "--port", str(port),
                "--aet", self.spec.ae_title, "--data", str(data), "--max-pdu", str(self.spec.max_pdu),
                "--metrics-port", "0", "--workers", str(self.spec.cpus)]
         cmd += ["--config", str(self.config)] if self.config else []
@@ -59,20 +72,53 @@ class NativeTarget(Target):
         return ["--capacity", str(self.spec.capacity), "--at-capacity", policy]
 
     def _write_config(self, run_dir: Path) -> None:
-        """The archive's TOML config holding only its C-MOVE destinations (options come from the command line)."""
+        """The archive's TOML config: its C-MOVE destinations, and in a namespace of its own the address its status
+        page listens on (the namespace's loopback is not the host's). Options come from the command line."""
         tables = [f'[destinations."{ae}"]\nhost = "{host}"\nport = {port}\n'
                   for ae, (host, port) in self.destinations.items()]
+        if self.namespace:
+            tables.append(f'[metrics]\nhost = "{self.namespace.peer_ip}"\n')
         self.config = run_dir / "archive.toml"
         self.config.write_text("\n".join(tables))
 
     def start(self, run_dir: Path) -> None:
-        if self.destinations:
+        try:
+            self._start(run_dir)
+        except BaseException:
+            if self.in_namespace:
+                self.stop()  # no namespace or veth outlives a start that failed (nor an archive inside it)
+            raise
+
+    def _start(self, run_dir: Path) -> None:
+        if self.in_namespace:
+            self._make_namespace()
+        if self.destinations or self.namespace:
             self._write_config(run_dir)
         self.data = run_dir / "archive"
         self.log = run_dir / "server.log"
         self.log.write_bytes(b"")
         self.prepare_budget(run_dir)
         self.ready_seconds = self._launch(self.spec.port or 0)
+
+    def _make_namespace(self) -> None:
+        """The archive's namespace and veth pair; its C-MOVE destinations on the host's loopback become the veth's
+        host end (the Storage SCPs listen on every address then: bench.load.engine.scp_bind_host)."""
+        require_root("a network-down fault on the native target")
+        interrupt_on_sigterm()  # a run ended by SIGTERM still reaches stop(), which removes the namespace
+        self.namespace = VethNamespace(require("ip"))
+        self.namespace.create()  # removes the namespaces of crashed runs first, as the tap network does
+        self.namespace.address_peer()
+        # The default route through the host end: the archive reaches a destination at any of the host's addresses.
+        run(self.namespace.inside("route", "add", "default", "via", self.namespace.host_ip), 30,
+            what="ip (archive namespace route)")
+        self.destinations = {ae: (self.namespace.host_ip if host.startswith("127.") else host, port)
+                             for ae, (host, port) in self.destinations.items()}
+
+    def set_network(self, up: bool) -> None:
+        """The veth's host end down (the archive cut off, as by a pulled cable) or up again."""
+        if self.namespace is None:
+            super().set_network(up)  # refuses: a loopback archive has no link of its own
+        self.namespace.set_host_link(up)
 
     def start_again(self) -> float:
         """After a fault: the same data, port, budget and log (appended to); the seconds until C-ECHO."""
@@ -167,7 +213,14 @@ class NativeTarget(Target):
         return self.process.stdout.readline().decode(errors="replace")
 
     def stop(self) -> None:
-        """SIGTERM (the archive finishes in-flight stores), then SIGKILL if it hangs."""
+        """SIGTERM (the archive finishes in-flight stores), then SIGKILL if it hangs; then its namespace, if any."""
+        try:
+            self._stop_archive()
+        finally:
+            if self.namespace is not None:
+                self.namespace.remove()  # both veth ends go with it
+
+    def _stop_archive(self) -> None:
         if self.process is None or self.exit_code is not None:
             self.release_budget()  # a start that failed before the archive existed leaves its cgroup too
             return
@@ -187,7 +240,7 @@ class NativeTarget(Target):
             "label": self.label,
             **archive_facts(self.status),
             **hypervisor_labels(archive_facts(self.status).get("hypervisor"), None, "the archive's /status"),
-            "network": "loopback",
+            **self._network_record(),
             "host": self.peer.host if self.peer else self.spec.host,
             "port": self.peer.port if self.peer else self.spec.port,
             "ae_title": self.spec.ae_title,
@@ -203,3 +256,10 @@ class NativeTarget(Target):
             "ready_seconds": self.ready_seconds,
             "exit_code": self.exit_code,
         }
+
+    def _network_record(self) -> dict:
+        """run.json's target.network: the path the load took differs from loopback in a network-down run."""
+        if not self.in_namespace:
+            return {"network": "loopback"}
+        return {"network": "veth into a namespace of its own (for network-down faults)",
+                "namespace": self.namespace.describe() if self.namespace else None}

@@ -6,7 +6,7 @@ import pytest
 from conftest import ROOT
 
 from bench.common.errors import UserError
-from bench.load.scenario import load_scenario
+from bench.load.scenario import archive_in_namespace, load_scenario
 
 VALID = """
 [target]
@@ -122,3 +122,13 @@ def test_guests_take_every_fault_and_network_down(tmp_path):
     text = VALID.replace('kind = "native"', 'kind = "tcg"').replace("duration = 3", "duration = 9")
     scenario = load_scenario(_write(tmp_path, text + faults))
     assert [f.action for f in scenario.faults] == ["kill", "stop", "pause", "restart", "network-down"]
+
+
+def test_only_a_native_archive_with_a_network_down_fault_runs_in_a_namespace_of_its_own(tmp_path):
+    down = '[[faults]]\nat = 1\naction = "network-down"\nduration = 0.5\n'
+    kill = '[[faults]]\nat = 1\naction = "kill"\nduration = 0.5\n'
+    assert archive_in_namespace(load_scenario(_write(tmp_path, VALID + down)))
+    assert not archive_in_namespace(load_scenario(_write(tmp_path, VALID + kill)))  # loopback, as ever
+    assert not archive_in_namespace(load_scenario(_write(tmp_path, VALID)))
+    guest = VALID.replace('kind = "native"', 'kind = "tcg"')
+    assert not archive_in_namespace(load_scenario(_write(tmp_path, guest + down)))  # its own NIC takes the fault

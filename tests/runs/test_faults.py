@@ -1,8 +1,10 @@
-"""Fault runs against the real reference archive: kill, restart and pause under load, through the real CLI."""
+"""Fault runs against the real reference archive: kill, restart, pause and network-down under load, through the real CLI."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -137,9 +139,6 @@ def test_the_report_has_the_fault_table_and_summary_json_the_faults(fault_run):
         ('at = 12\naction = "kill"', "native", "[[faults]] at = 12: beyond the load's duration (10 s)"),
         ('at = 3\naction = "kill"', "orthanc", "[[faults]]: the orthanc target cannot take faults (only native, kvm, tcg in this "
                                              "version)"),
-        ('at = 3\naction = "network-down"\nduration = 2', "native",
-         "[[faults]] network-down: not for the native target (only kvm, tcg): a native archive listens on the "
-         "host's own loopback"),
         ('at = 3\naction = "pause"\nduration = 5\n[[faults]]\nat = 6\naction = "kill"', "native",
          "[[faults]] at = 6: before the fault listed above it is over (8 s)"),
         ('at = 3\naction = "kill"\nrecover = "restore"', "native",
@@ -219,3 +218,95 @@ def test_the_resource_series_follows_the_archive_started_again_after_the_faults(
     after = rows[rows["time"] > restart["unix_time"] + restart["recovery_seconds"] + 1]
     assert len(after) > 0 and (after["server_processes"] > 0).all() and after["server_cpu_percent"].max() > 0
     assert int((run_dir / "server.pid").read_text()) != run["resources"]["server_pid"]
+
+
+NETWORK_DOWN_SCENARIO = f"""
+[target]
+kind = "native"
+[studies]
+profile = "tiny"
+pool = 2
+[load]
+duration = 12
+[users.modality]
+count = 1
+instances_per_s = 20
+[users.echo]
+count = 1
+interval = 0.25
+[users.workstation]
+count = 1
+reading_images_per_s = 50
+worklist_wait = 0.5
+[client]
+timeout = {CLIENT_TIMEOUT}
+[[faults]]
+at = 4
+action = "network-down"
+duration = 3
+"""
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [[], ["--workers", "1"]], ids=["local", "one-worker"])
+def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume_and_nothing_is_left(tmp_path,
+                                                                                                    processes):
+    """The archive in a namespace of its own: the veth's host end down, requests fail; up again, C-STORE and
+    C-MOVE (the archive reaching the harness's Storage SCP over the veth) work; namespace and veth are gone."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    scenario = tmp_path / "network-down.toml"
+    scenario.write_text(NETWORK_DOWN_SCENARIO)
+    result = pacsbench("run", scenario, "--results", tmp_path / "results", "--no-progress", *processes)
+    assert result.returncode == 0, result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    run = json.loads((run_dir / "run.json").read_text())
+    down = _fault(run, "network-down")
+    print(f"native network-down: {json.dumps({k: down[k] for k in ('recovery_seconds', 'recovery_by', 'failed_during_outage', 'failed_by_status', 'acknowledged_before', 'lost')})}")
+    assert run["status"] == "completed" and down["happened"] and "error" not in down
+    assert down["failed_during_outage"] > 0
+    assert down["recovery_seconds"] is not None and down["recovery_by"] == "C-STORE"
+    assert down["recovery_seconds"] >= down["duration"]  # nothing sent while the link was down is answered before
+    assert down["acknowledged_before"] > 0 and down["lost"] == 0 and down["changed"] == 0
+    target = run["target"]
+    assert target["network"] == "veth into a namespace of its own (for network-down faults)"
+    namespace = target["namespace"]
+    assert target["host"] == namespace["namespace_address"] and run["resources"]["interface"] == namespace["host_veth"]
+    assert target["destinations"] == {"PACSBENCH-SCP": f"{namespace['host_address']}:"
+                                      f"{run['harness_scp']['PACSBENCH-SCP'].rsplit(':', 1)[1]}"}
+    samples = pd.read_csv(run_dir / "samples.csv", keep_default_na=False)
+    moves_after = samples[(samples["operation"] == "C-MOVE") & (samples["start"] >= down["unix_time"] + down["recovery_seconds"])]
+    assert ((moves_after["status"] == 0) & (moves_after["instances"] > 0)).any(), "no C-MOVE delivered after the outage"
+    assert namespace["namespace"] not in _ip("netns", "list").split()
+    assert f"{namespace['host_veth']}@" not in _ip("-o", "link")
+
+
+@pytest.mark.slow
+def test_a_network_down_run_ended_by_sigterm_leaves_no_namespace_veth_or_archive(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    scenario = tmp_path / "network-down.toml"
+    scenario.write_text(NETWORK_DOWN_SCENARIO.replace("duration = 12", "duration = 60"))
+    results = tmp_path / "results"
+    run = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", scenario, "--results", results, "--no-progress"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    target = {}
+    try:
+        while run.poll() is None and not target.get("namespace"):  # until the archive answers in its namespace
+            record = next(results.glob("*/run.json"), None)
+            target = json.loads(record.read_text()).get("target", {}) if record else {}
+            time.sleep(0.2)
+        assert target.get("namespace"), run.communicate()[1]
+        run.terminate()
+        run.wait(120)
+    finally:
+        run.kill()
+    namespace, server_pid = target["namespace"], int(next(results.glob("*/server.pid")).read_text())
+    assert run.returncode != 0
+    assert namespace["namespace"] not in _ip("netns", "list").split()
+    assert f"{namespace['host_veth']}@" not in _ip("-o", "link")
+    assert not Path(f"/proc/{server_pid}").exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,6 +61,64 @@ def test_native_target_writes_the_c_move_destinations_into_the_archive_config(tm
         target.stop()
     assert '[destinations."WORKSTATION"]' in (tmp_path / "archive.toml").read_text()
     assert target.describe()["destinations"] == {"WORKSTATION": "127.0.0.1:11113"}
+
+
+def _links() -> str:
+    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=30).stdout
+
+
+def _namespaces() -> list[str]:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout.split()
+
+
+def test_a_native_archive_for_network_faults_listens_in_its_own_namespace_cut_off_by_the_veth(tmp_path):
+    """Taking the veth's host end down cuts the archive off; up again, it answers; stop removes namespace and veth."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    require_tool("ip", "iproute2")
+    target = make_target(TargetSpec(kind="native"), ClientSpec(), in_namespace=True)
+    target.destinations = {"WORKSTATION": ("127.0.0.1", 11113)}
+    try:
+        target.start(tmp_path)
+        ns = target.namespace
+        assert target.peer.host == ns.peer_ip and ns.name in _namespaces()
+        assert f"{ns.host_veth}@" in _links()
+        echo_once(target.peer)
+        placed = Path(f"/proc/{target.server_pid()}/cgroup").read_text()
+        assert placed.count(target.budget.name) == len(target.budget.folders) > 0  # still in its budget
+        assert os.readlink(f"/proc/{target.server_pid()}/ns/net") != os.readlink("/proc/self/ns/net")
+        assert target.status, "the archive's status page is reached over the veth"
+        target.set_network(False)
+        with pytest.raises(AssociationFailed):
+            echo_once(target.peer, timeout=1)
+        target.set_network(True)
+        echo_once(target.peer)
+        first_pid = target.server_pid()
+        target.signal_archive(signal.SIGKILL)  # a kill fault: started again in the same namespace
+        assert target.wait_for_exit(10) == -9
+        target.start_again()
+        echo_once(target.peer)
+        assert target.server_pid() != first_pid and target.peer.host == ns.peer_ip
+    finally:
+        target.stop()
+    assert ns.name not in _namespaces() and f"{ns.host_veth}@" not in _links()
+    described = target.describe()
+    assert described["network"] == "veth into a namespace of its own (for network-down faults)"
+    assert described["namespace"]["host_veth"] == ns.host_veth and described["host"] == ns.peer_ip
+    # the archive reaches a loopback C-MOVE destination at the veth's host end
+    assert described["destinations"] == {"WORKSTATION": f"{ns.host_ip}:11113"}
+    assert f'host = "{ns.host_ip}"' in (tmp_path / "archive.toml").read_text()
+
+
+def test_a_failed_start_in_a_namespace_leaves_no_namespace_or_veth(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    require_tool("ip", "iproute2")
+    (tmp_path / "archive").write_text("a file where the data folder goes: the archive cannot start")
+    target = make_target(TargetSpec(kind="native"), ClientSpec(), in_namespace=True)
+    with pytest.raises(UserError, match="native archive did not start"):
+        target.start(tmp_path)
+    assert target.namespace.name not in _namespaces() and f"{target.namespace.host_veth}@" not in _links()
 
 
 def test_a_process_that_exits_before_answering_is_one_line_naming_its_log(tmp_path):

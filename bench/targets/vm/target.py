@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 
 from bench.common.errors import UserError
-from bench.common.processes import last_line
+from bench.common.processes import interrupt_on_sigterm, last_line
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
@@ -43,15 +42,6 @@ def wait_for_status(metrics_url: str, timeout: float) -> dict:
             return status
         time.sleep(0.5)
     return {}
-
-
-def interrupt_on_sigterm() -> None:
-    """SIGTERM becomes KeyboardInterrupt, so the `finally` that stops QEMU runs."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        def _raise(*_):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, _raise)
 
 
 class GuestTarget(Target):
