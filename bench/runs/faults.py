@@ -247,6 +247,7 @@ def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_e
             record["backup"] = event.backup
         else:
             record.update(
+                down_seconds=_seconds(event.down_unix_time - event.unix_time) if event.down_unix_time else None,
                 startup_seconds=event.startup_seconds,
                 exit_code=event.exit_code,
                 **_outage(samples, event, load_ended),

@@ -1,7 +1,7 @@
 """Launch one QEMU guest: accelerator, vCPUs, memory, system disk (-snapshot), a data disk, network.
 
 QEMU runs in its own process group (stopping kills the group) with the guest console written to
-a log file. Every setting is kept in `describe()` for the run's metadata.
+a log file, appended to at each launch: after a fault it holds the first boot's shutdown too. Every setting is kept in `describe()` for the run's metadata.
 
 start() makes the data disk and the network, then launches QEMU; a fault may end QEMU
 (`halt`) and `launch` it again on the same disk and network (a power cycle); stop() at the
@@ -109,7 +109,7 @@ class Qemu:
                else f"pc,accel={m.accelerator}",
                "-cpu", "host" if m.accelerator == "kvm" else "max", "-smp", str(m.vcpus), "-m", str(m.memory_mib),
                "-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults",
-               "-chardev", f"file,id=console,path={self.console}", "-serial", "chardev:console",
+               "-chardev", f"file,id=console,path={self.console},append=on", "-serial", "chardev:console",
                "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
                *self.disk_args(), *self.network.qemu_args(f"{m.nic},id={NIC_ID}")]
         if m.boot == "kernel":
