@@ -67,6 +67,26 @@ def stop_process(process: subprocess.Popen | None, grace: float, group: bool = F
     return process.returncode
 
 
+def signal_group(leader: int, signum: int) -> None:
+    """`signum` to the process group `leader` started (start_new_session=True); nothing if it is gone."""
+    try:
+        os.killpg(leader, signum)
+    except ProcessLookupError:
+        pass
+
+
+def reap_group(process: subprocess.Popen, timeout: float) -> int:
+    """Wait until a signalled group leader exits (SIGKILL to its group after `timeout`), then SIGKILL what is
+    left of the group: nothing of it may outlive it and hold its ports. Its exit code."""
+    try:
+        code = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        signal_group(process.pid, signal.SIGKILL)
+        code = process.wait()
+    signal_group(process.pid, signal.SIGKILL)
+    return code
+
+
 def die_with_parent(signum: int = signal.SIGKILL) -> None:
     """In a child before exec (Popen's preexec_fn): `signum` when the harness dies, even by SIGKILL (Linux prctl).
 

@@ -10,10 +10,8 @@ over the veth; the archive's process keeps its budget and dies with the harness 
 from __future__ import annotations
 
 import json
-import os
 import re
 import selectors
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 from bench.common.errors import UserError
 from bench.common.netns import VethNamespace
 from bench.common.paths import remove_tree
-from bench.common.processes import ending_with_parent, interrupt_on_sigterm, run, stop_process
+from bench.common.processes import ending_with_parent, interrupt_on_sigterm, reap_group, run, signal_group, stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.load.scenario import ClientSpec, TargetSpec
@@ -156,18 +154,10 @@ class NativeTarget(Target):
         return self.process.pid if self.process else None
 
     def signal_archive(self, signum: int) -> None:
-        try:
-            os.killpg(self.process.pid, signum)
-        except ProcessLookupError:  # already gone: nothing left to signal
-            pass
+        signal_group(self.process.pid, signum)
 
     def wait_for_exit(self, timeout: float) -> int | None:
-        try:
-            self.exit_code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal_archive(signal.SIGKILL)
-            self.exit_code = self.process.wait()
-        self.signal_archive(signal.SIGKILL)  # a worker that outlived its supervisor must not hold the port
+        self.exit_code = reap_group(self.process, timeout)  # no worker may outlive its supervisor and hold the port
         return self.exit_code
 
     def _backup_tool(self, *args: str) -> tuple[float, str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.common.errors import UserError
-from bench.common.processes import die_with_parent, last_line, run, stop_process
+from bench.common.processes import die_with_parent, last_line, reap_group, run, signal_group, stop_process
 from bench.targets.vm.image import BASE_CMDLINE, DATA_LABEL, GuestImage
 from bench.targets.vm.qmp import SUN_PATH_MAX, qmp_command
 from bench.targets.vm.tools import require
@@ -145,10 +144,7 @@ class Qemu:
 
     def signal(self, signum: int) -> None:
         """`signum` to QEMU's process group: SIGKILL is a power loss for the guest, SIGSTOP/SIGCONT a stalled VM."""
-        try:
-            os.killpg(self.process.pid, signum)
-        except ProcessLookupError:  # already gone
-            pass
+        signal_group(self.process.pid, signum)
 
     def qmp(self, command: str, **arguments):
         return qmp_command(self.qmp_socket, command, arguments or None)
@@ -167,12 +163,7 @@ class Qemu:
 
     def halt(self, timeout: float) -> int | None:
         """Wait until QEMU exits (SIGKILL to its group after `timeout`); its exit code. The disk stays."""
-        try:
-            self.exit_code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.exit_code = self.process.wait()
-        self.signal(signal.SIGKILL)  # nothing of the group may outlive it and hold the ports
+        self.exit_code = reap_group(self.process, timeout)
         return self.exit_code
 
     def alive(self) -> bool:
