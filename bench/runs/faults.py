@@ -251,12 +251,12 @@ def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_e
                 startup_seconds=event.startup_seconds,
                 exit_code=event.exit_code,
                 **_outage(samples, event, load_ended),
-                **_durability(subsets[id(event)], returned),
+                **(_restore_durability(event, subsets[("backup", id(event))], subsets[id(event)], returned)
+                   if event.restore else _durability(subsets[id(event)], returned)),
                 retrieve_failures=failed_requests[:10],
             )
         if event.restore:
-            record.update(recover="restore", restore=event.restore,
-                          **_restore_durability(event, subsets[("backup", id(event))], subsets[id(event)], returned))
+            record.update(recover="restore", restore=event.restore)
         if event.error:
             record["error"] = event.error
         figures.append(record)

@@ -32,6 +32,10 @@ READY_LINE = re.compile(r"server_under_test (?P<version>\S+) listening on (?P<ho
 METRICS_URL = re.compile(r" metrics (?P<url>http://\S+)")
 
 
+def _mb_per_s(size: int, seconds: float) -> float:
+    return round(size / 1e6 / max(seconds, 1e-9), 1)
+
+
 class NativeTarget(Target):
     """The reference archive (server_under_test) as a local process, data in the run folder."""
 
@@ -178,14 +182,14 @@ class NativeTarget(Target):
         seconds, line = self._backup_tool("backup", "--out", str(folder))
         manifest = json.loads((folder / "manifest.json").read_text())
         return {"folder": str(folder), "seconds": round(seconds, 3), "instances": manifest["instances"],
-                "bytes": manifest["bytes"], "mb_per_s": round(manifest["bytes"] / 1e6 / max(seconds, 1e-9), 1),
+                "bytes": manifest["bytes"], "mb_per_s": _mb_per_s(manifest["bytes"], seconds),
                 "snapshot_time": manifest["snapshot_time"], "summary": line}
 
     def restore_data(self, backup: dict) -> dict:
         remove_tree(self.data)  # the disk is gone: nothing of the old data folder survives
         seconds, line = self._backup_tool("restore", backup["folder"])
         return {"seconds": round(seconds, 3), "instances": backup["instances"], "bytes": backup["bytes"],
-                "mb_per_s": round(backup["bytes"] / 1e6 / max(seconds, 1e-9), 1), "summary": line}
+                "mb_per_s": _mb_per_s(backup["bytes"], seconds), "summary": line}
 
     def collect_metrics(self, run_dir: Path) -> None:
         if self.process is not None and self.process.poll() is None:
