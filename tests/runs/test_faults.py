@@ -13,20 +13,28 @@ from conftest import ROOT
 
 CLIENT_TIMEOUT = 1.5  # short, so a paused archive's requests fail within it rather than wait
 
-SCENARIO = f"""
+
+def steady_scenario(duration: float, rest: str) -> str:
+    """The native archive under a paced modality (20 instances/s) and an echo every 0.25 s for `duration`
+    seconds, tiny studies; then `rest` (client settings, more users, the faults)."""
+    return f"""
 [target]
 kind = "native"
 [studies]
 profile = "tiny"
 pool = 2
 [load]
-duration = 16
+duration = {duration}
 [users.modality]
 count = 1
 instances_per_s = 20
 [users.echo]
 count = 1
 interval = 0.25
+""" + rest
+
+
+SCENARIO = steady_scenario(16, f"""\
 [client]
 timeout = {CLIENT_TIMEOUT}
 [[faults]]
@@ -40,7 +48,7 @@ action = "restart"
 at = 11
 action = "pause"
 duration = 3
-"""
+""")
 
 VALID = """
 [target]
@@ -157,20 +165,7 @@ def test_bad_faults_are_one_line_and_exit_2(tmp_path, faults, kind, expected):
     assert not (tmp_path / "r").exists()
 
 
-RESTORE_SCENARIO = """
-[target]
-kind = "native"
-[studies]
-profile = "tiny"
-pool = 2
-[load]
-duration = 14
-[users.modality]
-count = 1
-instances_per_s = 20
-[users.echo]
-count = 1
-interval = 0.25
+RESTORE_SCENARIO = steady_scenario(14, """\
 [[faults]]
 at = 3
 action = "backup"
@@ -179,7 +174,7 @@ at = 7
 action = "kill"
 duration = 1
 recover = "restore"
-"""
+""")
 
 
 @pytest.mark.slow
@@ -220,20 +215,7 @@ def test_the_resource_series_follows_the_archive_started_again_after_the_faults(
     assert int((run_dir / "server.pid").read_text()) != run["resources"]["server_pid"]
 
 
-NETWORK_DOWN_SCENARIO = f"""
-[target]
-kind = "native"
-[studies]
-profile = "tiny"
-pool = 2
-[load]
-duration = 12
-[users.modality]
-count = 1
-instances_per_s = 20
-[users.echo]
-count = 1
-interval = 0.25
+NETWORK_DOWN_SCENARIO = steady_scenario(12, f"""\
 [users.workstation]
 count = 1
 reading_images_per_s = 50
@@ -244,7 +226,7 @@ timeout = {CLIENT_TIMEOUT}
 at = 4
 action = "network-down"
 duration = 3
-"""
+""")
 
 
 def _ip(*args: str) -> str:
