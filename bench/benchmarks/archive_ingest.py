@@ -17,7 +17,7 @@ settled (sync): dirty pages left by writing the round's input files or by a targ
 does not fsync (storescp) would otherwise be written back on the next target's time.
 
 Prints instances/s per target and round, the medians, the CPU each server and its clients
-used per instance (from /proc: why one target is faster than another on a shared machine),
+used per instance (from psutil: why one target is faster than another on a shared machine),
 and the ratios the archive issue asks for (goal: >= 2x Orthanc, >= 50% of the plain writers).
 Not a test: figures depend on the machine and its neighbours, which is why everything is
 measured in the same run.
@@ -41,6 +41,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import psutil
 from pydicom.uid import generate_uid
 
 from bench.common.errors import UserError
@@ -76,28 +77,23 @@ def write_round(folder: Path, count: int, pixels: np.ndarray) -> list[Path]:
     return paths
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
 def process_tree_cpu(root: int) -> float:
     """CPU seconds used so far by a process and its descendants (reaped children included)."""
-    stats, children = {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        pid = int(entry.name)
-        stats[pid] = sum(int(v) for v in fields[11:15]) / TICK  # utime, stime, cutime, cstime
-        children.setdefault(int(fields[1]), []).append(pid)
-    total, stack = 0.0, [root]
-    while stack:
-        pid = stack.pop()
-        total += stats.get(pid, 0.0)
-        stack.extend(children.get(pid, []))
-    return total
+    try:
+        parent = psutil.Process(root)
+        tree = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:  # the server is gone: nothing more to count
+        return 0.0
+    return sum(_cpu_seconds(process) for process in tree)
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    """user + system time of a process and of its reaped children; 0 when it exited meanwhile."""
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def clients_cpu() -> float:
