@@ -41,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.results.run_folder import SERVER_PID_FILE, read_server_pid
 from bench.results.server_metrics import COLUMNS, GUEST_COLUMNS, SERVER_METRICS_FILE
+from server_under_test.environment import whole_disk
 
 INTERVAL = 1.0
 STOP_GRACE = 5.0
@@ -81,17 +82,6 @@ def guest_row(before: dict[str, float], now: dict[str, float]) -> dict:
     idle = share("idle", "iowait", "steal")
     return {"guest_cpu_percent": round(100 - idle, 1), "guest_steal_percent": share("steal"),
             "guest_iowait_percent": share("iowait"), "guest_cpus": int(now.get("cpus", 0)) or ""}
-
-
-def disk_of(folder: Path) -> str | None:
-    """The block device (whole disk, as /proc/diskstats names it) holding `folder`; None on a virtual file system."""
-    dev = os.stat(folder).st_dev
-    sys_dev = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
-    if not sys_dev.exists():
-        return None
-    device = sys_dev.resolve()
-    # A partition's utilisation is its disk's: the queue is the disk's.
-    return device.parent.name if (device / "partition").exists() else device.name
 
 
 def interface_with_address(address: str) -> str | None:
@@ -236,7 +226,8 @@ class ResourceSampling:
     def __init__(self, run_dir: Path, server_pid: int | None, cpus: float | None, load_pids: list[int],
                  interface: str | None, cpu_ids: list[int] | None = None, metrics_url: str | None = None):
         self.out = run_dir / SERVER_METRICS_FILE
-        self.disk = disk_of(run_dir)
+        disk = whole_disk(run_dir)
+        self.disk = disk.name if disk else None
         self.command = [sys.executable, "-m", "bench.runs.resources", "--out", str(self.out),
                         "--parent", str(os.getpid()), "--load-pids", ",".join(map(str, load_pids))]
         self.command += ["--server-pid", str(server_pid), "--server-pid-file", str(run_dir / SERVER_PID_FILE)] \
