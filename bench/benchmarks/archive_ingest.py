@@ -49,6 +49,7 @@ from bench.common.processes import free_local_port
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer
 from bench.load.scenario import TargetSpec
+from bench.runs.disk import free_bytes, gb
 from bench.studies.pixels import RunShape, synthesize_run
 from bench.studies.xa import RunKeys, StudyKeys, build_instance
 from bench.targets.archive_process import NODELAY_ENVIRONMENT, ArchiveProcess
@@ -232,13 +233,10 @@ def check_free_space(work: Path, instances: int, rounds: int, keeping_targets: i
     store (as archives do); the input, storescp's copies and the plain writers' files are
     removed after each round."""
     needed = instances * INSTANCE_MB * 1e6 * (rounds * keeping_targets + 4)
-    existing = work
-    while not existing.exists():  # (--work may name a folder still to be made)
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free
+    free = free_bytes(work)  # (--work may name a folder still to be made)
     if free < needed:
-        raise SystemExit(f"{work}: {instances} instances x {rounds} rounds need about {needed / 1e9:.1f} GB free, "
-                         f"the file system has {free / 1e9:.1f} GB (use --work elsewhere, or fewer --rounds or --instances)")
+        raise SystemExit(f"{work}: {instances} instances x {rounds} rounds need about {gb(needed)} free, "
+                         f"the file system has {gb(free)} (use --work elsewhere, or fewer --rounds or --instances)")
 
 
 def main(argv: list[str] | None = None) -> int:
