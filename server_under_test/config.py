@@ -192,7 +192,7 @@ def _value(value, kind, rules, key: str, base: Path):
     if origin in (Union, types.UnionType):  # an optional table: X | None
         (table_class,) = [a for a in arguments if a is not type(None)]
         return _build(table_class, value, f"[{key}]", base)
-    if origin is tuple and arguments[0] is str:
+    if origin is tuple and arguments[0] is str:  # allowed_calling_aets
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{key}: expected a list of AE titles")
         return tuple(value)
