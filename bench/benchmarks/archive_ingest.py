@@ -41,7 +41,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import psutil
 from pydicom.uid import generate_uid
 
 from bench.common.errors import UserError
@@ -50,6 +49,7 @@ from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer
 from bench.load.scenario import TargetSpec
 from bench.runs.disk import free_bytes, gb
+from bench.runs.resources import tree_cpu_seconds
 from bench.studies.pixels import RunShape, synthesize_run
 from bench.studies.xa import RunKeys, StudyKeys, build_instance
 from bench.targets.archive_process import NODELAY_ENVIRONMENT, ArchiveProcess
@@ -76,25 +76,6 @@ def write_round(folder: Path, count: int, pixels: np.ndarray) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
-
-
-def process_tree_cpu(root: int) -> float:
-    """CPU seconds used so far by a process and its descendants (reaped children included)."""
-    try:
-        parent = psutil.Process(root)
-        tree = [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:  # the server is gone: nothing more to count
-        return 0.0
-    return sum(_cpu_seconds(process) for process in tree)
-
-
-def _cpu_seconds(process: psutil.Process) -> float:
-    """user + system time of a process and of its reaped children; 0 when it exited meanwhile."""
-    try:
-        times = process.cpu_times()
-    except psutil.NoSuchProcess:
-        return 0.0
-    return times.user + times.system + times.children_user + times.children_system
 
 
 def clients_cpu() -> float:
@@ -274,9 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                     seconds = plain_writers(files, work / f"{name}-{round_number}", args.associations, writers[name])
                 else:
                     server = next(s for s in servers if s.name == name)
-                    server_before, clients_before = process_tree_cpu(server.process.pid), clients_cpu()
+                    server_before, clients_before = tree_cpu_seconds(server.process.pid), clients_cpu()
                     seconds = storescu_parallel(files, server.port, server.ae_title, args.associations)
-                    cpu[name].append((1000 * (process_tree_cpu(server.process.pid) - server_before) / args.instances,
+                    cpu[name].append((1000 * (tree_cpu_seconds(server.process.pid) - server_before) / args.instances,
                                       1000 * (clients_cpu() - clients_before) / args.instances))
                 rates[name].append(args.instances / seconds)
                 print(f"round {round_number + 1} {name:22s} {args.instances / seconds:8.1f} instances/s "

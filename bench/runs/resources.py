@@ -100,6 +100,17 @@ def _cpu_seconds(process: psutil.Process, with_children: bool) -> float:
     return total + (times.children_user + times.children_system if with_children else 0.0)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by a process, its descendants and the children they reaped; 0 once it is gone."""
+    total = 0.0
+    for process in _tree(pid):
+        try:
+            total += _cpu_seconds(process, with_children=True)
+        except psutil.Error:
+            continue  # it exited between the listing and the reading
+    return total
+
+
 def _tree(pid: int) -> list[psutil.Process]:
     try:
         root = psutil.Process(pid)
