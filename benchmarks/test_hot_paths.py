@@ -8,9 +8,11 @@ import itertools
 import pytest
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage
 from pynetdicom.dsutils import decode
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from server_under_test.services.query import STUDY_ROOT_FIND, find
+from server_under_test.services.query import find
 from server_under_test.storage.index import Index, InstanceRecord, create_schema
 
 PREFILLED_INSTANCES = 2000
@@ -36,9 +38,9 @@ def _record(n: int) -> InstanceRecord:
         body_part="HEAD",
         series_description="",
         sop_uid=f"1.2.826.0.3.{n}",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.12.1",
+        sop_class_uid=XRayAngiographicImageStorage,
         instance_number=str(n),
-        transfer_syntax="1.2.840.10008.1.2.1",
+        transfer_syntax=ExplicitVRLittleEndian,
         frames=10,
         size=1_000_000,
         tier=0,
@@ -90,7 +92,7 @@ def test_index_query(benchmark, index):
     identifier.NumberOfStudyRelatedInstances = None
 
     def query() -> list:
-        return list(find(index.reader, identifier, STUDY_ROOT_FIND, "PACSBENCH"))
+        return list(find(index.reader, identifier, StudyRootQueryRetrieveInformationModelFind, "PACSBENCH"))
 
     matches = benchmark(query)  # encoded identifiers (explicit VR little endian), as the archive sends them
     assert len(matches) == 1

@@ -33,7 +33,11 @@
     host = "10.0.0.21"
     port = 104
 
-The server imports nothing from `bench`; this module validates with the standard library.
+The server imports nothing from `bench` and is installed alone in VM guests, whose image carries
+only pydicom, pynetdicom and prometheus-client (bench/targets/vm/image.py): so the dataclasses
+below are the one definition of every key, its type and its default, and `_build` validates a
+table against them with the standard library. A key's extra rule (a size, a choice, a bound)
+sits in its field's metadata.
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+import types
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Union, get_args, get_origin, get_type_hints
 
 DUPLICATE_POLICIES = ("overwrite", "reject", "keep-first")
 AT_CAPACITY_POLICIES = ("reject", "recycle")
@@ -54,13 +60,22 @@ class ConfigError(Exception):
     """A bad configuration: the message names the file, the table and the key."""
 
 
+# Extra rules of a key, in its field's metadata (checked by _checked).
+SIZE = {"size": True}  # bytes, or e.g. "500 MB"
+ABOVE_ZERO = {"above_zero": True}  # seconds that must not be 0
+
+
 @dataclass(frozen=True)
 class Tier:
     name: str
     path: Path
-    capacity: int = 0  # bytes; 0 = unlimited
+    capacity: int = field(default=0, metadata=SIZE)  # bytes; 0 = unlimited
     high_watermark: float = 0.90
     low_watermark: float = 0.75
+
+    def __post_init__(self):
+        if not 0 < self.low_watermark <= self.high_watermark <= 1:
+            raise ConfigError("need 0 < low_watermark <= high_watermark <= 1")
 
 
 @dataclass(frozen=True)
@@ -77,7 +92,7 @@ class MetricsEndpoint:
 
 @dataclass(frozen=True)
 class ArchiveConfig:
-    ae_title: str = "PACSBENCH"
+    ae_title: str = field(default="PACSBENCH", metadata={"max_length": 16})
     host: str = "127.0.0.1"
     port: int = 11112
     data: Path = Path("archive-data")
@@ -86,21 +101,22 @@ class ArchiveConfig:
     max_pdu: int = 1 << 20  # bounds the receive buffer per association; 0 = unlimited
     fsync: bool = True
     direct_io: bool = True  # bypass the page cache when writing received files (see storage/files.py)
-    duplicates: str = "overwrite"
+    duplicates: str = field(default="overwrite", metadata={"choices": DUPLICATE_POLICIES})
     allowed_calling_aets: tuple[str, ...] = ()
     check_called_aet: bool = False  # off, as in DCMTK's storescp and Orthanc: any called AE title is answered
-    network_timeout: float = 60.0
+    network_timeout: float = field(default=60.0, metadata=ABOVE_ZERO)
     # The association request timer (ARTIM, PS3.8 9.1.5): a connection that has not sent its
     # whole A-ASSOCIATE-RQ by then gets an A-ABORT and stops counting against max_associations.
-    artim_timeout: float = 30.0
+    artim_timeout: float = field(default=30.0, metadata=ABOVE_ZERO)
     shutdown_grace: float = 30.0
     migration_interval: float = 1.0
     migration_min_age: float = 2.0  # seconds a study must be quiet before it may move (or be recycled)
     # The archive's bound: bytes of stored instances on all tiers together (without [[tiers]],
     # the default tier's). Per-tier capacities still decide placement and migration; this one
     # decides whether an instance may be stored at all. 0 = unlimited.
-    capacity: int = 0
-    at_capacity: str = "reject"  # reject: A700 past the capacity; recycle: delete the oldest studies first
+    capacity: int = field(default=0, metadata=SIZE)
+    # reject: A700 past the capacity; recycle: delete the oldest studies first
+    at_capacity: str = field(default="reject", metadata={"choices": AT_CAPACITY_POLICIES})
     metrics: MetricsEndpoint | None = None
     tiers: tuple[Tier, ...] = ()
     destinations: dict[str, Destination] = field(default_factory=dict)
@@ -148,70 +164,62 @@ def _typed(value, kind, where: str):
     return value
 
 
-def _tier(table: dict, where: str, base: Path) -> Tier:
-    _check_keys(table, {f.name for f in fields(Tier)}, where)
-    for key in ("name", "path"):
-        if key not in table:
-            raise ConfigError(f"{where}: required key '{key}' is missing")
-    tier = Tier(
-        name=_typed(table["name"], str, f"{where} name"),
-        path=base / _typed(table["path"], str, f"{where} path"),
-        capacity=parse_size(table.get("capacity", 0), f"{where} capacity"),
-        high_watermark=_typed(table.get("high_watermark", 0.90), float, f"{where} high_watermark"),
-        low_watermark=_typed(table.get("low_watermark", 0.75), float, f"{where} low_watermark"),
-    )
-    if not 0 < tier.low_watermark <= tier.high_watermark <= 1:
-        raise ConfigError(f"{where}: need 0 < low_watermark <= high_watermark <= 1")
-    return tier
+def _build(cls, table, where: str, base: Path):
+    """An instance of the dataclass `cls` from a TOML table: its fields are the keys, their types
+    and defaults; `where` names the table in messages ("" at the top level)."""
+    table_name = where or "top level"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{table_name}: expected a table")
+    known = {spec.name: spec for spec in fields(cls)}
+    _check_keys(table, set(known), table_name)
+    hints = get_type_hints(cls)
+    values = {}
+    for name, spec in known.items():
+        key = f"{where} {name}" if where else name
+        if name in table:
+            values[name] = _value(table[name], hints[name], spec.metadata, key, base)
+        elif spec.default is MISSING and spec.default_factory is MISSING:
+            raise ConfigError(f"{table_name}: required key '{name}' is missing")
+    try:
+        return cls(**values)
+    except ConfigError as exc:  # a rule across keys (__post_init__)
+        raise ConfigError(f"{table_name}: {exc}") from None
 
 
-def _from_table(data: dict, base: Path) -> ArchiveConfig:
-    simple = {"ae_title": str, "host": str, "port": int, "data": str, "workers": int, "max_associations": int,
-              "max_pdu": int, "fsync": bool, "direct_io": bool, "check_called_aet": bool, "duplicates": str,
-              "network_timeout": float, "artim_timeout": float, "shutdown_grace": float,
-              "migration_interval": float, "migration_min_age": float}
-    _check_keys(data, set(simple) | {"allowed_calling_aets", "metrics", "tiers", "destinations", "capacity",
-                                     "at_capacity"}, "top level")
-    values = {key: _typed(data[key], kind, key) for key, kind in simple.items() if key in data}
-    if "data" in values:
-        values["data"] = base / values["data"]
-    if values.get("duplicates", "overwrite") not in DUPLICATE_POLICIES:
-        raise ConfigError(f"duplicates: expected one of {', '.join(DUPLICATE_POLICIES)}, got {values['duplicates']!r}")
-    for key in ("artim_timeout", "network_timeout"):
-        if key in values and not values[key] > 0:
-            raise ConfigError(f"{key}: expected seconds above 0, got {values[key]!r}")
-    if len(values.get("ae_title", "PACSBENCH")) > 16:
-        raise ConfigError("ae_title: at most 16 characters")
-    if "capacity" in data:
-        values["capacity"] = parse_size(data["capacity"], "capacity")
-    if "at_capacity" in data:
-        values["at_capacity"] = _typed(data["at_capacity"], str, "at_capacity")
-    if values.get("at_capacity", "reject") not in AT_CAPACITY_POLICIES:
-        raise ConfigError(f"at_capacity: expected one of {', '.join(AT_CAPACITY_POLICIES)}, "
-                          f"got {values['at_capacity']!r}")
-    aets = data.get("allowed_calling_aets", [])
-    if not isinstance(aets, list) or not all(isinstance(a, str) and a for a in aets):
-        raise ConfigError("allowed_calling_aets: expected a list of AE titles")
-    values["allowed_calling_aets"] = tuple(aets)
-    if "metrics" in data:
-        _check_keys(data["metrics"], {"host", "port"}, "[metrics]")
-        values["metrics"] = MetricsEndpoint(_typed(data["metrics"].get("host", "127.0.0.1"), str, "[metrics] host"),
-                                            _typed(data["metrics"].get("port", 0), int, "[metrics] port"))
-    tiers = data.get("tiers", [])
-    if not isinstance(tiers, list):
-        raise ConfigError("tiers: use [[tiers]] tables")
-    values["tiers"] = tuple(_tier(t, f"[tiers.{i}]", base) for i, t in enumerate(tiers))
-    destinations = {}
-    for name, table in data.get("destinations", {}).items():
-        where = f"[destinations.{name}]"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where}: expected a table with host and port")
-        _check_keys(table, {"host", "port"}, where)
-        if "host" not in table or "port" not in table:
-            raise ConfigError(f"{where}: needs host and port")
-        destinations[name] = Destination(_typed(table["host"], str, f"{where} host"), _typed(table["port"], int, f"{where} port"))
-    values["destinations"] = destinations
-    return ArchiveConfig(**values)
+def _value(value, kind, rules, key: str, base: Path):
+    """One key's value, checked against its field's type and its extra rules."""
+    origin, arguments = get_origin(kind), get_args(kind)
+    if origin in (Union, types.UnionType):  # an optional table: X | None
+        (table_class,) = [a for a in arguments if a is not type(None)]
+        return _build(table_class, value, f"[{key}]", base)
+    if origin is tuple and arguments[0] is str:  # allowed_calling_aets
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{key}: expected a list of AE titles")
+        return tuple(value)
+    if origin is tuple:  # [[tiers]]: an array of tables
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: use [[{key}]] tables")
+        return tuple(_build(arguments[0], t, f"[{key}.{i}]", base) for i, t in enumerate(value))
+    if origin is dict:  # [destinations.NAME]: a table of tables
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: use [{key}.NAME] tables")
+        return {name: _build(arguments[1], t, f"[{key}.{name}]", base) for name, t in value.items()}
+    if rules.get("size"):
+        return parse_size(value, key)
+    if kind is Path:
+        return base / _typed(value, str, key)
+    return _checked(_typed(value, kind, key), rules, key)
+
+
+def _checked(value, rules, key: str):
+    """A scalar's extra rules (SIZE, ABOVE_ZERO, choices, max_length), from its field's metadata."""
+    if "choices" in rules and value not in rules["choices"]:
+        raise ConfigError(f"{key}: expected one of {', '.join(rules['choices'])}, got {value!r}")
+    if rules.get("above_zero") and not value > 0:
+        raise ConfigError(f"{key}: expected seconds above 0, got {value!r}")
+    if "max_length" in rules and len(value) > rules["max_length"]:
+        raise ConfigError(f"{key}: at most {rules['max_length']} characters")
+    return value
 
 
 def read_toml(path: Path, what: str = "config") -> dict:
@@ -235,7 +243,7 @@ def load_config(path: Path | None) -> ArchiveConfig:
         return ArchiveConfig()
     data = read_toml(path)
     try:
-        return _from_table(data, path.parent)
+        return _build(ArchiveConfig, data, "", path.parent)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 

@@ -89,28 +89,46 @@ def detect_hypervisor() -> dict:
 
 
 def _mount_of(path: Path) -> tuple[str, str]:
-    best, fs_type = "/", ""
+    """The mount point holding `path` (the nearest folder up that is one) and its file system type."""
+    mount = next(folder for folder in (path, *path.parents) if os.path.ismount(folder))
+    fs_type = ""
     for line in read_text("/proc/mounts").splitlines():
         parts = line.split()
-        if len(parts) >= 3 and str(path).startswith(parts[1].rstrip("/") + "/") and len(parts[1]) >= len(best):
-            best, fs_type = parts[1], parts[2]
-    return best, fs_type
+        if len(parts) >= 3 and parts[1] == str(mount):
+            fs_type = parts[2]  # the last mount on a folder is the one in use
+    return str(mount), fs_type
+
+
+def block_device(path: Path) -> Path | None:
+    """The block device holding `path`, as its sysfs folder; None on a virtual file system (tmpfs, overlay)."""
+    dev = os.stat(path).st_dev
+    node = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    return node.resolve() if node.exists() else None
+
+
+def whole_disk(path: Path) -> Path | None:
+    """The disk holding `path`, as its sysfs folder (named as /proc/diskstats names it); None on a
+    virtual file system. A partition's I/O queue, rotational flag and model are its disk's."""
+    device = block_device(path)
+    if device is None:
+        return None
+    return device.parent if (device / "partition").exists() else device
 
 
 def storage_device(path: Path) -> dict:
     """The block device, rotational flag and file system holding `path` (best effort)."""
     path = path.resolve()
-    st = os.stat(path)
-    sys_dev = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
-    device = sys_dev.resolve().name if sys_dev.exists() else ""
-    queue = sys_dev / "queue"
-    if sys_dev.exists() and not queue.exists():
-        queue = sys_dev.resolve().parent / "queue"  # a partition: ask the whole disk
+    device, disk = block_device(path), whole_disk(path)
     mount, fs_type = _mount_of(path)
     usage = shutil.disk_usage(path)
-    return {"path": str(path), "device": device, "rotational": read_text(f"{queue}/rotational") or None,
-            "model": read_text(f"{queue.parent}/device/model") or None, "mount": mount, "fs_type": fs_type,
+    return {"path": str(path), "device": device.name if device else "",
+            "rotational": _disk_fact(disk, "queue/rotational"), "model": _disk_fact(disk, "device/model"),
+            "mount": mount, "fs_type": fs_type,
             "fs_total_bytes": usage.total, "fs_free_bytes": usage.free}
+
+
+def _disk_fact(disk: Path | None, name: str) -> str | None:
+    return (read_text(str(disk / name)) or None) if disk else None
 
 
 def describe(storage_paths: list[Path]) -> dict:

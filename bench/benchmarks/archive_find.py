@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
@@ -69,8 +70,8 @@ def prefill(path: Path, instances: int) -> None:
          "HEAD", "DSA run", INSTANCES_PER_SERIES) for r in range(studies * SERIES_PER_STUDY)))
     total = studies * SERIES_PER_STUDY * INSTANCES_PER_SERIES
     db.executemany("INSERT INTO instance VALUES (?,?,?,?,?,?,?,?,?,?,?)", (
-        (i + 1, f"1.2.826.0.1.3680043.9.9.{i}", i // INSTANCES_PER_SERIES + 1, "1.2.840.10008.5.1.4.1.1.12.1",
-         str(i % INSTANCES_PER_SERIES + 1), "1.2.840.10008.1.2.1", 10, 10_000_000, 0, f"/nowhere/{i}.dcm", 0.0)
+        (i + 1, f"1.2.826.0.1.3680043.9.9.{i}", i // INSTANCES_PER_SERIES + 1, XRayAngiographicImageStorage,
+         str(i % INSTANCES_PER_SERIES + 1), ExplicitVRLittleEndian, 10, 10_000_000, 0, f"/nowhere/{i}.dcm", 0.0)
         for i in range(total)))
     db.execute("INSERT INTO tier_usage VALUES (0, ?, ?)", (total * 10_000_000, total))
     db.commit()

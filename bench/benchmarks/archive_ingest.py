@@ -17,7 +17,7 @@ settled (sync): dirty pages left by writing the round's input files or by a targ
 does not fsync (storescp) would otherwise be written back on the next target's time.
 
 Prints instances/s per target and round, the medians, the CPU each server and its clients
-used per instance (from /proc: why one target is faster than another on a shared machine),
+used per instance (from psutil: why one target is faster than another on a shared machine),
 and the ratios the archive issue asks for (goal: >= 2x Orthanc, >= 50% of the plain writers).
 Not a test: figures depend on the machine and its neighbours, which is why everything is
 measured in the same run.
@@ -48,6 +48,8 @@ from bench.common.processes import free_local_port
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer
 from bench.load.scenario import TargetSpec
+from bench.runs.disk import free_bytes, gb
+from bench.runs.resources import tree_cpu_seconds
 from bench.studies.pixels import RunShape, synthesize_run
 from bench.studies.xa import RunKeys, StudyKeys, build_instance
 from bench.targets.archive_process import NODELAY_ENVIRONMENT, ArchiveProcess
@@ -74,30 +76,6 @@ def write_round(folder: Path, count: int, pixels: np.ndarray) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def process_tree_cpu(root: int) -> float:
-    """CPU seconds used so far by a process and its descendants (reaped children included)."""
-    stats, children = {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        pid = int(entry.name)
-        stats[pid] = sum(int(v) for v in fields[11:15]) / TICK  # utime, stime, cutime, cstime
-        children.setdefault(int(fields[1]), []).append(pid)
-    total, stack = 0.0, [root]
-    while stack:
-        pid = stack.pop()
-        total += stats.get(pid, 0.0)
-        stack.extend(children.get(pid, []))
-    return total
 
 
 def clients_cpu() -> float:
@@ -236,13 +214,10 @@ def check_free_space(work: Path, instances: int, rounds: int, keeping_targets: i
     store (as archives do); the input, storescp's copies and the plain writers' files are
     removed after each round."""
     needed = instances * INSTANCE_MB * 1e6 * (rounds * keeping_targets + 4)
-    existing = work
-    while not existing.exists():  # (--work may name a folder still to be made)
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free
+    free = free_bytes(work)  # (--work may name a folder still to be made)
     if free < needed:
-        raise SystemExit(f"{work}: {instances} instances x {rounds} rounds need about {needed / 1e9:.1f} GB free, "
-                         f"the file system has {free / 1e9:.1f} GB (use --work elsewhere, or fewer --rounds or --instances)")
+        raise SystemExit(f"{work}: {instances} instances x {rounds} rounds need about {gb(needed)} free, "
+                         f"the file system has {gb(free)} (use --work elsewhere, or fewer --rounds or --instances)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,9 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                     seconds = plain_writers(files, work / f"{name}-{round_number}", args.associations, writers[name])
                 else:
                     server = next(s for s in servers if s.name == name)
-                    server_before, clients_before = process_tree_cpu(server.process.pid), clients_cpu()
+                    server_before, clients_before = tree_cpu_seconds(server.process.pid), clients_cpu()
                     seconds = storescu_parallel(files, server.port, server.ae_title, args.associations)
-                    cpu[name].append((1000 * (process_tree_cpu(server.process.pid) - server_before) / args.instances,
+                    cpu[name].append((1000 * (tree_cpu_seconds(server.process.pid) - server_before) / args.instances,
                                       1000 * (clients_cpu() - clients_before) / args.instances))
                 rates[name].append(args.instances / seconds)
                 print(f"round {round_number + 1} {name:22s} {args.instances / seconds:8.1f} instances/s "

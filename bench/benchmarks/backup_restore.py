@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bench.analysis.claims import SEED_YEAR_BYTES, judge, load_claims, restore_hours_per_year
 from bench.benchmarks.archive_ingest import INSTANCE_MB, start_reference_archive, storescu_parallel, write_round
+from bench.runs.disk import free_bytes, gb
 from bench.studies.pixels import RunShape, synthesize_run
 from server_under_test.storage.backup import Copied, archive_config, backup, restore
 
@@ -62,13 +63,10 @@ def check_free_space(work: Path, prefill: int, instances: int, rounds: int) -> N
     """The archive keeps what it stores; a backup and a restore of it exist at once, plus a round's input."""
     archive = (prefill + 2 * instances * rounds) * INSTANCE_MB * 1e6
     needed = 3 * archive + 2 * instances * INSTANCE_MB * 1e6
-    existing = work
-    while not existing.exists():
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free
+    free = free_bytes(work)  # (--work may name a folder still to be made)
     if free < needed:
-        raise SystemExit(f"{work}: the run needs about {needed / 1e9:.1f} GB free, the file system has "
-                         f"{free / 1e9:.1f} GB (use --work elsewhere, or fewer instances)")
+        raise SystemExit(f"{work}: the run needs about {gb(needed)} free, the file system has "
+                         f"{gb(free)} (use --work elsewhere, or fewer instances)")
 
 
 def recovery_verdict(restore_mb_per_s: float) -> str:

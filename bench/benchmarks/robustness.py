@@ -23,7 +23,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pynetdicom.sop_class import Verification
 
 from server_under_test.upper_layer.association import (
     Association,
@@ -46,8 +47,6 @@ from server_under_test.upper_layer.wire import (
     pdata_parts,
 )
 
-VERIFICATION = "1.2.840.10008.1.1"
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 CALLING_AE = "ROBUSTNESS"
 ANSWER_TIMEOUT = 10.0  # seconds to wait for an answer to a malformed PDU or dataset
 MAX_FLOOD = 1000
@@ -71,14 +70,14 @@ class Archive:
         return Wire(socket.create_connection((self.host, self.port), timeout=timeout), timeout)
 
     def associate(self, max_pdu: int = 16384, timeout: float = ANSWER_TIMEOUT) -> Association:
-        contexts = [proposed_context(VERIFICATION, [ExplicitVRLittleEndian]),
-                    proposed_context(SECONDARY_CAPTURE, [ExplicitVRLittleEndian])]
+        contexts = [proposed_context(Verification, [ExplicitVRLittleEndian]),
+                    proposed_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])]
         return request(self.host, self.port, CALLING_AE, self.ae_title, contexts, max_pdu, timeout)
 
     def request_pdu(self, calling: bytes = CALLING_AE.encode(), called: bytes | None = None,
                     max_pdu: int = 16384) -> bytes:
         """An A-ASSOCIATE-RQ proposing Verification, with raw AE title fields."""
-        pdu = bytearray(encode_request("X", "X", [proposed_context(VERIFICATION, [ExplicitVRLittleEndian])], max_pdu))
+        pdu = bytearray(encode_request("X", "X", [proposed_context(Verification, [ExplicitVRLittleEndian])], max_pdu))
         pdu[10:26] = (called or self.ae_title.encode()).ljust(16, b" ")
         pdu[26:42] = calling.ljust(16, b" ")
         return bytes(pdu)
@@ -142,7 +141,7 @@ def still_answers_echo(archive: Archive) -> str:
     except (AssociationRejected, LinkLost, OSError) as exc:
         return f"no: {describe_failure(exc)}"
     try:
-        context = assoc.context_id(VERIFICATION)
+        context = assoc.context_id(Verification)
         assoc.send(context, echo_request(1))
         status = assoc.reader.read().command.get("Status")
         return "yes" if status == 0 else f"no: status {status}"
@@ -235,10 +234,10 @@ def store_dataset(archive: Archive, dataset: bytes, sop_uid: str, command_uid: b
     except (AssociationRejected, LinkLost, OSError) as exc:
         return f"association failed: {describe_failure(exc)}"
     try:
-        context = assoc.context_id(SECONDARY_CAPTURE)
+        context = assoc.context_id(SecondaryCaptureImageStorage)
         if context is None:
             return "Secondary Capture not accepted"
-        command = encode_command(store_request(1, SECONDARY_CAPTURE, sop_uid))
+        command = encode_command(store_request(1, SecondaryCaptureImageStorage, sop_uid))
         if command_uid is not None:
             command = command.replace(sop_uid.encode(), command_uid)
         assoc.wire.send_all(pdata_parts(context, True, [command], assoc.peer_max_pdu)
@@ -249,7 +248,8 @@ def store_dataset(archive: Archive, dataset: bytes, sop_uid: str, command_uid: b
 
 
 def identifying(sop_uid: bytes) -> bytes:
-    return element(0x0008, 0x0016, b"UI", SECONDARY_CAPTURE.encode()) + element(0x0008, 0x0018, b"UI", sop_uid)
+    sop_class = SecondaryCaptureImageStorage.encode()
+    return element(0x0008, 0x0016, b"UI", sop_class) + element(0x0008, 0x0018, b"UI", sop_uid)
 
 
 def study_and_series() -> bytes:

@@ -14,7 +14,8 @@ import ipaddress
 import json
 import os
 import subprocess
-from pathlib import Path
+
+import psutil
 
 from bench.common.errors import UserError
 from bench.common.processes import run
@@ -115,5 +116,5 @@ def remove_stale_namespaces(ip: str) -> None:
         if not name.startswith(NAMESPACE_PREFIX):
             continue
         pid = name.removeprefix(NAMESPACE_PREFIX).split("x")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
             remove_namespace(ip, name)

@@ -16,8 +16,15 @@ from dataclasses import dataclass, field
 from io import BytesIO
 
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 
 from bench.dicom.arrivals import Arrival, InstanceCollector
 from bench.dicom.peer import AssociationFailed, Peer, _why_unreachable
@@ -28,7 +35,6 @@ from server_under_test.upper_layer.dimse import (
     C_MOVE,
     C_STORE,
     RESPONSE,
-    VERIFICATION,
     Command,
     echo_request,
     query_request,
@@ -38,10 +44,7 @@ from server_under_test.upper_layer.dimse import (
 from server_under_test.upper_layer.status import SUCCESS_CODE, is_pending
 from server_under_test.upper_layer.wire import LinkLost, ReleaseRequested
 
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
 # One message ID sequence per process: a C-MOVE's sub-operations name the request they
 # belong to by (originator AE, message ID), and the users of one process share an AE.
@@ -158,7 +161,7 @@ class ServiceUser:
     def echo(self) -> int:
         def exchange():
             message_id = next_message_id()
-            self.assoc.send(self._context(VERIFICATION), echo_request(message_id))
+            self.assoc.send(self._context(Verification), echo_request(message_id))
             return self._final_response(message_id)["Status"]
 
         return self._exchange("C-ECHO", exchange)
@@ -182,7 +185,9 @@ class ServiceUser:
         self.assoc.send(context_id, query_request(command_field, message_id, model, destination), [encoded])
         return message_id
 
-    def find(self, identifier: Dataset, model: str = STUDY_ROOT_FIND, decode_matches: bool = True) -> tuple[int, list]:
+    def find(
+        self, identifier: Dataset, model: str = StudyRootQueryRetrieveInformationModelFind, decode_matches: bool = True
+    ) -> tuple[int, list]:
         """C-FIND; (final status, matches): datasets, or the encoded identifiers as received
         when not `decode_matches` (pydicom's decoding costs ~30 us a match, more than the archive)."""
 
@@ -203,7 +208,9 @@ class ServiceUser:
 
         return self._exchange("C-FIND", exchange)
 
-    def move(self, identifier: Dataset, destination: str, model: str = STUDY_ROOT_MOVE) -> tuple[int, RetrieveOutcome]:
+    def move(
+        self, identifier: Dataset, destination: str, model: str = StudyRootQueryRetrieveInformationModelMove
+    ) -> tuple[int, RetrieveOutcome]:
         """C-MOVE to `destination`; (message id, outcome without arrivals: the destination has those)."""
 
         def exchange():
@@ -212,7 +219,9 @@ class ServiceUser:
 
         return self._exchange("C-MOVE", exchange)
 
-    def get(self, identifier: Dataset, model: str = STUDY_ROOT_GET, digests: bool = False) -> RetrieveOutcome:
+    def get(
+        self, identifier: Dataset, model: str = StudyRootQueryRetrieveInformationModelGet, digests: bool = False
+    ) -> RetrieveOutcome:
         """C-GET: the archive sends the instances back on this association (we answer each C-STORE)."""
 
         def exchange():
@@ -254,7 +263,12 @@ def storage_proposals(sop_classes: list[str], transfer_syntaxes: list[str],
 
 
 def query_proposals() -> list[PresentationContext]:
-    models = (VERIFICATION, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET)
+    models = (
+        Verification,
+        StudyRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelMove,
+        StudyRootQueryRetrieveInformationModelGet,
+    )
     return [proposed_context(model, UNCOMPRESSED) for model in models]
 
 

@@ -12,7 +12,7 @@ record file could not be written, or (at_capacity = "stop") at the archive's fir
 from __future__ import annotations
 
 import json
-import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +47,11 @@ def existing(path: Path) -> Path:
 
 def free_bytes(path: Path) -> int:
     """Bytes an unprivileged writer may still use on `path`'s file system."""
-    stat = os.statvfs(existing(path))
-    return stat.f_bavail * stat.f_frsize
+    return shutil.disk_usage(existing(path)).free
 
 
 def used_bytes(path: Path) -> int:
-    stat = os.statvfs(existing(path))
-    return (stat.f_blocks - stat.f_bfree) * stat.f_frsize
+    return shutil.disk_usage(existing(path)).used
 
 
 def store_rate(scenario: Scenario, pool: dict, calibration: dict | None, processes: int) -> tuple[float, str]:

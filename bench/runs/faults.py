@@ -27,6 +27,7 @@ import gevent
 import pandas as pd
 from gevent.event import Event
 
+from bench.analysis.aggregate import status_text
 from bench.common.errors import UserError
 from bench.load.scenario import FAULT_KINDS, ClientSpec, FaultSpec
 from bench.results.samples import SAMPLES_FILE, SENT_FILE, done_mask
@@ -34,7 +35,6 @@ from bench.runs.verify import read_rows, retrieval_user, returned_digests
 from bench.targets.target import Target
 
 STOP_TIMEOUT = 60.0  # seconds a SIGTERM'd archive may take before SIGKILL
-NO_RESPONSE = -1
 
 
 @dataclass
@@ -156,10 +156,6 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None or pd.isna(value) else round(float(value), 3)
 
 
-def _status_label(code: int) -> str:
-    return "no response" if code == NO_RESPONSE else f"0x{code:04X}"
-
-
 def _first_success(samples: pd.DataFrame, operation: str, t: float, sent_from: float) -> float | None:
     """Seconds from `t` to the answer of the first successful `operation` sent at or after `sent_from`."""
     rows = samples[(samples["operation"] == operation) & samples["done"] & (samples["start"] >= sent_from)]
@@ -178,7 +174,7 @@ def _outage(samples: pd.DataFrame, event: FaultEvent, load_ended: float) -> dict
         recovery, by = _seconds(event.resumed_unix_time - t), "the injector's C-ECHO"
     until = t + recovery if recovery is not None else load_ended
     failed = samples[~samples["done"] & (samples["end"] >= t) & (samples["end"] <= until)]
-    by_status = Counter(_status_label(int(code)) for code in failed["status"])
+    by_status = Counter(status_text(int(code)) for code in failed["status"])
     return {
         "first_echo_seconds": first_echo,
         "first_store_seconds": first_store,

@@ -41,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.results.run_folder import SERVER_PID_FILE, read_server_pid
 from bench.results.server_metrics import COLUMNS, GUEST_COLUMNS, SERVER_METRICS_FILE
+from server_under_test.environment import whole_disk
 
 INTERVAL = 1.0
 STOP_GRACE = 5.0
@@ -83,17 +84,6 @@ def guest_row(before: dict[str, float], now: dict[str, float]) -> dict:
             "guest_iowait_percent": share("iowait"), "guest_cpus": int(now.get("cpus", 0)) or ""}
 
 
-def disk_of(folder: Path) -> str | None:
-    """The block device (whole disk, as /proc/diskstats names it) holding `folder`; None on a virtual file system."""
-    dev = os.stat(folder).st_dev
-    sys_dev = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
-    if not sys_dev.exists():
-        return None
-    device = sys_dev.resolve()
-    # A partition's utilisation is its disk's: the queue is the disk's.
-    return device.parent.name if (device / "partition").exists() else device.name
-
-
 def interface_with_address(address: str) -> str | None:
     """The network interface holding `address` (lo for 127.0.0.1); None if none does."""
     for name, addresses in psutil.net_if_addrs().items():
@@ -108,6 +98,17 @@ def _cpu_seconds(process: psutil.Process, with_children: bool) -> float:
     # Children reaped by a process of the tree (dcmqrscp's per-association forks) end up in
     # its children_* times: counted, so short-lived workers are not lost.
     return total + (times.children_user + times.children_system if with_children else 0.0)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by a process, its descendants and the children they reaped; 0 once it is gone."""
+    total = 0.0
+    for process in _tree(pid):
+        try:
+            total += _cpu_seconds(process, with_children=True)
+        except psutil.Error:
+            continue  # it exited between the listing and the reading
+    return total
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -236,7 +237,8 @@ class ResourceSampling:
     def __init__(self, run_dir: Path, server_pid: int | None, cpus: float | None, load_pids: list[int],
                  interface: str | None, cpu_ids: list[int] | None = None, metrics_url: str | None = None):
         self.out = run_dir / SERVER_METRICS_FILE
-        self.disk = disk_of(run_dir)
+        disk = whole_disk(run_dir)
+        self.disk = disk.name if disk else None
         self.command = [sys.executable, "-m", "bench.runs.resources", "--out", str(self.out),
                         "--parent", str(os.getpid()), "--load-pids", ",".join(map(str, load_pids))]
         self.command += ["--server-pid", str(server_pid), "--server-pid-file", str(run_dir / SERVER_PID_FILE)] \

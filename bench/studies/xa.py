@@ -14,12 +14,11 @@ from functools import lru_cache
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, XRayAngiographicImageStorage
 
 from bench.studies.encode import SYNTAXES, attach_pixel_data, native_pixel_data
 from bench.studies.pixels import FIELD_OF_VIEW, LOG_RANGE, RunShape
 
-XA_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.12.1"
 MANUFACTURER = "pacsbench"
 
 
@@ -191,11 +190,11 @@ def build_header(shape: RunShape, study: StudyKeys, run: RunKeys, frame_rate: fl
     """A complete XA multi-frame dataset (with file meta) for one run, without Pixel Data."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = XA_SOP_CLASS
+    ds.file_meta.MediaStorageSOPClassUID = XRayAngiographicImageStorage
     ds.file_meta.MediaStorageSOPInstanceUID = run.sop_uid
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.SOPClassUID = XA_SOP_CLASS
+    ds.SOPClassUID = XRayAngiographicImageStorage
     ds.SOPInstanceUID = run.sop_uid
     ds.InstanceCreationDate = study.study_date
     ds.InstanceCreationTime = run.acquisition_time

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 CFS_PERIOD_US = 100_000
 CONTROLLERS_V1 = ("cpuset", "cpu", "memory")
 CONTROLLERS_V2 = ("cpu", "memory")  # cpuset too when offered
@@ -36,12 +38,8 @@ def cpu_list(cpus: list[int]) -> str:
 
 def _mounts() -> list[tuple[str, str, set[str]]]:
     """(mount point, type, options) of every cgroup file system."""
-    mounts = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        _, point, kind, options, *_ = line.split()
-        if kind in ("cgroup", "cgroup2"):
-            mounts.append((point, kind, set(options.split(","))))
-    return mounts
+    return [(mount.mountpoint, mount.fstype, set(mount.opts.split(",")))
+            for mount in psutil.disk_partitions(all=True) if mount.fstype in ("cgroup", "cgroup2")]
 
 
 def _own_paths() -> dict[str, str]:

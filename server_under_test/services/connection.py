@@ -17,10 +17,33 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, AllTransferSyntaxes
+from pydicom.uid import (
+    UID,
+    AllTransferSyntaxes,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEG2000MCLossless,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
 from pynetdicom.dsutils import decode
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 
 from server_under_test.config import ArchiveConfig
 from server_under_test.metrics import Metrics
@@ -72,20 +95,20 @@ CANCEL_CHECK_EVERY = 16  # matches between looks for a C-CANCEL (each look costs
 
 # Query/retrieve identifiers and commands: the syntaxes pydicom encodes and decodes without plugins.
 NATIVE_TRANSFER_SYNTAXES = [
-    "1.2.840.10008.1.2.1",  # explicit VR little endian
-    "1.2.840.10008.1.2",  # implicit VR little endian
-    "1.2.840.10008.1.2.1.99",  # deflated explicit VR little endian
-    "1.2.840.10008.1.2.2",  # explicit VR big endian (retired, still sent by old modalities)
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,  # retired, still sent by old modalities
 ]
 LOSSLESS_COMPRESSED = [
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless only
-    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
-    "1.2.840.10008.1.2.4.57",  # JPEG lossless
-    "1.2.840.10008.1.2.5",  # RLE lossless
-    "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 lossless only
-    "1.2.840.10008.1.2.4.201",  # HTJ2K lossless only
-    "1.2.840.10008.1.2.4.202",  # HTJ2K with RPCL options, lossless only
+    JPEGLSLossless,
+    JPEG2000Lossless,  # lossless only
+    JPEGLosslessSV1,
+    JPEGLossless,
+    RLELossless,
+    JPEG2000MCLossless,  # JPEG 2000 Part 2, lossless only
+    HTJ2KLossless,  # lossless only
+    HTJ2KLosslessRPCL,  # with RPCL options, lossless only
 ]
 # Storage: every transfer syntax pydicom knows, stored as sent (the archive never decodes pixel
 # data on the way in). pynetdicom's acceptor takes the first of our syntaxes that a proposed
@@ -96,8 +119,14 @@ LOSSLESS_COMPRESSED = [
 ACCEPTED_TRANSFER_SYNTAXES = list(dict.fromkeys(
     [*LOSSLESS_COMPRESSED, *(str(ts) for ts in AllTransferSyntaxes if str(ts) not in NATIVE_TRANSFER_SYNTAXES),
      *NATIVE_TRANSFER_SYNTAXES]))
-QUERY_RETRIEVE_MODELS = [query.PATIENT_ROOT_FIND, query.STUDY_ROOT_FIND, query.PATIENT_ROOT_MOVE,
-                         query.STUDY_ROOT_MOVE, query.PATIENT_ROOT_GET, query.STUDY_ROOT_GET]
+QUERY_RETRIEVE_MODELS = [
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+]
 
 
 def quiet_pydicom() -> None:
@@ -304,7 +333,7 @@ class AssociationHandler:
         syntax = UID(context.transfer_syntax[0])
         try:
             return decode(BytesIO(message.dataset), syntax.is_implicit_VR, syntax.is_little_endian,
-                          syntax == "1.2.840.10008.1.2.1.99")
+                          syntax == DeflatedExplicitVRLittleEndian)
         except RecursionError:  # pydicom reads nested sequences recursively
             raise ValueError("the identifier's sequences are nested too deep") from None
 

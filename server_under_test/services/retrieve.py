@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext
 
@@ -83,7 +83,7 @@ def dataset_offset(path: str) -> tuple[int, int]:
 
 
 def _is_uncompressed(uid: str) -> bool:
-    return UID(uid) in (ImplicitVRLittleEndian, ExplicitVRLittleEndian, UID("1.2.840.10008.1.2.2"))
+    return UID(uid) in (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
 
 
 def pick_context(assoc: Association, sop_class: str, stored_syntax: str, as_scu_only: bool) -> PresentationContext | None:

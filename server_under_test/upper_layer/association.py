@@ -52,6 +52,7 @@ from server_under_test.upper_layer.wire import (
 
 log = logging.getLogger("server_under_test.upper_layer.association")
 
+# The DICOM Application Context Name (PS3.6 Table A-1, PS3.7 A.2.1): pydicom and pynetdicom name no constant for it.
 APPLICATION_CONTEXT = UID("1.2.840.10008.3.1.1.1")
 IMPLEMENTATION_CLASS_UID = UID("2.25.209686784139418034851772209854668142536")  # pacsbench (UUID-derived)
 IMPLEMENTATION_VERSION = f"PACSBENCH_{__version__}"[:16]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import struct
 
+from pynetdicom.sop_class import Verification
+
 # Command Field values (PS3.7 E.1); a response is its request's value with RESPONSE set.
 C_STORE, C_GET, C_FIND, C_MOVE, C_ECHO, C_CANCEL = 0x0001, 0x0010, 0x0020, 0x0021, 0x0030, 0x0FFF
 RESPONSE = 0x8000
 OPERATION = {C_STORE: "C-STORE", C_GET: "C-GET", C_FIND: "C-FIND", C_MOVE: "C-MOVE", C_ECHO: "C-ECHO"}
 NO_DATASET = 0x0101  # Command Data Set Type: no dataset follows (any other value: one does)
 MEDIUM = 0x0000  # Priority
-VERIFICATION = "1.2.840.10008.1.1"
 
 # tag element -> (keyword, VR); all in group 0000
 COMMAND_ELEMENTS = {
@@ -128,7 +129,7 @@ def store_request(message_id: int, sop_class: str, sop_instance: str,
 
 
 def echo_request(message_id: int) -> Command:
-    return Command(AffectedSOPClassUID=VERIFICATION, CommandField=C_ECHO, MessageID=message_id,
+    return Command(AffectedSOPClassUID=Verification, CommandField=C_ECHO, MessageID=message_id,
                    CommandDataSetType=NO_DATASET)
 
 

@@ -4,6 +4,7 @@ import socket
 import threading
 
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification, XRayAngiographicImageStorage
 
@@ -11,7 +12,7 @@ from server_under_test.services.connection import supported_contexts
 from server_under_test.upper_layer.association import AssociationRejected, NegotiationCache, accept
 from server_under_test.upper_layer.wire import Wire
 
-JPEG_LS, EXPLICIT = "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.1"
+ECHO_ONLY = [(Verification, [ExplicitVRLittleEndian])]  # a proposal of Verification alone
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +57,12 @@ def _associate(supported, cache, proposals, calling="MODALITY", allowed=None, ca
 
 def test_a_repeated_proposal_is_answered_from_the_cache_with_the_same_contexts(supported):
     cache = NegotiationCache()
-    proposals = [(XRayAngiographicImageStorage, [JPEG_LS, EXPLICIT]), (Verification, [EXPLICIT])]
+    proposals = [(XRayAngiographicImageStorage, [JPEGLSLossless, ExplicitVRLittleEndian]),
+                 (Verification, [ExplicitVRLittleEndian])]
     first, ok1, seen1 = _associate(supported, cache, proposals)
     second, ok2, seen2 = _associate(supported, cache, proposals, calling="OTHER")
     assert ok1 and ok2 and (cache.misses, cache.hits) == (1, 1)
-    assert seen1 == seen2 == {XRayAngiographicImageStorage: JPEG_LS, Verification: EXPLICIT}
+    assert seen1 == seen2 == {XRayAngiographicImageStorage: JPEGLSLossless, Verification: ExplicitVRLittleEndian}
     assert second.calling_ae == "OTHER" and second.peer_max_pdu == first.peer_max_pdu
     assert {c: cx.abstract_syntax for c, cx in second.contexts.items()} == \
         {c: cx.abstract_syntax for c, cx in first.contexts.items()}
@@ -68,15 +70,15 @@ def test_a_repeated_proposal_is_answered_from_the_cache_with_the_same_contexts(s
 
 def test_a_different_proposal_gets_its_own_answer(supported):
     cache = NegotiationCache()
-    _associate(supported, cache, [(XRayAngiographicImageStorage, [JPEG_LS])])
-    ours, ok, seen = _associate(supported, cache, [(CTImageStorage, [EXPLICIT])])
-    assert ok and cache.misses == 2 and seen == {CTImageStorage: EXPLICIT}
+    _associate(supported, cache, [(XRayAngiographicImageStorage, [JPEGLSLossless])])
+    ours, ok, seen = _associate(supported, cache, [(CTImageStorage, [ExplicitVRLittleEndian])])
+    assert ok and cache.misses == 2 and seen == {CTImageStorage: ExplicitVRLittleEndian}
     assert [cx.abstract_syntax for cx in ours.contexts.values()] == [CTImageStorage]
 
 
 def test_the_calling_ae_is_checked_even_when_the_answer_is_cached(supported):
     cache = NegotiationCache()
-    proposals = [(Verification, [EXPLICIT])]
+    proposals = ECHO_ONLY
     _, ok, _ = _associate(supported, cache, proposals, calling="ALLOWED", allowed={"ALLOWED"})
     rejected, ok2, _ = _associate(supported, cache, proposals, calling="STRANGER", allowed={"ALLOWED"})
     assert ok and not ok2 and isinstance(rejected, AssociationRejected)
@@ -84,8 +86,8 @@ def test_the_calling_ae_is_checked_even_when_the_answer_is_cached(supported):
 
 def test_the_cache_keeps_only_the_newest_answers(supported):
     cache = NegotiationCache(size=1)
-    a = [(Verification, [EXPLICIT])]
-    b = [(CTImageStorage, [EXPLICIT])]
+    a = ECHO_ONLY
+    b = [(CTImageStorage, [ExplicitVRLittleEndian])]
     for proposals in (a, b, a):
         _associate(supported, cache, proposals)
     assert (cache.misses, cache.hits) == (3, 0)
@@ -93,19 +95,19 @@ def test_the_cache_keeps_only_the_newest_answers(supported):
 
 @pytest.mark.parametrize("check_called_aet", [False, True])
 def test_an_association_addressed_to_our_ae_title_is_accepted(supported, check_called_aet):
-    ours, ok, seen = _associate(supported, NegotiationCache(), [(Verification, [EXPLICIT])],
+    ours, ok, seen = _associate(supported, NegotiationCache(), ECHO_ONLY,
                                 check_called_aet=check_called_aet)
-    assert ok and seen == {Verification: EXPLICIT} and ours.called_ae == "PACSBENCH"
+    assert ok and seen == {Verification: ExplicitVRLittleEndian} and ours.called_ae == "PACSBENCH"
 
 
 def test_another_called_ae_title_is_answered_unless_it_is_checked(supported):
-    ours, ok, _ = _associate(supported, NegotiationCache(), [(Verification, [EXPLICIT])], called="SOMEONE-ELSE")
+    ours, ok, _ = _associate(supported, NegotiationCache(), ECHO_ONLY, called="SOMEONE-ELSE")
     assert ok and ours.called_ae == "SOMEONE-ELSE"  # the default, as DCMTK's storescp and Orthanc
 
 
 def test_a_checked_called_ae_title_that_is_not_ours_is_rejected_permanently(supported):
     answers = []
-    rejected, ok, _ = _associate(supported, NegotiationCache(), [(Verification, [EXPLICIT])], called="SOMEONE-ELSE",
+    rejected, ok, _ = _associate(supported, NegotiationCache(), ECHO_ONLY, called="SOMEONE-ELSE",
                                  check_called_aet=True, answers=answers)
     assert not ok and isinstance(rejected, AssociationRejected)
     # PS3.8 9.3.4: rejected-permanent, DICOM UL service-user, called AE title not recognized

@@ -9,10 +9,11 @@ import subprocess
 import pytest
 from conftest import require_tool, start_archive
 from pynetdicom.dsutils import encode
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from bench.benchmarks.archive_find import prefill
 from bench.dicom.peer import Peer
-from bench.dicom.scu import STUDY_ROOT_FIND, ServiceUser, identifier, next_message_id, query_proposals
+from bench.dicom.scu import ServiceUser, identifier, next_message_id, query_proposals
 from server_under_test.upper_layer.dimse import C_FIND, cancel_request, query_request
 from server_under_test.upper_layer.status import CANCEL_CODE, is_pending
 from server_under_test.upper_layer.wire import message_parts
@@ -72,13 +73,14 @@ def test_cancel_sent_with_the_request_stops_the_find_and_the_association_goes_on
     user = connect(big_archive)
     try:
         assoc = user.assoc
-        context_id = assoc.context_id(STUDY_ROOT_FIND)
+        context_id = assoc.context_id(StudyRootQueryRetrieveInformationModelFind)
         syntax = assoc.transfer_syntax(context_id)
         query = encode(identifier("STUDY", StudyInstanceUID=""), syntax.is_implicit_VR, syntax.is_little_endian)
         message_id = next_message_id()
         # Request and cancel in one write: the archive finds the cancel before its first match.
+        find = query_request(C_FIND, message_id, StudyRootQueryRetrieveInformationModelFind)
         assoc.wire.send_all(
-            message_parts(context_id, query_request(C_FIND, message_id, STUDY_ROOT_FIND), [query], assoc.peer_max_pdu)
+            message_parts(context_id, find, [query], assoc.peer_max_pdu)
             + message_parts(context_id, cancel_request(message_id), None, assoc.peer_max_pdu)
         )
         pending = 0

@@ -5,7 +5,12 @@ from io import BytesIO
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    XRayAngiographicImageStorage,
+)
 
 from server_under_test.services.keys import INDEXED, Incomplete, Malformed, read_keys
 
@@ -14,7 +19,7 @@ def _dataset(charset: str | None = None, name: str = "DOE^JOHN") -> Dataset:
     ds = Dataset()
     if charset:
         ds.SpecificCharacterSet = charset
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.12.1"
+    ds.SOPClassUID = XRayAngiographicImageStorage
     ds.SOPInstanceUID = "1.2.3.4.5"
     ds.StudyDate = "20250102"
     ds.AccessionNumber = "ACC1"

@@ -5,6 +5,7 @@ import signal
 import sqlite3
 
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage
 
 from server_under_test.storage.files import STAGING_BUFFER, TEMP_PREFIX, BadUID, FileStore, supports_direct_io
 from server_under_test.storage.index import Index, InstanceRecord, create_schema
@@ -15,8 +16,8 @@ def _record(sop="1.2.3.4", path="/x", series="1.2.3.2", study="1.2.3.1") -> Inst
         patient_id="P1", patient_name="DOE^JANE", birth_date="19700101", sex="F", study_uid=study,
         study_date="20250101", study_time="120000", accession="A1", study_id="1", study_description="d",
         referring="", series_uid=series, modality="XA", series_number="1", body_part="HEAD", series_description="",
-        sop_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.12.1", instance_number="1",
-        transfer_syntax="1.2.840.10008.1.2.1", frames=10, size=123, tier=0, path=path,
+        sop_uid=sop, sop_class_uid=XRayAngiographicImageStorage, instance_number="1",
+        transfer_syntax=ExplicitVRLittleEndian, frames=10, size=123, tier=0, path=path,
     )
 
 

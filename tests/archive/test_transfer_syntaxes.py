@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import dataset_bytes, require_tool, start_archive
-from pydicom import dcmread
+from pydicom import dcmread, uid
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, AllTransferSyntaxes, ExplicitVRLittleEndian, generate_uid
@@ -21,17 +21,17 @@ from bench.common.processes import free_local_port
 
 # pydicom's own small test files (bundled with the package, read offline), one per syntax.
 BUNDLED = {
-    "1.2.840.10008.1.2": "MR_small_implicit.dcm",
-    "1.2.840.10008.1.2.1": "MR_small.dcm",
-    "1.2.840.10008.1.2.1.99": "image_dfl.dcm",
-    "1.2.840.10008.1.2.2": "MR_small_bigendian.dcm",
-    "1.2.840.10008.1.2.4.50": "SC_rgb_small_odd_jpeg.dcm",  # lossy JPEG baseline
-    "1.2.840.10008.1.2.4.51": "JPEG-lossy.dcm",  # lossy JPEG extended
-    "1.2.840.10008.1.2.4.80": "MR_small_jpeg_ls_lossless.dcm",
-    "1.2.840.10008.1.2.4.81": "JPEGLSNearLossless_08.dcm",
-    "1.2.840.10008.1.2.4.90": "MR_small_jp2klossless.dcm",
-    "1.2.840.10008.1.2.4.91": "SC_rgb_gdcm_KY.dcm",  # lossy JPEG 2000
-    "1.2.840.10008.1.2.5": "SC_rgb_rle.dcm",
+    uid.ImplicitVRLittleEndian: "MR_small_implicit.dcm",
+    uid.ExplicitVRLittleEndian: "MR_small.dcm",
+    uid.DeflatedExplicitVRLittleEndian: "image_dfl.dcm",
+    uid.ExplicitVRBigEndian: "MR_small_bigendian.dcm",
+    uid.JPEGBaseline8Bit: "SC_rgb_small_odd_jpeg.dcm",  # lossy JPEG baseline
+    uid.JPEGExtended12Bit: "JPEG-lossy.dcm",  # lossy JPEG extended
+    uid.JPEGLSLossless: "MR_small_jpeg_ls_lossless.dcm",
+    uid.JPEGLSNearLossless: "JPEGLSNearLossless_08.dcm",
+    uid.JPEG2000Lossless: "MR_small_jp2klossless.dcm",
+    uid.JPEG2000: "SC_rgb_gdcm_KY.dcm",  # lossy JPEG 2000
+    uid.RLELossless: "SC_rgb_rle.dcm",
 }
 # Syntaxes without a bundled file (JPEG lossless, JPEG 2000 Part 2, HTJ2K, video, SMPTE 2110,
 # JPIP) get the JPEG file's encapsulated fragments under their name: the archive never decodes
@@ -41,13 +41,27 @@ RELABELED_FROM = "SC_rgb_small_odd_jpeg.dcm"
 # the syntaxes it has none for (JPEG lossless .57, JPEG 2000 Part 2, fragmentable video, HTJ2K,
 # JPIP, SMPTE ST 2110) alone.
 STORESCU_OPTION = {
-    "1.2.840.10008.1.2": "-xi", "1.2.840.10008.1.2.1": "-xe", "1.2.840.10008.1.2.1.99": "-xd",
-    "1.2.840.10008.1.2.2": "-xb", "1.2.840.10008.1.2.4.50": "-xy", "1.2.840.10008.1.2.4.51": "-xx",
-    "1.2.840.10008.1.2.4.70": "-xs", "1.2.840.10008.1.2.4.80": "-xt", "1.2.840.10008.1.2.4.81": "-xu",
-    "1.2.840.10008.1.2.4.90": "-xv", "1.2.840.10008.1.2.4.91": "-xw", "1.2.840.10008.1.2.5": "-xr",
-    "1.2.840.10008.1.2.4.100": "-xm", "1.2.840.10008.1.2.4.101": "-xh", "1.2.840.10008.1.2.4.102": "-xn",
-    "1.2.840.10008.1.2.4.103": "-xl", "1.2.840.10008.1.2.4.104": "-x2", "1.2.840.10008.1.2.4.105": "-x3",
-    "1.2.840.10008.1.2.4.106": "-xo", "1.2.840.10008.1.2.4.107": "-x4", "1.2.840.10008.1.2.4.108": "-x5",
+    uid.ImplicitVRLittleEndian: "-xi",
+    uid.ExplicitVRLittleEndian: "-xe",
+    uid.DeflatedExplicitVRLittleEndian: "-xd",
+    uid.ExplicitVRBigEndian: "-xb",
+    uid.JPEGBaseline8Bit: "-xy",
+    uid.JPEGExtended12Bit: "-xx",
+    uid.JPEGLosslessSV1: "-xs",
+    uid.JPEGLSLossless: "-xt",
+    uid.JPEGLSNearLossless: "-xu",
+    uid.JPEG2000Lossless: "-xv",
+    uid.JPEG2000: "-xw",
+    uid.RLELossless: "-xr",
+    uid.MPEG2MPML: "-xm",
+    uid.MPEG2MPHL: "-xh",
+    uid.MPEG4HP41: "-xn",
+    uid.MPEG4HP41BD: "-xl",
+    uid.MPEG4HP422D: "-x2",
+    uid.MPEG4HP423D: "-x3",
+    uid.MPEG4HP42STEREO: "-xo",
+    uid.HEVCMP51: "-x4",
+    uid.HEVCM10P51: "-x5",
 }
 SYNTAXES = [str(ts) for ts in AllTransferSyntaxes]
 
@@ -137,24 +151,30 @@ def test_every_syntax_is_stored_as_sent(samples, tmp_path):
         assert values(read_dataset(stored_bytes, syntax)) == source, f"{syntax} not stored as sent by storescu"
 
 
-def get_back(archive, study_uid: str, syntaxes: list[str]) -> tuple[dict, list[int]]:
-    """C-GET a study, offering the storage contexts of `syntaxes`; (received datasets by SOP UID, statuses)."""
-    received: dict[str, tuple[str, bytes]] = {}
+def keeping(received: dict[str, tuple[str, bytes]]) -> list:
+    """pynetdicom's event handlers that keep each instance stored to us: SOP Instance UID -> (syntax, dataset bytes)."""
 
     def on_store(event):
         received[event.request.AffectedSOPInstanceUID] = (event.context.transfer_syntax,
                                                           event.encoded_dataset(include_meta=False))
         return 0x0000
 
+    return [(evt.EVT_C_STORE, on_store)]
+
+
+def get_back(archive, study_uid: str, syntaxes: list[str]) -> tuple[dict, list[int]]:
+    """C-GET a study, offering the storage contexts of `syntaxes`; (received datasets by SOP UID, statuses)."""
+    received: dict[str, tuple[str, bytes]] = {}
+
     ae = AE(ae_title="GETSCU")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    classes = {"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.7"}  # MR and Secondary Capture
+    classes = {uid.MRImageStorage, uid.SecondaryCaptureImageStorage}
     for sop_class in sorted(classes):
         for syntax in syntaxes:
             ae.add_requested_context(sop_class, syntax)
     assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title,
                          ext_neg=[build_role(c, scp_role=True) for c in classes],
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+                         evt_handlers=keeping(received))
     identifier = Dataset()
     identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", study_uid
     try:
@@ -189,16 +209,11 @@ def test_c_get_returns_each_syntax_as_stored(archive_of_every_syntax, samples, s
 def test_c_move_sends_every_syntax_as_stored(archive_of_every_syntax, samples):
     received: dict[str, tuple[str, bytes]] = {}
 
-    def on_store(event):
-        received[event.request.AffectedSOPInstanceUID] = (event.context.transfer_syntax,
-                                                          event.encoded_dataset(include_meta=False))
-        return 0x0000
-
     scp = AE(ae_title="MOVESCP")
-    for sop_class in ("1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.7"):
+    for sop_class in (uid.MRImageStorage, uid.SecondaryCaptureImageStorage):
         scp.add_supported_context(sop_class, SYNTAXES)
     server = scp.start_server(("127.0.0.1", archive_of_every_syntax.move_port), block=False,
-                              evt_handlers=[(evt.EVT_C_STORE, on_store)])
+                              evt_handlers=keeping(received))
     ae = AE(ae_title="MOVESCU")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     try:
@@ -224,7 +239,7 @@ def decodable(ds: Dataset):
         return None
 
 
-@pytest.mark.parametrize("syntax", [s for s in BUNDLED if UID(s).is_compressed] + ["1.2.840.10008.1.2.4.100"])
+@pytest.mark.parametrize("syntax", [s for s in BUNDLED if UID(s).is_compressed] + [uid.MPEG2MPML])
 def test_c_get_decompresses_for_a_peer_that_takes_only_uncompressed_where_a_decoder_exists(
         archive_of_every_syntax, samples, syntax):
     """Decoded by pydicom's plugins where one is installed (lossy JPEG baseline through Pillow, JPEG 2000

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import psutil
 
 from bench.results.run_folder import SERVER_PID_FILE, read_server_pid, write_server_pid
-from bench.runs.resources import Sampler
+from bench.runs.resources import Sampler, tree_cpu_seconds
 
 
 def sleeper(children: int) -> subprocess.Popen:
@@ -43,3 +44,21 @@ def test_server_pid_is_replaced_whole_and_absent_reads_none(tmp_path):
     write_server_pid(tmp_path, 56789)
     assert read_server_pid(tmp_path / SERVER_PID_FILE) == 56789
     assert [p.name for p in tmp_path.iterdir()] == [SERVER_PID_FILE]
+
+
+def test_a_trees_cpu_counts_the_children_it_reaped_and_is_zero_once_it_is_gone():
+    # The parent reaps a child that did some work, prints its reaped children's CPU seconds, and waits.
+    code = ("import resource, subprocess, sys, time; "
+            "subprocess.run([sys.executable, '-c', 'sum(range(3_000_000))'], check=True); "
+            "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "print(usage.ru_utime + usage.ru_stime, flush=True); time.sleep(60)")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        reaped = float(process.stdout.readline())
+        tick = 1 / os.sysconf("SC_CLK_TCK")  # /proc counts whole clock ticks (user and system apart), rusage finer
+        assert reaped > 0 and tree_cpu_seconds(process.pid) >= reaped - 2 * tick
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+    assert tree_cpu_seconds(process.pid) == 0.0

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 from conftest import dciodvfy_problems
 from pydicom import dcmread
+from pydicom.uid import XRayAngiographicImageStorage
 
 from bench.common.errors import UserError
 from bench.studies.encode import SYNTAXES
 from bench.studies.generate import generate
 from bench.studies.profile import PROFILE_DIR, load_profile
-from bench.studies.xa import XA_SOP_CLASS
 
 
 def _datasets(folder):
@@ -27,7 +27,7 @@ def test_tiny_studies_are_multiframe_xa_one_instance_per_series(tiny_studies):
         assert len({ds.StudyInstanceUID for ds in datasets}) == 1
         assert len({ds.SeriesInstanceUID for ds in datasets}) == len(datasets)
         for ds in datasets:
-            assert ds.SOPClassUID == XA_SOP_CLASS and ds.Modality == "XA"
+            assert ds.SOPClassUID == XRayAngiographicImageStorage and ds.Modality == "XA"
             assert int(ds.NumberOfFrames) >= 8
             assert ds.pixel_array.shape == (int(ds.NumberOfFrames), 256, 256)
 
