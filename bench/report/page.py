@@ -7,7 +7,6 @@ external URL) and every string that came from a user or from DICOM is escaped.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
 import json
@@ -31,20 +30,10 @@ from bench.analysis.growth import MIN_SPAN_SECONDS, growth_text
 from bench.analysis.runset import RunData, check_completed, load_run, load_runs
 from bench.common.errors import UserError
 from bench.report import figures
+from bench.report.model import Bullets, Figure, Note, Part, Report, Section, Table
+from bench.report.render_html import render_html
 
 CDF_OPERATIONS = ("C-STORE", "C-FIND", "C-MOVE", "C-GET")
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; padding: 0 1em; }
-table { border-collapse: collapse; margin: 0.8em 0; }
-th, td { text-align: left; padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; vertical-align: top; }
-th { font-weight: 600; }
-td { font-variant-numeric: tabular-nums; }
-.answer { font-size: 1.15em; background: #f3f6fa; padding: 0.6em 1em; border-left: 4px solid #4a78b5; }
-.bound { color: #a40000; font-weight: 600; }
-figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
-img { max-width: 100%; }
-.wide { overflow-x: auto; font-size: 0.85em; }
-"""
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -70,12 +59,6 @@ def _with_interval(estimate: dict | None, digits: int = 1) -> str:
     )
 
 
-def _html_table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _md_cell(text) -> str:
     return html.escape(str(text), quote=False).replace("|", "/").replace("\n", " ")
 
@@ -87,14 +70,6 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
         *("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows),
         "",
     ]
-
-
-def _figure(png: bytes, alt: str, caption: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return (
-        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
 
 
 # --- tables ----------------------------------------------------------------------------------
@@ -579,74 +554,91 @@ def _growth_rows(data: dict) -> list[list[str]]:
     return rows
 
 
-def _run_details_html(groups: list[Group]) -> str:
-    parts = []
-    for g in groups:
-        for run, summary in zip(g.runs, g.summaries):
-            errors = (
-                _html_table(ERROR_HEADERS, _error_rows(summary))
-                if summary["errors_by_status"]
-                else "<p>No failed requests.</p>"
-            )
-            per_operation = _html_table(["operation", *BREAKDOWN_HEADERS[1:]], _breakdown_rows(summary["operations"]))
-            per_user_type = _html_table(["user type", *BREAKDOWN_HEADERS[1:]], _breakdown_rows(summary["user_types"]))
-            parts.append(
-                f"<details{' open' if len(groups) == 1 and len(g.runs) == 1 else ''}>"
-                f"<summary>{html.escape(f'{run.target}, run {run.folder.name}, repetition {run.repetition}')}</summary>"
-                f"<h3>Per operation</h3>{per_operation}<h3>Per user type</h3>{per_user_type}"
-                f"<h3>Errors by DICOM status (whole run, warm-up included)</h3>{errors}"
-                f"<p>Integrity: {html.escape(_integrity_note(run.run.get('verify')))}</p>"
-                f"<p>{html.escape(_measured_note(summary))}</p></details>"
-            )
-    return "".join(parts)
+def _run_part(g: Group, run: RunData, summary: dict, open_: bool) -> Part:
+    """One run's breakdowns, errors, integrity and measured span."""
+    errors = (
+        Table(ERROR_HEADERS, _error_rows(summary), "Errors by DICOM status (whole run, warm-up included)")
+        if summary["errors_by_status"]
+        else Note("Errors by DICOM status (whole run, warm-up included): no failed requests.")
+    )
+    return Part(
+        f"{run.target}, run {run.folder.name}, repetition {run.repetition}",
+        [
+            Table(["operation", *BREAKDOWN_HEADERS[1:]], _breakdown_rows(summary["operations"]), "Per operation"),
+            Table(["user type", *BREAKDOWN_HEADERS[1:]], _breakdown_rows(summary["user_types"]), "Per user type"),
+            errors,
+            Note(f"Integrity: {_integrity_note(run.run.get('verify'))}"),
+            Note(_measured_note(summary)),
+        ],
+        open_,
+    )
 
 
-def render_html(data: dict, groups: list[Group], pictures: list[Picture], title: str,
-                run_notes: list[str] = ()) -> str:
-    notes = _server_metrics_notes(groups)
-    sections = [
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="answer">{html.escape(_answer(data))}</p>',
-        *(f'<p class="answer">{html.escape(note)}</p>' for note in run_notes),
-        "<h2>Figures per target</h2>",
-        _html_table(GROUP_HEADERS, _group_rows(data)),
-    ]
-    if _optional_metric_rows(data):
-        sections += [_html_table(["target", "figure", "value [95% CI]"], _optional_metric_rows(data))]
+def _runs_section(groups: list[Group]) -> Section:
+    single = len(groups) == 1 and len(groups[0].runs) == 1
+    return Section(
+        "Runs",
+        [_run_part(g, run, summary, single) for g in groups for run, summary in zip(g.runs, g.summaries)],
+    )
+
+
+def _figures_section(data: dict, pictures: list[Picture], groups: list[Group]) -> Section:
+    blocks: list = [Figure(png, alt, caption) for png, alt, caption in pictures]
+    if notes := _server_metrics_notes(groups):
+        blocks.append(Note("Server metrics: " + "; ".join(notes)))
+    return Section("Figures", blocks)
+
+
+def _target_sections(data: dict, headline: list[list[str]] | None) -> list[Section]:
+    sections = [Section("The run in figures", [Table(["metric", "value"], headline)])] if headline else []
+    blocks: list = [Table(GROUP_HEADERS, _group_rows(data))]
+    if optional := _optional_metric_rows(data):
+        blocks.append(Table(["target", "figure", "value [95% CI]"], optional))
+    sections.append(Section("Figures per target", blocks))
     if data["ratios"]:
-        sections += [
-            f"<h2>Against the baseline ({html.escape(data['baseline_target'])})</h2>",
-            _html_table(RATIO_HEADERS, _ratio_rows(data)),
-        ]
-    sections += ["<h2>Figures</h2>", *(_figure(png, alt, caption) for png, alt, caption in pictures)]
-    if notes:
-        sections += ["<p>" + html.escape("Server metrics: " + "; ".join(notes)) + "</p>"]
+        ratios = Table(RATIO_HEADERS, _ratio_rows(data))
+        sections.append(Section(f"Against the baseline ({data['baseline_target']})", [ratios]))
+    return sections
+
+
+def _evidence_sections(data: dict, groups: list[Group]) -> list[Section]:
+    sections = []
     if faults := _fault_rows(groups):
-        sections += ["<h2>Faults</h2>", _html_table(FAULT_HEADERS, faults), f"<p>{html.escape(FAULT_NOTE)}</p>"]
+        sections.append(Section("Faults", [Table(FAULT_HEADERS, faults), Note(FAULT_NOTE)]))
     if growth_rows := _growth_rows(data):
-        sections += ["<h2>Resource growth</h2>", _html_table(GROWTH_HEADERS, growth_rows),
-                     f"<p>{html.escape(GROWTH_NOTE)}</p>"]
+        sections.append(Section("Resource growth", [Table(GROWTH_HEADERS, growth_rows), Note(GROWTH_NOTE)]))
     errors = _all_error_rows(groups)
-    sections += [
-        "<h2>Errors by DICOM status (whole runs)</h2>",
-        _html_table(ERROR_SUMMARY_HEADERS, errors) if errors else "<p>No failed requests.</p>",
-    ]
-    sections += ["<h2>Published claims</h2>"]
-    for caption, headers, rows in _claim_tables(data):
-        sections += [f"<p>{html.escape(caption)}</p>", _html_table(headers, rows)]
-    sections += [
-        "<h2>Runs</h2>",
-        _run_details_html(groups),
-        '<h2>Environment</h2><div class="wide">',
-        _html_table(ENV_HEADERS, _environment_rows(data)),
-        "</div>",
-        "<h2>How the figures were computed</h2>",
-        "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in _method_items(data)) + "</ul>",
-    ]
-    body = "\n".join(sections)
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    sections.append(
+        Section(
+            "Errors by DICOM status (whole runs)",
+            [Table(ERROR_SUMMARY_HEADERS, errors) if errors else Note("No failed requests.")],
+        )
+    )
+    claims = [Table(headers, rows, caption) for caption, headers, rows in _claim_tables(data)]
+    sections.append(Section("Published claims", claims or [Note("No claim was checked.")]))
+    return sections
+
+
+def report_model(
+    data: dict,
+    groups: list[Group],
+    pictures: list[Picture],
+    title: str,
+    headline: list[list[str]] | None = None,
+    run_notes: list[str] = (),
+) -> Report:
+    """The report's sections, in reading order: the answer, the figures, the evidence, the runs, the method."""
+    return Report(
+        title,
+        [_answer(data), *run_notes],
+        [
+            *_target_sections(data, headline),
+            _figures_section(data, pictures, groups),
+            *_evidence_sections(data, groups),
+            _runs_section(groups),
+            Section("Environment", [Table(ENV_HEADERS, _environment_rows(data), wide=True)]),
+            Section("How the figures were computed", [Bullets(_method_items(data))]),
+        ],
     )
 
 
@@ -739,7 +731,8 @@ def _write_outputs(
     (folder / "summary.json").write_text(json.dumps(json_record, indent=2, default=str))
     (folder / "summary.md").write_text(render_markdown(data, groups, title, headline, run_notes))
     report = folder / "report.html"
-    report.write_text(render_html(data, groups, pictures, title, run_notes), encoding="utf-8")
+    model = report_model(data, groups, pictures, title, headline, run_notes)
+    report.write_text(render_html(model), encoding="utf-8")
     return report
 
 
