@@ -8,7 +8,6 @@ external URL) and every string that came from a user or from DICOM is escaped.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 from pathlib import Path
 
@@ -29,9 +28,10 @@ from bench.analysis.compare import Group, budget_text, build_comparison
 from bench.analysis.growth import MIN_SPAN_SECONDS, growth_text
 from bench.analysis.runset import RunData, check_completed, load_run, load_runs
 from bench.common.errors import UserError
-from bench.report import figures
+from bench.report import facts, figures
 from bench.report.model import Bullets, Figure, Note, Part, Report, Section, Table
 from bench.report.render_html import render_html
+from bench.report.render_markdown import render_markdown
 
 CDF_OPERATIONS = ("C-STORE", "C-FIND", "C-MOVE", "C-GET")
 
@@ -57,19 +57,6 @@ def _with_interval(estimate: dict | None, digits: int = 1) -> str:
     return (
         f"{_num(estimate['value'], digits)} [{_num(estimate['ci_low'], digits)}, {_num(estimate['ci_high'], digits)}]"
     )
-
-
-def _md_cell(text) -> str:
-    return html.escape(str(text), quote=False).replace("|", "/").replace("\n", " ")
-
-
-def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(headers) + " |",
-        "|" + "---|" * len(headers),
-        *("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows),
-        "",
-    ]
 
 
 # --- tables ----------------------------------------------------------------------------------
@@ -311,7 +298,7 @@ def _run_lines(groups: list[Group]) -> list[tuple[str, RunData, object]]:
 def _fault_marks(groups: list[Group]) -> list[tuple[float, str]]:
     """Each injected fault as (seconds since its run's first request, action): the timeline's origin."""
     return [(fault["unix_time"] - float(r.samples["start"].min()), fault["action"])
-            for _, r, _ in _run_lines(groups) for fault in r.run.get("faults") or [] if fault.get("happened")]
+            for _, r, _ in _run_lines(groups) for fault in facts.faults(r) if fault.get("happened")]
 
 
 def _timeline_figures(groups: list[Group], window: float, ceiling: float | None, bound_note: str) -> list[Picture]:
@@ -524,7 +511,7 @@ def _fault_row(run: RunData, fault: dict) -> list[str]:
 
 def _fault_rows(groups: list[Group]) -> list[list[str]]:
     """One row per fault of every run (run.json["faults"])."""
-    return [_fault_row(r, fault) for g in groups for r in g.runs for fault in r.run.get("faults") or []]
+    return [_fault_row(r, fault) for g in groups for r in g.runs for fault in facts.faults(r)]
 
 
 FAULT_NOTE = ("Recovery: from the fault to the answer of the first successful C-STORE sent after it (C-ECHO when "
@@ -567,7 +554,7 @@ def _run_part(g: Group, run: RunData, summary: dict, open_: bool) -> Part:
             Table(["operation", *BREAKDOWN_HEADERS[1:]], _breakdown_rows(summary["operations"]), "Per operation"),
             Table(["user type", *BREAKDOWN_HEADERS[1:]], _breakdown_rows(summary["user_types"]), "Per user type"),
             errors,
-            Note(f"Integrity: {_integrity_note(run.run.get('verify'))}"),
+            Note(f"Integrity: {_run_integrity(run)}"),
             Note(_measured_note(summary)),
         ],
         open_,
@@ -642,31 +629,6 @@ def report_model(
     )
 
 
-def render_markdown(data: dict, groups: list[Group], title: str, headline: list[list[str]] | None = None,
-                    run_notes: list[str] = ()) -> str:
-    lines = [f"# {_md_cell(title)}", "", _md_cell(_answer(data)), ""]
-    lines += [line for note in run_notes for line in (_md_cell(note), "")]
-    if headline:
-        lines += _md_table(["metric", "value"], headline)
-    lines += _md_table(GROUP_HEADERS, _group_rows(data))
-    if data["ratios"]:
-        lines += [f"## Against the baseline ({_md_cell(data['baseline_target'])})", ""]
-        lines += _md_table(RATIO_HEADERS, _ratio_rows(data))
-    if faults := _fault_rows(groups):
-        lines += ["## Faults", "", *_md_table(FAULT_HEADERS, faults), _md_cell(FAULT_NOTE), ""]
-    if growth_rows := _growth_rows(data):
-        lines += ["## Resource growth", "", *_md_table(GROWTH_HEADERS, growth_rows), _md_cell(GROWTH_NOTE), ""]
-    errors = _all_error_rows(groups)
-    if errors:
-        lines += ["## Errors by DICOM status", "", *_md_table(ERROR_SUMMARY_HEADERS, errors)]
-    lines += ["## Published claims", ""]
-    for caption, headers, rows in _claim_tables(data):
-        lines += [_md_cell(caption), "", *_md_table(headers, rows)]
-    lines += ["## Environment", "", *_md_table(ENV_HEADERS, _environment_rows(data))]
-    lines += [f"- {_md_cell(item)}" for item in _method_items(data)]
-    return "\n".join(lines) + "\n"
-
-
 def _headline_rows(s: dict, data: dict) -> list[list[str]]:
     """The single-run figures, overall (the estimates with intervals are in the target table)."""
     lat = s["latency_ms"]
@@ -706,34 +668,34 @@ def _integrity_note(verify: dict | None, later: list[dict] | None = None) -> str
             f"{verify['retrieved_different']} retrieved changed, of {verify['instances']:,} acknowledged")
 
 
-def _run_notes(run: dict) -> list[str]:
+def _run_notes(run: RunData) -> list[str]:
     """What a reader of one run must know before its figures: it stopped early, its archive recycled."""
     notes = []
-    status = str(run.get("status", ""))
-    if status.startswith("stopped:"):
-        detail = (run.get("disk") or {}).get("stop_detail")
+    if (status := facts.run_status(run)).startswith("stopped:"):
+        detail = facts.stop_detail(run)
         notes.append(f"Run {status}{f' ({detail})' if detail else ''}: the load ended early; "
                      "the figures cover it up to then.")
-    capacity = run.get("capacity") or {}
-    if capacity.get("at_capacity") == "recycle":
-        notes.append(f"The archive recycled {capacity.get('recycled_studies', 0):,} studies "
-                     f"({capacity.get('recycled_instances', 0):,} instances, "
-                     f"{capacity.get('recycled_bytes', 0) / 1e9:.2f} GB) at its capacity of "
-                     f"{capacity.get('capacity_bytes', 0) / 1e9:.2f} GB; recycled studies are excluded from verify.")
+    if recycled := facts.recycling(run):
+        notes.append(f"The archive recycled {recycled['studies']:,} studies ({recycled['instances']:,} instances, "
+                     f"{recycled['bytes'] / 1e9:.2f} GB) at its capacity of {recycled['capacity_bytes'] / 1e9:.2f} GB; "
+                     "recycled studies are excluded from verify.")
     return notes
 
 
-def _write_outputs(
-    folder: Path, data: dict, groups: list[Group], settings: Settings, title: str, json_record: dict, headline=None,
-    run_notes: list[str] = (),
-) -> Path:
-    pictures = _figures(data, groups, settings)
-    (folder / "summary.json").write_text(json.dumps(json_record, indent=2, default=str))
-    (folder / "summary.md").write_text(render_markdown(data, groups, title, headline, run_notes))
-    report = folder / "report.html"
-    model = report_model(data, groups, pictures, title, headline, run_notes)
-    report.write_text(render_html(model), encoding="utf-8")
-    return report
+def _run_integrity(run: RunData) -> str:
+    return _integrity_note(facts.verification(run), facts.later_verifications(run))
+
+
+def _write_outputs(folder: Path, record: dict, report: Report) -> Path:
+    """summary.json, summary.md and report.html, each rendered in full before any is written."""
+    outputs = {
+        "summary.json": json.dumps(record, indent=2, default=str),
+        "summary.md": render_markdown(report),
+        "report.html": render_html(report),
+    }
+    for name, text in outputs.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder / "report.html"
 
 
 def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: list[Path] | None = None) -> Path:
@@ -741,28 +703,11 @@ def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: li
     run = load_run(run_dir)
     data, groups = build_comparison([run], settings, run.target, load_claims(claim_paths))
     summary = groups[0].summaries[0]
-    title = f"pacsbench run {run.run.get('run_id', run_dir.name)}: {run.scenario}"
-    record = {
-        "run_id": run.run.get("run_id"),
-        "scenario": run.scenario,
-        "target": run.target,
-        **summary,
-        "estimates": data["groups"][0]["estimates"],
-        "calibration": data["groups"][0]["calibration"],
-        "retrieve_calibration": data["groups"][0]["retrieve_calibration"],
-        "budget": data["groups"][0]["budget"],
-        "bound_by": data["groups"][0]["bound_by"],
-        "growth": data["groups"][0]["growth"][0],
-        "claims": data["groups"][0]["claims"],
-        "environment": data["environment"][0],
-        "integrity": _integrity_note(run.run.get("verify"), run.run.get("verify_later")),
-        "status": run.run.get("status"),
-        "notes": _run_notes(run.run),
-    }
-    if "faults" in run.run:
-        record["faults"] = run.run["faults"]
-    headline = _headline_rows(summary, data) + [["integrity", record["integrity"]]]
-    return _write_outputs(run_dir, data, groups, settings, title, record, headline, record["notes"])
+    title = f"pacsbench run {facts.run_id(run) or run_dir.name}: {run.scenario}"
+    integrity, notes = _run_integrity(run), _run_notes(run)
+    headline = _headline_rows(summary, data) + [["integrity", integrity]]
+    report = report_model(data, groups, _figures(data, groups, settings), title, headline, notes)
+    return _write_outputs(run_dir, facts.run_record(run, summary, data, integrity, notes), report)
 
 
 def default_compare_folder(results: Path, scenario: str) -> Path:
@@ -792,4 +737,5 @@ def build_comparison_report(
         raise UserError(f"cannot create {folder}: {exc.strerror}") from None
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     title = f"pacsbench comparison: {data['scenario']} ({len(runs)} runs, baseline {baseline})"
-    return _write_outputs(folder, data, groups, settings, title, data | {"created": stamp})
+    report = report_model(data, groups, _figures(data, groups, settings), title)
+    return _write_outputs(folder, facts.comparison_record(data, stamp), report)
