@@ -47,7 +47,10 @@ def _failed_text(fault: dict) -> str:
 def _action_text(fault: dict) -> str:
     if fault["action"] == "backup" and fault.get("happened"):
         b = fault["backup"]
-        return f"backup ({b['instances']:,} instances, {b['bytes'] / 1e6:.1f} MB, {b['seconds']:g} s, {b['mb_per_s']:g} MB/s)"
+        return (
+            f"backup ({b['instances']:,} instances, {b['bytes'] / 1e6:.1f} MB, {b['seconds']:g} s, "
+            f"{b['mb_per_s']:g} MB/s)"
+        )
     if fault.get("recover") == "restore":
         r = fault["restore"]
         return (
@@ -100,7 +103,8 @@ def _fault_rows(groups: list[Group]) -> list[list[str]]:
 
 _FAULT_NOTE = (
     "Recovery: from the fault to the answer of the first successful C-STORE sent after it (C-ECHO when "
-    "no C-STORE). Failed during outage: requests that ended between the fault and recovery without success (no answer, or a failure status). "
+    "no C-STORE). Failed during outage: requests that ended between the fault and recovery without success "
+    "(no answer, or a failure status). "
     "Lost: instances acknowledged before the fault that a C-GET after the load did not return "
     "(changed: returned with other bytes). A kill keeps the host's page cache: it tests durability "
     "against a process crash, not a power loss."

@@ -24,7 +24,7 @@ def with_interval(estimate: dict | None, digits: int = 1) -> str:
 
 
 def failed_beside(failed: dict, operation: str) -> str:
-    """' (3 failed)' after a percentile whose requests include failures; percentiles count them at their elapsed time."""
+    """' (3 failed)' after a percentile whose requests include failures (counted at their elapsed time)."""
     count = failed.get(operation, 0)
     return f" ({count:,} failed)" if count else ""
 
