@@ -1,13 +1,15 @@
 import json
+import re
 import subprocess
 import sys
+from html import unescape
 
 import pytest
 from synthetic import write_run
 
 from bench.analysis.aggregate import Settings, Warmup, load_samples, measure, summarize, timeline
 from bench.common.errors import UserError
-from bench.report.page import build_report
+from bench.report.page import build_comparison_report, build_report
 from bench.results.samples import Sample, SampleWriter
 
 NO_WARMUP = Settings(Warmup(), 1.0)
@@ -168,3 +170,74 @@ def test_zero_samples_and_missing_folder_are_clear_errors(tmp_path):
             [sys.executable, "-m", "bench.cli", "report", str(folder)], capture_output=True, text=True
         )
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def _html_sections(text: str) -> tuple[list[str], list[str]]:
+    """The <h2> section titles and the <summary> part titles of report.html, unescaped."""
+
+    def titles(pattern: str) -> list[str]:
+        return [unescape(t) for t in re.findall(pattern, text)]
+
+    return titles(r"<h2>(.*?)</h2>"), titles(r"<summary>(.*?)</summary>")
+
+
+def _markdown_sections(text: str) -> tuple[list[str], list[str]]:
+    """The ## section titles and the ### part titles of summary.md, unescaped."""
+
+    def titles(prefix: str) -> list[str]:
+        return [unescape(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix)]
+
+    return titles("## "), titles("### ")
+
+
+def test_html_and_markdown_carry_the_same_sections_for_a_run_and_a_comparison(tmp_path):
+    fault = {"action": "kill", "at": 2.0, "duration": 0.0, "happened": False, "error": "no archive to kill"}
+    extra = {"faults": [fault], "capacity": {"at_capacity": "recycle", "recycled_studies": 3}}
+    native = write_run(tmp_path / "native", rate=20, seconds=6, failures=2, run_extra=extra)
+    vm = write_run(
+        tmp_path / "vm",
+        rate=15,
+        seconds=6,
+        seed=2,
+        find_rate=3,
+        run_extra={"target": {"kind": "remote", "label": "vm|1", "hypervisor": "kvm"}},
+    )
+    single = build_report(native).parent
+    comparison = build_comparison_report([native, vm], tmp_path / "cmp").parent
+    for folder, runs in (
+        (single, ["native, run native, repetition 1"]),
+        (comparison, ["native, run native, repetition 1", "vm|1, run vm, repetition 1"]),
+    ):
+        sections, parts = _html_sections((folder / "report.html").read_text())
+        markdown_sections, markdown_parts = _markdown_sections((folder / "summary.md").read_text())
+        assert sections == markdown_sections
+        assert [p.replace("|", "/") for p in parts] == markdown_parts  # Markdown text loses its pipes
+        assert {
+            "Figures per target",
+            "Figures",
+            "Faults",
+            "Errors by DICOM status (whole runs)",
+            "Published claims",
+            "Runs",
+            "Environment",
+            "How the figures were computed",
+        } <= set(sections)
+        assert parts == runs
+    assert "The run in figures" in _html_sections((single / "report.html").read_text())[0]
+    assert "Against the baseline (native)" in _markdown_sections((comparison / "summary.md").read_text())[0]
+    # the run notes stand under the answer in both
+    for name in ("report.html", "summary.md"):
+        assert "The archive recycled 3 studies" in (single / name).read_text()
+
+
+def test_a_loss_found_by_a_later_verification_shows_in_every_output(tmp_path):
+    verify = {"ok": True, "instances": 120}
+    later = {"ok": False, "instances": 120, "missing": 2, "different": 1, "retrieved_different": 0}
+    run = write_run(tmp_path / "r", rate=20, seconds=6, run_extra={"verify": verify, "verify_later": [later]})
+    build_report(run)
+    lost = "VERIFICATION FAILED: 2 lost, 1 changed, 0 retrieved changed, of 120 acknowledged"
+    assert json.loads((run / "summary.json").read_text())["integrity"].startswith(lost)
+    for name in ("report.html", "summary.md"):
+        text = (run / name).read_text()
+        assert f"Integrity: {lost}" in text  # the run's own part, not only the headline
+        assert "the first: verified: all 120 acknowledged instances returned byte-identical" in text
