@@ -201,7 +201,7 @@ def test_the_archives_workers_end_with_a_killed_supervisor(tmp_path):
 
 
 def test_capacity_settings_belong_to_native_targets_only():
-    from bench.load.scenario import TargetSpec
+    from bench.scenario.targets import TargetSpec
 
     assert TargetSpec(kind="native", capacity="4 GB", at_capacity="recycle").capacity == 4_000_000_000
     for kind in ("orthanc", "dcmtk", "tcg"):

@@ -14,8 +14,9 @@ from conftest import require_tool
 
 from bench.common.errors import UserError
 from bench.dicom.peer import echo_once
-from bench.load.scenario import ClientSpec, TargetSpec
 from bench.results.samples import done_mask
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import TargetSpec
 from bench.targets import make_target
 
 WORKSTATION_SCENARIO = """

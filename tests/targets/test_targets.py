@@ -15,7 +15,8 @@ from bench.common.errors import UserError
 from bench.common.processes import free_local_port
 from bench.dicom.peer import AssociationFailed, Peer, echo_once
 from bench.dicom.readiness import NoEchoAnswer
-from bench.load.scenario import ClientSpec, TargetSpec
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import TargetSpec
 from bench.targets import Target, make_target
 from bench.targets.archive_process import ArchiveProcess
 

@@ -90,7 +90,8 @@ def accelerator(guest_image) -> str:
 
 
 def test_guest_stores_a_study_and_returns_it_bit_exact(guest_image, accelerator, tiny_studies, tmp_path):
-    from bench.load.scenario import ClientSpec, TargetSpec
+    from bench.scenario.settings import ClientSpec
+    from bench.scenario.targets import TargetSpec
     from bench.targets import make_target
 
     storescu = require_tool("/usr/bin/storescu", "dcmtk")

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from bench.common.errors import UserError
-from bench.load.scenario import ClientSpec, Scenario, TargetSpec
 from bench.runs.matrix import resolve_target
+from bench.scenario.file import Scenario
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import TargetSpec
 from bench.targets.probes import hypervisor_warning
 from bench.targets.remote import RemoteTarget
 from server_under_test.environment import detect_hypervisor

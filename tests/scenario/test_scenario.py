@@ -1,3 +1,6 @@
+"""Scenario files: every shipped one parses, defaults fill the rest, bad input is one line naming file, table, key."""
+
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -6,7 +9,8 @@ import pytest
 from conftest import ROOT
 
 from bench.common.errors import UserError
-from bench.load.scenario import archive_in_namespace, load_scenario
+from bench.scenario.file import Scenario, archive_in_namespace, load_scenario
+from bench.scenario.targets import TARGET_MODELS
 
 VALID = """
 [target]
@@ -26,9 +30,13 @@ def _write(tmp_path, text) -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "scenarios").glob("*.toml")))
-def test_shipped_scenarios_are_valid(name):
+def test_shipped_scenarios_are_valid_and_their_dumps_read_back(name):
     scenario = load_scenario(ROOT / "scenarios" / name)
     assert scenario.load.users >= 1 and scenario.load.duration > 0
+    assert isinstance(scenario.target, TARGET_MODELS[scenario.target.kind])
+    # run.json keeps the full dump, a load worker gets the settings the file set: both parse to the same scenario.
+    for dump in (scenario.model_dump(), scenario.model_dump(exclude_unset=True)):
+        assert Scenario.model_validate(json.loads(json.dumps(dump))) == scenario
 
 
 def test_defaults_fill_the_optional_parts(tmp_path):
@@ -42,7 +50,14 @@ def test_defaults_fill_the_optional_parts(tmp_path):
     [
         (VALID.replace("users = 2", "usres = 2"), "[load] usres: unknown key (did you mean 'users'?)"),
         (VALID.replace("duration = 3\n", ""), "[load]: duration: required key is missing"),
-        (VALID.replace('kind = "native"', 'kind = "nativ"'), "[target] kind: Input should be 'native', 'kvm', 'tcg', 'orthanc', 'dcmtk' or 'remote'"),
+        (VALID.replace('kind = "native"', 'kind = "nativ"'),
+         "[target] kind: unknown kind 'nativ' (did you mean 'native'? known: native, kvm, tcg, orthanc, dcmtk, remote)"),
+        (VALID.replace('kind = "native"', 'host = "127.0.0.1"'), "[target] kind: required key is missing"),
+        (VALID.replace('kind = "native"', 'kind = "native"\ncpuz = 4'), "[target] cpuz: unknown key (did you mean 'cpus'?)"),
+        (VALID.replace('kind = "native"', 'kind = "native"\ncapacity = "lots"'), "[target] capacity: not a size: 'lots'"),
+        (VALID + '[targets.big]\nkind = "tcg"\ncapacity = 5\n',
+         "[targets.big] capacity: unknown key for kind 'tcg' (only for native)"),
+        (VALID + '[targets.big]\nkind = "vmware"\n', "[targets.big] kind: unknown kind 'vmware' (known: native,"),
         (VALID.replace("users = 2", "users = 'many'"), "[load] users: Input should be a valid integer"),
         (VALID.replace("[studies]\nprofile = \"tiny\"\n", ""), "required table [studies] is missing"),
         (VALID.replace('kind = "native"', 'kind = "remote"'), "[target]"),
