@@ -8,7 +8,7 @@ then gives it a Target class and a line in make_target.
 from __future__ import annotations
 
 import typing
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
@@ -149,7 +149,7 @@ class RemoteSpec(TargetBase):
 
 
 TargetSpec = Annotated[
-    Union[NativeSpec, KvmSpec, TcgSpec, OrthancSpec, DcmtkSpec, RemoteSpec],  # noqa: UP007 (typing.get_args reads it)
+    NativeSpec | KvmSpec | TcgSpec | OrthancSpec | DcmtkSpec | RemoteSpec,
     Field(discriminator="kind"),
 ]
 
@@ -160,18 +160,16 @@ TARGET_MODELS: dict[str, type[TargetBase]] = {
 KINDS = tuple(TARGET_MODELS)
 FAULT_KINDS = tuple(kind for kind, model in TARGET_MODELS.items() if model.takes_faults)
 BACKUP_KINDS = tuple(kind for kind, model in TARGET_MODELS.items() if model.backs_up)
-_DEFAULTS: dict[str, list[Any]] = {}
-for _model in TARGET_MODELS.values():
-    for _name, _field in _model.model_fields.items():
-        _DEFAULTS.setdefault(_name, []).append(_field.default)
 
 
 def _a_default(key: str, value: Any) -> bool:
     """Whether `value` is the default of `key` in some kind's model."""
-    return key != "kind" and value in _DEFAULTS.get(key, [])
+    defaults = [model.model_fields[key].default for model in TARGET_MODELS.values() if key in model.model_fields]
+    return key != "kind" and value in defaults
 
 
-_ADAPTER: TypeAdapter[TargetSpec] = TypeAdapter(TargetSpec)
+# mypy takes the Annotated union for a special form, not a type: pydantic reads it as one.
+_ADAPTER: TypeAdapter[TargetSpec] = TypeAdapter(TargetSpec)  # type: ignore[arg-type]
 
 
 def target_spec(settings: dict[str, Any]) -> TargetSpec:
