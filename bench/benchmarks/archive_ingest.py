@@ -47,9 +47,9 @@ from bench.common.errors import UserError
 from bench.common.processes import free_local_port
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer
-from bench.load.scenario import TargetSpec
 from bench.runs.disk import free_bytes, gb
 from bench.runs.resources import tree_cpu_seconds
+from bench.scenario.targets import OrthancSpec
 from bench.studies.pixels import RunShape, synthesize_run
 from bench.studies.xa import RunKeys, StudyKeys, build_instance
 from bench.targets.archive_process import NODELAY_ENVIRONMENT, ArchiveProcess
@@ -185,7 +185,7 @@ def start_orthanc(work: Path) -> Server:
     # The orthanc target's configuration, with one DICOM thread per storescu association. Its
     # maximum PDU stays Orthanc 1.10's default (16 KiB), as this benchmark has always measured it:
     # the figures stay comparable with earlier runs (the archive receives 1 MiB PDUs by default).
-    spec = TargetSpec(kind="orthanc", ae_title="ORTHANC", max_pdu=ORTHANC_DEFAULT_PDU)
+    spec = OrthancSpec(ae_title="ORTHANC", max_pdu=ORTHANC_DEFAULT_PDU)
     config = {**orthanc_config(work / "orthanc", spec, port, http, destinations={}), "DicomThreadsCount": 4}
     (work / "orthanc.json").write_text(json.dumps(config))
     return Server("orthanc", "ORTHANC", port, [orthanc, str(work / "orthanc.json")], cwd=work)

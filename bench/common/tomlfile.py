@@ -5,10 +5,11 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AliasChoices, BaseModel, ValidationError
 
 from bench.common.errors import UserError
 from server_under_test.config import ConfigError, read_toml
@@ -16,9 +17,65 @@ from server_under_test.config import ConfigError, read_toml
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def _location(loc: tuple) -> str:
-    """('load', 'users') -> '[load] users'; ('name',) -> 'name'."""
-    parts = [str(p) for p in loc]
+# What a place in a model holds: ("table", Model), ("union", discriminator, {tag: Model}) for a
+# union of tables told apart by a key (a scenario's [target] by its kind), ("items", Shape) for
+# an array of tables or a table of tables (list[...], dict[str, ...]), or None for a value.
+Shape = tuple | None
+
+
+def _discriminator(metadata: typing.Iterable, default: str | None) -> str | None:
+    return next((m.discriminator for m in metadata if isinstance(getattr(m, "discriminator", None), str)), default)
+
+
+def _shape(annotation, discriminator: str | None = None) -> Shape:
+    """What a field of this annotation holds (see Shape)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _shape(args[0], _discriminator(args[1:], discriminator))
+    if origin in (list, dict):
+        return ("items", _shape(args[-1]))
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:  # an optional table: Model | None
+            return _shape(members[0], discriminator)
+        if discriminator and all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+            return ("union", discriminator, {m.model_fields[discriminator].default: m for m in members})
+        return None
+    return ("table", annotation) if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+@dataclass
+class Place:
+    """Where an error is, as a person reads the file: pydantic's location without the union tags."""
+
+    parts: list = field(default_factory=list)
+    shape: Shape = None
+    union: tuple | None = None  # ("union", discriminator, {tag: Model}) the table at `parts` was chosen from
+
+
+def _place(model: type[BaseModel], loc: tuple) -> Place:
+    place = Place(shape=("table", model))
+    for part in loc:
+        shape = place.shape
+        if shape and shape[0] == "union" and part in shape[2]:
+            place.union, place.shape = shape, ("table", shape[2][part])  # the tag: pydantic's, not the file's
+            continue
+        place.parts.append(part)
+        place.union = None
+        if shape and shape[0] == "items":
+            place.shape = shape[1]
+        elif shape and shape[0] == "table" and (found := shape[1].model_fields.get(str(part))):
+            place.shape = _shape(
+                found.annotation, found.discriminator if isinstance(found.discriminator, str) else None
+            )
+        else:
+            place.shape = None
+    return place
+
+
+def _location(parts: list) -> str:
+    """['load', 'users'] -> '[load] users'; ['name'] -> 'name'."""
+    parts = [str(p) for p in parts]
     if not parts:
         return "(top level)"
     if len(parts) == 1:
@@ -26,34 +83,41 @@ def _location(loc: tuple) -> str:
     return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
 
 
-def _table_model(annotation) -> type[BaseModel] | None:
-    """The model of a table field, or of the items of an array of tables (list[Model])."""
-    if typing.get_origin(annotation) is list:
-        (annotation,) = typing.get_args(annotation) or (None,)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # an optional table: Model | None
-        annotation = next((a for a in typing.get_args(annotation) if a is not type(None)), None)
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+def _table(parts: list) -> str:
+    return f"[{'.'.join(map(str, parts))}]"
 
 
-def _model_at(model: type[BaseModel], parts: tuple) -> type[BaseModel] | None:
-    """The model of the table at `parts` (array indices skipped), or None if it is not a table."""
-    current: type[BaseModel] | None = model
-    for part in parts:
-        if isinstance(part, int) and current is not None:
-            continue
-        field = current.model_fields.get(str(part)) if current else None
-        current = _table_model(field.annotation) if field else None
-    return current
+def _keys(model: type[BaseModel]) -> list[str]:
+    """A table's keys as a file may write them: field names and their alias choices (cpus, vcpus)."""
+    keys = []
+    for name, found in model.model_fields.items():
+        aliases = found.validation_alias.choices if isinstance(found.validation_alias, AliasChoices) else []
+        keys += [name, *(a for a in aliases if isinstance(a, str) and a != name)]
+    return keys
 
 
-def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The field names valid at the table that holds `loc`."""
-    current = _model_at(model, loc[:-1])
-    return list(current.model_fields) if current else []
+def _unknown_key(model: type[BaseModel], loc: tuple) -> str:
+    """An unknown key, with the close known one, or (in a union's table) the other kinds that take it."""
+    table, key = _place(model, loc[:-1]), str(loc[-1])
+    where = _location([*table.parts, key])
+    known = _keys(table.shape[1]) if table.shape and table.shape[0] == "table" else []
+    if table.union:
+        _, discriminator, members = table.union
+        tag = next(tag for tag, member in members.items() if member is table.shape[1])
+        takers = [other for other, member in members.items() if key in _keys(member)]
+        if takers:
+            return f"{where}: unknown key for {discriminator} '{tag}' (only for {', '.join(takers)})"
+    guess = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+    return f"{where}: unknown key{hint}"
 
 
-def _is_table(model: type[BaseModel], loc: tuple) -> bool:
-    return _model_at(model, loc) is not None
+def _unknown_tag(place: Place, tag: object) -> str:
+    """A union's key naming no member: '[target] kind: unknown kind 'nativ' (did you mean ...)'."""
+    _, discriminator, members = place.shape
+    guess = difflib.get_close_matches(str(tag), list(members), n=1)
+    hint = f"did you mean '{guess[0]}'? " if guess else ""
+    return f"{_location([*place.parts, discriminator])}: unknown {discriminator} {tag!r} ({hint}known: {', '.join(members)})"
 
 
 def explain(error: ValidationError, model: type[BaseModel]) -> str:
@@ -61,20 +125,23 @@ def explain(error: ValidationError, model: type[BaseModel]) -> str:
     # A typo shows up twice (an unknown key and a missing one): name the typo first.
     first = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc = tuple(first["loc"])
-    where = _location(loc)
+    place = _place(model, loc)
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        guess = difflib.get_close_matches(str(loc[-1]), _known_fields(model, loc), n=1)
-        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
-        return f"{where}: unknown key{hint}"
-    if first["type"] == "value_error" and not loc:
-        return first["msg"].removeprefix("Value error, ")
-    if first["type"] == "value_error" and _is_table(model, loc):
-        return f"[{'.'.join(map(str, loc))}]: {first['msg'].removeprefix('Value error, ')}"
+        return _unknown_key(model, loc)
+    if first["type"] == "union_tag_invalid":
+        return _unknown_tag(place, first["ctx"]["tag"])
+    if first["type"] == "union_tag_not_found":
+        return f"{_location([*place.parts, place.shape[1]])}: required key is missing"
+    if first["type"] == "value_error" and not place.parts:
+        return message
+    if first["type"] == "value_error" and place.shape:
+        return f"{_table(place.parts)}: {message}"
     if first["type"] == "missing":
-        if _is_table(model, loc):
-            return f"required table [{'.'.join(map(str, loc))}] is missing"
-        return f"{where}: required key is missing"
-    return f"{where}: {first['msg']} (got {first.get('input')!r})"
+        if place.shape:
+            return f"required table {_table(place.parts)} is missing"
+        return f"{_location(place.parts)}: required key is missing"
+    return f"{_location(place.parts)}: {message} (got {first.get('input')!r})"
 
 
 def load_model(path: Path, model: type[Model], what: str) -> Model:

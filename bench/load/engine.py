@@ -37,10 +37,10 @@ from bench.common.errors import UserError
 from bench.dicom.peer import Peer
 from bench.dicom.storage_scp import StorageSCP
 from bench.load.clock import CLOCK_PING, CLOCK_PONG, ClockProbe, Exchange
-from bench.load.scenario import Scenario, archive_in_namespace
 from bench.load.shapes import make_shape
 from bench.load.users import LoadContext, user_classes
 from bench.results.samples import RunRecords, on_master_clock
+from bench.scenario.file import Scenario, archive_in_namespace
 from bench.studies.pool import StudyPool
 
 HELLO, SETUP, READY, FAILED, TARGET, LAST_REPORT = (

@@ -12,8 +12,8 @@ import time
 
 import pandas as pd
 
-from bench.load.scenario import LoadSpec
 from bench.results.samples import done_mask
+from bench.scenario.load import LoadSpec
 
 STEP_SETTLE_SHARE = 0.2  # the first 20% of each step (users starting, queues filling) is not measured
 

@@ -33,7 +33,8 @@ from bench.dicom.scu import (
     study_identifier,
 )
 from bench.dicom.storage_scp import StorageSCP
-from bench.load.scenario import EchoSpec, ModalitySpec, QuerySpec, Scenario, UserGroup
+from bench.scenario.file import Scenario
+from bench.scenario.users import EchoSpec, ModalitySpec, QuerySpec, UserGroup
 from bench.studies.pool import PooledInstance, StudyPool
 from server_under_test.upper_layer.status import NO_RESPONSE, is_done
 

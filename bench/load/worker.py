@@ -20,9 +20,9 @@ from bench.common.errors import UserError
 from bench.dicom.peer import Peer
 from bench.load import engine as load
 from bench.load.clock import CLOCK_PING, answer_clock_ping
-from bench.load.scenario import Scenario
 from bench.load.users import WORKER_ID, LoadContext, user_classes
 from bench.results.samples import RelayedRecords
+from bench.scenario.file import Scenario
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common.errors import UserError
-from bench.load.scenario import Scenario, TargetSpec
+from bench.scenario.file import Scenario
+from bench.scenario.targets import TargetSpec
 
 RESERVE_STATUS = "stopped: disk reserve reached"
 CAPACITY_STATUS = "stopped: archive capacity reached"

@@ -29,9 +29,11 @@ from gevent.event import Event
 
 from bench.analysis.aggregate import status_text
 from bench.common.errors import UserError
-from bench.load.scenario import FAULT_KINDS, ClientSpec, FaultSpec
 from bench.results.samples import SAMPLES_FILE, SENT_FILE, done_mask
 from bench.runs.verify import read_rows, retrieval_user, returned_digests
+from bench.scenario.faults import FaultSpec
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import FAULT_KINDS
 from bench.targets.target import Target
 
 STOP_TIMEOUT = 60.0  # seconds a SIGTERM'd archive may take before SIGKILL

@@ -15,11 +15,14 @@ import re
 import sys
 from pathlib import Path
 
-from bench.common.errors import UserError
-from bench.load.scenario import KIND_ONLY, Scenario, TargetSpec, load_scenario
-from bench.results.run_folder import new_run_dir
+from pydantic import ValidationError
 
-KINDS = ("native", "kvm", "tcg", "orthanc", "dcmtk", "remote")
+from bench.common.errors import UserError
+from bench.common.tomlfile import explain
+from bench.results.run_folder import new_run_dir
+from bench.scenario.file import Scenario, load_scenario
+from bench.scenario.targets import KINDS, TARGET_MODELS, TargetSpec
+
 NAME = re.compile(r"^(?P<kind>[a-z]+)(?:-(?P<network>user|tap))?$")
 
 
@@ -29,24 +32,25 @@ def resolve_target(scenario: Scenario, name: str) -> TargetSpec:
         spec = scenario.targets[name]
         return spec if spec.label else spec.model_copy(update={"label": name})
     match = NAME.match(name)
+    networked = [kind for kind, model in TARGET_MODELS.items() if "network" in model.model_fields]
     if not match or match["kind"] not in KINDS:
-        known = ", ".join([*scenario.targets, *KINDS, "kvm-tap", "tcg-tap"])
+        known = ", ".join([*scenario.targets, *KINDS, *(f"{kind}-tap" for kind in networked)])
         raise UserError(f"unknown target {name!r} (known: {known})")
-    kind = match["kind"]
+    kind, model = match["kind"], TARGET_MODELS[match["kind"]]
     base = scenario.target.model_dump(exclude_unset=True, exclude={"kind", "label"})
-    # Keep only the scenario's settings that apply to this kind (fsync, max_pdu, ae_title ...).
-    kept = {key: value for key, value in base.items() if key not in KIND_ONLY or kind in KIND_ONLY[key]}
+    # Keep only the scenario's settings that this kind takes (fsync, max_pdu, ae_title ...).
+    kept = {key: value for key, value in base.items() if key in model.model_fields}
     if match["network"]:
-        if kind not in ("kvm", "tcg"):
-            raise UserError(f"target {name!r}: only kvm and tcg targets have a network mode")
+        if kind not in networked:
+            raise UserError(f"target {name!r}: only {' and '.join(networked)} targets have a network mode")
         kept["network"] = match["network"]
         kept.pop("port", None)
     if kind == "remote" and scenario.target.kind != "remote":
         raise UserError("a remote target needs its address: define it in the scenario's [target] or [targets.NAME]")
     try:
-        return TargetSpec(kind=kind, label=name, **kept)
-    except ValueError as exc:
-        raise UserError(f"target {name!r}: {exc}") from None
+        return model(label=name, **kept)
+    except ValidationError as exc:
+        raise UserError(f"target {name!r}: {explain(exc, model)}") from None
 
 
 DEFAULT_REPEAT = 3

@@ -25,7 +25,6 @@ import pandas as pd
 from bench.common.errors import UserError
 from bench.load.calibrate import ceiling_for_run
 from bench.load.prefill import prefill
-from bench.load.scenario import TargetSpec, archive_in_namespace, load_scenario
 from bench.load.shapes import step_figures
 from bench.results.run_folder import host_facts, new_run_dir, utc_iso, versions, write_run_json
 from bench.results.samples import SAMPLES_FILE, SUBOPERATIONS_FILE
@@ -33,6 +32,8 @@ from bench.runs.disk import DiskWatch, capacity_figures, plan_disk, watched_path
 from bench.runs.faults import FaultInjector, fault_figures, fault_line
 from bench.runs.resources import ResourceSampling, interface_with_address
 from bench.runs.verify import summary_line, verify_against
+from bench.scenario.file import archive_in_namespace, load_scenario
+from bench.scenario.targets import TargetSpec
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
 from bench.targets import make_target

@@ -37,9 +37,10 @@ from bench.dicom.scu import (
     storage_proposals,
     study_identifier,
 )
-from bench.load.scenario import ClientSpec, TargetSpec
 from bench.results.run_folder import read_run_json, write_run_json
 from bench.results.samples import RETRIEVED_FILE, SENT_FILE
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import target_spec
 from bench.targets import make_target
 
 VERIFY_FILE = "verify.json"
@@ -216,7 +217,7 @@ def verify_run(run_dir: Path) -> dict:
             f"{run_dir}: the native archive's images were removed after the run (keep_data = false); "
             "use `pacsbench run --verify`, or set keep_data = true in [target]"
         )
-    spec = TargetSpec.model_validate({**scenario["target"], "keep_data": True, "port": 0})
+    spec = target_spec({**scenario["target"], "keep_data": True, "port": 0})
     folder = run_dir / "verify"
     folder.mkdir(exist_ok=True)
     if not (folder / "archive").exists():

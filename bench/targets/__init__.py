@@ -6,7 +6,8 @@ QEMU guest), orthanc and dcmtk (installed archives with a generated configuratio
 
 from __future__ import annotations
 
-from bench.load.scenario import ClientSpec, TargetSpec
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import NativeSpec, TargetSpec, VmSpec
 from bench.targets.installed import DcmqrscpTarget, OrthancTarget
 from bench.targets.native import NativeTarget
 from bench.targets.remote import RemoteTarget
@@ -19,11 +20,11 @@ __all__ = ["Target", "make_target"]
 def make_target(spec: TargetSpec, client: ClientSpec, progress: bool = True, in_namespace: bool = False) -> Target:
     """The one way to a Target: native, kvm, tcg, orthanc, dcmtk or remote, from the scenario's [target].
 
-    in_namespace: a native archive runs in a network namespace of its own (bench.load.scenario.archive_in_namespace)."""
-    if spec.kind == "native":
+    in_namespace: a native archive runs in a network namespace of its own (bench.scenario.file.archive_in_namespace)."""
+    if isinstance(spec, NativeSpec):
         return NativeTarget(spec, client, in_namespace)
-    if spec.kind in ("kvm", "tcg"):
-        return GuestTarget(spec, client, progress)  # progress: the image build's step lines
-    if spec.kind in ("orthanc", "dcmtk"):
-        return (OrthancTarget if spec.kind == "orthanc" else DcmqrscpTarget)(spec, client)
-    return RemoteTarget(spec, client)
+    if isinstance(spec, VmSpec):
+        return GuestTarget(spec, client, progress)  # progress: the image build's step lines (kvm, tcg)
+    # The kinds whose Target takes the spec and the client alone.
+    targets: dict[str, type[Target]] = {"orthanc": OrthancTarget, "dcmtk": DcmqrscpTarget, "remote": RemoteTarget}
+    return targets[spec.kind](spec, client)

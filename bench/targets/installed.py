@@ -19,7 +19,8 @@ from bench.common.paths import remove_tree
 from bench.common.processes import check_port_free, free_local_port
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer
-from bench.load.scenario import PDU_RANGE, ClientSpec, TargetSpec
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import InstalledSpec
 from bench.targets.archive_process import NODELAY_ENVIRONMENT, ArchiveProcess
 from bench.targets.probes import fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
@@ -39,12 +40,7 @@ def program_version(cmd: list[str]) -> str:
     return lines[0].strip() if lines else ""
 
 
-def pdu_size(spec: TargetSpec) -> int:
-    """The PDU size the program is given: the scenario's, or its largest for 0 (unlimited)."""
-    return spec.max_pdu or PDU_RANGE[spec.kind][1]
-
-
-def orthanc_config(storage: Path, spec: TargetSpec, dicom_port: int, http_port: int,
+def orthanc_config(storage: Path, spec: InstalledSpec, dicom_port: int, http_port: int,
                    destinations: dict[str, tuple[str, int]]) -> dict:
     """Orthanc's configuration for a benchmark: the bare archive, storing under `storage`."""
     return {
@@ -52,7 +48,7 @@ def orthanc_config(storage: Path, spec: TargetSpec, dicom_port: int, http_port: 
         "DicomAet": spec.ae_title, "DicomPort": dicom_port, "HttpPort": http_port,
         "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
         "SyncStorageArea": spec.fsync,  # fsync each file before answering, like the reference archive
-        "MaximumPduLength": pdu_size(spec),
+        "MaximumPduLength": spec.pdu_size,
         # The harness's Storage SCPs, where C-MOVE sends; any calling AE may query and retrieve, as on native.
         "DicomModalities": {ae: [ae, host, port] for ae, (host, port) in destinations.items()},
         "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True,
@@ -61,11 +57,11 @@ def orthanc_config(storage: Path, spec: TargetSpec, dicom_port: int, http_port: 
     }
 
 
-def dcmqrscp_config(storage: Path, spec: TargetSpec, port: int, destinations: dict[str, tuple[str, int]]) -> str:
+def dcmqrscp_config(storage: Path, spec: InstalledSpec, port: int, destinations: dict[str, tuple[str, int]]) -> str:
     """dcmqrscp's configuration: one read-write AE storing under `storage`, the C-MOVE destinations in HostTable."""
     hosts = "".join(f"destination{i} = ({ae}, {host}, {dest_port})\n"
                     for i, (ae, (host, dest_port)) in enumerate(sorted(destinations.items()), start=1))
-    return (f"NetworkTCPPort = {port}\nMaxPDUSize = {pdu_size(spec)}\nMaxAssociations = 64\n"
+    return (f"NetworkTCPPort = {port}\nMaxPDUSize = {spec.pdu_size}\nMaxAssociations = 64\n"
             f"HostTable BEGIN\n{hosts}HostTable END\nVendorTable BEGIN\nVendorTable END\n"
             # AE, storage, access, (max studies, max bytes per study), peers allowed
             f"AETable BEGIN\n{spec.ae_title} {storage} RW (100000, 4096mb) ANY\nAETable END\n")
@@ -79,7 +75,9 @@ class InstalledArchive(Target):
 
     fsyncs = True  # whether the program can fsync what it stores before answering
 
-    def __init__(self, spec: TargetSpec, client: ClientSpec):
+    spec: InstalledSpec
+
+    def __init__(self, spec: InstalledSpec, client: ClientSpec):
         if spec.fsync and not self.fsyncs and "fsync" in spec.model_fields_set:
             raise UserError(f"{self.kind} targets cannot fsync what they store ({self.program} has no such setting): "
                             "set fsync = false, or compare with a target that can")
@@ -131,7 +129,7 @@ class InstalledArchive(Target):
         return {"kind": self.kind, "label": self.label, "server": self.version,
                 **hypervisor_labels(host["hypervisor"], None, "this host"), "container": host["container"], "vcpus": os.cpu_count(), "budget": self.budget_record(),
                 "network": "loopback", "host": "127.0.0.1", "port": self.peer.port if self.peer else None,
-                "ae_title": self.spec.ae_title, "max_pdu": pdu_size(self.spec),
+                "ae_title": self.spec.ae_title, "max_pdu": self.spec.pdu_size,
                 "fsync": self.spec.fsync and self.fsyncs,
                 "destinations": {ae: f"{host}:{port}" for ae, (host, port) in self.destinations.items()},
                 "data": str(self.folder) if self.folder else None, "storage_kept": self.spec.keep_data,

@@ -23,7 +23,8 @@ from bench.common.paths import remove_tree
 from bench.common.processes import ending_with_parent, interrupt_on_sigterm, reap_group, run, signal_group, stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
-from bench.load.scenario import ClientSpec, TargetSpec
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import NativeSpec
 from bench.targets.probes import archive_facts, fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
 from bench.targets.vm.tools import require, require_root
@@ -43,7 +44,9 @@ class NativeTarget(Target):
     START_TIMEOUT = 30.0
     STOP_TIMEOUT = 60.0
 
-    def __init__(self, spec: TargetSpec, client: ClientSpec, in_namespace: bool = False):
+    spec: NativeSpec
+
+    def __init__(self, spec: NativeSpec, client: ClientSpec, in_namespace: bool = False):
         super().__init__(spec, client)
         self.in_namespace = in_namespace  # a network-down fault: a namespace and veth of its own (made by start)
         self.namespace: VethNamespace | None = None

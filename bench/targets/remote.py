@@ -6,7 +6,8 @@ from pathlib import Path
 
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
-from bench.load.scenario import ClientSpec, TargetSpec
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import RemoteSpec
 from bench.targets.probes import archive_facts, fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
 
@@ -16,7 +17,9 @@ class RemoteTarget(Target):
 
     kind = "remote"
 
-    def __init__(self, spec: TargetSpec, client: ClientSpec):
+    spec: RemoteSpec
+
+    def __init__(self, spec: RemoteSpec, client: ClientSpec):
         super().__init__(spec, client)
         self.peer = Peer(spec.host, int(spec.port), spec.ae_title)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from bench.common.errors import UserError
 from bench.dicom.peer import Peer
-from bench.load.scenario import ClientSpec, TargetSpec
 from bench.results.run_folder import write_server_pid
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import TargetSpec
 from bench.targets.budget import Budget
 
 NO_BUDGET = {"cpus": None, "memory_bytes": None, "enforced_by": "none"}

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from bench.load.scenario import LoadSpec
 from bench.load.shapes import planned_users, step_figures
+from bench.scenario.load import LoadSpec
 
 
 def test_steps_hold_each_count_for_its_time_then_end():

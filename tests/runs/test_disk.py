@@ -201,11 +201,11 @@ def test_the_archives_workers_end_with_a_killed_supervisor(tmp_path):
 
 
 def test_capacity_settings_belong_to_native_targets_only():
-    from bench.load.scenario import TargetSpec
+    from bench.scenario.targets import NativeSpec, target_spec
 
-    assert TargetSpec(kind="native", capacity="4 GB", at_capacity="recycle").capacity == 4_000_000_000
+    assert NativeSpec(capacity="4 GB", at_capacity="recycle").capacity == 4_000_000_000
     for kind in ("orthanc", "dcmtk", "tcg"):
-        with pytest.raises(ValueError, match="applies to native targets"):
-            TargetSpec(kind=kind, at_capacity="reject")
+        with pytest.raises(ValueError, match="at_capacity\n  Extra inputs are not permitted"):
+            target_spec({"kind": kind, "at_capacity": "reject"})
     with pytest.raises(ValueError, match="not a size"):
-        TargetSpec(kind="native", capacity="lots")
+        NativeSpec(capacity="lots")

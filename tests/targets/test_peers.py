@@ -14,8 +14,9 @@ from conftest import require_tool
 
 from bench.common.errors import UserError
 from bench.dicom.peer import echo_once
-from bench.load.scenario import ClientSpec, TargetSpec
 from bench.results.samples import done_mask
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import DcmtkSpec, NativeSpec, target_spec
 from bench.targets import make_target
 
 WORKSTATION_SCENARIO = """
@@ -44,7 +45,7 @@ def pacsbench(*args, timeout=300):
 
 def test_dcmqrscp_gets_the_pdu_size_and_the_c_move_destinations(tmp_path):
     require_tool("/usr/bin/dcmqrscp", "dcmtk")
-    target = make_target(TargetSpec(kind="dcmtk", max_pdu=32768), ClientSpec())
+    target = make_target(DcmtkSpec(max_pdu=32768), ClientSpec())
     target.destinations = {"PACSBENCH-SCP": ("127.0.0.1", 11113)}
     try:
         target.start(tmp_path)
@@ -60,11 +61,11 @@ def test_dcmqrscp_gets_the_pdu_size_and_the_c_move_destinations(tmp_path):
 
 def test_settings_a_peer_cannot_honour_are_errors():
     with pytest.raises(UserError, match="cannot fsync"):
-        make_target(TargetSpec(kind="dcmtk", fsync=True), ClientSpec())
-    make_target(TargetSpec(kind="dcmtk", fsync=False), ClientSpec())  # what it does anyway: accepted
+        make_target(DcmtkSpec(fsync=True), ClientSpec())
+    make_target(DcmtkSpec(fsync=False), ClientSpec())  # what it does anyway: accepted
     for kind in ("orthanc", "dcmtk"):
         with pytest.raises(ValueError, match="takes 4096 to 131072 bytes"):
-            TargetSpec(kind=kind, max_pdu=1 << 20)
+            target_spec({"kind": kind, "max_pdu": 1 << 20})
 
 
 def test_a_scenario_asking_dcmtk_to_fsync_is_one_line_exit_2(tmp_path):
@@ -83,7 +84,7 @@ def test_workstations_retrieve_studies_from_orthanc_with_the_native_pdu_size(tmp
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     run = json.loads((run_dir / "run.json").read_text())
-    native_pdu = TargetSpec(**{**run["scenario"]["target"], "kind": "native"}).max_pdu  # native's --max-pdu
+    native_pdu = NativeSpec(**{**run["scenario"]["target"], "kind": "native"}).max_pdu  # native's --max-pdu
     assert run["target"]["max_pdu"] == native_pdu == 65536
     assert json.loads((run_dir / "orthanc" / "orthanc.json").read_text())["MaximumPduLength"] == 65536
     assert run["target"]["fsync"] is True and "PACSBENCH-SCP" in run["target"]["destinations"]

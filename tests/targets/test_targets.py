@@ -15,7 +15,8 @@ from bench.common.errors import UserError
 from bench.common.processes import free_local_port
 from bench.dicom.peer import AssociationFailed, Peer, echo_once
 from bench.dicom.readiness import NoEchoAnswer
-from bench.load.scenario import ClientSpec, TargetSpec
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import NativeSpec, target_spec
 from bench.targets import Target, make_target
 from bench.targets.archive_process import ArchiveProcess
 
@@ -26,7 +27,7 @@ INSTALLED = {"orthanc": ("Orthanc", "orthanc"), "dcmtk": ("/usr/bin/dcmqrscp", "
 def test_a_local_target_answers_c_echo_describes_itself_and_stops(kind, tmp_path):
     if kind in INSTALLED:
         require_tool(*INSTALLED[kind])
-    target = make_target(TargetSpec(kind=kind), ClientSpec())
+    target = make_target(target_spec({"kind": kind}), ClientSpec())
     assert isinstance(target, Target)
     folders = []
     try:
@@ -53,7 +54,7 @@ def test_a_local_target_answers_c_echo_describes_itself_and_stops(kind, tmp_path
 
 
 def test_native_target_writes_the_c_move_destinations_into_the_archive_config(tmp_path):
-    target = make_target(TargetSpec(kind="native"), ClientSpec())
+    target = make_target(NativeSpec(), ClientSpec())
     target.destinations = {"WORKSTATION": ("127.0.0.1", 11113)}
     try:
         target.start(tmp_path)
@@ -76,7 +77,7 @@ def test_a_native_archive_for_network_faults_listens_in_its_own_namespace_cut_of
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     require_tool("ip", "iproute2")
-    target = make_target(TargetSpec(kind="native"), ClientSpec(), in_namespace=True)
+    target = make_target(NativeSpec(), ClientSpec(), in_namespace=True)
     target.destinations = {"WORKSTATION": ("127.0.0.1", 11113)}
     try:
         target.start(tmp_path)
@@ -115,7 +116,7 @@ def test_a_failed_start_in_a_namespace_leaves_no_namespace_or_veth(tmp_path):
         pytest.skip("network namespaces need root")
     require_tool("ip", "iproute2")
     (tmp_path / "archive").write_text("a file where the data folder goes: the archive cannot start")
-    target = make_target(TargetSpec(kind="native"), ClientSpec(), in_namespace=True)
+    target = make_target(NativeSpec(), ClientSpec(), in_namespace=True)
     with pytest.raises(UserError, match="native archive did not start"):
         target.start(tmp_path)
     assert target.namespace.name not in _namespaces() and f"{target.namespace.host_veth}@" not in _links()

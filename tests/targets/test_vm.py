@@ -90,12 +90,13 @@ def accelerator(guest_image) -> str:
 
 
 def test_guest_stores_a_study_and_returns_it_bit_exact(guest_image, accelerator, tiny_studies, tmp_path):
-    from bench.load.scenario import ClientSpec, TargetSpec
+    from bench.scenario.settings import ClientSpec
+    from bench.scenario.targets import target_spec
     from bench.targets import make_target
 
     storescu = require_tool("/usr/bin/storescu", "dcmtk")
     getscu = require_tool("/usr/bin/getscu", "dcmtk")
-    target = make_target(TargetSpec(kind=accelerator, boot_timeout=600), ClientSpec())
+    target = make_target(target_spec({"kind": accelerator, "boot_timeout": 600}), ClientSpec())
     files = sorted((tiny_studies / "study-0000").glob("*.dcm"))
     try:
         target.start(tmp_path)

@@ -10,7 +10,8 @@ from bench.common.errors import UserError
 from bench.common.processes import interrupt_on_sigterm, last_line
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
-from bench.load.scenario import ClientSpec, TargetSpec
+from bench.scenario.settings import ClientSpec
+from bench.scenario.targets import VmSpec
 from bench.targets.budget import guest_budget
 from bench.targets.probes import archive_facts, fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
@@ -47,7 +48,9 @@ def wait_for_status(metrics_url: str, timeout: float) -> dict:
 class GuestTarget(Target):
     """Boot the guest (system disk -snapshot, fresh data disk), wait for C-ECHO, stop by killing QEMU."""
 
-    def __init__(self, spec: TargetSpec, client: ClientSpec, progress: bool = True):
+    spec: VmSpec
+
+    def __init__(self, spec: VmSpec, client: ClientSpec, progress: bool = True):
         super().__init__(spec, client)
         self.kind = spec.kind
         self.progress = progress

@@ -1,0 +1,82 @@
+"""The scenario's [users.*] tables: which kinds of DICOM users make up the load, how many of each, at what pace."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Strict = ConfigDict(extra="forbid")
+
+
+class UserGroup(BaseModel):
+    """How many users of one type: a fixed `count`, or a share of [load] users by `weight`."""
+
+    model_config = Strict
+    count: int | None = Field(default=None, ge=0)
+    weight: int = Field(default=1, ge=1)
+
+
+class ModalitySpec(UserGroup):
+    """Sends whole studies, one C-STORE per instance: paced by studies per hour or instances per second, or flat out."""
+
+    studies_per_hour: float | None = Field(default=None, gt=0)
+    instances_per_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_pace(self) -> ModalitySpec:
+        if self.studies_per_hour and self.instances_per_s:
+            raise ValueError("give studies_per_hour or instances_per_s, not both")
+        return self
+
+
+class WorkstationSpec(UserGroup):
+    """C-FIND the worklist, retrieve a study (C-MOVE to the harness or C-GET), read it at a human pace."""
+
+    retrieve: Literal["move", "get"] = "move"
+    reading_images_per_s: float | None = Field(default=10.0, gt=0, description="reading pace; none: no reading time")
+    worklist_wait: float = Field(
+        default=2.0, gt=0, description="seconds before asking again when the worklist is empty"
+    )
+    check_digests: bool = Field(default=False, description="hash every retrieved instance (verify compares them)")
+
+
+class QuerySpec(UserGroup):
+    """C-FIND over the whole archive at one level (study root)."""
+
+    level: Literal["STUDY", "SERIES", "IMAGE"] = "STUDY"
+    queries_per_s: float | None = Field(default=None, gt=0, description="per user; none: flat out")
+
+
+class EchoSpec(UserGroup):
+    """C-ECHO every `interval` seconds: a liveness probe and the cheapest request."""
+
+    interval: float = Field(default=1.0, ge=0)
+
+
+USER_TYPES = ("modality", "workstation", "query", "echo")
+
+
+class UsersSpec(BaseModel):
+    """The [users] table: one optional table per user type."""
+
+    model_config = Strict
+    modality: ModalitySpec | None = None
+    workstation: WorkstationSpec | None = None
+    query: QuerySpec | None = None
+    echo: EchoSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_types(cls, data: Any) -> Any:
+        unknown = [key for key in data if key not in USER_TYPES] if isinstance(data, dict) else []
+        if unknown:
+            guess = difflib.get_close_matches(unknown[0], USER_TYPES, n=1)
+            hint = f"did you mean '{guess[0]}'? " if guess else ""
+            raise ValueError(f"unknown user type '{unknown[0]}' ({hint}known: {', '.join(USER_TYPES)})")
+        return data
+
+    def groups(self) -> dict[str, UserGroup]:
+        """The user types the scenario has, by name, in USER_TYPES order."""
+        return {name: getattr(self, name) for name in USER_TYPES if getattr(self, name) is not None}
