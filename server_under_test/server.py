@@ -57,7 +57,7 @@ def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: i
     from server_under_test.services.connection import Shared, handle_connection, quiet_pydicom, supported_contexts
     from server_under_test.services.store import StoreService
     from server_under_test.storage.files import TierSet
-    from server_under_test.storage.index import Index
+    from server_under_test.storage.index import Index, index_path
     from server_under_test.storage.recycling import Recycler
 
     quiet_pydicom()
@@ -65,7 +65,7 @@ def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: i
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     synchronous = "FULL" if config.fsync else "OFF"
-    index = Index(config.data / "index.sqlite", synchronous, capacity=config.capacity)
+    index = Index(index_path(config.data), synchronous, capacity=config.capacity)
     tiers = TierSet(config.storage_tiers, config.fsync, config.direct_io)
     recycler = None
     if config.capacity and config.at_capacity == "recycle":
@@ -139,16 +139,19 @@ class Supervisor:
 
     @property
     def index_path(self) -> Path:
-        return self.config.data / "index.sqlite"
+        from server_under_test.storage.index import index_path
+
+        return index_path(self.config.data)
 
     def prepare(self) -> None:
         from server_under_test.metrics import prepare_multiprocess_dir
         from server_under_test.storage.files import FileStore
-        from server_under_test.storage.index import create_schema
+        from server_under_test.storage.index import create_schema, drop_all_claims
 
         prepare_multiprocess_dir(self.metrics_dir)
         self.config.data.mkdir(parents=True, exist_ok=True)
         create_schema(self.index_path)
+        drop_all_claims(self.index_path)
         for tier in self.config.storage_tiers:
             removed = FileStore(tier.path, self.config.fsync, direct_io=False).remove_leftover_temp_files()
             if removed:

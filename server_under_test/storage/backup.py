@@ -32,10 +32,9 @@ from pathlib import Path
 from server_under_test import __version__
 from server_under_test.config import ArchiveConfig, ConfigError, Tier, load_config, with_overrides
 from server_under_test.storage.files import fsync_path
-from server_under_test.storage.index import connect, remove_instance
+from server_under_test.storage.index import INDEX_FILE, connect, remove_instance
 
 MANIFEST = "manifest.json"
-INDEX = "index.sqlite"
 FORMAT = "pacsbench-archive-backup"
 FORMAT_VERSION = 1
 BLOCK = 4 << 20
@@ -137,9 +136,9 @@ def _check_backup_paths(config: ArchiveConfig, out: Path) -> Path:
     data = config.data
     if not data.is_dir():
         raise BackupError(f"{data}: no such folder")
-    index = data / INDEX
+    index = data / INDEX_FILE
     if not index.is_file():
-        raise BackupError(f"{data}: not an archive data folder (no {INDEX})")
+        raise BackupError(f"{data}: not an archive data folder (no {INDEX_FILE})")
     if not _is_empty(out):
         raise BackupError(f"{out}: not empty (a backup goes into a new or empty folder)")
     for root in [data, *(t.path for t in config.storage_tiers)]:
@@ -229,9 +228,9 @@ def backup(config: ArchiveConfig, out: Path) -> tuple[dict, Copied]:
     index = _check_backup_paths(config, out)
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    taken = _snapshot(index, out / INDEX)
+    taken = _snapshot(index, out / INDEX_FILE)
     roots = [t.path for t in config.storage_tiers]
-    copy = sqlite3.connect(out / INDEX)
+    copy = sqlite3.connect(out / INDEX_FILE)
     rows = copy.execute("SELECT sop_uid, stored_at, tier, path, size FROM instance ORDER BY tier, path").fetchall()
     copy.close()
     live = connect(index)
@@ -249,10 +248,10 @@ def backup(config: ArchiveConfig, out: Path) -> tuple[dict, Copied]:
     finally:
         live.close()
     if result.dropped or result.missing:
-        _drop(out / INDEX, result.dropped + result.missing)
+        _drop(out / INDEX_FILE, result.dropped + result.missing)
     _fsync_tree(made, out)
-    index_size, index_sha256 = _hash(out / INDEX)
-    fsync_path(out / INDEX)
+    index_size, index_sha256 = _hash(out / INDEX_FILE)
+    fsync_path(out / INDEX_FILE)
     result.instances, result.bytes = len(files), sum(f["size"] for f in files)
     manifest = _manifest(config.storage_tiers, files, taken, index_size, index_sha256, result)
     _write_durably(out / MANIFEST, json.dumps(manifest, indent=1))
@@ -274,7 +273,7 @@ def _manifest(tiers: tuple[Tier, ...], files: list[dict], taken: float, index_si
         "bytes": result.bytes,
         "dropped_after_snapshot": len(result.dropped),
         "missing_in_archive": result.missing,
-        "index": {"path": INDEX, "size": index_size, "sha256": index_sha256},
+        "index": {"path": INDEX_FILE, "size": index_size, "sha256": index_sha256},
         "tiers": [{"number": n, "name": tiers[n].name if n < len(tiers) else f"tier{n + 1}",
                    "path": str(tiers[n].path) if n < len(tiers) else "", "instances": len(entries),
                    "bytes": sum(e["size"] for e in entries)} for n, entries in sorted(by_tier.items())],
@@ -314,7 +313,7 @@ def verify(folder: Path) -> dict:
             raise BackupError(f"{mismatch}: {entry['path']} has {size} bytes, the manifest says {entry['size']}")
         if sha256 != entry["sha256"]:
             raise BackupError(f"{mismatch}: {entry['path']} differs from its SHA-256 in the manifest")
-    named = {f"tier-{tier}/{_relative(path).as_posix()}" for tier, path in _rows(folder / INDEX)}
+    named = {f"tier-{tier}/{_relative(path).as_posix()}" for tier, path in _rows(folder / INDEX_FILE)}
     listed = {entry["path"] for entry in manifest["files"]}
     if named != listed or len(listed) != manifest["instances"]:
         raise BackupError(f"{mismatch}: the index names {len(named)} files, the manifest lists {len(listed)}")
@@ -380,8 +379,8 @@ def _copy_files(folder: Path, manifest: dict, destinations: dict[int, tuple[int,
 
 def _install_index(folder: Path, data: Path, destinations: dict[int, tuple[int, Tier]]) -> None:
     """Copy the index in, rows pointing at the restored files, usage per tier recounted; atomically."""
-    temp = data / f".{INDEX}.restoring"
-    shutil.copyfile(folder / INDEX, temp)
+    temp = data / f".{INDEX_FILE}.restoring"
+    shutil.copyfile(folder / INDEX_FILE, temp)
     db = sqlite3.connect(temp, isolation_level=None)
     try:
         rows = db.execute("SELECT sop_uid, tier, path FROM instance").fetchall()
@@ -396,7 +395,7 @@ def _install_index(folder: Path, data: Path, destinations: dict[int, tuple[int, 
     finally:
         db.close()
     fsync_path(temp)
-    os.replace(temp, data / INDEX)
+    os.replace(temp, data / INDEX_FILE)
     fsync_path(data)
 
 

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import threading
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import require_tool, start_archive
@@ -80,11 +81,11 @@ def test_recycling_takes_quiet_studies_first_then_the_oldest_never_the_incoming_
                    (_uids(2, 0)[0], _uids(3, 0)[0]))
     recycler = Recycler(index.path, tiers, 1000, quiet_seconds=60)
 
-    assert recycler.make_room(300, _uids(1, 0)[0])  # 800 + 300 > 1000: one study goes, the oldest quiet one
+    assert _room(recycler, 300, _uids(1, 0)[0])  # 800 + 300 > 1000: one study goes, the oldest quiet one
     assert _studies(index) == [_uids(1, 0)[0], _uids(3, 0)[0], _uids(4, 0)[0]]
-    assert recycler.make_room(700, _uids(1, 0)[0])  # then 3 (quiet), then 4 (busy), never 1 (the incoming one)
+    assert _room(recycler, 700, _uids(1, 0)[0])  # then 3 (quiet), then 4 (busy), never 1 (the incoming one)
     assert _studies(index) == [_uids(1, 0)[0]]
-    assert not recycler.make_room(900, _uids(1, 0)[0])  # only the incoming study is left: nothing can go
+    assert not _room(recycler, 900, _uids(1, 0)[0])  # only the incoming study is left: nothing can go
     assert _studies(index) == [_uids(1, 0)[0]]
 
     assert index.used_bytes() == 200 and index.tier_usage() == {0: (200, 2)}
@@ -103,9 +104,35 @@ def test_recycling_that_cannot_make_room_keeps_everything(storage):
         index.add(_record(1, number, tiers))
     index.add(_record(2, 0, tiers))
     recycler = Recycler(index.path, tiers, 1000)
-    assert not recycler.make_room(1001)  # larger than the whole archive
-    assert not recycler.make_room(700, _uids(1, 0)[0])  # recycling study 2 frees 100 of the 300 missing
+    assert recycler.claim_room(1001) is None  # larger than the whole archive
+    assert recycler.claim_room(700, _uids(1, 0)[0]) is None  # recycling study 2 frees 100 of the 300 missing
     assert index.count_instances() == 6 and len(list(tiers.stores[0].root.rglob("*.dcm"))) == 6
+
+
+def test_room_made_by_recycling_is_claimed_so_no_other_store_can_take_it(storage):
+    index, tiers = storage
+    for study in (1, 2):  # 500 bytes each: the archive is full
+        for number in range(5):
+            index.add(_record(study, number, tiers))
+    recycler = Recycler(index.path, tiers, 1000)
+    claim = recycler.claim_room(300, _uids(3, 0)[0])  # study 1 goes: 500 bytes free, 300 of them claimed
+    assert claim and _studies(index) == [_uids(2, 0)[0]] and index.free_bytes() == 200
+    with pytest.raises(AtCapacity):  # another store cannot take the claimed room...
+        index.add(_record(4, 0, tiers, size=300))
+    index.add(_record(4, 1, tiers, size=200))  # ...only the free room
+    index.add(_record(3, 0, tiers, size=300), claim=claim)  # the store that claimed it commits into it
+    assert index.used_bytes() == 1000 and index.free_bytes() == 0
+    unused = recycler.claim_room(100, _uids(5, 0)[0])  # study 2 goes for a store that then fails...
+    recycler.release(unused)  # ...and gives its claim back
+    assert index.free_bytes() == 500 and _studies(index) == [_uids(4, 0)[0], _uids(3, 0)[0]]
+
+
+def _room(recycler: Recycler, size: int, study_uid: str) -> bool:
+    """Can the recycler make room for `size` bytes (the claim given back at once, as by a store that failed)?"""
+    claim = recycler.claim_room(size, study_uid)
+    if claim is not None:
+        recycler.release(claim)
+    return claim is not None
 
 
 def _studies(index: Index) -> list[str]:
@@ -366,6 +393,73 @@ def test_concurrent_stores_recycle_consistently_across_workers(tmp_path):
         assert db.execute("SELECT COUNT(*) FROM study").fetchone()[0] == status["index"]["studies"]
         assert db.execute("SELECT SUM(num_instances) FROM study").fetchone()[0] == len(indexed)
         assert db.execute("SELECT SUM(num_instances) FROM patient").fetchone()[0] == len(indexed)
+
+
+class UsageWatch:
+    """Reads the index's bytes stored (and those claimed) as often as it can, keeping the largest seen."""
+
+    def __init__(self, archive):
+        self.archive, self.largest_used, self.largest_committed, self.stop = archive, 0, 0, threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        db = sqlite3.connect(self.archive.index)
+        try:
+            while not self.stop.is_set():
+                used, claimed = db.execute("SELECT (SELECT COALESCE(SUM(bytes), 0) FROM tier_usage), "
+                                           "(SELECT COALESCE(SUM(bytes), 0) FROM claim)").fetchone()
+                self.largest_used = max(self.largest_used, used)
+                self.largest_committed = max(self.largest_committed, used + claimed)
+        finally:
+            db.close()
+
+    def finish(self) -> tuple[int, int]:
+        self.stop.set()
+        self.thread.join()
+        return self.largest_used, self.largest_committed
+
+
+def _store_studies(archive, studies: range, per_study: int) -> list[int]:
+    """One association storing `per_study` instances of each study in turn; the statuses."""
+    peer = Peer(archive)
+    try:
+        return [peer.store(_instance(study, number)) for study in studies for number in range(per_study)]
+    finally:
+        peer.release()
+
+
+def test_eight_concurrent_associations_at_capacity_are_never_refused_while_older_studies_exist(tmp_path):
+    """8 associations over 2 worker processes into a full archive, each its own studies, 6 times the capacity.
+
+    Every store must find room: recycling makes it and claims it in one transaction, so no
+    other store (thread or worker process) can take it. The index never holds more than the capacity.
+    """
+    capacity, associations, studies_each, per_study = 3_000_000, 8, 5, 3
+    archive = start_archive(tmp_path / "archive", "--capacity", str(capacity), "--at-capacity", "recycle",
+                            "--workers", "2", "--max-associations", "16", "--metrics-port", "0")
+    try:
+        _store_studies(archive, range(900, 900 + 7), per_study)  # 21 instances: at capacity before the race starts
+        watch = UsageWatch(archive)
+        with ThreadPoolExecutor(associations) as pool:
+            statuses = list(pool.map(lambda a: _store_studies(archive, range(a * 100, a * 100 + studies_each),
+                                                              per_study), range(associations)))
+        largest_used, largest_committed = watch.finish()
+        status = _status(archive)
+    finally:
+        archive.stop()
+
+    assert statuses == [[0] * studies_each * per_study] * associations, archive.log.read_text()[-3000:]
+    indexed = _indexed(archive)
+    instance_size = next(iter(indexed.values()))[1]
+    assert largest_used <= largest_committed <= capacity
+    assert _files_on_tier(archive) == {path: size for path, size in indexed.values()}  # rows and files agree
+    assert sum(size for _, size in indexed.values()) == status["capacity"]["used_bytes"] <= capacity
+    assert capacity // instance_size - len(indexed) < per_study  # recycling frees what is missing, a study at a time
+    stored = (7 + associations * studies_each) * per_study
+    assert status["capacity"]["recycled_instances"] == stored - len(indexed)
+    with sqlite3.connect(archive.index) as db:
+        assert db.execute("SELECT COUNT(*) FROM claim").fetchone()[0] == 0  # every claim consumed or given back
 
 
 def test_capacity_and_its_policy_come_from_the_config_file(tmp_path):
