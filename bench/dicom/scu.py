@@ -4,7 +4,7 @@ C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET.
 C-STORE is the fast path: a pre-encoded dataset (chunks, the pixel chunk a view of shared
 bytes) goes out as gathered P-DATA-TF PDUs, and the response is read off the socket
 directly: no copies, no polling. Under locust the sockets are gevent's and every call
-yields (see server_under_test.upper_layer.wire). Every failure of the link (refused,
+yields (see server_under_test.upper_layer.pdu). Every failure of the link (refused,
 rejected, aborted, timed out) raises AssociationFailed with a one-line reason and drops
 the association; the caller re-associates.
 """
@@ -35,8 +35,9 @@ from server_under_test.upper_layer.dimse import (
     response,
     store_request,
 )
+from server_under_test.upper_layer.messages import ReleaseRequested
+from server_under_test.upper_layer.pdu import LinkLost
 from server_under_test.upper_layer.status import SUCCESS_CODE, is_pending
-from server_under_test.upper_layer.wire import LinkLost, ReleaseRequested
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"

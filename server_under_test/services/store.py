@@ -20,8 +20,8 @@ from server_under_test.storage.index import AtCapacity, Index, InstanceRecord
 from server_under_test.storage.recycling import Recycler
 from server_under_test.upper_layer.association import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, Association
 from server_under_test.upper_layer.dimse import file_meta_bytes
+from server_under_test.upper_layer.messages import Message, MessageReader
 from server_under_test.upper_layer.status import SUCCESS_CODE, is_done
-from server_under_test.upper_layer.wire import Message, MessageReader
 
 log = logging.getLogger("server_under_test.services.store")
 
