@@ -209,14 +209,17 @@ class Supervisor:
 
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
+
 # -- command line ----------------------------------------------------------------------
-def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
+def parse_args(argv: list[str] | None, prog: str) -> tuple[ArchiveConfig, Path | None]:
+    """The archive's settings (the config file, then the options) and the ready file's path, if asked for."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="pacsbench reference archive: C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET over a durable store "
         "(temp file, fsync, rename) and a SQLite index, on ordered storage tiers. Runs until SIGTERM or Ctrl-C.",
         epilog="Settings come from --config (TOML; see server_under_test/config.py for every key); "
-        "options given here override the file.",
+        "options given here override the file. Backup and restore: `python -m server_under_test backup|restore` "
+        "(see its --help).",
     )
     parser.add_argument("--config", type=Path, help="archive configuration file (TOML)")
     parser.add_argument("--aet", dest="ae_title", help="AE title to answer as (default PACSBENCH)")
@@ -240,6 +243,9 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
                         help="write received files through the page cache instead of with O_DIRECT")
     parser.add_argument("--check-called-aet", action="store_true", default=None,
                         help="reject associations whose called AE title is not ours (default: answer any)")
+    parser.add_argument("--ready-file", type=Path, metavar="PATH",
+                        help="once listening, write PATH (JSON: pid, version, AE title, host, DICOM port, metrics URL, "
+                        "data folder, workers); removed on exit (server_under_test.ready reads it)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     metrics = None
@@ -253,7 +259,7 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
         metrics=metrics, fsync=False if args.no_fsync else None,
         direct_io=False if args.no_direct_io else None, check_called_aet=args.check_called_aet,
         capacity=args.capacity, at_capacity=args.at_capacity,
-    )
+    ), args.ready_file
 
 
 def _seconds_option(value: str) -> float:
@@ -275,10 +281,12 @@ def _size_option(value: str) -> int:
 
 def main(argv: list[str] | None = None, prog: str = "python -m server_under_test") -> int:
     try:
-        config = parse_args(argv, prog)
+        config, ready_file = parse_args(argv, prog)
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)  # an earlier archive's must not be taken for ours
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
                         stream=sys.stderr)
     supervisor = Supervisor(config)
@@ -296,14 +304,35 @@ def main(argv: list[str] | None = None, prog: str = "python -m server_under_test
         print(f"{prog}: error: {exc}", file=sys.stderr)
         supervisor.shutdown()
         return 2
+    try:
+        announce(supervisor, ready_file)
+    except OSError as exc:
+        print(f"{prog}: error: cannot write the ready file {ready_file}: {exc.strerror or exc}", file=sys.stderr)
+        supervisor.shutdown()
+        return 2
+    try:
+        supervisor.watch()
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+    log.info("stopping: finishing in-flight requests")
+    supervisor.shutdown()
+    return 0
+
+
+def announce(supervisor: Supervisor, ready_file: Path | None) -> None:
+    """Say that the archive listens: a line for humans, and the ready file for programs."""
+    from server_under_test.ready import Ready, write_ready
+
+    config = supervisor.config
     metrics = f" metrics {supervisor.pages.url}" if supervisor.pages else ""
-    # The harness reads this line to learn the port (with --port 0) and that we are up.
     print(
         f"server_under_test {__version__} listening on {config.host}:{supervisor.port} AE {config.ae_title} "
         f"data {config.data} fsync {'on' if config.fsync else 'off'} workers {len(supervisor.workers)}{metrics}",
         flush=True,
     )
-    supervisor.watch()
-    log.info("stopping: finishing in-flight requests")
-    supervisor.shutdown()
-    return 0
+    if ready_file is not None:
+        write_ready(ready_file, Ready(
+            pid=os.getpid(), version=__version__, ae_title=config.ae_title, host=config.host, port=supervisor.port,
+            metrics_url=supervisor.pages.url if supervisor.pages else None, data=str(config.data),
+            workers=len(supervisor.workers)))
