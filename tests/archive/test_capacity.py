@@ -12,6 +12,7 @@ import random
 import sqlite3
 import subprocess
 import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,7 +30,14 @@ from pynetdicom.sop_class import (
 
 from server_under_test.config import Tier
 from server_under_test.storage.files import TierSet
-from server_under_test.storage.index import AtCapacity, Index, InstanceRecord, create_schema, recycled_totals
+from server_under_test.storage.index import (
+    AtCapacity,
+    Index,
+    InstanceRecord,
+    create_schema,
+    index_path,
+    recycled_totals,
+)
 from server_under_test.storage.recycling import Recycler
 
 UID_ROOT = "1.2.826.0.1.3680043.10.1137"  # fixed-length UIDs below keep every instance the same size
@@ -125,6 +133,24 @@ def test_room_made_by_recycling_is_claimed_so_no_other_store_can_take_it(storage
     unused = recycler.claim_room(100, _uids(5, 0)[0])  # study 2 goes for a store that then fails...
     recycler.release(unused)  # ...and gives its claim back
     assert index.free_bytes() == 500 and _studies(index) == [_uids(4, 0)[0], _uids(3, 0)[0]]
+
+
+def test_a_claim_left_by_a_crashed_store_lapses_and_an_archive_start_forgets_every_claim(storage, tmp_path):
+    index, tiers = storage
+    index.add(_record(1, 0, tiers, size=600))
+    with sqlite3.connect(index.path) as db:  # one claim that has lapsed, one a killed worker left behind
+        db.execute("INSERT INTO claim(bytes, expires_at) VALUES (300, ?), (200, ?)", (time.time() - 1, time.time() + 600))
+    assert index.free_bytes() == 200  # the lapsed claim holds nothing; the other still does, until a start
+    data = tmp_path / "archive-data"  # an archive whose index holds these claims, as a crash leaves it
+    data.mkdir()
+    with sqlite3.connect(index.path) as source, sqlite3.connect(index_path(data)) as copy:
+        source.backup(copy)
+        assert copy.execute("SELECT COUNT(*) FROM claim").fetchone()[0] == 2
+    restarted = start_archive(data, "--capacity", "1000")
+    restarted.stop()
+    with sqlite3.connect(restarted.index) as db:
+        assert db.execute("SELECT bytes FROM claim").fetchall() == []
+        assert db.execute("SELECT SUM(bytes) FROM tier_usage").fetchone()[0] == 600
 
 
 def _room(recycler: Recycler, size: int, study_uid: str) -> bool:
