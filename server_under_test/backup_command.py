@@ -56,8 +56,9 @@ def run_backup(data: Path, out: Path, config_path: Path | None = None) -> tuple[
     dropped = f", {len(copied.dropped)} changed after the snapshot left out" if copied.dropped else ""
     missing = (f", {len(copied.missing)} left out because the archive has lost their files (see manifest.json "
                "missing_in_archive)") if copied.missing else ""
-    return (f"backup {out}: {copied.instances} instances, {copied.bytes / 1e6:.1f} MB, snapshot "
-            f"{manifest['snapshot_time']}, {copied.seconds:.1f} s ({copied.mb_per_s:.1f} MB/s){dropped}{missing}", 1 if copied.missing else 0)
+    summary = (f"backup {out}: {copied.instances} instances, {copied.bytes / 1e6:.1f} MB, snapshot "
+               f"{manifest['snapshot_time']}, {copied.seconds:.1f} s ({copied.mb_per_s:.1f} MB/s){dropped}{missing}")
+    return summary, 1 if copied.missing else 0
 
 
 def run_restore(folder: Path, data: Path, config_path: Path | None = None, force: bool = False) -> str:

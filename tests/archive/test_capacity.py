@@ -139,7 +139,8 @@ def test_a_claim_left_by_a_crashed_store_lapses_and_an_archive_start_forgets_eve
     index, tiers = storage
     index.add(_record(1, 0, tiers, size=600))
     with sqlite3.connect(index.path) as db:  # one claim that has lapsed, one a killed worker left behind
-        db.execute("INSERT INTO claim(bytes, expires_at) VALUES (300, ?), (200, ?)", (time.time() - 1, time.time() + 600))
+        db.execute("INSERT INTO claim(bytes, expires_at) VALUES (300, ?), (200, ?)",
+                   (time.time() - 1, time.time() + 600))
     assert index.free_bytes() == 200  # the lapsed claim holds nothing; the other still does, until a start
     data = tmp_path / "archive-data"  # an archive whose index holds these claims, as a crash leaves it
     data.mkdir()
