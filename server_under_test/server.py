@@ -2,7 +2,7 @@
 
 The supervisor binds the port, prepares the index, forks the workers (each accepts
 associations on the inherited socket, one thread per association, so every core works),
-then serves HTTP /metrics and /status and runs the tier migrator. SIGTERM or Ctrl-C: the
+then runs the tier migrator and, with a metrics port, the HTTP pages (status_pages.py). SIGTERM or Ctrl-C: the
 workers stop accepting, finish the requests in flight, abort idle associations, and exit.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import logging
 import multiprocessing
 import os
@@ -20,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from server_under_test import __version__
@@ -57,7 +55,7 @@ def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: i
     from server_under_test.services.connection import Shared, handle_connection, quiet_pydicom, supported_contexts
     from server_under_test.services.store import StoreService
     from server_under_test.storage.files import TierSet
-    from server_under_test.storage.index import Index
+    from server_under_test.storage.index import Index, index_path
     from server_under_test.storage.recycling import Recycler
 
     quiet_pydicom()
@@ -65,7 +63,7 @@ def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: i
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     synchronous = "FULL" if config.fsync else "OFF"
-    index = Index(config.data / "index.sqlite", synchronous, capacity=config.capacity)
+    index = Index(index_path(config.data), synchronous, capacity=config.capacity)
     tiers = TierSet(config.storage_tiers, config.fsync, config.direct_io)
     recycler = None
     if config.capacity and config.at_capacity == "recycle":
@@ -97,58 +95,33 @@ def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: i
 
 
 # -- supervisor ------------------------------------------------------------------------
-class StatusHandler(BaseHTTPRequestHandler):
-    supervisor: "Supervisor"
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        if self.path.split("?")[0] == "/metrics":
-            from server_under_test.metrics import HostCpuCollector, render
-
-            if self.path.endswith("?only=host"):  # what a per-second sampler reads: no index queries
-                body = render(HostCpuCollector(), with_processes=False)
-            else:
-                body = render(self.supervisor.tier_collector(), HostCpuCollector())
-            kind = "text/plain; version=0.0.4"
-        elif self.path.split("?")[0] == "/status":
-            body, kind = json.dumps(self.supervisor.status(), indent=2).encode(), "application/json"
-        else:
-            self.send_error(404, "try /metrics or /status")
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 class Supervisor:
     def __init__(self, config: ArchiveConfig):
         self.config = config
         self.started = time.time()
         self.listener: socket.socket | None = None
         self.workers: list = []
-        self.http: ThreadingHTTPServer | None = None
+        self.pages = None  # the HTTP /metrics and /status, with a metrics port
         self.stop = threading.Event()
         self.migrator = None
         self.tiers = None
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="pacsbench-archive-metrics-"))
-        self._environment = None
 
     @property
     def index_path(self) -> Path:
-        return self.config.data / "index.sqlite"
+        from server_under_test.storage.index import index_path
+
+        return index_path(self.config.data)
 
     def prepare(self) -> None:
         from server_under_test.metrics import prepare_multiprocess_dir
         from server_under_test.storage.files import FileStore
-        from server_under_test.storage.index import create_schema
+        from server_under_test.storage.index import create_schema, drop_all_claims
 
         prepare_multiprocess_dir(self.metrics_dir)
         self.config.data.mkdir(parents=True, exist_ok=True)
         create_schema(self.index_path)
+        drop_all_claims(self.index_path)
         for tier in self.config.storage_tiers:
             removed = FileStore(tier.path, self.config.fsync, direct_io=False).remove_leftover_temp_files()
             if removed:
@@ -158,6 +131,10 @@ class Supervisor:
     @property
     def port(self) -> int:
         return self.listener.getsockname()[1]
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [w.pid for w in self.workers]
 
     def start_workers(self) -> None:
         # Imported once here, not in every forked worker.
@@ -199,10 +176,9 @@ class Supervisor:
         self.migrator = Migrator(self.config, self.index_path, self.tiers, Metrics())
         threading.Thread(target=self.migrator.run, args=(self.stop,), name="migrator", daemon=True).start()
         if self.config.metrics is not None:
-            handler = type("Handler", (StatusHandler,), {"supervisor": self})
-            self.http = ThreadingHTTPServer((self.config.metrics.host, self.config.metrics.port), handler)
-            self.http.daemon_threads = True
-            threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
+            from server_under_test.status_pages import StatusPages
+
+            self.pages = StatusPages(self, self.config.metrics.host, self.config.metrics.port)
 
     def watch(self) -> None:
         """Until asked to stop: replace any worker that dies (a crash must not shrink the archive)."""
@@ -225,110 +201,25 @@ class Supervisor:
             if worker.is_alive():
                 worker.kill()
                 worker.join()
-        if self.http:
-            self.http.shutdown()
+        if self.pages:
+            self.pages.shutdown()
         if self.listener:
             self.listener.close()
         import shutil
 
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
-    # -- observability ------------------------------------------------------------------
-    def environment(self) -> dict:
-        if self._environment is None:
-            from server_under_test.environment import describe
-
-            self._environment = describe([t.path for t in self.config.storage_tiers])
-        return self._environment
-
-    def _index_figures(self) -> dict:
-        from server_under_test.storage.index import connect, recycled_totals
-
-        db = connect(self.index_path, "OFF")
-        try:
-            usage = {t: (b, f) for t, b, f in db.execute("SELECT tier, bytes, files FROM tier_usage")}
-            counts = db.execute("SELECT (SELECT COUNT(*) FROM patient WHERE num_instances > 0), "
-                                "(SELECT COUNT(*) FROM study WHERE num_instances > 0), "
-                                "(SELECT COALESCE(SUM(files), 0) FROM tier_usage)").fetchone()
-            recycled = recycled_totals(db)
-        finally:
-            db.close()
-        return {"usage": usage, "patients": counts[0], "studies": counts[1], "instances": counts[2],
-                "used_bytes": sum(b for b, _ in usage.values()), "recycled": recycled}
-
-    def status(self) -> dict:
-        c = self.config
-        figures = self._index_figures()
-        tiers = []
-        for n, t in enumerate(c.storage_tiers):
-            used, files = figures["usage"].get(n, (0, 0))
-            tiers.append({"name": t.name, "path": str(t.path), "capacity_bytes": t.capacity,
-                          "high_watermark": t.high_watermark, "low_watermark": t.low_watermark,
-                          "used_bytes": used, "files": files,
-                          # in effect: O_DIRECT asked for and accepted by this tier's file system
-                          "direct_io": bool(self.tiers and self.tiers.stores[n].direct_io)})
-        return {
-            "server": f"server_under_test {__version__}",
-            "ae_title": c.ae_title, "host": c.host, "port": self.port,
-            "uptime_seconds": round(time.time() - self.started, 1),
-            "workers": [w.pid for w in self.workers],
-            "settings": {"fsync": c.fsync, "index_synchronous": "FULL" if c.fsync else "OFF", "direct_io": c.direct_io,
-                         "duplicates": c.duplicates, "max_associations": c.max_associations, "max_pdu": c.max_pdu,
-                         "artim_timeout": c.artim_timeout,
-                         "allowed_calling_aets": list(c.allowed_calling_aets), "check_called_aet": c.check_called_aet,
-                         "destinations": sorted(c.destinations)},
-            "index": {"path": str(self.index_path), "patients": figures["patients"],
-                      "studies": figures["studies"], "instances": figures["instances"]},
-            "tiers": tiers,
-            "capacity": {"capacity_bytes": c.capacity, "at_capacity": c.at_capacity,
-                         "used_bytes": figures["used_bytes"],
-                         "recycled_studies": figures["recycled"]["studies"],
-                         "recycled_instances": figures["recycled"]["instances"],
-                         "recycled_bytes": figures["recycled"]["bytes"]},
-            "migration": {"studies_moved": self.migrator.moved_studies if self.migrator else 0,
-                          "bytes_moved": self.migrator.moved_bytes if self.migrator else 0},
-            "environment": self.environment(),
-        }
-
-    def tier_collector(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        supervisor = self
-
-        class TierCollector:
-            def collect(self):
-                figures = supervisor._index_figures()
-                used = GaugeMetricFamily("pacsbench_archive_tier_used_bytes", "Bytes stored per tier", labels=["tier"])
-                capacity = GaugeMetricFamily("pacsbench_archive_tier_capacity_bytes", "Configured capacity (0 = none)",
-                                             labels=["tier"])
-                for n, tier in enumerate(supervisor.config.storage_tiers):
-                    used.add_metric([tier.name], figures["usage"].get(n, (0, 0))[0])
-                    capacity.add_metric([tier.name], tier.capacity)
-                yield used
-                yield capacity
-                yield GaugeMetricFamily("pacsbench_archive_instances", "Instances in the index",
-                                        value=figures["instances"])
-                yield GaugeMetricFamily("pacsbench_archive_used_bytes", "Bytes stored on all tiers",
-                                        value=figures["used_bytes"])
-                yield GaugeMetricFamily("pacsbench_archive_capacity_bytes", "The archive's capacity (0 = none)",
-                                        value=supervisor.config.capacity)
-                # From the index, so they agree with /status and survive a worker's restart.
-                for what in ("studies", "instances", "bytes"):
-                    yield CounterMetricFamily(f"pacsbench_archive_recycled_{what}",
-                                              f"{what.capitalize()} deleted to make room at capacity",
-                                              value=figures["recycled"][what])
-
-        return TierCollector()
-
 
 # -- command line ----------------------------------------------------------------------
-def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
+def parse_args(argv: list[str] | None, prog: str) -> tuple[ArchiveConfig, Path | None]:
+    """The archive's settings (the config file, then the options) and the ready file's path, if asked for."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="pacsbench reference archive: C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET over a durable store "
         "(temp file, fsync, rename) and a SQLite index, on ordered storage tiers. Runs until SIGTERM or Ctrl-C.",
         epilog="Settings come from --config (TOML; see server_under_test/config.py for every key); "
-        "options given here override the file.",
+        "options given here override the file. Backup and restore: `python -m server_under_test backup|restore` "
+        "(see its --help).",
     )
     parser.add_argument("--config", type=Path, help="archive configuration file (TOML)")
     parser.add_argument("--aet", dest="ae_title", help="AE title to answer as (default PACSBENCH)")
@@ -352,6 +243,9 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
                         help="write received files through the page cache instead of with O_DIRECT")
     parser.add_argument("--check-called-aet", action="store_true", default=None,
                         help="reject associations whose called AE title is not ours (default: answer any)")
+    parser.add_argument("--ready-file", type=Path, metavar="PATH",
+                        help="once listening, write PATH (JSON: pid, version, AE title, host, DICOM port, metrics URL, "
+                        "data folder, workers); removed on exit (server_under_test.ready reads it)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     metrics = None
@@ -365,7 +259,7 @@ def parse_args(argv: list[str] | None, prog: str) -> ArchiveConfig:
         metrics=metrics, fsync=False if args.no_fsync else None,
         direct_io=False if args.no_direct_io else None, check_called_aet=args.check_called_aet,
         capacity=args.capacity, at_capacity=args.at_capacity,
-    )
+    ), args.ready_file
 
 
 def _seconds_option(value: str) -> float:
@@ -387,10 +281,12 @@ def _size_option(value: str) -> int:
 
 def main(argv: list[str] | None = None, prog: str = "python -m server_under_test") -> int:
     try:
-        config = parse_args(argv, prog)
+        config, ready_file = parse_args(argv, prog)
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)  # an earlier archive's must not be taken for ours
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
                         stream=sys.stderr)
     supervisor = Supervisor(config)
@@ -408,14 +304,35 @@ def main(argv: list[str] | None = None, prog: str = "python -m server_under_test
         print(f"{prog}: error: {exc}", file=sys.stderr)
         supervisor.shutdown()
         return 2
-    metrics = f" metrics http://{config.metrics.host}:{supervisor.http.server_address[1]}" if supervisor.http else ""
-    # The harness reads this line to learn the port (with --port 0) and that we are up.
+    try:
+        announce(supervisor, ready_file)
+    except OSError as exc:
+        print(f"{prog}: error: cannot write the ready file {ready_file}: {exc.strerror or exc}", file=sys.stderr)
+        supervisor.shutdown()
+        return 2
+    try:
+        supervisor.watch()
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+    log.info("stopping: finishing in-flight requests")
+    supervisor.shutdown()
+    return 0
+
+
+def announce(supervisor: Supervisor, ready_file: Path | None) -> None:
+    """Say that the archive listens: a line for humans, and the ready file for programs."""
+    from server_under_test.ready import Ready, write_ready
+
+    config = supervisor.config
+    metrics = f" metrics {supervisor.pages.url}" if supervisor.pages else ""
     print(
         f"server_under_test {__version__} listening on {config.host}:{supervisor.port} AE {config.ae_title} "
         f"data {config.data} fsync {'on' if config.fsync else 'off'} workers {len(supervisor.workers)}{metrics}",
         flush=True,
     )
-    supervisor.watch()
-    log.info("stopping: finishing in-flight requests")
-    supervisor.shutdown()
-    return 0
+    if ready_file is not None:
+        write_ready(ready_file, Ready(
+            pid=os.getpid(), version=__version__, ae_title=config.ae_title, host=config.host, port=supervisor.port,
+            metrics_url=supervisor.pages.url if supervisor.pages else None, data=str(config.data),
+            workers=len(supervisor.workers)))

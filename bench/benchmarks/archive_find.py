@@ -37,11 +37,13 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Ver
 from bench.common.paths import cache_root
 from bench.dicom.peer import Peer
 from bench.dicom.scu import ServiceUser, query_proposals
-from server_under_test.storage.index import SCHEMA
+from server_under_test.ready import wait_for_ready
+from server_under_test.storage.index import SCHEMA, index_path
 
 SURNAMES = ["SMITH", "MUELLER", "PAPADOPOULOS", "ROSSI", "NOWAK", "SILVA", "JANSEN", "KOVAC", "BERG", "LAINE",
             "GARCIA", "MARTIN", "DUBOIS", "NIELSEN", "HORVAT", "COSTA", "EVANS", "WAGNER", "NOVAK", "OLSEN"]
 GIVEN = ["ANNA", "BORIS", "CHLOE", "DIMITRIS", "ELENI", "FRANZ", "GEORGIA", "HUGO", "IRINI", "JONAS"]
+READY_TIMEOUT = 120.0  # a million-row index is opened before the archive listens
 SERIES_PER_STUDY, INSTANCES_PER_SERIES, STUDIES_PER_PATIENT = 4, 5, 2
 
 
@@ -234,16 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     source = prefilled_index(args.instances)
     work = Path(tempfile.mkdtemp(prefix="pacsbench-find-"))
     (work / "archive").mkdir()
-    shutil.copy(source, work / "archive" / "index.sqlite")
-    server = subprocess.Popen([sys.executable, "-m", "server_under_test", "--port", "0", "--metrics-port", "0",
-                               "--data", str(work / "archive")], stdout=subprocess.PIPE, stderr=open(work / "archive.log", "w"),
-                              text=True)
+    shutil.copy(source, index_path(work / "archive"))
+    ready_file = work / "archive-ready.json"
+    with open(work / "archive.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "server_under_test", "--port", "0", "--metrics-port", "0",
+                                   "--data", str(work / "archive"), "--ready-file", str(ready_file)],
+                                  stdout=log, stderr=log)
     try:
-        ready = server.stdout.readline()
-        port = int(ready.split(" listening on ")[1].split()[0].rsplit(":", 1)[1])
-        metrics_url = ready.split(" metrics ")[1].strip()
+        ready = wait_for_ready(ready_file, server, READY_TIMEOUT)
         studies = max(1, args.instances // (SERIES_PER_STUDY * INSTANCES_PER_SERIES))
-        results = run_queries(metrics_url, port, queries(studies, random.Random(5)), args.queries)
+        results = run_queries(ready.metrics_url, ready.port, queries(studies, random.Random(5)), args.queries)
     finally:
         server.terminate()
         server.wait(60)

@@ -34,7 +34,8 @@ from server_under_test.upper_layer.association import (
     request,
 )
 from server_under_test.upper_layer.dimse import echo_request, encode_command, store_request
-from server_under_test.upper_layer.wire import (
+from server_under_test.upper_layer.messages import pdata_parts
+from server_under_test.upper_layer.pdu import (
     A_ABORT,
     A_ASSOCIATE_AC,
     A_ASSOCIATE_RJ,
@@ -44,7 +45,6 @@ from server_under_test.upper_layer.wire import (
     LinkLost,
     PeerAborted,
     Wire,
-    pdata_parts,
 )
 
 CALLING_AE = "ROBUSTNESS"

@@ -6,7 +6,7 @@ from bench.cli.delegated import add_delegated_verb
 
 
 def add_parser(sub) -> None:
-    # The actions and their options live in server_under_test.storage.backup, which also runs alone in a guest.
+    # The actions and their options live in server_under_test.backup_command, which also runs alone in a guest.
     add_delegated_verb(
         sub, "archive", cmd_archive,
         "back up the reference archive while it keeps storing, or restore a backup",
@@ -16,6 +16,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_archive(args) -> int:
-    from server_under_test.storage.backup import main as backup_main
+    from server_under_test.backup_command import main as backup_main
 
     return backup_main(args.args, prog="pacsbench archive")

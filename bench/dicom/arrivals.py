@@ -15,7 +15,7 @@ from pydicom.uid import UID
 
 from bench.studies.integrity import dataset_digest
 from server_under_test.upper_layer.association import Association
-from server_under_test.upper_layer.wire import Message
+from server_under_test.upper_layer.messages import Message
 
 HEAD_BYTES = 64 << 10  # the attributes we read come long before this in any XA header
 LAST_WANTED_TAG = 0x00280008  # Number of Frames; Study Instance UID (0020,000D) comes before

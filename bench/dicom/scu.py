@@ -4,7 +4,7 @@ C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET.
 C-STORE is the fast path: a pre-encoded dataset (chunks, the pixel chunk a view of shared
 bytes) goes out as gathered P-DATA-TF PDUs, and the response is read off the socket
 directly: no copies, no polling. Under locust the sockets are gevent's and every call
-yields (see server_under_test.upper_layer.wire). Every failure of the link (refused,
+yields (see server_under_test.upper_layer.pdu). Every failure of the link (refused,
 rejected, aborted, timed out) raises AssociationFailed with a one-line reason and drops
 the association; the caller re-associates.
 """
@@ -41,8 +41,9 @@ from server_under_test.upper_layer.dimse import (
     response,
     store_request,
 )
+from server_under_test.upper_layer.messages import ReleaseRequested
+from server_under_test.upper_layer.pdu import LinkLost
 from server_under_test.upper_layer.status import SUCCESS_CODE, is_pending
-from server_under_test.upper_layer.wire import LinkLost, ReleaseRequested
 
 UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 

@@ -35,8 +35,9 @@ from pynetdicom.sop_class import Verification
 from bench.dicom.arrivals import Arrival, InstanceCollector
 from server_under_test.upper_layer.association import Association, NegotiationCache, accept
 from server_under_test.upper_layer.dimse import C_ECHO, C_STORE, response
+from server_under_test.upper_layer.messages import ReleaseRequested
+from server_under_test.upper_layer.pdu import LinkLost, Wire
 from server_under_test.upper_layer.status import SUCCESS_CODE, UNRECOGNIZED_OPERATION
-from server_under_test.upper_layer.wire import LinkLost, ReleaseRequested, Wire
 
 SYNTAXES = [
     ExplicitVRLittleEndian,

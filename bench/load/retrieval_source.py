@@ -22,8 +22,9 @@ from server_under_test.services.connection import supported_contexts
 from server_under_test.services.retrieve import Progress
 from server_under_test.upper_layer.association import Association, accept, proposed_context, request
 from server_under_test.upper_layer.dimse import C_ECHO, C_GET, C_MOVE, C_STORE, RESPONSE, response, store_request
+from server_under_test.upper_layer.messages import ReleaseRequested
+from server_under_test.upper_layer.pdu import LinkLost, Wire
 from server_under_test.upper_layer.status import PENDING_CODE, SUCCESS_CODE, UNRECOGNIZED_OPERATION
-from server_under_test.upper_layer.wire import LinkLost, ReleaseRequested, Wire
 
 SOURCE_AE = "NULLSOURCE"
 

@@ -10,8 +10,6 @@ over the veth; the archive's process keeps its budget and dies with the harness 
 from __future__ import annotations
 
 import json
-import re
-import selectors
 import subprocess
 import sys
 import time
@@ -28,9 +26,7 @@ from bench.scenario.targets import NativeSpec
 from bench.targets.probes import archive_facts, fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
 from bench.targets.vm.tools import require, require_root
-
-READY_LINE = re.compile(r"server_under_test (?P<version>\S+) listening on (?P<host>\S+):(?P<port>\d+) ")
-METRICS_URL = re.compile(r" metrics (?P<url>http://\S+)")
+from server_under_test.ready import NotReady, wait_for_ready
 
 
 def _mb_per_s(size: int, seconds: float) -> float:
@@ -57,6 +53,7 @@ class NativeTarget(Target):
         self.config: Path | None = None
         self.metrics_url: str | None = None
         self.log: Path | None = None
+        self.ready_file: Path | None = None  # the archive writes it once it listens (its port, its status page)
         self.backups: list[Path] = []  # backup folders a fault run made (removed with the storage)
 
     def command(self, data: Path, port: int) -> list[str]:
@@ -64,7 +61,7 @@ class NativeTarget(Target):
         prefix, host = (self.namespace.exec_prefix, self.namespace.peer_ip) if self.namespace else ([], self.spec.host)
         cmd = [*prefix, sys.executable, "-m", "server_under_test", "--host", host, "--port", str(port),
                "--aet", self.spec.ae_title, "--data", str(data), "--max-pdu", str(self.spec.max_pdu),
-               "--metrics-port", "0", "--workers", str(self.spec.cpus)]
+               "--metrics-port", "0", "--workers", str(self.spec.cpus), "--ready-file", str(self.ready_file)]
         cmd += ["--config", str(self.config)] if self.config else []
         cmd += self.capacity_options()
         return cmd + ([] if self.spec.fsync else ["--no-fsync"])
@@ -101,6 +98,7 @@ class NativeTarget(Target):
             self._write_config(run_dir)
         self.data = run_dir / "archive"
         self.log = run_dir / "server.log"
+        self.ready_file = run_dir / "archive-ready.json"
         self.log.write_bytes(b"")
         self.prepare_budget(run_dir)
         self.ready_seconds = self._launch(self.spec.port or 0)
@@ -127,8 +125,6 @@ class NativeTarget(Target):
 
     def start_again(self) -> float:
         """After a fault: the same data, port, budget and log (appended to); the seconds until C-ECHO."""
-        if self.process is not None and self.process.stdout:
-            self.process.stdout.close()
         self.exit_code = None
         return self._launch(self.peer.port)
 
@@ -138,24 +134,24 @@ class NativeTarget(Target):
         with self.log.open("ab") as log:
             # The archive stops (and its workers with it) whatever ends the harness. Its own
             # process group, so that a fault's signal reaches the supervisor and every worker.
-            self.process = subprocess.Popen(self.command(self.data, port), stdout=subprocess.PIPE, stderr=log,
+            self.process = subprocess.Popen(self.command(self.data, port), stdout=log, stderr=log,
                                             start_new_session=True, preexec_fn=ending_with_parent(self.budget.enter))
         self.record_server_pid(self.log.parent)
-        line = self._read_ready_line()
-        match = READY_LINE.match(line)
-        if not match:
+        try:
+            ready = wait_for_ready(self.ready_file, self.process, self.START_TIMEOUT)
+        except NotReady as exc:
             self.exit_code = stop_process(self.process, self.STOP_TIMEOUT, group=True)  # stop() releases the rest
             tail = self.log.read_text(errors="replace").strip().splitlines()
-            reason = tail[-1] if tail else line.strip() or "no output"
-            raise UserError(f"native archive did not start: {reason} (see {self.log})")
-        self.version = match["version"]
-        self.peer = Peer(match["host"], int(match["port"]), self.spec.ae_title)
-        self.metrics_url = (METRICS_URL.search(line) or {"url": None})["url"]
+            last = f": {tail[-1]}" if tail else ""
+            raise UserError(f"native archive did not start ({exc}){last} (see {self.log})") from None
+        self.version = ready.version
+        self.peer = Peer(ready.host, ready.port, self.spec.ae_title)
+        self.metrics_url = ready.metrics_url
         remaining = max(self.START_TIMEOUT - (time.monotonic() - started), 1.0)
         wait_for_echo(self.peer, self.client.calling_ae, remaining, alive=lambda: self.process.poll() is None)
-        ready = time.monotonic() - started
+        seconds = time.monotonic() - started
         self.status = fetch_status(self.metrics_url)
-        return ready
+        return seconds
 
     def server_pid(self) -> int | None:
         return self.process.pid if self.process else None
@@ -172,7 +168,7 @@ class NativeTarget(Target):
         load's process would stall every user for as long); the seconds it took and its summary line."""
         config = ["--config", str(self.config)] if self.config else []
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "server_under_test.storage.backup", *args, "--data",
+        done = subprocess.run([sys.executable, "-m", "server_under_test", *args, "--data",
                                str(self.data), *config], capture_output=True, text=True)
         if done.returncode != 0:
             raise UserError(f"archive {args[0]} failed ({done.returncode}): "
@@ -198,17 +194,6 @@ class NativeTarget(Target):
         if self.process is not None and self.process.poll() is None:
             save_server_status(run_dir, self.metrics_url)
 
-    def _read_ready_line(self) -> str:
-        """The archive's first stdout line, or "" if none within START_TIMEOUT.
-
-        A selector, not select.select: that refuses descriptors above 1024, which a long
-        matrix process may well hold."""
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
-            if not selector.select(self.START_TIMEOUT):
-                return ""
-        return self.process.stdout.readline().decode(errors="replace")
-
     def stop(self) -> None:
         """SIGTERM (the archive finishes in-flight stores), then SIGKILL if it hangs; then its namespace, if any."""
         try:
@@ -223,8 +208,6 @@ class NativeTarget(Target):
             return
         self.exit_code = stop_process(self.process, self.STOP_TIMEOUT)
         self.release_budget()
-        if self.process.stdout:
-            self.process.stdout.close()
         if self.data and not self.spec.keep_data:
             # The index stays with the run as evidence; the (large) image files go, and backups' copies.
             remove_tree(self.data / "storage")

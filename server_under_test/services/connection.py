@@ -62,6 +62,22 @@ from server_under_test.upper_layer.dimse import (
     Command,
     response,
 )
+from server_under_test.upper_layer.messages import (
+    Message,
+    MessageReader,
+    ReleaseRequested,
+    command_parts,
+    message_parts,
+    pdata_parts,
+)
+from server_under_test.upper_layer.pdu import (
+    ConnectionClosed,
+    LinkLost,
+    PeerAborted,
+    ProtocolError,
+    RequestTimerExpired,
+    Wire,
+)
 from server_under_test.upper_layer.status import (
     CANCEL_CODE,
     IDENTIFIER_DOES_NOT_MATCH,
@@ -73,20 +89,6 @@ from server_under_test.upper_layer.status import (
     UNABLE_TO_PROCESS,
     UNRECOGNIZED_OPERATION,
     status_class,
-)
-from server_under_test.upper_layer.wire import (
-    ConnectionClosed,
-    LinkLost,
-    Message,
-    MessageReader,
-    PeerAborted,
-    ProtocolError,
-    ReleaseRequested,
-    RequestTimerExpired,
-    Wire,
-    command_parts,
-    message_parts,
-    pdata_parts,
 )
 
 log = logging.getLogger("server_under_test.services.connection")

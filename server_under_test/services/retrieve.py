@@ -23,6 +23,7 @@ from pynetdicom.presentation import PresentationContext
 
 from server_under_test.upper_layer.association import MAX_CONTEXTS, Association, proposed_context, request
 from server_under_test.upper_layer.dimse import C_STORE, RESPONSE, Command, encode_command, store_request
+from server_under_test.upper_layer.messages import send_pdata, send_pdata_file
 from server_under_test.upper_layer.status import (
     CANCEL_CODE,
     SUBOPERATIONS_FAILED_OR_WARNING,
@@ -122,9 +123,9 @@ def send_instance(assoc: Association, context: PresentationContext, message_id: 
     target_syntax = UID(context.transfer_syntax[0])
     if target_syntax == stored_syntax:
         offset, length = dataset_offset(path)
-        wire.send_pdata(cx_id, True, [encode_command(command)], max_pdu)
+        send_pdata(wire, cx_id, True, [encode_command(command)], max_pdu)
         with open(path, "rb") as f:
-            wire.send_pdata_file(cx_id, f, offset, length, max_pdu)
+            send_pdata_file(wire, cx_id, f, offset, length, max_pdu)
     else:
         try:
             data = transcoded(path, target_syntax)

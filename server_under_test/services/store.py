@@ -20,8 +20,8 @@ from server_under_test.storage.index import AtCapacity, Index, InstanceRecord
 from server_under_test.storage.recycling import Recycler
 from server_under_test.upper_layer.association import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, Association
 from server_under_test.upper_layer.dimse import file_meta_bytes
+from server_under_test.upper_layer.messages import Message, MessageReader
 from server_under_test.upper_layer.status import SUCCESS_CODE, is_done
-from server_under_test.upper_layer.wire import Message, MessageReader
 
 log = logging.getLogger("server_under_test.services.store")
 
@@ -31,9 +31,7 @@ OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 AT_CAPACITY = "the archive is at capacity"
-ROOM_ATTEMPTS = 3  # recycling again when other workers took the room made for us
-
-
+UNCLAIMED = 0  # the instance fits in free room; a claim (room recycling made for it alone) is a key above 0
 
 @dataclass(frozen=True)
 class StoreOutcome:
@@ -150,8 +148,19 @@ class StoreService:
             path = store.path_for(study_uid, series_uid, sop_uid)
         except BadUID as exc:
             return StoreOutcome(DATASET_DOES_NOT_MATCH, str(exc))
-        if not self._room_for(incoming.size, study_uid):
+        claim = self._room_for(incoming.size, study_uid)
+        if claim is None:
             return StoreOutcome(OUT_OF_RESOURCES, AT_CAPACITY)
+        try:
+            outcome = self._commit(incoming, keys, sop_uid, sop_class, transfer_syntax, tier, path, claim)
+        except BaseException:
+            self._release(claim)
+            raise
+        if not (is_done(outcome.status) and outcome.size):  # the claim was not consumed by a row
+            self._release(claim)
+        return outcome
+
+    def _commit(self, incoming, keys, sop_uid, sop_class, transfer_syntax, tier, path: Path, claim: int):
         try:
             size = incoming.commit(path, replace=self.duplicates == "overwrite", sync_folder=False)
         except AlreadyStored:
@@ -159,34 +168,51 @@ class StoreService:
         except OSError as exc:
             reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {reason}")
-        return self._index(keys, sop_uid, sop_class, transfer_syntax, tier, path, size)
+        return self._index(keys, sop_uid, sop_class, transfer_syntax, tier, path, size, claim)
 
-    def _room_for(self, size: int, study_uid: str) -> bool:
-        """Does the instance fit under the archive's capacity (after recycling, when that is the policy)?
+    def _room_for(self, size: int, study_uid: str) -> int | None:
+        """Room for the instance under the archive's capacity: UNCLAIMED, a claim, or None (A700).
 
-        One read of the usage; the index's group commit checks again in its transaction, where it counts.
+        One read of the usage; when it shows no free room and the policy is recycle, the recycler
+        makes room and claims it in one transaction. The index's group commit checks again.
         """
-        capacity = self.index.capacity
-        if not capacity or self.index.used_bytes() + size <= capacity:
-            return True
-        return self.recycler is not None and self.recycler.make_room(size, study_uid)
+        if not self.index.capacity or self.index.free_bytes() >= size:
+            return UNCLAIMED
+        return self._claim(size, study_uid)
 
-    def _add(self, record: InstanceRecord, sync_dirs: tuple) -> str | None:
-        """Commit the row; when concurrent stores took the room first, make room again (a few times)."""
-        for _ in range(ROOM_ATTEMPTS - 1):
-            try:
-                return self.index.add(record, sync_dirs=sync_dirs)
-            except AtCapacity:
-                if not self._room_for(record.size, record.study_uid):
-                    raise
-        return self.index.add(record, sync_dirs=sync_dirs)
+    def _claim(self, size: int, study_uid: str) -> int | None:
+        return self.recycler.claim_room(size, study_uid) if self.recycler is not None else None
+
+    def _release(self, claim: int) -> None:
+        if claim != UNCLAIMED:
+            self.recycler.release(claim)
+
+    def _add(self, record: InstanceRecord, sync_dirs: tuple, claim: int) -> str | None:
+        """Commit the row; when concurrent stores took the free room it counted on, claim room and commit once more.
+
+        A row with a claim cannot lose its room, so the second attempt is the last.
+        """
+        try:
+            return self.index.add(record, sync_dirs=sync_dirs, claim=claim)
+        except AtCapacity:
+            if claim != UNCLAIMED:
+                raise
+            claim = self._claim(record.size, record.study_uid)
+            if claim is None:
+                raise
+        try:
+            return self.index.add(record, sync_dirs=sync_dirs, claim=claim)
+        except BaseException:
+            self._release(claim)
+            raise
 
     def _duplicate(self) -> StoreOutcome:
         if self.duplicates == "reject":
             return StoreOutcome(DUPLICATE_SOP_INSTANCE, "duplicate SOP Instance UID rejected by policy")
         return StoreOutcome(SUCCESS_CODE, "duplicate: the first copy is kept")
 
-    def _index(self, keys: dict[str, str], sop_uid, sop_class, transfer_syntax, tier, path: Path, size: int):
+    def _index(self, keys: dict[str, str], sop_uid, sop_class, transfer_syntax, tier, path: Path, size: int,
+               claim: int):
         k = keys.get
         record = InstanceRecord(
             patient_id=k("PatientID", ""), patient_name=k("PatientName", ""), birth_date=k("PatientBirthDate", ""),
@@ -200,7 +226,7 @@ class StoreService:
         )
         try:
             # The folder's new entry becomes durable in the index committer, before the row.
-            replaced = self._add(record, (path.parent,) if self.tiers.stores[tier].fsync else ())
+            replaced = self._add(record, (path.parent,) if self.tiers.stores[tier].fsync else (), claim)
         except Exception as exc:  # never leave a file the index does not know about
             if self.duplicates != "overwrite" or not self.index.exists(sop_uid):
                 self.tiers.stores[tier].remove(path)

@@ -11,19 +11,16 @@ Restore: the manifest is checked in full (every file's SHA-256, the index's) bef
 anything is written; then the files go to the tiers of the given configuration, the index
 last, its paths rewritten to where the files now are. Stop the archive before a restore.
 
-    python -m server_under_test.storage.backup backup --data DIR --out FOLDER [--config FILE]
-    python -m server_under_test.storage.backup restore FOLDER --data DIR [--config FILE] [--force]
+The command line is backup_command.py's: `python -m server_under_test backup|restore`.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,19 +29,13 @@ from pathlib import Path
 from server_under_test import __version__
 from server_under_test.config import ArchiveConfig, ConfigError, Tier, load_config, with_overrides
 from server_under_test.storage.files import fsync_path
-from server_under_test.storage.index import connect, remove_instance
+from server_under_test.storage.index import INDEX_FILE, connect, remove_instance
 
 MANIFEST = "manifest.json"
-INDEX = "index.sqlite"
 FORMAT = "pacsbench-archive-backup"
 FORMAT_VERSION = 1
 BLOCK = 4 << 20
 
-TIERS_HELP = (
-    "Tiers: the backup holds every tier's files the index names (give --config when the archive has [[tiers]], "
-    "so their paths are known); a restore puts each tier's files on the same-numbered tier of --config, or, "
-    "without [[tiers]] there, all of them into DIR/storage (one tier)."
-)
 
 
 class BackupError(Exception):
@@ -137,9 +128,9 @@ def _check_backup_paths(config: ArchiveConfig, out: Path) -> Path:
     data = config.data
     if not data.is_dir():
         raise BackupError(f"{data}: no such folder")
-    index = data / INDEX
+    index = data / INDEX_FILE
     if not index.is_file():
-        raise BackupError(f"{data}: not an archive data folder (no {INDEX})")
+        raise BackupError(f"{data}: not an archive data folder (no {INDEX_FILE})")
     if not _is_empty(out):
         raise BackupError(f"{out}: not empty (a backup goes into a new or empty folder)")
     for root in [data, *(t.path for t in config.storage_tiers)]:
@@ -229,9 +220,9 @@ def backup(config: ArchiveConfig, out: Path) -> tuple[dict, Copied]:
     index = _check_backup_paths(config, out)
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    taken = _snapshot(index, out / INDEX)
+    taken = _snapshot(index, out / INDEX_FILE)
     roots = [t.path for t in config.storage_tiers]
-    copy = sqlite3.connect(out / INDEX)
+    copy = sqlite3.connect(out / INDEX_FILE)
     rows = copy.execute("SELECT sop_uid, stored_at, tier, path, size FROM instance ORDER BY tier, path").fetchall()
     copy.close()
     live = connect(index)
@@ -249,10 +240,10 @@ def backup(config: ArchiveConfig, out: Path) -> tuple[dict, Copied]:
     finally:
         live.close()
     if result.dropped or result.missing:
-        _drop(out / INDEX, result.dropped + result.missing)
+        _drop(out / INDEX_FILE, result.dropped + result.missing)
     _fsync_tree(made, out)
-    index_size, index_sha256 = _hash(out / INDEX)
-    fsync_path(out / INDEX)
+    index_size, index_sha256 = _hash(out / INDEX_FILE)
+    fsync_path(out / INDEX_FILE)
     result.instances, result.bytes = len(files), sum(f["size"] for f in files)
     manifest = _manifest(config.storage_tiers, files, taken, index_size, index_sha256, result)
     _write_durably(out / MANIFEST, json.dumps(manifest, indent=1))
@@ -274,7 +265,7 @@ def _manifest(tiers: tuple[Tier, ...], files: list[dict], taken: float, index_si
         "bytes": result.bytes,
         "dropped_after_snapshot": len(result.dropped),
         "missing_in_archive": result.missing,
-        "index": {"path": INDEX, "size": index_size, "sha256": index_sha256},
+        "index": {"path": INDEX_FILE, "size": index_size, "sha256": index_sha256},
         "tiers": [{"number": n, "name": tiers[n].name if n < len(tiers) else f"tier{n + 1}",
                    "path": str(tiers[n].path) if n < len(tiers) else "", "instances": len(entries),
                    "bytes": sum(e["size"] for e in entries)} for n, entries in sorted(by_tier.items())],
@@ -314,7 +305,7 @@ def verify(folder: Path) -> dict:
             raise BackupError(f"{mismatch}: {entry['path']} has {size} bytes, the manifest says {entry['size']}")
         if sha256 != entry["sha256"]:
             raise BackupError(f"{mismatch}: {entry['path']} differs from its SHA-256 in the manifest")
-    named = {f"tier-{tier}/{_relative(path).as_posix()}" for tier, path in _rows(folder / INDEX)}
+    named = {f"tier-{tier}/{_relative(path).as_posix()}" for tier, path in _rows(folder / INDEX_FILE)}
     listed = {entry["path"] for entry in manifest["files"]}
     if named != listed or len(listed) != manifest["instances"]:
         raise BackupError(f"{mismatch}: the index names {len(named)} files, the manifest lists {len(listed)}")
@@ -380,8 +371,8 @@ def _copy_files(folder: Path, manifest: dict, destinations: dict[int, tuple[int,
 
 def _install_index(folder: Path, data: Path, destinations: dict[int, tuple[int, Tier]]) -> None:
     """Copy the index in, rows pointing at the restored files, usage per tier recounted; atomically."""
-    temp = data / f".{INDEX}.restoring"
-    shutil.copyfile(folder / INDEX, temp)
+    temp = data / f".{INDEX_FILE}.restoring"
+    shutil.copyfile(folder / INDEX_FILE, temp)
     db = sqlite3.connect(temp, isolation_level=None)
     try:
         rows = db.execute("SELECT sop_uid, tier, path FROM instance").fetchall()
@@ -396,7 +387,7 @@ def _install_index(folder: Path, data: Path, destinations: dict[int, tuple[int, 
     finally:
         db.close()
     fsync_path(temp)
-    os.replace(temp, data / INDEX)
+    os.replace(temp, data / INDEX_FILE)
     fsync_path(data)
 
 
@@ -417,74 +408,8 @@ def restore(folder: Path, config: ArchiveConfig, force: bool = False) -> tuple[d
     return manifest, result
 
 
-# -- command line -----------------------------------------------------------------------
-def add_backup_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, metavar="DIR",
-                        help="the archive's data folder (holds index.sqlite)")
-    parser.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="new or empty folder for the backup")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="the archive's configuration (TOML), for its [[tiers]]")
-
-
-def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", type=Path, help="a folder made by backup")
-    parser.add_argument("--data", type=Path, required=True, metavar="DIR",
-                        help="data folder to restore into (empty, or --force)")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="configuration (TOML) whose [[tiers]] receive the files")
-    parser.add_argument("--force", action="store_true",
-                        help="replace what DIR and the configured tier folders hold (everything in them is deleted)")
-
-
-BACKUP_DESCRIPTION = ("Copy the archive consistently while it keeps storing: the index through SQLite's online "
-                      "backup API, then exactly the files that copy names, a manifest (instances, bytes, SHA-256 "
-                      "per file, archive version, snapshot time), all fsynced. " + TIERS_HELP)
-RESTORE_DESCRIPTION = ("Check a backup against its manifest, then restore it into an empty data folder (or, with "
-                       "--force, replace what is there). Stop the archive first; afterwards `pacsbench serve "
-                       "--data DIR` (with the same --config) serves every backed-up instance. " + TIERS_HELP)
-
-
 def archive_config(config_path: Path | None, data: Path) -> ArchiveConfig:
     try:
         return with_overrides(load_config(config_path), data=data)
     except ConfigError as exc:
         raise BackupError(str(exc)) from None
-
-
-def run_backup(data: Path, out: Path, config_path: Path | None = None) -> tuple[str, int]:
-    """The backup command: its one-line summary and exit code (1 when the archive has lost files)."""
-    manifest, copied = backup(archive_config(config_path, data), out)
-    dropped = f", {len(copied.dropped)} changed after the snapshot left out" if copied.dropped else ""
-    missing = (f", {len(copied.missing)} left out because the archive has lost their files (see manifest.json "
-               "missing_in_archive)") if copied.missing else ""
-    return (f"backup {out}: {copied.instances} instances, {copied.bytes / 1e6:.1f} MB, snapshot "
-            f"{manifest['snapshot_time']}, {copied.seconds:.1f} s ({copied.mb_per_s:.1f} MB/s){dropped}{missing}", 1 if copied.missing else 0)
-
-
-def run_restore(folder: Path, data: Path, config_path: Path | None = None, force: bool = False) -> str:
-    """The restore command; its one-line summary."""
-    manifest, copied = restore(folder, archive_config(config_path, data), force)
-    return (f"restored {folder} into {data}: {copied.instances} instances, {copied.bytes / 1e6:.1f} MB, snapshot "
-            f"{manifest['snapshot_time']}, {copied.seconds:.1f} s ({copied.mb_per_s:.1f} MB/s, manifest checked)")
-
-
-def main(argv: list[str] | None = None, prog: str = "python -m server_under_test.storage.backup") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=TIERS_HELP)
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add_backup_arguments(actions.add_parser("backup", help="back up the archive", description=BACKUP_DESCRIPTION))
-    add_restore_arguments(actions.add_parser("restore", help="restore a backup", description=RESTORE_DESCRIPTION))
-    args = parser.parse_args(argv)
-    try:
-        if args.action == "backup":
-            summary, code = run_backup(args.data, args.out, args.config)
-        else:
-            summary, code = run_restore(args.folder, args.data, args.config, args.force), 0
-    except (BackupError, OSError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    print(summary, flush=True)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

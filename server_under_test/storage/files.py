@@ -273,6 +273,14 @@ class FileStore:
     def commit(self, temp: Path, path: Path, replace: bool, sync_folder: bool = True) -> None:
         """Move a complete (fsynced) temp file to its final name; fsync the folder unless told
         the caller will (the index committer does it once for a whole batch)."""
+        try:
+            self._place(temp, path, replace)
+        except FileNotFoundError:  # recycling removed the study's emptied folders between mkdir and link: again
+            self._place(temp, path, replace)
+        if self.fsync and sync_folder:
+            fsync_path(path.parent)
+
+    def _place(self, temp: Path, path: Path, replace: bool) -> None:
         self._make_dirs(path.parent)
         if replace:
             os.rename(temp, path)
@@ -282,8 +290,6 @@ class FileStore:
             except FileExistsError:
                 raise AlreadyStored(errno.EEXIST, "already stored", str(path)) from None
             os.unlink(temp)
-        if self.fsync and sync_folder:
-            fsync_path(path.parent)
 
     def remove(self, path: Path) -> None:
         """Delete a file and the folders it leaves empty (up to the store root)."""

@@ -9,8 +9,11 @@ Study and series rows carry their counts (NumberOf...Related...) so queries on a
 index never count rows.
 
 With a capacity, the group commit is also where the archive's bound holds: a row that would
-take the bytes stored past it is rolled back (AtCapacity), inside the same transaction that
-reads the usage, so concurrent workers can never overshoot it together.
+take the bytes stored plus the room others have claimed past it is rolled back (AtCapacity),
+inside the same transaction that reads the usage, so concurrent workers can never overshoot it
+together. A claim (a `claim` row) is room that recycling made for one store, in the transaction
+that deleted the studies; the store's row consumes it when it commits, and no other store can
+take it meanwhile, in this worker process or another.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server_under_test.storage.files import fsync_path
+
+INDEX_FILE = "index.sqlite"  # in the archive's data folder
+CLAIM_SECONDS = 600.0  # a claim outlives any store that made it (a crashed worker's claim lapses)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS patient (
@@ -82,6 +88,11 @@ CREATE TABLE IF NOT EXISTS recycled (
     studies   INTEGER NOT NULL DEFAULT 0,
     instances INTEGER NOT NULL DEFAULT 0,
     bytes     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS claim (
+    claim_key  INTEGER PRIMARY KEY,
+    bytes      INTEGER NOT NULL,
+    expires_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS patient_name ON patient(patient_name);
 CREATE INDEX IF NOT EXISTS study_patient ON study(patient_key);
@@ -145,6 +156,11 @@ def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA busy_timeout=60000")
     return db
+
+
+def index_path(data: Path) -> Path:
+    """The index of the archive whose data folder is `data`."""
+    return data / INDEX_FILE
 
 
 def create_schema(path: Path) -> None:
@@ -249,6 +265,31 @@ def used_bytes(db) -> int:
     return db.execute("SELECT COALESCE(SUM(bytes), 0) FROM tier_usage").fetchone()[0]
 
 
+def claimed_bytes(db) -> int:
+    """Room claimed for stores not yet committed (lapsed claims not counted)."""
+    return db.execute("SELECT COALESCE(SUM(bytes), 0) FROM claim WHERE expires_at > ?", (time.time(),)).fetchone()[0]
+
+
+def add_claim(db, size: int) -> int:
+    """Claim `size` bytes of room for one store (inside the caller's transaction); the claim's key, never 0."""
+    db.execute("DELETE FROM claim WHERE expires_at <= ?", (time.time(),))
+    return db.execute("INSERT INTO claim(bytes, expires_at) VALUES (?, ?)",
+                      (size, time.time() + CLAIM_SECONDS)).lastrowid
+
+
+def drop_claim(db, claim: int) -> None:
+    db.execute("DELETE FROM claim WHERE claim_key=?", (claim,))
+
+
+def drop_all_claims(path: Path) -> None:
+    """Forget every claim: at start-up no store is in flight, so a claim left by a crash holds nothing."""
+    db = connect(path)
+    try:
+        db.execute("DELETE FROM claim")
+    finally:
+        db.close()
+
+
 def remove_study(db, study_key: int) -> list[tuple[str, int]]:
     """Delete a study's rows and take them off every count; return its files as (path, size).
 
@@ -285,11 +326,12 @@ def recycled_totals(db) -> dict[str, int]:
 
 
 class _Pending:
-    __slots__ = ("record", "sync_dirs", "finished", "result", "error")
+    __slots__ = ("record", "sync_dirs", "claim", "finished", "result", "error")
 
-    def __init__(self, record: InstanceRecord, sync_dirs: tuple):
+    def __init__(self, record: InstanceRecord, sync_dirs: tuple, claim: int):
         self.record = record
         self.sync_dirs = sync_dirs
+        self.claim = claim
         self.finished = False
         self.result = None
         self.error: BaseException | None = None
@@ -311,13 +353,14 @@ class Index:
         self.commits = 0
 
     # -- writes ------------------------------------------------------------------------
-    def add(self, record: InstanceRecord, sync_dirs: tuple = (), timeout: float = 120.0) -> str | None:
+    def add(self, record: InstanceRecord, sync_dirs: tuple = (), timeout: float = 120.0, claim: int = 0) -> str | None:
         """Commit one instance row (durably); return the path of a file it replaced, if any.
 
         `sync_dirs` are folders whose new entries must be durable before the row is: each
-        is fsynced once per batch, so concurrent stores into one study share it.
+        is fsynced once per batch, so concurrent stores into one study share it. `claim`
+        (from add_claim) is room made for this row: the row consumes it as it commits.
         """
-        pending = _Pending(record, sync_dirs)
+        pending = _Pending(record, sync_dirs, claim)
         deadline = time.monotonic() + timeout
         with self._cv:
             if self._closed:
@@ -353,7 +396,9 @@ class Index:
                 db.execute("SAVEPOINT one")
                 try:
                     item.result = apply_record(db, item.record)
-                    if self.capacity and used_bytes(db) > self.capacity:
+                    if item.claim:
+                        drop_claim(db, item.claim)
+                    if self.capacity and used_bytes(db) + claimed_bytes(db) > self.capacity:
                         raise AtCapacity(f"storing {item.record.sop_uid} would pass the capacity")
                     db.execute("RELEASE one")
                 except Exception as exc:  # a bad row fails alone, the batch goes on
@@ -402,6 +447,10 @@ class Index:
 
     def used_bytes(self) -> int:
         return used_bytes(self.reader)
+
+    def free_bytes(self) -> int:
+        """Room under the capacity that no store has claimed (only meaningful with a capacity)."""
+        return self.capacity - used_bytes(self.reader) - claimed_bytes(self.reader)
 
     def tier_usage(self) -> dict[int, tuple[int, int]]:
         return {t: (b, f) for t, b, f in self.reader.execute("SELECT tier, bytes, files FROM tier_usage")}

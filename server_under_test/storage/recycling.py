@@ -13,9 +13,17 @@ leave committed rows pointing at missing files, and a crash between the two step
 keep them there. What a crash between commit and unlink leaves is files no row names: disk
 space, never a wrong answer.
 
+Make room and claim it in one step: the transaction that deletes the studies also inserts
+a claim for the incoming instance's bytes (index.add_claim), and every commit counts the
+claims of others as used. Freeing room without claiming it was a race: between recycling's
+commit and the store's own row (file fsync, folder fsync, group commit), any other store, in
+this worker or another, could commit into that room first; the store then recycled again,
+lost again, and after a few attempts answered A700 "at capacity" while older studies existed.
+A store whose claim is never used (a write error, a duplicate) gives it back (`release`).
+
 Across worker processes, SQLite's write lock (BEGIN IMMEDIATE) makes one recycler at a
-time: a second waits, then re-reads the usage in its own transaction and frees only what is
-still missing. Within a process a lock keeps threads off the one connection.
+time: a second waits, then re-reads the usage and the claims in its own transaction and frees
+only what is still missing. Within a process a lock keeps threads off the one connection.
 """
 
 from __future__ import annotations
@@ -26,7 +34,15 @@ import time
 from pathlib import Path
 
 from server_under_test.storage.files import TierSet
-from server_under_test.storage.index import connect, count_recycled, remove_study, used_bytes
+from server_under_test.storage.index import (
+    add_claim,
+    claimed_bytes,
+    connect,
+    count_recycled,
+    drop_claim,
+    remove_study,
+    used_bytes,
+)
 
 log = logging.getLogger("server_under_test.storage.recycling")
 
@@ -50,24 +66,33 @@ class Recycler:
             self._db = connect(self.index_path, self.synchronous)
         return self._db
 
-    def make_room(self, size: int, study_uid: str = "") -> bool:
-        """Recycle until `size` more bytes fit; False (and nothing deleted) when they cannot."""
+    def claim_room(self, size: int, study_uid: str = "") -> int | None:
+        """Recycle until `size` more bytes fit beside every claim, and claim them for one store.
+
+        The claim's key (for Index.add), or None (and nothing deleted) when the room cannot be made.
+        """
         if size > self.capacity:
-            return False
+            return None
         with self._lock:
-            files = self._remove_from_index(size, study_uid)
-        if files is None:
-            return False
+            claimed = self._claim_in_index(size, study_uid)
+        if claimed is None:
+            return None
+        claim, files = claimed
         for path, _size in files:
             self._remove_file(Path(path))
-        return True
+        return claim
 
-    def _remove_from_index(self, size: int, study_uid: str) -> list[tuple[str, int]] | None:
-        """Delete the oldest studies' rows until `size` fits, in one transaction; their files, or None."""
+    def release(self, claim: int) -> None:
+        """Give back a claim its store did not use (a claim its row consumed is gone already)."""
+        with self._lock:
+            drop_claim(self.db, claim)
+
+    def _claim_in_index(self, size: int, study_uid: str) -> tuple[int, list[tuple[str, int]]] | None:
+        """Delete the oldest studies' rows until `size` fits and claim it, in one transaction: (claim, files)."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            used = used_bytes(db)
+            used = used_bytes(db) + claimed_bytes(db)
             files: list[tuple[str, int]] = []
             studies = 0
             while used + size > self.capacity:
@@ -83,11 +108,12 @@ class Recycler:
                          sum(s for _, s in removed) / 1e6)
             if studies:
                 count_recycled(db, studies, len(files), sum(s for _, s in files))
+            claim = add_claim(db, size)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return files
+        return claim, files
 
     def _oldest_study(self, db, keep_study_uid: str) -> tuple[int, str] | None:
         busy_since = time.time() - self.quiet_seconds

@@ -33,7 +33,8 @@ from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor, 
 
 from server_under_test import __version__
 from server_under_test.upper_layer.dimse import Command
-from server_under_test.upper_layer.wire import (
+from server_under_test.upper_layer.messages import MessageReader, message_parts
+from server_under_test.upper_layer.pdu import (
     A_ASSOCIATE_AC,
     A_ASSOCIATE_RJ,
     A_ASSOCIATE_RQ,
@@ -43,11 +44,9 @@ from server_under_test.upper_layer.wire import (
     P_DATA_TF,
     PDU_NAMES,
     LinkLost,
-    MessageReader,
     ProtocolError,
     RequestTimerExpired,
     Wire,
-    message_parts,
 )
 
 log = logging.getLogger("server_under_test.upper_layer.association")

@@ -10,7 +10,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification, XRayAngiographicI
 
 from server_under_test.services.connection import supported_contexts
 from server_under_test.upper_layer.association import AssociationRejected, NegotiationCache, accept
-from server_under_test.upper_layer.wire import Wire
+from server_under_test.upper_layer.pdu import Wire
 
 ECHO_ONLY = [(Verification, [ExplicitVRLittleEndian])]  # a proposal of Verification alone
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -147,6 +148,21 @@ def test_restore_refuses_a_non_empty_folder_unless_forced(backed_up, tmp_path, c
     assert pacsbench(["archive", "restore", str(backed_up["backup"]), "--data", str(target), "--force"]) == 0
     assert not (target / "something.txt").exists()
     assert set(rows(target / "index.sqlite")) == set(rows(backed_up["backup"] / "index.sqlite"))
+
+
+def test_the_archive_restores_on_its_own_command_line_without_the_harness(backed_up, tmp_path):
+    """`python -m server_under_test restore`, as inside a guest: the same restore as `pacsbench archive restore`."""
+    restored = tmp_path / "restored"
+    result = subprocess.run([sys.executable, "-m", "server_under_test", "restore", str(backed_up["backup"]),
+                             "--data", str(restored)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith(f"restored {backed_up['backup']} into {restored}: ")
+    assert result.stdout.count("\n") == 1
+    assert set(rows(restored / "index.sqlite")) == set(rows(backed_up["backup"] / "index.sqlite"))
+    bad = subprocess.run([sys.executable, "-m", "server_under_test", "backup", "--data", str(tmp_path / "nowhere"),
+                          "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr == f"python -m server_under_test: error: {tmp_path}/nowhere: no such folder\n"
 
 
 def test_a_corrupted_backup_file_fails_the_manifest_check(backed_up, tmp_path, capsys):

@@ -12,7 +12,9 @@ import random
 import sqlite3
 import subprocess
 import threading
+import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import require_tool, start_archive
@@ -28,7 +30,14 @@ from pynetdicom.sop_class import (
 
 from server_under_test.config import Tier
 from server_under_test.storage.files import TierSet
-from server_under_test.storage.index import AtCapacity, Index, InstanceRecord, create_schema, recycled_totals
+from server_under_test.storage.index import (
+    AtCapacity,
+    Index,
+    InstanceRecord,
+    create_schema,
+    index_path,
+    recycled_totals,
+)
 from server_under_test.storage.recycling import Recycler
 
 UID_ROOT = "1.2.826.0.1.3680043.10.1137"  # fixed-length UIDs below keep every instance the same size
@@ -80,11 +89,11 @@ def test_recycling_takes_quiet_studies_first_then_the_oldest_never_the_incoming_
                    (_uids(2, 0)[0], _uids(3, 0)[0]))
     recycler = Recycler(index.path, tiers, 1000, quiet_seconds=60)
 
-    assert recycler.make_room(300, _uids(1, 0)[0])  # 800 + 300 > 1000: one study goes, the oldest quiet one
+    assert _room(recycler, 300, _uids(1, 0)[0])  # 800 + 300 > 1000: one study goes, the oldest quiet one
     assert _studies(index) == [_uids(1, 0)[0], _uids(3, 0)[0], _uids(4, 0)[0]]
-    assert recycler.make_room(700, _uids(1, 0)[0])  # then 3 (quiet), then 4 (busy), never 1 (the incoming one)
+    assert _room(recycler, 700, _uids(1, 0)[0])  # then 3 (quiet), then 4 (busy), never 1 (the incoming one)
     assert _studies(index) == [_uids(1, 0)[0]]
-    assert not recycler.make_room(900, _uids(1, 0)[0])  # only the incoming study is left: nothing can go
+    assert not _room(recycler, 900, _uids(1, 0)[0])  # only the incoming study is left: nothing can go
     assert _studies(index) == [_uids(1, 0)[0]]
 
     assert index.used_bytes() == 200 and index.tier_usage() == {0: (200, 2)}
@@ -103,9 +112,54 @@ def test_recycling_that_cannot_make_room_keeps_everything(storage):
         index.add(_record(1, number, tiers))
     index.add(_record(2, 0, tiers))
     recycler = Recycler(index.path, tiers, 1000)
-    assert not recycler.make_room(1001)  # larger than the whole archive
-    assert not recycler.make_room(700, _uids(1, 0)[0])  # recycling study 2 frees 100 of the 300 missing
+    assert recycler.claim_room(1001) is None  # larger than the whole archive
+    assert recycler.claim_room(700, _uids(1, 0)[0]) is None  # recycling study 2 frees 100 of the 300 missing
     assert index.count_instances() == 6 and len(list(tiers.stores[0].root.rglob("*.dcm"))) == 6
+
+
+def test_room_made_by_recycling_is_claimed_so_no_other_store_can_take_it(storage):
+    index, tiers = storage
+    for study in (1, 2):  # 500 bytes each: the archive is full
+        for number in range(5):
+            index.add(_record(study, number, tiers))
+    recycler = Recycler(index.path, tiers, 1000)
+    claim = recycler.claim_room(300, _uids(3, 0)[0])  # study 1 goes: 500 bytes free, 300 of them claimed
+    assert claim and _studies(index) == [_uids(2, 0)[0]] and index.free_bytes() == 200
+    with pytest.raises(AtCapacity):  # another store cannot take the claimed room...
+        index.add(_record(4, 0, tiers, size=300))
+    index.add(_record(4, 1, tiers, size=200))  # ...only the free room
+    index.add(_record(3, 0, tiers, size=300), claim=claim)  # the store that claimed it commits into it
+    assert index.used_bytes() == 1000 and index.free_bytes() == 0
+    unused = recycler.claim_room(100, _uids(5, 0)[0])  # study 2 goes for a store that then fails...
+    recycler.release(unused)  # ...and gives its claim back
+    assert index.free_bytes() == 500 and _studies(index) == [_uids(4, 0)[0], _uids(3, 0)[0]]
+
+
+def test_a_claim_left_by_a_crashed_store_lapses_and_an_archive_start_forgets_every_claim(storage, tmp_path):
+    index, tiers = storage
+    index.add(_record(1, 0, tiers, size=600))
+    with sqlite3.connect(index.path) as db:  # one claim that has lapsed, one a killed worker left behind
+        db.execute("INSERT INTO claim(bytes, expires_at) VALUES (300, ?), (200, ?)",
+                   (time.time() - 1, time.time() + 600))
+    assert index.free_bytes() == 200  # the lapsed claim holds nothing; the other still does, until a start
+    data = tmp_path / "archive-data"  # an archive whose index holds these claims, as a crash leaves it
+    data.mkdir()
+    with sqlite3.connect(index.path) as source, sqlite3.connect(index_path(data)) as copy:
+        source.backup(copy)
+        assert copy.execute("SELECT COUNT(*) FROM claim").fetchone()[0] == 2
+    restarted = start_archive(data, "--capacity", "1000")
+    restarted.stop()
+    with sqlite3.connect(restarted.index) as db:
+        assert db.execute("SELECT bytes FROM claim").fetchall() == []
+        assert db.execute("SELECT SUM(bytes) FROM tier_usage").fetchone()[0] == 600
+
+
+def _room(recycler: Recycler, size: int, study_uid: str) -> bool:
+    """Can the recycler make room for `size` bytes (the claim given back at once, as by a store that failed)?"""
+    claim = recycler.claim_room(size, study_uid)
+    if claim is not None:
+        recycler.release(claim)
+    return claim is not None
 
 
 def _studies(index: Index) -> list[str]:
@@ -252,22 +306,29 @@ def test_a_full_archive_answers_a700_and_keeps_only_what_it_acknowledged(tmp_pat
                                   "recycled_studies": 0, "recycled_instances": 0, "recycled_bytes": 0}
 
 
-class TierWatch:
-    """Adds up the files on the archive's tier as often as it can, keeping the largest total seen."""
+class UsageWatch:
+    """Reads the index's bytes stored (and those claimed) as often as it can, keeping the largest seen."""
 
     def __init__(self, archive):
-        self.archive, self.largest, self.stop = archive, 0, threading.Event()
+        self.archive, self.largest_used, self.largest_committed, self.stop = archive, 0, 0, threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
 
     def _watch(self) -> None:
-        while not self.stop.is_set():
-            self.largest = max(self.largest, sum(_files_on_tier(self.archive).values()))
+        db = sqlite3.connect(self.archive.index)
+        try:
+            while not self.stop.is_set():
+                used, claimed = db.execute("SELECT (SELECT COALESCE(SUM(bytes), 0) FROM tier_usage), "
+                                           "(SELECT COALESCE(SUM(bytes), 0) FROM claim)").fetchone()
+                self.largest_used = max(self.largest_used, used)
+                self.largest_committed = max(self.largest_committed, used + claimed)
+        finally:
+            db.close()
 
-    def finish(self) -> int:
+    def finish(self) -> tuple[int, int]:
         self.stop.set()
         self.thread.join()
-        return self.largest
+        return self.largest_used, self.largest_committed
 
 
 def test_recycling_keeps_the_newest_studies_bit_exact_within_the_capacity(tmp_path):
@@ -276,7 +337,7 @@ def test_recycling_keeps_the_newest_studies_bit_exact_within_the_capacity(tmp_pa
     sent: dict[int, dict[str, bytes]] = {}
     try:
         peer = Peer(archive)
-        watch = TierWatch(archive)
+        watch = UsageWatch(archive)
         after_each_store = []
         statuses = []
         for study in range(studies):
@@ -286,7 +347,7 @@ def test_recycling_keeps_the_newest_studies_bit_exact_within_the_capacity(tmp_pa
                 statuses.append(peer.store(ds))
                 sent[study][ds.SOPInstanceUID] = _sent_bytes(ds)
                 after_each_store.append(sum(_files_on_tier(archive).values()))
-        largest = watch.finish()
+        largest_used, largest_committed = watch.finish()
         listed = [s.StudyInstanceUID for s in peer.find("STUDY")]
         retrieved = {study: peer.get_study(_uids(study, 0)[0]) for study in range(studies)}
         peer.release()
@@ -304,7 +365,9 @@ def test_recycling_keeps_the_newest_studies_bit_exact_within_the_capacity(tmp_pa
     for study in range(studies):
         assert retrieved[study] == (sent[study] if study in survivors else {})  # bit-exact, or nothing at all
     assert _files_on_tier(archive) == {path: size for path, size in indexed.values()}
-    assert max(after_each_store) <= capacity and largest <= capacity + instance_size
+    # Bytes on disk between stores; while one is in flight, the index's (no walk of a folder tree being changed
+    # is a snapshot: it can count a recycled study's files and also the instance placed after they went).
+    assert max(after_each_store) <= capacity and largest_used <= largest_committed <= capacity
     gone = studies - len(survivors)
     assert status["capacity"] == {
         "capacity_bytes": capacity, "at_capacity": "recycle", "used_bytes": len(indexed) * instance_size,
@@ -328,7 +391,12 @@ def _survivors(studies: int, per_study: int, instance_size: int, capacity: int) 
 
 
 def test_concurrent_stores_recycle_consistently_across_workers(tmp_path):
-    """Four DCMTK storescu at once over two worker processes, each its own studies, about 3 times the capacity."""
+    """Four DCMTK storescu at once over two worker processes, each its own studies, about 3 times the capacity.
+
+    It once failed with storescu's exit code 167 (0xA7: a store answered A700 "at capacity"): recycling freed
+    room without claiming it, other stores took it, and the third attempt gave up. Room is now claimed in the
+    transaction that makes it, so no store is refused while older studies exist, however the workers interleave.
+    """
     storescu = require_tool("/usr/bin/storescu", "dcmtk")
     capacity, associations, studies_each, per_study = 4_000_000, 4, 7, 3
     folders = []
@@ -366,6 +434,48 @@ def test_concurrent_stores_recycle_consistently_across_workers(tmp_path):
         assert db.execute("SELECT COUNT(*) FROM study").fetchone()[0] == status["index"]["studies"]
         assert db.execute("SELECT SUM(num_instances) FROM study").fetchone()[0] == len(indexed)
         assert db.execute("SELECT SUM(num_instances) FROM patient").fetchone()[0] == len(indexed)
+
+
+def _store_studies(archive, studies: range, per_study: int) -> list[int]:
+    """One association storing `per_study` instances of each study in turn; the statuses."""
+    peer = Peer(archive)
+    try:
+        return [peer.store(_instance(study, number)) for study in studies for number in range(per_study)]
+    finally:
+        peer.release()
+
+
+def test_eight_concurrent_associations_at_capacity_are_never_refused_while_older_studies_exist(tmp_path):
+    """8 associations over 2 worker processes into a full archive, each its own studies, 6 times the capacity.
+
+    Every store must find room: recycling makes it and claims it in one transaction, so no
+    other store (thread or worker process) can take it. The index never holds more than the capacity.
+    """
+    capacity, associations, studies_each, per_study = 3_000_000, 8, 5, 3
+    archive = start_archive(tmp_path / "archive", "--capacity", str(capacity), "--at-capacity", "recycle",
+                            "--workers", "2", "--max-associations", "16", "--metrics-port", "0")
+    try:
+        _store_studies(archive, range(900, 900 + 7), per_study)  # 21 instances: at capacity before the race starts
+        watch = UsageWatch(archive)
+        with ThreadPoolExecutor(associations) as pool:
+            statuses = list(pool.map(lambda a: _store_studies(archive, range(a * 100, a * 100 + studies_each),
+                                                              per_study), range(associations)))
+        largest_used, largest_committed = watch.finish()
+        status = _status(archive)
+    finally:
+        archive.stop()
+
+    assert statuses == [[0] * studies_each * per_study] * associations, archive.log.read_text()[-3000:]
+    indexed = _indexed(archive)
+    instance_size = next(iter(indexed.values()))[1]
+    assert largest_used <= largest_committed <= capacity
+    assert _files_on_tier(archive) == {path: size for path, size in indexed.values()}  # rows and files agree
+    assert sum(size for _, size in indexed.values()) == status["capacity"]["used_bytes"] <= capacity
+    assert capacity // instance_size - len(indexed) < per_study  # recycling frees what is missing, a study at a time
+    stored = (7 + associations * studies_each) * per_study
+    assert status["capacity"]["recycled_instances"] == stored - len(indexed)
+    with sqlite3.connect(archive.index) as db:
+        assert db.execute("SELECT COUNT(*) FROM claim").fetchone()[0] == 0  # every claim consumed or given back
 
 
 def test_capacity_and_its_policy_come_from_the_config_file(tmp_path):

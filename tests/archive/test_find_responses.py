@@ -15,8 +15,8 @@ from bench.benchmarks.archive_find import prefill
 from bench.dicom.peer import Peer
 from bench.dicom.scu import ServiceUser, identifier, next_message_id, query_proposals
 from server_under_test.upper_layer.dimse import C_FIND, cancel_request, query_request
+from server_under_test.upper_layer.messages import message_parts
 from server_under_test.upper_layer.status import CANCEL_CODE, is_pending
-from server_under_test.upper_layer.wire import message_parts
 
 INSTANCES = 20_000  # 1,000 studies of 20 instances: many batches of responses
 

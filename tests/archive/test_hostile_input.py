@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server_under_test.services.keys import Incomplete, Malformed, read_keys
-from server_under_test.upper_layer.wire import LinkLost, MessageReader, ReleaseRequested, Wire
+from server_under_test.upper_layer.messages import MessageReader, ReleaseRequested
+from server_under_test.upper_layer.pdu import LinkLost, Wire
 
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -64,7 +65,7 @@ def test_the_message_reader_yields_messages_or_raises_a_protocol_error(stream):
 
 def test_the_message_reader_reads_a_well_formed_message():
     from server_under_test.upper_layer.dimse import echo_request, encode_command
-    from server_under_test.upper_layer.wire import pdata_parts
+    from server_under_test.upper_layer.messages import pdata_parts
 
     stream = b"".join(bytes(p) for p in pdata_parts(1, True, [encode_command(echo_request(7))], 16384))
     assert messages_read_from(stream) == 1  # the property test above is not vacuous

@@ -1,19 +1,26 @@
 """The reference archive against real peers: DCMTK's storescu/echoscu and pynetdicom."""
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
+import urllib.request
 from io import BytesIO
 
 import psutil
+import pytest
 from conftest import PACSBENCH_SERVE, require_tool, start_archive, wait_for_echo
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config
-from pynetdicom.sop_class import XRayAngiographicImageStorage
+from pynetdicom.sop_class import Verification, XRayAngiographicImageStorage
+
+from server_under_test import __version__
+from server_under_test.ready import NotReady, Ready, wait_for_ready, write_ready
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 
@@ -170,3 +177,40 @@ def test_a_killed_supervisor_frees_its_port_and_a_new_archive_starts_on_it(tmp_p
         wait_for_echo(second.port, second.ae_title)
     finally:
         second.stop()
+
+
+def _ready_archive(tmp_path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "server_under_test", "--port", "0", "--data", str(tmp_path / "data"),
+                             "--ready-file", str(tmp_path / "ready.json"), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_the_ready_file_names_the_port_and_status_page_and_goes_when_the_archive_exits(tmp_path):
+    stale = Ready(pid=1, version="0", ae_title="OLD", host="127.0.0.1", port=1, metrics_url=None, data="", workers=1)
+    write_ready(tmp_path / "ready.json", stale)  # an earlier archive's, killed: never taken for the new one's
+    process = _ready_archive(tmp_path, "--aet", "READYSCP", "--workers", "2", "--metrics-port", "0")
+    try:
+        ready = wait_for_ready(tmp_path / "ready.json", process, 60)
+        assoc = AE(ae_title="TESTSCU")
+        assoc.add_requested_context(Verification)
+        echo = assoc.associate(ready.host, ready.port, ae_title=ready.ae_title)
+        assert echo.is_established and echo.send_c_echo().Status == 0
+        echo.release()
+        with urllib.request.urlopen(f"{ready.metrics_url}/status", timeout=10) as answer:
+            status = json.load(answer)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    assert (ready.pid, ready.version, ready.ae_title, ready.workers) == (process.pid, __version__, "READYSCP", 2)
+    assert (status["port"], len(status["workers"]), ready.data) == (ready.port, 2, str(tmp_path / "data"))
+    assert process.returncode == 0 and not (tmp_path / "ready.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # no temporary file left either
+
+
+def test_waiting_for_an_archive_that_dies_says_so_in_one_line(tmp_path):
+    (tmp_path / "data").write_text("a file where the data folder goes")
+    process = _ready_archive(tmp_path)
+    with pytest.raises(NotReady, match=r"^the archive exited with code 2 before it was ready$"):
+        wait_for_ready(tmp_path / "ready.json", process, 60)
+    process.stderr.close()
+    assert not (tmp_path / "ready.json").exists()

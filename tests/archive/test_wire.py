@@ -13,15 +13,8 @@ import pytest
 
 from server_under_test.storage.files import FileStore
 from server_under_test.upper_layer.dimse import Command, encode_command
-from server_under_test.upper_layer.wire import (
-    A_ABORT,
-    P_DATA_TF,
-    ConnectionClosed,
-    MessageReader,
-    PeerAborted,
-    ProtocolError,
-    Wire,
-)
+from server_under_test.upper_layer.messages import MessageReader
+from server_under_test.upper_layer.pdu import A_ABORT, P_DATA_TF, ConnectionClosed, PeerAborted, ProtocolError, Wire
 
 CONTEXT = 1
 

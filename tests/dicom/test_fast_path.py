@@ -21,7 +21,7 @@ from bench.load.send import scan_file, scan_folder
 from bench.studies.integrity import dataset_digest
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
-from server_under_test.upper_layer.wire import UNLIMITED_SEND_PDU, pdata_parts, split_pdvs
+from server_under_test.upper_layer.messages import UNLIMITED_SEND_PDU, pdata_parts, split_pdvs
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from server_under_test.ready import wait_for_ready
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 
 SWEEP = (ROOT / "scenarios" / "ingest-sweep.toml").read_text()
@@ -182,11 +184,12 @@ def test_no_archive_process_outlives_a_killed_harness(tmp_path):
 
 
 def test_the_archives_workers_end_with_a_killed_supervisor(tmp_path):
-    data = tmp_path / "archive"
+    data, ready_file = tmp_path / "archive", tmp_path / "ready.json"
     supervisor = subprocess.Popen([sys.executable, "-m", "server_under_test", "--port", "0", "--workers", "2",
-                                   "--data", str(data)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+                                   "--data", str(data), "--ready-file", str(ready_file)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
-        assert b"listening on" in supervisor.stdout.readline()
+        assert wait_for_ready(ready_file, supervisor, 60).workers == 2
         assert len(archive_processes(data)) == 3
         supervisor.send_signal(signal.SIGKILL)
         supervisor.wait()
@@ -197,7 +200,6 @@ def test_the_archives_workers_end_with_a_killed_supervisor(tmp_path):
     finally:
         supervisor.kill()
         supervisor.wait()
-        supervisor.stdout.close()
 
 
 def test_capacity_settings_belong_to_native_targets_only():
