@@ -16,7 +16,9 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_TOOLS, ROOT, require_tool, start_archive
+from helpers import ROOT
+from helpers.archive import start_archive
+from helpers.tools import REQUIRE_TOOLS, require_tool
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid

@@ -14,17 +14,17 @@ PROFILE = "tiny"
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
-    """One short real calibration of the tiny profile, in a cache of its own."""
-    cache = tmp_path_factory.mktemp("calibration-cache")
+    """One short real calibration of the tiny profile, in a state folder of its own."""
+    cache = tmp_path_factory.mktemp("calibration-state")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PACSBENCH_CACHE", str(cache))
+        patch.setenv("PACSBENCH_STATE", str(cache))
         entry = calibrate(PROFILE, None, 20, "python", with_storescu=False, progress=False)
     return cache, entry
 
 
 @pytest.fixture
 def cache(calibrated, monkeypatch):
-    monkeypatch.setenv("PACSBENCH_CACHE", str(calibrated[0]))
+    monkeypatch.setenv("PACSBENCH_STATE", str(calibrated[0]))
     return calibrated[0]
 
 
@@ -108,7 +108,7 @@ def test_retrieval_is_judged_against_the_retrieval_ceiling(cache, calibrated, tm
 
 def test_a_calibration_from_before_fingerprints_is_never_used_and_the_note_says_how_to_measure(tmp_path,
                                                                                               monkeypatch):
-    monkeypatch.setenv("PACSBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("PACSBENCH_STATE", str(tmp_path))
     (tmp_path / "calibration.json").write_text(json.dumps(
         {"entries": {"instance2mb/explicit": {"instances_per_s": 500.0, "mb_per_s": 900.0}}}))
     calibration = ceiling_for_run(PROFILE, "explicit", 1)

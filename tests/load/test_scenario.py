@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from bench.common.errors import UserError
 from bench.load.scenario import archive_in_namespace, load_scenario

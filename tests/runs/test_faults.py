@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 CLIENT_TIMEOUT = 1.5  # short, so a paused archive's requests fail within it rather than wait
 

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, require_tool
+from helpers import ROOT
+from helpers.groups import HOST_RESOURCES
 
 from bench.results.samples import SAMPLES_FILE, done_mask
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+# Guest runs (root builds the guest image), one at a time.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.usefixtures("qemu", "root"), HOST_RESOURCES]
 
 SCENARIO = """name = "power-loss-{fsync}"
 [target]
@@ -66,13 +68,6 @@ at = {at}
 action = "kill"
 duration = 1
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def guest_tools():
-    require_tool("qemu-system-x86_64", "qemu-system-x86")
-    if os.geteuid() != 0:
-        pytest.skip("guest runs need root (the image build)")
 
 
 def fault_run(folder: Path, fsync: bool, duration: float, faults: str) -> tuple[Path, dict]:

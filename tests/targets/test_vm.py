@@ -18,10 +18,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_TOOLS, ROOT, dataset_bytes, require_tool
+from helpers import ROOT
+from helpers.dicomfiles import dataset_bytes
+from helpers.groups import HOST_RESOURCES
+from helpers.tools import installed_kinds, require_kind, require_tool
 from pydicom import dcmread
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), HOST_RESOURCES]  # guests, one at a time
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 SCENARIO = """name = "vm-smoke"
 [target]
@@ -67,14 +70,9 @@ def pacsbench(*args: str, env: dict | None = None, timeout: float = 1500) -> sub
 
 
 @pytest.fixture(scope="session")
-def guest_image():
+def guest_image(qemu, root):
     """The guest image, built once (or reused from the cache when its inputs did not change)."""
-    require_tool("qemu-system-x86_64", "qemu-system-x86")
     require_tool("debootstrap", "debootstrap")
-    if os.geteuid() != 0:
-        if REQUIRE_TOOLS:
-            pytest.fail("VM tests need root (debootstrap, chroot, network namespaces)")
-        pytest.skip("VM tests need root")
     os.environ.setdefault("PACSBENCH_VM_CACHE", str(Path.home() / ".cache" / "pacsbench" / "vm"))
     from bench.targets.vm.image import ensure_image
 
@@ -89,12 +87,12 @@ def accelerator(guest_image) -> str:
     return "kvm" if probe(guest_image.kernel, "kvm").boots else "tcg"
 
 
-def test_guest_stores_a_study_and_returns_it_bit_exact(guest_image, accelerator, tiny_studies, tmp_path):
+def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accelerator, tiny_studies, tmp_path):
     from bench.load.scenario import ClientSpec, TargetSpec
     from bench.targets import make_target
 
-    storescu = require_tool("/usr/bin/storescu", "dcmtk")
-    getscu = require_tool("/usr/bin/getscu", "dcmtk")
+    storescu = dcmtk.storescu
+    getscu = dcmtk.getscu
     target = make_target(TargetSpec(kind=accelerator, boot_timeout=600), ClientSpec())
     files = sorted((tiny_studies / "study-0000").glob("*.dcm"))
     try:
@@ -230,9 +228,9 @@ def test_a_port_in_use_is_one_line(guest_image, tmp_path):
     assert not processes_mentioning(str(tmp_path))
 
 
-@pytest.mark.parametrize("kind,program,package", [("orthanc", "Orthanc", "orthanc"), ("dcmtk", "dcmqrscp", "dcmtk")])
-def test_installed_archives_take_the_smoke_scenario(kind, program, package, tmp_path):
-    require_tool(program if kind == "dcmtk" else "/usr/sbin/Orthanc", package)
+@pytest.mark.parametrize("kind", installed_kinds("orthanc", "dcmtk"))
+def test_installed_archives_take_the_smoke_scenario(kind, tmp_path):
+    require_kind(kind)
     result = pacsbench("run", str(write_scenario(tmp_path, kind, duration=3)), "--results", str(tmp_path),
                        "--no-progress", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

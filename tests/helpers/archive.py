@@ -1,0 +1,96 @@
+"""The reference archive as tests run it (a real process on a free port) and a pynetdicom client of it."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    Verification,
+    XRayAngiographicImageStorage,
+)
+
+from bench.common.processes import stop_process
+from bench.dicom.peer import Peer
+from bench.dicom.readiness import wait_for_echo as bench_wait_for_echo
+from helpers import ROOT
+
+SERVER_MODULE = [sys.executable, "-m", "server_under_test"]
+PACSBENCH_SERVE = [sys.executable, "-m", "bench.cli", "serve"]
+XA = XRayAngiographicImageStorage
+
+
+class RunningArchive:
+    def __init__(self, process: subprocess.Popen, port: int, data: Path, ae_title: str, log: Path,
+                 metrics_url: str | None):
+        self.process, self.port, self.data, self.ae_title = process, port, data, ae_title
+        self.log, self.metrics_url = log, metrics_url
+
+    @property
+    def index(self) -> Path:
+        return self.data / "index.sqlite"
+
+    def stop(self) -> int:
+        return stop_process(self.process, 30.0)
+
+
+def start_archive(data: Path, *extra: str, ae_title: str = "PACSBENCH", command=SERVER_MODULE) -> RunningArchive:
+    """The archive (or `pacsbench serve`) on a free port, its data in `data`, its log beside it."""
+    data.parent.mkdir(parents=True, exist_ok=True)
+    log = data.with_name(data.name + ".log")
+    with log.open("ab") as stderr:  # a file, never a pipe nobody reads: a full pipe would stall the server
+        process = subprocess.Popen(
+            [*command, "--port", "0", "--aet", ae_title, "--data", str(data), *extra],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, start_new_session=True,
+        )
+    line = process.stdout.readline()
+    match = re.search(r"listening on [^ ]+:(\d+) ", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"archive did not start: {line!r} {log.read_text()[-2000:]}")
+    metrics_url = (re.search(r"metrics (http://\S+)", line) or [None, None])[1]
+    return RunningArchive(process, int(match.group(1)), data, ae_title, log, metrics_url)
+
+
+def wait_for_echo(port: int, ae_title: str, timeout: float = 20.0) -> None:
+    """Wait until the DICOM peer on a local port answers C-ECHO."""
+    bench_wait_for_echo(Peer("127.0.0.1", port, ae_title), "PACSBENCH-TEST", timeout)
+
+
+def client(archive: RunningArchive, calling="TESTSCU", get_role=False) -> tuple:
+    """A pynetdicom association to the archive (XA storage, echo, find, get) and what C-GET sends back to it."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(XA, ExplicitVRLittleEndian)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    received = {}
+
+    def on_store(event):
+        received[event.request.AffectedSOPInstanceUID] = event.encoded_dataset(include_meta=False)
+        return 0x0000
+
+    assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title,
+                         ext_neg=[build_role(XA, scp_role=True)] if get_role else None,
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)] if get_role else None)
+    assert assoc.is_established
+    return assoc, received
+
+
+def index_rows(archive: RunningArchive) -> dict[str, tuple[str, int]]:
+    """The archive's index: SOP instance UID -> (file, tier)."""
+    with sqlite3.connect(archive.index) as db:
+        return {sop: (path, tier) for sop, path, tier in db.execute("SELECT sop_uid, path, tier FROM instance")}
+
+
+def assert_still_answers_echo(archive: RunningArchive, echoscu: str) -> None:
+    """DCMTK's echoscu (a peer that is not ours) still gets its C-ECHO answered."""
+    assert subprocess.run([echoscu, "-to", "10", "-aec", archive.ae_title, "127.0.0.1", str(archive.port)],
+                          timeout=30).returncode == 0
