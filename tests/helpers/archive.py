@@ -90,6 +90,16 @@ def index_rows(archive: RunningArchive) -> dict[str, tuple[str, int]]:
         return {sop: (path, tier) for sop, path, tier in db.execute("SELECT sop_uid, path, tier FROM instance")}
 
 
+def raw_request(calling: bytes = b"RAW", called: bytes = b"PACSBENCH", max_pdu: int = 16382) -> bytes:
+    """An A-ASSOCIATE-RQ proposing Verification and XA storage, with AE title fields as given (raw bytes)."""
+    from server_under_test.upper_layer.association import encode_request, proposed_context
+
+    pdu = bytearray(encode_request("X", "X", [proposed_context(Verification, [ExplicitVRLittleEndian]),
+                                            proposed_context(XA, [ExplicitVRLittleEndian])], max_pdu))
+    pdu[10:26], pdu[26:42] = called.ljust(16, b" "), calling.ljust(16, b" ")
+    return bytes(pdu)
+
+
 def assert_still_answers_echo(archive: RunningArchive, echoscu: str) -> None:
     """DCMTK's echoscu (a peer that is not ours) still gets its C-ECHO answered."""
     assert subprocess.run([echoscu, "-to", "10", "-aec", archive.ae_title, "127.0.0.1", str(archive.port)],
