@@ -67,12 +67,16 @@ def root() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
-    """The study pool cache of this test session (of this xdist worker): built here, never the user's.
+    """The study pool cache of this test session (of this xdist worker), and the user's guest image cache.
 
-    Per worker, not shared between workers: two processes filling one pool folder at once could
-    read each other's half-written studies."""
+    The pools are built here, per worker: two processes filling one pool folder at once could
+    read each other's half-written studies. The guest image (minutes to build) is the user's,
+    shared: only the tests of the host-resources group boot guests, one at a time."""
+    from bench.targets.vm.image import vm_cache
+
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PACSBENCH_VM_CACHE", str(vm_cache()))  # before PACSBENCH_CACHE moves its default
         patch.setenv("PACSBENCH_CACHE", str(cache))
         yield cache
 

@@ -14,7 +14,6 @@ the image is the cached one.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,12 +72,9 @@ duration = 1
 def fault_run(folder: Path, fsync: bool, duration: float, faults: str) -> tuple[Path, dict]:
     scenario = folder / "scenario.toml"
     scenario.write_text(SCENARIO.format(fsync=str(fsync).lower(), duration=duration, timeout=CLIENT_TIMEOUT) + faults)
-    # The guest image is the shared one (as in tests/targets/test_vm.py), not one built in the test's cache.
-    env = {**os.environ, "PACSBENCH_VM_CACHE": os.environ.get("PACSBENCH_VM_CACHE")
-           or str(Path.home() / ".cache" / "pacsbench" / "vm")}
     result = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(scenario), "--results",
                              str(folder / "results"), "--no-progress"], capture_output=True, text=True, cwd=ROOT,
-                            env=env, timeout=1500)
+                            timeout=1500)
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     return run_dir, json.loads((run_dir / "run.json").read_text())

@@ -73,7 +73,6 @@ def pacsbench(*args: str, env: dict | None = None, timeout: float = 1500) -> sub
 def guest_image(qemu, root):
     """The guest image, built once (or reused from the cache when its inputs did not change)."""
     require_tool("debootstrap", "debootstrap")
-    os.environ.setdefault("PACSBENCH_VM_CACHE", str(Path.home() / ".cache" / "pacsbench" / "vm"))
     from bench.targets.vm.image import ensure_image
 
     return ensure_image(progress=True)
