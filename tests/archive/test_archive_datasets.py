@@ -1,4 +1,4 @@
-"""Command sets and datasets the archive must refuse: an unknown SOP class, nesting too deep, a UID that is not ASCII."""
+"""Command sets and datasets the archive refuses: an unknown SOP class, nesting too deep, a UID that is not ASCII."""
 
 from __future__ import annotations
 

@@ -58,8 +58,8 @@ def test_sigterm_finishes_the_store_in_flight(tmp_path, tiny_studies):
     source = sorted(tiny_studies.rglob("*.dcm"))[0]
     ds = dcmread(source)
     data = dataset_bytes(source)
-    assoc = request("127.0.0.1", archive.port, "SLOW", archive.ae_title, [proposed_context(XA, [ExplicitVRLittleEndian])],
-                    0, 30)
+    contexts = [proposed_context(XA, [ExplicitVRLittleEndian])]
+    assoc = request("127.0.0.1", archive.port, "SLOW", archive.ae_title, contexts, 0, 30)
     command = store_request(1, XA, ds.SOPInstanceUID)  # the command, announcing a dataset...
     assoc.wire.send_pdata(1, True, [encode_command(command)], 0)
     half = len(data) // 2

@@ -14,8 +14,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 def test_truncated_pdu_aborts_that_association_only(dcmtk, archive, tiny_studies):
     from server_under_test.upper_layer.association import proposed_context, request
 
-    assoc = request("127.0.0.1", archive.port, "RAW", archive.ae_title, [proposed_context(XA, [ExplicitVRLittleEndian])],
-                    0, 10)
+    contexts = [proposed_context(XA, [ExplicitVRLittleEndian])]
+    assoc = request("127.0.0.1", archive.port, "RAW", archive.ae_title, contexts, 0, 10)
     # A P-DATA-TF header that promises 100000 bytes, 10 of them, then the connection closes.
     assoc.wire.send_all([b"\x04\x00" + (100000).to_bytes(4, "big") + b"0123456789"])
     assoc.wire.close()
