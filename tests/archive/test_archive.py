@@ -49,7 +49,8 @@ def test_find_at_every_level_with_counts(dcmtk, stored_study, tmp_path):
     archive, files = stored_study
     first = dcmread(files[0])
     patients = findscu(dcmtk, archive, tmp_path / "p", "-P", "QueryRetrieveLevel=PATIENT",
-                       f"PatientID={first.PatientID}", "PatientName", "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedInstances")
+                       f"PatientID={first.PatientID}", "PatientName", "NumberOfPatientRelatedStudies",
+                       "NumberOfPatientRelatedInstances")
     assert len(patients) == 1 and patients[0].PatientName == first.PatientName
     assert int(patients[0].NumberOfPatientRelatedInstances) == len(files)
     studies = findscu(dcmtk, archive, tmp_path / "s", "-S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID",
