@@ -26,6 +26,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(name)
         if item.get_closest_marker("orthanc"):
             item.add_marker("slow")  # Orthanc takes seconds to start: not for the edit loop
+    # The grouped tests first (a stable sort): their group is the longest unit of work (the guests
+    # boot one after another), so --dist loadgroup hands it to a worker at once and the others
+    # share the rest, instead of the group starting when the queue reaches tests/load.
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,8 @@ from helpers.groups import HOST_RESOURCES
 from helpers.tools import installed_kinds, require_kind, require_tool
 from pydicom import dcmread
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), HOST_RESOURCES]  # guests, one at a time
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+# A test that boots a guest (or builds the shared image: guest_image) joins HOST_RESOURCES: one at a time.
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 SCENARIO = """name = "vm-smoke"
 [target]
@@ -86,6 +87,7 @@ def accelerator(guest_image) -> str:
     return "kvm" if probe(guest_image.kernel, "kvm").boots else "tcg"
 
 
+@HOST_RESOURCES
 def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accelerator, tiny_studies, tmp_path):
     from bench.load.scenario import ClientSpec, TargetSpec
     from bench.targets import make_target
@@ -120,6 +122,7 @@ def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accel
     assert not (tmp_path / "data.raw").exists()
 
 
+@HOST_RESOURCES
 def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_path):
     scenario = write_scenario(tmp_path, "native")
     guest = f"{accelerator}-tap"
@@ -148,6 +151,7 @@ def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_
     assert not pacsbench_namespaces() and not processes_mentioning(str(folder))
 
 
+@HOST_RESOURCES
 def test_asking_for_kvm_where_it_cannot_boot_says_why_in_one_line(guest_image, accelerator, tmp_path):
     if accelerator == "kvm":
         pytest.skip("KVM boots guests on this machine")
@@ -159,6 +163,7 @@ def test_asking_for_kvm_where_it_cannot_boot_says_why_in_one_line(guest_image, a
     assert not processes_mentioning("pacsbench-probe-") and not processes_mentioning(str(tmp_path))
 
 
+@HOST_RESOURCES
 def test_exported_ova_and_vmdk_boot_on_ide_and_e1000(guest_image, tmp_path):
     from bench.dicom.peer import Peer
     from bench.dicom.readiness import wait_for_echo
@@ -197,6 +202,7 @@ def test_exported_ova_and_vmdk_boot_on_ide_and_e1000(guest_image, tmp_path):
     assert not processes_mentioning(str(tmp_path))
 
 
+@HOST_RESOURCES
 def test_a_guest_that_never_answers_is_stopped_with_one_line(guest_image, tmp_path):
     scenario = write_scenario(tmp_path, "tcg", 'network = "tap"\nboot_timeout = 3')
     result = pacsbench("run", str(scenario), "--results", str(tmp_path / "results"), "--no-progress", timeout=300)
@@ -215,6 +221,7 @@ def test_missing_qemu_is_one_line(tmp_path):
         "pacsbench: error: qemu-system-x86_64 not found: install it (Debian: apt-get install qemu-system-x86)"
 
 
+@HOST_RESOURCES
 def test_a_port_in_use_is_one_line(guest_image, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
