@@ -6,6 +6,8 @@ What tests import lives in tests/helpers/, not here.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from helpers.archive import start_archive
 from helpers.tools import INSTALLED_KINDS, Dciodvfy, Dcmtk, require_root, require_tool
@@ -30,6 +32,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # boot one after another), so --dist loadgroup hands it to a worker at once and the others
     # share the rest, instead of the group starting when the queue reaches tests/load.
     items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker under --dist loadgroup: refuse to run if the groups did not take (see pyproject.toml)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        message = (f"pytest-xdist did not put {lost[0]} in its xdist_group: grouped tests would run side by side "
+                   "(this pytest and pytest-xdist do not work together, see pyproject.toml)")
+        print(f"error: {message}", file=sys.__stderr__)  # a worker's exception reaches the terminal garbled
+        raise pytest.UsageError(message)
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-# QEMU guests (and the shared guest image, built by the first of them), network namespaces (each
-# takes the first /24 of 10.213.0.0/16 missing from the routing table: two made at once can take
-# the same one), and the cgroup budgets whose enforcement a test asserts (a budget's cgroup is
-# named after its run folder: two runs of one scenario in one second share the name).
+# QEMU guests (and the shared guest image, built by the first of them: guest_image), network
+# namespaces (each takes the first /24 of 10.213.0.0/16 missing from the routing table: two made
+# at once can take the same one, and a network-down fault takes its route away while it lasts),
+# and the run whose cgroup budget and CPU-bound verdict a test asserts (tests/runs/test_budget_run.py).
 HOST_RESOURCES = pytest.mark.xdist_group("host-resources")
