@@ -25,12 +25,16 @@ demo: $(STAMP)
 	$(BIN)/pacsbench run scenarios/demo.toml | tee $(VENV)/last-run.txt
 	$(BIN)/pacsbench report "$$(tail -n 1 $(VENV)/last-run.txt)"
 
+# pytest-xdist: most tests wait on subprocesses and sockets, so three processes keep two cores
+# busy. --dist loadgroup runs the tests that share a host-wide resource (guests, network
+# namespaces, cgroups: tests/helpers/groups.py) on one worker, one at a time.
+XDIST := -n 3 --dist loadgroup
+
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest $(XDIST) --durations=15
 
 test-fast: $(STAMP)
-	# Two processes (pytest-xdist): most of these tests wait on subprocesses and sockets.
-	$(BIN)/pytest -m "not slow" -n 2
+	$(BIN)/pytest -m "not slow" $(XDIST)
 
 # ruff: the rule set in pyproject.toml; lint-imports: the import contracts (see ARCHITECTURE.md).
 lint: $(STAMP)

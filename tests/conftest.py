@@ -1,66 +1,125 @@
-"""Shared fixtures: real tools (DCMTK, dciodvfy), a running reference archive, a private cache."""
+"""Fixtures and hooks: the real tools a test needs (each marks the tests that use it), a private user state,
+a study pool cache per session, tiny studies, a running archive.
+
+What tests import lives in tests/helpers/, not here.
+"""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers.archive import start_archive
+from helpers.tools import INSTALLED_KINDS, Dciodvfy, Dcmtk, require_root, require_tool
 
-from bench.common.processes import free_local_port, stop_process
-from bench.dicom.peer import Peer
-from bench.dicom.readiness import wait_for_echo as bench_wait_for_echo
+from bench.common.processes import free_local_port
 
-free_port = free_local_port  # the tests' name for it
-
-ROOT = Path(__file__).resolve().parent.parent
-REQUIRE_TOOLS = os.environ.get("PACSBENCH_REQUIRE_TOOLS") == "1"
-
-
-def require_tool(path: str, package: str) -> str:
-    """The tool's path; skip when absent, except in CI where absence is a failure."""
-    if shutil.which(path):
-        return path
-    message = f"{path} not installed (apt-get install {package})"
-    if REQUIRE_TOOLS:
-        pytest.fail(message)
-    pytest.skip(message)
+# A test that uses one of these fixtures (directly or through another fixture) gets the marker of
+# the same name at collection, so `-m "not qemu"` selects before anything runs.
+TOOL_FIXTURES = ("dcmtk", "dciodvfy", "orthanc", "qemu", "chromium", "root")
 
 
-def dciodvfy_problems(path: Path) -> list[str]:
-    """The Error and Warning lines dicom3tools' dciodvfy prints for a file."""
-    dciodvfy = require_tool("dciodvfy", "dicom3tools")
-    result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith(("Error", "Warning"))]
+@pytest.hookimpl(tryfirst=True)  # before pytest's -m selection and xdist's grouping read the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = getattr(item, "fixturenames", ())
+        for name in TOOL_FIXTURES:
+            if name in used:
+                item.add_marker(name)
+        if item.get_closest_marker("orthanc"):
+            item.add_marker("slow")  # Orthanc takes seconds to start: not for the edit loop
+    # The grouped tests first (a stable sort): their group is the longest unit of work (the guests
+    # boot one after another), so --dist loadgroup hands it to a worker at once and the others
+    # share the rest, instead of the group starting when the queue reaches tests/load.
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
 
 
-def dataset_bytes(path: Path) -> bytes:
-    """A DICOM file's dataset bytes (after the file meta group)."""
-    data = path.read_bytes()
-    assert data[128:132] == b"DICM"
-    meta_length = int.from_bytes(data[140:144], "little")
-    return data[144 + meta_length:]
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker under --dist loadgroup: refuse to run if the groups did not take (see pyproject.toml)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        message = (f"pytest-xdist did not put {lost[0]} in its xdist_group: grouped tests would run side by side "
+                   "(this pytest and pytest-xdist do not work together, see pyproject.toml)")
+        print(f"error: {message}", file=sys.__stderr__)  # a worker's exception reaches the terminal garbled
+        raise pytest.UsageError(message)
+
+
+@pytest.fixture(scope="session")
+def dcmtk() -> Dcmtk:
+    """DCMTK's tools by name (dcmtk.storescu); marks the test `dcmtk`."""
+    require_tool("/usr/bin/echoscu", "dcmtk")
+    return Dcmtk()
+
+
+@pytest.fixture(scope="session")
+def dciodvfy() -> Dciodvfy:
+    """dicom3tools' IOD checker; marks the test `dciodvfy`."""
+    return Dciodvfy()
+
+
+@pytest.fixture(scope="session")
+def orthanc() -> str:
+    """Orthanc's program; marks the test `orthanc` (and `slow`)."""
+    return require_tool(*INSTALLED_KINDS["orthanc"])
+
+
+@pytest.fixture(scope="session")
+def qemu() -> str:
+    """qemu-system-x86_64; marks the test `qemu`."""
+    return require_tool("qemu-system-x86_64", "qemu-system-x86")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The Chromium browser; marks the test `chromium`."""
+    return require_tool("chromium", "chromium")
+
+
+@pytest.fixture(scope="session")
+def root() -> None:
+    """Root privileges (mounts, cgroups, network namespaces, the guest image build); marks the test `root`."""
+    require_root("mounts, cgroups, network namespaces and the guest image build are root's")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
-    """Keep the study pool cache of the test session away from the user's."""
+    """The study pool cache of this test session (of this xdist worker), and the user's guest image cache.
+
+    The pools are built here, per worker: two processes filling one pool folder at once could
+    read each other's half-written studies. The guest image (minutes to build) is the user's,
+    shared: only the tests of the host-resources group boot guests, one at a time."""
+    from bench.targets.vm.image import vm_cache
+
     cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("PACSBENCH_CACHE")
-    os.environ["PACSBENCH_CACHE"] = str(cache)
-    yield cache
-    if old is None:
-        os.environ.pop("PACSBENCH_CACHE", None)
-    else:
-        os.environ["PACSBENCH_CACHE"] = old
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PACSBENCH_VM_CACHE", str(vm_cache()))  # before PACSBENCH_CACHE moves its default
+        patch.setenv("PACSBENCH_CACHE", str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_state(tmp_path_factory):
+    """User state (calibrations) for what runs before a test's own: module and session fixtures."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PACSBENCH_STATE", str(tmp_path_factory.mktemp("state")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def private_state(session_state, tmp_path_factory, monkeypatch):
+    """User state (calibrations) of this test alone: never the user's, nor another test's.
+
+    A calibration one test makes would change what the disk planner says in the next (it plans
+    with the calibrated ceiling), so each test starts with none."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("PACSBENCH_STATE", str(state))
+    return state
 
 
 @pytest.fixture(scope="session")
-def tiny_studies(tmp_path_factory) -> Path:
+def tiny_studies(tmp_path_factory):
     """Two tiny synthetic studies on disk (generated once per test session)."""
     from bench.studies.generate import generate
     from bench.studies.profile import load_profile
@@ -68,46 +127,6 @@ def tiny_studies(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-studies")
     generate(load_profile("tiny"), 2, 7, out, progress=False)
     return out
-
-
-class RunningArchive:
-    def __init__(self, process: subprocess.Popen, port: int, data: Path, ae_title: str):
-        self.process, self.port, self.data, self.ae_title = process, port, data, ae_title
-
-    @property
-    def index(self) -> Path:
-        return self.data / "index.sqlite"
-
-    def stop(self) -> int:
-        return stop_process(self.process, 30.0)
-
-
-SERVER_MODULE = [sys.executable, "-m", "server_under_test"]
-PACSBENCH_SERVE = [sys.executable, "-m", "bench.cli", "serve"]
-
-
-def start_archive(data: Path, *extra: str, ae_title: str = "PACSBENCH", command=SERVER_MODULE) -> RunningArchive:
-    data.parent.mkdir(parents=True, exist_ok=True)
-    log = data.with_name(data.name + ".log")
-    with log.open("ab") as stderr:  # a file, never a pipe nobody reads: a full pipe would stall the server
-        process = subprocess.Popen(
-            [*command, "--port", "0", "--aet", ae_title, "--data", str(data), *extra],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, start_new_session=True,
-        )
-    line = process.stdout.readline()
-    match = re.search(r"listening on [^ ]+:(\d+) ", line)
-    if not match:
-        process.kill()
-        raise RuntimeError(f"archive did not start: {line!r} {log.read_text()[-2000:]}")
-    running = RunningArchive(process, int(match.group(1)), data, ae_title)
-    running.log = log
-    running.metrics_url = (re.search(r"metrics (http://\S+)", line) or [None, None])[1]
-    return running
-
-
-def wait_for_echo(port: int, ae_title: str, timeout: float = 20.0) -> None:
-    """Wait until the DICOM peer on a local port answers C-ECHO."""
-    bench_wait_for_echo(Peer("127.0.0.1", port, ae_title), "PACSBENCH-TEST", timeout)
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ def add_parser(sub) -> None:
         description="Store fresh copies of pool instances (the locust users' C-STORE path, under gevent) over one "
         "association into a null sink (DCMTK storescp --ignore when installed, else the harness's own SCP in "
         "another process), time DCMTK storescu into the same sink; then retrieve by C-GET and C-MOVE (into the harness's "
-        "Storage SCP) from a null source; keep the ceilings in the cache folder with a fingerprint of host, profile, "
-        "transfer syntax and version: a run uses only a calibration whose fingerprint matches its own. "
+        "Storage SCP) from a null source; keep the ceilings in the state folder ($PACSBENCH_STATE, else "
+        "~/.local/state/pacsbench) with a fingerprint of host, profile, transfer syntax and version: a run uses "
+        "only a calibration whose fingerprint matches its own. "
         "Runs record it in run.json['calibration']; reports flag figures above 80%% of it as client-bound.",
     )
     p.add_argument("--profile", default=None, help="study profile (default: 2 MB instances, "

@@ -1,4 +1,11 @@
-"""Where pacsbench keeps what it builds once (the cache folder), and how it removes a large folder tree."""
+"""Where pacsbench keeps what it builds once (the cache) and what it measured here (the state), and how it
+removes a large folder tree.
+
+The cache holds costly artifacts rebuilt from their inputs when missing (the study pools, the
+guest image): removing it costs time, never a result. The state holds what only this machine's
+user made and a rebuild cannot give back (the calibrations). Two roots, so that a test session
+can share the costly cache while it never reads the user's state.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,14 @@ def cache_root() -> Path:
     if os.environ.get("PACSBENCH_CACHE"):
         return Path(os.environ["PACSBENCH_CACHE"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "pacsbench"
+
+
+def state_root() -> Path:
+    """$PACSBENCH_STATE, else $XDG_STATE_HOME/pacsbench, else ~/.local/state/pacsbench."""
+    if os.environ.get("PACSBENCH_STATE"):
+        return Path(os.environ["PACSBENCH_STATE"])
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     return base / "pacsbench"
 
 

@@ -7,9 +7,9 @@ DCMTK's storescu is timed into the same sink for scale. Retrieval is calibrated 
 way from the other side: a null source (bench.load.retrieval_source, its own process)
 answers the workstations' C-GET and C-MOVE (into the harness's Storage SCP) with pool copies.
 
-Each ceiling is kept in the cache folder with a fingerprint of what moves it: the host (CPU
-model, cores, RAM, kernel, hypervisor layers), the profile, the transfer syntax, the harness
-version, one load process. A run uses only a calibration whose fingerprint matches its own
+Each ceiling is kept in the state folder (bench.common.paths.state_root) with a fingerprint of
+what moves it: the host (CPU model, cores, RAM, kernel, hypervisor layers), the profile, the
+transfer syntax, the harness version, one load process. A run uses only a calibration whose fingerprint matches its own
 (one process's ceiling times its load processes, while each has a core); otherwise run.json
 says which facts differ, and no CLIENT-BOUND verdict comes from a wrong ceiling.
 """
@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.common.errors import UserError
-from bench.common.paths import cache_root
+from bench.common.paths import state_root
 from bench.common.processes import free_local_port, stop_process
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer, wait_for_echo
@@ -256,7 +256,7 @@ def _entry_key(print_: dict) -> str:
 
 
 def _calibration_path() -> Path:
-    return cache_root() / CALIBRATION_FILE
+    return state_root() / CALIBRATION_FILE
 
 
 def load_calibrations() -> dict:
@@ -290,7 +290,7 @@ def _closest(entries: list[dict], run_print: dict, processes: int) -> tuple[dict
 
 def ceiling_for_run(profile: str, syntax: str, processes: int) -> dict | None:
     """run.json["calibration"]: the ceilings of the calibration whose fingerprint matches this run's
-    (x `processes`), or why none does; None when the cache holds no calibration at all."""
+    (x `processes`), or why none does; None when the state holds no calibration at all."""
     run_print = fingerprint(profile, syntax)
     entries = list(load_calibrations().get("entries", {}).values())
     if not entries:

@@ -22,7 +22,7 @@ from bench.scenario.targets import TargetSpec
 
 RESERVE_STATUS = "stopped: disk reserve reached"
 CAPACITY_STATUS = "stopped: archive capacity reached"
-# Without a calibration in the cache: flat-out modalities are assumed to store this much per
+# Without a calibration in the state folder: flat-out modalities are assumed to store this much per
 # load process. The reference archive stores dsa-unit studies durably at about 1 GB/s on a
 # fast NVMe disk (issue 16): high on purpose, the check errs towards refusing.
 ASSUMED_MB_PER_S = 1000.0
@@ -72,8 +72,8 @@ def store_rate(scenario: Scenario, pool: dict, calibration: dict | None, process
         rate = calibration["ceiling_mb_per_s"]
         return rate * 1e6, f"flat-out modalities at the calibrated ceiling of {rate:g} MB/s"
     rate = ASSUMED_MB_PER_S * processes
-    return rate * 1e6, (f"flat-out modalities at an assumed {rate:g} MB/s (no matching calibration in the cache; "
-                        "`pacsbench calibrate` measures the harness's ceiling)")
+    return rate * 1e6, (f"flat-out modalities at an assumed {rate:g} MB/s (no matching calibration in the state "
+                        "folder; `pacsbench calibrate` measures the harness's ceiling)")
 
 
 def _records_bytes(scenario: Scenario, archive_bytes: float, pool: dict) -> int:

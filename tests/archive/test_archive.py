@@ -8,21 +8,22 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import dataset_bytes, require_tool, start_archive, wait_for_echo
+from helpers.archive import start_archive, wait_for_echo
+from helpers.dicomfiles import dataset_bytes
 from pydicom import dcmread
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 
 
-def storescu(archive, files, *options: str) -> None:
-    tool = require_tool("/usr/bin/storescu", "dcmtk")
+def storescu(dcmtk, archive, files, *options: str) -> None:
+    tool = dcmtk.storescu
     result = subprocess.run([tool, *options, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), *map(str, files)],
                             capture_output=True, text=True, timeout=120, env=NODELAY)
     assert result.returncode == 0, result.stderr
 
 
-def findscu(archive, out: Path, model: str, *keys: str) -> list:
-    tool = require_tool("/usr/bin/findscu", "dcmtk")
+def findscu(dcmtk, archive, out: Path, model: str, *keys: str) -> list:
+    tool = dcmtk.findscu
     out.mkdir(parents=True, exist_ok=True)
     args = [tool, model, "-aec", archive.ae_title, "-X", "-od", str(out)]
     for key in keys:
@@ -33,47 +34,48 @@ def findscu(archive, out: Path, model: str, *keys: str) -> list:
 
 
 @pytest.fixture
-def stored_study(tmp_path, tiny_studies):
+def stored_study(dcmtk, tmp_path, tiny_studies):
     """An archive on a random port with tiny study-0000 stored by DCMTK's storescu."""
     config = tmp_path / "archive.toml"
     config.write_text("[destinations.DEST]\nhost = \"127.0.0.1\"\nport = 1\n")
     running = start_archive(tmp_path / "archive", "--config", str(config))
     files = sorted((tiny_studies / "study-0000").glob("*.dcm"))
-    storescu(running, files)
+    storescu(dcmtk, running, files)
     yield running, files
     running.stop()
 
 
-def test_find_at_every_level_with_counts(stored_study, tmp_path):
+def test_find_at_every_level_with_counts(dcmtk, stored_study, tmp_path):
     archive, files = stored_study
     first = dcmread(files[0])
-    patients = findscu(archive, tmp_path / "p", "-P", "QueryRetrieveLevel=PATIENT", f"PatientID={first.PatientID}",
-                       "PatientName", "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedInstances")
+    patients = findscu(dcmtk, archive, tmp_path / "p", "-P", "QueryRetrieveLevel=PATIENT",
+                       f"PatientID={first.PatientID}", "PatientName", "NumberOfPatientRelatedStudies",
+                       "NumberOfPatientRelatedInstances")
     assert len(patients) == 1 and patients[0].PatientName == first.PatientName
     assert int(patients[0].NumberOfPatientRelatedInstances) == len(files)
-    studies = findscu(archive, tmp_path / "s", "-S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID",
+    studies = findscu(dcmtk, archive, tmp_path / "s", "-S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID",
                       f"PatientName={str(first.PatientName)[:4]}*", f"StudyDate={first.StudyDate}-",
                       "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "ModalitiesInStudy")
     assert [s.StudyInstanceUID for s in studies] == [first.StudyInstanceUID]
     assert int(studies[0].NumberOfStudyRelatedInstances) == len(files)
     assert int(studies[0].NumberOfStudyRelatedSeries) == len(files) and studies[0].ModalitiesInStudy == "XA"
-    series = findscu(archive, tmp_path / "r", "-S", "QueryRetrieveLevel=SERIES",
+    series = findscu(dcmtk, archive, tmp_path / "r", "-S", "QueryRetrieveLevel=SERIES",
                      f"StudyInstanceUID={first.StudyInstanceUID}", "SeriesInstanceUID", "Modality",
                      "NumberOfSeriesRelatedInstances")
     assert sorted(s.SeriesInstanceUID for s in series) == sorted(dcmread(f).SeriesInstanceUID for f in files)
-    images = findscu(archive, tmp_path / "i", "-S", "QueryRetrieveLevel=IMAGE",
+    images = findscu(dcmtk, archive, tmp_path / "i", "-S", "QueryRetrieveLevel=IMAGE",
                      f"SeriesInstanceUID={first.SeriesInstanceUID}", "SOPInstanceUID", "NumberOfFrames")
     assert [i.SOPInstanceUID for i in images] == [first.SOPInstanceUID]
     assert int(images[0].NumberOfFrames) == int(first.NumberOfFrames)
-    nothing = findscu(archive, tmp_path / "n", "-S", "QueryRetrieveLevel=STUDY", "StudyDate=19000101-19001231",
+    nothing = findscu(dcmtk, archive, tmp_path / "n", "-S", "QueryRetrieveLevel=STUDY", "StudyDate=19000101-19001231",
                       "StudyInstanceUID")
     assert nothing == []
 
 
-def test_move_to_a_storescp_delivers_identical_bytes(stored_study, tmp_path, unused_port):
+def test_move_to_a_storescp_delivers_identical_bytes(dcmtk, stored_study, tmp_path, unused_port):
     archive, files = stored_study
-    storescp = require_tool("/usr/bin/storescp", "dcmtk")
-    movescu = require_tool("/usr/bin/movescu", "dcmtk")
+    storescp = dcmtk.storescp
+    movescu = dcmtk.movescu
     received = tmp_path / "received"
     received.mkdir()
     config = archive.data.parent / "archive.toml"
@@ -97,9 +99,9 @@ def test_move_to_a_storescp_delivers_identical_bytes(stored_study, tmp_path, unu
     assert got == {dcmread(f).SOPInstanceUID: dataset_bytes(f) for f in files}
 
 
-def test_get_returns_identical_bytes(stored_study, tmp_path):
+def test_get_returns_identical_bytes(dcmtk, stored_study, tmp_path):
     archive, files = stored_study
-    getscu = require_tool("/usr/bin/getscu", "dcmtk")
+    getscu = dcmtk.getscu
     out = tmp_path / "got"
     out.mkdir()
     study_uid = dcmread(files[0]).StudyInstanceUID
@@ -111,9 +113,9 @@ def test_get_returns_identical_bytes(stored_study, tmp_path):
     assert got == {dcmread(f).SOPInstanceUID: dataset_bytes(f) for f in files}
 
 
-def test_move_to_an_unknown_destination_fails_cleanly(stored_study):
+def test_move_to_an_unknown_destination_fails_cleanly(dcmtk, stored_study):
     archive, files = stored_study
-    movescu = require_tool("/usr/bin/movescu", "dcmtk")
+    movescu = dcmtk.movescu
     result = subprocess.run([movescu, "-S", "-aec", archive.ae_title, "-aem", "NOBODY", "-k",
                              "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={dcmread(files[0]).StudyInstanceUID}",
                              "127.0.0.1", str(archive.port)], capture_output=True, text=True, timeout=60)
@@ -122,11 +124,11 @@ def test_move_to_an_unknown_destination_fails_cleanly(stored_study):
         assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == len(files)
 
 
-def test_get_decompresses_for_a_peer_that_takes_only_uncompressed(tmp_path, tiny_studies):
+def test_get_decompresses_for_a_peer_that_takes_only_uncompressed(dcmtk, tmp_path, tiny_studies):
     """Stored as sent (JPEG-LS), retrieved by DCMTK getscu, which proposes only uncompressed syntaxes."""
     from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
-    getscu = require_tool("/usr/bin/getscu", "dcmtk")
+    getscu = dcmtk.getscu
     source = dcmread(sorted((tiny_studies / "study-0000").glob("*.dcm"))[0])
     original_pixels = source.pixel_array.copy()
     source.compress(JPEGLSLossless, generate_instance_uid=False)
@@ -134,7 +136,7 @@ def test_get_decompresses_for_a_peer_that_takes_only_uncompressed(tmp_path, tiny
     source.save_as(compressed, enforce_file_format=True)
     archive = start_archive(tmp_path / "archive")
     try:
-        storescu(archive, [compressed], "-xt")  # propose JPEG-LS lossless
+        storescu(dcmtk, archive, [compressed], "-xt")  # propose JPEG-LS lossless
         with sqlite3.connect(archive.index) as db:
             assert db.execute("SELECT transfer_syntax FROM instance").fetchone()[0] == JPEGLSLossless  # as sent
         out = tmp_path / "got"

@@ -13,7 +13,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import dataset_bytes, require_tool, start_archive
+from helpers.archive import start_archive
+from helpers.dicomfiles import dataset_bytes
+from helpers.tools import require_tool
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 

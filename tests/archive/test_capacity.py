@@ -17,7 +17,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import require_tool, start_archive
+from helpers.archive import start_archive
+from helpers.tools import require_tool
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, build_role, evt

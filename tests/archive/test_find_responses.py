@@ -7,7 +7,7 @@ import sqlite3
 import subprocess
 
 import pytest
-from conftest import require_tool, start_archive
+from helpers.archive import start_archive
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
@@ -55,8 +55,8 @@ def test_every_match_arrives_once_across_batches(big_archive):
     assert {int(m.NumberOfStudyRelatedInstances) for m in matches} == {20}
 
 
-def test_findscu_receives_every_match(big_archive, tmp_path):
-    findscu = require_tool("/usr/bin/findscu", "dcmtk")
+def test_findscu_receives_every_match(dcmtk, big_archive, tmp_path):
+    findscu = dcmtk.findscu
     result = subprocess.run(
         [findscu, "-S", "-aec", big_archive.ae_title, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyDate=20210101-20210331",
          "-k", "StudyInstanceUID", "-X", "-od", str(tmp_path), "127.0.0.1", str(big_archive.port)],

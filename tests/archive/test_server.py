@@ -12,7 +12,8 @@ from io import BytesIO
 
 import psutil
 import pytest
-from conftest import PACSBENCH_SERVE, require_tool, start_archive, wait_for_echo
+from helpers.archive import PACSBENCH_SERVE, start_archive, wait_for_echo
+from helpers.tools import require_tool
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian

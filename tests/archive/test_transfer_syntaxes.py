@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import dataset_bytes, require_tool, start_archive
+from helpers.archive import start_archive
+from helpers.dicomfiles import dataset_bytes
 from pydicom import dcmread, uid
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -125,8 +126,8 @@ def sop_uid(path: Path) -> str:
     return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
 
 
-def test_every_syntax_is_stored_as_sent(samples, tmp_path):
-    storescu = require_tool("/usr/bin/storescu", "dcmtk")
+def test_every_syntax_is_stored_as_sent(dcmtk, samples, tmp_path):
+    storescu = dcmtk.storescu
     archive = start_archive(tmp_path / "archive")
     try:
         for syntax, option in STORESCU_OPTION.items():

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, require_tool
+from helpers import ROOT
 
+from bench.common.processes import free_local_port as free_port
 from bench.dicom.peer import AssociationFailed, Peer
 from bench.dicom.scu import ServiceUser, query_proposals, storage_proposals
 from bench.dicom.storage_scp import StorageSCP
@@ -43,8 +44,8 @@ def jpegls_pool():
 class DcmtkSink:
     """DCMTK storescp writing exactly what it receives (+B) into a folder."""
 
-    def __init__(self, folder: Path, max_pdu: int = 16384):
-        tool = require_tool("/usr/bin/storescp", "dcmtk")
+    def __init__(self, storescp: str, folder: Path, max_pdu: int = 16384):
+        tool = storescp
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -86,8 +87,8 @@ def _wait_until_echo(peer: Peer, timeout: float = 15.0) -> None:
 
 
 @pytest.fixture
-def dcmtk_sink(tmp_path):
-    sink = DcmtkSink(tmp_path / "received")
+def dcmtk_sink(dcmtk, tmp_path):
+    sink = DcmtkSink(dcmtk.storescp, tmp_path / "received")
     yield sink
     sink.stop()
 
@@ -107,7 +108,6 @@ def _store_copies(pool: StudyPool, peer: Peer, studies: int) -> dict[str, bytes]
     return sent
 
 
-@pytest.mark.dcmtk
 @pytest.mark.parametrize("pool_name", ["explicit_pool", "jpegls_pool"])
 def test_storescp_bit_preserving_stores_exactly_what_the_fast_path_sent(pool_name, request, dcmtk_sink):
     pool = request.getfixturevalue(pool_name)
@@ -115,9 +115,8 @@ def test_storescp_bit_preserving_stores_exactly_what_the_fast_path_sent(pool_nam
     assert dcmtk_sink.stored() == sent
 
 
-@pytest.mark.dcmtk
-def test_the_fast_path_under_gevent_sends_the_same_bytes(explicit_pool, tmp_path):
-    sink = DcmtkSink(tmp_path / "received", max_pdu=131072)
+def test_the_fast_path_under_gevent_sends_the_same_bytes(dcmtk, explicit_pool, tmp_path):
+    sink = DcmtkSink(dcmtk.storescp, tmp_path / "received", max_pdu=131072)
     try:
         script = (
             "from gevent import monkey; monkey.patch_all()\n"
@@ -174,10 +173,9 @@ def test_client_and_storage_scp_share_one_gevent_process_cooperatively():
     assert statuses == [0, 0, 0] and instances == 3 and arrived == [16 << 20] * 3
     assert seconds < 10  # no stall that only the socket timeout ended
 
-@pytest.mark.dcmtk
-def test_storescu_into_the_harness_scp_arrives_byte_identical(tiny_studies):
-    storescu = require_tool("/usr/bin/storescu", "dcmtk")
-    echoscu = require_tool("/usr/bin/echoscu", "dcmtk")
+def test_storescu_into_the_harness_scp_arrives_byte_identical(dcmtk, tiny_studies):
+    storescu = dcmtk.storescu
+    echoscu = dcmtk.echoscu
     scp = StorageSCP("HARNESS", digests=True).start()
     try:
         files = scan_folder(tiny_studies / "study-0000")
@@ -206,7 +204,6 @@ def send_command(folder: Path, port: int, aet: str, *options: str) -> subprocess
     return subprocess.run([*command, "--aet", aet, *options], capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
-@pytest.mark.dcmtk
 def test_send_command_stores_every_file_and_prints_json(tiny_studies, dcmtk_sink):
     result = send_command(tiny_studies, dcmtk_sink.port, "SINK", "--associations", "2", "--json")
     assert result.returncode == 0, result.stderr

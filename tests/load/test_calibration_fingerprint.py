@@ -14,17 +14,17 @@ PROFILE = "tiny"
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
-    """One short real calibration of the tiny profile, in a cache of its own."""
-    cache = tmp_path_factory.mktemp("calibration-cache")
+    """One short real calibration of the tiny profile, in a state folder of its own."""
+    cache = tmp_path_factory.mktemp("calibration-state")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PACSBENCH_CACHE", str(cache))
+        patch.setenv("PACSBENCH_STATE", str(cache))
         entry = calibrate(PROFILE, None, 20, "python", with_storescu=False, progress=False)
     return cache, entry
 
 
 @pytest.fixture
 def cache(calibrated, monkeypatch):
-    monkeypatch.setenv("PACSBENCH_CACHE", str(calibrated[0]))
+    monkeypatch.setenv("PACSBENCH_STATE", str(calibrated[0]))
     return calibrated[0]
 
 
@@ -108,10 +108,26 @@ def test_retrieval_is_judged_against_the_retrieval_ceiling(cache, calibrated, tm
 
 def test_a_calibration_from_before_fingerprints_is_never_used_and_the_note_says_how_to_measure(tmp_path,
                                                                                               monkeypatch):
-    monkeypatch.setenv("PACSBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("PACSBENCH_STATE", str(tmp_path))
     (tmp_path / "calibration.json").write_text(json.dumps(
         {"entries": {"instance2mb/explicit": {"instances_per_s": 500.0, "mb_per_s": 900.0}}}))
     calibration = ceiling_for_run(PROFILE, "explicit", 1)
     assert calibration["matched"] is False and "ceiling_instances_per_s" not in calibration
     assert calibration["note"] == ("no matching calibration (the cached ones have no fingerprint; "
                                    f"`pacsbench calibrate --profile {PROFILE}` measures one)")
+
+
+def test_calibrations_are_user_state_kept_apart_from_the_cache(calibrated, tmp_path, monkeypatch):
+    """The cache (study pools, guest image) can be shared or wiped without a calibration going with it."""
+    _, entry = calibrated
+    monkeypatch.setenv("PACSBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PACSBENCH_STATE", str(tmp_path / "state"))
+    assert save_calibration(entry) == tmp_path / "state" / "calibration.json"
+    assert not (tmp_path / "cache").exists()
+    assert ceiling_for_run(PROFILE, entry["transfer_syntax"], 1)["matched"] is True
+
+
+def test_a_test_starts_without_the_calibrations_of_the_user_or_of_other_tests(calibrated):
+    """tests/conftest.py gives each test a state folder of its own: this module's calibration is not in it."""
+    assert load_calibrations() == {"entries": {}}
+    assert ceiling_for_run(PROFILE, calibrated[1]["transfer_syntax"], 1) is None

@@ -18,9 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, free_port, require_tool, start_archive
+from helpers import ROOT
+from helpers.archive import start_archive
+from helpers.groups import HOST_RESOURCES
+from helpers.tools import require_tool
 
 from bench.common.netns import VethNamespace
+from bench.common.processes import free_local_port as free_port
 from bench.common.processes import stop_process
 from bench.load.clock import Exchange, best_exchange
 from bench.results.samples import SAMPLES_FILE, SENT_FILE, on_master_clock, unix_time
@@ -64,10 +68,8 @@ MARGIN_SECONDS = 0.01  # beyond the measured round trip: float rounding and fake
 
 
 @pytest.fixture
-def namespace():
+def namespace(root):
     """A network namespace of its own, joined to this one by a veth pair; removed whatever happens."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
     ip = require_tool("ip", "iproute2")
     ns = VethNamespace(shutil.which(ip))
     try:
@@ -81,6 +83,7 @@ def namespace():
 
 
 @pytest.mark.slow
+@HOST_RESOURCES
 def test_a_skewed_worker_in_its_own_namespace_is_measured_and_its_samples_corrected(tmp_path, namespace):
     faketime = require_tool("faketime", "faketime")
     archive = start_archive(tmp_path / "archive", "--host", namespace.host_ip)  # reachable from the namespace

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, start_archive, wait_for_echo
+from helpers import ROOT
+from helpers.archive import start_archive, wait_for_echo
 
 from bench.results.samples import COLUMNS
 

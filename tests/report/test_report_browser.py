@@ -11,7 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
 from synthetic import write_run
 
 from bench.report.page import build_comparison_report
@@ -82,8 +81,9 @@ def _devtools_port(profile: Path, process: subprocess.Popen, timeout: float = 30
 
 
 @pytest.fixture
-def chromium(tmp_path):
-    binary = require_tool("chromium", "chromium")
+def browser(chromium, tmp_path):
+    """Chromium on an empty page, driven through its DevTools protocol."""
+    binary = chromium
     pytest.importorskip("websocket", reason="pip install websocket-client (in the test extra)")
     profile = tmp_path / "profile"
     process = subprocess.Popen(
@@ -116,30 +116,30 @@ def _hostile_comparison(root: Path) -> Path:
     return build_comparison_report([native, vm], root / "cmp")
 
 
-def test_report_opens_offline_in_chromium_and_renders_its_figures(chromium, tmp_path):
+def test_report_opens_offline_in_chromium_and_renders_its_figures(browser, tmp_path):
     report = _hostile_comparison(tmp_path)
     for domain in ("Page", "Runtime", "Log", "Network"):
-        chromium.call(f"{domain}.enable")
-    chromium.call("Page.navigate", url=report.as_uri())
-    chromium.wait_for("Page.loadEventFired")
+        browser.call(f"{domain}.enable")
+    browser.call("Page.navigate", url=report.as_uri())
+    browser.wait_for("Page.loadEventFired")
     state = json.loads(
-        chromium.call("Runtime.evaluate", expression=PAGE_STATE % json.dumps(SCRIPT), returnByValue=True)["result"][
+        browser.call("Runtime.evaluate", expression=PAGE_STATE % json.dumps(SCRIPT), returnByValue=True)["result"][
             "value"
         ]
     )
-    shot = base64.b64decode(chromium.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
+    shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
     (tmp_path / "report.png").write_bytes(shot)
 
-    methods = [e.get("method") for e in chromium.events]
+    methods = [e.get("method") for e in browser.events]
     errors = [
         e
-        for e in chromium.events
+        for e in browser.events
         if e.get("method") == "Runtime.exceptionThrown"
         or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
         or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
     ]
     requested = [
-        e["params"]["request"]["url"] for e in chromium.events if e.get("method") == "Network.requestWillBeSent"
+        e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"
     ]
     assert errors == []
     assert "Page.javascriptDialogOpening" not in methods  # the injected alert() never ran

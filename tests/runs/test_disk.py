@@ -6,7 +6,6 @@ Each test mounts its own small tmpfs as the results (and so the archive's data) 
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from server_under_test.ready import wait_for_ready
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+pytestmark = pytest.mark.usefixtures("root")  # mounting a small tmpfs needs root
 
 SWEEP = (ROOT / "scenarios" / "ingest-sweep.toml").read_text()
 

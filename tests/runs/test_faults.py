@@ -1,7 +1,6 @@
 """Fault runs against the real reference archive: kill, restart, pause and network-down under load, through the real CLI."""
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -9,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT
+from helpers import ROOT
+from helpers.groups import HOST_RESOURCES
 
 CLIENT_TIMEOUT = 1.5  # short, so a paused archive's requests fail within it rather than wait
 
@@ -234,13 +234,12 @@ def _ip(*args: str) -> str:
 
 
 @pytest.mark.slow
+@HOST_RESOURCES
 @pytest.mark.parametrize("processes", [[], ["--workers", "1"]], ids=["local", "one-worker"])
-def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume_and_nothing_is_left(tmp_path,
+def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume_and_nothing_is_left(root, tmp_path,
                                                                                                     processes):
     """The archive in a namespace of its own: the veth's host end down, requests fail; up again, C-STORE and
     C-MOVE (the archive reaching the harness's Storage SCP over the veth) work; namespace and veth are gone."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
     scenario = tmp_path / "network-down.toml"
     scenario.write_text(NETWORK_DOWN_SCENARIO)
     result = pacsbench("run", scenario, "--results", tmp_path / "results", "--no-progress", *processes)
@@ -268,9 +267,8 @@ def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume
 
 
 @pytest.mark.slow
-def test_a_network_down_run_ended_by_sigterm_leaves_no_namespace_veth_or_archive(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+@HOST_RESOURCES
+def test_a_network_down_run_ended_by_sigterm_leaves_no_namespace_veth_or_archive(root, tmp_path):
     scenario = tmp_path / "network-down.toml"
     scenario.write_text(NETWORK_DOWN_SCENARIO.replace("duration = 12", "duration = 60"))
     results = tmp_path / "results"

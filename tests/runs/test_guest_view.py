@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import start_archive
+from helpers.archive import start_archive
 
 from bench.results.server_metrics import GUEST_COLUMNS
 from bench.runs.resources import ResourceSampling, scrape_cpu

@@ -14,18 +14,19 @@ the image is the cached one.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, require_tool
+from helpers import ROOT
+from helpers.groups import HOST_RESOURCES
 
 from bench.results.samples import SAMPLES_FILE, done_mask
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+# Guest runs (root builds the guest image), one at a time.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.usefixtures("qemu", "root"), HOST_RESOURCES]
 
 SCENARIO = """name = "power-loss-{fsync}"
 [target]
@@ -68,22 +69,12 @@ duration = 1
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def guest_tools():
-    require_tool("qemu-system-x86_64", "qemu-system-x86")
-    if os.geteuid() != 0:
-        pytest.skip("guest runs need root (the image build)")
-
-
 def fault_run(folder: Path, fsync: bool, duration: float, faults: str) -> tuple[Path, dict]:
     scenario = folder / "scenario.toml"
     scenario.write_text(SCENARIO.format(fsync=str(fsync).lower(), duration=duration, timeout=CLIENT_TIMEOUT) + faults)
-    # The guest image is the shared one (as in tests/targets/test_vm.py), not one built in the test's cache.
-    env = {**os.environ, "PACSBENCH_VM_CACHE": os.environ.get("PACSBENCH_VM_CACHE")
-           or str(Path.home() / ".cache" / "pacsbench" / "vm")}
     result = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(scenario), "--results",
                              str(folder / "results"), "--no-progress"], capture_output=True, text=True, cwd=ROOT,
-                            env=env, timeout=1500)
+                            timeout=1500)
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     return run_dir, json.loads((run_dir / "run.json").read_text())

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from bench.common.errors import UserError
 from bench.scenario.file import Scenario, archive_in_namespace, load_scenario

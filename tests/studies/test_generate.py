@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import dciodvfy_problems
 from pydicom import dcmread
 from pydicom.uid import XRayAngiographicImageStorage
 
@@ -50,9 +49,9 @@ def test_same_seed_same_bytes_other_seed_other_uids(tmp_path):
     assert {ds.StudyInstanceUID for ds in c}.isdisjoint({ds.StudyInstanceUID for ds in _datasets(tmp_path / "a")})
 
 
-def test_dciodvfy_reports_no_errors_and_no_warnings(tiny_studies):
+def test_dciodvfy_reports_no_errors_and_no_warnings(dciodvfy, tiny_studies):
     for path in sorted(tiny_studies.rglob("*.dcm")):
-        assert dciodvfy_problems(path) == [], path
+        assert dciodvfy.problems(path) == [], path
 
 
 def test_unwritable_output_is_a_clear_error_and_leaves_nothing(tmp_path):
@@ -136,7 +135,7 @@ def test_cli_profile_with_a_bad_field(tmp_path):
     _one_line_exit_2_and_no_output(result, tmp_path / "o", str(profile), "dose")
 
 
-def test_a_user_profile_with_lin_data_is_dciodvfy_clean(tmp_path):
+def test_a_user_profile_with_lin_data_is_dciodvfy_clean(dciodvfy, tmp_path):
     profile = tmp_path / "lin.toml"
     profile.write_text(Path(PROFILE_DIR / "tiny.toml").read_text()
                        .replace('"LOG"', '"LIN"').replace("frames_per_run = { min = 8, max = 12 }",
@@ -145,4 +144,4 @@ def test_a_user_profile_with_lin_data_is_dciodvfy_clean(tmp_path):
     for path in sorted((tmp_path / "out").rglob("*.dcm")):
         ds = dcmread(path)
         assert ds.PixelIntensityRelationship == "LIN" and "ModalityLUTSequence" not in ds
-        assert dciodvfy_problems(path) == [], path
+        assert dciodvfy.problems(path) == [], path

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import require_tool
+from helpers.tools import require_tool, syntax_params
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 
@@ -50,7 +50,7 @@ def _decode_chunks(instance):
     return ds
 
 
-@pytest.mark.parametrize("syntax", ["explicit", "rle", "jpeg-ls", "j2k", "jpeg-sv1"])
+@pytest.mark.parametrize("syntax", syntax_params([("explicit",), ("rle",), ("jpeg-ls",), ("j2k",), ("jpeg-sv1",)]))
 def test_encoded_chunks_decode_to_the_dataset_with_new_uids_and_same_pixels(syntax):
     if syntax == "jpeg-sv1":
         require_tool("dcmcjpeg", "dcmtk")

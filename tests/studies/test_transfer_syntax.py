@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
-from conftest import dciodvfy_problems, require_tool
+from helpers.tools import require_tool, syntax_params
 from pydicom import dcmread
 
 from bench.studies.encode import SYNTAXES, attach_pixel_data, encode_pixel_data, transfer_syntax
@@ -20,7 +20,7 @@ from bench.studies.profile import available_profiles, load_profile
 from bench.studies.xa import build_header
 
 FRAMES = 4
-MATRIX = [(p, s) for p in available_profiles() for s in SYNTAXES]
+MATRIX = syntax_params([(p, s) for p in available_profiles() for s in SYNTAXES])
 
 
 @lru_cache(maxsize=None)
@@ -74,9 +74,9 @@ def decoded_pixels(path, tmp_path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("profile_name, syntax_name", MATRIX)
-def test_dciodvfy_reports_nothing(encoded_file, profile_name, syntax_name):
+def test_dciodvfy_reports_nothing(dciodvfy, encoded_file, profile_name, syntax_name):
     path, _ = encoded_file(profile_name, syntax_name)
-    assert dciodvfy_problems(path) == []
+    assert dciodvfy.problems(path) == []
 
 
 @pytest.mark.parametrize("profile_name, syntax_name", MATRIX)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import require_tool
 
 from bench.common.errors import UserError
 from bench.dicom.peer import echo_once
@@ -43,8 +42,8 @@ def pacsbench(*args, timeout=300):
                           timeout=timeout)
 
 
-def test_dcmqrscp_gets_the_pdu_size_and_the_c_move_destinations(tmp_path):
-    require_tool("/usr/bin/dcmqrscp", "dcmtk")
+def test_dcmqrscp_gets_the_pdu_size_and_the_c_move_destinations(dcmtk, tmp_path):
+    dcmtk.require("dcmqrscp")
     target = make_target(DcmtkSpec(max_pdu=32768), ClientSpec())
     target.destinations = {"PACSBENCH-SCP": ("127.0.0.1", 11113)}
     try:
@@ -75,9 +74,7 @@ def test_a_scenario_asking_dcmtk_to_fsync_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "cannot fsync" in result.stderr
 
 
-@pytest.mark.slow
-def test_workstations_retrieve_studies_from_orthanc_with_the_native_pdu_size(tmp_path):
-    require_tool("Orthanc", "orthanc")
+def test_workstations_retrieve_studies_from_orthanc_with_the_native_pdu_size(orthanc, tmp_path):
     scenario = tmp_path / "reading.toml"
     scenario.write_text(WORKSTATION_SCENARIO.format(kind="orthanc"))
     result = pacsbench("run", scenario, "--results", tmp_path / "results", "--no-progress")

@@ -6,7 +6,6 @@ import subprocess
 import time
 
 import pytest
-from conftest import require_tool
 
 from bench.common.errors import UserError
 from bench.targets.vm.qemu import CTRL_ALT_DEL, NIC_ID, qmp_socket_path
@@ -14,9 +13,8 @@ from bench.targets.vm.qmp import qmp_command
 
 
 @pytest.fixture
-def held_qemu(tmp_path):
+def held_qemu(qemu, tmp_path):
     """QEMU with the guests' NIC id and a QMP socket, stopped before the first instruction."""
-    qemu = require_tool("qemu-system-x86_64", "qemu-system-x86")
     socket, _ = qmp_socket_path(tmp_path)
     process = subprocess.Popen([qemu, "-S", "-nodefaults", "-display", "none", "-machine", "q35,accel=tcg",
                                 "-netdev", "user,id=net0", "-device", f"virtio-net-pci,netdev=net0,id={NIC_ID}",

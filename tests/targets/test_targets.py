@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
+from helpers.groups import HOST_RESOURCES
+from helpers.tools import installed_kinds, require_kind, require_tool
 
 from bench.common.errors import UserError
 from bench.common.processes import free_local_port
@@ -20,13 +21,10 @@ from bench.scenario.targets import NativeSpec, target_spec
 from bench.targets import Target, make_target
 from bench.targets.archive_process import ArchiveProcess
 
-INSTALLED = {"orthanc": ("Orthanc", "orthanc"), "dcmtk": ("/usr/bin/dcmqrscp", "dcmtk")}
 
-
-@pytest.mark.parametrize("kind", ["native", pytest.param("orthanc", marks=pytest.mark.slow), "dcmtk"])
+@pytest.mark.parametrize("kind", installed_kinds("native", "orthanc", "dcmtk"))
 def test_a_local_target_answers_c_echo_describes_itself_and_stops(kind, tmp_path):
-    if kind in INSTALLED:
-        require_tool(*INSTALLED[kind])
+    require_kind(kind)
     target = make_target(target_spec({"kind": kind}), ClientSpec())
     assert isinstance(target, Target)
     folders = []
@@ -72,10 +70,9 @@ def _namespaces() -> list[str]:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout.split()
 
 
-def test_a_native_archive_for_network_faults_listens_in_its_own_namespace_cut_off_by_the_veth(tmp_path):
+@HOST_RESOURCES
+def test_a_native_archive_for_network_faults_listens_in_its_own_namespace_cut_off_by_the_veth(root, tmp_path):
     """Taking the veth's host end down cuts the archive off; up again, it answers; stop removes namespace and veth."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
     require_tool("ip", "iproute2")
     target = make_target(NativeSpec(), ClientSpec(), in_namespace=True)
     target.destinations = {"WORKSTATION": ("127.0.0.1", 11113)}
@@ -111,9 +108,8 @@ def test_a_native_archive_for_network_faults_listens_in_its_own_namespace_cut_of
     assert f'host = "{ns.host_ip}"' in (tmp_path / "archive.toml").read_text()
 
 
-def test_a_failed_start_in_a_namespace_leaves_no_namespace_or_veth(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+@HOST_RESOURCES
+def test_a_failed_start_in_a_namespace_leaves_no_namespace_or_veth(root, tmp_path):
     require_tool("ip", "iproute2")
     (tmp_path / "archive").write_text("a file where the data folder goes: the archive cannot start")
     target = make_target(NativeSpec(), ClientSpec(), in_namespace=True)

@@ -18,10 +18,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_TOOLS, ROOT, dataset_bytes, require_tool
+from helpers import ROOT
+from helpers.dicomfiles import dataset_bytes
+from helpers.groups import HOST_RESOURCES
+from helpers.tools import installed_kinds, require_kind, require_tool
 from pydicom import dcmread
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+# A test that boots a guest (or builds the shared image: guest_image) joins HOST_RESOURCES: one at a time.
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 SCENARIO = """name = "vm-smoke"
 [target]
@@ -67,15 +71,9 @@ def pacsbench(*args: str, env: dict | None = None, timeout: float = 1500) -> sub
 
 
 @pytest.fixture(scope="session")
-def guest_image():
+def guest_image(qemu, root):
     """The guest image, built once (or reused from the cache when its inputs did not change)."""
-    require_tool("qemu-system-x86_64", "qemu-system-x86")
     require_tool("debootstrap", "debootstrap")
-    if os.geteuid() != 0:
-        if REQUIRE_TOOLS:
-            pytest.fail("VM tests need root (debootstrap, chroot, network namespaces)")
-        pytest.skip("VM tests need root")
-    os.environ.setdefault("PACSBENCH_VM_CACHE", str(Path.home() / ".cache" / "pacsbench" / "vm"))
     from bench.targets.vm.image import ensure_image
 
     return ensure_image(progress=True)
@@ -89,13 +87,14 @@ def accelerator(guest_image) -> str:
     return "kvm" if probe(guest_image.kernel, "kvm").boots else "tcg"
 
 
-def test_guest_stores_a_study_and_returns_it_bit_exact(guest_image, accelerator, tiny_studies, tmp_path):
+@HOST_RESOURCES
+def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accelerator, tiny_studies, tmp_path):
     from bench.scenario.settings import ClientSpec
     from bench.scenario.targets import target_spec
     from bench.targets import make_target
 
-    storescu = require_tool("/usr/bin/storescu", "dcmtk")
-    getscu = require_tool("/usr/bin/getscu", "dcmtk")
+    storescu = dcmtk.storescu
+    getscu = dcmtk.getscu
     target = make_target(target_spec({"kind": accelerator, "boot_timeout": 600}), ClientSpec())
     files = sorted((tiny_studies / "study-0000").glob("*.dcm"))
     try:
@@ -124,6 +123,7 @@ def test_guest_stores_a_study_and_returns_it_bit_exact(guest_image, accelerator,
     assert not (tmp_path / "data.raw").exists()
 
 
+@HOST_RESOURCES
 def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_path):
     scenario = write_scenario(tmp_path, "native")
     guest = f"{accelerator}-tap"
@@ -152,6 +152,7 @@ def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_
     assert not pacsbench_namespaces() and not processes_mentioning(str(folder))
 
 
+@HOST_RESOURCES
 def test_asking_for_kvm_where_it_cannot_boot_says_why_in_one_line(guest_image, accelerator, tmp_path):
     if accelerator == "kvm":
         pytest.skip("KVM boots guests on this machine")
@@ -163,6 +164,7 @@ def test_asking_for_kvm_where_it_cannot_boot_says_why_in_one_line(guest_image, a
     assert not processes_mentioning("pacsbench-probe-") and not processes_mentioning(str(tmp_path))
 
 
+@HOST_RESOURCES
 def test_exported_ova_and_vmdk_boot_on_ide_and_e1000(guest_image, tmp_path):
     from bench.dicom.peer import Peer
     from bench.dicom.readiness import wait_for_echo
@@ -201,6 +203,7 @@ def test_exported_ova_and_vmdk_boot_on_ide_and_e1000(guest_image, tmp_path):
     assert not processes_mentioning(str(tmp_path))
 
 
+@HOST_RESOURCES
 def test_a_guest_that_never_answers_is_stopped_with_one_line(guest_image, tmp_path):
     scenario = write_scenario(tmp_path, "tcg", 'network = "tap"\nboot_timeout = 3')
     result = pacsbench("run", str(scenario), "--results", str(tmp_path / "results"), "--no-progress", timeout=300)
@@ -219,6 +222,7 @@ def test_missing_qemu_is_one_line(tmp_path):
         "pacsbench: error: qemu-system-x86_64 not found: install it (Debian: apt-get install qemu-system-x86)"
 
 
+@HOST_RESOURCES
 def test_a_port_in_use_is_one_line(guest_image, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -231,9 +235,9 @@ def test_a_port_in_use_is_one_line(guest_image, tmp_path):
     assert not processes_mentioning(str(tmp_path))
 
 
-@pytest.mark.parametrize("kind,program,package", [("orthanc", "Orthanc", "orthanc"), ("dcmtk", "dcmqrscp", "dcmtk")])
-def test_installed_archives_take_the_smoke_scenario(kind, program, package, tmp_path):
-    require_tool(program if kind == "dcmtk" else "/usr/sbin/Orthanc", package)
+@pytest.mark.parametrize("kind", installed_kinds("orthanc", "dcmtk"))
+def test_installed_archives_take_the_smoke_scenario(kind, tmp_path):
+    require_kind(kind)
     result = pacsbench("run", str(write_scenario(tmp_path, kind, duration=3)), "--results", str(tmp_path),
                        "--no-progress", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

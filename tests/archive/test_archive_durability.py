@@ -1,0 +1,99 @@
+"""What the archive acknowledged it keeps: through kill -9, through SIGTERM mid-store, and against a duplicate."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers.archive import XA, client, index_rows, start_archive
+from helpers.dicomfiles import dataset_bytes, encoded, unique_copies
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+
+
+def test_kill_9_loses_no_acknowledged_instance(tmp_path, tiny_studies):
+    archive = start_archive(tmp_path / "archive")
+    acknowledged: dict[str, bytes] = {}
+    templates = sorted(tiny_studies.rglob("*.dcm"))
+
+    def store_until_killed():
+        assoc, _ = client(archive)
+        for _, ds in unique_copies(templates, 200):
+            status = assoc.send_c_store(ds)
+            if status.get("Status") != 0:
+                return
+            acknowledged[ds.SOPInstanceUID] = encoded(ds)
+
+    sender = threading.Thread(target=store_until_killed)
+    sender.start()
+    deadline = time.monotonic() + 30
+    while len(acknowledged) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(archive.process.pid, signal.SIGKILL)  # supervisor and workers, mid-stream
+    archive.process.wait()
+    sender.join(60)
+    assert len(acknowledged) >= 8
+    restarted = start_archive(archive.data)
+    try:
+        rows = index_rows(restarted)
+        for sop_uid, sent in acknowledged.items():
+            assert sop_uid in rows, f"acknowledged {sop_uid} is not in the index"
+            assert dataset_bytes(Path(rows[sop_uid][0])) == sent
+        assert all(Path(path).is_file() for path, _ in rows.values())  # no row without its file
+        assert not list((archive.data / "storage").rglob(".tmp-*"))  # leftovers removed at start
+    finally:
+        restarted.stop()
+
+
+def test_sigterm_finishes_the_store_in_flight(tmp_path, tiny_studies):
+    from server_under_test.upper_layer.association import proposed_context, request
+    from server_under_test.upper_layer.dimse import encode_command, store_request
+    from server_under_test.upper_layer.messages import send_pdata
+
+    archive = start_archive(tmp_path / "archive")
+    source = sorted(tiny_studies.rglob("*.dcm"))[0]
+    ds = dcmread(source)
+    data = dataset_bytes(source)
+    contexts = [proposed_context(XA, [ExplicitVRLittleEndian])]
+    assoc = request("127.0.0.1", archive.port, "SLOW", archive.ae_title, contexts, 0, 30)
+    command = store_request(1, XA, ds.SOPInstanceUID)  # the command, announcing a dataset...
+    send_pdata(assoc.wire, 1, True, [encode_command(command)], 0)
+    half = len(data) // 2
+
+    assoc.wire.send_all([struct.pack(">BBIIBB", 4, 0, half + 6, half + 2, 1, 0x00), data[:half]])
+    archive.process.send_signal(signal.SIGTERM)  # ...SIGTERM arrives with half the dataset sent
+    time.sleep(0.5)
+    rest = len(data) - half
+    assoc.wire.send_all([struct.pack(">BBIIBB", 4, 0, rest + 6, rest + 2, 1, 0x02), data[half:]])
+    reply = assoc.reader.read()
+    assoc.release()
+    assert reply.command.Status == 0
+    assert archive.process.wait(30) == 0
+    assert ds.SOPInstanceUID in index_rows(archive)
+
+
+@pytest.mark.parametrize("policy, second_status, kept", [("reject", 0x0111, "first"), ("keep-first", 0, "first"),
+                                                         ("overwrite", 0, "second")])
+def test_duplicate_sop_instance_policy(tmp_path, tiny_studies, policy, second_status, kept):
+    archive = start_archive(tmp_path / "archive", "--duplicates", policy)
+    first = dcmread(sorted(tiny_studies.rglob("*.dcm"))[0])
+    second = first.copy()
+    second.file_meta = first.file_meta.copy()
+    second.SeriesDescription = "a different second copy"
+    try:
+        assoc, _ = client(archive)
+        assert assoc.send_c_store(first).Status == 0
+        assert assoc.send_c_store(second).Status == second_status
+        assoc.release()
+        rows = index_rows(archive)
+    finally:
+        archive.stop()
+    assert list(rows) == [first.SOPInstanceUID]
+    stored = dataset_bytes(Path(rows[first.SOPInstanceUID][0]))
+    assert stored == encoded(first if kept == "first" else second)
+    assert len([p for p in (archive.data / "storage").rglob("*.dcm")]) == 1
