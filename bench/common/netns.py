@@ -3,17 +3,21 @@
 A guest's tap network bridges the namespace end (bench.targets.vm.network); a native archive
 with a network-down fault listens inside one (bench.targets.native); a test gives it an
 address and runs a load worker inside. Each namespace gets a private /24 chosen free of the
-host's routes: this end takes the first address, the namespace the second. Removing the
+host's routes and addresses (under a host-wide lock, so two runs or tests making namespaces at
+once cannot take the same one): this end takes the first address, the namespace the second. Removing the
 namespace removes both veth ends; namespaces whose creating process no longer exists (a run
 killed with SIGKILL) are removed before a new one is made.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import psutil
 
@@ -22,6 +26,7 @@ from bench.common.processes import run
 
 NAMESPACE_PREFIX = "pacsbench-"
 SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")  # one /24 per namespace, chosen free of host routes
+SUBNET_LOCK = Path("/run/lock/pacsbench-netns.lock")  # held from choosing a subnet until this end has its address
 PEER_VETH = "pbpeer0"  # the veth end inside the namespace (names are per namespace)
 
 
@@ -49,22 +54,26 @@ class VethNamespace:
     def create(self) -> None:
         """The namespace (loopback up), the veth pair, and this end's address; removed again on failure."""
         remove_stale_namespaces(self.ip)
-        self.subnet = free_subnet(self.ip)
-        hosts = list(self.subnet.hosts())
-        self.host_ip, self.peer_ip = str(hosts[0]), str(hosts[1])
         try:
-            for cmd in (
-                [self.ip, "netns", "add", self.name],
-                self.inside("link", "set", "lo", "up"),
-                [self.ip, "link", "add", self.host_veth, "type", "veth", "peer", "name", self.peer_veth,
-                 "netns", self.name],
-                [self.ip, "address", "add", f"{self.host_ip}/{self.subnet.prefixlen}", "dev", self.host_veth],
-                [self.ip, "link", "set", self.host_veth, "up"],
-            ):
-                run(cmd, 30, what="ip (network namespace set-up)")
+            with subnet_lock():
+                self.subnet = free_subnet(self.ip)
+                hosts = list(self.subnet.hosts())
+                self.host_ip, self.peer_ip = str(hosts[0]), str(hosts[1])
+                self._make()
         except BaseException:
             self.remove()
             raise
+
+    def _make(self) -> None:
+        for cmd in (
+            [self.ip, "netns", "add", self.name],
+            self.inside("link", "set", "lo", "up"),
+            [self.ip, "link", "add", self.host_veth, "type", "veth", "peer", "name", self.peer_veth,
+             "netns", self.name],
+            [self.ip, "address", "add", f"{self.host_ip}/{self.subnet.prefixlen}", "dev", self.host_veth],
+            [self.ip, "link", "set", self.host_veth, "up"],
+        ):
+            run(cmd, 30, what="ip (network namespace set-up)")
 
     def address_peer(self) -> None:
         """Give the namespace end its address and bring it up: the namespace is then a host on the subnet."""
@@ -96,14 +105,39 @@ def remove_namespace(ip: str, name: str) -> None:
     subprocess.run([ip, "netns", "delete", name], capture_output=True, timeout=30)
 
 
-def free_subnet(ip: str) -> ipaddress.IPv4Network:
-    routes = json.loads(run([ip, "-j", "route", "show", "table", "all"], 30) or "[]")
-    used = []
-    for route in routes:
+@contextlib.contextmanager
+def subnet_lock():
+    """A host-wide lock (flock, released when the holder dies) around choosing and taking a subnet."""
+    SUBNET_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with SUBNET_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            used.append(ipaddress.ip_network(route.get("dst", ""), strict=False))
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def used_networks(ip: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Networks of the host's routes and of its interfaces' addresses.
+
+    Addresses count too: a veth whose link is down (a network-down fault) keeps its address but
+    loses its route, and its subnet is still taken.
+    """
+    routes = json.loads(run([ip, "-j", "route", "show", "table", "all"], 30) or "[]")
+    interfaces = json.loads(run([ip, "-j", "address", "show"], 30) or "[]")
+    prefixes = [route.get("dst", "") for route in routes]
+    prefixes += [f"{a['local']}/{a['prefixlen']}" for i in interfaces for a in i.get("addr_info", []) if "local" in a]
+    used = []
+    for prefix in prefixes:
+        try:
+            used.append(ipaddress.ip_network(prefix, strict=False))
         except ValueError:
             continue  # "default", multicast names and the like
+    return used
+
+
+def free_subnet(ip: str) -> ipaddress.IPv4Network:
+    used = used_networks(ip)
     for candidate in SUBNET_POOL.subnets(new_prefix=24):
         if not any(candidate.overlaps(net) for net in used if net.prefixlen > 0):
             return candidate
