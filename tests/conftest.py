@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from helpers.archive import start_archive
+from helpers.archive import STARTED, start_archive, stop_archives_started_since
 from helpers.tools import INSTALLED_KINDS, Dciodvfy, Dcmtk, require_root, require_tool
 
 from bench.common.processes import free_local_port
@@ -116,6 +116,14 @@ def private_state(session_state, tmp_path_factory, monkeypatch):
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("PACSBENCH_STATE", str(state))
     return state
+
+
+@pytest.fixture(autouse=True)
+def no_archive_left():
+    """No archive outlives the test that started it, even when a fixture fails before it stops it."""
+    before = len(STARTED)
+    yield
+    stop_archives_started_since(before)
 
 
 @pytest.fixture(scope="session")

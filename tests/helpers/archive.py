@@ -26,9 +26,12 @@ from server_under_test.storage.index import index_path
 SERVER_MODULE = [sys.executable, "-m", "server_under_test"]
 PACSBENCH_SERVE = [sys.executable, "-m", "bench.cli", "serve"]
 XA = XRayAngiographicImageStorage
+STARTED: list[RunningArchive] = []  # in start order; conftest stops the ones a test leaves running
 
 
 class RunningArchive:
+    """An archive a test started; every one is also listed in STARTED, so none outlives its test."""
+
     def __init__(self, process: subprocess.Popen, port: int, data: Path, ae_title: str, log: Path,
                  metrics_url: str | None):
         self.process, self.port, self.data, self.ae_title = process, port, data, ae_title
@@ -60,7 +63,17 @@ def start_archive(data: Path, *extra: str, ae_title: str = "PACSBENCH", command=
     except NotReady as exc:
         stop_process(process, 10.0)
         raise RuntimeError(f"archive did not start: {exc}: {log.read_text()[-2000:]}") from None
-    return RunningArchive(process, ready.port, data, ae_title, log, ready.metrics_url)
+    running = RunningArchive(process, ready.port, data, ae_title, log, ready.metrics_url)
+    STARTED.append(running)
+    return running
+
+
+def stop_archives_started_since(count: int) -> None:
+    """Stop what a test started and left running (a fixture that failed before its own stop, say)."""
+    while len(STARTED) > count:
+        running = STARTED.pop()
+        if running.process.poll() is None:
+            running.stop()
 
 
 def wait_for_echo(port: int, ae_title: str, timeout: float = 20.0) -> None:
