@@ -14,9 +14,10 @@ import threading
 from bench.common.errors import UserError
 from bench.dicom.peer import AssociationFailed, Peer
 from bench.dicom.scu import ServiceUser, storage_proposals
+from bench.load.rows import sent_row
 from bench.load.scenario import ClientSpec
 from bench.load.send import run_in_threads
-from bench.results.samples import SENT_FILE, sent_row
+from bench.results.samples import SENT_FILE
 from bench.studies.pool import StudyPool
 from server_under_test.upper_layer.status import is_done
 

@@ -32,9 +32,9 @@ from bench.load.scenario import FAULT_KINDS, ClientSpec, FaultSpec
 from bench.results.samples import SAMPLES_FILE, SENT_FILE, done_mask
 from bench.runs.verify import read_rows, retrieval_user, returned_digests
 from bench.targets.target import Target
+from server_under_test.upper_layer.status import NO_RESPONSE
 
 STOP_TIMEOUT = 60.0  # seconds a SIGTERM'd archive may take before SIGKILL
-NO_RESPONSE = -1
 
 
 @dataclass
