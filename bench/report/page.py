@@ -31,6 +31,9 @@ from bench.analysis.growth import MIN_SPAN_SECONDS, growth_text
 from bench.analysis.runset import RunData, check_completed, load_run, load_runs
 from bench.common.errors import UserError
 from bench.report import figures
+from bench.results.record_base import write_record
+from bench.results.records import SUMMARY_FILE, SummaryRecord
+from bench.results.run_record import RunRecord, VerifyRecord
 
 CDF_OPERATIONS = ("C-STORE", "C-FIND", "C-MOVE", "C-GET")
 STYLE = """
@@ -335,8 +338,8 @@ def _run_lines(groups: list[Group]) -> list[tuple[str, RunData, object]]:
 
 def _fault_marks(groups: list[Group]) -> list[tuple[float, str]]:
     """Each injected fault as (seconds since its run's first request, action): the timeline's origin."""
-    return [(fault["unix_time"] - float(r.samples["start"].min()), fault["action"])
-            for _, r, _ in _run_lines(groups) for fault in r.run.get("faults") or [] if fault.get("happened")]
+    return [(fault.unix_time - float(r.samples["start"].min()), fault.action)
+            for _, r, _ in _run_lines(groups) for fault in r.run.faults or [] if fault.happened]
 
 
 def _timeline_figures(groups: list[Group], window: float, ceiling: float | None, bound_note: str) -> list[Picture]:
@@ -549,7 +552,7 @@ def _fault_row(run: RunData, fault: dict) -> list[str]:
 
 def _fault_rows(groups: list[Group]) -> list[list[str]]:
     """One row per fault of every run (run.json["faults"])."""
-    return [_fault_row(r, fault) for g in groups for r in g.runs for fault in r.run.get("faults") or []]
+    return [_fault_row(r, fault.model_dump()) for g in groups for r in g.runs for fault in r.run.faults or []]
 
 
 FAULT_NOTE = ("Recovery: from the fault to the answer of the first successful C-STORE sent after it (C-ECHO when "
@@ -595,7 +598,7 @@ def _run_details_html(groups: list[Group]) -> str:
                 f"<summary>{html.escape(f'{run.target}, run {run.folder.name}, repetition {run.repetition}')}</summary>"
                 f"<h3>Per operation</h3>{per_operation}<h3>Per user type</h3>{per_user_type}"
                 f"<h3>Errors by DICOM status (whole run, warm-up included)</h3>{errors}"
-                f"<p>Integrity: {html.escape(_integrity_note(run.run.get('verify')))}</p>"
+                f"<p>Integrity: {html.escape(_integrity_note(run.run.verify))}</p>"
                 f"<p>{html.escape(_measured_note(summary))}</p></details>"
             )
     return "".join(parts)
@@ -700,7 +703,7 @@ def _headline_rows(s: dict, data: dict) -> list[list[str]]:
     ]
 
 
-def _integrity_note(verify: dict | None, later: list[dict] | None = None) -> str:
+def _integrity_note(verify: VerifyRecord | None, later: list[VerifyRecord] | None = None) -> str:
     """run.json["verify"] in words (pacsbench verify, or run --verify), and the latest later
     verification (run.json["verify_later"]) when there is one: a loss found later is never hidden."""
     if later:
@@ -708,26 +711,26 @@ def _integrity_note(verify: dict | None, later: list[dict] | None = None) -> str
         return f"{_integrity_note(later[-1])} (latest of {len(later) + 1} verifications; the first: {first})"
     if not verify:
         return "not verified (pacsbench run --verify, or pacsbench verify RUN)"
-    if verify["ok"]:
-        return f"verified: all {verify['instances']:,} acknowledged instances returned byte-identical"
-    return (f"VERIFICATION FAILED: {verify['missing']} lost, {verify['different']} changed, "
-            f"{verify['retrieved_different']} retrieved changed, of {verify['instances']:,} acknowledged")
+    if verify.ok:
+        return f"verified: all {verify.instances:,} acknowledged instances returned byte-identical"
+    return (f"VERIFICATION FAILED: {verify.missing} lost, {verify.different} changed, "
+            f"{verify.retrieved_different} retrieved changed, of {verify.instances:,} acknowledged")
 
 
-def _run_notes(run: dict) -> list[str]:
+def _run_notes(run: RunRecord) -> list[str]:
     """What a reader of one run must know before its figures: it stopped early, its archive recycled."""
     notes = []
-    status = str(run.get("status", ""))
+    status = run.status
     if status.startswith("stopped:"):
-        detail = (run.get("disk") or {}).get("stop_detail")
+        detail = run.disk.stop_detail if run.disk else None
         notes.append(f"Run {status}{f' ({detail})' if detail else ''}: the load ended early; "
                      "the figures cover it up to then.")
-    capacity = run.get("capacity") or {}
-    if capacity.get("at_capacity") == "recycle":
-        notes.append(f"The archive recycled {capacity.get('recycled_studies', 0):,} studies "
-                     f"({capacity.get('recycled_instances', 0):,} instances, "
-                     f"{capacity.get('recycled_bytes', 0) / 1e9:.2f} GB) at its capacity of "
-                     f"{capacity.get('capacity_bytes', 0) / 1e9:.2f} GB; recycled studies are excluded from verify.")
+    capacity = run.capacity
+    if capacity and capacity.at_capacity == "recycle":
+        notes.append(f"The archive recycled {capacity.recycled_studies:,} studies "
+                     f"({capacity.recycled_instances:,} instances, "
+                     f"{capacity.recycled_bytes / 1e9:.2f} GB) at its capacity of "
+                     f"{(capacity.capacity_bytes or 0) / 1e9:.2f} GB; recycled studies are excluded from verify.")
     return notes
 
 
@@ -736,7 +739,7 @@ def _write_outputs(
     run_notes: list[str] = (),
 ) -> Path:
     pictures = _figures(data, groups, settings)
-    (folder / "summary.json").write_text(json.dumps(json_record, indent=2, default=str))
+    write_record(folder / SUMMARY_FILE, SummaryRecord.model_validate(json.loads(json.dumps(json_record, default=str))))
     (folder / "summary.md").write_text(render_markdown(data, groups, title, headline, run_notes))
     report = folder / "report.html"
     report.write_text(render_html(data, groups, pictures, title, run_notes), encoding="utf-8")
@@ -748,9 +751,9 @@ def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: li
     run = load_run(run_dir)
     data, groups = build_comparison([run], settings, run.target, load_claims(claim_paths))
     summary = groups[0].summaries[0]
-    title = f"pacsbench run {run.run.get('run_id', run_dir.name)}: {run.scenario}"
+    title = f"pacsbench run {run.run.run_id}: {run.scenario}"
     record = {
-        "run_id": run.run.get("run_id"),
+        "run_id": run.run.run_id,
         "scenario": run.scenario,
         "target": run.target,
         **summary,
@@ -762,12 +765,12 @@ def build_report(run_dir: Path, settings: Settings = Settings(), claim_paths: li
         "growth": data["groups"][0]["growth"][0],
         "claims": data["groups"][0]["claims"],
         "environment": data["environment"][0],
-        "integrity": _integrity_note(run.run.get("verify"), run.run.get("verify_later")),
-        "status": run.run.get("status"),
+        "integrity": _integrity_note(run.run.verify, run.run.verify_later),
+        "status": run.run.status,
         "notes": _run_notes(run.run),
     }
-    if "faults" in run.run:
-        record["faults"] = run.run["faults"]
+    if run.run.faults is not None:
+        record["faults"] = [fault.model_dump(exclude_unset=True) for fault in run.run.faults]
     headline = _headline_rows(summary, data) + [["integrity", record["integrity"]]]
     return _write_outputs(run_dir, data, groups, settings, title, record, headline, record["notes"])
 

@@ -55,10 +55,11 @@ def version_of(data: dict) -> int | str:
     return data.get("schema_version", PREVIOUS_RELEASE)
 
 
-def parse_record(model: type[R], data: object, path: Path) -> R:
-    """`data` (a file's JSON) as `model`; a one-line UserError naming `path` and its version when it does not fit."""
+def parse_record(model: type[R], data: object, path: Path, what: str) -> R:
+    """`data` (a file's JSON) as `model`; a one-line UserError naming `path`, `what` it should be and its version
+    when it does not fit."""
     if not isinstance(data, dict):
-        raise UserError(f"{path}: {model.__name__} must be a JSON object")
+        raise UserError(f"{path}: not {what} (a JSON object)")
     version = version_of(data)
     if version not in READABLE_VERSIONS:
         raise UserError(f"{path}: schema_version {version!r} is not one this pacsbench reads "
@@ -66,7 +67,7 @@ def parse_record(model: type[R], data: object, path: Path) -> R:
     try:
         return model.model_validate({**data, "schema_version": SCHEMA_VERSION})
     except ValidationError as exc:
-        raise UserError(f"{path}: schema_version {version} does not fit {model.__name__}: {first_error(exc)}") from None
+        raise UserError(f"{path}: not {what} of schema_version {version}: {first_error(exc)}") from None
 
 
 def first_error(exc: ValidationError) -> str:
@@ -78,11 +79,13 @@ def first_error(exc: ValidationError) -> str:
 
 
 def read_record(model: type[R], path: Path, what: str, missing: str = "") -> R:
-    """The record in `path`, or a one-line UserError (`missing` when the file is absent)."""
+    """The record in `path`, or a one-line UserError (`missing` when the file is absent).
+
+    `what` names the record in messages: "a run record", "a pacsbench baseline" ..."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(missing or f"{path.parent}: no {path.name} ({what})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: cannot read {what}: {exc}") from None
-    return parse_record(model, data, path)
+    return parse_record(model, data, path, what)

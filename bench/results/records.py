@@ -8,7 +8,7 @@ version, writing and reading) in bench.results.record_base.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -126,7 +126,7 @@ class BaselineSettings(Part):
 class BaselineRecord(Record):
     """A gate baseline (`pacsbench baseline save RUN --out FILE`): a run's figures to hold later runs to."""
 
-    format: int = Field(1, description="The baseline format of releases before schema_version (always 1).")
+    format: Literal[1] = Field(1, description="The baseline format of releases before schema_version (always 1).")
     pacsbench: str | None = Field(None, description="The pacsbench version that saved it.")
     scenario: str = Field(description="The scenario's name: a gated run must be of it.")
     runs: list[str] = Field(default_factory=list, description="The run folders it was saved from.")

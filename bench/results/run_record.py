@@ -84,7 +84,7 @@ class BudgetUsage(Part):
 class BudgetRecord(Part):
     """The CPUs and memory the archive was given, and what enforced them: the same for every kind compared."""
 
-    cpus: float | None = Field(None, description="CPUs of the budget (a guest's vCPUs); None: no budget.")
+    cpus: int | float | None = Field(None, description="CPUs of the budget (a guest's vCPUs); None: no budget.")
     memory_bytes: int | None = Field(None, description="Memory of the budget; None: no limit.")
     enforced_by: str = Field("none", description="cgroup-v2, cgroup-v1, affinity, guest or none.")
     controllers: list[str] | None = Field(None, description="The cgroup controllers used.")
@@ -180,7 +180,7 @@ class WorkerRecord(Part):
 class CalibrationRecord(Part):
     """The harness's ceiling for this run, from the calibration cache entry matching its host, profile and syntax."""
 
-    matched: bool = Field(description="Whether a calibration matched this run's fingerprint.")
+    matched: bool = Field(True, description="Whether a calibration matched this run's fingerprint (records from before fingerprints: yes).")
     fingerprint: dict[str, Any] | str | None = Field(None, description="This run's calibration fingerprint.")
     closest: dict[str, Any] | str | None = Field(None, description="The closest cached fingerprint, when none "
                                                  "matched.")
