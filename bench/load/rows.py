@@ -12,7 +12,7 @@ from bench.dicom.scu import RetrieveOutcome
 from bench.studies.pool import PooledInstance
 
 
-def sent_row(instance: PooledInstance, source: str) -> dict:
+def sent_row(instance: PooledInstance, source: str) -> dict[str, object]:
     """The sent.csv row of an instance the archive acknowledged (`source`: "load" or "prefill")."""
     return {
         "sop_instance_uid": instance.sop_instance_uid,
@@ -25,19 +25,32 @@ def sent_row(instance: PooledInstance, source: str) -> dict:
     }
 
 
-def suboperations_row(operation: str, user: str, study: str, outcome: RetrieveOutcome) -> dict:
+def suboperations_row(operation: str, user: str, study: str, outcome: RetrieveOutcome) -> dict[str, object]:
     """The suboperations.csv row of one C-MOVE or C-GET: the archive's counts next to what arrived."""
     return {
-        "operation": operation, "user": user, "study_instance_uid": study, "status": outcome.status,
-        "completed": outcome.completed, "failed": outcome.failed, "warning": outcome.warning,
-        "arrived": len(outcome.arrivals), "arrived_bytes": outcome.bytes,
+        "operation": operation,
+        "user": user,
+        "study_instance_uid": study,
+        "status": outcome.status,
+        "completed": outcome.completed,
+        "failed": outcome.failed,
+        "warning": outcome.warning,
+        "arrived": len(outcome.arrivals),
+        "arrived_bytes": outcome.bytes,
     }
 
 
-def retrieved_rows(operation: str, user: str, outcome: RetrieveOutcome) -> list[dict]:
+def retrieved_rows(operation: str, user: str, outcome: RetrieveOutcome) -> list[dict[str, object]]:
     """The retrieved.csv rows of a retrieval's arrivals, for those hashed (only when the workstation checks digests)."""
     return [
-        {"sop_instance_uid": arrival.sop_instance_uid, "study_instance_uid": arrival.study_instance_uid,
-         "bytes": arrival.bytes, "digest": arrival.digest, "operation": operation, "user": user}
-        for arrival in outcome.arrivals if arrival.digest
+        {
+            "sop_instance_uid": arrival.sop_instance_uid,
+            "study_instance_uid": arrival.study_instance_uid,
+            "bytes": arrival.bytes,
+            "digest": arrival.digest,
+            "operation": operation,
+            "user": user,
+        }
+        for arrival in outcome.arrivals
+        if arrival.digest
     ]

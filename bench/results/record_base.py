@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,7 +32,8 @@ class Record(Part):
     """A whole record file."""
 
     schema_version: int = Field(
-        SCHEMA_VERSION, description="The version of this file's shape; absent in files of the previous release (0)."
+        default=SCHEMA_VERSION,
+        description="The version of this file's shape; absent in files of the previous release (0).",
     )
 
 
@@ -51,7 +52,8 @@ def write_record(path: Path, record: Record, indent: int | None = 2) -> Path:
     return path
 
 
-def version_of(data: dict) -> int | str:
+def version_of(data: dict[str, Any]) -> object:
+    """The file's schema_version as written (anything: it is checked, not trusted)."""
     return data.get("schema_version", PREVIOUS_RELEASE)
 
 
@@ -62,8 +64,10 @@ def parse_record(model: type[R], data: object, path: Path, what: str) -> R:
         raise UserError(f"{path}: not {what} (a JSON object)")
     version = version_of(data)
     if version not in READABLE_VERSIONS:
-        raise UserError(f"{path}: schema_version {version!r} is not one this pacsbench reads "
-                        f"({', '.join(map(str, READABLE_VERSIONS))}; 0: no schema_version)")
+        raise UserError(
+            f"{path}: schema_version {version!r} is not one this pacsbench reads "
+            f"({', '.join(map(str, READABLE_VERSIONS))}; 0: no schema_version)"
+        )
     try:
         return model.model_validate({**data, "schema_version": SCHEMA_VERSION})
     except ValidationError as exc:

@@ -240,7 +240,8 @@ def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_e
     for event in events:
         record = {"action": event.spec.action, "at": event.spec.at, "duration": event.spec.duration}
         if event.unix_time is None:
-            figures.append(FaultRecord(**record, happened=False, error=event.error or "the load ended before it was due"))
+            error = event.error or "the load ended before it was due"
+            figures.append(FaultRecord(**record, happened=False, error=error))
             continue
         record.update(happened=True, into_load_seconds=round(event.unix_time - load_started, 3),
                       unix_time=round(event.unix_time, 3))

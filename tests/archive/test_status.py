@@ -12,13 +12,20 @@ from server_under_test.upper_layer.status import (
     status_class,
 )
 
-PYNETDICOM_CLASSES = {"Success": "success", "Warning": "warning", "Failure": "failure", "Cancel": "cancelled",
-                      "Pending": "pending", "Unknown": "failure"}  # an unclassed code fails, as in the archive
+PYNETDICOM_CLASSES = {
+    "Success": "success",
+    "Warning": "warning",
+    "Failure": "failure",
+    "Cancel": "cancelled",
+    "Pending": "pending",
+    "Unknown": "failure",
+}  # an unclassed code fails, as in the archive
 
 
 def test_every_code_is_classed_as_pynetdicom_classes_it():
-    differing = [f"0x{code:04X}" for code in range(0x10000)
-                 if status_class(code) != PYNETDICOM_CLASSES[code_to_category(code)]]
+    differing = [
+        f"0x{code:04X}" for code in range(0x10000) if status_class(code) != PYNETDICOM_CLASSES[code_to_category(code)]
+    ]
     assert differing == []
 
 

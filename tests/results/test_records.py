@@ -24,17 +24,40 @@ PREVIOUS_RELEASE_RUN = {
     "status": "completed",
     "scenario_file": "scenarios/smoke.toml",
     "load_processes": {"mode": "local", "local_workers": 0, "remote_workers": 0},
-    "calibration": {"matched": False, "fingerprint": {"profile": "tiny"}, "closest": None,
-                    "note": "no matching calibration (the cached ones have no fingerprint)"},
+    "calibration": {
+        "matched": False,
+        "fingerprint": {"profile": "tiny"},
+        "closest": None,
+        "note": "no matching calibration (the cached ones have no fingerprint)",
+    },
     "versions": {"pacsbench": "0.1.0", "gevent": None},
     "command": ["pacsbench", "run", "scenarios/smoke.toml"],
-    "target": {"kind": "native", "label": "native", "hypervisor": "none", "declared_hypervisor": None,
-               "hypervisor_source": "detected (the archive's /status)", "network": "loopback", "port": 11112,
-               "fsync": True, "max_pdu": 0, "storage_kept": False, "destinations": {},
-               "budget": {"cpus": 2, "memory_bytes": 2147483648, "enforced_by": "affinity", "controllers": [],
-                          "cpu_ids": [0, 1]},
-               "environment": {"hypervisor": "none", "vcpus": 2, "memory_bytes": 4294967296,
-                               "storage": [{"path": "/r", "device": "sda", "fs_type": "ext4"}]}},
+    "target": {
+        "kind": "native",
+        "label": "native",
+        "hypervisor": "none",
+        "declared_hypervisor": None,
+        "hypervisor_source": "detected (the archive's /status)",
+        "network": "loopback",
+        "port": 11112,
+        "fsync": True,
+        "max_pdu": 0,
+        "storage_kept": False,
+        "destinations": {},
+        "budget": {
+            "cpus": 2,
+            "memory_bytes": 2147483648,
+            "enforced_by": "affinity",
+            "controllers": [],
+            "cpu_ids": [0, 1],
+        },
+        "environment": {
+            "hypervisor": "none",
+            "vcpus": 2,
+            "memory_bytes": 4294967296,
+            "storage": [{"path": "/r", "device": "sda", "fs_type": "ext4"}],
+        },
+    },
     "warnings": [],
     "started": "2023-11-14T22:13:20.000+00:00",
     "suboperations": {},
@@ -59,9 +82,17 @@ def test_a_folder_of_the_previous_release_is_read_by_report_and_compare(tmp_path
     second = previous_release_folder(tmp_path / "b")
     matrix = tmp_path / "m"
     matrix.mkdir()
-    (matrix / "matrix.json").write_text(json.dumps(
-        {"scenario": "synthetic", "runs": [{"folder": str(first), "target": "native", "repetition": 1},
-                                           {"folder": str(second), "target": "native", "repetition": 2}]}))
+    (matrix / "matrix.json").write_text(
+        json.dumps(
+            {
+                "scenario": "synthetic",
+                "runs": [
+                    {"folder": str(first), "target": "native", "repetition": 1},
+                    {"folder": str(second), "target": "native", "repetition": 2},
+                ],
+            }
+        )
+    )
     report = pacsbench("report", first)
     assert report.returncode == 0, report.stderr
     summary = json.loads((first / "summary.json").read_text())
@@ -71,13 +102,19 @@ def test_a_folder_of_the_previous_release_is_read_by_report_and_compare(tmp_path
     assert [g["repetitions"] for g in json.loads((tmp_path / "cmp" / "summary.json").read_text())["groups"]] == [2]
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"schema_version": 99}, "run.json: schema_version 99 is not one this pacsbench reads"),
-    ({"target": {"kind": "native", "vcpu_count": 2}},
-     "run.json: not a run record of schema_version 0: target.vcpu_count: Extra inputs are not permitted"),
-])
-def test_a_run_json_this_release_cannot_read_is_refused_in_one_line_naming_file_and_version(tmp_path, changes,
-                                                                                            expected):
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"schema_version": 99}, "run.json: schema_version 99 is not one this pacsbench reads"),
+        (
+            {"target": {"kind": "native", "vcpu_count": 2}},
+            "run.json: not a run record of schema_version 0: target.vcpu_count: Extra inputs are not permitted",
+        ),
+    ],
+)
+def test_a_run_json_this_release_cannot_read_is_refused_in_one_line_naming_file_and_version(
+    tmp_path, changes, expected
+):
     folder = previous_release_folder(tmp_path / "r", **changes)
     for verb in (["report", folder], ["compare", folder, "--out", tmp_path / "cmp"]):
         result = pacsbench(*verb)
@@ -94,8 +131,9 @@ def test_a_misspelt_field_fails_where_it_is_written_and_where_it_is_read(tmp_pat
         record.target.fsnyc = True
     with pytest.raises(ValidationError):
         record.samples = "many"  # a wrong type fails on assignment too
-    (tmp_path / "run.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "run_id": "r",
-                                                   "status": "completed", "calibraton": {}}))
+    (tmp_path / "run.json").write_text(
+        json.dumps({"schema_version": SCHEMA_VERSION, "run_id": "r", "status": "completed", "calibraton": {}})
+    )
     with pytest.raises(UserError, match=r"run.json: not a run record of schema_version 1: calibraton: Extra inputs"):
         read_run_json(tmp_path)
     matrix = tmp_path / "matrix.json"
@@ -105,9 +143,19 @@ def test_a_misspelt_field_fails_where_it_is_written_and_where_it_is_read(tmp_pat
 
 
 def test_a_record_written_is_read_back_equal_and_carries_its_schema_version(tmp_path):
-    run_dir = write_run(tmp_path / "r", run_extra={"target": {"kind": "kvm", "label": "guest", "budget": {
-        "cpus": 2, "memory_bytes": 1 << 30, "enforced_by": "guest"}}, "faults": [
-        {"action": "kill", "at": 3.0, "happened": True, "lost": 0, "failed_by_status": {"no response": 2}}]})
+    run_dir = write_run(
+        tmp_path / "r",
+        run_extra={
+            "target": {
+                "kind": "kvm",
+                "label": "guest",
+                "budget": {"cpus": 2, "memory_bytes": 1 << 30, "enforced_by": "guest"},
+            },
+            "faults": [
+                {"action": "kill", "at": 3.0, "happened": True, "lost": 0, "failed_by_status": {"no response": 2}}
+            ],
+        },
+    )
     record = read_run_json(run_dir)
     assert json.loads((run_dir / "run.json").read_text())["schema_version"] == SCHEMA_VERSION
     assert record.target.budget.cpus == 2 and record.faults[0].failed_by_status == {"no response": 2}
@@ -121,8 +169,12 @@ def test_every_field_of_every_record_is_described_for_the_reference(name):
     """The run-folder reference is generated from these schemas: a field without a description is a blank line."""
     model = RECORD_MODELS[name]
     schema = model.model_json_schema()
-    undescribed = [f"{title}.{field}" for title, fields_ in _object_schemas(schema)
-                   for field, spec in fields_.items() if not spec.get("description")]
+    undescribed = [
+        f"{title}.{field}"
+        for title, fields_ in _object_schemas(schema)
+        for field, spec in fields_.items()
+        if not spec.get("description")
+    ]
     assert undescribed == [] and issubclass(model, BaseModel)
 
 
