@@ -47,8 +47,12 @@ def write_record(path: Path, record: Record, indent: int | None = 2) -> Path:
     the schema version is always written."""
     data = {"schema_version": SCHEMA_VERSION, **record.model_dump(mode="json", exclude_unset=True)}
     temp = path.with_name(path.name + ".tmp")
-    temp.write_text(json.dumps(data, indent=indent, separators=None if indent else (",", ":")))
-    temp.replace(path)
+    try:
+        temp.write_text(json.dumps(data, indent=indent, separators=None if indent else (",", ":")))
+        temp.replace(path)
+    except OSError:
+        temp.unlink(missing_ok=True)  # a full disk keeps the previous file whole, and no half-written one beside it
+        raise
     return path
 
 

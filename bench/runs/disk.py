@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench.common.errors import UserError
 from bench.load.scenario import Scenario, TargetSpec
+from bench.results.run_record import CapacityRecord
 
 RESERVE_STATUS = "stopped: disk reserve reached"
 CAPACITY_STATUS = "stopped: archive capacity reached"
@@ -176,7 +177,7 @@ def watched_paths(target: TargetSpec, run_dir: Path) -> list[Path]:
     return paths
 
 
-def capacity_figures(run_dir: Path, target: TargetSpec) -> dict | None:
+def capacity_figures(run_dir: Path, target: TargetSpec) -> CapacityRecord | None:
     """run.json["capacity"]: a bounded native archive's capacity, use and recycled totals at the end (its /status)."""
     try:
         status = json.loads((run_dir / "server_status.json").read_text())
@@ -185,4 +186,9 @@ def capacity_figures(run_dir: Path, target: TargetSpec) -> dict | None:
     capacity = status.get("capacity")
     if target.kind != "native" or not capacity:
         return None
-    return {**capacity, "archive_at_capacity": capacity.get("at_capacity"), "at_capacity": target.at_capacity}
+    # Only the figures the record names: the archive's /status may say more (another release).
+    return CapacityRecord(
+        capacity_bytes=capacity.get("capacity_bytes"), used_bytes=capacity.get("used_bytes"),
+        recycled_studies=capacity.get("recycled_studies", 0), recycled_instances=capacity.get("recycled_instances", 0),
+        recycled_bytes=capacity.get("recycled_bytes", 0), archive_at_capacity=capacity.get("at_capacity"),
+        at_capacity=target.at_capacity)

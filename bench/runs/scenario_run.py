@@ -28,7 +28,7 @@ from bench.load.prefill import prefill
 from bench.load.scenario import TargetSpec, archive_in_namespace, load_scenario
 from bench.load.shapes import step_figures
 from bench.results.run_folder import host_facts, new_run_dir, utc_iso, versions, write_run_json
-from bench.results.run_record import LoadProcesses, RunRecord
+from bench.results.run_record import LoadProcesses, RunRecord, SuboperationTotals
 from bench.results.samples import SAMPLES_FILE, SUBOPERATIONS_FILE
 from bench.runs.disk import DiskWatch, capacity_figures, plan_disk, watched_paths
 from bench.runs.faults import FaultInjector, fault_figures, fault_line
@@ -60,15 +60,17 @@ class Processes:
                              local_workers=self.workers, remote_workers=self.remote_workers)
 
 
-def suboperation_totals(run_dir: Path) -> dict:
+def suboperation_totals(run_dir: Path) -> dict[str, SuboperationTotals]:
     """Per retrieve operation: requests and the archive's sub-operation counts against what arrived."""
     path = run_dir / SUBOPERATIONS_FILE
     if not path.is_file():
         return {}
     rows = pd.read_csv(path)
     totals = rows.groupby("operation")[["completed", "failed", "warning", "arrived", "arrived_bytes"]].sum()
-    return {op: {"requests": int((rows["operation"] == op).sum()), **{k: int(v) for k, v in t.items()}}
-            for op, t in totals.iterrows()}
+    return {
+        str(op): SuboperationTotals(requests=int((rows["operation"] == op).sum()), **{k: int(v) for k, v in t.items()})
+        for op, t in totals.iterrows()
+    }
 
 
 def resource_sampling(run_dir: Path, target, engine: load.LoadEngine) -> ResourceSampling:
