@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.common.errors import UserError
 from bench.load.scenario import Scenario, TargetSpec
-from bench.results.run_record import CapacityRecord
+from bench.results.run_record import CalibrationRecord, CapacityRecord
 
 RESERVE_STATUS = "stopped: disk reserve reached"
 CAPACITY_STATUS = "stopped: archive capacity reached"
@@ -57,7 +57,8 @@ def used_bytes(path: Path) -> int:
     return (stat.f_blocks - stat.f_bfree) * stat.f_frsize
 
 
-def store_rate(scenario: Scenario, pool: dict, calibration: dict | None, processes: int) -> tuple[float, str]:
+def store_rate(scenario: Scenario, pool: dict, calibration: CalibrationRecord | None,
+               processes: int) -> tuple[float, str]:
     """Bytes per second the modalities can store, and on what basis (said in the refusal)."""
     modality = scenario.users.modality
     if modality is None or modality.count == 0:
@@ -70,8 +71,8 @@ def store_rate(scenario: Scenario, pool: dict, calibration: dict | None, process
     if modality.instances_per_s:
         instance = pool["bytes"] / max(pool["instances"], 1)
         return users * modality.instances_per_s * instance, f"{users} modalities at {modality.instances_per_s:g} instances/s"
-    if calibration and calibration.get("ceiling_mb_per_s"):  # a matching calibration (bench.load.calibrate)
-        rate = calibration["ceiling_mb_per_s"]
+    if calibration and calibration.ceiling_mb_per_s:  # a matching calibration (bench.load.calibrate)
+        rate = calibration.ceiling_mb_per_s
         return rate * 1e6, f"flat-out modalities at the calibrated ceiling of {rate:g} MB/s"
     rate = ASSUMED_MB_PER_S * processes
     return rate * 1e6, (f"flat-out modalities at an assumed {rate:g} MB/s (no matching calibration in the cache; "
@@ -85,8 +86,8 @@ def _records_bytes(scenario: Scenario, archive_bytes: float, pool: dict) -> int:
     return int(instances * ROW_BYTES + (OTHER_REQUESTS_PER_S * ROW_BYTES * scenario.load.duration if others else 0))
 
 
-def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: dict | None, processes: int,
-              results_root: Path) -> tuple[TargetSpec, dict]:
+def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: CalibrationRecord | None,
+              processes: int, results_root: Path) -> tuple[TargetSpec, dict]:
     """The target as it will run (a native archive's capacity resolved) and run.json["disk"]; UserError: too little."""
     reserve = scenario.run.disk_reserve
     rate, basis = store_rate(scenario, pool, calibration, processes)
