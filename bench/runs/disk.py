@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.common.errors import UserError
 from bench.load.scenario import Scenario, TargetSpec
-from bench.results.run_record import CalibrationRecord, CapacityRecord
+from bench.results.run_record import CalibrationRecord, CapacityRecord, DiskRecord
 
 RESERVE_STATUS = "stopped: disk reserve reached"
 CAPACITY_STATUS = "stopped: archive capacity reached"
@@ -87,7 +87,7 @@ def _records_bytes(scenario: Scenario, archive_bytes: float, pool: dict) -> int:
 
 
 def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: CalibrationRecord | None,
-              processes: int, results_root: Path) -> tuple[TargetSpec, dict]:
+              processes: int, results_root: Path) -> tuple[TargetSpec, DiskRecord]:
     """The target as it will run (a native archive's capacity resolved) and run.json["disk"]; UserError: too little."""
     reserve = scenario.run.disk_reserve
     rate, basis = store_rate(scenario, pool, calibration, processes)
@@ -97,15 +97,16 @@ def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: C
     free = free_bytes(results_root)
     where = existing(results_root)
     can_store = f"{scenario.name} can store {gb(archive)} ({basis}, for {scenario.load.duration:g} s)"
-    plan = {"reserve_bytes": reserve, "results_free_bytes": free, "store_rate_bytes_per_s": round(rate),
-            "rate_basis": basis, "archive_need_bytes": round(archive), "records_need_bytes": records}
+    plan = DiskRecord(reserve_bytes=reserve, results_free_bytes=free, store_rate_bytes_per_s=round(rate),
+                      rate_basis=basis, archive_need_bytes=round(archive), records_need_bytes=records)
     if target.kind == "native" and target.bounded:
         capacity = target.capacity or default_capacity(free, reserve, records)
         if capacity <= 0 or capacity + reserve + records > free:
             raise UserError(f"archive capacity {gb(max(capacity, 0))} plus the {gb(reserve)} disk reserve and "
                             f"{gb(records)} of records needs {gb(max(capacity, 0) + reserve + records)}; "
                             f"{where} has {gb(free)} free")
-        return target.model_copy(update={"capacity": capacity}), plan | {"capacity_bytes": capacity}
+        plan.capacity_bytes = capacity
+        return target.model_copy(update={"capacity": capacity}), plan
     on_run_disk = archive if target.kind in ARCHIVE_HERE else 0
     if target.kind in GUEST_KINDS:
         # The guest's data disk bounds its archive (full, it refuses stores); its image grows in the
@@ -113,7 +114,7 @@ def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: C
         data_disk = target.data_disk_gib << 30
         on_run_disk = min(archive, data_disk)
         if archive > data_disk:
-            plan["warning"] = (f"{can_store}, more than the guest's {gb(data_disk)} data disk (data_disk_gib): "
+            plan.warning = (f"{can_store}, more than the guest's {gb(data_disk)} data disk (data_disk_gib): "
                                "its archive refuses stores once that is full")
     needed = on_run_disk + records + reserve
     if needed > free:
@@ -123,7 +124,8 @@ def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: C
     if target.kind == "native":
         # Unbounded in the scenario, bounded anyway: a disk that fills faster than planned stops the run.
         capacity = default_capacity(free, reserve, records)
-        return target.model_copy(update={"capacity": capacity}), plan | {"capacity_bytes": capacity}
+        plan.capacity_bytes = capacity
+        return target.model_copy(update={"capacity": capacity}), plan
     return target, plan
 
 

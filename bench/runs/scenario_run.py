@@ -123,8 +123,8 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
     calibration = ceiling_for_run(profile.name, syntax, processes.count)
     target_spec, disk = plan_disk(scenario, scenario.target, pool.describe(), calibration, processes.count,
                                   results_root)
-    if disk.get("warning"):
-        print(f"pacsbench: warning: {disk['warning']}", file=sys.stderr)
+    if disk.warning:
+        print(f"pacsbench: warning: {disk.warning}", file=sys.stderr)
     run_dir = new_run_dir(results_root, scenario.name)
     engine = load.LoadEngine(scenario, pool, run_dir, processes.workers, processes.remote_workers,
                              processes.master_bind, processes.master_port, progress, processes.join_timeout)
