@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.results.run_folder import write_run_json
+from bench.results.run_file import write_run_json
 from bench.results.run_record import RunRecord
 from bench.results.samples import Sample, SampleWriter
 

@@ -19,7 +19,7 @@ from bench.analysis.aggregate import load_samples
 from bench.common.errors import UserError
 from bench.results.record_base import read_record
 from bench.results.records import MATRIX_FILE, MatrixRecord, MatrixRun
-from bench.results.run_folder import read_run_json
+from bench.results.run_file import read_run_json
 from bench.results.run_record import CalibrationRecord, RunRecord
 
 

@@ -35,13 +35,16 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.results.run_folder import SERVER_PID_FILE, read_server_pid
-from bench.results.run_record import GuestView, ResourcesRecord
 from bench.results.server_metrics import COLUMNS, GUEST_COLUMNS, SERVER_METRICS_FILE
+
+if TYPE_CHECKING:
+    from bench.results.run_record import GuestView, ResourcesRecord
 
 INTERVAL = 1.0
 STOP_GRACE = 5.0
@@ -270,11 +273,16 @@ class ResourceSampling:
             self.process.wait()
 
     def describe(self) -> ResourcesRecord:
+        # Imported here: the sampler's own process (main below) starts with the load and needs no records.
+        from bench.results.run_record import ResourcesRecord
+
         return ResourcesRecord(**self.facts, guest_view=self.guest_view(),
                                exit_code=self.process.returncode if self.process else None)
 
     def guest_view(self) -> GuestView:
         """What the archive's own /metrics gave the guest columns: scraped from where, how many rows got them."""
+        from bench.results.run_record import GuestView  # as in describe()
+
         if not self.metrics_url:
             return GuestView(sampled=False, columns=list(GUEST_COLUMNS),
                              why="no metrics URL for this target (guest columns are for kvm, tcg and remote targets)")

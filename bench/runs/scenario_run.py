@@ -27,7 +27,8 @@ from bench.load.calibrate import ceiling_for_run
 from bench.load.prefill import prefill
 from bench.load.scenario import TargetSpec, archive_in_namespace, load_scenario
 from bench.load.shapes import step_figures
-from bench.results.run_folder import host_facts, new_run_dir, utc_iso, versions, write_run_json
+from bench.results.run_file import host_facts, versions, write_run_json
+from bench.results.run_folder import new_run_dir, utc_iso
 from bench.results.run_record import LoadProcesses, RunRecord, SuboperationTotals
 from bench.results.samples import SAMPLES_FILE, SUBOPERATIONS_FILE
 from bench.runs.disk import DiskWatch, capacity_figures, plan_disk, watched_paths

@@ -39,7 +39,7 @@ from bench.dicom.scu import (
 from bench.load.scenario import ClientSpec, TargetSpec
 from bench.results.record_base import write_record
 from bench.results.records import VERIFY_FILE
-from bench.results.run_folder import read_run_json, write_run_json
+from bench.results.run_file import read_run_json, write_run_json
 from bench.results.run_record import RunRecord, VerifyExamples, VerifyRecord
 from bench.results.samples import RETRIEVED_FILE, SENT_FILE
 from bench.targets import make_target

@@ -15,7 +15,7 @@ from synthetic import write_run
 from bench.common.errors import UserError
 from bench.results.record_base import SCHEMA_VERSION, read_record, write_record
 from bench.results.records import RECORD_MODELS, MatrixRecord, SampleRow
-from bench.results.run_folder import read_run_json, write_run_json
+from bench.results.run_file import read_run_json, write_run_json
 from bench.results.run_record import RunRecord, TargetRecord
 from bench.results.samples import Sample
 

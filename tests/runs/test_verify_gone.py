@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bench.results.run_folder import read_run_json, write_run_json
+from bench.results.run_file import read_run_json, write_run_json
 from bench.results.run_record import RunRecord, VerifyRecord
 from bench.runs.verify import record_result
 
