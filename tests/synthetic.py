@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from bench.results.run_file import write_run_json
+from bench.results.run_record import RunRecord
 from bench.results.samples import Sample, SampleWriter
 
 T0 = 1_700_000_000.0
@@ -78,5 +79,5 @@ def write_run(
         "target": {"kind": target, "label": target},
         "host": {"hostname": "h", "cpus": 2},
     }
-    (folder / "run.json").write_text(json.dumps(run | (run_extra or {})))
+    write_run_json(folder, RunRecord.model_validate(run | (run_extra or {})))
     return folder

@@ -28,6 +28,7 @@ from bench.analysis.confidence import METHOD, SINGLE_RUN, TOO_SHORT, Interval, m
 from bench.analysis.growth import growth
 from bench.analysis.runset import RunData
 from bench.common.errors import UserError
+from bench.results.run_record import BudgetRecord, EnvironmentRecord, HostRecord, TargetRecord
 
 CLIENT_BOUND_SHARE = 0.8  # above this share of the harness ceiling the client, not the archive, may be the limit
 NO_CALIBRATION = "no calibration recorded"
@@ -66,8 +67,7 @@ class Group:
     def restore_metrics(self) -> dict:
         """restore_hours_per_year from the restores of the group's fault runs (recover = "restore"), when any:
         a small restore's MB/s includes the tool's start-up, so the hours it projects err on the long side."""
-        speeds = [f["restore"]["mb_per_s"] for r in self.runs for f in r.run.get("faults") or []
-                  if (f.get("restore") or {}).get("mb_per_s")]
+        speeds = [f.restore.mb_per_s for r in self.runs for f in r.run.faults or [] if f.restore and f.restore.mb_per_s]
         return {"restore_hours_per_year": restore_hours_per_year(float(np.mean(speeds)))} if speeds else {}
 
     def counted(self, what: str) -> dict:
@@ -89,7 +89,7 @@ class Group:
             frame, _ = load_server_metrics(run.folder)
             if frame is not None:
                 rows.append(measured_rows(frame, m.begin, m.end))
-        cpus = (budget_of(self.runs[0]) or {}).get("cpus")
+        cpus = (budget_of(self.runs[0]) or BudgetRecord()).cpus
         return bound_by(pd.concat(rows) if rows else None, cpus, calibration_client_bound)
 
     def growth(self) -> list[dict]:
@@ -102,19 +102,19 @@ class Group:
         """The lowest harness ceiling (`prefix`: "" for ingest, "retrieve_get_" ...) the group's runs recorded
         from a matching calibration; else {"unmatched": why} when a run's calibration did not match."""
         recorded = [r.calibration for r in self.runs if r.calibration]
-        matched = [c for c in recorded if c.get("matched", True) and c.get(f"{prefix}ceiling_instances_per_s")]
+        matched = [c for c in recorded if c.matched and c.ceiling(prefix, "instances_per_s")]
         if not matched:
-            unmatched = [c["note"] for c in recorded if c.get("matched") is False]
+            unmatched = [c.note for c in recorded if not c.matched]
             return {"unmatched": unmatched[0]} if unmatched else None
         ceiling = {}
-        for key in ("ceiling_instances_per_s", "ceiling_mb_per_s"):
-            values = [float(c[prefix + key]) for c in matched if c.get(prefix + key)]
-            ceiling[key] = min(values) if values else None
+        for unit in ("instances_per_s", "mb_per_s"):
+            values = [float(c.ceiling(prefix, unit)) for c in matched if c.ceiling(prefix, unit)]
+            ceiling[f"ceiling_{unit}"] = min(values) if values else None
         return ceiling
 
     def retrieve_method(self) -> str | None:
         """"get" or "move": how the group's workstations retrieved (None without workstations)."""
-        users = ((self.runs[0].run.get("scenario") or {}).get("users") or {})
+        users = self.runs[0].run.scenario.get("users") or {}
         workstation = users.get("workstation") or {}
         return workstation.get("retrieve", "move") if workstation and workstation.get("count") != 0 else None
 
@@ -142,25 +142,32 @@ def client_bound(ceiling: dict | None, instances_per_s: float | None, mb_per_s: 
     return {"calibrated": True, "client_bound": bool(bound), "note": note, **ceiling}
 
 
-def budget_of(run: RunData) -> dict | None:
+def budget_of(run: RunData) -> BudgetRecord | None:
     """run.json's target.budget (cpus, memory_bytes, enforced_by); None for runs from before budgets."""
-    return (run.run.get("target") or {}).get("budget")
+    return run.run.target.budget if run.run.target else None
 
 
-def budget_text(budget: dict | None) -> str:
-    if not budget or budget.get("cpus") is None:
+def budget_text(budget: BudgetRecord | dict | None) -> str:
+    """The budget in words; `budget` as run.json has it, or as summary.json keeps it (a dict)."""
+    budget = BudgetRecord.model_validate(budget) if isinstance(budget, dict) else budget
+    if not budget or budget.cpus is None:
         return "no budget recorded"
-    memory = budget.get("memory_bytes")
-    size = f", {memory / 2**30:.1f} GiB" if memory else ""
-    return f"{budget['cpus']} CPU{'s' if budget['cpus'] != 1 else ''}{size} ({budget.get('enforced_by', 'none')})"
+    size = f", {budget.memory_bytes / 2**30:.1f} GiB" if budget.memory_bytes else ""
+    cpus = int(budget.cpus) if float(budget.cpus).is_integer() else budget.cpus
+    return f"{cpus} CPU{'s' if cpus != 1 else ''}{size} ({budget.enforced_by})"
+
+
+def _budget_dict(budget: BudgetRecord | None) -> dict | None:
+    """The budget as summary.json keeps it (the fields run.json recorded)."""
+    return budget.model_dump(exclude_unset=True) if budget else None
 
 
 def check_budgets(runs: list[RunData], allow_unequal: bool) -> str | None:
     """None when every run had the same CPUs and memory; else a one-line error, or with `allow_unequal` the note."""
     seen: dict[tuple, list[str]] = {}
     for run in runs:
-        budget = budget_of(run) or {}
-        key = (budget.get("cpus"), budget.get("memory_bytes"))
+        budget = budget_of(run) or BudgetRecord()
+        key = (budget.cpus, budget.memory_bytes)
         names = seen.setdefault(key, [])
         if run.target not in names:
             names.append(run.target)
@@ -188,57 +195,62 @@ def _fmt(value, unit: str = "") -> str:
     return "not recorded" if value in (None, "") else f"{value}{unit}"
 
 
-def _hypervisor_evidence(seen: dict) -> str:
+def _container_text(container: str | None) -> str:
+    return f" in a {container} container" if container and container not in ("none", "unknown") else ""
+
+
+def _hypervisor_evidence(target: TargetRecord, container: str | None) -> str:
     """The container layer, the declared hypervisor and how the label was found, when run.json has them."""
-    container = seen.get("container")
-    parts = [f"in a {container} container"] if container and container not in ("none", "unknown") else []
-    parts += [f"declared {seen['declared_hypervisor']}"] if seen.get("declared_hypervisor") else []
-    parts += [seen["hypervisor_source"]] if seen.get("hypervisor_source") else []
+    parts = [_container_text(container).strip()] if _container_text(container) else []
+    parts += [f"declared {target.declared_hypervisor}"] if target.declared_hypervisor else []
+    parts += [target.hypervisor_source] if target.hypervisor_source else []
     return f" ({'; '.join(parts)})" if parts else ""
 
 
 def runs_on(run: RunData) -> str:
     """For a native baseline that is itself a guest: 'itself a kvm guest in a docker container'; else ""."""
-    target = run.run.get("target") or {}
-    hypervisor, container = target.get("hypervisor"), target.get("container")
-    if target.get("kind") != "native" or hypervisor in (None, "none", "unknown"):
+    target = run.run.target
+    if target is None or target.kind != "native" or target.hypervisor in (None, "none", "unknown"):
         return ""
-    inside = f" in a {container} container" if container and container not in ("none", "unknown") else ""
-    return f"itself a {hypervisor} guest{inside}"
+    return f"itself a {target.hypervisor} guest{_container_text(target.container)}"
+
+
+def _seen(target: TargetRecord, name: str):
+    """A fact of the target as run.json has it, else as the archive reported it (target.environment)."""
+    value = getattr(target, name)
+    return value if value is not None else getattr(target.environment or EnvironmentRecord(), name)
+
+
+def _hypervisor_text(run: RunData, target: TargetRecord, host: HostRecord) -> str:
+    detected = run.hypervisor or _seen(target, "hypervisor")
+    if detected:
+        return str(detected) + _hypervisor_evidence(target, _seen(target, "container"))
+    if target.kind == "native":
+        vendor = host.dmi_sys_vendor or "vendor unknown"
+        return f"none; the host itself is a VM ({vendor})" if host.cpu_hypervisor_flag else "none (bare metal)"
+    return "not recorded"
 
 
 def environment(run: RunData) -> dict:
     """What the target ran on: run.json `target` (with `target.environment`, the archive's own report) and `host`."""
-    target, host = run.run.get("target") or {}, run.run.get("host") or {}
-    seen = {**(target.get("guest") or {}), **(target.get("environment") or {}), **target}
-    if run.hypervisor or seen.get("hypervisor"):
-        hypervisor = str(run.hypervisor or seen.get("hypervisor")) + _hypervisor_evidence(seen)
-    elif target.get("kind") == "native":
-        vendor = host.get("dmi_sys_vendor") or "vendor unknown"
-        hypervisor = (
-            f"none; the host itself is a VM ({vendor})" if host.get("cpu_hypervisor_flag") else "none (bare metal)"
-        )
-    else:
-        hypervisor = "not recorded"
-    memory = seen.get("memory_bytes")
+    target, host = run.run.target or TargetRecord(kind=""), run.run.host or HostRecord()
+    memory = _seen(target, "memory_bytes")
     return {
         "target": run.target,
         "run": run.folder.name,
         "repetition": run.repetition,
         "users": run.users,
-        "kind": _fmt(target.get("kind")),
-        "hypervisor": hypervisor,
-        "vcpus": _fmt(
-            seen.get("vcpus") or seen.get("cpus") or (host.get("cpus") if target.get("kind") == "native" else None)
-        ),
+        "kind": _fmt(target.kind),
+        "hypervisor": _hypervisor_text(run, target, host),
+        "vcpus": _fmt(_seen(target, "vcpus") or (host.cpus if target.kind == "native" else None)),
         "memory": _fmt(round(memory / 2**30, 1) if memory else None, " GiB"),
-        "disk": _fmt(seen.get("disk") or seen.get("disk_mode")),
-        "network": _fmt(seen.get("network") or seen.get("network_mode")),
-        "fsync": _fmt(target.get("fsync")),
-        "max_pdu": _fmt(target.get("max_pdu")),
-        "budget": budget_text(target.get("budget")),
-        "server": _fmt(target.get("server")),
-        "host": f"{host.get('hostname', '?')}: {host.get('cpu_model', '?')}, {host.get('cpus', '?')} CPUs",
+        "disk": _fmt(target.disk),
+        "network": _fmt(target.network),
+        "fsync": _fmt(target.fsync),
+        "max_pdu": _fmt(target.max_pdu),
+        "budget": budget_text(target.budget),
+        "server": _fmt(target.server),
+        "host": f"{host.hostname or '?'}: {host.cpu_model or '?'}, {host.cpus or '?'} CPUs",
     }
 
 
@@ -321,7 +333,7 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
         "warnings_by_operation": group.counted("warnings"),
         "calibration": calibration,
         "retrieve_calibration": retrieval,
-        "budget": budget_of(group.runs[0]),
+        "budget": _budget_dict(budget_of(group.runs[0])),
         "runs_on": runs_on(group.runs[0]),
         "bound_by": group.bound_by(calibration["client_bound"] or (retrieval or {}).get("client_bound")),
         "growth": group.growth(),

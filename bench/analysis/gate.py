@@ -14,7 +14,6 @@ with; the gate cuts the new run the same way.
 
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -23,10 +22,11 @@ from pathlib import Path
 from bench import __version__
 from bench.analysis.aggregate import METRICS, Settings, Warmup, measure, metric
 from bench.analysis.confidence import Interval, point_estimate, ratio_interval
-from bench.analysis.runset import RunData, check_completed, load_runs, read_json
+from bench.analysis.runset import RunData, check_completed, load_runs
 from bench.common.errors import UserError
+from bench.results.record_base import read_record, write_record
+from bench.results.records import BaselineMetric, BaselineRecord, BaselineSettings
 
-BASELINE_FORMAT = 1
 DEFAULT_METRICS = ["ingest_instances_per_s", "c_store_p95_ms"]
 DEFAULT_IF_PRESENT = ["c_find_p95_ms"]
 # Saved unless asked otherwise: every throughput and the p95 of each operation (latency
@@ -54,7 +54,7 @@ def _present(runs: list[RunData], settings: Settings, name: str) -> bool:
     return any(metric(name).present(measure(r.samples, settings, r.stop_at)) for r in runs)
 
 
-def baseline_record(runs: list[RunData], settings: Settings, names: list[str] | None = None) -> dict:
+def baseline_record(runs: list[RunData], settings: Settings, names: list[str] | None = None) -> BaselineRecord:
     names = [n for n in (names or SAVED_BY_DEFAULT) if _present(runs, settings, n)]
     metrics = {}
     for name in names:
@@ -62,49 +62,44 @@ def baseline_record(runs: list[RunData], settings: Settings, names: list[str] | 
         if point_estimate(repetitions) is None:
             continue  # no successful request of this kind: nothing to hold a release to
         spec = METRICS[name]
-        metrics[name] = {
-            "label": spec.label,
-            "unit": spec.unit,
-            "higher_is_better": spec.higher_is_better,
-            "value": point_estimate(repetitions),
-            "repetitions": [r.to_json() for r in repetitions],
-        }
-    return {
-        "format": BASELINE_FORMAT,
-        "pacsbench": __version__,
-        "scenario": runs[0].scenario,
-        "runs": [r.folder.name for r in runs],
-        "targets": sorted({r.target for r in runs}),
-        "settings": {"warmup_rule": settings.warmup.rule(), "window_seconds": settings.window_seconds},
-        "metrics": metrics,
-    }
+        metrics[name] = BaselineMetric(
+            label=spec.label,
+            unit=spec.unit,
+            higher_is_better=spec.higher_is_better,
+            value=point_estimate(repetitions),
+            repetitions=[r.to_json() for r in repetitions],
+        )
+    return BaselineRecord(
+        pacsbench=__version__,
+        scenario=runs[0].scenario,
+        runs=[r.folder.name for r in runs],
+        targets=sorted({r.target for r in runs}),
+        settings=BaselineSettings(warmup_rule=settings.warmup.rule(), window_seconds=settings.window_seconds),
+        metrics=metrics,
+    )
 
 
 def save_baseline(paths: list[Path], out: Path, settings: Settings, names: list[str] | None = None) -> Path:
     record = baseline_record(load_runs(paths), settings, names)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, separators=(",", ":")))
+        write_record(out, record, indent=None)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror}") from None
     return out
 
 
-def load_baseline(path: Path, settings: Settings, include_incomplete: bool = False) -> dict:
+def load_baseline(path: Path, settings: Settings, include_incomplete: bool = False) -> BaselineRecord:
     """A baseline file, or a run/matrix folder turned into one on the fly."""
     if path.is_dir():
         runs = load_runs([path])
         check_completed(runs, include_incomplete)
         return baseline_record(runs, settings)
-    record = read_json(path, "the baseline", missing=f"baseline not found: {path}")
-    if record.get("format") != BASELINE_FORMAT or "metrics" not in record:
-        raise UserError(f"{path}: not a pacsbench baseline (write one with `pacsbench baseline save RUN --out FILE`)")
-    return record
+    return read_record(BaselineRecord, path, "a pacsbench baseline", missing=f"baseline not found: {path}")
 
 
-def baseline_settings(record: dict) -> Settings:
-    saved = record.get("settings") or {}
-    return Settings(Warmup.parse(str(saved.get("warmup_rule", "10%"))), float(saved.get("window_seconds", 1.0)))
+def baseline_settings(record: BaselineRecord) -> Settings:
+    return Settings(Warmup.parse(record.settings.warmup_rule), record.settings.window_seconds)
 
 
 @dataclass(frozen=True)
@@ -131,16 +126,16 @@ class Check:
         )
 
 
-def judge(name: str, repetitions: list, saved: dict, threshold: float) -> Check:
+def judge(name: str, repetitions: list, saved: BaselineMetric, threshold: float) -> Check:
     spec = METRICS[name]
-    base_reps = [spec.from_json(w) for w in saved["repetitions"]]
+    base_reps = [spec.from_json(w) for w in saved.repetitions]
     value = point_estimate(repetitions)
     ratio = ratio_interval(repetitions, base_reps) if value is not None else None
     common = dict(
         metric=name,
         label=spec.label,
         unit=spec.unit,
-        baseline=saved["value"],
+        baseline=saved.value,
         value=value,
         ratio=ratio,
         threshold=threshold,
@@ -159,13 +154,14 @@ def judge(name: str, repetitions: list, saved: dict, threshold: float) -> Check:
     return Check(**common, regressed=beyond and not noise, reason=reason)
 
 
-def chosen_metrics(requested: list[str] | None, baseline: dict, runs: list[RunData], settings: Settings) -> list[str]:
+def chosen_metrics(requested: list[str] | None, baseline: BaselineRecord, runs: list[RunData],
+                   settings: Settings) -> list[str]:
     if requested:
         names = [metric(n).name for n in requested]
     else:
-        names = DEFAULT_METRICS + [n for n in DEFAULT_IF_PRESENT if n in baseline["metrics"]]
+        names = DEFAULT_METRICS + [n for n in DEFAULT_IF_PRESENT if n in baseline.metrics]
     for name in names:
-        if name not in baseline["metrics"]:
+        if name not in baseline.metrics:
             raise UserError(f"the baseline has no {name} (save it with `pacsbench baseline save RUN --metric {name}`)")
         if not _present(runs, settings, name):
             raise UserError(f"the run has no {', '.join(METRICS[name].operations)} requests for {name}")
@@ -181,12 +177,12 @@ def run_gate(
     runs = load_runs(paths)
     check_completed(runs, include_incomplete)
     baseline = load_baseline(baseline_path, settings, include_incomplete)
-    if baseline["scenario"] != runs[0].scenario:
-        raise UserError(f"the run is of scenario {runs[0].scenario!r}, the baseline of {baseline['scenario']!r}")
+    if baseline.scenario != runs[0].scenario:
+        raise UserError(f"the run is of scenario {runs[0].scenario!r}, the baseline of {baseline.scenario!r}")
     if not baseline_path.is_dir():
         settings = baseline_settings(baseline)  # cut the run exactly as the baseline was cut
     names = chosen_metrics(requested, baseline, runs, settings)
-    return [judge(n, _repetitions(runs, settings, n), baseline["metrics"][n], threshold) for n in names]
+    return [judge(n, _repetitions(runs, settings, n), baseline.metrics[n], threshold) for n in names]
 
 
 def write_junit(checks: list[Check], path: Path) -> Path:

@@ -5,8 +5,9 @@ threads keep rising while the load stays the same? The per-second series in serv
 (bench.runs.resources) answer it. Over the measured windows only (warm-up excluded: caches fill
 then), each series is reduced to one median per minute, and the trend is Sen's slope (the median
 of the slopes between every pair of minutes: a restart, a burst or a recycled study cannot drag it
-the way it drags a least-squares line). Its 95% interval comes from Kendall's S (Sen 1968), which
-takes the minutes as independent: a slow wander can still make the interval too narrow, so the
+the way it drags a least-squares line), from scipy.stats.theilslopes. Its 95% interval comes from
+Kendall's S (Sen 1968) with ties corrected (per-minute medians of file and thread counts tie often),
+which takes the minutes as independent: a slow wander can still make the interval too narrow, so the
 verdict says "grows" only when the whole interval lies above zero and the page gives the span.
 Runs shorter than MIN_SPAN_SECONDS get no trend: a per-hour figure from a few minutes claims more
 than it knows.
@@ -14,16 +15,14 @@ than it knows.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
+from scipy.stats import theilslopes
 
 from bench.analysis.bounds import measured_rows
 
 MIN_SPAN_SECONDS = 600.0  # ten minutes: at least ten per-minute medians behind a per-hour trend
 BUCKET_SECONDS = 60.0
-Z_95 = 1.959964
 
 # server_metrics.csv column -> (what it is, unit, scale from the column's unit to the shown one)
 GROWTH_SERIES = {
@@ -45,18 +44,6 @@ def minute_medians(rows: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndar
     return medians.index.to_numpy() * BUCKET_SECONDS / 3600.0, medians.to_numpy(dtype=float)
 
 
-def sen_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Sen's slope of y against x with its 95% interval from the distribution of Kendall's S."""
-    i, j = np.triu_indices(len(x), k=1)
-    keep = x[j] != x[i]
-    slopes = np.sort((y[j] - y[i])[keep] / (x[j] - x[i])[keep])
-    n, count = len(x), len(slopes)
-    spread = Z_95 * math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
-    low_rank = max(0, int(math.floor((count - spread) / 2.0)))
-    high_rank = min(count - 1, int(math.ceil((count + spread) / 2.0)))
-    return float(np.median(slopes)), float(slopes[low_rank]), float(slopes[high_rank])
-
-
 def _verdict(low: float, high: float) -> str:
     if low > 0:
         return "grows"
@@ -71,7 +58,7 @@ def series_growth(rows: pd.DataFrame, column: str) -> dict | None:
     if len(hours) < MIN_SPAN_SECONDS / BUCKET_SECONDS:
         return None
     what, unit, scale = GROWTH_SERIES[column]
-    slope, low, high = sen_slope(hours, medians)
+    slope, _, low, high = theilslopes(medians, hours, alpha=0.95)
     return {
         "what": what,
         "unit": unit,

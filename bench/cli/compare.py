@@ -37,13 +37,13 @@ def add_parser(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    import json
-
     from bench.report.page import build_comparison_report
+    from bench.results.record_base import read_record
+    from bench.results.records import SUMMARY_FILE, SummaryRecord
 
     report = build_comparison_report(args.runs, args.out, settings(args), args.baseline_target, args.claims,
                                      args.allow_unequal_budgets, args.include_incomplete)
-    for note in json.loads((report.parent / "summary.json").read_text()).get("evidence_notes", []):
+    for note in read_record(SummaryRecord, report.parent / SUMMARY_FILE, "a summary").evidence_notes or []:
         print(f"compare: {note}")  # a single run, or one too short for an interval, is said where it is read
     print(report.parent / "summary.md")
     print(report)

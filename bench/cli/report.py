@@ -23,14 +23,15 @@ def add_parser(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    import json
-
     from bench.report.page import build_report
+    from bench.results.record_base import read_record
+    from bench.results.records import SUMMARY_FILE, SummaryRecord
 
     report = build_report(args.run_dir, settings(args), args.claims)
-    s = json.loads((report.parent / "summary.json").read_text())
-    print(f"{s['instances_per_s']:.2f} instances/s, {s['frames_per_s']:.1f} frames/s, {s['mb_per_s']:.1f} MB/s, "
-          f"C-STORE p50/p95/p99 {s['latency_ms']['p50']}/{s['latency_ms']['p95']}/{s['latency_ms']['p99']} ms "
-          f"({s['settings']['warmup']}); bounded by {s['bound_by']['limit']} ({s['bound_by']['evidence']})")
+    s = read_record(SummaryRecord, report.parent / SUMMARY_FILE, "a summary")
+    latency, bound = s.latency_ms or {}, s.bound_by or {}
+    print(f"{s.instances_per_s:.2f} instances/s, {s.frames_per_s:.1f} frames/s, {s.mb_per_s:.1f} MB/s, "
+          f"C-STORE p50/p95/p99 {latency['p50']}/{latency['p95']}/{latency['p99']} ms "
+          f"({(s.settings or {})['warmup']}); bounded by {bound['limit']} ({bound['evidence']})")
     print(report)
     return 0

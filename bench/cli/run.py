@@ -10,8 +10,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.common.errors import UserError
+
+if TYPE_CHECKING:  # for the annotation only: a verb imports what it needs when it runs
+    from bench.results.run_record import RunRecord
 
 EPILOG_RUN = """examples:
   pacsbench run scenarios/smoke.toml           # tiny studies into the reference archive, 5 s
@@ -60,19 +64,19 @@ def _processes(args):
                      args.workers_timeout)
 
 
-def _run_lines(s: dict, record: dict) -> list[str]:
+def _run_lines(s: dict, record: RunRecord) -> list[str]:
     """Per user type figures, steps, and the headline (last)."""
     lines = []
     for user_type, t in s["user_types"].items():
         lines.append(f"  {user_type or '?'}: {t['requests']} requests, {t['failed']} failed, {t['instances_per_s']:.2f} "
                      f"instances/s, {t['frames_per_s']:.1f} frames/s, {t['mb_per_s']:.1f} MB/s")
-    for operation, t in record.get("suboperations", {}).items():
-        lines.append(f"  {operation}: {t['requests']} requests, sub-operations {t['completed']} completed, "
-                     f"{t['failed']} failed, {t['warning']} warning; {t['arrived']} instances arrived")
-    for step in record.get("steps", []):
-        lines.append(f"  step {step['users']:>3} users: {step['instances_per_s']:.2f} instances/s, "
-                     f"{step['frames_per_s']:.1f} frames/s, {step['mb_per_s']:.1f} MB/s, "
-                     f"C-STORE p50 {step['c_store_p50_ms']} ms")
+    for operation, t in record.suboperations.items():
+        lines.append(f"  {operation}: {t.requests} requests, sub-operations {t.completed} completed, "
+                     f"{t.failed} failed, {t.warning} warning; {t.arrived} instances arrived")
+    for step in record.steps or []:
+        lines.append(f"  step {step.users:>3} users: {step.instances_per_s:.2f} instances/s, "
+                     f"{step.frames_per_s:.1f} frames/s, {step.mb_per_s:.1f} MB/s, "
+                     f"C-STORE p50 {step.c_store_p50_ms} ms")
     lines.append(f"{s['instances']} instances acknowledged in {s['window_seconds']:.1f} s: "
                  f"{s['instances_per_s']:.2f} instances/s, {s['frames_per_s']:.1f} frames/s, "
                  f"{s['mb_per_s']:.1f} MB/s, {s['failures']} failed requests")
@@ -97,5 +101,5 @@ def cmd_run(args) -> int:
         common = f" (most frequent: {max(errors, key=errors.get)})" if errors else ""
         print(f"pacsbench: warning: {failed} requests failed{common}; see {run_dir / 'samples.csv'}", file=sys.stderr)
     print(run_dir)
-    verified = record.get("verify", {}).get("ok", True)
-    return 1 if record.get("status") != "completed" or not verified else 0
+    verified = record.verify.ok if record.verify else True
+    return 1 if record.status != "completed" or not verified else 0

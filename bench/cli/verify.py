@@ -23,4 +23,4 @@ def cmd_verify(args) -> int:
 
     result = verify_run(args.run_dir)
     print(summary_line(result))
-    return 0 if result["ok"] else 1
+    return 0 if result.ok else 1

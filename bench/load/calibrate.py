@@ -40,6 +40,7 @@ from bench.dicom.readiness import NoEchoAnswer, wait_for_echo
 from bench.dicom.scu import UNCOMPRESSED, ServiceUser, query_proposals, storage_proposals, study_identifier
 from bench.dicom.storage_scp import StorageSCP
 from bench.load.send import SendResult
+from bench.results.run_record import CalibrationRecord
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
 from server_under_test import environment
@@ -288,7 +289,7 @@ def _closest(entries: list[dict], run_print: dict, processes: int) -> tuple[dict
     return entry, differences
 
 
-def ceiling_for_run(profile: str, syntax: str, processes: int) -> dict | None:
+def ceiling_for_run(profile: str, syntax: str, processes: int) -> CalibrationRecord | None:
     """run.json["calibration"]: the ceilings of the calibration whose fingerprint matches this run's
     (x `processes`), or why none does; None when the state holds no calibration at all."""
     run_print = fingerprint(profile, syntax)
@@ -298,25 +299,28 @@ def ceiling_for_run(profile: str, syntax: str, processes: int) -> dict | None:
     how = f"`pacsbench calibrate --profile {profile}` measures one"
     printed = [e for e in entries if e.get("fingerprint")]
     if not printed:  # made by a pacsbench before fingerprints: what it measured is unknown
-        return {"matched": False, "fingerprint": run_print, "closest": None,
-                "note": f"no matching calibration (the cached ones have no fingerprint; {how})"}
+        return CalibrationRecord(matched=False, fingerprint=run_print, closest=None,
+                                 note=f"no matching calibration (the cached ones have no fingerprint; {how})")
     entry, differences = _closest(printed, run_print, processes)
     if differences:
-        return {"matched": False, "fingerprint": run_print, "closest": entry.get("fingerprint"),
-                "note": f"no matching calibration (host/profile/syntax differ: {'; '.join(differences)}; {how})"}
-    record = {
-        "matched": True,
-        "fingerprint": run_print,
-        "ceiling_instances_per_s": round(entry["instances_per_s"] * processes, 2),
-        "ceiling_mb_per_s": round(entry["mb_per_s"] * processes, 2),
-        "processes": processes,
-        "measured": entry,
-        "derivation": f"measured here with this profile and transfer syntax; one load process's ceiling x {processes}",
+        return CalibrationRecord(
+            matched=False, fingerprint=run_print, closest=entry.get("fingerprint"),
+            note=f"no matching calibration (host/profile/syntax differ: {'; '.join(differences)}; {how})")
+    retrieval = {
+        f"retrieve_{method}_ceiling_{unit}": round(rates[unit] * processes, 2)
+        for method, rates in (entry.get("retrieve") or {}).items()
+        for unit in ("instances_per_s", "mb_per_s")
     }
-    for method, rates in (entry.get("retrieve") or {}).items():
-        record[f"retrieve_{method}_ceiling_instances_per_s"] = round(rates["instances_per_s"] * processes, 2)
-        record[f"retrieve_{method}_ceiling_mb_per_s"] = round(rates["mb_per_s"] * processes, 2)
-    return record
+    return CalibrationRecord(
+        matched=True,
+        fingerprint=run_print,
+        ceiling_instances_per_s=round(entry["instances_per_s"] * processes, 2),
+        ceiling_mb_per_s=round(entry["mb_per_s"] * processes, 2),
+        processes=processes,
+        measured=entry,
+        derivation=f"measured here with this profile and transfer syntax; one load process's ceiling x {processes}",
+        **retrieval,
+    )
 
 
 def calibrate(

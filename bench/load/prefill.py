@@ -14,8 +14,10 @@ import threading
 from bench.common.errors import UserError
 from bench.dicom.peer import AssociationFailed, Peer
 from bench.dicom.scu import ServiceUser, storage_proposals
+from bench.load.rows import sent_row
 from bench.load.send import run_in_threads
-from bench.results.samples import SENT_FILE, sent_row
+from bench.results.run_record import PrefillRecord
+from bench.results.samples import SENT_FILE
 from bench.scenario.settings import ClientSpec
 from bench.studies.pool import StudyPool
 from server_under_test.upper_layer.status import is_done
@@ -74,9 +76,5 @@ def prefill(pool: StudyPool, peer: Peer, client: ClientSpec, studies: int, recor
     )
     if totals["errors"]:
         raise UserError(f"prefill of {studies} studies failed: {totals['errors'][0]}")
-    return {
-        "studies": studies,
-        "instances": totals["instances"],
-        "bytes": totals["bytes"],
-        "seconds": round(seconds, 3),
-    }
+    return PrefillRecord(studies=studies, instances=totals["instances"], bytes=totals["bytes"],
+                         seconds=round(seconds, 3))

@@ -33,6 +33,7 @@ from bench.dicom.scu import (
     study_identifier,
 )
 from bench.dicom.storage_scp import StorageSCP
+from bench.load.rows import retrieved_rows, sent_row, suboperations_row
 from bench.scenario.file import Scenario
 from bench.scenario.users import EchoSpec, ModalitySpec, QuerySpec, UserGroup
 from bench.studies.pool import PooledInstance, StudyPool
@@ -109,7 +110,8 @@ class DicomUser(User):
         """One request event: locust's statistics count it, the rows listener writes its sample.
 
         `context` adds what a sample row or a side file needs beyond locust's fields: UIDs,
-        instances, frames, and the instance stored or the retrieval outcome.
+        instances, frames, and the plain rows of side files (bench.load.rows): never an object
+        of the pool or the DICOM client, which the rows listener below them must not know.
         """
         self.environment.events.request.fire(
             request_type=REQUEST_TYPE,
@@ -181,18 +183,19 @@ class ModalityUser(DicomUser):
             ),
         )
         status = NO_RESPONSE if status is None else status
+        error = error or status_error("C-STORE", status)
         self.fire(
             "C-STORE",
             started,
             t0,
             status,
-            error or status_error("C-STORE", status),
+            error,
             size=instance.size,
             instances=1,
             frames=instance.frames,
             sop_instance_uid=instance.sop_instance_uid,
             study_instance_uid=instance.changes["StudyInstanceUID"],
-            instance=instance,  # a sent.csv row once acknowledged
+            sent=None if error else sent_row(instance, "load"),  # sent.csv lists what the archive acknowledged
         )
 
 
@@ -293,7 +296,8 @@ class WorkstationUser(DicomUser):
             instances=len(outcome.arrivals),
             frames=outcome.frames,
             study_instance_uid=study,
-            retrieval=outcome,  # a suboperations.csv row, and retrieved.csv rows when hashed
+            suboperations=suboperations_row(operation, self.user_id, study, outcome),
+            retrieved=retrieved_rows(operation, self.user_id, outcome),
         )
         return outcome
 

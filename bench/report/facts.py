@@ -1,54 +1,48 @@
 """What the report reads from a run's run.json, and the summary.json it writes: each field named here once.
 
-run.json and summary.json are becoming typed records (bench/results); these small functions are the only
-places the report names their top-level fields, so switching to the records is an edit of this file.
+run.json and summary.json are typed records (bench.results); these small functions are the only places
+the report names run.json's top-level fields.
 The fields of each fault (run.json["faults"][i]) are read in bench/report/faults.py, which words them.
 """
 
 from __future__ import annotations
 
 from bench.analysis.runset import RunData
+from bench.results.run_record import CapacityRecord, FaultRecord, VerifyRecord
 
 
 def run_id(run: RunData) -> str | None:
-    return run.run.get("run_id")
+    return run.run.run_id
 
 
 def run_status(run: RunData) -> str:
-    return str(run.run.get("status", ""))
+    return run.run.status
 
 
 def stop_detail(run: RunData) -> str | None:
     """Why a run stopped early (the disk guard's words), when it did."""
-    return (run.run.get("disk") or {}).get("stop_detail")
+    return run.run.disk.stop_detail if run.run.disk else None
 
 
-def recycling(run: RunData) -> dict | None:
-    """run.json["capacity"] when the archive recycled studies at its capacity, else None."""
-    capacity = run.run.get("capacity") or {}
-    if capacity.get("at_capacity") != "recycle":
-        return None
-    return {
-        "studies": capacity.get("recycled_studies", 0),
-        "instances": capacity.get("recycled_instances", 0),
-        "bytes": capacity.get("recycled_bytes", 0),
-        "capacity_bytes": capacity.get("capacity_bytes", 0),
-    }
+def recycling(run: RunData) -> CapacityRecord | None:
+    """run.json's capacity when the archive recycled studies at its capacity, else None."""
+    capacity = run.run.capacity
+    return capacity if capacity and capacity.at_capacity == "recycle" else None
 
 
-def verification(run: RunData) -> dict | None:
+def verification(run: RunData) -> VerifyRecord | None:
     """The verification made with the run (pacsbench run --verify, or pacsbench verify RUN)."""
-    return run.run.get("verify")
+    return run.run.verify
 
 
-def later_verifications(run: RunData) -> list[dict]:
+def later_verifications(run: RunData) -> list[VerifyRecord]:
     """Verifications made after the run (pacsbench verify RUN, again), oldest first."""
-    return run.run.get("verify_later") or []
+    return run.run.verify_later or []
 
 
-def faults(run: RunData) -> list[dict]:
+def faults(run: RunData) -> list[FaultRecord]:
     """The faults the run's scenario asked for, injected or not."""
-    return run.run.get("faults") or []
+    return run.run.faults or []
 
 
 def run_record(run: RunData, summary: dict, data: dict, integrity: str, notes: list[str]) -> dict:
@@ -68,11 +62,11 @@ def run_record(run: RunData, summary: dict, data: dict, integrity: str, notes: l
         "claims": group["claims"],
         "environment": data["environment"][0],
         "integrity": integrity,
-        "status": run.run.get("status"),
+        "status": run_status(run),
         "notes": notes,
     }
-    if "faults" in run.run:  # absent, not empty, for a scenario without faults
-        record["faults"] = run.run["faults"]
+    if run.run.faults is not None:  # absent, not empty, for a scenario without faults
+        record["faults"] = [fault.model_dump(exclude_unset=True) for fault in run.run.faults]
     return record
 
 

@@ -11,16 +11,17 @@ from bench.analysis.runset import RunData
 from bench.report import facts
 from bench.report.model import Note, Section, Table
 from bench.report.text import num
+from bench.results.run_record import FaultRecord
 
 
 def fault_marks(groups: list[Group]) -> list[tuple[float, str]]:
     """Each injected fault as (seconds since its run's first request, action): the timeline's origin."""
     return [
-        (fault["unix_time"] - float(r.samples["start"].min()), fault["action"])
+        (fault.unix_time - float(r.samples["start"].min()), fault.action)
         for g in groups
         for r in g.runs
         for fault in facts.faults(r)
-        if fault.get("happened")
+        if fault.happened
     ]
 
 
@@ -39,60 +40,60 @@ _FAULT_HEADERS = [
 ]
 
 
-def _failed_text(fault: dict) -> str:
-    by_status = ", ".join(f"{count} {status}" for status, count in fault["failed_by_status"].items())
-    return f"{fault['failed_during_outage']:,}" + (f" ({by_status})" if by_status else "")
+def _failed_text(fault: FaultRecord) -> str:
+    by_status = ", ".join(f"{count} {status}" for status, count in fault.failed_by_status.items())
+    return f"{fault.failed_during_outage:,}" + (f" ({by_status})" if by_status else "")
 
 
-def _action_text(fault: dict) -> str:
-    if fault["action"] == "backup" and fault.get("happened"):
-        b = fault["backup"]
+def _action_text(fault: FaultRecord) -> str:
+    if fault.action == "backup" and fault.happened:
+        b = fault.backup
         return (
-            f"backup ({b['instances']:,} instances, {b['bytes'] / 1e6:.1f} MB, {b['seconds']:g} s, "
-            f"{b['mb_per_s']:g} MB/s)"
+            f"backup ({b.instances:,} instances, {b.bytes / 1e6:.1f} MB, {b.seconds:g} s, "
+            f"{b.mb_per_s:g} MB/s)"
         )
-    if fault.get("recover") == "restore":
-        r = fault["restore"]
+    if fault.recover == "restore":
+        r = fault.restore
         return (
-            f"{fault['action']}, data lost and restored from the backup {fault['recovery_point_seconds']:g} s "
-            f"before ({r['seconds']:g} s, {r['mb_per_s']:g} MB/s)"
+            f"{fault.action}, data lost and restored from the backup {fault.recovery_point_seconds:g} s "
+            f"before ({r.seconds:g} s, {r.mb_per_s:g} MB/s)"
         )
-    return fault["action"]
+    return fault.action
 
 
-def _lost_text(fault: dict) -> str:
-    if fault.get("recover") != "restore":
-        return f"{fault['lost']:,}"
+def _lost_text(fault: FaultRecord) -> str:
+    if fault.recover != "restore":
+        return f"{fault.lost:,}"
     return (
-        f"{fault['lost']:,} of those before the backup; {fault['lost_after_backup']:,} of "
-        f"{fault['acknowledged_after_backup']:,} after it (the recovery point)"
+        f"{fault.lost:,} of those before the backup; {fault.lost_after_backup:,} of "
+        f"{fault.acknowledged_after_backup:,} after it (the recovery point)"
     )
 
 
-def _fault_row(run: RunData, fault: dict) -> list[str]:
-    if not fault.get("happened"):
+def _fault_row(run: RunData, fault: FaultRecord) -> list[str]:
+    if not fault.happened:
         return [
             run.folder.name,
-            fault["action"],
-            num(fault["at"], 2),
-            num(fault["duration"], 2),
-            f"not injected: {fault.get('error', '')}",
+            fault.action,
+            num(fault.at, 2),
+            num(fault.duration, 2),
+            f"not injected: {fault.error or ''}",
             *[""] * 6,
         ]
-    if fault["action"] == "backup":
-        return [run.folder.name, _action_text(fault), num(fault["into_load_seconds"], 2), "", *[""] * 7]
+    if fault.action == "backup":
+        return [run.folder.name, _action_text(fault), num(fault.into_load_seconds, 2), "", *[""] * 7]
     return [
         run.folder.name,
         _action_text(fault),
-        num(fault["into_load_seconds"], 2),
-        num(fault["duration"], 2),
-        num(fault["recovery_seconds"], 2) if fault["recovery_seconds"] is not None else "never",
-        fault["recovery_by"] or "",
-        num(fault["startup_seconds"], 2) if fault["startup_seconds"] is not None else "",
+        num(fault.into_load_seconds, 2),
+        num(fault.duration, 2),
+        num(fault.recovery_seconds, 2) if fault.recovery_seconds is not None else "never",
+        fault.recovery_by or "",
+        num(fault.startup_seconds, 2) if fault.startup_seconds is not None else "",
         _failed_text(fault),
-        f"{fault['acknowledged_before']:,}",
+        f"{fault.acknowledged_before:,}",
         _lost_text(fault),
-        f"{fault['changed']:,}",
+        f"{fault.changed:,}",
     ]
 
 

@@ -26,12 +26,18 @@ from bench.report.render_html import render_html
 from bench.report.render_markdown import render_markdown
 from bench.report.runs import run_integrity, run_notes
 from bench.report.sections import comparison_report, run_report
+from bench.results.record_base import record_json
+from bench.results.records import SUMMARY_FILE, SummaryRecord
 
 
 def _write_outputs(folder: Path, record: dict, report: Report) -> Path:
-    """summary.json, summary.md and report.html, each rendered in full before any is written."""
+    """summary.json, summary.md and report.html, each rendered in full before any is written.
+
+    summary.json goes through its record (bench.results.records.SummaryRecord): a field it does not
+    name fails here, not in the tool that reads it. The JSON round trip turns numpy values into numbers."""
+    summary = SummaryRecord.model_validate(json.loads(json.dumps(record, default=str)))
     outputs = {
-        "summary.json": json.dumps(record, indent=2, default=str),
+        SUMMARY_FILE: record_json(summary),
         "summary.md": render_markdown(report),
         "report.html": render_html(report),
     }

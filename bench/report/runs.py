@@ -8,6 +8,7 @@ from bench.analysis.runset import RunData
 from bench.report import facts
 from bench.report.model import Note, Part, Section, Table
 from bench.report.text import drain_text, num, percentile_cell
+from bench.results.run_record import VerifyRecord
 
 _ERROR_SUMMARY_HEADERS = ["target", "run", "operation", "DICOM status", "count", "most frequent error"]
 
@@ -107,7 +108,7 @@ def runs_section(groups: list[Group]) -> Section:
     )
 
 
-def _integrity_note(verify: dict | None, later: list[dict] | None = None) -> str:
+def _integrity_note(verify: VerifyRecord | None, later: list[VerifyRecord] | None = None) -> str:
     """run.json["verify"] in words (pacsbench verify, or run --verify), and the latest later
     verification (run.json["verify_later"]) when there is one: a loss found later is never hidden."""
     if later:
@@ -115,11 +116,11 @@ def _integrity_note(verify: dict | None, later: list[dict] | None = None) -> str
         return f"{_integrity_note(later[-1])} (latest of {len(later) + 1} verifications; the first: {first})"
     if not verify:
         return "not verified (pacsbench run --verify, or pacsbench verify RUN)"
-    if verify["ok"]:
-        return f"verified: all {verify['instances']:,} acknowledged instances returned byte-identical"
+    if verify.ok:
+        return f"verified: all {verify.instances:,} acknowledged instances returned byte-identical"
     return (
-        f"VERIFICATION FAILED: {verify['missing']} lost, {verify['different']} changed, "
-        f"{verify['retrieved_different']} retrieved changed, of {verify['instances']:,} acknowledged"
+        f"VERIFICATION FAILED: {verify.missing} lost, {verify.different} changed, "
+        f"{verify.retrieved_different} retrieved changed, of {verify.instances:,} acknowledged"
     )
 
 
@@ -133,8 +134,8 @@ def run_notes(run: RunData) -> list[str]:
         )
     if recycled := facts.recycling(run):
         notes.append(
-            f"The archive recycled {recycled['studies']:,} studies ({recycled['instances']:,} instances, "
-            f"{recycled['bytes'] / 1e9:.2f} GB) at its capacity of {recycled['capacity_bytes'] / 1e9:.2f} GB; "
+            f"The archive recycled {recycled.recycled_studies:,} studies ({recycled.recycled_instances:,} instances, "
+            f"{recycled.recycled_bytes / 1e9:.2f} GB) at its capacity of {(recycled.capacity_bytes or 0) / 1e9:.2f} GB; "
             "recycled studies are excluded from verify."
         )
     return notes

@@ -1,25 +1,16 @@
-"""Run folders: results/<run-id>/ with run.json saying who ran what, where, with which versions.
+"""Run folders: results/<run-id>/, named when a run starts, and the archive's pid file the sampler follows.
 
-Every fact that moves a result is recorded here (host, CPU, memory, hypervisor, versions,
-the full scenario, target settings, the study pool), so a figure can be traced back.
+run.json itself is written and read by bench.results.run_file. This module stays light (no
+pydantic): the resource sampler's own process imports it as it starts with the load.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import platform
 import re
-import socket
-from importlib import metadata
 from pathlib import Path
 
-from server_under_test import environment
-
-RUN_FILE = "run.json"
 SERVER_PID_FILE = "server.pid"  # the archive's current root pid (or QEMU's): rewritten on each (re)start
-PACKAGES = ["pacsbench", "pydicom", "pynetdicom", "locust", "gevent", "numpy", "pandas", "matplotlib"]
 
 
 def new_run_dir(results: Path, scenario_name: str) -> Path:
@@ -36,49 +27,8 @@ def new_run_dir(results: Path, scenario_name: str) -> Path:
     raise RuntimeError(f"cannot create a run folder under {results}")
 
 
-def host_facts() -> dict:
-    """Where the harness runs: enough to tell bare metal from a VM and one box from another."""
-    cpu, hypervisor_flag = environment.cpu_model_and_flag()
-    vendor, product = environment.dmi_vendor_and_product()
-    return {
-        "hostname": socket.gethostname(),
-        "os": platform.platform(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "cpu_model": cpu,
-        "cpus": os.cpu_count(),
-        "memory_bytes": environment.memory_bytes(),
-        "cpu_hypervisor_flag": hypervisor_flag,
-        "dmi_sys_vendor": vendor,
-        "dmi_product_name": product,
-        "load_average": list(os.getloadavg()),
-    }
-
-
-def versions() -> dict:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def utc_iso(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def write_run_json(run_dir: Path, record: dict) -> Path:
-    path = run_dir / RUN_FILE
-    temp = path.with_suffix(".json.tmp")
-    temp.write_text(json.dumps(record, indent=2, default=str))
-    temp.replace(path)
-    return path
-
-
-def read_run_json(run_dir: Path) -> dict:
-    return json.loads((run_dir / RUN_FILE).read_text())
 
 
 def write_server_pid(run_dir: Path, pid: int) -> None:

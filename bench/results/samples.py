@@ -136,19 +136,6 @@ RETRIEVED_FILE = "retrieved.csv"
 RETRIEVED_COLUMNS = ["sop_instance_uid", "study_instance_uid", "bytes", "digest", "operation", "user"]
 
 
-def sent_row(instance, source: str) -> dict:
-    """The sent.csv row of a bench.studies.pool.PooledInstance the archive acknowledged."""
-    return {
-        "sop_instance_uid": instance.sop_instance_uid,
-        "study_instance_uid": instance.changes["StudyInstanceUID"],
-        "sop_class_uid": instance.sop_class_uid,
-        "transfer_syntax_uid": instance.transfer_syntax_uid,
-        "bytes": instance.size,
-        "digest": instance.digest(),
-        "source": source,
-    }
-
-
 # One row per C-MOVE or C-GET: the archive's sub-operation counts next to what arrived.
 SUBOPERATIONS_FILE = "suboperations.csv"
 SUBOPERATIONS_COLUMNS = ["operation", "user", "study_instance_uid", "status", "completed", "failed", "warning",
@@ -177,31 +164,20 @@ class Records:
 
     A DICOM user fires `events.request` once per request with the sample's other fields in
     `context`; the latency is `response_time` itself (exact milliseconds as fired: locust
-    rounds only in its own statistics). A C-STORE's context carries the instance (a
-    bench.studies.pool.PooledInstance), a C-MOVE or C-GET's the bench.dicom.scu.RetrieveOutcome,
-    which become sent.csv, suboperations.csv and retrieved.csv rows.
+    rounds only in its own statistics). The context carries the side files' rows as plain
+    values (bench.load.rows makes them): an acknowledged C-STORE's `sent` row, a C-MOVE or
+    C-GET's `suboperations` row and its `retrieved` rows.
     """
 
     def on_request(self, name: str, response_time: float, response_length: int, exception, context: dict, **_) -> None:
         error = str(exception) if exception else ""
         self.add(SAMPLES_FILE, sample_row(request_sample(name, response_time, response_length, error, context)))
-        if context.get("instance") is not None and not error:
-            self.add(SENT_FILE, sent_row(context["instance"], "load"))
-        if context.get("retrieval") is not None:
-            self._retrieval_rows(name, context["user"], context["study_instance_uid"], context["retrieval"])
-
-    def _retrieval_rows(self, operation: str, user: str, study: str, outcome) -> None:
-        self.add(SUBOPERATIONS_FILE, {
-            "operation": operation, "user": user, "study_instance_uid": study, "status": outcome.status,
-            "completed": outcome.completed, "failed": outcome.failed, "warning": outcome.warning,
-            "arrived": len(outcome.arrivals), "arrived_bytes": outcome.bytes,
-        })
-        for arrival in outcome.arrivals:
-            if arrival.digest:  # hashed only when the workstation checks digests
-                self.add(RETRIEVED_FILE, {
-                    "sop_instance_uid": arrival.sop_instance_uid, "study_instance_uid": arrival.study_instance_uid,
-                    "bytes": arrival.bytes, "digest": arrival.digest, "operation": operation, "user": user,
-                })
+        if context.get("sent"):
+            self.add(SENT_FILE, context["sent"])
+        if context.get("suboperations"):
+            self.add(SUBOPERATIONS_FILE, context["suboperations"])
+        for row in context.get("retrieved", ()):
+            self.add(RETRIEVED_FILE, row)
 
     def add(self, name: str, row: dict) -> None:
         raise NotImplementedError

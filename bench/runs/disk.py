@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common.errors import UserError
+from bench.results.run_record import CalibrationRecord, CapacityRecord, DiskRecord
 from bench.scenario.file import Scenario
 from bench.scenario.targets import TargetSpec
 
@@ -55,7 +56,8 @@ def used_bytes(path: Path) -> int:
     return shutil.disk_usage(existing(path)).used
 
 
-def store_rate(scenario: Scenario, pool: dict, calibration: dict | None, processes: int) -> tuple[float, str]:
+def store_rate(scenario: Scenario, pool: dict, calibration: CalibrationRecord | None,
+               processes: int) -> tuple[float, str]:
     """Bytes per second the modalities can store, and on what basis (said in the refusal)."""
     modality = scenario.users.modality
     if modality is None or modality.count == 0:
@@ -68,8 +70,8 @@ def store_rate(scenario: Scenario, pool: dict, calibration: dict | None, process
     if modality.instances_per_s:
         instance = pool["bytes"] / max(pool["instances"], 1)
         return users * modality.instances_per_s * instance, f"{users} modalities at {modality.instances_per_s:g} instances/s"
-    if calibration and calibration.get("ceiling_mb_per_s"):  # a matching calibration (bench.load.calibrate)
-        rate = calibration["ceiling_mb_per_s"]
+    if calibration and calibration.ceiling_mb_per_s:  # a matching calibration (bench.load.calibrate)
+        rate = calibration.ceiling_mb_per_s
         return rate * 1e6, f"flat-out modalities at the calibrated ceiling of {rate:g} MB/s"
     rate = ASSUMED_MB_PER_S * processes
     return rate * 1e6, (f"flat-out modalities at an assumed {rate:g} MB/s (no matching calibration in the state "
@@ -83,8 +85,8 @@ def _records_bytes(scenario: Scenario, archive_bytes: float, pool: dict) -> int:
     return int(instances * ROW_BYTES + (OTHER_REQUESTS_PER_S * ROW_BYTES * scenario.load.duration if others else 0))
 
 
-def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: dict | None, processes: int,
-              results_root: Path) -> tuple[TargetSpec, dict]:
+def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: CalibrationRecord | None,
+              processes: int, results_root: Path) -> tuple[TargetSpec, DiskRecord]:
     """The target as it will run (a native archive's capacity resolved) and run.json["disk"]; UserError: too little."""
     reserve = scenario.run.disk_reserve
     rate, basis = store_rate(scenario, pool, calibration, processes)
@@ -94,15 +96,16 @@ def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: d
     free = free_bytes(results_root)
     where = existing(results_root)
     can_store = f"{scenario.name} can store {gb(archive)} ({basis}, for {scenario.load.duration:g} s)"
-    plan = {"reserve_bytes": reserve, "results_free_bytes": free, "store_rate_bytes_per_s": round(rate),
-            "rate_basis": basis, "archive_need_bytes": round(archive), "records_need_bytes": records}
+    plan = DiskRecord(reserve_bytes=reserve, results_free_bytes=free, store_rate_bytes_per_s=round(rate),
+                      rate_basis=basis, archive_need_bytes=round(archive), records_need_bytes=records)
     if target.kind == "native" and target.bounded:
         capacity = target.capacity or default_capacity(free, reserve, records)
         if capacity <= 0 or capacity + reserve + records > free:
             raise UserError(f"archive capacity {gb(max(capacity, 0))} plus the {gb(reserve)} disk reserve and "
                             f"{gb(records)} of records needs {gb(max(capacity, 0) + reserve + records)}; "
                             f"{where} has {gb(free)} free")
-        return target.model_copy(update={"capacity": capacity}), plan | {"capacity_bytes": capacity}
+        plan.capacity_bytes = capacity
+        return target.model_copy(update={"capacity": capacity}), plan
     on_run_disk = archive if target.kind in ARCHIVE_HERE else 0
     if target.kind in GUEST_KINDS:
         # The guest's data disk bounds its archive (full, it refuses stores); its image grows in the
@@ -110,7 +113,7 @@ def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: d
         data_disk = target.data_disk_gib << 30
         on_run_disk = min(archive, data_disk)
         if archive > data_disk:
-            plan["warning"] = (f"{can_store}, more than the guest's {gb(data_disk)} data disk (data_disk_gib): "
+            plan.warning = (f"{can_store}, more than the guest's {gb(data_disk)} data disk (data_disk_gib): "
                                "its archive refuses stores once that is full")
     needed = on_run_disk + records + reserve
     if needed > free:
@@ -120,7 +123,8 @@ def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: d
     if target.kind == "native":
         # Unbounded in the scenario, bounded anyway: a disk that fills faster than planned stops the run.
         capacity = default_capacity(free, reserve, records)
-        return target.model_copy(update={"capacity": capacity}), plan | {"capacity_bytes": capacity}
+        plan.capacity_bytes = capacity
+        return target.model_copy(update={"capacity": capacity}), plan
     return target, plan
 
 
@@ -175,7 +179,7 @@ def watched_paths(target: TargetSpec, run_dir: Path) -> list[Path]:
     return paths
 
 
-def capacity_figures(run_dir: Path, target: TargetSpec) -> dict | None:
+def capacity_figures(run_dir: Path, target: TargetSpec) -> CapacityRecord | None:
     """run.json["capacity"]: a bounded native archive's capacity, use and recycled totals at the end (its /status)."""
     try:
         status = json.loads((run_dir / "server_status.json").read_text())
@@ -184,4 +188,9 @@ def capacity_figures(run_dir: Path, target: TargetSpec) -> dict | None:
     capacity = status.get("capacity")
     if target.kind != "native" or not capacity:
         return None
-    return {**capacity, "archive_at_capacity": capacity.get("at_capacity"), "at_capacity": target.at_capacity}
+    # Only the figures the record names: the archive's /status may say more (another release).
+    return CapacityRecord(
+        capacity_bytes=capacity.get("capacity_bytes"), used_bytes=capacity.get("used_bytes"),
+        recycled_studies=capacity.get("recycled_studies", 0), recycled_instances=capacity.get("recycled_instances", 0),
+        recycled_bytes=capacity.get("recycled_bytes", 0), archive_at_capacity=capacity.get("at_capacity"),
+        at_capacity=target.at_capacity)

@@ -29,6 +29,7 @@ from gevent.event import Event
 
 from bench.analysis.aggregate import status_text
 from bench.common.errors import UserError
+from bench.results.run_record import FaultRecord
 from bench.results.samples import SAMPLES_FILE, SENT_FILE, done_mask
 from bench.runs.verify import read_rows, retrieval_user, returned_digests
 from bench.scenario.faults import FaultSpec
@@ -216,7 +217,7 @@ def _restore_durability(event: FaultEvent, before_backup: list[dict], before_fau
 
 
 def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_ended: float, peer,
-                  client: ClientSpec) -> list[dict]:
+                  client: ClientSpec) -> list[FaultRecord]:
     """run.json["faults"]: per fault what happened, its recovery and what it lost (C-GET from `peer`, still up)."""
     samples = pd.read_csv(run_dir / SAMPLES_FILE, keep_default_na=False)
     samples["end"] = samples["start"] + samples["latency_ms"] / 1000.0
@@ -237,7 +238,8 @@ def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_e
     for event in events:
         record = {"action": event.spec.action, "at": event.spec.at, "duration": event.spec.duration}
         if event.unix_time is None:
-            figures.append({**record, "happened": False, "error": event.error or "the load ended before it was due"})
+            error = event.error or "the load ended before it was due"
+            figures.append(FaultRecord(**record, happened=False, error=error))
             continue
         record.update(happened=True, into_load_seconds=round(event.unix_time - load_started, 3),
                       unix_time=round(event.unix_time, 3))
@@ -257,28 +259,28 @@ def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_e
             record.update(recover="restore", restore=event.restore)
         if event.error:
             record["error"] = event.error
-        figures.append(record)
+        figures.append(FaultRecord.model_validate(record))
     return figures
 
 
-def fault_line(figure: dict) -> str:
+def fault_line(figure: FaultRecord) -> str:
     """One line per fault for the terminal."""
-    if not figure.get("happened"):
-        return f"fault {figure['action']} at {figure['at']:g} s: not injected ({figure.get('error')})"
-    if figure["action"] == "backup":
-        b = figure["backup"]
-        return (f"backup at {figure['into_load_seconds']:g} s: {b['instances']} instances, {b['bytes'] / 1e6:.1f} MB "
-                f"in {b['seconds']:g} s ({b['mb_per_s']:g} MB/s) while the load went on")
-    if figure.get("recover") == "restore":
-        r = figure["restore"]
-        return (f"fault {figure['action']} at {figure['into_load_seconds']:g} s, restored from the backup "
-                f"{figure['recovery_point_seconds']:g} s before it in {r['seconds']:g} s: recovered in "
-                f"{figure['recovery_seconds']} s, {figure['lost']} of {figure['acknowledged_before']} instances "
-                f"acknowledged before the backup lost, {figure['changed']} changed; "
-                f"{figure['lost_after_backup']} of {figure['acknowledged_after_backup']} acknowledged after it lost "
+    if not figure.happened:
+        return f"fault {figure.action} at {figure.at:g} s: not injected ({figure.error})"
+    if figure.action == "backup":
+        b = figure.backup
+        return (f"backup at {figure.into_load_seconds:g} s: {b.instances} instances, {b.bytes / 1e6:.1f} MB "
+                f"in {b.seconds:g} s ({b.mb_per_s:g} MB/s) while the load went on")
+    if figure.recover == "restore":
+        r = figure.restore
+        return (f"fault {figure.action} at {figure.into_load_seconds:g} s, restored from the backup "
+                f"{figure.recovery_point_seconds:g} s before it in {r.seconds:g} s: recovered in "
+                f"{figure.recovery_seconds} s, {figure.lost} of {figure.acknowledged_before} instances "
+                f"acknowledged before the backup lost, {figure.changed} changed; "
+                f"{figure.lost_after_backup} of {figure.acknowledged_after_backup} acknowledged after it lost "
                 "(the recovery point)")
-    recovery = figure["recovery_seconds"]
-    return (f"fault {figure['action']} at {figure['into_load_seconds']:g} s: recovered in "
-            f"{'never' if recovery is None else f'{recovery:g} s'} (by {figure['recovery_by']}), "
-            f"{figure['failed_during_outage']} requests failed meanwhile, {figure['lost']} of "
-            f"{figure['acknowledged_before']} instances acknowledged before it lost, {figure['changed']} changed")
+    recovery = figure.recovery_seconds
+    return (f"fault {figure.action} at {figure.into_load_seconds:g} s: recovered in "
+            f"{'never' if recovery is None else f'{recovery:g} s'} (by {figure.recovery_by}), "
+            f"{figure.failed_during_outage} requests failed meanwhile, {figure.lost} of "
+            f"{figure.acknowledged_before} instances acknowledged before it lost, {figure.changed} changed")

@@ -9,7 +9,6 @@ them (and the order they ran in) for `pacsbench compare`.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -19,6 +18,8 @@ from pydantic import ValidationError
 
 from bench.common.errors import UserError
 from bench.common.tomlfile import explain
+from bench.results.record_base import write_record
+from bench.results.records import MATRIX_FILE, MatrixRecord, MatrixRun
 from bench.results.run_folder import new_run_dir
 from bench.scenario.file import Scenario, load_scenario
 from bench.scenario.targets import KINDS, TARGET_MODELS, TargetSpec
@@ -75,18 +76,19 @@ def run_matrix(scenario_path: Path, names: list[str], repeat: int = DEFAULT_REPE
     specs = {name: resolve_target(scenario, name) for name in names}
     prepare_guest_image(specs.values(), progress)
     folder = new_run_dir(results_root, f"matrix-{scenario.name}")
-    manifest = {"scenario": scenario.name, "scenario_file": str(scenario_path), "targets": names, "repeat": repeat,
-                "order": "rotated", "sequence": [rotated_order(names, r) for r in range(1, repeat + 1)],
-                "sync_before_each_run": True, "runs": []}
-    for repetition, order in enumerate(manifest["sequence"], start=1):
+    sequence = [rotated_order(names, r) for r in range(1, repeat + 1)]
+    runs: list[MatrixRun] = []
+    for repetition, order in enumerate(sequence, start=1):
         for name in order:
             print(f"matrix: repetition {repetition}/{repeat}, target {name}", file=sys.stderr, flush=True)
             os.sync()  # the previous run's dirty pages are written now, not during this run
             run_dir, record = run_scenario(scenario_path, folder, progress=progress, target_spec=specs[name])
-            manifest["runs"].append({"folder": run_dir.name, "target": name, "repetition": repetition,
-                                     "hypervisor": (record.get("target") or {}).get("hypervisor"),
-                                     "status": record.get("status")})
-            write_manifest(folder, manifest)
+            runs.append(MatrixRun(folder=run_dir.name, target=name, repetition=repetition,
+                                  hypervisor=record.target.hypervisor if record.target else None,
+                                  status=record.status))
+            write_record(folder / MATRIX_FILE, MatrixRecord(
+                scenario=scenario.name, scenario_file=str(scenario_path), targets=names, repeat=repeat,
+                order="rotated", sequence=sequence, sync_before_each_run=True, runs=runs))
     return folder
 
 
@@ -96,10 +98,3 @@ def prepare_guest_image(specs, progress: bool) -> None:
         from bench.targets.vm.image import ensure_image
 
         ensure_image(progress=progress)
-
-
-def write_manifest(folder: Path, manifest: dict) -> None:
-    path = folder / "matrix.json"
-    temp = path.with_suffix(".json.tmp")
-    temp.write_text(json.dumps(manifest, indent=2))
-    temp.replace(path)

@@ -35,6 +35,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,6 +43,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.results.run_folder import SERVER_PID_FILE, read_server_pid
 from bench.results.server_metrics import COLUMNS, GUEST_COLUMNS, SERVER_METRICS_FILE
 from server_under_test.environment import whole_disk
+
+if TYPE_CHECKING:
+    from bench.results.run_record import GuestView, ResourcesRecord
 
 INTERVAL = 1.0
 STOP_GRACE = 5.0
@@ -270,15 +274,20 @@ class ResourceSampling:
             self.process.kill()
             self.process.wait()
 
-    def describe(self) -> dict:
-        return {**self.facts, "guest_view": self.guest_view(),
-                "exit_code": self.process.returncode if self.process else None}
+    def describe(self) -> ResourcesRecord:
+        # Imported here: the sampler's own process (main below) starts with the load and needs no records.
+        from bench.results.run_record import ResourcesRecord
 
-    def guest_view(self) -> dict:
+        return ResourcesRecord(**self.facts, guest_view=self.guest_view(),
+                               exit_code=self.process.returncode if self.process else None)
+
+    def guest_view(self) -> GuestView:
         """What the archive's own /metrics gave the guest columns: scraped from where, how many rows got them."""
+        from bench.results.run_record import GuestView  # as in describe()
+
         if not self.metrics_url:
-            return {"sampled": False, "columns": list(GUEST_COLUMNS),
-                    "why": "no metrics URL for this target (guest columns are for kvm, tcg and remote targets)"}
+            return GuestView(sampled=False, columns=list(GUEST_COLUMNS),
+                             why="no metrics URL for this target (guest columns are for kvm, tcg and remote targets)")
         rows = with_values = 0
         if self.out.is_file():
             lines = self.out.read_text().splitlines()
@@ -286,10 +295,10 @@ class ResourceSampling:
             for line in lines[1:]:
                 rows += 1
                 with_values += bool(line.split(",")[at]) if at >= 0 else 0
-        view = {"url": self.metrics_url.rstrip("/") + HOST_ONLY, "columns": list(GUEST_COLUMNS),
-                "rows": rows, "rows_with_values": with_values, "sampled": with_values > 0}
+        view = GuestView(url=self.metrics_url.rstrip("/") + HOST_ONLY, columns=list(GUEST_COLUMNS), rows=rows,
+                         rows_with_values=with_values, sampled=with_values > 0)
         if not with_values:
-            view["why"] = ("the metrics URL gave no pacsbench_host_cpu_seconds (not the reference archive, or not "
+            view.why = ("the metrics URL gave no pacsbench_host_cpu_seconds (not the reference archive, or not "
                            "answering): the guest columns are empty")
         return view
 

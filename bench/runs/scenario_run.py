@@ -26,7 +26,9 @@ from bench.common.errors import UserError
 from bench.load.calibrate import ceiling_for_run
 from bench.load.prefill import prefill
 from bench.load.shapes import step_figures
-from bench.results.run_folder import host_facts, new_run_dir, utc_iso, versions, write_run_json
+from bench.results.run_file import host_facts, versions, write_run_json
+from bench.results.run_folder import new_run_dir, utc_iso
+from bench.results.run_record import LoadProcesses, RunRecord, SuboperationTotals
 from bench.results.samples import SAMPLES_FILE, SUBOPERATIONS_FILE
 from bench.runs.disk import DiskWatch, capacity_figures, plan_disk, watched_paths
 from bench.runs.faults import FaultInjector, fault_figures, fault_line
@@ -55,20 +57,22 @@ class Processes:
         """Load processes: the master alone, or its workers."""
         return max(1, self.workers + self.remote_workers)
 
-    def describe(self) -> dict:
-        return {"mode": "distributed" if self.workers + self.remote_workers else "local",
-                "local_workers": self.workers, "remote_workers": self.remote_workers}
+    def describe(self) -> LoadProcesses:
+        return LoadProcesses(mode="distributed" if self.workers + self.remote_workers else "local",
+                             local_workers=self.workers, remote_workers=self.remote_workers)
 
 
-def suboperation_totals(run_dir: Path) -> dict:
+def suboperation_totals(run_dir: Path) -> dict[str, SuboperationTotals]:
     """Per retrieve operation: requests and the archive's sub-operation counts against what arrived."""
     path = run_dir / SUBOPERATIONS_FILE
     if not path.is_file():
         return {}
     rows = pd.read_csv(path)
     totals = rows.groupby("operation")[["completed", "failed", "warning", "arrived", "arrived_bytes"]].sum()
-    return {op: {"requests": int((rows["operation"] == op).sum()), **{k: int(v) for k, v in t.items()}}
-            for op, t in totals.iterrows()}
+    return {
+        str(op): SuboperationTotals(requests=int((rows["operation"] == op).sum()), **{k: int(v) for k, v in t.items()})
+        for op, t in totals.iterrows()
+    }
 
 
 def resource_sampling(run_dir: Path, target, engine: load.LoadEngine) -> ResourceSampling:
@@ -80,9 +84,10 @@ def resource_sampling(run_dir: Path, target, engine: load.LoadEngine) -> Resourc
                             target.guest_metrics_url())
 
 
-def run_status(outcome: load.LoadOutcome, watch: DiskWatch, record: dict) -> str:
+def run_status(outcome: load.LoadOutcome, watch: DiskWatch, record: RunRecord) -> str:
     """run.json's status; a run stopped early says why in one warning line (and `run` exits 1)."""
-    record["disk"] = {**record.get("disk", {}), **watch.describe()}
+    planned = record.disk.model_dump(exclude_unset=True) if record.disk else {}
+    record.disk = {**planned, **watch.describe()}
     if outcome.interrupted:
         return "interrupted"
     if outcome.stop_reason:
@@ -100,15 +105,15 @@ def disk_watch(target_spec: TargetSpec, run_dir: Path, reserve: int, records) ->
                      margin_seconds=0.0 if self_bounded else 2.0)
 
 
-def record_capacity(record: dict, run_dir: Path, target_spec: TargetSpec) -> None:
+def record_capacity(record: RunRecord, run_dir: Path, target_spec: TargetSpec) -> None:
     """A bounded native archive's use and recycled totals, from its /status at the end."""
     figures = capacity_figures(run_dir, target_spec)
     if figures:
-        record["capacity"] = figures
+        record.capacity = figures
 
 
 def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True, processes: Processes = Processes(),
-                 verify: bool = False, target_spec: TargetSpec | None = None) -> tuple[Path, dict]:
+                 verify: bool = False, target_spec: TargetSpec | None = None) -> tuple[Path, RunRecord]:
     """Run one scenario (against `target_spec` instead of its own when given); return the run folder and run.json."""
     scenario = load_scenario(scenario_path)
     if target_spec is not None:
@@ -120,40 +125,41 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
     calibration = ceiling_for_run(profile.name, syntax, processes.count)
     target_spec, disk = plan_disk(scenario, scenario.target, pool.describe(), calibration, processes.count,
                                   results_root)
-    if disk.get("warning"):
-        print(f"pacsbench: warning: {disk['warning']}", file=sys.stderr)
+    if disk.warning:
+        print(f"pacsbench: warning: {disk.warning}", file=sys.stderr)
     run_dir = new_run_dir(results_root, scenario.name)
     engine = load.LoadEngine(scenario, pool, run_dir, processes.workers, processes.remote_workers,
                              processes.master_bind, processes.master_port, progress, processes.join_timeout)
-    record = {
-        "run_id": run_dir.name,
-        "status": "started",
-        "scenario_file": str(scenario_path),
-        "scenario": scenario.model_dump(),
-        "studies": pool.describe(),
-        "load_processes": processes.describe(),
-        "calibration": calibration,
-        "disk": disk,
-        "versions": versions(),
-        "host": host_facts(),
-        "command": sys.argv,
-    }
+    record = RunRecord(
+        run_id=run_dir.name,
+        status="started",
+        scenario_file=str(scenario_path),
+        scenario=scenario.model_dump(mode="json"),
+        studies=pool.describe(),
+        load_processes=processes.describe(),
+        calibration=calibration,
+        disk=disk,
+        versions=versions(),
+        host=host_facts(),
+        command=sys.argv,
+    )
     write_run_json(run_dir, record)
     target = make_target(target_spec, scenario.client, progress, in_namespace=archive_in_namespace(scenario))
     injector = FaultInjector(target, scenario.faults)
     try:
         destinations = engine.start()
-        record["harness_scp"] = {ae: f"{host}:{port}" for ae, (host, port) in destinations.items()}
+        record.harness_scp = {ae: f"{host}:{port}" for ae, (host, port) in destinations.items()}
         target.destinations = destinations
         target.start(run_dir)
-        record["target"] = target.describe()
-        if warning := hypervisor_warning(record["target"]):
-            record["warnings"] = [warning]
+        described = target.describe()
+        record.target = described
+        if warning := hypervisor_warning(described):
+            record.warnings = [warning]
             print(f"pacsbench: warning: {warning}", file=sys.stderr)
-        record["status"] = "running"
+        record.status = "running"
         write_run_json(run_dir, record)
         if scenario.studies.prefill:
-            record["prefill"] = prefill(pool, target.peer, scenario.client, scenario.studies.prefill, engine.records)
+            record.prefill = prefill(pool, target.peer, scenario.client, scenario.studies.prefill, engine.records)
             write_run_json(run_dir, record)
         watch = disk_watch(target_spec, run_dir, scenario.run.disk_reserve, engine.records)
         with resource_sampling(run_dir, target, engine) as sampling:
@@ -162,31 +168,29 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
                 outcome = engine.run(target.peer, stop_check=watch)
             finally:
                 injector.finish()
-        record["resources"] = sampling.describe()
-        record.update(
-            status=run_status(outcome, watch, record),
-            started=utc_iso(outcome.started),
-            ended=utc_iso(outcome.ended),
-            load_seconds=round(outcome.ended - outcome.started, 3),
-            samples=outcome.samples,
-            workers=outcome.workers,
-        )
-        record["suboperations"] = suboperation_totals(run_dir)
+        record.resources = sampling.describe()
+        record.status = run_status(outcome, watch, record)
+        record.started, record.ended = utc_iso(outcome.started), utc_iso(outcome.ended)
+        record.load_seconds = round(outcome.ended - outcome.started, 3)
+        record.samples, record.workers = outcome.samples, outcome.workers
+        record.suboperations = suboperation_totals(run_dir)
         if outcome.steps and outcome.samples:
-            record["steps"] = step_figures(pd.read_csv(run_dir / SAMPLES_FILE), outcome.steps, outcome.ended)
+            record.steps = step_figures(pd.read_csv(run_dir / SAMPLES_FILE), outcome.steps, outcome.ended)
         if scenario.faults and not outcome.interrupted:
-            record["faults"] = fault_figures(injector.events, run_dir, outcome.started, outcome.ended, target.peer,
-                                             scenario.client)
-            print("\n".join(fault_line(f) for f in record["faults"]), file=sys.stderr)
+            record.faults = fault_figures(injector.events, run_dir, outcome.started, outcome.ended, target.peer,
+                                          scenario.client)
+            print("\n".join(fault_line(f) for f in record.faults), file=sys.stderr)
         write_run_json(run_dir, record)
         if verify and not outcome.interrupted:
-            record["verify"] = verify_against(target.peer, run_dir, scenario.client)
-            print(summary_line(record["verify"]), file=sys.stderr)
+            # verify_against writes run.json["verify"] itself; this record is written again below
+            record.verify = verify_against(target.peer, run_dir, scenario.client)
+            print(summary_line(record.verify), file=sys.stderr)
     except UserError as exc:
-        record.update(status="failed", error=str(exc))
+        record.status, record.error = "failed", str(exc)
         raise
     except BaseException as exc:
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+        record.traceback = traceback.format_exc()
         raise
     finally:
         engine.close()
@@ -196,7 +200,7 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
             record_capacity(record, run_dir, target_spec)
         finally:
             target.stop()
-        record["target"] = target.describe()
-        record["target_stop_seconds"] = round(time.monotonic() - stop_started, 3)
+        record.target = target.describe()
+        record.target_stop_seconds = round(time.monotonic() - stop_started, 3)
         write_run_json(run_dir, record)
     return run_dir, record

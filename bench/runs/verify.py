@@ -21,7 +21,6 @@ run.json["verify_later"] (a list) and verify-N.json.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from collections import defaultdict
@@ -37,13 +36,15 @@ from bench.dicom.scu import (
     storage_proposals,
     study_identifier,
 )
-from bench.results.run_folder import read_run_json, write_run_json
+from bench.results.record_base import write_record
+from bench.results.records import VERIFY_FILE
+from bench.results.run_file import read_run_json, write_run_json
+from bench.results.run_record import RunRecord, VerifyExamples, VerifyRecord
 from bench.results.samples import RETRIEVED_FILE, SENT_FILE
 from bench.scenario.settings import ClientSpec
 from bench.scenario.targets import target_spec
 from bench.targets import make_target
 
-VERIFY_FILE = "verify.json"
 EXAMPLES_KEPT = 10
 
 
@@ -63,8 +64,8 @@ def _proposals(sent: list[dict]) -> list:
 def recycling(run_dir: Path) -> bool:
     """Did the run's archive recycle its oldest studies at capacity (run.json's scenario)?"""
     try:
-        target = read_run_json(run_dir).get("scenario", {}).get("target", {})
-    except (OSError, ValueError):
+        target = read_run_json(run_dir).scenario.get("target", {})
+    except UserError:
         return False
     return target.get("kind") == "native" and target.get("at_capacity") == "recycle"
 
@@ -99,7 +100,7 @@ def retrieval_user(peer: Peer, sent: list[dict], client: ClientSpec) -> ServiceU
     return ServiceUser(peer, client.calling_ae, _proposals(sent), client.max_pdu, client.timeout)
 
 
-def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) -> dict:
+def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) -> VerifyRecord:
     """C-GET every study in sent.csv from `peer` and compare; write verify.json and run.json['verify']."""
     client = client or ClientSpec()
     sent = read_rows(run_dir / SENT_FILE)
@@ -130,47 +131,47 @@ def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) 
         for r in retrieved
         if r["sop_instance_uid"] in sent_digests and r["digest"] != sent_digests[r["sop_instance_uid"]]
     ]
-    result = {
-        "ok": not (missing or different or retrieved_different or failed_requests),
-        "target": str(peer),
-        "instances": len(expected),
-        "studies": len(by_study),
-        "skipped_recycled": skipped,
-        "returned": len(returned),
-        "missing": len(missing),
-        "different": len(different),
-        "retrieved_checked": len(retrieved),
-        "retrieved_different": len(retrieved_different),
-        "failed_requests": failed_requests[:EXAMPLES_KEPT],
-        "examples": {
-            "missing": missing[:EXAMPLES_KEPT],
-            "different": different[:EXAMPLES_KEPT],
-            "retrieved_different": retrieved_different[:EXAMPLES_KEPT],
-        },
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    result = VerifyRecord(
+        ok=not (missing or different or retrieved_different or failed_requests),
+        target=str(peer),
+        instances=len(expected),
+        studies=len(by_study),
+        skipped_recycled=skipped,
+        returned=len(returned),
+        missing=len(missing),
+        different=len(different),
+        retrieved_checked=len(retrieved),
+        retrieved_different=len(retrieved_different),
+        failed_requests=failed_requests[:EXAMPLES_KEPT],
+        examples=VerifyExamples(
+            missing=missing[:EXAMPLES_KEPT],
+            different=different[:EXAMPLES_KEPT],
+            retrieved_different=retrieved_different[:EXAMPLES_KEPT],
+        ),
+        seconds=round(time.perf_counter() - started, 3),
+    )
     record_result(run_dir, result)
     return result
 
 
-def record_result(run_dir: Path, result: dict) -> None:
+def record_result(run_dir: Path, result: VerifyRecord) -> None:
     """verify.json and run.json["verify"] for the first verification; later ones beside, never over, it."""
     record = read_run_json(run_dir)
-    if "verify" not in record:
-        (run_dir / VERIFY_FILE).write_text(json.dumps(result, indent=2))
-        record["verify"] = result
+    if record.verify is None:
+        write_record(run_dir / VERIFY_FILE, result)
+        record.verify = result
     else:
-        later = record.setdefault("verify_later", [])
-        later.append(result)
-        (run_dir / f"verify-{len(later) + 1}.json").write_text(json.dumps(result, indent=2))
+        record.verify_later = [*record.verify_later, result]
+        write_record(run_dir / f"verify-{len(record.verify_later) + 1}.json", result)
     write_run_json(run_dir, record)
 
 
-def data_gone(run_dir: Path, record: dict) -> str | None:
+def data_gone(run_dir: Path, record: RunRecord) -> str | None:
     """Why a run's stored instances cannot be verified any more (deleted with the run), or None."""
-    target = record.get("target") or {}
-    kind = target.get("kind")
-    kept = target.get("storage_kept", ((record.get("scenario") or {}).get("target") or {}).get("keep_data"))
+    kind = record.target.kind if record.target else None
+    kept = record.target.storage_kept if record.target else None
+    if kept is None:
+        kept = (record.scenario.get("target") or {}).get("keep_data")
     if kind in ("kvm", "tcg") and not kept:
         return (f"{run_dir}: the {kind} guest's data disk was deleted after the run: nothing left to verify; "
                 "use `pacsbench run --verify`")
@@ -180,38 +181,36 @@ def data_gone(run_dir: Path, record: dict) -> str | None:
     return None
 
 
-def summary_line(result: dict) -> str:
-    skipped = result.get("skipped_recycled", 0)
+def summary_line(result: VerifyRecord) -> str:
+    skipped = result.skipped_recycled
     recycled = f"; {skipped} instances of recycled studies skipped" if skipped else ""
-    if result["ok"]:
+    if result.ok:
         return (
-            f"verified {result['instances']} instances in {result['studies']} studies: all returned "
-            f"byte-identical ({result['retrieved_checked']} workstation retrievals also matched){recycled}"
+            f"verified {result.instances} instances in {result.studies} studies: all returned "
+            f"byte-identical ({result.retrieved_checked} workstation retrievals also matched){recycled}"
         )
     problems = [
-        f"{result[k]} {label}"
-        for k, label in (("missing", "lost"), ("different", "changed"), ("retrieved_different", "retrieved changed"))
-        if result[k]
+        f"{count} {label}"
+        for count, label in ((result.missing, "lost"), (result.different, "changed"),
+                             (result.retrieved_different, "retrieved changed"))
+        if count
     ]
-    problems += [f"{len(result['failed_requests'])} failed C-GET requests"] if result["failed_requests"] else []
-    return f"verification FAILED for {result['instances']} acknowledged instances: {', '.join(problems)}{recycled}"
+    problems += [f"{len(result.failed_requests)} failed C-GET requests"] if result.failed_requests else []
+    return f"verification FAILED for {result.instances} acknowledged instances: {', '.join(problems)}{recycled}"
 
 
-def verify_run(run_dir: Path) -> dict:
+def verify_run(run_dir: Path) -> VerifyRecord:
     """`pacsbench verify RUN`: reach the run's archive again (a native one restarted on its kept data)."""
-    try:
-        record = read_run_json(run_dir)
-    except (OSError, ValueError):
-        raise UserError(f"{run_dir}: not a run folder (no readable run.json)") from None
-    scenario = record.get("scenario", {})
+    record = read_run_json(run_dir)
+    scenario = record.scenario
     client = ClientSpec.model_validate(scenario.get("client", {}))
-    target = record.get("target") or {}
+    target = record.target
     if gone := data_gone(run_dir, record):
         raise UserError(gone)
-    if target.get("kind") != "native":
-        if not target.get("port"):
+    if target is None or target.kind != "native":
+        if target is None or not target.port:
             raise UserError(f"{run_dir}: run.json names no target address to verify against")
-        return verify_against(Peer(target["host"], int(target["port"]), target["ae_title"]), run_dir, client)
+        return verify_against(Peer(target.host, target.port, target.ae_title), run_dir, client)
     if not (run_dir / "archive" / "storage").is_dir():
         raise UserError(
             f"{run_dir}: the native archive's images were removed after the run (keep_data = false); "

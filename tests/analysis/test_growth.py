@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from synthetic import T0, write_run
 
-from bench.analysis.growth import MIN_SPAN_SECONDS, growth, growth_text, sen_slope
+from bench.analysis.growth import MIN_SPAN_SECONDS, growth, growth_text
 from bench.report.page import build_report
 
 
@@ -25,15 +25,6 @@ def soak_series(seconds: int, rss_per_hour: float = 0.0, fds_per_hour: float = 0
         "server_threads": np.full(seconds, 12.0),
         "server_processes": np.full(seconds, 3.0),
     })
-
-
-def test_sen_slope_finds_a_known_slope_with_an_interval_around_it():
-    rng = np.random.default_rng(3)
-    x = np.arange(30) / 60.0
-    y = 5.0 + 80.0 * x + rng.normal(0, 2.0, 30)
-    slope, low, high = sen_slope(x, y)
-    assert low < 80.0 < high
-    assert low <= slope <= high
 
 
 def test_a_leak_grows_and_a_flat_noisy_series_shows_no_trend():

@@ -49,19 +49,19 @@ def test_a_calibration_carries_its_fingerprint_and_both_ceilings(calibrated):
 def test_a_run_with_the_same_fingerprint_is_judged_against_the_ceiling(cache, calibrated, tmp_path):
     _, entry = calibrated
     calibration = ceiling_for_run(PROFILE, entry["transfer_syntax"], 1)
-    assert calibration["matched"] is True
-    assert calibration["ceiling_instances_per_s"] == entry["instances_per_s"]
-    assert calibration["retrieve_get_ceiling_instances_per_s"] == entry["retrieve"]["get"]["instances_per_s"]
+    assert calibration.matched is True
+    assert calibration.ceiling_instances_per_s == entry["instances_per_s"]
+    assert calibration.retrieve_get_ceiling_instances_per_s == entry["retrieve"]["get"]["instances_per_s"]
     # The ceiling scaled so that 50 instances/s is above 80% of it: the matching calibration flags the run.
-    flagged = {**calibration, "ceiling_instances_per_s": 55.0}
+    flagged = calibration.model_copy(update={"ceiling_instances_per_s": 55.0})
     summary = _report(tmp_path / "matched", flagged)
     assert summary["calibration"]["client_bound"] is True
 
 
 def test_another_profile_gives_no_client_bound_verdict(cache, calibrated, tmp_path):
     calibration = ceiling_for_run("dsa-unit", calibrated[1]["transfer_syntax"], 1)
-    assert calibration["matched"] is False and "ceiling_instances_per_s" not in calibration
-    assert calibration["note"].startswith("no matching calibration (host/profile/syntax differ: profile 'tiny' vs")
+    assert calibration.matched is False and calibration.ceiling_instances_per_s is None
+    assert calibration.note.startswith("no matching calibration (host/profile/syntax differ: profile 'tiny' vs")
     summary = _report(tmp_path / "other-profile", calibration)
     assert summary["calibration"]["client_bound"] is None
     assert "no matching calibration" in summary["calibration"]["note"]
@@ -79,14 +79,14 @@ def test_a_calibration_from_another_host_is_not_used(cache, calibrated, tmp_path
         calibration = ceiling_for_run(PROFILE, entry["transfer_syntax"], 1)
     finally:
         save_calibration(entry)
-    assert calibration["matched"] is False
-    assert "host cpu_model 'Another CPU' vs" in calibration["note"]
+    assert calibration.matched is False
+    assert "host cpu_model 'Another CPU' vs" in calibration.note
 
 
 def test_more_load_processes_than_cores_do_not_match(cache, calibrated):
     cores = calibrated[1]["fingerprint"]["host"]["cpus"]
     calibration = ceiling_for_run(PROFILE, calibrated[1]["transfer_syntax"], cores + 1)
-    assert calibration["matched"] is False and f"{cores + 1} load processes on {cores} cores" in calibration["note"]
+    assert calibration.matched is False and f"{cores + 1} load processes on {cores} cores" in calibration.note
 
 
 def test_retrieval_is_judged_against_the_retrieval_ceiling(cache, calibrated, tmp_path):
@@ -95,7 +95,7 @@ def test_retrieval_is_judged_against_the_retrieval_ceiling(cache, calibrated, tm
                 "users": {"workstation": {"count": 2, "retrieve": "get"}}}
     # 40 C-GET instances/s against a C-GET ceiling of 45: above 80%, so the retrieval is client-bound;
     # the ingest ceiling stays the measured one (far above 50/s), so ingest is not.
-    tight = {**calibration, "retrieve_get_ceiling_instances_per_s": 45.0}
+    tight = calibration.model_copy(update={"retrieve_get_ceiling_instances_per_s": 45.0})
     summary = _report(tmp_path / "retrieved", tight, {"scenario": scenario}, get_rate=40)
     run = json.loads((tmp_path / "retrieved" / "run.json").read_text())
     assert run["calibration"]["retrieve_get_ceiling_instances_per_s"] == 45.0
@@ -112,8 +112,8 @@ def test_a_calibration_from_before_fingerprints_is_never_used_and_the_note_says_
     (tmp_path / "calibration.json").write_text(json.dumps(
         {"entries": {"instance2mb/explicit": {"instances_per_s": 500.0, "mb_per_s": 900.0}}}))
     calibration = ceiling_for_run(PROFILE, "explicit", 1)
-    assert calibration["matched"] is False and "ceiling_instances_per_s" not in calibration
-    assert calibration["note"] == ("no matching calibration (the cached ones have no fingerprint; "
+    assert calibration.matched is False and calibration.ceiling_instances_per_s is None
+    assert calibration.note == ("no matching calibration (the cached ones have no fingerprint; "
                                    f"`pacsbench calibrate --profile {PROFILE}` measures one)")
 
 

@@ -39,7 +39,7 @@ def _sample(run_dir, metrics_url: str | None, seconds: float, busy: bool) -> tup
             _burn(seconds)
         else:
             time.sleep(seconds)
-    return pd.read_csv(run_dir / "server_metrics.csv"), sampling.describe()["guest_view"]
+    return pd.read_csv(run_dir / "server_metrics.csv"), sampling.describe().guest_view
 
 
 def test_the_archive_metrics_give_its_machine_cpu_time_by_mode(archive_with_metrics):
@@ -56,8 +56,8 @@ def test_the_sampler_writes_the_guest_columns_from_the_archive_metrics(archive_w
     assert len(sampled) >= 2, rows
     assert (sampled["guest_cpu_percent"] > 0).all() and (sampled["guest_cpu_percent"] <= 100).all()
     assert (sampled["guest_steal_percent"] >= 0).all() and (sampled["guest_cpus"] >= 1).all()
-    assert view["sampled"] is True and view["rows_with_values"] == len(sampled)
-    assert view["url"].endswith("/metrics?only=host")
+    assert view.sampled is True and view.rows_with_values == len(sampled)
+    assert view.url.endswith("/metrics?only=host")
 
 
 class _OtherArchivePage(http.server.BaseHTTPRequestHandler):
@@ -82,9 +82,9 @@ def test_a_metrics_page_without_the_figures_leaves_the_columns_empty_and_says_so
     finally:
         server.shutdown()
     assert len(rows) >= 1 and rows[list(GUEST_COLUMNS)].isna().all().all()
-    assert view["sampled"] is False and view["rows"] == len(rows) and "no pacsbench_host_cpu_seconds" in view["why"]
+    assert view.sampled is False and view.rows == len(rows) and "no pacsbench_host_cpu_seconds" in view.why
 
 
 def test_without_a_metrics_url_nothing_is_scraped(tmp_path):
     _, view = _sample(tmp_path, None, 1.5, busy=False)
-    assert view["sampled"] is False and "no metrics URL" in view["why"]
+    assert view.sampled is False and "no metrics URL" in view.why

@@ -31,7 +31,7 @@ scenario, results = Path(sys.argv[1]), Path(sys.argv[2])
 counts = [open_descriptors()]
 for _ in range(2):
     _, record = run_scenario(scenario, results, progress=False, verify=True)
-    assert record["status"] == "completed", record
+    assert record.status == "completed", record
     counts.append(open_descriptors())
 print(json.dumps(counts))
 """
