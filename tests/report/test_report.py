@@ -231,8 +231,9 @@ def test_html_and_markdown_carry_the_same_sections_for_a_run_and_a_comparison(tm
 
 
 def test_a_loss_found_by_a_later_verification_shows_in_every_output(tmp_path):
-    verify = {"ok": True, "instances": 120}
-    later = {"ok": False, "instances": 120, "missing": 2, "different": 1, "retrieved_different": 0}
+    counts = {"target": "native", "studies": 4, "retrieved_different": 0}
+    verify = counts | {"ok": True, "instances": 120, "returned": 120, "missing": 0, "different": 0}
+    later = counts | {"ok": False, "instances": 120, "returned": 118, "missing": 2, "different": 1}
     run = write_run(tmp_path / "r", rate=20, seconds=6, run_extra={"verify": verify, "verify_later": [later]})
     build_report(run)
     lost = "VERIFICATION FAILED: 2 lost, 1 changed, 0 retrieved changed, of 120 acknowledged"
