@@ -8,21 +8,18 @@ A page asks for a generated block with a marker line `<!-- generated: NAME -->`:
 - `records`: every run-folder file of `bench.results.records.RECORD_MODELS` from its model's JSON Schema
   (fields, types, descriptions; nested models as sub-tables), each schema also published as a file.
 - `scenario`: every key of a scenario file, from the pydantic model that validates it.
-- `samples`: the columns of samples.csv from `bench.results.samples.Sample`.
-- `row-files`: the columns of the other row files (`RECORD_FILES`) and of server_metrics.csv.
+- `row-files`: adds nothing, but checks the page's tables of the row files without a model (sent.csv, ...,
+  server_metrics.csv) against the columns the code writes.
 
-An unknown marker, or a page that names a column the code no longer writes, fails the build
+An unknown marker, or a table that misses a column the code writes or names one it no longer writes, fails the build
 (`mkdocs build --strict` in `make lint`).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
-import dataclasses
 import importlib
-import inspect
 import json
 import os
 import re
@@ -35,7 +32,7 @@ from mkdocs.structure.files import File
 MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.MULTILINE)
 SCHEMA_FOLDER = "reference/schemas"
 # The scenario's model moves to a stage of its own (issue 20); the old place until that lands.
-SCENARIO_MODULES = ("bench.scenario", "bench.load.scenario")
+SCENARIO_MODULES = ("bench.scenario.file", "bench.load.scenario")
 USAGE_WIDTH = "100"  # argparse wraps usage lines at $COLUMNS: fixed, so the page does not depend on the terminal
 
 
@@ -301,51 +298,20 @@ def reachable_definitions(schema: dict, definitions: dict) -> list[str]:
 
 
 # -- row files (CSV) -------------------------------------------------------------------
-def samples_reference(_page: str) -> str:
-    from bench.results.samples import Sample
-
-    rows = ["| column | type | meaning |", "|---|---|---|"]
-    if hasattr(Sample, "model_fields"):  # a pydantic model: its fields carry their descriptions
-        columns = [
-            (name, getattr(f.annotation, "__name__", str(f.annotation)), f.description or "")
-            for name, f in Sample.model_fields.items()
-        ]
-    else:  # a dataclass: each field is explained by the comment on its line
-        described = column_comments(Sample)
-        columns = [
-            (f.name, f.type if isinstance(f.type, str) else f.type.__name__, described.get(f.name, ""))
-            for f in dataclasses.fields(Sample)
-        ]
-    rows += [f"| `{name}` | {kind} | {cell(meaning)} |" for name, kind, meaning in columns]
-    return "\n".join(rows) + "\n"
-
-
-def column_comments(cls) -> dict[str, str]:
-    """A dataclass's fields and the comment at the end of each one's line: where the code explains them."""
-    source = textwrap.dedent(inspect.getsource(cls))
-    lines = source.splitlines()
-    comments = {}
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            _, _, comment = lines[node.lineno - 1].partition("#")
-            comments[node.target.id] = comment.strip()
-    return comments
-
-
-def row_files_reference(page: str) -> str:
-    """The other row files' columns, from the code; the page's own table of server_metrics.csv checked against it."""
+def row_files_check(page: str) -> str:
+    """The page's hand-written tables of the row files that have no model, checked against the columns the code
+    writes; nothing is added to the page."""
     from bench.results import samples, server_metrics
 
-    check_described_columns(page, server_metrics.SERVER_METRICS_FILE, server_metrics.COLUMNS)
-    rows = ["| file | columns |", "|---|---|"]
-    for name, columns in samples.RECORD_FILES.items():
-        if name != samples.SAMPLES_FILE:
-            rows.append(f"| `{name}` | {', '.join(f'`{c}`' for c in columns)} |")
-    return "\n".join(rows) + "\n"
+    files = {name: columns for name, columns in samples.RECORD_FILES.items() if name not in record_models()}
+    files[server_metrics.SERVER_METRICS_FILE] = server_metrics.COLUMNS
+    for name, columns in files.items():
+        check_described_columns(page, name, columns)
+    return ""
 
 
 def check_described_columns(page: str, file_name: str, columns) -> None:
-    """The page's table under the heading naming `file_name` must list exactly the columns the code writes."""
+    """The table under the heading naming `file_name` must list exactly the columns the code writes."""
     heading = re.search(rf"^#+ .*{re.escape(file_name)}.*$", page, re.MULTILINE)
     if heading is None:
         raise PluginError(f"no heading names {file_name}: its columns are described under one")
@@ -377,7 +343,6 @@ def slug(value: str) -> str:
 GENERATORS: dict[str, Callable[[str], str]] = {
     "cli": cli_reference,
     "records": records_reference,
-    "samples": samples_reference,
     "scenario": scenario_reference,
-    "row-files": row_files_reference,
+    "row-files": row_files_check,
 }
