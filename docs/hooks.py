@@ -243,8 +243,9 @@ def field_table(schema: dict, anchor: str) -> list[str]:
 
 
 def nested_default(value) -> bool:
-    """A default that is a filled-in model or list: its own table gives each part's default."""
-    return isinstance(value, (dict, list)) and bool(value)
+    """A default not worth a word: null (the type says "or null"), or a filled-in model or list (its own table
+    gives each part's default)."""
+    return value is None or (isinstance(value, (dict, list)) and bool(value))
 
 
 def type_of(prop: dict, anchor: str) -> str:
