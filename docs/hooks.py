@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import re
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 
@@ -37,6 +38,14 @@ USAGE_WIDTH = "100"  # argparse wraps usage lines at $COLUMNS: fixed, so the pag
 
 
 # -- mkdocs events ---------------------------------------------------------------------
+def on_config(config):
+    """The project's own code first on the path, so the references describe this checkout, installed or not."""
+    root = os.path.dirname(os.path.abspath(config.config_file_path))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return config
+
+
 def on_files(files, config):
     """Publish each record's JSON Schema beside the pages, for tools that read run folders."""
     for name, model in record_models().items():
@@ -181,8 +190,10 @@ def expanded_help(parser: argparse.ArgumentParser, action: argparse.Action) -> s
 
 # -- the run-folder reference ----------------------------------------------------------
 def record_models() -> dict:
-    from bench.results.records import RECORD_MODELS
-
+    try:
+        from bench.results.records import RECORD_MODELS
+    except ImportError as exc:
+        raise PluginError(f"the run-folder reference is generated from bench.results.records.RECORD_MODELS: {exc}")
     return RECORD_MODELS
 
 
