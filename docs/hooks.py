@@ -193,7 +193,9 @@ def record_models() -> dict:
     try:
         from bench.results.records import RECORD_MODELS
     except ImportError as exc:
-        raise PluginError(f"the run-folder reference is generated from bench.results.records.RECORD_MODELS: {exc}")
+        raise PluginError(
+            f"the run-folder reference is generated from bench.results.records.RECORD_MODELS: {exc}"
+        ) from None
     return RECORD_MODELS
 
 
