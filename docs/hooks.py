@@ -82,7 +82,7 @@ def subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Arg
     """A parser's actions (verbs): name, parser and the one-line help its parent lists it with."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            summaries = {choice.dest: choice.help or "" for choice in action._choices_actions}
+            summaries = {choice.dest: expanded_help(parser, choice) for choice in action._choices_actions}
             return [(name, child, summaries.get(name, "")) for name, child in action.choices.items()]
     return []
 
