@@ -36,10 +36,19 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow" $(XDIST)
 
-# ruff: the rule set in pyproject.toml; lint-imports: the import contracts (see ARCHITECTURE.md).
-lint: $(STAMP)
+# The docs site's builder (the `docs` extra), on top of the venv.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[docs]'
+	@touch $@
+
+# ruff: the rule set in pyproject.toml; lint-imports: the import contracts (docs/architecture.md);
+# mkdocs: the docs site, strictly (a broken link, or a generated reference that no longer builds from the code,
+# fails), into a temporary folder that is removed.
+lint: $(STAMP) $(DOCS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	site="$$(mktemp -d)" && trap 'rm -rf "$$site"' EXIT && $(BIN)/mkdocs build --strict --quiet --site-dir "$$site"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

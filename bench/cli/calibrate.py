@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
         "Storage SCP) from a null source; keep the ceilings in the state folder ($PACSBENCH_STATE, else "
         "~/.local/state/pacsbench) with a fingerprint of host, profile, transfer syntax and version: a run uses "
         "only a calibration whose fingerprint matches its own. "
-        "Runs record it in run.json['calibration']; reports flag figures above 80%% of it as client-bound.",
+        "Runs record it in run.json['calibration']; reports flag figures above 80% of it as client-bound.",
     )
     p.add_argument("--profile", default=None, help="study profile (default: 2 MB instances, "
                    "bench/benchmarks/instance2mb.toml); calibrate with your scenario's profile for exact ceilings")

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
         "compare",
         help="put targets side by side: ratios to a baseline target with 95%% intervals, plots, environment",
         description="Compare runs of one scenario: each target against the baseline target as ratios with "
-        "bootstrap 95%% confidence intervals over repetitions and time windows, throughput timelines, latency CDFs, "
+        "bootstrap 95% confidence intervals over repetitions and time windows, throughput timelines, latency CDFs, "
         "scaling curves (when runs differ in users), server metrics, environments, claims.",
         epilog=EPILOG_COMPARE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
