@@ -47,6 +47,7 @@ $(DOCS_STAMP): $(STAMP)
 # fails), into a temporary folder that is removed.
 lint: $(STAMP) $(DOCS_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	site="$$(mktemp -d)" && trap 'rm -rf "$$site"' EXIT && $(BIN)/mkdocs build --strict --quiet --site-dir "$$site"
 

@@ -25,47 +25,68 @@ TIERS_HELP = (
 
 
 def add_backup_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, metavar="DIR",
-                        help=f"the archive's data folder (holds {INDEX_FILE})")
+    parser.add_argument(
+        "--data", type=Path, required=True, metavar="DIR", help=f"the archive's data folder (holds {INDEX_FILE})"
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="new or empty folder for the backup")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="the archive's configuration (TOML), for its [[tiers]]")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="the archive's configuration (TOML), for its [[tiers]]"
+    )
 
 
 def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", type=Path, help="a folder made by backup")
-    parser.add_argument("--data", type=Path, required=True, metavar="DIR",
-                        help="data folder to restore into (empty, or --force)")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="configuration (TOML) whose [[tiers]] receive the files")
-    parser.add_argument("--force", action="store_true",
-                        help="replace what DIR and the configured tier folders hold (everything in them is deleted)")
+    parser.add_argument(
+        "--data", type=Path, required=True, metavar="DIR", help="data folder to restore into (empty, or --force)"
+    )
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="configuration (TOML) whose [[tiers]] receive the files"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace what DIR and the configured tier folders hold (everything in them is deleted)",
+    )
 
 
-BACKUP_DESCRIPTION = ("Copy the archive consistently while it keeps storing: the index through SQLite's online "
-                      "backup API, then exactly the files that copy names, a manifest (instances, bytes, SHA-256 "
-                      "per file, archive version, snapshot time), all fsynced. " + TIERS_HELP)
-RESTORE_DESCRIPTION = ("Check a backup against its manifest, then restore it into an empty data folder (or, with "
-                       "--force, replace what is there). Stop the archive first; afterwards `pacsbench serve "
-                       "--data DIR` (with the same --config) serves every backed-up instance. " + TIERS_HELP)
+BACKUP_DESCRIPTION = (
+    "Copy the archive consistently while it keeps storing: the index through SQLite's online "
+    "backup API, then exactly the files that copy names, a manifest (instances, bytes, SHA-256 "
+    "per file, archive version, snapshot time), all fsynced. " + TIERS_HELP
+)
+RESTORE_DESCRIPTION = (
+    "Check a backup against its manifest, then restore it into an empty data folder (or, with "
+    "--force, replace what is there). Stop the archive first; afterwards `pacsbench serve "
+    "--data DIR` (with the same --config) serves every backed-up instance. " + TIERS_HELP
+)
 
 
 def run_backup(data: Path, out: Path, config_path: Path | None = None) -> tuple[str, int]:
     """The backup command: its one-line summary and exit code (1 when the archive has lost files)."""
     manifest, copied = backup(archive_config(config_path, data), out)
     dropped = f", {len(copied.dropped)} changed after the snapshot left out" if copied.dropped else ""
-    missing = (f", {len(copied.missing)} left out because the archive has lost their files (see manifest.json "
-               "missing_in_archive)") if copied.missing else ""
-    summary = (f"backup {out}: {copied.instances} instances, {copied.bytes / 1e6:.1f} MB, snapshot "
-               f"{manifest['snapshot_time']}, {copied.seconds:.1f} s ({copied.mb_per_s:.1f} MB/s){dropped}{missing}")
+    missing = (
+        (
+            f", {len(copied.missing)} left out because the archive has lost their files (see manifest.json "
+            "missing_in_archive)"
+        )
+        if copied.missing
+        else ""
+    )
+    summary = (
+        f"backup {out}: {copied.instances} instances, {copied.bytes / 1e6:.1f} MB, snapshot "
+        f"{manifest['snapshot_time']}, {copied.seconds:.1f} s ({copied.mb_per_s:.1f} MB/s){dropped}{missing}"
+    )
     return summary, 1 if copied.missing else 0
 
 
 def run_restore(folder: Path, data: Path, config_path: Path | None = None, force: bool = False) -> str:
     """The restore command; its one-line summary."""
     manifest, copied = restore(folder, archive_config(config_path, data), force)
-    return (f"restored {folder} into {data}: {copied.instances} instances, {copied.bytes / 1e6:.1f} MB, snapshot "
-            f"{manifest['snapshot_time']}, {copied.seconds:.1f} s ({copied.mb_per_s:.1f} MB/s, manifest checked)")
+    return (
+        f"restored {folder} into {data}: {copied.instances} instances, {copied.bytes / 1e6:.1f} MB, snapshot "
+        f"{manifest['snapshot_time']}, {copied.seconds:.1f} s ({copied.mb_per_s:.1f} MB/s, manifest checked)"
+    )
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m server_under_test") -> int:

@@ -52,8 +52,18 @@ from typing import Union, get_args, get_origin, get_type_hints
 
 DUPLICATE_POLICIES = ("overwrite", "reject", "keep-first")
 AT_CAPACITY_POLICIES = ("reject", "recycle")
-SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-              "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
 
 class ConfigError(Exception):

@@ -14,9 +14,16 @@ import subprocess
 from pathlib import Path
 
 DMI_VENDORS = {
-    "QEMU": "qemu", "VMware, Inc.": "vmware", "innotek GmbH": "oracle", "Oracle Corporation": "oracle",
-    "Microsoft Corporation": "microsoft", "Xen": "xen", "Amazon EC2": "amazon", "Google": "google",
-    "Parallels Software International Inc.": "parallels", "Red Hat": "kvm",
+    "QEMU": "qemu",
+    "VMware, Inc.": "vmware",
+    "innotek GmbH": "oracle",
+    "Oracle Corporation": "oracle",
+    "Microsoft Corporation": "microsoft",
+    "Xen": "xen",
+    "Amazon EC2": "amazon",
+    "Google": "google",
+    "Parallels Software International Inc.": "parallels",
+    "Red Hat": "kvm",
 }
 
 
@@ -83,9 +90,15 @@ def detect_hypervisor() -> dict:
     else:
         name, how = "none", "systemd-detect-virt" if systemd else "dmi and cpu flags"
     innermost = container if container and container != "none" else systemd
-    return {"hypervisor": name, "detected_by": how, "container": container or "unknown",
-            "systemd_detect_virt": innermost, "dmi_sys_vendor": vendor,
-            "dmi_product_name": product, "cpu_hypervisor_flag": flag}
+    return {
+        "hypervisor": name,
+        "detected_by": how,
+        "container": container or "unknown",
+        "systemd_detect_virt": innermost,
+        "dmi_sys_vendor": vendor,
+        "dmi_product_name": product,
+        "cpu_hypervisor_flag": flag,
+    }
 
 
 def _mount_of(path: Path) -> tuple[str, str]:
@@ -121,10 +134,16 @@ def storage_device(path: Path) -> dict:
     device, disk = block_device(path), whole_disk(path)
     mount, fs_type = _mount_of(path)
     usage = shutil.disk_usage(path)
-    return {"path": str(path), "device": device.name if device else "",
-            "rotational": _disk_fact(disk, "queue/rotational"), "model": _disk_fact(disk, "device/model"),
-            "mount": mount, "fs_type": fs_type,
-            "fs_total_bytes": usage.total, "fs_free_bytes": usage.free}
+    return {
+        "path": str(path),
+        "device": device.name if device else "",
+        "rotational": _disk_fact(disk, "queue/rotational"),
+        "model": _disk_fact(disk, "device/model"),
+        "mount": mount,
+        "fs_type": fs_type,
+        "fs_total_bytes": usage.total,
+        "fs_free_bytes": usage.free,
+    }
 
 
 def _disk_fact(disk: Path | None, name: str) -> str | None:

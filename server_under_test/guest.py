@@ -65,19 +65,21 @@ def mount_data_disk(label: str, wait: float) -> Path:
 
 
 def archive_config(settings: dict[str, str], data: Path) -> str:
-    return "\n".join([
-        f'ae_title = "{settings.get("aet", "PACSBENCH")}"',
-        'host = "0.0.0.0"',
-        f"port = {int(settings.get('port', 11112))}",
-        f'data = "{data}"',
-        f"workers = {int(settings.get('workers', 0))}",
-        f"max_pdu = {int(settings.get('max_pdu', 1 << 20))}",
-        f"fsync = {'true' if settings.get('fsync', '1') == '1' else 'false'}",
-        "[metrics]",
-        'host = "0.0.0.0"',
-        f"port = {int(settings.get('metrics_port', 8080))}",
-        "",
-    ])
+    return "\n".join(
+        [
+            f'ae_title = "{settings.get("aet", "PACSBENCH")}"',
+            'host = "0.0.0.0"',
+            f"port = {int(settings.get('port', 11112))}",
+            f'data = "{data}"',
+            f"workers = {int(settings.get('workers', 0))}",
+            f"max_pdu = {int(settings.get('max_pdu', 1 << 20))}",
+            f"fsync = {'true' if settings.get('fsync', '1') == '1' else 'false'}",
+            "[metrics]",
+            'host = "0.0.0.0"',
+            f"port = {int(settings.get('metrics_port', 8080))}",
+            "",
+        ]
+    )
 
 
 def main() -> int:

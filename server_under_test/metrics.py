@@ -13,8 +13,28 @@ import shutil
 from pathlib import Path
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2,
-                   0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 def prepare_multiprocess_dir(folder: Path) -> None:
@@ -40,17 +60,22 @@ class Metrics:
         from prometheus_client import Counter, Gauge, Histogram
 
         self.associations = Counter("pacsbench_archive_associations", "Associations by outcome", ["result"])
-        self.active = Gauge("pacsbench_archive_associations_active", "Associations open now",
-                            multiprocess_mode="livesum")
-        self.operations = Counter("pacsbench_archive_operations", "DIMSE operations by status class",
-                                  ["operation", "status"])
-        self.latency = Histogram("pacsbench_archive_operation_seconds", "DIMSE operation latency",
-                                 ["operation"], buckets=LATENCY_BUCKETS)
+        self.active = Gauge(
+            "pacsbench_archive_associations_active", "Associations open now", multiprocess_mode="livesum"
+        )
+        self.operations = Counter(
+            "pacsbench_archive_operations", "DIMSE operations by status class", ["operation", "status"]
+        )
+        self.latency = Histogram(
+            "pacsbench_archive_operation_seconds", "DIMSE operation latency", ["operation"], buckets=LATENCY_BUCKETS
+        )
         self.bytes_received = Counter("pacsbench_archive_received_bytes", "Dataset bytes received", ["operation"])
-        self.migrated_studies = Counter("pacsbench_archive_migrated_studies", "Studies moved down a tier",
-                                        ["from_tier", "to_tier"])
-        self.migrated_bytes = Counter("pacsbench_archive_migrated_bytes", "Bytes moved down a tier",
-                                      ["from_tier", "to_tier"])
+        self.migrated_studies = Counter(
+            "pacsbench_archive_migrated_studies", "Studies moved down a tier", ["from_tier", "to_tier"]
+        )
+        self.migrated_bytes = Counter(
+            "pacsbench_archive_migrated_bytes", "Bytes moved down a tier", ["from_tier", "to_tier"]
+        )
 
     def association_started(self, result: str) -> None:
         self.associations.labels(result).inc()
@@ -113,8 +138,7 @@ class HostCpuCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        seconds = CounterMetricFamily("pacsbench_host_cpu_seconds", "CPU time of all CPUs by mode",
-                                      labels=["mode"])
+        seconds = CounterMetricFamily("pacsbench_host_cpu_seconds", "CPU time of all CPUs by mode", labels=["mode"])
         for mode, value in cpu_seconds().items():
             seconds.add_metric([mode], value)
         yield seconds

@@ -48,8 +48,7 @@ def end_with_supervisor(supervisor_pid: int) -> None:
 
 
 # -- worker process --------------------------------------------------------------------
-def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: int, supervisor_pid: int,
-                slots) -> None:
+def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: int, supervisor_pid: int, slots) -> None:
     end_with_supervisor(supervisor_pid)
     from server_under_test.metrics import Metrics
     from server_under_test.services.connection import Shared, handle_connection, quiet_pydicom, supported_contexts
@@ -68,8 +67,16 @@ def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: i
     recycler = None
     if config.capacity and config.at_capacity == "recycle":
         recycler = Recycler(index.path, tiers, config.capacity, synchronous, quiet_seconds=config.migration_min_age)
-    shared = Shared(config, index, StoreService(index, tiers, config.duplicates, recycler), Metrics(),
-                    supported_contexts(), stopping, slots, number)
+    shared = Shared(
+        config,
+        index,
+        StoreService(index, tiers, config.duplicates, recycler),
+        Metrics(),
+        supported_contexts(),
+        stopping,
+        slots,
+        number,
+    )
     ready.put(os.getpid())
     listener.settimeout(0.25)
     threads: list[threading.Thread] = []
@@ -161,9 +168,12 @@ class Supervisor:
 
     def _spawn(self, context, ready, number: int):
         self.slots.clear(number)  # a worker that died took its connections with it
-        process = context.Process(target=worker_main,
-                                  args=(self.config, self.listener, ready, number, os.getpid(), self.slots),
-                                  name=f"archive-worker-{number}", daemon=False)
+        process = context.Process(
+            target=worker_main,
+            args=(self.config, self.listener, ready, number, os.getpid(), self.slots),
+            name=f"archive-worker-{number}",
+            daemon=False,
+        )
         process.start()
         return process
 
@@ -228,24 +238,53 @@ def parse_args(argv: list[str] | None, prog: str) -> tuple[ArchiveConfig, Path |
     parser.add_argument("--data", type=Path, help="folder for the index and the default tier (default ./archive-data)")
     parser.add_argument("--workers", type=int, help="processes accepting associations (default: one per CPU)")
     parser.add_argument("--max-associations", type=int, help="concurrent associations, all workers (default 64)")
-    parser.add_argument("--artim-timeout", type=_seconds_option, metavar="SECONDS",
-                        help="seconds a new connection has to complete its association request (default 30)")
+    parser.add_argument(
+        "--artim-timeout",
+        type=_seconds_option,
+        metavar="SECONDS",
+        help="seconds a new connection has to complete its association request (default 30)",
+    )
     parser.add_argument("--max-pdu", type=int, help="largest PDU we receive, bytes (default 1048576; 0 = unlimited)")
-    parser.add_argument("--duplicates", choices=DUPLICATE_POLICIES, help="same SOP Instance UID again (default overwrite)")
+    parser.add_argument(
+        "--duplicates", choices=DUPLICATE_POLICIES, help="same SOP Instance UID again (default overwrite)"
+    )
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /status on this HTTP port (0 = any free)")
-    parser.add_argument("--capacity", type=_size_option, metavar="SIZE",
-                        help="bytes the archive may store, e.g. '4 GB' (default 0 = unlimited)")
-    parser.add_argument("--at-capacity", choices=AT_CAPACITY_POLICIES,
-                        help="at the capacity: reject (A700, the default) or recycle the oldest studies")
-    parser.add_argument("--no-fsync", action="store_true", default=None,
-                        help="skip fsync (experiments only: an acknowledged instance can be lost on power failure)")
-    parser.add_argument("--no-direct-io", action="store_true", default=None,
-                        help="write received files through the page cache instead of with O_DIRECT")
-    parser.add_argument("--check-called-aet", action="store_true", default=None,
-                        help="reject associations whose called AE title is not ours (default: answer any)")
-    parser.add_argument("--ready-file", type=Path, metavar="PATH",
-                        help="once listening, write PATH (JSON: pid, version, AE title, host, DICOM port, metrics URL, "
-                        "data folder, workers); removed on exit (server_under_test.ready reads it)")
+    parser.add_argument(
+        "--capacity",
+        type=_size_option,
+        metavar="SIZE",
+        help="bytes the archive may store, e.g. '4 GB' (default 0 = unlimited)",
+    )
+    parser.add_argument(
+        "--at-capacity",
+        choices=AT_CAPACITY_POLICIES,
+        help="at the capacity: reject (A700, the default) or recycle the oldest studies",
+    )
+    parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        default=None,
+        help="skip fsync (experiments only: an acknowledged instance can be lost on power failure)",
+    )
+    parser.add_argument(
+        "--no-direct-io",
+        action="store_true",
+        default=None,
+        help="write received files through the page cache instead of with O_DIRECT",
+    )
+    parser.add_argument(
+        "--check-called-aet",
+        action="store_true",
+        default=None,
+        help="reject associations whose called AE title is not ours (default: answer any)",
+    )
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="PATH",
+        help="once listening, write PATH (JSON: pid, version, AE title, host, DICOM port, metrics URL, "
+        "data folder, workers); removed on exit (server_under_test.ready reads it)",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
     metrics = None
@@ -254,11 +293,22 @@ def parse_args(argv: list[str] | None, prog: str) -> tuple[ArchiveConfig, Path |
 
         metrics = MetricsEndpoint(config.metrics.host if config.metrics else "127.0.0.1", args.metrics_port)
     return with_overrides(
-        config, ae_title=args.ae_title, host=args.host, port=args.port, data=args.data, workers=args.workers,
-        max_associations=args.max_associations, artim_timeout=args.artim_timeout, max_pdu=args.max_pdu, duplicates=args.duplicates,
-        metrics=metrics, fsync=False if args.no_fsync else None,
-        direct_io=False if args.no_direct_io else None, check_called_aet=args.check_called_aet,
-        capacity=args.capacity, at_capacity=args.at_capacity,
+        config,
+        ae_title=args.ae_title,
+        host=args.host,
+        port=args.port,
+        data=args.data,
+        workers=args.workers,
+        max_associations=args.max_associations,
+        artim_timeout=args.artim_timeout,
+        max_pdu=args.max_pdu,
+        duplicates=args.duplicates,
+        metrics=metrics,
+        fsync=False if args.no_fsync else None,
+        direct_io=False if args.no_direct_io else None,
+        check_called_aet=args.check_called_aet,
+        capacity=args.capacity,
+        at_capacity=args.at_capacity,
     ), args.ready_file
 
 
@@ -287,8 +337,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m server_under_test
         return 2
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)  # an earlier archive's must not be taken for ours
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s", stream=sys.stderr
+    )
     supervisor = Supervisor(config)
     try:
         supervisor.prepare()
@@ -332,7 +383,16 @@ def announce(supervisor: Supervisor, ready_file: Path | None) -> None:
         flush=True,
     )
     if ready_file is not None:
-        write_ready(ready_file, Ready(
-            pid=os.getpid(), version=__version__, ae_title=config.ae_title, host=config.host, port=supervisor.port,
-            metrics_url=supervisor.pages.url if supervisor.pages else None, data=str(config.data),
-            workers=len(supervisor.workers)))
+        write_ready(
+            ready_file,
+            Ready(
+                pid=os.getpid(),
+                version=__version__,
+                ae_title=config.ae_title,
+                host=config.host,
+                port=supervisor.port,
+                metrics_url=supervisor.pages.url if supervisor.pages else None,
+                data=str(config.data),
+                workers=len(supervisor.workers),
+            ),
+        )

@@ -83,24 +83,42 @@ class StatusPages:
         figures = index_figures(archive.index_path)
         return {
             "server": f"server_under_test {__version__}",
-            "ae_title": c.ae_title, "host": c.host, "port": archive.port,
+            "ae_title": c.ae_title,
+            "host": c.host,
+            "port": archive.port,
             "uptime_seconds": round(time.time() - archive.started, 1),
             "workers": archive.worker_pids,
-            "settings": {"fsync": c.fsync, "index_synchronous": "FULL" if c.fsync else "OFF", "direct_io": c.direct_io,
-                         "duplicates": c.duplicates, "max_associations": c.max_associations, "max_pdu": c.max_pdu,
-                         "artim_timeout": c.artim_timeout,
-                         "allowed_calling_aets": list(c.allowed_calling_aets), "check_called_aet": c.check_called_aet,
-                         "destinations": sorted(c.destinations)},
-            "index": {"path": str(archive.index_path), "patients": figures["patients"],
-                      "studies": figures["studies"], "instances": figures["instances"]},
+            "settings": {
+                "fsync": c.fsync,
+                "index_synchronous": "FULL" if c.fsync else "OFF",
+                "direct_io": c.direct_io,
+                "duplicates": c.duplicates,
+                "max_associations": c.max_associations,
+                "max_pdu": c.max_pdu,
+                "artim_timeout": c.artim_timeout,
+                "allowed_calling_aets": list(c.allowed_calling_aets),
+                "check_called_aet": c.check_called_aet,
+                "destinations": sorted(c.destinations),
+            },
+            "index": {
+                "path": str(archive.index_path),
+                "patients": figures["patients"],
+                "studies": figures["studies"],
+                "instances": figures["instances"],
+            },
             "tiers": self._tiers(figures),
-            "capacity": {"capacity_bytes": c.capacity, "at_capacity": c.at_capacity,
-                         "used_bytes": figures["used_bytes"],
-                         "recycled_studies": figures["recycled"]["studies"],
-                         "recycled_instances": figures["recycled"]["instances"],
-                         "recycled_bytes": figures["recycled"]["bytes"]},
-            "migration": {"studies_moved": archive.migrator.moved_studies if archive.migrator else 0,
-                          "bytes_moved": archive.migrator.moved_bytes if archive.migrator else 0},
+            "capacity": {
+                "capacity_bytes": c.capacity,
+                "at_capacity": c.at_capacity,
+                "used_bytes": figures["used_bytes"],
+                "recycled_studies": figures["recycled"]["studies"],
+                "recycled_instances": figures["recycled"]["instances"],
+                "recycled_bytes": figures["recycled"]["bytes"],
+            },
+            "migration": {
+                "studies_moved": archive.migrator.moved_studies if archive.migrator else 0,
+                "bytes_moved": archive.migrator.moved_bytes if archive.migrator else 0,
+            },
             "environment": self.environment(),
         }
 
@@ -109,11 +127,19 @@ class StatusPages:
         tiers = []
         for n, t in enumerate(self.archive.config.storage_tiers):
             used, files = figures["usage"].get(n, (0, 0))
-            tiers.append({"name": t.name, "path": str(t.path), "capacity_bytes": t.capacity,
-                          "high_watermark": t.high_watermark, "low_watermark": t.low_watermark,
-                          "used_bytes": used, "files": files,
-                          # in effect: O_DIRECT asked for and accepted by this tier's file system
-                          "direct_io": bool(stores and stores[n].direct_io)})
+            tiers.append(
+                {
+                    "name": t.name,
+                    "path": str(t.path),
+                    "capacity_bytes": t.capacity,
+                    "high_watermark": t.high_watermark,
+                    "low_watermark": t.low_watermark,
+                    "used_bytes": used,
+                    "files": files,
+                    # in effect: O_DIRECT asked for and accepted by this tier's file system
+                    "direct_io": bool(stores and stores[n].direct_io),
+                }
+            )
         return tiers
 
 
@@ -144,14 +170,22 @@ def index_figures(index_path: Path) -> dict:
     db = connect(index_path, "OFF")
     try:
         usage = {t: (b, f) for t, b, f in db.execute("SELECT tier, bytes, files FROM tier_usage")}
-        counts = db.execute("SELECT (SELECT COUNT(*) FROM patient WHERE num_instances > 0), "
-                            "(SELECT COUNT(*) FROM study WHERE num_instances > 0), "
-                            "(SELECT COALESCE(SUM(files), 0) FROM tier_usage)").fetchone()
+        counts = db.execute(
+            "SELECT (SELECT COUNT(*) FROM patient WHERE num_instances > 0), "
+            "(SELECT COUNT(*) FROM study WHERE num_instances > 0), "
+            "(SELECT COALESCE(SUM(files), 0) FROM tier_usage)"
+        ).fetchone()
         recycled = recycled_totals(db)
     finally:
         db.close()
-    return {"usage": usage, "patients": counts[0], "studies": counts[1], "instances": counts[2],
-            "used_bytes": sum(b for b, _ in usage.values()), "recycled": recycled}
+    return {
+        "usage": usage,
+        "patients": counts[0],
+        "studies": counts[1],
+        "instances": counts[2],
+        "used_bytes": sum(b for b, _ in usage.values()),
+        "recycled": recycled,
+    }
 
 
 class TierCollector:
@@ -166,20 +200,25 @@ class TierCollector:
         config = self.archive.config
         figures = index_figures(self.archive.index_path)
         used = GaugeMetricFamily("pacsbench_archive_tier_used_bytes", "Bytes stored per tier", labels=["tier"])
-        capacity = GaugeMetricFamily("pacsbench_archive_tier_capacity_bytes", "Configured capacity (0 = none)",
-                                     labels=["tier"])
+        capacity = GaugeMetricFamily(
+            "pacsbench_archive_tier_capacity_bytes", "Configured capacity (0 = none)", labels=["tier"]
+        )
         for n, tier in enumerate(config.storage_tiers):
             used.add_metric([tier.name], figures["usage"].get(n, (0, 0))[0])
             capacity.add_metric([tier.name], tier.capacity)
         yield used
         yield capacity
         yield GaugeMetricFamily("pacsbench_archive_instances", "Instances in the index", value=figures["instances"])
-        yield GaugeMetricFamily("pacsbench_archive_used_bytes", "Bytes stored on all tiers",
-                                value=figures["used_bytes"])
-        yield GaugeMetricFamily("pacsbench_archive_capacity_bytes", "The archive's capacity (0 = none)",
-                                value=config.capacity)
+        yield GaugeMetricFamily(
+            "pacsbench_archive_used_bytes", "Bytes stored on all tiers", value=figures["used_bytes"]
+        )
+        yield GaugeMetricFamily(
+            "pacsbench_archive_capacity_bytes", "The archive's capacity (0 = none)", value=config.capacity
+        )
         # From the index, so they agree with /status and survive a worker's restart.
         for what in ("studies", "instances", "bytes"):
-            yield CounterMetricFamily(f"pacsbench_archive_recycled_{what}",
-                                      f"{what.capitalize()} deleted to make room at capacity",
-                                      value=figures["recycled"][what])
+            yield CounterMetricFamily(
+                f"pacsbench_archive_recycled_{what}",
+                f"{what.capitalize()} deleted to make room at capacity",
+                value=figures["recycled"][what],
+            )

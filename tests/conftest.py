@@ -40,8 +40,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     lost = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
     if lost:
-        message = (f"pytest-xdist did not put {lost[0]} in its xdist_group: grouped tests would run side by side "
-                   "(this pytest and pytest-xdist do not work together, see pyproject.toml)")
+        message = (
+            f"pytest-xdist did not put {lost[0]} in its xdist_group: grouped tests would run side by side "
+            "(this pytest and pytest-xdist do not work together, see pyproject.toml)"
+        )
         print(f"error: {message}", file=sys.__stderr__)  # a worker's exception reaches the terminal garbled
         raise pytest.UsageError(message)
 

@@ -173,8 +173,16 @@ def measure(samples: pd.DataFrame, settings: Settings = Settings(), stop_at: flo
     begin = settings.warmup.cut(first, last)
     kept = before_stop[before_stop["end"] >= begin]
     drained = len(samples) - len(before_stop)
-    return Measurement(kept, begin, last, first, len(before_stop) - len(kept), settings.window_seconds,
-                       drained, max(last_response - last, 0.0) if drained else 0.0)
+    return Measurement(
+        kept,
+        begin,
+        last,
+        first,
+        len(before_stop) - len(kept),
+        settings.window_seconds,
+        drained,
+        max(last_response - last, 0.0) if drained else 0.0,
+    )
 
 
 def check_settings(settings: Settings, first: float, last: float) -> None:
@@ -183,12 +191,16 @@ def check_settings(settings: Settings, first: float, last: float) -> None:
         return
     lasted = last - first
     if settings.warmup.seconds and settings.warmup.seconds >= lasted:
-        raise UserError(f"--warmup {settings.warmup.rule()}: the run lasted only {lasted:.1f} s (first request to "
-                        "last response before the stop): nothing would be measured")
+        raise UserError(
+            f"--warmup {settings.warmup.rule()}: the run lasted only {lasted:.1f} s (first request to "
+            "last response before the stop): nothing would be measured"
+        )
     span = last - settings.warmup.cut(first, last)
     if settings.window_seconds > span:
-        raise UserError(f"--window {settings.window_seconds:g}: longer than the measured span ({span:.1f} s after "
-                        f"the warm-up): not one full window")
+        raise UserError(
+            f"--window {settings.window_seconds:g}: longer than the measured span ({span:.1f} s after "
+            f"the warm-up): not one full window"
+        )
 
 
 def acknowledged(rows: pd.DataFrame, operations: tuple[str, ...]) -> pd.DataFrame:

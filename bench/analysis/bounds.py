@@ -51,13 +51,17 @@ def _findings(m: dict[str, float], cpus: float | None, calibration_client_bound:
     if share is not None and share >= SERVER_CPU_SHARE:
         found["server-cpu"] = f"archive CPU {share:.0f}% of {_cpus_text(cpus)}"
     elif share is not None and busy is not None and busy >= SHARED_CPUS_BUSY:
-        found["server-cpu"] = (f"archive CPU {share:.0f}% of {_cpus_text(cpus)} while its CPUs were {busy:.0f}% "
-                               "busy (shared with other processes)")
+        found["server-cpu"] = (
+            f"archive CPU {share:.0f}% of {_cpus_text(cpus)} while its CPUs were {busy:.0f}% "
+            "busy (shared with other processes)"
+        )
     guest, steal = m.get("guest_cpu_percent"), m.get("guest_steal_percent", 0.0)
     if "server-cpu" not in found and guest is not None and guest + steal >= SERVER_CPU_SHARE:
-        found["server-cpu"] = (f"the archive's machine saw its CPUs {guest:.0f}% busy"
-                               + (f" and {steal:.0f}% stolen by its hypervisor" if steal >= 1 else "")
-                               + " (its own /metrics)")
+        found["server-cpu"] = (
+            f"the archive's machine saw its CPUs {guest:.0f}% busy"
+            + (f" and {steal:.0f}% stolen by its hypervisor" if steal >= 1 else "")
+            + " (its own /metrics)"
+        )
     if m.get("disk_busy_percent", 0) >= DISK_BUSY:
         found["disk"] = f"data disk busy {m['disk_busy_percent']:.0f}% of the time"
     link = m.get("net_link_bytes_per_s", 0)
@@ -77,8 +81,9 @@ def _overview(m: dict[str, float], cpus: float | None) -> str:
     if "server_cpu_budget_percent" in m:
         parts.append(f"archive CPU {m['server_cpu_budget_percent']:.0f}% of {_cpus_text(cpus)}")
     if "guest_cpu_percent" in m:
-        parts.append(f"guest's own CPU {m['guest_cpu_percent']:.0f}% busy, {m.get('guest_steal_percent', 0):.0f}% "
-                     "stolen")
+        parts.append(
+            f"guest's own CPU {m['guest_cpu_percent']:.0f}% busy, {m.get('guest_steal_percent', 0):.0f}% stolen"
+        )
     if "disk_busy_percent" in m:
         parts.append(f"disk {m['disk_busy_percent']:.0f}% busy")
     if "load_busiest_cpu_percent" in m:
@@ -86,13 +91,18 @@ def _overview(m: dict[str, float], cpus: float | None) -> str:
     return ", ".join(parts) or "no resource figure recorded"
 
 
-def bound_by(rows: pd.DataFrame | None, cpus: float | None = None,
-             calibration_client_bound: bool | None = None) -> dict:
+def bound_by(
+    rows: pd.DataFrame | None, cpus: float | None = None, calibration_client_bound: bool | None = None
+) -> dict:
     """The verdict for measured rows of server_metrics.csv: {"limit", "evidence", "also", "means"}."""
     if rows is None or rows.empty:
         if calibration_client_bound:
-            return {"limit": "client", "evidence": "throughput above 80% of the calibrated harness ceiling",
-                    "also": [], "means": {}}
+            return {
+                "limit": "client",
+                "evidence": "throughput above 80% of the calibrated harness ceiling",
+                "also": [],
+                "means": {},
+            }
         return dict(NOT_MEASURED)
     m = _means(rows)
     found = _findings(m, cpus, calibration_client_bound)
@@ -100,8 +110,12 @@ def bound_by(rows: pd.DataFrame | None, cpus: float | None = None,
     if not found:
         return {"limit": "none-evident", "evidence": _overview(m, cpus), "also": [], "means": means}
     limit = next(name for name in LIMITS if name in found)
-    return {"limit": limit, "evidence": found[limit], "also": [f"{k}: {found[k]}" for k in found if k != limit],
-            "means": means}
+    return {
+        "limit": limit,
+        "evidence": found[limit],
+        "also": [f"{k}: {found[k]}" for k in found if k != limit],
+        "means": means,
+    }
 
 
 def verdict_text(verdict: dict) -> str:

@@ -103,7 +103,9 @@ class Verdict:
 def judge(claim: Claim, metrics: dict, users_by_type: dict) -> Verdict:
     measured = metrics.get(claim.metric)
     if measured is None:
-        note = f"not measured by this run: {claim.measured_by}" if claim.measured_by else "the run has no such operation"
+        note = (
+            f"not measured by this run: {claim.measured_by}" if claim.measured_by else "the run has no such operation"
+        )
         return Verdict(claim, None, "not measured", note)
     if claim.min_users:
         users = users_by_type.get(claim.user_type, 0) if claim.user_type else sum(users_by_type.values())

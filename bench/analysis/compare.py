@@ -94,9 +94,14 @@ class Group:
 
     def growth(self) -> list[dict]:
         """Per repetition, how the archive's memory, open files and threads grew per hour over its measured span."""
-        return [{"run": run.folder.name, "repetition": run.repetition,
-                 **growth(load_server_metrics(run.folder)[0], m.begin, m.end)}
-                for run, m in zip(self.runs, self.measurements)]
+        return [
+            {
+                "run": run.folder.name,
+                "repetition": run.repetition,
+                **growth(load_server_metrics(run.folder)[0], m.begin, m.end),
+            }
+            for run, m in zip(self.runs, self.measurements)
+        ]
 
     def ceiling(self, prefix: str = "") -> dict | None:
         """The lowest harness ceiling (`prefix`: "" for ingest, "retrieve_get_" ...) the group's runs recorded
@@ -113,7 +118,7 @@ class Group:
         return ceiling
 
     def retrieve_method(self) -> str | None:
-        """"get" or "move": how the group's workstations retrieved (None without workstations)."""
+        """ "get" or "move": how the group's workstations retrieved (None without workstations)."""
         users = self.runs[0].run.scenario.get("users") or {}
         workstation = users.get("workstation") or {}
         return workstation.get("retrieve", "move") if workstation and workstation.get("count") != 0 else None
@@ -173,11 +178,15 @@ def check_budgets(runs: list[RunData], allow_unequal: bool) -> str | None:
             names.append(run.target)
     if len(seen) < 2:
         return None
-    listed = "; ".join(f"{', '.join(names)}: {budget_text(budget_of(next(r for r in runs if r.target == names[0])))}"
-                       for names in seen.values())
+    listed = "; ".join(
+        f"{', '.join(names)}: {budget_text(budget_of(next(r for r in runs if r.target == names[0])))}"
+        for names in seen.values()
+    )
     if not allow_unequal:
-        raise UserError(f"the runs' budgets differ ({listed}): a ratio would mix the target with its CPUs and memory; "
-                        "give every target the same [target] cpus and memory_mib, or pass --allow-unequal-budgets")
+        raise UserError(
+            f"the runs' budgets differ ({listed}): a ratio would mix the target with its CPUs and memory; "
+            "give every target the same [target] cpus and memory_mib, or pass --allow-unequal-budgets"
+        )
     return f"budgets differ ({listed}): compared anyway (--allow-unequal-budgets)"
 
 
@@ -348,8 +357,9 @@ def retrieval_bound(group: Group, estimates: dict) -> dict | None:
     method = group.retrieve_method()
     if not retrieved or method is None:
         return None
-    verdict = client_bound(group.ceiling(f"retrieve_{method}_"), retrieved,
-                           estimates.get("retrieve_mb_per_s", {}).get("value"))
+    verdict = client_bound(
+        group.ceiling(f"retrieve_{method}_"), retrieved, estimates.get("retrieve_mb_per_s", {}).get("value")
+    )
     return {**verdict, "method": method, "note": f"retrieval (C-{method.upper()}): {verdict['note']}"}
 
 
@@ -362,8 +372,13 @@ def check_baseline(groups: list[Group], baseline: str) -> None:
         )
 
 
-def build_comparison(runs: list[RunData], settings: Settings, baseline: str, claim_sets: list[ClaimSet],
-                     allow_unequal_budgets: bool = False):
+def build_comparison(
+    runs: list[RunData],
+    settings: Settings,
+    baseline: str,
+    claim_sets: list[ClaimSet],
+    allow_unequal_budgets: bool = False,
+):
     """The comparison as JSON-ready data, plus the groups (for figures)."""
     budgets_note = check_budgets(runs, allow_unequal_budgets)
     groups = group_runs(runs, settings)

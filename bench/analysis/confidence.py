@@ -24,9 +24,11 @@ SEED = 20110101  # fixed: reports are reproducible
 MIN_WINDOWS = 10  # fewer full windows in a repetition: too few blocks to say anything about noise
 SINGLE_RUN = "single run: no run-to-run estimate"
 TOO_SHORT = "too short"
-METHOD = (f"percentile, {RESAMPLES} resamples, {LEVEL:.0%}: repetitions resampled when there are several (run-to-run "
-          "variation), windows within each in moving blocks (length: first lag where the windows' autocorrelation "
-          f"falls below 1/e); no interval with fewer than {MIN_WINDOWS} full windows in a repetition")
+METHOD = (
+    f"percentile, {RESAMPLES} resamples, {LEVEL:.0%}: repetitions resampled when there are several (run-to-run "
+    "variation), windows within each in moving blocks (length: first lag where the windows' autocorrelation "
+    f"falls below 1/e); no interval with fewer than {MIN_WINDOWS} full windows in a repetition"
+)
 
 
 def block_length(series) -> int:
@@ -71,16 +73,19 @@ class Evidence:
 
     def text(self) -> str:
         if self.too_short:
-            return (f"{TOO_SHORT}: {self.windows} full window{'s' if self.windows != 1 else ''} in a repetition, "
-                    f"at least {MIN_WINDOWS} needed for an interval")
+            return (
+                f"{TOO_SHORT}: {self.windows} full window{'s' if self.windows != 1 else ''} in a repetition, "
+                f"at least {MIN_WINDOWS} needed for an interval"
+            )
         blocks = f"windows resampled in blocks of {self.block}"
         if self.single_run:
             return f"{SINGLE_RUN} ({self.windows} windows, {blocks})"
         return f"{self.repetitions} repetitions resampled (run-to-run), {blocks}"
 
     def weaker(self, other: "Evidence") -> "Evidence":
-        return Evidence(min(self.repetitions, other.repetitions), min(self.windows, other.windows),
-                        max(self.block, other.block))
+        return Evidence(
+            min(self.repetitions, other.repetitions), min(self.windows, other.windows), max(self.block, other.block)
+        )
 
 
 @dataclass(frozen=True)

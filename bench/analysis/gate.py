@@ -119,7 +119,7 @@ class Check:
         verdict = "CANNOT DECIDE" if self.undecided else "REGRESSION" if self.regressed else "ok"
         if self.ratio is None:
             return f"{verdict} {self.metric}: {self.reason}"
-        interval = (f"95% CI {self.ratio.low:.3f}-{self.ratio.high:.3f}" if self.ratio.decided else "no interval")
+        interval = f"95% CI {self.ratio.low:.3f}-{self.ratio.high:.3f}" if self.ratio.decided else "no interval"
         return (
             f"{verdict} {self.metric}: {self.value:.3f} vs baseline {self.baseline:.3f} {self.unit}, ratio "
             f"{self.ratio.value:.3f} ({interval}); {self.reason}"
@@ -148,14 +148,17 @@ def judge(name: str, repetitions: list, saved: BaselineMetric, threshold: float)
     beyond = change > threshold
     noise = ratio.contains(1.0)
     word = "worse" if change > 0 else "better" if change < 0 else "unchanged"
-    reason = f"{abs(change):.1%} {word}; threshold {threshold:.0%}; " + (
-        "the interval includes 1 (within noise)" if noise else "the interval excludes 1"
-    ) + (f"; {ratio.evidence.headline()}" if ratio.evidence.single_run else "")
+    reason = (
+        f"{abs(change):.1%} {word}; threshold {threshold:.0%}; "
+        + ("the interval includes 1 (within noise)" if noise else "the interval excludes 1")
+        + (f"; {ratio.evidence.headline()}" if ratio.evidence.single_run else "")
+    )
     return Check(**common, regressed=beyond and not noise, reason=reason)
 
 
-def chosen_metrics(requested: list[str] | None, baseline: BaselineRecord, runs: list[RunData],
-                   settings: Settings) -> list[str]:
+def chosen_metrics(
+    requested: list[str] | None, baseline: BaselineRecord, runs: list[RunData], settings: Settings
+) -> list[str]:
     if requested:
         names = [metric(n).name for n in requested]
     else:
@@ -169,7 +172,11 @@ def chosen_metrics(requested: list[str] | None, baseline: BaselineRecord, runs: 
 
 
 def run_gate(
-    paths: list[Path], baseline_path: Path, threshold: float, requested: list[str] | None, settings: Settings,
+    paths: list[Path],
+    baseline_path: Path,
+    threshold: float,
+    requested: list[str] | None,
+    settings: Settings,
     include_incomplete: bool = False,
 ) -> list[Check]:
     for name in requested or []:
@@ -188,8 +195,9 @@ def run_gate(
 def write_junit(checks: list[Check], path: Path) -> Path:
     failures = sum(c.regressed for c in checks)
     errors = sum(c.undecided for c in checks)
-    suite = ET.Element("testsuite", name="pacsbench gate", tests=str(len(checks)), failures=str(failures),
-                       errors=str(errors))
+    suite = ET.Element(
+        "testsuite", name="pacsbench gate", tests=str(len(checks)), failures=str(failures), errors=str(errors)
+    )
     for check in checks:
         case = ET.SubElement(suite, "testcase", classname="pacsbench.gate", name=check.metric)
         if check.undecided:

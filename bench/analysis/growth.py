@@ -80,8 +80,10 @@ def growth(frame: pd.DataFrame | None, begin: float, end: float) -> dict:
     rows = measured_rows(frame, begin, end)
     seconds = round(float(end - begin), 1)
     if seconds < MIN_SPAN_SECONDS:
-        return {"seconds": seconds, "note": f"too short for a trend per hour (under {MIN_SPAN_SECONDS / 60:g} minutes "
-                                            "measured)"}
+        return {
+            "seconds": seconds,
+            "note": f"too short for a trend per hour (under {MIN_SPAN_SECONDS / 60:g} minutes measured)",
+        }
     series = {c: g for c in GROWTH_SERIES if c in rows.columns for g in [series_growth(rows, c)] if g}
     if not series:
         return {"seconds": seconds, "note": "no archive process series in server_metrics.csv (a remote target)"}
@@ -97,6 +99,9 @@ def growth_text(figures: dict) -> str:
     """One line: '+12.3 MB/h (95%: 8.1 to 16.0), grows' per series, or the note."""
     if "series" not in figures:
         return figures.get("note", "")
-    parts = [f"{g['what']} {g['per_hour']:+g} {g['unit']}/h{_percent_text(g)} (95%: {g['per_hour_low']:+g} to "
-             f"{g['per_hour_high']:+g}): {g['verdict']}" for g in figures["series"].values()]
+    parts = [
+        f"{g['what']} {g['per_hour']:+g} {g['unit']}/h{_percent_text(g)} (95%: {g['per_hour_low']:+g} to "
+        f"{g['per_hour_high']:+g}): {g['verdict']}"
+        for g in figures["series"].values()
+    ]
     return f"over {figures['seconds'] / 60:.0f} min: " + "; ".join(parts)

@@ -103,8 +103,10 @@ def check_completed(runs: list[RunData], include_incomplete: bool) -> None:
     """A run that did not complete (stopped early, failed, interrupted) is not compared unless asked."""
     incomplete = [f"{r.folder.name}: {r.run.status or 'no status'}" for r in runs if not r.completed]
     if incomplete and not include_incomplete:
-        raise UserError(f"runs that did not complete ({'; '.join(incomplete)}): their figures cover part of "
-                        "the load; pass --include-incomplete to use them anyway")
+        raise UserError(
+            f"runs that did not complete ({'; '.join(incomplete)}): their figures cover part of "
+            "the load; pass --include-incomplete to use them anyway"
+        )
 
 
 def check_one_scenario(runs: list[RunData]) -> None:

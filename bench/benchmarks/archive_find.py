@@ -40,8 +40,28 @@ from bench.dicom.scu import ServiceUser, query_proposals
 from server_under_test.ready import wait_for_ready
 from server_under_test.storage.index import SCHEMA, index_path
 
-SURNAMES = ["SMITH", "MUELLER", "PAPADOPOULOS", "ROSSI", "NOWAK", "SILVA", "JANSEN", "KOVAC", "BERG", "LAINE",
-            "GARCIA", "MARTIN", "DUBOIS", "NIELSEN", "HORVAT", "COSTA", "EVANS", "WAGNER", "NOVAK", "OLSEN"]
+SURNAMES = [
+    "SMITH",
+    "MUELLER",
+    "PAPADOPOULOS",
+    "ROSSI",
+    "NOWAK",
+    "SILVA",
+    "JANSEN",
+    "KOVAC",
+    "BERG",
+    "LAINE",
+    "GARCIA",
+    "MARTIN",
+    "DUBOIS",
+    "NIELSEN",
+    "HORVAT",
+    "COSTA",
+    "EVANS",
+    "WAGNER",
+    "NOVAK",
+    "OLSEN",
+]
 GIVEN = ["ANNA", "BORIS", "CHLOE", "DIMITRIS", "ELENI", "FRANZ", "GEORGIA", "HUGO", "IRINI", "JONAS"]
 READY_TIMEOUT = 120.0  # a million-row index is opened before the archive listens
 SERIES_PER_STUDY, INSTANCES_PER_SERIES, STUDIES_PER_PATIENT = 4, 5, 2
@@ -60,21 +80,79 @@ def prefill(path: Path, instances: int) -> None:
     db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
     patients = (studies + STUDIES_PER_PATIENT - 1) // STUDIES_PER_PATIENT
     per_patient = STUDIES_PER_PATIENT * SERIES_PER_STUDY * INSTANCES_PER_SERIES
-    db.executemany("INSERT INTO patient VALUES (?,?,?,?,?,?,?,?)", (
-        (p + 1, f"PID{p:07d}", f"{SURNAMES[p % 20]}^{GIVEN[(p // 20) % 10]}{p:05d}", "19600101", "MF"[p % 2],
-         STUDIES_PER_PATIENT, STUDIES_PER_PATIENT * SERIES_PER_STUDY, per_patient) for p in range(patients)))
-    db.executemany("INSERT INTO study VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", (
-        (s + 1, f"1.2.826.0.1.3680043.9.7.{s}", s // STUDIES_PER_PATIENT + 1, study_date(s), "101500",
-         f"ACC{s:08d}", str(s), "Cerebral angiography", "REF^ERRER", "XA", SERIES_PER_STUDY,
-         SERIES_PER_STUDY * INSTANCES_PER_SERIES, 0.0) for s in range(studies)))
-    db.executemany("INSERT INTO series VALUES (?,?,?,?,?,?,?,?)", (
-        (r + 1, f"1.2.826.0.1.3680043.9.8.{r}", r // SERIES_PER_STUDY + 1, "XA", str(r % SERIES_PER_STUDY + 1),
-         "HEAD", "DSA run", INSTANCES_PER_SERIES) for r in range(studies * SERIES_PER_STUDY)))
+    db.executemany(
+        "INSERT INTO patient VALUES (?,?,?,?,?,?,?,?)",
+        (
+            (
+                p + 1,
+                f"PID{p:07d}",
+                f"{SURNAMES[p % 20]}^{GIVEN[(p // 20) % 10]}{p:05d}",
+                "19600101",
+                "MF"[p % 2],
+                STUDIES_PER_PATIENT,
+                STUDIES_PER_PATIENT * SERIES_PER_STUDY,
+                per_patient,
+            )
+            for p in range(patients)
+        ),
+    )
+    db.executemany(
+        "INSERT INTO study VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            (
+                s + 1,
+                f"1.2.826.0.1.3680043.9.7.{s}",
+                s // STUDIES_PER_PATIENT + 1,
+                study_date(s),
+                "101500",
+                f"ACC{s:08d}",
+                str(s),
+                "Cerebral angiography",
+                "REF^ERRER",
+                "XA",
+                SERIES_PER_STUDY,
+                SERIES_PER_STUDY * INSTANCES_PER_SERIES,
+                0.0,
+            )
+            for s in range(studies)
+        ),
+    )
+    db.executemany(
+        "INSERT INTO series VALUES (?,?,?,?,?,?,?,?)",
+        (
+            (
+                r + 1,
+                f"1.2.826.0.1.3680043.9.8.{r}",
+                r // SERIES_PER_STUDY + 1,
+                "XA",
+                str(r % SERIES_PER_STUDY + 1),
+                "HEAD",
+                "DSA run",
+                INSTANCES_PER_SERIES,
+            )
+            for r in range(studies * SERIES_PER_STUDY)
+        ),
+    )
     total = studies * SERIES_PER_STUDY * INSTANCES_PER_SERIES
-    db.executemany("INSERT INTO instance VALUES (?,?,?,?,?,?,?,?,?,?,?)", (
-        (i + 1, f"1.2.826.0.1.3680043.9.9.{i}", i // INSTANCES_PER_SERIES + 1, XRayAngiographicImageStorage,
-         str(i % INSTANCES_PER_SERIES + 1), ExplicitVRLittleEndian, 10, 10_000_000, 0, f"/nowhere/{i}.dcm", 0.0)
-        for i in range(total)))
+    db.executemany(
+        "INSERT INTO instance VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            (
+                i + 1,
+                f"1.2.826.0.1.3680043.9.9.{i}",
+                i // INSTANCES_PER_SERIES + 1,
+                XRayAngiographicImageStorage,
+                str(i % INSTANCES_PER_SERIES + 1),
+                ExplicitVRLittleEndian,
+                10,
+                10_000_000,
+                0,
+                f"/nowhere/{i}.dcm",
+                0.0,
+            )
+            for i in range(total)
+        ),
+    )
     db.execute("INSERT INTO tier_usage VALUES (0, ?, ?)", (total * 10_000_000, total))
     db.commit()
     db.execute("ANALYZE")
@@ -132,8 +210,13 @@ def queries(studies: int, rng: random.Random) -> dict[str, callable]:
         ds.PatientName = f"{SURNAMES[p % 20]}^{GIVEN[(p // 20) % 10]}{p:05d}"[:-1] + "*"
         return ds
 
-    return {"PatientID": by_patient_id, "AccessionNumber": by_accession, "StudyDate (1 day)": one_day,
-            "StudyDate (7 days) + XA": week_of_xa, "PatientName prefix*": name_prefix}
+    return {
+        "PatientID": by_patient_id,
+        "AccessionNumber": by_accession,
+        "StudyDate (1 day)": one_day,
+        "StudyDate (7 days) + XA": week_of_xa,
+        "PatientName prefix*": name_prefix,
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -212,7 +295,7 @@ def run_queries(metrics_url: str, port: int, kinds: dict, count: int) -> dict:
         matches = 0
         for i in range(count):
             identifier = make()
-            for name in (list(clients) if i % 2 == 0 else list(reversed(clients))):
+            for name in list(clients) if i % 2 == 0 else list(reversed(clients)):
                 started = time.perf_counter()
                 status, found = clients[name][1](identifier)
                 times[name].append((time.perf_counter() - started) * 1000)
@@ -220,9 +303,12 @@ def run_queries(metrics_url: str, port: int, kinds: dict, count: int) -> dict:
                     raise SystemExit(f"{kind} ({name}): C-FIND ended with status 0x{status:04X}")
                 matches += found
         after = find_histogram(metrics_url)
-        results[kind] = {**times, "matches": matches / (count * len(clients)),
-                         "server_p50": histogram_quantile(before, after, 0.50),
-                         "server_p95": histogram_quantile(before, after, 0.95)}
+        results[kind] = {
+            **times,
+            "matches": matches / (count * len(clients)),
+            "server_p50": histogram_quantile(before, after, 0.50),
+            "server_p95": histogram_quantile(before, after, 0.95),
+        }
     for _, _, release in clients.values():
         release()
     return results
@@ -239,9 +325,23 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copy(source, index_path(work / "archive"))
     ready_file = work / "archive-ready.json"
     with open(work / "archive.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "server_under_test", "--port", "0", "--metrics-port", "0",
-                                   "--data", str(work / "archive"), "--ready-file", str(ready_file)],
-                                  stdout=log, stderr=log)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server_under_test",
+                "--port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--data",
+                str(work / "archive"),
+                "--ready-file",
+                str(ready_file),
+            ],
+            stdout=log,
+            stderr=log,
+        )
     try:
         ready = wait_for_ready(ready_file, server, READY_TIMEOUT)
         studies = max(1, args.instances // (SERIES_PER_STUDY * INSTANCES_PER_SERIES))
@@ -257,12 +357,16 @@ def main(argv: list[str] | None = None) -> int:
     print("clients: pynetdicom (TCP_NODELAY; its polling adds ~1-2 ms per response, and it decodes every match)")
     print("and the harness's own upper layer (responses received, not decoded), one association each, the same")
     print("queries; server: the archive's own histogram (request received -> last response sent), bucket bound")
-    print(f"  {'query':26s} {'pynetdicom p50':>14s} {'p95':>7s} {'harness p50':>11s} {'p95':>7s} "
-          f"{'server p50':>10s} {'p95':>6s} {'matches':>8s}")
+    print(
+        f"  {'query':26s} {'pynetdicom p50':>14s} {'p95':>7s} {'harness p50':>11s} {'p95':>7s} "
+        f"{'server p50':>10s} {'p95':>6s} {'matches':>8s}"
+    )
     for name, r in results.items():
         server_part = f"{r['server_p50']:10.1f} {r['server_p95']:6.1f} {r['matches']:8.1f}" if "matches" in r else ""
-        print(f"  {name:26s} {percentile(r['pynetdicom'], 50):14.2f} {percentile(r['pynetdicom'], 95):7.2f} "
-              f"{percentile(r['harness'], 50):11.2f} {percentile(r['harness'], 95):7.2f} {server_part}")
+        print(
+            f"  {name:26s} {percentile(r['pynetdicom'], 50):14.2f} {percentile(r['pynetdicom'], 95):7.2f} "
+            f"{percentile(r['harness'], 50):11.2f} {percentile(r['harness'], 95):7.2f} {server_part}"
+        )
     print("  goal: study-level p95 <= 20 ms")
     return 0
 

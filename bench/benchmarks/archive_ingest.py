@@ -88,8 +88,15 @@ def storescu_parallel(files: list[Path], port: int, ae_title: str, associations:
     """Seconds for `associations` storescu processes to store all files; fails loudly on error."""
     groups = [files[i::associations] for i in range(associations)]
     started = time.perf_counter()
-    processes = [subprocess.Popen([STORESCU, "-aec", ae_title, "127.0.0.1", str(port), *map(str, g)],
-                                  env=NODELAY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for g in groups]
+    processes = [
+        subprocess.Popen(
+            [STORESCU, "-aec", ae_title, "127.0.0.1", str(port), *map(str, g)],
+            env=NODELAY,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for g in groups
+    ]
     errors = [p.communicate()[1] for p in processes]
     seconds = time.perf_counter() - started
     for p, err in zip(processes, errors):
@@ -110,8 +117,8 @@ def _write_buffered(path: Path, blob: bytes) -> None:
 def _write_direct(path: Path, blob: bytes, staging: mmap.mmap) -> None:
     """O_DIRECT needs an aligned buffer and length: copy, pad to 4 KB, cut back to size."""
     padded = -(-len(blob) // 4096) * 4096
-    staging[:len(blob)] = blob
-    staging[len(blob):padded] = bytes(padded - len(blob))
+    staging[: len(blob)] = blob
+    staging[len(blob) : padded] = bytes(padded - len(blob))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o644)
     try:
         os.write(fd, memoryview(staging)[:padded])
@@ -156,8 +163,9 @@ class Server:
         try:
             self.archive.start(CALLING_AE, START_TIMEOUT)
         except NoEchoAnswer as exc:
-            raise SystemExit(f"no C-ECHO answer from {ae_title} on port {port} within {START_TIMEOUT:g} s: "
-                             f"{exc.reason}") from None
+            raise SystemExit(
+                f"no C-ECHO answer from {ae_title} on port {port} within {START_TIMEOUT:g} s: {exc.reason}"
+            ) from None
         self.process = self.archive.process
 
     def stop(self) -> None:
@@ -167,10 +175,22 @@ class Server:
 def start_reference_archive(work: Path, page_cache: bool = False) -> Server:
     port = free_local_port()
     name = "archive-page-cache" if page_cache else "reference-archive"
-    return Server(name, "PACSBENCH", port,
-                  [sys.executable, "-m", "server_under_test", "--port", str(port), "--data", str(work / name),
-                   *(["--no-direct-io"] if page_cache else [])],
-                  cwd=work)
+    return Server(
+        name,
+        "PACSBENCH",
+        port,
+        [
+            sys.executable,
+            "-m",
+            "server_under_test",
+            "--port",
+            str(port),
+            "--data",
+            str(work / name),
+            *(["--no-direct-io"] if page_cache else []),
+        ],
+        cwd=work,
+    )
 
 
 ORTHANC_DEFAULT_PDU = 16384
@@ -195,15 +215,21 @@ def start_clients_ceiling(work: Path) -> Server:
     """storescp --ignore: receives every dataset and answers success without storing it, so its
     rate is what the storescu clients and the network can deliver on this machine."""
     port = free_local_port()
-    return Server("clients-ceiling", "IGNORE", port, [STORESCP, "--fork", "--ignore", "-aet", "IGNORE", str(port)],
-                  cwd=work)
+    return Server(
+        "clients-ceiling", "IGNORE", port, [STORESCP, "--fork", "--ignore", "-aet", "IGNORE", str(port)], cwd=work
+    )
 
 
 def start_storescp(work: Path) -> Server:
     port = free_local_port()
     (work / "storescp").mkdir()
-    return Server("storescp", "STORESCP", port, [STORESCP, "--fork", "-aet", "STORESCP", "-od",
-                                                  str(work / "storescp"), str(port)], cwd=work)
+    return Server(
+        "storescp",
+        "STORESCP",
+        port,
+        [STORESCP, "--fork", "-aet", "STORESCP", "-od", str(work / "storescp"), str(port)],
+        cwd=work,
+    )
 
 
 INSTANCE_MB = 2.1  # 1024 x 1024 x 2 bytes plus header
@@ -216,25 +242,35 @@ def check_free_space(work: Path, instances: int, rounds: int, keeping_targets: i
     needed = instances * INSTANCE_MB * 1e6 * (rounds * keeping_targets + 4)
     free = free_bytes(work)  # (--work may name a folder still to be made)
     if free < needed:
-        raise SystemExit(f"{work}: {instances} instances x {rounds} rounds need about {gb(needed)} free, "
-                         f"the file system has {gb(free)} (use --work elsewhere, or fewer --rounds or --instances)")
+        raise SystemExit(
+            f"{work}: {instances} instances x {rounds} rounds need about {gb(needed)} free, "
+            f"the file system has {gb(free)} (use --work elsewhere, or fewer --rounds or --instances)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--instances", type=int, default=400,
-                        help="instances per target and round, split over the associations (default 400)")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=400,
+        help="instances per target and round, split over the associations (default 400)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds; targets alternate within each (default 3)")
     parser.add_argument("--associations", type=int, default=4, help="parallel storescu processes (default 4)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary folder, removed)")
-    parser.add_argument("--page-cache-archive", action="store_true",
-                        help="also run the archive with --no-direct-io (writes through the page cache)")
+    parser.add_argument(
+        "--page-cache-archive",
+        action="store_true",
+        help="also run the archive with --no-direct-io (writes through the page cache)",
+    )
     args = parser.parse_args(argv)
     for tool in (STORESCU, STORESCP):
         if not Path(tool).exists():
             raise SystemExit(f"{tool} is missing (apt-get install dcmtk)")
-    check_free_space(args.work or Path(tempfile.gettempdir()), args.instances, args.rounds,
-                     3 if args.page_cache_archive else 2)
+    check_free_space(
+        args.work or Path(tempfile.gettempdir()), args.instances, args.rounds, 3 if args.page_cache_archive else 2
+    )
     work = args.work or Path(tempfile.mkdtemp(prefix="pacsbench-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
     pixels = synthesize_run(RunShape(1024, 1024, 1, 12, mask_frames=0), seed=7)
@@ -248,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for round_number in range(args.rounds):
             files = write_round(work / f"round-{round_number}", args.instances, pixels)
-            order = names[round_number % len(names):] + names[:round_number % len(names)]
+            order = names[round_number % len(names) :] + names[: round_number % len(names)]
             for name in order:
                 os.sync()  # nothing written before this target is flushed on its time
                 if name in writers:
@@ -257,11 +293,18 @@ def main(argv: list[str] | None = None) -> int:
                     server = next(s for s in servers if s.name == name)
                     server_before, clients_before = tree_cpu_seconds(server.process.pid), clients_cpu()
                     seconds = storescu_parallel(files, server.port, server.ae_title, args.associations)
-                    cpu[name].append((1000 * (tree_cpu_seconds(server.process.pid) - server_before) / args.instances,
-                                      1000 * (clients_cpu() - clients_before) / args.instances))
+                    cpu[name].append(
+                        (
+                            1000 * (tree_cpu_seconds(server.process.pid) - server_before) / args.instances,
+                            1000 * (clients_cpu() - clients_before) / args.instances,
+                        )
+                    )
                 rates[name].append(args.instances / seconds)
-                print(f"round {round_number + 1} {name:22s} {args.instances / seconds:8.1f} instances/s "
-                      f"({seconds:.2f} s)", flush=True)
+                print(
+                    f"round {round_number + 1} {name:22s} {args.instances / seconds:8.1f} instances/s "
+                    f"({seconds:.2f} s)",
+                    flush=True,
+                )
             shutil.rmtree(work / f"round-{round_number}")
             for name in writers:
                 shutil.rmtree(work / f"{name}-{round_number}")
@@ -280,8 +323,10 @@ def main(argv: list[str] | None = None) -> int:
             server_ms = statistics.median(c[0] for c in cpu[name])
             clients_ms = statistics.median(c[1] for c in cpu[name])
             cpu_note = f"  CPU per instance: server {server_ms:.1f} ms, clients {clients_ms:.1f} ms"
-        print(f"  {name:22s} {medians[name]:8.1f} instances/s  {medians[name] * INSTANCE_MB:7.1f} MB/s  "
-              f"(min {min(rates[name]):.1f}, max {max(rates[name]):.1f}){cpu_note}")
+        print(
+            f"  {name:22s} {medians[name]:8.1f} instances/s  {medians[name] * INSTANCE_MB:7.1f} MB/s  "
+            f"(min {min(rates[name]):.1f}, max {max(rates[name]):.1f}){cpu_note}"
+        )
     ours = medians["reference-archive"]
     limit = max(medians[name] for name in writers)
     print(f"  reference archive / Orthanc              = {ours / medians['orthanc']:.2f}x (goal >= 2.0x)")
@@ -289,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  reference archive / plain direct writers = {ours / medians['plain-direct-writers']:.2f}x (O_DIRECT)")
     print(f"  reference archive / physical limit       = {ours / limit:.2f}x (the faster writers; goal >= 0.50x)")
     print(f"  reference archive / storescp (no fsync)  = {ours / medians['storescp']:.2f}x")
-    print(f"  reference archive / clients' ceiling     = {ours / medians['clients-ceiling']:.2f}x "
-          "(storescp --ignore: stores nothing)")
+    print(
+        f"  reference archive / clients' ceiling     = {ours / medians['clients-ceiling']:.2f}x "
+        "(storescp --ignore: stores nothing)"
+    )
     if args.page_cache_archive:
         print(f"  O_DIRECT / page cache (same archive)     = {ours / medians['archive-page-cache']:.2f}x")
     return 0

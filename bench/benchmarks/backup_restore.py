@@ -44,8 +44,9 @@ def backups_until(stop: threading.Event, data: Path, work: Path, started: thread
     return done
 
 
-def ingest_during_backups(files: list[Path], server, data: Path, work: Path, associations: int
-                          ) -> tuple[float, list[Copied]]:
+def ingest_during_backups(
+    files: list[Path], server, data: Path, work: Path, associations: int
+) -> tuple[float, list[Copied]]:
     """Instances/s of an ingest that runs entirely while backups run; the backups' figures."""
     stop, started, result = threading.Event(), threading.Event(), []
     loop = threading.Thread(target=lambda: result.extend(backups_until(stop, data, work, started)))
@@ -65,23 +66,28 @@ def check_free_space(work: Path, prefill: int, instances: int, rounds: int) -> N
     needed = 3 * archive + 2 * instances * INSTANCE_MB * 1e6
     free = free_bytes(work)  # (--work may name a folder still to be made)
     if free < needed:
-        raise SystemExit(f"{work}: the run needs about {gb(needed)} free, the file system has "
-                         f"{gb(free)} (use --work elsewhere, or fewer instances)")
+        raise SystemExit(
+            f"{work}: the run needs about {gb(needed)} free, the file system has "
+            f"{gb(free)} (use --work elsewhere, or fewer instances)"
+        )
 
 
 def recovery_verdict(restore_mb_per_s: float) -> str:
     hours = restore_hours_per_year(restore_mb_per_s)
     claims = [c for s in load_claims() for c in s.claims if c.metric == "restore_hours_per_year"]
     verdicts = [f"{c.name}: {judge(c, {c.metric: hours}, {}).verdict} ({c.bound_text()})" for c in claims]
-    return (f"  restore of one year of the seed paper's load ({SEED_YEAR_BYTES / 1e9:.0f} GB) = {hours:.2f} h; "
-            + "; ".join(verdicts))
+    return (
+        f"  restore of one year of the seed paper's load ({SEED_YEAR_BYTES / 1e9:.0f} GB) = {hours:.2f} h; "
+        + "; ".join(verdicts)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefill", type=int, default=200, help="instances stored before the rounds (default 200)")
-    parser.add_argument("--instances", type=int, default=100,
-                        help="instances per ingest, alone and during a backup (default 100)")
+    parser.add_argument(
+        "--instances", type=int, default=100, help="instances per ingest, alone and during a backup (default 100)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--associations", type=int, default=4, help="parallel storescu processes (default 4)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary folder, removed)")
@@ -100,12 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         storescu_parallel(prefill, server.port, server.ae_title, args.associations)
         shutil.rmtree(work / "prefill")
         for round_number in range(args.rounds):
-            inputs = {kind: write_round(work / f"round-{round_number}-{kind}", args.instances, pixels)
-                      for kind in ("alone", "during")}
-            for kind in (("alone", "during") if round_number % 2 == 0 else ("during", "alone")):
+            inputs = {
+                kind: write_round(work / f"round-{round_number}-{kind}", args.instances, pixels)
+                for kind in ("alone", "during")
+            }
+            for kind in ("alone", "during") if round_number % 2 == 0 else ("during", "alone"):
                 if kind == "alone":
-                    alone.append(args.instances / storescu_parallel(inputs[kind], server.port, server.ae_title,
-                                                                    args.associations))
+                    alone.append(
+                        args.instances
+                        / storescu_parallel(inputs[kind], server.port, server.ae_title, args.associations)
+                    )
                 else:
                     rate, copies = ingest_during_backups(inputs[kind], server, data, work, args.associations)
                     during.append(rate)
@@ -115,9 +125,12 @@ def main(argv: list[str] | None = None) -> int:
             _, restored = restore(work / "backup", archive_config(None, work / "restored"))
             backup_alone.append(copied.mb_per_s)
             restores.append(restored.mb_per_s)
-            print(f"round {round_number + 1}: ingest {alone[-1]:.1f} instances/s alone, {during[-1]:.1f} during a "
-                  f"backup; backup {copied.mb_per_s:.1f} MB/s ({copied.instances} instances, "
-                  f"{copied.bytes / 1e6:.0f} MB); restore {restored.mb_per_s:.1f} MB/s", flush=True)
+            print(
+                f"round {round_number + 1}: ingest {alone[-1]:.1f} instances/s alone, {during[-1]:.1f} during a "
+                f"backup; backup {copied.mb_per_s:.1f} MB/s ({copied.instances} instances, "
+                f"{copied.bytes / 1e6:.0f} MB); restore {restored.mb_per_s:.1f} MB/s",
+                flush=True,
+            )
             shutil.rmtree(work / "backup")
             shutil.rmtree(work / "restored")
     finally:
@@ -125,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     ingest_alone, ingest_during = statistics.median(alone), statistics.median(during)
-    print(f"\n{args.prefill} + up to {2 * args.instances * args.rounds} x 2 MB XA instances, {args.associations} "
-          f"associations, {args.rounds} rounds (median):")
+    print(
+        f"\n{args.prefill} + up to {2 * args.instances * args.rounds} x 2 MB XA instances, {args.associations} "
+        f"associations, {args.rounds} rounds (median):"
+    )
     print(f"  ingest alone              {ingest_alone:8.1f} instances/s")
     print(f"  ingest during a backup    {ingest_during:8.1f} instances/s")
     print(f"  during / alone            = {ingest_during / ingest_alone:.2f}x")

@@ -70,12 +70,15 @@ class Archive:
         return Wire(socket.create_connection((self.host, self.port), timeout=timeout), timeout)
 
     def associate(self, max_pdu: int = 16384, timeout: float = ANSWER_TIMEOUT) -> Association:
-        contexts = [proposed_context(Verification, [ExplicitVRLittleEndian]),
-                    proposed_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])]
+        contexts = [
+            proposed_context(Verification, [ExplicitVRLittleEndian]),
+            proposed_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian]),
+        ]
         return request(self.host, self.port, CALLING_AE, self.ae_title, contexts, max_pdu, timeout)
 
-    def request_pdu(self, calling: bytes = CALLING_AE.encode(), called: bytes | None = None,
-                    max_pdu: int = 16384) -> bytes:
+    def request_pdu(
+        self, calling: bytes = CALLING_AE.encode(), called: bytes | None = None, max_pdu: int = 16384
+    ) -> bytes:
         """An A-ASSOCIATE-RQ proposing Verification, with raw AE title fields."""
         pdu = bytearray(encode_request("X", "X", [proposed_context(Verification, [ExplicitVRLittleEndian])], max_pdu))
         pdu[10:26] = (called or self.ae_title.encode()).ljust(16, b" ")
@@ -240,8 +243,10 @@ def store_dataset(archive: Archive, dataset: bytes, sop_uid: str, command_uid: b
         command = encode_command(store_request(1, SecondaryCaptureImageStorage, sop_uid))
         if command_uid is not None:
             command = command.replace(sop_uid.encode(), command_uid)
-        assoc.wire.send_all(pdata_parts(context, True, [command], assoc.peer_max_pdu)
-                            + pdata_parts(context, False, [dataset], assoc.peer_max_pdu))
+        assoc.wire.send_all(
+            pdata_parts(context, True, [command], assoc.peer_max_pdu)
+            + pdata_parts(context, False, [dataset], assoc.peer_max_pdu)
+        )
         return dimse_answer(assoc)
     finally:
         assoc.release(timeout=2)
@@ -253,8 +258,9 @@ def identifying(sop_uid: bytes) -> bytes:
 
 
 def study_and_series() -> bytes:
-    return (element(0x0020, 0x000D, b"UI", generate_uid().encode())
-            + element(0x0020, 0x000E, b"UI", generate_uid().encode()))
+    return element(0x0020, 0x000D, b"UI", generate_uid().encode()) + element(
+        0x0020, 0x000E, b"UI", generate_uid().encode()
+    )
 
 
 def nested_sequences(archive: Archive) -> str:

@@ -52,8 +52,10 @@ def fresh_synthesis(runs: int, frames: int) -> None:
         pixel_rates.append(frames / (t1 - t0))
         instance_rates.append(frames / (t2 - t0))
     print(f"fresh synthesis, 1024x1024 12-bit LOG, {runs} runs of {frames} frames (goal >= 30 frames/s):")
-    print(f"  pixels only            median {statistics.median(pixel_rates):6.1f} frames/s "
-          f"(runs: {', '.join(f'{r:.1f}' for r in pixel_rates)})")
+    print(
+        f"  pixels only            median {statistics.median(pixel_rates):6.1f} frames/s "
+        f"(runs: {', '.join(f'{r:.1f}' for r in pixel_rates)})"
+    )
     print(f"  pixels + XA instance   median {statistics.median(instance_rates):6.1f} frames/s")
 
 
@@ -136,20 +138,28 @@ def pool_output(profile_name: str, syntax_name: str, pool_size: int, seconds: fl
         sender.close()
         os.waitpid(child, 0)
     for consumer, (studies, instances, sent, wall, cpu) in results.items():
-        print(f"  {profile_name:8s} {syntax_name:8s} -> {consumer:9s} {studies:5d} studies {instances:6d} instances "
-              f"in {wall:.1f} s: {sent / 1e6 / wall:7.0f} MB/s, {sent / 1e6 / cpu:7.0f} MB per CPU-second "
-              f"of the sender, {instances / wall:5.0f} instances/s")
+        print(
+            f"  {profile_name:8s} {syntax_name:8s} -> {consumer:9s} {studies:5d} studies {instances:6d} instances "
+            f"in {wall:.1f} s: {sent / 1e6 / wall:7.0f} MB/s, {sent / 1e6 / cpu:7.0f} MB per CPU-second "
+            f"of the sender, {instances / wall:5.0f} instances/s"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.benchmarks.studies_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.benchmarks.studies_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--runs", type=int, default=5, help="fresh runs to time (default 5)")
     parser.add_argument("--frames", type=int, default=16, help="frames per fresh run (default 16)")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per pool measurement (default 3)")
     parser.add_argument("--cache", type=Path, default=None, help="pool cache folder (default: a temporary one)")
     args = parser.parse_args(argv)
-    print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (shared: figures are noisy)")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+        "(shared: figures are noisy)"
+    )
     fresh_synthesis(args.runs, args.frames)
     encoding_speed(8)
     ratio_table(8)

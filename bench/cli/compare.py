@@ -27,10 +27,16 @@ def add_parser(sub) -> None:
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN|MATRIX", help="run folders and/or matrix folders")
     p.add_argument("--baseline-target", default="native", help="target the others are divided by (default native)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default results/<time>-compare-SCENARIO)")
-    p.add_argument("--allow-unequal-budgets", action="store_true",
-                   help="compare runs whose targets had different CPUs or memory (the headline says so)")
-    p.add_argument("--include-incomplete", action="store_true",
-                   help="compare runs whose run.json status is not 'completed' (stopped early, failed)")
+    p.add_argument(
+        "--allow-unequal-budgets",
+        action="store_true",
+        help="compare runs whose targets had different CPUs or memory (the headline says so)",
+    )
+    p.add_argument(
+        "--include-incomplete",
+        action="store_true",
+        help="compare runs whose run.json status is not 'completed' (stopped early, failed)",
+    )
     add_settings(p)
     add_claims(p)
     p.set_defaults(func=cmd_compare)
@@ -41,8 +47,15 @@ def cmd_compare(args) -> int:
     from bench.results.record_base import read_record
     from bench.results.records import SUMMARY_FILE, SummaryRecord
 
-    report = build_comparison_report(args.runs, args.out, settings(args), args.baseline_target, args.claims,
-                                     args.allow_unequal_budgets, args.include_incomplete)
+    report = build_comparison_report(
+        args.runs,
+        args.out,
+        settings(args),
+        args.baseline_target,
+        args.claims,
+        args.allow_unequal_budgets,
+        args.include_incomplete,
+    )
     for note in read_record(SummaryRecord, report.parent / SUMMARY_FILE, "a summary").evidence_notes or []:
         print(f"compare: {note}")  # a single run, or one too short for an interval, is said where it is read
     print(report.parent / "summary.md")

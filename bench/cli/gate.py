@@ -29,8 +29,11 @@ def add_parser(sub) -> None:
     p.add_argument("--max-regression", default="10%", help="allowed slowdown, e.g. 10%% (default)")
     p.add_argument("--metric", action="append", help="metric to gate on (repeatable)")
     p.add_argument("--junit", type=Path, help="write JUnit XML here, one testcase per metric")
-    p.add_argument("--include-incomplete", action="store_true",
-                   help="use runs whose run.json status is not 'completed' (stopped early, failed)")
+    p.add_argument(
+        "--include-incomplete",
+        action="store_true",
+        help="use runs whose run.json status is not 'completed' (stopped early, failed)",
+    )
     add_settings(p)
     p.set_defaults(func=cmd_gate)
 
@@ -38,8 +41,14 @@ def add_parser(sub) -> None:
 def cmd_gate(args) -> int:
     from bench.analysis.gate import parse_threshold, run_gate, write_junit
 
-    checks = run_gate(args.runs, args.baseline, parse_threshold(args.max_regression), args.metric, settings(args),
-                      args.include_incomplete)
+    checks = run_gate(
+        args.runs,
+        args.baseline,
+        parse_threshold(args.max_regression),
+        args.metric,
+        settings(args),
+        args.include_incomplete,
+    )
     for check in checks:
         print(check.line())
     if args.junit:
@@ -49,6 +58,8 @@ def cmd_gate(args) -> int:
         print(f"gate: cannot decide {', '.join(undecided)}: too short for an interval ({len(checks)} metrics checked)")
         return 2
     regressed = [c.metric for c in checks if c.regressed]
-    print(f"gate: {'FAILED, regression in ' + ', '.join(regressed) if regressed else 'passed'} "
-          f"({len(checks)} metrics checked)")
+    print(
+        f"gate: {'FAILED, regression in ' + ', '.join(regressed) if regressed else 'passed'} "
+        f"({len(checks)} metrics checked)"
+    )
     return 1 if regressed else 0

@@ -13,11 +13,17 @@ def add_parser(sub) -> None:
         "study, several studies per patient. Deterministic for a seed; each study gets its own UIDs. "
         "Profiles: bench/studies/profiles/*.toml or a path to your own .toml.",
     )
-    p.add_argument("--profile", default="dsa-unit", help="profile name or .toml path (default dsa-unit, ~30 MB studies)")
+    p.add_argument(
+        "--profile", default="dsa-unit", help="profile name or .toml path (default dsa-unit, ~30 MB studies)"
+    )
     p.add_argument("--studies", type=int, default=1, help="number of studies (default 1)")
     p.add_argument("--seed", type=int, default=1, help="random seed; same seed, same files (default 1)")
-    p.add_argument("--transfer-syntax", default=None, metavar="NAME",
-                   help="explicit, rle, jpeg-ls, j2k or jpeg-sv1 (default: the profile's, usually explicit)")
+    p.add_argument(
+        "--transfer-syntax",
+        default=None,
+        metavar="NAME",
+        help="explicit, rle, jpeg-ls, j2k or jpeg-sv1 (default: the profile's, usually explicit)",
+    )
     p.add_argument("--out", type=Path, default=None, help="output folder (default results/studies-PROFILE-seedS)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_generate)

@@ -18,7 +18,8 @@ scenario's [target]; kvm-tap and tcg-tap choose tap networking. The last line pr
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "matrix",
-        help="run a scenario against several targets, order rotated per repetition (ABC BCA CAB), and write matrix.json",
+        help="run a scenario against several targets, order rotated per repetition (ABC BCA CAB), "
+        "and write matrix.json",
         description="Run one scenario against each target in turn, repeated: one run folder per repetition and "
         "target inside a matrix folder, and matrix.json listing them for `pacsbench compare`. The order rotates per "
         "repetition (ABC, BCA, CAB) and the disks are synced before each run; matrix.json records the order.",

@@ -30,8 +30,10 @@ def cmd_report(args) -> int:
     report = build_report(args.run_dir, settings(args), args.claims)
     s = read_record(SummaryRecord, report.parent / SUMMARY_FILE, "a summary")
     latency, bound = s.latency_ms or {}, s.bound_by or {}
-    print(f"{s.instances_per_s:.2f} instances/s, {s.frames_per_s:.1f} frames/s, {s.mb_per_s:.1f} MB/s, "
-          f"C-STORE p50/p95/p99 {latency['p50']}/{latency['p95']}/{latency['p99']} ms "
-          f"({(s.settings or {})['warmup']}); bounded by {bound['limit']} ({bound['evidence']})")
+    print(
+        f"{s.instances_per_s:.2f} instances/s, {s.frames_per_s:.1f} frames/s, {s.mb_per_s:.1f} MB/s, "
+        f"C-STORE p50/p95/p99 {latency['p50']}/{latency['p95']}/{latency['p99']} ms "
+        f"({(s.settings or {})['warmup']}); bounded by {bound['limit']} ({bound['evidence']})"
+    )
     print(report)
     return 0

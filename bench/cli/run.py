@@ -37,19 +37,48 @@ def add_parser(sub) -> None:
     p.add_argument("scenario", type=Path, help="scenario file, e.g. scenarios/smoke.toml")
     p.add_argument("--results", type=Path, default=Path("results"), help="where run folders go (default ./results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--workers", type=int, nargs="?", const=os.cpu_count() or 1, default=0, metavar="N",
-                   help="run locust as master + N local worker processes (--workers alone, after the scenario: "
-                   "one per core; default 0: users run in this process)")
-    p.add_argument("--remote-workers", type=int, default=0, metavar="M",
-                   help="also wait for M workers joining from other machines (pacsbench worker --master HOST)")
-    p.add_argument("--master-bind", default=None, metavar="HOST",
-                   help="address the master listens on for workers (default 127.0.0.1; 0.0.0.0 with --remote-workers)")
-    p.add_argument("--master-port", type=int, default=None, metavar="PORT",
-                   help="port the master listens on (default: any free port; 5557 with --remote-workers)")
-    p.add_argument("--workers-timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="how long workers may take to join and load the study pool (default 120)")
-    p.add_argument("--verify", action="store_true",
-                   help="after the load, retrieve every acknowledged instance and compare it with what was sent")
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="?",
+        const=os.cpu_count() or 1,
+        default=0,
+        metavar="N",
+        help="run locust as master + N local worker processes (--workers alone, after the scenario: "
+        "one per core; default 0: users run in this process)",
+    )
+    p.add_argument(
+        "--remote-workers",
+        type=int,
+        default=0,
+        metavar="M",
+        help="also wait for M workers joining from other machines (pacsbench worker --master HOST)",
+    )
+    p.add_argument(
+        "--master-bind",
+        default=None,
+        metavar="HOST",
+        help="address the master listens on for workers (default 127.0.0.1; 0.0.0.0 with --remote-workers)",
+    )
+    p.add_argument(
+        "--master-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="port the master listens on (default: any free port; 5557 with --remote-workers)",
+    )
+    p.add_argument(
+        "--workers-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long workers may take to join and load the study pool (default 120)",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="after the load, retrieve every acknowledged instance and compare it with what was sent",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -59,35 +88,48 @@ def _processes(args):
     if args.workers < 0 or args.remote_workers < 0:
         raise UserError("--workers and --remote-workers must be 0 or more")
     remote = args.remote_workers > 0
-    return Processes(args.workers, args.remote_workers, args.master_bind or ("0.0.0.0" if remote else "127.0.0.1"),
-                     args.master_port if args.master_port is not None else (5557 if remote else 0),
-                     args.workers_timeout)
+    return Processes(
+        args.workers,
+        args.remote_workers,
+        args.master_bind or ("0.0.0.0" if remote else "127.0.0.1"),
+        args.master_port if args.master_port is not None else (5557 if remote else 0),
+        args.workers_timeout,
+    )
 
 
 def _run_lines(s: dict, record: RunRecord) -> list[str]:
     """Per user type figures, steps, and the headline (last)."""
     lines = []
     for user_type, t in s["user_types"].items():
-        lines.append(f"  {user_type or '?'}: {t['requests']} requests, {t['failed']} failed, {t['instances_per_s']:.2f} "
-                     f"instances/s, {t['frames_per_s']:.1f} frames/s, {t['mb_per_s']:.1f} MB/s")
+        lines.append(
+            f"  {user_type or '?'}: {t['requests']} requests, {t['failed']} failed, {t['instances_per_s']:.2f} "
+            f"instances/s, {t['frames_per_s']:.1f} frames/s, {t['mb_per_s']:.1f} MB/s"
+        )
     for operation, t in record.suboperations.items():
-        lines.append(f"  {operation}: {t.requests} requests, sub-operations {t.completed} completed, "
-                     f"{t.failed} failed, {t.warning} warning; {t.arrived} instances arrived")
+        lines.append(
+            f"  {operation}: {t.requests} requests, sub-operations {t.completed} completed, "
+            f"{t.failed} failed, {t.warning} warning; {t.arrived} instances arrived"
+        )
     for step in record.steps or []:
-        lines.append(f"  step {step.users:>3} users: {step.instances_per_s:.2f} instances/s, "
-                     f"{step.frames_per_s:.1f} frames/s, {step.mb_per_s:.1f} MB/s, "
-                     f"C-STORE p50 {step.c_store_p50_ms} ms")
-    lines.append(f"{s['instances']} instances acknowledged in {s['window_seconds']:.1f} s: "
-                 f"{s['instances_per_s']:.2f} instances/s, {s['frames_per_s']:.1f} frames/s, "
-                 f"{s['mb_per_s']:.1f} MB/s, {s['failures']} failed requests")
+        lines.append(
+            f"  step {step.users:>3} users: {step.instances_per_s:.2f} instances/s, "
+            f"{step.frames_per_s:.1f} frames/s, {step.mb_per_s:.1f} MB/s, "
+            f"C-STORE p50 {step.c_store_p50_ms} ms"
+        )
+    lines.append(
+        f"{s['instances']} instances acknowledged in {s['window_seconds']:.1f} s: "
+        f"{s['instances_per_s']:.2f} instances/s, {s['frames_per_s']:.1f} frames/s, "
+        f"{s['mb_per_s']:.1f} MB/s, {s['failures']} failed requests"
+    )
     return lines
 
 
 def cmd_run(args) -> int:
     from bench.runs.scenario_run import run_scenario  # imports locust first
 
-    run_dir, record = run_scenario(args.scenario, args.results, progress=not args.no_progress,
-                                   processes=_processes(args), verify=args.verify)
+    run_dir, record = run_scenario(
+        args.scenario, args.results, progress=not args.no_progress, processes=_processes(args), verify=args.verify
+    )
     from bench.report.page import load_samples, summarize
 
     try:

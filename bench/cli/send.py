@@ -45,8 +45,9 @@ def cmd_send(args) -> int:
     if args.associations < 1:
         raise UserError("--associations must be 1 or more")
     files = scan_folder(args.folder)
-    result = send_files(files, Peer(args.host, args.port, args.aet), args.calling_aet, args.associations,
-                        args.max_pdu, args.timeout)
+    result = send_files(
+        files, Peer(args.host, args.port, args.aet), args.calling_aet, args.associations, args.max_pdu, args.timeout
+    )
     for error in result.errors:
         print(f"pacsbench: error: {error}", file=sys.stderr)
     print(json.dumps(result.rates()) if args.json else result.line())

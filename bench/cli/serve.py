@@ -7,7 +7,9 @@ from bench.cli.delegated import add_delegated_verb
 
 def add_parser(sub) -> None:
     add_delegated_verb(
-        sub, "serve", cmd_serve,
+        sub,
+        "serve",
+        cmd_serve,
         "run the reference archive (DICOM C-ECHO/C-STORE SCP with a SQLite index) in the foreground",
         "Run the reference archive until SIGTERM or Ctrl-C. Options are those of "
         "`python -m server_under_test`; see `pacsbench serve --help`.",

@@ -6,21 +6,30 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("vm", help="the guest image: build it, check KVM, export it for VirtualBox or ESXi",
-                       description="The reference archive in a Debian guest for the kvm and tcg targets "
-                       "and for any hypervisor (export).")
+    p = sub.add_parser(
+        "vm",
+        help="the guest image: build it, check KVM, export it for VirtualBox or ESXi",
+        description="The reference archive in a Debian guest for the kvm and tcg targets "
+        "and for any hypervisor (export).",
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    build = actions.add_parser("build", help="build the guest image (cached; rebuilt only when its inputs change)",
-                               description="debootstrap a small Debian 12 guest with the reference archive "
-                               "starting on boot. Needs root and the Debian mirror. Prints the image path last.")
+    build = actions.add_parser(
+        "build",
+        help="build the guest image (cached; rebuilt only when its inputs change)",
+        description="debootstrap a small Debian 12 guest with the reference archive "
+        "starting on boot. Needs root and the Debian mirror. Prints the image path last.",
+    )
     build.add_argument("--force", action="store_true", help="rebuild even if a cached image matches")
     build.add_argument("--no-progress", action="store_true", help="no progress lines")
     build.set_defaults(func=cmd_vm_build)
     check = actions.add_parser("check", help="can KVM (and TCG) boot the guest's kernel here? (bounded probe)")
     check.set_defaults(func=cmd_vm_check)
-    export = actions.add_parser("export", help="write the guest as an OVA (VirtualBox, ESXi), VMDK or qcow2",
-                                description="Export the guest image. The OVA's VM has an IDE disk and an E1000 "
-                                "card; the archive answers on port 11112 (AE PACSBENCH), address by DHCP.")
+    export = actions.add_parser(
+        "export",
+        help="write the guest as an OVA (VirtualBox, ESXi), VMDK or qcow2",
+        description="Export the guest image. The OVA's VM has an IDE disk and an E1000 "
+        "card; the archive answers on port 11112 (AE PACSBENCH), address by DHCP.",
+    )
     export.add_argument("--format", choices=["ova", "vmdk", "qcow2"], default="ova", help="default ova")
     export.add_argument("--out", type=Path, required=True, help="file to write, e.g. pacsbench.ova")
     export.add_argument("--vcpus", type=int, default=2, help="vCPUs in the OVA's VM (default 2)")
@@ -43,8 +52,10 @@ def cmd_vm_check(args) -> int:
     kernel = ensure_image().kernel
     results = [probe(kernel, accelerator) for accelerator in ("kvm", "tcg")]
     for result in results:
-        print(f"{result.accelerator}: {'boots' if result.boots else 'cannot boot'} a guest: {result.reason} "
-              f"({result.seconds:.1f} s)")
+        print(
+            f"{result.accelerator}: {'boots' if result.boots else 'cannot boot'} a guest: {result.reason} "
+            f"({result.seconds:.1f} s)"
+        )
     return 0 if any(r.boots for r in results) else 1
 
 

@@ -68,8 +68,19 @@ class VethNamespace:
         for cmd in (
             [self.ip, "netns", "add", self.name],
             self.inside("link", "set", "lo", "up"),
-            [self.ip, "link", "add", self.host_veth, "type", "veth", "peer", "name", self.peer_veth,
-             "netns", self.name],
+            [
+                self.ip,
+                "link",
+                "add",
+                self.host_veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                self.peer_veth,
+                "netns",
+                self.name,
+            ],
             [self.ip, "address", "add", f"{self.host_ip}/{self.subnet.prefixlen}", "dev", self.host_veth],
             [self.ip, "link", "set", self.host_veth, "up"],
         ):
@@ -88,8 +99,13 @@ class VethNamespace:
         run([self.ip, "link", "set", self.host_veth, "up" if up else "down"], 30, what="ip (veth link)")
 
     def describe(self) -> dict:
-        return {"namespace": self.name, "host_veth": self.host_veth, "subnet": str(self.subnet),
-                "host_address": self.host_ip, "namespace_address": self.peer_ip}
+        return {
+            "namespace": self.name,
+            "host_veth": self.host_veth,
+            "subnet": str(self.subnet),
+            "host_address": self.host_ip,
+            "namespace_address": self.peer_ip,
+        }
 
     def remove(self) -> None:
         remove_namespace(self.ip, self.name)

@@ -116,6 +116,7 @@ def ending_with_parent(then: Callable[[], None] | None = None) -> Callable[[], N
 def interrupt_on_sigterm() -> None:
     """SIGTERM becomes KeyboardInterrupt, so the `finally` that stops QEMU (or removes a namespace) runs."""
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+
         def _raise(*_):
             raise KeyboardInterrupt
 
@@ -133,8 +134,7 @@ def run(cmd: list[str], timeout: float, log: Path | None = None, what: str = "",
             with log.open("a") as out:
                 out.write(f"$ {' '.join(cmd)}\n")
                 out.flush()
-                done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                                      **kwargs)
+                done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout, **kwargs)
             output = ""
     except subprocess.TimeoutExpired:
         raise UserError(f"{what} did not finish within {timeout:g} s" + (f" (see {log})" if log else "")) from None

@@ -117,7 +117,8 @@ def _unknown_tag(place: Place, tag: object) -> str:
     _, discriminator, members = place.shape
     guess = difflib.get_close_matches(str(tag), list(members), n=1)
     hint = f"did you mean '{guess[0]}'? " if guess else ""
-    return f"{_location([*place.parts, discriminator])}: unknown {discriminator} {tag!r} ({hint}known: {', '.join(members)})"
+    where = _location([*place.parts, discriminator])
+    return f"{where}: unknown {discriminator} {tag!r} ({hint}known: {', '.join(members)})"
 
 
 def explain(error: ValidationError, model: type[BaseModel]) -> str:

@@ -74,7 +74,10 @@ class DicomClient:
 
     def _failure_reason(self, assoc) -> str:
         if assoc.is_rejected:
-            return f"{self.peer} rejected the association (calling AE {self.ae.ae_title}: not allowed, or wrong called AE?)"
+            return (
+                f"{self.peer} rejected the association "
+                f"(calling AE {self.ae.ae_title}: not allowed, or wrong called AE?)"
+            )
         return f"cannot associate with {self.peer}: {_why_unreachable(self.peer, min(self.timeout, 5.0))}"
 
     def echo(self) -> int:

@@ -103,8 +103,9 @@ class ServiceUser:
     def connect(self) -> None:
         peer = self.peer
         try:
-            self.assoc = request(peer.host, peer.port, self.calling_ae, peer.ae_title, self.proposals, self.max_pdu,
-                                 self.timeout)
+            self.assoc = request(
+                peer.host, peer.port, self.calling_ae, peer.ae_title, self.proposals, self.max_pdu, self.timeout
+            )
         except AssociationRejected as exc:
             raise AssociationFailed(f"{peer} rejected the association from {self.calling_ae}: {exc}") from None
         except (LinkLost, OSError):
@@ -234,7 +235,9 @@ class ServiceUser:
                 command = message.command
                 if command["CommandField"] == C_STORE:
                     arrivals.append(InstanceCollector(keep_all=digests).receive(self.assoc, message))
-                    answer = response(command, SUCCESS_CODE, AffectedSOPInstanceUID=command.get("AffectedSOPInstanceUID"))
+                    answer = response(
+                        command, SUCCESS_CODE, AffectedSOPInstanceUID=command.get("AffectedSOPInstanceUID")
+                    )
                     self.assoc.send(message.context_id, answer)
                     continue
                 reader.skip_dataset(message)  # a response carries none; a stray one is not ours to keep
@@ -257,10 +260,13 @@ def _outcome(final: Command) -> RetrieveOutcome:
     )
 
 
-def storage_proposals(sop_classes: list[str], transfer_syntaxes: list[str],
-                      scp_role: bool = False) -> list[PresentationContext]:
+def storage_proposals(
+    sop_classes: list[str], transfer_syntaxes: list[str], scp_role: bool = False
+) -> list[PresentationContext]:
     """One context per SOP class and syntax, so every pre-encoded instance finds its own."""
-    return [proposed_context(sop_class, [syntax], scp_role) for sop_class in sop_classes for syntax in transfer_syntaxes]
+    return [
+        proposed_context(sop_class, [syntax], scp_role) for sop_class in sop_classes for syntax in transfer_syntaxes
+    ]
 
 
 def query_proposals() -> list[PresentationContext]:

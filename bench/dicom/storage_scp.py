@@ -161,7 +161,8 @@ class StorageSCP:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.dicom.storage_scp", description="A Storage SCP that acknowledges and discards every instance."
+        prog="python -m bench.dicom.storage_scp",
+        description="A Storage SCP that acknowledges and discards every instance.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

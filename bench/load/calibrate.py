@@ -149,8 +149,17 @@ def storescu_result(paths: list[Path], peer: Peer) -> SendResult:
 def retrieval_source(profile: str, syntax: str | None, destination: tuple[str, int]):
     """A running bench.load.retrieval_source (its own process) answering C-GET and C-MOVE with pool copies."""
     port = free_local_port()
-    command = [sys.executable, "-m", "bench.load.retrieval_source", "--port", str(port), "--profile", profile,
-               "--destination", f"{destination[0]}:{destination[1]}"]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.load.retrieval_source",
+        "--port",
+        str(port),
+        "--profile",
+        profile,
+        "--destination",
+        f"{destination[0]}:{destination[1]}",
+    ]
     command += ["--transfer-syntax", syntax] if syntax else []
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peer = Peer("127.0.0.1", port, "NULLSOURCE")
@@ -164,12 +173,14 @@ def retrieval_source(profile: str, syntax: str | None, destination: tuple[str, i
         stop_process(process, 10.0)
 
 
-def retrieve_studies(pool: StudyPool, source: Peer, scp: StorageSCP, method: str, instances: int,
-                     timeout: float = 30.0) -> SendResult:
+def retrieve_studies(
+    pool: StudyPool, source: Peer, scp: StorageSCP, method: str, instances: int, timeout: float = 30.0
+) -> SendResult:
     """The workstations' C-GET or C-MOVE path, one association, until `instances` have arrived."""
     syntaxes = list(dict.fromkeys(pool.transfer_syntaxes + UNCOMPRESSED))
-    proposals = query_proposals() + (storage_proposals(pool.sop_classes, syntaxes, scp_role=True)
-                                     if method == "get" else [])
+    proposals = query_proposals() + (
+        storage_proposals(pool.sop_classes, syntaxes, scp_role=True) if method == "get" else []
+    )
     user = ServiceUser(source, "PACSBENCH-CAL", proposals, timeout=timeout)
     result = SendResult()
     started = time.perf_counter()
@@ -202,8 +213,9 @@ def calibrate_retrieval(profile: str, syntax: str | None, pool: StudyPool, insta
                 retrieve_studies(pool, source, scp, method, min(instances, 20))  # warm-up
                 result = retrieve_studies(pool, source, scp, method, instances)
                 if result.failures:
-                    raise UserError(f"calibration: {result.failures} C-{method.upper()} sub-operations from the "
-                                    "null source failed")
+                    raise UserError(
+                        f"calibration: {result.failures} C-{method.upper()} sub-operations from the null source failed"
+                    )
                 measured[method] = result.rates()
     finally:
         scp.stop()
@@ -215,8 +227,14 @@ def host_fingerprint() -> dict:
     """The host facts a ceiling depends on, through the project's one host detection."""
     model, _ = environment.cpu_model_and_flag()
     layers = environment.detect_hypervisor()
-    return {"cpu_model": model, "cpus": os.cpu_count(), "memory_bytes": environment.memory_bytes(),
-            "kernel": platform.release(), "hypervisor": layers["hypervisor"], "container": layers["container"]}
+    return {
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "memory_bytes": environment.memory_bytes(),
+        "kernel": platform.release(),
+        "hypervisor": layers["hypervisor"],
+        "container": layers["container"],
+    }
 
 
 def harness_version() -> str | None:
@@ -228,8 +246,13 @@ def harness_version() -> str | None:
 
 def fingerprint(profile: str, syntax: str) -> dict:
     """The fingerprint of a calibration made here (one load process), or of a run here with this pool."""
-    return {"host": host_fingerprint(), "profile": profile, "transfer_syntax": syntax,
-            "harness_version": harness_version(), "load_processes": 1}
+    return {
+        "host": host_fingerprint(),
+        "profile": profile,
+        "transfer_syntax": syntax,
+        "harness_version": harness_version(),
+        "load_processes": 1,
+    }
 
 
 def fingerprint_digest(print_: dict) -> str:
@@ -241,10 +264,16 @@ def fingerprint_differences(calibrated: dict, run: dict, processes: int) -> list
 
     One process's ceiling stands for `processes` only while each has a core of its own."""
     host_a, host_b = calibrated.get("host", {}), run.get("host", {})
-    differ = [f"host {key} {host_a.get(key)!r} vs {host_b.get(key)!r}" for key in sorted(host_b)
-              if host_a.get(key) != host_b.get(key)]
-    differ += [f"{key} {calibrated.get(key)!r} vs {run.get(key)!r}"
-               for key in ("profile", "transfer_syntax", "harness_version") if calibrated.get(key) != run.get(key)]
+    differ = [
+        f"host {key} {host_a.get(key)!r} vs {host_b.get(key)!r}"
+        for key in sorted(host_b)
+        if host_a.get(key) != host_b.get(key)
+    ]
+    differ += [
+        f"{key} {calibrated.get(key)!r} vs {run.get(key)!r}"
+        for key in ("profile", "transfer_syntax", "harness_version")
+        if calibrated.get(key) != run.get(key)
+    ]
     cores = host_b.get("cpus") or 1
     if processes > cores:
         differ.append(f"{processes} load processes on {cores} cores (calibrated: one process on a core of its own)")
@@ -299,13 +328,20 @@ def ceiling_for_run(profile: str, syntax: str, processes: int) -> CalibrationRec
     how = f"`pacsbench calibrate --profile {profile}` measures one"
     printed = [e for e in entries if e.get("fingerprint")]
     if not printed:  # made by a pacsbench before fingerprints: what it measured is unknown
-        return CalibrationRecord(matched=False, fingerprint=run_print, closest=None,
-                                 note=f"no matching calibration (the cached ones have no fingerprint; {how})")
+        return CalibrationRecord(
+            matched=False,
+            fingerprint=run_print,
+            closest=None,
+            note=f"no matching calibration (the cached ones have no fingerprint; {how})",
+        )
     entry, differences = _closest(printed, run_print, processes)
     if differences:
         return CalibrationRecord(
-            matched=False, fingerprint=run_print, closest=entry.get("fingerprint"),
-            note=f"no matching calibration (host/profile/syntax differ: {'; '.join(differences)}; {how})")
+            matched=False,
+            fingerprint=run_print,
+            closest=entry.get("fingerprint"),
+            note=f"no matching calibration (host/profile/syntax differ: {'; '.join(differences)}; {how})",
+        )
     retrieval = {
         f"retrieve_{method}_ceiling_{unit}": round(rates[unit] * processes, 2)
         for method, rates in (entry.get("retrieve") or {}).items()
@@ -360,7 +396,8 @@ def calibrate(
         "sink": sink.kind,
         "storescu": storescu.rates() if storescu else None,
         "retrieve": calibrate_retrieval(profile_name or str(PROFILE_2MB), syntax, pool, instances)
-        if with_retrieval else None,
+        if with_retrieval
+        else None,
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": os.uname().nodename,
         "fingerprint": fingerprint(profile.name, syntax_name),

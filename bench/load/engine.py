@@ -160,19 +160,26 @@ class LoadEngine:
     def _on_hello(self, environment, msg) -> None:
         """A worker joined: measure its clock first (its set-up loads the pool, which would slow the answers)."""
         node = msg.node_id
-        self.joined[node] = {"worker": msg.data["worker"], "index": len(self.joined), "state": "measuring clock",
-                             "host_name": msg.data.get("host_name", ""), "address": msg.data.get("address", "")}
+        self.joined[node] = {
+            "worker": msg.data["worker"],
+            "index": len(self.joined),
+            "state": "measuring clock",
+            "host_name": msg.data.get("host_name", ""),
+            "address": msg.data.get("address", ""),
+        }
         self.clock_probes[node] = ClockProbe(
             lambda data: environment.runner.send_message(CLOCK_PING, data, client_id=node),
-            lambda best: self._clock_measured(environment, node, best))
+            lambda best: self._clock_measured(environment, node, best),
+        )
         self.clock_probes[node].start()
 
     def _on_clock_answer(self, environment, msg) -> None:
         self.clock_probes[msg.node_id].on_answer(msg.data)
 
     def _clock_measured(self, environment, node: str, best: Exchange) -> None:
-        self.joined[node].update(clock_offset_seconds=best.offset, clock_round_trip_seconds=best.round_trip,
-                                 state="setting up")
+        self.joined[node].update(
+            clock_offset_seconds=best.offset, clock_round_trip_seconds=best.round_trip, state="setting up"
+        )
         self._send_setup(environment, node)
 
     def _send_setup(self, environment, node: str) -> None:
@@ -289,8 +296,9 @@ class LoadEngine:
                 csv_writer.close_files()
             self.records.close()
         steps = list(getattr(self.shape, "began", []))
-        return LoadOutcome(started, ended, self.records.samples, interrupted, steps, list(self.joined.values()),
-                           self.stop_reason)
+        return LoadOutcome(
+            started, ended, self.records.samples, interrupted, steps, list(self.joined.values()), self.stop_reason
+        )
 
     def _watch(self, stop_check: Callable[[], str | None]) -> None:
         while self.stop_reason is None:

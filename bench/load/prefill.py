@@ -76,5 +76,6 @@ def prefill(pool: StudyPool, peer: Peer, client: ClientSpec, studies: int, recor
     )
     if totals["errors"]:
         raise UserError(f"prefill of {studies} studies failed: {totals['errors'][0]}")
-    return PrefillRecord(studies=studies, instances=totals["instances"], bytes=totals["bytes"],
-                         seconds=round(seconds, 3))
+    return PrefillRecord(
+        studies=studies, instances=totals["instances"], bytes=totals["bytes"], seconds=round(seconds, 3)
+    )

@@ -69,8 +69,9 @@ class RetrievalSource:
         if field == C_GET:
             final = self._send_study(assoc, assoc, command, originator=None)
         elif field == C_MOVE and self.destination:
-            destination = request(*self.destination, SOURCE_AE, command["MoveDestination"].strip(),
-                                  self._store_contexts(), 0, 60.0)
+            destination = request(
+                *self.destination, SOURCE_AE, command["MoveDestination"].strip(), self._store_contexts(), 0, 60.0
+            )
             try:
                 final = self._send_study(destination, assoc, command, (assoc.calling_ae, command["MessageID"]))
             finally:
@@ -90,8 +91,9 @@ class RetrievalSource:
         context_id = requestor.context_id(command["AffectedSOPClassUID"])
         for number, copy in enumerate(copies, start=1):
             cx = to.context_id(copy.sop_class_uid, copy.transfer_syntax_uid)
-            to.send(cx, store_request(number, copy.sop_class_uid, copy.sop_instance_uid, originator),
-                    copy.encoded_chunks())
+            to.send(
+                cx, store_request(number, copy.sop_class_uid, copy.sop_instance_uid, originator), copy.encoded_chunks()
+            )
             answer = to.reader.read().command
             if answer["CommandField"] != C_STORE | RESPONSE:
                 raise LinkLost("unexpected DIMSE message during a sub-operation")

@@ -105,8 +105,9 @@ class DicomUser(User):
     def association_id(self) -> str:
         return f"{WORKER_ID}/{self.user_id}/{self.scu.associations_opened}"
 
-    def fire(self, operation: str, started: float, t0: float, status: int, error: str = "", size: int = 0,
-             **context) -> None:
+    def fire(
+        self, operation: str, started: float, t0: float, status: int, error: str = "", size: int = 0, **context
+    ) -> None:
         """One request event: locust's statistics count it, the rows listener writes its sample.
 
         `context` adds what a sample row or a side file needs beyond locust's fields: UIDs,

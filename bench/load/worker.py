@@ -1,11 +1,10 @@
 """A load worker process: joins a master (`pacsbench run --workers N`, or from another machine).
 
-The protocol on top of locust's worker runner (see bench.load.engine): say hello, answer the
-master's clock requests (bench.load.clock), receive the scenario, load the study pool in a native thread (the pool is CPU work; heartbeats must
-keep flowing), start a Storage SCP when workstations C-MOVE, report ready, learn the
-target, then run the users the master dispatches. The users' request events become rows
-here (the same listener as in a local run); the rows travel to the master in locust's
-periodic worker reports and in one last report when the users stop.
+The protocol on top of locust's worker runner (see bench.load.engine): say hello, answer the master's clock requests
+(bench.load.clock), receive the scenario, load the study pool in a native thread (the pool is CPU work; heartbeats must
+keep flowing), start a Storage SCP when workstations C-MOVE, report ready, learn the target, then run the users the
+master dispatches. The users' request events become rows here (the same listener as in a local run); the rows travel to
+the master in locust's periodic worker reports and in one last report when the users stop.
 """
 
 from __future__ import annotations
@@ -47,8 +46,10 @@ class WorkerSide:
         scenario = Scenario.model_validate(data["scenario"])
         studies = scenario.studies
         pool = gevent.get_hub().threadpool.apply(
-            StudyPool.prepare, (load_profile(studies.profile), studies.pool, studies.seed),
-            {"progress": False, "transfer_syntax": studies.transfer_syntax})
+            StudyPool.prepare,
+            (load_profile(studies.profile), studies.pool, studies.seed),
+            {"progress": False, "transfer_syntax": studies.transfer_syntax},
+        )
         self.context = LoadContext(scenario, pool, user_prefix=f"w{data['index'] + 1}-")
         ready = {"worker": WORKER_ID}
         if data["ae"]:
@@ -116,8 +117,10 @@ def run_worker(master_host: str, master_port: int, join_timeout: float = 60.0) -
     env.events.request.add_listener(side.records.on_request)
     env.events.report_to_master.add_listener(side.on_report)
     env.events.test_stop.add_listener(side.on_test_stop)
-    runner.send_message(load.HELLO, {"worker": WORKER_ID, "host_name": socket.gethostname(),
-                                     "address": load.local_address_towards(master_host)})
+    runner.send_message(
+        load.HELLO,
+        {"worker": WORKER_ID, "host_name": socket.gethostname(), "address": load.local_address_towards(master_host)},
+    )
     try:
         runner.greenlet.join()
     finally:

@@ -48,10 +48,7 @@ def _failed_text(fault: FaultRecord) -> str:
 def _action_text(fault: FaultRecord) -> str:
     if fault.action == "backup" and fault.happened:
         b = fault.backup
-        return (
-            f"backup ({b.instances:,} instances, {b.bytes / 1e6:.1f} MB, {b.seconds:g} s, "
-            f"{b.mb_per_s:g} MB/s)"
-        )
+        return f"backup ({b.instances:,} instances, {b.bytes / 1e6:.1f} MB, {b.seconds:g} s, {b.mb_per_s:g} MB/s)"
     if fault.recover == "restore":
         r = fault.restore
         return (

@@ -48,12 +48,21 @@ def _fault_marks(axes, marks: list[tuple[float, str]]) -> None:
     """A dashed vertical line at each fault, its action written at the top."""
     for seconds, text in marks:
         axes.axvline(seconds, color="black", linestyle="--", linewidth=1)
-        axes.annotate(_plain(text), (seconds, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                      textcoords="offset points", fontsize="small")
+        axes.annotate(
+            _plain(text),
+            (seconds, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize="small",
+        )
 
 
 def timeline_png(
-    series: list[tuple[str, pd.DataFrame, float]], column: str, unit: str, ceiling: float | None = None,
+    series: list[tuple[str, pd.DataFrame, float]],
+    column: str,
+    unit: str,
+    ceiling: float | None = None,
     marks: list[tuple[float, str]] = (),
 ) -> bytes:
     """Throughput per window over time, one line per run; the warm-up of each run marked, and `marks` (faults)."""
@@ -93,6 +102,7 @@ def latency_cdf_png(series: dict[str, list[tuple[str, np.ndarray]]]) -> bytes:
 
 def _error_bars(estimates: list[dict]) -> np.ndarray:
     """Lengths below and above each value; none for a figure too short for an interval."""
+
     def bounds(e: dict) -> tuple[float, float]:
         low, high = e.get("ci_low"), e.get("ci_high")
         return (e["value"] if low is None else low), (e["value"] if high is None else high)
@@ -124,7 +134,9 @@ def scaling_png(curves: dict[str, list[tuple[int, dict]]], unit: str, ceiling: f
         points = sorted(points)
         users = [u for u, _ in points]
         values = np.array([e["value"] for _, e in points])
-        axes.errorbar(users, values, yerr=_error_bars([e for _, e in points]), marker="o", capsize=4, label=_plain(target))
+        axes.errorbar(
+            users, values, yerr=_error_bars([e for _, e in points]), marker="o", capsize=4, label=_plain(target)
+        )
     _ceiling_lines(axes, ceiling)
     axes.set_xlabel("concurrent users (one association each)")
     axes.set_ylabel(unit)
@@ -151,11 +163,25 @@ def server_metrics_png(series: list[tuple[str, pd.DataFrame, float]]) -> bytes:
 
 # Panels of the resource timelines: (title, unit, [(column, legend, scale)]) from server_metrics.csv.
 RESOURCE_PANELS = (
-    ("CPU", "%", [("server_cpu_budget_percent", "archive, % of its budget", 1.0),
-                  ("load_busiest_cpu_percent", "busiest load process, % of a core", 1.0),
-                  ("host_steal_percent", "host steal", 1.0), ("host_iowait_percent", "host iowait", 1.0)]),
-    ("disk", "MB/s, % busy", [("disk_write_bytes_per_s", "written MB/s", 1e-6), ("disk_read_bytes_per_s", "read MB/s", 1e-6),
-                              ("disk_busy_percent", "busy %", 1.0)]),
+    (
+        "CPU",
+        "%",
+        [
+            ("server_cpu_budget_percent", "archive, % of its budget", 1.0),
+            ("load_busiest_cpu_percent", "busiest load process, % of a core", 1.0),
+            ("host_steal_percent", "host steal", 1.0),
+            ("host_iowait_percent", "host iowait", 1.0),
+        ],
+    ),
+    (
+        "disk",
+        "MB/s, % busy",
+        [
+            ("disk_write_bytes_per_s", "written MB/s", 1e-6),
+            ("disk_read_bytes_per_s", "read MB/s", 1e-6),
+            ("disk_busy_percent", "busy %", 1.0),
+        ],
+    ),
     ("network", "MB/s", [("net_recv_bytes_per_s", "received", 1e-6), ("net_sent_bytes_per_s", "sent", 1e-6)]),
     ("memory", "MB", [("server_rss_bytes", "archive resident", 1e-6)]),
 )
@@ -164,8 +190,11 @@ RESOURCE_COLUMNS = set(SERVER_METRICS_COLUMNS) - {"time"}  # the rest get a pane
 
 def resources_png(series: list[tuple[str, pd.DataFrame, float]]) -> bytes:
     """CPU, disk and network over time (same axis as the throughput timeline), one line per run and resource."""
-    panels = [(title, unit, lines) for title, unit, lines in RESOURCE_PANELS
-              if any(c in frame.columns for _, frame, _ in series for c, _, _ in lines)]
+    panels = [
+        (title, unit, lines)
+        for title, unit, lines in RESOURCE_PANELS
+        if any(c in frame.columns for _, frame, _ in series for c, _, _ in lines)
+    ]
     fig, axes_list = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), squeeze=False, sharex=True)
     several = len(series) > 1
     for axes, (title, unit, lines) in zip(axes_list[:, 0], panels):

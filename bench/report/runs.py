@@ -135,7 +135,8 @@ def run_notes(run: RunData) -> list[str]:
     if recycled := facts.recycling(run):
         notes.append(
             f"The archive recycled {recycled.recycled_studies:,} studies ({recycled.recycled_instances:,} instances, "
-            f"{recycled.recycled_bytes / 1e9:.2f} GB) at its capacity of {(recycled.capacity_bytes or 0) / 1e9:.2f} GB; "
+            f"{recycled.recycled_bytes / 1e9:.2f} GB) at its capacity of "
+            f"{(recycled.capacity_bytes or 0) / 1e9:.2f} GB; "
             "recycled studies are excluded from verify."
         )
     return notes

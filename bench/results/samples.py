@@ -86,7 +86,7 @@ class CsvRows:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
         except OSError as exc:
             self.error = exc
             self.rows -= pending
@@ -130,18 +130,38 @@ class SampleWriter(CsvRows):
 # (retrieved.csv): `pacsbench verify` compares the archive's copies against the first, and
 # the second against the first.
 SENT_FILE = "sent.csv"
-SENT_COLUMNS = ["sop_instance_uid", "study_instance_uid", "sop_class_uid", "transfer_syntax_uid", "bytes", "digest",
-                "source"]
+SENT_COLUMNS = [
+    "sop_instance_uid",
+    "study_instance_uid",
+    "sop_class_uid",
+    "transfer_syntax_uid",
+    "bytes",
+    "digest",
+    "source",
+]
 RETRIEVED_FILE = "retrieved.csv"
 RETRIEVED_COLUMNS = ["sop_instance_uid", "study_instance_uid", "bytes", "digest", "operation", "user"]
 
 
 # One row per C-MOVE or C-GET: the archive's sub-operation counts next to what arrived.
 SUBOPERATIONS_FILE = "suboperations.csv"
-SUBOPERATIONS_COLUMNS = ["operation", "user", "study_instance_uid", "status", "completed", "failed", "warning",
-                         "arrived", "arrived_bytes"]
-RECORD_FILES = {SAMPLES_FILE: COLUMNS, SENT_FILE: SENT_COLUMNS, RETRIEVED_FILE: RETRIEVED_COLUMNS,
-                SUBOPERATIONS_FILE: SUBOPERATIONS_COLUMNS}
+SUBOPERATIONS_COLUMNS = [
+    "operation",
+    "user",
+    "study_instance_uid",
+    "status",
+    "completed",
+    "failed",
+    "warning",
+    "arrived",
+    "arrived_bytes",
+]
+RECORD_FILES = {
+    SAMPLES_FILE: COLUMNS,
+    SENT_FILE: SENT_COLUMNS,
+    RETRIEVED_FILE: RETRIEVED_COLUMNS,
+    SUBOPERATIONS_FILE: SUBOPERATIONS_COLUMNS,
+}
 # The columns of each row file that hold a Unix time, read off the clock of the process that wrote the row.
 TIME_COLUMNS = {SAMPLES_FILE: ("start",)}
 

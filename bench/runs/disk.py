@@ -1,11 +1,10 @@
 """Disk space of a run: what the scenario can store against what is free, and a watch that stops the run in time.
 
-A benchmark that stores as fast as the disk allows will meet a full disk. Before the run,
-`plan_disk` holds what the scenario can store (modalities at their pace, or flat out at the
-calibrated ceiling) against the free space of the run folder's disk and of the archive's
-data disk, and refuses in one line, unless the scenario bounds the archive ([target]
-capacity, at_capacity; a guest's data disk bounds its archive: a warning). During the load, `DiskWatch` (the engine's stop check) ends the run
-cleanly when a watched disk falls to the reserve kept for the harness's own files, when a
+A benchmark that stores as fast as the disk allows will meet a full disk. Before the run, `plan_disk` holds what the
+scenario can store (modalities at their pace, or flat out at the calibrated ceiling) against the free space of the run
+folder's disk and of the archive's data disk, and refuses in one line, unless the scenario bounds the archive ([target]
+capacity, at_capacity; a guest's data disk bounds its archive: a warning). During the load, `DiskWatch` (the engine's
+stop check) ends the run cleanly when a watched disk falls to the reserve kept for the harness's own files, when a
 record file could not be written, or (at_capacity = "stop") at the archive's first A700.
 """
 
@@ -56,8 +55,9 @@ def used_bytes(path: Path) -> int:
     return shutil.disk_usage(existing(path)).used
 
 
-def store_rate(scenario: Scenario, pool: dict, calibration: CalibrationRecord | None,
-               processes: int) -> tuple[float, str]:
+def store_rate(
+    scenario: Scenario, pool: dict, calibration: CalibrationRecord | None, processes: int
+) -> tuple[float, str]:
     """Bytes per second the modalities can store, and on what basis (said in the refusal)."""
     modality = scenario.users.modality
     if modality is None or modality.count == 0:
@@ -65,17 +65,24 @@ def store_rate(scenario: Scenario, pool: dict, calibration: CalibrationRecord | 
     users = modality.count if modality.count is not None else scenario.load.users  # a weighted share: at most all
     if modality.studies_per_hour:
         study = pool["bytes"] / max(pool["studies"], 1)
-        return (users * modality.studies_per_hour / 3600 * study,
-                f"{users} modalities at {modality.studies_per_hour:g} studies/h")
+        return (
+            users * modality.studies_per_hour / 3600 * study,
+            f"{users} modalities at {modality.studies_per_hour:g} studies/h",
+        )
     if modality.instances_per_s:
         instance = pool["bytes"] / max(pool["instances"], 1)
-        return users * modality.instances_per_s * instance, f"{users} modalities at {modality.instances_per_s:g} instances/s"
+        return (
+            users * modality.instances_per_s * instance,
+            f"{users} modalities at {modality.instances_per_s:g} instances/s",
+        )
     if calibration and calibration.ceiling_mb_per_s:  # a matching calibration (bench.load.calibrate)
         rate = calibration.ceiling_mb_per_s
         return rate * 1e6, f"flat-out modalities at the calibrated ceiling of {rate:g} MB/s"
     rate = ASSUMED_MB_PER_S * processes
-    return rate * 1e6, (f"flat-out modalities at an assumed {rate:g} MB/s (no matching calibration in the state "
-                        "folder; `pacsbench calibrate` measures the harness's ceiling)")
+    return rate * 1e6, (
+        f"flat-out modalities at an assumed {rate:g} MB/s (no matching calibration in the state "
+        "folder; `pacsbench calibrate` measures the harness's ceiling)"
+    )
 
 
 def _records_bytes(scenario: Scenario, archive_bytes: float, pool: dict) -> int:
@@ -85,8 +92,14 @@ def _records_bytes(scenario: Scenario, archive_bytes: float, pool: dict) -> int:
     return int(instances * ROW_BYTES + (OTHER_REQUESTS_PER_S * ROW_BYTES * scenario.load.duration if others else 0))
 
 
-def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: CalibrationRecord | None,
-              processes: int, results_root: Path) -> tuple[TargetSpec, DiskRecord]:
+def plan_disk(
+    scenario: Scenario,
+    target: TargetSpec,
+    pool: dict,
+    calibration: CalibrationRecord | None,
+    processes: int,
+    results_root: Path,
+) -> tuple[TargetSpec, DiskRecord]:
     """The target as it will run (a native archive's capacity resolved) and run.json["disk"]; UserError: too little."""
     reserve = scenario.run.disk_reserve
     rate, basis = store_rate(scenario, pool, calibration, processes)
@@ -96,14 +109,22 @@ def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: C
     free = free_bytes(results_root)
     where = existing(results_root)
     can_store = f"{scenario.name} can store {gb(archive)} ({basis}, for {scenario.load.duration:g} s)"
-    plan = DiskRecord(reserve_bytes=reserve, results_free_bytes=free, store_rate_bytes_per_s=round(rate),
-                      rate_basis=basis, archive_need_bytes=round(archive), records_need_bytes=records)
+    plan = DiskRecord(
+        reserve_bytes=reserve,
+        results_free_bytes=free,
+        store_rate_bytes_per_s=round(rate),
+        rate_basis=basis,
+        archive_need_bytes=round(archive),
+        records_need_bytes=records,
+    )
     if target.kind == "native" and target.bounded:
         capacity = target.capacity or default_capacity(free, reserve, records)
         if capacity <= 0 or capacity + reserve + records > free:
-            raise UserError(f"archive capacity {gb(max(capacity, 0))} plus the {gb(reserve)} disk reserve and "
-                            f"{gb(records)} of records needs {gb(max(capacity, 0) + reserve + records)}; "
-                            f"{where} has {gb(free)} free")
+            raise UserError(
+                f"archive capacity {gb(max(capacity, 0))} plus the {gb(reserve)} disk reserve and "
+                f"{gb(records)} of records needs {gb(max(capacity, 0) + reserve + records)}; "
+                f"{where} has {gb(free)} free"
+            )
         plan.capacity_bytes = capacity
         return target.model_copy(update={"capacity": capacity}), plan
     on_run_disk = archive if target.kind in ARCHIVE_HERE else 0
@@ -113,13 +134,17 @@ def plan_disk(scenario: Scenario, target: TargetSpec, pool: dict, calibration: C
         data_disk = target.data_disk_gib << 30
         on_run_disk = min(archive, data_disk)
         if archive > data_disk:
-            plan.warning = (f"{can_store}, more than the guest's {gb(data_disk)} data disk (data_disk_gib): "
-                               "its archive refuses stores once that is full")
+            plan.warning = (
+                f"{can_store}, more than the guest's {gb(data_disk)} data disk (data_disk_gib): "
+                "its archive refuses stores once that is full"
+            )
     needed = on_run_disk + records + reserve
     if needed > free:
         bound = "; or bound a native archive: [target] capacity, at_capacity" if target.kind == "native" else ""
-        raise UserError(f"{can_store}, plus {gb(records)} of records and the {gb(reserve)} disk reserve: needs "
-                        f"{gb(needed)}, {where} has {gb(free)} free: shorten the run{bound}")
+        raise UserError(
+            f"{can_store}, plus {gb(records)} of records and the {gb(reserve)} disk reserve: needs "
+            f"{gb(needed)}, {where} has {gb(free)} free: shorten the run{bound}"
+        )
     if target.kind == "native":
         # Unbounded in the scenario, bounded anyway: a disk that fills faster than planned stops the run.
         capacity = default_capacity(free, reserve, records)
@@ -166,8 +191,11 @@ class DiskWatch:
         return None
 
     def describe(self) -> dict:
-        return {"lowest_free_bytes": self.lowest_free, "highest_used_bytes": self.highest_used,
-                **({"stop_detail": self.detail} if self.detail else {})}
+        return {
+            "lowest_free_bytes": self.lowest_free,
+            "highest_used_bytes": self.highest_used,
+            **({"stop_detail": self.detail} if self.detail else {}),
+        }
 
 
 def watched_paths(target: TargetSpec, run_dir: Path) -> list[Path]:
@@ -190,7 +218,11 @@ def capacity_figures(run_dir: Path, target: TargetSpec) -> CapacityRecord | None
         return None
     # Only the figures the record names: the archive's /status may say more (another release).
     return CapacityRecord(
-        capacity_bytes=capacity.get("capacity_bytes"), used_bytes=capacity.get("used_bytes"),
-        recycled_studies=capacity.get("recycled_studies", 0), recycled_instances=capacity.get("recycled_instances", 0),
-        recycled_bytes=capacity.get("recycled_bytes", 0), archive_at_capacity=capacity.get("at_capacity"),
-        at_capacity=target.at_capacity)
+        capacity_bytes=capacity.get("capacity_bytes"),
+        used_bytes=capacity.get("used_bytes"),
+        recycled_studies=capacity.get("recycled_studies", 0),
+        recycled_instances=capacity.get("recycled_instances", 0),
+        recycled_bytes=capacity.get("recycled_bytes", 0),
+        archive_at_capacity=capacity.get("at_capacity"),
+        at_capacity=target.at_capacity,
+    )

@@ -1,11 +1,11 @@
 """Fault runs: kill, stop, pause or restart the archive, or take its network down, during the load; then measure
 what each fault cost.
 
-A FaultInjector is a greenlet started with the load: at each fault's `at` it signals the
-archive's process group (native) or QEMU (kvm, tcg) and, after `duration`, starts it again on
-the same data and port (kill, stop, restart) or lets it continue (pause); network-down takes a
-guest NIC's link down for `duration`, or the veth to a native archive's own network namespace. A greenlet, not a thread: the archive it starts again
-must be forked by the main thread, whose exit its parent-death signal follows.
+A FaultInjector is a greenlet started with the load: at each fault's `at` it signals the archive's process group
+(native) or QEMU (kvm, tcg) and, after `duration`, starts it again on the same data and port (kill, stop, restart) or
+lets it continue (pause); network-down takes a guest NIC's link down for `duration`, or the veth to a native archive's
+own network namespace. A greenlet, not a thread: the archive it starts again must be forked by the main thread, whose
+exit its parent-death signal follows.
 
 After the load, `fault_figures` reads samples.csv and sent.csv: the time from each fault to
 the first successful C-ECHO and C-STORE sent after it (recovery), the requests that failed
@@ -47,7 +47,9 @@ class FaultEvent:
     spec: FaultSpec
     unix_time: float | None = None  # when the signal went
     resumed_unix_time: float | None = None  # when the archive answered again (started, or continued)
-    down_unix_time: float | None = None  # when the killed or stopped archive (or guest) had exited, or its link was down
+    down_unix_time: float | None = (
+        None  # when the killed or stopped archive (or guest) had exited, or its link was down
+    )
     startup_seconds: float | None = None  # the archive's own start-up, from launch to C-ECHO (kill, stop, restart)
     exit_code: int | None = None
     error: str = ""
@@ -60,8 +62,10 @@ class FaultInjector:
 
     def __init__(self, target: Target, faults: list[FaultSpec]):
         if faults and target.kind not in FAULT_KINDS:
-            raise UserError(f"[[faults]]: the {target.kind} target cannot take faults (only {', '.join(FAULT_KINDS)} "
-                            "in this version)")
+            raise UserError(
+                f"[[faults]]: the {target.kind} target cannot take faults (only {', '.join(FAULT_KINDS)} "
+                "in this version)"
+            )
         self.target = target
         self.events = [FaultEvent(spec) for spec in faults]
         self.latest_backup: FaultEvent | None = None
@@ -94,7 +98,10 @@ class FaultInjector:
                 ACTIONS[event.spec.action](self.target, event)
             except Exception as exc:  # noqa: BLE001 (recorded: the run goes on and shows what followed)
                 event.error = f"{type(exc).__name__}: {exc}"
-                print(f"pacsbench: warning: fault {event.spec.action} at {event.spec.at:g} s: {event.error}", file=sys.stderr)
+                print(
+                    f"pacsbench: warning: fault {event.spec.action} at {event.spec.at:g} s: {event.error}",
+                    file=sys.stderr,
+                )
 
 
 def _crash(signum: int, after: float):
@@ -109,7 +116,7 @@ def _crash(signum: int, after: float):
         gevent.sleep(max(0.0, event.unix_time + wait - time.time()))
         if event.spec.recover == "restore":
             if not event.backup:
-                raise UserError("recover = \"restore\": the backup before this fault did not complete")
+                raise UserError('recover = "restore": the backup before this fault did not complete')
             event.restore = target.restore_data(event.backup)
         event.startup_seconds = round(target.start_again(), 3)
         event.resumed_unix_time = time.time()
@@ -201,8 +208,9 @@ def _durability(rows: list[dict], returned: dict[str, str]) -> dict:
     return {"acknowledged_before": len(rows), "lost": lost, "changed": changed}
 
 
-def _restore_durability(event: FaultEvent, before_backup: list[dict], before_fault: list[dict],
-                        returned: dict[str, str]) -> dict:
+def _restore_durability(
+    event: FaultEvent, before_backup: list[dict], before_fault: list[dict], returned: dict[str, str]
+) -> dict:
     """After a restore: `lost` counts what the backup should have kept (acknowledged before it started: must
     be 0); what was acknowledged between the backup and the fault is the recovery point's price."""
     kept = {row["sop_instance_uid"] for row in before_backup}
@@ -216,8 +224,9 @@ def _restore_durability(event: FaultEvent, before_backup: list[dict], before_fau
     }
 
 
-def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_ended: float, peer,
-                  client: ClientSpec) -> list[FaultRecord]:
+def fault_figures(
+    events: list[FaultEvent], run_dir, load_started: float, load_ended: float, peer, client: ClientSpec
+) -> list[FaultRecord]:
     """run.json["faults"]: per fault what happened, its recovery and what it lost (C-GET from `peer`, still up)."""
     samples = pd.read_csv(run_dir / SAMPLES_FILE, keep_default_na=False)
     samples["end"] = samples["start"] + samples["latency_ms"] / 1000.0
@@ -241,8 +250,11 @@ def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_e
             error = event.error or "the load ended before it was due"
             figures.append(FaultRecord(**record, happened=False, error=error))
             continue
-        record.update(happened=True, into_load_seconds=round(event.unix_time - load_started, 3),
-                      unix_time=round(event.unix_time, 3))
+        record.update(
+            happened=True,
+            into_load_seconds=round(event.unix_time - load_started, 3),
+            unix_time=round(event.unix_time, 3),
+        )
         if event.spec.action == "backup":
             record["backup"] = event.backup
         else:
@@ -251,8 +263,11 @@ def fault_figures(events: list[FaultEvent], run_dir, load_started: float, load_e
                 startup_seconds=event.startup_seconds,
                 exit_code=event.exit_code,
                 **_outage(samples, event, load_ended),
-                **(_restore_durability(event, subsets[("backup", id(event))], subsets[id(event)], returned)
-                   if event.restore else _durability(subsets[id(event)], returned)),
+                **(
+                    _restore_durability(event, subsets[("backup", id(event))], subsets[id(event)], returned)
+                    if event.restore
+                    else _durability(subsets[id(event)], returned)
+                ),
                 retrieve_failures=failed_requests[:10],
             )
         if event.restore:
@@ -269,18 +284,24 @@ def fault_line(figure: FaultRecord) -> str:
         return f"fault {figure.action} at {figure.at:g} s: not injected ({figure.error})"
     if figure.action == "backup":
         b = figure.backup
-        return (f"backup at {figure.into_load_seconds:g} s: {b.instances} instances, {b.bytes / 1e6:.1f} MB "
-                f"in {b.seconds:g} s ({b.mb_per_s:g} MB/s) while the load went on")
+        return (
+            f"backup at {figure.into_load_seconds:g} s: {b.instances} instances, {b.bytes / 1e6:.1f} MB "
+            f"in {b.seconds:g} s ({b.mb_per_s:g} MB/s) while the load went on"
+        )
     if figure.recover == "restore":
         r = figure.restore
-        return (f"fault {figure.action} at {figure.into_load_seconds:g} s, restored from the backup "
-                f"{figure.recovery_point_seconds:g} s before it in {r.seconds:g} s: recovered in "
-                f"{figure.recovery_seconds} s, {figure.lost} of {figure.acknowledged_before} instances "
-                f"acknowledged before the backup lost, {figure.changed} changed; "
-                f"{figure.lost_after_backup} of {figure.acknowledged_after_backup} acknowledged after it lost "
-                "(the recovery point)")
+        return (
+            f"fault {figure.action} at {figure.into_load_seconds:g} s, restored from the backup "
+            f"{figure.recovery_point_seconds:g} s before it in {r.seconds:g} s: recovered in "
+            f"{figure.recovery_seconds} s, {figure.lost} of {figure.acknowledged_before} instances "
+            f"acknowledged before the backup lost, {figure.changed} changed; "
+            f"{figure.lost_after_backup} of {figure.acknowledged_after_backup} acknowledged after it lost "
+            "(the recovery point)"
+        )
     recovery = figure.recovery_seconds
-    return (f"fault {figure.action} at {figure.into_load_seconds:g} s: recovered in "
-            f"{'never' if recovery is None else f'{recovery:g} s'} (by {figure.recovery_by}), "
-            f"{figure.failed_during_outage} requests failed meanwhile, {figure.lost} of "
-            f"{figure.acknowledged_before} instances acknowledged before it lost, {figure.changed} changed")
+    return (
+        f"fault {figure.action} at {figure.into_load_seconds:g} s: recovered in "
+        f"{'never' if recovery is None else f'{recovery:g} s'} (by {figure.recovery_by}), "
+        f"{figure.failed_during_outage} requests failed meanwhile, {figure.lost} of "
+        f"{figure.acknowledged_before} instances acknowledged before it lost, {figure.changed} changed"
+    )

@@ -63,8 +63,13 @@ def rotated_order(names: list[str], repetition: int) -> list[str]:
     return names[shift:] + names[:shift]
 
 
-def run_matrix(scenario_path: Path, names: list[str], repeat: int = DEFAULT_REPEAT, results_root: Path = Path("results"),
-               progress: bool = True) -> Path:
+def run_matrix(
+    scenario_path: Path,
+    names: list[str],
+    repeat: int = DEFAULT_REPEAT,
+    results_root: Path = Path("results"),
+    progress: bool = True,
+) -> Path:
     """Run every target `repeat` times, order rotated per repetition; return the matrix folder (with matrix.json)."""
     from bench.runs.scenario_run import run_scenario  # imports locust first (gevent)
 
@@ -83,12 +88,28 @@ def run_matrix(scenario_path: Path, names: list[str], repeat: int = DEFAULT_REPE
             print(f"matrix: repetition {repetition}/{repeat}, target {name}", file=sys.stderr, flush=True)
             os.sync()  # the previous run's dirty pages are written now, not during this run
             run_dir, record = run_scenario(scenario_path, folder, progress=progress, target_spec=specs[name])
-            runs.append(MatrixRun(folder=run_dir.name, target=name, repetition=repetition,
-                                  hypervisor=record.target.hypervisor if record.target else None,
-                                  status=record.status))
-            write_record(folder / MATRIX_FILE, MatrixRecord(
-                scenario=scenario.name, scenario_file=str(scenario_path), targets=names, repeat=repeat,
-                order="rotated", sequence=sequence, sync_before_each_run=True, runs=runs))
+            runs.append(
+                MatrixRun(
+                    folder=run_dir.name,
+                    target=name,
+                    repetition=repetition,
+                    hypervisor=record.target.hypervisor if record.target else None,
+                    status=record.status,
+                )
+            )
+            write_record(
+                folder / MATRIX_FILE,
+                MatrixRecord(
+                    scenario=scenario.name,
+                    scenario_file=str(scenario_path),
+                    targets=names,
+                    repeat=repeat,
+                    order="rotated",
+                    sequence=sequence,
+                    sync_before_each_run=True,
+                    runs=runs,
+                ),
+            )
     return folder
 
 

@@ -84,8 +84,12 @@ def guest_row(before: dict[str, float], now: dict[str, float]) -> dict:
         return round(100 * sum(now[m] - before[m] for m in names if m in modes) / total, 1)
 
     idle = share("idle", "iowait", "steal")
-    return {"guest_cpu_percent": round(100 - idle, 1), "guest_steal_percent": share("steal"),
-            "guest_iowait_percent": share("iowait"), "guest_cpus": int(now.get("cpus", 0)) or ""}
+    return {
+        "guest_cpu_percent": round(100 - idle, 1),
+        "guest_steal_percent": share("steal"),
+        "guest_iowait_percent": share("iowait"),
+        "guest_cpus": int(now.get("cpus", 0)) or "",
+    }
 
 
 def interface_with_address(address: str) -> str | None:
@@ -139,9 +143,17 @@ class Reading:
 class Sampler:
     """Readings of one run's resources, and rows from consecutive readings."""
 
-    def __init__(self, server_pid: int | None, cpus: float | None, load_pids: list[int], disk: str | None,
-                 interface: str | None, cpu_ids: list[int] | None = None, metrics_url: str | None = None,
-                 server_pid_file: Path | None = None):
+    def __init__(
+        self,
+        server_pid: int | None,
+        cpus: float | None,
+        load_pids: list[int],
+        disk: str | None,
+        interface: str | None,
+        cpu_ids: list[int] | None = None,
+        metrics_url: str | None = None,
+        server_pid_file: Path | None = None,
+    ):
         self.server_pid, self.cpus, self.load_pids = server_pid, cpus, load_pids
         self.metrics_url = metrics_url
         # A fault (kill, restart) starts the archive again under a new pid: the target rewrites this file.
@@ -196,24 +208,34 @@ class Sampler:
         row = {"time": round(now.at, 3)}
         if self.server_pid and now.server:
             server_cpu = 100 * max(now.server_cpu - before.server_cpu, 0) / seconds
-            row |= {"server_cpu_percent": round(server_cpu, 1),
-                    "server_cpu_budget_percent": round(server_cpu / self.cpus, 1) if self.cpus else "",
-                    **now.server}
+            row |= {
+                "server_cpu_percent": round(server_cpu, 1),
+                "server_cpu_budget_percent": round(server_cpu / self.cpus, 1) if self.cpus else "",
+                **now.server,
+            }
         if self.disk:
-            row |= {"disk_read_bytes_per_s": rate(before.disk[0], now.disk[0]),
-                    "disk_write_bytes_per_s": rate(before.disk[1], now.disk[1]),
-                    "disk_busy_percent": round(min(rate(before.disk[2], now.disk[2]) / 10, 100.0), 1)}
+            row |= {
+                "disk_read_bytes_per_s": rate(before.disk[0], now.disk[0]),
+                "disk_write_bytes_per_s": rate(before.disk[1], now.disk[1]),
+                "disk_busy_percent": round(min(rate(before.disk[2], now.disk[2]) / 10, 100.0), 1),
+            }
         host = psutil.cpu_times_percent()
         busy = psutil.cpu_percent(percpu=True)
         if self.server_pid:
             row["server_cpus_busy_percent"] = round(sum(busy[c] for c in self.cpu_ids) / len(self.cpu_ids), 1)
-        row |= {"net_sent_bytes_per_s": rate(before.net[0], now.net[0]),
-                "net_recv_bytes_per_s": rate(before.net[1], now.net[1]),
-                "net_link_bytes_per_s": self.link_bytes_per_s,
-                "host_cpu_percent": round(100 - host.idle - host.iowait - getattr(host, "steal", 0.0), 1),
-                "host_iowait_percent": host.iowait, "host_steal_percent": getattr(host, "steal", 0.0)}
-        load = [100 * max(now.load_cpu[pid] - before.load_cpu[pid], 0) / seconds
-                for pid in now.load_cpu if pid in before.load_cpu]
+        row |= {
+            "net_sent_bytes_per_s": rate(before.net[0], now.net[0]),
+            "net_recv_bytes_per_s": rate(before.net[1], now.net[1]),
+            "net_link_bytes_per_s": self.link_bytes_per_s,
+            "host_cpu_percent": round(100 - host.idle - host.iowait - getattr(host, "steal", 0.0), 1),
+            "host_iowait_percent": host.iowait,
+            "host_steal_percent": getattr(host, "steal", 0.0),
+        }
+        load = [
+            100 * max(now.load_cpu[pid] - before.load_cpu[pid], 0) / seconds
+            for pid in now.load_cpu
+            if pid in before.load_cpu
+        ]
         if load:
             row |= {"load_cpu_percent": round(sum(load), 1), "load_busiest_cpu_percent": round(max(load), 1)}
         return row | guest_row(before.guest_cpu, now.guest_cpu)
@@ -238,23 +260,48 @@ def sample(out: Path, sampler: Sampler, interval: float = INTERVAL, parent: int 
 class ResourceSampling:
     """The sampler process for one run: `with ResourceSampling(...)` around the load."""
 
-    def __init__(self, run_dir: Path, server_pid: int | None, cpus: float | None, load_pids: list[int],
-                 interface: str | None, cpu_ids: list[int] | None = None, metrics_url: str | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        server_pid: int | None,
+        cpus: float | None,
+        load_pids: list[int],
+        interface: str | None,
+        cpu_ids: list[int] | None = None,
+        metrics_url: str | None = None,
+    ):
         self.out = run_dir / SERVER_METRICS_FILE
         disk = whole_disk(run_dir)
         self.disk = disk.name if disk else None
-        self.command = [sys.executable, "-m", "bench.runs.resources", "--out", str(self.out),
-                        "--parent", str(os.getpid()), "--load-pids", ",".join(map(str, load_pids))]
-        self.command += ["--server-pid", str(server_pid), "--server-pid-file", str(run_dir / SERVER_PID_FILE)] \
-            if server_pid else []
+        self.command = [
+            sys.executable,
+            "-m",
+            "bench.runs.resources",
+            "--out",
+            str(self.out),
+            "--parent",
+            str(os.getpid()),
+            "--load-pids",
+            ",".join(map(str, load_pids)),
+        ]
+        self.command += (
+            ["--server-pid", str(server_pid), "--server-pid-file", str(run_dir / SERVER_PID_FILE)] if server_pid else []
+        )
         self.command += ["--cpus", str(cpus)] if cpus else []
         self.command += ["--disk", self.disk] if self.disk else []
         self.command += ["--interface", interface] if interface else []
         self.command += ["--cpu-ids", ",".join(map(str, cpu_ids))] if cpu_ids else []
         self.command += ["--metrics-url", metrics_url] if metrics_url else []
         self.metrics_url = metrics_url
-        self.facts = {"file": SERVER_METRICS_FILE, "interval_seconds": INTERVAL, "server_pid": server_pid,
-                      "budget_cpus": cpus, "load_pids": load_pids, "disk": self.disk, "interface": interface}
+        self.facts = {
+            "file": SERVER_METRICS_FILE,
+            "interval_seconds": INTERVAL,
+            "server_pid": server_pid,
+            "budget_cpus": cpus,
+            "load_pids": load_pids,
+            "disk": self.disk,
+            "interface": interface,
+        }
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "ResourceSampling":
@@ -278,16 +325,20 @@ class ResourceSampling:
         # Imported here: the sampler's own process (main below) starts with the load and needs no records.
         from bench.results.run_record import ResourcesRecord
 
-        return ResourcesRecord(**self.facts, guest_view=self.guest_view(),
-                               exit_code=self.process.returncode if self.process else None)
+        return ResourcesRecord(
+            **self.facts, guest_view=self.guest_view(), exit_code=self.process.returncode if self.process else None
+        )
 
     def guest_view(self) -> GuestView:
         """What the archive's own /metrics gave the guest columns: scraped from where, how many rows got them."""
         from bench.results.run_record import GuestView  # as in describe()
 
         if not self.metrics_url:
-            return GuestView(sampled=False, columns=list(GUEST_COLUMNS),
-                             why="no metrics URL for this target (guest columns are for kvm, tcg and remote targets)")
+            return GuestView(
+                sampled=False,
+                columns=list(GUEST_COLUMNS),
+                why="no metrics URL for this target (guest columns are for kvm, tcg and remote targets)",
+            )
         rows = with_values = 0
         if self.out.is_file():
             lines = self.out.read_text().splitlines()
@@ -295,11 +346,18 @@ class ResourceSampling:
             for line in lines[1:]:
                 rows += 1
                 with_values += bool(line.split(",")[at]) if at >= 0 else 0
-        view = GuestView(url=self.metrics_url.rstrip("/") + HOST_ONLY, columns=list(GUEST_COLUMNS), rows=rows,
-                         rows_with_values=with_values, sampled=with_values > 0)
+        view = GuestView(
+            url=self.metrics_url.rstrip("/") + HOST_ONLY,
+            columns=list(GUEST_COLUMNS),
+            rows=rows,
+            rows_with_values=with_values,
+            sampled=with_values > 0,
+        )
         if not with_values:
-            view.why = ("the metrics URL gave no pacsbench_host_cpu_seconds (not the reference archive, or not "
-                           "answering): the guest columns are empty")
+            view.why = (
+                "the metrics URL gave no pacsbench_host_cpu_seconds (not the reference archive, or not "
+                "answering): the guest columns are empty"
+            )
         return view
 
 
@@ -319,8 +377,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     load_pids = [int(p) for p in args.load_pids.split(",") if p]
     cpu_ids = [int(c) for c in args.cpu_ids.split(",") if c]
-    sampler = Sampler(args.server_pid, args.cpus, load_pids, args.disk, args.interface, cpu_ids, args.metrics_url,
-                      args.server_pid_file)
+    sampler = Sampler(
+        args.server_pid,
+        args.cpus,
+        load_pids,
+        args.disk,
+        args.interface,
+        cpu_ids,
+        args.metrics_url,
+        args.server_pid_file,
+    )
     sample(args.out, sampler, args.interval, args.parent)
 
 

@@ -58,8 +58,11 @@ class Processes:
         return max(1, self.workers + self.remote_workers)
 
     def describe(self) -> LoadProcesses:
-        return LoadProcesses(mode="distributed" if self.workers + self.remote_workers else "local",
-                             local_workers=self.workers, remote_workers=self.remote_workers)
+        return LoadProcesses(
+            mode="distributed" if self.workers + self.remote_workers else "local",
+            local_workers=self.workers,
+            remote_workers=self.remote_workers,
+        )
 
 
 def suboperation_totals(run_dir: Path) -> dict[str, SuboperationTotals]:
@@ -80,8 +83,15 @@ def resource_sampling(run_dir: Path, target, engine: load.LoadEngine) -> Resourc
     load_pids = [os.getpid(), *(p.pid for p in engine.processes)]
     interface = interface_with_address(load.local_address_towards(target.peer.host))
     budget = target.budget_record()
-    return ResourceSampling(run_dir, target.server_pid(), budget["cpus"], load_pids, interface, budget.get("cpu_ids"),
-                            target.guest_metrics_url())
+    return ResourceSampling(
+        run_dir,
+        target.server_pid(),
+        budget["cpus"],
+        load_pids,
+        interface,
+        budget.get("cpu_ids"),
+        target.guest_metrics_url(),
+    )
 
 
 def run_status(outcome: load.LoadOutcome, watch: DiskWatch, record: RunRecord) -> str:
@@ -91,8 +101,10 @@ def run_status(outcome: load.LoadOutcome, watch: DiskWatch, record: RunRecord) -
     if outcome.interrupted:
         return "interrupted"
     if outcome.stop_reason:
-        print(f"pacsbench: warning: {outcome.stop_reason} ({watch.detail}); the samples up to then are kept",
-              file=sys.stderr)
+        print(
+            f"pacsbench: warning: {outcome.stop_reason} ({watch.detail}); the samples up to then are kept",
+            file=sys.stderr,
+        )
         return outcome.stop_reason
     return "completed"
 
@@ -100,9 +112,13 @@ def run_status(outcome: load.LoadOutcome, watch: DiskWatch, record: RunRecord) -
 def disk_watch(target_spec: TargetSpec, run_dir: Path, reserve: int, records) -> DiskWatch:
     """The load's stop check; a native archive that rejects or recycles at its capacity keeps itself in bounds."""
     self_bounded = target_spec.kind == "native" and target_spec.at_capacity != "stop"
-    return DiskWatch(watched_paths(target_spec, run_dir), reserve, records,
-                     stop_at_capacity=target_spec.kind == "native" and target_spec.at_capacity == "stop",
-                     margin_seconds=0.0 if self_bounded else 2.0)
+    return DiskWatch(
+        watched_paths(target_spec, run_dir),
+        reserve,
+        records,
+        stop_at_capacity=target_spec.kind == "native" and target_spec.at_capacity == "stop",
+        margin_seconds=0.0 if self_bounded else 2.0,
+    )
 
 
 def record_capacity(record: RunRecord, run_dir: Path, target_spec: TargetSpec) -> None:
@@ -112,24 +128,41 @@ def record_capacity(record: RunRecord, run_dir: Path, target_spec: TargetSpec) -
         record.capacity = figures
 
 
-def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True, processes: Processes = Processes(),
-                 verify: bool = False, target_spec: TargetSpec | None = None) -> tuple[Path, RunRecord]:
+def run_scenario(
+    scenario_path: Path,
+    results_root: Path,
+    progress: bool = True,
+    processes: Processes = Processes(),
+    verify: bool = False,
+    target_spec: TargetSpec | None = None,
+) -> tuple[Path, RunRecord]:
     """Run one scenario (against `target_spec` instead of its own when given); return the run folder and run.json."""
     scenario = load_scenario(scenario_path)
     if target_spec is not None:
         scenario = scenario.model_copy(update={"target": target_spec})
     profile = load_profile(scenario.studies.profile)
     syntax = scenario.studies.transfer_syntax or profile.transfer_syntax
-    pool = StudyPool.prepare(profile, scenario.studies.pool, scenario.studies.seed, progress=progress,
-                             transfer_syntax=syntax)
+    pool = StudyPool.prepare(
+        profile, scenario.studies.pool, scenario.studies.seed, progress=progress, transfer_syntax=syntax
+    )
     calibration = ceiling_for_run(profile.name, syntax, processes.count)
-    target_spec, disk = plan_disk(scenario, scenario.target, pool.describe(), calibration, processes.count,
-                                  results_root)
+    target_spec, disk = plan_disk(
+        scenario, scenario.target, pool.describe(), calibration, processes.count, results_root
+    )
     if disk.warning:
         print(f"pacsbench: warning: {disk.warning}", file=sys.stderr)
     run_dir = new_run_dir(results_root, scenario.name)
-    engine = load.LoadEngine(scenario, pool, run_dir, processes.workers, processes.remote_workers,
-                             processes.master_bind, processes.master_port, progress, processes.join_timeout)
+    engine = load.LoadEngine(
+        scenario,
+        pool,
+        run_dir,
+        processes.workers,
+        processes.remote_workers,
+        processes.master_bind,
+        processes.master_port,
+        progress,
+        processes.join_timeout,
+    )
     record = RunRecord(
         run_id=run_dir.name,
         status="started",
@@ -177,8 +210,9 @@ def run_scenario(scenario_path: Path, results_root: Path, progress: bool = True,
         if outcome.steps and outcome.samples:
             record.steps = step_figures(pd.read_csv(run_dir / SAMPLES_FILE), outcome.steps, outcome.ended)
         if scenario.faults and not outcome.interrupted:
-            record.faults = fault_figures(injector.events, run_dir, outcome.started, outcome.ended, target.peer,
-                                          scenario.client)
+            record.faults = fault_figures(
+                injector.events, run_dir, outcome.started, outcome.ended, target.peer, scenario.client
+            )
             print("\n".join(fault_line(f) for f in record.faults), file=sys.stderr)
         write_run_json(run_dir, record)
         if verify and not outcome.interrupted:

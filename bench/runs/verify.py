@@ -173,11 +173,15 @@ def data_gone(run_dir: Path, record: RunRecord) -> str | None:
     if kept is None:
         kept = (record.scenario.get("target") or {}).get("keep_data")
     if kind in ("kvm", "tcg") and not kept:
-        return (f"{run_dir}: the {kind} guest's data disk was deleted after the run: nothing left to verify; "
-                "use `pacsbench run --verify`")
+        return (
+            f"{run_dir}: the {kind} guest's data disk was deleted after the run: nothing left to verify; "
+            "use `pacsbench run --verify`"
+        )
     if kind in ("orthanc", "dcmtk") and not kept:
-        return (f"{run_dir}: the {kind} archive's images were removed after the run (keep_data = false): nothing "
-                "left to verify; use `pacsbench run --verify`, or set keep_data = true in [target]")
+        return (
+            f"{run_dir}: the {kind} archive's images were removed after the run (keep_data = false): nothing "
+            "left to verify; use `pacsbench run --verify`, or set keep_data = true in [target]"
+        )
     return None
 
 
@@ -191,8 +195,11 @@ def summary_line(result: VerifyRecord) -> str:
         )
     problems = [
         f"{count} {label}"
-        for count, label in ((result.missing, "lost"), (result.different, "changed"),
-                             (result.retrieved_different, "retrieved changed"))
+        for count, label in (
+            (result.missing, "lost"),
+            (result.different, "changed"),
+            (result.retrieved_different, "retrieved changed"),
+        )
         if count
     ]
     problems += [f"{len(result.failed_requests)} failed C-GET requests"] if result.failed_requests else []

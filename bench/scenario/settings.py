@@ -1,4 +1,5 @@
-"""The scenario's [client] and [run] tables: how each simulated client talks DICOM, what the harness keeps for itself."""
+"""The scenario's [client] and [run] tables: how each simulated client talks DICOM, what the harness keeps
+for itself."""
 
 from __future__ import annotations
 

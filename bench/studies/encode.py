@@ -131,7 +131,8 @@ def _encode_with_dcmcjpeg(pixels: np.ndarray, header: Dataset) -> bytes:
         native.save_as(source, enforce_file_format=True)
         result = subprocess.run(
             [dcmcjpeg_path() or "dcmcjpeg", "--encode-lossless-sv1", "--true-lossless", str(source), str(target)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             reason = (result.stderr.strip().splitlines() or ["no message"])[-1]

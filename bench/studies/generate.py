@@ -72,10 +72,7 @@ class Totals:
             self.paths.append(folder / name)
 
     def line(self) -> str:
-        return (
-            f"{self.studies} studies, {self.instances} instances, {self.frames} frames, "
-            f"{self.bytes / 1e6:.1f} MB"
-        )
+        return f"{self.studies} studies, {self.instances} instances, {self.frames} frames, {self.bytes / 1e6:.1f} MB"
 
 
 def _uid(*parts: object) -> str:
@@ -133,8 +130,13 @@ def plan_study(profile: Profile, seed: int, index: int, visit: tuple[int, int] |
         frames = profile.frames_per_run.draw(rng)
         minute = start_minute + 2 * r
         shape = RunShape(
-            profile.rows, profile.columns, frames, profile.bits_stored, profile.mask_frames,
-            dose=profile.dose, intensity=profile.pixel_intensity_relationship,
+            profile.rows,
+            profile.columns,
+            frames,
+            profile.bits_stored,
+            profile.mask_frames,
+            dose=profile.dose,
+            intensity=profile.pixel_intensity_relationship,
         )
         run_keys = RunKeys(
             series_uid=_uid(profile.name, seed, index, r, "series"),
@@ -160,7 +162,9 @@ def synthesize_instance(run: RunPlan, plan: StudyPlan, profile: Profile, syntax:
     return ds
 
 
-def synthesize_study(plan: StudyPlan, profile: Profile, on_frames=None, syntax: TransferSyntax | None = None) -> Iterator[Dataset]:
+def synthesize_study(
+    plan: StudyPlan, profile: Profile, on_frames=None, syntax: TransferSyntax | None = None
+) -> Iterator[Dataset]:
     """Yield the study's instances, one per run, synthesizing the pixels."""
     syntax = syntax or transfer_syntax(profile.transfer_syntax)
     for run in plan.runs:
@@ -181,8 +185,9 @@ def _replace_dir(partial: Path, final: Path) -> None:
         partial.rename(final)
 
 
-def write_study(plan: StudyPlan, profile: Profile, out: Path, totals: Totals, on_frames=None,
-                syntax: TransferSyntax | None = None) -> None:
+def write_study(
+    plan: StudyPlan, profile: Profile, out: Path, totals: Totals, on_frames=None, syntax: TransferSyntax | None = None
+) -> None:
     """Write one study as out/study-NNNN/run-RR.dcm, all or nothing."""
     partial = out / f".partial-{plan.folder_name}-{os.getpid()}"  # two processes may fill one pool cache
     shutil.rmtree(partial, ignore_errors=True)
@@ -207,8 +212,15 @@ def _make_folder(out: Path) -> None:
         raise UserError(f"cannot create output folder {out}: {exc.strerror}") from None
 
 
-def generate(profile: Profile, studies: int, seed: int, out: Path, progress: bool = True,
-             syntax_name: str | None = None, keep_existing: bool = False) -> Totals:
+def generate(
+    profile: Profile,
+    studies: int,
+    seed: int,
+    out: Path,
+    progress: bool = True,
+    syntax_name: str | None = None,
+    keep_existing: bool = False,
+) -> Totals:
     """Generate `studies` studies into `out`; returns what was written.
 
     The transfer syntax is `syntax_name`, else the profile's. Its encoder is checked before
@@ -239,8 +251,17 @@ def _progress_bars(profile: Profile, syntax: TransferSyntax, plans: list[StudyPl
 
     Shown on a terminal only (tqdm's disable=None): piped or redirected output stays clean."""
     disable = None if enabled else True
-    with tqdm(total=len(plans), unit="study", desc=f"{profile.name} studies", disable=disable,
-              leave=False, position=0) as studies, \
-         tqdm(total=sum(p.frames for p in plans), unit="frame", desc=f"{syntax.name} frames",
-              disable=disable, leave=False, position=1) as frames:
+    with (
+        tqdm(
+            total=len(plans), unit="study", desc=f"{profile.name} studies", disable=disable, leave=False, position=0
+        ) as studies,
+        tqdm(
+            total=sum(p.frames for p in plans),
+            unit="frame",
+            desc=f"{syntax.name} frames",
+            disable=disable,
+            leave=False,
+            position=1,
+        ) as frames,
+    ):
         yield studies, frames

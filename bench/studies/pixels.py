@@ -141,7 +141,9 @@ def _grow_centerlines(rng: np.random.Generator, rows: int, columns: int) -> np.n
     scale = min(rows, columns)
     step = max(scale / 256.0, 0.75)
     # (y, x, heading, radius, length): the feeding artery enters from below.
-    branches = [(rows * 0.95, columns * rng.uniform(0.4, 0.6), -np.pi / 2 + rng.normal(0, 0.1), scale * 0.012, scale * 0.8)]
+    branches = [
+        (rows * 0.95, columns * rng.uniform(0.4, 0.6), -np.pi / 2 + rng.normal(0, 0.1), scale * 0.012, scale * 0.8)
+    ]
     points: list[np.ndarray] = []
     while branches:
         _walk_branch(rng, branches.pop(), step, (rows, columns), branches, points)

@@ -186,8 +186,9 @@ class StudyPool:
         self._token = generate_uid()[-6:]  # keeps patients of concurrent pools (processes) apart
 
     @classmethod
-    def prepare(cls, profile: Profile, size: int, seed: int, progress: bool = True,
-                transfer_syntax: str | None = None) -> "StudyPool":
+    def prepare(
+        cls, profile: Profile, size: int, seed: int, progress: bool = True, transfer_syntax: str | None = None
+    ) -> "StudyPool":
         """Synthesize what the cache lacks (studies 0..size-1), then load them.
 
         `transfer_syntax` is a name (explicit, rle, jpeg-ls, j2k, jpeg-sv1); default: the profile's.
@@ -247,11 +248,13 @@ class StudyPool:
         }
         series_uids: dict[str, str] = {}
         return [
-            PooledInstance(inst, {
-                **study,
-                "SeriesInstanceUID": series_uids.setdefault(str(inst.dataset.SeriesInstanceUID), generate_uid()),
-                "SOPInstanceUID": generate_uid(),
-            })
+            PooledInstance(
+                inst,
+                {
+                    **study,
+                    "SeriesInstanceUID": series_uids.setdefault(str(inst.dataset.SeriesInstanceUID), generate_uid()),
+                    "SOPInstanceUID": generate_uid(),
+                },
+            )
             for inst in template
         ]
-

@@ -56,7 +56,11 @@ class Profile(BaseModel):
     frame_rate: float = Field(gt=0, le=60)
     body_part: str = "HEAD"
     mask_frames: int = Field(default=2, ge=1)
-    dose: float = Field(default=1000.0, gt=0, description="quanta per pixel where nothing attenuates: less dose, more noise, lower compression ratios")
+    dose: float = Field(
+        default=1000.0,
+        gt=0,
+        description="quanta per pixel where nothing attenuates: less dose, more noise, lower compression ratios",
+    )
     pixel_intensity_relationship: Literal["LOG", "LIN"] = "LOG"
     transfer_syntax: Literal[tuple(SYNTAXES)] = DEFAULT_SYNTAX  # type: ignore[valid-type]
     runs_per_study: IntRange

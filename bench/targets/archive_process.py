@@ -24,8 +24,14 @@ NODELAY_ENVIRONMENT = {"TCP_NODELAY": "1"}
 class ArchiveProcess:
     """Start `command`, wait until `peer` answers C-ECHO, stop its process group."""
 
-    def __init__(self, command: list[str], peer: Peer, log: Path, cwd: Path | None = None,
-                 preexec: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        command: list[str],
+        peer: Peer,
+        log: Path,
+        cwd: Path | None = None,
+        preexec: Callable[[], None] | None = None,
+    ):
         self.command, self.peer, self.log, self.cwd = command, peer, log, cwd
         self.preexec = preexec  # runs in the child before exec: a Budget's enter()
         self.process: subprocess.Popen | None = None
@@ -34,10 +40,16 @@ class ArchiveProcess:
     def start(self, calling_ae: str, timeout: float) -> float:
         """The seconds from launch to the first C-ECHO answer; NoEchoAnswer (process stopped) if none came."""
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out,
-                                            stderr=subprocess.STDOUT, cwd=self.cwd, start_new_session=True,
-                                            preexec_fn=ending_with_parent(self.preexec),  # stops with the harness
-                                            env={**os.environ, **NODELAY_ENVIRONMENT})
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=ending_with_parent(self.preexec),  # stops with the harness
+                env={**os.environ, **NODELAY_ENVIRONMENT},
+            )
         try:
             return wait_for_echo(self.peer, calling_ae, timeout, alive=self.alive)
         except NoEchoAnswer as exc:

@@ -38,8 +38,11 @@ def cpu_list(cpus: list[int]) -> str:
 
 def _mounts() -> list[tuple[str, str, set[str]]]:
     """(mount point, type, options) of every cgroup file system."""
-    return [(mount.mountpoint, mount.fstype, set(mount.opts.split(",")))
-            for mount in psutil.disk_partitions(all=True) if mount.fstype in ("cgroup", "cgroup2")]
+    return [
+        (mount.mountpoint, mount.fstype, set(mount.opts.split(",")))
+        for mount in psutil.disk_partitions(all=True)
+        if mount.fstype in ("cgroup", "cgroup2")
+    ]
 
 
 def _own_paths() -> dict[str, str]:
@@ -102,8 +105,9 @@ class Budget:
         return True
 
     def _cgroup_v1(self) -> bool:
-        mounts = {c: point for point, kind, options in _mounts() if kind == "cgroup" for c in CONTROLLERS_V1
-                  if c in options}
+        mounts = {
+            c: point for point, kind, options in _mounts() if kind == "cgroup" for c in CONTROLLERS_V1 if c in options
+        }
         own = _own_paths()
         if not all(c in mounts and c in own for c in ("cpu", "memory")):
             return False
@@ -159,17 +163,25 @@ class Budget:
             if (folder / "cpu.stat").exists():
                 stat = dict(line.split() for line in (folder / "cpu.stat").read_text().splitlines() if " " in line)
                 throttled_us = int(stat.get("throttled_usec", 0)) or int(stat.get("throttled_time", 0)) // 1000
-                found |= {"cpu_periods": int(stat.get("nr_periods", 0)),
-                          "cpu_throttled_periods": int(stat.get("nr_throttled", 0)),
-                          "cpu_throttled_seconds": round(throttled_us / 1e6, 3)}
+                found |= {
+                    "cpu_periods": int(stat.get("nr_periods", 0)),
+                    "cpu_throttled_periods": int(stat.get("nr_throttled", 0)),
+                    "cpu_throttled_seconds": round(throttled_us / 1e6, 3),
+                }
             for name in ("memory.max_usage_in_bytes", "memory.peak"):
                 if (folder / name).exists():
                     found["memory_peak_bytes"] = int((folder / name).read_text())
         return found
 
     def describe(self) -> dict:
-        return {"cpus": self.cpus, "memory_bytes": self.memory_bytes, "enforced_by": self.enforced_by,
-                "controllers": self.controllers, "cpu_ids": self.cpu_ids, **({"usage": self.usage} if self.usage else {})}
+        return {
+            "cpus": self.cpus,
+            "memory_bytes": self.memory_bytes,
+            "enforced_by": self.enforced_by,
+            "controllers": self.controllers,
+            "cpu_ids": self.cpu_ids,
+            **({"usage": self.usage} if self.usage else {}),
+        }
 
 
 def guest_budget(cpus: int, memory_mib: int) -> dict:

@@ -40,31 +40,46 @@ def program_version(cmd: list[str]) -> str:
     return lines[0].strip() if lines else ""
 
 
-def orthanc_config(storage: Path, spec: InstalledSpec, dicom_port: int, http_port: int,
-                   destinations: dict[str, tuple[str, int]]) -> dict:
+def orthanc_config(
+    storage: Path, spec: InstalledSpec, dicom_port: int, http_port: int, destinations: dict[str, tuple[str, int]]
+) -> dict:
     """Orthanc's configuration for a benchmark: the bare archive, storing under `storage`."""
     return {
-        "Name": "pacsbench", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
-        "DicomAet": spec.ae_title, "DicomPort": dicom_port, "HttpPort": http_port,
-        "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
+        "Name": "pacsbench",
+        "StorageDirectory": str(storage),
+        "IndexDirectory": str(storage),
+        "DicomAet": spec.ae_title,
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
         "SyncStorageArea": spec.fsync,  # fsync each file before answering, like the reference archive
         "MaximumPduLength": spec.pdu_size,
         # The harness's Storage SCPs, where C-MOVE sends; any calling AE may query and retrieve, as on native.
         "DicomModalities": {ae: [ae, host, port] for ae, (host, port) in destinations.items()},
-        "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True,
+        "DicomAlwaysAllowFind": True,
+        "DicomAlwaysAllowGet": True,
+        "DicomAlwaysAllowMove": True,
         "Plugins": [],  # none of the system's plugins: the bare archive
-        "StorageCompression": False, "MaximumStorageSize": 0, "MaximumPatientCount": 0,
+        "StorageCompression": False,
+        "MaximumStorageSize": 0,
+        "MaximumPatientCount": 0,
     }
 
 
 def dcmqrscp_config(storage: Path, spec: InstalledSpec, port: int, destinations: dict[str, tuple[str, int]]) -> str:
     """dcmqrscp's configuration: one read-write AE storing under `storage`, the C-MOVE destinations in HostTable."""
-    hosts = "".join(f"destination{i} = ({ae}, {host}, {dest_port})\n"
-                    for i, (ae, (host, dest_port)) in enumerate(sorted(destinations.items()), start=1))
-    return (f"NetworkTCPPort = {port}\nMaxPDUSize = {spec.pdu_size}\nMaxAssociations = 64\n"
-            f"HostTable BEGIN\n{hosts}HostTable END\nVendorTable BEGIN\nVendorTable END\n"
-            # AE, storage, access, (max studies, max bytes per study), peers allowed
-            f"AETable BEGIN\n{spec.ae_title} {storage} RW (100000, 4096mb) ANY\nAETable END\n")
+    hosts = "".join(
+        f"destination{i} = ({ae}, {host}, {dest_port})\n"
+        for i, (ae, (host, dest_port)) in enumerate(sorted(destinations.items()), start=1)
+    )
+    return (
+        f"NetworkTCPPort = {port}\nMaxPDUSize = {spec.pdu_size}\nMaxAssociations = 64\n"
+        f"HostTable BEGIN\n{hosts}HostTable END\nVendorTable BEGIN\nVendorTable END\n"
+        # AE, storage, access, (max studies, max bytes per study), peers allowed
+        f"AETable BEGIN\n{spec.ae_title} {storage} RW (100000, 4096mb) ANY\nAETable END\n"
+    )
 
 
 class InstalledArchive(Target):
@@ -79,8 +94,10 @@ class InstalledArchive(Target):
 
     def __init__(self, spec: InstalledSpec, client: ClientSpec):
         if spec.fsync and not self.fsyncs and "fsync" in spec.model_fields_set:
-            raise UserError(f"{self.kind} targets cannot fsync what they store ({self.program} has no such setting): "
-                            "set fsync = false, or compare with a target that can")
+            raise UserError(
+                f"{self.kind} targets cannot fsync what they store ({self.program} has no such setting): "
+                "set fsync = false, or compare with a target that can"
+            )
         super().__init__(spec, client)
         self.archive: ArchiveProcess | None = None
         self.folder: Path | None = None
@@ -126,15 +143,27 @@ class InstalledArchive(Target):
 
     def describe(self) -> dict:
         host = detect_hypervisor()
-        return {"kind": self.kind, "label": self.label, "server": self.version,
-                **hypervisor_labels(host["hypervisor"], None, "this host"), "container": host["container"], "vcpus": os.cpu_count(), "budget": self.budget_record(),
-                "network": "loopback", "host": "127.0.0.1", "port": self.peer.port if self.peer else None,
-                "ae_title": self.spec.ae_title, "max_pdu": self.spec.pdu_size,
-                "fsync": self.spec.fsync and self.fsyncs,
-                "destinations": {ae: f"{host}:{port}" for ae, (host, port) in self.destinations.items()},
-                "data": str(self.folder) if self.folder else None, "storage_kept": self.spec.keep_data,
-                "environment_variables": dict(NODELAY_ENVIRONMENT), "ready_seconds": self.ready_seconds,
-                "exit_code": self.exit_code}
+        return {
+            "kind": self.kind,
+            "label": self.label,
+            "server": self.version,
+            **hypervisor_labels(host["hypervisor"], None, "this host"),
+            "container": host["container"],
+            "vcpus": os.cpu_count(),
+            "budget": self.budget_record(),
+            "network": "loopback",
+            "host": "127.0.0.1",
+            "port": self.peer.port if self.peer else None,
+            "ae_title": self.spec.ae_title,
+            "max_pdu": self.spec.pdu_size,
+            "fsync": self.spec.fsync and self.fsyncs,
+            "destinations": {ae: f"{host}:{port}" for ae, (host, port) in self.destinations.items()},
+            "data": str(self.folder) if self.folder else None,
+            "storage_kept": self.spec.keep_data,
+            "environment_variables": dict(NODELAY_ENVIRONMENT),
+            "ready_seconds": self.ready_seconds,
+            "exit_code": self.exit_code,
+        }
 
 
 class OrthancTarget(InstalledArchive):

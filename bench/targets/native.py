@@ -59,9 +59,28 @@ class NativeTarget(Target):
     def command(self, data: Path, port: int) -> list[str]:
         # `ip netns exec` enters the namespace and execs the archive: the same process (pid, group, budget).
         prefix, host = (self.namespace.exec_prefix, self.namespace.peer_ip) if self.namespace else ([], self.spec.host)
-        cmd = [*prefix, sys.executable, "-m", "server_under_test", "--host", host, "--port", str(port),
-               "--aet", self.spec.ae_title, "--data", str(data), "--max-pdu", str(self.spec.max_pdu),
-               "--metrics-port", "0", "--workers", str(self.spec.cpus), "--ready-file", str(self.ready_file)]
+        cmd = [
+            *prefix,
+            sys.executable,
+            "-m",
+            "server_under_test",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--aet",
+            self.spec.ae_title,
+            "--data",
+            str(data),
+            "--max-pdu",
+            str(self.spec.max_pdu),
+            "--metrics-port",
+            "0",
+            "--workers",
+            str(self.spec.cpus),
+            "--ready-file",
+            str(self.ready_file),
+        ]
         cmd += ["--config", str(self.config)] if self.config else []
         cmd += self.capacity_options()
         return cmd + ([] if self.spec.fsync else ["--no-fsync"])
@@ -76,8 +95,9 @@ class NativeTarget(Target):
     def _write_config(self, run_dir: Path) -> None:
         """The archive's TOML config: its C-MOVE destinations, and in a namespace of its own the address its status
         page listens on (the namespace's loopback is not the host's). Options come from the command line."""
-        tables = [f'[destinations."{ae}"]\nhost = "{host}"\nport = {port}\n'
-                  for ae, (host, port) in self.destinations.items()]
+        tables = [
+            f'[destinations."{ae}"]\nhost = "{host}"\nport = {port}\n' for ae, (host, port) in self.destinations.items()
+        ]
         if self.namespace:
             tables.append(f'[metrics]\nhost = "{self.namespace.peer_ip}"\n')
         self.config = run_dir / "archive.toml"
@@ -112,10 +132,15 @@ class NativeTarget(Target):
         self.namespace.create()  # removes the namespaces of crashed runs first, as the tap network does
         self.namespace.address_peer()
         # The default route through the host end: the archive reaches a destination at any of the host's addresses.
-        run(self.namespace.inside("route", "add", "default", "via", self.namespace.host_ip), 30,
-            what="ip (archive namespace route)")
-        self.destinations = {ae: (self.namespace.host_ip if host.startswith("127.") else host, port)
-                             for ae, (host, port) in self.destinations.items()}
+        run(
+            self.namespace.inside("route", "add", "default", "via", self.namespace.host_ip),
+            30,
+            what="ip (archive namespace route)",
+        )
+        self.destinations = {
+            ae: (self.namespace.host_ip if host.startswith("127.") else host, port)
+            for ae, (host, port) in self.destinations.items()
+        }
 
     def set_network(self, up: bool) -> None:
         """The veth's host end down (the archive cut off, as by a pulled cable) or up again."""
@@ -134,8 +159,13 @@ class NativeTarget(Target):
         with self.log.open("ab") as log:
             # The archive stops (and its workers with it) whatever ends the harness. Its own
             # process group, so that a fault's signal reaches the supervisor and every worker.
-            self.process = subprocess.Popen(self.command(self.data, port), stdout=log, stderr=log,
-                                            start_new_session=True, preexec_fn=ending_with_parent(self.budget.enter))
+            self.process = subprocess.Popen(
+                self.command(self.data, port),
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=ending_with_parent(self.budget.enter),
+            )
         self.record_server_pid(self.log.parent)
         try:
             ready = wait_for_ready(self.ready_file, self.process, self.START_TIMEOUT)
@@ -168,11 +198,16 @@ class NativeTarget(Target):
         load's process would stall every user for as long); the seconds it took and its summary line."""
         config = ["--config", str(self.config)] if self.config else []
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "server_under_test", *args, "--data",
-                               str(self.data), *config], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "server_under_test", *args, "--data", str(self.data), *config],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
-            raise UserError(f"archive {args[0]} failed ({done.returncode}): "
-                            f"{(done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]}")
+            raise UserError(
+                f"archive {args[0]} failed ({done.returncode}): "
+                f"{(done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]}"
+            )
         return time.monotonic() - started, done.stdout.strip()
 
     def back_up(self, name: str) -> dict:
@@ -180,15 +215,26 @@ class NativeTarget(Target):
         self.backups.append(folder)
         seconds, line = self._backup_tool("backup", "--out", str(folder))
         manifest = json.loads((folder / "manifest.json").read_text())
-        return {"folder": str(folder), "seconds": round(seconds, 3), "instances": manifest["instances"],
-                "bytes": manifest["bytes"], "mb_per_s": _mb_per_s(manifest["bytes"], seconds),
-                "snapshot_time": manifest["snapshot_time"], "summary": line}
+        return {
+            "folder": str(folder),
+            "seconds": round(seconds, 3),
+            "instances": manifest["instances"],
+            "bytes": manifest["bytes"],
+            "mb_per_s": _mb_per_s(manifest["bytes"], seconds),
+            "snapshot_time": manifest["snapshot_time"],
+            "summary": line,
+        }
 
     def restore_data(self, backup: dict) -> dict:
         remove_tree(self.data)  # the disk is gone: nothing of the old data folder survives
         seconds, line = self._backup_tool("restore", backup["folder"])
-        return {"seconds": round(seconds, 3), "instances": backup["instances"], "bytes": backup["bytes"],
-                "mb_per_s": _mb_per_s(backup["bytes"], seconds), "summary": line}
+        return {
+            "seconds": round(seconds, 3),
+            "instances": backup["instances"],
+            "bytes": backup["bytes"],
+            "mb_per_s": _mb_per_s(backup["bytes"], seconds),
+            "summary": line,
+        }
 
     def collect_metrics(self, run_dir: Path) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -241,5 +287,7 @@ class NativeTarget(Target):
         """run.json's target.network: the path the load took differs from loopback in a network-down run."""
         if not self.in_namespace:
             return {"network": "loopback"}
-        return {"network": "veth into a namespace of its own (for network-down faults)",
-                "namespace": self.namespace.describe() if self.namespace else None}
+        return {
+            "network": "veth into a namespace of its own (for network-down faults)",
+            "namespace": self.namespace.describe() if self.namespace else None,
+        }

@@ -10,8 +10,14 @@ import urllib.request
 from pathlib import Path
 
 # Names users give (VirtualBox, ESXi) -> what systemd-detect-virt reports inside such a guest.
-HYPERVISOR_ALIASES = {"virtualbox": "oracle", "vbox": "oracle", "esxi": "vmware", "hyper-v": "microsoft",
-                      "bare-metal": "none", "metal": "none"}
+HYPERVISOR_ALIASES = {
+    "virtualbox": "oracle",
+    "vbox": "oracle",
+    "esxi": "vmware",
+    "hyper-v": "microsoft",
+    "bare-metal": "none",
+    "metal": "none",
+}
 
 
 def fetch_status(metrics_url: str | None, path: str = "/status", timeout: float = 10.0) -> dict:
@@ -39,18 +45,26 @@ def archive_facts(status: dict) -> dict:
         return {}
     storage = (environment.get("storage") or [{}])[0]
     disk = " ".join(str(storage[k]) for k in ("device", "fs_type") if storage.get(k))
-    return {"hypervisor": environment.get("hypervisor"), "container": environment.get("container"),
-            "vcpus": environment.get("vcpus"),
-            "memory_bytes": environment.get("memory_bytes"), "server": status.get("server"),
-            **({"disk": disk} if disk else {}), "environment": environment}
+    return {
+        "hypervisor": environment.get("hypervisor"),
+        "container": environment.get("container"),
+        "vcpus": environment.get("vcpus"),
+        "memory_bytes": environment.get("memory_bytes"),
+        "server": status.get("server"),
+        **({"disk": disk} if disk else {}),
+        "environment": environment,
+    }
 
 
 def hypervisor_labels(detected: str | None, declared: str | None, where: str) -> dict:
     """run.json's hypervisor labels: what was detected (else "unknown"), what the scenario declared, and how.
 
     A declared name is never recorded as detected: without a detection the label is "unknown"."""
-    return {"hypervisor": detected or "unknown", "declared_hypervisor": declared,
-            "hypervisor_source": f"detected ({where})" if detected else f"not detected ({where} gave no answer)"}
+    return {
+        "hypervisor": detected or "unknown",
+        "declared_hypervisor": declared,
+        "hypervisor_source": f"detected ({where})" if detected else f"not detected ({where} gave no answer)",
+    }
 
 
 def normalize_hypervisor(name: str) -> str:
@@ -62,6 +76,8 @@ def hypervisor_warning(described: dict) -> str | None:
     """A mismatch between the hypervisor asked for and the one the archive detected."""
     asked, found = described.get("requested_hypervisor"), described.get("hypervisor")
     if asked and found and found != "unknown" and normalize_hypervisor(asked) != normalize_hypervisor(found):
-        return (f"target {described.get('label') or described.get('kind')}: asked for hypervisor {asked!r} "
-                f"but the archive detected {found!r}")
+        return (
+            f"target {described.get('label') or described.get('kind')}: asked for hypervisor {asked!r} "
+            f"but the archive detected {found!r}"
+        )
     return None

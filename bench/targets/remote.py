@@ -38,8 +38,15 @@ class RemoteTarget(Target):
 
     def describe(self) -> dict:
         facts = archive_facts(self.status)
-        return {"kind": self.kind, "label": self.label, "host": self.peer.host,
-                "port": self.peer.port, "ae_title": self.peer.ae_title, "metrics_url": self.spec.metrics_url,
-                "requested_hypervisor": self.spec.hypervisor,
-                **facts, **hypervisor_labels(facts.get("hypervisor"), self.spec.hypervisor, "metrics_url /status"),
-                "ready_seconds": self.ready_seconds}
+        return {
+            "kind": self.kind,
+            "label": self.label,
+            "host": self.peer.host,
+            "port": self.peer.port,
+            "ae_title": self.peer.ae_title,
+            "metrics_url": self.spec.metrics_url,
+            "requested_hypervisor": self.spec.hypervisor,
+            **facts,
+            **hypervisor_labels(facts.get("hypervisor"), self.spec.hypervisor, "metrics_url /status"),
+            "ready_seconds": self.ready_seconds,
+        }

@@ -118,9 +118,15 @@ LOSSLESS_COMPRESSED = [
 # context: its compressed encoding first, lossless ones leading, then the uncompressed ones.
 # DCMTK's storescu, for one, proposes a JPEG file's own syntax together with the uncompressed
 # ones and cannot decompress: taking the uncompressed one would fail its store (measured).
-ACCEPTED_TRANSFER_SYNTAXES = list(dict.fromkeys(
-    [*LOSSLESS_COMPRESSED, *(str(ts) for ts in AllTransferSyntaxes if str(ts) not in NATIVE_TRANSFER_SYNTAXES),
-     *NATIVE_TRANSFER_SYNTAXES]))
+ACCEPTED_TRANSFER_SYNTAXES = list(
+    dict.fromkeys(
+        [
+            *LOSSLESS_COMPRESSED,
+            *(str(ts) for ts in AllTransferSyntaxes if str(ts) not in NATIVE_TRANSFER_SYNTAXES),
+            *NATIVE_TRANSFER_SYNTAXES,
+        ]
+    )
+)
 QUERY_RETRIEVE_MODELS = [
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -239,8 +245,16 @@ class AssociationHandler:
         config = self.shared.config
         allowed = set(config.allowed_calling_aets) or None
         try:
-            self.assoc = accept(self.wire, config.ae_title, self.shared.contexts, config.max_pdu, allowed, over_limit,
-                                check_called_aet=config.check_called_aet, artim=config.artim_timeout)
+            self.assoc = accept(
+                self.wire,
+                config.ae_title,
+                self.shared.contexts,
+                config.max_pdu,
+                allowed,
+                over_limit,
+                check_called_aet=config.check_called_aet,
+                artim=config.artim_timeout,
+            )
             self.reader = self.assoc.reader
             self.shared.metrics.association_started("accepted")
         except AssociationRejected as exc:
@@ -290,8 +304,9 @@ class AssociationHandler:
             log.warning("association from %s (%s) ended: %s", self.peer, self.assoc.calling_ae, exc)
             self.wire.send_abort(2, 0)
         except Exception:  # a bug or an input nobody foresaw: the peer still gets an answer
-            log.exception("association from %s (%s): aborting after an unexpected error", self.peer,
-                          self.assoc.calling_ae)
+            log.exception(
+                "association from %s (%s): aborting after an unexpected error", self.peer, self.assoc.calling_ae
+            )
             self.wire.send_abort(2, 0)
 
     def _dispatch(self, message: Message) -> None:
@@ -300,8 +315,9 @@ class AssociationHandler:
         if message.command_field == C_STORE:
             status, received = self.on_store(message)
         else:
-            handler = {C_ECHO: self.on_echo, C_FIND: self.on_find, C_GET: self.on_get,
-                       C_MOVE: self.on_move}.get(message.command_field)
+            handler = {C_ECHO: self.on_echo, C_FIND: self.on_find, C_GET: self.on_get, C_MOVE: self.on_move}.get(
+                message.command_field
+            )
             if handler is None:
                 if message.command_field != C_CANCEL:  # a C-CANCEL after the operation ended is harmless
                     self._send(message, response(message.command, UNRECOGNIZED_OPERATION))
@@ -325,17 +341,27 @@ class AssociationHandler:
         outcome = self.shared.store.store(self.assoc, message, self.reader)
         if status_class(outcome.status) != SUCCESS:
             log.warning("C-STORE from %s: status 0x%04X: %s", self.assoc.calling_ae, outcome.status, outcome.comment)
-        self._send(message, response(message.command, outcome.status,
-                                     AffectedSOPInstanceUID=message.command.get("AffectedSOPInstanceUID"),
-                                     ErrorComment=outcome.comment[:64] if outcome.status else None))
+        self._send(
+            message,
+            response(
+                message.command,
+                outcome.status,
+                AffectedSOPInstanceUID=message.command.get("AffectedSOPInstanceUID"),
+                ErrorComment=outcome.comment[:64] if outcome.status else None,
+            ),
+        )
         return outcome.status, outcome.size
 
     def _identifier(self, message: Message) -> Dataset:
         context = self.assoc.context(message.context_id)
         syntax = UID(context.transfer_syntax[0])
         try:
-            return decode(BytesIO(message.dataset), syntax.is_implicit_VR, syntax.is_little_endian,
-                          syntax == DeflatedExplicitVRLittleEndian)
+            return decode(
+                BytesIO(message.dataset),
+                syntax.is_implicit_VR,
+                syntax.is_little_endian,
+                syntax == DeflatedExplicitVRLittleEndian,
+            )
         except RecursionError:  # pydicom reads nested sequences recursively
             raise ValueError("the identifier's sequences are nested too deep") from None
 
@@ -347,10 +373,18 @@ class AssociationHandler:
         try:
             identifier = self._identifier(message)
             syntax = UID(self.assoc.context(message.context_id).transfer_syntax[0])
-            results = query.find(self.shared.index.reader, identifier, self._model(message),
-                                 self.shared.config.ae_title, syntax.is_implicit_VR, syntax.is_little_endian)
+            results = query.find(
+                self.shared.index.reader,
+                identifier,
+                self._model(message),
+                self.shared.config.ae_title,
+                syntax.is_implicit_VR,
+                syntax.is_little_endian,
+            )
             context_id, max_pdu = message.context_id, self.assoc.peer_max_pdu
-            pending = command_parts(context_id, response(message.command, PENDING_CODE), True, max_pdu)  # the same for all
+            pending = command_parts(
+                context_id, response(message.command, PENDING_CODE), True, max_pdu
+            )  # the same for all
             for number, data in enumerate(results):
                 if number % CANCEL_CHECK_EVERY == 0:
                     self.wire.send_all(batch)
@@ -361,13 +395,13 @@ class AssociationHandler:
                 batch += pending
                 batch += pdata_parts(context_id, False, [data], max_pdu)
         except query.QueryError as exc:
-            self._send(message, response(message.command, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]),
-                       before=batch)
+            self._send(
+                message, response(message.command, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]), before=batch
+            )
             return IDENTIFIER_DOES_NOT_MATCH
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             log.warning("C-FIND from %s failed: %s", self.assoc.calling_ae, exc)
-            self._send(message, response(message.command, UNABLE_TO_PROCESS, ErrorComment=str(exc)[:64]),
-                       before=batch)
+            self._send(message, response(message.command, UNABLE_TO_PROCESS, ErrorComment=str(exc)[:64]), before=batch)
             return UNABLE_TO_PROCESS
         self._send(message, response(message.command, SUCCESS_CODE), before=batch)
         return SUCCESS_CODE
@@ -383,8 +417,9 @@ class AssociationHandler:
 
     def _instances(self, message: Message) -> list[tuple] | None:
         try:
-            return query.instances_to_retrieve(self.shared.index.reader, self._identifier(message),
-                                               self._model(message))
+            return query.instances_to_retrieve(
+                self.shared.index.reader, self._identifier(message), self._model(message)
+            )
         except (query.QueryError, ValueError, TypeError, KeyError, AttributeError) as exc:
             self._send(message, response(message.command, IDENTIFIER_DOES_NOT_MATCH, ErrorComment=str(exc)[:64]))
             return None
@@ -417,6 +452,7 @@ class AssociationHandler:
                 self._cancel_seen = True
             else:
                 raise ProtocolError(f"request 0x{incoming.command_field:04X} during a C-GET")
+
         return on_other
 
     def on_get(self, message: Message) -> int:
@@ -430,8 +466,9 @@ class AssociationHandler:
             if context is None:
                 log.warning("C-GET: no storage context with SCP role for %s in %s", instance[1], instance[2])
                 return UNABLE_TO_PERFORM_SUBOPERATIONS
-            return retrieve.send_instance(self.assoc, context, next(self.message_ids), instance,
-                                          on_other=self._note_cancel(message))
+            return retrieve.send_instance(
+                self.assoc, context, next(self.message_ids), instance, on_other=self._note_cancel(message)
+            )
 
         return self._suboperations(message, instances, send_one)
 
@@ -440,8 +477,12 @@ class AssociationHandler:
         destination_ae = str(message.command.get("MoveDestination", "")).strip()
         destination = config.destinations.get(destination_ae)
         if destination is None:
-            self._send(message, response(message.command, MOVE_DESTINATION_UNKNOWN,
-                                         ErrorComment=f"unknown destination {destination_ae}"[:64]))
+            self._send(
+                message,
+                response(
+                    message.command, MOVE_DESTINATION_UNKNOWN, ErrorComment=f"unknown destination {destination_ae}"[:64]
+                ),
+            )
             return MOVE_DESTINATION_UNKNOWN
         instances = self._instances(message)
         if instances is None:
@@ -449,12 +490,25 @@ class AssociationHandler:
         if not instances:
             return self._suboperations(message, [], lambda i: SUCCESS_CODE)
         try:
-            sub = retrieve.open_destination(destination_ae, destination.host, destination.port, config.ae_title,
-                                            instances, config.max_pdu, config.network_timeout)
+            sub = retrieve.open_destination(
+                destination_ae,
+                destination.host,
+                destination.port,
+                config.ae_title,
+                instances,
+                config.max_pdu,
+                config.network_timeout,
+            )
         except (AssociationRejected, OSError, ProtocolError, ConnectionClosed) as exc:
             log.warning("C-MOVE: cannot associate with %s: %s", destination_ae, exc)
-            self._send(message, response(message.command, UNABLE_TO_PERFORM_SUBOPERATIONS,
-                                         ErrorComment=f"cannot reach {destination_ae}: {exc}"[:64]))
+            self._send(
+                message,
+                response(
+                    message.command,
+                    UNABLE_TO_PERFORM_SUBOPERATIONS,
+                    ErrorComment=f"cannot reach {destination_ae}: {exc}"[:64],
+                ),
+            )
             return UNABLE_TO_PERFORM_SUBOPERATIONS
         sub_ids = iter(range(1, 1 << 16))
         originator = (self.assoc.calling_ae, int(message.command.MessageID))

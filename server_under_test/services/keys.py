@@ -37,8 +37,15 @@ INDEXED = {
     0x00280008: "NumberOfFrames",
 }
 LAST_WANTED = max(INDEXED)
-TEXT_WITH_CHARSET = {"PatientName", "ReferringPhysicianName", "StudyDescription", "SeriesDescription",
-                     "PatientID", "AccessionNumber", "StudyID"}
+TEXT_WITH_CHARSET = {
+    "PatientName",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "SeriesDescription",
+    "PatientID",
+    "AccessionNumber",
+    "StudyID",
+}
 LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 UNDEFINED = 0xFFFFFFFF
 # Undefined-length sequences and items nest at most this deep. Real datasets nest a few levels
@@ -129,7 +136,9 @@ def decode_values(raw: dict[str, bytes]) -> dict[str, str]:
             raise Malformed(f"{keyword} holds non-ASCII bytes")
         if encodings is None:
             encodings = convert_encodings([c for c in charsets if c] or ["ISO_IR 6"])
-        out[keyword] = decode_bytes(value, encodings, {0x5E, 0x3D} if keyword.endswith("Name") else set()).rstrip(" \x00")
+        out[keyword] = decode_bytes(value, encodings, {0x5E, 0x3D} if keyword.endswith("Name") else set()).rstrip(
+            " \x00"
+        )
     return out
 
 

@@ -71,10 +71,9 @@ FROM_CLAUSE = {
     STUDY: "study s JOIN patient p ON p.patient_key = s.patient_key",
     SERIES: "series r JOIN study s ON s.study_key = r.study_key JOIN patient p ON p.patient_key = s.patient_key",
     IMAGE: "instance i JOIN series r ON r.series_key = i.series_key JOIN study s ON s.study_key = r.study_key "
-           "JOIN patient p ON p.patient_key = s.patient_key",
+    "JOIN patient p ON p.patient_key = s.patient_key",
 }
-NOT_EMPTY = {PATIENT: "p.num_instances > 0", STUDY: "s.num_instances > 0", SERIES: "r.num_instances > 0",
-             IMAGE: "1"}
+NOT_EMPTY = {PATIENT: "p.num_instances > 0", STUDY: "s.num_instances > 0", SERIES: "r.num_instances > 0", IMAGE: "1"}
 ORDER = {PATIENT: "p.patient_key", STUDY: "s.study_key", SERIES: "r.series_key", IMAGE: "i.instance_key"}
 
 
@@ -109,7 +108,8 @@ def condition(attribute: Attribute, value: str) -> tuple[str, list]:
     if attribute.kind == "modalities":
         wanted = [v.strip() for v in value.split("\\") if v.strip()]
         return "(" + " OR ".join(f"('\\' || {column} || '\\') GLOB ?" for _ in wanted) + ")", [
-            f"*\\{_glob(w)}\\*" for w in wanted]
+            f"*\\{_glob(w)}\\*" for w in wanted
+        ]
     if "*" in value or "?" in value:
         return f"{column} GLOB ?", [_glob(value)]
     return f"{column} = ?", [value]
@@ -174,8 +174,13 @@ def response_plan(request: Dataset, keywords: list[str]) -> list[ReturnKey]:
             source = "retrieve_ae"
         else:
             source = keyword if keyword in keywords else ""
-        plan.append(ReturnKey(tag, element.VR if element.VR in LONG_LENGTH_VRS | BINARY_FORMATS.keys() or
-                              len(element.VR) == 2 else "UN", source))
+        plan.append(
+            ReturnKey(
+                tag,
+                element.VR if element.VR in LONG_LENGTH_VRS | BINARY_FORMATS.keys() or len(element.VR) == 2 else "UN",
+                source,
+            )
+        )
     if not any(key.source == "level" for key in plan):
         plan.append(ReturnKey(0x00080052, "CS", "level"))
     return sorted(plan, key=lambda key: key.tag)
@@ -241,14 +246,20 @@ def find(db, identifier: Dataset, model: str, retrieve_ae: str, implicit: bool =
 def instances_to_retrieve(db, identifier: Dataset, model: str) -> list[tuple]:
     """(sop_uid, sop_class_uid, transfer_syntax, path, size) for a C-MOVE/C-GET identifier."""
     level = query_level(identifier, model)
-    unique_key = {PATIENT: "PatientID", STUDY: "StudyInstanceUID", SERIES: "SeriesInstanceUID",
-                  IMAGE: "SOPInstanceUID"}[level]
+    unique_key = {
+        PATIENT: "PatientID",
+        STUDY: "StudyInstanceUID",
+        SERIES: "SeriesInstanceUID",
+        IMAGE: "SOPInstanceUID",
+    }[level]
     value = identifier.get(unique_key)
     if value in (None, ""):
         raise QueryError(f"a {level} level retrieve needs {unique_key}")
     values = list(value) if isinstance(value, (list, tuple, MultiValue)) else str(value).split("\\")
     keys = [str(v).strip() for v in values if str(v).strip()]
     column = ATTRIBUTES[unique_key].column
-    sql = (f"SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size FROM {FROM_CLAUSE[IMAGE]} "
-           f"WHERE {column} IN ({','.join('?' * len(keys))}) ORDER BY i.instance_key")
+    sql = (
+        f"SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size FROM {FROM_CLAUSE[IMAGE]} "
+        f"WHERE {column} IN ({','.join('?' * len(keys))}) ORDER BY i.instance_key"
+    )
     return db.execute(sql, keys).fetchall()

@@ -87,7 +87,9 @@ def _is_uncompressed(uid: str) -> bool:
     return UID(uid) in (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
 
 
-def pick_context(assoc: Association, sop_class: str, stored_syntax: str, as_scu_only: bool) -> PresentationContext | None:
+def pick_context(
+    assoc: Association, sop_class: str, stored_syntax: str, as_scu_only: bool
+) -> PresentationContext | None:
     """The accepted context to send an instance on: its stored syntax first, else uncompressed."""
     usable = [cx for cx in assoc.contexts_for(sop_class) if not as_scu_only or cx.as_scu]
     for cx in usable:
@@ -114,8 +116,14 @@ def transcoded(path: str, target: UID) -> bytes:
     return encode(ds, target.is_implicit_VR, target.is_little_endian)
 
 
-def send_instance(assoc: Association, context: PresentationContext, message_id: int, instance: tuple,
-                  originator: tuple[str, int] | None = None, on_other=None) -> int:
+def send_instance(
+    assoc: Association,
+    context: PresentationContext,
+    message_id: int,
+    instance: tuple,
+    originator: tuple[str, int] | None = None,
+    on_other=None,
+) -> int:
     """One C-STORE sub-operation; return the peer's status (or a failure status)."""
     sop_uid, sop_class, stored_syntax, path, _size = instance
     command = store_request(message_id, sop_class, sop_uid, originator)
@@ -135,10 +143,15 @@ def send_instance(assoc: Association, context: PresentationContext, message_id: 
         assoc.send(cx_id, command, [data])
     while True:
         response = assoc.reader.read()
-        if response.command_field == C_STORE | RESPONSE and int(response.command.MessageIDBeingRespondedTo) == message_id:
+        if (
+            response.command_field == C_STORE | RESPONSE
+            and int(response.command.MessageIDBeingRespondedTo) == message_id
+        ):
             return int(response.command.Status)
         if on_other is None:
-            raise RuntimeError(f"unexpected DIMSE command 0x{response.command_field:04X} during a C-STORE sub-operation")
+            raise RuntimeError(
+                f"unexpected DIMSE command 0x{response.command_field:04X} during a C-STORE sub-operation"
+            )
         on_other(response)
 
 
@@ -159,8 +172,9 @@ def move_contexts(instances: list[tuple]) -> list[PresentationContext]:
     return [*fallbacks, *as_stored][:MAX_CONTEXTS]
 
 
-def open_destination(ae_title: str, host: str, port: int, calling_ae: str, instances: list[tuple],
-                     max_pdu: int, timeout: float) -> Association:
+def open_destination(
+    ae_title: str, host: str, port: int, calling_ae: str, instances: list[tuple], max_pdu: int, timeout: float
+) -> Association:
     return request(host, port, calling_ae, ae_title, move_contexts(instances), max_pdu, timeout)
 
 

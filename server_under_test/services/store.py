@@ -33,6 +33,7 @@ CANNOT_UNDERSTAND = 0xC210
 AT_CAPACITY = "the archive is at capacity"
 UNCLAIMED = 0  # the instance fits in free room; a claim (room recycling made for it alone) is a key above 0
 
+
 @dataclass(frozen=True)
 class StoreOutcome:
     status: int
@@ -73,8 +74,9 @@ def _frames(keys: dict[str, str]) -> int:
 
 
 def file_header(sop_class: str, sop_uid: str, transfer_syntax: str, calling_ae: str) -> bytes:
-    return file_meta_bytes(sop_class, sop_uid, transfer_syntax, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION,
-                           calling_ae)
+    return file_meta_bytes(
+        sop_class, sop_uid, transfer_syntax, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, calling_ae
+    )
 
 
 class StoreService:
@@ -211,18 +213,35 @@ class StoreService:
             return StoreOutcome(DUPLICATE_SOP_INSTANCE, "duplicate SOP Instance UID rejected by policy")
         return StoreOutcome(SUCCESS_CODE, "duplicate: the first copy is kept")
 
-    def _index(self, keys: dict[str, str], sop_uid, sop_class, transfer_syntax, tier, path: Path, size: int,
-               claim: int):
+    def _index(
+        self, keys: dict[str, str], sop_uid, sop_class, transfer_syntax, tier, path: Path, size: int, claim: int
+    ):
         k = keys.get
         record = InstanceRecord(
-            patient_id=k("PatientID", ""), patient_name=k("PatientName", ""), birth_date=k("PatientBirthDate", ""),
-            sex=k("PatientSex", ""), study_uid=keys["StudyInstanceUID"], study_date=k("StudyDate", ""),
-            study_time=k("StudyTime", ""), accession=k("AccessionNumber", ""), study_id=k("StudyID", ""),
-            study_description=k("StudyDescription", ""), referring=k("ReferringPhysicianName", ""),
-            series_uid=keys["SeriesInstanceUID"], modality=k("Modality", ""), series_number=k("SeriesNumber", ""),
-            body_part=k("BodyPartExamined", ""), series_description=k("SeriesDescription", ""), sop_uid=sop_uid,
-            sop_class_uid=sop_class, instance_number=k("InstanceNumber", ""), transfer_syntax=str(transfer_syntax),
-            frames=_frames(keys), size=size, tier=tier, path=str(path),
+            patient_id=k("PatientID", ""),
+            patient_name=k("PatientName", ""),
+            birth_date=k("PatientBirthDate", ""),
+            sex=k("PatientSex", ""),
+            study_uid=keys["StudyInstanceUID"],
+            study_date=k("StudyDate", ""),
+            study_time=k("StudyTime", ""),
+            accession=k("AccessionNumber", ""),
+            study_id=k("StudyID", ""),
+            study_description=k("StudyDescription", ""),
+            referring=k("ReferringPhysicianName", ""),
+            series_uid=keys["SeriesInstanceUID"],
+            modality=k("Modality", ""),
+            series_number=k("SeriesNumber", ""),
+            body_part=k("BodyPartExamined", ""),
+            series_description=k("SeriesDescription", ""),
+            sop_uid=sop_uid,
+            sop_class_uid=sop_class,
+            instance_number=k("InstanceNumber", ""),
+            transfer_syntax=str(transfer_syntax),
+            frames=_frames(keys),
+            size=size,
+            tier=tier,
+            path=str(path),
         )
         try:
             # The folder's new entry becomes durable in the index committer, before the row.

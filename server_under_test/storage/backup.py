@@ -37,7 +37,6 @@ FORMAT_VERSION = 1
 BLOCK = 4 << 20
 
 
-
 class BackupError(Exception):
     """A backup or restore that cannot go on: the message is one line for the user."""
 
@@ -167,8 +166,9 @@ def _moved_to(live: sqlite3.Connection, sop_uid: str, stored_at: float, size: in
 
     The same version has the same stored_at and size; an instance stored again has a new stored_at.
     """
-    return live.execute("SELECT tier, path FROM instance WHERE sop_uid=? AND stored_at=? AND size=?",
-                        (sop_uid, stored_at, size)).fetchone()
+    return live.execute(
+        "SELECT tier, path FROM instance WHERE sop_uid=? AND stored_at=? AND size=?", (sop_uid, stored_at, size)
+    ).fetchone()
 
 
 def _try_copy(source: Path, target: Path, size: int) -> str | None:
@@ -180,8 +180,7 @@ def _try_copy(source: Path, target: Path, size: int) -> str | None:
     return sha256 if copied == size else None
 
 
-def _copy_instance(row: tuple, roots: list[Path], out: Path, live: sqlite3.Connection,
-                   made: set[Path]) -> dict | str:
+def _copy_instance(row: tuple, roots: list[Path], out: Path, live: sqlite3.Connection, made: set[Path]) -> dict | str:
     """Copy one snapshot row's file into the backup: its manifest entry, or why it was left out.
 
     Renames are atomic, so a file read is always one complete version; its size tells whether it
@@ -251,8 +250,9 @@ def backup(config: ArchiveConfig, out: Path) -> tuple[dict, Copied]:
     return manifest, result
 
 
-def _manifest(tiers: tuple[Tier, ...], files: list[dict], taken: float, index_size: int, index_sha256: str,
-              result: Copied) -> dict:
+def _manifest(
+    tiers: tuple[Tier, ...], files: list[dict], taken: float, index_size: int, index_sha256: str, result: Copied
+) -> dict:
     by_tier: dict[int, list[dict]] = {}
     for entry in files:
         by_tier.setdefault(int(entry["path"].split("/", 1)[0].removeprefix("tier-")), []).append(entry)
@@ -266,9 +266,16 @@ def _manifest(tiers: tuple[Tier, ...], files: list[dict], taken: float, index_si
         "dropped_after_snapshot": len(result.dropped),
         "missing_in_archive": result.missing,
         "index": {"path": INDEX_FILE, "size": index_size, "sha256": index_sha256},
-        "tiers": [{"number": n, "name": tiers[n].name if n < len(tiers) else f"tier{n + 1}",
-                   "path": str(tiers[n].path) if n < len(tiers) else "", "instances": len(entries),
-                   "bytes": sum(e["size"] for e in entries)} for n, entries in sorted(by_tier.items())],
+        "tiers": [
+            {
+                "number": n,
+                "name": tiers[n].name if n < len(tiers) else f"tier{n + 1}",
+                "path": str(tiers[n].path) if n < len(tiers) else "",
+                "instances": len(entries),
+                "bytes": sum(e["size"] for e in entries),
+            }
+            for n, entries in sorted(by_tier.items())
+        ],
         "files": files,
     }
 
@@ -286,8 +293,9 @@ def read_manifest(folder: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupError(f"{folder}: not an archive backup ({MANIFEST} is not a {FORMAT} manifest)")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise BackupError(f"{folder}: backup format {manifest.get('format_version')} (this archive reads "
-                          f"{FORMAT_VERSION})")
+        raise BackupError(
+            f"{folder}: backup format {manifest.get('format_version')} (this archive reads {FORMAT_VERSION})"
+        )
     return manifest
 
 
@@ -329,8 +337,9 @@ def _destinations(config: ArchiveConfig, manifest: dict) -> dict[int, tuple[int,
     for entry in manifest["tiers"]:
         number = entry["number"] if config.tiers else 0
         if number >= len(tiers):
-            raise BackupError(f"the backup holds tier {entry['number']} ({entry['name']}); the configuration has "
-                              f"{len(tiers)} tiers")
+            raise BackupError(
+                f"the backup holds tier {entry['number']} ({entry['name']}); the configuration has {len(tiers)} tiers"
+            )
         out[entry["number"]] = (number, tiers[number])
     return out
 
@@ -377,12 +386,17 @@ def _install_index(folder: Path, data: Path, destinations: dict[int, tuple[int, 
     try:
         rows = db.execute("SELECT sop_uid, tier, path FROM instance").fetchall()
         db.execute("BEGIN")
-        db.executemany("UPDATE instance SET tier=?, path=? WHERE sop_uid=?",
-                       [(destinations[tier][0], str(destinations[tier][1].path / _relative(path)), sop_uid)
-                        for sop_uid, tier, path in rows])
+        db.executemany(
+            "UPDATE instance SET tier=?, path=? WHERE sop_uid=?",
+            [
+                (destinations[tier][0], str(destinations[tier][1].path / _relative(path)), sop_uid)
+                for sop_uid, tier, path in rows
+            ],
+        )
         db.execute("DELETE FROM tier_usage")
-        db.execute("INSERT INTO tier_usage(tier, bytes, files) SELECT tier, SUM(size), COUNT(*) FROM instance "
-                   "GROUP BY tier")
+        db.execute(
+            "INSERT INTO tier_usage(tier, bytes, files) SELECT tier, SUM(size), COUNT(*) FROM instance GROUP BY tier"
+        )
         db.execute("COMMIT")
     finally:
         db.close()

@@ -1,7 +1,7 @@
 """Durable file storage on ordered tiers: an instance is on disk, complete, before anyone is told so.
 
-Each file is written to a temporary name, flushed and fsynced, then moved into place (rename replaces atomically; link refuses to replace, for the
-reject/keep-first duplicate policies) and the folder is fsynced so the name survives a
+Each file is written to a temporary name, flushed and fsynced, then moved into place (rename replaces atomically; link
+refuses to replace, for the reject/keep-first duplicate policies) and the folder is fsynced so the name survives a
 crash. Folders created on the way are fsynced into their parents too.
 
 Received datasets are written with O_DIRECT where the file system allows it: the bytes go
@@ -123,12 +123,11 @@ def _pwrite_all(fd: int, view: memoryview, offset: int, direct: bool) -> None:
 class StagedWriter:
     """Appends to a file through two reused staging buffers, a megabyte per write.
 
-    Callers receive straight into a buffer (space, then advance), which is how C-STORE
-    datasets arrive without a copy in user space. A full buffer is written by a write-behind thread while the caller fills the other,
-    so the disk and the network work at the same time. With O_DIRECT the buffers are
-    page-aligned and every write but the last a multiple of the alignment; finish() pads
-    the tail and truncates the file back to its true size. The first `keep_head` bytes
-    are kept (the file meta and the attributes the index needs) before they leave.
+    Callers receive straight into a buffer (space, then advance), which is how C-STORE datasets arrive without a copy in
+    user space. A full buffer is written by a write-behind thread while the caller fills the other, so the disk and the
+    network work at the same time. With O_DIRECT the buffers are page-aligned and every write but the last a multiple of
+    the alignment; finish() pads the tail and truncates the file back to its true size. The first `keep_head` bytes are
+    kept (the file meta and the attributes the index needs) before they leave.
 
     `offset` counts the bytes known to be on disk; a write-behind that failed is redone
     in the caller's thread by the next space() or finish(), after the caller has had a
@@ -151,7 +150,7 @@ class StagedWriter:
         """Free room in the current buffer (never empty: a full buffer is handed on first)."""
         if self.staged == len(self.view):
             self._hand_over()
-        return self.view[self.staged:]
+        return self.view[self.staged :]
 
     def advance(self, count: int) -> None:
         self.staged += count
@@ -162,13 +161,13 @@ class StagedWriter:
             return
         self._keep_head()
         if not self.direct:
-            _pwrite_all(self.fd, self.view[:self.staged], self.offset, False)
+            _pwrite_all(self.fd, self.view[: self.staged], self.offset, False)
             self.offset += self.staged
             self.staged = 0
             return
         size = self.offset + self.staged
         padded = -(-self.staged // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
-        self.view[self.staged:padded] = bytes(padded - self.staged)
+        self.view[self.staged : padded] = bytes(padded - self.staged)
         _pwrite_all(self.fd, self.view[:padded], self.offset, True)
         os.ftruncate(self.fd, size)
         self.offset, self.staged = size, 0
@@ -196,7 +195,7 @@ class StagedWriter:
 
     def _keep_head(self) -> None:
         if self.offset == 0 and self._pending is None and self.keep_head:
-            self.head = bytes(self.view[:min(self.staged, self.keep_head)])
+            self.head = bytes(self.view[: min(self.staged, self.keep_head)])
 
     def _complete_pending(self) -> None:
         """Wait for the write-behind; redo a failed one here (raising if it fails again)."""
@@ -382,7 +381,7 @@ class IncomingFile:
     @property
     def head(self) -> bytes:
         """The first `keep_head` bytes of the dataset (available once finished)."""
-        return self._writer.head[self.header_size:]
+        return self._writer.head[self.header_size :]
 
     def space(self) -> memoryview:
         while self.error is None:

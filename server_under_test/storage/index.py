@@ -193,8 +193,17 @@ def _upsert_study(db, r: InstanceRecord, patient_key: int) -> int:
     cursor = db.execute(
         "INSERT INTO study(study_uid, patient_key, study_date, study_time, accession, study_id, description, "
         "referring, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-        (r.study_uid, patient_key, r.study_date, r.study_time, r.accession, r.study_id, r.study_description,
-         r.referring, now),
+        (
+            r.study_uid,
+            patient_key,
+            r.study_date,
+            r.study_time,
+            r.accession,
+            r.study_id,
+            r.study_description,
+            r.referring,
+            now,
+        ),
     )
     db.execute("UPDATE patient SET num_studies = num_studies + 1 WHERE patient_key=?", (patient_key,))
     return cursor.lastrowid
@@ -203,8 +212,10 @@ def _upsert_study(db, r: InstanceRecord, patient_key: int) -> int:
 def _upsert_series(db, r: InstanceRecord, study_key: int, patient_key: int) -> int:
     row = db.execute("SELECT series_key FROM series WHERE series_uid=?", (r.series_uid,)).fetchone()
     if row:
-        db.execute("UPDATE series SET modality=?, series_number=?, body_part=?, description=? WHERE series_key=?",
-                   (r.modality, r.series_number, r.body_part, r.series_description, row[0]))
+        db.execute(
+            "UPDATE series SET modality=?, series_number=?, body_part=?, description=? WHERE series_key=?",
+            (r.modality, r.series_number, r.body_part, r.series_description, row[0]),
+        )
         return row[0]
     cursor = db.execute(
         "INSERT INTO series(series_uid, study_key, modality, series_number, body_part, description) "
@@ -228,7 +239,9 @@ def _count_instance(db, series_key: int, delta: int) -> None:
 
 def _use_tier(db, tier: int, delta_bytes: int, delta_files: int) -> None:
     db.execute("INSERT INTO tier_usage(tier, bytes, files) VALUES (?,0,0) ON CONFLICT(tier) DO NOTHING", (tier,))
-    db.execute("UPDATE tier_usage SET bytes = bytes + ?, files = files + ? WHERE tier=?", (delta_bytes, delta_files, tier))
+    db.execute(
+        "UPDATE tier_usage SET bytes = bytes + ?, files = files + ? WHERE tier=?", (delta_bytes, delta_files, tier)
+    )
 
 
 def apply_record(db, r: InstanceRecord) -> str | None:
@@ -240,8 +253,18 @@ def apply_record(db, r: InstanceRecord) -> str | None:
     db.execute(
         "INSERT INTO instance(sop_uid, series_key, sop_class_uid, instance_number, transfer_syntax, frames, size, "
         "tier, path, stored_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (r.sop_uid, series_key, r.sop_class_uid, r.instance_number, r.transfer_syntax, r.frames, r.size, r.tier,
-         r.path, time.time()),
+        (
+            r.sop_uid,
+            series_key,
+            r.sop_class_uid,
+            r.instance_number,
+            r.transfer_syntax,
+            r.frames,
+            r.size,
+            r.tier,
+            r.path,
+            time.time(),
+        ),
     )
     _count_instance(db, series_key, +1)
     _use_tier(db, r.tier, r.size, 1)
@@ -250,8 +273,9 @@ def apply_record(db, r: InstanceRecord) -> str | None:
 
 def remove_instance(db, sop_uid: str) -> tuple[str, int] | None:
     """Delete one instance's row and take it off every count; its file as (path, size), or None."""
-    old = db.execute("SELECT instance_key, series_key, size, tier, path FROM instance WHERE sop_uid=?",
-                     (sop_uid,)).fetchone()
+    old = db.execute(
+        "SELECT instance_key, series_key, size, tier, path FROM instance WHERE sop_uid=?", (sop_uid,)
+    ).fetchone()
     if old is None:
         return None
     db.execute("DELETE FROM instance WHERE instance_key=?", (old[0],))
@@ -273,8 +297,9 @@ def claimed_bytes(db) -> int:
 def add_claim(db, size: int) -> int:
     """Claim `size` bytes of room for one store (inside the caller's transaction); the claim's key, never 0."""
     db.execute("DELETE FROM claim WHERE expires_at <= ?", (time.time(),))
-    return db.execute("INSERT INTO claim(bytes, expires_at) VALUES (?, ?)",
-                      (size, time.time() + CLAIM_SECONDS)).lastrowid
+    return db.execute(
+        "INSERT INTO claim(bytes, expires_at) VALUES (?, ?)", (size, time.time() + CLAIM_SECONDS)
+    ).lastrowid
 
 
 def drop_claim(db, claim: int) -> None:
@@ -297,26 +322,34 @@ def remove_study(db, study_key: int) -> list[tuple[str, int]]:
     """
     files = db.execute(
         "SELECT i.path, i.size, i.tier FROM instance i JOIN series r ON r.series_key = i.series_key "
-        "WHERE r.study_key = ?", (study_key,)).fetchall()
+        "WHERE r.study_key = ?",
+        (study_key,),
+    ).fetchall()
     for tier in {tier for _, _, tier in files}:
         on_tier = [size for _, size, t in files if t == tier]
         _use_tier(db, tier, -sum(on_tier), -len(on_tier))
     series_count = db.execute("SELECT COUNT(*) FROM series WHERE study_key=?", (study_key,)).fetchone()[0]
     patient_key = db.execute("SELECT patient_key FROM study WHERE study_key=?", (study_key,)).fetchone()[0]
-    db.execute("DELETE FROM instance WHERE series_key IN (SELECT series_key FROM series WHERE study_key=?)",
-               (study_key,))
+    db.execute(
+        "DELETE FROM instance WHERE series_key IN (SELECT series_key FROM series WHERE study_key=?)", (study_key,)
+    )
     db.execute("DELETE FROM series WHERE study_key=?", (study_key,))
     db.execute("DELETE FROM study WHERE study_key=?", (study_key,))
-    db.execute("UPDATE patient SET num_studies = num_studies - 1, num_series = num_series - ?, "
-               "num_instances = num_instances - ? WHERE patient_key=?", (series_count, len(files), patient_key))
+    db.execute(
+        "UPDATE patient SET num_studies = num_studies - 1, num_series = num_series - ?, "
+        "num_instances = num_instances - ? WHERE patient_key=?",
+        (series_count, len(files), patient_key),
+    )
     db.execute("DELETE FROM patient WHERE patient_key=? AND num_studies <= 0", (patient_key,))
     return [(path, size) for path, size, _ in files]
 
 
 def count_recycled(db, studies: int, instances: int, size: int) -> None:
     db.execute("INSERT INTO recycled(only) VALUES (0) ON CONFLICT(only) DO NOTHING")
-    db.execute("UPDATE recycled SET studies = studies + ?, instances = instances + ?, bytes = bytes + ?",
-               (studies, instances, size))
+    db.execute(
+        "UPDATE recycled SET studies = studies + ?, instances = instances + ?, bytes = bytes + ?",
+        (studies, instances, size),
+    )
 
 
 def recycled_totals(db) -> dict[str, int]:
@@ -438,8 +471,8 @@ class Index:
 
     def locate(self, sop_uid: str) -> StoredInstance | None:
         row = self.reader.execute(
-            "SELECT sop_uid, sop_class_uid, transfer_syntax, path, size, tier FROM instance WHERE sop_uid=?",
-            (sop_uid,)).fetchone()
+            "SELECT sop_uid, sop_class_uid, transfer_syntax, path, size, tier FROM instance WHERE sop_uid=?", (sop_uid,)
+        ).fetchone()
         return StoredInstance(*row) if row else None
 
     def count_instances(self) -> int:

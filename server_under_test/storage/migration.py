@@ -70,14 +70,16 @@ class Migrator:
             "SELECT s.study_key, s.study_uid FROM study s WHERE s.updated_at < ? AND EXISTS ("
             " SELECT 1 FROM series r JOIN instance i ON i.series_key = r.series_key"
             " WHERE r.study_key = s.study_key AND i.tier = ?) ORDER BY s.updated_at LIMIT 100",
-            (quiet_before, tier)).fetchall()
+            (quiet_before, tier),
+        ).fetchall()
 
     def move_study(self, study_key: int, study_uid: str, source: int, target: int) -> int:
         """Move one study's instances from tier `source` to `target`; return bytes moved."""
         rows = self.db.execute(
             "SELECT i.instance_key, i.sop_uid, i.path, i.size, r.series_uid FROM instance i "
             "JOIN series r ON r.series_key = i.series_key WHERE r.study_key = ? AND i.tier = ?",
-            (study_key, source)).fetchall()
+            (study_key, source),
+        ).fetchall()
         store = self.tiers.stores[target]
         copies = []
         for instance_key, sop_uid, path, size, series_uid in rows:
@@ -97,8 +99,14 @@ class Migrator:
             if self.metrics:
                 self.metrics.migrated_studies.labels(str(source), str(target)).inc()
                 self.metrics.migrated_bytes.labels(str(source), str(target)).inc(moved_bytes)
-            log.info("moved study %s (%d instances, %.1f MB) from tier %d to %d", study_uid, len(moved),
-                     moved_bytes / 1e6, source, target)
+            log.info(
+                "moved study %s (%d instances, %.1f MB) from tier %d to %d",
+                study_uid,
+                len(moved),
+                moved_bytes / 1e6,
+                source,
+                target,
+            )
         return moved_bytes
 
     def _repoint(self, copies: list[tuple], source: int, target: int) -> set[int]:
@@ -107,17 +115,24 @@ class Migrator:
         db.execute("BEGIN IMMEDIATE")
         try:
             for instance_key, old_path, new_path, _size in copies:
-                cursor = db.execute("UPDATE instance SET tier=?, path=? WHERE instance_key=? AND path=? AND tier=?",
-                                    (target, new_path, instance_key, old_path, source))
+                cursor = db.execute(
+                    "UPDATE instance SET tier=?, path=? WHERE instance_key=? AND path=? AND tier=?",
+                    (target, new_path, instance_key, old_path, source),
+                )
                 if cursor.rowcount == 1:
                     moved.add(instance_key)
             moved_bytes = sum(size for key, _, _, size in copies if key in moved)
-            db.execute("INSERT INTO tier_usage(tier, bytes, files) VALUES (?,0,0) ON CONFLICT(tier) DO NOTHING",
-                       (target,))
-            db.execute("UPDATE tier_usage SET bytes = bytes - ?, files = files - ? WHERE tier=?",
-                       (moved_bytes, len(moved), source))
-            db.execute("UPDATE tier_usage SET bytes = bytes + ?, files = files + ? WHERE tier=?",
-                       (moved_bytes, len(moved), target))
+            db.execute(
+                "INSERT INTO tier_usage(tier, bytes, files) VALUES (?,0,0) ON CONFLICT(tier) DO NOTHING", (target,)
+            )
+            db.execute(
+                "UPDATE tier_usage SET bytes = bytes - ?, files = files - ? WHERE tier=?",
+                (moved_bytes, len(moved), source),
+            )
+            db.execute(
+                "UPDATE tier_usage SET bytes = bytes + ?, files = files + ? WHERE tier=?",
+                (moved_bytes, len(moved), target),
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

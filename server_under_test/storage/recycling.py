@@ -50,8 +50,9 @@ log = logging.getLogger("server_under_test.storage.recycling")
 class Recycler:
     """Makes room under the archive's capacity by deleting the oldest studies from the index and the tiers."""
 
-    def __init__(self, index_path: Path, tiers: TierSet, capacity: int, synchronous: str = "FULL",
-                 quiet_seconds: float = 2.0):
+    def __init__(
+        self, index_path: Path, tiers: TierSet, capacity: int, synchronous: str = "FULL", quiet_seconds: float = 2.0
+    ):
         self.index_path = index_path
         self.tiers = tiers
         self.capacity = capacity
@@ -104,8 +105,12 @@ class Recycler:
                 used -= sum(s for _, s in removed)
                 files += removed
                 studies += 1
-                log.info("recycled study %s (%d instances, %.1f MB) to make room", oldest[1], len(removed),
-                         sum(s for _, s in removed) / 1e6)
+                log.info(
+                    "recycled study %s (%d instances, %.1f MB) to make room",
+                    oldest[1],
+                    len(removed),
+                    sum(s for _, s in removed) / 1e6,
+                )
             if studies:
                 count_recycled(db, studies, len(files), sum(s for _, s in files))
             claim = add_claim(db, size)
@@ -119,7 +124,8 @@ class Recycler:
         busy_since = time.time() - self.quiet_seconds
         return db.execute(
             "SELECT study_key, study_uid FROM study WHERE study_uid != ? ORDER BY updated_at >= ?, study_key LIMIT 1",
-            (keep_study_uid, busy_since)).fetchone()
+            (keep_study_uid, busy_since),
+        ).fetchone()
 
     def _remove_file(self, path: Path) -> None:
         # No fsync of the folder: an unlink lost in a crash leaves a file no row names, never a row without its file.

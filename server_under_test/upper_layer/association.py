@@ -206,8 +206,11 @@ def _peer_max_pdu(primitive: A_ASSOCIATE) -> int:
 
 def _roles_of(primitive: A_ASSOCIATE) -> dict:
     """The SCP/SCU role selection items of an RQ or AC: {SOP class: (SCU role, SCP role)}."""
-    return {item.sop_class_uid: (item.scu_role, item.scp_role) for item in primitive.user_information
-            if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
+    return {
+        item.sop_class_uid: (item.scu_role, item.scp_role)
+        for item in primitive.user_information
+        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+    }
 
 
 def _role_items(contexts: list[PresentationContext]) -> list:
@@ -269,10 +272,17 @@ def _reject(wire: Wire, rejection: tuple[int, int, int]) -> None:
     raise AssociationRejected(*rejection)
 
 
-def accept(wire: Wire, ae_title: str, supported: list[PresentationContext], max_pdu: int,
-           allowed_calling: set[str] | None = None, over_limit: bool = False,
-           cache: NegotiationCache | None = NEGOTIATIONS, check_called_aet: bool = False,
-           artim: float | None = None) -> Association:
+def accept(
+    wire: Wire,
+    ae_title: str,
+    supported: list[PresentationContext],
+    max_pdu: int,
+    allowed_calling: set[str] | None = None,
+    over_limit: bool = False,
+    cache: NegotiationCache | None = NEGOTIATIONS,
+    check_called_aet: bool = False,
+    artim: float | None = None,
+) -> Association:
     """Run the acceptor side of association establishment; raise AssociationRejected if refused,
     ProtocolError (the caller answers A-ABORT) for an RQ that does not decode, RequestTimerExpired
     when the whole RQ has not arrived within `artim` seconds.
@@ -325,7 +335,7 @@ def _negotiate(body: bytes, supported: list[PresentationContext], max_pdu: int) 
     ac_pdu = AC_PDU()
     ac_pdu.from_primitive(ac)
     accepted = {int(cx.context_id): cx for cx in results if cx.result == 0x00}
-    return ac_pdu.encode()[6 + FIXED_FIELDS:], accepted, _peer_max_pdu(rq)
+    return ac_pdu.encode()[6 + FIXED_FIELDS :], accepted, _peer_max_pdu(rq)
 
 
 def encode_request(calling_ae: str, called_ae: str, contexts: list[PresentationContext], max_pdu: int) -> bytes:
@@ -343,8 +353,15 @@ def encode_request(calling_ae: str, called_ae: str, contexts: list[PresentationC
     return pdu.encode()
 
 
-def request(host: str, port: int, calling_ae: str, called_ae: str, contexts: list[PresentationContext],
-            max_pdu: int, timeout: float) -> Association:
+def request(
+    host: str,
+    port: int,
+    calling_ae: str,
+    called_ae: str,
+    contexts: list[PresentationContext],
+    max_pdu: int,
+    timeout: float,
+) -> Association:
     """Open an association as requestor; raise AssociationRejected, LinkLost or OSError on failure.
 
     `contexts` are numbered in order (IDs 1, 3, 5, ...); those that ask for roles

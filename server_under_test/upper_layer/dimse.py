@@ -118,25 +118,38 @@ def decode_command(data: bytes) -> Command:
     return command
 
 
-def store_request(message_id: int, sop_class: str, sop_instance: str,
-                  originator: tuple[str, int] | None = None) -> Command:
+def store_request(
+    message_id: int, sop_class: str, sop_instance: str, originator: tuple[str, int] | None = None
+) -> Command:
     """A C-STORE request; `originator` (AE title, message ID) when it is a C-MOVE sub-operation."""
-    command = Command(AffectedSOPClassUID=sop_class, CommandField=C_STORE, MessageID=message_id, Priority=MEDIUM,
-                      CommandDataSetType=0x0000, AffectedSOPInstanceUID=sop_instance)
+    command = Command(
+        AffectedSOPClassUID=sop_class,
+        CommandField=C_STORE,
+        MessageID=message_id,
+        Priority=MEDIUM,
+        CommandDataSetType=0x0000,
+        AffectedSOPInstanceUID=sop_instance,
+    )
     if originator:
         command.MoveOriginatorApplicationEntityTitle, command.MoveOriginatorMessageID = originator
     return command
 
 
 def echo_request(message_id: int) -> Command:
-    return Command(AffectedSOPClassUID=Verification, CommandField=C_ECHO, MessageID=message_id,
-                   CommandDataSetType=NO_DATASET)
+    return Command(
+        AffectedSOPClassUID=Verification, CommandField=C_ECHO, MessageID=message_id, CommandDataSetType=NO_DATASET
+    )
 
 
 def query_request(command_field: int, message_id: int, model: str, destination: str | None = None) -> Command:
     """A C-FIND, C-MOVE (with a destination AE) or C-GET request; an identifier follows."""
-    command = Command(AffectedSOPClassUID=model, CommandField=command_field, MessageID=message_id, Priority=MEDIUM,
-                      CommandDataSetType=0x0000)
+    command = Command(
+        AffectedSOPClassUID=model,
+        CommandField=command_field,
+        MessageID=message_id,
+        Priority=MEDIUM,
+        CommandDataSetType=0x0000,
+    )
     if destination is not None:
         command.MoveDestination = destination
     return command
@@ -162,9 +175,16 @@ def response(request: Command, status: int, **extra) -> Command:
     return command
 
 
-def file_meta_bytes(sop_class: str, sop_uid: str, transfer_syntax: str, implementation_uid: str,
-                    implementation_version: str, source_ae: str = "") -> bytes:
+def file_meta_bytes(
+    sop_class: str,
+    sop_uid: str,
+    transfer_syntax: str,
+    implementation_uid: str,
+    implementation_version: str,
+    source_ae: str = "",
+) -> bytes:
     """Preamble, 'DICM' and the file meta group (explicit VR little endian), as PS3.10 wants."""
+
     def element(number: int, vr: str, value: bytes) -> bytes:
         if vr in ("OB",):
             return struct.pack("<HH2sHI", 0x0002, number, vr.encode(), 0, len(value)) + value
@@ -174,14 +194,16 @@ def file_meta_bytes(sop_class: str, sop_uid: str, transfer_syntax: str, implemen
         raw = value.encode("ascii")
         return raw + pad if len(raw) % 2 else raw
 
-    body = b"".join([
-        element(0x0001, "OB", b"\x00\x01"),
-        element(0x0002, "UI", text(sop_class, b"\x00")),
-        element(0x0003, "UI", text(sop_uid, b"\x00")),
-        element(0x0010, "UI", text(transfer_syntax, b"\x00")),
-        element(0x0012, "UI", text(implementation_uid, b"\x00")),
-        element(0x0013, "SH", text(implementation_version, b" ")),
-        element(0x0016, "AE", text(source_ae, b" ")) if source_ae else b"",
-    ])
+    body = b"".join(
+        [
+            element(0x0001, "OB", b"\x00\x01"),
+            element(0x0002, "UI", text(sop_class, b"\x00")),
+            element(0x0003, "UI", text(sop_uid, b"\x00")),
+            element(0x0010, "UI", text(transfer_syntax, b"\x00")),
+            element(0x0012, "UI", text(implementation_uid, b"\x00")),
+            element(0x0013, "SH", text(implementation_version, b" ")),
+            element(0x0016, "AE", text(source_ae, b" ")) if source_ae else b"",
+        ]
+    )
     group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
     return b"\x00" * 128 + b"DICM" + group_length + body

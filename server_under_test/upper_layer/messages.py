@@ -242,7 +242,7 @@ def pdata_parts(context_id: int, is_command: bool, chunks: list, max_pdu: int) -
         out.append(struct.pack(">BBIIBB", P_DATA_TF, 0, size + 6, size + 2, context_id, kind | 0x02) if last else full)
         while size:  # the fragment's bytes: slices of one chunk or of several
             take = min(size, len(views[index]) - offset)
-            out.append(views[index][offset:offset + take])
+            out.append(views[index][offset : offset + take])
             size -= take
             offset += take
             if offset == len(views[index]):

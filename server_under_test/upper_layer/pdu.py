@@ -25,8 +25,15 @@ import time
 
 A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ = 0x01, 0x02, 0x03
 P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = 0x04, 0x05, 0x06, 0x07
-PDU_NAMES = {1: "A-ASSOCIATE-RQ", 2: "A-ASSOCIATE-AC", 3: "A-ASSOCIATE-RJ", 4: "P-DATA-TF",
-             5: "A-RELEASE-RQ", 6: "A-RELEASE-RP", 7: "A-ABORT"}
+PDU_NAMES = {
+    1: "A-ASSOCIATE-RQ",
+    2: "A-ASSOCIATE-AC",
+    3: "A-ASSOCIATE-RJ",
+    4: "P-DATA-TF",
+    5: "A-RELEASE-RQ",
+    6: "A-RELEASE-RP",
+    7: "A-ABORT",
+}
 
 # The largest P-DATA-TF PDU we accept when we announce "unlimited" (0): a sanity bound, not
 # a limit any real peer reaches. The receive buffer grows with the bytes that really arrive
@@ -108,7 +115,7 @@ class Wire:
         while self._end - self._start < needed:
             if self._start + needed > len(self._buffer):
                 self._make_room(needed)
-            room = self._view[self._end:] if greedy else self._view[self._end:self._start + needed]
+            room = self._view[self._end :] if greedy else self._view[self._end : self._start + needed]
             if self.deadline is not None:
                 self._before_deadline()
             n = self.sock.recv_into(room)
@@ -123,7 +130,7 @@ class Wire:
         arrived, so a length field declaring a gigabyte costs nothing until they come."""
         unread = self._end - self._start
         if self._start:
-            self._buffer[:unread] = self._buffer[self._start:self._end]
+            self._buffer[:unread] = self._buffer[self._start : self._end]
             self._start, self._end = 0, unread
         if self._end == len(self._buffer):
             fresh = bytearray(max(READ_BUFFER, min(needed, 2 * len(self._buffer))))
@@ -142,7 +149,7 @@ class Wire:
         into the buffer (the next PDU's headers), never more."""
         have = min(self._end - self._start, len(view))
         if have:
-            view[:have] = self._view[self._start:self._start + have]
+            view[:have] = self._view[self._start : self._start + have]
             self._start += have
         while have < len(view):
             self._start = self._end = 0  # everything buffered was consumed above
@@ -175,7 +182,7 @@ class Wire:
 
     def _take(self, length: int, greedy: bool = True) -> memoryview:
         self._fill(length, greedy)
-        view = self._view[self._start:self._start + length]
+        view = self._view[self._start : self._start + length]
         self._start += length
         return view
 
@@ -200,8 +207,9 @@ class Wire:
             if length > limit:
                 raise ProtocolError(f"P-DATA-TF of {length} bytes exceeds the maximum length {limit}", reason=6)
         elif length > ASSOCIATION_PDU_CAP:
-            raise ProtocolError(f"{PDU_NAMES[pdu_type]} claims {length} bytes (at most {ASSOCIATION_PDU_CAP})",
-                                reason=6)
+            raise ProtocolError(
+                f"{PDU_NAMES[pdu_type]} claims {length} bytes (at most {ASSOCIATION_PDU_CAP})", reason=6
+            )
         return pdu_type, self._take(length, greedy)
 
     def send_all(self, parts: list) -> None:
@@ -210,7 +218,7 @@ class Wire:
         pending = [p for p in parts if len(p)]
         first = 0
         while first < len(pending):
-            sent = self.sock.sendmsg(pending[first:first + IOV_MAX])
+            sent = self.sock.sendmsg(pending[first : first + IOV_MAX])
             while first < len(pending) and sent >= len(pending[first]):
                 sent -= len(pending[first])
                 first += 1

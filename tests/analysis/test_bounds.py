@@ -11,37 +11,60 @@ from synthetic import T0, write_run
 from bench.analysis.bounds import bound_by, measured_rows
 from bench.report.page import build_report
 
-QUIET = {"server_cpu_budget_percent": 30.0, "server_cpus_busy_percent": 40.0, "disk_busy_percent": 10.0,
-         "net_sent_bytes_per_s": 1e6, "net_recv_bytes_per_s": 1e6, "net_link_bytes_per_s": 0,
-         "load_busiest_cpu_percent": 40.0}
+QUIET = {
+    "server_cpu_budget_percent": 30.0,
+    "server_cpus_busy_percent": 40.0,
+    "disk_busy_percent": 10.0,
+    "net_sent_bytes_per_s": 1e6,
+    "net_recv_bytes_per_s": 1e6,
+    "net_link_bytes_per_s": 0,
+    "load_busiest_cpu_percent": 40.0,
+}
 
 
 def series(seconds: int = 20, start: float = T0, **columns) -> pd.DataFrame:
     """One row per second from `start`, every column constant (QUIET unless given)."""
     values = QUIET | columns
-    return pd.DataFrame({"time": [start + 1 + i for i in range(seconds)], **{k: [v] * seconds
-                                                                               for k, v in values.items()}})
+    return pd.DataFrame(
+        {"time": [start + 1 + i for i in range(seconds)], **{k: [v] * seconds for k, v in values.items()}}
+    )
 
 
-@pytest.mark.parametrize("columns,limit,evidence", [
-    ({"server_cpu_budget_percent": 97.0}, "server-cpu", "archive CPU 97% of 2 CPUs"),
-    ({"server_cpus_busy_percent": 95.0}, "server-cpu", "its CPUs were 95% busy"),
-    ({"disk_busy_percent": 90.0}, "disk", "data disk busy 90%"),
-    ({"net_link_bytes_per_s": 125e6, "net_sent_bytes_per_s": 60e6, "net_recv_bytes_per_s": 50e6}, "network",
-     "network 110 MB/s of a 125 MB/s link"),
-    ({"load_busiest_cpu_percent": 96.0}, "client", "a load process at 96% of a core"),
-    ({"guest_cpu_percent": 80.0, "guest_steal_percent": 12.0}, "server-cpu",
-     "the archive's machine saw its CPUs 80% busy and 12% stolen by its hypervisor (its own /metrics)"),
-    ({}, "none-evident", "archive CPU 30% of 2 CPUs, disk 10% busy, busiest load process 40% of a core"),
-])
+@pytest.mark.parametrize(
+    "columns,limit,evidence",
+    [
+        ({"server_cpu_budget_percent": 97.0}, "server-cpu", "archive CPU 97% of 2 CPUs"),
+        ({"server_cpus_busy_percent": 95.0}, "server-cpu", "its CPUs were 95% busy"),
+        ({"disk_busy_percent": 90.0}, "disk", "data disk busy 90%"),
+        (
+            {"net_link_bytes_per_s": 125e6, "net_sent_bytes_per_s": 60e6, "net_recv_bytes_per_s": 50e6},
+            "network",
+            "network 110 MB/s of a 125 MB/s link",
+        ),
+        ({"load_busiest_cpu_percent": 96.0}, "client", "a load process at 96% of a core"),
+        (
+            {"guest_cpu_percent": 80.0, "guest_steal_percent": 12.0},
+            "server-cpu",
+            "the archive's machine saw its CPUs 80% busy and 12% stolen by its hypervisor (its own /metrics)",
+        ),
+        ({}, "none-evident", "archive CPU 30% of 2 CPUs, disk 10% busy, busiest load process 40% of a core"),
+    ],
+)
 def test_each_limit_has_a_stated_threshold(columns, limit, evidence):
     verdict = bound_by(series(**columns), cpus=2)
     assert verdict["limit"] == limit and evidence in verdict["evidence"]
 
 
 def test_just_under_every_threshold_is_none_evident():
-    verdict = bound_by(series(server_cpu_budget_percent=84.0, server_cpus_busy_percent=89.0, disk_busy_percent=84.0,
-                              load_busiest_cpu_percent=89.0), cpus=1)
+    verdict = bound_by(
+        series(
+            server_cpu_budget_percent=84.0,
+            server_cpus_busy_percent=89.0,
+            disk_busy_percent=84.0,
+            load_busiest_cpu_percent=89.0,
+        ),
+        cpus=1,
+    )
     assert verdict["limit"] == "none-evident"
 
 
@@ -65,9 +88,18 @@ def test_only_the_measured_seconds_count():
 
 
 def test_the_verdict_is_in_summary_json_and_the_headline(tmp_path):
-    run = write_run(tmp_path / "run", rate=100, seconds=20,
-                    run_extra={"target": {"kind": "native", "label": "native",
-                                          "budget": {"cpus": 1, "memory_bytes": 2 << 30, "enforced_by": "cgroup-v1"}}})
+    run = write_run(
+        tmp_path / "run",
+        rate=100,
+        seconds=20,
+        run_extra={
+            "target": {
+                "kind": "native",
+                "label": "native",
+                "budget": {"cpus": 1, "memory_bytes": 2 << 30, "enforced_by": "cgroup-v1"},
+            }
+        },
+    )
     series(seconds=21, start=T0 - 1, server_cpu_budget_percent=98.0).to_csv(run / "server_metrics.csv", index=False)
     build_report(run)
     summary = json.loads((run / "summary.json").read_text())
@@ -80,9 +112,19 @@ def test_the_verdict_is_in_summary_json_and_the_headline(tmp_path):
 
 
 def test_a_native_baseline_that_is_a_guest_says_so_in_the_headline(tmp_path):
-    run = write_run(tmp_path / "run", run_extra={"target": {
-        "kind": "native", "label": "native", "hypervisor": "kvm", "container": "docker", "declared_hypervisor": None,
-        "hypervisor_source": "detected (the archive's /status)"}})
+    run = write_run(
+        tmp_path / "run",
+        run_extra={
+            "target": {
+                "kind": "native",
+                "label": "native",
+                "hypervisor": "kvm",
+                "container": "docker",
+                "declared_hypervisor": None,
+                "hypervisor_source": "detected (the archive's /status)",
+            }
+        },
+    )
     build_report(run)
     headline = (run / "summary.md").read_text().splitlines()[2]
     assert "native (itself a kvm guest in a docker container) bounded by not-measured" in headline

@@ -23,12 +23,15 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
 
     def run(name: str, kind: str, rate: float, b: dict):
-        return write_run(root / name, rate=rate, target=kind,
-                         run_extra={"target": {"kind": kind, "label": kind, "budget": b}})
+        return write_run(
+            root / name, rate=rate, target=kind, run_extra={"target": {"kind": kind, "label": kind, "budget": b}}
+        )
 
-    return {"native": run("native", "native", 100, budget(2, 2, "cgroup-v1")),
-            "tcg": run("tcg", "tcg", 80, budget(2, 2, "guest")),
-            "tcg-4cpu": run("tcg-4cpu", "tcg", 90, budget(4, 4, "guest"))}
+    return {
+        "native": run("native", "native", 100, budget(2, 2, "cgroup-v1")),
+        "tcg": run("tcg", "tcg", 80, budget(2, 2, "guest")),
+        "tcg-4cpu": run("tcg-4cpu", "tcg", 90, budget(4, 4, "guest")),
+    }
 
 
 def test_unequal_budgets_are_refused_in_one_line(runs, tmp_path):
@@ -40,8 +43,9 @@ def test_unequal_budgets_are_refused_in_one_line(runs, tmp_path):
 
 
 def test_with_the_flag_the_headline_says_the_budgets_differ(runs, tmp_path):
-    result = pacsbench("compare", runs["native"], runs["tcg-4cpu"], "--out", tmp_path / "cmp",
-                       "--allow-unequal-budgets")
+    result = pacsbench(
+        "compare", runs["native"], runs["tcg-4cpu"], "--out", tmp_path / "cmp", "--allow-unequal-budgets"
+    )
     assert result.returncode == 0, result.stderr
     headline = (tmp_path / "cmp" / "summary.md").read_text().splitlines()[2]
     assert "Budgets differ" in headline and "--allow-unequal-budgets" in headline

@@ -48,8 +48,10 @@ def test_the_recovery_claim_says_where_its_figure_comes_from_and_judges_it():
     (unmeasured,) = [v for v in judge_all([kagadis], {}, {})[0]["verdicts"] if v["name"] == "recovery"]
     assert unmeasured["verdict"] == "not measured" and "bench.benchmarks.backup_restore" in unmeasured["note"]
     # 219 GB at 20 MB/s is about 3 h (pass); at 10 MB/s about 6 h (fail).
-    verdicts = [judge_all([kagadis], {"restore_hours_per_year": restore_hours_per_year(speed)}, {})[0]["verdicts"]
-                for speed in (20.0, 10.0)]
+    verdicts = [
+        judge_all([kagadis], {"restore_hours_per_year": restore_hours_per_year(speed)}, {})[0]["verdicts"]
+        for speed in (20.0, 10.0)
+    ]
     assert [next(v["verdict"] for v in vs if v["name"] == "recovery") for vs in verdicts] == ["pass", "fail"]
 
 

@@ -81,4 +81,8 @@ def test_a_single_five_second_run_makes_gate_exit_2(tmp_path):
 
 def test_matrix_rotates_the_order_per_repetition():
     assert [rotated_order(["A", "B", "C"], r) for r in (1, 2, 3, 4)] == [
-        ["A", "B", "C"], ["B", "C", "A"], ["C", "A", "B"], ["A", "B", "C"]]
+        ["A", "B", "C"],
+        ["B", "C", "A"],
+        ["C", "A", "B"],
+        ["A", "B", "C"],
+    ]

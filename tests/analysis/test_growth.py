@@ -12,19 +12,27 @@ from bench.analysis.growth import MIN_SPAN_SECONDS, growth, growth_text
 from bench.report.page import build_report
 
 
-def soak_series(seconds: int, rss_per_hour: float = 0.0, fds_per_hour: float = 0.0, noise: float = 0.0,
-                seed: int = 1, start: float = T0) -> pd.DataFrame:
+def soak_series(
+    seconds: int,
+    rss_per_hour: float = 0.0,
+    fds_per_hour: float = 0.0,
+    noise: float = 0.0,
+    seed: int = 1,
+    start: float = T0,
+) -> pd.DataFrame:
     """Per-second rows of a soak: RSS from 200 MB, 40 open files and 12 threads, each rising at a known rate."""
     rng = np.random.default_rng(seed)
     t = np.arange(1, seconds + 1, dtype=float)
     hours = t / 3600.0
-    return pd.DataFrame({
-        "time": start + t,
-        "server_rss_bytes": 200e6 + rss_per_hour * hours + rng.normal(0, noise, seconds),
-        "server_open_fds": np.round(40 + fds_per_hour * hours + rng.normal(0, 1, seconds)),
-        "server_threads": np.full(seconds, 12.0),
-        "server_processes": np.full(seconds, 3.0),
-    })
+    return pd.DataFrame(
+        {
+            "time": start + t,
+            "server_rss_bytes": 200e6 + rss_per_hour * hours + rng.normal(0, noise, seconds),
+            "server_open_fds": np.round(40 + fds_per_hour * hours + rng.normal(0, 1, seconds)),
+            "server_threads": np.full(seconds, 12.0),
+            "server_processes": np.full(seconds, 3.0),
+        }
+    )
 
 
 def test_a_leak_grows_and_a_flat_noisy_series_shows_no_trend():

@@ -56,10 +56,13 @@ def test_warning_statuses_are_stored_and_shown_as_warnings(tmp_path):
     assert "warnings (stored)" in build_report(run, NO_WARMUP).read_text()
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--warmup", "100s"], "--warmup 100s: the run lasted only"),
-    (["--window", "30"], "--window 30: longer than the measured span"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--warmup", "100s"], "--warmup 100s: the run lasted only"),
+        (["--window", "30"], "--window 30: longer than the measured span"),
+    ],
+)
 @pytest.mark.parametrize("verb", ["report", "compare", "gate"])
 def test_impossible_warmup_or_window_is_one_line_exit_2(tmp_path, verb, options, message):
     run = write_run(tmp_path / "r", rate=20, seconds=12)
@@ -87,10 +90,15 @@ def test_a_run_shorter_than_the_default_window_is_reported_too_short_not_refused
 
 def test_the_measured_span_ends_at_the_stop_signal_and_the_drain_is_reported(tmp_path):
     stop_after = 15
-    run = write_run(tmp_path / "r", rate=40, seconds=20, run_extra={
-        "started": dt.datetime.fromtimestamp(T0, dt.timezone.utc).isoformat(timespec="milliseconds"),
-        "scenario": {"name": "synthetic", "load": {"users": 4, "duration": stop_after}},
-    })
+    run = write_run(
+        tmp_path / "r",
+        rate=40,
+        seconds=20,
+        run_extra={
+            "started": dt.datetime.fromtimestamp(T0, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "scenario": {"name": "synthetic", "load": {"users": 4, "duration": stop_after}},
+        },
+    )
     build_report(run, NO_WARMUP)
     s = json.loads((run / "summary.json").read_text())
     samples = load_samples(run)
@@ -104,10 +112,19 @@ def test_the_measured_span_ends_at_the_stop_signal_and_the_drain_is_reported(tmp
 
 def test_compare_and_gate_refuse_runs_that_did_not_complete(tmp_path):
     good = write_run(tmp_path / "good", rate=50, seconds=15, target="native")
-    stopped = write_run(tmp_path / "stopped", rate=50, seconds=15, seed=2, target="kvm",
-                        run_extra={"status": "stopped: the disk reserve was reached"})
-    for args in (["compare", good, stopped, "--out", tmp_path / "cmp"], ["gate", stopped, "--baseline", good],
-                 ["gate", good, "--baseline", stopped]):
+    stopped = write_run(
+        tmp_path / "stopped",
+        rate=50,
+        seconds=15,
+        seed=2,
+        target="kvm",
+        run_extra={"status": "stopped: the disk reserve was reached"},
+    )
+    for args in (
+        ["compare", good, stopped, "--out", tmp_path / "cmp"],
+        ["gate", stopped, "--baseline", good],
+        ["gate", good, "--baseline", stopped],
+    ):
         result = pacsbench(*args)
         assert result.returncode == 2 and "did not complete" in result.stderr and "stopped" in result.stderr
         assert result.stderr.count("\n") == 1

@@ -17,8 +17,13 @@ NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 
 def storescu(dcmtk, archive, files, *options: str) -> None:
     tool = dcmtk.storescu
-    result = subprocess.run([tool, *options, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), *map(str, files)],
-                            capture_output=True, text=True, timeout=120, env=NODELAY)
+    result = subprocess.run(
+        [tool, *options, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=NODELAY,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -37,7 +42,7 @@ def findscu(dcmtk, archive, out: Path, model: str, *keys: str) -> list:
 def stored_study(dcmtk, tmp_path, tiny_studies):
     """An archive on a random port with tiny study-0000 stored by DCMTK's storescu."""
     config = tmp_path / "archive.toml"
-    config.write_text("[destinations.DEST]\nhost = \"127.0.0.1\"\nport = 1\n")
+    config.write_text('[destinations.DEST]\nhost = "127.0.0.1"\nport = 1\n')
     running = start_archive(tmp_path / "archive", "--config", str(config))
     files = sorted((tiny_studies / "study-0000").glob("*.dcm"))
     storescu(dcmtk, running, files)
@@ -48,27 +53,68 @@ def stored_study(dcmtk, tmp_path, tiny_studies):
 def test_find_at_every_level_with_counts(dcmtk, stored_study, tmp_path):
     archive, files = stored_study
     first = dcmread(files[0])
-    patients = findscu(dcmtk, archive, tmp_path / "p", "-P", "QueryRetrieveLevel=PATIENT",
-                       f"PatientID={first.PatientID}", "PatientName", "NumberOfPatientRelatedStudies",
-                       "NumberOfPatientRelatedInstances")
+    patients = findscu(
+        dcmtk,
+        archive,
+        tmp_path / "p",
+        "-P",
+        "QueryRetrieveLevel=PATIENT",
+        f"PatientID={first.PatientID}",
+        "PatientName",
+        "NumberOfPatientRelatedStudies",
+        "NumberOfPatientRelatedInstances",
+    )
     assert len(patients) == 1 and patients[0].PatientName == first.PatientName
     assert int(patients[0].NumberOfPatientRelatedInstances) == len(files)
-    studies = findscu(dcmtk, archive, tmp_path / "s", "-S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID",
-                      f"PatientName={str(first.PatientName)[:4]}*", f"StudyDate={first.StudyDate}-",
-                      "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "ModalitiesInStudy")
+    studies = findscu(
+        dcmtk,
+        archive,
+        tmp_path / "s",
+        "-S",
+        "QueryRetrieveLevel=STUDY",
+        "StudyInstanceUID",
+        f"PatientName={str(first.PatientName)[:4]}*",
+        f"StudyDate={first.StudyDate}-",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+        "ModalitiesInStudy",
+    )
     assert [s.StudyInstanceUID for s in studies] == [first.StudyInstanceUID]
     assert int(studies[0].NumberOfStudyRelatedInstances) == len(files)
     assert int(studies[0].NumberOfStudyRelatedSeries) == len(files) and studies[0].ModalitiesInStudy == "XA"
-    series = findscu(dcmtk, archive, tmp_path / "r", "-S", "QueryRetrieveLevel=SERIES",
-                     f"StudyInstanceUID={first.StudyInstanceUID}", "SeriesInstanceUID", "Modality",
-                     "NumberOfSeriesRelatedInstances")
+    series = findscu(
+        dcmtk,
+        archive,
+        tmp_path / "r",
+        "-S",
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={first.StudyInstanceUID}",
+        "SeriesInstanceUID",
+        "Modality",
+        "NumberOfSeriesRelatedInstances",
+    )
     assert sorted(s.SeriesInstanceUID for s in series) == sorted(dcmread(f).SeriesInstanceUID for f in files)
-    images = findscu(dcmtk, archive, tmp_path / "i", "-S", "QueryRetrieveLevel=IMAGE",
-                     f"SeriesInstanceUID={first.SeriesInstanceUID}", "SOPInstanceUID", "NumberOfFrames")
+    images = findscu(
+        dcmtk,
+        archive,
+        tmp_path / "i",
+        "-S",
+        "QueryRetrieveLevel=IMAGE",
+        f"SeriesInstanceUID={first.SeriesInstanceUID}",
+        "SOPInstanceUID",
+        "NumberOfFrames",
+    )
     assert [i.SOPInstanceUID for i in images] == [first.SOPInstanceUID]
     assert int(images[0].NumberOfFrames) == int(first.NumberOfFrames)
-    nothing = findscu(dcmtk, archive, tmp_path / "n", "-S", "QueryRetrieveLevel=STUDY", "StudyDate=19000101-19001231",
-                      "StudyInstanceUID")
+    nothing = findscu(
+        dcmtk,
+        archive,
+        tmp_path / "n",
+        "-S",
+        "QueryRetrieveLevel=STUDY",
+        "StudyDate=19000101-19001231",
+        "StudyInstanceUID",
+    )
     assert nothing == []
 
 
@@ -87,9 +133,26 @@ def test_move_to_a_storescp_delivers_identical_bytes(dcmtk, stored_study, tmp_pa
     try:
         wait_for_echo(unused_port, "DEST")
         study_uid = dcmread(files[0]).StudyInstanceUID
-        result = subprocess.run([movescu, "-S", "-aec", restarted.ae_title, "-aem", "DEST", "-k",
-                                 "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1",
-                                 str(restarted.port)], capture_output=True, text=True, timeout=120, env=NODELAY)
+        result = subprocess.run(
+            [
+                movescu,
+                "-S",
+                "-aec",
+                restarted.ae_title,
+                "-aem",
+                "DEST",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                f"StudyInstanceUID={study_uid}",
+                "127.0.0.1",
+                str(restarted.port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=NODELAY,
+        )
         assert result.returncode == 0, result.stderr
     finally:
         sink.terminate()
@@ -105,9 +168,27 @@ def test_get_returns_identical_bytes(dcmtk, stored_study, tmp_path):
     out = tmp_path / "got"
     out.mkdir()
     study_uid = dcmread(files[0]).StudyInstanceUID
-    result = subprocess.run([getscu, "-S", "+B", "-aec", archive.ae_title, "-od", str(out), "-k",
-                             "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1",
-                             str(archive.port)], capture_output=True, text=True, timeout=120, env=NODELAY)
+    result = subprocess.run(
+        [
+            getscu,
+            "-S",
+            "+B",
+            "-aec",
+            archive.ae_title,
+            "-od",
+            str(out),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study_uid}",
+            "127.0.0.1",
+            str(archive.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=NODELAY,
+    )
     assert result.returncode == 0, result.stderr
     got = {dcmread(p).SOPInstanceUID: dataset_bytes(p) for p in out.iterdir()}
     assert got == {dcmread(f).SOPInstanceUID: dataset_bytes(f) for f in files}
@@ -116,9 +197,25 @@ def test_get_returns_identical_bytes(dcmtk, stored_study, tmp_path):
 def test_move_to_an_unknown_destination_fails_cleanly(dcmtk, stored_study):
     archive, files = stored_study
     movescu = dcmtk.movescu
-    result = subprocess.run([movescu, "-S", "-aec", archive.ae_title, "-aem", "NOBODY", "-k",
-                             "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={dcmread(files[0]).StudyInstanceUID}",
-                             "127.0.0.1", str(archive.port)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            movescu,
+            "-S",
+            "-aec",
+            archive.ae_title,
+            "-aem",
+            "NOBODY",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={dcmread(files[0]).StudyInstanceUID}",
+            "127.0.0.1",
+            str(archive.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "MoveDestinationUnknown" in result.stderr
     with sqlite3.connect(archive.index) as db:
         assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == len(files)
@@ -141,9 +238,26 @@ def test_get_decompresses_for_a_peer_that_takes_only_uncompressed(dcmtk, tmp_pat
             assert db.execute("SELECT transfer_syntax FROM instance").fetchone()[0] == JPEGLSLossless  # as sent
         out = tmp_path / "got"
         out.mkdir()
-        result = subprocess.run([getscu, "-S", "+B", "-aec", archive.ae_title, "-od", str(out), "-k",
-                                 "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={source.StudyInstanceUID}",
-                                 "127.0.0.1", str(archive.port)], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [
+                getscu,
+                "-S",
+                "+B",
+                "-aec",
+                archive.ae_title,
+                "-od",
+                str(out),
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                f"StudyInstanceUID={source.StudyInstanceUID}",
+                "127.0.0.1",
+                str(archive.port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         archive.stop()
     assert result.returncode == 0, result.stderr

@@ -22,8 +22,11 @@ def test_calling_ae_not_on_the_allow_list_is_rejected(dcmtk, tmp_path):
     config.write_text('allowed_calling_aets = ["GOODSCU"]\n')
     archive = start_archive(tmp_path / "archive", "--config", str(config))
     try:
-        bad = subprocess.run([echoscu, "-aet", "BADSCU", "-aec", "PACSBENCH", "127.0.0.1", str(archive.port)],
-                             capture_output=True, text=True)
+        bad = subprocess.run(
+            [echoscu, "-aet", "BADSCU", "-aec", "PACSBENCH", "127.0.0.1", str(archive.port)],
+            capture_output=True,
+            text=True,
+        )
         good = subprocess.run([echoscu, "-aet", "GOODSCU", "-aec", "PACSBENCH", "127.0.0.1", str(archive.port)])
     finally:
         archive.stop()
@@ -40,8 +43,12 @@ def test_check_called_aet_rejects_another_called_ae_title(tmp_path, where):
     ae.add_requested_context(Verification)
     answers = []  # the A-ASSOCIATE primitives pynetdicom receives (its is_rejected can lose a race with the close)
     try:
-        wrong = ae.associate("127.0.0.1", archive.port, ae_title="NOT-PACSBENCH",
-                             evt_handlers=[(evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive))])
+        wrong = ae.associate(
+            "127.0.0.1",
+            archive.port,
+            ae_title="NOT-PACSBENCH",
+            evt_handlers=[(evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive))],
+        )
         right = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title)
         status = right.send_c_echo().Status if right.is_established else None
         right.release()
@@ -80,8 +87,12 @@ def test_max_associations_holds_across_workers(dcmtk, tmp_path):
     held = []
     try:
         for _ in range(6):
-            assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title,
-                                 evt_handlers=[(evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive))])
+            assoc = ae.associate(
+                "127.0.0.1",
+                archive.port,
+                ae_title=archive.ae_title,
+                evt_handlers=[(evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive))],
+            )
             if assoc.is_established:
                 held.append(assoc)
         assert len(held) == 3
@@ -106,9 +117,25 @@ def test_the_robustness_script_finds_every_case_answered(tmp_path):
     config.write_text("artim_timeout = 2.0\nmax_associations = 8\n")
     archive = start_archive(tmp_path / "archive", "--config", str(config))
     try:
-        result = subprocess.run([sys.executable, "-m", "bench.benchmarks.robustness", "--port", str(archive.port),
-                                 "--aet", archive.ae_title, "--flood", "12", "--slow-seconds", "6"],
-                                capture_output=True, text=True, cwd=ROOT, timeout=300)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.benchmarks.robustness",
+                "--port",
+                str(archive.port),
+                "--aet",
+                archive.ae_title,
+                "--flood",
+                "12",
+                "--slow-seconds",
+                "6",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
     finally:
         archive.stop()
     assert result.returncode == 0, result.stderr

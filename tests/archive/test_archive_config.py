@@ -26,8 +26,13 @@ from pydicom import dcmread
 def test_bad_config_is_one_line_exit_2(tmp_path, text, expected):
     config = tmp_path / "bad.toml"
     config.write_text(text)
-    result = subprocess.run([sys.executable, "-m", "server_under_test", "--config", str(config)],
-                            capture_output=True, text=True, timeout=30, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "server_under_test", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
     assert result.returncode == 2 and expected in result.stderr and result.stderr.count("\n") == 1
 
 
@@ -36,8 +41,23 @@ def test_an_artim_timeout_of_zero_is_one_line_and_exit_2(tmp_path, where):
     config = tmp_path / "artim.toml"
     config.write_text("artim_timeout = 0.0\n" if where == "file" else "")
     extra = ["--artim-timeout", "0"] if where == "option" else []
-    result = subprocess.run([sys.executable, "-m", "server_under_test", "--config", str(config), "--port", "0",
-                             "--data", str(tmp_path / "data"), *extra], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server_under_test",
+            "--config",
+            str(config),
+            "--port",
+            "0",
+            "--data",
+            str(tmp_path / "data"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # argparse prints its usage above the error line, as for every other option
     assert result.returncode == 2 and "above 0" in result.stderr.splitlines()[-1], result.stderr
     assert where == "option" or result.stderr.count("\n") == 1, result.stderr

@@ -53,8 +53,9 @@ def store_raw(archive, sop_uid: str, dataset: bytes, command_uid: bytes | None =
             command = command.replace(sop_uid.encode(), command_uid)
         from server_under_test.upper_layer.messages import pdata_parts
 
-        assoc.wire.send_all(pdata_parts(1, True, [command], assoc.peer_max_pdu)
-                            + pdata_parts(1, False, [dataset], assoc.peer_max_pdu))
+        assoc.wire.send_all(
+            pdata_parts(1, True, [command], assoc.peer_max_pdu) + pdata_parts(1, False, [dataset], assoc.peer_max_pdu)
+        )
         answer = assoc.reader.read()
         return int(answer.command.Status), str(answer.command.get("ErrorComment", ""))
     finally:
@@ -75,11 +76,14 @@ def test_deeply_nested_sequences_get_a_failure_status_and_leave_no_temp_file(dcm
     sequence = struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF)  # undefined length
     opening = sequence + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)  # ... holding one undefined-length item
     closing = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
-    dataset = (explicit_element(0x0008, 0x0016, b"UI", XA.encode())
-               + explicit_element(0x0008, 0x0018, b"UI", sop_uid.encode())
-               + opening * depth + closing * depth
-               + explicit_element(0x0020, 0x000D, b"UI", generate_uid().encode())
-               + explicit_element(0x0020, 0x000E, b"UI", generate_uid().encode()))
+    dataset = (
+        explicit_element(0x0008, 0x0016, b"UI", XA.encode())
+        + explicit_element(0x0008, 0x0018, b"UI", sop_uid.encode())
+        + opening * depth
+        + closing * depth
+        + explicit_element(0x0020, 0x000D, b"UI", generate_uid().encode())
+        + explicit_element(0x0020, 0x000E, b"UI", generate_uid().encode())
+    )
     status, comment = store_raw(archive, sop_uid, dataset)
     assert status >= 0xA000 and "nested" in comment
     assert archive_holds_temp_files(archive) == []

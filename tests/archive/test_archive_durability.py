@@ -77,8 +77,9 @@ def test_sigterm_finishes_the_store_in_flight(tmp_path, tiny_studies):
     assert ds.SOPInstanceUID in index_rows(archive)
 
 
-@pytest.mark.parametrize("policy, second_status, kept", [("reject", 0x0111, "first"), ("keep-first", 0, "first"),
-                                                         ("overwrite", 0, "second")])
+@pytest.mark.parametrize(
+    "policy, second_status, kept", [("reject", 0x0111, "first"), ("keep-first", 0, "first"), ("overwrite", 0, "second")]
+)
 def test_duplicate_sop_instance_policy(tmp_path, tiny_studies, policy, second_status, kept):
     archive = start_archive(tmp_path / "archive", "--duplicates", policy)
     first = dcmread(sorted(tiny_studies.rglob("*.dcm"))[0])

@@ -59,9 +59,11 @@ FIXED_FIELDS = b"\x00\x01\x00\x00" + b"PACSBENCH".ljust(16) + b"RAW".ljust(16) +
 GARBLED_CONTEXT = b"\x20\x00\x00\x08" + b"\xff" * 8  # a presentation context item with nothing valid in it
 
 
-@pytest.mark.parametrize("sent", [b"\x09\x00\x00\x00\x00\x04abcd",
-                                  b"\x01\x00" + (68 + 12).to_bytes(4, "big") + FIXED_FIELDS + GARBLED_CONTEXT],
-                         ids=["unknown-pdu-type", "undecodable-rq"])
+@pytest.mark.parametrize(
+    "sent",
+    [b"\x09\x00\x00\x00\x00\x04abcd", b"\x01\x00" + (68 + 12).to_bytes(4, "big") + FIXED_FIELDS + GARBLED_CONTEXT],
+    ids=["unknown-pdu-type", "undecodable-rq"],
+)
 def test_a_malformed_association_request_is_answered_with_a_abort(dcmtk, archive, sent):
     answer = answer_to(archive, sent)
     assert answer is not None and answer[0] == A_ABORT_PDU

@@ -95,8 +95,15 @@ def test_tiers_migrate_while_storing_querying_and_retrieving(tmp_path, tiny_stud
             assert Path(path).is_relative_to(tmp_path / ("fast" if tier == 0 else "slow"))
             assert dataset_bytes(Path(path)) == sent[sop_uid]
         assert status["migration"]["studies_moved"] > 0 and fast["used_bytes"] <= 0.7 * fast["capacity_bytes"]
-        moved_study = next(s for s in studies if any(
-            rows[u][1] == 1 for u in sent if dcmread(Path(rows[u][0]), stop_before_pixels=True).StudyInstanceUID == s))
+        moved_study = next(
+            s
+            for s in studies
+            if any(
+                rows[u][1] == 1
+                for u in sent
+                if dcmread(Path(rows[u][0]), stop_before_pixels=True).StudyInstanceUID == s
+            )
+        )
         assoc, received = client(archive, "LATE", get_role=True)
         get = Dataset()
         get.QueryRetrieveLevel = "STUDY"
@@ -111,8 +118,9 @@ def test_tiers_migrate_while_storing_querying_and_retrieving(tmp_path, tiny_stud
 def mount_tmpfs(mount_point: Path, options: str) -> Path:
     """A small tmpfs: a disk that really fills up (needs root, as CI has)."""
     mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         missing(f"cannot mount a tmpfs to fill: {result.stderr.strip()}")
     return mount_point
@@ -162,7 +170,7 @@ def test_a_file_system_that_fills_mid_stream_hands_the_file_to_the_next_tier(tmp
     first, second = FileStore(tiny_disk, direct_io=direct_io), FileStore(tmp_path / "tier2", direct_io=direct_io)
     data = random.Random(3).randbytes(5 << 20)  # more than the 3 MB tmpfs holds
     incoming = first.incoming(b"HEADER", overflow=[second])
-    incoming.write([data[i:i + 100_000] for i in range(0, len(data), 100_000)])
+    incoming.write([data[i : i + 100_000] for i in range(0, len(data), 100_000)])
     path = second.path_for("1.2", "1.3", "1.4")
     assert incoming.error is None and incoming.store is second
     assert incoming.commit(path, replace=True) == len(data) + 6
@@ -184,8 +192,9 @@ def test_a_tier_that_cannot_even_create_the_file_hands_it_to_the_next(tmp_path, 
 
 def test_a_full_first_tier_sends_stores_to_the_second_and_loses_nothing(tmp_path, tiny_disk, tiny_studies):
     config = tmp_path / "tiers.toml"
-    config.write_text(f'[[tiers]]\nname = "small"\npath = "{tiny_disk}"\n\n'
-                      f'[[tiers]]\nname = "big"\npath = "{tmp_path / "big"}"\n')
+    config.write_text(
+        f'[[tiers]]\nname = "small"\npath = "{tiny_disk}"\n\n[[tiers]]\nname = "big"\npath = "{tmp_path / "big"}"\n'
+    )
     archive = start_archive(tmp_path / "archive", "--config", str(config))
     sent = {}
     try:

@@ -20,8 +20,16 @@ def supported():
     return supported_contexts()
 
 
-def _associate(supported, cache, proposals, calling="MODALITY", allowed=None, called="PACSBENCH",
-               check_called_aet=False, answers=None):
+def _associate(
+    supported,
+    cache,
+    proposals,
+    calling="MODALITY",
+    allowed=None,
+    called="PACSBENCH",
+    check_called_aet=False,
+    answers=None,
+):
     """One association: pynetdicom proposes, our accept() answers. Returns (ours, pynetdicom's view);
     `answers` collects the A-ASSOCIATE primitives pynetdicom received."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -30,8 +38,16 @@ def _associate(supported, cache, proposals, calling="MODALITY", allowed=None, ca
     def acceptor():
         sock, _ = listener.accept()
         try:
-            result["ours"] = accept(Wire(sock, 10), "PACSBENCH", supported, 1 << 20, allowed, False, cache,
-                                    check_called_aet=check_called_aet)
+            result["ours"] = accept(
+                Wire(sock, 10),
+                "PACSBENCH",
+                supported,
+                1 << 20,
+                allowed,
+                False,
+                cache,
+                check_called_aet=check_called_aet,
+            )
         except AssociationRejected as exc:
             result["ours"] = exc
         result["done"] = True
@@ -57,15 +73,18 @@ def _associate(supported, cache, proposals, calling="MODALITY", allowed=None, ca
 
 def test_a_repeated_proposal_is_answered_from_the_cache_with_the_same_contexts(supported):
     cache = NegotiationCache()
-    proposals = [(XRayAngiographicImageStorage, [JPEGLSLossless, ExplicitVRLittleEndian]),
-                 (Verification, [ExplicitVRLittleEndian])]
+    proposals = [
+        (XRayAngiographicImageStorage, [JPEGLSLossless, ExplicitVRLittleEndian]),
+        (Verification, [ExplicitVRLittleEndian]),
+    ]
     first, ok1, seen1 = _associate(supported, cache, proposals)
     second, ok2, seen2 = _associate(supported, cache, proposals, calling="OTHER")
     assert ok1 and ok2 and (cache.misses, cache.hits) == (1, 1)
     assert seen1 == seen2 == {XRayAngiographicImageStorage: JPEGLSLossless, Verification: ExplicitVRLittleEndian}
     assert second.calling_ae == "OTHER" and second.peer_max_pdu == first.peer_max_pdu
-    assert {c: cx.abstract_syntax for c, cx in second.contexts.items()} == \
-        {c: cx.abstract_syntax for c, cx in first.contexts.items()}
+    assert {c: cx.abstract_syntax for c, cx in second.contexts.items()} == {
+        c: cx.abstract_syntax for c, cx in first.contexts.items()
+    }
 
 
 def test_a_different_proposal_gets_its_own_answer(supported):
@@ -95,8 +114,7 @@ def test_the_cache_keeps_only_the_newest_answers(supported):
 
 @pytest.mark.parametrize("check_called_aet", [False, True])
 def test_an_association_addressed_to_our_ae_title_is_accepted(supported, check_called_aet):
-    ours, ok, seen = _associate(supported, NegotiationCache(), ECHO_ONLY,
-                                check_called_aet=check_called_aet)
+    ours, ok, seen = _associate(supported, NegotiationCache(), ECHO_ONLY, check_called_aet=check_called_aet)
     assert ok and seen == {Verification: ExplicitVRLittleEndian} and ours.called_ae == "PACSBENCH"
 
 
@@ -107,8 +125,9 @@ def test_another_called_ae_title_is_answered_unless_it_is_checked(supported):
 
 def test_a_checked_called_ae_title_that_is_not_ours_is_rejected_permanently(supported):
     answers = []
-    rejected, ok, _ = _associate(supported, NegotiationCache(), ECHO_ONLY, called="SOMEONE-ELSE",
-                                 check_called_aet=True, answers=answers)
+    rejected, ok, _ = _associate(
+        supported, NegotiationCache(), ECHO_ONLY, called="SOMEONE-ELSE", check_called_aet=True, answers=answers
+    )
     assert not ok and isinstance(rejected, AssociationRejected)
     # PS3.8 9.3.4: rejected-permanent, DICOM UL service-user, called AE title not recognized
     assert [(a.result, a.result_source, a.diagnostic) for a in answers] == [(0x01, 0x01, 0x07)]

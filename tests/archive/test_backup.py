@@ -45,8 +45,13 @@ def fresh_copies(tiny_studies: Path, out: Path, count: int, per_study: int = 6) 
 
 def storescu(port: int, ae_title: str, files: list[Path]) -> None:
     tool = require_tool("/usr/bin/storescu", "dcmtk")
-    result = subprocess.run([tool, "-aec", ae_title, "127.0.0.1", str(port), *map(str, files)],
-                            capture_output=True, text=True, timeout=120, env=NODELAY)
+    result = subprocess.run(
+        [tool, "-aec", ae_title, "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=NODELAY,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -58,9 +63,13 @@ def instance_count(index: Path) -> int:
 def rows(index: Path) -> dict[str, tuple[str, str, int]]:
     """SOP Instance UID -> (study UID, path, tier) of every instance an index names."""
     with sqlite3.connect(index) as db:
-        return {sop: (study, path, tier) for sop, study, path, tier in db.execute(
-            "SELECT i.sop_uid, s.study_uid, i.path, i.tier FROM instance i "
-            "JOIN series r ON r.series_key = i.series_key JOIN study s ON s.study_key = r.study_key")}
+        return {
+            sop: (study, path, tier)
+            for sop, study, path, tier in db.execute(
+                "SELECT i.sop_uid, s.study_uid, i.path, i.tier FROM instance i "
+                "JOIN series r ON r.series_key = i.series_key JOIN study s ON s.study_key = r.study_key"
+            )
+        }
 
 
 def wait_for_instances(index: Path, count: int, sender: threading.Thread) -> None:
@@ -80,7 +89,7 @@ def backed_up(tmp_path_factory, tiny_studies):
     def send() -> None:
         try:
             for start in range(0, len(files), BATCH):
-                storescu(archive.port, archive.ae_title, files[start:start + BATCH])
+                storescu(archive.port, archive.ae_title, files[start : start + BATCH])
         except BaseException as exc:  # noqa: BLE001 (reported by the test)
             errors.append(exc)
 
@@ -95,8 +104,13 @@ def backed_up(tmp_path_factory, tiny_studies):
         archive.stop()
     assert not errors, errors
     assert code == 0
-    yield {"work": work, "archive": archive.data, "backup": work / "backup", "sent": sent,
-           "storing_meanwhile": storing_meanwhile}
+    yield {
+        "work": work,
+        "archive": archive.data,
+        "backup": work / "backup",
+        "sent": sent,
+        "storing_meanwhile": storing_meanwhile,
+    }
 
 
 def test_a_backup_taken_while_storing_has_every_file_its_index_names_bit_exact(backed_up):
@@ -128,9 +142,27 @@ def test_a_restored_archive_serves_every_backed_up_instance_bit_exact(backed_up,
         out = tmp_path / "got"
         out.mkdir()
         for study in sorted({study for study, _, _ in in_backup.values()}):
-            result = subprocess.run([getscu, "-S", "+B", "-aec", archive.ae_title, "-od", str(out), "-k",
-                                     "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1",
-                                     str(archive.port)], capture_output=True, text=True, timeout=120, env=NODELAY)
+            result = subprocess.run(
+                [
+                    getscu,
+                    "-S",
+                    "+B",
+                    "-aec",
+                    archive.ae_title,
+                    "-od",
+                    str(out),
+                    "-k",
+                    "QueryRetrieveLevel=STUDY",
+                    "-k",
+                    f"StudyInstanceUID={study}",
+                    "127.0.0.1",
+                    str(archive.port),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=NODELAY,
+            )
             assert result.returncode == 0, result.stderr
     finally:
         archive.stop()
@@ -144,8 +176,10 @@ def test_restore_refuses_a_non_empty_folder_unless_forced(backed_up, tmp_path, c
     (target / "something.txt").write_text("keep me")
     assert pacsbench(["archive", "restore", str(backed_up["backup"]), "--data", str(target)]) == 2
     err = capsys.readouterr().err
-    assert err == f"pacsbench archive: error: {target}: not empty (restore into an empty folder, or replace it " \
-                  "with --force)\n"
+    assert (
+        err == f"pacsbench archive: error: {target}: not empty (restore into an empty folder, or replace it "
+        "with --force)\n"
+    )
     assert (target / "something.txt").exists()
     assert pacsbench(["archive", "restore", str(backed_up["backup"]), "--data", str(target), "--force"]) == 0
     assert not (target / "something.txt").exists()
@@ -155,14 +189,31 @@ def test_restore_refuses_a_non_empty_folder_unless_forced(backed_up, tmp_path, c
 def test_the_archive_restores_on_its_own_command_line_without_the_harness(backed_up, tmp_path):
     """`python -m server_under_test restore`, as inside a guest: the same restore as `pacsbench archive restore`."""
     restored = tmp_path / "restored"
-    result = subprocess.run([sys.executable, "-m", "server_under_test", "restore", str(backed_up["backup"]),
-                             "--data", str(restored)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "server_under_test", "restore", str(backed_up["backup"]), "--data", str(restored)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert result.stdout.startswith(f"restored {backed_up['backup']} into {restored}: ")
     assert result.stdout.count("\n") == 1
     assert set(rows(restored / "index.sqlite")) == set(rows(backed_up["backup"] / "index.sqlite"))
-    bad = subprocess.run([sys.executable, "-m", "server_under_test", "backup", "--data", str(tmp_path / "nowhere"),
-                          "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server_under_test",
+            "backup",
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2
     assert bad.stderr == f"python -m server_under_test: error: {tmp_path}/nowhere: no such folder\n"
 
@@ -204,26 +255,30 @@ def test_a_moved_archive_is_backed_up_and_a_file_it_lost_is_named_with_exit_1(tm
     assert set(rows(tmp_path / "r" / "index.sqlite")) == kept
 
 
-@pytest.mark.parametrize("args, message", [
-    (["backup", "--data", "{tmp}/nowhere", "--out", "{tmp}/b"], "{tmp}/nowhere: no such folder"),
-    (["backup", "--data", "{tmp}", "--out", "{tmp}/b"], "{tmp}: not an archive data folder (no index.sqlite)"),
-    (["restore", "{tmp}", "--data", "{tmp}/d"], "{tmp}: not an archive backup (no manifest.json)"),
-    (["restore", "{tmp}/nowhere", "--data", "{tmp}/d"], "{tmp}/nowhere: no such folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["backup", "--data", "{tmp}/nowhere", "--out", "{tmp}/b"], "{tmp}/nowhere: no such folder"),
+        (["backup", "--data", "{tmp}", "--out", "{tmp}/b"], "{tmp}: not an archive data folder (no index.sqlite)"),
+        (["restore", "{tmp}", "--data", "{tmp}/d"], "{tmp}: not an archive backup (no manifest.json)"),
+        (["restore", "{tmp}/nowhere", "--data", "{tmp}/d"], "{tmp}/nowhere: no such folder"),
+    ],
+)
 def test_bad_folders_are_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert pacsbench(["archive", *(a.format(tmp=tmp_path) for a in args)]) == 2
     assert capsys.readouterr().err == f"pacsbench archive: error: {message.format(tmp=tmp_path)}\n"
 
 
 def tiers_config(path: Path, data: Path, fast: Path, slow: Path) -> Path:
-    path.write_text(f'data = "{data}"\nmigration_interval = 3600\n'
-                    f'[[tiers]]\nname = "fast"\npath = "{fast}"\ncapacity = "1 KB"\n'
-                    f'[[tiers]]\nname = "slow"\npath = "{slow}"\n')
+    path.write_text(
+        f'data = "{data}"\nmigration_interval = 3600\n'
+        f'[[tiers]]\nname = "fast"\npath = "{fast}"\ncapacity = "1 KB"\n'
+        f'[[tiers]]\nname = "slow"\npath = "{slow}"\n'
+    )
     return path
 
 
-def test_every_tier_is_backed_up_and_restored_to_the_configured_tiers_or_into_the_data_folder(tmp_path,
-                                                                                               tiny_studies):
+def test_every_tier_is_backed_up_and_restored_to_the_configured_tiers_or_into_the_data_folder(tmp_path, tiny_studies):
     files = fresh_copies(tiny_studies, tmp_path / "input", 4)
     config = tiers_config(tmp_path / "archive.toml", tmp_path / "archive", tmp_path / "fast", tmp_path / "slow")
     archive = start_archive(tmp_path / "archive", "--config", str(config))
@@ -234,17 +289,22 @@ def test_every_tier_is_backed_up_and_restored_to_the_configured_tiers_or_into_th
     stored = rows(archive.index)
     assert {tier for _, _, tier in stored.values()} == {0, 1}  # the first fills the 1 KB tier, the rest go on
     backup = tmp_path / "backup"
-    assert pacsbench(["archive", "backup", "--data", str(archive.data), "--out", str(backup), "--config",
-                      str(config)]) == 0
+    assert (
+        pacsbench(["archive", "backup", "--data", str(archive.data), "--out", str(backup), "--config", str(config)])
+        == 0
+    )
     assert [t["instances"] for t in json.loads((backup / "manifest.json").read_text())["tiers"]] == [1, 3]
 
     other = tiers_config(tmp_path / "other.toml", tmp_path / "data2", tmp_path / "fast2", tmp_path / "slow2")
-    assert pacsbench(["archive", "restore", str(backup), "--data", str(tmp_path / "data2"), "--config",
-                      str(other)]) == 0
+    assert (
+        pacsbench(["archive", "restore", str(backup), "--data", str(tmp_path / "data2"), "--config", str(other)]) == 0
+    )
     flat = tmp_path / "data3"
     assert pacsbench(["archive", "restore", str(backup), "--data", str(flat)]) == 0
-    for index, roots in ((tmp_path / "data2" / "index.sqlite", [tmp_path / "fast2", tmp_path / "slow2"]),
-                         (flat / "index.sqlite", [flat / "storage", flat / "storage"])):
+    for index, roots in (
+        (tmp_path / "data2" / "index.sqlite", [tmp_path / "fast2", tmp_path / "slow2"]),
+        (flat / "index.sqlite", [flat / "storage", flat / "storage"]),
+    ):
         restored = rows(index)
         assert set(restored) == set(stored)
         for sop, (_study, path, tier) in restored.items():

@@ -7,6 +7,7 @@ process with pynetdicom as the peer for C-STORE, C-FIND and C-GET.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import sqlite3
@@ -14,7 +15,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import pytest
 from helpers.archive import start_archive
@@ -54,11 +55,31 @@ def _record(study: int, number: int, tiers: TierSet, size: int = 100) -> Instanc
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bytes(size))
     return InstanceRecord(
-        patient_id=f"P{study}", patient_name="DOE^JANE", birth_date="", sex="", study_uid=study_uid,
-        study_date="20250101", study_time="", accession="", study_id="", study_description="", referring="",
-        series_uid=series_uid, modality="XA", series_number="1", body_part="", series_description="",
-        sop_uid=sop_uid, sop_class_uid=XRayAngiographicImageStorage, instance_number=str(number),
-        transfer_syntax=ExplicitVRLittleEndian, frames=1, size=size, tier=0, path=str(path))
+        patient_id=f"P{study}",
+        patient_name="DOE^JANE",
+        birth_date="",
+        sex="",
+        study_uid=study_uid,
+        study_date="20250101",
+        study_time="",
+        accession="",
+        study_id="",
+        study_description="",
+        referring="",
+        series_uid=series_uid,
+        modality="XA",
+        series_number="1",
+        body_part="",
+        series_description="",
+        sop_uid=sop_uid,
+        sop_class_uid=XRayAngiographicImageStorage,
+        instance_number=str(number),
+        transfer_syntax=ExplicitVRLittleEndian,
+        frames=1,
+        size=size,
+        tier=0,
+        path=str(path),
+    )
 
 
 @pytest.fixture
@@ -86,8 +107,10 @@ def test_recycling_takes_quiet_studies_first_then_the_oldest_never_the_incoming_
         for number in (1, 2):
             index.add(_record(study, number, tiers))
     with sqlite3.connect(index.path) as db:  # studies 2 and 3 have been quiet for an hour; 1 and 4 are busy
-        db.execute("UPDATE study SET updated_at = updated_at - 3600 WHERE study_uid IN (?, ?)",
-                   (_uids(2, 0)[0], _uids(3, 0)[0]))
+        db.execute(
+            "UPDATE study SET updated_at = updated_at - 3600 WHERE study_uid IN (?, ?)",
+            (_uids(2, 0)[0], _uids(3, 0)[0]),
+        )
     recycler = Recycler(index.path, tiers, 1000, quiet_seconds=60)
 
     assert _room(recycler, 300, _uids(1, 0)[0])  # 800 + 300 > 1000: one study goes, the oldest quiet one
@@ -103,7 +126,8 @@ def test_recycling_takes_quiet_studies_first_then_the_oldest_never_the_incoming_
     with sqlite3.connect(index.path) as db:
         assert recycled_totals(db) == {"studies": 3, "instances": 6, "bytes": 600}
         assert db.execute("SELECT patient_id, num_studies, num_series, num_instances FROM patient").fetchall() == [
-            ("P1", 1, 1, 2)]
+            ("P1", 1, 1, 2)
+        ]
         assert db.execute("SELECT COUNT(*) FROM series").fetchone()[0] == 1
 
 
@@ -140,8 +164,9 @@ def test_a_claim_left_by_a_crashed_store_lapses_and_an_archive_start_forgets_eve
     index, tiers = storage
     index.add(_record(1, 0, tiers, size=600))
     with sqlite3.connect(index.path) as db:  # one claim that has lapsed, one a killed worker left behind
-        db.execute("INSERT INTO claim(bytes, expires_at) VALUES (300, ?), (200, ?)",
-                   (time.time() - 1, time.time() + 600))
+        db.execute(
+            "INSERT INTO claim(bytes, expires_at) VALUES (300, ?), (200, ?)", (time.time() - 1, time.time() + 600)
+        )
     assert index.free_bytes() == 200  # the lapsed claim holds nothing; the other still does, until a start
     data = tmp_path / "archive-data"  # an archive whose index holds these claims, as a crash leaves it
     data.mkdir()
@@ -205,9 +230,12 @@ class Peer:
     def __init__(self, archive):
         self.received: dict[str, bytes] = {}
         self.assoc = _peer().associate(
-            "127.0.0.1", archive.port, ae_title=archive.ae_title,
+            "127.0.0.1",
+            archive.port,
+            ae_title=archive.ae_title,
             ext_neg=[build_role(XRayAngiographicImageStorage, scu_role=True, scp_role=True)],
-            evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+        )
         assert self.assoc.is_established
 
     def _on_store(self, event) -> int:
@@ -254,8 +282,11 @@ def _metrics(archive) -> dict:
 
     with urllib.request.urlopen(f"{archive.metrics_url}/metrics", timeout=10) as answer:
         text = answer.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))) if s.labels else s.name: s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))) if s.labels else s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _files_on_tier(archive) -> dict[str, int]:
@@ -276,8 +307,9 @@ def _indexed(archive) -> dict[str, tuple[str, int]]:
 
 
 def _bounded_archive(tmp_path, capacity: int, at_capacity: str):
-    return start_archive(tmp_path / "archive", "--capacity", str(capacity), "--at-capacity", at_capacity,
-                         "--metrics-port", "0")
+    return start_archive(
+        tmp_path / "archive", "--capacity", str(capacity), "--at-capacity", at_capacity, "--metrics-port", "0"
+    )
 
 
 def test_a_full_archive_answers_a700_and_keeps_only_what_it_acknowledged(tmp_path):
@@ -303,8 +335,14 @@ def test_a_full_archive_answers_a700_and_keeps_only_what_it_acknowledged(tmp_pat
     assert _files_on_tier(archive) == {path: size for path, size in indexed.values()}  # no temp or stray file
     used = sum(size for _, size in indexed.values())
     assert used <= capacity
-    assert status["capacity"] == {"capacity_bytes": capacity, "at_capacity": "reject", "used_bytes": used,
-                                  "recycled_studies": 0, "recycled_instances": 0, "recycled_bytes": 0}
+    assert status["capacity"] == {
+        "capacity_bytes": capacity,
+        "at_capacity": "reject",
+        "used_bytes": used,
+        "recycled_studies": 0,
+        "recycled_instances": 0,
+        "recycled_bytes": 0,
+    }
 
 
 class UsageWatch:
@@ -319,8 +357,10 @@ class UsageWatch:
         db = sqlite3.connect(self.archive.index)
         try:
             while not self.stop.is_set():
-                used, claimed = db.execute("SELECT (SELECT COALESCE(SUM(bytes), 0) FROM tier_usage), "
-                                           "(SELECT COALESCE(SUM(bytes), 0) FROM claim)").fetchone()
+                used, claimed = db.execute(
+                    "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM tier_usage), "
+                    "(SELECT COALESCE(SUM(bytes), 0) FROM claim)"
+                ).fetchone()
                 self.largest_used = max(self.largest_used, used)
                 self.largest_committed = max(self.largest_committed, used + claimed)
         finally:
@@ -371,9 +411,13 @@ def test_recycling_keeps_the_newest_studies_bit_exact_within_the_capacity(tmp_pa
     assert max(after_each_store) <= capacity and largest_used <= largest_committed <= capacity
     gone = studies - len(survivors)
     assert status["capacity"] == {
-        "capacity_bytes": capacity, "at_capacity": "recycle", "used_bytes": len(indexed) * instance_size,
-        "recycled_studies": gone, "recycled_instances": gone * per_study,
-        "recycled_bytes": gone * per_study * instance_size}
+        "capacity_bytes": capacity,
+        "at_capacity": "recycle",
+        "used_bytes": len(indexed) * instance_size,
+        "recycled_studies": gone,
+        "recycled_instances": gone * per_study,
+        "recycled_bytes": gone * per_study * instance_size,
+    }
     assert metrics["pacsbench_archive_recycled_studies_total"] == gone
     assert metrics["pacsbench_archive_recycled_instances_total"] == gone * per_study
     assert metrics["pacsbench_archive_recycled_bytes_total"] == gone * per_study * instance_size
@@ -409,11 +453,27 @@ def test_concurrent_stores_recycle_consistently_across_workers(tmp_path):
                 ds = _instance(study, number)
                 ds.save_as(folder / f"{study}-{number}.dcm", enforce_file_format=True)
         folders.append(sorted(folder.iterdir()))
-    archive = start_archive(tmp_path / "archive", "--capacity", str(capacity), "--at-capacity", "recycle",
-                            "--workers", "2", "--metrics-port", "0")
+    archive = start_archive(
+        tmp_path / "archive",
+        "--capacity",
+        str(capacity),
+        "--at-capacity",
+        "recycle",
+        "--workers",
+        "2",
+        "--metrics-port",
+        "0",
+    )
     try:
-        senders = [subprocess.Popen([storescu, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), *files],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for files in folders]
+        senders = [
+            subprocess.Popen(
+                [storescu, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), *files],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for files in folders
+        ]
         outcomes = [(sender.wait(120), sender.stderr.read()) for sender in senders]
         assert [code for code, _ in outcomes] == [0] * associations, (outcomes, archive.log.read_text()[-3000:])
         status = _status(archive)
@@ -437,8 +497,17 @@ def test_concurrent_stores_recycle_consistently_across_workers(tmp_path):
         assert db.execute("SELECT SUM(num_instances) FROM patient").fetchone()[0] == len(indexed)
 
 
+class ArchiveAddress(NamedTuple):
+    """Where a running archive answers: what a store process needs of it (a RunningArchive does not pickle)."""
+
+    port: int
+    ae_title: str
+
+
 def _store_studies(archive, studies: range, per_study: int) -> list[int]:
-    """One association storing `per_study` instances of each study in turn; the statuses."""
+    """One association storing `per_study` instances of each study in turn; the statuses.
+
+    `archive` needs only `port` and `ae_title`: a process of its own gets an ArchiveAddress."""
     peer = Peer(archive)
     try:
         return [peer.store(_instance(study, number)) for study in studies for number in range(per_study)]
@@ -453,14 +522,28 @@ def test_eight_concurrent_associations_at_capacity_are_never_refused_while_older
     other store (thread or worker process) can take it. The index never holds more than the capacity.
     """
     capacity, associations, studies_each, per_study = 3_000_000, 8, 5, 3
-    archive = start_archive(tmp_path / "archive", "--capacity", str(capacity), "--at-capacity", "recycle",
-                            "--workers", "2", "--max-associations", "16", "--metrics-port", "0")
+    archive = start_archive(
+        tmp_path / "archive",
+        "--capacity",
+        str(capacity),
+        "--at-capacity",
+        "recycle",
+        "--workers",
+        "2",
+        "--max-associations",
+        "16",
+        "--metrics-port",
+        "0",
+    )
     try:
         _store_studies(archive, range(900, 900 + 7), per_study)  # 21 instances: at capacity before the race starts
         watch = UsageWatch(archive)
-        with ThreadPoolExecutor(associations) as pool:
-            statuses = list(pool.map(lambda a: _store_studies(archive, range(a * 100, a * 100 + studies_each),
-                                                              per_study), range(associations)))
+        # One process per association: pynetdicom driven from real threads can lose a C-STORE response
+        # to another association's reactor (pynetdicom issues 435 and 842), which would look like a refusal.
+        address = ArchiveAddress(archive.port, archive.ae_title)
+        work = [(address, range(a * 100, a * 100 + studies_each), per_study) for a in range(associations)]
+        with multiprocessing.get_context("fork").Pool(associations) as pool:
+            statuses = pool.starmap(_store_studies, work)
         largest_used, largest_committed = watch.finish()
         status = _status(archive)
     finally:

@@ -58,13 +58,32 @@ def test_every_match_arrives_once_across_batches(big_archive):
 def test_findscu_receives_every_match(dcmtk, big_archive, tmp_path):
     findscu = dcmtk.findscu
     result = subprocess.run(
-        [findscu, "-S", "-aec", big_archive.ae_title, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyDate=20210101-20210331",
-         "-k", "StudyInstanceUID", "-X", "-od", str(tmp_path), "127.0.0.1", str(big_archive.port)],
-        capture_output=True, text=True, timeout=120,
+        [
+            findscu,
+            "-S",
+            "-aec",
+            big_archive.ae_title,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyDate=20210101-20210331",
+            "-k",
+            "StudyInstanceUID",
+            "-X",
+            "-od",
+            str(tmp_path),
+            "127.0.0.1",
+            str(big_archive.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(big_archive.index) as db:
-        expected = db.execute("SELECT count(*) FROM study WHERE study_date BETWEEN '20210101' AND '20210331'").fetchone()[0]
+        expected = db.execute(
+            "SELECT count(*) FROM study WHERE study_date BETWEEN '20210101' AND '20210331'"
+        ).fetchone()[0]
     assert expected > 32  # more than two batches
     assert len(list(tmp_path.glob("rsp*.dcm"))) == expected
 

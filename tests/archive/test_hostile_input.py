@@ -18,14 +18,23 @@ FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChec
 
 # PDUs that look like PDUs (a known or unknown type, a length that may or may not match the
 # body), so the examples reach past the first header check; PDV items likewise.
-pdv_items = st.builds(lambda ctx, control, data, slack: struct.pack(">IBB", len(data) + 2 + slack, ctx, control) + data,
-                      st.sampled_from([1, 3]), st.integers(0, 3), st.binary(max_size=64),
-                      st.sampled_from([0, 0, 0, 1, -1]))
+pdv_items = st.builds(
+    lambda ctx, control, data, slack: struct.pack(">IBB", len(data) + 2 + slack, ctx, control) + data,
+    st.sampled_from([1, 3]),
+    st.integers(0, 3),
+    st.binary(max_size=64),
+    st.sampled_from([0, 0, 0, 1, -1]),
+)
 pdus = st.one_of(
-    st.builds(lambda items: struct.pack(">BBI", 4, 0, len(b"".join(items))) + b"".join(items),
-              st.lists(pdv_items, max_size=4)),
-    st.builds(lambda kind, body, slack: struct.pack(">BBI", kind, 0, max(0, len(body) + slack)) + body,
-              st.integers(0, 9), st.binary(max_size=80), st.sampled_from([0, 0, 1, -1, 1 << 20])),
+    st.builds(
+        lambda items: struct.pack(">BBI", 4, 0, len(b"".join(items))) + b"".join(items), st.lists(pdv_items, max_size=4)
+    ),
+    st.builds(
+        lambda kind, body, slack: struct.pack(">BBI", kind, 0, max(0, len(body) + slack)) + body,
+        st.integers(0, 9),
+        st.binary(max_size=80),
+        st.sampled_from([0, 0, 1, -1, 1 << 20]),
+    ),
 )
 streams = st.one_of(st.binary(max_size=300), st.lists(pdus, max_size=6).map(b"".join))
 
@@ -84,8 +93,12 @@ def nested(depth: int, explicit: bool) -> bytes:
 
 datasets = st.one_of(
     st.binary(max_size=400),
-    st.builds(lambda depth, explicit, tail: nested(depth, explicit) + tail, st.integers(0, 3000), st.booleans(),
-              st.binary(max_size=40)),
+    st.builds(
+        lambda depth, explicit, tail: nested(depth, explicit) + tail,
+        st.integers(0, 3000),
+        st.booleans(),
+        st.binary(max_size=40),
+    ),
 )
 
 

@@ -41,16 +41,22 @@ def _associate(archive, calling="TESTSCU"):
 
 def test_dcmtk_echoscu_gets_an_answer(archive):
     echoscu = require_tool("/usr/bin/echoscu", "dcmtk")
-    result = subprocess.run([echoscu, "-aec", archive.ae_title, "127.0.0.1", str(archive.port)],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [echoscu, "-aec", archive.ae_title, "127.0.0.1", str(archive.port)], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_dcmtk_storescu_stores_a_study_and_the_index_holds_it(archive, tiny_studies):
     storescu = require_tool("/usr/bin/storescu", "dcmtk")
     files = sorted((tiny_studies / "study-0000").glob("*.dcm"))
-    result = subprocess.run([storescu, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), *map(str, files)],
-                            capture_output=True, text=True, timeout=60, env=NODELAY)
+    result = subprocess.run(
+        [storescu, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=NODELAY,
+    )
     assert result.returncode == 0, result.stderr
     indexed = _indexed(archive)
     for source in files:
@@ -68,7 +74,7 @@ def _dataset_bytes(file_bytes: bytes) -> bytes:
     """The bytes after the file meta group (0002,0000 gives its length)."""
     assert file_bytes[128:132] == b"DICM" and file_bytes[132:136] == b"\x02\x00\x00\x00"
     meta_length = int.from_bytes(file_bytes[140:144], "little")
-    return file_bytes[144 + meta_length:]
+    return file_bytes[144 + meta_length :]
 
 
 def test_pacsbench_serve_takes_a_store_from_dcmtk(tmp_path, tiny_studies):
@@ -76,8 +82,13 @@ def test_pacsbench_serve_takes_a_store_from_dcmtk(tmp_path, tiny_studies):
     running = start_archive(tmp_path / "served", ae_title="MYARCHIVE", command=PACSBENCH_SERVE)
     try:
         source = sorted(tiny_studies.rglob("*.dcm"))[0]
-        result = subprocess.run([storescu, "-aec", "MYARCHIVE", "127.0.0.1", str(running.port), str(source)],
-                                capture_output=True, text=True, timeout=60, env=NODELAY)
+        result = subprocess.run(
+            [storescu, "-aec", "MYARCHIVE", "127.0.0.1", str(running.port), str(source)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=NODELAY,
+        )
         assert result.returncode == 0, result.stderr
         assert dcmread(source).SOPInstanceUID in _indexed(running)
     finally:
@@ -152,8 +163,12 @@ def test_sigterm_stops_the_server_cleanly(tmp_path):
 def test_port_in_use_is_one_clear_line(archive, tmp_path):
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "server_under_test", "--port", str(archive.port),
-                             "--data", str(tmp_path / "b")], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "server_under_test", "--port", str(archive.port), "--data", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
     assert "cannot listen on" in result.stderr and result.stderr.strip().count("\n") == 0
 
@@ -181,9 +196,24 @@ def test_a_killed_supervisor_frees_its_port_and_a_new_archive_starts_on_it(tmp_p
 
 
 def _ready_archive(tmp_path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "server_under_test", "--port", "0", "--data", str(tmp_path / "data"),
-                             "--ready-file", str(tmp_path / "ready.json"), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server_under_test",
+            "--port",
+            "0",
+            "--data",
+            str(tmp_path / "data"),
+            "--ready-file",
+            str(tmp_path / "ready.json"),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def test_the_ready_file_names_the_port_and_status_page_and_goes_when_the_archive_exits(tmp_path):

@@ -13,11 +13,30 @@ from server_under_test.storage.index import Index, InstanceRecord, create_schema
 
 def _record(sop="1.2.3.4", path="/x", series="1.2.3.2", study="1.2.3.1") -> InstanceRecord:
     return InstanceRecord(
-        patient_id="P1", patient_name="DOE^JANE", birth_date="19700101", sex="F", study_uid=study,
-        study_date="20250101", study_time="120000", accession="A1", study_id="1", study_description="d",
-        referring="", series_uid=series, modality="XA", series_number="1", body_part="HEAD", series_description="",
-        sop_uid=sop, sop_class_uid=XRayAngiographicImageStorage, instance_number="1",
-        transfer_syntax=ExplicitVRLittleEndian, frames=10, size=123, tier=0, path=path,
+        patient_id="P1",
+        patient_name="DOE^JANE",
+        birth_date="19700101",
+        sex="F",
+        study_uid=study,
+        study_date="20250101",
+        study_time="120000",
+        accession="A1",
+        study_id="1",
+        study_description="d",
+        referring="",
+        series_uid=series,
+        modality="XA",
+        series_number="1",
+        body_part="HEAD",
+        series_description="",
+        sop_uid=sop,
+        sop_class_uid=XRayAngiographicImageStorage,
+        instance_number="1",
+        transfer_syntax=ExplicitVRLittleEndian,
+        frames=10,
+        size=123,
+        tier=0,
+        path=path,
     )
 
 
@@ -28,8 +47,9 @@ def _stream(store: FileStore, path, chunks: list, header: bytes = b"") -> int:
 
 
 @pytest.mark.parametrize("direct_io", [True, False], ids=["o_direct", "page_cache"])
-@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, STAGING_BUFFER - 1, STAGING_BUFFER, STAGING_BUFFER + 1,
-                                  2 * STAGING_BUFFER + 123])
+@pytest.mark.parametrize(
+    "size", [0, 1, 4095, 4096, 4097, STAGING_BUFFER - 1, STAGING_BUFFER, STAGING_BUFFER + 1, 2 * STAGING_BUFFER + 123]
+)
 def test_streamed_files_hold_exactly_the_bytes_sent(tmp_path, direct_io, size):
     store = FileStore(tmp_path, direct_io=direct_io)
     assert store.direct_io == (direct_io and supports_direct_io(tmp_path))

@@ -131,8 +131,12 @@ def test_every_syntax_is_stored_as_sent(dcmtk, samples, tmp_path):
     archive = start_archive(tmp_path / "archive")
     try:
         for syntax, option in STORESCU_OPTION.items():
-            result = subprocess.run([storescu, option, "-aec", archive.ae_title, "127.0.0.1", str(archive.port),
-                                     str(samples[syntax])], capture_output=True, text=True, timeout=60)
+            result = subprocess.run(
+                [storescu, option, "-aec", archive.ae_title, "127.0.0.1", str(archive.port), str(samples[syntax])],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert result.returncode == 0, f"{syntax}: {result.stderr}"
         # pynetdicom sends them all again, as new instances (DCMTK's copies stay as they are)
         again = [sample(s, tmp_path) for s in SYNTAXES]
@@ -156,8 +160,10 @@ def keeping(received: dict[str, tuple[str, bytes]]) -> list:
     """pynetdicom's event handlers that keep each instance stored to us: SOP Instance UID -> (syntax, dataset bytes)."""
 
     def on_store(event):
-        received[event.request.AffectedSOPInstanceUID] = (event.context.transfer_syntax,
-                                                          event.encoded_dataset(include_meta=False))
+        received[event.request.AffectedSOPInstanceUID] = (
+            event.context.transfer_syntax,
+            event.encoded_dataset(include_meta=False),
+        )
         return 0x0000
 
     return [(evt.EVT_C_STORE, on_store)]
@@ -173,9 +179,13 @@ def get_back(archive, study_uid: str, syntaxes: list[str]) -> tuple[dict, list[i
     for sop_class in sorted(classes):
         for syntax in syntaxes:
             ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title,
-                         ext_neg=[build_role(c, scp_role=True) for c in classes],
-                         evt_handlers=keeping(received))
+    assoc = ae.associate(
+        "127.0.0.1",
+        archive.port,
+        ae_title=archive.ae_title,
+        ext_neg=[build_role(c, scp_role=True) for c in classes],
+        evt_handlers=keeping(received),
+    )
     identifier = Dataset()
     identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", study_uid
     try:
@@ -213,8 +223,9 @@ def test_c_move_sends_every_syntax_as_stored(archive_of_every_syntax, samples):
     scp = AE(ae_title="MOVESCP")
     for sop_class in (uid.MRImageStorage, uid.SecondaryCaptureImageStorage):
         scp.add_supported_context(sop_class, SYNTAXES)
-    server = scp.start_server(("127.0.0.1", archive_of_every_syntax.move_port), block=False,
-                              evt_handlers=keeping(received))
+    server = scp.start_server(
+        ("127.0.0.1", archive_of_every_syntax.move_port), block=False, evt_handlers=keeping(received)
+    )
     ae = AE(ae_title="MOVESCU")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     try:
@@ -223,8 +234,10 @@ def test_c_move_sends_every_syntax_as_stored(archive_of_every_syntax, samples):
             assoc = ae.associate("127.0.0.1", archive_of_every_syntax.port, ae_title=archive_of_every_syntax.ae_title)
             identifier = Dataset()
             identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", ds.StudyInstanceUID
-            statuses = [int(s.Status) for s, _ in assoc.send_c_move(identifier, "MOVESCP",
-                                                                     StudyRootQueryRetrieveInformationModelMove)]
+            statuses = [
+                int(s.Status)
+                for s, _ in assoc.send_c_move(identifier, "MOVESCP", StudyRootQueryRetrieveInformationModelMove)
+            ]
             assoc.release()
             assert statuses[-1] == 0, ds.file_meta.TransferSyntaxUID
     finally:
@@ -242,7 +255,8 @@ def decodable(ds: Dataset):
 
 @pytest.mark.parametrize("syntax", [s for s in BUNDLED if UID(s).is_compressed] + [uid.MPEG2MPML])
 def test_c_get_decompresses_for_a_peer_that_takes_only_uncompressed_where_a_decoder_exists(
-        archive_of_every_syntax, samples, syntax):
+    archive_of_every_syntax, samples, syntax
+):
     """Decoded by pydicom's plugins where one is installed (lossy JPEG baseline through Pillow, JPEG 2000
     through openjpeg...); else (12-bit JPEG without pylibjpeg-libjpeg, video: never) a failed sub-operation."""
     from io import BytesIO

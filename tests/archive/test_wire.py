@@ -36,7 +36,7 @@ def _store_command() -> bytes:
 
 
 def _dataset_pdus(data: bytes, fragment: int) -> list[bytes]:
-    pieces = [data[i:i + fragment] for i in range(0, len(data), fragment)]
+    pieces = [data[i : i + fragment] for i in range(0, len(data), fragment)]
     return [_pdu((CONTEXT, 0x02 if n == len(pieces) - 1 else 0x00, p)) for n, p in enumerate(pieces)]
 
 
@@ -48,7 +48,7 @@ def _read(tmp_path, stream: bytes, close_after: bool = True, chunk: int = 7919):
 
     def send():
         for i in range(0, len(stream), chunk):
-            theirs.sendall(stream[i:i + chunk])
+            theirs.sendall(stream[i : i + chunk])
         if close_after:
             theirs.shutdown(socket.SHUT_WR)
 
@@ -111,6 +111,6 @@ def test_a_connection_lost_inside_a_large_fragment_is_reported(tmp_path):
 
 
 def test_a_pdu_over_the_announced_maximum_is_a_protocol_error(tmp_path):
-    stream = _store_command() + _pdu((CONTEXT, 0x02, DATA[:(1 << 20) - 5]))
+    stream = _store_command() + _pdu((CONTEXT, 0x02, DATA[: (1 << 20) - 5]))
     with pytest.raises(ProtocolError, match="exceeds the maximum length"):
         _read(tmp_path, stream)

@@ -15,8 +15,9 @@ NUMBER = r"\d+\.\d+"
 
 
 def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
 
 
 def test_ingest_benchmark_runs_every_target_and_prints_the_ratios(dcmtk, orthanc, tmp_path):
@@ -24,8 +25,14 @@ def test_ingest_benchmark_runs_every_target_and_prints_the_ratios(dcmtk, orthanc
     work = tmp_path / "work"
     result = run_module("bench.benchmarks.archive_ingest", "--instances", "8", "--rounds", "1", "--work", str(work))
     assert result.returncode == 0, result.stderr[-3000:]
-    for target in ("reference-archive", "orthanc", "storescp", "clients-ceiling", "plain-fsync-writers",
-                   "plain-direct-writers"):
+    for target in (
+        "reference-archive",
+        "orthanc",
+        "storescp",
+        "clients-ceiling",
+        "plain-fsync-writers",
+        "plain-direct-writers",
+    ):
         assert re.search(rf"^  {target} +{NUMBER} instances/s", result.stdout, re.M), target
     for ratio in ("Orthanc", "physical limit", "clients' ceiling"):
         assert re.search(rf"reference archive / {ratio} += {NUMBER}x", result.stdout), ratio

@@ -8,8 +8,22 @@ import pytest
 
 from bench.cli.main import build_parser, main
 
-VERBS = ["generate", "serve", "archive", "run", "send", "calibrate", "verify", "worker", "report", "compare", "gate",
-         "baseline", "matrix", "vm"]
+VERBS = [
+    "generate",
+    "serve",
+    "archive",
+    "run",
+    "send",
+    "calibrate",
+    "verify",
+    "worker",
+    "report",
+    "compare",
+    "gate",
+    "baseline",
+    "matrix",
+    "vm",
+]
 
 
 def test_an_unknown_verb_lists_every_verb_in_order(capsys):
@@ -20,9 +34,12 @@ def test_an_unknown_verb_lists_every_verb_in_order(capsys):
     assert listed == ", ".join(f"'{verb}'" for verb in VERBS)
 
 
-@pytest.mark.parametrize("command", [[verb] for verb in VERBS if verb not in ("serve", "archive", "baseline", "vm")]
-                         + [["baseline", "save"], ["vm", "build"], ["vm", "check"], ["vm", "export"]],
-                         ids=" ".join)
+@pytest.mark.parametrize(
+    "command",
+    [[verb] for verb in VERBS if verb not in ("serve", "archive", "baseline", "vm")]
+    + [["baseline", "save"], ["vm", "build"], ["vm", "check"], ["vm", "export"]],
+    ids=" ".join,
+)
 def test_each_verb_explains_itself(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([*command, "--help"])
@@ -39,8 +56,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
 def test_parsing_leaves_sockets_and_threads_to_the_commands():
     # run, worker and matrix patch the process with gevent in main(), after the parser is built:
     # a verb module that imports socket or threading at its top would be patched too late.
-    script = ("import sys; from bench.cli.main import build_parser; build_parser(); "
-              "print(' '.join(m for m in ('socket', 'ssl', 'threading', 'gevent', 'locust') if m in sys.modules))")
+    script = (
+        "import sys; from bench.cli.main import build_parser; build_parser(); "
+        "print(' '.join(m for m in ('socket', 'ssl', 'threading', 'gevent', 'locust') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""

@@ -164,7 +164,8 @@ def test_client_and_storage_scp_share_one_gevent_process_cooperatively():
         "data = bytes(16 << 20)\n"
         "started = time.monotonic()\n"
         "user.connect()\n"
-        "statuses = [user.store(XA, f'1.2.3.{n}', EXPLICIT, [data[:4096], memoryview(data)[4096:]]) for n in range(3)]\n"
+        "statuses = [user.store(XA, f'1.2.3.{n}', EXPLICIT, [data[:4096], memoryview(data)[4096:]])\n"
+        "            for n in range(3)]\n"
         "user.release()\n"
         "arrived = sorted(a.bytes for a in scp.collect(0, ''))\n"
         "print(json.dumps([statuses, arrived, scp.instances, time.monotonic() - started]))\n"
@@ -172,6 +173,7 @@ def test_client_and_storage_scp_share_one_gevent_process_cooperatively():
     statuses, arrived, instances, seconds = _json_from_child(script)
     assert statuses == [0, 0, 0] and instances == 3 and arrived == [16 << 20] * 3
     assert seconds < 10  # no stall that only the socket timeout ended
+
 
 def test_storescu_into_the_harness_scp_arrives_byte_identical(dcmtk, tiny_studies):
     storescu = dcmtk.storescu

@@ -32,8 +32,9 @@ STARTED: list[RunningArchive] = []  # in start order; conftest stops the ones a 
 class RunningArchive:
     """An archive a test started; every one is also listed in STARTED, so none outlives its test."""
 
-    def __init__(self, process: subprocess.Popen, port: int, data: Path, ae_title: str, log: Path,
-                 metrics_url: str | None):
+    def __init__(
+        self, process: subprocess.Popen, port: int, data: Path, ae_title: str, log: Path, metrics_url: str | None
+    ):
         self.process, self.port, self.data, self.ae_title = process, port, data, ae_title
         self.log, self.metrics_url = log, metrics_url
 
@@ -56,7 +57,10 @@ def start_archive(data: Path, *extra: str, ae_title: str = "PACSBENCH", command=
     with log.open("ab") as output:  # a file, never a pipe nobody reads: a full pipe would stall the server
         process = subprocess.Popen(
             [*command, "--port", "0", "--aet", ae_title, "--data", str(data), "--ready-file", str(ready_file), *extra],
-            stdout=output, stderr=output, cwd=ROOT, start_new_session=True,
+            stdout=output,
+            stderr=output,
+            cwd=ROOT,
+            start_new_session=True,
         )
     try:
         ready = wait_for_ready(ready_file, process, 60.0)
@@ -94,9 +98,13 @@ def client(archive: RunningArchive, calling="TESTSCU", get_role=False) -> tuple:
         received[event.request.AffectedSOPInstanceUID] = event.encoded_dataset(include_meta=False)
         return 0x0000
 
-    assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title,
-                         ext_neg=[build_role(XA, scp_role=True)] if get_role else None,
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)] if get_role else None)
+    assoc = ae.associate(
+        "127.0.0.1",
+        archive.port,
+        ae_title=archive.ae_title,
+        ext_neg=[build_role(XA, scp_role=True)] if get_role else None,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)] if get_role else None,
+    )
     assert assoc.is_established
     return assoc, received
 
@@ -111,13 +119,23 @@ def raw_request(calling: bytes = b"RAW", called: bytes = b"PACSBENCH", max_pdu: 
     """An A-ASSOCIATE-RQ proposing Verification and XA storage, with AE title fields as given (raw bytes)."""
     from server_under_test.upper_layer.association import encode_request, proposed_context
 
-    pdu = bytearray(encode_request("X", "X", [proposed_context(Verification, [ExplicitVRLittleEndian]),
-                                            proposed_context(XA, [ExplicitVRLittleEndian])], max_pdu))
+    pdu = bytearray(
+        encode_request(
+            "X",
+            "X",
+            [proposed_context(Verification, [ExplicitVRLittleEndian]), proposed_context(XA, [ExplicitVRLittleEndian])],
+            max_pdu,
+        )
+    )
     pdu[10:26], pdu[26:42] = called.ljust(16, b" "), calling.ljust(16, b" ")
     return bytes(pdu)
 
 
 def assert_still_answers_echo(archive: RunningArchive, echoscu: str) -> None:
     """DCMTK's echoscu (a peer that is not ours) still gets its C-ECHO answered."""
-    assert subprocess.run([echoscu, "-to", "10", "-aec", archive.ae_title, "127.0.0.1", str(archive.port)],
-                          timeout=30).returncode == 0
+    assert (
+        subprocess.run(
+            [echoscu, "-to", "10", "-aec", archive.ae_title, "127.0.0.1", str(archive.port)], timeout=30
+        ).returncode
+        == 0
+    )

@@ -15,7 +15,7 @@ def dataset_bytes_of(data: bytes) -> bytes:
     """A DICOM file's dataset bytes (after the file meta group), from the file's bytes."""
     assert data[128:132] == b"DICM"
     meta_length = int.from_bytes(data[140:144], "little")
-    return data[144 + meta_length:]
+    return data[144 + meta_length :]
 
 
 def dataset_bytes(path: Path) -> bytes:

@@ -73,8 +73,9 @@ def syntax_params(cases: list[tuple]) -> list:
     """Test parameters whose last item is a transfer syntax name; DCMTK's syntaxes (jpeg-sv1) marked `dcmtk`."""
     from bench.studies.encode import transfer_syntax
 
-    return [pytest.param(*case, marks=[pytest.mark.dcmtk] if transfer_syntax(case[-1]).uses_dcmtk else [])
-            for case in cases]
+    return [
+        pytest.param(*case, marks=[pytest.mark.dcmtk] if transfer_syntax(case[-1]).uses_dcmtk else []) for case in cases
+    ]
 
 
 def require_kind(kind: str) -> None:

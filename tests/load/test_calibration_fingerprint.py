@@ -91,8 +91,11 @@ def test_more_load_processes_than_cores_do_not_match(cache, calibrated):
 
 def test_retrieval_is_judged_against_the_retrieval_ceiling(cache, calibrated, tmp_path):
     calibration = ceiling_for_run(PROFILE, calibrated[1]["transfer_syntax"], 1)
-    scenario = {"name": "synthetic", "load": {"users": 4, "duration": 6},
-                "users": {"workstation": {"count": 2, "retrieve": "get"}}}
+    scenario = {
+        "name": "synthetic",
+        "load": {"users": 4, "duration": 6},
+        "users": {"workstation": {"count": 2, "retrieve": "get"}},
+    }
     # 40 C-GET instances/s against a C-GET ceiling of 45: above 80%, so the retrieval is client-bound;
     # the ingest ceiling stays the measured one (far above 50/s), so ingest is not.
     tight = calibration.model_copy(update={"retrieve_get_ceiling_instances_per_s": 45.0})
@@ -106,15 +109,17 @@ def test_retrieval_is_judged_against_the_retrieval_ceiling(cache, calibrated, tm
     assert summary["bound_by"]["limit"] == "client"
 
 
-def test_a_calibration_from_before_fingerprints_is_never_used_and_the_note_says_how_to_measure(tmp_path,
-                                                                                              monkeypatch):
+def test_a_calibration_from_before_fingerprints_is_never_used_and_the_note_says_how_to_measure(tmp_path, monkeypatch):
     monkeypatch.setenv("PACSBENCH_STATE", str(tmp_path))
-    (tmp_path / "calibration.json").write_text(json.dumps(
-        {"entries": {"instance2mb/explicit": {"instances_per_s": 500.0, "mb_per_s": 900.0}}}))
+    (tmp_path / "calibration.json").write_text(
+        json.dumps({"entries": {"instance2mb/explicit": {"instances_per_s": 500.0, "mb_per_s": 900.0}}})
+    )
     calibration = ceiling_for_run(PROFILE, "explicit", 1)
     assert calibration.matched is False and calibration.ceiling_instances_per_s is None
-    assert calibration.note == ("no matching calibration (the cached ones have no fingerprint; "
-                                   f"`pacsbench calibrate --profile {PROFILE}` measures one)")
+    assert calibration.note == (
+        "no matching calibration (the cached ones have no fingerprint; "
+        f"`pacsbench calibrate --profile {PROFILE}` measures one)"
+    )
 
 
 def test_calibrations_are_user_state_kept_apart_from_the_cache(calibrated, tmp_path, monkeypatch):
@@ -124,7 +129,7 @@ def test_calibrations_are_user_state_kept_apart_from_the_cache(calibrated, tmp_p
     monkeypatch.setenv("PACSBENCH_STATE", str(tmp_path / "state"))
     assert save_calibration(entry) == tmp_path / "state" / "calibration.json"
     assert not (tmp_path / "cache").exists()
-    assert ceiling_for_run(PROFILE, entry["transfer_syntax"], 1)["matched"] is True
+    assert ceiling_for_run(PROFILE, entry["transfer_syntax"], 1).matched is True
 
 
 def test_a_test_starts_without_the_calibrations_of_the_user_or_of_other_tests(calibrated):

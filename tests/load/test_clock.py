@@ -50,13 +50,17 @@ def test_the_offset_of_the_quickest_exchange_is_kept_and_within_half_its_round_t
 
 def test_only_time_columns_move_to_the_master_clock_and_the_batch_is_left_as_it_came():
     start = time.time()
-    batch = {SAMPLES_FILE: [{"start": unix_time(start), "user": "w1-1", "latency_ms": "12.500"}],
-             SENT_FILE: [{"sop_instance_uid": "1.2.3", "bytes": 10}]}
+    batch = {
+        SAMPLES_FILE: [{"start": unix_time(start), "user": "w1-1", "latency_ms": "12.500"}],
+        SENT_FILE: [{"sop_instance_uid": "1.2.3", "bytes": 10}],
+    }
     sent = json.loads(json.dumps(batch))
     shifted = on_master_clock(batch, 30.25)
     assert float(shifted[SAMPLES_FILE][0]["start"]) == pytest.approx(start - 30.25, abs=1e-6)
-    assert {k: v for k, v in shifted[SAMPLES_FILE][0].items() if k != "start"} == {"user": "w1-1",
-                                                                                   "latency_ms": "12.500"}
+    assert {k: v for k, v in shifted[SAMPLES_FILE][0].items() if k != "start"} == {
+        "user": "w1-1",
+        "latency_ms": "12.500",
+    }
     assert shifted[SENT_FILE] == sent[SENT_FILE]
     assert batch == sent
 
@@ -89,24 +93,65 @@ def test_a_skewed_worker_in_its_own_namespace_is_measured_and_its_samples_correc
     archive = start_archive(tmp_path / "archive", "--host", namespace.host_ip)  # reachable from the namespace
     master_port = free_port()
     scenario = tmp_path / "skew.toml"
-    scenario.write_text('name = "skew"\n[studies]\nprofile = "tiny"\npool = 2\n'
-                        f'[target]\nkind = "remote"\nhost = "{namespace.host_ip}"\nport = {archive.port}\n'
-                        "[load]\nusers = 2\nduration = 4\n")
+    scenario.write_text(
+        'name = "skew"\n[studies]\nprofile = "tiny"\npool = 2\n'
+        f'[target]\nkind = "remote"\nhost = "{namespace.host_ip}"\nport = {archive.port}\n'
+        "[load]\nusers = 2\nduration = 4\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     master = worker = None
     try:
         master = subprocess.Popen(
-            [sys.executable, "-m", "bench.cli", "run", str(scenario), "--results", str(tmp_path / "r"),
-             "--no-progress", "--remote-workers", "1", "--master-bind", namespace.host_ip,
-             "--master-port", str(master_port), "--workers-timeout", "120"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "bench.cli",
+                "run",
+                str(scenario),
+                "--results",
+                str(tmp_path / "r"),
+                "--no-progress",
+                "--remote-workers",
+                "1",
+                "--master-bind",
+                namespace.host_ip,
+                "--master-port",
+                str(master_port),
+                "--workers-timeout",
+                "120",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
         # The worker: inside the namespace, its clock set apart by libfaketime (-m: it has threads).
         worker_log = (tmp_path / "worker.log").open("w")
         worker = subprocess.Popen(
-            [*namespace.exec_prefix, faketime, "-m", "-f", f"{SKEW_SECONDS:+d}",
-             sys.executable, "-m", "bench.cli", "worker", "--master", namespace.host_ip,
-             "--master-port", str(master_port), "--join-timeout", "60"],
-            stdout=worker_log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
+            [
+                *namespace.exec_prefix,
+                faketime,
+                "-m",
+                "-f",
+                f"{SKEW_SECONDS:+d}",
+                sys.executable,
+                "-m",
+                "bench.cli",
+                "worker",
+                "--master",
+                namespace.host_ip,
+                "--master-port",
+                str(master_port),
+                "--join-timeout",
+                "60",
+            ],
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
         out, err = master.communicate(timeout=300)
         assert master.returncode == 0, out + err + (tmp_path / "worker.log").read_text()
         assert worker.wait(60) == 0, (tmp_path / "worker.log").read_text()

@@ -21,10 +21,19 @@ def test_step_figures_count_acknowledged_stores_after_each_steps_settling():
     rows = []
     for second in range(20):  # step 1 (t 0-10): 1 store/s of 1 MB; step 2 (t 10-20): 3 stores/s
         for n in range(1 if second < 10 else 3):
-            rows.append({"start": second + n * 0.1, "latency_ms": 50.0, "operation": "C-STORE", "status": 0,
-                         "frames": 2, "bytes": 1_000_000})
-    rows.append({"start": 15.0, "latency_ms": 5.0, "operation": "C-STORE", "status": 0xA700, "frames": 2,
-                 "bytes": 1_000_000})
+            rows.append(
+                {
+                    "start": second + n * 0.1,
+                    "latency_ms": 50.0,
+                    "operation": "C-STORE",
+                    "status": 0,
+                    "frames": 2,
+                    "bytes": 1_000_000,
+                }
+            )
+    rows.append(
+        {"start": 15.0, "latency_ms": 5.0, "operation": "C-STORE", "status": 0xA700, "frames": 2, "bytes": 1_000_000}
+    )
     figures = step_figures(pd.DataFrame(rows), [{"users": 1, "start": 0.0}, {"users": 2, "start": 10.0}], 20.0)
     assert [f["users"] for f in figures] == [1, 2]
     assert [f["instances_per_s"] for f in figures] == [1.0, 3.0]  # the failed store does not count

@@ -23,8 +23,9 @@ SWEEP = (ROOT / "scenarios" / "ingest-sweep.toml").read_text()
 
 
 def pacsbench(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 @pytest.fixture
@@ -32,8 +33,9 @@ def small_disk(tmp_path, request):
     """A 600 MB tmpfs, unmounted afterwards."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600m", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
     request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(folder)], check=False))
@@ -43,13 +45,17 @@ def small_disk(tmp_path, request):
 def sweep_copy(folder: Path, target: str, reserve: str, steps: str = "[1, 2]", step_seconds: int = 10) -> Path:
     """ingest-sweep, shortened, tiny studies, with its [target] and [run] replaced."""
     text = SWEEP.replace('profile = "dsa-unit"', 'profile = "tiny"')
-    text = text.replace("steps = [1, 2, 4, 8, 16]", f"steps = {steps}").replace("step_seconds = 20",
-                                                                                 f"step_seconds = {step_seconds}")
+    text = text.replace("steps = [1, 2, 4, 8, 16]", f"steps = {steps}").replace(
+        "step_seconds = 20", f"step_seconds = {step_seconds}"
+    )
     head, rest = text.split("[target]\n", 1)
     rest = rest.split("[studies]", 1)[1]
     path = folder.parent / "sweep.toml"
-    path.write_text(f'{head}[target]\nkind = "native"\n{target}\n[run]\ndisk_reserve = "{reserve}"\n\n'
-                    f"[studies]{rest}".replace("stop_timeout = 60", "stop_timeout = 10"))
+    path.write_text(
+        f'{head}[target]\nkind = "native"\n{target}\n[run]\ndisk_reserve = "{reserve}"\n\n[studies]{rest}'.replace(
+            "stop_timeout = 60", "stop_timeout = 10"
+        )
+    )
     return path
 
 
@@ -137,8 +143,9 @@ def test_a_run_stops_cleanly_at_the_disk_reserve(small_disk):
 @pytest.mark.slow
 def test_recycling_keeps_a_run_going_on_a_small_disk(small_disk):
     results = small_disk / "results"
-    scenario = sweep_copy(small_disk, 'capacity = "150 MB"\nat_capacity = "recycle"', "150 MB",
-                          steps="[2]", step_seconds=15)
+    scenario = sweep_copy(
+        small_disk, 'capacity = "150 MB"\nat_capacity = "recycle"', "150 MB", steps="[2]", step_seconds=15
+    )
     result = pacsbench("run", scenario, "--results", results, "--no-progress", "--verify")
     assert result.returncode == 0, result.stderr
     run_dir = run_folder(results)
@@ -155,11 +162,17 @@ def test_recycling_keeps_a_run_going_on_a_small_disk(small_disk):
 
 def test_no_archive_process_outlives_a_killed_harness(tmp_path):
     scenario = tmp_path / "paced.toml"
-    scenario.write_text('[target]\nkind = "native"\n[studies]\nprofile = "tiny"\npool = 1\n'
-                        "[load]\nduration = 120\n[users.modality]\ncount = 1\nstudies_per_hour = 600\n")
+    scenario.write_text(
+        '[target]\nkind = "native"\n[studies]\nprofile = "tiny"\npool = 1\n'
+        "[load]\nduration = 120\n[users.modality]\ncount = 1\nstudies_per_hour = 600\n"
+    )
     results = tmp_path / "results"
-    harness = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(scenario), "--results", str(results),
-                                "--no-progress"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    harness = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(scenario), "--results", str(results), "--no-progress"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -184,9 +197,24 @@ def test_no_archive_process_outlives_a_killed_harness(tmp_path):
 
 def test_the_archives_workers_end_with_a_killed_supervisor(tmp_path):
     data, ready_file = tmp_path / "archive", tmp_path / "ready.json"
-    supervisor = subprocess.Popen([sys.executable, "-m", "server_under_test", "--port", "0", "--workers", "2",
-                                   "--data", str(data), "--ready-file", str(ready_file)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    supervisor = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server_under_test",
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--data",
+            str(data),
+            "--ready-file",
+            str(ready_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     try:
         assert wait_for_ready(ready_file, supervisor, 60).workers == 2
         assert len(archive_processes(data)) == 3

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.slow  # real runs of the locust engine against the arch
 
 
 def pacsbench(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,20 @@ def test_every_acknowledged_store_is_one_sample_and_one_index_row(smoke_run):
 
 def test_samples_carry_the_documented_columns(smoke_run):
     samples = pd.read_csv(smoke_run / "samples.csv")
-    for column in ["start", "worker", "user", "user_type", "association", "operation", "instances", "frames", "bytes",
-                   "latency_ms", "status", "error"]:
+    for column in [
+        "start",
+        "worker",
+        "user",
+        "user_type",
+        "association",
+        "operation",
+        "instances",
+        "frames",
+        "bytes",
+        "latency_ms",
+        "status",
+        "error",
+    ]:
         assert column in samples.columns
     assert samples["user"].nunique() == 2 and samples["association"].nunique() == 2
     assert (samples["latency_ms"] > 0).all() and (samples["frames"] >= 8).all()

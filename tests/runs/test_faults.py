@@ -1,4 +1,5 @@
-"""Fault runs against the real reference archive: kill, restart, pause and network-down under load, through the real CLI."""
+"""Fault runs against the real reference archive: kill, restart, pause and network-down under load, through the
+real CLI."""
 
 import json
 import subprocess
@@ -11,13 +12,23 @@ import pytest
 from helpers import ROOT
 from helpers.groups import HOST_RESOURCES
 
+# The figures of a fault printed for the issue note (-s).
+FAULT_FIGURES = (
+    "recovery_seconds",
+    "recovery_by",
+    "failed_during_outage",
+    "failed_by_status",
+    "acknowledged_before",
+    "lost",
+)
 CLIENT_TIMEOUT = 1.5  # short, so a paused archive's requests fail within it rather than wait
 
 
 def steady_scenario(duration: float, rest: str) -> str:
     """The native archive under a paced modality (20 instances/s) and an echo every 0.25 s for `duration`
     seconds, tiny studies; then `rest` (client settings, more users, the faults)."""
-    return f"""
+    return (
+        f"""
 [target]
 kind = "native"
 [studies]
@@ -31,10 +42,14 @@ instances_per_s = 20
 [users.echo]
 count = 1
 interval = 0.25
-""" + rest
+"""
+        + rest
+    )
 
 
-SCENARIO = steady_scenario(16, f"""\
+SCENARIO = steady_scenario(
+    16,
+    f"""\
 [client]
 timeout = {CLIENT_TIMEOUT}
 [[faults]]
@@ -48,7 +63,8 @@ action = "restart"
 at = 11
 action = "pause"
 duration = 3
-""")
+""",
+)
 
 VALID = """
 [target]
@@ -62,8 +78,9 @@ duration = 10
 
 
 def pacsbench(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -142,17 +159,28 @@ def test_the_report_has_the_fault_table_and_summary_json_the_faults(fault_run):
 @pytest.mark.parametrize(
     "faults, kind, expected",
     [
-        ('at = 3\naction = "explode"', "native", "[faults.0] action: Input should be 'kill', 'stop', 'pause', "
-                                                 "'restart', 'network-down' or 'backup'"),
+        (
+            'at = 3\naction = "explode"',
+            "native",
+            "[faults.0] action: Input should be 'kill', 'stop', 'pause', 'restart', 'network-down' or 'backup'",
+        ),
         ('at = 12\naction = "kill"', "native", "[[faults]] at = 12: beyond the load's duration (10 s)"),
-        ('at = 3\naction = "kill"', "orthanc", "[[faults]]: the orthanc target cannot take faults (only native, kvm, tcg in this "
-                                             "version)"),
-        ('at = 3\naction = "pause"\nduration = 5\n[[faults]]\nat = 6\naction = "kill"', "native",
-         "[[faults]] at = 6: before the fault listed above it is over (8 s)"),
-        ('at = 3\naction = "kill"\nrecover = "restore"', "native",
-         '[[faults]] at = 3: recover = "restore" needs a [[faults]] action = "backup" before it'),
-        ('at = 3\naction = "pause"\nrecover = "restore"', "native",
-         'recover = "restore" goes with kill or stop'),
+        (
+            'at = 3\naction = "kill"',
+            "orthanc",
+            "[[faults]]: the orthanc target cannot take faults (only native, kvm, tcg in this version)",
+        ),
+        (
+            'at = 3\naction = "pause"\nduration = 5\n[[faults]]\nat = 6\naction = "kill"',
+            "native",
+            "[[faults]] at = 6: before the fault listed above it is over (8 s)",
+        ),
+        (
+            'at = 3\naction = "kill"\nrecover = "restore"',
+            "native",
+            '[[faults]] at = 3: recover = "restore" needs a [[faults]] action = "backup" before it',
+        ),
+        ('at = 3\naction = "pause"\nrecover = "restore"', "native", 'recover = "restore" goes with kill or stop'),
     ],
 )
 def test_bad_faults_are_one_line_and_exit_2(tmp_path, faults, kind, expected):
@@ -165,7 +193,9 @@ def test_bad_faults_are_one_line_and_exit_2(tmp_path, faults, kind, expected):
     assert not (tmp_path / "r").exists()
 
 
-RESTORE_SCENARIO = steady_scenario(14, """\
+RESTORE_SCENARIO = steady_scenario(
+    14,
+    """\
 [[faults]]
 at = 3
 action = "backup"
@@ -174,7 +204,8 @@ at = 7
 action = "kill"
 duration = 1
 recover = "restore"
-""")
+""",
+)
 
 
 @pytest.mark.slow
@@ -193,15 +224,21 @@ def test_a_kill_recovered_from_the_backup_keeps_what_the_backup_held_and_loses_t
     assert kill["acknowledged_before"] > 0 and kill["lost"] == 0 and kill["changed"] == 0
     assert 0 < kill["lost_after_backup"] <= kill["acknowledged_after_backup"]
     assert kill["recovery_seconds"] is not None and kill["recovery_by"] == "C-STORE"
-    print(f"restore: {kill['restore']['summary']}; recovered in {kill['recovery_seconds']} s; "
-          f"{kill['lost_after_backup']} of {kill['acknowledged_after_backup']} after the backup lost")
+    print(
+        f"restore: {kill['restore']['summary']}; recovered in {kill['recovery_seconds']} s; "
+        f"{kill['lost_after_backup']} of {kill['acknowledged_after_backup']} after the backup lost"
+    )
     assert not list(run_dir.glob("backup-*/tier-*")), "the backup's copies are removed with the archive's storage"
     report = pacsbench("report", run_dir)
     assert report.returncode == 0, report.stderr
     markdown = (run_dir / "summary.md").read_text()
     assert "restored from the backup" in markdown and "(the recovery point)" in markdown
-    recovery_claim = next(v for c in json.loads((run_dir / "summary.json").read_text())["claims"]
-                          for v in c["verdicts"] if v["metric"] == "restore_hours_per_year")
+    recovery_claim = next(
+        v
+        for c in json.loads((run_dir / "summary.json").read_text())["claims"]
+        for v in c["verdicts"]
+        if v["metric"] == "restore_hours_per_year"
+    )
     assert recovery_claim["measured"] is not None and recovery_claim["verdict"] in ("pass", "fail")
 
 
@@ -215,7 +252,9 @@ def test_the_resource_series_follows_the_archive_started_again_after_the_faults(
     assert int((run_dir / "server.pid").read_text()) != run["resources"]["server_pid"]
 
 
-NETWORK_DOWN_SCENARIO = steady_scenario(12, f"""\
+NETWORK_DOWN_SCENARIO = steady_scenario(
+    12,
+    f"""\
 [users.workstation]
 count = 1
 reading_images_per_s = 50
@@ -226,7 +265,8 @@ timeout = {CLIENT_TIMEOUT}
 at = 4
 action = "network-down"
 duration = 3
-""")
+""",
+)
 
 
 def _ip(*args: str) -> str:
@@ -236,8 +276,9 @@ def _ip(*args: str) -> str:
 @pytest.mark.slow
 @HOST_RESOURCES
 @pytest.mark.parametrize("processes", [[], ["--workers", "1"]], ids=["local", "one-worker"])
-def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume_and_nothing_is_left(root, tmp_path,
-                                                                                                    processes):
+def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume_and_nothing_is_left(
+    root, tmp_path, processes
+):
     """The archive in a namespace of its own: the veth's host end down, requests fail; up again, C-STORE and
     C-MOVE (the archive reaching the harness's Storage SCP over the veth) work; namespace and veth are gone."""
     scenario = tmp_path / "network-down.toml"
@@ -247,7 +288,7 @@ def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     run = json.loads((run_dir / "run.json").read_text())
     down = _fault(run, "network-down")
-    print(f"native network-down: {json.dumps({k: down[k] for k in ('recovery_seconds', 'recovery_by', 'failed_during_outage', 'failed_by_status', 'acknowledged_before', 'lost')})}")
+    print(f"native network-down: {json.dumps({k: down[k] for k in FAULT_FIGURES})}")
     assert run["status"] == "completed" and down["happened"] and "error" not in down
     assert down["failed_during_outage"] > 0
     assert down["recovery_seconds"] is not None and down["recovery_by"] == "C-STORE"
@@ -257,10 +298,13 @@ def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume
     assert target["network"] == "veth into a namespace of its own (for network-down faults)"
     namespace = target["namespace"]
     assert target["host"] == namespace["namespace_address"] and run["resources"]["interface"] == namespace["host_veth"]
-    assert target["destinations"] == {"PACSBENCH-SCP": f"{namespace['host_address']}:"
-                                      f"{run['harness_scp']['PACSBENCH-SCP'].rsplit(':', 1)[1]}"}
+    assert target["destinations"] == {
+        "PACSBENCH-SCP": f"{namespace['host_address']}:{run['harness_scp']['PACSBENCH-SCP'].rsplit(':', 1)[1]}"
+    }
     samples = pd.read_csv(run_dir / "samples.csv", keep_default_na=False)
-    moves_after = samples[(samples["operation"] == "C-MOVE") & (samples["start"] >= down["unix_time"] + down["recovery_seconds"])]
+    moves_after = samples[
+        (samples["operation"] == "C-MOVE") & (samples["start"] >= down["unix_time"] + down["recovery_seconds"])
+    ]
     assert ((moves_after["status"] == 0) & (moves_after["instances"] > 0)).any(), "no C-MOVE delivered after the outage"
     assert namespace["namespace"] not in _ip("netns", "list").split()
     assert f"{namespace['host_veth']}@" not in _ip("-o", "link")
@@ -272,8 +316,13 @@ def test_a_network_down_run_ended_by_sigterm_leaves_no_namespace_veth_or_archive
     scenario = tmp_path / "network-down.toml"
     scenario.write_text(NETWORK_DOWN_SCENARIO.replace("duration = 12", "duration = 60"))
     results = tmp_path / "results"
-    run = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", scenario, "--results", results, "--no-progress"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", scenario, "--results", results, "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     target = {}
     try:
         while run.poll() is None and not target.get("namespace"):  # until the archive answers in its namespace

@@ -59,8 +59,13 @@ MARGIN = 16
 def test_a_second_run_in_one_process_ends_with_the_descriptors_of_the_first(tmp_path):
     scenario = tmp_path / "descriptors.toml"
     scenario.write_text(SCENARIO)
-    result = subprocess.run([sys.executable, "-c", TWO_RUNS, str(scenario), str(tmp_path / "results")],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_RUNS, str(scenario), str(tmp_path / "results")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     before, after_first, after_second = json.loads(result.stdout.strip().splitlines()[-1])
     assert after_first - before <= MARGIN, (before, after_first, after_second)
@@ -76,10 +81,18 @@ def test_the_cli_raises_the_open_files_soft_limit_to_the_hard_limit():
     def lower_the_soft_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
 
-    code = ("import resource\nfrom bench.cli.main import main\n"
-            "try:\n    main(['run', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                            preexec_fn=lower_the_soft_limit)
+    code = (
+        "import resource\nfrom bench.cli.main import main\n"
+        "try:\n    main(['run', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        preexec_fn=lower_the_soft_limit,
+    )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip().splitlines()[-1]) == hard

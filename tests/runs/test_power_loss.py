@@ -48,6 +48,22 @@ interval = 1
 [client]
 timeout = {timeout}
 """
+# The figures of each fault printed for the issue note (-s), by what the fault shows.
+KILL_FIGURES = ("startup_seconds", "recovery_seconds", "lost", "changed", "acknowledged_before")
+DOWN_FIGURES = ("recovery_seconds", "failed_during_outage", "failed_by_status")
+FAULT_FIGURES = (
+    "into_load_seconds",
+    "down_seconds",
+    "startup_seconds",
+    "recovery_seconds",
+    "recovery_by",
+    "failed_during_outage",
+    "failed_by_status",
+    "acknowledged_before",
+    "lost",
+    "changed",
+    "exit_code",
+)
 CLIENT_TIMEOUT = 4  # seconds: shorter than the pause below, so requests sent into it wait this long, then fail
 NETWORK_DOWN = """[[faults]]
 at = 3
@@ -72,9 +88,22 @@ duration = 1
 def fault_run(folder: Path, fsync: bool, duration: float, faults: str) -> tuple[Path, dict]:
     scenario = folder / "scenario.toml"
     scenario.write_text(SCENARIO.format(fsync=str(fsync).lower(), duration=duration, timeout=CLIENT_TIMEOUT) + faults)
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(scenario), "--results",
-                             str(folder / "results"), "--no-progress"], capture_output=True, text=True, cwd=ROOT,
-                            timeout=1500)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "run",
+            str(scenario),
+            "--results",
+            str(folder / "results"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     return run_dir, json.loads((run_dir / "run.json").read_text())
@@ -94,8 +123,8 @@ def test_with_fsync_a_power_loss_loses_nothing_acknowledged_and_the_guest_boots_
     # (scenarios/power-loss.toml runs the load through the boot, to see stores resume.)
     run_dir, run = fault_run(tmp_path, True, 20, NETWORK_DOWN + KILL.format(at=12))
     kill, down = by_action(run, "kill"), by_action(run, "network-down")
-    print(f"fsync on: kill {json.dumps({k: kill[k] for k in ('startup_seconds', 'recovery_seconds', 'lost', 'changed', 'acknowledged_before')})}")
-    print(f"fsync on: network-down {json.dumps({k: down[k] for k in ('recovery_seconds', 'failed_during_outage', 'failed_by_status')})}")
+    print(f"fsync on: kill {json.dumps({k: kill[k] for k in KILL_FIGURES})}")
+    print(f"fsync on: network-down {json.dumps({k: down[k] for k in DOWN_FIGURES})}")
     assert run["status"] == "completed" and kill["happened"] and kill["exit_code"] == -9
     assert kill["acknowledged_before"] > 0 and kill["lost"] == 0 and kill["changed"] == 0
     assert kill["startup_seconds"] > 0 and kill["recovery_seconds"] >= kill["startup_seconds"] + kill["duration"] - 0.5
@@ -114,8 +143,10 @@ def test_without_fsync_a_power_loss_loses_acknowledged_instances(tmp_path):
     # The load may end during the boot: the injector waits for it, then the C-GET runs.
     _, run = fault_run(tmp_path, False, 12, KILL.format(at=6))
     kill = by_action(run, "kill")
-    print(f"fsync off: {kill['lost']} of {kill['acknowledged_before']} acknowledged instances lost, "
-          f"{kill['changed']} changed; startup {kill['startup_seconds']} s; error {kill.get('error')}")
+    print(
+        f"fsync off: {kill['lost']} of {kill['acknowledged_before']} acknowledged instances lost, "
+        f"{kill['changed']} changed; startup {kill['startup_seconds']} s; error {kill.get('error')}"
+    )
     assert run["status"] == "completed" and kill["happened"] and kill["acknowledged_before"] > 0
     assert kill["lost"] > 0
 
@@ -126,7 +157,7 @@ def test_a_paused_guest_continues_and_a_restarted_one_shuts_down_in_order_and_bo
     run_dir, run = fault_run(tmp_path, True, 210, PAUSE_THEN_RESTART)
     pause, restart = by_action(run, "pause"), by_action(run, "restart")
     for fault in (pause, restart):
-        print(f"{fault['action']}: {json.dumps({k: fault[k] for k in ('into_load_seconds', 'down_seconds', 'startup_seconds', 'recovery_seconds', 'recovery_by', 'failed_during_outage', 'failed_by_status', 'acknowledged_before', 'lost', 'changed', 'exit_code')})}")
+        print(f"{fault['action']}: {json.dumps({k: fault[k] for k in FAULT_FIGURES})}")
     assert run["status"] == "completed" and pause["happened"] and restart["happened"]
     assert "error" not in pause and "error" not in restart
 

@@ -14,8 +14,10 @@ from bench.runs.resources import Sampler, tree_cpu_seconds
 
 def sleeper(children: int) -> subprocess.Popen:
     """A real process with `children` child processes, so each tree is told apart by its size."""
-    code = f"import subprocess, sys, time; ps = [subprocess.Popen(['sleep', '60']) for _ in range({children})]; " \
-           "print('ready', flush=True); time.sleep(60)"
+    code = (
+        f"import subprocess, sys, time; ps = [subprocess.Popen(['sleep', '60']) for _ in range({children})]; "
+        "print('ready', flush=True); time.sleep(60)"
+    )
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "ready"
     return process
@@ -48,10 +50,12 @@ def test_server_pid_is_replaced_whole_and_absent_reads_none(tmp_path):
 
 def test_a_trees_cpu_counts_the_children_it_reaped_and_is_zero_once_it_is_gone():
     # The parent reaps a child that did some work, prints its reaped children's CPU seconds, and waits.
-    code = ("import resource, subprocess, sys, time; "
-            "subprocess.run([sys.executable, '-c', 'sum(range(3_000_000))'], check=True); "
-            "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
-            "print(usage.ru_utime + usage.ru_stime, flush=True); time.sleep(60)")
+    code = (
+        "import resource, subprocess, sys, time; "
+        "subprocess.run([sys.executable, '-c', 'sum(range(3_000_000))'], check=True); "
+        "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
+        "print(usage.ru_utime + usage.ru_stime, flush=True); time.sleep(60)"
+    )
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         reaped = float(process.stdout.readline())

@@ -22,11 +22,24 @@ def pacsbench(*args):
 def test_verify_of_a_target_whose_data_is_gone_is_exit_2_and_keeps_the_earlier_result(tmp_path, kind):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    write_run_json(run_dir, RunRecord.model_validate({
-        "run_id": "run", "status": "completed", "scenario": {"target": {"kind": kind}},
-        "target": {"kind": kind, "host": "127.0.0.1", "port": 1, "ae_title": "X",
-                   **({"storage_kept": False} if kind in ("orthanc", "dcmtk") else {})},
-        "verify": EARLIER}))
+    write_run_json(
+        run_dir,
+        RunRecord.model_validate(
+            {
+                "run_id": "run",
+                "status": "completed",
+                "scenario": {"target": {"kind": kind}},
+                "target": {
+                    "kind": kind,
+                    "host": "127.0.0.1",
+                    "port": 1,
+                    "ae_title": "X",
+                    **({"storage_kept": False} if kind in ("orthanc", "dcmtk") else {}),
+                },
+                "verify": EARLIER,
+            }
+        ),
+    )
     (run_dir / "sent.csv").write_text("sop_instance_uid,study_instance_uid,digest\n1.2.3,1.2,abc\n")
     before = (run_dir / "run.json").read_text()
     result = pacsbench("verify", run_dir)
@@ -38,11 +51,21 @@ def test_verify_of_a_target_whose_data_is_gone_is_exit_2_and_keeps_the_earlier_r
 def test_an_unreachable_archive_records_nothing(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    write_run_json(run_dir, RunRecord.model_validate({
-        "run_id": "run", "status": "completed", "scenario": {"target": {"kind": "remote"}},
-        "target": {"kind": "remote", "host": "127.0.0.1", "port": 9, "ae_title": "X"}}))
-    (run_dir / "sent.csv").write_text("sop_instance_uid,study_instance_uid,sop_class_uid,transfer_syntax_uid,digest\n"
-                                      "1.2.3,1.2,1.2.840.10008.5.1.4.1.1.12.1,1.2.840.10008.1.2.1,abc\n")
+    write_run_json(
+        run_dir,
+        RunRecord.model_validate(
+            {
+                "run_id": "run",
+                "status": "completed",
+                "scenario": {"target": {"kind": "remote"}},
+                "target": {"kind": "remote", "host": "127.0.0.1", "port": 9, "ae_title": "X"},
+            }
+        ),
+    )
+    (run_dir / "sent.csv").write_text(
+        "sop_instance_uid,study_instance_uid,sop_class_uid,transfer_syntax_uid,digest\n"
+        "1.2.3,1.2,1.2.840.10008.5.1.4.1.1.12.1,1.2.840.10008.1.2.1,abc\n"
+    )
     result = pacsbench("verify", run_dir)
     assert result.returncode == 2 and "nothing recorded" in result.stderr, result.stderr
     assert read_run_json(run_dir).verify is None

@@ -52,7 +52,8 @@ def test_defaults_fill_the_optional_parts(tmp_path):
         (VALID.replace("duration = 3\n", ""), "[load]: duration: required key is missing"),
         (
             VALID.replace('kind = "native"', 'kind = "nativ"'),
-            "[target] kind: unknown kind 'nativ' (did you mean 'native'? known: native, kvm, tcg, orthanc, dcmtk, remote)",
+            "[target] kind: unknown kind 'nativ' "
+            "(did you mean 'native'? known: native, kvm, tcg, orthanc, dcmtk, remote)",
         ),
         (VALID.replace('kind = "native"', 'host = "127.0.0.1"'), "[target] kind: required key is missing"),
         (

@@ -75,8 +75,21 @@ def test_interrupted_generation_leaves_no_partial_study(tmp_path, monkeypatch):
 
 def test_cli_generate_prints_totals(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "generate", "--profile", "tiny", "--studies", "1", "--out",
-         str(tmp_path), "--no-progress"], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "generate",
+            "--profile",
+            "tiny",
+            "--studies",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert "1 studies" in result.stdout and "instances" in result.stdout and "MB" in result.stdout
@@ -85,7 +98,8 @@ def test_cli_generate_prints_totals(tmp_path):
 def test_cli_unknown_profile_exits_2_with_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "bench.cli", "generate", "--profile", "nope", "--out", str(tmp_path / "o")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "unknown profile 'nope'" in result.stderr
@@ -93,13 +107,15 @@ def test_cli_unknown_profile_exits_2_with_one_line(tmp_path):
 
 
 def _generate_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "bench.cli", "generate", "--no-progress", *args],
-                          capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", "generate", "--no-progress", *args], capture_output=True, text=True, env=env
+    )
 
 
 def test_cli_generate_in_a_transfer_syntax_prints_totals(tmp_path):
-    result = _generate_cli("--profile", "tiny", "--studies", "2", "--seed", "5", "--transfer-syntax", "jpeg-ls",
-                           "--out", str(tmp_path))
+    result = _generate_cli(
+        "--profile", "tiny", "--studies", "2", "--seed", "5", "--transfer-syntax", "jpeg-ls", "--out", str(tmp_path)
+    )
     assert result.returncode == 0, result.stderr
     files = sorted(tmp_path.rglob("*.dcm"))
     frames = sum(int(dcmread(p).NumberOfFrames) for p in files)
@@ -137,9 +153,12 @@ def test_cli_profile_with_a_bad_field(tmp_path):
 
 def test_a_user_profile_with_lin_data_is_dciodvfy_clean(dciodvfy, tmp_path):
     profile = tmp_path / "lin.toml"
-    profile.write_text(Path(PROFILE_DIR / "tiny.toml").read_text()
-                       .replace('"LOG"', '"LIN"').replace("frames_per_run = { min = 8, max = 12 }",
-                                                          "frames_per_run = { min = 3, max = 4 }"))
+    profile.write_text(
+        Path(PROFILE_DIR / "tiny.toml")
+        .read_text()
+        .replace('"LOG"', '"LIN"')
+        .replace("frames_per_run = { min = 8, max = 12 }", "frames_per_run = { min = 3, max = 4 }")
+    )
     generate(load_profile(str(profile)), 1, 1, tmp_path / "out", progress=False)
     for path in sorted((tmp_path / "out").rglob("*.dcm")):
         ds = dcmread(path)

@@ -20,8 +20,10 @@ def test_unknown_profile_is_one_clear_line():
 
 def test_profile_with_bad_field_names_file_and_key(tmp_path):
     bad = tmp_path / "mine.toml"
-    bad.write_text('rows = 256\ncolumns = 256\nbits_stored = 40\nframe_rate = 4\n'
-                   'runs_per_study = {min = 1, max = 2}\nframes_per_run = {min = 4, max = 5}\n')
+    bad.write_text(
+        "rows = 256\ncolumns = 256\nbits_stored = 40\nframe_rate = 4\n"
+        "runs_per_study = {min = 1, max = 2}\nframes_per_run = {min = 4, max = 5}\n"
+    )
     with pytest.raises(UserError) as err:
         load_profile(str(bad))
     assert str(bad) in str(err.value) and "bits_stored" in str(err.value)
@@ -29,7 +31,7 @@ def test_profile_with_bad_field_names_file_and_key(tmp_path):
 
 def test_profile_typo_suggests_the_key(tmp_path):
     bad = tmp_path / "typo.toml"
-    bad.write_text('rows = 256\ncolums = 256\n')
+    bad.write_text("rows = 256\ncolums = 256\n")
     with pytest.raises(UserError, match="colums: unknown key \\(did you mean 'columns'\\?\\)"):
         load_profile(str(bad))
 
@@ -70,8 +72,10 @@ def test_patients_have_several_studies_on_later_dates():
 
 def _profile_file(tmp_path, extra: str):
     path = tmp_path / "p.toml"
-    path.write_text("rows = 64\ncolumns = 64\nbits_stored = 8\nframe_rate = 4\n"
-                    f"runs_per_study = {{min = 1, max = 1}}\nframes_per_run = {{min = 4, max = 5}}\n{extra}\n")
+    path.write_text(
+        "rows = 64\ncolumns = 64\nbits_stored = 8\nframe_rate = 4\n"
+        f"runs_per_study = {{min = 1, max = 1}}\nframes_per_run = {{min = 4, max = 5}}\n{extra}\n"
+    )
     return path
 
 
@@ -96,7 +100,9 @@ def test_profile_mean_outside_its_range_is_refused(tmp_path):
 )
 def test_profile_consistency_errors(tmp_path, text, expected):
     path = tmp_path / "p.toml"
-    path.write_text(f"rows = 64\ncolumns = 64\nbits_stored = 8\nframe_rate = 4\nruns_per_study = {{min = 1, max = 1}}\n{text}\n")
+    path.write_text(
+        f"rows = 64\ncolumns = 64\nbits_stored = 8\nframe_rate = 4\nruns_per_study = {{min = 1, max = 1}}\n{text}\n"
+    )
     with pytest.raises(UserError) as err:
         load_profile(str(path))
     assert expected in str(err.value) and "\n" not in str(err.value)

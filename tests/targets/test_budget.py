@@ -15,7 +15,9 @@ from bench.targets.budget import CFS_PERIOD_US, Budget, chosen_cpus
 pytestmark = [pytest.mark.usefixtures("root"), HOST_RESOURCES]  # cgroups are writable by root only
 UNIFIED = Path("/sys/fs/cgroup/unified/cgroup.controllers")
 # This machine's layout: v1 controllers mounted, a cgroup2 beside them without controllers.
-V1_ONLY = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() and not (UNIFIED.exists() and UNIFIED.read_text().split())
+V1_ONLY = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() and not (
+    UNIFIED.exists() and UNIFIED.read_text().split()
+)
 
 
 @pytest.fixture
@@ -30,8 +32,13 @@ def test_a_grandchild_runs_in_the_budget_and_the_limits_are_written(budget):
     assert budget.enforced_by in ("cgroup-v1", "cgroup-v2")
     if V1_ONLY:
         assert budget.enforced_by == "cgroup-v1" and budget.controllers == ["cpuset", "cpu", "memory"]
-    grandchild = subprocess.run(["sh", "-c", "sh -c 'cat /proc/self/cgroup'"], capture_output=True, text=True,
-                                preexec_fn=budget.enter, check=True).stdout
+    grandchild = subprocess.run(
+        ["sh", "-c", "sh -c 'cat /proc/self/cgroup'"],
+        capture_output=True,
+        text=True,
+        preexec_fn=budget.enter,
+        check=True,
+    ).stdout
     placed = [line for line in grandchild.splitlines() if line.endswith(budget.name)]
     assert len(placed) == len(budget.folders)
     files = {f.name: f for folder in budget.folders for f in folder.iterdir()}
@@ -43,7 +50,12 @@ def test_a_grandchild_runs_in_the_budget_and_the_limits_are_written(budget):
         assert files["cpu.max"].read_text().split() == [str(CFS_PERIOD_US), str(CFS_PERIOD_US)]
         assert files["memory.max"].read_text().strip() == str(512 << 20)
     assert budget.describe() | {"cpu_ids": None, "controllers": None} == {
-        "cpus": 1, "memory_bytes": 512 << 20, "enforced_by": budget.enforced_by, "cpu_ids": None, "controllers": None}
+        "cpus": 1,
+        "memory_bytes": 512 << 20,
+        "enforced_by": budget.enforced_by,
+        "cpu_ids": None,
+        "controllers": None,
+    }
 
 
 def test_release_removes_the_cgroups(budget):
@@ -56,6 +68,11 @@ def test_release_removes_the_cgroups(budget):
 
 def test_affinity_alone_pins_the_process():
     pinned = Budget(1, 512 << 20, "unused", enforced_by="affinity", cpu_ids=chosen_cpus(1))
-    out = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
-                         capture_output=True, text=True, preexec_fn=pinned.enter, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+        capture_output=True,
+        text=True,
+        preexec_fn=pinned.enter,
+        check=True,
+    ).stdout
     assert out.strip() == str(chosen_cpus(1))

@@ -38,8 +38,9 @@ reading_images_per_s = 200
 
 
 def pacsbench(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_dcmqrscp_gets_the_pdu_size_and_the_c_move_destinations(dcmtk, tmp_path):

@@ -16,10 +16,25 @@ from bench.targets.vm.qmp import qmp_command
 def held_qemu(qemu, tmp_path):
     """QEMU with the guests' NIC id and a QMP socket, stopped before the first instruction."""
     socket, _ = qmp_socket_path(tmp_path)
-    process = subprocess.Popen([qemu, "-S", "-nodefaults", "-display", "none", "-machine", "q35,accel=tcg",
-                                "-netdev", "user,id=net0", "-device", f"virtio-net-pci,netdev=net0,id={NIC_ID}",
-                                "-qmp", f"unix:{socket},server=on,wait=off"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            qemu,
+            "-S",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-machine",
+            "q35,accel=tcg",
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            f"virtio-net-pci,netdev=net0,id={NIC_ID}",
+            "-qmp",
+            f"unix:{socket},server=on,wait=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):  # the socket appears once QEMU has parsed its options
             if socket.exists() or process.poll() is not None:

@@ -1,4 +1,5 @@
-"""What a target says about itself: the hypervisor it asked for and the one found, the guest's kernel command line, OVF text."""
+"""What a target says about itself: the hypervisor it asked for and the one found, the guest's kernel command
+line, OVF text."""
 
 from __future__ import annotations
 

@@ -66,8 +66,14 @@ def write_scenario(folder: Path, kind: str, target: str = "", duration: float = 
 
 
 def pacsbench(*args: str, env: dict | None = None, timeout: float = 1500) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env or os.environ.copy(), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env or os.environ.copy(),
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -100,21 +106,32 @@ def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accel
     try:
         target.start(tmp_path)
         host, port = target.peer.host, str(target.peer.port)
-        stored = subprocess.run([storescu, "-aec", "PACSBENCH", host, port, *map(str, files)], capture_output=True,
-                                text=True, timeout=300, env=NODELAY)
+        stored = subprocess.run(
+            [storescu, "-aec", "PACSBENCH", host, port, *map(str, files)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=NODELAY,
+        )
         assert stored.returncode == 0, stored.stderr
         out = tmp_path / "got"
         out.mkdir()
         study = f"StudyInstanceUID={dcmread(files[0]).StudyInstanceUID}"
         keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", study]
-        got = subprocess.run([getscu, "-S", "+B", "-aec", "PACSBENCH", "-od", str(out), *keys, host, port],
-                             capture_output=True, text=True, timeout=300, env=NODELAY)
+        got = subprocess.run(
+            [getscu, "-S", "+B", "-aec", "PACSBENCH", "-od", str(out), *keys, host, port],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=NODELAY,
+        )
         assert got.returncode == 0, got.stderr
         described = target.describe()
     finally:
         target.stop()
-    assert {dcmread(p).SOPInstanceUID: dataset_bytes(p) for p in out.iterdir()} == \
-        {dcmread(f).SOPInstanceUID: dataset_bytes(f) for f in files}
+    assert {dcmread(p).SOPInstanceUID: dataset_bytes(p) for p in out.iterdir()} == {
+        dcmread(f).SOPInstanceUID: dataset_bytes(f) for f in files
+    }
     assert described["hypervisor"] == {"kvm": "kvm", "tcg": "qemu"}[accelerator]
     assert described["environment"]["detected_by"] == "systemd-detect-virt"
     assert described["vcpus"] == 2 and described["boot_to_ready_seconds"] > 0
@@ -127,14 +144,27 @@ def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accel
 def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_path):
     scenario = write_scenario(tmp_path, "native")
     guest = f"{accelerator}-tap"
-    result = pacsbench("matrix", str(scenario), "--targets", f"native,{guest}", "--repeat", "2", "--results",
-                       str(tmp_path / "results"), "--no-progress")
+    result = pacsbench(
+        "matrix",
+        str(scenario),
+        "--targets",
+        f"native,{guest}",
+        "--repeat",
+        "2",
+        "--results",
+        str(tmp_path / "results"),
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     folder = Path(result.stdout.strip().splitlines()[-1])
     matrix = json.loads((folder / "matrix.json").read_text())
     # The order rotates per repetition (A B, then B A), so neither target always runs first.
-    assert [(r["target"], r["repetition"]) for r in matrix["runs"]] == \
-        [("native", 1), (guest, 1), (guest, 2), ("native", 2)]
+    assert [(r["target"], r["repetition"]) for r in matrix["runs"]] == [
+        ("native", 1),
+        (guest, 1),
+        (guest, 2),
+        ("native", 2),
+    ]
     for entry in matrix["runs"]:
         run = json.loads((folder / entry["folder"] / "run.json").read_text())
         assert run["status"] == "completed" and run["samples"] > 0
@@ -156,11 +186,12 @@ def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_
 def test_asking_for_kvm_where_it_cannot_boot_says_why_in_one_line(guest_image, accelerator, tmp_path):
     if accelerator == "kvm":
         pytest.skip("KVM boots guests on this machine")
-    result = pacsbench("run", str(write_scenario(tmp_path, "kvm")), "--results", str(tmp_path), "--no-progress",
-                       timeout=600)
+    result = pacsbench(
+        "run", str(write_scenario(tmp_path, "kvm")), "--results", str(tmp_path), "--no-progress", timeout=600
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert "KVM cannot boot a guest here" in lines[0] and 'tcg can' in lines[0]
+    assert "KVM cannot boot a guest here" in lines[0] and "tcg can" in lines[0]
     assert not processes_mentioning("pacsbench-probe-") and not processes_mentioning(str(tmp_path))
 
 
@@ -185,17 +216,25 @@ def test_exported_ova_and_vmdk_boot_on_ide_and_e1000(guest_image, tmp_path):
     manifest = (tmp_path / "ova" / next(n for n in names if n.endswith(".mf"))).read_text()
     assert f"SHA256({href})= {sha256(tmp_path / 'ova' / href)}" in manifest
     vmdk = tmp_path / "ova" / href
-    check = subprocess.run([require_tool("qemu-img", "qemu-utils"), "check", str(vmdk)], capture_output=True,
-                           text=True, timeout=300)
+    check = subprocess.run(
+        [require_tool("qemu-img", "qemu-utils"), "check", str(vmdk)], capture_output=True, text=True, timeout=300
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     # Boot the exported disk through its own boot loader on what VirtualBox presents by default.
     network = UserNetwork()
-    guest = Qemu(guest_image, Machine(system_bus="ide", nic="e1000", boot="disk", data_format=None), network,
-                 tmp_path, {}, system_disk=(vmdk, "vmdk"))
+    guest = Qemu(
+        guest_image,
+        Machine(system_bus="ide", nic="e1000", boot="disk", data_format=None),
+        network,
+        tmp_path,
+        {},
+        system_disk=(vmdk, "vmdk"),
+    )
     try:
         guest.start()
-        waited = wait_for_echo(Peer("127.0.0.1", network.host_port, "PACSBENCH"), "PACSBENCH-SCU", 900,
-                               alive=guest.alive)
+        waited = wait_for_echo(
+            Peer("127.0.0.1", network.host_port, "PACSBENCH"), "PACSBENCH-SCU", 900, alive=guest.alive
+        )
     finally:
         guest.stop()
     assert waited > 0
@@ -216,10 +255,14 @@ def test_a_guest_that_never_answers_is_stopped_with_one_line(guest_image, tmp_pa
 
 def test_missing_qemu_is_one_line(tmp_path):
     env = {**os.environ, "PATH": str(tmp_path)}  # no qemu-system-x86_64 anywhere on it
-    result = pacsbench("run", str(write_scenario(tmp_path, "tcg")), "--results", str(tmp_path), "--no-progress",
-                       env=env, timeout=300)
-    assert result.returncode == 2 and result.stderr.strip() == \
-        "pacsbench: error: qemu-system-x86_64 not found: install it (Debian: apt-get install qemu-system-x86)"
+    result = pacsbench(
+        "run", str(write_scenario(tmp_path, "tcg")), "--results", str(tmp_path), "--no-progress", env=env, timeout=300
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr.strip()
+        == "pacsbench: error: qemu-system-x86_64 not found: install it (Debian: apt-get install qemu-system-x86)"
+    )
 
 
 @HOST_RESOURCES
@@ -228,18 +271,28 @@ def test_a_port_in_use_is_one_line(guest_image, tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = pacsbench("run", str(write_scenario(tmp_path, "tcg", f"port = {port}")), "--results",
-                           str(tmp_path), "--no-progress", timeout=300)
-    assert result.returncode == 2 and result.stderr.strip() == \
-        f"pacsbench: error: port 127.0.0.1:{port} is in use (Address already in use): choose another 'port'"
+        result = pacsbench(
+            "run",
+            str(write_scenario(tmp_path, "tcg", f"port = {port}")),
+            "--results",
+            str(tmp_path),
+            "--no-progress",
+            timeout=300,
+        )
+    assert (
+        result.returncode == 2
+        and result.stderr.strip()
+        == f"pacsbench: error: port 127.0.0.1:{port} is in use (Address already in use): choose another 'port'"
+    )
     assert not processes_mentioning(str(tmp_path))
 
 
 @pytest.mark.parametrize("kind", installed_kinds("orthanc", "dcmtk"))
 def test_installed_archives_take_the_smoke_scenario(kind, tmp_path):
     require_kind(kind)
-    result = pacsbench("run", str(write_scenario(tmp_path, kind, duration=3)), "--results", str(tmp_path),
-                       "--no-progress", timeout=600)
+    result = pacsbench(
+        "run", str(write_scenario(tmp_path, kind, duration=3)), "--results", str(tmp_path), "--no-progress", timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     folder = Path(result.stdout.strip().splitlines()[-1])
     run = json.loads((folder / "run.json").read_text())

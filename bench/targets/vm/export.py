@@ -106,12 +106,23 @@ def ovf_descriptor(vmdk_name: str, vmdk_bytes: int, capacity: int, vcpus: int, m
         ET.register_namespace(prefix, namespace)
     envelope = ET.Element(_q(OVF, "Envelope"), {_q(OVF, "version"): "1.0"})
     references = ET.SubElement(envelope, _q(OVF, "References"))
-    ET.SubElement(references, _q(OVF, "File"), {_q(OVF, "id"): "file1", _q(OVF, "href"): vmdk_name,
-                                               _q(OVF, "size"): str(vmdk_bytes)})
+    ET.SubElement(
+        references,
+        _q(OVF, "File"),
+        {_q(OVF, "id"): "file1", _q(OVF, "href"): vmdk_name, _q(OVF, "size"): str(vmdk_bytes)},
+    )
     disks = ET.SubElement(envelope, _q(OVF, "DiskSection"))
     ET.SubElement(disks, _q(OVF, "Info")).text = "Virtual disks"
-    ET.SubElement(disks, _q(OVF, "Disk"), {_q(OVF, "diskId"): "vmdisk1", _q(OVF, "fileRef"): "file1",
-                                          _q(OVF, "capacity"): str(capacity), _q(OVF, "format"): VMDK_FORMAT})
+    ET.SubElement(
+        disks,
+        _q(OVF, "Disk"),
+        {
+            _q(OVF, "diskId"): "vmdisk1",
+            _q(OVF, "fileRef"): "file1",
+            _q(OVF, "capacity"): str(capacity),
+            _q(OVF, "format"): VMDK_FORMAT,
+        },
+    )
     networks = ET.SubElement(envelope, _q(OVF, "NetworkSection"))
     ET.SubElement(networks, _q(OVF, "Info")).text = "Logical networks"
     network = ET.SubElement(networks, _q(OVF, "Network"), {_q(OVF, "name"): "NAT"})
@@ -125,8 +136,12 @@ def ovf_descriptor(vmdk_name: str, vmdk_bytes: int, capacity: int, vcpus: int, m
     hardware = ET.SubElement(system, _q(OVF, "VirtualHardwareSection"))
     ET.SubElement(hardware, _q(OVF, "Info")).text = "Virtual hardware"
     settings = ET.SubElement(hardware, _q(OVF, "System"))
-    for key, value in (("ElementName", "Virtual Hardware Family"), ("InstanceID", "0"),
-                       ("VirtualSystemIdentifier", VM_NAME), ("VirtualSystemType", "vmx-10 virtualbox-2.2")):
+    for key, value in (
+        ("ElementName", "Virtual Hardware Family"),
+        ("InstanceID", "0"),
+        ("VirtualSystemIdentifier", VM_NAME),
+        ("VirtualSystemType", "vmx-10 virtualbox-2.2"),
+    ):
         ET.SubElement(settings, _q(VSSD, key)).text = value
     _item(hardware, 1, 3, f"{vcpus} virtual CPUs", AllocationUnits="hertz * 10^6", VirtualQuantity=vcpus)
     _item(hardware, 2, 4, f"{memory_mib} MB of memory", AllocationUnits="byte * 2^20", VirtualQuantity=memory_mib)

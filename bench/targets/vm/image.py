@@ -38,9 +38,25 @@ BASE_PACKAGES = ["systemd-sysv", "udev", "kmod", "iproute2", "python3", "python3
 KERNEL_PACKAGES = ["linux-image-amd64", "grub-pc-bin", "lz4"]
 # The initrd holds exactly these (MODULES=list), not every storage driver (MODULES=most: 35 MB, ~20 s
 # more per boot under TCG): what QEMU, VirtualBox and ESXi present as disk and network, plus ext4.
-INITRD_MODULES = ["virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "ata_piix", "ata_generic", "ahci",
-                  "sd_mod", "nvme", "mptspi", "mptsas", "vmw_pvscsi", "e1000", "e1000e", "vmxnet3",
-                  "ext4", "crc32c_generic"]
+INITRD_MODULES = [
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "virtio_net",
+    "ata_piix",
+    "ata_generic",
+    "ahci",
+    "sd_mod",
+    "nvme",
+    "mptspi",
+    "mptsas",
+    "vmw_pvscsi",
+    "e1000",
+    "e1000e",
+    "vmxnet3",
+    "ext4",
+    "crc32c_generic",
+]
 INITRD_CONF = "MODULES=list\nCOMPRESS=lz4\n"
 PYTHON_PACKAGES = ["pydicom", "pynetdicom", "prometheus-client"]  # server_under_test's dependencies
 ROOT_LABEL = "pbroot"
@@ -130,9 +146,16 @@ def python_versions() -> dict[str, str]:
 
 def image_inputs() -> dict:
     return {
-        "format": IMAGE_FORMAT, "suite": SUITE, "mirror": MIRROR, "security_mirror": SECURITY_MIRROR,
-        "base_packages": BASE_PACKAGES, "kernel_packages": KERNEL_PACKAGES, "initrd_modules": INITRD_MODULES,
-        "python": python_versions(), "server_under_test": server_source_digest(), "cmdline": BASE_CMDLINE,
+        "format": IMAGE_FORMAT,
+        "suite": SUITE,
+        "mirror": MIRROR,
+        "security_mirror": SECURITY_MIRROR,
+        "base_packages": BASE_PACKAGES,
+        "kernel_packages": KERNEL_PACKAGES,
+        "initrd_modules": INITRD_MODULES,
+        "python": python_versions(),
+        "server_under_test": server_source_digest(),
+        "cmdline": BASE_CMDLINE,
         "files": hashlib.sha256((ARCHIVE_UNIT + DHCP_NETWORK + FSTAB + INITRD_CONF).encode()).hexdigest(),
     }
 
@@ -198,9 +221,14 @@ def build_image(progress: bool = True, force: bool = False) -> GuestImage:
         steps("qcow2 system disk")
         run([require("qemu-img"), "convert", "-O", "qcow2", str(raw), str(work / "disk.qcow2")], 600, log)
         raw.unlink()
-        record = {"inputs": inputs, "digest": image.folder.name, "kernel": kernel_version,
-                  "build_seconds": round(time.monotonic() - started, 1), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "disk_bytes": (work / "disk.qcow2").stat().st_size}
+        record = {
+            "inputs": inputs,
+            "digest": image.folder.name,
+            "kernel": kernel_version,
+            "build_seconds": round(time.monotonic() - started, 1),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "disk_bytes": (work / "disk.qcow2").stat().st_size,
+        }
         (work / "image.json").write_text(json.dumps(record, indent=2))
         remove_tree(root)  # the chroot: tens of thousands of directories (see remove_tree)
         shutil.rmtree(work / "wheels", ignore_errors=True)
@@ -223,16 +251,32 @@ def in_mount_namespace(cmd: list[str]) -> list[str]:
 def debootstrap(root: Path, log: Path) -> None:
     debs = vm_cache() / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    run(in_mount_namespace([require("debootstrap"), "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                            f"--cache-dir={debs}", SUITE, str(root), MIRROR]), 1200, log, "debootstrap")
+    run(
+        in_mount_namespace(
+            [
+                require("debootstrap"),
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                f"--cache-dir={debs}",
+                SUITE,
+                str(root),
+                MIRROR,
+            ]
+        ),
+        1200,
+        log,
+        "debootstrap",
+    )
 
 
 def chroot(root: Path, script: str, log: Path, timeout: float = 1200) -> None:
     """Run a shell script in the chroot with a clean environment (no host pip or apt settings leak in)."""
     (root / "tmp/step.sh").write_text(script)
-    inner = ('set -e; mount -t proc proc "$1/proc"; mount -t sysfs sys "$1/sys"; mount --rbind /dev "$1/dev"; '
-             'exec chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 '
-             'DEBIAN_FRONTEND=noninteractive /bin/sh -ex /tmp/step.sh')
+    inner = (
+        'set -e; mount -t proc proc "$1/proc"; mount -t sysfs sys "$1/sys"; mount --rbind /dev "$1/dev"; '
+        'exec chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 '
+        "DEBIAN_FRONTEND=noninteractive /bin/sh -ex /tmp/step.sh"
+    )
     run(in_mount_namespace(["/bin/sh", "-c", inner, "sh", str(root)]), timeout, log, "a build step in the chroot")
     (root / "tmp/step.sh").unlink()
 
@@ -241,7 +285,8 @@ def install_system(root: Path, log: Path) -> None:
     (root / "usr/sbin/policy-rc.d").write_text(POLICY_RC)
     (root / "usr/sbin/policy-rc.d").chmod(0o755)
     (root / "etc/apt/sources.list").write_text(
-        f"deb {MIRROR} {SUITE} main\ndeb {MIRROR} {SUITE}-updates main\ndeb {SECURITY_MIRROR} {SUITE}-security main\n")
+        f"deb {MIRROR} {SUITE} main\ndeb {MIRROR} {SUITE}-updates main\ndeb {SECURITY_MIRROR} {SUITE}-security main\n"
+    )
     (root / "etc/initramfs-tools/modules").parent.mkdir(parents=True, exist_ok=True)
     (root / "etc/initramfs-tools/modules").write_text("\n".join(INITRD_MODULES) + "\n")
     (root / "etc/initramfs-tools/conf.d").mkdir(parents=True, exist_ok=True)
@@ -252,13 +297,17 @@ def install_system(root: Path, log: Path) -> None:
     # The initrd is made once, by the kernel's own hook: the later initramfs-tools trigger (a second,
     # identical 40 s run) is switched off meanwhile.
     conf = "/etc/initramfs-tools/update-initramfs.conf"
-    chroot(root, "apt-get update -q\n"
-                 "apt-get -y -q --no-install-recommends dist-upgrade\n"
-                 "apt-get -y -q --no-install-recommends install initramfs-tools\n"
-                 f"sed -i 's/^update_initramfs=.*/update_initramfs=no/' {conf}\n"
-                 f"apt-get -y -q --no-install-recommends install {' '.join(KERNEL_PACKAGES)}\n"
-                 f"sed -i 's/^update_initramfs=.*/update_initramfs=yes/' {conf}\n"
-                 "ls /boot/initrd.img-* || update-initramfs -c -k all\n", log)
+    chroot(
+        root,
+        "apt-get update -q\n"
+        "apt-get -y -q --no-install-recommends dist-upgrade\n"
+        "apt-get -y -q --no-install-recommends install initramfs-tools\n"
+        f"sed -i 's/^update_initramfs=.*/update_initramfs=no/' {conf}\n"
+        f"apt-get -y -q --no-install-recommends install {' '.join(KERNEL_PACKAGES)}\n"
+        f"sed -i 's/^update_initramfs=.*/update_initramfs=yes/' {conf}\n"
+        "ls /boot/initrd.img-* || update-initramfs -c -k all\n",
+        log,
+    )
     link_debs(archives, vm_cache() / "debs")
     (root / "usr/sbin/policy-rc.d").unlink()
 
@@ -278,19 +327,40 @@ def download_wheels(versions: dict[str, str], wheels: Path, log: Path) -> None:
     wheels.mkdir(parents=True, exist_ok=True)
     pins = [f"{name}=={version}" for name, version in versions.items()]
     # Pure-Python wheels for the guest's interpreter (Debian 12: CPython 3.11).
-    run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", "3.11",
-         "--implementation", "py", "--dest", str(wheels), *pins], 600, log, "pip download")
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "py",
+            "--dest",
+            str(wheels),
+            *pins,
+        ],
+        600,
+        log,
+        "pip download",
+    )
 
 
 def install_archive(root: Path, wheels: Path, versions: dict[str, str], log: Path) -> None:
     download_wheels(versions, wheels, log)
     shutil.copytree(wheels, root / "tmp/wheels")
     pins = " ".join(f"{name}=={version}" for name, version in versions.items())
-    chroot(root, f"python3 -m venv {GUEST_VENV}\n"
-                 f"{GUEST_VENV}/bin/pip install --quiet --no-index --find-links /tmp/wheels {pins}\n", log)
+    chroot(
+        root,
+        f"python3 -m venv {GUEST_VENV}\n"
+        f"{GUEST_VENV}/bin/pip install --quiet --no-index --find-links /tmp/wheels {pins}\n",
+        log,
+    )
     site = next((root / GUEST_VENV.lstrip("/") / "lib").glob("python3*/site-packages"))
-    shutil.copytree(server_package(), site / "server_under_test",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(server_package(), site / "server_under_test", ignore=shutil.ignore_patterns("__pycache__"))
     # Byte-compile now: under emulation every import saved is boot time saved.
     chroot(root, f"{GUEST_VENV}/bin/python -m compileall -q {GUEST_VENV}/lib\n", log)
     shutil.rmtree(root / "tmp/wheels")
@@ -325,9 +395,13 @@ def make_grub_core(root: Path, kernel_version: str, work: Path, log: Path) -> Pa
         f"search --no-floppy --label --set=root {ROOT_LABEL}\n"
         f"linux /boot/vmlinuz-{kernel_version} {BASE_CMDLINE}\n"
         f"initrd /boot/initrd.img-{kernel_version}\n"
-        "boot\n")
-    chroot(root, "grub-mkimage -O i386-pc -o /tmp/core.img -c /tmp/early.cfg -p /boot/grub "
-                 f"{' '.join(GRUB_MODULES)}\n", log)
+        "boot\n"
+    )
+    chroot(
+        root,
+        f"grub-mkimage -O i386-pc -o /tmp/core.img -c /tmp/early.cfg -p /boot/grub {' '.join(GRUB_MODULES)}\n",
+        log,
+    )
     core = work / "core.img"
     shutil.move(root / "tmp/core.img", core)
     shutil.copy2(root / "usr/lib/grub/i386-pc/boot.img", work / "boot.img")
@@ -348,14 +422,36 @@ def make_disk(root: Path, core: Path, work: Path, log: Path) -> Path:
     """MBR + GRUB (boot sector, core image in the gap before the partition) + the ext4 partition."""
     fs = work / "root.ext4"
     # metadata_csum_seed and orphan_file are newer than bookworm's GRUB can read.
-    run([require("mkfs.ext4"), "-q", "-F", "-L", ROOT_LABEL, "-O", "^metadata_csum_seed,^orphan_file",
-         "-E", "lazy_itable_init=1,lazy_journal_init=1", "-d", str(root), str(fs), str(ROOT_FS_BYTES // 1024)],
-        600, log, "mkfs.ext4")
+    run(
+        [
+            require("mkfs.ext4"),
+            "-q",
+            "-F",
+            "-L",
+            ROOT_LABEL,
+            "-O",
+            "^metadata_csum_seed,^orphan_file",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1",
+            "-d",
+            str(root),
+            str(fs),
+            str(ROOT_FS_BYTES // 1024),
+        ],
+        600,
+        log,
+        "mkfs.ext4",
+    )
     raw = work / "disk.raw"
     with raw.open("wb") as disk:
         disk.truncate(PARTITION_START + ROOT_FS_BYTES)
-    run([require("sfdisk"), "--quiet", str(raw)], 60, log, "sfdisk",
-        input=f"label: dos\nstart={PARTITION_START // 512}, type=83, bootable\n")
+    run(
+        [require("sfdisk"), "--quiet", str(raw)],
+        60,
+        log,
+        "sfdisk",
+        input=f"label: dos\nstart={PARTITION_START // 512}, type=83, bootable\n",
+    )
     boot_sector = (work / "boot.img").read_bytes()
     core_bytes = core.read_bytes()
     if len(core_bytes) > PARTITION_START - 512:

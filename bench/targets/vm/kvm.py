@@ -50,13 +50,34 @@ def probe(kernel: Path, accelerator: str) -> ProbeResult:
     timeout = PROBE_SECONDS[accelerator]
     with tempfile.TemporaryDirectory(prefix="pacsbench-probe-") as tmp:
         console = Path(tmp) / "console.log"
-        cmd = [require("qemu-system-x86_64"), "-machine", f"q35,accel={accelerator}",
-               "-cpu", "host" if accelerator == "kvm" else "max", "-m", "256", "-smp", "1",
-               "-display", "none", "-monitor", "none", "-nodefaults", "-no-reboot",
-               "-chardev", f"file,id=console,path={console}", "-serial", "chardev:console",
-               "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1 root=/dev/pacsbench-probe-none"]
-        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        cmd = [
+            require("qemu-system-x86_64"),
+            "-machine",
+            f"q35,accel={accelerator}",
+            "-cpu",
+            "host" if accelerator == "kvm" else "max",
+            "-m",
+            "256",
+            "-smp",
+            "1",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-nodefaults",
+            "-no-reboot",
+            "-chardev",
+            f"file,id=console,path={console}",
+            "-serial",
+            "chardev:console",
+            "-kernel",
+            str(kernel),
+            "-append",
+            "console=ttyS0 panic=-1 root=/dev/pacsbench-probe-none",
+        ]
+        process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             output, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -81,6 +102,7 @@ def probe(kernel: Path, accelerator: str) -> ProbeResult:
 
 
 def kvm_unusable_message(kvm: ProbeResult, tcg: ProbeResult) -> str:
-    alternative = ("tcg can (pure emulation, slower): use kind = \"tcg\"" if tcg.boots
-                   else f"tcg cannot either: {tcg.reason}")
+    alternative = (
+        'tcg can (pure emulation, slower): use kind = "tcg"' if tcg.boots else f"tcg cannot either: {tcg.reason}"
+    )
     return f"KVM cannot boot a guest here: {kvm.reason}; {alternative}"

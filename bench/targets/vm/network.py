@@ -38,16 +38,23 @@ class UserNetwork:
         pass
 
     def qemu_args(self, nic: str) -> list[str]:
-        forwards = (f"hostfwd=tcp:127.0.0.1:{self.host_port}-:{GUEST_DICOM_PORT},"
-                    f"hostfwd=tcp:127.0.0.1:{self.metrics_port}-:{GUEST_METRICS_PORT}")
+        forwards = (
+            f"hostfwd=tcp:127.0.0.1:{self.host_port}-:{GUEST_DICOM_PORT},"
+            f"hostfwd=tcp:127.0.0.1:{self.metrics_port}-:{GUEST_METRICS_PORT}"
+        )
         return ["-netdev", f"user,id=net0,{forwards}", "-device", f"{nic},netdev=net0"]
 
     def kernel_args(self) -> list[str]:
         return ["pacsbench.ip=10.0.2.15/24", "pacsbench.gw=10.0.2.2"]
 
     def describe(self) -> dict:
-        return {"mode": self.mode, "like": "VirtualBox NAT", "host_forward": f"127.0.0.1:{self.host_port}",
-                "metrics_forward": f"127.0.0.1:{self.metrics_port}", "guest_address": "10.0.2.15"}
+        return {
+            "mode": self.mode,
+            "like": "VirtualBox NAT",
+            "host_forward": f"127.0.0.1:{self.host_port}",
+            "metrics_forward": f"127.0.0.1:{self.metrics_port}",
+            "guest_address": "10.0.2.15",
+        }
 
 
 class TapNetwork:
@@ -91,17 +98,29 @@ class TapNetwork:
 
     def qemu_args(self, nic: str) -> list[str]:
         # vhost=off: /dev/vhost-net is often missing (and is not what VirtualBox or ESXi use either).
-        return ["-netdev", f"tap,id=net0,ifname={self.tap},script=no,downscript=no,vhost=off",
-                "-device", f"{nic},netdev=net0"]
+        return [
+            "-netdev",
+            f"tap,id=net0,ifname={self.tap},script=no,downscript=no,vhost=off",
+            "-device",
+            f"{nic},netdev=net0",
+        ]
 
     def kernel_args(self) -> list[str]:
         return [f"pacsbench.ip={self.guest_ip}/{self.namespace.subnet.prefixlen}"]
 
     def describe(self) -> dict:
         ns = self.namespace
-        return {"mode": self.mode, "like": "bridged networking", "namespace": ns.name,
-                "bridge": "br0", "tap": self.tap, "vhost": "off", "host_veth": ns.host_veth,
-                "subnet": str(ns.subnet), "guest_address": getattr(self, "guest_ip", None)}
+        return {
+            "mode": self.mode,
+            "like": "bridged networking",
+            "namespace": ns.name,
+            "bridge": "br0",
+            "tap": self.tap,
+            "vhost": "off",
+            "host_veth": ns.host_veth,
+            "subnet": str(ns.subnet),
+            "guest_address": getattr(self, "guest_ip", None),
+        }
 
 
 def make_network(mode: str, host_port: int | None):

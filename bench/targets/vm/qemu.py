@@ -1,7 +1,8 @@
 """Launch one QEMU guest: accelerator, vCPUs, memory, system disk (-snapshot), a data disk, network.
 
-QEMU runs in its own process group (stopping kills the group) with the guest console written to
-a log file, appended to at each launch: after a fault it holds the first boot's shutdown too. Every setting is kept in `describe()` for the run's metadata.
+QEMU runs in its own process group (stopping kills the group) with the guest console written to a log file, appended to
+at each launch: after a fault it holds the first boot's shutdown too. Every setting is kept in `describe()` for the
+run's metadata.
 
 start() makes the data disk and the network, then launches QEMU; a fault may end QEMU
 (`halt`) and `launch` it again on the same disk and network (a power cycle); stop() at the
@@ -54,8 +55,22 @@ def qemu_version() -> str:
 def make_data_disk(path: Path, fmt: str, size: int, log: Path) -> None:
     """An empty ext4 file system labelled for the guest to mount (made here: no loop device, no guest mkfs)."""
     raw = path if fmt == "raw" else path.with_suffix(".raw")
-    run([require("mkfs.ext4"), "-q", "-F", "-L", DATA_LABEL, "-E", "lazy_itable_init=1,lazy_journal_init=1",
-         str(raw), str(size // 1024)], 120, log, "mkfs.ext4 (data disk)")
+    run(
+        [
+            require("mkfs.ext4"),
+            "-q",
+            "-F",
+            "-L",
+            DATA_LABEL,
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1",
+            str(raw),
+            str(size // 1024),
+        ],
+        120,
+        log,
+        "mkfs.ext4 (data disk)",
+    )
     if fmt == "qcow2":
         run([require("qemu-img"), "convert", "-O", "qcow2", str(raw), str(path)], 300, log, "qemu-img (data disk)")
         raw.unlink()
@@ -64,8 +79,15 @@ def make_data_disk(path: Path, fmt: str, size: int, log: Path) -> None:
 class Qemu:
     """One guest process; start() returns at once, readiness is the caller's C-ECHO."""
 
-    def __init__(self, image: GuestImage, machine: Machine, network, run_dir: Path, settings: dict[str, str],
-                 system_disk: tuple[Path, str] | None = None):
+    def __init__(
+        self,
+        image: GuestImage,
+        machine: Machine,
+        network,
+        run_dir: Path,
+        settings: dict[str, str],
+        system_disk: tuple[Path, str] | None = None,
+    ):
         self.image, self.machine, self.network, self.run_dir = image, machine, network, run_dir
         self.settings = settings
         # Another copy of the system disk (an exported VMDK) may stand in for the image's qcow2.
@@ -90,8 +112,10 @@ class Qemu:
         m = self.machine
         args = ["-drive", f"file={self.system_disk},format={self.system_format},if=none,id=system,snapshot=on"]
         if self.data_disk:
-            args += ["-drive", f"file={self.data_disk},format={m.data_format},if=none,id=data,cache={m.data_cache},"
-                               "aio=threads"]
+            args += [
+                "-drive",
+                f"file={self.data_disk},format={m.data_format},if=none,id=data,cache={m.data_cache},aio=threads",
+            ]
         if m.system_bus == "ahci":
             args += ["-device", "ahci,id=ahci"]
         elif m.system_bus == "scsi":
@@ -103,17 +127,43 @@ class Qemu:
 
     def build_command(self) -> list[str]:
         m = self.machine
-        cmd = [*self.network.command_prefix, require("qemu-system-x86_64"),
-               "-name", "pacsbench-guest", "-machine", f"q35,accel={m.accelerator}" if m.system_bus != "ide"
-               else f"pc,accel={m.accelerator}",
-               "-cpu", "host" if m.accelerator == "kvm" else "max", "-smp", str(m.vcpus), "-m", str(m.memory_mib),
-               "-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults",
-               "-chardev", f"file,id=console,path={self.console},append=on", "-serial", "chardev:console",
-               "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
-               *self.disk_args(), *self.network.qemu_args(f"{m.nic},id={NIC_ID}")]
+        cmd = [
+            *self.network.command_prefix,
+            require("qemu-system-x86_64"),
+            "-name",
+            "pacsbench-guest",
+            "-machine",
+            f"q35,accel={m.accelerator}" if m.system_bus != "ide" else f"pc,accel={m.accelerator}",
+            "-cpu",
+            "host" if m.accelerator == "kvm" else "max",
+            "-smp",
+            str(m.vcpus),
+            "-m",
+            str(m.memory_mib),
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-nodefaults",
+            "-chardev",
+            f"file,id=console,path={self.console},append=on",
+            "-serial",
+            "chardev:console",
+            "-qmp",
+            f"unix:{self.qmp_socket},server=on,wait=off",
+            *self.disk_args(),
+            *self.network.qemu_args(f"{m.nic},id={NIC_ID}"),
+        ]
         if m.boot == "kernel":
-            cmd += ["-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
-                    "-append", self.kernel_cmdline()]
+            cmd += [
+                "-kernel",
+                str(self.image.kernel),
+                "-initrd",
+                str(self.image.initrd),
+                "-append",
+                self.kernel_cmdline(),
+            ]
         return cmd
 
     def start(self) -> None:
@@ -135,9 +185,14 @@ class Qemu:
         with self.qemu_log.open("a") as log:
             log.write("$ " + " ".join(self.command) + "\n")
             log.flush()
-            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True,
-                                            preexec_fn=die_with_parent)
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
         time.sleep(0.3)
         if self.process.poll() is not None:
             raise UserError(f"QEMU exited at start ({self.process.returncode}): {self.failure_reason()}")
@@ -189,11 +244,22 @@ class Qemu:
     def describe(self) -> dict:
         return {
             **asdict(self.machine),
-            "system_disk": {"image": str(self.system_disk), "format": self.system_format, "snapshot": True,
-                            "bus": self.machine.system_bus},
-            "data_disk": {"path": str(self.data_disk), "format": self.machine.data_format,
-                          "cache": self.machine.data_cache, "bytes": self.machine.data_bytes,
-                          "bus": self.machine.system_bus, "aio": "threads"} if self.data_disk else None,
+            "system_disk": {
+                "image": str(self.system_disk),
+                "format": self.system_format,
+                "snapshot": True,
+                "bus": self.machine.system_bus,
+            },
+            "data_disk": {
+                "path": str(self.data_disk),
+                "format": self.machine.data_format,
+                "cache": self.machine.data_cache,
+                "bytes": self.machine.data_bytes,
+                "bus": self.machine.system_bus,
+                "aio": "threads",
+            }
+            if self.data_disk
+            else None,
             "network": self.network.describe(),
             "kernel_cmdline": self.kernel_cmdline() if self.machine.boot == "kernel" else None,
             "command": self.command,

@@ -65,12 +65,23 @@ class GuestTarget(Target):
 
     def machine(self) -> Machine:
         s = self.spec
-        return Machine(accelerator=self.kind, vcpus=s.cpus, memory_mib=s.memory_mib, data_format=s.data_disk_format,
-                       data_cache=s.data_disk_cache, data_bytes=s.data_disk_gib << 30)
+        return Machine(
+            accelerator=self.kind,
+            vcpus=s.cpus,
+            memory_mib=s.memory_mib,
+            data_format=s.data_disk_format,
+            data_cache=s.data_disk_cache,
+            data_bytes=s.data_disk_gib << 30,
+        )
 
     def settings(self) -> dict[str, str]:
-        return {"port": str(GUEST_DICOM_PORT), "aet": self.spec.ae_title, "fsync": "1" if self.spec.fsync else "0",
-                "max_pdu": str(self.spec.max_pdu), "metrics_port": str(GUEST_METRICS_PORT)}
+        return {
+            "port": str(GUEST_DICOM_PORT),
+            "aet": self.spec.ae_title,
+            "fsync": "1" if self.spec.fsync else "0",
+            "max_pdu": str(self.spec.max_pdu),
+            "metrics_port": str(GUEST_METRICS_PORT),
+        }
 
     def start(self, run_dir: Path) -> None:
         require("qemu-system-x86_64")
@@ -123,8 +134,10 @@ class GuestTarget(Target):
             return f"{self.kind} guest: QEMU exited ({self.qemu.process.returncode}): {self.qemu.failure_reason()}"
         console = self.qemu.console
         tail = last_line(console.read_text(errors="replace")) if console.exists() else "no console output"
-        return (f"{self.kind} guest did not answer C-ECHO within {self.spec.boot_timeout:g} s "
-                f"(console {console}: {tail[:120]})")
+        return (
+            f"{self.kind} guest did not answer C-ECHO within {self.spec.boot_timeout:g} s "
+            f"(console {console}: {tail[:120]})"
+        )
 
     def collect_metrics(self, run_dir: Path) -> None:
         if self.qemu and self.qemu.alive():
@@ -149,8 +162,11 @@ class GuestTarget(Target):
     def disk_line(self) -> str:
         s = self.spec
         seen = archive_facts(self.status).get("disk")
-        return (f"data: virtio-blk {s.data_disk_format}, cache={s.data_disk_cache}, {s.data_disk_gib} GiB ext4"
-                + (f" ({seen} in the guest)" if seen else "") + "; system: qcow2 -snapshot")
+        return (
+            f"data: virtio-blk {s.data_disk_format}, cache={s.data_disk_cache}, {s.data_disk_gib} GiB ext4"
+            + (f" ({seen} in the guest)" if seen else "")
+            + "; system: qcow2 -snapshot"
+        )
 
     def budget_record(self) -> dict:
         """The guest's vCPUs and RAM: its budget, for run.json and for the sampler's share of QEMU's CPU."""
@@ -163,8 +179,9 @@ class GuestTarget(Target):
             "label": self.label,
             **archive_facts(self.status),
             "requested_hypervisor": REQUESTED_HYPERVISOR[self.kind],
-            **hypervisor_labels(archive_facts(self.status).get("hypervisor"), REQUESTED_HYPERVISOR[self.kind],
-                                "the guest's /status"),
+            **hypervisor_labels(
+                archive_facts(self.status).get("hypervisor"), REQUESTED_HYPERVISOR[self.kind], "the guest's /status"
+            ),
             "accelerator": self.kind,
             "memory_mib": self.spec.memory_mib,
             "budget": self.budget_record(),
@@ -179,9 +196,14 @@ class GuestTarget(Target):
             "max_pdu": self.spec.max_pdu,
             "boot_to_ready_seconds": round(self.ready_seconds, 2) if self.ready_seconds else None,
             "ready_seconds": round(self.ready_seconds, 2) if self.ready_seconds else None,
-            "image": {"folder": str(self.image.folder), **{k: self.image.info.get(k) for k in
-                                                             ("digest", "kernel", "build_seconds")}}
-            if self.image else None,
-            "qemu": {**self.facts, **{k: v for k, v in machine.items() if k in ("command", "kernel_cmdline",
-                                                                                 "console_log", "exit_code")}},
+            "image": {
+                "folder": str(self.image.folder),
+                **{k: self.image.info.get(k) for k in ("digest", "kernel", "build_seconds")},
+            }
+            if self.image
+            else None,
+            "qemu": {
+                **self.facts,
+                **{k: v for k, v in machine.items() if k in ("command", "kernel_cmdline", "console_log", "exit_code")},
+            },
         }
