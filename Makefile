@@ -43,12 +43,14 @@ $(DOCS_STAMP): $(STAMP)
 	@touch $@
 
 # ruff: the rule set in pyproject.toml; lint-imports: the import contracts (docs/architecture.md);
+# mypy: strict on the records, the scenario schema and the analysis ([tool.mypy] in pyproject.toml);
 # mkdocs: the docs site, strictly (a broken link, or a generated reference that no longer builds from the code,
 # fails), into a temporary folder that is removed.
 lint: $(STAMP) $(DOCS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	site="$$(mktemp -d)" && trap 'rm -rf "$$site"' EXIT && $(BIN)/mkdocs build --strict --quiet --site-dir "$$site"
 
 clean:

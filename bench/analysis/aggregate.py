@@ -20,11 +20,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NotRequired, SupportsInt, TypedDict, cast
 
 import numpy as np
 import pandas as pd
 
-from bench.analysis.confidence import PooledQuantile, WindowMeans
+from bench.analysis.confidence import PooledQuantile, Repetition, WindowMeans
 from bench.common.errors import UserError
 from bench.results.samples import COLUMNS, SAMPLES_FILE, done_mask
 from bench.results.server_metrics import SERVER_METRICS_FILE
@@ -111,6 +112,14 @@ class Warmup:
         return first_start + max(self.seconds, self.fraction * (last_end - first_start))
 
 
+class SettingsFigures(TypedDict):
+    """How a run was cut, in words and figures (Settings.describe)."""
+
+    warmup: str
+    warmup_rule: str
+    window_seconds: float
+
+
 DEFAULT_WARMUP = Warmup(fraction=0.10)
 DEFAULT_WINDOW_SECONDS = 1.0
 
@@ -123,11 +132,11 @@ class Settings:
     # defaults never are: a run stopped within seconds is measured as it is and reads "too short".
     chosen: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.window_seconds > 0:
             raise UserError(f"--window {self.window_seconds}: must be more than 0 seconds")
 
-    def describe(self) -> dict:
+    def describe(self) -> SettingsFigures:
         return {
             "warmup": self.warmup.describe(),
             "warmup_rule": self.warmup.rule(),
@@ -246,7 +255,7 @@ class Metric:
             return float(rows["latency_ms"].quantile(self.quantile)) if len(rows) else None
         return _amount(rows, self.field) / m.seconds
 
-    def windows(self, m: Measurement) -> WindowMeans | PooledQuantile:
+    def windows(self, m: Measurement) -> Repetition:
         """The run cut into full windows, the units a bootstrap resamples (the whole run if shorter than one)."""
         rows = self.rows(m)
         n = m.full_windows
@@ -263,7 +272,7 @@ class Metric:
         amounts = _amounts(rows, self.field)[inside]
         return WindowMeans(np.bincount(index[inside], weights=amounts, minlength=n) / m.window_seconds)
 
-    def from_json(self, windows: list) -> WindowMeans | PooledQuantile:
+    def from_json(self, windows: list[Any]) -> Repetition:
         """The inverse of .to_json() of what `windows` returns (baseline files keep these)."""
         return PooledQuantile(windows, self.quantile) if self.quantile is not None else WindowMeans(windows)
 
@@ -280,7 +289,7 @@ def _amount(rows: pd.DataFrame, field: str) -> float:
 
 
 def _build_metrics() -> dict[str, Metric]:
-    metrics = {}
+    metrics: dict[str, Metric] = {}
     for prefix, ops, what in (
         ("ingest", INGEST, "ingest (C-STORE)"),
         ("retrieve", RETRIEVE, "retrieve (C-MOVE/C-GET)"),
@@ -339,22 +348,98 @@ def study_seconds_per_30mb(m: Measurement) -> float | None:
 # --- tables ------------------------------------------------------------------------------
 
 
-def _rounded(value: float | None, digits: int = 3) -> float | None:
+def _rounded(value: float | np.floating | None, digits: int = 3) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
 
-def latency_percentiles(rows: pd.DataFrame) -> dict:
+# Latency percentiles by name (p50 ... p99, max) in ms, with the requests they are over and the failed among them.
+LatencyFigures = dict[str, float | None]
+
+
+class Rates(TypedDict):
+    """What was acknowledged and its rates per second over the measured span."""
+
+    instances: int
+    frames: int
+    bytes: int
+    instances_per_s: float | None
+    frames_per_s: float | None
+    mb_per_s: float | None
+
+
+class OperationFigures(Rates):
+    """The figures of one operation or user type (breakdown)."""
+
+    requests: int
+    failed: int
+    warnings: int
+    requests_per_s: float | None
+    latency_ms: LatencyFigures
+
+
+class ErrorCount(TypedDict):
+    """Failed requests of one operation and DICOM status (errors_by_status)."""
+
+    operation: str
+    status: str
+    count: int
+    example: str
+
+
+class WindowFigures(TypedDict):
+    """One window of the run's timeline (windows_table); the retrieve rates only when something was retrieved."""
+
+    start_s: float | None
+    warmup: bool
+    instances_per_s: float | None
+    frames_per_s: float | None
+    mb_per_s: float | None
+    retrieve_instances_per_s: NotRequired[float | None]
+    retrieve_mb_per_s: NotRequired[float | None]
+
+
+class DrainFigures(TypedDict):
+    """Requests answered after the stop signal, and for how long."""
+
+    requests: int
+    seconds: float | None
+
+
+class RunFigures(Rates):
+    """The figures of one run (summarize): the fields of summary.json a run's report starts from."""
+
+    settings: SettingsFigures
+    warmup_seconds: float | None
+    warmup_requests_dropped: int
+    window_seconds: float | None
+    drain: DrainFigures
+    requests: int
+    warnings: int
+    latency_ms: LatencyFigures
+    failures: int
+    failures_by_error: dict[str, int]
+    errors_by_status: list[ErrorCount]
+    users: int
+    associations: int
+    operations: dict[str, OperationFigures]
+    user_types: dict[str, OperationFigures]
+    users_by_type: dict[str, int]
+    windows: list[WindowFigures]
+    metrics: dict[str, float | None]
+
+
+def latency_percentiles(rows: pd.DataFrame) -> LatencyFigures:
     """Percentiles of every request's latency (failures and timeouts at their elapsed time), with
     the number of failed requests among them beside."""
     failed = int((~done_mask(rows["status"])).sum())
     latency = rows["latency_ms"]
     if latency.empty:
         return {name: None for name in [*PERCENTILES, "max"]} | {"requests": 0, "failed": 0}
-    out = {name: _rounded(latency.quantile(q)) for name, q in PERCENTILES.items()}
+    out: LatencyFigures = {name: _rounded(latency.quantile(q)) for name, q in PERCENTILES.items()}
     return out | {"max": _rounded(latency.max()), "requests": int(len(rows)), "failed": failed}
 
 
-def _rates(ok: pd.DataFrame, seconds: float) -> dict:
+def _rates(ok: pd.DataFrame, seconds: float) -> Rates:
     return {
         "instances": int(ok["instances"].sum()),
         "frames": int(ok["frames"].sum()),
@@ -365,9 +450,9 @@ def _rates(ok: pd.DataFrame, seconds: float) -> dict:
     }
 
 
-def breakdown(m: Measurement, column: str) -> dict:
+def breakdown(m: Measurement, column: str) -> dict[str, OperationFigures]:
     """Requests, throughput and latency per value of `column` (operation, user_type)."""
-    out = {}
+    out: dict[str, OperationFigures] = {}
     for key, rows in m.samples.groupby(column, sort=True):
         succeeded = done_mask(rows["status"])
         ok = rows[succeeded]
@@ -386,15 +471,16 @@ def status_text(status: int) -> str:
     return "no response" if status < 0 else f"0x{int(status):04X}"
 
 
-def errors_by_status(samples: pd.DataFrame) -> list[dict]:
+def errors_by_status(samples: pd.DataFrame) -> list[ErrorCount]:
     """Failed requests per operation and DICOM status, with the most frequent error text."""
     failed = samples[~done_mask(samples["status"]) | (samples["error"] != "")]
-    rows = []
+    rows: list[ErrorCount] = []
     for (operation, status), group in failed.groupby(["operation", "status"], sort=True):
         rows.append(
             {
                 "operation": str(operation),
-                "status": status_text(int(status)),
+                # pandas types group keys as Hashable; this one is a value of the integer status column
+                "status": status_text(int(cast(SupportsInt, status))),
                 "count": int(len(group)),
                 "example": str(group["error"].mode().iloc[0]) if (group["error"] != "").any() else "",
             }
@@ -419,12 +505,12 @@ def timeline(samples: pd.DataFrame, window_seconds: float = DEFAULT_WINDOW_SECON
     return out
 
 
-def windows_table(samples: pd.DataFrame, m: Measurement) -> list[dict]:
+def windows_table(samples: pd.DataFrame, m: Measurement) -> list[WindowFigures]:
     """Ingest (and retrieve) rates per window over the whole run; `warmup` marks windows before measurement."""
     bins = timeline(samples, m.window_seconds)
-    rows = []
+    rows: list[WindowFigures] = []
     for _, b in bins.iterrows():
-        row = {
+        row: WindowFigures = {
             "start_s": _rounded(b["seconds"]),
             "warmup": bool(m.run_start + b["seconds"] < m.begin),
             "instances_per_s": _rounded(b["instances"]),
@@ -432,10 +518,8 @@ def windows_table(samples: pd.DataFrame, m: Measurement) -> list[dict]:
             "mb_per_s": _rounded(b["mb"]),
         }
         if b["retrieve_instances"]:
-            row |= {
-                "retrieve_instances_per_s": _rounded(b["retrieve_instances"]),
-                "retrieve_mb_per_s": _rounded(b["retrieve_mb"]),
-            }
+            row["retrieve_instances_per_s"] = _rounded(b["retrieve_instances"])
+            row["retrieve_mb_per_s"] = _rounded(b["retrieve_mb"])
         rows.append(row)
     return rows
 
@@ -456,7 +540,7 @@ def load_server_metrics(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
     return numeric, ""
 
 
-def summarize(samples: pd.DataFrame, settings: Settings = Settings(), stop_at: float | None = None) -> dict:
+def summarize(samples: pd.DataFrame, settings: Settings = Settings(), stop_at: float | None = None) -> RunFigures:
     """The figures of one run (after the warm-up, before the stop signal); the top-level rates are ingest (C-STORE)."""
     m = measure(samples, settings, stop_at)
     stores = m.samples[m.samples["operation"].isin(INGEST)]

@@ -16,6 +16,8 @@ When several hold, the first in that order is the verdict and the others are lis
 
 from __future__ import annotations
 
+from typing import NotRequired, TypedDict
+
 import numpy as np
 import pandas as pd
 
@@ -25,7 +27,19 @@ DISK_BUSY = 85.0
 NETWORK_SHARE = 85.0
 CLIENT_CORE = 90.0
 LIMITS = ("server-cpu", "disk", "network", "client")
-NOT_MEASURED = {"limit": "not-measured", "evidence": "no server metrics recorded", "also": []}
+
+
+class BoundBy(TypedDict):
+    """What bounded a run's figures (bound_by): the limit, the figure that says so, the other limits reached,
+    and the resource series' means over the measured windows (absent when nothing was measured)."""
+
+    limit: str
+    evidence: str
+    also: list[str]
+    means: NotRequired[dict[str, float]]
+
+
+NOT_MEASURED: BoundBy = {"limit": "not-measured", "evidence": "no server metrics recorded", "also": []}
 
 
 def measured_rows(frame: pd.DataFrame, begin: float, end: float) -> pd.DataFrame:
@@ -46,7 +60,7 @@ def _cpus_text(cpus: float | None) -> str:
 
 def _findings(m: dict[str, float], cpus: float | None, calibration_client_bound: bool | None) -> dict[str, str]:
     """Each limit whose threshold the means reach, with the figure that reached it."""
-    found = {}
+    found: dict[str, str] = {}
     share, busy = m.get("server_cpu_budget_percent"), m.get("server_cpus_busy_percent")
     if share is not None and share >= SERVER_CPU_SHARE:
         found["server-cpu"] = f"archive CPU {share:.0f}% of {_cpus_text(cpus)}"
@@ -93,7 +107,7 @@ def _overview(m: dict[str, float], cpus: float | None) -> str:
 
 def bound_by(
     rows: pd.DataFrame | None, cpus: float | None = None, calibration_client_bound: bool | None = None
-) -> dict:
+) -> BoundBy:
     """The verdict for measured rows of server_metrics.csv: {"limit", "evidence", "also", "means"}."""
     if rows is None or rows.empty:
         if calibration_client_bound:
@@ -103,7 +117,7 @@ def bound_by(
                 "also": [],
                 "means": {},
             }
-        return dict(NOT_MEASURED)
+        return NOT_MEASURED.copy()
     m = _means(rows)
     found = _findings(m, cpus, calibration_client_bound)
     means = {k: round(v, 1) for k, v in m.items()}
@@ -118,7 +132,7 @@ def bound_by(
     }
 
 
-def verdict_text(verdict: dict) -> str:
+def verdict_text(verdict: BoundBy) -> str:
     """'server-cpu (archive CPU 97% of 2 CPUs)' for headlines."""
     text = f"{verdict['limit']} ({verdict['evidence']})"
     return text + (f"; also {'; '.join(verdict['also'])}" if verdict.get("also") else "")

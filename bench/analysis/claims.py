@@ -8,8 +8,10 @@ run did not reach, e.g. 20 reading workstations).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -81,6 +83,26 @@ def load_claims(paths: list[Path] | None = None) -> list[ClaimSet]:
     return [load_model(path, ClaimSet, "claims") for path in files]
 
 
+class VerdictFigures(TypedDict):
+    """A verdict as summary.json and the report's claims table hold it (Verdict.as_dict)."""
+
+    name: str
+    statement: str
+    metric: str
+    bound: str
+    measured: float | None
+    verdict: str
+    note: str
+
+
+class ClaimSetFigures(TypedDict):
+    """One claim file's verdicts (judge_all)."""
+
+    title: str
+    source: str
+    verdicts: list[VerdictFigures]
+
+
 @dataclass(frozen=True)
 class Verdict:
     claim: Claim
@@ -88,7 +110,7 @@ class Verdict:
     verdict: str  # pass, fail, not measured, not comparable
     note: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> VerdictFigures:
         return {
             "name": self.claim.name,
             "statement": self.claim.statement,
@@ -100,7 +122,7 @@ class Verdict:
         }
 
 
-def judge(claim: Claim, metrics: dict, users_by_type: dict) -> Verdict:
+def judge(claim: Claim, metrics: Mapping[str, float | None], users_by_type: Mapping[str, int]) -> Verdict:
     measured = metrics.get(claim.metric)
     if measured is None:
         note = (
@@ -123,7 +145,9 @@ def restore_hours_per_year(restore_mb_per_s: float) -> float:
     return SEED_YEAR_BYTES / (restore_mb_per_s * 1e6) / 3600
 
 
-def judge_all(claim_sets: list[ClaimSet], metrics: dict, users_by_type: dict) -> list[dict]:
+def judge_all(
+    claim_sets: list[ClaimSet], metrics: Mapping[str, float | None], users_by_type: Mapping[str, int]
+) -> list[ClaimSetFigures]:
     return [
         {
             "title": s.title,

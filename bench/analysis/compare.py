@@ -8,7 +8,9 @@ A single run is a comparison of one group, so `report` and `compare` share every
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal, NotRequired, TypedDict, final, overload
 
 import numpy as np
 import pandas as pd
@@ -17,21 +19,114 @@ from bench.analysis.aggregate import (
     HEADLINE_METRICS,
     METRICS,
     Measurement,
+    RunFigures,
     Settings,
     load_server_metrics,
     measure,
     summarize,
 )
-from bench.analysis.bounds import bound_by, measured_rows
-from bench.analysis.claims import ClaimSet, judge_all, restore_hours_per_year
-from bench.analysis.confidence import METHOD, SINGLE_RUN, TOO_SHORT, Interval, mean_interval, ratio_interval
-from bench.analysis.growth import growth
+from bench.analysis.bounds import BoundBy, bound_by, measured_rows
+from bench.analysis.claims import ClaimSet, ClaimSetFigures, judge_all, restore_hours_per_year
+from bench.analysis.confidence import (
+    METHOD,
+    SINGLE_RUN,
+    TOO_SHORT,
+    Interval,
+    IntervalFigures,
+    Repetition,
+    mean_interval,
+    ratio_interval,
+)
+from bench.analysis.growth import GrowthFigures, growth
 from bench.analysis.runset import RunData
 from bench.common.errors import UserError
 from bench.results.run_record import BudgetRecord, EnvironmentRecord, HostRecord, TargetRecord
 
 CLIENT_BOUND_SHARE = 0.8  # above this share of the harness ceiling the client, not the archive, may be the limit
 NO_CALIBRATION = "no calibration recorded"
+
+
+@final  # final: "unmatched" in a ceiling tells it from a HarnessCeiling
+class HarnessCeiling(TypedDict):
+    """The lowest harness ceiling the runs of a group recorded (None: not for that unit)."""
+
+    ceiling_instances_per_s: float | None
+    ceiling_mb_per_s: float | None
+
+
+@final
+class UnmatchedCeiling(TypedDict):
+    """Why no ceiling applies: a run's calibration did not match it."""
+
+    unmatched: str | None  # the calibration record's note
+
+
+class ClientBound(TypedDict):
+    """A throughput figure against the harness ceiling (client_bound), with the ceiling when there is one."""
+
+    calibrated: bool
+    client_bound: bool | None
+    note: str | None  # None only when an unmatched calibration recorded no note
+    ceiling_instances_per_s: NotRequired[float | None]
+    ceiling_mb_per_s: NotRequired[float | None]
+
+
+class RetrievalBound(ClientBound):
+    """Retrieval throughput against the harness ceiling of the method (get or move) it used."""
+
+    method: str
+
+
+class RunGrowth(GrowthFigures):
+    """The growth of one repetition of a group."""
+
+    run: str
+    repetition: int
+
+
+class RatioFigures(IntervalFigures):
+    """One target against the baseline at the same load, for one metric (ratios)."""
+
+    target: str
+    users: int
+    metric: str
+    label: str
+    repetitions: int
+    baseline_repetitions: int
+    reading: str
+
+
+class GroupFigures(TypedDict):
+    """One target at one load level in the comparison (summary.json's `groups`)."""
+
+    label: str
+    target: str
+    users: int
+    repetitions: int
+    runs: list[str]
+    estimates: dict[str, IntervalFigures]
+    failed_by_operation: dict[str, int]
+    warnings_by_operation: dict[str, int]
+    calibration: ClientBound
+    retrieve_calibration: RetrievalBound | None
+    budget: dict[str, Any] | None  # BudgetRecord's fields as run.json recorded them
+    runs_on: str
+    bound_by: BoundBy
+    growth: list[RunGrowth]
+    claims: list[ClaimSetFigures]
+
+
+class Comparison(TypedDict):
+    """The comparison as JSON-ready data (build_comparison): the top of summary.json for a comparison."""
+
+    scenario: str
+    baseline_target: str
+    settings: dict[str, object]
+    groups: list[GroupFigures]
+    ratios: list[RatioFigures]
+    budgets_note: str | None
+    environment: list[dict[str, str | int]]
+    evidence_notes: NotRequired[list[str]]
 
 
 @dataclass
@@ -42,12 +137,12 @@ class Group:
     users: int
     runs: list[RunData] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
-    summaries: list[dict] = field(default_factory=list)
+    summaries: list[RunFigures] = field(default_factory=list)
 
     def label(self, several_loads: bool) -> str:
         return f"{self.target} ({self.users} users)" if several_loads else self.target
 
-    def windows(self, name: str) -> list:
+    def windows(self, name: str) -> list[Repetition]:
         return [METRICS[name].windows(m) for m in self.measurements]
 
     def present(self, name: str) -> bool:
@@ -56,21 +151,21 @@ class Group:
     def estimate(self, name: str) -> Interval | None:
         return mean_interval(self.windows(name)) if self.present(name) else None
 
-    def mean_metrics(self) -> dict:
+    def mean_metrics(self) -> dict[str, float]:
         """Per-run metrics averaged over the repetitions (claims use these)."""
         names = {name for s in self.summaries for name, v in s["metrics"].items() if v is not None}
         return {
-            name: float(np.mean([s["metrics"][name] for s in self.summaries if s["metrics"].get(name) is not None]))
+            name: float(np.mean([v for s in self.summaries if (v := s["metrics"].get(name)) is not None]))
             for name in names
         }
 
-    def restore_metrics(self) -> dict:
+    def restore_metrics(self) -> dict[str, float]:
         """restore_hours_per_year from the restores of the group's fault runs (recover = "restore"), when any:
         a small restore's MB/s includes the tool's start-up, so the hours it projects err on the long side."""
         speeds = [f.restore.mb_per_s for r in self.runs for f in r.run.faults or [] if f.restore and f.restore.mb_per_s]
         return {"restore_hours_per_year": restore_hours_per_year(float(np.mean(speeds)))} if speeds else {}
 
-    def counted(self, what: str) -> dict:
+    def counted(self, what: Literal["failed", "warnings"]) -> dict[str, int]:
         """Failed (or warning) requests per operation, over the measured parts of the repetitions."""
         totals: dict[str, int] = {}
         for summary in self.summaries:
@@ -78,11 +173,11 @@ class Group:
                 totals[operation] = totals.get(operation, 0) + figures.get(what, 0)
         return totals
 
-    def users_by_type(self) -> dict:
+    def users_by_type(self) -> dict[str, int]:
         types = {t for s in self.summaries for t in s["users_by_type"]}
         return {t: min(s["users_by_type"].get(t, 0) for s in self.summaries) for t in types}
 
-    def bound_by(self, calibration_client_bound: bool | None) -> dict:
+    def bound_by(self, calibration_client_bound: bool | None) -> BoundBy:
         """What bounded the group's figures, from its runs' resource series over their measured windows."""
         rows = []
         for run, m in zip(self.runs, self.measurements):
@@ -92,7 +187,7 @@ class Group:
         cpus = (budget_of(self.runs[0]) or BudgetRecord()).cpus
         return bound_by(pd.concat(rows) if rows else None, cpus, calibration_client_bound)
 
-    def growth(self) -> list[dict]:
+    def growth(self) -> list[RunGrowth]:
         """Per repetition, how the archive's memory, open files and threads grew per hour over its measured span."""
         return [
             {
@@ -103,19 +198,22 @@ class Group:
             for run, m in zip(self.runs, self.measurements)
         ]
 
-    def ceiling(self, prefix: str = "") -> dict | None:
+    def ceiling(self, prefix: str = "") -> HarnessCeiling | UnmatchedCeiling | None:
         """The lowest harness ceiling (`prefix`: "" for ingest, "retrieve_get_" ...) the group's runs recorded
         from a matching calibration; else {"unmatched": why} when a run's calibration did not match."""
         recorded = [r.calibration for r in self.runs if r.calibration]
         matched = [c for c in recorded if c.matched and c.ceiling(prefix, "instances_per_s")]
         if not matched:
             unmatched = [c.note for c in recorded if not c.matched]
-            return {"unmatched": unmatched[0]} if unmatched else None
-        ceiling = {}
-        for unit in ("instances_per_s", "mb_per_s"):
-            values = [float(c.ceiling(prefix, unit)) for c in matched if c.ceiling(prefix, unit)]
-            ceiling[f"ceiling_{unit}"] = min(values) if values else None
-        return ceiling
+            if unmatched:
+                return {"unmatched": unmatched[0]}
+            return None
+
+        def lowest(unit: str) -> float | None:
+            values = [float(value) for c in matched if (value := c.ceiling(prefix, unit))]
+            return min(values) if values else None
+
+        return {"ceiling_instances_per_s": lowest("instances_per_s"), "ceiling_mb_per_s": lowest("mb_per_s")}
 
     def retrieve_method(self) -> str | None:
         """ "get" or "move": how the group's workstations retrieved (None without workstations)."""
@@ -124,18 +222,17 @@ class Group:
         return workstation.get("retrieve", "move") if workstation and workstation.get("count") != 0 else None
 
 
-def client_bound(ceiling: dict | None, instances_per_s: float | None, mb_per_s: float | None) -> dict:
+def client_bound(
+    ceiling: HarnessCeiling | UnmatchedCeiling | None, instances_per_s: float | None, mb_per_s: float | None
+) -> ClientBound:
     """Whether a throughput figure is above 80% of the harness ceiling, in words and as a flag."""
     if not ceiling:
         return {"calibrated": False, "client_bound": None, "note": NO_CALIBRATION}
     if "unmatched" in ceiling:  # a ceiling from another host, profile or syntax says nothing about this run
         return {"calibrated": False, "client_bound": None, "note": ceiling["unmatched"]}
     checks = [
-        (value, ceiling.get(key), unit)
-        for value, key, unit in (
-            (instances_per_s, "ceiling_instances_per_s", "instances/s"),
-            (mb_per_s, "ceiling_mb_per_s", "MB/s"),
-        )
+        (instances_per_s, ceiling["ceiling_instances_per_s"], "instances/s"),
+        (mb_per_s, ceiling["ceiling_mb_per_s"], "MB/s"),
     ]
     bound = [
         f"{value:.1f} > 80% of {limit:.1f} {unit}"
@@ -152,7 +249,7 @@ def budget_of(run: RunData) -> BudgetRecord | None:
     return run.run.target.budget if run.run.target else None
 
 
-def budget_text(budget: BudgetRecord | dict | None) -> str:
+def budget_text(budget: BudgetRecord | dict[str, Any] | None) -> str:
     """The budget in words; `budget` as run.json has it, or as summary.json keeps it (a dict)."""
     budget = BudgetRecord.model_validate(budget) if isinstance(budget, dict) else budget
     if not budget or budget.cpus is None:
@@ -162,14 +259,14 @@ def budget_text(budget: BudgetRecord | dict | None) -> str:
     return f"{cpus} CPU{'s' if cpus != 1 else ''}{size} ({budget.enforced_by})"
 
 
-def _budget_dict(budget: BudgetRecord | None) -> dict | None:
+def _budget_dict(budget: BudgetRecord | None) -> dict[str, Any] | None:
     """The budget as summary.json keeps it (the fields run.json recorded)."""
     return budget.model_dump(exclude_unset=True) if budget else None
 
 
 def check_budgets(runs: list[RunData], allow_unequal: bool) -> str | None:
     """None when every run had the same CPUs and memory; else a one-line error, or with `allow_unequal` the note."""
-    seen: dict[tuple, list[str]] = {}
+    seen: dict[tuple[float | None, int | None], list[str]] = {}
     for run in runs:
         budget = budget_of(run) or BudgetRecord()
         key = (budget.cpus, budget.memory_bytes)
@@ -200,7 +297,7 @@ def group_runs(runs: list[RunData], settings: Settings) -> list[Group]:
     return list(groups.values())
 
 
-def _fmt(value, unit: str = "") -> str:
+def _fmt(value: object, unit: str = "") -> str:
     return "not recorded" if value in (None, "") else f"{value}{unit}"
 
 
@@ -224,10 +321,18 @@ def runs_on(run: RunData) -> str:
     return f"itself a {target.hypervisor} guest{_container_text(target.container)}"
 
 
-def _seen(target: TargetRecord, name: str):
-    """A fact of the target as run.json has it, else as the archive reported it (target.environment)."""
-    value = getattr(target, name)
-    return value if value is not None else getattr(target.environment or EnvironmentRecord(), name)
+@overload
+def _seen(target: TargetRecord, name: Literal["hypervisor", "container"]) -> str | None: ...
+@overload
+def _seen(target: TargetRecord, name: Literal["vcpus", "memory_bytes"]) -> int | None: ...
+def _seen(target: TargetRecord, name: str) -> str | int | None:
+    """A fact of the target as run.json has it, else as the archive reported it (target.environment): both
+    records name it alike."""
+    value: str | int | None = getattr(target, name)
+    if value is not None:
+        return value
+    seen: str | int | None = getattr(target.environment or EnvironmentRecord(), name)
+    return seen
 
 
 def _hypervisor_text(run: RunData, target: TargetRecord, host: HostRecord) -> str:
@@ -240,7 +345,7 @@ def _hypervisor_text(run: RunData, target: TargetRecord, host: HostRecord) -> st
     return "not recorded"
 
 
-def environment(run: RunData) -> dict:
+def environment(run: RunData) -> dict[str, str | int]:
     """What the target ran on: run.json `target` (with `target.environment`, the archive's own report) and `host`."""
     target, host = run.run.target or TargetRecord(kind=""), run.run.host or HostRecord()
     memory = _seen(target, "memory_bytes")
@@ -267,9 +372,9 @@ def _baseline_group(groups: list[Group], baseline: str, users: int) -> Group | N
     return next((g for g in groups if g.target == baseline and g.users == users), None)
 
 
-def ratios(groups: list[Group], baseline: str) -> list[dict]:
+def ratios(groups: list[Group], baseline: str) -> list[RatioFigures]:
     """Every non-baseline group against the baseline at the same load, per headline metric."""
-    rows = []
+    rows: list[RatioFigures] = []
     for group in groups:
         base = _baseline_group(groups, baseline, group.users)
         if group.target == baseline or base is None:
@@ -281,8 +386,11 @@ def ratios(groups: list[Group], baseline: str) -> list[dict]:
             if interval is None:
                 continue
             spec = METRICS[name]
-            worse = interval.decided and (interval.high < 1 if spec.higher_is_better else interval.low > 1)
-            better = interval.decided and (interval.low > 1 if spec.higher_is_better else interval.high < 1)
+            low, high = interval.low, interval.high
+            worse = better = False
+            if low is not None and high is not None:  # interval.decided, spelt out for the type checker
+                worse = high < 1 if spec.higher_is_better else low > 1
+                better = low > 1 if spec.higher_is_better else high < 1
             rows.append(
                 {
                     "target": group.target,
@@ -304,9 +412,9 @@ def reading(interval: Interval, worse: bool, better: bool) -> str:
     return "worse" if worse else "better" if better else "no clear difference"
 
 
-def evidence_notes(data: dict) -> list[str]:
+def evidence_notes(data: Comparison) -> list[str]:
     """One line per group, and per target's ratios, whose intervals rest on less than repetitions."""
-    notes = []
+    notes: list[str] = []
     for group in data["groups"]:
         notes += _weakest_note(group["label"], list(group["estimates"].values()))
     for target in dict.fromkeys(r["target"] for r in data["ratios"]):
@@ -315,7 +423,7 @@ def evidence_notes(data: dict) -> list[str]:
     return notes
 
 
-def _weakest_note(what: str, estimates: list[dict]) -> list[str]:
+def _weakest_note(what: str, estimates: Sequence[IntervalFigures]) -> list[str]:
     kinds = {e.get("evidence_kind") for e in estimates}
     for kind in (TOO_SHORT, SINGLE_RUN):
         if kind in kinds:
@@ -324,11 +432,17 @@ def _weakest_note(what: str, estimates: list[dict]) -> list[str]:
     return []
 
 
-def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet]) -> dict:
-    estimates = {name: group.estimate(name) for name in HEADLINE_METRICS}
-    estimates = {k: v.as_dict(3) for k, v in estimates.items() if v is not None}
-    ingest = estimates.get("ingest_instances_per_s", {}).get("value")
-    mb = estimates.get("ingest_mb_per_s", {}).get("value")
+def _value(estimates: dict[str, IntervalFigures], name: str) -> float | None:
+    """The value of the estimate of metric `name`; None when there is none."""
+    estimate = estimates.get(name)
+    return estimate["value"] if estimate else None
+
+
+def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet]) -> GroupFigures:
+    intervals = {name: group.estimate(name) for name in HEADLINE_METRICS}
+    estimates = {k: v.as_dict(3) for k, v in intervals.items() if v is not None}
+    ingest = _value(estimates, "ingest_instances_per_s")
+    mb = _value(estimates, "ingest_mb_per_s")
     calibration = client_bound(group.ceiling(), ingest, mb)
     retrieval = retrieval_bound(group, estimates)
     return {
@@ -344,22 +458,20 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
         "retrieve_calibration": retrieval,
         "budget": _budget_dict(budget_of(group.runs[0])),
         "runs_on": runs_on(group.runs[0]),
-        "bound_by": group.bound_by(calibration["client_bound"] or (retrieval or {}).get("client_bound")),
+        "bound_by": group.bound_by(calibration["client_bound"] or (retrieval["client_bound"] if retrieval else None)),
         "growth": group.growth(),
         "claims": judge_all(claim_sets, group.mean_metrics() | group.restore_metrics(), group.users_by_type()),
     }
 
 
-def retrieval_bound(group: Group, estimates: dict) -> dict | None:
+def retrieval_bound(group: Group, estimates: dict[str, IntervalFigures]) -> RetrievalBound | None:
     """Retrieval throughput against the harness's C-GET or C-MOVE ceiling, as ingest is judged; None
     when the group retrieved nothing."""
-    retrieved = estimates.get("retrieve_instances_per_s", {}).get("value")
+    retrieved = _value(estimates, "retrieve_instances_per_s")
     method = group.retrieve_method()
     if not retrieved or method is None:
         return None
-    verdict = client_bound(
-        group.ceiling(f"retrieve_{method}_"), retrieved, estimates.get("retrieve_mb_per_s", {}).get("value")
-    )
+    verdict = client_bound(group.ceiling(f"retrieve_{method}_"), retrieved, _value(estimates, "retrieve_mb_per_s"))
     return {**verdict, "method": method, "note": f"retrieval (C-{method.upper()}): {verdict['note']}"}
 
 
@@ -378,13 +490,13 @@ def build_comparison(
     baseline: str,
     claim_sets: list[ClaimSet],
     allow_unequal_budgets: bool = False,
-):
+) -> tuple[Comparison, list[Group]]:
     """The comparison as JSON-ready data, plus the groups (for figures)."""
     budgets_note = check_budgets(runs, allow_unequal_budgets)
     groups = group_runs(runs, settings)
     check_baseline(groups, baseline)
     several_loads = len({g.users for g in groups}) > 1
-    data = {
+    data: Comparison = {
         "scenario": runs[0].scenario,
         "baseline_target": baseline,
         "settings": settings.describe() | {"bootstrap": METHOD},

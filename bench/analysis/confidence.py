@@ -14,9 +14,12 @@ Percentile intervals from a fixed seed: the same input gives the same interval.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
+import numpy.typing as npt
 
 RESAMPLES = 2000
 LEVEL = 0.95
@@ -31,7 +34,7 @@ METHOD = (
 )
 
 
-def block_length(series) -> int:
+def block_length(series: npt.ArrayLike) -> int:
     """The first lag at which the autocorrelation of `series` falls below 1/e; 1 to len/3."""
     x = np.asarray(series, dtype=float)
     cap = max(1, len(x) // 3)  # a resample needs at least three blocks to vary at all
@@ -88,6 +91,16 @@ class Evidence:
         )
 
 
+class IntervalFigures(TypedDict):
+    """An interval as summary.json and the report's tables hold it (Interval.as_dict)."""
+
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    evidence: str
+    evidence_kind: str
+
+
 @dataclass(frozen=True)
 class Interval:
     """A figure and its 95% interval; low and high are None when the evidence is too short for one."""
@@ -95,17 +108,17 @@ class Interval:
     value: float
     low: float | None
     high: float | None
-    evidence: Evidence | None = None
+    evidence: Evidence
 
     @property
     def decided(self) -> bool:
         return self.low is not None and self.high is not None
 
     def contains(self, x: float) -> bool:
-        return self.decided and self.low <= x <= self.high
+        return self.low is not None and self.high is not None and self.low <= x <= self.high
 
-    def as_dict(self, digits: int = 4) -> dict:
-        def rounded(v):
+    def as_dict(self, digits: int = 4) -> IntervalFigures:
+        def rounded(v: float | None) -> float | None:
             return None if v is None else round(v, digits)
 
         return {
@@ -129,7 +142,7 @@ def _window_multiplicities(rng: np.random.Generator, windows: int, resamples: in
 class WindowMeans:
     """Per-window values (e.g. instances/s of each window); the statistic is their mean."""
 
-    def __init__(self, values):
+    def __init__(self, values: npt.ArrayLike):
         self.values = np.asarray(values, dtype=float)
         self.block = block_length(self.values)
 
@@ -144,9 +157,10 @@ class WindowMeans:
 
     def replicates(self, rng: np.random.Generator, resamples: int) -> np.ndarray:
         weights = _window_multiplicities(rng, len(self.values), resamples, self.block)
-        return weights @ self.values / len(self.values)
+        means: np.ndarray = weights @ self.values / len(self.values)
+        return means
 
-    def to_json(self) -> list:
+    def to_json(self) -> list[float]:
         return [round(float(v), 6) for v in self.values]
 
 
@@ -154,7 +168,7 @@ class PooledQuantile:
     """Per-window latency lists (empty ones included: they are windows too); the statistic is
     quantile `q` of all of them pooled."""
 
-    def __init__(self, windows: list, q: float):
+    def __init__(self, windows: Sequence[npt.ArrayLike], q: float):
         self.windows = [np.asarray(w, dtype=float) for w in windows]
         self.q = q
         values = np.concatenate(self.windows) if self.windows else np.empty(0)
@@ -187,34 +201,43 @@ class PooledQuantile:
             reached = (weights * at_or_below).sum(axis=1) >= wanted
             high = np.where(reached, middle, high)
             low = np.where(reached, low, middle + 1)
-        return np.where(sizes > 0, self._sorted[low], np.nan)  # a resample of empty windows has no quantile
+        quantiles: np.ndarray = np.where(sizes > 0, self._sorted[low], np.nan)  # empty windows have no quantile
+        return quantiles
 
-    def to_json(self) -> list:
+    def to_json(self) -> list[list[float]]:
         return [[round(float(v), 3) for v in w] for w in self.windows]
 
 
-def _nonempty(repetitions: list) -> list:
+# One repetition's per-window values, with the statistic a figure takes of them.
+Repetition = WindowMeans | PooledQuantile
+
+
+def _nonempty(repetitions: Sequence[Repetition]) -> list[Repetition]:
     return [r for r in repetitions if r.has_values()]
 
 
-def point_estimate(repetitions: list) -> float | None:
-    repetitions = _nonempty(repetitions)
-    return float(np.mean([r.point() for r in repetitions])) if repetitions else None
+def point_estimate(repetitions: Sequence[Repetition]) -> float | None:
+    kept = _nonempty(repetitions)
+    return float(np.mean([r.point() for r in kept])) if kept else None
 
 
-def evidence_of(repetitions: list) -> Evidence:
-    repetitions = _nonempty(repetitions)
-    return Evidence(len(repetitions), min(len(r) for r in repetitions), max(r.block for r in repetitions))
+def evidence_of(repetitions: Sequence[Repetition]) -> Evidence:
+    kept = _nonempty(repetitions)
+    return Evidence(len(kept), min(len(r) for r in kept), max(r.block for r in kept))
 
 
-def bootstrap_replicates(repetitions: list, rng: np.random.Generator, resamples: int = RESAMPLES) -> np.ndarray:
+def bootstrap_replicates(
+    repetitions: Sequence[Repetition], rng: np.random.Generator, resamples: int = RESAMPLES
+) -> np.ndarray:
     """Replicates of the mean over repetitions: repetitions resampled (when several), windows within each."""
-    repetitions = _nonempty(repetitions)
-    per_repetition = np.stack([r.replicates(rng, resamples) for r in repetitions])
-    if len(repetitions) == 1:
-        return per_repetition[0]
-    chosen = rng.integers(0, len(repetitions), size=(resamples, len(repetitions)))
-    return per_repetition[chosen, np.arange(resamples)[:, None]].mean(axis=1)
+    kept = _nonempty(repetitions)
+    per_repetition = np.stack([r.replicates(rng, resamples) for r in kept])
+    if len(kept) == 1:
+        only: np.ndarray = per_repetition[0]
+        return only
+    chosen = rng.integers(0, len(kept), size=(resamples, len(kept)))
+    means: np.ndarray = per_repetition[chosen, np.arange(resamples)[:, None]].mean(axis=1)
+    return means
 
 
 def _bounds(replicates: np.ndarray, level: float) -> tuple[float, float]:
@@ -224,7 +247,7 @@ def _bounds(replicates: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def mean_interval(repetitions: list, level: float = LEVEL) -> Interval | None:
+def mean_interval(repetitions: Sequence[Repetition], level: float = LEVEL) -> Interval | None:
     value = point_estimate(repetitions)
     if value is None:
         return None
@@ -235,7 +258,9 @@ def mean_interval(repetitions: list, level: float = LEVEL) -> Interval | None:
     return Interval(value, *_bounds(replicates, level), evidence)
 
 
-def ratio_interval(repetitions: list, baseline: list, level: float = LEVEL) -> Interval | None:
+def ratio_interval(
+    repetitions: Sequence[Repetition], baseline: Sequence[Repetition], level: float = LEVEL
+) -> Interval | None:
     """The ratio of two figures (this / baseline) with a bootstrap interval; None if undefined."""
     value, base = point_estimate(repetitions), point_estimate(baseline)
     if value is None or not base:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import __version__
 from bench.analysis.aggregate import METRICS, Settings, Warmup, measure, metric
-from bench.analysis.confidence import Interval, point_estimate, ratio_interval
+from bench.analysis.confidence import Interval, Repetition, point_estimate, ratio_interval
 from bench.analysis.runset import RunData, check_completed, load_runs
 from bench.common.errors import UserError
 from bench.results.record_base import read_record, write_record
@@ -45,7 +45,7 @@ def parse_threshold(text: str) -> float:
     return value
 
 
-def _repetitions(runs: list[RunData], settings: Settings, name: str) -> list:
+def _repetitions(runs: list[RunData], settings: Settings, name: str) -> list[Repetition]:
     spec = metric(name)
     return [spec.windows(measure(r.samples, settings, r.stop_at)) for r in runs]
 
@@ -56,17 +56,18 @@ def _present(runs: list[RunData], settings: Settings, name: str) -> bool:
 
 def baseline_record(runs: list[RunData], settings: Settings, names: list[str] | None = None) -> BaselineRecord:
     names = [n for n in (names or SAVED_BY_DEFAULT) if _present(runs, settings, n)]
-    metrics = {}
+    metrics: dict[str, BaselineMetric] = {}
     for name in names:
         repetitions = _repetitions(runs, settings, name)
-        if point_estimate(repetitions) is None:
+        value = point_estimate(repetitions)
+        if value is None:
             continue  # no successful request of this kind: nothing to hold a release to
         spec = METRICS[name]
         metrics[name] = BaselineMetric(
             label=spec.label,
             unit=spec.unit,
             higher_is_better=spec.higher_is_better,
-            value=point_estimate(repetitions),
+            value=value,
             repetitions=[r.to_json() for r in repetitions],
         )
     return BaselineRecord(
@@ -126,24 +127,19 @@ class Check:
         )
 
 
-def judge(name: str, repetitions: list, saved: BaselineMetric, threshold: float) -> Check:
+def judge(name: str, repetitions: list[Repetition], saved: BaselineMetric, threshold: float) -> Check:
     spec = METRICS[name]
     base_reps = [spec.from_json(w) for w in saved.repetitions]
     value = point_estimate(repetitions)
     ratio = ratio_interval(repetitions, base_reps) if value is not None else None
-    common = dict(
-        metric=name,
-        label=spec.label,
-        unit=spec.unit,
-        baseline=saved.value,
-        value=value,
-        ratio=ratio,
-        threshold=threshold,
-    )
+
+    def check(regressed: bool, reason: str, undecided: bool = False) -> Check:
+        return Check(name, spec.label, spec.unit, saved.value, value, ratio, threshold, regressed, reason, undecided)
+
     if ratio is None:
-        return Check(**common, regressed=True, reason="no successful request of this kind in the run")
+        return check(regressed=True, reason="no successful request of this kind in the run")
     if not ratio.decided:
-        return Check(**common, regressed=False, undecided=True, reason=f"cannot decide: {ratio.evidence.text()}")
+        return check(regressed=False, undecided=True, reason=f"cannot decide: {ratio.evidence.text()}")
     change = (1 - ratio.value) if spec.higher_is_better else (ratio.value - 1)
     beyond = change > threshold
     noise = ratio.contains(1.0)
@@ -153,7 +149,7 @@ def judge(name: str, repetitions: list, saved: BaselineMetric, threshold: float)
         + ("the interval includes 1 (within noise)" if noise else "the interval excludes 1")
         + (f"; {ratio.evidence.headline()}" if ratio.evidence.single_run else "")
     )
-    return Check(**common, regressed=beyond and not noise, reason=reason)
+    return check(regressed=beyond and not noise, reason=reason)
 
 
 def chosen_metrics(

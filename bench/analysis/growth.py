@@ -15,6 +15,8 @@ than it knows.
 
 from __future__ import annotations
 
+from typing import NotRequired, TypedDict
+
 import numpy as np
 import pandas as pd
 from scipy.stats import theilslopes
@@ -52,7 +54,30 @@ def _verdict(low: float, high: float) -> str:
     return "no trend evident"
 
 
-def series_growth(rows: pd.DataFrame, column: str) -> dict | None:
+class SeriesGrowth(TypedDict):
+    """One series' growth (series_growth), in the shown unit."""
+
+    what: str
+    unit: str
+    first_minute: float
+    last_minute: float
+    per_hour: float
+    per_hour_low: float
+    per_hour_high: float
+    per_hour_percent: float | None
+    verdict: str
+
+
+class GrowthFigures(TypedDict):
+    """summary.json's growth of one run: the measured span (None without server metrics) and each series'
+    growth, or a note on why it cannot say."""
+
+    seconds: float | None
+    series: NotRequired[dict[str, SeriesGrowth]]
+    note: NotRequired[str]
+
+
+def series_growth(rows: pd.DataFrame, column: str) -> SeriesGrowth | None:
     """One series' start, end and growth per hour (shown units), or None when it has too few minutes."""
     hours, medians = minute_medians(rows, column)
     if len(hours) < MIN_SPAN_SECONDS / BUCKET_SECONDS:
@@ -73,7 +98,7 @@ def series_growth(rows: pd.DataFrame, column: str) -> dict | None:
     }
 
 
-def growth(frame: pd.DataFrame | None, begin: float, end: float) -> dict:
+def growth(frame: pd.DataFrame | None, begin: float, end: float) -> GrowthFigures:
     """summary.json's growth: {"seconds", "series": {column: figures}} or {"seconds", "note"} when it cannot say."""
     if frame is None:
         return {"seconds": None, "note": "no server metrics recorded"}
@@ -90,18 +115,19 @@ def growth(frame: pd.DataFrame | None, begin: float, end: float) -> dict:
     return {"seconds": seconds, "series": series}
 
 
-def _percent_text(figures: dict) -> str:
+def _percent_text(figures: SeriesGrowth) -> str:
     percent = figures.get("per_hour_percent")
     return f" ({percent:+.1f}%/h)" if percent else ""
 
 
-def growth_text(figures: dict) -> str:
+def growth_text(figures: GrowthFigures) -> str:
     """One line: '+12.3 MB/h (95%: 8.1 to 16.0), grows' per series, or the note."""
-    if "series" not in figures:
+    series, seconds = figures.get("series"), figures["seconds"]
+    if series is None or seconds is None:  # growth() gives series only with the span measured
         return figures.get("note", "")
     parts = [
         f"{g['what']} {g['per_hour']:+g} {g['unit']}/h{_percent_text(g)} (95%: {g['per_hour_low']:+g} to "
         f"{g['per_hour_high']:+g}): {g['verdict']}"
-        for g in figures["series"].values()
+        for g in series.values()
     ]
-    return f"over {figures['seconds'] / 60:.0f} min: " + "; ".join(parts)
+    return f"over {seconds / 60:.0f} min: " + "; ".join(parts)

@@ -86,7 +86,7 @@ def _matrix_run(folder: Path, scenario: str, entry: MatrixRun) -> RunData:
 def load_runs(paths: list[Path]) -> list[RunData]:
     """Every run named by `paths` (run folders or matrix folders), all of one scenario."""
     runs: list[RunData] = []
-    repetitions: Counter = Counter()
+    repetitions: Counter[str] = Counter()
     for path in paths:
         if (path / MATRIX_FILE).is_file():
             runs += load_matrix(path)

@@ -40,8 +40,9 @@ def host_facts() -> HostRecord:
     )
 
 
-def versions() -> dict:
-    out = {}
+def versions() -> dict[str, str | None]:
+    """The versions of the packages a result depends on; None for one not installed."""
+    out: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)

@@ -12,8 +12,12 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Required, TypedDict
 
 from server_under_test.upper_layer.status import is_done
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SAMPLES_FILE = "samples.csv"
 
@@ -38,8 +42,30 @@ class Sample:
 
 COLUMNS = [f.name for f in fields(Sample)]
 
+# One row of a row file (samples.csv, sent.csv, ...): column name to value, as csv.DictWriter takes it.
+Row = dict[str, object]
 
-def done_mask(status):
+
+class RequestContext(TypedDict, total=False):
+    """The `context` of a DICOM user's request event (bench.load.users fires it): the sample's fields
+    beyond locust's own, and the plain rows of the side files (bench.load.rows)."""
+
+    start: Required[float]
+    worker: Required[str]
+    user: Required[str]
+    user_type: Required[str]
+    association: Required[str]
+    status: Required[int]
+    sop_instance_uid: str
+    study_instance_uid: str
+    instances: int
+    frames: int
+    sent: Row
+    suboperations: Row
+    retrieved: list[Row]
+
+
+def done_mask(status: pd.Series) -> pd.Series:
     """Which rows of a samples status column (a pandas Series) succeeded, warnings included:
     the archive's vocabulary (server_under_test.upper_layer.status) decides, as it does for the
     users that wrote the rows."""
@@ -66,7 +92,7 @@ class CsvRows:
         self.rows = 0
         self.error: OSError | None = None
 
-    def write_row(self, row: dict) -> None:
+    def write_row(self, row: Row) -> None:
         if self.error is not None or self._fd < 0:
             return
         self._writer.writerow(row)
@@ -109,7 +135,7 @@ def unix_time(seconds: float) -> str:
     return f"{seconds:.6f}"
 
 
-def sample_row(sample: Sample) -> dict:
+def sample_row(sample: Sample) -> Row:
     row = asdict(sample)
     row["start"] = unix_time(sample.start)
     row["latency_ms"] = f"{sample.latency_ms:.3f}"
@@ -166,16 +192,16 @@ RECORD_FILES = {
 TIME_COLUMNS = {SAMPLES_FILE: ("start",)}
 
 
-def on_master_clock(batch: dict[str, list[dict]], offset: float) -> dict[str, list[dict]]:
+def on_master_clock(batch: dict[str, list[Row]], offset: float) -> dict[str, list[Row]]:
     """A worker's batch of rows with every time column put on the master's clock.
 
     `offset` is the worker's clock less the master's (bench.load.clock). The master applies it
     once, as a batch arrives, before the rows reach a file.
     """
-    shifted = {}
+    shifted: dict[str, list[Row]] = {}
     for name, rows in batch.items():
         columns = TIME_COLUMNS.get(name, ())
-        shifted[name] = [{**row, **{c: unix_time(float(row[c]) - offset) for c in columns}} for row in rows]
+        shifted[name] = [{**row, **{c: unix_time(float(str(row[c])) - offset) for c in columns}} for row in rows]
     return shifted
 
 
@@ -189,7 +215,15 @@ class Records:
     C-GET's `suboperations` row and its `retrieved` rows.
     """
 
-    def on_request(self, name: str, response_time: float, response_length: int, exception, context: dict, **_) -> None:
+    def on_request(
+        self,
+        name: str,
+        response_time: float,
+        response_length: int,
+        exception: BaseException | None,
+        context: RequestContext,
+        **_: object,
+    ) -> None:
         error = str(exception) if exception else ""
         self.add(SAMPLES_FILE, sample_row(request_sample(name, response_time, response_length, error, context)))
         if context.get("sent"):
@@ -199,11 +233,11 @@ class Records:
         for row in context.get("retrieved", ()):
             self.add(RETRIEVED_FILE, row)
 
-    def add(self, name: str, row: dict) -> None:
+    def add(self, name: str, row: Row) -> None:
         raise NotImplementedError
 
 
-def request_sample(operation: str, latency_ms: float, size: int, error: str, context: dict) -> Sample:
+def request_sample(operation: str, latency_ms: float, size: int, error: str, context: RequestContext) -> Sample:
     """The sample of one request event."""
     return Sample(
         start=context["start"],
@@ -235,9 +269,9 @@ class RunRecords(Records):
         self.run_dir = run_dir
         self._files: dict[str, CsvRows] = {SAMPLES_FILE: CsvRows(run_dir / SAMPLES_FILE, COLUMNS)}
         self.write_error: str | None = None
-        self.statuses: Counter = Counter()
+        self.statuses: Counter[object] = Counter()
 
-    def add(self, name: str, row: dict) -> None:
+    def add(self, name: str, row: Row) -> None:
         if self.write_error is not None:
             return
         if name == SAMPLES_FILE:
@@ -249,7 +283,7 @@ class RunRecords(Records):
         except OSError as exc:
             self.write_error = f"{name}: {exc.strerror or exc}"
 
-    def add_batch(self, batch: dict[str, list[dict]]) -> None:
+    def add_batch(self, batch: dict[str, list[Row]]) -> None:
         for name, rows in batch.items():
             for row in rows:
                 self.add(name, row)
@@ -269,12 +303,12 @@ class RunRecords(Records):
 class RelayedRecords(Records):
     """The same rows in a worker process: they wait in memory until shipped to the master."""
 
-    def __init__(self):
-        self._batch: dict[str, list[dict]] = {}
+    def __init__(self) -> None:
+        self._batch: dict[str, list[Row]] = {}
 
-    def add(self, name: str, row: dict) -> None:
+    def add(self, name: str, row: Row) -> None:
         self._batch.setdefault(name, []).append(row)
 
-    def drain(self) -> dict[str, list[dict]]:
+    def drain(self) -> dict[str, list[Row]]:
         batch, self._batch = self._batch, {}
         return batch

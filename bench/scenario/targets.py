@@ -168,8 +168,7 @@ def _a_default(key: str, value: Any) -> bool:
     return key != "kind" and value in defaults
 
 
-# mypy takes the Annotated union for a special form, not a type: pydantic reads it as one.
-_ADAPTER: TypeAdapter[TargetSpec] = TypeAdapter(TargetSpec)  # type: ignore[arg-type]
+_ADAPTER: TypeAdapter[TargetSpec] = TypeAdapter(TargetSpec)
 
 
 def target_spec(settings: dict[str, Any]) -> TargetSpec:
