@@ -142,7 +142,7 @@ class _SigtermInterrupt:
             return
         gevent = _gevent_in_use()
         if gevent is not None:
-            self.main = gevent.getcurrent()
+            self.main = gevent.get_hub().parent  # the thread's main greenlet, whichever greenlet installs
             self.watcher = gevent.signal_handler(signal.SIGTERM, self.on_signal)
         elif signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, lambda *_: self.on_signal())
