@@ -6,13 +6,15 @@ One copy each.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench.common.errors import UserError
@@ -113,14 +115,87 @@ def ending_with_parent(then: Callable[[], None] | None = None) -> Callable[[], N
     return preexec
 
 
-def interrupt_on_sigterm() -> None:
-    """SIGTERM becomes KeyboardInterrupt, so the `finally` that stops QEMU (or removes a namespace) runs."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+class _SigtermInterrupt:
+    """SIGTERM becomes one KeyboardInterrupt in the harness's main flow, where a Ctrl-C would be handled.
 
-        def _raise(*_):
+    A Python signal handler runs in whatever code the main thread executes at that moment. Under
+    gevent (locust) that may be a pynetdicom association thread or a Storage SCP connection
+    (threading's excepthook prints the exception and the run goes on, ends and exits 0), or an
+    at-fork callback of logging (the exception is ignored and logging's lock stays held: the run
+    hangs). So under gevent the signal is taken by the hub (gevent.signal_handler) and the
+    interrupt thrown into the main greenlet, whose `finally` blocks stop the target and remove a
+    namespace. Only the first SIGTERM interrupts: a second one must not cut that clean-up short.
+    Inside `deferred()` (creating the run folder, the clean-up itself) a SIGTERM waits until the
+    block has run.
+    """
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.delivered = False  # the interrupt went out: the harness is already stopping
+        self.pending = False  # a SIGTERM arrived inside deferred()
+        self.deferring = 0
+        self.main: object | None = None  # the main greenlet under gevent; None in a plain process
+        self.watcher: object | None = None  # gevent's signal watcher (kept alive while installed)
+
+    def install(self) -> None:
+        if self.installed or threading.current_thread() is not threading.main_thread():
+            return
+        gevent = _gevent_in_use()
+        if gevent is not None:
+            self.main = gevent.get_hub().parent  # the thread's main greenlet, whichever greenlet installs
+            self.watcher = gevent.signal_handler(signal.SIGTERM, self.on_signal)
+        elif signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, lambda *_: self.on_signal())
+        else:
+            return  # someone else's handler: theirs to keep
+        self.installed = True
+
+    def on_signal(self) -> None:
+        if self.delivered:
+            return
+        if self.deferring:
+            self.pending = True
+            return
+        self.deliver()
+
+    def deliver(self) -> None:
+        self.delivered = True
+        gevent = _gevent_in_use()
+        if self.main is None or gevent is None or gevent.getcurrent() is self.main:
             raise KeyboardInterrupt
+        gevent.kill(self.main, KeyboardInterrupt)  # raised where the main greenlet waits, once the hub runs
 
-        signal.signal(signal.SIGTERM, _raise)
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.deferring += 1
+        try:
+            yield
+        finally:
+            self.deferring -= 1
+        if not self.deferring and self.pending:
+            self.pending = False
+            self.deliver()
+
+
+def _gevent_in_use():
+    """gevent's module when this process is monkey-patched (locust's verbs), else None. Looked up, never imported:
+    the stages that must not load gevent import this module too."""
+    monkey = sys.modules.get("gevent.monkey")
+    return sys.modules["gevent"] if monkey is not None and monkey.is_module_patched("threading") else None
+
+
+_SIGTERM = _SigtermInterrupt()
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM becomes KeyboardInterrupt in the main flow (once), so the `finally` that stops QEMU, an archive or
+    removes a namespace runs. Safe to call again."""
+    _SIGTERM.install()
+
+
+def sigterm_deferred() -> contextlib.AbstractContextManager[None]:
+    """A block a SIGTERM must not cut in two (creating the run folder, the clean-up): the interrupt comes after it."""
+    return _SIGTERM.deferred()
 
 
 def run(cmd: list[str], timeout: float, log: Path | None = None, what: str = "", **kwargs) -> str:

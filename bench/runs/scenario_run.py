@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.common.errors import UserError
+from bench.common.processes import interrupt_on_sigterm, sigterm_deferred
 from bench.load.calibrate import ceiling_for_run
 from bench.load.prefill import prefill
 from bench.load.shapes import step_figures
@@ -136,7 +137,11 @@ def run_scenario(
     verify: bool = False,
     target_spec: TargetSpec | None = None,
 ) -> tuple[Path, RunRecord]:
-    """Run one scenario (against `target_spec` instead of its own when given); return the run folder and run.json."""
+    """Run one scenario (against `target_spec` instead of its own when given); return the run folder and run.json.
+
+    From here on a SIGTERM ends the run as Ctrl-C does: the load stops, the load processes and the target
+    stop, run.json says "interrupted", and `run` exits non-zero."""
+    interrupt_on_sigterm()
     scenario = load_scenario(scenario_path)
     if target_spec is not None:
         scenario = scenario.model_copy(update={"target": target_spec})
@@ -151,34 +156,35 @@ def run_scenario(
     )
     if disk.warning:
         print(f"pacsbench: warning: {disk.warning}", file=sys.stderr)
-    run_dir = new_run_dir(results_root, scenario.name)
-    engine = load.LoadEngine(
-        scenario,
-        pool,
-        run_dir,
-        processes.workers,
-        processes.remote_workers,
-        processes.master_bind,
-        processes.master_port,
-        progress,
-        processes.join_timeout,
-    )
-    record = RunRecord(
-        run_id=run_dir.name,
-        status="started",
-        scenario_file=str(scenario_path),
-        scenario=scenario.model_dump(mode="json"),
-        studies=pool.describe(),
-        load_processes=processes.describe(),
-        calibration=calibration,
-        disk=disk,
-        versions=versions(),
-        host=host_facts(),
-        command=sys.argv,
-    )
-    write_run_json(run_dir, record)
-    target = make_target(target_spec, scenario.client, progress, in_namespace=archive_in_namespace(scenario))
-    injector = FaultInjector(target, scenario.faults)
+    with sigterm_deferred():  # a SIGTERM here waits: no run folder without its run.json, no target half made
+        run_dir = new_run_dir(results_root, scenario.name)
+        engine = load.LoadEngine(
+            scenario,
+            pool,
+            run_dir,
+            processes.workers,
+            processes.remote_workers,
+            processes.master_bind,
+            processes.master_port,
+            progress,
+            processes.join_timeout,
+        )
+        record = RunRecord(
+            run_id=run_dir.name,
+            status="started",
+            scenario_file=str(scenario_path),
+            scenario=scenario.model_dump(mode="json"),
+            studies=pool.describe(),
+            load_processes=processes.describe(),
+            calibration=calibration,
+            disk=disk,
+            versions=versions(),
+            host=host_facts(),
+            command=sys.argv,
+        )
+        write_run_json(run_dir, record)
+        target = make_target(target_spec, scenario.client, progress, in_namespace=archive_in_namespace(scenario))
+        injector = FaultInjector(target, scenario.faults)
     try:
         destinations = engine.start()
         record.harness_scp = {ae: f"{host}:{port}" for ae, (host, port) in destinations.items()}
@@ -222,19 +228,28 @@ def run_scenario(
     except UserError as exc:
         record.status, record.error = "failed", str(exc)
         raise
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside the load (the load's own ends in its outcome)
+        record.status = "interrupted"
+        raise
     except BaseException as exc:
         record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
         record.traceback = traceback.format_exc()
         raise
     finally:
-        engine.close()
-        stop_started = time.monotonic()
-        try:
-            target.collect_metrics(run_dir)
-            record_capacity(record, run_dir, target_spec)
-        finally:
-            target.stop()
-        record.target = target.describe()
-        record.target_stop_seconds = round(time.monotonic() - stop_started, 3)
-        write_run_json(run_dir, record)
+        with sigterm_deferred():  # a SIGTERM now waits: it must not leave the archive, its namespace or a half run.json
+            finish(engine, target, record, run_dir, target_spec)
     return run_dir, record
+
+
+def finish(engine: load.LoadEngine, target, record: RunRecord, run_dir: Path, target_spec: TargetSpec) -> None:
+    """The run's clean-up: the load processes and the target stop; run.json gets the target's last facts."""
+    engine.close()
+    stop_started = time.monotonic()
+    try:
+        target.collect_metrics(run_dir)
+        record_capacity(record, run_dir, target_spec)
+    finally:
+        target.stop()
+    record.target = target.describe()
+    record.target_stop_seconds = round(time.monotonic() - stop_started, 3)
+    write_run_json(run_dir, record)

@@ -310,9 +310,10 @@ def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume
     assert f"{namespace['host_veth']}@" not in _ip("-o", "link")
 
 
-@pytest.mark.slow
-@HOST_RESOURCES
-def test_a_network_down_run_ended_by_sigterm_leaves_no_namespace_veth_or_archive(root, tmp_path):
+def _sigterm_network_down_run(tmp_path: Path, moment, delay: float = 0.0) -> tuple[dict, int]:
+    """A 60-s network-down run (archive in a namespace, C-MOVEs into the harness's Storage SCP) sent SIGTERM `delay`
+    seconds after `moment(results)` is true; it must end long before its load would, non-zero, with its namespace,
+    veth and archive gone. run.json and the archive's pid."""
     scenario = tmp_path / "network-down.toml"
     scenario.write_text(NETWORK_DOWN_SCENARIO.replace("duration = 12", "duration = 60"))
     results = tmp_path / "results"
@@ -323,19 +324,54 @@ def test_a_network_down_run_ended_by_sigterm_leaves_no_namespace_veth_or_archive
         text=True,
         cwd=ROOT,
     )
-    target = {}
     try:
-        while run.poll() is None and not target.get("namespace"):  # until the archive answers in its namespace
-            record = next(results.glob("*/run.json"), None)
-            target = json.loads(record.read_text()).get("target", {}) if record else {}
-            time.sleep(0.2)
-        assert target.get("namespace"), run.communicate()[1]
+        while run.poll() is None and not moment(results):
+            time.sleep(0.05)
+        assert run.poll() is None, run.communicate()[1]
+        time.sleep(delay)
         run.terminate()
-        run.wait(120)
+        stderr = run.communicate(timeout=120)[1]
     finally:
         run.kill()
-    namespace, server_pid = target["namespace"], int(next(results.glob("*/server.pid")).read_text())
-    assert run.returncode != 0
+    record = json.loads(next(results.glob("*/run.json")).read_text())
+    server_pid = int(next(results.glob("*/server.pid")).read_text())
+    assert run.returncode != 0, stderr
+    assert record["status"] == "interrupted", stderr
+    assert (record.get("load_seconds") or 0) < 60, stderr  # the load did not run its course
+    namespace = (record.get("target") or {}).get("namespace")
+    assert namespace, record.get("target")
     assert namespace["namespace"] not in _ip("netns", "list").split()
     assert f"{namespace['host_veth']}@" not in _ip("-o", "link")
     assert not Path(f"/proc/{server_pid}").exists()
+    return record, server_pid
+
+
+def _target(results: Path) -> dict:
+    record = next(results.glob("*/run.json"), None)
+    try:
+        return json.loads(record.read_text()).get("target") or {} if record else {}
+    except json.JSONDecodeError:  # being replaced at this moment
+        return {}
+
+
+@pytest.mark.slow
+@HOST_RESOURCES
+def test_a_network_down_run_ended_by_sigterm_leaves_no_namespace_veth_or_archive(root, tmp_path):
+    _sigterm_network_down_run(tmp_path, lambda results: _target(results).get("namespace"))
+
+
+@pytest.mark.slow
+@HOST_RESOURCES
+def test_a_sigterm_during_the_load_ends_the_run_whatever_greenlet_it_lands_in(root, tmp_path):
+    """Two seconds into the load the archive's C-MOVE sub-operations are being served by the harness's Storage SCP
+    threads: a SIGTERM raised there as KeyboardInterrupt was swallowed by threading (the run went on and exited 0)."""
+    record, _ = _sigterm_network_down_run(tmp_path, lambda results: _target(results).get("namespace"), delay=2.0)
+    assert record["samples"] > 0 and record["started"]
+
+
+@pytest.mark.slow
+@HOST_RESOURCES
+def test_a_sigterm_while_the_archive_starts_stops_it_and_removes_its_namespace(root, tmp_path):
+    """SIGTERM between the archive's launch and its ready file: run.json keeps the namespace it had."""
+    record, _ = _sigterm_network_down_run(tmp_path, lambda results: next(results.glob("*/server.pid"), None))
+    assert record["target"]["exit_code"] is not None  # the archive was stopped, not left to its parent-death signal
