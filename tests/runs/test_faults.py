@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import ROOT
-from helpers.groups import HOST_RESOURCES
 
 # The figures of a fault printed for the issue note (-s).
 FAULT_FIGURES = (
@@ -274,7 +273,6 @@ def _ip(*args: str) -> str:
 
 
 @pytest.mark.slow
-@HOST_RESOURCES
 @pytest.mark.parametrize("processes", [[], ["--workers", "1"]], ids=["local", "one-worker"])
 def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume_and_nothing_is_left(
     root, tmp_path, processes
@@ -311,7 +309,6 @@ def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume
 
 
 @pytest.mark.slow
-@HOST_RESOURCES
 def test_a_network_down_run_ended_by_sigterm_leaves_no_namespace_veth_or_archive(root, tmp_path):
     scenario = tmp_path / "network-down.toml"
     scenario.write_text(NETWORK_DOWN_SCENARIO.replace("duration = 12", "duration = 60"))
