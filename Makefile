@@ -26,9 +26,10 @@ demo: $(STAMP)
 	$(BIN)/pacsbench report "$$(tail -n 1 $(VENV)/last-run.txt)"
 
 # pytest-xdist: most tests wait on subprocesses and sockets, so three processes keep two cores
-# busy. --dist loadgroup runs the tests that share a host-wide resource (guests, network
-# namespaces, cgroups: tests/helpers/groups.py) on one worker, one at a time.
-XDIST := -n 3 --dist loadgroup
+# busy. --dist loadgroup runs the tests of a group (a lane of QEMU guests, the tests sharing a
+# module's fixture: tests/helpers/groups.py, tests/conftest.py) on one worker, one at a time;
+# --no-loadscope-reorder keeps the order conftest gives (the guest lanes, the longest, first).
+XDIST := -n 3 --dist loadgroup --no-loadscope-reorder
 
 test: $(STAMP)
 	$(BIN)/pytest $(XDIST) --durations=15

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from helpers.archive import STARTED, start_archive, stop_archives_started_since
+from helpers.groups import LANES
 from helpers.tools import INSTALLED_KINDS, Dciodvfy, Dcmtk, require_root, require_tool
 
 from bench.common.processes import free_local_port
@@ -28,10 +29,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(name)
         if item.get_closest_marker("orthanc"):
             item.add_marker("slow")  # Orthanc takes seconds to start: not for the edit loop
-    # The grouped tests first (a stable sort): their group is the longest unit of work (the guests
-    # boot one after another), so --dist loadgroup hands it to a worker at once and the others
-    # share the rest, instead of the group starting when the queue reaches tests/load.
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+        group_by_module_fixture(item)
+    # The lanes of guests first, then the other groups (a stable sort): the lanes are the longest units
+    # of work, so --dist loadgroup (with --no-loadscope-reorder: in this order, not by test count)
+    # hands them to workers at once and the third worker takes the rest, instead of a guest lane
+    # starting when the queue reaches tests/targets.
+    items.sort(key=start_rank)
+
+
+def group_by_module_fixture(item: pytest.Item) -> None:
+    """A test that uses a module-scoped fixture (a run, an archive that several tests read) joins a group
+    named after it: on one worker, the fixture is made once, not once on each worker that gets one of them."""
+    if item.get_closest_marker("xdist_group"):
+        return
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    shared = sorted(name for name, defs in definitions.items() if defs and defs[-1].scope in ("module", "class"))
+    if shared:
+        item.add_marker(pytest.mark.xdist_group(f"{item.nodeid.split('::')[0]}:{shared[0]}"))
+
+
+def start_rank(item: pytest.Item) -> int:
+    group = item.get_closest_marker("xdist_group")
+    if group is None:
+        return 2
+    name = group.kwargs.get("name", group.args[0] if group.args else "")
+    return 0 if name in LANES else 1
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 from helpers import ROOT
 from helpers.archive import start_archive
-from helpers.groups import HOST_RESOURCES
 from helpers.tools import require_tool
 
 from bench.common.netns import VethNamespace
@@ -87,7 +86,6 @@ def namespace(root):
 
 
 @pytest.mark.slow
-@HOST_RESOURCES
 def test_a_skewed_worker_in_its_own_namespace_is_measured_and_its_samples_corrected(tmp_path, namespace):
     faketime = require_tool("faketime", "faketime")
     archive = start_archive(tmp_path / "archive", "--host", namespace.host_ip)  # reachable from the namespace

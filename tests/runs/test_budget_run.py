@@ -11,12 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import ROOT
-from helpers.groups import HOST_RESOURCES
 
 from bench.results.server_metrics import COLUMNS
 from server_under_test.environment import detect_hypervisor
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("root"), HOST_RESOURCES]  # cgroups are writable by root only
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("root")]  # cgroups are writable by root only
 
 # Very small instances (64x64, a few frames: ~25 KB), fsync off, 8 users against one CPU: each
 # store costs the archive its per-instance work (DIMSE, index, file) and almost no disk time,

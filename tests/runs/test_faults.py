@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import ROOT
-from helpers.groups import HOST_RESOURCES
 
 # The figures of a fault printed for the issue note (-s).
 FAULT_FIGURES = (
@@ -274,7 +273,6 @@ def _ip(*args: str) -> str:
 
 
 @pytest.mark.slow
-@HOST_RESOURCES
 @pytest.mark.parametrize("processes", [[], ["--workers", "1"]], ids=["local", "one-worker"])
 def test_a_native_network_down_cuts_the_archive_off_then_stores_and_moves_resume_and_nothing_is_left(
     root, tmp_path, processes
@@ -355,13 +353,11 @@ def _target(results: Path) -> dict:
 
 
 @pytest.mark.slow
-@HOST_RESOURCES
 def test_a_network_down_run_ended_by_sigterm_leaves_no_namespace_veth_or_archive(root, tmp_path):
     _sigterm_network_down_run(tmp_path, lambda results: _target(results).get("namespace"))
 
 
 @pytest.mark.slow
-@HOST_RESOURCES
 def test_a_sigterm_during_the_load_ends_the_run_whatever_greenlet_it_lands_in(root, tmp_path):
     """Two seconds into the load the archive's C-MOVE sub-operations are being served by the harness's Storage SCP
     threads: a SIGTERM raised there as KeyboardInterrupt was swallowed by threading (the run went on and exited 0)."""
@@ -370,7 +366,6 @@ def test_a_sigterm_during_the_load_ends_the_run_whatever_greenlet_it_lands_in(ro
 
 
 @pytest.mark.slow
-@HOST_RESOURCES
 def test_a_sigterm_while_the_archive_starts_stops_it_and_removes_its_namespace(root, tmp_path):
     """SIGTERM between the archive's launch and its ready file: run.json keeps the namespace it had."""
     record, _ = _sigterm_network_down_run(tmp_path, lambda results: next(results.glob("*/server.pid"), None))

@@ -21,12 +21,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import ROOT
-from helpers.groups import HOST_RESOURCES
+from helpers.groups import GUESTS, LONG_GUESTS
+from helpers.guests import shared_guest_image
 
 from bench.results.samples import SAMPLES_FILE, done_mask
 
-# Guest runs (root builds the guest image), one at a time.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.usefixtures("qemu", "root"), HOST_RESOURCES]
+# Guest runs (root builds the guest image, once: guest_image), each in a lane of guests (helpers.groups).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.usefixtures("qemu", "root", "guest_image")]
 
 SCENARIO = """name = "power-loss-{fsync}"
 [target]
@@ -85,6 +86,12 @@ duration = 1
 """
 
 
+@pytest.fixture(scope="session")
+def guest_image(qemu, root):
+    """The guest image, built before the first run (by one worker for all: helpers.guests)."""
+    return shared_guest_image()
+
+
 def fault_run(folder: Path, fsync: bool, duration: float, faults: str) -> tuple[Path, dict]:
     scenario = folder / "scenario.toml"
     scenario.write_text(SCENARIO.format(fsync=str(fsync).lower(), duration=duration, timeout=CLIENT_TIMEOUT) + faults)
@@ -118,6 +125,7 @@ def boots(run_dir: Path) -> list[str]:
     return (run_dir / "console.log").read_text(errors="replace").split("Linux version ")[1:]
 
 
+@LONG_GUESTS
 def test_with_fsync_a_power_loss_loses_nothing_acknowledged_and_the_guest_boots_on_the_same_disk(tmp_path):
     # The load ends during the second boot (~2 min under TCG): the injector waits for it, then the C-GET runs.
     # (scenarios/power-loss.toml runs the load through the boot, to see stores resume.)
@@ -139,6 +147,7 @@ def test_with_fsync_a_power_loss_loses_nothing_acknowledged_and_the_guest_boots_
     assert not (run_dir / "data.raw").exists()
 
 
+@GUESTS
 def test_without_fsync_a_power_loss_loses_acknowledged_instances(tmp_path):
     # The load may end during the boot: the injector waits for it, then the C-GET runs.
     _, run = fault_run(tmp_path, False, 12, KILL.format(at=6))
@@ -151,6 +160,7 @@ def test_without_fsync_a_power_loss_loses_acknowledged_instances(tmp_path):
     assert kill["lost"] > 0
 
 
+@LONG_GUESTS
 def test_a_paused_guest_continues_and_a_restarted_one_shuts_down_in_order_and_boots_on_the_same_disk(tmp_path):
     # The load runs through the restart's boot (55-140 s seen under TCG, the longer ones on a busy host): stores
     # resume before it ends.

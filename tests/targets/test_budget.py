@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.groups import HOST_RESOURCES
 
 from bench.targets.budget import CFS_PERIOD_US, Budget, chosen_cpus
 
-pytestmark = [pytest.mark.usefixtures("root"), HOST_RESOURCES]  # cgroups are writable by root only
+pytestmark = [pytest.mark.usefixtures("root")]  # cgroups are writable by root only
 UNIFIED = Path("/sys/fs/cgroup/unified/cgroup.controllers")
 # This machine's layout: v1 controllers mounted, a cgroup2 beside them without controllers.
 V1_ONLY = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() and not (

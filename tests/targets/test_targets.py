@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.groups import HOST_RESOURCES
 from helpers.tools import installed_kinds, require_kind, require_tool
 
 from bench.common.errors import UserError
@@ -70,7 +69,6 @@ def _namespaces() -> list[str]:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout.split()
 
 
-@HOST_RESOURCES
 def test_a_native_archive_for_network_faults_listens_in_its_own_namespace_cut_off_by_the_veth(root, tmp_path):
     """Taking the veth's host end down cuts the archive off; up again, it answers; stop removes namespace and veth."""
     require_tool("ip", "iproute2")
@@ -108,7 +106,6 @@ def test_a_native_archive_for_network_faults_listens_in_its_own_namespace_cut_of
     assert f'host = "{ns.host_ip}"' in (tmp_path / "archive.toml").read_text()
 
 
-@HOST_RESOURCES
 def test_a_failed_start_in_a_namespace_leaves_no_namespace_or_veth(root, tmp_path):
     require_tool("ip", "iproute2")
     (tmp_path / "archive").write_text("a file where the data folder goes: the archive cannot start")

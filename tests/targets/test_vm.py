@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 from helpers.dicomfiles import dataset_bytes
-from helpers.groups import HOST_RESOURCES
+from helpers.groups import GUESTS
+from helpers.guests import shared_guest_image
 from helpers.tools import installed_kinds, require_kind, require_tool
 from pydicom import dcmread
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
-# A test that boots a guest (or builds the shared image: guest_image) joins HOST_RESOURCES: one at a time.
+# A test that boots a guest (or builds the shared image: guest_image) joins GUESTS: one at a time.
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 SCENARIO = """name = "vm-smoke"
 [target]
@@ -80,9 +81,7 @@ def pacsbench(*args: str, env: dict | None = None, timeout: float = 1500) -> sub
 def guest_image(qemu, root):
     """The guest image, built once (or reused from the cache when its inputs did not change)."""
     require_tool("debootstrap", "debootstrap")
-    from bench.targets.vm.image import ensure_image
-
-    return ensure_image(progress=True)
+    return shared_guest_image()
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +92,7 @@ def accelerator(guest_image) -> str:
     return "kvm" if probe(guest_image.kernel, "kvm").boots else "tcg"
 
 
-@HOST_RESOURCES
+@GUESTS
 def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accelerator, tiny_studies, tmp_path):
     from bench.scenario.settings import ClientSpec
     from bench.scenario.targets import target_spec
@@ -140,7 +139,7 @@ def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accel
     assert not (tmp_path / "data.raw").exists()
 
 
-@HOST_RESOURCES
+@GUESTS
 def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_path):
     scenario = write_scenario(tmp_path, "native")
     guest = f"{accelerator}-tap"
@@ -182,7 +181,7 @@ def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_
     assert not pacsbench_namespaces() and not processes_mentioning(str(folder))
 
 
-@HOST_RESOURCES
+@GUESTS
 def test_asking_for_kvm_where_it_cannot_boot_says_why_in_one_line(guest_image, accelerator, tmp_path):
     if accelerator == "kvm":
         pytest.skip("KVM boots guests on this machine")
@@ -195,7 +194,7 @@ def test_asking_for_kvm_where_it_cannot_boot_says_why_in_one_line(guest_image, a
     assert not processes_mentioning("pacsbench-probe-") and not processes_mentioning(str(tmp_path))
 
 
-@HOST_RESOURCES
+@GUESTS
 def test_exported_ova_and_vmdk_boot_on_ide_and_e1000(guest_image, tmp_path):
     from bench.dicom.peer import Peer
     from bench.dicom.readiness import wait_for_echo
@@ -242,7 +241,7 @@ def test_exported_ova_and_vmdk_boot_on_ide_and_e1000(guest_image, tmp_path):
     assert not processes_mentioning(str(tmp_path))
 
 
-@HOST_RESOURCES
+@GUESTS
 def test_a_guest_that_never_answers_is_stopped_with_one_line(guest_image, tmp_path):
     scenario = write_scenario(tmp_path, "tcg", 'network = "tap"\nboot_timeout = 3')
     result = pacsbench("run", str(scenario), "--results", str(tmp_path / "results"), "--no-progress", timeout=300)
@@ -265,7 +264,7 @@ def test_missing_qemu_is_one_line(tmp_path):
     )
 
 
-@HOST_RESOURCES
+@GUESTS
 def test_a_port_in_use_is_one_line(guest_image, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
