@@ -113,7 +113,7 @@ def private_cache(tmp_path_factory):
 
     The pools are built here, per worker: two processes filling one pool folder at once could
     read each other's half-written studies. The guest image (minutes to build) is the user's,
-    shared: only the tests of the host-resources group boot guests, one at a time."""
+    shared: it is built once, under a lock (tests/helpers/guests.py), and guests boot in two lanes."""
     from bench.targets.vm.image import vm_cache
 
     cache = tmp_path_factory.mktemp("cache")
