@@ -164,31 +164,10 @@ def test_move_to_a_storescp_delivers_identical_bytes(dcmtk, stored_study, tmp_pa
 
 def test_get_returns_identical_bytes(dcmtk, stored_study, tmp_path):
     archive, files = stored_study
-    getscu = dcmtk.getscu
     out = tmp_path / "got"
     out.mkdir()
     study_uid = dcmread(files[0]).StudyInstanceUID
-    result = subprocess.run(
-        [
-            getscu,
-            "-S",
-            "+B",
-            "-aec",
-            archive.ae_title,
-            "-od",
-            str(out),
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={study_uid}",
-            "127.0.0.1",
-            str(archive.port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=NODELAY,
-    )
+    result = dcmtk.get_study(archive, study_uid, out)
     assert result.returncode == 0, result.stderr
     got = {dcmread(p).SOPInstanceUID: dataset_bytes(p) for p in out.iterdir()}
     assert got == {dcmread(f).SOPInstanceUID: dataset_bytes(f) for f in files}
@@ -225,7 +204,6 @@ def test_get_decompresses_for_a_peer_that_takes_only_uncompressed(dcmtk, tmp_pat
     """Stored as sent (JPEG-LS), retrieved by DCMTK getscu, which proposes only uncompressed syntaxes."""
     from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
-    getscu = dcmtk.getscu
     source = dcmread(sorted((tiny_studies / "study-0000").glob("*.dcm"))[0])
     original_pixels = source.pixel_array.copy()
     source.compress(JPEGLSLossless, generate_instance_uid=False)
@@ -238,26 +216,7 @@ def test_get_decompresses_for_a_peer_that_takes_only_uncompressed(dcmtk, tmp_pat
             assert db.execute("SELECT transfer_syntax FROM instance").fetchone()[0] == JPEGLSLossless  # as sent
         out = tmp_path / "got"
         out.mkdir()
-        result = subprocess.run(
-            [
-                getscu,
-                "-S",
-                "+B",
-                "-aec",
-                archive.ae_title,
-                "-od",
-                str(out),
-                "-k",
-                "QueryRetrieveLevel=STUDY",
-                "-k",
-                f"StudyInstanceUID={source.StudyInstanceUID}",
-                "127.0.0.1",
-                str(archive.port),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = dcmtk.get_study(archive, source.StudyInstanceUID, out)
     finally:
         archive.stop()
     assert result.returncode == 0, result.stderr

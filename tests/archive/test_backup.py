@@ -132,8 +132,7 @@ def test_a_backup_taken_while_storing_has_every_file_its_index_names_bit_exact(b
     assert manifest["archive_version"] and manifest["snapshot_time"]
 
 
-def test_a_restored_archive_serves_every_backed_up_instance_bit_exact(backed_up, tmp_path):
-    getscu = require_tool("/usr/bin/getscu", "dcmtk")
+def test_a_restored_archive_serves_every_backed_up_instance_bit_exact(dcmtk, backed_up, tmp_path):
     restored = tmp_path / "restored"
     assert pacsbench(["archive", "restore", str(backed_up["backup"]), "--data", str(restored)]) == 0
     in_backup = rows(backed_up["backup"] / "index.sqlite")
@@ -142,27 +141,7 @@ def test_a_restored_archive_serves_every_backed_up_instance_bit_exact(backed_up,
         out = tmp_path / "got"
         out.mkdir()
         for study in sorted({study for study, _, _ in in_backup.values()}):
-            result = subprocess.run(
-                [
-                    getscu,
-                    "-S",
-                    "+B",
-                    "-aec",
-                    archive.ae_title,
-                    "-od",
-                    str(out),
-                    "-k",
-                    "QueryRetrieveLevel=STUDY",
-                    "-k",
-                    f"StudyInstanceUID={study}",
-                    "127.0.0.1",
-                    str(archive.port),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                env=NODELAY,
-            )
+            result = dcmtk.get_study(archive, study, out)
             assert result.returncode == 0, result.stderr
     finally:
         archive.stop()

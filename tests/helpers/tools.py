@@ -51,6 +51,18 @@ class Dcmtk:
         for name in names:
             getattr(self, name)
 
+    def get_study(self, archive, study_uid: str, out: Path) -> subprocess.CompletedProcess:
+        """getscu: C-GET of one study from `archive` (its `port` and `ae_title`) into `out`, as stored (+B)."""
+        command = [self.getscu, "-S", "+B", "-aec", archive.ae_title, "-od", str(out)]
+        command += ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}"]
+        return subprocess.run(
+            [*command, "127.0.0.1", str(archive.port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TCP_NODELAY": "1"},
+        )
+
 
 class Dciodvfy:
     """dicom3tools' dciodvfy, the IOD checker."""
