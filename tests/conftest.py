@@ -11,13 +11,13 @@ import sys
 import pytest
 from helpers.archive import STARTED, start_archive, stop_archives_started_since
 from helpers.groups import LANES
-from helpers.tools import INSTALLED_KINDS, Dciodvfy, Dcmtk, require_root, require_tool
+from helpers.tools import INSTALLED_KINDS, Dciodvfy, Dcmtk, missing, require_root, require_tool
 
 from bench.common.processes import free_local_port
 
 # A test that uses one of these fixtures (directly or through another fixture) gets the marker of
 # the same name at collection, so `-m "not qemu"` selects before anything runs.
-TOOL_FIXTURES = ("dcmtk", "dciodvfy", "orthanc", "qemu", "chromium", "root")
+TOOL_FIXTURES = ("dcmtk", "dciodvfy", "orthanc", "qemu", "chromium", "root", "vcsim")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's -m selection and xdist's grouping read the markers
@@ -99,6 +99,21 @@ def qemu() -> str:
 def chromium() -> str:
     """The Chromium browser; marks the test `chromium`."""
     return require_tool("chromium", "chromium")
+
+
+@pytest.fixture(scope="session")
+def vcsim():
+    """VMware's ESXi simulator, built once from tools/vcsim/main.go (tests/helpers/vcsim.py): its binary;
+    marks the test `vcsim`. A test module starts its own simulator from it (helpers.vcsim.start)."""
+    from helpers import vcsim as simulator
+
+    if lacking := simulator.missing_tools():
+        missing(f"the ESXi simulator cannot be built: no {lacking}")
+    try:
+        import pyVmomi  # noqa: F401
+    except ImportError:
+        missing("pyvmomi not installed (pip install -e '.[esxi]')")
+    return simulator.build()
 
 
 @pytest.fixture(scope="session")

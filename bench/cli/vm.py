@@ -1,7 +1,9 @@
-"""`pacsbench vm build|check|export`: the guest image for the kvm and tcg targets and for any hypervisor."""
+"""`pacsbench vm build|check|export|clean`: the guest image for the kvm and tcg targets and for any hypervisor;
+the VMs an esxi target left on its host."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -35,6 +37,18 @@ def add_parser(sub) -> None:
     export.add_argument("--vcpus", type=int, default=2, help="vCPUs in the OVA's VM (default 2)")
     export.add_argument("--memory-mib", type=int, default=2048, help="memory of the OVA's VM (default 2048)")
     export.set_defaults(func=cmd_vm_export)
+    clean = actions.add_parser(
+        "clean",
+        help="remove the VMs pacsbench left on an ESXi host (killed runs, keep = true)",
+        description="Connect to the ESXi host or vCenter of the scenario's esxi target (password from its "
+        "password_env) and power off and destroy every VM whose annotation says pacsbench made it, except "
+        "those of a run still going on this machine. Prints the names removed.",
+    )
+    clean.add_argument("--target", type=Path, required=True, metavar="SCENARIO", help="a scenario with an esxi target")
+    clean.add_argument(
+        "--name", default=None, help="the [targets.NAME] table to use (default: the scenario's [target])"
+    )
+    clean.set_defaults(func=cmd_vm_clean)
 
 
 def cmd_vm_build(args) -> int:
@@ -63,4 +77,27 @@ def cmd_vm_export(args) -> int:
     from bench.targets.vm.export import export_image
 
     print(export_image(args.format, args.out, args.vcpus, args.memory_mib))
+    return 0
+
+
+def cmd_vm_clean(args) -> int:
+    from bench.common.errors import UserError
+    from bench.scenario.file import load_scenario
+    from bench.scenario.targets import EsxiSpec
+    from bench.targets.esxi.connection import connect
+    from bench.targets.esxi.machine import remove_leftovers
+
+    scenario = load_scenario(args.target)
+    spec = scenario.targets.get(args.name) if args.name else scenario.target
+    if not isinstance(spec, EsxiSpec):
+        what = f"[targets.{args.name}]" if args.name else "[target]"
+        raise UserError(f'{args.target}: its {what} is not an esxi target (kind = "esxi")')
+    session = connect(spec)
+    try:
+        removed = remove_leftovers(session, every=True)
+    finally:
+        session.close()
+    for name in removed:
+        print(name)
+    print(f"removed {len(removed)} pacsbench VM(s) from {spec.host}", file=sys.stderr)
     return 0

@@ -94,10 +94,56 @@ class BudgetRecord(Part):
 
     cpus: int | float | None = Field(default=None, description="CPUs of the budget (a guest's vCPUs); None: no budget.")
     memory_bytes: int | None = Field(default=None, description="Memory of the budget; None: no limit.")
-    enforced_by: str = Field(default="none", description="cgroup-v2, cgroup-v1, affinity, guest or none.")
+    enforced_by: str = Field(
+        default="none", description="cgroup-v2, cgroup-v1, affinity, guest (a QEMU guest), esxi-vm or none."
+    )
+    memory_reservation_bytes: int | None = Field(
+        default=None, description="Memory the hypervisor reserved for the VM (esxi-vm: all of it, no ballooning)."
+    )
     controllers: list[str] | None = Field(default=None, description="The cgroup controllers used.")
     cpu_ids: list[int] | None = Field(default=None, description="The CPUs the archive was pinned to.")
     usage: BudgetUsage | None = Field(default=None, description="What the cgroup measured, when one was used.")
+
+
+class EsxiVmRecord(Part):
+    """The VM an esxi target deployed, as configured before power-on."""
+
+    name: str | None = Field(default=None, description="The VM's name (pacsbench-<run id>).")
+    moref: str | None = Field(default=None, description="Its managed object id on the host.")
+    hardware_version: str | None = Field(default=None, description="Its virtual hardware version (vmx-NN).")
+    guest_id: str | None = Field(default=None, description="The guest OS type ESXi read from the OVF.")
+    vcpus: int | None = Field(default=None, description="vCPUs set.")
+    memory_mib: int | None = Field(default=None, description="Memory set.")
+    memory_reservation_mib: int | None = Field(default=None, description="Memory reserved (all of it).")
+    disks_gib: list[float] | None = Field(default=None, description="Its virtual disks' sizes.")
+    destroyed: bool | None = Field(default=None, description="Whether it was destroyed after the run.")
+
+
+class EsxiRecord(Part):
+    """The ESXi host (or vCenter) an esxi target ran on, and how pacsbench talked to it."""
+
+    server: str = Field(description="The ESXi host or vCenter the vSphere API was reached at.")
+    tls: str = Field(description="How its certificate was trusted (NOT VERIFIED with insecure = true).")
+    insecure: bool = Field(default=False, description="TLS verification was off (insecure = true).")
+    simulator: bool = Field(default=False, description="It was govmomi's simulator (vcsim), not ESXi.")
+    product: str | None = Field(default=None, description="about.fullName: product, version and build.")
+    product_build: str | None = Field(default=None, description="about.build.")
+    api_type: str | None = Field(default=None, description="HostAgent (an ESXi host) or VirtualCenter.")
+    esxi_host: str | None = Field(default=None, description="The host the VM ran on.")
+    host_cpu_model: str | None = Field(default=None, description="That host's CPU model.")
+    host_cpu_sockets: int | None = Field(default=None, description="Its CPU sockets.")
+    host_cpu_cores: int | None = Field(default=None, description="Its CPU cores.")
+    host_cpu_threads: int | None = Field(default=None, description="Its CPU threads.")
+    datastore: str | None = Field(default=None, description="The datastore holding the VM's disks.")
+    datastore_type: str | None = Field(default=None, description="Its type (VMFS, NFS, vsan ...).")
+    network: str | None = Field(default=None, description="The port group of the VM's card.")
+    vm: EsxiVmRecord | None = Field(default=None, description="The VM as configured.")
+    guestinfo: dict[str, str] | None = Field(default=None, description="The archive's settings as guestinfo keys.")
+    data_disk: str | None = Field(default=None, description="The archive's data disk (the OVA's second disk).")
+    kept: bool = Field(default=False, description="The VM was kept (powered off) after the run (keep = true).")
+    leftovers_removed: list[str] = Field(
+        default_factory=list, description="VMs of killed harnesses removed before this run."
+    )
 
 
 class TargetRecord(Part):
@@ -105,7 +151,7 @@ class TargetRecord(Part):
 
     One model for every kind: a field a kind does not have stays absent."""
 
-    kind: str = Field(description="native, remote, orthanc, dcmtk, kvm or tcg.")
+    kind: str = Field(description="native, remote, orthanc, dcmtk, kvm, tcg or esxi.")
     label: str | None = Field(
         default=None, description="The name reports give it (a [targets.NAME] table, else the kind)."
     )
@@ -173,6 +219,7 @@ class TargetRecord(Part):
     )
     ready_seconds: float | None = Field(default=None, description="Start until the archive answered C-ECHO.")
     exit_code: int | None = Field(default=None, description="The archive's (or QEMU's) exit code once stopped.")
+    esxi: EsxiRecord | None = Field(default=None, description="An esxi target's host, VM and TLS trust.")
 
 
 # --- the load -------------------------------------------------------------------------------
@@ -296,6 +343,20 @@ class GuestView(Part):
     why: str | None = Field(default=None, description="Why the guest columns are empty, when they are.")
 
 
+class HypervisorView(Part):
+    """What the hypervisor's own view of the archive's VM gave the hypervisor_* columns of server_metrics.csv."""
+
+    source: str = Field(description="Where the figures came from (ESXi's PerformanceManager, the host, the VM).")
+    interval_seconds: int = Field(description="The hypervisor's sampling interval (ESXi real-time: 20 s).")
+    columns: list[str] = Field(default_factory=list, description="The hypervisor columns.")
+    samples: int = Field(default=0, description="Samples that arrived during the run (rows with hypervisor values).")
+    sampled: bool = Field(description="Whether any sample arrived.")
+    synthetic: bool = Field(
+        default=False, description="The values come from a simulator (govmomi's vcsim): synthetic, measuring nothing."
+    )
+    note: str | None = Field(default=None, description="Why the figures are synthetic or absent, when they are.")
+
+
 class ResourcesRecord(Part):
     """The per-second resource sampler of the run (server_metrics.csv)."""
 
@@ -307,6 +368,9 @@ class ResourcesRecord(Part):
     disk: str | None = Field(default=None, description="The block device sampled.")
     interface: str | None = Field(default=None, description="The network interface sampled.")
     guest_view: GuestView | None = Field(default=None, description="What the guest columns hold.")
+    hypervisor_view: HypervisorView | None = Field(
+        default=None, description="What the hypervisor columns hold (an esxi target's VM as ESXi saw it)."
+    )
     exit_code: int | None = Field(default=None, description="The sampler's exit code.")
 
 

@@ -29,5 +29,19 @@ COLUMNS = (
     "guest_steal_percent",
     "guest_iowait_percent",
     "guest_cpus",
+    # The hypervisor's own view of the VM (ESXi's PerformanceManager, real-time interval of 20 s): filled only in
+    # the row of the second a new sample arrived; hypervisor_sample_time is the end of the 20 s it covers.
+    "hypervisor_sample_time",
+    "hypervisor_interval_seconds",
+    "hypervisor_cpu_ready_percent",  # per vCPU: cpu.ready.summation ms / (interval s x 1000) x 100 / vCPUs
+    "hypervisor_cpu_costop_percent",  # per vCPU, the same from cpu.costop.summation
+    "hypervisor_cpu_usage_percent",  # cpu.usage.average: 100 = all the VM's vCPUs busy
+    "hypervisor_memory_ballooned_bytes",  # mem.vmmemctl.average
+    "hypervisor_memory_swapped_bytes",  # mem.swapped.average
+    "hypervisor_disk_read_latency_ms",  # virtualDisk.totalReadLatency.average, the slowest virtual disk
+    "hypervisor_disk_write_latency_ms",  # virtualDisk.totalWriteLatency.average, the slowest virtual disk
+    "hypervisor_net_received_bytes_per_s",  # net.received.average
+    "hypervisor_net_transmitted_bytes_per_s",  # net.transmitted.average
 )
-GUEST_COLUMNS = COLUMNS[COLUMNS.index("guest_cpu_percent") :]
+GUEST_COLUMNS = COLUMNS[COLUMNS.index("guest_cpu_percent") : COLUMNS.index("hypervisor_sample_time")]
+HYPERVISOR_COLUMNS = COLUMNS[COLUMNS.index("hypervisor_sample_time") :]

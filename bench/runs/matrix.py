@@ -39,6 +39,9 @@ def resolve_target(scenario: Scenario, name: str) -> TargetSpec:
         raise UserError(f"unknown target {name!r} (known: {known})")
     kind, model = match["kind"], TARGET_MODELS[match["kind"]]
     base = scenario.target.model_dump(exclude_unset=True, exclude={"kind", "label"})
+    if scenario.target.kind == "esxi" and kind != "esxi":
+        # An esxi target's host is the vSphere server and its port the VM's: neither is the other kind's address.
+        base = {key: value for key, value in base.items() if key not in ("host", "port")}
     # Keep only the scenario's settings that this kind takes (fsync, max_pdu, ae_title ...).
     kept = {key: value for key, value in base.items() if key in model.model_fields}
     if match["network"]:

@@ -22,11 +22,15 @@ Columns (rates over the second before `time`; CPU in percent of one core unless 
                                  a guest's (or a remote archive's) own view of its CPUs, from its /metrics
                                  (pacsbench_host_cpu_seconds by mode) scraped each second; 100 = all its CPUs;
                                  empty when there is no metrics URL or it does not give those figures
+    hypervisor_*                 the hypervisor's own view of the archive's VM (an esxi target: ESXi's
+                                 PerformanceManager, bench.targets.esxi.perf), filled in the row of the second
+                                 each 20 s sample arrived (bench.results.server_metrics lists them)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -41,11 +45,11 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.results.run_folder import SERVER_PID_FILE, read_server_pid
-from bench.results.server_metrics import COLUMNS, GUEST_COLUMNS, SERVER_METRICS_FILE
+from bench.results.server_metrics import COLUMNS, GUEST_COLUMNS, HYPERVISOR_COLUMNS, SERVER_METRICS_FILE
 from server_under_test.environment import whole_disk
 
 if TYPE_CHECKING:
-    from bench.results.run_record import GuestView, ResourcesRecord
+    from bench.results.run_record import GuestView, HypervisorView, ResourcesRecord
 
 INTERVAL = 1.0
 STOP_GRACE = 5.0
@@ -138,6 +142,7 @@ class Reading:
     net: tuple = (0, 0)  # sent, received bytes
     load_cpu: dict = field(default_factory=dict)  # pid -> CPU seconds
     guest_cpu: dict = field(default_factory=dict)  # mode -> CPU seconds, from the archive's /metrics
+    hypervisor: dict = field(default_factory=dict)  # a new hypervisor sample's columns, in the reading it arrived by
 
 
 class Sampler:
@@ -153,9 +158,11 @@ class Sampler:
         cpu_ids: list[int] | None = None,
         metrics_url: str | None = None,
         server_pid_file: Path | None = None,
+        hypervisor=None,
     ):
         self.server_pid, self.cpus, self.load_pids = server_pid, cpus, load_pids
         self.metrics_url = metrics_url
+        self.hypervisor = hypervisor  # a reader with take(): the newest sample not yet written (hypervisor_reader)
         # A fault (kill, restart) starts the archive again under a new pid: the target rewrites this file.
         self.server_pid_file = server_pid_file
         self.cpu_ids = cpu_ids or sorted(os.sched_getaffinity(0))
@@ -183,6 +190,8 @@ class Sampler:
                 pass
         if self.metrics_url:
             reading.guest_cpu = scrape_cpu(self.metrics_url)
+        if self.hypervisor is not None:
+            reading.hypervisor = self.hypervisor.take()
         return reading
 
     def _read_server(self) -> tuple[float, dict]:
@@ -238,7 +247,16 @@ class Sampler:
         ]
         if load:
             row |= {"load_cpu_percent": round(sum(load), 1), "load_busiest_cpu_percent": round(max(load), 1)}
-        return row | guest_row(before.guest_cpu, now.guest_cpu)
+        return row | guest_row(before.guest_cpu, now.guest_cpu) | now.hypervisor
+
+
+def hypervisor_reader(source: dict):
+    """The reader of the hypervisor's view that a target's hypervisor_source() names (esxi: its perf counters)."""
+    if source.get("kind") == "esxi":
+        from bench.targets.esxi.perf import hypervisor_reader as esxi_reader
+
+        return esxi_reader(source)
+    raise ValueError(f"no hypervisor view for {source.get('kind')!r}")
 
 
 def sample(out: Path, sampler: Sampler, interval: float = INTERVAL, parent: int | None = None) -> None:
@@ -269,6 +287,7 @@ class ResourceSampling:
         interface: str | None,
         cpu_ids: list[int] | None = None,
         metrics_url: str | None = None,
+        hypervisor: dict | None = None,
     ):
         self.out = run_dir / SERVER_METRICS_FILE
         disk = whole_disk(run_dir)
@@ -292,7 +311,8 @@ class ResourceSampling:
         self.command += ["--interface", interface] if interface else []
         self.command += ["--cpu-ids", ",".join(map(str, cpu_ids))] if cpu_ids else []
         self.command += ["--metrics-url", metrics_url] if metrics_url else []
-        self.metrics_url = metrics_url
+        self.command += ["--hypervisor", json.dumps(hypervisor)] if hypervisor else []
+        self.metrics_url, self.hypervisor = metrics_url, hypervisor
         self.facts = {
             "file": SERVER_METRICS_FILE,
             "interval_seconds": INTERVAL,
@@ -326,8 +346,45 @@ class ResourceSampling:
         from bench.results.run_record import ResourcesRecord
 
         return ResourcesRecord(
-            **self.facts, guest_view=self.guest_view(), exit_code=self.process.returncode if self.process else None
+            **self.facts,
+            guest_view=self.guest_view(),
+            hypervisor_view=self.hypervisor_view(),
+            exit_code=self.process.returncode if self.process else None,
         )
+
+    def column_rows(self, column: str) -> tuple[int, int]:
+        """Rows written, and rows with a value in `column`."""
+        rows = with_values = 0
+        if self.out.is_file():
+            lines = self.out.read_text().splitlines()
+            at = lines[0].split(",").index(column) if lines and column in lines[0].split(",") else -1
+            for line in lines[1:]:
+                rows += 1
+                with_values += bool(line.split(",")[at]) if at >= 0 else 0
+        return rows, with_values
+
+    def hypervisor_view(self) -> HypervisorView | None:
+        """What the hypervisor columns hold: from where, how many samples, and whether they are synthetic."""
+        from bench.results.run_record import HypervisorView  # as in describe()
+
+        if not self.hypervisor:
+            return None
+        _, samples = self.column_rows("hypervisor_sample_time")
+        simulated = bool(self.hypervisor.get("simulator"))
+        spec = self.hypervisor.get("spec") or {}
+        view = HypervisorView(
+            source=f"{self.hypervisor['kind']} PerformanceManager, {spec.get('host')}, VM {self.hypervisor.get('vm')}",
+            interval_seconds=20,
+            columns=list(HYPERVISOR_COLUMNS),
+            samples=samples,
+            sampled=samples > 0,
+            synthetic=simulated,
+        )
+        if simulated:
+            view.note = "govmomi's simulator answers QueryPerf with synthetic values: these figures measure nothing"
+        elif not samples:
+            view.note = "no sample arrived during the load (a load shorter than ESXi's 20 s interval, or no access)"
+        return view
 
     def guest_view(self) -> GuestView:
         """What the archive's own /metrics gave the guest columns: scraped from where, how many rows got them."""
@@ -339,13 +396,7 @@ class ResourceSampling:
                 columns=list(GUEST_COLUMNS),
                 why="no metrics URL for this target (guest columns are for kvm, tcg and remote targets)",
             )
-        rows = with_values = 0
-        if self.out.is_file():
-            lines = self.out.read_text().splitlines()
-            at = lines[0].split(",").index("guest_cpu_percent") if lines else -1
-            for line in lines[1:]:
-                rows += 1
-                with_values += bool(line.split(",")[at]) if at >= 0 else 0
+        rows, with_values = self.column_rows("guest_cpu_percent")
         view = GuestView(
             url=self.metrics_url.rstrip("/") + HOST_ONLY,
             columns=list(GUEST_COLUMNS),
@@ -372,6 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interface")
     parser.add_argument("--cpu-ids", default="")
     parser.add_argument("--metrics-url", help="an archive's HTTP base URL whose /metrics gives its own CPU figures")
+    parser.add_argument("--hypervisor", type=json.loads, help="a target's hypervisor_source() (JSON): the VM to read")
     parser.add_argument("--parent", type=int)
     parser.add_argument("--interval", type=float, default=INTERVAL)
     args = parser.parse_args(argv)
@@ -386,8 +438,15 @@ def main(argv: list[str] | None = None) -> None:
         cpu_ids,
         args.metrics_url,
         args.server_pid_file,
+        hypervisor_reader(args.hypervisor) if args.hypervisor else None,
     )
-    sample(args.out, sampler, args.interval, args.parent)
+    if sampler.hypervisor is not None:
+        sampler.hypervisor.start()
+    try:
+        sample(args.out, sampler, args.interval, args.parent)
+    finally:
+        if sampler.hypervisor is not None:
+            sampler.hypervisor.stop()
 
 
 if __name__ == "__main__":

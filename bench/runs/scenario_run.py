@@ -92,6 +92,7 @@ def resource_sampling(run_dir: Path, target, engine: load.LoadEngine) -> Resourc
         interface,
         budget.get("cpu_ids"),
         target.guest_metrics_url(),
+        target.hypervisor_source(),
     )
 
 
@@ -192,9 +193,11 @@ def run_scenario(
         target.start(run_dir)
         described = target.describe()
         record.target = described
-        if warning := hypervisor_warning(described):
-            record.warnings = [warning]
-            print(f"pacsbench: warning: {warning}", file=sys.stderr)
+        warnings = [w for w in [hypervisor_warning(described), *target.warnings()] if w]
+        if warnings:
+            record.warnings = warnings
+            for warning in warnings:
+                print(f"pacsbench: warning: {warning}", file=sys.stderr)
         record.status = "running"
         write_run_json(run_dir, record)
         if scenario.studies.prefill:

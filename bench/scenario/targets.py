@@ -148,8 +148,52 @@ class RemoteSpec(TargetBase):
         return self
 
 
+THUMBPRINT = r"^([0-9A-Fa-f]{2}:?){19}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$"
+
+
+class EsxiSpec(StartedSpec):
+    """The reference archive's OVA deployed on a VMware ESXi host or through a vCenter, run, then destroyed.
+
+    `host` is the ESXi host or vCenter pacsbench talks to (its vSphere API); the archive is reached at
+    the address VMware Tools reports for the VM, on `port`. cpus and memory_mib are the VM's, its
+    memory fully reserved."""
+
+    kind: Literal["esxi"] = "esxi"
+    host: str = Field(min_length=1, description="the ESXi host or vCenter (its vSphere API, over HTTPS)")
+    api_port: int = Field(default=443, ge=1, le=65535, description="the vSphere API's HTTPS port")
+    port: int = Field(default=11112, ge=1, le=65535, description="the DICOM port the archive listens on in the VM")
+    metrics_port: int = Field(default=8080, ge=1, le=65535, description="the archive's HTTP status port in the VM")
+    user: str = Field(min_length=1, description="the vSphere user (root on a host, user@vsphere.local on a vCenter)")
+    password_env: str = Field(
+        default="PACSBENCH_ESXI_PASSWORD",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the environment variable holding the password (never the password itself)",
+    )
+    ca_file: str | None = Field(default=None, description="PEM file of the CA (or certificate) to verify the host by")
+    thumbprint: str | None = Field(
+        default=None, pattern=THUMBPRINT, description="the host certificate's SHA-1 or SHA-256 thumbprint, pinned"
+    )
+    insecure: bool = Field(default=False, description="no TLS verification at all (run.json and the report say so)")
+    datacenter: str | None = Field(default=None, description="default: the only (or first) datacenter")
+    datastore: str = Field(min_length=1, description="where the VM's disks go")
+    network: str = Field(default="VM Network", min_length=1, description="the port group the VM's card joins")
+    resource_pool: str | None = Field(default=None, description="default: the host's or cluster's root pool")
+    cluster: str | None = Field(default=None, description="a vCenter cluster to deploy into")
+    esxi_host: str | None = Field(default=None, description="a host of the vCenter to deploy on")
+    ova: str | None = Field(default=None, description="default: the OVA `pacsbench vm export` makes (made if missing)")
+    data_disk_gib: int = Field(default=8, ge=1, le=4096, description="the archive's data disk (the OVA's second disk)")
+    keep: bool = Field(default=False, description="leave the VM (powered off) afterwards instead of destroying it")
+    boot_timeout: float = Field(default=600.0, gt=0, description="seconds from power-on to a C-ECHO answer")
+
+    @model_validator(mode="after")
+    def _one_way_to_trust(self) -> EsxiSpec:
+        if self.insecure and (self.ca_file or self.thumbprint):
+            raise ValueError("'insecure = true' turns verification off: give it, or 'ca_file'/'thumbprint', not both")
+        return self
+
+
 TargetSpec = Annotated[
-    NativeSpec | KvmSpec | TcgSpec | OrthancSpec | DcmtkSpec | RemoteSpec,
+    NativeSpec | KvmSpec | TcgSpec | OrthancSpec | DcmtkSpec | RemoteSpec | EsxiSpec,
     Field(discriminator="kind"),
 ]
 

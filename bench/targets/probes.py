@@ -5,6 +5,7 @@ page, the environment it reports, whether that is the hypervisor the user asked 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,6 +30,16 @@ def fetch_status(metrics_url: str | None, path: str = "/status", timeout: float 
             return json.loads(answer.read())
     except (OSError, ValueError, urllib.error.URLError):
         return {}
+
+
+def wait_for_status(metrics_url: str | None, timeout: float) -> dict:
+    """A VM's archive answers C-ECHO a little before its HTTP status page is up: poll it, bounded; {} without one."""
+    deadline = time.monotonic() + timeout
+    while metrics_url and time.monotonic() < deadline:
+        if status := fetch_status(metrics_url, timeout=max(1.0, deadline - time.monotonic())):
+            return status
+        time.sleep(0.5)
+    return {}
 
 
 def save_server_status(run_dir: Path, metrics_url: str | None, path: str = "/status", timeout: float = 10.0) -> None:

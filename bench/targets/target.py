@@ -65,6 +65,15 @@ class Target(ABC):
         remote archive's metrics URL; None when the sampler sees the archive's machine itself (or nothing)."""
         return None
 
+    def hypervisor_source(self) -> dict | None:
+        """Where the resource sampler reads the hypervisor's own view of the archive's VM (the hypervisor_*
+        columns), as JSON it passes to its process (no secret in it); None when there is none (bench.runs.resources)."""
+        return None
+
+    def warnings(self) -> list[str]:
+        """What a reader of run.json and the report must see about this target (an unverified TLS session ...)."""
+        return []
+
     def record_server_pid(self, run_dir: Path) -> None:
         """server.pid in the run folder, after each (re)start: the resource sampler follows the archive by it."""
         if pid := self.server_pid():

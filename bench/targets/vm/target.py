@@ -13,7 +13,8 @@ from bench.dicom.readiness import wait_for_echo
 from bench.scenario.settings import ClientSpec
 from bench.scenario.targets import VmSpec
 from bench.targets.budget import guest_budget
-from bench.targets.probes import archive_facts, fetch_status, hypervisor_labels, save_server_status
+from bench.targets.guest_settings import guest_settings
+from bench.targets.probes import archive_facts, hypervisor_labels, save_server_status, wait_for_status
 from bench.targets.target import Target
 from bench.targets.vm.image import GuestImage, ensure_image
 from bench.targets.vm.kvm import kvm_unusable_message, probe
@@ -33,16 +34,6 @@ def check_accelerator(kind: str, image: GuestImage) -> dict:
     if not kvm.boots:
         raise UserError(kvm_unusable_message(kvm, probe(image.kernel, "tcg")))
     return {"kvm_probe_seconds": round(kvm.seconds, 2)}
-
-
-def wait_for_status(metrics_url: str, timeout: float) -> dict:
-    """The guest answers C-ECHO a little before its HTTP status page is up: poll it, bounded."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if status := fetch_status(metrics_url, timeout=max(1.0, deadline - time.monotonic())):
-            return status
-        time.sleep(0.5)
-    return {}
 
 
 class GuestTarget(Target):
@@ -75,13 +66,7 @@ class GuestTarget(Target):
         )
 
     def settings(self) -> dict[str, str]:
-        return {
-            "port": str(GUEST_DICOM_PORT),
-            "aet": self.spec.ae_title,
-            "fsync": "1" if self.spec.fsync else "0",
-            "max_pdu": str(self.spec.max_pdu),
-            "metrics_port": str(GUEST_METRICS_PORT),
-        }
+        return guest_settings(self.spec, GUEST_DICOM_PORT, GUEST_METRICS_PORT)
 
     def start(self, run_dir: Path) -> None:
         require("qemu-system-x86_64")

@@ -1,0 +1,332 @@
+"""The esxi target against VMware's own simulator (govmomi's, tools/vcsim) and a real archive, through the real CLI.
+
+The simulator runs no guest: once the VM is powered on, the test plays VMware Tools by setting the
+VM's extraConfig `SET.guest.ipAddress` to 127.0.0.1, where a real archive listens on the port the
+scenario gives the VM. One simulator serves the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import ROOT
+from helpers import vcsim as sim
+from helpers.archive import start_archive
+
+pytestmark = pytest.mark.slow  # real runs of the load engine, as tests/runs/test_end_to_end.py
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)  # a TOML basic string or number
+
+
+def write_scenario(path: Path, target: dict, duration: float = 3, **extra_tables) -> Path:
+    lines = ['name = "esxi-test"', "[target]", *(f"{k} = {toml_value(v)}" for k, v in target.items())]
+    for table, settings in extra_tables.items():
+        lines += [f"[{table.replace('__', '.')}]", *(f"{k} = {toml_value(v)}" for k, v in settings.items())]
+    lines += ["[studies]", 'profile = "tiny"', "pool = 1", "seed = 1"]
+    lines += ["[load]", "users = 1", "spawn_rate = 1", f"duration = {duration}", "[client]", "timeout = 10"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def pacsbench(simulator, *args, timeout: float = 180, wait: bool = True):
+    command = [sys.executable, "-m", "bench.cli", *map(str, args)]
+    environment = {**os.environ, sim.PASSWORD_ENV: simulator.password}
+    if not wait:
+        return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def session_of(simulator):
+    from pyVim.connect import SmartConnect
+
+    context = ssl.create_default_context(cafile=str(simulator.ca_file))
+    return SmartConnect(
+        host=simulator.host, port=simulator.port, user=sim.USER, pwd=simulator.password, sslContext=context
+    )
+
+
+def pacsbench_vms(simulator) -> dict[str, str]:
+    """VM name -> power state of every VM whose annotation says pacsbench made it."""
+    from pyVim.connect import Disconnect
+    from pyVmomi import vim
+
+    si = session_of(simulator)
+    try:
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        return {
+            vm.name: vm.runtime.powerState
+            for vm in view.view
+            if (vm.config.annotation or "").startswith("pacsbench run ")
+        }
+    finally:
+        Disconnect(si)
+
+
+class VmwareTools:
+    """Plays VMware Tools for the simulator: a powered-on pacsbench VM gets 127.0.0.1 as its guest address."""
+
+    def __init__(self, simulator):
+        self.simulator, self.stopping, self.given = simulator, threading.Event(), []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.stopping.set()
+        self.thread.join(10)
+
+    def _run(self) -> None:
+        from pyVim.connect import Disconnect
+        from pyVmomi import vim
+
+        si = session_of(self.simulator)
+        content = si.RetrieveContent()
+        try:
+            while not self.stopping.wait(0.2):
+                view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+                for vm in view.view:
+                    try:
+                        ours = (vm.config.annotation or "").startswith("pacsbench run ")
+                        if ours and vm.runtime.powerState == "poweredOn" and not vm.guest.ipAddress:
+                            option = vim.option.OptionValue(key="SET.guest.ipAddress", value="127.0.0.1")
+                            vm.ReconfigVM_Task(vim.vm.ConfigSpec(extraConfig=[option]))
+                            self.given.append(vm.name)
+                    except vim.fault.ManagedObjectNotFound:
+                        continue  # destroyed meanwhile
+                view.Destroy()
+        finally:
+            Disconnect(si)
+
+
+@pytest.fixture(scope="module")
+def simulator(vcsim, tmp_path_factory):
+    running = sim.start(vcsim, tmp_path_factory.mktemp("vcsim"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def ova(tmp_path_factory) -> Path:
+    return sim.small_ova(tmp_path_factory.mktemp("ova") / "small.ova")
+
+
+@pytest.fixture(scope="module")
+def archive_here(tmp_path_factory):
+    """The real archive the VM's address leads to (VMware Tools, played, says 127.0.0.1)."""
+    running = start_archive(tmp_path_factory.mktemp("archive") / "data", "--metrics-port", "0")
+    yield running
+    running.stop()
+
+
+def esxi_target(simulator, archive, ova: Path, **settings) -> dict:
+    metrics_port = int(archive.metrics_url.rsplit(":", 1)[1])
+    return simulator.target(
+        ova=str(ova), port=archive.port, metrics_port=metrics_port, ae_title=archive.ae_title, **settings
+    )
+
+
+def run_dir_of(result) -> Path:
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def test_killed_harness_leaves_a_vm_the_next_run_removes_then_a_run_cleans_up_after_itself(
+    simulator, archive_here, ova, tmp_path
+):
+    scenario = write_scenario(tmp_path / "esxi.toml", esxi_target(simulator, archive_here, ova), duration=30)
+    with VmwareTools(simulator) as tools:
+        harness = pacsbench(simulator, "run", scenario, "--results", tmp_path / "killed", "--no-progress", wait=False)
+        try:
+            deadline = time.monotonic() + 60
+            metrics = None
+            while time.monotonic() < deadline and harness.poll() is None:
+                metrics = next((tmp_path / "killed").glob("*/server_metrics.csv"), None)
+                if metrics and len(metrics.read_text().splitlines()) > 1:
+                    break  # the load is running
+                time.sleep(0.2)
+            assert harness.poll() is None, harness.communicate()[1].decode()[-2000:]
+            assert metrics is not None, "the run did not reach its load"
+        finally:
+            harness.send_signal(signal.SIGKILL)
+            harness.communicate()
+        left = pacsbench_vms(simulator)
+        assert len(left) == 1 and list(left.values()) == ["poweredOn"]
+
+        scenario = write_scenario(tmp_path / "esxi.toml", esxi_target(simulator, archive_here, ova), duration=3)
+        result = pacsbench(simulator, "run", scenario, "--results", tmp_path / "results", "--no-progress")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert len(tools.given) == 2
+    assert pacsbench_vms(simulator) == {}
+    run_dir = run_dir_of(result)
+    run = json.loads((run_dir / "run.json").read_text())
+    target = run["target"]
+    assert run["status"] == "completed" and run["samples"] > 0
+    assert target["kind"] == "esxi" and target["host"] == "127.0.0.1" and target["port"] == archive_here.port
+    esxi = target["esxi"]
+    assert esxi["leftovers_removed"] == list(left)
+    assert esxi["product"].startswith("VMware ESXi") and esxi["product_build"]
+    assert esxi["host_cpu_model"] and esxi["host_cpu_sockets"] >= 1 and esxi["host_cpu_cores"] >= 1
+    assert esxi["datastore_type"] and esxi["vm"]["hardware_version"].startswith("vmx-")
+    assert esxi["vm"]["destroyed"] is True and esxi["simulator"] is True
+    assert esxi["tls"].startswith("verified against") and esxi["insecure"] is False
+    assert esxi["vm"]["vcpus"] == 2 and esxi["vm"]["memory_mib"] == 2048
+    assert esxi["vm"]["memory_reservation_mib"] == 2048
+    assert esxi["guestinfo"]["guestinfo.pacsbench.port"] == str(archive_here.port)
+    assert target["budget"] == {
+        "cpus": 2,
+        "memory_bytes": 2048 << 20,
+        "enforced_by": "esxi-vm",
+        "memory_reservation_bytes": 2048 << 20,
+    }
+    assert simulator.password not in (run_dir / "run.json").read_text()
+    assert any("synthetic" in w for w in run["warnings"])
+
+    rows = pd.read_csv(run_dir / "server_metrics.csv")
+    samples = rows.dropna(subset=["hypervisor_sample_time"])
+    assert len(samples) >= 1
+    assert (samples["hypervisor_interval_seconds"] == 20).all()
+    assert (
+        samples["hypervisor_cpu_ready_percent"].notna().all() and (samples["hypervisor_cpu_ready_percent"] >= 0).all()
+    )
+    view = run["resources"]["hypervisor_view"]
+    assert view["sampled"] and view["synthetic"] and view["samples"] == len(samples)
+
+    report = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "report", str(run_dir)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert report.returncode == 0, report.stderr
+    summary = (run_dir / "summary.md").read_text()
+    assert "CPU ready" in summary and "synthetic" in summary
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"password": "wrong"}, "cannot log in"),
+        ({"ca_file": None}, "cannot be verified"),
+        ({"datastore": "NoSuchDS"}, "no datastore 'NoSuchDS'"),
+        ({"ova": "/nonexistent/pacsbench.ova"}, "no OVA at /nonexistent/pacsbench.ova"),
+    ],
+)
+def test_a_wrong_setting_is_one_line_exit_2_and_leaves_nothing(
+    simulator, archive_here, ova, tmp_path, change, expected
+):
+    settings = {k: v for k, v in change.items() if k != "password"}
+    target = {k: v for k, v in {**esxi_target(simulator, archive_here, ova), **settings}.items() if v is not None}
+    scenario = write_scenario(tmp_path / "esxi.toml", target)
+    environment_password = change.get("password", simulator.password)
+    command = [
+        sys.executable,
+        "-m",
+        "bench.cli",
+        "run",
+        str(scenario),
+        "--results",
+        str(tmp_path / "r"),
+        "--no-progress",
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, env={**os.environ, sim.PASSWORD_ENV: environment_password}, capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert environment_password not in result.stderr
+    assert pacsbench_vms(simulator) == {}
+
+
+def test_insecure_is_said_in_run_json_and_kept_vms_are_cleaned_by_vm_clean(simulator, archive_here, ova, tmp_path):
+    target = esxi_target(simulator, archive_here, ova, insecure=True, keep=True)
+    del target["ca_file"]
+    scenario = write_scenario(tmp_path / "esxi.toml", target, duration=1)
+    with VmwareTools(simulator):
+        result = pacsbench(simulator, "run", scenario, "--results", tmp_path / "r", "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((run_dir_of(result) / "run.json").read_text())
+    assert run["target"]["esxi"]["insecure"] is True and "NOT VERIFIED" in run["target"]["esxi"]["tls"]
+    assert any("TLS not verified" in w for w in run["warnings"])
+    kept = pacsbench_vms(simulator)
+    assert list(kept.values()) == ["poweredOff"]
+
+    clean = pacsbench(simulator, "vm", "clean", "--target", scenario)
+    assert clean.returncode == 0, clean.stderr
+    assert list(kept)[0] in clean.stdout
+    assert pacsbench_vms(simulator) == {}
+
+
+def test_the_default_ova_is_the_exported_one_of_the_current_guest_image(simulator, archive_here, ova, tmp_path):
+    """Without `ova`, the target deploys the OVA `pacsbench vm export` writes for the current image (here placed
+    where that export writes it: building the image is another test's)."""
+    from bench.targets.esxi.target import default_ova
+
+    cache = tmp_path / "vm-cache"
+    os.environ_backup = None
+    environment = {**os.environ, "PACSBENCH_VM_CACHE": str(cache)}
+    previous = os.environ.get("PACSBENCH_VM_CACHE")
+    os.environ["PACSBENCH_VM_CACHE"] = str(cache)
+    try:
+        path = default_ova()
+    finally:
+        if previous is None:
+            del os.environ["PACSBENCH_VM_CACHE"]
+        else:
+            os.environ["PACSBENCH_VM_CACHE"] = previous
+    assert path.parent == cache / "ova" and path.suffix == ".ova"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(ova.read_bytes())
+    target = esxi_target(simulator, archive_here, ova)
+    del target["ova"]
+    scenario = write_scenario(tmp_path / "esxi.toml", target, duration=1)
+    with VmwareTools(simulator):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.cli",
+                "run",
+                str(scenario),
+                "--results",
+                str(tmp_path / "r"),
+                "--no-progress",
+            ],
+            cwd=ROOT,
+            env={**environment, sim.PASSWORD_ENV: simulator.password},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert pacsbench_vms(simulator) == {}
+
+
+def test_matrix_native_and_esxi_is_compared_under_one_budget(simulator, archive_here, ova, tmp_path):
+    scenario = write_scenario(tmp_path / "esxi.toml", esxi_target(simulator, archive_here, ova), duration=2)
+    with VmwareTools(simulator):
+        result = pacsbench(
+            simulator, "matrix", scenario, "--targets", "native,esxi", "--repeat", "1", "--results", tmp_path / "m",
+            "--no-progress",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = run_dir_of(result)
+    matrix = json.loads((folder / "matrix.json").read_text())
+    assert [r["target"] for r in matrix["runs"]] == ["native", "esxi"]
+    assert all(r["status"] == "completed" for r in matrix["runs"])
+    compare = pacsbench(simulator, "compare", folder, "--out", tmp_path / "compare")
+    assert compare.returncode == 0, compare.stderr[-2000:]
+    assert pacsbench_vms(simulator) == {}
