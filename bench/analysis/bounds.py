@@ -6,6 +6,9 @@ measured windows only, and applies stated thresholds to their means:
 - server-cpu: the archive's processes used >= 85% of its CPU budget, or the CPUs it may run on
   were >= 90% busy whoever used them (shared with other processes: it could not get more), or a
   guest (or remote archive) saw its own CPUs >= 85% busy or stolen (its /metrics, guest_* columns);
+- hypervisor CPU contention: the hypervisor kept the archive's VM waiting for a physical CPU, its CPU
+  ready >= 5% per vCPU (hypervisor_* columns, an esxi target; VMware's rule of thumb, KB 2002181,
+  bench.analysis.hypervisor): the VM could not get the CPUs it was given;
 - disk: the device holding the data was busy >= 85% of the time;
 - network: the interface towards the target carried >= 85% of its link speed (loopback has none);
 - client: one load process used >= 90% of a core, or calibration says CLIENT-BOUND.
@@ -21,12 +24,14 @@ from typing import NotRequired, TypedDict
 import numpy as np
 import pandas as pd
 
+from bench.analysis.hypervisor import CPU_READY_CONTENTION
+
 SERVER_CPU_SHARE = 85.0
 SHARED_CPUS_BUSY = 90.0
 DISK_BUSY = 85.0
 NETWORK_SHARE = 85.0
 CLIENT_CORE = 90.0
-LIMITS = ("server-cpu", "disk", "network", "client")
+LIMITS = ("server-cpu", "hypervisor CPU contention", "disk", "network", "client")
 
 
 class BoundBy(TypedDict):
@@ -76,6 +81,12 @@ def _findings(m: dict[str, float], cpus: float | None, calibration_client_bound:
             + (f" and {steal:.0f}% stolen by its hypervisor" if steal >= 1 else "")
             + " (its own /metrics)"
         )
+    ready = m.get("hypervisor_cpu_ready_percent")
+    if ready is not None and ready >= CPU_READY_CONTENTION:
+        found["hypervisor CPU contention"] = (
+            f"CPU ready {ready:.1f}% per vCPU (ESXi's own counters; VMware's rule of thumb: "
+            f"contention from {CPU_READY_CONTENTION:g}%)"
+        )
     if m.get("disk_busy_percent", 0) >= DISK_BUSY:
         found["disk"] = f"data disk busy {m['disk_busy_percent']:.0f}% of the time"
     link = m.get("net_link_bytes_per_s", 0)
@@ -98,6 +109,8 @@ def _overview(m: dict[str, float], cpus: float | None) -> str:
         parts.append(
             f"guest's own CPU {m['guest_cpu_percent']:.0f}% busy, {m.get('guest_steal_percent', 0):.0f}% stolen"
         )
+    if "hypervisor_cpu_ready_percent" in m:
+        parts.append(f"CPU ready {m['hypervisor_cpu_ready_percent']:.1f}% per vCPU")
     if "disk_busy_percent" in m:
         parts.append(f"disk {m['disk_busy_percent']:.0f}% busy")
     if "load_busiest_cpu_percent" in m:

@@ -38,9 +38,10 @@ from bench.analysis.confidence import (
     ratio_interval,
 )
 from bench.analysis.growth import GrowthFigures, growth
+from bench.analysis.hypervisor import HypervisorFigures, hypervisor_figures
 from bench.analysis.runset import RunData
 from bench.common.errors import UserError
-from bench.results.run_record import BudgetRecord, EnvironmentRecord, HostRecord, TargetRecord
+from bench.results.run_record import BudgetRecord, EnvironmentRecord, EsxiRecord, HostRecord, TargetRecord
 
 CLIENT_BOUND_SHARE = 0.8  # above this share of the harness ceiling the client, not the archive, may be the limit
 NO_CALIBRATION = "no calibration recorded"
@@ -126,6 +127,7 @@ class Comparison(TypedDict):
     ratios: list[RatioFigures]
     budgets_note: str | None
     environment: list[dict[str, str | int]]
+    hypervisor: NotRequired[list[HypervisorFigures]]
     evidence_notes: NotRequired[list[str]]
 
 
@@ -365,7 +367,20 @@ def environment(run: RunData) -> dict[str, str | int]:
         "budget": budget_text(target.budget),
         "server": _fmt(target.server),
         "host": f"{host.hostname or '?'}: {host.cpu_model or '?'}, {host.cpus or '?'} CPUs",
+        **({"esxi": esxi_text(target.esxi)} if target.esxi else {}),
     }
+
+
+def esxi_text(esxi: EsxiRecord) -> str:
+    """An esxi target's host and VM in one line, with how its certificate was trusted."""
+    vm = esxi.vm
+    return (
+        f"{esxi.product or '?'} ({'govmomi simulator, ' if esxi.simulator else ''}{esxi.api_type or '?'} at "
+        f"{esxi.server}); host {esxi.esxi_host or '?'}: {esxi.host_cpu_model or '?'}, {esxi.host_cpu_sockets or '?'} "
+        f"sockets, {esxi.host_cpu_cores or '?'} cores; VM {vm.hardware_version if vm else '?'}, "
+        f"{vm.memory_reservation_mib if vm else '?'} MiB reserved; datastore {esxi.datastore} ({esxi.datastore_type}); "
+        f"TLS {esxi.tls}"
+    )
 
 
 def _baseline_group(groups: list[Group], baseline: str, users: int) -> Group | None:
@@ -505,5 +520,7 @@ def build_comparison(
         "budgets_note": budgets_note,
         "environment": [environment(r) for g in groups for r in g.runs],
     }
+    if hypervisor := [f for g in groups for r in g.runs if (f := hypervisor_figures(r))]:
+        data["hypervisor"] = hypervisor
     data["evidence_notes"] = evidence_notes(data)
     return data, groups

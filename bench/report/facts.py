@@ -61,6 +61,7 @@ def run_record(run: RunData, summary: dict, data: dict, integrity: str, notes: l
         "growth": group["growth"][0],
         "claims": group["claims"],
         "environment": data["environment"][0],
+        **({"hypervisor": data["hypervisor"][0]} if data.get("hypervisor") else {}),
         "integrity": integrity,
         "status": run_status(run),
         "notes": notes,

@@ -107,6 +107,11 @@ class SummaryRecord(Record):
     environment: dict[str, Any] | list[dict[str, Any]] | None = Field(
         default=None, description="What the target ran on (a comparison: one entry per run)."
     )
+    hypervisor: dict[str, Any] | list[dict[str, Any]] | None = Field(
+        default=None,
+        description="The hypervisor's view of the archive's VM (esxi targets: CPU ready, co-stop, memory, disk "
+        "latency from ESXi's counters), summarised per run.",
+    )
     integrity: str | None = Field(default=None, description="The verification in words.")
     status: str | None = Field(default=None, description="The run's status.")
     notes: list[str] | None = Field(default=None, description="What a reader must know before the figures.")
