@@ -47,6 +47,11 @@ def series(seconds: int = 20, start: float = T0, **columns) -> pd.DataFrame:
             "server-cpu",
             "the archive's machine saw its CPUs 80% busy and 12% stolen by its hypervisor (its own /metrics)",
         ),
+        (
+            {"hypervisor_cpu_ready_percent": 7.5},
+            "hypervisor CPU contention",
+            "CPU ready 7.5% per vCPU (ESXi's own counters; VMware's rule of thumb: contention from 5%)",
+        ),
         ({}, "none-evident", "archive CPU 30% of 2 CPUs, disk 10% busy, busiest load process 40% of a core"),
     ],
 )
@@ -66,6 +71,27 @@ def test_just_under_every_threshold_is_none_evident():
         cpus=1,
     )
     assert verdict["limit"] == "none-evident"
+
+
+def test_cpu_ready_under_five_percent_per_vcpu_is_no_contention_and_is_read_from_its_sparse_rows():
+    """The hypervisor's samples fill one row in twenty (ESXi's 20 s interval): their mean is over those rows."""
+    frame = series(hypervisor_cpu_ready_percent=4.9)
+    frame.loc[frame.index % 20 != 0, "hypervisor_cpu_ready_percent"] = None
+    verdict = bound_by(frame, cpus=2)
+    assert verdict["limit"] == "none-evident" and "CPU ready 4.9% per vCPU" in verdict["evidence"]
+    frame.loc[frame.index % 20 == 0, "hypervisor_cpu_ready_percent"] = 5.0
+    assert bound_by(frame, cpus=2)["limit"] == "hypervisor CPU contention"
+
+
+def test_cpu_ready_summation_becomes_percent_per_vcpu():
+    """VMware KB 2002181: ready % = summation ms / (interval s x 1000) x 100, divided by the vCPUs for per vCPU."""
+    from bench.targets.esxi.perf import columns
+
+    figures = columns({"cpu.ready.summation": [2000.0], "cpu.usage.average": [5025.0]}, interval=20, vcpus=2)
+    assert figures["hypervisor_cpu_ready_percent"] == 5.0  # 2000 ms of 20 s is 10%, over 2 vCPUs
+    assert figures["hypervisor_cpu_usage_percent"] == 50.25  # ESXi gives hundredths of a percent
+    slowest = columns({"virtualDisk.totalWriteLatency.average": [3.0, 12.0]}, interval=20, vcpus=2)
+    assert slowest == {"hypervisor_disk_write_latency_ms": 12.0}
 
 
 def test_a_saturated_archive_is_the_verdict_and_a_busy_client_is_listed_too():

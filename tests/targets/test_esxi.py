@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +45,7 @@ def write_scenario(path: Path, target: dict, duration: float = 3, **extra_tables
 
 def pacsbench(simulator, *args, timeout: float = 180, wait: bool = True):
     command = [sys.executable, "-m", "bench.cli", *map(str, args)]
-    environment = {**os.environ, sim.PASSWORD_ENV: simulator.password}
+    environment = {**os.environ, sim.PASSWORD_ENV: simulator.password, "PACSBENCH_ESXI_PASSWORD": simulator.password}
     if not wait:
         return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
@@ -251,30 +252,10 @@ def test_a_wrong_setting_is_one_line_exit_2_and_leaves_nothing(
     assert pacsbench_vms(simulator) == {}
 
 
-def test_insecure_is_said_in_run_json_and_kept_vms_are_cleaned_by_vm_clean(simulator, archive_here, ova, tmp_path):
-    target = esxi_target(simulator, archive_here, ova, insecure=True, keep=True)
-    del target["ca_file"]
-    scenario = write_scenario(tmp_path / "esxi.toml", target, duration=1)
-    with VmwareTools(simulator):
-        result = pacsbench(simulator, "run", scenario, "--results", tmp_path / "r", "--no-progress")
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = json.loads((run_dir_of(result) / "run.json").read_text())
-    assert run["target"]["esxi"]["insecure"] is True and "NOT VERIFIED" in run["target"]["esxi"]["tls"]
-    assert any("TLS not verified" in w for w in run["warnings"])
-    kept = pacsbench_vms(simulator)
-    assert list(kept.values()) == ["poweredOff"]
-
-    clean = pacsbench(simulator, "vm", "clean", "--target", scenario)
-    assert clean.returncode == 0, clean.stderr
-    assert list(kept)[0] in clean.stdout
-    assert pacsbench_vms(simulator) == {}
-
-
-def test_without_ova_the_target_deploys_the_one_vm_export_writes_for_the_current_image(
-    simulator, archive_here, ova, tmp_path, monkeypatch
-):
-    """Without `ova`, the target deploys the OVA named after the current guest image's inputs, where it exports
-    one when missing (placed there here: building the guest image is the QEMU tests' work)."""
+def test_default_ova_insecure_said_kept_vm_cleaned_by_vm_clean(simulator, archive_here, ova, tmp_path, monkeypatch):
+    """Without `ova`, the target deploys the OVA named after the current guest image's inputs, where it exports one
+    when missing (placed there here: building the guest image is the QEMU tests' work). insecure = true is said in
+    run.json; keep = true leaves the VM powered off, `vm clean` removes it."""
     from bench.targets.esxi.target import default_ova
 
     monkeypatch.setenv("PACSBENCH_VM_CACHE", str(tmp_path / "vm-cache"))
@@ -282,17 +263,37 @@ def test_without_ova_the_target_deploys_the_one_vm_export_writes_for_the_current
     assert path.parent == tmp_path / "vm-cache" / "ova" and path.suffix == ".ova"
     path.parent.mkdir(parents=True)
     path.write_bytes(ova.read_bytes())
-    target = esxi_target(simulator, archive_here, ova)
-    del target["ova"]
+    target = esxi_target(simulator, archive_here, ova, insecure=True, keep=True)
+    del target["ca_file"], target["ova"]
     scenario = write_scenario(tmp_path / "esxi.toml", target, duration=1)
     with VmwareTools(simulator):
         result = pacsbench(simulator, "run", scenario, "--results", tmp_path / "r", "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((run_dir_of(result) / "run.json").read_text())
+    assert run["target"]["esxi"]["insecure"] is True and "NOT VERIFIED" in run["target"]["esxi"]["tls"]
+    assert any("TLS not verified" in w for w in run["warnings"])
+    assert (
+        "NOT VERIFIED"
+        in subprocess.run(
+            [sys.executable, "-m", "bench.cli", "report", str(run_dir_of(result))], cwd=ROOT, capture_output=True
+        ).stdout.decode()
+        + (run_dir_of(result) / "summary.md").read_text()
+    )
+    kept = pacsbench_vms(simulator)
+    assert list(kept.values()) == ["poweredOff"]
+
+    clean = pacsbench(simulator, "vm", "clean", "--target", scenario)
+    assert clean.returncode == 0, clean.stderr
+    assert clean.stdout.split() == list(kept)
     assert pacsbench_vms(simulator) == {}
 
 
 def test_matrix_native_and_esxi_is_compared_under_one_budget(simulator, archive_here, ova, tmp_path):
-    scenario = write_scenario(tmp_path / "esxi.toml", esxi_target(simulator, archive_here, ova), duration=2)
+    """scenarios/esxi.toml's target, pointed at the simulator, in a matrix with native: the same budget for both."""
+    shipped = tomllib.loads((ROOT / "scenarios" / "esxi.toml").read_text())["target"]
+    target = {**shipped, **esxi_target(simulator, archive_here, ova)}
+    del target["password_env"]  # the shipped name, with the password the test's simulator takes
+    scenario = write_scenario(tmp_path / "esxi.toml", target, duration=2)
     with VmwareTools(simulator):
         result = pacsbench(
             simulator, "matrix", scenario, "--targets", "native,esxi", "--repeat", "1", "--results", tmp_path / "m",
@@ -305,4 +306,9 @@ def test_matrix_native_and_esxi_is_compared_under_one_budget(simulator, archive_
     assert all(r["status"] == "completed" for r in matrix["runs"])
     compare = pacsbench(simulator, "compare", folder, "--out", tmp_path / "compare")
     assert compare.returncode == 0, compare.stderr[-2000:]
+    summary = json.loads((tmp_path / "compare" / "summary.json").read_text())
+    budgets = {g["target"]: g["budget"] for g in summary["groups"]}
+    assert budgets["esxi"]["enforced_by"] == "esxi-vm" and budgets["native"]["enforced_by"] != "none"
+    assert {(b["cpus"], b["memory_bytes"]) for b in budgets.values()} == {(2, 2048 << 20)}
+    assert summary["budgets_note"] is None
     assert pacsbench_vms(simulator) == {}
