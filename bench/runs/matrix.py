@@ -22,7 +22,7 @@ from bench.results.record_base import write_record
 from bench.results.records import MATRIX_FILE, MatrixRecord, MatrixRun
 from bench.results.run_folder import new_run_dir
 from bench.scenario.file import Scenario, load_scenario
-from bench.scenario.targets import KINDS, TARGET_MODELS, TargetSpec
+from bench.scenario.targets import KINDS, TARGET_MODELS, TargetSpec, VmSpec
 
 NAME = re.compile(r"^(?P<kind>[a-z]+)(?:-(?P<network>user|tap))?$")
 
@@ -33,7 +33,7 @@ def resolve_target(scenario: Scenario, name: str) -> TargetSpec:
         spec = scenario.targets[name]
         return spec if spec.label else spec.model_copy(update={"label": name})
     match = NAME.match(name)
-    networked = [kind for kind, model in TARGET_MODELS.items() if "network" in model.model_fields]
+    networked = [kind for kind, model in TARGET_MODELS.items() if issubclass(model, VmSpec)]  # user or tap
     if not match or match["kind"] not in KINDS:
         known = ", ".join([*scenario.targets, *KINDS, *(f"{kind}-tap" for kind in networked)])
         raise UserError(f"unknown target {name!r} (known: {known})")

@@ -95,7 +95,7 @@ class VmwareTools:
 
     def _run(self) -> None:
         from pyVim.connect import Disconnect
-        from pyVmomi import vim
+        from pyVmomi import vim, vmodl
 
         si = session_of(self.simulator)
         content = si.RetrieveContent()
@@ -109,7 +109,7 @@ class VmwareTools:
                             option = vim.option.OptionValue(key="SET.guest.ipAddress", value="127.0.0.1")
                             vm.ReconfigVM_Task(vim.vm.ConfigSpec(extraConfig=[option]))
                             self.given.append(vm.name)
-                    except vim.fault.ManagedObjectNotFound:
+                    except vmodl.fault.ManagedObjectNotFound:
                         continue  # destroyed meanwhile
                 view.Destroy()
         finally:
@@ -214,6 +214,27 @@ def test_killed_harness_leaves_a_vm_the_next_run_removes_then_a_run_cleans_up_af
     assert report.returncode == 0, report.stderr
     summary = (run_dir / "summary.md").read_text()
     assert "CPU ready" in summary and "synthetic" in summary
+
+
+def test_sigterm_powers_off_and_destroys_the_vm(simulator, archive_here, ova, tmp_path):
+    scenario = write_scenario(tmp_path / "esxi.toml", esxi_target(simulator, archive_here, ova), duration=30)
+    with VmwareTools(simulator) as tools:
+        harness = pacsbench(simulator, "run", scenario, "--results", tmp_path / "r", "--no-progress", wait=False)
+        try:
+            deadline = time.monotonic() + 60
+            while not tools.given and time.monotonic() < deadline and harness.poll() is None:
+                time.sleep(0.1)
+            assert tools.given, harness.communicate()[1].decode()[-2000:]
+            harness.send_signal(signal.SIGTERM)
+            _, errors = harness.communicate(timeout=60)
+        finally:
+            if harness.poll() is None:
+                harness.kill()
+    assert harness.returncode != 0 and "Traceback" not in errors.decode()
+    assert pacsbench_vms(simulator) == {}
+    (run_dir,) = (tmp_path / "r").iterdir()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "interrupted" and run["target"]["esxi"]["vm"]["destroyed"] is True
 
 
 @pytest.mark.parametrize(

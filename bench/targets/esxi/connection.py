@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bench.common.errors import UserError
 from bench.scenario.targets import EsxiSpec
@@ -63,11 +63,14 @@ class Session:
 
     si: object
     spec: EsxiSpec
-    facts: dict = field(default_factory=dict)
+    cached: object | None = None
 
     @property
     def content(self):
-        return self.si.RetrieveContent()
+        """The service content (fetched once: a round trip each time otherwise)."""
+        if self.cached is None:
+            self.cached = self.si.RetrieveContent()
+        return self.cached
 
     def close(self) -> None:
         from pyVim.connect import Disconnect

@@ -137,12 +137,19 @@ def remove(vm, quiet: bool = False) -> bool:
             wait_for(vm.PowerOffVM_Task(), f"powering {name} off", timeout=120)
         wait_for(vm.Destroy_Task(), f"destroying {name}", timeout=300)
         return True
-    except v.fault.ManagedObjectNotFound:
+    except vmodl_fault().ManagedObjectNotFound:  # gone already
         return True
-    except (UserError, Exception) as exc:  # noqa: BLE001 (said, and the next run or `vm clean` tries again)
+    except Exception as exc:  # noqa: BLE001 (said, and the next run or `vm clean` tries again)
         if not quiet:
             print(f"pacsbench: warning: esxi VM {name} not removed: {exc}", file=sys.stderr)
         return False
+
+
+def vmodl_fault():
+    """pyVmomi's vmodl.fault namespace (ManagedObjectNotFound lives there, not in vim.fault)."""
+    from pyVmomi import vmodl
+
+    return vmodl.fault
 
 
 def power_off(vm) -> None:
