@@ -193,7 +193,7 @@ def resources_png(series: list[tuple[str, pd.DataFrame, float]]) -> bytes:
     panels = [
         (title, unit, lines)
         for title, unit, lines in RESOURCE_PANELS
-        if any(c in frame.columns for _, frame, _ in series for c, _, _ in lines)
+        if any(c in frame.columns and frame[c].notna().any() for _, frame, _ in series for c, _, _ in lines)
     ]
     fig, axes_list = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), squeeze=False, sharex=True)
     several = len(series) > 1
