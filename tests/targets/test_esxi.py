@@ -243,6 +243,7 @@ def test_sigterm_powers_off_and_destroys_the_vm(simulator, archive_here, ova, tm
         ({"ca_file": None}, "cannot be verified"),
         ({"datastore": "NoSuchDS"}, "no datastore 'NoSuchDS'"),
         ({"ova": "/nonexistent/pacsbench.ova"}, "no OVA at /nonexistent/pacsbench.ova"),
+        ({"boot_timeout": 2}, "VMware Tools reported no IPv4 address"),  # nobody plays VMware Tools here
     ],
 )
 def test_a_wrong_setting_is_one_line_exit_2_and_leaves_nothing(
@@ -327,3 +328,45 @@ def test_matrix_native_and_esxi_is_compared_under_one_budget(simulator, archive_
     assert {(b["cpus"], b["memory_bytes"]) for b in budgets.values()} == {(2, 2048 << 20)}
     assert summary["budgets_note"] is None
     assert pacsbench_vms(simulator) == {}
+
+
+def test_a_pinned_thumbprint_is_trusted_and_another_is_refused(simulator, monkeypatch):
+    from bench.common.errors import UserError
+    from bench.scenario.targets import target_spec
+    from bench.targets.esxi.connection import connect
+
+    monkeypatch.setenv(sim.PASSWORD_ENV, simulator.password)
+    settings = {k: v for k, v in simulator.target().items() if k != "ca_file"}
+    for pin in (simulator.thumbprint_sha1, simulator.thumbprint_sha256):
+        session = connect(target_spec({**settings, "thumbprint": pin}))
+        assert session.content.about.apiType == "HostAgent"
+        session.close()
+    with pytest.raises(UserError, match="does not match the pinned thumbprint"):
+        connect(target_spec({**settings, "thumbprint": "AB" * 20}))
+
+
+def test_on_a_vcenter_the_vm_goes_to_the_named_cluster_and_host_and_leaves_nothing(vcsim, ova, tmp_path, monkeypatch):
+    """The vCenter path without a run: placement by datacenter, cluster and host, deploy, budget, power, destroy."""
+    from bench.scenario.targets import target_spec
+    from bench.targets.esxi import connection, deploy, machine
+
+    vcenter = sim.start(vcsim, tmp_path, vpx=True)
+    try:
+        monkeypatch.setenv(sim.PASSWORD_ENV, vcenter.password)
+        spec = target_spec(vcenter.target(datacenter="DC0", cluster="DC0_C0", esxi_host="DC0_C0_H1", cpus=1))
+        session = connection.connect(spec)
+        place = connection.placement(session)
+        facts = connection.server_facts(session, place)
+        assert facts["api_type"] == "VirtualCenter" and facts["esxi_host"] == "DC0_C0_H1" and facts["simulator"]
+        vm = deploy.deploy(session, deploy.read_ova(ova), place, "pacsbench-test", machine.annotation("test"), False)
+        settings = machine.reconfigure(vm, 1, 1024, {"port": "11112"}, 8)
+        assert settings["guestinfo"] == {"guestinfo.pacsbench.port": "11112"}
+        machine.power_on(vm)
+        described = machine.vm_facts(vm)
+        assert (described["vcpus"], described["memory_mib"], described["memory_reservation_mib"]) == (1, 1024, 1024)
+        assert vm.runtime.host.name == "DC0_C0_H1" and vm.runtime.powerState == "poweredOn"
+        assert [facts for _, facts in machine.pacsbench_vms(session)][0]["run"] == "test"
+        assert machine.remove(vm) and machine.pacsbench_vms(session) == []
+        session.close()
+    finally:
+        vcenter.stop()

@@ -1,14 +1,16 @@
 """A verified session with an ESXi host or a vCenter (pyvmomi), and the inventory objects a deployment needs.
 
 TLS is verified by default: against the system's CAs, a `ca_file`, or a pinned certificate
-`thumbprint` (SHA-1 or SHA-256, as ESXi and vCenter show them). An unverified session only with
-`insecure = true`. pyvmomi turns verification off by itself for a localhost server when given
+`thumbprint` (SHA-1 or SHA-256, as ESXi and vCenter show them; pyvmomi's own thumbprint check does not
+cover its version discovery, so the pinned certificate is made the context's only trust anchor).
+An unverified session only with `insecure = true`. pyvmomi turns verification off by itself for a localhost server when given
 no SSL context, so a context is always passed. The password is read from the environment
 variable the scenario names and is never kept beyond the login.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 from dataclasses import dataclass
@@ -29,7 +31,10 @@ def vim():
 
 
 def ssl_context(spec: EsxiSpec) -> ssl.SSLContext:
-    """The TLS context the scenario asks for: verifying (system CAs or ca_file), or none at all (insecure)."""
+    """The TLS context the scenario asks for: verifying (system CAs, ca_file or the pinned certificate), or none at
+    all (insecure)."""
+    if spec.thumbprint:
+        return pinned_context(spec)
     if spec.insecure:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
@@ -39,6 +44,28 @@ def ssl_context(spec: EsxiSpec) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=spec.ca_file) if spec.ca_file else ssl.create_default_context()
     except (OSError, ssl.SSLError) as exc:
         raise UserError(f"esxi target: ca_file {spec.ca_file}: {exc}") from None
+
+
+def pinned_context(spec: EsxiSpec) -> ssl.SSLContext:
+    """A context that trusts exactly the certificate whose digest is the pinned thumbprint.
+
+    The host's certificate is fetched, its digest compared with the pin, and then that certificate alone is
+    the trust anchor of every connection (the session's, the disk uploads', the sampler's): a host that
+    later shows another certificate fails verification. The pin replaces the name check."""
+    wanted = (spec.thumbprint or "").replace(":", "").lower()
+    try:
+        pem = ssl.get_server_certificate((spec.host, spec.api_port), timeout=API_TIMEOUT)
+    except OSError as exc:
+        raise UserError(f"esxi target: cannot reach {spec.host}:{spec.api_port}: {exc}") from None
+    der = ssl.PEM_cert_to_DER_cert(pem)
+    if hashlib.new("sha1" if len(wanted) == 40 else "sha256", der).hexdigest() != wanted:
+        raise UserError(
+            f"esxi target: the certificate of {spec.host}:{spec.api_port} does not match the pinned thumbprint"
+        )
+    context = ssl.create_default_context(cadata=pem)
+    context.check_hostname = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the host's own certificate is the anchor, CA-signed or not
+    return context
 
 
 def trust_words(spec: EsxiSpec) -> str:
@@ -94,7 +121,6 @@ def connect(spec: EsxiSpec) -> Session:
             user=spec.user,
             pwd=password(spec),
             sslContext=ssl_context(spec),
-            thumbprint=spec.thumbprint,
             httpConnectionTimeout=API_TIMEOUT,
         )
     except UserError:
