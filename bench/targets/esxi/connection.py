@@ -3,9 +3,9 @@
 TLS is verified by default: against the system's CAs, a `ca_file`, or a pinned certificate
 `thumbprint` (SHA-1 or SHA-256, as ESXi and vCenter show them; pyvmomi's own thumbprint check does not
 cover its version discovery, so the pinned certificate is made the context's only trust anchor).
-An unverified session only with `insecure = true`. pyvmomi turns verification off by itself for a localhost server when given
-no SSL context, so a context is always passed. The password is read from the environment
-variable the scenario names and is never kept beyond the login.
+An unverified session only with `insecure = true`. pyvmomi turns verification off by itself for a
+localhost server when given no SSL context, so a context is always passed. The password is read from
+the environment variable the scenario names and is never kept beyond the login.
 """
 
 from __future__ import annotations
