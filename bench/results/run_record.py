@@ -94,7 +94,9 @@ class BudgetRecord(Part):
 
     cpus: int | float | None = Field(default=None, description="CPUs of the budget (a guest's vCPUs); None: no budget.")
     memory_bytes: int | None = Field(default=None, description="Memory of the budget; None: no limit.")
-    enforced_by: str = Field(default="none", description="cgroup-v2, cgroup-v1, affinity, guest or none.")
+    enforced_by: str = Field(
+        default="none", description="cgroup-v2, cgroup-v1, affinity, guest (QEMU), virtualbox-vm or none."
+    )
     controllers: list[str] | None = Field(default=None, description="The cgroup controllers used.")
     cpu_ids: list[int] | None = Field(default=None, description="The CPUs the archive was pinned to.")
     usage: BudgetUsage | None = Field(default=None, description="What the cgroup measured, when one was used.")
@@ -105,7 +107,7 @@ class TargetRecord(Part):
 
     One model for every kind: a field a kind does not have stays absent."""
 
-    kind: str = Field(description="native, remote, orthanc, dcmtk, kvm or tcg.")
+    kind: str = Field(description="native, remote, orthanc, dcmtk, kvm, tcg or virtualbox.")
     label: str | None = Field(
         default=None, description="The name reports give it (a [targets.NAME] table, else the kind)."
     )
@@ -145,10 +147,18 @@ class TargetRecord(Part):
     qemu: dict[str, Any] | None = Field(
         default=None, description="QEMU's facts: version, command line, console log, exit code."
     )
+    virtualbox: dict[str, Any] | None = Field(
+        default=None,
+        description="VirtualBox's facts: VBoxManage --version, the host (list hostinfo), the VM's name, UUID and "
+        "description (the run id and the harness), the import command, disks, NAT forwarding, VMs of killed runs "
+        "removed first.",
+    )
     host: str | None = Field(default=None, description="The address the load connected to.")
     port: int | None = Field(default=None, description="The DICOM port the load connected to.")
     ae_title: str | None = Field(default=None, description="The archive's AE title.")
-    metrics_url: str | None = Field(default=None, description="A remote archive's metrics URL.")
+    metrics_url: str | None = Field(
+        default=None, description="A remote archive's (or a VirtualBox guest's) metrics URL."
+    )
     fsync: bool | None = Field(default=None, description="Whether the archive forced its writes to disk.")
     max_pdu: int | None = Field(default=None, description="The largest PDU the archive receives (0: no limit).")
     budget: BudgetRecord | None = Field(default=None, description="The CPUs and memory the archive was given.")
@@ -307,6 +317,10 @@ class ResourcesRecord(Part):
     disk: str | None = Field(default=None, description="The block device sampled.")
     interface: str | None = Field(default=None, description="The network interface sampled.")
     guest_view: GuestView | None = Field(default=None, description="What the guest columns hold.")
+    # Open: the hypervisor's own terms (VBoxManage's options, its metric names).
+    hypervisor_view: dict[str, Any] | None = Field(
+        default=None, description="Which hypervisor gave the hypervisor_* columns, and how many rows got figures."
+    )
     exit_code: int | None = Field(default=None, description="The sampler's exit code.")
 
 

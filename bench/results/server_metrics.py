@@ -29,5 +29,11 @@ COLUMNS = (
     "guest_steal_percent",
     "guest_iowait_percent",
     "guest_cpus",
+    # The archive's VM as its hypervisor sees it: VirtualBox's `VBoxManage metrics` of the VM process (CPU in
+    # percent as VirtualBox gives it, resident memory).
+    "hypervisor_cpu_user_pct",
+    "hypervisor_cpu_kernel_pct",
+    "hypervisor_ram_used_mib",
 )
-GUEST_COLUMNS = COLUMNS[COLUMNS.index("guest_cpu_percent") :]
+GUEST_COLUMNS = COLUMNS[COLUMNS.index("guest_cpu_percent") : COLUMNS.index("guest_cpus") + 1]
+HYPERVISOR_COLUMNS = tuple(column for column in COLUMNS if column.startswith("hypervisor_"))

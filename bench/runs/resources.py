@@ -22,6 +22,9 @@ Columns (rates over the second before `time`; CPU in percent of one core unless 
                                  a guest's (or a remote archive's) own view of its CPUs, from its /metrics
                                  (pacsbench_host_cpu_seconds by mode) scraped each second; 100 = all its CPUs;
                                  empty when there is no metrics URL or it does not give those figures
+    hypervisor_cpu_user_pct, hypervisor_cpu_kernel_pct, hypervisor_ram_used_mib
+                                 the VM as its hypervisor sees it (virtualbox: `VBoxManage metrics query` of the
+                                 VM process each second, CPU in VirtualBox's percent); empty for other targets
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +45,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.results.run_folder import SERVER_PID_FILE, read_server_pid
-from bench.results.server_metrics import COLUMNS, GUEST_COLUMNS, SERVER_METRICS_FILE
+from bench.results.server_metrics import COLUMNS, GUEST_COLUMNS, HYPERVISOR_COLUMNS, SERVER_METRICS_FILE
 from server_under_test.environment import whole_disk
 
 if TYPE_CHECKING:
@@ -138,6 +142,7 @@ class Reading:
     net: tuple = (0, 0)  # sent, received bytes
     load_cpu: dict = field(default_factory=dict)  # pid -> CPU seconds
     guest_cpu: dict = field(default_factory=dict)  # mode -> CPU seconds, from the archive's /metrics
+    hypervisor: dict = field(default_factory=dict)  # the hypervisor_* columns, as the hypervisor gave them
 
 
 class Sampler:
@@ -153,9 +158,11 @@ class Sampler:
         cpu_ids: list[int] | None = None,
         metrics_url: str | None = None,
         server_pid_file: Path | None = None,
+        hypervisor: Callable[[], dict] | None = None,
     ):
         self.server_pid, self.cpus, self.load_pids = server_pid, cpus, load_pids
         self.metrics_url = metrics_url
+        self.hypervisor = hypervisor  # the hypervisor's view of the VM now: {column: value}
         # A fault (kill, restart) starts the archive again under a new pid: the target rewrites this file.
         self.server_pid_file = server_pid_file
         self.cpu_ids = cpu_ids or sorted(os.sched_getaffinity(0))
@@ -183,6 +190,8 @@ class Sampler:
                 pass
         if self.metrics_url:
             reading.guest_cpu = scrape_cpu(self.metrics_url)
+        if self.hypervisor:
+            reading.hypervisor = self.hypervisor()
         return reading
 
     def _read_server(self) -> tuple[float, dict]:
@@ -238,7 +247,7 @@ class Sampler:
         ]
         if load:
             row |= {"load_cpu_percent": round(sum(load), 1), "load_busiest_cpu_percent": round(max(load), 1)}
-        return row | guest_row(before.guest_cpu, now.guest_cpu)
+        return row | guest_row(before.guest_cpu, now.guest_cpu) | now.hypervisor
 
 
 def sample(out: Path, sampler: Sampler, interval: float = INTERVAL, parent: int | None = None) -> None:
@@ -269,6 +278,7 @@ class ResourceSampling:
         interface: str | None,
         cpu_ids: list[int] | None = None,
         metrics_url: str | None = None,
+        hypervisor: list[str] | None = None,
     ):
         self.out = run_dir / SERVER_METRICS_FILE
         disk = whole_disk(run_dir)
@@ -292,7 +302,9 @@ class ResourceSampling:
         self.command += ["--interface", interface] if interface else []
         self.command += ["--cpu-ids", ",".join(map(str, cpu_ids))] if cpu_ids else []
         self.command += ["--metrics-url", metrics_url] if metrics_url else []
+        self.command += hypervisor or []  # the target's options for its hypervisor's view (Target.hypervisor_sampling)
         self.metrics_url = metrics_url
+        self.hypervisor = hypervisor or []
         self.facts = {
             "file": SERVER_METRICS_FILE,
             "interval_seconds": INTERVAL,
@@ -326,8 +338,31 @@ class ResourceSampling:
         from bench.results.run_record import ResourcesRecord
 
         return ResourcesRecord(
-            **self.facts, guest_view=self.guest_view(), exit_code=self.process.returncode if self.process else None
+            **self.facts,
+            guest_view=self.guest_view(),
+            hypervisor_view=self.hypervisor_view(),
+            exit_code=self.process.returncode if self.process else None,
         )
+
+    def hypervisor_view(self) -> dict | None:
+        """Which hypervisor gave the hypervisor_* columns, and how many rows got figures; None when none was asked."""
+        if not self.hypervisor:
+            return None
+        rows = with_values = 0
+        if self.out.is_file():
+            lines = self.out.read_text().splitlines()
+            at = [lines[0].split(",").index(c) for c in HYPERVISOR_COLUMNS] if lines else []
+            for line in lines[1:]:
+                values = line.split(",")
+                rows += 1
+                with_values += any(values[i] for i in at)
+        return {
+            "source": "VBoxManage metrics query (the VM process, each second)",
+            "options": self.hypervisor,
+            "columns": list(HYPERVISOR_COLUMNS),
+            "rows": rows,
+            "rows_with_values": with_values,
+        }
 
     def guest_view(self) -> GuestView:
         """What the archive's own /metrics gave the guest columns: scraped from where, how many rows got them."""
@@ -361,6 +396,14 @@ class ResourceSampling:
         return view
 
 
+def virtualbox_view(vboxmanage: str, vm: str) -> Callable[[], dict]:
+    """The hypervisor_* columns of a VirtualBox VM, one `VBoxManage metrics query` per reading."""
+    from bench.targets.virtualbox import VBoxManage, query_metrics  # only this sampler needs the targets stage
+
+    tool = VBoxManage(vboxmanage)
+    return lambda: query_metrics(tool, vm)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.runs.resources", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -372,6 +415,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interface")
     parser.add_argument("--cpu-ids", default="")
     parser.add_argument("--metrics-url", help="an archive's HTTP base URL whose /metrics gives its own CPU figures")
+    parser.add_argument("--virtualbox-vm", help="a VirtualBox VM (UUID) whose `VBoxManage metrics` fill hypervisor_*")
+    parser.add_argument("--vboxmanage", default="VBoxManage", help="the VBoxManage program")
     parser.add_argument("--parent", type=int)
     parser.add_argument("--interval", type=float, default=INTERVAL)
     args = parser.parse_args(argv)
@@ -386,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         cpu_ids,
         args.metrics_url,
         args.server_pid_file,
+        virtualbox_view(args.vboxmanage, args.virtualbox_vm) if args.virtualbox_vm else None,
     )
     sample(args.out, sampler, args.interval, args.parent)
 

@@ -92,6 +92,7 @@ def resource_sampling(run_dir: Path, target, engine: load.LoadEngine) -> Resourc
         interface,
         budget.get("cpu_ids"),
         target.guest_metrics_url(),
+        target.hypervisor_sampling(),
     )
 
 

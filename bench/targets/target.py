@@ -65,6 +65,11 @@ class Target(ABC):
         remote archive's metrics URL; None when the sampler sees the archive's machine itself (or nothing)."""
         return None
 
+    def hypervisor_sampling(self) -> list[str]:
+        """Options of the resource sampler (bench.runs.resources) for the hypervisor's own view of the archive's VM,
+        sampled beside the other columns; [] when the hypervisor has none to give."""
+        return []
+
     def record_server_pid(self, run_dir: Path) -> None:
         """server.pid in the run folder, after each (re)start: the resource sampler follows the archive by it."""
         if pid := self.server_pid():

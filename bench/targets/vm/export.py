@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.common.errors import UserError
 from bench.common.processes import run
-from bench.targets.vm.image import GuestImage, ensure_image
+from bench.targets.vm.image import GuestImage, ensure_image, image_inputs, inputs_digest, vm_cache
 from bench.targets.vm.tools import require
 
 FORMATS = ("ova", "vmdk", "qcow2")
@@ -54,6 +54,15 @@ def export_image(fmt: str, out: Path, vcpus: int = 2, memory_mib: int = 2048, pr
     else:
         make_ova(image, out, vcpus, memory_mib)
     return out
+
+
+def default_ova(progress: bool = True) -> Path:
+    """The OVA of the current guest image (exported once per image, kept in the VM cache): what a hypervisor
+    target imports when its scenario names no `ova`."""
+    path = vm_cache() / "export" / f"{VM_NAME}-{inputs_digest(image_inputs())}.ova"
+    if not path.is_file():
+        export_image("ova", path, progress=progress)
+    return path
 
 
 def convert(source: Path, out: Path, options: list[str]) -> None:
