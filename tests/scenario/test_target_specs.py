@@ -18,7 +18,7 @@ TABLES = '[studies]\nprofile = "tiny"\n[load]\nusers = 1\nduration = 1\n'
 SETTINGS = {
     "fsync": False, "cpus": 4, "memory_mib": 4096, "keep_data": True, "capacity": "4 GB", "at_capacity": "recycle",
     "network": "tap", "data_disk_format": "qcow2", "data_disk_cache": "unsafe", "data_disk_gib": 16,
-    "boot_timeout": 60.0, "metrics_url": "http://archive:8080", "hypervisor": "esxi",
+    "boot_timeout": 60.0, "metrics_url": "http://archive:8080", "hypervisor": "esxi", "ova": "vm.ova",
 }  # fmt: skip
 # run.json's [target] as the previous release wrote it: every kind's settings, at their defaults.
 OLD_DUMP = {
@@ -98,7 +98,9 @@ def test_an_unknown_kind_is_one_line_naming_the_known_ones(tmp_path):
 
 @pytest.mark.parametrize("target,message", [
     ({"kind": "remote", "port": 104, "vcpus": 4}, "[target] vcpus: unknown key for kind 'remote' (only for native, "
-     "kvm, tcg, orthanc, dcmtk)"),
+     "kvm, tcg, orthanc, dcmtk, virtualbox)"),
+    ({"kind": "virtualbox", "ae_title": "VBOX"}, "[target]: a virtualbox guest takes no settings: it answers as "
+     "PACSBENCH with 1 MiB PDUs on a port forwarded to 127.0.0.1 (leave 'ae_title', 'max_pdu' and 'host' out)"),
     ({"kind": "native", "cpuz": 4}, "[target] cpuz: unknown key (did you mean 'cpus'?)"),
     ({"kind": "tcg", "network": "tap", "port": 4000}, "[target]: 'port' is the forwarded host port of user-mode "
      "networking; a tap guest listens on 11112"),
@@ -119,7 +121,7 @@ def test_installed_archives_get_their_largest_pdu_for_unlimited():
 
 
 def test_every_started_kind_takes_a_budget_and_vcpus_still_reads_as_cpus():
-    for kind in ("native", "orthanc", "dcmtk", "kvm", "tcg"):
+    for kind in ("native", "orthanc", "dcmtk", "kvm", "tcg", "virtualbox"):
         spec = target_spec({"kind": kind, "cpus": 1, "memory_mib": 1024})
         assert (spec.cpus, spec.memory_mib) == (1, 1024)
     assert target_spec({"kind": "tcg", "vcpus": 3}).cpus == 3  # scenarios written before `cpus`
