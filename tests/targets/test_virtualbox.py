@@ -58,7 +58,7 @@ pacsbench-x     RAM/Usage/Used       1048576 kB
 
 
 @pytest.fixture(scope="module")
-def virtualbox(tmp_path_factory):
+def stand_in(tmp_path_factory):
     """PATH with the stand-in VBoxManage first, and its VBOX_USER_HOME; the OVA it imports (a small one)."""
     qemu_img = require_tool("qemu-img", "qemu-utils")
     folder = tmp_path_factory.mktemp("virtualbox")
@@ -127,8 +127,8 @@ def test_vboxmanage_output_is_read_as_the_manual_shows_it():
 
 
 @pytest.mark.slow
-def test_a_run_imports_the_ova_measures_the_vm_and_removes_it(virtualbox, tmp_path):
-    env, ova, folder = virtualbox
+def test_a_run_imports_the_ova_measures_the_vm_and_removes_it(stand_in, tmp_path):
+    env, ova, folder = stand_in
     result = pacsbench("run", str(write_scenario(tmp_path, ova)), "--results", str(tmp_path), "--no-progress", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = Path(result.stdout.strip().splitlines()[-1])
@@ -158,8 +158,8 @@ def test_a_run_imports_the_ova_measures_the_vm_and_removes_it(virtualbox, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_vm_left_by_a_killed_harness_is_removed_by_the_next_run(virtualbox, tmp_path):
-    env, ova, folder = virtualbox
+def test_a_vm_left_by_a_killed_harness_is_removed_by_the_next_run(stand_in, tmp_path):
+    env, ova, folder = stand_in
     scenario = write_scenario(tmp_path, ova, duration=60)
     killed = subprocess.Popen(
         [sys.executable, "-m", "bench.cli", "run", str(scenario), "--results", str(tmp_path / "a"), "--no-progress"],
@@ -187,8 +187,8 @@ def test_a_vm_left_by_a_killed_harness_is_removed_by_the_next_run(virtualbox, tm
     assert parse_list_vms(vboxmanage(env, "list", "vms")) == [] and not archives_of(folder)
 
 
-def test_a_missing_ova_or_vboxmanage_is_one_line(virtualbox, tmp_path):
-    env, ova, folder = virtualbox
+def test_a_missing_ova_or_vboxmanage_is_one_line(stand_in, tmp_path):
+    env, ova, folder = stand_in
     missing = tmp_path / "none.ova"
     result = pacsbench("run", str(write_scenario(tmp_path, missing)), "--results", str(tmp_path), env=env)
     assert result.returncode == 2 and result.stderr.strip() == (
@@ -200,3 +200,22 @@ def test_a_missing_ova_or_vboxmanage_is_one_line(virtualbox, tmp_path):
         "pacsbench: error: VBoxManage not found: install VirtualBox (https://www.virtualbox.org) or put it on PATH"
     )
     assert parse_list_vms(vboxmanage(env, "list", "vms")) == [] and not archives_of(folder)
+
+
+@pytest.mark.slow
+def test_a_run_on_a_real_virtualbox(virtualbox, root, tmp_path):
+    """Only where VirtualBox is installed (never in CI, where it cannot be): the real guest image's OVA, imported,
+    booted, measured and deleted."""
+    scenario = tmp_path / "virtualbox.toml"
+    scenario.write_text(
+        SCENARIO.replace('ova = "{ova}"\n', "").replace("boot_timeout = 60", "boot_timeout = 600").format(duration=10)
+    )
+    result = pacsbench(
+        "run", str(scenario), "--results", str(tmp_path), "--no-progress", env=dict(os.environ), timeout=3600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((Path(result.stdout.strip().splitlines()[-1]) / "run.json").read_text())
+    assert run["status"] == "completed" and run["target"]["hypervisor"] == "oracle"
+    assert run["resources"]["hypervisor_view"]["rows_with_values"] > 0 and run["resources"]["guest_view"]["sampled"]
+    vms = subprocess.run([virtualbox, "list", "vms"], capture_output=True, text=True, check=True).stdout
+    assert run["target"]["virtualbox"]["vm_name"] not in vms
