@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from bench.scenario.settings import size_in_bytes
+from server_under_test.guest import DEFAULTS as GUEST_DEFAULTS
 
 
 class TargetBase(BaseModel):
@@ -147,10 +148,12 @@ class VirtualBoxSpec(TargetBase):
 
     @model_validator(mode="after")
     def _guest_defaults(self) -> VirtualBoxSpec:
-        if self.ae_title != "PACSBENCH" or self.max_pdu or self.host != "127.0.0.1":
+        """The scenario may state the guest's own values (a matrix holds max_pdu fixed across targets), no others."""
+        pdu = int(GUEST_DEFAULTS["max_pdu"])
+        if self.ae_title != GUEST_DEFAULTS["aet"] or self.max_pdu not in (0, pdu) or self.host != "127.0.0.1":
             raise ValueError(
-                "a virtualbox guest takes no settings: it answers as PACSBENCH with 1 MiB PDUs on a port forwarded "
-                "to 127.0.0.1 (leave 'ae_title', 'max_pdu' and 'host' out)"
+                f"a virtualbox guest takes no settings: it answers as {GUEST_DEFAULTS['aet']} with {pdu}-byte PDUs "
+                "on a port forwarded to 127.0.0.1 (leave 'ae_title', 'max_pdu' and 'host' out)"
             )
         return self
 
