@@ -5,7 +5,8 @@ the flow and output formats are those of the VirtualBox User Manual, chapter 8 "
 
     import OVA --vsys 0 --vmname --cpus --memory --description --options importtovdi
     modifymedium disk DATA --resize MB    (the data disk to the scenario's size: VDI resizes)
-    modifyvm --natpf1 ...                  (NAT port forwarding on 127.0.0.1: no Guest Additions needed)
+    modifyvm --natpf1 ... --uart1 ...      (NAT port forwarding on 127.0.0.1: no Guest Additions needed; the
+                                            serial console into the run folder's console.log)
     startvm --type headless -> C-ECHO -> metrics setup/query each second (the sampler) -> the run
     controlvm poweroff, unregistervm --delete   (in a finally, and on SIGTERM through the run's finally)
 
@@ -242,7 +243,7 @@ class VirtualBoxTarget(Target):
         importing = time.monotonic()
         self._import(ova, run_dir.name)
         self._resize_data_disk()
-        self._forward_ports()
+        self._configure(run_dir / "console.log")
         self.facts["import_seconds"] = round(time.monotonic() - importing, 2)
         started = time.monotonic()
         self.tool("startvm", self.vm, "--type", "headless")
@@ -251,7 +252,9 @@ class VirtualBoxTarget(Target):
             wait_for_echo(self.peer, self.client.calling_ae, self.spec.boot_timeout, alive=self.running)
         except UserError as exc:
             state = "running" if self.running() else "not running"
-            raise UserError(f"virtualbox VM {self.name} ({state}): {exc}") from None
+            console = run_dir / "console.log"
+            tail = last_line(console.read_text(errors="replace")) if console.is_file() else "no console output"
+            raise UserError(f"virtualbox VM {self.name} ({state}): {exc} (console {console}: {tail[:120]})") from None
         self.ready_seconds = time.monotonic() - started
         self.status = wait_for_status(self.metrics_url, STATUS_TIMEOUT)
 
@@ -275,17 +278,21 @@ class VirtualBoxTarget(Target):
         self.tool("modifymedium", "disk", disks[1], "--resize", str(megabytes))
         self.facts["disks"] = {"system": disks[0], "data": disks[1], "data_resized_to_mb": megabytes}
 
-    def _forward_ports(self) -> None:
+    def _configure(self, console: Path) -> None:
+        """NAT port forwarding for DICOM and the metrics page on free host ports; the serial console into a file
+        of the run folder (the guest prints its settings and data disk there, as in QEMU's console.log)."""
         port = self.spec.port or free_local_port()
         metrics_port = free_local_port()
         rules = [
             f"dicom,tcp,127.0.0.1,{port},,{GUEST_DICOM_PORT}",
             f"metrics,tcp,127.0.0.1,{metrics_port},,{GUEST_METRICS_PORT}",
         ]
-        self.tool("modifyvm", self.vm, "--nic1", "nat", *(word for rule in rules for word in ("--natpf1", rule)))
+        forwarding = [word for rule in rules for word in ("--natpf1", rule)]
+        serial = ["--uart1", "0x3F8", "4", "--uartmode1", "file", str(console.absolute())]
+        self.tool("modifyvm", self.vm, "--nic1", "nat", *forwarding, *serial)
         self.peer = Peer("127.0.0.1", port, GUEST_DEFAULTS["aet"])
         self.metrics_url = f"http://127.0.0.1:{metrics_port}"
-        self.facts["nat_port_forwarding"] = rules
+        self.facts |= {"nat_port_forwarding": rules, "console_log": str(console.absolute())}
 
     def running(self) -> bool:
         """Whether VirtualBox says the VM runs (read at most every STATE_SECONDS while waiting for C-ECHO)."""

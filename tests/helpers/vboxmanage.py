@@ -3,7 +3,7 @@
 It implements only what the target calls, with the arguments and output formats the VirtualBox User
 Manual (7.0) documents in chapter 8, "VBoxManage": `--version`, `list vms|hostinfo`, `import`
 (--vsys 0 --vmname --cpus --memory --description --options), `showvminfo --machinereadable`,
-`modifymedium disk --resize`, `modifyvm --nic1 nat --natpf1`, `startvm --type headless`,
+`modifymedium disk --resize`, `modifyvm --nic1 nat --natpf1 --uart1 --uartmode1 file`, `startvm --type headless`,
 `controlvm poweroff`, `unregistervm --delete` and `metrics setup|query`. Anything else is an error.
 
 The VMs are kept in a JSON file under $VBOX_USER_HOME (VirtualBox's own variable for its settings
@@ -69,14 +69,19 @@ def find(vms: dict, name_or_uuid: str) -> dict:
     raise Fail(f"Could not find a registered machine named '{name_or_uuid}'")
 
 
-def options(args: list[str], *names: str, flags: tuple[str, ...] = ()) -> tuple[dict[str, list[str]], list[str]]:
-    """--name value pairs (repeatable), --flag words and the positional words; any other option is an error."""
+def options(
+    args: list[str], *names: str, flags: tuple[str, ...] = (), pairs: tuple[str, ...] = ()
+) -> tuple[dict[str, list[str]], list[str]]:
+    """--name value (repeatable), --pair value value (--uart1 0x3F8 4), --flag, and the positional words; any
+    other option is an error."""
     found: dict[str, list[str]] = {}
     words = []
     it = iter(args)
     for arg in it:
         if arg in flags:
             found[arg] = []
+        elif arg in pairs:
+            found[arg] = [next(it), next(it)]
         elif arg.startswith("--"):
             name, eq, value = arg.partition("=")
             if name not in names:
@@ -212,12 +217,14 @@ def cmd_modifymedium(args: list[str]) -> None:
 
 
 def cmd_modifyvm(args: list[str]) -> None:
-    found, words = options(args, "--nic1", "--natpf1")
+    found, words = options(args, "--nic1", "--natpf1", pairs=("--uart1", "--uartmode1"))
     with registry() as vms:
         vm = find(vms, words[0])
         if running(vm):
             raise Fail(f"The machine '{vm['name']}' is already locked for a session (or being unlocked)")
         vm["forwarding"] += found.get("--natpf1", [])
+        if found.get("--uartmode1", [""])[0] == "file":
+            vm["serial_file"] = found["--uartmode1"][1]  # the "guest's" console: the archive's output here
 
 
 def forwarded(vm: dict, guest_port: int) -> int:
@@ -241,7 +248,7 @@ def cmd_startvm(args: list[str]) -> None:
             *("--port", str(forwarded(vm, GUEST_DICOM_PORT)), "--metrics-port", str(forwarded(vm, GUEST_METRICS_PORT))),
             *("--data", str(folder / "archive"), "--workers", "1"),
         ]
-        with (folder / "Logs" / "VBox.log").open("ab") as log:
+        with Path(vm.get("serial_file") or folder / "Logs" / "VBox.log").open("ab") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )

@@ -145,6 +145,7 @@ def test_a_run_imports_the_ova_measures_the_vm_and_removes_it(stand_in, tmp_path
     assert facts["vm_name"] == f"pacsbench-{run_dir.name}" and run_dir.name in facts["description"]
     assert facts["import"][:4] == ["import", str(ova), "--vsys", "0"] and facts["removed"] is True
     assert "--cpus" in facts["import"] and facts["disks"]["data_resized_to_mb"] == 1024
+    assert (run_dir / "console.log").stat().st_size > 0  # the serial console (here: the archive's output)
     assert target["port"] == int(facts["nat_port_forwarding"][0].split(",")[3]) and target["ae_title"] == "PACSBENCH"
     rows = (run_dir / "server_metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
