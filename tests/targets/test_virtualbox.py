@@ -7,6 +7,7 @@ Not run against VirtualBox itself in CI (docs/targets.md says so).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -59,7 +60,8 @@ pacsbench-x     RAM/Usage/Used       1048576 kB
 
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory):
-    """PATH with the stand-in VBoxManage first, and its VBOX_USER_HOME; the OVA it imports (a small one)."""
+    """PATH with the stand-in VBoxManage first, and its VBOX_USER_HOME; the OVA it imports (a small one). Archives of
+    stand-in VMs a failed test left are killed at the end."""
     qemu_img = require_tool("qemu-img", "qemu-utils")
     folder = tmp_path_factory.mktemp("virtualbox")
     bin_dir = folder / "bin"
@@ -74,7 +76,10 @@ def stand_in(tmp_path_factory):
     ova = folder / "pacsbench.ova"
     make_ova(GuestImage(folder), ova, vcpus=2, memory_mib=2048)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "VBOX_USER_HOME": str(folder / "vbox")}
-    return env, ova, folder
+    yield env, ova, folder
+    for pid in archives_of(folder):  # a failed test's VM: its archive would outlive the session, as a VM does
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
 def pacsbench(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
