@@ -29,8 +29,11 @@ def add_parser(sub) -> None:
     export = actions.add_parser(
         "export",
         help="write the guest as an OVA (VirtualBox, ESXi), VMDK or qcow2",
-        description="Export the guest image. The OVA's VM has an IDE disk and an E1000 "
-        "card; the archive answers on port 11112 (AE PACSBENCH), address by DHCP.",
+        description="Export the guest image. The OVA's VM (one descriptor for ESXi and VirtualBox: docs/targets.md) "
+        "has the system disk and a blank 1 GiB data disk on IDE, and an E1000 card; grow the data disk before the "
+        "first boot and the guest formats it. The archive takes its address by DHCP and answers on port 11112 (AE "
+        "PACSBENCH), or as the VMware guestinfo.pacsbench.* keys say on ESXi. --format vmdk or qcow2: the system "
+        "disk alone.",
     )
     export.add_argument("--format", choices=["ova", "vmdk", "qcow2"], default="ova", help="default ova")
     export.add_argument("--out", type=Path, required=True, help="file to write, e.g. pacsbench.ova")

@@ -183,7 +183,20 @@ RESOURCE_PANELS = (
         ],
     ),
     ("network", "MB/s", [("net_recv_bytes_per_s", "received", 1e-6), ("net_sent_bytes_per_s", "sent", 1e-6)]),
-    ("memory", "MB", [("server_rss_bytes", "archive resident", 1e-6)]),
+    (
+        "memory",
+        "MB",
+        [
+            ("server_rss_bytes", "archive resident", 1e-6),
+            ("hypervisor_ram_used_mib", "VM resident (hypervisor)", 1.048576),
+        ],
+    ),
+    # The VM as its hypervisor sees it (virtualbox: VBoxManage metrics of the VM process).
+    (
+        "hypervisor CPU",
+        "% of the host",
+        [("hypervisor_cpu_user_pct", "VM user", 1.0), ("hypervisor_cpu_kernel_pct", "VM kernel", 1.0)],
+    ),
 )
 RESOURCE_COLUMNS = set(SERVER_METRICS_COLUMNS) - {"time"}  # the rest get a panel each (server_metrics_png)
 

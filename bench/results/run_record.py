@@ -95,7 +95,7 @@ class BudgetRecord(Part):
     cpus: int | float | None = Field(default=None, description="CPUs of the budget (a guest's vCPUs); None: no budget.")
     memory_bytes: int | None = Field(default=None, description="Memory of the budget; None: no limit.")
     enforced_by: str = Field(
-        default="none", description="cgroup-v2, cgroup-v1, affinity, guest (a QEMU guest), esxi-vm or none."
+        default="none", description="cgroup-v2, cgroup-v1, affinity, guest (QEMU), esxi-vm, virtualbox-vm or none."
     )
     memory_reservation_bytes: int | None = Field(
         default=None, description="Memory the hypervisor reserved for the VM (esxi-vm: all of it, no ballooning)."
@@ -151,7 +151,7 @@ class TargetRecord(Part):
 
     One model for every kind: a field a kind does not have stays absent."""
 
-    kind: str = Field(description="native, remote, orthanc, dcmtk, kvm, tcg or esxi.")
+    kind: str = Field(description="native, remote, orthanc, dcmtk, kvm, tcg, esxi or virtualbox.")
     label: str | None = Field(
         default=None, description="The name reports give it (a [targets.NAME] table, else the kind)."
     )
@@ -191,10 +191,18 @@ class TargetRecord(Part):
     qemu: dict[str, Any] | None = Field(
         default=None, description="QEMU's facts: version, command line, console log, exit code."
     )
+    virtualbox: dict[str, Any] | None = Field(
+        default=None,
+        description="VirtualBox's facts: VBoxManage --version, the host (list hostinfo), the VM's name, UUID and "
+        "description (the run id and the harness), the import command, disks, NAT forwarding, VMs of killed runs "
+        "removed first.",
+    )
     host: str | None = Field(default=None, description="The address the load connected to.")
     port: int | None = Field(default=None, description="The DICOM port the load connected to.")
     ae_title: str | None = Field(default=None, description="The archive's AE title.")
-    metrics_url: str | None = Field(default=None, description="A remote archive's metrics URL.")
+    metrics_url: str | None = Field(
+        default=None, description="A remote archive's (or a VirtualBox guest's) metrics URL."
+    )
     fsync: bool | None = Field(default=None, description="Whether the archive forced its writes to disk.")
     max_pdu: int | None = Field(default=None, description="The largest PDU the archive receives (0: no limit).")
     budget: BudgetRecord | None = Field(default=None, description="The CPUs and memory the archive was given.")

@@ -29,7 +29,7 @@ COLUMNS = (
     "guest_steal_percent",
     "guest_iowait_percent",
     "guest_cpus",
-    # The hypervisor's own view of the VM (ESXi's PerformanceManager, real-time interval of 20 s): filled only in
+    # The hypervisor's own view of the VM. ESXi's PerformanceManager (real-time interval of 20 s): filled only in
     # the row of the second a new sample arrived; hypervisor_sample_time is the end of the 20 s it covers.
     "hypervisor_sample_time",
     "hypervisor_interval_seconds",
@@ -42,6 +42,10 @@ COLUMNS = (
     "hypervisor_disk_write_latency_ms",  # virtualDisk.totalWriteLatency.average, the slowest virtual disk
     "hypervisor_net_received_bytes_per_s",  # net.received.average
     "hypervisor_net_transmitted_bytes_per_s",  # net.transmitted.average
+    # VirtualBox's `VBoxManage metrics` of the VM process, each second (CPU in percent as VirtualBox gives it).
+    "hypervisor_cpu_user_pct",
+    "hypervisor_cpu_kernel_pct",
+    "hypervisor_ram_used_mib",
 )
 GUEST_COLUMNS = COLUMNS[COLUMNS.index("guest_cpu_percent") : COLUMNS.index("hypervisor_sample_time")]
 HYPERVISOR_COLUMNS = COLUMNS[COLUMNS.index("hypervisor_sample_time") :]

@@ -22,9 +22,10 @@ Columns (rates over the second before `time`; CPU in percent of one core unless 
                                  a guest's (or a remote archive's) own view of its CPUs, from its /metrics
                                  (pacsbench_host_cpu_seconds by mode) scraped each second; 100 = all its CPUs;
                                  empty when there is no metrics URL or it does not give those figures
-    hypervisor_*                 the hypervisor's own view of the archive's VM (an esxi target: ESXi's
-                                 PerformanceManager, bench.targets.esxi.perf), filled in the row of the second
-                                 each 20 s sample arrived (bench.results.server_metrics lists them)
+    hypervisor_*                 the hypervisor's own view of the archive's VM (bench.results.server_metrics lists
+                                 them): an esxi target's from ESXi's PerformanceManager (bench.targets.esxi.perf),
+                                 filled in the row of the second each 20 s sample arrived; a virtualbox target's
+                                 from `VBoxManage metrics query` of the VM process, each second
 """
 
 from __future__ import annotations
@@ -251,12 +252,24 @@ class Sampler:
 
 
 def hypervisor_reader(source: dict):
-    """The reader of the hypervisor's view that a target's hypervisor_source() names (esxi: its perf counters)."""
+    """The reader (start, take, stop) of the hypervisor's view that a target's hypervisor_source() names: esxi, its
+    perf counters; virtualbox, `VBoxManage metrics`. Imported here only: only this sampler needs them."""
     if source.get("kind") == "esxi":
         from bench.targets.esxi.perf import hypervisor_reader as esxi_reader
 
         return esxi_reader(source)
+    if source.get("kind") == "virtualbox":
+        from bench.targets.virtualbox import hypervisor_reader as virtualbox_reader
+
+        return virtualbox_reader(source)
     raise ValueError(f"no hypervisor view for {source.get('kind')!r}")
+
+
+# Per hypervisor: the column that says a sample arrived, its sampling interval, where its figures come from.
+HYPERVISOR_SOURCES = {
+    "esxi": ("hypervisor_sample_time", 20, "PerformanceManager"),
+    "virtualbox": ("hypervisor_cpu_user_pct", 1, "VBoxManage metrics query of the VM process"),
+}
 
 
 def sample(out: Path, sampler: Sampler, interval: float = INTERVAL, parent: int | None = None) -> None:
@@ -369,12 +382,14 @@ class ResourceSampling:
 
         if not self.hypervisor:
             return None
-        _, samples = self.column_rows("hypervisor_sample_time")
+        kind = self.hypervisor["kind"]
+        sample_column, interval, what = HYPERVISOR_SOURCES[kind]
+        _, samples = self.column_rows(sample_column)
         simulated = bool(self.hypervisor.get("simulator"))
-        spec = self.hypervisor.get("spec") or {}
+        host = (self.hypervisor.get("spec") or {}).get("host") or "this host"
         view = HypervisorView(
-            source=f"{self.hypervisor['kind']} PerformanceManager, {spec.get('host')}, VM {self.hypervisor.get('vm')}",
-            interval_seconds=20,
+            source=f"{kind} {what}, {host}, VM {self.hypervisor.get('vm')}",
+            interval_seconds=interval,
             columns=list(HYPERVISOR_COLUMNS),
             samples=samples,
             sampled=samples > 0,
@@ -383,7 +398,7 @@ class ResourceSampling:
         if simulated:
             view.note = "govmomi's simulator answers QueryPerf with synthetic values: these figures measure nothing"
         elif not samples:
-            view.note = "no sample arrived during the load (a load shorter than ESXi's 20 s interval, or no access)"
+            view.note = f"no sample arrived during the load (a load shorter than {interval} s, or no access)"
         return view
 
     def guest_view(self) -> GuestView:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from bench.scenario.settings import size_in_bytes
+from server_under_test.guest import DEFAULTS as GUEST_DEFAULTS
 
 
 class TargetBase(BaseModel):
@@ -132,6 +133,31 @@ class DcmtkSpec(InstalledSpec):
     kind: Literal["dcmtk"] = "dcmtk"
 
 
+class VirtualBoxSpec(TargetBase):
+    """The exported OVA imported into VirtualBox with VBoxManage, started headless, removed afterwards.
+
+    VirtualBox hands the guest no settings (guestinfo is VMware's): its archive runs with the guest's
+    defaults (AE title PACSBENCH, fsync on, 1 MiB PDUs), reached through NAT port forwarding."""
+
+    kind: Literal["virtualbox"] = "virtualbox"
+    cpus: int = Field(default=2, ge=1, le=64, validation_alias=AliasChoices("cpus", "vcpus"))
+    memory_mib: int = Field(default=2048, ge=512, le=262144)
+    ova: str | None = Field(default=None, description="the OVA to import; default: `pacsbench vm export`'s, built once")
+    data_disk_gib: int = Field(default=8, ge=1, le=4096, description="the data disk, resized before power-on")
+    boot_timeout: float = Field(default=300.0, gt=0, description="seconds from startvm to a C-ECHO answer")
+
+    @model_validator(mode="after")
+    def _guest_defaults(self) -> VirtualBoxSpec:
+        """The scenario may state the guest's own values (a matrix holds max_pdu fixed across targets), no others."""
+        pdu = int(GUEST_DEFAULTS["max_pdu"])
+        if self.ae_title != GUEST_DEFAULTS["aet"] or self.max_pdu not in (0, pdu) or self.host != "127.0.0.1":
+            raise ValueError(
+                f"a virtualbox guest takes no settings: it answers as {GUEST_DEFAULTS['aet']} with {pdu}-byte PDUs "
+                "on a port forwarded to 127.0.0.1 (leave 'ae_title', 'max_pdu' and 'host' out)"
+            )
+        return self
+
+
 class RemoteSpec(TargetBase):
     """Any archive reachable over the network; pacsbench starts nothing."""
 
@@ -198,7 +224,7 @@ class EsxiSpec(StartedSpec):
 
 
 TargetSpec = Annotated[
-    NativeSpec | KvmSpec | TcgSpec | OrthancSpec | DcmtkSpec | RemoteSpec | EsxiSpec,
+    NativeSpec | KvmSpec | TcgSpec | OrthancSpec | DcmtkSpec | VirtualBoxSpec | RemoteSpec | EsxiSpec,
     Field(discriminator="kind"),
 ]
 

@@ -145,19 +145,22 @@ def start(binary: Path, folder: Path, password: str = "pacsbench-test", vpx: boo
 
 
 def small_ova(out: Path, vcpus: int = 2, memory_mib: int = 2048) -> Path:
-    """An OVA with export.py's descriptor and a tiny disk (the simulator discards disk bytes, so any will do)."""
-    from bench.targets.vm.export import VM_NAME, ovf_descriptor, sha256
+    """An OVA with export.py's descriptor and two tiny disks, system and data (the simulator discards disk bytes,
+    so any will do)."""
+    from bench.targets.vm.export import VM_NAME, OvfDisk, ovf_descriptor, sha256
 
     folder = out.with_name(out.name + ".parts")
     folder.mkdir(parents=True, exist_ok=True)
-    vmdk = folder / f"{VM_NAME}-disk1.vmdk"
-    vmdk.write_bytes(b"KDMV" + bytes(4092))
+    vmdks = [folder / f"{VM_NAME}-disk{n}.vmdk" for n in (1, 2)]
+    for vmdk in vmdks:
+        vmdk.write_bytes(b"KDMV" + bytes(4092))
     ovf = folder / f"{VM_NAME}.ovf"
-    ovf.write_bytes(ovf_descriptor(vmdk.name, vmdk.stat().st_size, 64 << 20, vcpus, memory_mib))
+    disks = [OvfDisk(vmdk.name, vmdk.stat().st_size, 64 << 20) for vmdk in vmdks]
+    ovf.write_bytes(ovf_descriptor(disks, vcpus, memory_mib))
     manifest = folder / f"{VM_NAME}.mf"
-    manifest.write_text("".join(f"SHA256({p.name})= {sha256(p)}\n" for p in (ovf, vmdk)))
+    manifest.write_text("".join(f"SHA256({p.name})= {sha256(p)}\n" for p in (ovf, *vmdks)))
     with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for path in (ovf, vmdk, manifest):
+        for path in (ovf, *vmdks, manifest):
             tar.add(path, arcname=path.name)
     shutil.rmtree(folder)
     return out

@@ -53,7 +53,7 @@ def test_defaults_fill_the_optional_parts(tmp_path):
         (
             VALID.replace('kind = "native"', 'kind = "nativ"'),
             "[target] kind: unknown kind 'nativ' "
-            "(did you mean 'native'? known: native, kvm, tcg, orthanc, dcmtk, remote, esxi)",
+            "(did you mean 'native'? known: native, kvm, tcg, orthanc, dcmtk, virtualbox, remote, esxi)",
         ),
         (VALID.replace('kind = "native"', 'host = "127.0.0.1"'), "[target] kind: required key is missing"),
         (

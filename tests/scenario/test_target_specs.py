@@ -109,11 +109,15 @@ def test_an_unknown_kind_is_one_line_naming_the_known_ones(tmp_path):
 
 @pytest.mark.parametrize("target,message", [
     ({"kind": "remote", "port": 104, "vcpus": 4}, "[target] vcpus: unknown key for kind 'remote' (only for native, "
-     "kvm, tcg, orthanc, dcmtk, esxi)"),
+     "kvm, tcg, orthanc, dcmtk, virtualbox, esxi)"),
     ({"kind": "esxi", **REQUIRED["esxi"], "insecure": True, "ca_file": "ca.pem"}, "[target]: 'insecure = true' turns "
      "verification off: give it, or 'ca_file'/'thumbprint', not both"),
     ({"kind": "esxi", **REQUIRED["esxi"], "thumbprint": "AB:CD"}, "[target] thumbprint: "
      "give the SHA-1 (40 hex digits) or SHA-256 (64) thumbprint, colons allowed (got 'AB:CD')"),
+    ({"kind": "virtualbox", "ae_title": "VBOX"}, "[target]: a virtualbox guest takes no settings: it answers as "
+     "PACSBENCH with 1048576-byte PDUs on a port forwarded to 127.0.0.1 (leave 'ae_title', 'max_pdu' and 'host' out)"),
+    ({"kind": "virtualbox", "max_pdu": 16384}, "[target]: a virtualbox guest takes no settings: it answers as "
+     "PACSBENCH with 1048576-byte PDUs on a port forwarded to 127.0.0.1 (leave 'ae_title', 'max_pdu' and 'host' out)"),
     ({"kind": "native", "cpuz": 4}, "[target] cpuz: unknown key (did you mean 'cpus'?)"),
     ({"kind": "tcg", "network": "tap", "port": 4000}, "[target]: 'port' is the forwarded host port of user-mode "
      "networking; a tap guest listens on 11112"),
@@ -131,10 +135,11 @@ def test_installed_archives_get_their_largest_pdu_for_unlimited():
     assert target_spec({"kind": "orthanc"}).pdu_size == 131072
     assert target_spec({"kind": "dcmtk", "max_pdu": 16384}).pdu_size == 16384
     assert target_spec({"kind": "native", "max_pdu": 1 << 20}).max_pdu == 1 << 20  # the reference archive: any size
+    assert target_spec({"kind": "virtualbox", "max_pdu": 1 << 20}).max_pdu == 1 << 20  # its guest's own size
 
 
 def test_every_started_kind_takes_a_budget_and_vcpus_still_reads_as_cpus():
-    for kind in ("native", "orthanc", "dcmtk", "kvm", "tcg"):
+    for kind in ("native", "orthanc", "dcmtk", "kvm", "tcg", "virtualbox"):
         spec = target_spec({"kind": kind, "cpus": 1, "memory_mib": 1024})
         assert (spec.cpus, spec.memory_mib) == (1, 1024)
     assert target_spec({"kind": "tcg", "vcpus": 3}).cpus == 3  # scenarios written before `cpus`

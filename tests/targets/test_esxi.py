@@ -277,11 +277,11 @@ def test_default_ova_insecure_said_kept_vm_cleaned_by_vm_clean(simulator, archiv
     """Without `ova`, the target deploys the OVA named after the current guest image's inputs, where it exports one
     when missing (placed there here: building the guest image is the QEMU tests' work). insecure = true is said in
     run.json; keep = true leaves the VM powered off, `vm clean` removes it."""
-    from bench.targets.esxi.target import default_ova
+    from bench.targets.vm.export import default_ova_path
 
     monkeypatch.setenv("PACSBENCH_VM_CACHE", str(tmp_path / "vm-cache"))
-    path = default_ova()
-    assert path.parent == tmp_path / "vm-cache" / "ova" and path.suffix == ".ova"
+    path = default_ova_path()
+    assert path.parent == tmp_path / "vm-cache" / "export" and path.suffix == ".ova"
     path.parent.mkdir(parents=True)
     path.write_bytes(ova.read_bytes())
     target = esxi_target(simulator, archive_here, ova, insecure=True, keep=True)

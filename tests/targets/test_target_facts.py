@@ -1,11 +1,10 @@
 """What a target says about itself: the hypervisor it asked for and the one found, the guest's kernel command
-line, OVF text."""
+line."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -39,18 +38,6 @@ def test_guest_settings_come_from_the_kernel_command_line(tmp_path):
     loaded = load_config(config)
     assert (loaded.port, loaded.ae_title, loaded.fsync, loaded.host) == (104, "VMARCH", False, "0.0.0.0")
     assert (loaded.metrics.host, loaded.metrics.port) == ("0.0.0.0", 8080)
-
-
-def test_ovf_descriptor_is_xml_naming_the_disk():
-    from bench.targets.vm.export import OVF, RASD, ovf_descriptor
-
-    root = ET.fromstring(ovf_descriptor("disk1.vmdk", 1234, 4 << 30, 4, 4096))
-    assert root.find(f"{{{OVF}}}References/{{{OVF}}}File").get(f"{{{OVF}}}href") == "disk1.vmdk"
-    items = root.findall(f".//{{{OVF}}}Item")
-    kinds = {item.find(f"{{{RASD}}}ResourceType").text: item for item in items}
-    assert kinds["3"].find(f"{{{RASD}}}VirtualQuantity").text == "4"
-    assert kinds["10"].find(f"{{{RASD}}}ResourceSubType").text == "E1000"
-    assert kinds["5"].find(f"{{{RASD}}}ResourceSubType").text == "PIIX4"
 
 
 def test_a_declared_hypervisor_is_never_recorded_as_detected():

@@ -28,24 +28,13 @@ from bench.targets.target import Target
 STATUS_TIMEOUT = 60.0
 
 
-def default_ova() -> Path:
-    """Where `pacsbench vm export` is asked to write the OVA of the current guest image (named by its inputs)."""
-    from bench.targets.vm.image import image_inputs, inputs_digest, vm_cache
-
-    return vm_cache() / "ova" / f"pacsbench-archive-{inputs_digest(image_inputs())}.ova"
-
-
 def ova_path(spec: EsxiSpec, progress: bool) -> Path:
-    """The scenario's OVA (it must exist), or the default one, exported from the guest image when missing."""
+    """The scenario's OVA (it must exist), or the current guest image's, exported when missing (bench.targets.vm)."""
     if spec.ova:
         return Path(spec.ova).expanduser()
-    path = default_ova()
-    if not path.is_file():
-        from bench.targets.vm.export import export_image
+    from bench.targets.vm.export import default_ova
 
-        print(f"esxi: no OVA of the current guest image yet: exporting {path}", file=sys.stderr, flush=True)
-        export_image("ova", path, spec.cpus, spec.memory_mib, progress=progress)
-    return path
+    return default_ova(progress=progress)
 
 
 class EsxiTarget(Target):

@@ -1,10 +1,12 @@
 """The guest image: a small Debian system that boots into the reference archive.
 
 debootstrap (minbase) + Debian's generic kernel (its initrd carries virtio and the AHCI, IDE,
-PVSCSI, LSI, E1000 and VMXNET3 drivers VirtualBox and ESXi present) + server_under_test and its
-Python dependencies, installed offline from wheels the host downloaded. The root file system is
-made with `mkfs.ext4 -d` (no loop devices) and put behind an MBR with GRUB, so the same disk boots
-with QEMU's -kernel (settings on the kernel command line) or from its own boot loader (exported).
+PVSCSI, LSI, E1000 and VMXNET3 drivers VirtualBox and ESXi present) + open-vm-tools (on ESXi: the
+guest's address for the deployer, and vmware-rpctool, which reads the archive's settings from
+guestinfo) + server_under_test and its Python dependencies, installed offline from wheels the host
+downloaded. The root file system is made with `mkfs.ext4 -d` (no loop devices) and put behind an MBR
+with GRUB, so the same disk boots with QEMU's -kernel (settings on the kernel command line) or from
+its own boot loader (an exported OVA: DHCP, settings from VMware guestinfo or the defaults).
 
 Images are cached under <cache>/vm/images/<inputs hash>/ and rebuilt only when an input changes:
 the package lists, the Python package versions, the guest's files and server_under_test's source.
@@ -36,6 +38,8 @@ BASE_PACKAGES = ["systemd-sysv", "udev", "kmod", "iproute2", "python3", "python3
 # grub-pc-bin only provides grub-mkimage and the BIOS modules: the boot loader is assembled by hand.
 # lz4: the initrd unpacks several seconds faster than gzip under emulation.
 KERNEL_PACKAGES = ["linux-image-amd64", "grub-pc-bin", "lz4"]
+# open-vm-tools: VMware Tools for ESXi (its units start only under VMware: ConditionVirtualization=vmware).
+GUEST_TOOLS_PACKAGES = ["open-vm-tools"]
 # The initrd holds exactly these (MODULES=list), not every storage driver (MODULES=most: 35 MB, ~20 s
 # more per boot under TCG): what QEMU, VirtualBox and ESXi present as disk and network, plus ext4.
 INITRD_MODULES = [
@@ -69,7 +73,7 @@ BASE_CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200 ne
 GRUB_MODULES = ["biosdisk", "part_msdos", "ext2", "linux", "search", "search_label"]
 
 ARCHIVE_UNIT = f"""[Unit]
-Description=pacsbench reference archive (settings from the kernel command line)
+Description=pacsbench reference archive (settings from the kernel command line, VMware guestinfo or defaults)
 After=local-fs.target systemd-udevd.service
 
 [Service]
@@ -152,6 +156,7 @@ def image_inputs() -> dict:
         "security_mirror": SECURITY_MIRROR,
         "base_packages": BASE_PACKAGES,
         "kernel_packages": KERNEL_PACKAGES,
+        "guest_tools_packages": GUEST_TOOLS_PACKAGES,
         "initrd_modules": INITRD_MODULES,
         "python": python_versions(),
         "server_under_test": server_source_digest(),
@@ -206,7 +211,7 @@ def build_image(progress: bool = True, force: bool = False) -> GuestImage:
         root = work / "root"
         steps(f"debootstrap {SUITE} (minbase) into {root} (log: {log})")
         debootstrap(root, log)
-        steps("kernel, boot loader modules and updates inside the chroot")
+        steps("kernel, boot loader modules, open-vm-tools and updates inside the chroot")
         install_system(root, log)
         steps(f"Python packages {inputs['python']} offline from wheels, and server_under_test")
         install_archive(root, work / "wheels", inputs["python"], log)
@@ -303,7 +308,7 @@ def install_system(root: Path, log: Path) -> None:
         "apt-get -y -q --no-install-recommends dist-upgrade\n"
         "apt-get -y -q --no-install-recommends install initramfs-tools\n"
         f"sed -i 's/^update_initramfs=.*/update_initramfs=no/' {conf}\n"
-        f"apt-get -y -q --no-install-recommends install {' '.join(KERNEL_PACKAGES)}\n"
+        f"apt-get -y -q --no-install-recommends install {' '.join(KERNEL_PACKAGES + GUEST_TOOLS_PACKAGES)}\n"
         f"sed -i 's/^update_initramfs=.*/update_initramfs=yes/' {conf}\n"
         "ls /boot/initrd.img-* || update-initramfs -c -k all\n",
         log,

@@ -87,14 +87,17 @@ class Qemu:
         run_dir: Path,
         settings: dict[str, str],
         system_disk: tuple[Path, str] | None = None,
+        data_disk: Path | None = None,
     ):
         self.image, self.machine, self.network, self.run_dir = image, machine, network, run_dir
         self.settings = settings
-        # Another copy of the system disk (an exported VMDK) may stand in for the image's qcow2.
+        # Another copy of the system disk (an exported VMDK) may stand in for the image's qcow2, and a disk made
+        # elsewhere (an exported OVA's, in machine.data_format) for the data disk made here; that one is kept.
         self.system_disk, self.system_format = system_disk or (image.disk, "qcow2")
         self.console = run_dir / "console.log"
         self.qemu_log = run_dir / "qemu.log"
-        self.data_disk = run_dir / f"data.{machine.data_format}" if machine.data_format else None
+        self.own_data_disk = data_disk is None
+        self.data_disk = data_disk or (run_dir / f"data.{machine.data_format}" if machine.data_format else None)
         self.process: subprocess.Popen | None = None
         self.command: list[str] = []
         self.exit_code: int | None = None
@@ -104,7 +107,7 @@ class Qemu:
     def kernel_cmdline(self) -> str:
         words = [BASE_CMDLINE, *self.network.kernel_args()]
         words += [f"pacsbench.{key}={value}" for key, value in self.settings.items()]
-        if self.data_disk:
+        if self.data_disk and self.own_data_disk:
             words.append(f"pacsbench.data={DATA_LABEL}")
         return " ".join(words)
 
@@ -168,7 +171,7 @@ class Qemu:
 
     def start(self) -> None:
         """A fresh data disk and network, then QEMU."""
-        if self.data_disk:
+        if self.data_disk and self.own_data_disk:
             make_data_disk(self.data_disk, self.machine.data_format, self.machine.data_bytes, self.qemu_log)
         self.network.setup()
         try:
@@ -236,7 +239,7 @@ class Qemu:
                 self.exit_code = stop_process(self.process, STOP_GRACE_SECONDS, group=True)
         finally:
             self.network.teardown()
-            if self.data_disk and self.data_disk.exists():
+            if self.data_disk and self.own_data_disk and self.data_disk.exists():
                 self.data_disk.unlink()
             if self._qmp_folder:
                 shutil.rmtree(self._qmp_folder, ignore_errors=True)
