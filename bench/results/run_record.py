@@ -149,6 +149,9 @@ class TargetRecord(Part):
     port: int | None = Field(default=None, description="The DICOM port the load connected to.")
     ae_title: str | None = Field(default=None, description="The archive's AE title.")
     metrics_url: str | None = Field(default=None, description="A remote archive's metrics URL.")
+    dicomweb_url: str | None = Field(
+        default=None, description="The archive's DICOMweb base URL (PS3.18), when it served DICOMweb."
+    )
     fsync: bool | None = Field(default=None, description="Whether the archive forced its writes to disk.")
     max_pdu: int | None = Field(default=None, description="The largest PDU the archive receives (0: no limit).")
     budget: BudgetRecord | None = Field(default=None, description="The CPUs and memory the archive was given.")
