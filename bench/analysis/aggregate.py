@@ -335,6 +335,28 @@ HEADLINE_METRICS = [
 ]
 
 
+def _protocol_metrics() -> list[str]:
+    """The side-by-side figures of DIMSE and DICOMweb (bench.report.protocols): each task's rates by each protocol
+    and its operations' p50, p95 and p99."""
+    names = []
+    for _, dimse, web, dimse_prefix, web_prefix in PROTOCOL_TASKS:
+        for prefix in (dimse_prefix, web_prefix):
+            names += (
+                [f"{prefix}_requests_per_s"]
+                if prefix in ("query", "qido")
+                else [
+                    f"{prefix}_instances_per_s",
+                    f"{prefix}_mb_per_s",
+                ]
+            )
+        names += [f"{op.lower().replace('-', '_')}_{p}_ms" for op in (*dimse, web) for p in ("p50", "p95", "p99")]
+    return names
+
+
+PROTOCOL_METRICS = _protocol_metrics()
+DICOMWEB_METRICS = [name for name in PROTOCOL_METRICS if name.startswith(("stow", "qido", "wado"))]
+
+
 def metric(name: str) -> Metric:
     try:
         return METRICS[name]

@@ -147,7 +147,8 @@ class DicomwebUser(FastHttpUser):
 
 
 class StowUser(DicomwebUser):
-    """A modality over DICOMweb: STOW-RS whole studies (or `instances_per_request` of a study per POST).
+    """A modality over DICOMweb: STOW-RS whole studies (or `instances_per_request` of a study per POST), to
+    /studies/{study}: an instance of another study is the archive's to refuse (a PS3.18 FailureReason).
 
     The body is built before the request is timed, as a C-STORE's data set is encoded before it is
     sent; instances the archive lists as stored go to sent.csv, as acknowledged C-STOREs do.
@@ -177,7 +178,7 @@ class StowUser(DicomwebUser):
         headers = {"Content-Type": content_type, "Accept": DICOM_JSON}
         started, t0 = time.time(), time.perf_counter()
         try:
-            answer = self.send("POST", "/studies", headers, body)
+            answer = self.send("POST", f"/studies/{study_uid}", headers, body)  # the archive checks the study
             status, reply = answer.status, answer.body()
             answer.response.release()
         except DicomwebFailed as exc:
