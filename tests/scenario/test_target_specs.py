@@ -18,7 +18,8 @@ TABLES = '[studies]\nprofile = "tiny"\n[load]\nusers = 1\nduration = 1\n'
 SETTINGS = {
     "fsync": False, "cpus": 4, "memory_mib": 4096, "keep_data": True, "capacity": "4 GB", "at_capacity": "recycle",
     "network": "tap", "data_disk_format": "qcow2", "data_disk_cache": "unsafe", "data_disk_gib": 16,
-    "boot_timeout": 60.0, "metrics_url": "http://archive:8080", "hypervisor": "esxi",
+    "boot_timeout": 60.0, "metrics_url": "http://archive:8080", "hypervisor": "esxi", "dicomweb": True,
+    "dicomweb_url": "http://archive:8042/dicom-web",
 }  # fmt: skip
 # run.json's [target] as the previous release wrote it: every kind's settings, at their defaults.
 OLD_DUMP = {
