@@ -75,6 +75,11 @@ def stow_outcome(answer: object) -> tuple[set[str], list[str]]:
     return stored, failures
 
 
+def study_uids(found: list) -> list[str]:
+    """The Study Instance UIDs of a QIDO-RS answer (DICOM JSON objects)."""
+    return [str(uid) for item in found if isinstance(item, dict) and (uid := first_value(item, STUDY_INSTANCE_UID))]
+
+
 def boundary_of(content_type: str) -> bytes | None:
     """The boundary of a multipart Content-Type (None when it is not multipart)."""
     kind, options = parse_options_header(content_type)

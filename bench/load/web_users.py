@@ -34,6 +34,7 @@ from bench.load.dicomweb import (
     read_instances,
     stow_body,
     stow_outcome,
+    study_uids,
 )
 from bench.load.rows import retrieved_rows, sent_row
 from bench.load.users import (
@@ -237,10 +238,6 @@ class QidoUser(DicomwebUser):
         found, ok = self.request_json(QIDO_RS, path)
         if ok and path == "/studies" and isinstance(found, list) and found:
             self.studies = study_uids(found)
-
-
-def study_uids(found: list) -> list[str]:
-    return [str(uid) for item in found if (uid := first_value(item, STUDY_INSTANCE_UID))]
 
 
 class WadoUser(DicomwebUser):

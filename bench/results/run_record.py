@@ -437,6 +437,7 @@ class VerifyRecord(Part):
 
     ok: bool = Field(description="No instance lost or changed, no request failed.")
     target: str = Field(description="The archive verified against.")
+    protocol: str = Field(default="C-GET", description="How the instances were retrieved: C-GET or WADO-RS.")
     instances: int = Field(description="Instances acknowledged (sent.csv).")
     studies: int = Field(description="Their studies.")
     skipped_recycled: int = Field(default=0, description="Instances of studies the archive recycled on purpose.")
@@ -445,7 +446,7 @@ class VerifyRecord(Part):
     different: int = Field(description="Instances returned with other bytes.")
     retrieved_checked: int = Field(default=0, description="Workstation retrievals checked (retrieved.csv).")
     retrieved_different: int = Field(default=0, description="Of those, with other bytes.")
-    failed_requests: list[str] = Field(default_factory=list, description="C-GET requests that failed.")
+    failed_requests: list[str] = Field(default_factory=list, description="C-GET (or WADO-RS) requests that failed.")
     examples: VerifyExamples = Field(default_factory=VerifyExamples, description="Example UIDs.")
     seconds: float | None = Field(default=None, description="How long the verification took.")
 
