@@ -40,6 +40,7 @@ from bench.load.rows import retrieved_rows, sent_row
 from bench.load.users import (
     KNOWN_STUDIES_REFRESH,
     RETRY_PAUSE_S,
+    WORKER_ID,
     LoadContext,
     between_studies,
     fire_request,
@@ -104,7 +105,7 @@ class DicomwebUser(FastHttpUser):
 
     def connection_id(self) -> str:
         """The association column of an HTTP request: the user's keep-alive connections."""
-        return f"{self.user_id}/http"
+        return f"{WORKER_ID}/{self.user_id}/http"
 
     def send(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> Answer:
         """The request; DicomwebFailed when no HTTP answer came."""
