@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import ROOT
+from helpers.tools import missing
 
 from bench.load.dicomweb import WADO_ACCEPT, read_instances, stow_body, stow_outcome
 from bench.scenario.file import Scenario, dicomweb_gap, with_dicomweb
@@ -24,6 +25,7 @@ from bench.scenario.targets import OrthancSpec
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
 from bench.targets import make_target
+from bench.targets.installed import DICOMWEB_PLUGIN
 
 TARGET = """
 [target]
@@ -68,7 +70,9 @@ def pacsbench(*args, timeout=300):
 
 @pytest.fixture(scope="module")
 def orthanc_web(orthanc, tmp_path_factory):
-    """One Orthanc with its DICOMweb plugin for the module's unit-level tests."""
+    """One Orthanc with its DICOMweb plugin for the module's tests (skipped without the plugin, failed in CI)."""
+    if not DICOMWEB_PLUGIN.is_file():
+        missing(f"{DICOMWEB_PLUGIN} not installed (apt-get install orthanc-dicomweb)")
     target = make_target(OrthancSpec(dicomweb=True), ClientSpec())
     try:
         target.start(tmp_path_factory.mktemp("orthanc-web"))
