@@ -27,14 +27,21 @@ import pandas as pd
 
 from bench.analysis.confidence import PooledQuantile, Repetition, WindowMeans
 from bench.common.errors import UserError
-from bench.results.samples import COLUMNS, SAMPLES_FILE, done_mask
+from bench.results.samples import COLUMNS, HTTP_OPERATIONS, QIDO_RS, SAMPLES_FILE, STOW_RS, WADO_RS, done_mask
 from bench.results.server_metrics import SERVER_METRICS_FILE
 from server_under_test.upper_layer.status import WARNING, status_class
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 INGEST = ("C-STORE",)
 RETRIEVE = ("C-MOVE", "C-GET")
-OPERATIONS = ("C-ECHO", "C-STORE", "C-FIND", "C-MOVE", "C-GET")
+OPERATIONS = ("C-ECHO", "C-STORE", "C-FIND", "C-MOVE", "C-GET", *HTTP_OPERATIONS)
+# The same task by each protocol on the same studies: (task, DIMSE operations, DICOMweb operation, metric prefixes
+# of the DIMSE and the DICOMweb rates). The top-level ingest figures stay C-STORE's; DICOMweb's stand beside them.
+PROTOCOL_TASKS = (
+    ("ingest", INGEST, STOW_RS, "ingest", "stow"),
+    ("retrieve", RETRIEVE, WADO_RS, "retrieve", "wado"),
+    ("query", ("C-FIND",), QIDO_RS, "query", "qido"),
+)
 STUDY_BYTES_FOR_CLAIMS = 30e6  # the seed paper's mean DSA study
 
 
@@ -213,7 +220,7 @@ def check_settings(settings: Settings, first: float, last: float) -> None:
 
 
 def acknowledged(rows: pd.DataFrame, operations: tuple[str, ...]) -> pd.DataFrame:
-    return rows[rows["operation"].isin(operations) & done_mask(rows["status"])]
+    return rows[rows["operation"].isin(operations) & done_mask(rows["status"], rows["operation"])]
 
 
 def requested(rows: pd.DataFrame, operations: tuple[str, ...]) -> pd.DataFrame:
@@ -293,12 +300,17 @@ def _build_metrics() -> dict[str, Metric]:
     for prefix, ops, what in (
         ("ingest", INGEST, "ingest (C-STORE)"),
         ("retrieve", RETRIEVE, "retrieve (C-MOVE/C-GET)"),
+        ("stow", (STOW_RS,), "ingest (STOW-RS)"),
+        ("wado", (WADO_RS,), "retrieve (WADO-RS)"),
     ):
         for field, unit in (("instances", "instances/s"), ("frames", "frames/s"), ("bytes", "MB/s")):
             name = f"{prefix}_{'mb' if field == 'bytes' else field}_per_s"
             metrics[name] = Metric(name, f"{what} {unit}", unit, True, ops, field=field)
     metrics["query_requests_per_s"] = Metric(
         "query_requests_per_s", "C-FIND requests/s", "requests/s", True, ("C-FIND",), field="requests"
+    )
+    metrics["qido_requests_per_s"] = Metric(
+        "qido_requests_per_s", "QIDO-RS requests/s", "requests/s", True, (QIDO_RS,), field="requests"
     )
     for op in OPERATIONS:
         for label, q in PERCENTILES.items():
@@ -321,6 +333,28 @@ HEADLINE_METRICS = [
     "c_move_p95_ms",
     "c_get_p95_ms",
 ]
+
+
+def _protocol_metrics() -> list[str]:
+    """The side-by-side figures of DIMSE and DICOMweb (bench.report.protocols): each task's rates by each protocol
+    and its operations' p50, p95 and p99."""
+    names = []
+    for _, dimse, web, dimse_prefix, web_prefix in PROTOCOL_TASKS:
+        for prefix in (dimse_prefix, web_prefix):
+            names += (
+                [f"{prefix}_requests_per_s"]
+                if prefix in ("query", "qido")
+                else [
+                    f"{prefix}_instances_per_s",
+                    f"{prefix}_mb_per_s",
+                ]
+            )
+        names += [f"{op.lower().replace('-', '_')}_{p}_ms" for op in (*dimse, web) for p in ("p50", "p95", "p99")]
+    return names
+
+
+PROTOCOL_METRICS = _protocol_metrics()
+DICOMWEB_METRICS = [name for name in PROTOCOL_METRICS if name.startswith(("stow", "qido", "wado"))]
 
 
 def metric(name: str) -> Metric:
@@ -431,7 +465,7 @@ class RunFigures(Rates):
 def latency_percentiles(rows: pd.DataFrame) -> LatencyFigures:
     """Percentiles of every request's latency (failures and timeouts at their elapsed time), with
     the number of failed requests among them beside."""
-    failed = int((~done_mask(rows["status"])).sum())
+    failed = int((~done_mask(rows["status"], rows["operation"])).sum())
     latency = rows["latency_ms"]
     if latency.empty:
         return {name: None for name in [*PERCENTILES, "max"]} | {"requests": 0, "failed": 0}
@@ -454,7 +488,7 @@ def breakdown(m: Measurement, column: str) -> dict[str, OperationFigures]:
     """Requests, throughput and latency per value of `column` (operation, user_type)."""
     out: dict[str, OperationFigures] = {}
     for key, rows in m.samples.groupby(column, sort=True):
-        succeeded = done_mask(rows["status"])
+        succeeded = done_mask(rows["status"], rows["operation"])
         ok = rows[succeeded]
         out[str(key)] = {
             "requests": int(len(rows)),
@@ -467,20 +501,23 @@ def breakdown(m: Measurement, column: str) -> dict[str, OperationFigures]:
     return out
 
 
-def status_text(status: int) -> str:
-    return "no response" if status < 0 else f"0x{int(status):04X}"
+def status_text(status: int, operation: str = "") -> str:
+    """A status as people read it: DIMSE in hex, a DICOMweb request's as HTTP."""
+    if status < 0:
+        return "no response"
+    return f"HTTP {int(status)}" if operation in HTTP_OPERATIONS else f"0x{int(status):04X}"
 
 
 def errors_by_status(samples: pd.DataFrame) -> list[ErrorCount]:
     """Failed requests per operation and DICOM status, with the most frequent error text."""
-    failed = samples[~done_mask(samples["status"]) | (samples["error"] != "")]
+    failed = samples[~done_mask(samples["status"], samples["operation"]) | (samples["error"] != "")]
     rows: list[ErrorCount] = []
     for (operation, status), group in failed.groupby(["operation", "status"], sort=True):
         rows.append(
             {
                 "operation": str(operation),
                 # pandas types group keys as Hashable; this one is a value of the integer status column
-                "status": status_text(int(cast(SupportsInt, status))),
+                "status": status_text(int(cast(SupportsInt, status)), str(operation)),
                 "count": int(len(group)),
                 "example": str(group["error"].mode().iloc[0]) if (group["error"] != "").any() else "",
             }
@@ -544,7 +581,7 @@ def summarize(samples: pd.DataFrame, settings: Settings = Settings(), stop_at: f
     """The figures of one run (after the warm-up, before the stop signal); the top-level rates are ingest (C-STORE)."""
     m = measure(samples, settings, stop_at)
     stores = m.samples[m.samples["operation"].isin(INGEST)]
-    ok = stores[done_mask(stores["status"])]
+    ok = stores[done_mask(stores["status"], stores["operation"])]
     failures = samples[samples["error"] != ""]  # the whole run: a warm-up does not excuse a failure
     present = [name for name, spec in METRICS.items() if spec.present(m)]
     return {

@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.aggregate import (
+    DICOMWEB_METRICS,
     HEADLINE_METRICS,
     METRICS,
+    PROTOCOL_METRICS,
     Measurement,
     RunFigures,
     Settings,
@@ -454,7 +456,9 @@ def _value(estimates: dict[str, IntervalFigures], name: str) -> float | None:
 
 
 def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet]) -> GroupFigures:
-    intervals = {name: group.estimate(name) for name in HEADLINE_METRICS}
+    # The side-by-side figures only when the group spoke DICOMweb: intervals cost a bootstrap each
+    sides = PROTOCOL_METRICS if any(group.present(name) for name in DICOMWEB_METRICS) else []
+    intervals = {name: group.estimate(name) for name in dict.fromkeys([*HEADLINE_METRICS, *sides])}
     estimates = {k: v.as_dict(3) for k, v in intervals.items() if v is not None}
     ingest = _value(estimates, "ingest_instances_per_s")
     mb = _value(estimates, "ingest_mb_per_s")

@@ -15,12 +15,19 @@ def add_parser(sub) -> None:
         "difference.",
     )
     p.add_argument("run_dir", type=Path, help="a run folder")
+    p.add_argument(
+        "--protocol",
+        choices=("dimse", "dicomweb"),
+        default="dimse",
+        help="retrieve by C-GET (dimse, the default) or by QIDO-RS and WADO-RS at the archive's DICOMweb base URL "
+        "(dicomweb: run.json's target.dicomweb_url; a native archive is restarted with DICOMweb on)",
+    )
     p.set_defaults(func=cmd_verify)
 
 
 def cmd_verify(args) -> int:
     from bench.runs.verify import summary_line, verify_run
 
-    result = verify_run(args.run_dir)
+    result = verify_run(args.run_dir, args.protocol)
     print(summary_line(result))
     return 0 if result.ok else 1

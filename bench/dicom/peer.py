@@ -26,6 +26,7 @@ class Peer:
     host: str
     port: int
     ae_title: str
+    dicomweb_url: str | None = None  # the archive's DICOMweb base URL, when it serves DICOMweb (PS3.18)
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port} (AE {self.ae_title})"

@@ -37,8 +37,9 @@ from bench.common.errors import UserError
 from bench.dicom.peer import Peer
 from bench.dicom.storage_scp import StorageSCP
 from bench.load.clock import CLOCK_PING, CLOCK_PONG, ClockProbe, Exchange
+from bench.load.roles import user_classes
 from bench.load.shapes import make_shape
-from bench.load.users import LoadContext, user_classes
+from bench.load.users import LoadContext
 from bench.results.samples import RunRecords, on_master_clock
 from bench.scenario.file import Scenario, archive_in_namespace
 from bench.studies.pool import StudyPool
@@ -268,7 +269,10 @@ class LoadEngine:
         runner = env.runner
         self.context.peer = peer
         if self.distributed:
-            runner.send_message(TARGET, {"host": peer.host, "port": peer.port, "ae_title": peer.ae_title})
+            runner.send_message(
+                TARGET,
+                {"host": peer.host, "port": peer.port, "ae_title": peer.ae_title, "dicomweb_url": peer.dicomweb_url},
+            )
         csv_writer = StatsCSVFileWriter(env, PERCENTILES_TO_REPORT, str(self.run_dir / "locust"), full_history=True)
         csv_greenlet = gevent.spawn(_locust_csv, csv_writer)
         progress = gevent.spawn(_progress, env, load.duration, self.records, self.progress)

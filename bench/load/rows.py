@@ -3,7 +3,7 @@
 The rows listener (bench.results.samples.Records) sits below the study pool and the DICOM
 client, so it gets plain values in the request event's context, never their objects: a
 sent.csv row for an acknowledged C-STORE, a suboperations.csv row and the retrieved.csv rows
-for a C-MOVE or C-GET.
+for a C-MOVE or C-GET; the sent.csv rows of a STOW-RS.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ def suboperations_row(operation: str, user: str, study: str, outcome: RetrieveOu
     }
 
 
-def retrieved_rows(operation: str, user: str, outcome: RetrieveOutcome) -> list[dict[str, object]]:
-    """The retrieved.csv rows of a retrieval's arrivals, for those hashed (only when the workstation checks digests)."""
+def retrieved_rows(operation: str, user: str, arrivals) -> list[dict[str, object]]:
+    """The retrieved.csv rows of a retrieval's arrivals (a C-GET's or C-MOVE's, or a WADO-RS's received files), for
+    those hashed (only when the workstation checks digests)."""
     return [
         {
             "sop_instance_uid": arrival.sop_instance_uid,
@@ -51,6 +52,6 @@ def retrieved_rows(operation: str, user: str, outcome: RetrieveOutcome) -> list[
             "operation": operation,
             "user": user,
         }
-        for arrival in outcome.arrivals
+        for arrival in arrivals
         if arrival.digest
     ]

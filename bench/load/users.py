@@ -57,6 +57,41 @@ class LoadContext:
     user_prefix: str = ""  # keeps user ids unique across the worker processes of one run
 
 
+def fire_request(
+    user: User,
+    request_type: str,
+    operation: str,
+    started: float,
+    t0: float,
+    status: int,
+    exception: Exception | None,
+    size: int,
+    **context,
+) -> None:
+    """One request event: locust's statistics count it, the rows listener writes its sample.
+
+    `context` adds what a sample row or a side file needs beyond locust's fields: the
+    association (or HTTP connection) id, UIDs, instances, frames, and the plain rows of side
+    files (bench.load.rows): never an object of the pool or the DICOM client, which the rows
+    listener below them must not know. The user has `user_id` and `user_type`.
+    """
+    user.environment.events.request.fire(
+        request_type=request_type,
+        name=operation,
+        response_time=(time.perf_counter() - t0) * 1000.0,  # exact: locust rounds only in its statistics
+        response_length=size,
+        exception=exception,
+        context={
+            "start": started,
+            "worker": WORKER_ID,
+            "user": user.user_id,
+            "user_type": user.user_type,
+            "status": status,
+            **context,
+        },
+    )
+
+
 def status_error(operation: str, status: int) -> str:
     return "" if is_done(status) else f"{operation} status 0x{status:04X}"
 
@@ -108,27 +143,18 @@ class DicomUser(User):
     def fire(
         self, operation: str, started: float, t0: float, status: int, error: str = "", size: int = 0, **context
     ) -> None:
-        """One request event: locust's statistics count it, the rows listener writes its sample.
-
-        `context` adds what a sample row or a side file needs beyond locust's fields: UIDs,
-        instances, frames, and the plain rows of side files (bench.load.rows): never an object
-        of the pool or the DICOM client, which the rows listener below them must not know.
-        """
-        self.environment.events.request.fire(
-            request_type=REQUEST_TYPE,
-            name=operation,
-            response_time=(time.perf_counter() - t0) * 1000.0,  # exact: locust rounds only in its statistics
-            response_length=size,
-            exception=AssociationFailed(error) if error else None,
-            context={
-                "start": started,
-                "worker": WORKER_ID,
-                "user": self.user_id,
-                "user_type": self.user_type,
-                "association": self.association_id(),
-                "status": status,
-                **context,
-            },
+        """One request event (fire_request) on this user's association."""
+        fire_request(
+            self,
+            REQUEST_TYPE,
+            operation,
+            started,
+            t0,
+            status,
+            AssociationFailed(error) if error else None,
+            size,
+            association=self.association_id(),
+            **context,
         )
 
     def request(self, operation: str, call):
@@ -298,7 +324,7 @@ class WorkstationUser(DicomUser):
             frames=outcome.frames,
             study_instance_uid=study,
             suboperations=suboperations_row(operation, self.user_id, study, outcome),
-            retrieved=retrieved_rows(operation, self.user_id, outcome),
+            retrieved=retrieved_rows(operation, self.user_id, outcome.arrivals),
         )
         return outcome
 
@@ -369,21 +395,3 @@ class EchoUser(DicomUser):
         status, started, t0, error = self.request("C-ECHO", self.scu.echo)
         status = NO_RESPONSE if status is None else status
         self.fire("C-ECHO", started, t0, status, error or status_error("C-ECHO", status))
-
-
-ROLES = {"modality": ModalityUser, "workstation": WorkstationUser, "query": QueryUser, "echo": EchoUser}
-
-
-def user_classes(scenario: Scenario, context: LoadContext) -> list[type[User]]:
-    """This run's user classes: one per user type in the scenario, named after the role (the
-    master and its workers find each other's classes by name), sized by count or weight."""
-    classes = []
-    for name, group in scenario.users.groups().items():
-        if group.count == 0:
-            continue  # a type switched off
-        role = ROLES[name]
-        attributes = {"abstract": False, "context": context, "weight": group.weight, "wait_time": role.pacing(group)}
-        if group.count is not None:
-            attributes["fixed_count"] = group.count
-        classes.append(type(role.__name__, (role,), attributes))
-    return classes

@@ -19,7 +19,8 @@ from bench.common.errors import UserError
 from bench.dicom.peer import Peer
 from bench.load import engine as load
 from bench.load.clock import CLOCK_PING, answer_clock_ping
-from bench.load.users import WORKER_ID, LoadContext, user_classes
+from bench.load.roles import user_classes
+from bench.load.users import WORKER_ID, LoadContext
 from bench.results.samples import RelayedRecords
 from bench.scenario.file import Scenario
 from bench.studies.pool import StudyPool
@@ -61,7 +62,8 @@ class WorkerSide:
         self.env.runner.send_message(load.READY, ready)
 
     def on_target(self, environment, msg) -> None:
-        self.context.peer = Peer(msg.data["host"], int(msg.data["port"]), msg.data["ae_title"])
+        data = msg.data
+        self.context.peer = Peer(data["host"], int(data["port"]), data["ae_title"], data.get("dicomweb_url"))
 
     def on_report(self, client_id: str, data: dict) -> None:
         batch = self.records.drain()

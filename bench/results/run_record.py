@@ -203,6 +203,9 @@ class TargetRecord(Part):
     metrics_url: str | None = Field(
         default=None, description="A remote archive's (or a VirtualBox guest's) metrics URL."
     )
+    dicomweb_url: str | None = Field(
+        default=None, description="The archive's DICOMweb base URL (PS3.18), when it served DICOMweb."
+    )
     fsync: bool | None = Field(default=None, description="Whether the archive forced its writes to disk.")
     max_pdu: int | None = Field(default=None, description="The largest PDU the archive receives (0: no limit).")
     budget: BudgetRecord | None = Field(default=None, description="The CPUs and memory the archive was given.")
@@ -506,6 +509,7 @@ class VerifyRecord(Part):
 
     ok: bool = Field(description="No instance lost or changed, no request failed.")
     target: str = Field(description="The archive verified against.")
+    protocol: str = Field(default="C-GET", description="How the instances were retrieved: C-GET or WADO-RS.")
     instances: int = Field(description="Instances acknowledged (sent.csv).")
     studies: int = Field(description="Their studies.")
     skipped_recycled: int = Field(default=0, description="Instances of studies the archive recycled on purpose.")
@@ -514,7 +518,7 @@ class VerifyRecord(Part):
     different: int = Field(description="Instances returned with other bytes.")
     retrieved_checked: int = Field(default=0, description="Workstation retrievals checked (retrieved.csv).")
     retrieved_different: int = Field(default=0, description="Of those, with other bytes.")
-    failed_requests: list[str] = Field(default_factory=list, description="C-GET requests that failed.")
+    failed_requests: list[str] = Field(default_factory=list, description="C-GET (or WADO-RS) requests that failed.")
     examples: VerifyExamples = Field(default_factory=VerifyExamples, description="Example UIDs.")
     seconds: float | None = Field(default=None, description="How long the verification took.")
 

@@ -36,11 +36,15 @@ class Sample:
     frames: int
     bytes: int
     latency_ms: float
-    status: int  # DICOM status (0 = success), -1 when no response came back
+    status: int  # DICOM status (0 = success); HTTP status for a DICOMweb request; -1 when no response came back
     error: str  # empty on success
 
 
 COLUMNS = [f.name for f in fields(Sample)]
+
+# The DICOMweb requests (PS3.18): their status column holds the HTTP status, not a DIMSE one.
+STOW_RS, QIDO_RS, WADO_RS = "STOW-RS", "QIDO-RS", "WADO-RS"
+HTTP_OPERATIONS = (STOW_RS, QIDO_RS, WADO_RS)
 
 # One row of a row file (samples.csv, sent.csv, ...): column name to value, as csv.DictWriter takes it.
 Row = dict[str, object]
@@ -61,15 +65,25 @@ class RequestContext(TypedDict, total=False):
     instances: int
     frames: int
     sent: Row
+    sent_rows: list[Row]
     suboperations: Row
     retrieved: list[Row]
 
 
-def done_mask(status: pd.Series) -> pd.Series:
+def http_done(status: int) -> bool:
+    """A DICOMweb request succeeded: HTTP 2xx (a STOW-RS 202, stored in part, has its failures in the error column)."""
+    return 200 <= status < 300
+
+
+def done_mask(status: pd.Series, operation: pd.Series | None = None) -> pd.Series:
     """Which rows of a samples status column (a pandas Series) succeeded, warnings included:
     the archive's vocabulary (server_under_test.upper_layer.status) decides, as it does for the
-    users that wrote the rows."""
-    return status.isin([code for code in status.unique() if is_done(int(code))])
+    users that wrote the rows; with the `operation` column beside, DICOMweb rows by their HTTP status."""
+    dimse = status.isin([code for code in status.unique() if is_done(int(code))])
+    if operation is None:
+        return dimse
+    http = operation.isin(HTTP_OPERATIONS)
+    return (dimse & ~http) | (http & status.isin([code for code in status.unique() if http_done(int(code))]))
 
 
 class CsvRows:
@@ -211,8 +225,8 @@ class Records:
     A DICOM user fires `events.request` once per request with the sample's other fields in
     `context`; the latency is `response_time` itself (exact milliseconds as fired: locust
     rounds only in its own statistics). The context carries the side files' rows as plain
-    values (bench.load.rows makes them): an acknowledged C-STORE's `sent` row, a C-MOVE or
-    C-GET's `suboperations` row and its `retrieved` rows.
+    values (bench.load.rows makes them): an acknowledged C-STORE's `sent` row (a STOW-RS's
+    `sent_rows`), a C-MOVE or C-GET's `suboperations` row and its (or a WADO-RS's) `retrieved` rows.
     """
 
     def on_request(
@@ -228,6 +242,8 @@ class Records:
         self.add(SAMPLES_FILE, sample_row(request_sample(name, response_time, response_length, error, context)))
         if context.get("sent"):
             self.add(SENT_FILE, context["sent"])
+        for row in context.get("sent_rows", ()):  # a STOW-RS: each instance the archive listed as stored
+            self.add(SENT_FILE, row)
         if context.get("suboperations"):
             self.add(SUBOPERATIONS_FILE, context["suboperations"])
         for row in context.get("retrieved", ()):

@@ -230,7 +230,7 @@ def fault_figures(
     """run.json["faults"]: per fault what happened, its recovery and what it lost (C-GET from `peer`, still up)."""
     samples = pd.read_csv(run_dir / SAMPLES_FILE, keep_default_na=False)
     samples["end"] = samples["start"] + samples["latency_ms"] / 1000.0
-    samples["done"] = done_mask(samples["status"])
+    samples["done"] = done_mask(samples["status"], samples["operation"])
     sent = read_rows(run_dir / SENT_FILE)
     fired = [e for e in events if e.unix_time is not None]
     subsets = {id(e): _acknowledged_before(sent, samples, e.unix_time) for e in fired}

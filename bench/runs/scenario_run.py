@@ -35,7 +35,7 @@ from bench.runs.disk import DiskWatch, capacity_figures, plan_disk, watched_path
 from bench.runs.faults import FaultInjector, fault_figures, fault_line
 from bench.runs.resources import ResourceSampling, interface_with_address
 from bench.runs.verify import summary_line, verify_against
-from bench.scenario.file import archive_in_namespace, load_scenario
+from bench.scenario.file import archive_in_namespace, dicomweb_gap, load_scenario, with_dicomweb
 from bench.scenario.targets import TargetSpec
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
@@ -146,6 +146,9 @@ def run_scenario(
     scenario = load_scenario(scenario_path)
     if target_spec is not None:
         scenario = scenario.model_copy(update={"target": target_spec})
+    if gap := dicomweb_gap(scenario):
+        raise UserError(gap)
+    scenario = with_dicomweb(scenario)
     profile = load_profile(scenario.studies.profile)
     syntax = scenario.studies.transfer_syntax or profile.transfer_syntax
     pool = StudyPool.prepare(

@@ -1,7 +1,8 @@
 """The verify stage: does the archive hold, byte for byte, every instance it acknowledged?
 
 sent.csv lists each acknowledged instance with the digest of the dataset that was sent
-(bench.studies.integrity). Verification C-GETs every such study back, hashes each instance, and
+(bench.studies.integrity). Verification C-GETs every such study back (or, with protocol
+"dicomweb", WADO-RS: QIDO-RS and WADO-RS at the archive's DICOMweb base URL), hashes each instance, and
 compares: an instance that does not come back is lost, one whose digest differs was
 changed. When workstations hashed what they retrieved (retrieved.csv), those digests are
 held against sent.csv too. Any loss or difference makes the run's verification fail.
@@ -21,8 +22,11 @@ run.json["verify_later"] (a list) and verify-N.json.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import time
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from bench.dicom.scu import (
     storage_proposals,
     study_identifier,
 )
+from bench.load.dicomweb import DICOM_JSON, WADO_ACCEPT, read_instances, study_uids
 from bench.results.record_base import write_record
 from bench.results.records import VERIFY_FILE
 from bench.results.run_file import read_run_json, write_run_json
@@ -100,26 +105,92 @@ def retrieval_user(peer: Peer, sent: list[dict], client: ClientSpec) -> ServiceU
     return ServiceUser(peer, client.calling_ae, _proposals(sent), client.max_pdu, client.timeout)
 
 
-def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) -> VerifyRecord:
-    """C-GET every study in sent.csv from `peer` and compare; write verify.json and run.json['verify']."""
+class DimseRetrieval:
+    """Verification by DIMSE: C-FIND the studies held, C-GET each study back."""
+
+    operation = "C-GET"
+
+    def __init__(self, peer: Peer, sent: list[dict], client: ClientSpec):
+        self.user = retrieval_user(peer, sent, client)
+
+    def held_studies(self) -> set[str]:
+        return held_studies(self.user)
+
+    def returned_digests(self, studies: list[str]) -> tuple[dict[str, str], list[str]]:
+        return returned_digests(self.user, studies)
+
+    def close(self) -> None:
+        self.user.release()
+
+
+class WadoRetrieval:
+    """Verification by DICOMweb: QIDO-RS the studies held, WADO-RS each study back (multipart, streamed)."""
+
+    operation = "WADO-RS"
+
+    def __init__(self, base_url: str, timeout: float):
+        self.base_url, self.timeout = base_url.rstrip("/"), timeout
+
+    def _get(self, path: str, accept: str):
+        request = urllib.request.Request(self.base_url + path, headers={"Accept": accept})
+        return urllib.request.urlopen(request, timeout=self.timeout)
+
+    def held_studies(self) -> set[str]:
+        try:
+            with self._get("/studies", DICOM_JSON) as answer:
+                body = answer.read()
+        except (OSError, urllib.error.URLError) as exc:
+            raise UserError(f"QIDO-RS of the archive's studies failed: {exc}") from None
+        return set(study_uids(json.loads(body) if body.strip() else []))
+
+    def returned_digests(self, studies: list[str]) -> tuple[dict[str, str], list[str]]:
+        returned: dict[str, str] = {}
+        failed_requests: list[str] = []
+        for study in studies:
+            try:
+                with self._get(f"/studies/{study}", WADO_ACCEPT) as answer:
+                    chunks = iter(lambda answer=answer: answer.read(1 << 16), b"")
+                    arrived = read_instances(chunks, answer.headers.get("Content-Type", ""), with_digest=True)
+                returned.update({f.sop_instance_uid: f.digest for f in arrived})
+            except (OSError, urllib.error.URLError, ValueError) as exc:
+                failed_requests.append(f"study {study}: {exc}")
+        return returned, failed_requests
+
+    def close(self) -> None:
+        pass
+
+
+def retrieval(peer: Peer, sent: list[dict], client: ClientSpec, protocol: str) -> DimseRetrieval | WadoRetrieval:
+    """How the instances come back: C-GET (dimse), or WADO-RS at the archive's DICOMweb base URL (dicomweb)."""
+    if protocol == "dimse":
+        return DimseRetrieval(peer, sent, client)
+    if not peer.dicomweb_url:
+        raise UserError(f"cannot verify by WADO-RS: the archive at {peer} has no DICOMweb base URL")
+    return WadoRetrieval(peer.dicomweb_url, client.timeout)
+
+
+def verify_against(
+    peer: Peer, run_dir: Path, client: ClientSpec | None = None, protocol: str = "dimse"
+) -> VerifyRecord:
+    """C-GET (or WADO-RS) every study in sent.csv from `peer` and compare; write verify.json and run.json['verify']."""
     client = client or ClientSpec()
     sent = read_rows(run_dir / SENT_FILE)
     if not sent:
         raise UserError(f"{run_dir}: no {SENT_FILE}: the run acknowledged no instance (or predates verification)")
     started = time.perf_counter()
-    user = retrieval_user(peer, sent, client)
+    user = retrieval(peer, sent, client, protocol)
     sent_digests = {r["sop_instance_uid"]: r["digest"] for r in sent}  # workstations read recycled studies too
     skipped = 0
     if recycling(run_dir):
-        held = held_studies(user)
+        held = user.held_studies()
         skipped = sum(r["study_instance_uid"] not in held for r in sent)
         sent = [r for r in sent if r["study_instance_uid"] in held]
     expected = {r["sop_instance_uid"]: r for r in sent}
     by_study = defaultdict(list)
     for row in sent:
         by_study[row["study_instance_uid"]].append(row["sop_instance_uid"])
-    returned, failed_requests = returned_digests(user, list(by_study))
-    user.release()
+    returned, failed_requests = user.returned_digests(list(by_study))
+    user.close()
     if by_study and len(failed_requests) == len(by_study):
         # Not one association: the archive is not there (stopped, data gone), which says nothing of what it kept.
         raise UserError(f"{run_dir}: no answer from {peer} ({failed_requests[0]}): nothing verified, nothing recorded")
@@ -133,7 +204,8 @@ def verify_against(peer: Peer, run_dir: Path, client: ClientSpec | None = None) 
     ]
     result = VerifyRecord(
         ok=not (missing or different or retrieved_different or failed_requests),
-        target=str(peer),
+        target=peer.dicomweb_url if protocol == "dicomweb" else str(peer),
+        protocol=user.operation,
         instances=len(expected),
         studies=len(by_study),
         skipped_recycled=skipped,
@@ -202,12 +274,14 @@ def summary_line(result: VerifyRecord) -> str:
         )
         if count
     ]
-    problems += [f"{len(result.failed_requests)} failed C-GET requests"] if result.failed_requests else []
+    failed = f"{len(result.failed_requests)} failed {result.protocol} requests"
+    problems += [failed] if result.failed_requests else []
     return f"verification FAILED for {result.instances} acknowledged instances: {', '.join(problems)}{recycled}"
 
 
-def verify_run(run_dir: Path) -> VerifyRecord:
-    """`pacsbench verify RUN`: reach the run's archive again (a native one restarted on its kept data)."""
+def verify_run(run_dir: Path, protocol: str = "dimse") -> VerifyRecord:
+    """`pacsbench verify RUN`: reach the run's archive again (a native one restarted on its kept data), by C-GET
+    (dimse) or WADO-RS (dicomweb)."""
     record = read_run_json(run_dir)
     scenario = record.scenario
     client = ClientSpec.model_validate(scenario.get("client", {}))
@@ -217,13 +291,14 @@ def verify_run(run_dir: Path) -> VerifyRecord:
     if target is None or target.kind != "native":
         if target is None or not target.port:
             raise UserError(f"{run_dir}: run.json names no target address to verify against")
-        return verify_against(Peer(target.host, target.port, target.ae_title), run_dir, client)
+        peer = Peer(target.host, target.port, target.ae_title, target.dicomweb_url)
+        return verify_against(peer, run_dir, client, protocol)
     if not (run_dir / "archive" / "storage").is_dir():
         raise UserError(
             f"{run_dir}: the native archive's images were removed after the run (keep_data = false); "
             "use `pacsbench run --verify`, or set keep_data = true in [target]"
         )
-    spec = target_spec({**scenario["target"], "keep_data": True, "port": 0})
+    spec = target_spec({**scenario["target"], "keep_data": True, "port": 0, "dicomweb": protocol == "dicomweb"})
     folder = run_dir / "verify"
     folder.mkdir(exist_ok=True)
     if not (folder / "archive").exists():
@@ -231,6 +306,6 @@ def verify_run(run_dir: Path) -> VerifyRecord:
     native = make_target(spec, client)
     try:
         native.start(folder)
-        return verify_against(native.peer, run_dir, client)
+        return verify_against(native.peer, run_dir, client, protocol)
     finally:
         native.stop()

@@ -14,7 +14,7 @@ from bench.common.tomlfile import load_model
 from bench.scenario.faults import FaultSpec
 from bench.scenario.load import LoadSpec, StudiesSpec
 from bench.scenario.settings import ClientSpec, RunSpec
-from bench.scenario.targets import BACKUP_KINDS, FAULT_KINDS, TargetSpec
+from bench.scenario.targets import BACKUP_KINDS, FAULT_KINDS, NativeSpec, TargetSpec
 from bench.scenario.users import ModalitySpec, UsersSpec
 
 
@@ -94,6 +94,24 @@ def archive_in_namespace(scenario: Scenario) -> bool:
     reach the archive over the veth (a path unlike loopback); every other run stays on loopback.
     """
     return scenario.target.kind == "native" and any(f.action == "network-down" for f in scenario.faults)
+
+
+def dicomweb_gap(scenario: Scenario) -> str | None:
+    """Why the scenario's DICOMweb users cannot run against its target, in one line (None: they can, or none)."""
+    users = scenario.users.dicomweb()
+    missing = scenario.target.dicomweb_missing() if users else None
+    if missing is None:
+        return None
+    tables = ", ".join(f"[users.{name}]" for name in users)
+    return f"{tables}: {missing}"
+
+
+def with_dicomweb(scenario: Scenario) -> Scenario:
+    """The scenario with a native target told to serve DICOMweb when its users need it."""
+    target = scenario.target
+    if scenario.users.dicomweb() and isinstance(target, NativeSpec) and not target.dicomweb:
+        return scenario.model_copy(update={"target": target.model_copy(update={"dicomweb": True})})
+    return scenario
 
 
 def load_scenario(path: Path) -> Scenario:

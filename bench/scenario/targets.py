@@ -30,6 +30,10 @@ class TargetBase(BaseModel):
     takes_faults: ClassVar[bool] = False  # [[faults]] can be injected into it
     backs_up: ClassVar[bool] = False  # pacsbench can back it up and restore it (its own archive, on this host)
 
+    def dicomweb_missing(self) -> str | None:
+        """Why this target has no DICOMweb side for [users.stow], [users.qido] or [users.wado] (None: it has one)."""
+        return f"the {self.kind} target has no DICOMweb side"
+
     @model_validator(mode="before")
     @classmethod
     def _read_back(cls, data: Any) -> Any:
@@ -66,8 +70,14 @@ class NativeSpec(StartedSpec):
     capacity: int | None = Field(default=None, ge=1)
     at_capacity: Literal["stop", "reject", "recycle"] = "stop"
 
+    # DICOMweb beside DIMSE (--dicomweb-port): on by itself in a run with DICOMweb users
+    dicomweb: bool = Field(default=False, description="serve DICOMweb too (on when the scenario has DICOMweb users)")
+
     takes_faults: ClassVar[bool] = True
     backs_up: ClassVar[bool] = True
+
+    def dicomweb_missing(self) -> str | None:
+        return None  # started with --dicomweb-port when the run needs it
 
     _capacity_size = field_validator("capacity", mode="before")(size_in_bytes)
 
@@ -125,6 +135,10 @@ class InstalledSpec(StartedSpec):
 
 class OrthancSpec(InstalledSpec):
     kind: Literal["orthanc"] = "orthanc"
+    dicomweb: bool = Field(default=False, description="load Orthanc's DICOMweb plugin (Debian orthanc-dicomweb)")
+
+    def dicomweb_missing(self) -> str | None:
+        return None if self.dicomweb else "the orthanc target serves DICOMweb only with dicomweb = true in its table"
 
 
 class DcmtkSpec(InstalledSpec):
@@ -166,6 +180,14 @@ class RemoteSpec(TargetBase):
     # as the user knows it (virtualbox, esxi, kvm, none): a mismatch with the detected one is a warning
     metrics_url: str | None = Field(default=None, pattern=r"^https?://")
     hypervisor: str | None = None
+    dicomweb_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="the archive's DICOMweb base URL (e.g. http://pacs:8042/dicom-web)",
+    )
+
+    def dicomweb_missing(self) -> str | None:
+        return None if self.dicomweb_url else "the remote target has no dicomweb_url (its DICOMweb base URL)"
 
     @model_validator(mode="after")
     def _has_an_address(self) -> RemoteSpec:

@@ -1,4 +1,8 @@
-"""The scenario's [users.*] tables: which kinds of DICOM users make up the load, how many of each, at what pace."""
+"""The scenario's [users.*] tables: which kinds of DICOM users make up the load, how many of each, at what pace.
+
+DIMSE users (modality, workstation, query, echo) speak over associations; DICOMweb users (stow, qido, wado) over
+HTTP to the target's DICOMweb base URL, on the same study pool: their figures stand side by side in the report.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +59,37 @@ class EchoSpec(UserGroup):
     interval: float = Field(default=1.0, ge=0)
 
 
-USER_TYPES = ("modality", "workstation", "query", "echo")
+class StowSpec(UserGroup):
+    """STOW-RS: stores whole studies, one POST of multipart/related application/dicom per study (or per
+    `instances_per_request` instances of it), paced by studies per hour or flat out."""
+
+    studies_per_hour: float | None = Field(default=None, gt=0, description="per user; none: flat out")
+    instances_per_request: int | None = Field(
+        default=None, ge=1, description="instances in one POST; none: the whole study in one"
+    )
+
+
+class QidoSpec(UserGroup):
+    """QIDO-RS: searches the archive for studies, or for the series or instances of a study it found."""
+
+    level: Literal["studies", "series", "instances"] = "studies"
+    queries_per_s: float | None = Field(default=None, gt=0, description="per user; none: flat out")
+
+
+class WadoSpec(UserGroup):
+    """A DICOMweb reading workstation: QIDO-RS the worklist, WADO-RS one study (multipart application/dicom),
+    read it at a human pace, repeat; the DICOMweb side of [users.workstation]."""
+
+    reading_images_per_s: float | None = Field(default=10.0, gt=0, description="reading pace; none: no reading time")
+    worklist_wait: float = Field(
+        default=2.0, gt=0, description="seconds before asking again when the worklist is empty"
+    )
+    check_digests: bool = Field(default=False, description="hash every retrieved instance (verify compares them)")
+
+
+DIMSE_USER_TYPES = ("modality", "workstation", "query", "echo")
+DICOMWEB_USER_TYPES = ("stow", "qido", "wado")
+USER_TYPES = DIMSE_USER_TYPES + DICOMWEB_USER_TYPES
 
 
 class UsersSpec(BaseModel):
@@ -66,6 +100,9 @@ class UsersSpec(BaseModel):
     workstation: WorkstationSpec | None = None
     query: QuerySpec | None = None
     echo: EchoSpec | None = None
+    stow: StowSpec | None = None
+    qido: QidoSpec | None = None
+    wado: WadoSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -80,3 +117,7 @@ class UsersSpec(BaseModel):
     def groups(self) -> dict[str, UserGroup]:
         """The user types the scenario has, by name, in USER_TYPES order."""
         return {name: getattr(self, name) for name in USER_TYPES if getattr(self, name) is not None}
+
+    def dicomweb(self) -> list[str]:
+        """The DICOMweb user types with users (the target must then serve DICOMweb)."""
+        return [name for name, group in self.groups().items() if name in DICOMWEB_USER_TYPES and group.count != 0]

@@ -9,8 +9,10 @@ per copy: every copy of a pool instance shares its template's pixel bytes, hashe
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from io import BytesIO
 
+from pydicom import dcmread
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
@@ -43,3 +45,37 @@ def dataset_digest(data: bytes | memoryview, transfer_syntax: str) -> str:
     view = memoryview(data)
     split = pixel_data_offset(view, transfer_syntax)
     return combine(sha256_of([view[:split]]), sha256_of([view[split:]]))
+
+
+# A Part 10 file's data set starts after the preamble and DICM (132 bytes), the File Meta Information Group Length
+# element (12 bytes) and the group it counts.
+PART10_FIXED = 132 + 12
+
+
+@dataclass(frozen=True)
+class ReceivedFile:
+    """A Part 10 file as received (a WADO-RS part): which instance, and its data set's size and digest
+    (the digest only when asked: hashing costs more than receiving)."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    transfer_syntax_uid: str
+    frames: int
+    bytes: int  # of the data set, without preamble and file meta: what a C-STORE or C-GET carries
+    digest: str
+
+
+def received_file(data: bytes | memoryview, with_digest: bool) -> ReceivedFile:
+    """The facts of a received Part 10 file (pydicom reads its header, not its pixels)."""
+    ds = dcmread(BytesIO(data), stop_before_pixels=True)
+    meta = ds.file_meta
+    syntax = str(meta.TransferSyntaxUID)
+    dataset = memoryview(data)[PART10_FIXED + int(meta.FileMetaInformationGroupLength) :]
+    return ReceivedFile(
+        sop_instance_uid=str(ds.get("SOPInstanceUID", meta.get("MediaStorageSOPInstanceUID", ""))),
+        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+        transfer_syntax_uid=syntax,
+        frames=int(ds.get("NumberOfFrames", 1) or 1),
+        bytes=len(dataset),
+        digest=dataset_digest(dataset, syntax) if with_digest else "",
+    )

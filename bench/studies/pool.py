@@ -27,7 +27,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
+from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
@@ -166,6 +166,15 @@ class PooledInstance:
         """The data set as byte chunks; the pixel chunk is a view of the shared bytes."""
         head, pixels, tail = self.template.pixel_chunks
         return [self._header, head, pixels, tail]
+
+    def part10_chunks(self) -> list[bytes | memoryview]:
+        """The copy as a Part 10 file (what STOW-RS sends): preamble, DICM, its File Meta Information, the data set."""
+        meta = FileMetaDataset(dict(self.template.dataset.file_meta.items()))
+        meta.add_new("MediaStorageSOPInstanceUID", "UI", self.sop_instance_uid)
+        fp = DicomBytesIO()
+        fp.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(fp, meta, enforce_standard=True)
+        return [fp.getvalue(), *self.encoded_chunks()]
 
 
 def _pool_folder(profile: Profile, seed: int, syntax_name: str) -> Path:

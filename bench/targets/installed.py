@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from bench.common.errors import UserError
@@ -20,7 +21,7 @@ from bench.common.processes import check_port_free, free_local_port
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import NoEchoAnswer
 from bench.scenario.settings import ClientSpec
-from bench.scenario.targets import InstalledSpec
+from bench.scenario.targets import InstalledSpec, OrthancSpec
 from bench.targets.archive_process import NODELAY_ENVIRONMENT, ArchiveProcess
 from bench.targets.probes import fetch_status, hypervisor_labels, save_server_status
 from bench.targets.target import Target
@@ -29,6 +30,9 @@ from server_under_test.environment import detect_hypervisor
 
 START_TIMEOUT = 30.0
 STOP_GRACE = 20.0
+# Debian's orthanc-dicomweb; the plugin serves PS3.18 under this root of Orthanc's HTTP port.
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+DICOMWEB_ROOT = "/dicom-web/"
 
 
 def program_version(cmd: list[str]) -> str:
@@ -65,6 +69,15 @@ def orthanc_config(
         "StorageCompression": False,
         "MaximumStorageSize": 0,
         "MaximumPatientCount": 0,
+    }
+
+
+def orthanc_dicomweb_config(plugin: Path) -> dict:
+    """What loads Orthanc's DICOMweb plugin on the archive's HTTP port (STOW-RS goes to the same storage, so the
+    same SyncStorageArea holds for it); WADO-URI and the plugin's own client to other servers stay off."""
+    return {
+        "Plugins": [str(plugin)],
+        "DicomWeb": {"Enable": True, "Root": DICOMWEB_ROOT, "EnableWado": False, "Ssl": False, "Servers": {}},
     }
 
 
@@ -171,24 +184,50 @@ class OrthancTarget(InstalledArchive):
     program = "Orthanc"
     log_name = "orthanc.log"
 
+    spec: OrthancSpec
+
     def configure(self, folder: Path, port: int) -> list[str]:
         self.http_port = free_local_port()
         config = orthanc_config(folder / "storage", self.spec, port, self.http_port, self.destinations)
+        if self.spec.dicomweb:
+            config |= orthanc_dicomweb_config(dicomweb_plugin())
         (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
         return [str(folder / "orthanc.json")]
 
+    @property
+    def plugins(self) -> list[str]:
+        return [str(DICOMWEB_PLUGIN)] if self.spec.dicomweb else []
+
     def start(self, run_dir: Path) -> None:
         super().start(run_dir)
-        system = fetch_status(f"http://127.0.0.1:{self.http_port}", "/system")
+        base = f"http://127.0.0.1:{self.http_port}"
+        system = fetch_status(base, "/system")
         if system.get("Version"):
             self.version = f"Orthanc {system['Version']}"
+        if self.spec.dicomweb:
+            self.peer = replace(self.peer, dicomweb_url=base + DICOMWEB_ROOT.rstrip("/"))
 
     def collect_metrics(self, run_dir: Path) -> None:
         if self.running():
             save_server_status(run_dir, f"http://127.0.0.1:{self.http_port}", "/statistics")
 
     def describe(self) -> dict:
-        return {**super().describe(), "sync_storage_area": self.spec.fsync, "plugins": []}
+        return {
+            **super().describe(),
+            "sync_storage_area": self.spec.fsync,
+            "plugins": self.plugins,
+            "dicomweb_url": self.peer.dicomweb_url if self.peer else None,
+        }
+
+
+def dicomweb_plugin() -> Path:
+    """Orthanc's DICOMweb plugin, or a one-line error naming the package."""
+    if not DICOMWEB_PLUGIN.is_file():
+        raise UserError(
+            f"orthanc target with dicomweb = true: no DICOMweb plugin at {DICOMWEB_PLUGIN} "
+            "(apt-get install orthanc-dicomweb)"
+        )
+    return DICOMWEB_PLUGIN
 
 
 class DcmqrscpTarget(InstalledArchive):

@@ -18,7 +18,15 @@ from pathlib import Path
 from bench.common.errors import UserError
 from bench.common.netns import VethNamespace
 from bench.common.paths import remove_tree
-from bench.common.processes import ending_with_parent, interrupt_on_sigterm, reap_group, run, signal_group, stop_process
+from bench.common.processes import (
+    ending_with_parent,
+    free_local_port,
+    interrupt_on_sigterm,
+    reap_group,
+    run,
+    signal_group,
+    stop_process,
+)
 from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.scenario.settings import ClientSpec
@@ -55,6 +63,7 @@ class NativeTarget(Target):
         self.log: Path | None = None
         self.ready_file: Path | None = None  # the archive writes it once it listens (its port, its status page)
         self.backups: list[Path] = []  # backup folders a fault run made (removed with the storage)
+        self.dicomweb_port: int | None = None  # chosen at the first start, kept over restarts
 
     def command(self, data: Path, port: int) -> list[str]:
         # `ip netns exec` enters the namespace and execs the archive: the same process (pid, group, budget).
@@ -83,6 +92,7 @@ class NativeTarget(Target):
         ]
         cmd += ["--config", str(self.config)] if self.config else []
         cmd += self.capacity_options()
+        cmd += ["--dicomweb-port", str(self.dicomweb_port)] if self.dicomweb_port else []
         return cmd + ([] if self.spec.fsync else ["--no-fsync"])
 
     def capacity_options(self) -> list[str]:
@@ -121,6 +131,8 @@ class NativeTarget(Target):
         self.ready_file = run_dir / "archive-ready.json"
         self.log.write_bytes(b"")
         self.prepare_budget(run_dir)
+        if self.spec.dicomweb:
+            self.dicomweb_port = free_local_port()  # the archive's DICOMweb side (base URL in its ready file)
         self.ready_seconds = self._launch(self.spec.port or 0)
 
     def _make_namespace(self) -> None:
@@ -175,7 +187,12 @@ class NativeTarget(Target):
             last = f": {tail[-1]}" if tail else ""
             raise UserError(f"native archive did not start ({exc}){last} (see {self.log})") from None
         self.version = ready.version
-        self.peer = Peer(ready.host, ready.port, self.spec.ae_title)
+        # dicomweb_url: a ready file field of the archive's DICOMweb side; an archive without it has none
+        dicomweb_url = getattr(ready, "dicomweb_url", None) if self.dicomweb_port else None
+        if self.dicomweb_port and not dicomweb_url:
+            self.exit_code = stop_process(self.process, self.STOP_TIMEOUT, group=True)
+            raise UserError("the native archive started without a DICOMweb side (its ready file has no dicomweb_url)")
+        self.peer = Peer(ready.host, ready.port, self.spec.ae_title, dicomweb_url)
         self.metrics_url = ready.metrics_url
         remaining = max(self.START_TIMEOUT - (time.monotonic() - started), 1.0)
         wait_for_echo(self.peer, self.client.calling_ae, remaining, alive=lambda: self.process.poll() is None)
@@ -270,6 +287,7 @@ class NativeTarget(Target):
             "host": self.peer.host if self.peer else self.spec.host,
             "port": self.peer.port if self.peer else self.spec.port,
             "ae_title": self.spec.ae_title,
+            "dicomweb_url": self.peer.dicomweb_url if self.peer else None,
             "server": f"server_under_test {self.version}",
             "fsync": self.spec.fsync,
             "max_pdu": self.spec.max_pdu,

@@ -21,7 +21,7 @@ class RemoteTarget(Target):
 
     def __init__(self, spec: RemoteSpec, client: ClientSpec):
         super().__init__(spec, client)
-        self.peer = Peer(spec.host, int(spec.port), spec.ae_title)
+        self.peer = Peer(spec.host, int(spec.port), spec.ae_title, spec.dicomweb_url)
 
     def start(self, run_dir: Path) -> None:
         self.ready_seconds = wait_for_echo(self.peer, self.client.calling_ae, timeout=self.client.timeout)
@@ -45,6 +45,7 @@ class RemoteTarget(Target):
             "port": self.peer.port,
             "ae_title": self.peer.ae_title,
             "metrics_url": self.spec.metrics_url,
+            "dicomweb_url": self.spec.dicomweb_url,
             "requested_hypervisor": self.spec.hypervisor,
             **facts,
             **hypervisor_labels(facts.get("hypervisor"), self.spec.hypervisor, "metrics_url /status"),

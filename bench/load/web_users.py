@@ -1,0 +1,326 @@
+"""Locust users that speak DICOMweb (PS3.18): stow (STOW-RS), qido (QIDO-RS), wado (a reading workstation by
+QIDO-RS and WADO-RS), the HTTP side of the DIMSE users in bench.load.users, on the same study pool.
+
+They are locust FastHttpUsers (geventhttpclient): the user's client pool holds its keep-alive
+connections, with the scenario's timeout. Requests go to that pool's HTTP client directly rather
+than through FastHttpSession, which fires its own request event and retries or raises on a 4xx:
+a sample row needs what the body says (instances that arrived, PS3.18 failure reasons), so these
+users time each request themselves and fire one event with the same context as a DIMSE user's
+(bench.load.users.fire_request). The status column holds the HTTP status.
+
+Import this module only after locust (gevent) has patched the process (bench.load.engine does).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+from collections.abc import Iterator
+from http.client import HTTPException
+
+import gevent
+from geventhttpclient.url import URL
+from locust import constant, constant_throughput, task
+from locust.contrib.fasthttp import FastHttpUser
+
+from bench.load.dicomweb import (
+    DICOM_JSON,
+    STUDY_INSTANCE_UID,
+    STUDY_RELATED_INSTANCES,
+    WADO_ACCEPT,
+    first_value,
+    read_instances,
+    stow_body,
+    stow_outcome,
+    study_uids,
+)
+from bench.load.rows import retrieved_rows, sent_row
+from bench.load.users import (
+    KNOWN_STUDIES_REFRESH,
+    RETRY_PAUSE_S,
+    WORKER_ID,
+    LoadContext,
+    between_studies,
+    fire_request,
+    reading_pace,
+)
+from bench.results.samples import QIDO_RS, STOW_RS, WADO_RS, http_done
+from bench.scenario.users import QidoSpec, StowSpec, UserGroup
+from bench.studies.integrity import ReceivedFile
+from bench.studies.pool import PooledInstance
+from server_under_test.upper_layer.status import NO_RESPONSE
+
+REQUEST_TYPE = "DICOMweb"
+QIDO_LEVELS = {"studies": "", "series": "/series", "instances": "/instances"}
+
+
+class DicomwebFailed(Exception):
+    """A DICOMweb request failed: no answer, an HTTP error, or an answer that does not add up."""
+
+
+class Answer:
+    """One HTTP answer: its status and body (read whole, or streamed by the caller through `chunks`)."""
+
+    def __init__(self, response):
+        self.response = response
+        self.status = response.status_code
+        self.content_type = str(response.get("content-type") or "")
+
+    def chunks(self) -> Iterator[bytes]:
+        while chunk := self.response.read(1 << 16):
+            yield chunk
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks())
+
+
+class DicomwebUser(FastHttpUser):
+    """One HTTP client pool per user, to the target's DICOMweb base URL; subclasses say what a task does."""
+
+    abstract = True
+    user_type = ""
+    context: LoadContext  # set on the per-run subclass (bench.load.roles.user_classes)
+    _numbers = itertools.count(1)
+
+    @property
+    def host(self) -> str | None:  # read by FastHttpUser at spawn, once the target is up
+        peer = self.context.peer
+        return peer.dicomweb_url if peer else None
+
+    @staticmethod
+    def pacing(spec: UserGroup):
+        return constant(0)
+
+    @property
+    def spec(self):
+        return getattr(self.context.scenario.users, self.user_type)
+
+    def on_start(self) -> None:
+        self.user_id = f"{self.context.user_prefix}{self.user_type}-{next(self._numbers)}"
+        base = URL(self.host)
+        self.http = self.client.client.clientpool.get_client(base)  # the FastHttpUser's geventhttpclient pool
+        self.base_path = base.path.rstrip("/")
+
+    def connection_id(self) -> str:
+        """The association column of an HTTP request: the user's keep-alive connections."""
+        return f"{WORKER_ID}/{self.user_id}/http"
+
+    def send(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> Answer:
+        """The request; DicomwebFailed when no HTTP answer came."""
+        try:
+            return Answer(self.http.request(method, self.base_path + path, body=body, headers=headers))
+        except (OSError, HTTPException, gevent.Timeout) as exc:
+            raise DicomwebFailed(f"{method} {path}: no answer from {self.host} ({type(exc).__name__}: {exc})") from None
+
+    def fire(self, operation: str, started: float, t0: float, status: int, error: str = "", size: int = 0, **context):
+        fire_request(
+            self,
+            REQUEST_TYPE,
+            operation,
+            started,
+            t0,
+            status,
+            DicomwebFailed(error) if error else None,
+            size,
+            association=self.connection_id(),
+            **context,
+        )
+
+    def request_json(self, operation: str, path: str, **context) -> tuple[object | None, bool]:
+        """A GET answered in DICOM JSON, timed and fired; (the JSON, whether it succeeded)."""
+        started, t0 = time.time(), time.perf_counter()
+        try:
+            answer = self.send("GET", path, {"Accept": DICOM_JSON})
+            status, body = answer.status, answer.body()
+            answer.response.release()
+        except DicomwebFailed as exc:
+            self.fire(operation, started, t0, NO_RESPONSE, str(exc), **context)
+            gevent.sleep(RETRY_PAUSE_S)
+            return None, False
+        error = "" if http_done(status) else f"{operation} HTTP {status}"
+        try:
+            found = json.loads(body) if body.strip() and not error else []
+        except ValueError:
+            found, error = None, f"{operation}: the answer is not JSON"
+        self.fire(operation, started, t0, status, error, size=len(body), **context)
+        return found, not error
+
+
+class StowUser(DicomwebUser):
+    """A modality over DICOMweb: STOW-RS whole studies (or `instances_per_request` of a study per POST), to
+    /studies/{study}: an instance of another study is the archive's to refuse (a PS3.18 FailureReason).
+
+    The body is built before the request is timed, as a C-STORE's data set is encoded before it is
+    sent; instances the archive lists as stored go to sent.csv, as acknowledged C-STOREs do.
+    """
+
+    abstract = True
+    user_type = "stow"
+
+    @staticmethod
+    def pacing(spec: StowSpec):
+        if spec.studies_per_hour:
+            return between_studies(constant_throughput(spec.studies_per_hour / 3600.0))
+        return constant(0)
+
+    def on_start(self) -> None:
+        self.study: list[PooledInstance] = []
+        super().on_start()
+
+    @task
+    def store_next_instances(self) -> None:
+        if not self.study:
+            self.study = self.context.pool.next_study()
+        count = self.spec.instances_per_request or len(self.study)
+        batch, self.study = self.study[:count], self.study[count:]
+        body, content_type = stow_body(batch)
+        study_uid = batch[0].changes["StudyInstanceUID"]
+        headers = {"Content-Type": content_type, "Accept": DICOM_JSON}
+        started, t0 = time.time(), time.perf_counter()
+        try:
+            answer = self.send("POST", f"/studies/{study_uid}", headers, body)  # the archive checks the study
+            status, reply = answer.status, answer.body()
+            answer.response.release()
+        except DicomwebFailed as exc:
+            self.fire(STOW_RS, started, t0, NO_RESPONSE, str(exc), study_instance_uid=study_uid)
+            gevent.sleep(RETRY_PAUSE_S)
+            return
+        stored, failures = stow_outcome(parse_json(reply))
+        acknowledged = [i for i in batch if i.sop_instance_uid in stored] if http_done(status) else []
+        error = "" if http_done(status) and not failures else "; ".join([f"STOW-RS HTTP {status}", *failures])
+        self.fire(
+            STOW_RS,
+            started,
+            t0,
+            status,
+            error,
+            size=sum(i.size for i in acknowledged),
+            instances=len(acknowledged),
+            frames=sum(i.frames for i in acknowledged),
+            study_instance_uid=study_uid,
+            sent_rows=[sent_row(i, "load") for i in acknowledged],
+        )
+
+
+def parse_json(body: bytes) -> object:
+    try:
+        return json.loads(body) if body.strip() else None
+    except ValueError:
+        return None
+
+
+class QidoUser(DicomwebUser):
+    """QIDO-RS over the archive: all studies, or the series or instances of a study it found."""
+
+    abstract = True
+    user_type = "qido"
+
+    @staticmethod
+    def pacing(spec: QidoSpec):
+        return constant_throughput(spec.queries_per_s) if spec.queries_per_s else constant(0)
+
+    def on_start(self) -> None:
+        self.studies: list[str] = []
+        self.queries = 0
+        super().on_start()
+
+    def path(self) -> str:
+        level = self.spec.level
+        if level == "studies" or not self.studies or self.queries % KNOWN_STUDIES_REFRESH == 0:
+            return "/studies"
+        return f"/studies/{random.choice(self.studies)}{QIDO_LEVELS[level]}"
+
+    @task
+    def query(self) -> None:
+        path = self.path()
+        self.queries += 1
+        found, ok = self.request_json(QIDO_RS, path)
+        if ok and path == "/studies" and isinstance(found, list) and found:
+            self.studies = study_uids(found)
+
+
+class WadoUser(DicomwebUser):
+    """A DICOMweb reading workstation: QIDO-RS the worklist, WADO-RS one study it has not read, read it, repeat.
+
+    The study arrives as multipart application/dicom, read as it streams in; at least as many
+    instances must arrive as QIDO-RS said the study holds (NumberOfStudyRelatedInstances), or the
+    request is an error, as a C-GET's sub-operation counts must match its arrivals.
+    """
+
+    abstract = True
+    user_type = "wado"
+
+    @staticmethod
+    def pacing(spec: UserGroup):
+        return reading_pace
+
+    def on_start(self) -> None:
+        self.read: set[str] = set()
+        self.reading_seconds = 0.0
+        super().on_start()
+
+    @task
+    def read_next_study(self) -> None:
+        self.reading_seconds = 0.0
+        found, ok = self.request_json(QIDO_RS, f"/studies?includefield={STUDY_RELATED_INSTANCES}")
+        worklist = {
+            str(uid): first_value(item, STUDY_RELATED_INSTANCES)
+            for item in (found if ok and isinstance(found, list) else [])
+            if (uid := first_value(item, STUDY_INSTANCE_UID))
+        }
+        if not worklist:
+            self.reading_seconds = self.spec.worklist_wait
+            return
+        unread = [uid for uid in worklist if uid not in self.read]
+        study = random.choice(unread or list(worklist))
+        arrived = self.retrieve(study, worklist[study])
+        if arrived is not None:
+            self.read.add(study)
+            if self.spec.reading_images_per_s:
+                self.reading_seconds = len(arrived) / self.spec.reading_images_per_s
+
+    def retrieve(self, study: str, expected: object) -> list[ReceivedFile] | None:
+        started, t0 = time.time(), time.perf_counter()
+        arrived: list[ReceivedFile] = []
+        try:
+            answer = self.send("GET", f"/studies/{study}", {"Accept": WADO_ACCEPT})
+            status = answer.status
+            if http_done(status):
+                arrived = read_instances(answer.chunks(), answer.content_type, self.spec.check_digests)
+                error = count_mismatch(len(arrived), expected)
+            else:
+                answer.body()  # the connection is kept: its answer is read to the end
+                error = f"WADO-RS HTTP {status}"
+            answer.response.release()
+        except DicomwebFailed as exc:
+            self.fire(WADO_RS, started, t0, NO_RESPONSE, str(exc), study_instance_uid=study)
+            gevent.sleep(RETRY_PAUSE_S)
+            return None
+        except (ValueError, OSError, HTTPException) as exc:  # a broken multipart answer, or one cut short
+            answer.response.release()
+            self.fire(WADO_RS, started, t0, status, f"WADO-RS: {exc}", study_instance_uid=study)
+            return None
+        self.fire(
+            WADO_RS,
+            started,
+            t0,
+            status,
+            error,
+            size=sum(f.bytes for f in arrived),
+            instances=len(arrived),
+            frames=sum(f.frames for f in arrived),
+            study_instance_uid=study,
+            retrieved=retrieved_rows(WADO_RS, self.user_id, arrived),
+        )
+        return arrived if not error else None
+
+
+def count_mismatch(arrived: int, expected: object) -> str:
+    """The error of a WADO-RS study retrieval with fewer instances than QIDO-RS said the study holds.
+
+    More is no error: a study still being stored grows between the worklist query and the retrieval."""
+    if isinstance(expected, int) and arrived < expected:
+        return f"WADO-RS: {arrived} instances arrived, QIDO-RS said the study has {expected}"
+    return ""
