@@ -13,6 +13,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import tomllib
@@ -244,12 +245,20 @@ def test_sigterm_powers_off_and_destroys_the_vm(simulator, archive_here, ova, tm
         ({"datastore": "NoSuchDS"}, "no datastore 'NoSuchDS'"),
         ({"ova": "/nonexistent/pacsbench.ova"}, "no OVA at /nonexistent/pacsbench.ova"),
         ({"boot_timeout": 2}, "VMware Tools reported no IPv4 address"),  # nobody plays VMware Tools here
+        ({"ova": "descriptor-only"}, "small.ova lacks what the host asks for: pacsbench-archive-disk1.vmdk"),
     ],
 )
 def test_a_wrong_setting_is_one_line_exit_2_and_leaves_nothing(
     simulator, archive_here, ova, tmp_path, change, expected
 ):
     settings = {k: v for k, v in change.items() if k != "password"}
+    if settings.get("ova") == "descriptor-only":  # the import lease is aborted when the upload cannot go on
+        broken = tmp_path / "broken" / "small.ova"
+        broken.parent.mkdir()
+        with tarfile.open(ova) as whole, tarfile.open(broken, "w", format=tarfile.USTAR_FORMAT) as part:
+            descriptor = next(m for m in whole.getmembers() if m.name.endswith(".ovf"))
+            part.addfile(descriptor, whole.extractfile(descriptor))
+        settings["ova"] = str(broken)
     target = {k: v for k, v in {**esxi_target(simulator, archive_here, ova), **settings}.items() if v is not None}
     scenario = write_scenario(tmp_path / "esxi.toml", target)
     environment_password = change.get("password", simulator.password)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from bench.common.errors import UserError
 from bench.targets.esxi.connection import Placement, Session, fault_text, vim
+from bench.targets.esxi.machine import remove
 
 LEASE_READY_TIMEOUT = 300.0
 LEASE_PROGRESS_EVERY = 5.0  # seconds; a lease left without progress for minutes times out on the host
@@ -99,6 +100,7 @@ def deploy(session: Session, ova: Ova, place: Placement, name: str, note: str, p
         lease = place.pool.ImportVApp(spec.importSpec, folder, place.host)
     except Exception as exc:  # noqa: BLE001 (a vim fault: the host said no)
         raise UserError(f"esxi target: import of {ova.path.name} refused: {fault_text(exc)}") from None
+    vm = None
     try:
         wait_ready(lease)
         vm = lease.info.entity  # read before HttpNfcLeaseComplete: the simulator deletes the lease there
@@ -107,6 +109,8 @@ def deploy(session: Session, ova: Ova, place: Placement, name: str, note: str, p
         return vm
     except BaseException as exc:  # KeyboardInterrupt (SIGTERM) too: the host must drop the half-made VM
         abort(lease, exc)
+        if vm is not None:  # ESXi removes it with the aborted lease; the simulator does not: make sure
+            remove(vm, quiet=True)
         if isinstance(exc, Exception) and not isinstance(exc, UserError):
             raise UserError(f"esxi target: deploying {ova.path.name} failed: {fault_text(exc)}") from None
         raise

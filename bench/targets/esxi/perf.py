@@ -20,6 +20,7 @@ from bench.targets.esxi.connection import Session, connect, vim
 
 REALTIME_INTERVAL = 20  # seconds: ESXi's real-time statistics interval
 DUE_AFTER = 2.0  # seconds after a sample's interval ends before the next one is asked for
+NO_SAMPLE_YET = 5.0  # seconds between asks while the server has given none
 
 # counter (group.name.rollup) -> (instance: "" = the VM's aggregate, "*" = each instance)
 COUNTERS = {
@@ -124,7 +125,8 @@ class EsxiPerf:
             if sample:
                 with self.lock:
                     self.latest = sample
-            due = (self.last_time + self.interval + DUE_AFTER - time.time()) if self.last_time else self.interval
+            # The next sample is due an interval after the last one's end; none yet: ask again soon.
+            due = (self.last_time + self.interval + DUE_AFTER - time.time()) if self.last_time else NO_SAMPLE_YET
             self.stopping.wait(min(max(due, 1.0), self.interval))
 
     def query(self, vm, ids: dict[str, int]) -> dict:
