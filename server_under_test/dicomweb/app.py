@@ -1,0 +1,358 @@
+"""The DICOMweb routes under /dicom-web, their bounds, and the aiohttp server each worker runs beside DIMSE.
+
+aiohttp was chosen by measurement (docs/archive.md, DICOMweb): it read request bodies fastest of four
+candidates, parses multipart/related itself, and runs as one asyncio loop in a thread of each worker
+process, accepting on the DICOMweb socket the supervisor bound (as the workers share the DICOM one).
+Blocking work (the store's durable write, SQLite, file reads) runs in a thread pool the size of the
+worker's share of `max_requests`; a request over that share gets 503, as an association over
+max_associations is rejected. A part's bytes are pulled from the loop by the storing thread, chunk by
+chunk, each within `timeout`. No CORS headers: browsers on other origins are refused, as by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+
+from aiohttp import web
+from aiohttp.multipart import BodyPartReader, MultipartReader
+
+from server_under_test.config import DicomwebEndpoint
+from server_under_test.dicomweb import qido, stow, wado
+from server_under_test.services.query import IMAGE, SERIES, STUDY
+from server_under_test.services.store import StoreService
+from server_under_test.storage.files import BadUID, check_uid
+from server_under_test.storage.index import Index
+
+log = logging.getLogger("server_under_test.dicomweb")
+
+BASE_PATH = "/dicom-web"
+CHUNK = 1 << 20  # bytes per read of a request part or a stored file
+DICOM_JSON = "application/dicom+json"
+UID_FIELDS = ("study", "series", "instance")
+FRAME_LIST = re.compile(r"[0-9]+(,[0-9]+)*")
+MAX_FRAMES = 10_000  # frame numbers in one request
+
+
+@dataclass
+class Archive:
+    """What the routes use: this worker's index and store, the bounds, and the pool for blocking work."""
+
+    index: Index
+    store: StoreService
+    endpoint: DicomwebEndpoint
+    pool: ThreadPoolExecutor
+    slots: int  # requests in progress in this worker
+
+    def base_url(self, request: web.Request) -> str:
+        return f"{request.scheme}://{request.headers.get('Host') or request.host}{BASE_PATH}"
+
+
+ARCHIVE = web.AppKey("archive", Archive)
+IN_PROGRESS = web.AppKey("in_progress", list)
+
+
+class TooLarge(Exception):
+    pass
+
+
+def _error(status: type[web.HTTPException], text: str) -> web.HTTPException:
+    return status(text=text + "\n", content_type="text/plain")
+
+
+@web.middleware
+async def bounded(request: web.Request, handler):
+    """At most `slots` requests at once in this worker (503 beyond); the path's UIDs checked before routing."""
+    archive = request.app[ARCHIVE]
+    for name in UID_FIELDS:
+        value = request.match_info.get(name)
+        if value is not None:
+            try:
+                check_uid(value, name)
+            except BadUID as exc:
+                raise _error(web.HTTPBadRequest, str(exc)) from None
+    counter = request.app[IN_PROGRESS]
+    if counter[0] >= archive.slots:
+        raise _error(web.HTTPServiceUnavailable, "too many requests in progress")
+    counter[0] += 1
+    try:
+        return await handler(request)
+    finally:
+        counter[0] -= 1
+
+
+async def _blocking(request: web.Request, function, *args):
+    archive = request.app[ARCHIVE]
+    return await asyncio.get_running_loop().run_in_executor(archive.pool, partial(function, *args))
+
+
+def _on_index(index: Index, function, *args):
+    """`function(db, *args)` with the calling thread's read connection (SQLite's are not shared by threads)."""
+    return function(index.reader, *args)
+
+
+async def _reading(request: web.Request, function, *args):
+    """`function(db, *args)` in the pool, on the index."""
+    return await _blocking(request, _on_index, request.app[ARCHIVE].index, function, *args)
+
+
+# -- STOW-RS ----------------------------------------------------------------------------
+def _check_stow_request(request: web.Request, endpoint: DicomwebEndpoint) -> None:
+    if request.content_type != "multipart/related":
+        raise _error(web.HTTPUnsupportedMediaType, 'STOW-RS takes multipart/related; type="application/dicom"')
+    kind = request.headers.get("Content-Type", "")
+    params = {k.strip().lower(): v.strip().strip('"') for k, _, v in (p.partition("=") for p in kind.split(";")[1:])}
+    if params.get("type", "application/dicom").lower() != "application/dicom":
+        raise _error(web.HTTPUnsupportedMediaType, "only application/dicom parts are accepted (no JSON or XML)")
+    if request.content_length is not None and request.content_length > endpoint.max_request:
+        raise _error(web.HTTPRequestEntityTooLarge, f"the body is larger than {endpoint.max_request} bytes")
+
+
+class BodyCounter:
+    """Bytes read from one request's parts, against the bound (chunked requests declare no length)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.read = 0
+
+    def add(self, count: int) -> None:
+        self.read += count
+        if self.read > self.limit:
+            raise TooLarge()
+
+
+def _chunk_puller(loop, part: BodyPartReader, counter: BodyCounter, timeout: float):
+    """next_chunk for stow.store_part: runs in the storing thread, reads on the loop, within `timeout`."""
+
+    async def read() -> bytes:
+        chunk = await asyncio.wait_for(part.read_chunk(CHUNK), timeout)
+        counter.add(len(chunk))
+        return chunk
+
+    def next_chunk() -> bytes:
+        return asyncio.run_coroutine_threadsafe(read(), loop).result()
+
+    return next_chunk
+
+
+async def stow_rs(request: web.Request) -> web.Response:
+    archive = request.app[ARCHIVE]
+    endpoint = archive.endpoint
+    _check_stow_request(request, endpoint)
+    study = request.match_info.get("study")
+    counter = BodyCounter(endpoint.max_request)
+    loop = asyncio.get_running_loop()
+    outcomes = []
+    try:
+        reader: MultipartReader = await request.multipart()
+        while True:
+            part = await asyncio.wait_for(reader.next(), endpoint.timeout)
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise ValueError("a part is itself multipart")
+            if part.headers.get("Content-Type", "application/dicom").split(";")[0].strip() != "application/dicom":
+                await asyncio.wait_for(part.release(), endpoint.timeout)
+                outcomes.append(
+                    stow.PartOutcome("", "", "", "", stow.CANNOT_UNDERSTAND, "not an application/dicom part")
+                )
+                continue
+            next_chunk = _chunk_puller(loop, part, counter, endpoint.timeout)
+            outcomes.append(await _blocking(request, stow.store_part, archive.store, next_chunk, study))
+    except TooLarge:
+        raise _error(web.HTTPRequestEntityTooLarge, f"the body is larger than {endpoint.max_request} bytes") from None
+    except (asyncio.TimeoutError, TimeoutError):
+        raise _error(web.HTTPRequestTimeout, f"the client sent nothing for {endpoint.timeout:g} s") from None
+    except ValueError as exc:  # aiohttp's multipart reader: a broken boundary, a truncated body
+        raise _error(web.HTTPBadRequest, f"the multipart body does not parse: {exc}"[:300]) from None
+    if not outcomes:
+        raise _error(web.HTTPBadRequest, "the request has no parts")
+    for outcome in outcomes:
+        if not outcome.stored:
+            log.warning("STOW-RS %s: 0x%04X %s", outcome.sop_uid or "(no UID)", outcome.status, outcome.comment)
+    status, body = stow.response(outcomes, archive.base_url(request), study)
+    return web.json_response(body, status=status, content_type=DICOM_JSON)
+
+
+# -- QIDO-RS ----------------------------------------------------------------------------
+def _qido(level: str):
+    async def handler(request: web.Request) -> web.Response:
+        archive = request.app[ARCHIVE]
+        fixed = {}
+        if "study" in request.match_info:
+            fixed["StudyInstanceUID"] = request.match_info["study"]
+        if "series" in request.match_info:
+            fixed["SeriesInstanceUID"] = request.match_info["series"]
+        try:
+            search = qido.parse(level, list(request.query.items()), fixed)
+        except qido.SearchError as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from None
+        matches, more = await _reading(request, qido.run, search)
+        base = archive.base_url(request)
+        body = json.dumps([qido.to_json(m, level, base) for m in matches]).encode()
+        headers = {"Warning": '299 pacsbench "There are additional results that can be requested"'} if more else {}
+        if not matches:
+            return web.Response(status=204, headers=headers)
+        return web.Response(body=body, content_type=DICOM_JSON, headers=headers)
+
+    return handler
+
+
+# -- WADO-RS ----------------------------------------------------------------------------
+def _uids(request: web.Request) -> tuple[str, str | None, str | None]:
+    info = request.match_info
+    return info["study"], info.get("series"), info.get("instance")
+
+
+async def _stored(request: web.Request) -> list[wado.Stored]:
+    try:
+        return await _reading(request, wado.instances, *_uids(request))
+    except wado.NotFound as exc:
+        raise _error(web.HTTPNotFound, str(exc)) from None
+
+
+async def _multipart(request: web.Request, kind: str) -> tuple[web.StreamResponse, str]:
+    boundary = uuid.uuid4().hex
+    response = web.StreamResponse(
+        headers={"Content-Type": f'multipart/related; type="{kind}"; boundary={boundary}'},
+    )
+    await response.prepare(request)
+    return response, boundary
+
+
+async def wado_instances(request: web.Request) -> web.StreamResponse:
+    """The instances as multipart/related application/dicom, read from disk a chunk at a time."""
+    stored = await _stored(request)
+    response, boundary = await _multipart(request, "application/dicom")
+    for instance in stored:
+        try:
+            f = await _reading(request, wado.open_stored, instance)
+        except (wado.NotFound, OSError) as exc:  # recycled or gone since the query: left out
+            log.warning("WADO-RS %s: %s", instance.sop_uid, exc)
+            continue
+        with f:
+            await response.write(
+                f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={instance.transfer_syntax}\r\n"
+                f"Content-Length: {instance.size}\r\n\r\n".encode()
+            )
+            while chunk := await _blocking(request, f.read, CHUNK):
+                await response.write(chunk)
+            await response.write(b"\r\n")
+    await response.write(f"--{boundary}--\r\n".encode())
+    await response.write_eof()
+    return response
+
+
+async def wado_metadata(request: web.Request) -> web.Response:
+    stored = await _stored(request)
+
+    try:
+        body = await _reading(request, wado.metadata_of, stored)
+    except wado.NotFound as exc:
+        raise _error(web.HTTPNotFound, str(exc)) from None
+    return web.json_response(body, content_type=DICOM_JSON)
+
+
+async def wado_frames(request: web.Request) -> web.StreamResponse:
+    """The frames asked for as multipart/related application/octet-stream parts, cut from the stored file."""
+    listed = request.match_info["frames"]
+    if not FRAME_LIST.fullmatch(listed) or listed.count(",") >= MAX_FRAMES:
+        raise _error(web.HTTPBadRequest, "frames: a comma-separated list of frame numbers from 1")
+    numbers = [int(n) for n in listed.split(",")]
+    (instance,) = await _stored(request)
+    try:
+        syntax, frames = await _reading(request, wado.frames, instance, numbers)
+    except wado.NotFound as exc:
+        raise _error(web.HTTPNotFound, str(exc)) from None
+    except wado.NotAcceptable as exc:
+        raise _error(web.HTTPNotAcceptable, str(exc)) from None
+    kind = "application/octet-stream"
+    if syntax.is_encapsulated:
+        accept = request.headers.get("Accept", "*/*")
+        if "*/*" not in accept and "transfer-syntax=*" not in accept and str(syntax) not in accept:
+            raise _error(web.HTTPNotAcceptable, f"the frames are stored as {syntax}: ask for transfer-syntax=*")
+        kind += f"; transfer-syntax={syntax}"
+    response, boundary = await _multipart(request, "application/octet-stream")
+    for frame in frames:
+        head = f"--{boundary}\r\nContent-Type: {kind}\r\nContent-Length: {len(frame)}\r\n\r\n"
+        await response.write(head.encode())
+        await response.write(frame)
+        await response.write(b"\r\n")
+    await response.write(f"--{boundary}--\r\n".encode())
+    await response.write_eof()
+    return response
+
+
+# -- the application and its server -----------------------------------------------------
+def make_app(archive: Archive) -> web.Application:
+    app = web.Application(middlewares=[bounded], client_max_size=1 << 20, handler_args={"max_field_size": 8190})
+    app[ARCHIVE] = archive
+    app[IN_PROGRESS] = [0]
+    study, series, instance = "/studies/{study}", "/series/{series}", "/instances/{instance}"
+    b = BASE_PATH
+    app.router.add_post(f"{b}/studies", stow_rs)
+    app.router.add_post(f"{b}{study}", stow_rs)
+    app.router.add_get(f"{b}/studies", _qido(STUDY))
+    app.router.add_get(f"{b}/series", _qido(SERIES))
+    app.router.add_get(f"{b}/instances", _qido(IMAGE))
+    app.router.add_get(f"{b}{study}/series", _qido(SERIES))
+    app.router.add_get(f"{b}{study}/instances", _qido(IMAGE))
+    app.router.add_get(f"{b}{study}{series}/instances", _qido(IMAGE))
+    for path in (f"{b}{study}", f"{b}{study}{series}", f"{b}{study}{series}{instance}"):
+        app.router.add_get(path, wado_instances)
+        app.router.add_get(f"{path}/metadata", wado_metadata)
+    app.router.add_get(f"{b}{study}{series}{instance}/frames/{{frames}}", wado_frames)
+    return app
+
+
+class DicomwebServer:
+    """aiohttp on an already bound socket, in its own thread with its own event loop; stop() ends it."""
+
+    def __init__(self, sock, index: Index, store: StoreService, endpoint: DicomwebEndpoint, workers: int, grace: float):
+        slots = max(1, endpoint.max_requests // max(1, workers))
+        pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="dicomweb")
+        self.archive = Archive(index, store, endpoint, pool, slots)
+        self.sock = sock
+        self.grace = grace
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopped: asyncio.Event | None = None
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="dicomweb", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        self.started.wait(30)
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stopped = asyncio.Event()
+        runner = web.AppRunner(
+            make_app(self.archive),
+            access_log=None,
+            # An idle connection (before its first request too) is closed after the timeout: slow or
+            # silent clients do not hold a connection for long.
+            keepalive_timeout=self.archive.endpoint.timeout,
+            shutdown_timeout=self.grace,
+            handle_signals=False,
+        )
+        await runner.setup()
+        await web.SockSite(runner, self.sock).start()
+        self.started.set()
+        await self.stopped.wait()
+        await runner.cleanup()
+        self.archive.pool.shutdown(wait=False, cancel_futures=True)
+
+    def stop(self) -> None:
+        if self.loop is not None and self.stopped is not None:
+            self.loop.call_soon_threadsafe(self.stopped.set)
+        self.thread.join(self.grace + 5)
