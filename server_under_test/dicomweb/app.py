@@ -63,6 +63,13 @@ class TooLarge(Exception):
     pass
 
 
+def _dicom_json(body, status: int = 200, headers: dict | None = None) -> web.Response:
+    # Exactly "application/dicom+json", without a charset parameter (JSON is UTF-8): clients compare it whole.
+    return web.Response(
+        body=json.dumps(body).encode(), status=status, headers={"Content-Type": DICOM_JSON, **(headers or {})}
+    )
+
+
 def _error(status: type[web.HTTPException], text: str) -> web.HTTPException:
     return status(text=text + "\n", content_type="text/plain")
 
@@ -178,7 +185,7 @@ async def stow_rs(request: web.Request) -> web.Response:
         if not outcome.stored:
             log.warning("STOW-RS %s: 0x%04X %s", outcome.sop_uid or "(no UID)", outcome.status, outcome.comment)
     status, body = stow.response(outcomes, archive.base_url(request), study)
-    return web.json_response(body, status=status, content_type=DICOM_JSON)
+    return _dicom_json(body, status)
 
 
 # -- QIDO-RS ----------------------------------------------------------------------------
@@ -196,11 +203,10 @@ def _qido(level: str):
             raise _error(web.HTTPBadRequest, str(exc)) from None
         matches, more = await _reading(request, qido.run, search)
         base = archive.base_url(request)
-        body = json.dumps([qido.to_json(m, level, base) for m in matches]).encode()
         headers = {"Warning": '299 pacsbench "There are additional results that can be requested"'} if more else {}
         if not matches:
             return web.Response(status=204, headers=headers)
-        return web.Response(body=body, content_type=DICOM_JSON, headers=headers)
+        return _dicom_json([qido.to_json(m, level, base) for m in matches], headers=headers)
 
     return handler
 
@@ -257,7 +263,7 @@ async def wado_metadata(request: web.Request) -> web.Response:
         body = await _reading(request, wado.metadata_of, stored)
     except wado.NotFound as exc:
         raise _error(web.HTTPNotFound, str(exc)) from None
-    return web.json_response(body, content_type=DICOM_JSON)
+    return _dicom_json(body)
 
 
 async def wado_frames(request: web.Request) -> web.StreamResponse:
