@@ -70,6 +70,11 @@ def _dicom_json(body, status: int = 200, headers: dict | None = None) -> web.Res
     )
 
 
+def _too_large(limit: int, size: int) -> web.HTTPException:
+    text = f"the body is larger than {limit} bytes (max_request)\n"
+    return web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size, text=text, content_type="text/plain")
+
+
 def _error(status: type[web.HTTPException], text: str) -> web.HTTPException:
     return status(text=text + "\n", content_type="text/plain")
 
@@ -119,7 +124,7 @@ def _check_stow_request(request: web.Request, endpoint: DicomwebEndpoint) -> Non
     if params.get("type", "application/dicom").lower() != "application/dicom":
         raise _error(web.HTTPUnsupportedMediaType, "only application/dicom parts are accepted (no JSON or XML)")
     if request.content_length is not None and request.content_length > endpoint.max_request:
-        raise _error(web.HTTPRequestEntityTooLarge, f"the body is larger than {endpoint.max_request} bytes")
+        raise _too_large(endpoint.max_request, request.content_length)
 
 
 class BodyCounter:
@@ -140,6 +145,10 @@ def _chunk_puller(loop, part: BodyPartReader, counter: BodyCounter, timeout: flo
 
     async def read() -> bytes:
         chunk = await asyncio.wait_for(part.read_chunk(CHUNK), timeout)
+        if not chunk and not part.at_eof():
+            # aiohttp hands out b"" at the body's end even when no boundary closed the part: a cut part
+            # must fail here, or the store would take its first half for the whole instance.
+            raise ValueError("the body ends inside a part")
         counter.add(len(chunk))
         return chunk
 
@@ -174,7 +183,7 @@ async def stow_rs(request: web.Request) -> web.Response:
             next_chunk = _chunk_puller(loop, part, counter, endpoint.timeout)
             outcomes.append(await _blocking(request, stow.store_part, archive.store, next_chunk, study))
     except TooLarge:
-        raise _error(web.HTTPRequestEntityTooLarge, f"the body is larger than {endpoint.max_request} bytes") from None
+        raise _too_large(endpoint.max_request, counter.read) from None
     except (asyncio.TimeoutError, TimeoutError):
         raise _error(web.HTTPRequestTimeout, f"the client sent nothing for {endpoint.timeout:g} s") from None
     except ValueError as exc:  # aiohttp's multipart reader: a broken boundary, a truncated body
