@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.multipart import BodyPartReader, MultipartReader
 
 from server_under_test.config import DicomwebEndpoint
@@ -140,20 +141,22 @@ class BodyCounter:
             raise TooLarge()
 
 
+async def read_part_chunk(part: BodyPartReader, counter: BodyCounter, timeout: float) -> bytes:
+    """The part's next bytes, b"" at its end; ValueError when the body ends before the part's boundary."""
+    chunk = await asyncio.wait_for(part.read_chunk(CHUNK), timeout)
+    if not chunk and not part.at_eof():
+        # aiohttp hands out b"" at the body's end even when no boundary closed the part: a cut part
+        # must fail here, or the store would take its first half for the whole instance.
+        raise ValueError("the body ends inside a part")
+    counter.add(len(chunk))
+    return chunk
+
+
 def _chunk_puller(loop, part: BodyPartReader, counter: BodyCounter, timeout: float):
     """next_chunk for stow.store_part: runs in the storing thread, reads on the loop, within `timeout`."""
 
-    async def read() -> bytes:
-        chunk = await asyncio.wait_for(part.read_chunk(CHUNK), timeout)
-        if not chunk and not part.at_eof():
-            # aiohttp hands out b"" at the body's end even when no boundary closed the part: a cut part
-            # must fail here, or the store would take its first half for the whole instance.
-            raise ValueError("the body ends inside a part")
-        counter.add(len(chunk))
-        return chunk
-
     def next_chunk() -> bytes:
-        return asyncio.run_coroutine_threadsafe(read(), loop).result()
+        return asyncio.run_coroutine_threadsafe(read_part_chunk(part, counter, timeout), loop).result()
 
     return next_chunk
 
@@ -186,7 +189,7 @@ async def stow_rs(request: web.Request) -> web.Response:
         raise _too_large(endpoint.max_request, counter.read) from None
     except (asyncio.TimeoutError, TimeoutError):
         raise _error(web.HTTPRequestTimeout, f"the client sent nothing for {endpoint.timeout:g} s") from None
-    except ValueError as exc:  # aiohttp's multipart reader: a broken boundary, a truncated body
+    except (ValueError, BadHttpMessage) as exc:  # aiohttp's multipart reader: a broken boundary, a cut body
         raise _error(web.HTTPBadRequest, f"the multipart body does not parse: {exc}"[:300]) from None
     if not outcomes:
         raise _error(web.HTTPBadRequest, "the request has no parts")
