@@ -41,6 +41,7 @@ from bench.benchmarks.archive_find import SERIES_PER_STUDY, prefilled_index, que
 from bench.common.processes import free_local_port
 from bench.dicom.peer import Peer
 from bench.dicom.scu import ServiceUser, query_proposals, storage_proposals, study_identifier
+from bench.runs.resources import tree_cpu_seconds
 from bench.studies.pixels import RunShape, synthesize_run
 from bench.studies.xa import RunKeys, StudyKeys, build_instance
 from bench.targets.archive_process import NODELAY_ENVIRONMENT
@@ -211,9 +212,11 @@ def start_archive(work: Path, index_instances: int) -> tuple[subprocess.Popen, i
     return process, ready.port, ready.dicomweb_url
 
 
-def ingest_and_retrieve(clients: Clients, pixels, args) -> dict[str, list[float]]:
-    """Seconds per round of each operation; the order of the two protocols alternates round by round."""
+def ingest_and_retrieve(clients: Clients, pixels, args, archive_pid: int) -> tuple[dict, dict]:
+    """Seconds per round of each operation, and the archive's CPU seconds for it; the order of the two
+    protocols alternates round by round."""
     seconds: dict[str, list[float]] = {"C-STORE": [], "STOW-RS": [], "C-GET": [], "WADO-RS": []}
+    cpu: dict[str, list[float]] = {name: [] for name in seconds}
     for round_number in range(args.rounds):
         by_dimse = make_studies(pixels, args.studies, args.per_study)
         by_web = make_studies(pixels, args.studies, args.per_study)
@@ -221,8 +224,10 @@ def ingest_and_retrieve(clients: Clients, pixels, args) -> dict[str, list[float]
         retrieve = [("C-GET", clients.c_get, by_dimse), ("WADO-RS", clients.wado, by_web)]
         for pair in (ingest, retrieve):
             for name, operation, studies in pair if round_number % 2 == 0 else reversed(pair):
+                cpu_before = tree_cpu_seconds(archive_pid)
                 seconds[name].append(in_parallel(args.clients, studies, operation))
-    return seconds
+                cpu[name].append(tree_cpu_seconds(archive_pid) - cpu_before)
+    return seconds, cpu
 
 
 def query_latencies(clients: Clients, args) -> dict[str, dict[str, list[float]]]:
@@ -248,15 +253,19 @@ def query_latencies(clients: Clients, args) -> dict[str, dict[str, list[float]]]
     return out
 
 
-def report(seconds: dict[str, list[float]], latencies: dict, args, instance_bytes: int) -> None:
+def report(seconds: dict[str, list[float]], cpu: dict, latencies: dict, args, instance_bytes: int) -> None:
     instances = args.studies * args.per_study
     rates = {name: instances / statistics.median(values) for name, values in seconds.items()}
+    cpu_ms = {name: statistics.median(values) * 1000 / instances for name, values in cpu.items()}
     print(
         f"\n{args.studies} studies x {args.per_study} instances of {instance_bytes / 1e6:.1f} MB, "
         f"{args.clients} clients, {args.rounds} rounds (median)"
     )
     for name, rate in rates.items():
-        print(f"  {name:8s} {rate:8.1f} instances/s {rate * instance_bytes / 1e6:8.1f} MB/s")
+        print(
+            f"  {name:8s} {rate:8.1f} instances/s {rate * instance_bytes / 1e6:8.1f} MB/s "
+            f"{cpu_ms[name]:6.1f} ms of archive CPU per instance"
+        )
     print(f"  STOW-RS / C-STORE = {rates['STOW-RS'] / rates['C-STORE']:.2f}x (goal >= 0.8)")
     print(f"  WADO-RS / C-GET   = {rates['WADO-RS'] / rates['C-GET']:.2f}x (goal >= 0.8)")
     if latencies:
@@ -300,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         process, port, url = start_archive(work, args.index_instances)
         clients = Clients(port, url, args.clients)
         try:
-            seconds = ingest_and_retrieve(clients, pixels, args)
+            seconds, cpu = ingest_and_retrieve(clients, pixels, args, process.pid)
             latencies = query_latencies(clients, args) if args.queries else {}
         finally:
             clients.close()
@@ -313,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         if sys.exc_info()[0] is not None:
             print(log[-3000:], file=sys.stderr)
     instance_bytes = len(make_studies(pixels, 1, 1)[0][0].file)
-    report(seconds, latencies, args, instance_bytes)
+    report(seconds, cpu, latencies, args, instance_bytes)
     return 0
 
 

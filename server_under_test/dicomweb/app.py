@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import queue
 import re
 import threading
 import uuid
@@ -36,6 +37,9 @@ log = logging.getLogger("server_under_test.dicomweb")
 
 BASE_PATH = "/dicom-web"
 CHUNK = 1 << 20  # bytes per read of a request part or a stored file
+PIPE_DEPTH = 2  # chunks read ahead of the storing thread, per part
+PARTS_IN_FLIGHT = 4  # parts of one request whose durable write may still be running
+READ_BUFFER = 1 << 20  # a connection's receive buffer before aiohttp pauses reading (its default: 64 KB)
 DICOM_JSON = "application/dicom+json"
 UID_FIELDS = ("study", "series", "instance")
 FRAME_LIST = re.compile(r"[0-9]+(,[0-9]+)*")
@@ -142,23 +146,110 @@ class BodyCounter:
 
 
 async def read_part_chunk(part: BodyPartReader, counter: BodyCounter, timeout: float) -> bytes:
-    """The part's next bytes, b"" at its end; ValueError when the body ends before the part's boundary."""
-    chunk = await asyncio.wait_for(part.read_chunk(CHUNK), timeout)
-    if not chunk and not part.at_eof():
-        # aiohttp hands out b"" at the body's end even when no boundary closed the part: a cut part
-        # must fail here, or the store would take its first half for the whole instance.
-        raise ValueError("the body ends inside a part")
-    counter.add(len(chunk))
-    return chunk
+    """The part's next CHUNK bytes (fewer at its end, b"" after it); ValueError when the body ends before
+    the part's boundary. aiohttp hands out what one socket read brought (64 KB or so): gathering a whole
+    chunk here saves the storing thread a hand-over per piece (measured: STOW-RS 0.44 of C-STORE before)."""
+    pieces, size = [], 0
+    while size < CHUNK:
+        async with asyncio.timeout(timeout):  # a client silent for `timeout` mid-part: 408
+            piece = await part.read_chunk(CHUNK)
+        if not piece:
+            if not part.at_eof():
+                # aiohttp hands out b"" at the body's end even when no boundary closed the part: a cut
+                # part must fail here, or the store would take its first half for the whole instance.
+                raise ValueError("the body ends inside a part")
+            break
+        pieces.append(piece)
+        size += len(piece)
+    counter.add(size)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
-def _chunk_puller(loop, part: BodyPartReader, counter: BodyCounter, timeout: float):
-    """next_chunk for stow.store_part: runs in the storing thread, reads on the loop, within `timeout`."""
+class PartPipe:
+    """One part's bytes from the loop (which reads them) to the thread that stores them, at most `depth`
+    chunks ahead: reading goes on while the thread writes, and memory stays bounded."""
 
-    def next_chunk() -> bytes:
-        return asyncio.run_coroutine_threadsafe(read_part_chunk(part, counter, timeout), loop).result()
+    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = PIPE_DEPTH):
+        self.loop = loop
+        self.chunks: queue.SimpleQueue = queue.SimpleQueue()
+        self.room = asyncio.Semaphore(depth)
+        self.ended = False
 
-    return next_chunk
+    async def put(self, chunk: bytes) -> None:
+        await self.room.acquire()
+        self.chunks.put(chunk)
+
+    def fail(self, exc: Exception) -> None:
+        self.chunks.put(exc)  # without waiting for room: the storing thread must hear of it
+
+    def next_chunk(self) -> bytes:
+        """stow.store_part's source of bytes, in the storing thread: b"" at the part's end and after it
+        (as aiohttp's reader); raises what broke the request."""
+        if self.ended:
+            return b""
+        item = self.chunks.get()
+        if isinstance(item, Exception):
+            raise item
+        if item:
+            self.loop.call_soon_threadsafe(self.room.release)
+        self.ended = not item
+        return item
+
+
+async def pump(part: BodyPartReader, counter: BodyCounter, timeout: float, pipe: PartPipe) -> None:
+    """Read the part to its end into the pipe; what stops it (the bound, the timeout, a cut) goes to the pipe too."""
+    try:
+        while chunk := await read_part_chunk(part, counter, timeout):
+            await pipe.put(chunk)
+        pipe.chunks.put(b"")
+    except Exception as exc:
+        pipe.fail(exc)
+        raise
+    except BaseException:  # cancelled: the storing thread discards its temp file
+        pipe.fail(ConnectionAbortedError("the request was cancelled"))
+        raise
+
+
+async def _store_parts(request: web.Request, study: str | None, counter: BodyCounter) -> list:
+    """Store each part as it arrives: a part is read to its end before the next, but its durable write
+    (fsync, index row) may still run while the next one is read, up to PARTS_IN_FLIGHT at once."""
+    archive = request.app[ARCHIVE]
+    timeout = archive.endpoint.timeout
+    loop = asyncio.get_running_loop()
+    stores: list[asyncio.Future] = []
+    try:
+        reader: MultipartReader = await request.multipart()
+        while True:
+            async with asyncio.timeout(timeout):
+                part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise ValueError("a part is itself multipart")
+            if part.headers.get("Content-Type", "application/dicom").split(";")[0].strip() != "application/dicom":
+                async with asyncio.timeout(timeout):
+                    await part.release()
+                stores.append(loop.create_future())
+                stores[-1].set_result(stow.PartOutcome("", "", "", "", stow.CANNOT_UNDERSTAND, "not application/dicom"))
+                continue
+            pipe = PartPipe(loop)
+            store = loop.run_in_executor(archive.pool, stow.store_part, archive.store, pipe.next_chunk, study)
+            stores.append(store)
+            reading = asyncio.create_task(pump(part, counter, timeout, pipe))
+            await asyncio.wait({reading, store}, return_when=asyncio.FIRST_COMPLETED)
+            if store.done() and store.exception() is not None and not reading.done():
+                reading.cancel()  # the store failed before the part ended: its error is the answer
+                await store
+            # store_part reads its part to the end in every case, so the reading ends too; the bound, the
+            # timeout or a cut part are raised here
+            await reading
+            in_flight = [s for s in stores if not s.done()]
+            if len(in_flight) >= PARTS_IN_FLIGHT:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        return [await s for s in stores]
+    finally:
+        # Every store in flight was handed its whole part or the error: let them end (and discard) first.
+        await asyncio.gather(*stores, return_exceptions=True)
 
 
 async def stow_rs(request: web.Request) -> web.Response:
@@ -167,24 +258,8 @@ async def stow_rs(request: web.Request) -> web.Response:
     _check_stow_request(request, endpoint)
     study = request.match_info.get("study")
     counter = BodyCounter(endpoint.max_request)
-    loop = asyncio.get_running_loop()
-    outcomes = []
     try:
-        reader: MultipartReader = await request.multipart()
-        while True:
-            part = await asyncio.wait_for(reader.next(), endpoint.timeout)
-            if part is None:
-                break
-            if not isinstance(part, BodyPartReader):
-                raise ValueError("a part is itself multipart")
-            if part.headers.get("Content-Type", "application/dicom").split(";")[0].strip() != "application/dicom":
-                await asyncio.wait_for(part.release(), endpoint.timeout)
-                outcomes.append(
-                    stow.PartOutcome("", "", "", "", stow.CANNOT_UNDERSTAND, "not an application/dicom part")
-                )
-                continue
-            next_chunk = _chunk_puller(loop, part, counter, endpoint.timeout)
-            outcomes.append(await _blocking(request, stow.store_part, archive.store, next_chunk, study))
+        outcomes = await _store_parts(request, study, counter)
     except TooLarge:
         raise _too_large(endpoint.max_request, counter.read) from None
     except (asyncio.TimeoutError, TimeoutError):
@@ -360,6 +435,7 @@ class DicomwebServer:
             # An idle connection (before its first request too) is closed after the timeout: slow or
             # silent clients do not hold a connection for long.
             keepalive_timeout=self.archive.endpoint.timeout,
+            read_bufsize=READ_BUFFER,
             shutdown_timeout=self.grace,
             handle_signals=False,
         )

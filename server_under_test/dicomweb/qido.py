@@ -8,6 +8,8 @@ become DICOM JSON (PS3.18 F.2) with each attribute's VR from pydicom's dictionar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from itertools import islice
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
@@ -122,9 +124,16 @@ def identifier(search: Search) -> list[MatchKey]:
 
 
 def run(db, search: Search) -> tuple[list[dict], bool]:
-    """The matches (keyword -> value), and whether more would follow past the limit."""
+    """The matches (keyword -> value), and whether more would follow past the limit.
+
+    The SQL is C-FIND's exactly: with LIMIT in it, SQLite may walk the study table in key order rather
+    than use the date or name index (measured: a week of XA in 20,000 studies, 3x slower), so the
+    offset and the limit are applied to the rows as they come.
+    """
     sql, params, keywords = build_query(identifier(search), search.level)
-    rows = db.execute(f"{sql} LIMIT ? OFFSET ?", [*params, search.limit + 1, search.offset]).fetchall()
+    cursor = db.execute(sql, params)
+    rows = list(islice(cursor, search.offset, search.offset + search.limit + 1))
+    cursor.close()
     more = len(rows) > search.limit
     return [dict(zip(keywords, row)) for row in rows[: search.limit]], more
 
@@ -142,16 +151,22 @@ def _json_value(vr: str, value) -> list | None:
     return [v for v in str(value).split("\\")]
 
 
+@cache
+def _json_key(keyword: str) -> tuple[str, str]:
+    """The attribute's tag as DICOM JSON writes it, and its VR (looked up once: every match asks)."""
+    return f"{tag_for_keyword(keyword):08X}", dictionary_VR(keyword)
+
+
 def to_json(match: dict, level: str, base_url: str) -> dict:
     """One match as a DICOM JSON object, with its RetrieveURL."""
     result = {}
     for keyword, value in match.items():
-        vr = dictionary_VR(keyword)
+        tag, vr = _json_key(keyword)
         element = {"vr": vr}
         json_value = _json_value(vr, value)
         if json_value is not None:
             element["Value"] = json_value
-        result[f"{tag_for_keyword(keyword):08X}"] = element
+        result[tag] = element
     url = f"{base_url}/studies/{match['StudyInstanceUID']}"
     if level in (SERIES, IMAGE):
         url += f"/series/{match['SeriesInstanceUID']}"
