@@ -1,12 +1,13 @@
 """The DICOMweb routes under /dicom-web, their bounds, and the aiohttp server each worker runs beside DIMSE.
 
 aiohttp was chosen by measurement (docs/archive.md, DICOMweb): it read request bodies fastest of four
-candidates, parses multipart/related itself, and runs as one asyncio loop in a thread of each worker
-process, accepting on the DICOMweb socket the supervisor bound (as the workers share the DICOM one).
-Blocking work (the store's durable write, SQLite, file reads) runs in a thread pool the size of the
-worker's share of `max_requests`; a request over that share gets 503, as an association over
-max_associations is rejected. A part's bytes are pulled from the loop by the storing thread, chunk by
-chunk, each within `timeout`. No CORS headers: browsers on other origins are refused, as by default.
+candidates, and runs as one asyncio loop in a thread of each worker process, accepting on the DICOMweb
+socket the supervisor bound (as the workers share the DICOM one). Blocking work (the store's durable
+write, SQLite, file reads) runs in a thread pool the size of the worker's share of `max_requests`; a
+request over that share gets 503, as an association over max_associations is rejected. STOW-RS bodies are
+split by multipart.py (not aiohttp's reader: measured, see there); a part's bytes go to its storing thread
+through a bounded pipe, each read within `timeout`. No CORS headers: browsers on other origins are
+refused, as by default.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ import queue
 import re
 import threading
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
-from aiohttp.multipart import BodyPartReader, MultipartReader
 
 from server_under_test.config import DicomwebEndpoint
 from server_under_test.dicomweb import qido, stow, wado
+from server_under_test.dicomweb.multipart import MultipartReader
 from server_under_test.services.query import IMAGE, SERIES, STUDY
 from server_under_test.services.store import StoreService
 from server_under_test.storage.files import BadUID, check_uid
@@ -121,7 +123,8 @@ async def _reading(request: web.Request, function, *args):
 
 
 # -- STOW-RS ----------------------------------------------------------------------------
-def _check_stow_request(request: web.Request, endpoint: DicomwebEndpoint) -> None:
+def _check_stow_request(request: web.Request, endpoint: DicomwebEndpoint) -> str:
+    """The request's boundary, once its media type and declared length are acceptable."""
     if request.content_type != "multipart/related":
         raise _error(web.HTTPUnsupportedMediaType, 'STOW-RS takes multipart/related; type="application/dicom"')
     kind = request.headers.get("Content-Type", "")
@@ -130,6 +133,9 @@ def _check_stow_request(request: web.Request, endpoint: DicomwebEndpoint) -> Non
         raise _error(web.HTTPUnsupportedMediaType, "only application/dicom parts are accepted (no JSON or XML)")
     if request.content_length is not None and request.content_length > endpoint.max_request:
         raise _too_large(endpoint.max_request, request.content_length)
+    if not params.get("boundary"):
+        raise _error(web.HTTPBadRequest, "the Content-Type has no boundary")
+    return params["boundary"]
 
 
 class BodyCounter:
@@ -145,63 +151,48 @@ class BodyCounter:
             raise TooLarge()
 
 
-async def read_part_chunk(part: BodyPartReader, counter: BodyCounter, timeout: float) -> bytes:
-    """The part's next CHUNK bytes (fewer at its end, b"" after it); ValueError when the body ends before
-    the part's boundary. aiohttp hands out what one socket read brought (64 KB or so): gathering a whole
-    chunk here saves the storing thread a hand-over per piece (measured: STOW-RS 0.44 of C-STORE before)."""
-    pieces, size = [], 0
-    while size < CHUNK:
-        async with asyncio.timeout(timeout):  # a client silent for `timeout` mid-part: 408
-            piece = await part.read_chunk(CHUNK)
-        if not piece:
-            if not part.at_eof():
-                # aiohttp hands out b"" at the body's end even when no boundary closed the part: a cut
-                # part must fail here, or the store would take its first half for the whole instance.
-                raise ValueError("the body ends inside a part")
-            break
-        pieces.append(piece)
-        size += len(piece)
-    counter.add(size)
-    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-
 class PartPipe:
     """One part's bytes from the loop (which reads them) to the thread that stores them, at most `depth`
     chunks ahead: reading goes on while the thread writes, and memory stays bounded."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = PIPE_DEPTH):
         self.loop = loop
-        self.chunks: queue.SimpleQueue = queue.SimpleQueue()
+        self.chunks: queue.SimpleQueue = queue.SimpleQueue()  # blocks (lists of buffers), [] at the end
         self.room = asyncio.Semaphore(depth)
+        self.pending: deque = deque()
         self.ended = False
 
-    async def put(self, chunk: bytes) -> None:
+    async def put(self, block: list) -> None:
         await self.room.acquire()
-        self.chunks.put(chunk)
+        self.chunks.put(block)
 
     def fail(self, exc: Exception) -> None:
         self.chunks.put(exc)  # without waiting for room: the storing thread must hear of it
 
-    def next_chunk(self) -> bytes:
-        """stow.store_part's source of bytes, in the storing thread: b"" at the part's end and after it
-        (as aiohttp's reader); raises what broke the request."""
-        if self.ended:
-            return b""
-        item = self.chunks.get()
-        if isinstance(item, Exception):
-            raise item
-        if item:
+    def next_chunk(self):
+        """stow.store_part's source of bytes, in the storing thread: a buffer, b"" at the part's end and
+        after it; raises what broke the request."""
+        while not self.pending:
+            if self.ended:
+                return b""
+            item = self.chunks.get()
+            if isinstance(item, Exception):
+                raise item
+            if not item:
+                self.ended = True
+                return b""
             self.loop.call_soon_threadsafe(self.room.release)
-        self.ended = not item
-        return item
+            self.pending.extend(item)
+        return self.pending.popleft()
 
 
-async def pump(part: BodyPartReader, counter: BodyCounter, timeout: float, pipe: PartPipe) -> None:
+async def pump(reader: MultipartReader, counter: BodyCounter, pipe: PartPipe) -> None:
     """Read the part to its end into the pipe; what stops it (the bound, the timeout, a cut) goes to the pipe too."""
     try:
-        while chunk := await read_part_chunk(part, counter, timeout):
-            await pipe.put(chunk)
-        pipe.chunks.put(b"")
+        while block := await reader.read_block():
+            counter.add(sum(len(b) for b in block))
+            await pipe.put(block)
+        pipe.chunks.put([])
     except Exception as exc:
         pipe.fail(exc)
         raise
@@ -210,7 +201,7 @@ async def pump(part: BodyPartReader, counter: BodyCounter, timeout: float, pipe:
         raise
 
 
-async def _store_parts(request: web.Request, study: str | None, counter: BodyCounter) -> list:
+async def _store_parts(request: web.Request, boundary: str, study: str | None, counter: BodyCounter) -> list:
     """Store each part as it arrives: a part is read to its end before the next, but its durable write
     (fsync, index row) may still run while the next one is read, up to PARTS_IN_FLIGHT at once."""
     archive = request.app[ARCHIVE]
@@ -218,24 +209,18 @@ async def _store_parts(request: web.Request, study: str | None, counter: BodyCou
     loop = asyncio.get_running_loop()
     stores: list[asyncio.Future] = []
     try:
-        reader: MultipartReader = await request.multipart()
-        while True:
-            async with asyncio.timeout(timeout):
-                part = await reader.next()
-            if part is None:
-                break
-            if not isinstance(part, BodyPartReader):
-                raise ValueError("a part is itself multipart")
-            if part.headers.get("Content-Type", "application/dicom").split(";")[0].strip() != "application/dicom":
-                async with asyncio.timeout(timeout):
-                    await part.release()
+        reader = MultipartReader(request.content, boundary, timeout, CHUNK)
+        while (headers := await reader.next_part()) is not None:
+            if headers.get("content-type", "application/dicom").split(";")[0].strip().lower() != "application/dicom":
+                while block := await reader.read_block():  # skipped, but counted against the bound
+                    counter.add(sum(len(b) for b in block))
                 stores.append(loop.create_future())
                 stores[-1].set_result(stow.PartOutcome("", "", "", "", stow.CANNOT_UNDERSTAND, "not application/dicom"))
                 continue
             pipe = PartPipe(loop)
             store = loop.run_in_executor(archive.pool, stow.store_part, archive.store, pipe.next_chunk, study)
             stores.append(store)
-            reading = asyncio.create_task(pump(part, counter, timeout, pipe))
+            reading = asyncio.create_task(pump(reader, counter, pipe))
             await asyncio.wait({reading, store}, return_when=asyncio.FIRST_COMPLETED)
             if store.done() and store.exception() is not None and not reading.done():
                 reading.cancel()  # the store failed before the part ended: its error is the answer
@@ -255,16 +240,16 @@ async def _store_parts(request: web.Request, study: str | None, counter: BodyCou
 async def stow_rs(request: web.Request) -> web.Response:
     archive = request.app[ARCHIVE]
     endpoint = archive.endpoint
-    _check_stow_request(request, endpoint)
+    boundary = _check_stow_request(request, endpoint)
     study = request.match_info.get("study")
     counter = BodyCounter(endpoint.max_request)
     try:
-        outcomes = await _store_parts(request, study, counter)
+        outcomes = await _store_parts(request, boundary, study, counter)
     except TooLarge:
         raise _too_large(endpoint.max_request, counter.read) from None
     except (asyncio.TimeoutError, TimeoutError):
         raise _error(web.HTTPRequestTimeout, f"the client sent nothing for {endpoint.timeout:g} s") from None
-    except (ValueError, BadHttpMessage) as exc:  # aiohttp's multipart reader: a broken boundary, a cut body
+    except (ValueError, BadHttpMessage) as exc:  # a broken boundary, a cut body, a broken chunked encoding
         raise _error(web.HTTPBadRequest, f"the multipart body does not parse: {exc}"[:300]) from None
     if not outcomes:
         raise _error(web.HTTPBadRequest, "the request has no parts")
