@@ -40,7 +40,7 @@
     port = 104
 
 The server imports nothing from `bench` and is installed alone in VM guests, whose image carries
-only pydicom, pynetdicom and prometheus-client (bench/targets/vm/image.py): so the dataclasses
+only pydicom, pynetdicom, prometheus-client and aiohttp (bench/targets/vm/image.py): so the dataclasses
 below are the one definition of every key, its type and its default, and `_build` validates a
 table against them with the standard library. A key's extra rule (a size, a choice, a bound)
 sits in its field's metadata.
