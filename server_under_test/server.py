@@ -156,7 +156,12 @@ class Supervisor:
         self.listener = socket.create_server((self.config.host, self.config.port), backlog=LISTEN_BACKLOG)
         if self.config.dicomweb is not None and self.config.dicomweb.port:
             address = (self.config.host, self.config.dicomweb.port)
-            self.web_listener = socket.create_server(address, backlog=LISTEN_BACKLOG)
+            try:
+                self.web_listener = socket.create_server(address, backlog=LISTEN_BACKLOG)
+            except OSError as exc:  # main names the DICOM port: say which one failed
+                self.listener.close()
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise OSError(exc.errno, f"{reason} (the DICOMweb port {address[1]})") from None
 
     @property
     def port(self) -> int:
