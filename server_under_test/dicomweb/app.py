@@ -273,12 +273,11 @@ def _qido(level: str):
             search = qido.parse(level, list(request.query.items()), fixed)
         except qido.SearchError as exc:
             raise _error(web.HTTPBadRequest, str(exc)) from None
-        matches, more = await _reading(request, qido.run, search)
-        base = archive.base_url(request)
+        body, count, more = await _reading(request, qido.run, search, archive.base_url(request))
         headers = {"Warning": '299 pacsbench "There are additional results that can be requested"'} if more else {}
-        if not matches:
+        if not count:
             return web.Response(status=204, headers=headers)
-        return _dicom_json([qido.to_json(m, level, base) for m in matches], headers=headers)
+        return web.Response(body=body, headers={"Content-Type": DICOM_JSON, **headers})
 
     return handler
 
