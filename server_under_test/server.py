@@ -52,7 +52,14 @@ def end_with_supervisor(supervisor_pid: int) -> None:
 
 # -- worker process --------------------------------------------------------------------
 def worker_main(
-    config: ArchiveConfig, listener: socket.socket, ready, number: int, supervisor_pid: int, slots, web_listener=None
+    config: ArchiveConfig,
+    listener: socket.socket,
+    ready,
+    number: int,
+    supervisor_pid: int,
+    slots,
+    web_listener=None,
+    web_connections=None,
 ) -> None:
     end_with_supervisor(supervisor_pid)
     from server_under_test.metrics import Metrics
@@ -82,7 +89,7 @@ def worker_main(
         slots,
         number,
     )
-    web = start_dicomweb(config, web_listener, shared) if web_listener is not None else None
+    web = start_dicomweb(config, web_listener, web_connections, shared) if web_listener is not None else None
     ready.put(os.getpid())
     listener.settimeout(0.25)
     threads: list[threading.Thread] = []
@@ -109,12 +116,19 @@ def worker_main(
     os._exit(0)  # skip inherited atexit handlers of the supervisor
 
 
-def start_dicomweb(config: ArchiveConfig, web_listener: socket.socket, shared):
+def start_dicomweb(config: ArchiveConfig, web_listener: socket.socket, web_connections, shared):
     """This worker's DICOMweb server on the shared DICOMweb socket, through the worker's own store and index."""
     from server_under_test.dicomweb.app import DicomwebServer
 
     server = DicomwebServer(
-        web_listener, shared.index, shared.store, config.dicomweb, config.worker_count, config.shutdown_grace
+        web_listener,
+        shared.index,
+        shared.store,
+        config.dicomweb,
+        config.worker_count,
+        config.shutdown_grace,
+        shared.worker,
+        web_connections,
     )
     server.start()
     return server
@@ -184,6 +198,8 @@ class Supervisor:
         context = multiprocessing.get_context("fork")
         ready = context.SimpleQueue()
         self.slots = AssociationSlots(self.config.max_associations, self.config.worker_count, context)
+        # Each worker's open DICOMweb connections: a busier worker leaves new ones to the others.
+        self.web_connections = context.Array("i", self.config.worker_count) if self.web_listener else None
         for number in range(self.config.worker_count):
             self.workers.append(self._spawn(context, ready, number))
         deadline = time.monotonic() + READY_TIMEOUT
@@ -202,9 +218,20 @@ class Supervisor:
 
     def _spawn(self, context, ready, number: int):
         self.slots.clear(number)  # a worker that died took its connections with it
+        if self.web_connections is not None:
+            self.web_connections[number] = 0
         process = context.Process(
             target=worker_main,
-            args=(self.config, self.listener, ready, number, os.getpid(), self.slots, self.web_listener),
+            args=(
+                self.config,
+                self.listener,
+                ready,
+                number,
+                os.getpid(),
+                self.slots,
+                self.web_listener,
+                self.web_connections,
+            ),
             name=f"archive-worker-{number}",
             daemon=False,
         )
