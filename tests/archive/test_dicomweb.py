@@ -188,3 +188,28 @@ def test_stow_then_dimse_and_back(web, tiny_studies):
         f"{url}/studies/{study}/series/{by_web[0].SeriesInstanceUID}/instances/{by_web[0].SOPInstanceUID}"
     )
     assert raw.status_code == 200 and stored in raw.content  # the received bytes, as received
+
+
+def test_frames_of_an_encapsulated_instance_are_its_fragments(web, tiny_studies):
+    """An RLE instance's frames come back as stored (no decoding), when asked for with transfer-syntax=*."""
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import RLELossless
+
+    archive, url = web
+    (ds,) = copies(tiny_studies, "EN1")[:1]
+    ds.compress(RLELossless)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    stow = requests.post(f"{url}/studies", data=multipart([part10(ds)]), headers={"Content-Type": STOW_TYPE})
+    assert stow.status_code == 200
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    path = f"{url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/frames"
+    got = DICOMwebClient(url).retrieve_instance_frames(
+        ds.StudyInstanceUID,
+        ds.SeriesInstanceUID,
+        ds.SOPInstanceUID,
+        [2, len(frames)],
+        media_types=(("application/octet-stream", "*"),),
+    )
+    assert got == [frames[1], frames[-1]]
+    native_only = requests.get(f"{path}/1", headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+    assert native_only.status_code == 406
