@@ -22,6 +22,12 @@
     host = "127.0.0.1"
     port = 8080                    # omit the table to disable; 0 picks a free port
 
+    [dicomweb]                     # DICOMweb (STOW-RS, QIDO-RS, WADO-RS) at http://host:port/dicom-web
+    port = 8042                    # omit the table or 0 to disable (the address is the DICOM host's)
+    max_request = "1 GiB"          # largest request body (413 beyond)
+    max_requests = 64              # requests in progress, all workers (503 beyond)
+    timeout = 30                   # seconds a client may stay silent (headers, body, idle keep-alive)
+
     [[tiers]]                      # ordered: new studies go to the first
     name = "tier1"
     path = "/srv/fast"
@@ -34,7 +40,7 @@
     port = 104
 
 The server imports nothing from `bench` and is installed alone in VM guests, whose image carries
-only pydicom, pynetdicom and prometheus-client (bench/targets/vm/image.py): so the dataclasses
+only pydicom, pynetdicom, prometheus-client and aiohttp (bench/targets/vm/image.py): so the dataclasses
 below are the one definition of every key, its type and its default, and `_build` validates a
 table against them with the standard library. A key's extra rule (a size, a choice, a bound)
 sits in its field's metadata.
@@ -101,6 +107,14 @@ class MetricsEndpoint:
 
 
 @dataclass(frozen=True)
+class DicomwebEndpoint:
+    port: int = 0  # 0 = off
+    max_request: int = field(default=1 << 30, metadata=SIZE)
+    max_requests: int = 64
+    timeout: float = field(default=30.0, metadata=ABOVE_ZERO)
+
+
+@dataclass(frozen=True)
 class ArchiveConfig:
     ae_title: str = field(default="PACSBENCH", metadata={"max_length": 16})
     host: str = "127.0.0.1"
@@ -128,6 +142,7 @@ class ArchiveConfig:
     # reject: A700 past the capacity; recycle: delete the oldest studies first
     at_capacity: str = field(default="reject", metadata={"choices": AT_CAPACITY_POLICIES})
     metrics: MetricsEndpoint | None = None
+    dicomweb: DicomwebEndpoint | None = None
     tiers: tuple[Tier, ...] = ()
     destinations: dict[str, Destination] = field(default_factory=dict)
 

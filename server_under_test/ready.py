@@ -29,6 +29,7 @@ class Ready:
     metrics_url: str | None  # http://host:port of /metrics and /status, when served
     data: str
     workers: int
+    dicomweb_url: str | None = None  # http://host:port/dicom-web, when DICOMweb is served
 
 
 class NotReady(Exception):

@@ -2,8 +2,10 @@
 
 The supervisor binds the port, prepares the index, forks the workers (each accepts
 associations on the inherited socket, one thread per association, so every core works),
-then runs the tier migrator and, with a metrics port, the HTTP pages (status_pages.py). SIGTERM or Ctrl-C: the
-workers stop accepting, finish the requests in flight, abort idle associations, and exit.
+then runs the tier migrator and, with a metrics port, the HTTP pages (status_pages.py). With a DICOMweb port the
+supervisor binds that socket too, and every worker serves DICOMweb on it (dicomweb/app.py) beside DIMSE, through
+the same store and index. SIGTERM or Ctrl-C: the workers stop accepting, finish the requests in flight, abort idle
+associations, and exit.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from server_under_test import __version__
@@ -48,7 +51,16 @@ def end_with_supervisor(supervisor_pid: int) -> None:
 
 
 # -- worker process --------------------------------------------------------------------
-def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: int, supervisor_pid: int, slots) -> None:
+def worker_main(
+    config: ArchiveConfig,
+    listener: socket.socket,
+    ready,
+    number: int,
+    supervisor_pid: int,
+    slots,
+    web_listener=None,
+    web_connections=None,
+) -> None:
     end_with_supervisor(supervisor_pid)
     from server_under_test.metrics import Metrics
     from server_under_test.services.connection import Shared, handle_connection, quiet_pydicom, supported_contexts
@@ -77,6 +89,7 @@ def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: i
         slots,
         number,
     )
+    web = start_dicomweb(config, web_listener, web_connections, shared) if web_listener is not None else None
     ready.put(os.getpid())
     listener.settimeout(0.25)
     threads: list[threading.Thread] = []
@@ -95,10 +108,30 @@ def worker_main(config: ArchiveConfig, listener: socket.socket, ready, number: i
         threads.append(thread)
     listener.close()
     deadline = time.monotonic() + config.shutdown_grace
+    if web is not None:
+        web.stop()  # finishes the requests in flight within the grace
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     index.close()
     os._exit(0)  # skip inherited atexit handlers of the supervisor
+
+
+def start_dicomweb(config: ArchiveConfig, web_listener: socket.socket, web_connections, shared):
+    """This worker's DICOMweb server on the shared DICOMweb socket, through the worker's own store and index."""
+    from server_under_test.dicomweb.app import DicomwebServer
+
+    server = DicomwebServer(
+        web_listener,
+        shared.index,
+        shared.store,
+        config.dicomweb,
+        config.worker_count,
+        config.shutdown_grace,
+        shared.worker,
+        web_connections,
+    )
+    server.start()
+    return server
 
 
 # -- supervisor ------------------------------------------------------------------------
@@ -107,6 +140,7 @@ class Supervisor:
         self.config = config
         self.started = time.time()
         self.listener: socket.socket | None = None
+        self.web_listener: socket.socket | None = None  # DICOMweb's, with a DICOMweb port
         self.workers: list = []
         self.pages = None  # the HTTP /metrics and /status, with a metrics port
         self.stop = threading.Event()
@@ -134,10 +168,24 @@ class Supervisor:
             if removed:
                 log.info("tier %s: removed %d unacknowledged temp files left by a crash", tier.name, removed)
         self.listener = socket.create_server((self.config.host, self.config.port), backlog=LISTEN_BACKLOG)
+        if self.config.dicomweb is not None and self.config.dicomweb.port:
+            address = (self.config.host, self.config.dicomweb.port)
+            try:
+                self.web_listener = socket.create_server(address, backlog=LISTEN_BACKLOG)
+            except OSError as exc:  # main names the DICOM port: say which one failed
+                self.listener.close()
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise OSError(exc.errno, f"{reason} (the DICOMweb port {address[1]})") from None
 
     @property
     def port(self) -> int:
         return self.listener.getsockname()[1]
+
+    @property
+    def dicomweb_url(self) -> str | None:
+        if self.web_listener is None:
+            return None
+        return f"http://{self.config.host}:{self.web_listener.getsockname()[1]}/dicom-web"
 
     @property
     def worker_pids(self) -> list[int]:
@@ -150,6 +198,8 @@ class Supervisor:
         context = multiprocessing.get_context("fork")
         ready = context.SimpleQueue()
         self.slots = AssociationSlots(self.config.max_associations, self.config.worker_count, context)
+        # Each worker's open DICOMweb connections: a busier worker leaves new ones to the others.
+        self.web_connections = context.Array("i", self.config.worker_count) if self.web_listener else None
         for number in range(self.config.worker_count):
             self.workers.append(self._spawn(context, ready, number))
         deadline = time.monotonic() + READY_TIMEOUT
@@ -168,9 +218,20 @@ class Supervisor:
 
     def _spawn(self, context, ready, number: int):
         self.slots.clear(number)  # a worker that died took its connections with it
+        if self.web_connections is not None:
+            self.web_connections[number] = 0
         process = context.Process(
             target=worker_main,
-            args=(self.config, self.listener, ready, number, os.getpid(), self.slots),
+            args=(
+                self.config,
+                self.listener,
+                ready,
+                number,
+                os.getpid(),
+                self.slots,
+                self.web_listener,
+                self.web_connections,
+            ),
             name=f"archive-worker-{number}",
             daemon=False,
         )
@@ -215,6 +276,8 @@ class Supervisor:
             self.pages.shutdown()
         if self.listener:
             self.listener.close()
+        if self.web_listener:
+            self.web_listener.close()
         import shutil
 
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
@@ -250,6 +313,13 @@ def parse_args(argv: list[str] | None, prog: str) -> tuple[ArchiveConfig, Path |
     )
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /status on this HTTP port (0 = any free)")
     parser.add_argument(
+        "--dicomweb-port",
+        type=int,
+        metavar="PORT",
+        help="serve DICOMweb (STOW-RS, QIDO-RS, WADO-RS) at http://HOST:PORT/dicom-web on the same storage and "
+        "index (default off; 0 = off; bounds in the config file's [dicomweb] table)",
+    )
+    parser.add_argument(
         "--capacity",
         type=_size_option,
         metavar="SIZE",
@@ -283,7 +353,7 @@ def parse_args(argv: list[str] | None, prog: str) -> tuple[ArchiveConfig, Path |
         type=Path,
         metavar="PATH",
         help="once listening, write PATH (JSON: pid, version, AE title, host, DICOM port, metrics URL, "
-        "data folder, workers); removed on exit (server_under_test.ready reads it)",
+        "data folder, workers, DICOMweb URL); removed on exit (server_under_test.ready reads it)",
     )
     args = parser.parse_args(argv)
     config = load_config(args.config)
@@ -292,8 +362,14 @@ def parse_args(argv: list[str] | None, prog: str) -> tuple[ArchiveConfig, Path |
         from server_under_test.config import MetricsEndpoint
 
         metrics = MetricsEndpoint(config.metrics.host if config.metrics else "127.0.0.1", args.metrics_port)
+    dicomweb = config.dicomweb
+    if args.dicomweb_port is not None:
+        from server_under_test.config import DicomwebEndpoint
+
+        dicomweb = replace(dicomweb or DicomwebEndpoint(), port=args.dicomweb_port)
     return with_overrides(
         config,
+        dicomweb=dicomweb,
         ae_title=args.ae_title,
         host=args.host,
         port=args.port,
@@ -377,6 +453,7 @@ def announce(supervisor: Supervisor, ready_file: Path | None) -> None:
 
     config = supervisor.config
     metrics = f" metrics {supervisor.pages.url}" if supervisor.pages else ""
+    metrics += f" dicomweb {supervisor.dicomweb_url}" if supervisor.dicomweb_url else ""
     print(
         f"server_under_test {__version__} listening on {config.host}:{supervisor.port} AE {config.ae_title} "
         f"data {config.data} fsync {'on' if config.fsync else 'off'} workers {len(supervisor.workers)}{metrics}",
@@ -394,5 +471,6 @@ def announce(supervisor: Supervisor, ready_file: Path | None) -> None:
                 metrics_url=supervisor.pages.url if supervisor.pages else None,
                 data=str(config.data),
                 workers=len(supervisor.workers),
+                dicomweb_url=supervisor.dicomweb_url,
             ),
         )

@@ -188,7 +188,7 @@ class NativeTarget(Target):
             raise UserError(f"native archive did not start ({exc}){last} (see {self.log})") from None
         self.version = ready.version
         # dicomweb_url: a ready file field of the archive's DICOMweb side; an archive without it has none
-        dicomweb_url = getattr(ready, "dicomweb_url", None) if self.dicomweb_port else None
+        dicomweb_url = ready.dicomweb_url if self.dicomweb_port else None
         if self.dicomweb_port and not dicomweb_url:
             self.exit_code = stop_process(self.process, self.STOP_TIMEOUT, group=True)
             raise UserError("the native archive started without a DICOMweb side (its ready file has no dicomweb_url)")

@@ -21,6 +21,8 @@ from pydicom import dcmread
         ('duplicates = "sometimes"\n', "duplicates: expected one of overwrite, reject, keep-first"),
         ('[[tiers]]\nname = "a"\npath = "x"\ncapacity = "lots"\n', "[tiers.0] capacity: not a size"),
         ("workers = -1\n", "workers: expected a whole number"),
+        ("[dicomweb]\ntimeout = 0\n", "[dicomweb] timeout: expected seconds above 0"),
+        ('[dicomweb]\nmax_request = "huge"\n', "[dicomweb] max_request: not a size"),
     ],
 )
 def test_bad_config_is_one_line_exit_2(tmp_path, text, expected):
@@ -82,3 +84,15 @@ def test_metrics_and_status_describe_the_archive(tmp_path, tiny_studies):
     assert status["settings"]["fsync"] is True and status["index"]["instances"] == 1
     assert status["environment"]["hypervisor"] and status["environment"]["vcpus"] >= 1
     assert status["environment"]["storage"][0]["fs_type"]
+
+
+def test_dicomweb_port_option_over_the_file(tmp_path):
+    """--dicomweb-port sets the port and keeps the file's bounds; 0 turns DICOMweb off; by default it is off."""
+    from server_under_test.server import parse_args
+
+    config = tmp_path / "archive.toml"
+    config.write_text('[dicomweb]\nport = 8042\nmax_request = "2 MB"\ntimeout = 5\n')
+    settings, _ = parse_args(["--config", str(config), "--dicomweb-port", "9042"], "test")
+    assert (settings.dicomweb.port, settings.dicomweb.max_request, settings.dicomweb.timeout) == (9042, 2_000_000, 5.0)
+    assert parse_args(["--config", str(config), "--dicomweb-port", "0"], "test")[0].dicomweb.port == 0
+    assert parse_args([], "test")[0].dicomweb is None

@@ -57,3 +57,17 @@ def test_find_benchmark_prints_both_clients_and_the_server(tmp_path):
         line = next((line for line in result.stdout.splitlines() if line.strip().startswith(kind)), None)
         assert line is not None, kind
         assert len(re.findall(NUMBER, line)) == 7, line  # client p50/p95 twice, server p50/p95, matches
+
+
+def test_dicomweb_benchmark_prints_both_protocols_and_the_ratios():
+    result = run_module(
+        "bench.benchmarks.dicomweb_vs_dimse",
+        *("--studies", "1", "--per-study", "2", "--rounds", "1", "--queries", "2", "--index-instances", "2000"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for operation in ("C-STORE", "STOW-RS", "C-GET", "WADO-RS"):
+        assert re.search(rf"^  {operation} +{NUMBER} instances/s +{NUMBER} MB/s", result.stdout, re.M), operation
+    for ratio in ("STOW-RS / C-STORE", "WADO-RS / C-GET"):
+        assert re.search(rf"{ratio} += {NUMBER}x", result.stdout), ratio
+    line = next(line for line in result.stdout.splitlines() if line.strip().startswith("PatientID"))
+    assert len(re.findall(NUMBER, line)) == 5, line  # C-FIND p50/p95, QIDO-RS p50/p95, their p95 ratio

@@ -33,10 +33,17 @@ class RunningArchive:
     """An archive a test started; every one is also listed in STARTED, so none outlives its test."""
 
     def __init__(
-        self, process: subprocess.Popen, port: int, data: Path, ae_title: str, log: Path, metrics_url: str | None
+        self,
+        process: subprocess.Popen,
+        port: int,
+        data: Path,
+        ae_title: str,
+        log: Path,
+        metrics_url: str | None,
+        dicomweb_url: str | None = None,
     ):
         self.process, self.port, self.data, self.ae_title = process, port, data, ae_title
-        self.log, self.metrics_url = log, metrics_url
+        self.log, self.metrics_url, self.dicomweb_url = log, metrics_url, dicomweb_url
 
     @property
     def index(self) -> Path:
@@ -67,7 +74,7 @@ def start_archive(data: Path, *extra: str, ae_title: str = "PACSBENCH", command=
     except NotReady as exc:
         stop_process(process, 10.0)
         raise RuntimeError(f"archive did not start: {exc}: {log.read_text()[-2000:]}") from None
-    running = RunningArchive(process, ready.port, data, ae_title, log, ready.metrics_url)
+    running = RunningArchive(process, ready.port, data, ae_title, log, ready.metrics_url, ready.dicomweb_url)
     STARTED.append(running)
     return running
 
