@@ -26,7 +26,7 @@ from bench.studies.encode import SYNTAXES, attach_pixel_data, encode_pixel_data,
 from bench.studies.generate import plan_study
 from bench.studies.pixels import RunShape, synthesize_run
 from bench.studies.pool import StudyPool
-from bench.studies.profile import available_profiles, load_profile
+from bench.studies.profile import Profile, available_profiles, load_profile
 from bench.studies.xa import build_header
 
 
@@ -80,7 +80,7 @@ def ratio_table(frames: int) -> None:
     print(f"lossless ratio per profile and syntax (first run of study 0, seed 1, {frames} frames):")
     names = [s.name for s in SYNTAXES.values() if s.encapsulated]
     print(f"  {'profile':10s}" + "".join(f"{n:>10s}" for n in names))
-    for profile_name in available_profiles():
+    for profile_name in available_profiles(Profile):
         profile, plan, run, shape = next(_runs_of(profile_name, 1, frames))
         pixels = synthesize_run(shape, run.pixel_seed)
         header = build_header(shape, plan.keys, run.keys, profile.frame_rate, profile.body_part)

@@ -34,9 +34,9 @@ from pydicom.uid import generate_uid
 from bench import __version__
 from bench.common.paths import cache_root
 from bench.studies.encode import syntax_for_uid
-from bench.studies.generate import generate
 from bench.studies.integrity import combine, sha256_of
-from bench.studies.profile import Profile
+from bench.studies.profile import AnyProfile
+from bench.studies.series import generate
 
 POOL_FORMAT = 2  # bump when the pixel model or the instance layout changes
 PIXEL_DATA = Tag("PixelData")
@@ -168,16 +168,23 @@ class PooledInstance:
         return [self._header, head, pixels, tail]
 
 
-def _pool_folder(profile: Profile, seed: int, syntax_name: str) -> Path:
+def _pool_folder(profile: AnyProfile, seed: int, syntax_name: str) -> Path:
     settings = profile.model_dump(exclude={"description", "transfer_syntax"})
     digest = hashlib.sha256(json.dumps([POOL_FORMAT, settings, seed, syntax_name], sort_keys=True).encode())
     return cache_root() / "pool" / f"{profile.name}-{syntax_name}-seed{seed}-{digest.hexdigest()[:12]}"
 
 
+def _share_pixels(ds: Dataset, shared: dict[bytes, bytes]) -> Dataset:
+    """Point Pixel Data at the copy in `shared` when an earlier instance had the same bytes."""
+    value = ds.PixelData
+    ds["PixelData"].value = shared.setdefault(hashlib.sha256(value).digest(), value)
+    return ds
+
+
 class StudyPool:
     """Cached synthetic studies and a source of unique copies of them."""
 
-    def __init__(self, folder: Path, studies: list[list[TemplateInstance]], profile: Profile, seed: int):
+    def __init__(self, folder: Path, studies: list[list[TemplateInstance]], profile: AnyProfile, seed: int):
         self.folder = folder
         self.studies = studies
         self.profile = profile
@@ -187,7 +194,7 @@ class StudyPool:
 
     @classmethod
     def prepare(
-        cls, profile: Profile, size: int, seed: int, progress: bool = True, transfer_syntax: str | None = None
+        cls, profile: AnyProfile, size: int, seed: int, progress: bool = True, transfer_syntax: str | None = None
     ) -> "StudyPool":
         """Synthesize what the cache lacks (studies 0..size-1), then load them.
 
@@ -202,8 +209,14 @@ class StudyPool:
 
     @staticmethod
     def _load(folder: Path, size: int) -> list[list[TemplateInstance]]:
+        """Read the cached studies; instances with the same Pixel Data share one copy of it in memory
+        (a series' instances take turns with a few distinct images, see bench.studies.series)."""
+        shared: dict[bytes, bytes] = {}
         return [
-            [TemplateInstance.from_dataset(dcmread(path)) for path in sorted((folder / f"study-{i:04d}").glob("*.dcm"))]
+            [
+                TemplateInstance.from_dataset(_share_pixels(dcmread(path), shared))
+                for path in sorted((folder / f"study-{i:04d}").glob("*.dcm"))
+            ]
             for i in range(size)
         ]
 
@@ -246,15 +259,16 @@ class StudyPool:
             "AccessionNumber": f"PB{self._sent:06d}{study_uid[-8:]}"[-16:],
             "PatientID": f"{template[0].dataset.PatientID}-{self._token}-{round_number}" if template else "",
         }
-        series_uids: dict[str, str] = {}
-        return [
-            PooledInstance(
-                inst,
-                {
-                    **study,
-                    "SeriesInstanceUID": series_uids.setdefault(str(inst.dataset.SeriesInstanceUID), generate_uid()),
-                    "SOPInstanceUID": generate_uid(),
-                },
-            )
-            for inst in template
-        ]
+        new_uids: dict[str, str] = {}  # template UID -> this copy's (series; frame of reference)
+        return [PooledInstance(inst, {**study, **_new_instance_uids(inst.dataset, new_uids)}) for inst in template]
+
+
+def _new_instance_uids(ds: Dataset, new_uids: dict[str, str]) -> dict[str, str]:
+    """New Series and SOP Instance UIDs, and a new Frame of Reference UID where the template has one."""
+    uids = {
+        "SeriesInstanceUID": new_uids.setdefault(str(ds.SeriesInstanceUID), generate_uid()),
+        "SOPInstanceUID": generate_uid(),
+    }
+    if "FrameOfReferenceUID" in ds:
+        uids["FrameOfReferenceUID"] = new_uids.setdefault(str(ds.FrameOfReferenceUID), generate_uid())
+    return uids
