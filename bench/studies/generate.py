@@ -232,6 +232,8 @@ def generate(
     if studies < 1:
         raise UserError(f"--studies must be at least 1 (got {studies})")
     syntax = transfer_syntax(syntax_name or profile.transfer_syntax)
+    if syntax.lossy:
+        raise UserError(f"transfer syntax {syntax.name} is lossy: DSA studies are written losslessly")
     require_encoder(syntax)
     plans = plan_studies(profile, seed, studies)
     make_folder(out)

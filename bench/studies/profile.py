@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.common.errors import UserError
 from bench.common.tomlfile import load_model
-from bench.studies.encode import DEFAULT_SYNTAX, SYNTAXES
+from bench.studies.encode import DEFAULT_SYNTAX, LOSSLESS, SYNTAXES
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -63,7 +63,7 @@ class Profile(BaseModel):
         description="quanta per pixel where nothing attenuates: less dose, more noise, lower compression ratios",
     )
     pixel_intensity_relationship: Literal["LOG", "LIN"] = "LOG"
-    transfer_syntax: Literal[tuple(SYNTAXES)] = DEFAULT_SYNTAX  # type: ignore[valid-type]
+    transfer_syntax: Literal[tuple(LOSSLESS)] = DEFAULT_SYNTAX  # type: ignore[valid-type]
     runs_per_study: IntRange
     frames_per_run: IntRange
     studies_per_patient: IntRange = IntRange(min=1, max=1)

@@ -21,7 +21,14 @@ from pydicom.dataset import Dataset
 
 from bench.common.errors import UserError
 from bench.studies import generate as xa_generate
-from bench.studies.encode import TransferSyntax, attach_pixel_data, encode_pixel_data, require_encoder, transfer_syntax
+from bench.studies.encode import (
+    TransferSyntax,
+    attach_pixel_data,
+    encode_pixel_data,
+    mark_lossy,
+    require_encoder,
+    transfer_syntax,
+)
 from bench.studies.iods import builder
 from bench.studies.iods.common import InstanceKeys, SeriesKeys
 from bench.studies.profile import AnyProfile, Profile, SeriesSpec, StudyProfile
@@ -113,28 +120,31 @@ def instance_keys(profile: StudyProfile, seed: int, plan: SeriesStudyPlan, serie
     )
 
 
-def _series_pixels(series: SeriesPlan, syntax: TransferSyntax, first: Dataset) -> list[bytes]:
-    """The distinct images of a series, synthesized and encoded once each."""
+def _series_pixels(series: SeriesPlan, syntax: TransferSyntax, first: Dataset) -> list[tuple[bytes, int]]:
+    """The distinct images of a series, synthesized and encoded once each: (Pixel Data, native bytes)."""
     module = builder(series.spec.iod)
     low, high = Z_RANGE
     encoded = []
     for slot in range(series.distinct):
         rng = np.random.default_rng([series.pixel_seed, slot])
         z = low + (high - low) * (slot + 0.5) / series.distinct
-        encoded.append(encode_pixel_data(module.pixels(series.spec, z, rng, series.frames), first, syntax))
+        frames = module.pixels(series.spec, z, rng, series.frames)
+        encoded.append((encode_pixel_data(frames, first, syntax), frames.nbytes))
     return encoded
 
 
 def synthesize_series(profile: StudyProfile, seed: int, plan: SeriesStudyPlan, series: SeriesPlan, syntax):
     """Yield the series' instances, complete data sets in `syntax`."""
     module = builder(series.spec.iod)
-    images: list[bytes] = []
+    images: list[tuple[bytes, int]] = []
     for i in range(series.instances):
         keys = instance_keys(profile, seed, plan, series, i)
         ds = module.header(series.spec, profile, plan.keys, series.keys, keys, series.frames)
         if not images:
             images = _series_pixels(series, syntax, ds)
-        attach_pixel_data(ds, images[series.slot(i)], syntax)
+        value, native_bytes = images[series.slot(i)]
+        attach_pixel_data(ds, value, syntax)
+        mark_lossy(ds, syntax, native_bytes, len(value))
         yield ds
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.studies.iods import ct
+from bench.studies.iods import ct, dx, mr, pet, us
 
-BUILDERS: dict[str, ModuleType] = {"ct": ct}
+BUILDERS: dict[str, ModuleType] = {"ct": ct, "mr": mr, "pet": pet, "dx": dx, "mg": dx, "us": us}
 
 
 def builder(iod: str) -> ModuleType:
