@@ -35,7 +35,7 @@ def suboperations_row(operation: str, user: str, study: str, outcome: RetrieveOu
         "completed": outcome.completed,
         "failed": outcome.failed,
         "warning": outcome.warning,
-        "arrived": len(outcome.arrivals),
+        "arrived": outcome.instances,
         "arrived_bytes": outcome.bytes,
     }
 
@@ -51,6 +51,5 @@ def retrieved_rows(operation: str, user: str, outcome: RetrieveOutcome) -> list[
             "operation": operation,
             "user": user,
         }
-        for arrival in outcome.arrivals
-        if arrival.digest
+        for arrival in outcome.gathered.hashed
     ]

@@ -257,7 +257,7 @@ class WorkstationUser(DicomUser):
         if outcome is not None:
             self.read.add(study)
             if self.spec.reading_images_per_s:
-                self.reading_seconds = len(outcome.arrivals) / self.spec.reading_images_per_s
+                self.reading_seconds = outcome.instances / self.spec.reading_images_per_s
 
     def query_worklist(self) -> list[str]:
         result, started, t0, error = self.request("C-FIND", lambda: self.scu.find(worklist_query()))
@@ -283,7 +283,7 @@ class WorkstationUser(DicomUser):
             outcome = None
             if moved:
                 message_id, outcome = moved
-                outcome.arrivals = self.context.scp.collect(message_id, study)
+                outcome.gathered = self.context.scp.collect(message_id, study)
         if outcome is None:
             self.fire(operation, started, t0, NO_RESPONSE, error, study_instance_uid=study)
             return None
@@ -294,7 +294,7 @@ class WorkstationUser(DicomUser):
             outcome.status,
             status_error(operation, outcome.status) or outcome.mismatch(),
             size=outcome.bytes,
-            instances=len(outcome.arrivals),
+            instances=outcome.instances,
             frames=outcome.frames,
             study_instance_uid=study,
             suboperations=suboperations_row(operation, self.user_id, study, outcome),
