@@ -38,6 +38,7 @@ class Sample:
     latency_ms: float
     status: int  # DICOM status (0 = success), -1 when no response came back
     error: str  # empty on success
+    modality: str = ""  # the study's modalities (Modalities in Study: 'CT', 'CT\\PT'); empty when unknown
 
 
 COLUMNS = [f.name for f in fields(Sample)]
@@ -60,6 +61,7 @@ class RequestContext(TypedDict, total=False):
     study_instance_uid: str
     instances: int
     frames: int
+    modality: str
     sent: Row
     suboperations: Row
     retrieved: list[Row]
@@ -254,6 +256,7 @@ def request_sample(operation: str, latency_ms: float, size: int, error: str, con
         latency_ms=latency_ms,
         status=context["status"],
         error=error,
+        modality=context.get("modality", ""),
     )
 
 

@@ -135,9 +135,10 @@ class PooledInstance:
     sends it; `dataset` is the same as a pydicom Dataset, built on first use.
     """
 
-    def __init__(self, template: TemplateInstance, changes: dict[str, str]):
+    def __init__(self, template: TemplateInstance, changes: dict[str, str], modalities: str = ""):
         self.template = template
         self.changes = changes
+        self.modalities = modalities  # of its study, as Modalities in Study: sorted, backslash-separated
         self.frames = template.frames
         self._header = template.encode_header(changes)
         self.size = len(self._header) + template.pixel_bytes  # bytes of the encoded data set
@@ -260,7 +261,15 @@ class StudyPool:
             "PatientID": f"{template[0].dataset.PatientID}-{self._token}-{round_number}" if template else "",
         }
         new_uids: dict[str, str] = {}  # template UID -> this copy's (series; frame of reference)
-        return [PooledInstance(inst, {**study, **_new_instance_uids(inst.dataset, new_uids)}) for inst in template]
+        modalities = self.modalities(template)
+        return [
+            PooledInstance(inst, {**study, **_new_instance_uids(inst.dataset, new_uids)}, modalities)
+            for inst in template
+        ]
+
+    def modalities(self, study: list[TemplateInstance]) -> str:
+        """The study's modalities as an archive answers Modalities in Study: sorted, backslash-separated."""
+        return "\\".join(sorted({str(i.dataset.Modality) for i in study}))
 
 
 def _new_instance_uids(ds: Dataset, new_uids: dict[str, str]) -> dict[str, str]:

@@ -52,8 +52,9 @@ def header(
 def pixels(spec: SeriesSpec, z: float, rng: np.random.Generator, frames: int = 1) -> np.ndarray:
     """A cine loop (frames, rows, columns, 3) uint8: speckle in a sector, one beat over the loop."""
     out = np.empty((frames, spec.rows, spec.columns, 3), dtype=np.uint8)
+    loop = anatomy.UltrasoundLoop(spec.rows, spec.columns, rng)
     for i in range(frames):
-        grey = anatomy.ultrasound_frame(spec.rows, spec.columns, i / frames, rng) * 255.0
+        grey = loop.frame(i / frames) * 255.0
         out[i] = np.clip(grey, 0, 255).astype(np.uint8)[..., None]
         box = out[i, spec.rows // 3 : spec.rows // 2, spec.columns // 2 : spec.columns * 2 // 3]
         flow = (128 + 100 * np.sin(2 * np.pi * (i / frames + np.arange(box.shape[1]) / box.shape[1]))).astype(np.uint8)
