@@ -75,7 +75,7 @@ class Profile(BaseModel):
         return self
 
 
-IODS = ("ct", "mr", "pet", "dx", "mg", "us")
+IODS = ("ct", "enhanced-ct", "mr", "pet", "dx", "mg", "us")
 
 
 class SeriesSpec(BaseModel):
@@ -94,6 +94,10 @@ class SeriesSpec(BaseModel):
     bits_stored: int = Field(default=16, ge=8, le=16)
     instances: IntRange = Field(description="instances in the series (before the profile's scale)")
     frames: IntRange = Field(default=IntRange(min=1, max=1), description="frames per instance (multi-frame IODs)")
+    scale_frames: bool = Field(
+        default=False,
+        description="the profile's scale shrinks the frames too (an Enhanced CT stack: its frames are its slices)",
+    )
     slice_thickness: float = Field(default=1.0, gt=0, description="mm; also the spacing of consecutive slices")
     pixel_spacing: float = Field(default=0.7, gt=0, description="mm per pixel")
     distinct_images: int = Field(

@@ -90,6 +90,8 @@ def plan_study(profile: StudyProfile, seed: int, index: int, visit: tuple[int, i
         present = rng.random() < spec.chance
         count = max(1, int(round(spec.instances.draw(rng) * profile.scale)))
         frames = spec.frames.draw(rng)
+        if spec.scale_frames:
+            frames = max(1, int(round(frames * profile.scale)))
         pixel_seed = int(rng.integers(0, 2**63))
         if not present:
             continue

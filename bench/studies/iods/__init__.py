@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.studies.iods import ct, dx, mr, pet, us
+from bench.studies.iods import ct, dx, enhanced_ct, mr, pet, us
 
-BUILDERS: dict[str, ModuleType] = {"ct": ct, "mr": mr, "pet": pet, "dx": dx, "mg": dx, "us": us}
+BUILDERS: dict[str, ModuleType] = {
+    "ct": ct,
+    "enhanced-ct": enhanced_ct,
+    "mr": mr,
+    "pet": pet,
+    "dx": dx,
+    "mg": dx,
+    "us": us,
+}
 
 
 def builder(iod: str) -> ModuleType:
