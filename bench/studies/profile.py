@@ -75,7 +75,7 @@ class Profile(BaseModel):
         return self
 
 
-IODS = ("ct", "enhanced-ct", "mr", "pet", "dx", "mg", "us")
+IODS = ("ct", "enhanced-ct", "mr", "enhanced-mr", "pet", "dx", "mg", "us")
 
 
 class SeriesSpec(BaseModel):

@@ -31,7 +31,9 @@ def small_studies(tmp_path_factory):
 
 
 def test_the_modality_profiles_are_shipped():
-    assert {"ct", "ct-enhanced", "mr", "pet-ct", "pet-ct-large", "dx", "mg", "us"} <= set(MODALITY_PROFILES)
+    assert {"ct", "ct-enhanced", "mr", "mr-enhanced", "pet-ct", "pet-ct-large", "dx", "mg", "us"} <= set(
+        MODALITY_PROFILES
+    )
 
 
 @pytest.mark.parametrize("name", MODALITY_PROFILES)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.studies.iods import ct, dx, enhanced_ct, mr, pet, us
+from bench.studies.iods import ct, dx, enhanced_ct, enhanced_mr, mr, pet, us
 
 BUILDERS: dict[str, ModuleType] = {
     "ct": ct,
     "enhanced-ct": enhanced_ct,
     "mr": mr,
+    "enhanced-mr": enhanced_mr,
     "pet": pet,
     "dx": dx,
     "mg": dx,

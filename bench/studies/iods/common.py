@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
+from bench.studies.generate import derived_uid
 from bench.studies.profile import SeriesSpec, StudyProfile
 from bench.studies.xa import MANUFACTURER, StudyKeys
 
@@ -132,3 +133,37 @@ def voi_window(ds: Dataset, center: float, width: float, explanation: str = "") 
     ds.WindowWidth = width
     if explanation:
         ds.WindowCenterWidthExplanation = explanation
+
+
+def item(**attributes) -> Dataset:
+    """A sequence item with these attributes (keyword = value)."""
+    ds = Dataset()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def code(value: str, meaning: str, scheme: str = "SCT") -> Dataset:
+    """A code sequence item (Code Value, Coding Scheme Designator, Code Meaning); SNOMED CT unless told."""
+    return item(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning)
+
+
+def stack_dimensions(ds: Dataset, series: SeriesKeys) -> None:
+    """Multi-frame Dimension: frames indexed by stack and by position in it (Stack ID, In-Stack Position Number)."""
+    organization = derived_uid(series.series_uid, "dimension-organization")
+    ds.DimensionOrganizationSequence = [item(DimensionOrganizationUID=organization)]
+    ds.DimensionOrganizationType = "3D"
+    ds.DimensionIndexSequence = [
+        item(
+            DimensionOrganizationUID=organization,
+            DimensionIndexPointer=0x00209056,  # Stack ID
+            FunctionalGroupPointer=0x00209111,  # Frame Content Sequence
+            DimensionDescriptionLabel="Stack ID",
+        ),
+        item(
+            DimensionOrganizationUID=organization,
+            DimensionIndexPointer=0x00209057,  # In-Stack Position Number
+            FunctionalGroupPointer=0x00209111,
+            DimensionDescriptionLabel="In-Stack Position Number",
+        ),
+    ]

@@ -17,6 +17,7 @@ from bench.studies import anatomy
 from bench.studies.iods.common import (
     InstanceKeys,
     SeriesKeys,
+    code,
     general_image,
     image_pixel,
     new_instance,
@@ -37,14 +38,6 @@ VIEWS = {
     "PA": ("399348003", "postero-anterior"),
     "LAT": ("399198007", "lateral"),
 }
-
-
-def _code(value: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = "SCT"
-    item.CodeMeaning = meaning
-    return item
 
 
 def _laterality(spec: SeriesSpec) -> str:
@@ -78,19 +71,19 @@ def header(
     ds.ExposureTime = 1200 if mammography else 10
     ds.XRayTubeCurrent = 100 if mammography else 250
     view, meaning = VIEWS[spec.kind or ("CC" if mammography else "PA")]
-    ds.ViewCodeSequence = [_code(view, meaning)]
+    ds.ViewCodeSequence = [code(view, meaning)]
     ds.ViewCodeSequence[0].ViewModifierCodeSequence = []
     if mammography:
         ds.PositionerType = "MAMMOGRAPHIC"
         ds.OrganExposed = "BREAST"
-        ds.AnatomicRegionSequence = [_code("76752008", "Breast")]
+        ds.AnatomicRegionSequence = [code("76752008", "Breast")]
         ds.BreastImplantPresent = "NO"
         ds.PartialView = "NO"
         ds.BodyPartThickness = 55.0
         ds.CompressionForce = 100.0
     else:
         ds.PositionerType = "NONE"  # a wall stand: the DX Positioning module's term for no positioner
-        ds.AnatomicRegionSequence = [_code("51185008", "Thorax")]
+        ds.AnatomicRegionSequence = [code("51185008", "Thorax")]
     top = (1 << spec.bits_stored) - 1
     voi_window(ds, top // 2, top)
     return ds

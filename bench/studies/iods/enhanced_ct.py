@@ -20,11 +20,14 @@ from bench.studies.iods.common import (
     AXIAL,
     InstanceKeys,
     SeriesKeys,
+    code,
     frame_of_reference,
     image_pixel,
+    item,
     new_instance,
     patient_and_study,
     series_and_equipment,
+    stack_dimensions,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
 from bench.studies.xa import StudyKeys
@@ -33,35 +36,24 @@ SOP_CLASS = EnhancedCTImageStorage
 FRAME_TYPE = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]  # value 3, the image flavor: a volume of slices
 
 
-def _item(**attributes) -> Dataset:
-    item = Dataset()
-    for keyword, value in attributes.items():
-        setattr(item, keyword, value)
-    return item
-
-
-def _code(value: str, meaning: str) -> Dataset:
-    return _item(CodeValue=value, CodingSchemeDesignator="SCT", CodeMeaning=meaning)
-
-
 def _shared_groups(spec: SeriesSpec, series: SeriesKeys) -> Dataset:
     fov = round(spec.pixel_spacing * spec.columns, 3)
-    return _item(
+    return item(
         PixelMeasuresSequence=[
-            _item(PixelSpacing=[spec.pixel_spacing, spec.pixel_spacing], SliceThickness=spec.slice_thickness)
+            item(PixelSpacing=[spec.pixel_spacing, spec.pixel_spacing], SliceThickness=spec.slice_thickness)
         ],
-        PlaneOrientationSequence=[_item(ImageOrientationPatient=AXIAL)],
+        PlaneOrientationSequence=[item(ImageOrientationPatient=AXIAL)],
         CTImageFrameTypeSequence=[
-            _item(
+            item(
                 FrameType=FRAME_TYPE,
                 PixelPresentation="MONOCHROME",
                 VolumetricProperties="VOLUME",
                 VolumeBasedCalculationTechnique="NONE",
             )
         ],
-        CTAcquisitionTypeSequence=[_item(AcquisitionType="SPIRAL", ConstantVolumeFlag="NO", FluoroscopyFlag="NO")],
+        CTAcquisitionTypeSequence=[item(AcquisitionType="SPIRAL", ConstantVolumeFlag="NO", FluoroscopyFlag="NO")],
         CTAcquisitionDetailsSequence=[
-            _item(
+            item(
                 DataCollectionDiameter=500.0,
                 GantryDetectorTilt=0.0,
                 TableHeight=150.0,
@@ -71,10 +63,10 @@ def _shared_groups(spec: SeriesSpec, series: SeriesKeys) -> Dataset:
                 TotalCollimationWidth=40.0,
             )
         ],
-        CTTableDynamicsSequence=[_item(TableSpeed=80.0, TableFeedPerRotation=40.0, SpiralPitchFactor=1.0)],
-        CTGeometrySequence=[_item(DistanceSourceToDetector=1040.0, DistanceSourceToDataCollectionCenter=570.0)],
+        CTTableDynamicsSequence=[item(TableSpeed=80.0, TableFeedPerRotation=40.0, SpiralPitchFactor=1.0)],
+        CTGeometrySequence=[item(DistanceSourceToDetector=1040.0, DistanceSourceToDataCollectionCenter=570.0)],
         CTReconstructionSequence=[
-            _item(
+            item(
                 ReconstructionAlgorithm="FILTER_BACK_PROJ",
                 ConvolutionKernel="STANDARD",
                 ConvolutionKernelGroup="SOFT_TISSUE",
@@ -85,19 +77,19 @@ def _shared_groups(spec: SeriesSpec, series: SeriesKeys) -> Dataset:
             )
         ],
         CTExposureSequence=[
-            _item(
+            item(
                 ExposureTimeInms=500.0,
                 XRayTubeCurrentInmA=200.0,
                 ExposureInmAs=100.0,
                 ExposureModulationType="NONE",
             )
         ],
-        CTXRayDetailsSequence=[_item(KVP=120.0, FocalSpots=[1.0], FilterType="BODY", FilterMaterial=["ALUMINUM"])],
-        FrameAnatomySequence=[_item(FrameLaterality="U", AnatomicRegionSequence=[_code("51185008", "Thorax")])],
-        PixelValueTransformationSequence=[_item(RescaleIntercept=ct.INTERCEPT, RescaleSlope=1.0, RescaleType="HU")],
-        FrameVOILUTSequence=[_item(WindowCenter=40, WindowWidth=400)],
+        CTXRayDetailsSequence=[item(KVP=120.0, FocalSpots=[1.0], FilterType="BODY", FilterMaterial=["ALUMINUM"])],
+        FrameAnatomySequence=[item(FrameLaterality="U", AnatomicRegionSequence=[code("51185008", "Thorax")])],
+        PixelValueTransformationSequence=[item(RescaleIntercept=ct.INTERCEPT, RescaleSlope=1.0, RescaleType="HU")],
+        FrameVOILUTSequence=[item(WindowCenter=40, WindowWidth=400)],
         IrradiationEventIdentificationSequence=[
-            _item(IrradiationEventUID=derived_uid(series.series_uid, "irradiation"))
+            item(IrradiationEventUID=derived_uid(series.series_uid, "irradiation"))
         ],
     )
 
@@ -105,9 +97,9 @@ def _shared_groups(spec: SeriesSpec, series: SeriesKeys) -> Dataset:
 def _per_frame(spec: SeriesSpec, frames: int, study: StudyKeys) -> list[Dataset]:
     half = round(spec.pixel_spacing * spec.columns / 2, 3)
     return [
-        _item(
+        item(
             FrameContentSequence=[
-                _item(
+                item(
                     FrameAcquisitionDateTime=f"{study.study_date}{study.study_time}",
                     FrameReferenceDateTime=f"{study.study_date}{study.study_time}",
                     FrameAcquisitionDuration=500.0,
@@ -116,9 +108,9 @@ def _per_frame(spec: SeriesSpec, frames: int, study: StudyKeys) -> list[Dataset]
                     DimensionIndexValues=[1, n],
                 )
             ],
-            PlanePositionSequence=[_item(ImagePositionPatient=[-half, -half, round(n * spec.slice_thickness, 3)])],
+            PlanePositionSequence=[item(ImagePositionPatient=[-half, -half, round(n * spec.slice_thickness, 3)])],
             CTPositionSequence=[
-                _item(
+                item(
                     TablePosition=round(n * spec.slice_thickness, 3),
                     ReconstructionTargetCenterPatient=[0.0, 0.0, round(n * spec.slice_thickness, 3)],
                     DataCollectionCenterPatient=[0.0, 0.0, round(n * spec.slice_thickness, 3)],
@@ -126,26 +118,6 @@ def _per_frame(spec: SeriesSpec, frames: int, study: StudyKeys) -> list[Dataset]
             ],
         )
         for n in range(1, frames + 1)
-    ]
-
-
-def _dimensions(ds: Dataset, series: SeriesKeys) -> None:
-    organization = derived_uid(series.series_uid, "dimension-organization")
-    ds.DimensionOrganizationSequence = [_item(DimensionOrganizationUID=organization)]
-    ds.DimensionOrganizationType = "3D"
-    ds.DimensionIndexSequence = [
-        _item(
-            DimensionOrganizationUID=organization,
-            DimensionIndexPointer=0x00209056,  # Stack ID
-            FunctionalGroupPointer=0x00209111,  # Frame Content Sequence
-            DimensionDescriptionLabel="Stack ID",
-        ),
-        _item(
-            DimensionOrganizationUID=organization,
-            DimensionIndexPointer=0x00209057,  # In-Stack Position Number
-            FunctionalGroupPointer=0x00209111,
-            DimensionDescriptionLabel="In-Stack Position Number",
-        ),
     ]
 
 
@@ -178,7 +150,7 @@ def header(
     ds.AcquisitionContextSequence = []
     ds.SharedFunctionalGroupsSequence = [_shared_groups(spec, series)]
     ds.PerFrameFunctionalGroupsSequence = _per_frame(spec, frames, study)
-    _dimensions(ds, series)
+    stack_dimensions(ds, series)
     return ds
 
 

@@ -17,6 +17,7 @@ from bench.studies.iods.common import (
     AXIAL,
     InstanceKeys,
     SeriesKeys,
+    code,
     frame_of_reference,
     general_image,
     image_pixel,
@@ -39,27 +40,19 @@ def _slices(inst: InstanceKeys) -> int:
     return min(SLICES, inst.count)
 
 
-def _code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
-
-
 def _isotope(ds: Dataset, study: StudyKeys) -> None:
     drug = Dataset()
-    drug.RadionuclideCodeSequence = [_code("77004003", "SCT", "^18^Fluorine")]
+    drug.RadionuclideCodeSequence = [code("77004003", "^18^Fluorine")]
     drug.Radiopharmaceutical = "Fluorodeoxyglucose"
-    drug.RadiopharmaceuticalCodeSequence = [_code("35321007", "SCT", "Fluorodeoxyglucose F^18^")]
+    drug.RadiopharmaceuticalCodeSequence = [code("35321007", "Fluorodeoxyglucose F^18^")]
     drug.RadiopharmaceuticalStartTime = "080000"
     drug.RadionuclideTotalDose = 350_000_000.0
     drug.RadionuclideHalfLife = 6586.2
     drug.RadionuclidePositronFraction = 0.967
     ds.RadiopharmaceuticalInformationSequence = [drug]
-    ds.PatientOrientationCodeSequence = [_code("102538003", "SCT", "recumbent")]
-    ds.PatientOrientationCodeSequence[0].PatientOrientationModifierCodeSequence = [_code("40199007", "SCT", "supine")]
-    ds.PatientGantryRelationshipCodeSequence = [_code("126830008", "SCT", "headfirst")]
+    ds.PatientOrientationCodeSequence = [code("102538003", "recumbent")]
+    ds.PatientOrientationCodeSequence[0].PatientOrientationModifierCodeSequence = [code("40199007", "supine")]
+    ds.PatientGantryRelationshipCodeSequence = [code("126830008", "headfirst")]
 
 
 def header(
