@@ -16,6 +16,7 @@ import os
 import random
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import gevent
@@ -184,7 +185,7 @@ class ModalityUser(DicomUser):
         return proposals + (query_proposals() if self.spec.check_queryable or self.spec.move_after else [])
 
     def on_start(self) -> None:
-        self.study: list[PooledInstance] = []
+        self.study: deque[PooledInstance] = deque()  # popped from the left: O(1) for 24,000-instance studies
         self.studies_sent = 0
         self.study_uid, self.study_instances, self.study_acknowledged = "", 0, 0.0
         super().on_start()
@@ -196,10 +197,10 @@ class ModalityUser(DicomUser):
         if not self.study:
             if self.spec.studies is not None and self.studies_sent >= self.spec.studies:
                 raise StopUser()
-            self.study = self.pool.next_study()
+            self.study = deque(self.pool.next_study())
             self.studies_sent += 1
             self.study_uid, self.study_instances = self.study[0].changes["StudyInstanceUID"], len(self.study)
-        instance = self.study.pop(0)
+        instance = self.study.popleft()
         status, started, t0, error = self.request(
             "C-STORE",
             lambda: self.scu.store(
