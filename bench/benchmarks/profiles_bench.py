@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: {d['instances']} instances in the pool, {d['bytes'] / d['instances'] / 1e6:.2f} MB each")
         figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
         with null_sink(args.sink) as sink:
-            print(f"null sink: {sink.label}")
+            print(f"null sink: {sink.kind}")
             for _ in range(args.rounds):
                 for name, pool in pools.items():
                     figures.setdefault((name, "pool"), []).append(pool_rate(pool, args.instances))
