@@ -75,8 +75,22 @@ def store_rate(
 def group_rate(
     scenario: Scenario, modality: ModalitySpec, pool: dict, calibration: CalibrationRecord | None, processes: int
 ) -> tuple[float, str]:
-    """Bytes per second one modality group can store, and on what basis."""
+    """Bytes per second one modality group can store, and on what basis; a group that sends a set number of
+    `studies` stores at most those over the run."""
     users = modality.count if modality.count is not None else scenario.load.users  # a weighted share: at most all
+    rate, basis = paced_rate(modality, users, pool, calibration, processes)
+    if modality.studies is not None:
+        study = pool["bytes"] / max(pool["studies"], 1)
+        bounded = users * modality.studies * study / scenario.load.duration
+        if bounded < rate:
+            return bounded, f"{users} modalities sending {modality.studies} studies each"
+    return rate, basis
+
+
+def paced_rate(
+    modality: ModalitySpec, users: int, pool: dict, calibration: CalibrationRecord | None, processes: int
+) -> tuple[float, str]:
+    """Bytes per second `users` modalities store at their pace (flat out: the calibrated or assumed ceiling)."""
     if modality.studies_per_hour:
         study = pool["bytes"] / max(pool["studies"], 1)
         return (
