@@ -75,7 +75,7 @@ class Profile(BaseModel):
         return self
 
 
-IODS = ("ct", "enhanced-ct", "mr", "enhanced-mr", "pet", "dx", "mg", "us")
+IODS = ("ct", "enhanced-ct", "mr", "enhanced-mr", "pet", "dx", "mg", "breast-tomo", "us")
 
 
 class SeriesSpec(BaseModel):

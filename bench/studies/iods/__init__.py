@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.studies.iods import ct, dx, enhanced_ct, enhanced_mr, mr, pet, us
+from bench.studies.iods import breast_tomo, ct, dx, enhanced_ct, enhanced_mr, mr, pet, us
 
 BUILDERS: dict[str, ModuleType] = {
     "ct": ct,
@@ -19,6 +19,7 @@ BUILDERS: dict[str, ModuleType] = {
     "pet": pet,
     "dx": dx,
     "mg": dx,
+    "breast-tomo": breast_tomo,
     "us": us,
 }
 

@@ -91,7 +91,7 @@ def header(
 
 def pixels(spec: SeriesSpec, z: float, rng: np.random.Generator, frames: int = 1) -> np.ndarray:
     """One radiograph (1, rows, columns) uint16: attenuation shown bright, quantum noise, LOG scaled."""
-    if spec.iod == "mg":
+    if spec.iod in ("mg", "breast-tomo"):
         attenuation = anatomy.breast_projection(spec.rows, spec.columns, rng, right=_laterality(spec) == "R")
     else:
         attenuation = anatomy.chest_radiograph(spec.rows, spec.columns, rng)
