@@ -66,10 +66,13 @@ def load_samples(run_dir: Path) -> pd.DataFrame:
                 "user_type": str,
                 "association": str,
                 "worker": str,
+                "modality": str,
             },
         )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot parse samples: {exc}") from None
+    if "modality" not in frame.columns:  # runs before the column: no study's modality known
+        frame["modality"] = ""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: missing columns {', '.join(missing)}")
@@ -77,6 +80,7 @@ def load_samples(run_dir: Path) -> pd.DataFrame:
         raise UserError(f"{run_dir}: the run has zero samples (no request completed); nothing to report")
     frame["error"] = frame["error"].fillna("")
     frame["user_type"] = frame["user_type"].fillna("")
+    frame["modality"] = frame["modality"].fillna("")
     frame["end"] = frame["start"] + frame["latency_ms"] / 1000.0
     return frame
 
@@ -458,6 +462,9 @@ class RunFigures(Rates):
     operations: dict[str, OperationFigures]
     user_types: dict[str, OperationFigures]
     users_by_type: dict[str, int]
+    modalities: dict[str, dict[str, OperationFigures]]
+    studies: list[StudyFigures]
+    studies_by_modality: dict[str, ModalityStudies]
     windows: list[WindowFigures]
     metrics: dict[str, float | None]
 
@@ -484,10 +491,11 @@ def _rates(ok: pd.DataFrame, seconds: float) -> Rates:
     }
 
 
-def breakdown(m: Measurement, column: str) -> dict[str, OperationFigures]:
-    """Requests, throughput and latency per value of `column` (operation, user_type)."""
+def breakdown(m: Measurement, column: str, samples: pd.DataFrame | None = None) -> dict[str, OperationFigures]:
+    """Requests, throughput and latency per value of `column` (operation, user_type) of `samples`
+    (default: the measured window's)."""
     out: dict[str, OperationFigures] = {}
-    for key, rows in m.samples.groupby(column, sort=True):
+    for key, rows in (m.samples if samples is None else samples).groupby(column, sort=True):
         succeeded = done_mask(rows["status"], rows["operation"])
         ok = rows[succeeded]
         out[str(key)] = {
@@ -497,6 +505,94 @@ def breakdown(m: Measurement, column: str) -> dict[str, OperationFigures]:
             "requests_per_s": _rounded(len(rows) / m.seconds),
             **_rates(ok, m.seconds),
             "latency_ms": latency_percentiles(rows),
+        }
+    return out
+
+
+def modality_breakdown(m: Measurement) -> dict[str, dict[str, OperationFigures]]:
+    """Per study modality ('CT', 'CT\\PT' ...): the operations' figures over the measured window.
+
+    A C-STORE's modality is its study's; a retrieval's, the study's as the worklist gave it."""
+    known = m.samples[m.samples["modality"] != ""]
+    return {str(modality): breakdown(m, "operation", rows) for modality, rows in known.groupby("modality", sort=True)}
+
+
+class StudyFigures(TypedDict):
+    """One study the modalities sent (study_times): when it was received whole, when it could be found."""
+
+    study_instance_uid: str
+    modality: str
+    instances: int
+    frames: int
+    bytes: int
+    receive_seconds: float | None  # from its first C-STORE sent to its last acknowledged
+    instances_per_s: float | None
+    queryable_seconds: float | None  # from its last C-STORE to the C-FIND that counted all of it (QUERYABLE)
+    retrieve_seconds: float | None  # the C-MOVE of the whole study back, by the modality that sent it
+    retrieve_instances_per_s: float | None
+
+
+class ModalityStudies(TypedDict):
+    """The studies of one modality (study_summary): how many, and the median and longest times."""
+
+    studies: int
+    instances_per_study: float | None
+    receive_seconds_p50: float | None
+    receive_seconds_max: float | None
+    queryable_seconds_p50: float | None
+    queryable_seconds_max: float | None
+
+
+STUDY_LIST_LIMIT = 20  # studies listed one by one in summary.json; the rest only in their modality's summary
+
+
+def study_times(samples: pd.DataFrame) -> list[StudyFigures]:
+    """Every study the whole run sent (warm-up included: a study spans it), largest first.
+
+    Only complete studies of a modality that checked them (check_queryable) have a queryable time."""
+    stores = acknowledged(samples, INGEST)
+    stores = stores[stores["study_instance_uid"].fillna("") != ""]
+    queryable = samples[(samples["operation"] == "QUERYABLE") & (samples["error"] == "")]
+    moves = acknowledged(samples[samples["user_type"] == "modality"], ("C-MOVE",))
+    out: list[StudyFigures] = []
+    for study, rows in stores.groupby("study_instance_uid", sort=False):
+        receive = float(rows["end"].max() - rows["start"].min())
+        found = queryable[queryable["study_instance_uid"] == study]["latency_ms"]
+        moved = moves[moves["study_instance_uid"] == study]
+        move_seconds = float(moved["latency_ms"].iloc[0]) / 1000.0 if len(moved) else None
+        out.append(
+            {
+                "study_instance_uid": str(study),
+                "modality": str(rows["modality"].iloc[0]),
+                "instances": int(rows["instances"].sum()),
+                "frames": int(rows["frames"].sum()),
+                "bytes": int(rows["bytes"].sum()),
+                "receive_seconds": _rounded(receive),
+                "instances_per_s": _rounded(rows["instances"].sum() / receive) if receive > 0 else None,
+                "queryable_seconds": _rounded(float(found.iloc[0]) / 1000.0) if len(found) else None,
+                "retrieve_seconds": _rounded(move_seconds),
+                "retrieve_instances_per_s": _rounded(moved["instances"].iloc[0] / move_seconds)
+                if move_seconds
+                else None,
+            }
+        )
+    return sorted(out, key=lambda s: -s["instances"])
+
+
+def study_summary(studies: list[StudyFigures]) -> dict[str, ModalityStudies]:
+    """Per modality: studies, instances per study, median and longest times to receive and to be queryable."""
+    out: dict[str, ModalityStudies] = {}
+    for modality in sorted({s["modality"] for s in studies}):
+        mine = [s for s in studies if s["modality"] == modality]
+        receive = pd.Series([s["receive_seconds"] for s in mine], dtype=float).dropna()
+        found = pd.Series([s["queryable_seconds"] for s in mine], dtype=float).dropna()
+        out[modality] = {
+            "studies": len(mine),
+            "instances_per_study": _rounded(sum(s["instances"] for s in mine) / len(mine)),
+            "receive_seconds_p50": _rounded(receive.median()) if len(receive) else None,
+            "receive_seconds_max": _rounded(receive.max()) if len(receive) else None,
+            "queryable_seconds_p50": _rounded(found.median()) if len(found) else None,
+            "queryable_seconds_max": _rounded(found.max()) if len(found) else None,
         }
     return out
 
@@ -584,6 +680,7 @@ def summarize(samples: pd.DataFrame, settings: Settings = Settings(), stop_at: f
     ok = stores[done_mask(stores["status"], stores["operation"])]
     failures = samples[samples["error"] != ""]  # the whole run: a warm-up does not excuse a failure
     present = [name for name, spec in METRICS.items() if spec.present(m)]
+    studies = study_times(samples)
     return {
         "settings": settings.describe(),
         "warmup_seconds": _rounded(m.begin - m.run_start),
@@ -602,6 +699,9 @@ def summarize(samples: pd.DataFrame, settings: Settings = Settings(), stop_at: f
         "operations": breakdown(m, "operation"),
         "user_types": breakdown(m, "user_type"),
         "users_by_type": {str(k): int(v) for k, v in m.samples.groupby("user_type")["user"].nunique().items()},
+        "modalities": modality_breakdown(m),
+        "studies": studies[:STUDY_LIST_LIMIT],
+        "studies_by_modality": study_summary(studies),
         "windows": windows_table(samples, m),
         "metrics": {name: _rounded(METRICS[name].value(m)) for name in present}
         | {"study_seconds_per_30mb": _rounded(study_seconds_per_30mb(m))},

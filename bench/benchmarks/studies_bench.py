@@ -22,11 +22,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.common.errors import UserError
-from bench.studies.encode import SYNTAXES, attach_pixel_data, encode_pixel_data, require_encoder
+from bench.studies.encode import LOSSLESS, SYNTAXES, attach_pixel_data, encode_pixel_data, require_encoder
 from bench.studies.generate import plan_study
 from bench.studies.pixels import RunShape, synthesize_run
 from bench.studies.pool import StudyPool
-from bench.studies.profile import available_profiles, load_profile
+from bench.studies.profile import Profile, available_profiles, load_profile
 from bench.studies.xa import build_header
 
 
@@ -64,7 +64,7 @@ def encoding_speed(frames: int) -> None:
     profile, plan, run, shape = next(_runs_of("max150", 1, frames))
     pixels = synthesize_run(shape, run.pixel_seed)
     header = build_header(shape, plan.keys, run.keys, profile.frame_rate, profile.body_part)
-    for syntax in SYNTAXES.values():
+    for syntax in (SYNTAXES[name] for name in LOSSLESS):
         try:
             require_encoder(syntax)
         except UserError as exc:
@@ -78,9 +78,9 @@ def encoding_speed(frames: int) -> None:
 
 def ratio_table(frames: int) -> None:
     print(f"lossless ratio per profile and syntax (first run of study 0, seed 1, {frames} frames):")
-    names = [s.name for s in SYNTAXES.values() if s.encapsulated]
+    names = [name for name in LOSSLESS if SYNTAXES[name].encapsulated]
     print(f"  {'profile':10s}" + "".join(f"{n:>10s}" for n in names))
-    for profile_name in available_profiles():
+    for profile_name in available_profiles(Profile):
         profile, plan, run, shape = next(_runs_of(profile_name, 1, frames))
         pixels = synthesize_run(shape, run.pixel_seed)
         header = build_header(shape, plan.keys, run.keys, profile.frame_rate, profile.body_part)

@@ -2,12 +2,14 @@
 
 A received dataset streams past in PDV fragments. The collector keeps what a sample and
 a check need: byte count, the head of the dataset (for Study Instance UID and Number of
-Frames), and, when asked, the whole dataset for its digest.
+Frames), and, when asked, the whole dataset for its digest. A retrieval's arrivals are
+tallied (Gathered): counts, frames and bytes, and only the hashed arrivals kept one by one
+(verify compares each), so a 24,000-instance C-MOVE costs the harness no memory per instance.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 
 from pydicom.filereader import read_dataset
@@ -45,6 +47,32 @@ def header_facts(head: bytes, transfer_syntax: str) -> tuple[str, int]:
         return str(ds.get("StudyInstanceUID", "")), int(ds.get("NumberOfFrames", 1) or 1)
     except Exception:  # a truncated head or an odd dataset: the sample still counts its bytes
         return "", 1
+
+
+@dataclass
+class Gathered:
+    """What arrived for one retrieval: totals, and the arrivals that carry a digest (nothing else per instance)."""
+
+    instances: int = 0
+    frames: int = 0
+    bytes: int = 0
+    hashed: list[Arrival] = field(default_factory=list)
+
+    def add(self, arrival: Arrival) -> None:
+        self.instances += 1
+        self.frames += arrival.frames
+        self.bytes += arrival.bytes
+        if arrival.digest:
+            self.hashed.append(arrival)
+
+    def merge(self, other: "Gathered") -> "Gathered":
+        """Both tallies in one (the SCP files arrivals by C-MOVE and, without an originator, by study)."""
+        return Gathered(
+            self.instances + other.instances,
+            self.frames + other.frames,
+            self.bytes + other.bytes,
+            self.hashed + other.hashed,
+        )
 
 
 class InstanceCollector:

@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from bench.dicom.arrivals import Arrival, InstanceCollector
+from bench.dicom.arrivals import Gathered, InstanceCollector
 from bench.dicom.peer import AssociationFailed, Peer, _why_unreachable
 from server_under_test.upper_layer.association import Association, AssociationRejected, proposed_context, request
 from server_under_test.upper_layer.dimse import (
@@ -58,28 +58,32 @@ def next_message_id() -> int:
 
 @dataclass
 class RetrieveOutcome:
-    """A C-MOVE or C-GET: the final status, the archive's sub-operation counts, what arrived."""
+    """A C-MOVE or C-GET: the final status, the archive's sub-operation counts, what arrived (tallied)."""
 
     status: int
     completed: int = 0
     failed: int = 0
     warning: int = 0
-    arrivals: list[Arrival] = field(default_factory=list)
+    gathered: Gathered = field(default_factory=Gathered)
+
+    @property
+    def instances(self) -> int:
+        return self.gathered.instances
 
     @property
     def frames(self) -> int:
-        return sum(a.frames for a in self.arrivals)
+        return self.gathered.frames
 
     @property
     def bytes(self) -> int:
-        return sum(a.bytes for a in self.arrivals)
+        return self.gathered.bytes
 
     def mismatch(self) -> str:
         """Why the counts and the arrivals disagree, or ''."""
-        if self.completed + self.warning != len(self.arrivals):
+        if self.completed + self.warning != self.instances:
             return (
                 f"archive reported {self.completed} completed and {self.warning} warning sub-operations, "
-                f"{len(self.arrivals)} instances arrived"
+                f"{self.instances} instances arrived"
             )
         return ""
 
@@ -228,13 +232,13 @@ class ServiceUser:
 
         def exchange():
             message_id = self._send_query(C_GET, model, identifier)
-            arrivals = []
+            gathered = Gathered()
             reader = self.assoc.reader
             while True:
                 message = reader.read_command(greedy=True)
                 command = message.command
                 if command["CommandField"] == C_STORE:
-                    arrivals.append(InstanceCollector(keep_all=digests).receive(self.assoc, message))
+                    gathered.add(InstanceCollector(keep_all=digests).receive(self.assoc, message))
                     answer = response(
                         command, SUCCESS_CODE, AffectedSOPInstanceUID=command.get("AffectedSOPInstanceUID")
                     )
@@ -245,7 +249,7 @@ class ServiceUser:
                     raise AssociationFailed(f"unexpected DIMSE message 0x{command['CommandField']:04X}")
                 if not is_pending(command.get("Status", -1)):
                     outcome = _outcome(command)
-                    outcome.arrivals = arrivals
+                    outcome.gathered = gathered
                     return outcome
 
         return self._exchange("C-GET", exchange)

@@ -25,6 +25,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
     JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
@@ -32,7 +33,7 @@ from pydicom.uid import (
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
 from pynetdicom.sop_class import Verification
 
-from bench.dicom.arrivals import Arrival, InstanceCollector
+from bench.dicom.arrivals import Arrival, Gathered, InstanceCollector
 from server_under_test.upper_layer.association import Association, NegotiationCache, accept
 from server_under_test.upper_layer.dimse import C_ECHO, C_STORE, response
 from server_under_test.upper_layer.messages import ReleaseRequested
@@ -44,8 +45,10 @@ SYNTAXES = [
     ImplicitVRLittleEndian,
     JPEGLSLossless,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
     JPEGLosslessSV1,
     RLELossless,
+    JPEGBaseline8Bit,  # ultrasound cine loops (the us profile)
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 ]
@@ -85,8 +88,8 @@ class StorageSCP:
         self.host, self.port = self.listener.getsockname()[:2]
         self.instances = 0
         self._lock = threading.Lock()
-        self._by_move: dict[int, list[Arrival]] = defaultdict(list)
-        self._by_study: dict[str, list[Arrival]] = defaultdict(list)
+        self._by_move: dict[int, Gathered] = defaultdict(Gathered)
+        self._by_study: dict[str, Gathered] = defaultdict(Gathered)
         self._open: set[Association] = set()
         self._stopping = False
 
@@ -143,14 +146,16 @@ class StorageSCP:
             if self.null_sink:
                 return
             if arrival.move_originator_id is not None:
-                self._by_move[arrival.move_originator_id].append(arrival)
+                self._by_move[arrival.move_originator_id].add(arrival)
             else:
-                self._by_study[arrival.study_instance_uid].append(arrival)
+                self._by_study[arrival.study_instance_uid].add(arrival)
 
-    def collect(self, move_message_id: int, study_instance_uid: str) -> list[Arrival]:
+    def collect(self, move_message_id: int, study_instance_uid: str) -> Gathered:
         """What arrived for one C-MOVE (call after its final response: every sub-operation has been answered)."""
         with self._lock:
-            return self._by_move.pop(move_message_id, []) + self._by_study.pop(study_instance_uid, [])
+            return self._by_move.pop(move_message_id, Gathered()).merge(
+                self._by_study.pop(study_instance_uid, Gathered())
+            )
 
     def stop(self) -> None:
         self._stopping = True

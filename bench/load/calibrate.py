@@ -191,11 +191,11 @@ def retrieve_studies(
             outcome = user.get(study)
         else:
             message_id, outcome = user.move(study, scp.ae_title)
-            outcome.arrivals = scp.collect(message_id, "")
+            outcome.gathered = scp.collect(message_id, "")
         if not is_done(outcome.status) or outcome.mismatch():
             result.failures += max(outcome.completed + outcome.failed, 1)
             continue
-        result.instances += len(outcome.arrivals)
+        result.instances += outcome.instances
         result.frames += outcome.frames
         result.bytes += outcome.bytes
     user.release()

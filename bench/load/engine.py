@@ -29,7 +29,7 @@ from pathlib import Path
 
 import gevent
 from locust.env import Environment
-from locust.runners import STATE_STOPPED
+from locust.runners import STATE_RUNNING, STATE_STOPPED
 from locust.stats import CSV_STATS_INTERVAL_SEC, PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from tqdm import tqdm
 
@@ -66,8 +66,10 @@ class LoadOutcome:
 
 
 def needs_scp(scenario: Scenario) -> bool:
+    """A C-MOVE destination: workstations that move, or modalities that move their study back."""
     ws = scenario.users.workstation
-    return ws is not None and ws.retrieve == "move" and ws.count != 0
+    moving = any(g.move_after and g.count != 0 for g in scenario.users.modality_groups().values())
+    return moving or (ws is not None and ws.retrieve == "move" and ws.count != 0)
 
 
 def scp_bind_host(advertised: str, archive_behind_veth: bool = False) -> str:
@@ -81,8 +83,9 @@ def scp_bind_host(advertised: str, archive_behind_veth: bool = False) -> str:
 def start_scp(scenario: Scenario, ae_title: str, port: int, advertised: str) -> StorageSCP:
     client, ws = scenario.client, scenario.users.workstation
     bind = scp_bind_host(advertised, archive_in_namespace(scenario))
+    digests = ws is not None and ws.check_digests
     try:
-        return StorageSCP(ae_title, bind, port, digests=ws.check_digests, timeout=client.timeout).start()
+        return StorageSCP(ae_title, bind, port, digests=digests, timeout=client.timeout).start()
     except OSError as exc:
         raise UserError(f"cannot listen for C-MOVE on port {port}: {exc}") from None
 
@@ -93,7 +96,7 @@ class LoadEngine:
     def __init__(
         self,
         scenario: Scenario,
-        pool: StudyPool,
+        pools: dict[str, StudyPool],
         run_dir: Path,
         workers: int = 0,
         remote_workers: int = 0,
@@ -102,14 +105,14 @@ class LoadEngine:
         progress: bool = True,
         join_timeout: float = WORKER_JOIN_TIMEOUT,
     ):
-        self.scenario, self.pool, self.run_dir = scenario, pool, run_dir
+        self.scenario, self.pools, self.run_dir = scenario, pools, run_dir
         self.workers, self.remote_workers = workers, remote_workers
         self.master_bind, self.master_port = master_bind, master_port
         self.progress = progress
         self.join_timeout = join_timeout
         self.records = RunRecords(run_dir)
         self.shape = make_shape(scenario.load)
-        self.context = LoadContext(scenario, pool)
+        self.context = LoadContext(scenario, pools)
         self.env: Environment | None = None
         self.processes: list[subprocess.Popen] = []
         self.joined: dict[str, dict] = {}  # per worker (by locust node id): what run.json["workers"] records
@@ -314,10 +317,23 @@ class LoadEngine:
         end = started + load.duration
         while time.time() < end and self.stop_reason is None:
             gevent.sleep(min(0.5, max(0.0, end - time.time())))
+            if self._all_users_finished():
+                return  # a complete run, ended before its duration: every modality sent its `studies`
+
         if self.shape is not None and self.stop_reason is None:  # the shape stops the run itself at its last tick
             deadline = end + load.stop_timeout + END_MARGIN
             while self.env.runner.state != STATE_STOPPED and time.time() < deadline and self.stop_reason is None:
                 gevent.sleep(0.2)
+
+    def _all_users_finished(self) -> bool:
+        """Every user stopped itself (modalities with a `studies` count that sent them all): the run is over.
+
+        Only when every group has such a count: other users never stop on their own, and before
+        the spawn is complete a count of zero means nothing."""
+        groups = self.scenario.users.groups()
+        finite = all(getattr(g, "studies", None) is not None or g.count == 0 for g in groups.values())
+        runner = self.env.runner
+        return finite and runner.state == STATE_RUNNING and runner.user_count == 0
 
     def close(self) -> None:
         """Stop this process's SCP and wait for local workers (quit by the master) to exit."""

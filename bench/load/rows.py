@@ -35,7 +35,7 @@ def suboperations_row(operation: str, user: str, study: str, outcome: RetrieveOu
         "completed": outcome.completed,
         "failed": outcome.failed,
         "warning": outcome.warning,
-        "arrived": len(outcome.arrivals),
+        "arrived": outcome.instances,
         "arrived_bytes": outcome.bytes,
     }
 

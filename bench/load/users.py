@@ -16,10 +16,12 @@ import os
 import random
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import gevent
 from locust import User, constant, constant_pacing, constant_throughput, task
+from locust.exception import StopUser
 from pydicom.dataset import Dataset
 
 from bench.dicom.peer import AssociationFailed, Peer
@@ -43,6 +45,8 @@ WORKER_ID = f"{socket.gethostname()}-{os.getpid()}"
 REQUEST_TYPE = "DIMSE"
 RETRY_PAUSE_S = 1.0  # after a failed association, so a dead target is not hammered
 KNOWN_STUDIES_REFRESH = 20  # query users re-read the study list every this many queries
+QUERYABLE_POLL_S = 0.2  # between C-FINDs while an archive has not yet counted a study's every instance
+QUERYABLE_WAIT_S = 600.0  # then the QUERYABLE sample fails
 
 
 @dataclass
@@ -50,11 +54,23 @@ class LoadContext:
     """What every user of one load process shares."""
 
     scenario: Scenario
-    pool: StudyPool
+    pools: dict[str, StudyPool]  # by profile name (bench.load.pools); the [studies] profile's first
     peer: Peer | None = None  # known once the target is up
     scp: StorageSCP | None = None  # this process's C-MOVE destination
     destination_ae: str = ""  # the AE title the archive knows that SCP by
     user_prefix: str = ""  # keeps user ids unique across the worker processes of one run
+
+    @property
+    def pool(self) -> StudyPool:
+        """The [studies] profile's pool."""
+        return self.pools[self.scenario.studies.profile]
+
+    def retrieval_syntaxes(self) -> tuple[list[str], list[str]]:
+        """(SOP classes, transfer syntaxes) of every pool: what a C-GET may bring back."""
+        pools = self.pools.values()
+        sop_classes = sorted({c for p in pools for c in p.sop_classes})
+        syntaxes = list(dict.fromkeys([s for p in pools for s in p.transfer_syntaxes] + UNCOMPRESSED))
+        return sop_classes, syntaxes
 
 
 def fire_request(
@@ -102,6 +118,7 @@ class DicomUser(User):
     abstract = True
     user_type = ""
     context: LoadContext  # set on the per-run subclass (see user_classes)
+    group: UserGroup | None = None  # the [users.modalities.NAME] table of a named group (see user_classes)
     _numbers = itertools.count(1)
 
     def proposals(self) -> list:
@@ -123,7 +140,7 @@ class DicomUser(User):
 
     @property
     def spec(self):
-        return getattr(self.context.scenario.users, self.user_type)
+        return self.group or getattr(self.context.scenario.users, self.user_type)
 
     def ensure_association(self) -> bool:
         if self.scu.connected:
@@ -185,12 +202,18 @@ class ModalityUser(DicomUser):
             return between_studies(constant_throughput(spec.studies_per_hour / 3600.0))
         return constant(0)
 
+    @property
+    def pool(self) -> StudyPool:
+        return self.context.pools[self.spec.profile or self.context.scenario.studies.profile]
+
     def proposals(self) -> list:
-        pool = self.context.pool
-        return storage_proposals(pool.sop_classes, pool.transfer_syntaxes)
+        proposals = storage_proposals(self.pool.sop_classes, self.pool.transfer_syntaxes)
+        return proposals + (query_proposals() if self.spec.check_queryable or self.spec.move_after else [])
 
     def on_start(self) -> None:
-        self.study: list[PooledInstance] = []
+        self.study: deque[PooledInstance] = deque()  # popped from the left: O(1) for 24,000-instance studies
+        self.studies_sent = 0
+        self.study_uid, self.study_instances, self.study_acknowledged = "", 0, 0.0
         super().on_start()
 
     @task
@@ -198,8 +221,12 @@ class ModalityUser(DicomUser):
         if not self.ensure_association():
             return
         if not self.study:
-            self.study = self.context.pool.next_study()
-        instance = self.study.pop(0)
+            if self.spec.studies is not None and self.studies_sent >= self.spec.studies:
+                raise StopUser()
+            self.study = deque(self.pool.next_study())
+            self.studies_sent += 1
+            self.study_uid, self.study_instances = self.study[0].changes["StudyInstanceUID"], len(self.study)
+        instance = self.study.popleft()
         status, started, t0, error = self.request(
             "C-STORE",
             lambda: self.scu.store(
@@ -222,7 +249,66 @@ class ModalityUser(DicomUser):
             frames=instance.frames,
             sop_instance_uid=instance.sop_instance_uid,
             study_instance_uid=instance.changes["StudyInstanceUID"],
+            modality=instance.modalities,
             sent=None if error else sent_row(instance, "load"),  # sent.csv lists what the archive acknowledged
+        )
+        if not self.study:
+            self.after_study(instance.modalities)
+
+    def after_study(self, modalities: str) -> None:
+        """What a modality does once its study is sent: check it is queryable, move it back (scenario options)."""
+        if self.spec.check_queryable:
+            self.wait_until_queryable(modalities)
+        if self.spec.move_after and self.scu.connected:
+            self.move_study(modalities)
+
+    def wait_until_queryable(self, modalities: str) -> None:
+        """C-FIND the study until the archive counts all its instances: one QUERYABLE sample, from the last store."""
+        started, t0 = time.time(), time.perf_counter()
+        query = identifier("STUDY", StudyInstanceUID=self.study_uid, NumberOfStudyRelatedInstances="")
+        counted, status, error = 0, NO_RESPONSE, ""
+        while counted < self.study_instances and time.perf_counter() - t0 < QUERYABLE_WAIT_S:
+            result, _, _, error = self.request("C-FIND", lambda: self.scu.find(query))
+            if result is None:
+                break
+            status, matches = result
+            counted = max((int(m.get("NumberOfStudyRelatedInstances") or 0) for m in matches), default=0)
+            if counted < self.study_instances:
+                gevent.sleep(QUERYABLE_POLL_S)
+        if not error and counted < self.study_instances:
+            error = f"QUERYABLE: the archive counted {counted} of {self.study_instances} instances"
+        self.fire(
+            "QUERYABLE",
+            started,
+            t0,
+            status,
+            error,
+            study_instance_uid=self.study_uid,
+            modality=modalities,
+        )
+
+    def move_study(self, modalities: str) -> None:
+        """C-MOVE the study just sent to this process's Storage SCP: the whole study's retrieval, timed."""
+        moved, started, t0, error = self.request(
+            "C-MOVE", lambda: self.scu.move(study_identifier(self.study_uid), self.context.destination_ae)
+        )
+        if not moved:
+            self.fire("C-MOVE", started, t0, NO_RESPONSE, error, study_instance_uid=self.study_uid, modality=modalities)
+            return
+        message_id, outcome = moved
+        outcome.gathered = self.context.scp.collect(message_id, self.study_uid)
+        self.fire(
+            "C-MOVE",
+            started,
+            t0,
+            outcome.status,
+            status_error("C-MOVE", outcome.status) or outcome.mismatch(),
+            size=outcome.bytes,
+            instances=outcome.instances,
+            frames=outcome.frames,
+            study_instance_uid=self.study_uid,
+            modality=modalities,
+            suboperations=suboperations_row("C-MOVE", self.user_id, self.study_uid, outcome),
         )
 
 
@@ -237,7 +323,22 @@ def between_studies(pace):
 
 
 def worklist_query() -> Dataset:
-    return identifier("STUDY", StudyInstanceUID="", StudyDate="", StudyTime="", NumberOfStudyRelatedInstances="")
+    return identifier(
+        "STUDY",
+        StudyInstanceUID="",
+        StudyDate="",
+        StudyTime="",
+        NumberOfStudyRelatedInstances="",
+        ModalitiesInStudy="",
+    )
+
+
+def modalities_value(value) -> str:
+    """Modalities in Study as the samples hold it: sorted, backslash-separated ('CT\\PT'), as the pool writes it."""
+    if value is None or value == "":
+        return ""
+    items = [value] if isinstance(value, str) else list(value)
+    return "\\".join(sorted({str(v) for v in items if str(v)}))
 
 
 class WorkstationUser(DicomUser):
@@ -259,13 +360,13 @@ class WorkstationUser(DicomUser):
     def proposals(self) -> list:
         proposals = query_proposals()
         if self.spec.retrieve == "get":
-            pool = self.context.pool
-            syntaxes = list(dict.fromkeys(pool.transfer_syntaxes + UNCOMPRESSED))
-            proposals += storage_proposals(pool.sop_classes, syntaxes, scp_role=True)
+            sop_classes, syntaxes = self.context.retrieval_syntaxes()
+            proposals += storage_proposals(sop_classes, syntaxes, scp_role=True)
         return proposals
 
     def on_start(self) -> None:
         self.read: set[str] = set()
+        self.modalities: dict[str, str] = {}  # study -> its modalities, as the worklist gave them
         self.reading_seconds = 0.0
         super().on_start()
 
@@ -283,13 +384,18 @@ class WorkstationUser(DicomUser):
         if outcome is not None:
             self.read.add(study)
             if self.spec.reading_images_per_s:
-                self.reading_seconds = len(outcome.arrivals) / self.spec.reading_images_per_s
+                self.reading_seconds = outcome.instances / self.spec.reading_images_per_s
 
     def query_worklist(self) -> list[str]:
         result, started, t0, error = self.request("C-FIND", lambda: self.scu.find(worklist_query()))
         status, matches = result if result else (NO_RESPONSE, [])
         self.fire("C-FIND", started, t0, status, error or status_error("C-FIND", status))
-        return [str(m.StudyInstanceUID) for m in matches if m.get("StudyInstanceUID")]
+        self.modalities = {
+            str(m.StudyInstanceUID): modalities_value(m.get("ModalitiesInStudy"))
+            for m in matches
+            if m.get("StudyInstanceUID")
+        }
+        return list(self.modalities)
 
     def choose(self, worklist: list[str]) -> str:
         """A study this reader has not read (any, once all are read): a shared worklist spreads its readers."""
@@ -309,9 +415,10 @@ class WorkstationUser(DicomUser):
             outcome = None
             if moved:
                 message_id, outcome = moved
-                outcome.arrivals = self.context.scp.collect(message_id, study)
+                outcome.gathered = self.context.scp.collect(message_id, study)
+        modality = self.modalities.get(study, "")
         if outcome is None:
-            self.fire(operation, started, t0, NO_RESPONSE, error, study_instance_uid=study)
+            self.fire(operation, started, t0, NO_RESPONSE, error, study_instance_uid=study, modality=modality)
             return None
         self.fire(
             operation,
@@ -320,11 +427,12 @@ class WorkstationUser(DicomUser):
             outcome.status,
             status_error(operation, outcome.status) or outcome.mismatch(),
             size=outcome.bytes,
-            instances=len(outcome.arrivals),
+            instances=outcome.instances,
             frames=outcome.frames,
             study_instance_uid=study,
+            modality=modality,
             suboperations=suboperations_row(operation, self.user_id, study, outcome),
-            retrieved=retrieved_rows(operation, self.user_id, outcome.arrivals),
+            retrieved=retrieved_rows(operation, self.user_id, outcome.gathered.hashed),
         )
         return outcome
 

@@ -19,12 +19,11 @@ from bench.common.errors import UserError
 from bench.dicom.peer import Peer
 from bench.load import engine as load
 from bench.load.clock import CLOCK_PING, answer_clock_ping
+from bench.load.pools import prepare_pools
 from bench.load.roles import user_classes
 from bench.load.users import WORKER_ID, LoadContext
 from bench.results.samples import RelayedRecords
 from bench.scenario.file import Scenario
-from bench.studies.pool import StudyPool
-from bench.studies.profile import load_profile
 
 EXIT_DELAY_S = 1.0
 MASTER_PROBE_INTERVAL_S = 0.5
@@ -45,13 +44,8 @@ class WorkerSide:
 
     def _set_up(self, data: dict) -> None:
         scenario = Scenario.model_validate(data["scenario"])
-        studies = scenario.studies
-        pool = gevent.get_hub().threadpool.apply(
-            StudyPool.prepare,
-            (load_profile(studies.profile), studies.pool, studies.seed),
-            {"progress": False, "transfer_syntax": studies.transfer_syntax},
-        )
-        self.context = LoadContext(scenario, pool, user_prefix=f"w{data['index'] + 1}-")
+        pools = gevent.get_hub().threadpool.apply(prepare_pools, (scenario,), {"progress": False})
+        self.context = LoadContext(scenario, pools, user_prefix=f"w{data['index'] + 1}-")
         ready = {"worker": WORKER_ID}
         if data["ae"]:
             host = scenario.client.scp_host or load.local_address_towards(self.master_host)

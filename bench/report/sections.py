@@ -1,5 +1,5 @@
 """A report's sections in reading order, for one run and for a comparison: each family of sections is
-built by its own module (throughput, protocols, pictures, faults, growth, runs, claims, environment)."""
+built by its own module (throughput, modalities, protocols, pictures, faults, growth, runs, claims, environment)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from bench.report.claims import claims_section
 from bench.report.environment import environment_section, method_section
 from bench.report.faults import faults_section
 from bench.report.growth import growth_section
+from bench.report.modalities import modalities_section
 from bench.report.model import Report, Section
 from bench.report.pictures import figures_section
 from bench.report.protocols import protocols_section
@@ -20,9 +21,11 @@ from bench.report.throughput import headline_section, target_sections
 def _sections(data: dict, groups: list[Group], settings: Settings) -> list[Section]:
     """The figures, the evidence (faults, growth, errors, claims), the runs, the method."""
     optional = [faults_section(groups), growth_section(data)]
+    modalities = modalities_section(groups)
     protocols = protocols_section(data, groups)
     return [
         *target_sections(data),
+        *([modalities] if modalities else []),
         *([protocols] if protocols else []),
         figures_section(data, groups, settings),
         *(section for section in optional if section),

@@ -91,6 +91,19 @@ class SummaryRecord(Record):
     operations: dict[str, Any] | None = Field(default=None, description="Figures per DIMSE operation.")
     user_types: dict[str, Any] | None = Field(default=None, description="Figures per user type.")
     users_by_type: dict[str, int] | None = Field(default=None, description="Users per user type.")
+    modalities: dict[str, Any] | None = Field(
+        default=None,
+        description="Per study modality (samples.csv modality: CT, MR, CT\\PT ...): figures per operation "
+        "(instances/s, frames/s, MB/s, latency).",
+    )
+    studies: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="The largest studies sent (up to 20): time to receive each (first C-STORE to last "
+        "acknowledged), to be queryable (QUERYABLE) and to be moved back (a modality's move_after).",
+    )
+    studies_by_modality: dict[str, Any] | None = Field(
+        default=None, description="Per modality: studies sent, instances per study, median and longest times."
+    )
     windows: Any = Field(default=None, description="The per-window table.")
     metrics: dict[str, float | None] | None = Field(default=None, description="Every metric of the run by name.")
     estimates: dict[str, Any] | None = Field(default=None, description="Headline metrics with their 95% intervals.")
@@ -170,7 +183,11 @@ class SampleRow(Part):
     user: str = Field(description="The locust user, unique in the run (w<N>- prefix in worker processes).")
     user_type: str = Field(description="modality, workstation, query or echo: the role the user plays.")
     association: str = Field(description="The association (changes when a user re-associates).")
-    operation: str = Field(description="C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET, or ASSOCIATE for a failed association.")
+    operation: str = Field(
+        description="C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET, ASSOCIATE for a failed association, or QUERYABLE: "
+        "from a study's last C-STORE until a study-level C-FIND counted all its instances (a modality's "
+        "check_queryable)."
+    )
     sop_instance_uid: str = Field(description="The instance a C-STORE sent (else empty).")
     study_instance_uid: str = Field(description="The study the request concerned (else empty).")
     instances: int = Field(description="Instances the request carried (1 for a C-STORE).")
@@ -179,6 +196,12 @@ class SampleRow(Part):
     latency_ms: float = Field(description="Request to response, in milliseconds (exact, not locust's rounding).")
     status: int = Field(description="The DICOM status (0 = success); -1 when no response came back.")
     error: str = Field(description="Empty on success; else why it failed.")
+    modality: str = Field(
+        default="",
+        description="The modalities of the request's study, as Modalities in Study gives them (sorted, "
+        "backslash-separated: CT, MR, CT\\PT, XA); empty when the request concerned no study or it is unknown "
+        "(runs before this column have none).",
+    )
 
 
 RECORD_MODELS: dict[str, type[BaseModel]] = {

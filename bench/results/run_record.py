@@ -539,6 +539,11 @@ class RunRecord(Record):
         default_factory=dict, description="The full scenario as run (its target spec included)."
     )
     studies: StudiesRecord | None = Field(default=None, description="The study pool.")
+    modality_studies: dict[str, StudiesRecord] = Field(
+        default_factory=dict,
+        description="The pools of the [users.modalities.NAME] groups' own profiles, by profile name "
+        "(the [studies] profile's is `studies`).",
+    )
     load_processes: LoadProcesses | None = Field(default=None, description="How the load was spread.")
     calibration: CalibrationRecord | None = Field(
         default=None, description="The harness's ceiling for this run; None: no calibration cached."

@@ -38,6 +38,7 @@ class Sample:
     latency_ms: float
     status: int  # DICOM status (0 = success); HTTP status for a DICOMweb request; -1 when no response came back
     error: str  # empty on success
+    modality: str = ""  # the study's modalities (Modalities in Study: 'CT', 'CT\\PT'); empty when unknown
 
 
 COLUMNS = [f.name for f in fields(Sample)]
@@ -64,6 +65,7 @@ class RequestContext(TypedDict, total=False):
     study_instance_uid: str
     instances: int
     frames: int
+    modality: str
     sent: Row
     sent_rows: list[Row]
     suboperations: Row
@@ -270,6 +272,7 @@ def request_sample(operation: str, latency_ms: float, size: int, error: str, con
         latency_ms=latency_ms,
         status=context["status"],
         error=error,
+        modality=context.get("modality", ""),
     )
 
 

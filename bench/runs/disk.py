@@ -19,6 +19,7 @@ from bench.common.errors import UserError
 from bench.results.run_record import CalibrationRecord, CapacityRecord, DiskRecord
 from bench.scenario.file import Scenario
 from bench.scenario.targets import TargetSpec
+from bench.scenario.users import ModalitySpec, role_of
 
 RESERVE_STATUS = "stopped: disk reserve reached"
 CAPACITY_STATUS = "stopped: archive capacity reached"
@@ -56,13 +57,40 @@ def used_bytes(path: Path) -> int:
 
 
 def store_rate(
-    scenario: Scenario, pool: dict, calibration: CalibrationRecord | None, processes: int
+    scenario: Scenario, pools: dict[str, dict], calibration: CalibrationRecord | None, processes: int
 ) -> tuple[float, str]:
-    """Bytes per second the modalities can store, and on what basis (said in the refusal)."""
-    modality = scenario.users.modality
-    if modality is None or modality.count == 0:
+    """Bytes per second the modality groups can store together, and on what basis (said in the refusal).
+
+    `pools` holds each pool's description (StudyPool.describe) by profile name."""
+    rates = [
+        group_rate(scenario, group, pools[group.profile or scenario.studies.profile], calibration, processes)
+        for group in scenario.users.modality_groups().values()
+        if group.count != 0
+    ]
+    if not rates:
         return 0.0, "no modality users"
+    return sum(r for r, _ in rates), "; ".join(basis for _, basis in rates)
+
+
+def group_rate(
+    scenario: Scenario, modality: ModalitySpec, pool: dict, calibration: CalibrationRecord | None, processes: int
+) -> tuple[float, str]:
+    """Bytes per second one modality group can store, and on what basis; a group that sends a set number of
+    `studies` stores at most those over the run."""
     users = modality.count if modality.count is not None else scenario.load.users  # a weighted share: at most all
+    rate, basis = paced_rate(modality, users, pool, calibration, processes)
+    if modality.studies is not None:
+        study = pool["bytes"] / max(pool["studies"], 1)
+        bounded = users * modality.studies * study / scenario.load.duration
+        if bounded < rate:
+            return bounded, f"{users} modalities sending {modality.studies} studies each"
+    return rate, basis
+
+
+def paced_rate(
+    modality: ModalitySpec, users: int, pool: dict, calibration: CalibrationRecord | None, processes: int
+) -> tuple[float, str]:
+    """Bytes per second `users` modalities store at their pace (flat out: the calibrated or assumed ceiling)."""
     if modality.studies_per_hour:
         study = pool["bytes"] / max(pool["studies"], 1)
         return (
@@ -88,21 +116,24 @@ def store_rate(
 def _records_bytes(scenario: Scenario, archive_bytes: float, pool: dict) -> int:
     """samples.csv, sent.csv and the rest of the harness's rows for this much stored."""
     instances = archive_bytes / max(pool["bytes"] / max(pool["instances"], 1), 1.0)
-    others = any(name != "modality" for name in scenario.users.groups())
+    others = any(role_of(name) != "modality" for name in scenario.users.groups())
     return int(instances * ROW_BYTES + (OTHER_REQUESTS_PER_S * ROW_BYTES * scenario.load.duration if others else 0))
 
 
 def plan_disk(
     scenario: Scenario,
     target: TargetSpec,
-    pool: dict,
+    pools: dict[str, dict],
     calibration: CalibrationRecord | None,
     processes: int,
     results_root: Path,
 ) -> tuple[TargetSpec, DiskRecord]:
-    """The target as it will run (a native archive's capacity resolved) and run.json["disk"]; UserError: too little."""
+    """The target as it will run (a native archive's capacity resolved) and run.json["disk"]; UserError: too little.
+
+    `pools`: each pool's description by profile name; the [studies] profile's one is prefilled."""
     reserve = scenario.run.disk_reserve
-    rate, basis = store_rate(scenario, pool, calibration, processes)
+    pool = pools[scenario.studies.profile]
+    rate, basis = store_rate(scenario, pools, calibration, processes)
     prefill = scenario.studies.prefill * pool["bytes"] / max(pool["studies"], 1)
     archive = rate * scenario.load.duration + prefill
     records = _records_bytes(scenario, archive, pool)

@@ -25,6 +25,7 @@ import pandas as pd
 from bench.common.errors import UserError
 from bench.common.processes import interrupt_on_sigterm, sigterm_deferred
 from bench.load.calibrate import ceiling_for_run
+from bench.load.pools import prepare_pools
 from bench.load.prefill import prefill
 from bench.load.shapes import step_figures
 from bench.results.run_file import host_facts, versions, write_run_json
@@ -37,8 +38,6 @@ from bench.runs.resources import ResourceSampling, interface_with_address
 from bench.runs.verify import summary_line, verify_against
 from bench.scenario.file import archive_in_namespace, dicomweb_gap, load_scenario, with_dicomweb
 from bench.scenario.targets import TargetSpec
-from bench.studies.pool import StudyPool
-from bench.studies.profile import load_profile
 from bench.targets import make_target
 from bench.targets.probes import hypervisor_warning
 
@@ -149,22 +148,19 @@ def run_scenario(
     if gap := dicomweb_gap(scenario):
         raise UserError(gap)
     scenario = with_dicomweb(scenario)
-    profile = load_profile(scenario.studies.profile)
-    syntax = scenario.studies.transfer_syntax or profile.transfer_syntax
-    pool = StudyPool.prepare(
-        profile, scenario.studies.pool, scenario.studies.seed, progress=progress, transfer_syntax=syntax
-    )
-    calibration = ceiling_for_run(profile.name, syntax, processes.count)
-    target_spec, disk = plan_disk(
-        scenario, scenario.target, pool.describe(), calibration, processes.count, results_root
-    )
+    pools = prepare_pools(scenario, progress)
+    pool = pools[scenario.studies.profile]
+    syntax = scenario.studies.transfer_syntax or pool.profile.transfer_syntax
+    calibration = ceiling_for_run(pool.profile.name, syntax, processes.count)
+    described = {name: p.describe() for name, p in pools.items()}
+    target_spec, disk = plan_disk(scenario, scenario.target, described, calibration, processes.count, results_root)
     if disk.warning:
         print(f"pacsbench: warning: {disk.warning}", file=sys.stderr)
     with sigterm_deferred():  # a SIGTERM here waits: no run folder without its run.json, no target half made
         run_dir = new_run_dir(results_root, scenario.name)
         engine = load.LoadEngine(
             scenario,
-            pool,
+            pools,
             run_dir,
             processes.workers,
             processes.remote_workers,
@@ -178,7 +174,8 @@ def run_scenario(
             status="started",
             scenario_file=str(scenario_path),
             scenario=scenario.model_dump(mode="json"),
-            studies=pool.describe(),
+            studies=described[scenario.studies.profile],
+            modality_studies={name: d for name, d in described.items() if name != scenario.studies.profile},
             load_processes=processes.describe(),
             calibration=calibration,
             disk=disk,

@@ -94,7 +94,7 @@ def returned_digests(user: ServiceUser, studies: list[str]) -> tuple[dict[str, s
             if not user.connected:
                 user.connect()
             outcome = user.get(study_identifier(study), digests=True)
-            returned.update({a.sop_instance_uid: a.digest for a in outcome.arrivals})
+            returned.update({a.sop_instance_uid: a.digest for a in outcome.gathered.hashed})
         except AssociationFailed as exc:
             failed_requests.append(f"study {study}: {exc}")
     return returned, failed_requests

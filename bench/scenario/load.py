@@ -20,6 +20,13 @@ class StudiesSpec(BaseModel):
     seed: int = Field(default=1, ge=0)
     transfer_syntax: Literal[tuple(SYNTAXES)] | None = None  # type: ignore[valid-type]  # default: the profile's
     prefill: int = Field(default=0, ge=0, description="studies stored before the load starts (a worklist to read)")
+    scale: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="modality profiles (ct, mr, pet-ct-large, ...): keep this share of each series' instances, at "
+        "least one: small versions of large studies for tests and smoke runs",
+    )
 
 
 class LoadSpec(BaseModel):

@@ -27,6 +27,21 @@ class ModalitySpec(UserGroup):
 
     studies_per_hour: float | None = Field(default=None, gt=0)
     instances_per_s: float | None = Field(default=None, gt=0)
+    profile: str | None = Field(
+        default=None,
+        description="the study profile this modality sends (ct, mr, us, ...); default: [studies] profile",
+    )
+    studies: int | None = Field(
+        default=None, ge=1, description="studies each user sends, then it stops (none: until the load ends)"
+    )
+    check_queryable: bool = Field(
+        default=False,
+        description="after each study, C-FIND it until the archive counts all its instances "
+        "(NumberOfStudyRelatedInstances): a QUERYABLE sample, timed from the study's last C-STORE",
+    )
+    move_after: bool = Field(
+        default=False, description="then C-MOVE the whole study to the harness (after check_queryable, if set)"
+    )
 
     @model_validator(mode="after")
     def _one_pace(self) -> ModalitySpec:
@@ -87,16 +102,21 @@ class WadoSpec(UserGroup):
     check_digests: bool = Field(default=False, description="hash every retrieved instance (verify compares them)")
 
 
-DIMSE_USER_TYPES = ("modality", "workstation", "query", "echo")
+DIMSE_USER_TYPES = ("modality", "modalities", "workstation", "query", "echo")
 DICOMWEB_USER_TYPES = ("stow", "qido", "wado")
 USER_TYPES = DIMSE_USER_TYPES + DICOMWEB_USER_TYPES
 
 
 class UsersSpec(BaseModel):
-    """The [users] table: one optional table per user type."""
+    """The [users] table: one optional table per user type; [users.modalities.NAME] for several modalities."""
 
     model_config = Strict
     modality: ModalitySpec | None = None
+    modalities: dict[str, ModalitySpec] = Field(
+        default={},
+        description="more modality groups in one run, by name ([users.modalities.ct], [users.modalities.mr], ...), "
+        "each with its own profile, pace and count",
+    )
     workstation: WorkstationSpec | None = None
     query: QuerySpec | None = None
     echo: EchoSpec | None = None
@@ -115,9 +135,24 @@ class UsersSpec(BaseModel):
         return data
 
     def groups(self) -> dict[str, UserGroup]:
-        """The user types the scenario has, by name, in USER_TYPES order."""
-        return {name: getattr(self, name) for name in USER_TYPES if getattr(self, name) is not None}
+        """The user groups the scenario has, by table name in USER_TYPES order: 'modality', 'modalities.NAME', ..."""
+        found: dict[str, UserGroup] = {}
+        for name in USER_TYPES:
+            if name == "modalities":
+                found.update({f"modalities.{key}": spec for key, spec in self.modalities.items()})
+            elif getattr(self, name) is not None:
+                found[name] = getattr(self, name)
+        return found
+
+    def modality_groups(self) -> dict[str, ModalitySpec]:
+        """The groups that send studies: [users.modality] and each [users.modalities.NAME]."""
+        return {name: g for name, g in self.groups().items() if isinstance(g, ModalitySpec)}
 
     def dicomweb(self) -> list[str]:
         """The DICOMweb user types with users (the target must then serve DICOMweb)."""
         return [name for name, group in self.groups().items() if name in DICOMWEB_USER_TYPES and group.count != 0]
+
+
+def role_of(group_name: str) -> str:
+    """The user type of a group: 'modalities.ct' is a modality."""
+    return "modality" if group_name.startswith("modalities.") else group_name

@@ -3,8 +3,10 @@
 Native (uncompressed) Explicit VR Little Endian needs nothing. RLE, JPEG-LS and JPEG 2000
 lossless use pydicom 3's encoders with the plugins of the `codecs` extra (pylibjpeg-rle,
 pyjpegls, pylibjpeg-openjpeg). JPEG Lossless SV1, the classic XA syntax, has no Python
-encoder: DCMTK's `dcmcjpeg` makes it. Every encoder is lossless; frames decode back to
-the same pixels.
+encoder: DCMTK's `dcmcjpeg` makes it. These are lossless; frames decode back to the same
+pixels. JPEG baseline (8-bit, lossy: ultrasound's usual syntax) has no pydicom encoder
+either: Pillow (libjpeg) makes it, colour as YCbCr 4:2:2 (PhotometricInterpretation
+YBR_FULL_422), and the instance says it was lossily compressed (see mark_lossy).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
     JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
@@ -43,6 +47,7 @@ class TransferSyntax:
     plugin: str = ""  # the pydicom encoding plugin it needs ("" for native and SV1)
     package: str = ""  # what provides the plugin
     ratio_band: tuple[float, float] = (1.0, 1.0)  # lossless ratio expected on DSA data (ours and real XA)
+    lossy: bool = False  # JPEG baseline: 8-bit data only, pixels change
 
     @property
     def encapsulated(self) -> bool:
@@ -63,8 +68,10 @@ SYNTAXES = {
         TransferSyntax("j2k", JPEG2000Lossless, "pylibjpeg", "pylibjpeg-openjpeg", (2.0, 3.0)),
         # Huffman-coded first-order prediction (SV1) trails JPEG-LS by 15-25%.
         TransferSyntax("jpeg-sv1", JPEGLosslessSV1, ratio_band=(2.0, 3.0)),
+        TransferSyntax("jpeg-baseline", JPEGBaseline8Bit, "pillow", "pillow", lossy=True),
     )
 }
+LOSSLESS = [name for name, syntax in SYNTAXES.items() if not syntax.lossy]
 DEFAULT_SYNTAX = "explicit"
 
 
@@ -89,6 +96,12 @@ def require_encoder(syntax: TransferSyntax) -> None:
     if syntax.uses_dcmtk:
         if not dcmcjpeg_path():
             raise UserError(f"transfer syntax {syntax.name} needs DCMTK's dcmcjpeg on PATH (apt-get install dcmtk)")
+        return
+    if syntax.lossy:
+        try:
+            import PIL  # noqa: F401
+        except ImportError:
+            raise UserError(f"transfer syntax {syntax.name} needs the Python package pillow ({CODECS_HINT})") from None
         return
     if syntax.plugin and syntax.plugin not in get_encoder(syntax.uid).available_plugins:
         raise UserError(f"transfer syntax {syntax.name} needs the Python package {syntax.package} ({CODECS_HINT})")
@@ -143,6 +156,39 @@ def _encode_with_dcmcjpeg(pixels: np.ndarray, header: Dataset) -> bytes:
     return encoded.PixelData
 
 
+JPEG_QUALITY = 90  # what ultrasound units commonly write: ratios of about 10-20:1 on cine loops
+
+
+def _encode_with_pillow(pixels: np.ndarray, header: Dataset) -> bytes:
+    """JPEG baseline frames (8-bit grey, or RGB as YCbCr 4:2:2), encapsulated with a Basic Offset Table."""
+    from PIL import Image
+
+    if header.BitsAllocated != 8:
+        raise UserError(f"transfer syntax jpeg-baseline takes 8-bit pixels, not {header.BitsStored}-bit")
+    frames = []
+    for frame in pixels:
+        buffer = BytesIO()
+        Image.fromarray(frame, "RGB" if frame.ndim == 3 else "L").save(
+            buffer,
+            "JPEG",
+            quality=JPEG_QUALITY,
+            subsampling=1,  # 1: 4:2:2
+        )
+        frames.append(buffer.getvalue())
+    return encapsulate(frames, has_bot=True)
+
+
+def mark_lossy(ds: Dataset, syntax: TransferSyntax, native_bytes: int, encoded_bytes: int) -> None:
+    """What a lossily compressed instance must say (General Image, Image Pixel): once, and at which ratio."""
+    if not syntax.lossy:
+        return
+    if ds.SamplesPerPixel == 3:
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = round(native_bytes / encoded_bytes, 2)
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+
+
 def encode_pixel_data(pixels: np.ndarray, header: Dataset, syntax: TransferSyntax) -> bytes:
     """The Pixel Data value of `pixels` (frames, rows, columns) in `syntax`.
 
@@ -152,6 +198,8 @@ def encode_pixel_data(pixels: np.ndarray, header: Dataset, syntax: TransferSynta
     if not syntax.encapsulated:
         return native_pixel_data(pixels)
     require_encoder(syntax)
+    if syntax.lossy:
+        return _encode_with_pillow(pixels, header)
     if syntax.uses_dcmtk:
         return _encode_with_dcmcjpeg(pixels, header)
     return _encode_with_pydicom(pixels, header, syntax)

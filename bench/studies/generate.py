@@ -61,10 +61,12 @@ class Totals:
     frames: int = 0
     bytes: int = 0
     paths: list[Path] = field(default_factory=list)
+    per_study: list[tuple[str, int, int, int]] = field(default_factory=list)  # (folder, instances, frames, bytes)
 
     def add(self, folder: Path, written: list[tuple[str, int, int]]) -> None:
         """Count one complete study: (file name, frames, bytes) per instance."""
         self.studies += 1
+        self.per_study.append((folder.name, len(written), sum(w[1] for w in written), sum(w[2] for w in written)))
         for name, frames, size in written:
             self.instances += 1
             self.frames += frames
@@ -75,7 +77,7 @@ class Totals:
         return f"{self.studies} studies, {self.instances} instances, {self.frames} frames, {self.bytes / 1e6:.1f} MB"
 
 
-def _uid(*parts: object) -> str:
+def derived_uid(*parts: object) -> str:
     """A deterministic UID in the 2.25 (UUID-derived) form: 128 bits of a hash of the parts."""
     digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
     return f"2.25.{int.from_bytes(digest[:16], 'big')}"
@@ -96,7 +98,7 @@ def patient_visits(profile: Profile, seed: int, count: int) -> list[tuple[int, i
     return visits[:count]
 
 
-def _study_keys(profile: Profile, seed: int, index: int, patient: int, visit: int, rng) -> StudyKeys:
+def study_keys(profile: Profile, seed: int, index: int, patient: int, visit: int, rng) -> StudyKeys:
     """Patient attributes come from the patient alone; dates move on with each visit."""
     person = np.random.default_rng([seed, patient, 0x5054])
     number = int(person.integers(0, 10**6))
@@ -108,7 +110,7 @@ def _study_keys(profile: Profile, seed: int, index: int, patient: int, visit: in
         patient_id=f"PB{seed:04d}{patient:06d}"[-16:],
         birth_date=f"{1935 + number % 60}{1 + number % 12:02d}{1 + number % 28:02d}",
         sex="MF"[number % 2],
-        study_uid=_uid(profile.name, seed, index, "study"),
+        study_uid=derived_uid(profile.name, seed, index, "study"),
         study_id=str(index + 1),
         accession=f"A{seed % 1000:03d}{index:08d}"[-16:],
         study_date=day.strftime("%Y%m%d"),
@@ -123,7 +125,7 @@ def plan_study(profile: Profile, seed: int, index: int, visit: tuple[int, int] |
     """
     patient, visit_number = visit or patient_visits(profile, seed, index + 1)[index]
     rng = np.random.default_rng([seed, index, 0x5354])
-    keys = _study_keys(profile, seed, index, patient, visit_number, rng)
+    keys = study_keys(profile, seed, index, patient, visit_number, rng)
     start_minute = int(keys.study_time[:2]) * 60 + int(keys.study_time[2:4])
     runs = []
     for r in range(profile.runs_per_study.draw(rng)):
@@ -139,8 +141,8 @@ def plan_study(profile: Profile, seed: int, index: int, visit: tuple[int, int] |
             intensity=profile.pixel_intensity_relationship,
         )
         run_keys = RunKeys(
-            series_uid=_uid(profile.name, seed, index, r, "series"),
-            sop_uid=_uid(profile.name, seed, index, r, "instance"),
+            series_uid=derived_uid(profile.name, seed, index, r, "series"),
+            sop_uid=derived_uid(profile.name, seed, index, r, "instance"),
             series_number=r + 1,
             acquisition_time=f"{(minute // 60) % 24:02d}{minute % 60:02d}{int(rng.integers(0, 60)):02d}",
             primary_angle=float(np.round(rng.uniform(-45, 45), 1)),
@@ -173,7 +175,7 @@ def synthesize_study(
             on_frames(run.shape.frames)
 
 
-def _replace_dir(partial: Path, final: Path) -> None:
+def replace_dir(partial: Path, final: Path) -> None:
     """Move a complete folder into place, replacing an older copy if there is one."""
     if final.exists():
         old = final.with_name(f".old-{final.name}")
@@ -198,14 +200,14 @@ def write_study(
             name = f"run-{int(ds.SeriesNumber):02d}.dcm"
             ds.save_as(partial / name, enforce_file_format=True)
             written.append((name, int(ds.NumberOfFrames), (partial / name).stat().st_size))
-        _replace_dir(partial, out / plan.folder_name)
+        replace_dir(partial, out / plan.folder_name)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     totals.add(out / plan.folder_name, written)
 
 
-def _make_folder(out: Path) -> None:
+def make_folder(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -230,12 +232,14 @@ def generate(
     if studies < 1:
         raise UserError(f"--studies must be at least 1 (got {studies})")
     syntax = transfer_syntax(syntax_name or profile.transfer_syntax)
+    if syntax.lossy:
+        raise UserError(f"transfer syntax {syntax.name} is lossy: DSA studies are written losslessly")
     require_encoder(syntax)
     plans = plan_studies(profile, seed, studies)
-    _make_folder(out)
+    make_folder(out)
     totals = Totals()
     todo = [p for p in plans if not (keep_existing and (out / p.folder_name).is_dir())]
-    with _progress_bars(profile, syntax, todo, progress) as (study_bar, frame_bar):
+    with progress_bars(profile, syntax, todo, progress) as (study_bar, frame_bar):
         for plan in todo:
             try:
                 write_study(plan, profile, out, totals, on_frames=frame_bar.update, syntax=syntax)
@@ -246,7 +250,7 @@ def generate(
 
 
 @contextmanager
-def _progress_bars(profile: Profile, syntax: TransferSyntax, plans: list[StudyPlan], enabled: bool):
+def progress_bars(profile: Profile, syntax: TransferSyntax, plans: list[StudyPlan], enabled: bool):
     """Two bars: studies written, and frames synthesized and encoded (the slow part).
 
     Shown on a terminal only (tqdm's disable=None): piped or redirected output stays clean."""

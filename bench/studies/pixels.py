@@ -51,13 +51,13 @@ class RunShape:
         return (1 << self.bits_stored) - 1
 
 
-def _radial_frequency(rows: int, columns: int) -> np.ndarray:
+def radial_frequency(rows: int, columns: int) -> np.ndarray:
     fy = np.fft.fftfreq(rows)[:, None].astype(np.float32)
     fx = np.fft.rfftfreq(columns)[None, :].astype(np.float32)
     return np.sqrt(fx * fx + fy * fy)
 
 
-def _binomial_blur(image: np.ndarray, passes: int) -> np.ndarray:
+def binomial_blur(image: np.ndarray, passes: int) -> np.ndarray:
     """Blur with a separable [1, 2, 1]/4 kernel `passes` times (sigma ~ 0.7 px per pass)."""
     out = image
     for _ in range(passes):
@@ -81,7 +81,7 @@ def _random_uint16(rng: np.random.Generator, count: int) -> np.ndarray:
     return words.view(np.uint16)[:count]
 
 
-def _normal_noise(rng: np.random.Generator, count: int) -> np.ndarray:
+def normal_noise(rng: np.random.Generator, count: int) -> np.ndarray:
     """`count` standard normal float32 draws (quantized to 65536 levels)."""
     return _normal_table()[_random_uint16(rng, count)]
 
@@ -96,11 +96,11 @@ def field_of_view(rows: int, columns: int) -> np.ndarray:
 
 def anatomical_attenuation(rng: np.random.Generator, rows: int, columns: int) -> np.ndarray:
     """Attenuation (e-folds) of a head: soft tissue, a skull rim and 1/f texture."""
-    f = _radial_frequency(rows, columns)
+    f = radial_frequency(rows, columns)
     f[0, 0] = 1.0
     spectrum = np.empty(f.shape, dtype=np.complex64)
-    spectrum.real = _normal_noise(rng, f.size).reshape(f.shape)
-    spectrum.imag = _normal_noise(rng, f.size).reshape(f.shape)
+    spectrum.real = normal_noise(rng, f.size).reshape(f.shape)
+    spectrum.imag = normal_noise(rng, f.size).reshape(f.shape)
     spectrum /= f**1.5
     texture = np.fft.irfft2(spectrum, s=(rows, columns)).astype(np.float32)
     texture = (texture - texture.mean()) / (texture.std() + 1e-12)
@@ -177,7 +177,7 @@ def vessel_tree(rng: np.random.Generator, rows: int, columns: int) -> np.ndarray
         ys = np.clip(stamped[..., 0], 0, rows - 1)
         xs = np.clip(stamped[..., 1], 0, columns - 1)
         canvas[ys, xs] = min(0.25 + radius / (scale * 0.012), 1.0)
-    return np.clip(_binomial_blur(canvas, passes=1), 0.0, 1.0)
+    return np.clip(binomial_blur(canvas, passes=1), 0.0, 1.0)
 
 
 def bolus_curve(frames: int, mask_frames: int) -> np.ndarray:
@@ -236,7 +236,7 @@ def synthesize_run(shape: RunShape, seed: int) -> np.ndarray:
     out = np.empty((shape.frames, shape.rows * shape.columns), dtype=dtype)
     frame = np.empty(shape.rows * shape.columns, dtype=np.float32)
     for i, concentration in enumerate(bolus_curve(shape.frames, shape.mask_frames)):
-        noise = _normal_noise(rng, frame.size)
+        noise = normal_noise(rng, frame.size)
         np.multiply(noise, exposure.sigma, out=frame)
         frame += exposure.mean
         if concentration > 0:

@@ -111,7 +111,8 @@ USERS = VALID.replace("users = 2\n", "")
     [
         (
             USERS + "[users.radiologist]\ncount = 1\n",
-            "[users]: unknown user type 'radiologist' (known: modality, workstation, query, echo, stow, qido, wado)",
+            "[users]: unknown user type 'radiologist' "
+            "(known: modality, modalities, workstation, query, echo, stow, qido, wado)",
         ),
         (USERS + "[users.workstaton]\ncount = 1\n", "unknown user type 'workstaton' (did you mean 'workstation'?"),
         (

@@ -100,3 +100,20 @@ def test_each_pass_makes_new_patients_and_keeps_their_studies_together():
     assert patients[0] != patients[1]
     names = {i.dataset.PatientName for studies in passes for study in studies for i in study}
     assert names == {pool.studies[0][0].dataset.PatientName}
+
+
+@pytest.mark.parametrize(
+    "keyword, value",
+    [("SOPInstanceUID", "1.2.3"), ("SOPInstanceUID", "1.2.34"), ("PatientID", "PB01-a"), ("AccessionNumber", "A1")]
+    + [("PatientID", "PB0001-abc-0"), ("StudyInstanceUID", "2.25.123456789012345678901234567890123")],
+)
+def test_the_copies_text_encoder_writes_what_pydicom_writes(keyword, value):
+    from pydicom.datadict import dictionary_VR
+    from pydicom.dataelem import DataElement
+    from pydicom.tag import Tag
+
+    from bench.studies.pool import encode_element, encode_text_element
+
+    tag = int(Tag(keyword))
+    expected = encode_element(DataElement(tag, dictionary_VR(tag), value))
+    assert encode_text_element(tag, dictionary_VR(tag), value) == expected

@@ -13,14 +13,14 @@ import pytest
 from helpers.tools import require_tool, syntax_params
 from pydicom import dcmread
 
-from bench.studies.encode import SYNTAXES, attach_pixel_data, encode_pixel_data, transfer_syntax
+from bench.studies.encode import LOSSLESS, SYNTAXES, attach_pixel_data, encode_pixel_data, transfer_syntax
 from bench.studies.generate import plan_study
 from bench.studies.pixels import synthesize_run
-from bench.studies.profile import available_profiles, load_profile
+from bench.studies.profile import Profile, available_profiles, load_profile
 from bench.studies.xa import build_header
 
 FRAMES = 4
-MATRIX = syntax_params([(p, s) for p in available_profiles() for s in SYNTAXES])
+MATRIX = syntax_params([(p, s) for p in available_profiles(Profile) for s in LOSSLESS])
 
 
 @lru_cache(maxsize=None)

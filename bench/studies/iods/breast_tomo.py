@@ -1,0 +1,108 @@
+"""Breast Tomosynthesis Image IOD: one reconstructed slab stack per view, a large multi-frame instance.
+
+Modules: Patient, General Study, General Series, Enhanced Mammography Series, Frame of Reference,
+General Equipment, Enhanced General Equipment, Image Pixel, Multi-frame Functional Groups, Multi-frame
+Dimension, Acquisition Context, Breast Tomosynthesis Acquisition, X-Ray 3D Image, Breast View,
+SOP Common. Frames are 1 mm slices through the compressed breast (the mg builder's projection, each
+slice with its own texture and noise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import BreastTomosynthesisImageStorage
+
+from bench.studies.iods import dx
+from bench.studies.iods.common import (
+    InstanceKeys,
+    SeriesKeys,
+    code,
+    frame_of_reference,
+    image_pixel,
+    item,
+    new_instance,
+    patient_and_study,
+    series_and_equipment,
+    stack_dimensions,
+)
+from bench.studies.profile import SeriesSpec, StudyProfile
+from bench.studies.xa import StudyKeys
+
+SOP_CLASS = BreastTomosynthesisImageStorage
+FRAME_TYPE = ["ORIGINAL", "PRIMARY", "TOMOSYNTHESIS", "NONE"]
+
+
+def header(
+    spec: SeriesSpec, profile: StudyProfile, study: StudyKeys, series: SeriesKeys, inst: InstanceKeys, frames: int
+) -> Dataset:
+    ds = new_instance(SOP_CLASS, inst, study)
+    patient_and_study(ds, study, profile)
+    series_and_equipment(ds, "MG", spec, series, profile, study)
+    ds.DeviceSerialNumber = "0001"
+    frame_of_reference(ds, series)
+    ds.ImageType = FRAME_TYPE
+    ds.InstanceNumber = inst.number
+    ds.ContentDate = study.study_date
+    ds.ContentTime = inst.acquisition_time
+    ds.ContentQualification = "PRODUCT"
+    view, meaning = dx.VIEWS[spec.kind or "CC"]
+    ds.ViewCodeSequence = [code(view, meaning)]
+    ds.ViewCodeSequence[0].ViewModifierCodeSequence = []
+    ds.BreastImplantPresent = "NO"
+    ds.PartialView = "NO"
+    image_pixel(ds, spec)
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.BurnedInAnnotation = "NO"
+    ds.RecognizableVisualFeatures = "NO"
+    ds.LossyImageCompression = "00"
+    ds.NumberOfFrames = frames
+    ds.AcquisitionContextSequence = []
+    ds.PixelPresentation = "MONOCHROME"
+    ds.VolumetricProperties = "VOLUME"
+    ds.VolumeBasedCalculationTechnique = "TOMOSYNTHESIS"
+    ds.SharedFunctionalGroupsSequence = [_shared(spec)]
+    ds.PerFrameFunctionalGroupsSequence = [_frame(spec, n, study) for n in range(1, frames + 1)]
+    stack_dimensions(ds, series)
+    return ds
+
+
+def _shared(spec: SeriesSpec) -> Dataset:
+    return item(
+        PixelMeasuresSequence=[item(PixelSpacing=[spec.pixel_spacing, spec.pixel_spacing], SliceThickness=1.0)],
+        PlaneOrientationSequence=[item(ImageOrientationPatient=[0.0, 1.0, 0.0, 0.0, 0.0, -1.0])],
+        FrameAnatomySequence=[
+            item(FrameLaterality=spec.description[:1], AnatomicRegionSequence=[code("76752008", "Breast")])
+        ],
+        PixelValueTransformationSequence=[item(RescaleIntercept=0.0, RescaleSlope=1.0, RescaleType="US")],
+        FrameVOILUTSequence=[item(WindowCenter=(1 << spec.bits_stored) // 2, WindowWidth=1 << spec.bits_stored)],
+    )
+
+
+def _frame(spec: SeriesSpec, n: int, study: StudyKeys) -> Dataset:
+    return item(
+        FrameContentSequence=[
+            item(
+                FrameAcquisitionDateTime=f"{study.study_date}{study.study_time}",
+                FrameReferenceDateTime=f"{study.study_date}{study.study_time}",
+                FrameAcquisitionDuration=4000.0,
+                StackID="1",
+                InStackPositionNumber=n,
+                DimensionIndexValues=[1, n],
+            )
+        ],
+        PlanePositionSequence=[item(ImagePositionPatient=[float(n), 0.0, 0.0])],
+        XRay3DFrameTypeSequence=[  # per frame, as the X-Ray 3D Frame Type macro asks in this IOD
+            item(
+                FrameType=FRAME_TYPE,
+                PixelPresentation="MONOCHROME",
+                VolumetricProperties="VOLUME",
+                VolumeBasedCalculationTechnique="TOMOSYNTHESIS",
+            )
+        ],
+    )
+
+
+def pixels(spec: SeriesSpec, z: float, rng: np.random.Generator, frames: int = 1) -> np.ndarray:
+    """`frames` slices (frames, rows, columns) uint16: the breast with a fresh texture and noise per slice."""
+    return np.concatenate([dx.pixels(spec, z, rng) for _ in range(frames)])

@@ -1,0 +1,169 @@
+"""Modules shared by the IOD builders: SOP Common, Patient, General Study, Series, Equipment, Image, Frame of
+Reference, Image Plane, Image Pixel and VOI LUT, filled from the keys the planner (bench.studies.series) draws."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+from bench.studies.generate import derived_uid
+from bench.studies.profile import SeriesSpec, StudyProfile
+from bench.studies.xa import MANUFACTURER, StudyKeys
+
+AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+CORONAL = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]
+
+
+@dataclass(frozen=True)
+class SeriesKeys:
+    """What one series of a study shares."""
+
+    series_uid: str
+    series_number: int
+    frame_of_reference_uid: str
+    series_time: str
+
+
+@dataclass(frozen=True)
+class InstanceKeys:
+    """What makes one instance of a series distinct."""
+
+    sop_uid: str
+    number: int  # Instance Number, from 1
+    count: int  # instances in the series
+    z: float  # position along the body, 0 (feet end) .. 1 (head end)
+    acquisition_time: str
+
+    @property
+    def position_mm(self) -> float:
+        return round(-600.0 + 900.0 * self.z, 3)
+
+
+def new_instance(sop_class: str, instance: InstanceKeys, study: StudyKeys) -> Dataset:
+    """An empty data set with file meta and SOP Common filled in."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = instance.sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = instance.sop_uid
+    ds.InstanceCreationDate = study.study_date
+    ds.InstanceCreationTime = instance.acquisition_time
+    return ds
+
+
+def patient_and_study(ds: Dataset, study: StudyKeys, profile: StudyProfile) -> None:
+    ds.PatientName = study.patient_name
+    ds.PatientID = study.patient_id
+    ds.PatientBirthDate = study.birth_date
+    ds.PatientSex = study.sex
+    ds.StudyInstanceUID = study.study_uid
+    ds.StudyDate = study.study_date
+    ds.StudyTime = study.study_time
+    ds.ReferringPhysicianName = "REFERRER^SYNTHETIC"
+    ds.StudyID = study.study_id
+    ds.AccessionNumber = study.accession
+    ds.StudyDescription = f"{profile.description.split(':')[0]} (synthetic)"[:64]
+
+
+def series_and_equipment(
+    ds: Dataset, modality: str, spec: SeriesSpec, series: SeriesKeys, profile: StudyProfile, study: StudyKeys
+) -> None:
+    ds.Modality = modality
+    ds.SeriesInstanceUID = series.series_uid
+    ds.SeriesNumber = series.series_number
+    ds.SeriesDate = study.study_date
+    ds.SeriesTime = series.series_time
+    ds.SeriesDescription = spec.description
+    ds.BodyPartExamined = profile.body_part
+    ds.Manufacturer = MANUFACTURER
+    ds.ManufacturerModelName = f"synthetic {modality}"
+    ds.InstitutionName = "pacsbench"
+    ds.StationName = f"{modality}1"
+    ds.SoftwareVersions = "1"
+
+
+def general_image(ds: Dataset, study: StudyKeys, instance: InstanceKeys, image_type: list[str]) -> None:
+    ds.ImageType = image_type
+    ds.InstanceNumber = instance.number
+    ds.ContentDate = study.study_date
+    ds.ContentTime = instance.acquisition_time
+    ds.AcquisitionDate = study.study_date
+    ds.AcquisitionTime = instance.acquisition_time
+    ds.AcquisitionNumber = 1
+    ds.BurnedInAnnotation = "NO"
+
+
+def frame_of_reference(ds: Dataset, series: SeriesKeys) -> None:
+    ds.FrameOfReferenceUID = series.frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+
+
+def image_plane(ds: Dataset, spec: SeriesSpec, instance: InstanceKeys, orientation: list[float]) -> None:
+    """Pixel spacing, orientation and the slice's position: slices `slice_thickness` apart along z."""
+    ds.PixelSpacing = [spec.pixel_spacing, spec.pixel_spacing]
+    ds.ImageOrientationPatient = orientation
+    half = round(spec.pixel_spacing * spec.columns / 2, 3)
+    position = round(instance.number * spec.slice_thickness, 3)
+    ds.ImagePositionPatient = [-half, -half, position] if orientation == AXIAL else [-half, position, half]
+    ds.SliceThickness = spec.slice_thickness
+    ds.SliceLocation = position
+
+
+def image_pixel(ds: Dataset, spec: SeriesSpec, signed: bool = False, photometric: str = "MONOCHROME2") -> None:
+    ds.SamplesPerPixel = 3 if photometric.startswith(("RGB", "YBR")) else 1
+    ds.PhotometricInterpretation = photometric
+    if ds.SamplesPerPixel == 3:
+        ds.PlanarConfiguration = 0
+    ds.Rows = spec.rows
+    ds.Columns = spec.columns
+    ds.BitsAllocated = 8 if spec.bits_stored <= 8 else 16
+    ds.BitsStored = spec.bits_stored
+    ds.HighBit = spec.bits_stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+
+
+def voi_window(ds: Dataset, center: float, width: float, explanation: str = "") -> None:
+    ds.WindowCenter = center
+    ds.WindowWidth = width
+    if explanation:
+        ds.WindowCenterWidthExplanation = explanation
+
+
+def item(**attributes) -> Dataset:
+    """A sequence item with these attributes (keyword = value)."""
+    ds = Dataset()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def code(value: str, meaning: str, scheme: str = "SCT") -> Dataset:
+    """A code sequence item (Code Value, Coding Scheme Designator, Code Meaning); SNOMED CT unless told."""
+    return item(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning)
+
+
+def stack_dimensions(ds: Dataset, series: SeriesKeys) -> None:
+    """Multi-frame Dimension: frames indexed by stack and by position in it (Stack ID, In-Stack Position Number)."""
+    organization = derived_uid(series.series_uid, "dimension-organization")
+    ds.DimensionOrganizationSequence = [item(DimensionOrganizationUID=organization)]
+    ds.DimensionOrganizationType = "3D"
+    ds.DimensionIndexSequence = [
+        item(
+            DimensionOrganizationUID=organization,
+            DimensionIndexPointer=0x00209056,  # Stack ID
+            FunctionalGroupPointer=0x00209111,  # Frame Content Sequence
+            DimensionDescriptionLabel="Stack ID",
+        ),
+        item(
+            DimensionOrganizationUID=organization,
+            DimensionIndexPointer=0x00209057,  # In-Stack Position Number
+            FunctionalGroupPointer=0x00209111,
+            DimensionDescriptionLabel="In-Stack Position Number",
+        ),
+    ]
