@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ import gevent
 from locust.env import Environment
 from locust.runners import STATE_STOPPED
 from locust.stats import CSV_STATS_INTERVAL_SEC, PERCENTILES_TO_REPORT, StatsCSVFileWriter
+from locust.web import WebUI
 from tqdm import tqdm
 
 from bench.common.errors import UserError
@@ -39,6 +40,7 @@ from bench.dicom.storage_scp import StorageSCP
 from bench.load.clock import CLOCK_PING, CLOCK_PONG, ClockProbe, Exchange
 from bench.load.shapes import make_shape
 from bench.load.users import LoadContext, user_classes
+from bench.load.web import WebSettings, start_web_ui
 from bench.results.samples import RunRecords, on_master_clock
 from bench.scenario.file import Scenario, archive_in_namespace
 from bench.studies.pool import StudyPool
@@ -100,6 +102,8 @@ class LoadEngine:
         master_port: int = 0,
         progress: bool = True,
         join_timeout: float = WORKER_JOIN_TIMEOUT,
+        web: WebSettings | None = None,
+        extensions: Sequence[Callable[..., None]] = (),
     ):
         self.scenario, self.pool, self.run_dir = scenario, pool, run_dir
         self.workers, self.remote_workers = workers, remote_workers
@@ -115,6 +119,9 @@ class LoadEngine:
         self.clock_probes: dict[str, ClockProbe] = {}
         self.failures: list[str] = []
         self.stop_reason: str | None = None
+        self.web, self.extensions = web, extensions  # extensions: locust init listeners (the live page)
+        self.web_ui: WebUI | None = None
+        self.stop_pressed = False  # the web UI's stop button: the load ends as on Ctrl-C
         self._quit = False
 
     @property
@@ -130,13 +137,26 @@ class LoadEngine:
             shape_class=self.shape,
         )
         env.events.request.add_listener(self.records.on_request)
+        for listener in self.extensions:
+            env.events.init.add_listener(listener)
         return env
+
+    def _start_web_ui(self) -> None:
+        """locust's web UI on the runner just created: it shows the load from its start (no start form)."""
+        if self.web is not None:
+            self.web_ui = start_web_ui(self.env, self.web, self._on_stop_pressed)
+
+    def _on_stop_pressed(self) -> None:
+        if not self.stop_pressed:
+            print("pacsbench: the web UI's stop button ended the load", file=sys.stderr, flush=True)
+        self.stop_pressed = True
 
     def start(self) -> dict[str, tuple[str, int]]:
         """Bring up the load processes; return {AE title: (host, port)} of the harness's Storage SCPs."""
         self.env = self._environment()
         if not self.distributed:
             self.env.create_local_runner()
+            self._start_web_ui()
             if not needs_scp(self.scenario):
                 return {}
             client = self.scenario.client
@@ -146,6 +166,7 @@ class LoadEngine:
             return {client.move_destination: (host, self.context.scp.port)}
         runner = self.env.create_master_runner(self.master_bind, self.master_port)
         self.master_port = runner.server.port if self.master_port == 0 else self.master_port
+        self._start_web_ui()  # the workers joining show in its Workers tab
         runner.register_message(HELLO, self._on_hello)
         runner.register_message(CLOCK_PONG, self._on_clock_answer)
         runner.register_message(READY, self._on_ready)
@@ -280,6 +301,7 @@ class LoadEngine:
             else:
                 runner.start(load.users, spawn_rate=load.spawn_rate or load.users)
             self._wait_until_done(started)
+            interrupted = self.stop_pressed
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -308,15 +330,21 @@ class LoadEngine:
     def _wait_until_done(self, started: float) -> None:
         load = self.scenario.load
         end = started + load.duration
-        while time.time() < end and self.stop_reason is None:
+        while time.time() < end and self._going():
             gevent.sleep(min(0.5, max(0.0, end - time.time())))
-        if self.shape is not None and self.stop_reason is None:  # the shape stops the run itself at its last tick
+        if self.shape is not None and self._going():  # the shape stops the run itself at its last tick
             deadline = end + load.stop_timeout + END_MARGIN
-            while self.env.runner.state != STATE_STOPPED and time.time() < deadline and self.stop_reason is None:
+            while self.env.runner.state != STATE_STOPPED and time.time() < deadline and self._going():
                 gevent.sleep(0.2)
 
+    def _going(self) -> bool:
+        return self.stop_reason is None and not self.stop_pressed
+
     def close(self) -> None:
-        """Stop this process's SCP and wait for local workers (quit by the master) to exit."""
+        """Stop the web UI and this process's SCP, and wait for local workers (quit by the master) to exit."""
+        if self.web_ui is not None:
+            self.web_ui.stop()
+            self.web_ui = None
         if self.env is not None and self.env.runner is not None and not self._quit:
             self.env.runner.quit()  # a run that failed before its load still releases its workers
             self._quit = True

@@ -1,0 +1,137 @@
+"""locust's own web UI on a running load: `pacsbench run --web`.
+
+The UI is locust's (its statistics per operation, charts, failures, workers, stop button),
+created on the run's Environment once its runner exists, so it attaches to a load that
+starts by itself (locust's `--autostart`, without the start form). Extensions (the live
+page) hook in as locust's do: listeners of the Environment's `init` event, fired with the
+web UI before it serves its first request.
+
+A stop from the UI (locust's POST /stop) is noted here, and the engine ends the load as
+it does on Ctrl-C. A login is locust's `--web-login` (flask-login; locust 2.22 replaced its
+HTTP basic auth with it), with one user and password given to `pacsbench run --web-auth`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import Blueprint, redirect, request, session, url_for
+from flask_login import UserMixin, login_user
+from locust.env import Environment
+from locust.web import WebUI
+
+from bench.common.errors import UserError
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+STOP_ENDPOINT = "locust.stop"  # locust's blueprint is named "locust"; its stop button POSTs /stop
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """Where the web UI listens, and the one login it accepts (None: no login, loopback only)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8089
+    auth: tuple[str, str] | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+
+def web_settings(host: str, port: int, auth: str | None) -> WebSettings:
+    """The settings of `--web-host`, `--web-port` and `--web-auth USER:PASSWORD`: a non-local address needs a login."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--web-port {port}: not a port number")
+    login = None
+    if auth:
+        user, sep, password = auth.partition(":")
+        if not sep or not user or not password:
+            raise UserError("--web-auth (or PACSBENCH_WEB_AUTH) must be USER:PASSWORD, both non-empty")
+        login = (user, password)
+    if host not in LOCAL_HOSTS and login is None:
+        raise UserError(
+            f"--web-host {host} would show the run to other machines: give a login with --web-auth USER:PASSWORD "
+            "or PACSBENCH_WEB_AUTH"
+        )
+    _check_listen(host, port)
+    return WebSettings(host, port, login)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """A one-line error before the run starts, not a web server failing in its greenlet later."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gevent's server will
+            probe.bind((host, port))
+    except OSError as exc:
+        raise UserError(f"the web UI cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
+class RunWebUI(WebUI):
+    """locust's WebUI, embedded: its page's "extra options" are parsed from the process's command line by
+    locust's own parser (locust's `ui_extra_args_dict`), which refuses pacsbench's options; it sees none."""
+
+    def update_template_args(self):
+        argv = sys.argv
+        sys.argv = argv[:1]  # no greenlet switch inside: locust's parser does no network I/O
+        try:
+            super().update_template_args()
+        finally:
+            sys.argv = argv
+
+
+class _Login(UserMixin):
+    def __init__(self, name: str):
+        self.id = name
+
+
+def _add_login(web_ui: WebUI, user: str, password: str) -> None:
+    """locust's login page (auth.html) with a user name and password form, checked against the one login."""
+    app = web_ui.app
+    app.config["SECRET_KEY"] = secrets.token_hex(32)  # sessions of this run only
+    web_ui.login_manager.user_loader(lambda name: _Login(name) if name == user else None)
+    web_ui.auth_args = {"username_password_callback": "/pacsbench-login"}
+    login = Blueprint("pacsbench_login", __name__)
+
+    @login.route("/pacsbench-login", methods=["POST"])
+    def check_login():
+        given_user = request.form.get("username", "")
+        given_password = request.form.get("password", "")
+        # Both compared in constant time; the password is never logged or stored.
+        if hmac.compare_digest(given_user.encode(), user.encode()) & hmac.compare_digest(
+            given_password.encode(), password.encode()
+        ):
+            login_user(_Login(user))
+            return redirect(url_for("locust.index"))
+        session["auth_error"] = "Wrong user name or password"
+        return redirect(url_for("locust.login"))
+
+    app.register_blueprint(login)
+
+
+def start_web_ui(env: Environment, settings: WebSettings, on_stop: Callable[[], None]) -> WebUI:
+    """locust's web UI on `env`'s runner (created before): extensions added by `init` listeners, then served.
+
+    `on_stop` is called when someone presses the UI's stop button."""
+    web_ui = RunWebUI(env, settings.host, settings.port, web_login=settings.auth is not None, delayed_start=True)
+    if settings.auth:
+        _add_login(web_ui, *settings.auth)
+
+    @web_ui.app.after_request
+    def note_stop(response):
+        # After locust's own handler: a stop refused (no login) is no stop.
+        if request.endpoint == STOP_ENDPOINT and request.method == "POST" and response.status_code == 200:
+            on_stop()
+        return response
+
+    env.events.init.fire(environment=env, runner=env.runner, web_ui=web_ui)
+    web_ui.start()
+    return web_ui
