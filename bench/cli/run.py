@@ -91,7 +91,7 @@ def add_web_options(p) -> None:
         "locust's web UI shows the run as it goes (requests/s, response times and failures per DICOM operation, "
         "charts, a stop button that ends the run as Ctrl-C does), with pacsbench's live page at /pacsbench/live "
         "(instances/s, frames/s and MB/s per user type, the target's resources, faults, bounded by so far). "
-        "The run starts by itself; it does not wait for the UI.",
+        "The run starts by itself, and the UI appears when the load begins (after the target and its prefill).",
     )
     web.add_argument("--web", action="store_true", help="serve locust's web UI while the scenario runs")
     web.add_argument(
@@ -121,14 +121,7 @@ def web_settings(args):
         return None
     from bench.load.web import web_settings as make
 
-    settings = make(args.web_host, args.web_port, args.web_auth or os.environ.get(WEB_AUTH_VARIABLE) or None)
-    login = f"; login as {settings.auth[0]}" if settings.auth else ""
-    print(
-        f"pacsbench: web UI at {settings.url} (live page {settings.url}pacsbench/live){login}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return settings
+    return make(args.web_host, args.web_port, args.web_auth or os.environ.get(WEB_AUTH_VARIABLE) or None)
 
 
 def _processes(args):

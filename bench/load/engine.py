@@ -13,6 +13,9 @@ address; only then does the target start (a native archive needs every C-MOVE
 destination in its configuration). A worker's users fire request events into its own rows
 listener; the rows ride to the master in locust's worker reports (`report_to_master`, and a
 last report when its users stop), so one samples.csv holds them all.
+
+With `web` (bench.load.web), locust's web UI is served on this process's runner (the master's, when
+distributed) from the load's start; its stop button ends the load as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import gevent
 from locust.env import Environment
-from locust.runners import STATE_STOPPED
+from locust.runners import STATE_INIT, STATE_STOPPED
 from locust.stats import CSV_STATS_INTERVAL_SEC, PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from locust.web import WebUI
 from tqdm import tqdm
@@ -40,7 +43,7 @@ from bench.dicom.storage_scp import StorageSCP
 from bench.load.clock import CLOCK_PING, CLOCK_PONG, ClockProbe, Exchange
 from bench.load.shapes import make_shape
 from bench.load.users import LoadContext, user_classes
-from bench.load.web import WebSettings, start_web_ui
+from bench.load.web import WebSettings, serve_web_ui
 from bench.results.samples import RunRecords, on_master_clock
 from bench.scenario.file import Scenario, archive_in_namespace
 from bench.studies.pool import StudyPool
@@ -53,6 +56,7 @@ WORKER_JOIN_TIMEOUT = 120.0  # workers load the study pool before they are ready
 WORKER_EXIT_TIMEOUT = 30.0
 END_MARGIN = 30.0  # beyond duration + stop_timeout, a run that has not ended is stopped anyway
 STOP_CHECK_INTERVAL = 1.0  # seconds between two calls of a run's stop check
+WEB_UI_START_WAIT = 5.0  # at most this long for a shape's first tick before the web UI is served anyway
 
 
 @dataclass
@@ -141,10 +145,15 @@ class LoadEngine:
             env.events.init.add_listener(listener)
         return env
 
-    def _start_web_ui(self) -> None:
-        """locust's web UI on the runner just created: it shows the load from its start (no start form)."""
-        if self.web is not None:
-            self.web_ui = start_web_ui(self.env, self.web, self._on_stop_pressed)
+    def _serve_web_ui(self) -> None:
+        """locust's web UI, served once the load has started: a page loaded while the runner is "ready"
+        shows locust's start form and never polls again, so the UI appears with the running load."""
+        if self.web is None:
+            return
+        deadline = time.monotonic() + WEB_UI_START_WAIT
+        while self.env.runner.state == STATE_INIT and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        self.web_ui = serve_web_ui(self.env, self.web, self._on_stop_pressed)
 
     def _on_stop_pressed(self) -> None:
         if not self.stop_pressed:
@@ -156,7 +165,6 @@ class LoadEngine:
         self.env = self._environment()
         if not self.distributed:
             self.env.create_local_runner()
-            self._start_web_ui()
             if not needs_scp(self.scenario):
                 return {}
             client = self.scenario.client
@@ -166,7 +174,6 @@ class LoadEngine:
             return {client.move_destination: (host, self.context.scp.port)}
         runner = self.env.create_master_runner(self.master_bind, self.master_port)
         self.master_port = runner.server.port if self.master_port == 0 else self.master_port
-        self._start_web_ui()  # the workers joining show in its Workers tab
         runner.register_message(HELLO, self._on_hello)
         runner.register_message(CLOCK_PONG, self._on_clock_answer)
         runner.register_message(READY, self._on_ready)
@@ -300,6 +307,7 @@ class LoadEngine:
                 runner.start_shape()
             else:
                 runner.start(load.users, spawn_rate=load.spawn_rate or load.users)
+            self._serve_web_ui()
             self._wait_until_done(started)
             interrupted = self.stop_pressed
         except KeyboardInterrupt:

@@ -117,8 +117,8 @@ def _add_login(web_ui: WebUI, user: str, password: str) -> None:
     app.register_blueprint(login)
 
 
-def start_web_ui(env: Environment, settings: WebSettings, on_stop: Callable[[], None]) -> WebUI:
-    """locust's web UI on `env`'s runner (created before): extensions added by `init` listeners, then served.
+def serve_web_ui(env: Environment, settings: WebSettings, on_stop: Callable[[], None]) -> WebUI:
+    """locust's web UI on `env`'s running load: extensions added by `init` listeners, then served; says where.
 
     `on_stop` is called when someone presses the UI's stop button."""
     web_ui = RunWebUI(env, settings.host, settings.port, web_login=settings.auth is not None, delayed_start=True)
@@ -134,4 +134,6 @@ def start_web_ui(env: Environment, settings: WebSettings, on_stop: Callable[[], 
 
     env.events.init.fire(environment=env, runner=env.runner, web_ui=web_ui)
     web_ui.start()
+    login = f"; login as {settings.auth[0]}" if settings.auth else ""
+    print(f"pacsbench: web UI at {settings.url} (live page {settings.url}pacsbench/live){login}", file=sys.stderr)
     return web_ui
