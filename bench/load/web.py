@@ -14,6 +14,7 @@ HTTP basic auth with it), with one user and password given to `pacsbench run --w
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import socket
 import sys
@@ -27,7 +28,6 @@ from locust.web import WebUI
 
 from bench.common.errors import UserError
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 STOP_ENDPOINT = "locust.stop"  # locust's blueprint is named "locust"; its stop button POSTs /stop
 
 
@@ -55,13 +55,23 @@ def web_settings(host: str, port: int, auth: str | None) -> WebSettings:
         if not sep or not user or not password:
             raise UserError("--web-auth (or PACSBENCH_WEB_AUTH) must be USER:PASSWORD, both non-empty")
         login = (user, password)
-    if host not in LOCAL_HOSTS and login is None:
+    if not _loopback(host) and login is None:
         raise UserError(
             f"--web-host {host} would show the run to other machines: give a login with --web-auth USER:PASSWORD "
             "or PACSBENCH_WEB_AUTH"
         )
     _check_listen(host, port)
     return WebSettings(host, port, login)
+
+
+def _loopback(host: str) -> bool:
+    """Only this machine can reach `host` (127.0.0.0/8, ::1, localhost); a name or any other address may be seen."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_listen(host: str, port: int) -> None:

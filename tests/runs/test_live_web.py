@@ -4,9 +4,12 @@ updating, the stop button ending the run as Ctrl-C does; a non-local address wit
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -157,3 +160,64 @@ def test_a_non_local_web_address_needs_a_login(tmp_path):
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1 and "--web-auth" in refused.stderr, refused.stderr
     assert not results.exists()  # refused before anything was made
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect comes back as an HTTPError with its Location
+
+
+def _request(opener, url: str, form: dict | None = None) -> tuple[int, str, str]:
+    """(status, Location, body) of one request, redirects not followed."""
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    try:
+        with opener.open(url, data=data, timeout=5) as answer:
+            return answer.status, "", answer.read().decode()
+    except urllib.error.HTTPError as answer:
+        return answer.code, answer.headers.get("Location", ""), ""
+    except OSError:
+        return 0, "", ""  # not listening (yet)
+
+
+def _to_login(answer: tuple[int, str, str]) -> bool:
+    return answer[0] == 302 and answer[1].startswith("/login")
+
+
+@pytest.mark.slow
+def test_a_login_guards_the_ui_its_stop_button_and_stays_out_of_the_record(tmp_path):
+    scenario, results, port = tmp_path / "live.toml", tmp_path / "results", free_local_port()
+    scenario.write_text(SCENARIO.replace("duration = 120", "duration = 6"))
+    url = f"http://127.0.0.1:{port}/"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", scenario, "--results", results, "--no-progress"]
+        + ["--web", "--web-port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PACSBENCH_WEB_AUTH": "alice:s3cret-word"},
+    )
+    try:
+        stranger = urllib.request.build_opener(_NoRedirect)
+        _wait(lambda: _request(stranger, url)[0] == 302, 60, "the web UI answering")
+        assert _to_login(_request(stranger, url + "pacsbench/live.json"))
+        assert _to_login(_request(stranger, url + "stop", {}))  # locust refused it: the run goes on
+        assert _to_login(_request(stranger, url + "pacsbench-login", {"username": "alice", "password": "guess"}))
+
+        alice = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPCookieProcessor())
+        assert _request(alice, url + "pacsbench-login", {"username": "alice", "password": "s3cret-word"})[:2] == (
+            302,
+            "/",
+        )
+        status, _, body = _request(alice, url + "pacsbench/live.json")
+        assert status == 200 and json.loads(body)["scenario"] == "live"
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, err  # the stranger's stop did not end it
+    assert "login as alice" in err and "s3cret" not in out + err
+    run_dir = Path(out.strip().splitlines()[-1])
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+    assert not any("s3cret" in f.read_text(errors="replace") for f in run_dir.iterdir() if f.is_file())
