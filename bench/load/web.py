@@ -29,6 +29,9 @@ from locust.web import WebUI
 from bench.common.errors import UserError
 
 STOP_ENDPOINT = "locust.stop"  # locust's blueprint is named "locust"; its stop button POSTs /stop
+# The scenario runs as written: locust's Edit and New (POST /swarm) would change its users mid-run, and its
+# Reset (/stats/reset) would make the run folder's locust CSVs disagree with samples.csv.
+REFUSED_ENDPOINTS = ("locust.swarm", "locust.reset_stats")
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,12 @@ def serve_web_ui(env: Environment, settings: WebSettings, on_stop: Callable[[], 
     web_ui = RunWebUI(env, settings.host, settings.port, web_login=settings.auth is not None, delayed_start=True)
     if settings.auth:
         _add_login(web_ui, *settings.auth)
+
+    @web_ui.app.before_request
+    def refuse_changes():
+        if request.endpoint in REFUSED_ENDPOINTS:
+            return "pacsbench runs the scenario as written: change its file and run it again", 409
+        return None
 
     @web_ui.app.after_request
     def note_stop(response):

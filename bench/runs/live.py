@@ -183,7 +183,7 @@ class LivePage:
         verdict = resources_now["bound_by"]
         rows = [{"name": "bounded by (so far)", "now": verdict["limit"], "mean": verdict["evidence"]}]
         rows += [
-            {"name": name, "now": column["now"], "mean": column["mean"]}
+            {"name": name, "now": column["now_text"], "mean": column["mean_text"]}
             for name, column in resources_now["columns"].items()
         ]
         return [{"key": FIGURES_TAB, "data": figures}, {"key": RESOURCES_TAB, "data": rows}]
@@ -219,15 +219,8 @@ class LivePage:
         if frame is not None and self.load_started is not None:
             since = measured_rows(frame, self.load_started, at)
             shown = frame[frame["time"] >= at - HISTORY_SECONDS]
-            result["columns"] = {
-                name: {
-                    "now": _number(shown[name].iloc[-1]) if len(shown) else None,
-                    "mean": _number(since[name].mean()) if len(since) else None,
-                    "series": [[_number(t), _number(v)] for t, v in zip(shown["time"], shown[name], strict=True)],
-                }
-                for name in frame.columns
-                if name != "time" and frame[name].notna().any()
-            }
+            shown_columns = [c for c in frame.columns if c != "time" and frame[c].notna().any()]
+            result["columns"] = {name: _column(name, shown, since) for name in shown_columns}
             result["bound_by"] = _verdict(since if len(since) else None, self.cpus)
         self._verdict_cache = (at, result)
         return result
@@ -236,6 +229,32 @@ class LivePage:
 def _verdict(rows, cpus: float | None) -> dict:
     verdict = bound_by(rows, cpus)
     return {"limit": verdict["limit"], "evidence": verdict["evidence"], "text": verdict_text(verdict)}
+
+
+def _column(name: str, shown, since) -> dict:
+    """One resource column: its series (time, value), its last value and mean since the load began, as text too."""
+    now = _number(shown[name].iloc[-1]) if len(shown) else None
+    mean = _number(since[name].mean()) if len(since) else None
+    return {
+        "now": now,
+        "mean": mean,
+        "now_text": _with_unit(name, now),
+        "mean_text": _with_unit(name, mean),
+        "series": [[_number(t), _number(v)] for t, v in zip(shown["time"], shown[name], strict=True)],
+    }
+
+
+def _with_unit(name: str, value: float | None) -> str:
+    """A value as its column's name says (server_metrics.csv's suffixes: _percent, _bytes_per_s, _bytes)."""
+    if value is None:
+        return "–"
+    if name.endswith("_bytes_per_s"):
+        return f"{value / 1e6:.1f} MB/s"
+    if name.endswith("_bytes"):
+        return f"{value / 1e6:.0f} MB"
+    if name.endswith("_percent"):
+        return f"{value:.1f}%"
+    return f"{value:g}" if value == int(value) else f"{value:.1f}"
 
 
 def _number(value) -> float | None:

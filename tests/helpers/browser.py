@@ -78,6 +78,7 @@ def _devtools_port(profile: Path, process: subprocess.Popen, timeout: float = 30
 @contextlib.contextmanager
 def chromium_page(binary: str, profile: Path) -> Iterator[DevTools]:
     """Chromium on an empty page with its own profile folder; stopped on leaving."""
+    (profile / "DevToolsActivePort").unlink(missing_ok=True)  # a reused profile's is stale
     process = subprocess.Popen(
         [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL,
