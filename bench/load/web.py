@@ -7,7 +7,7 @@ page) hook in as locust's do: listeners of the Environment's `init` event, fired
 web UI before it serves its first request.
 
 A stop from the UI (locust's POST /stop) is noted here, and the engine ends the load as
-it does on Ctrl-C. A login is locust's `--web-login` (flask-login; locust 2.22 replaced its
+it does on Ctrl-C. A login is locust's `--web-login` (flask-login; locust 2.21 replaced its
 HTTP basic auth with it), with one user and password given to `pacsbench run --web-auth`.
 """
 
