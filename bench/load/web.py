@@ -50,8 +50,8 @@ class WebSettings:
 
 def web_settings(host: str, port: int, auth: str | None) -> WebSettings:
     """The settings of `--web-host`, `--web-port` and `--web-auth USER:PASSWORD`: a non-local address needs a login."""
-    if not 0 <= port <= 65535:
-        raise UserError(f"--web-port {port}: not a port number")
+    if not 1 <= port <= 65535:
+        raise UserError(f"--web-port {port}: give a port from 1 to 65535")
     login = None
     if auth:
         user, sep, password = auth.partition(":")
