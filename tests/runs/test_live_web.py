@@ -221,3 +221,33 @@ def test_a_login_guards_the_ui_its_stop_button_and_stays_out_of_the_record(tmp_p
     run_dir = Path(out.strip().splitlines()[-1])
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
     assert not any("s3cret" in f.read_text(errors="replace") for f in run_dir.iterdir() if f.is_file())
+
+
+def test_the_live_figures_before_any_row_and_with_whatever_columns_a_target_adds(tmp_path):
+    from bench.results.samples import Sample, sample_row
+    from bench.runs.live_figures import LiveFigures
+
+    page, now = LiveFigures(tmp_path, "live", "repetition 1/2, target a"), time.time()
+    empty = page.snapshot("running", 1)
+    assert empty["columns"] == {} and empty["user_types"] == {} and empty["resource_note"]
+    assert empty["bound_by"]["limit"] == "not-measured"
+
+    page.load_started, page.cpus = now - 5, 2.0
+    (tmp_path / "server_metrics.csv").write_text("time,server_cpu_budget_percent,hypervisor_cpu_ready_percent\n")
+    page._verdict_cache = None
+    assert page.snapshot("running", 1)["columns"] == {}  # the header alone: still nothing to draw
+
+    rows = "".join(f"{now - 4 + s:.3f},{90 + s},{s or ''}\n" for s in range(4))  # one ready figure missing
+    (tmp_path / "server_metrics.csv").write_text("time,server_cpu_budget_percent,hypervisor_cpu_ready_percent\n" + rows)
+    for second in range(4):
+        store = Sample(now - 4 + second, "w", "u1", "modality", "a1", "C-STORE", "", "", 1, 10, 2_000_000, 5.0, 0, "")
+        page.rates.add(sample_row(store))
+    page._verdict_cache = None
+    live = page.snapshot("running", 1)
+    assert set(live["columns"]) == {"server_cpu_budget_percent", "hypervisor_cpu_ready_percent"}
+    assert live["columns"]["hypervisor_cpu_ready_percent"]["now_text"] == "3.0%"
+    assert live["columns"]["hypervisor_cpu_ready_percent"]["series"][0][1] is None  # an empty cell stays empty
+    assert live["bound_by"]["limit"] == "server-cpu"
+    assert 0 < live["user_types"]["modality"]["instances_per_s"] <= 1.0
+    assert live["user_types"]["modality"]["mb_per_s"] == 2 * live["user_types"]["modality"]["instances_per_s"]
+    assert live["caption"] == "repetition 1/2, target a" and live["state"] == "running"
