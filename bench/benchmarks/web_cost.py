@@ -3,8 +3,9 @@
 Each pair runs the scenario twice in fresh processes, the order swapped every pair (plain, web;
 web, plain; ...). During a web run a viewer polls as locust's page and the live page do
 (/stats/requests every 2 s, /pacsbench/live.json every second), so the figure includes serving
-them. Printed: instances/s of every run, the web/plain ratio per pair and its median, and the
-plain runs' own spread (max/min): the noise the ratio is to be read against.
+them. Printed: instances/s of every run, the web/plain ratio per pair and its median, the plain runs'
+own spread (max/min), the noise that ratio is to be read against; and the load processes' CPU seconds
+per 1000 instances (server_metrics.csv), web/plain: the cost itself, steadier on a shared machine.
 
     python -m bench.benchmarks.web_cost [--scenario scenarios/smoke.toml] [--duration 15] [--pairs 3]
 
@@ -23,10 +24,13 @@ import threading
 import time
 import tomllib
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
-from bench.analysis.aggregate import load_samples, summarize
+from bench.analysis.aggregate import load_samples, load_server_metrics, summarize
+from bench.analysis.bounds import measured_rows
 from bench.common.processes import free_local_port
+from bench.results.run_file import read_run_json
 
 POLLS = (("stats/requests", 2.0), ("pacsbench/live.json", 1.0))  # what the two pages fetch, and how often
 
@@ -58,8 +62,20 @@ def poll(url: str, every: float, stop: threading.Event) -> None:
             continue
 
 
-def one_run(scenario: Path, results: Path, web: bool) -> float:
-    """One run in a fresh process; its C-STORE instances/s."""
+def load_cpu_per_1000(run_dir: Path, instances: int) -> float:
+    """CPU seconds the load process(es) used per 1000 acknowledged instances, over the load (server_metrics.csv):
+    the cost itself, less moved than throughput by what else runs on a shared machine."""
+    frame, _ = load_server_metrics(run_dir)
+    record = read_run_json(run_dir)
+    if frame is None or not instances or not record.started or not record.ended:
+        return float("nan")
+    begin, end = (datetime.fromisoformat(t).timestamp() for t in (record.started, record.ended))
+    rows = measured_rows(frame, begin, end)
+    return float(rows["load_cpu_percent"].sum()) / 100 / instances * 1000
+
+
+def one_run(scenario: Path, results: Path, web: bool) -> tuple[float, float]:
+    """One run in a fresh process; its C-STORE instances/s and the load's CPU seconds per 1000 instances."""
     command = [sys.executable, "-m", "bench.cli", "run", str(scenario), "--results", str(results), "--no-progress"]
     stop, viewers = threading.Event(), []
     if web:
@@ -78,7 +94,8 @@ def one_run(scenario: Path, results: Path, web: bool) -> float:
     if done.returncode != 0:
         raise SystemExit(f"run failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
     run_dir = Path(done.stdout.strip().splitlines()[-1])
-    return float(summarize(load_samples(run_dir))["instances_per_s"])
+    figures = summarize(load_samples(run_dir))
+    return float(figures["instances_per_s"]), load_cpu_per_1000(run_dir, int(figures["instances"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,20 +107,26 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="web-cost-") as tmp:
         folder = Path(tmp)
         scenario = shortened(args.scenario, args.duration, folder)
-        plain, web, ratios = [], [], []
+        plain, web, ratios, cpu_ratios = [], [], [], []
         for pair in range(args.pairs):
             order = (False, True) if pair % 2 == 0 else (True, False)
             figures = {}
             for with_web in order:
                 figures[with_web] = one_run(scenario, folder / "results", with_web)
-                print(f"pair {pair + 1} {'web  ' if with_web else 'plain'}: {figures[with_web]:.1f} instances/s")
+                rate, cpu = figures[with_web]
+                print(
+                    f"pair {pair + 1} {'web  ' if with_web else 'plain'}: {rate:.1f} instances/s, "
+                    f"load CPU {cpu:.2f} s per 1000 instances"
+                )
                 time.sleep(1.0)
-            plain.append(figures[False])
-            web.append(figures[True])
-            ratios.append(figures[True] / figures[False])
+            plain.append(figures[False][0])
+            web.append(figures[True][0])
+            ratios.append(figures[True][0] / figures[False][0])
+            cpu_ratios.append(figures[True][1] / figures[False][1])
     print(f"web/plain per pair: {', '.join(f'{r:.3f}' for r in ratios)}")
     print(f"web/plain median ratio: {statistics.median(ratios):.3f}")
     print(f"plain runs' spread (max/min): {max(plain) / min(plain):.3f}; web runs' {max(web) / min(web):.3f}")
+    print(f"load CPU per instance, web/plain median ratio: {statistics.median(cpu_ratios):.3f}")
     return 0
 
 

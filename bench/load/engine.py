@@ -43,7 +43,7 @@ from bench.dicom.storage_scp import StorageSCP
 from bench.load.clock import CLOCK_PING, CLOCK_PONG, ClockProbe, Exchange
 from bench.load.shapes import make_shape
 from bench.load.users import LoadContext, user_classes
-from bench.load.web import WebSettings, serve_web_ui
+from bench.load.web import WebSettings, create_web_ui, serve_web_ui
 from bench.results.samples import RunRecords, on_master_clock
 from bench.scenario.file import Scenario, archive_in_namespace
 from bench.studies.pool import StudyPool
@@ -145,15 +145,19 @@ class LoadEngine:
             env.events.init.add_listener(listener)
         return env
 
+    def _create_web_ui(self) -> None:
+        if self.web is not None:
+            self.web_ui = create_web_ui(self.env, self.web, self._on_stop_pressed)
+
     def _serve_web_ui(self) -> None:
         """locust's web UI, served once the load has started: a page loaded while the runner is "ready"
         shows locust's start form and never polls again, so the UI appears with the running load."""
-        if self.web is None:
+        if self.web_ui is None:
             return
         deadline = time.monotonic() + WEB_UI_START_WAIT
         while self.env.runner.state == STATE_INIT and time.monotonic() < deadline:
             gevent.sleep(0.05)
-        self.web_ui = serve_web_ui(self.env, self.web, self._on_stop_pressed)
+        serve_web_ui(self.web_ui, self.web)
 
     def _on_stop_pressed(self) -> None:
         if not self.stop_pressed:
@@ -165,6 +169,7 @@ class LoadEngine:
         self.env = self._environment()
         if not self.distributed:
             self.env.create_local_runner()
+            self._create_web_ui()
             if not needs_scp(self.scenario):
                 return {}
             client = self.scenario.client
@@ -174,6 +179,7 @@ class LoadEngine:
             return {client.move_destination: (host, self.context.scp.port)}
         runner = self.env.create_master_runner(self.master_bind, self.master_port)
         self.master_port = runner.server.port if self.master_port == 0 else self.master_port
+        self._create_web_ui()
         runner.register_message(HELLO, self._on_hello)
         runner.register_message(CLOCK_PONG, self._on_clock_answer)
         runner.register_message(READY, self._on_ready)
@@ -351,7 +357,10 @@ class LoadEngine:
     def close(self) -> None:
         """Stop the web UI and this process's SCP, and wait for local workers (quit by the master) to exit."""
         if self.web_ui is not None:
-            self.web_ui.stop()
+            if self.web_ui.server is not None:  # served: the load had begun
+                self.web_ui.stop()
+            if self.web_ui.greenlet is not None:
+                self.web_ui.greenlet.kill(block=False)
             self.web_ui = None
         if self.env is not None and self.env.runner is not None and not self._quit:
             self.env.runner.quit()  # a run that failed before its load still releases its workers

@@ -130,10 +130,11 @@ def _add_login(web_ui: WebUI, user: str, password: str) -> None:
     app.register_blueprint(login)
 
 
-def serve_web_ui(env: Environment, settings: WebSettings, on_stop: Callable[[], None]) -> WebUI:
-    """locust's web UI on `env`'s running load: extensions added by `init` listeners, then served; says where.
+def create_web_ui(env: Environment, settings: WebSettings, on_stop: Callable[[], None]) -> WebUI:
+    """locust's web UI on `env`'s runner, extended by the `init` listeners, not served yet (serve_web_ui).
 
-    `on_stop` is called when someone presses the UI's stop button."""
+    Made before the load, so that its making costs the load nothing. `on_stop` is called when someone
+    presses the UI's stop button."""
     web_ui = RunWebUI(env, settings.host, settings.port, web_login=settings.auth is not None, delayed_start=True)
     if settings.auth:
         _add_login(web_ui, *settings.auth)
@@ -152,7 +153,11 @@ def serve_web_ui(env: Environment, settings: WebSettings, on_stop: Callable[[], 
         return response
 
     env.events.init.fire(environment=env, runner=env.runner, web_ui=web_ui)
+    return web_ui
+
+
+def serve_web_ui(web_ui: WebUI, settings: WebSettings) -> None:
+    """Serve the UI made by create_web_ui, and say where."""
     web_ui.start()
     login = f"; login as {settings.auth[0]}" if settings.auth else ""
     print(f"pacsbench: web UI at {settings.url} (live page {settings.url}pacsbench/live){login}", file=sys.stderr)
-    return web_ui

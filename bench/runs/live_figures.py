@@ -17,6 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from bench.analysis.aggregate import load_server_metrics
 from bench.analysis.bounds import bound_by, measured_rows, verdict_text
 from bench.results.samples import Row, request_sample, sample_row
@@ -159,15 +161,21 @@ def _verdict(rows, cpus: float | None) -> dict:
 
 
 def _column(name: str, shown, since) -> dict:
-    """One resource column: its series (time, value), its last value and mean since the load began, as text too."""
+    """One resource column: its series (time, value), its last value and mean since the load began, as text too.
+
+    Plain lists from numpy at once: asked every second, in the load process."""
     now = _number(shown[name].iloc[-1]) if len(shown) else None
     mean = _number(since[name].mean()) if len(since) else None
+    values = np.round(shown[name].to_numpy(dtype=float), 3).tolist()
     return {
         "now": now,
         "mean": mean,
         "now_text": _with_unit(name, now),
         "mean_text": _with_unit(name, mean),
-        "series": [[_number(t), _number(v)] for t, v in zip(shown["time"], shown[name], strict=True)],
+        "series": [
+            [t, None if math.isnan(v) else v]
+            for t, v in zip(np.round(shown["time"].to_numpy(dtype=float), 3).tolist(), values, strict=True)
+        ],
     }
 
 
