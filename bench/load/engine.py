@@ -125,6 +125,7 @@ class LoadEngine:
         self.stop_reason: str | None = None
         self.web, self.extensions = web, extensions  # extensions: locust init listeners (the live page)
         self.web_ui: WebUI | None = None
+        self._web_history: gevent.Greenlet | None = None
         self.stop_pressed = False  # the web UI's stop button: the load ends as on Ctrl-C
         self._quit = False
 
@@ -157,7 +158,7 @@ class LoadEngine:
         deadline = time.monotonic() + WEB_UI_START_WAIT
         while self.env.runner.state == STATE_INIT and time.monotonic() < deadline:
             gevent.sleep(0.05)
-        serve_web_ui(self.web_ui, self.web)
+        self._web_history = serve_web_ui(self.web_ui, self.web)
 
     def _on_stop_pressed(self) -> None:
         if not self.stop_pressed:
@@ -359,8 +360,9 @@ class LoadEngine:
         if self.web_ui is not None:
             if self.web_ui.server is not None:  # served: the load had begun
                 self.web_ui.stop()
-            if self.web_ui.greenlet is not None:
-                self.web_ui.greenlet.kill(block=False)
+            for greenlet in (self.web_ui.greenlet, self._web_history):
+                if greenlet is not None:
+                    greenlet.kill(block=False)
             self.web_ui = None
         if self.env is not None and self.env.runner is not None and not self._quit:
             self.env.runner.quit()  # a run that failed before its load still releases its workers

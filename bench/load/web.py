@@ -21,9 +21,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import gevent
 from flask import Blueprint, redirect, request, session, url_for
 from flask_login import UserMixin, login_user
 from locust.env import Environment
+from locust.stats import stats_history
 from locust.web import WebUI
 
 from bench.common.errors import UserError
@@ -156,8 +158,13 @@ def create_web_ui(env: Environment, settings: WebSettings, on_stop: Callable[[],
     return web_ui
 
 
-def serve_web_ui(web_ui: WebUI, settings: WebSettings) -> None:
-    """Serve the UI made by create_web_ui, and say where."""
+def serve_web_ui(web_ui: WebUI, settings: WebSettings) -> gevent.Greenlet:
+    """Serve the UI made by create_web_ui, and say where; return the greenlet keeping the charts' history.
+
+    locust's page draws its charts from the runner's stats history (which locust's own main keeps):
+    a page opened in the middle of a run shows them from the load's start."""
+    history = gevent.spawn(stats_history, web_ui.environment.runner)
     web_ui.start()
     login = f"; login as {settings.auth[0]}" if settings.auth else ""
     print(f"pacsbench: web UI at {settings.url} (live page {settings.url}pacsbench/live){login}", file=sys.stderr)
+    return history
