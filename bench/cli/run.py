@@ -88,10 +88,11 @@ def add_web_options(p) -> None:
     """--web and its address and login (run and matrix)."""
     web = p.add_argument_group(
         "live web UI",
-        "locust's web UI shows the run as it goes (requests/s, response times and failures per DICOM operation, "
-        "charts, a stop button that ends the run as Ctrl-C does), with pacsbench's live page at /pacsbench/live "
-        "(instances/s, frames/s and MB/s per user type, the target's resources, faults, bounded by so far). "
-        "The run starts by itself, and the UI appears when the load begins (after the target and its prefill).",
+        # line breaks of its own: the verb's formatter (RawDescriptionHelpFormatter) keeps them as written
+        "locust's web UI shows the run as it goes: requests/s, response times and failures per DICOM\n"
+        "operation, charts, and a stop button that ends the run as Ctrl-C does; pacsbench's live page at\n"
+        "/pacsbench/live adds instances/s, frames/s and MB/s per user type, the target's resources, faults\n"
+        "and the bounded-by verdict so far. The run starts by itself; the UI appears when the load begins.",
     )
     web.add_argument("--web", action="store_true", help="serve locust's web UI while the scenario runs")
     web.add_argument(
