@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from helpers.archive import STARTED, start_archive, stop_archives_started_since
+from helpers.browser import chromium_page
 from helpers.groups import LANES
 from helpers.tools import INSTALLED_KINDS, Dciodvfy, Dcmtk, missing, require_root, require_tool
 
@@ -99,6 +100,14 @@ def qemu() -> str:
 def chromium() -> str:
     """The Chromium browser; marks the test `chromium`."""
     return require_tool("chromium", "chromium")
+
+
+@pytest.fixture
+def browser(chromium, tmp_path):
+    """Headless Chromium on an empty page, driven through its DevTools protocol (helpers.browser)."""
+    pytest.importorskip("websocket", reason="pip install websocket-client (in the test extra)")
+    with chromium_page(chromium, tmp_path / "chromium-profile") as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.cli.run import add_web_options, web_settings
+
 EPILOG_MATRIX = """examples:
   pacsbench matrix scenarios/smoke.toml --targets native,tcg --repeat 2
   pacsbench matrix scenarios/vm.toml --targets native,tcg,tcg-tap --repeat 3 --results /tmp/results
@@ -31,6 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--repeat", type=int, default=3, help="repetitions of each target (default 3)")
     p.add_argument("--results", type=Path, default=Path("results"), help="where the matrix folder goes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_web_options(p)
     p.set_defaults(func=cmd_matrix)
 
 
@@ -38,6 +41,8 @@ def cmd_matrix(args) -> int:
     from bench.runs.matrix import run_matrix
 
     names = [name.strip() for name in args.targets.split(",") if name.strip()]
-    folder = run_matrix(args.scenario, names, args.repeat, args.results, progress=not args.no_progress)
+    folder = run_matrix(
+        args.scenario, names, args.repeat, args.results, progress=not args.no_progress, web=web_settings(args)
+    )
     print(folder)
     return 0

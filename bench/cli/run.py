@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # for the annotation only: a verb imports what it needs when 
 EPILOG_RUN = """examples:
   pacsbench run scenarios/smoke.toml           # tiny studies into the reference archive, 5 s
   pacsbench run scenarios/demo.toml --results /tmp/results
+  pacsbench run scenarios/papers-day.toml --web --workers 2   # watch it at http://127.0.0.1:8089/
 The last line printed is the run folder; pass it to `pacsbench report`."""
 
 
@@ -79,7 +80,49 @@ def add_parser(sub) -> None:
         action="store_true",
         help="after the load, retrieve every acknowledged instance and compare it with what was sent",
     )
+    add_web_options(p)
     p.set_defaults(func=cmd_run)
+
+
+def add_web_options(p) -> None:
+    """--web and its address and login (run and matrix)."""
+    web = p.add_argument_group(
+        "live web UI",
+        # line breaks of its own: the verb's formatter (RawDescriptionHelpFormatter) keeps them as written
+        "locust's web UI shows the run as it goes: requests/s, response times and failures per DICOM\n"
+        "operation, charts, and a stop button that ends the run as Ctrl-C does; pacsbench's live page at\n"
+        "/pacsbench/live adds instances/s, frames/s and MB/s per user type, the target's resources, faults\n"
+        "and the bounded-by verdict so far. The run starts by itself; the UI appears when the load begins.",
+    )
+    web.add_argument("--web", action="store_true", help="serve locust's web UI while the scenario runs")
+    web.add_argument(
+        "--web-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the web UI listens on (default 127.0.0.1; any other needs --web-auth)",
+    )
+    web.add_argument("--web-port", type=int, default=8089, metavar="PORT", help="its port (default 8089)")
+    web.add_argument(
+        "--web-auth",
+        default=None,
+        metavar="USER:PASSWORD",
+        help=f"a login page for the web UI with this user and password (better: the environment variable "
+        f"{WEB_AUTH_VARIABLE}, which keeps the password off the command line; run.json never records it)",
+    )
+
+
+WEB_AUTH_VARIABLE = "PACSBENCH_WEB_AUTH"
+
+
+def web_settings(args):
+    """The web UI's settings from --web*, or None without --web; a bad address or login is a one-line error."""
+    if not args.web:
+        if args.web_auth or args.web_host != "127.0.0.1" or args.web_port != 8089:
+            raise UserError("--web-host, --web-port and --web-auth need --web")
+        return None
+    from bench.load.web import web_settings as make
+
+    return make(args.web_host, args.web_port, args.web_auth or os.environ.get(WEB_AUTH_VARIABLE) or None)
 
 
 def _processes(args):
@@ -128,7 +171,12 @@ def cmd_run(args) -> int:
     from bench.runs.scenario_run import run_scenario  # imports locust first
 
     run_dir, record = run_scenario(
-        args.scenario, args.results, progress=not args.no_progress, processes=_processes(args), verify=args.verify
+        args.scenario,
+        args.results,
+        progress=not args.no_progress,
+        processes=_processes(args),
+        verify=args.verify,
+        web=web_settings(args),
     )
     from bench.report.page import load_samples, summarize
 

@@ -13,6 +13,9 @@ address; only then does the target start (a native archive needs every C-MOVE
 destination in its configuration). A worker's users fire request events into its own rows
 listener; the rows ride to the master in locust's worker reports (`report_to_master`, and a
 last report when its users stop), so one samples.csv holds them all.
+
+With `web` (bench.load.web), locust's web UI is served on this process's runner (the master's, when
+distributed) from the load's start; its stop button ends the load as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gevent
 from locust.env import Environment
-from locust.runners import STATE_RUNNING, STATE_STOPPED
+from locust.runners import STATE_INIT, STATE_RUNNING, STATE_STOPPED
 from locust.stats import CSV_STATS_INTERVAL_SEC, PERCENTILES_TO_REPORT, StatsCSVFileWriter
+from locust.web import WebUI
 from tqdm import tqdm
 
 from bench.common.errors import UserError
@@ -40,6 +44,7 @@ from bench.load.clock import CLOCK_PING, CLOCK_PONG, ClockProbe, Exchange
 from bench.load.roles import user_classes
 from bench.load.shapes import make_shape
 from bench.load.users import LoadContext
+from bench.load.web import WebSettings, create_web_ui, serve_web_ui
 from bench.results.samples import RunRecords, on_master_clock
 from bench.scenario.file import Scenario, archive_in_namespace
 from bench.studies.pool import StudyPool
@@ -52,6 +57,7 @@ WORKER_JOIN_TIMEOUT = 120.0  # workers load the study pool before they are ready
 WORKER_EXIT_TIMEOUT = 30.0
 END_MARGIN = 30.0  # beyond duration + stop_timeout, a run that has not ended is stopped anyway
 STOP_CHECK_INTERVAL = 1.0  # seconds between two calls of a run's stop check
+WEB_UI_START_WAIT = 5.0  # at most this long for a shape's first tick before the web UI is served anyway
 
 
 @dataclass
@@ -104,6 +110,8 @@ class LoadEngine:
         master_port: int = 0,
         progress: bool = True,
         join_timeout: float = WORKER_JOIN_TIMEOUT,
+        web: WebSettings | None = None,
+        extensions: Sequence[Callable[..., None]] = (),
     ):
         self.scenario, self.pools, self.run_dir = scenario, pools, run_dir
         self.workers, self.remote_workers = workers, remote_workers
@@ -119,6 +127,10 @@ class LoadEngine:
         self.clock_probes: dict[str, ClockProbe] = {}
         self.failures: list[str] = []
         self.stop_reason: str | None = None
+        self.web, self.extensions = web, extensions  # extensions: locust init listeners (the live page)
+        self.web_ui: WebUI | None = None
+        self._web_history: gevent.Greenlet | None = None
+        self.stop_pressed = False  # the web UI's stop button: the load ends as on Ctrl-C
         self._quit = False
 
     @property
@@ -134,13 +146,35 @@ class LoadEngine:
             shape_class=self.shape,
         )
         env.events.request.add_listener(self.records.on_request)
+        for listener in self.extensions:
+            env.events.init.add_listener(listener)
         return env
+
+    def _create_web_ui(self) -> None:
+        if self.web is not None:
+            self.web_ui = create_web_ui(self.env, self.web, self._on_stop_pressed)
+
+    def _serve_web_ui(self) -> None:
+        """locust's web UI, served once the load has started: a page loaded while the runner is "ready"
+        shows locust's start form and never polls again, so the UI appears with the running load."""
+        if self.web_ui is None:
+            return
+        deadline = time.monotonic() + WEB_UI_START_WAIT
+        while self.env.runner.state == STATE_INIT and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        self._web_history = serve_web_ui(self.web_ui, self.web)
+
+    def _on_stop_pressed(self) -> None:
+        if not self.stop_pressed:
+            print("pacsbench: the web UI's stop button ended the load", file=sys.stderr, flush=True)
+        self.stop_pressed = True
 
     def start(self) -> dict[str, tuple[str, int]]:
         """Bring up the load processes; return {AE title: (host, port)} of the harness's Storage SCPs."""
         self.env = self._environment()
         if not self.distributed:
             self.env.create_local_runner()
+            self._create_web_ui()
             if not needs_scp(self.scenario):
                 return {}
             client = self.scenario.client
@@ -150,6 +184,7 @@ class LoadEngine:
             return {client.move_destination: (host, self.context.scp.port)}
         runner = self.env.create_master_runner(self.master_bind, self.master_port)
         self.master_port = runner.server.port if self.master_port == 0 else self.master_port
+        self._create_web_ui()
         runner.register_message(HELLO, self._on_hello)
         runner.register_message(CLOCK_PONG, self._on_clock_answer)
         runner.register_message(READY, self._on_ready)
@@ -286,7 +321,9 @@ class LoadEngine:
                 runner.start_shape()
             else:
                 runner.start(load.users, spawn_rate=load.spawn_rate or load.users)
+            self._serve_web_ui()
             self._wait_until_done(started)
+            interrupted = self.stop_pressed
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -315,14 +352,14 @@ class LoadEngine:
     def _wait_until_done(self, started: float) -> None:
         load = self.scenario.load
         end = started + load.duration
-        while time.time() < end and self.stop_reason is None:
+        while time.time() < end and self._going():
             gevent.sleep(min(0.5, max(0.0, end - time.time())))
             if self._all_users_finished():
                 return  # a complete run, ended before its duration: every modality sent its `studies`
 
-        if self.shape is not None and self.stop_reason is None:  # the shape stops the run itself at its last tick
+        if self.shape is not None and self._going():  # the shape stops the run itself at its last tick
             deadline = end + load.stop_timeout + END_MARGIN
-            while self.env.runner.state != STATE_STOPPED and time.time() < deadline and self.stop_reason is None:
+            while self.env.runner.state != STATE_STOPPED and time.time() < deadline and self._going():
                 gevent.sleep(0.2)
 
     def _all_users_finished(self) -> bool:
@@ -335,8 +372,18 @@ class LoadEngine:
         runner = self.env.runner
         return finite and runner.state == STATE_RUNNING and runner.user_count == 0
 
+    def _going(self) -> bool:
+        return self.stop_reason is None and not self.stop_pressed
+
     def close(self) -> None:
-        """Stop this process's SCP and wait for local workers (quit by the master) to exit."""
+        """Stop the web UI and this process's SCP, and wait for local workers (quit by the master) to exit."""
+        if self.web_ui is not None:
+            if self.web_ui.server is not None:  # served: the load had begun
+                self.web_ui.stop()
+            for greenlet in (self.web_ui.greenlet, self._web_history):
+                if greenlet is not None:
+                    greenlet.kill(block=False)
+            self.web_ui = None
         if self.env is not None and self.env.runner is not None and not self._quit:
             self.env.runner.quit()  # a run that failed before its load still releases its workers
             self._quit = True

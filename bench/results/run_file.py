@@ -51,6 +51,29 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+SECRET_OPTIONS = ("--web-auth",)  # options whose value is a password: never in run.json
+ABBREVIATION = len("--web-a")  # argparse takes an unambiguous prefix of an option: hide those too
+
+
+def _secret(name: str) -> bool:
+    return any(option.startswith(name) and len(name) >= ABBREVIATION for option in SECRET_OPTIONS)
+
+
+def command_line(argv: list[str]) -> list[str]:
+    """The command as run.json records it: a secret option's value replaced by ***."""
+    out, hide = [], False
+    for arg in argv:
+        name, sep, _ = arg.partition("=")
+        if hide:
+            out.append("***")
+        elif sep and _secret(name):
+            out.append(f"{name}=***")
+        else:
+            out.append(arg)
+        hide = not sep and _secret(arg)
+    return out
+
+
 def write_run_json(run_dir: Path, record: RunRecord) -> Path:
     return write_record(run_dir / RUN_FILE, record)
 

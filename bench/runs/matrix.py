@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -23,6 +24,9 @@ from bench.results.records import MATRIX_FILE, MatrixRecord, MatrixRun
 from bench.results.run_folder import new_run_dir
 from bench.scenario.file import Scenario, load_scenario
 from bench.scenario.targets import KINDS, TARGET_MODELS, TargetSpec, VmSpec
+
+if TYPE_CHECKING:  # the annotation only: locust (bench.load) is imported by run_scenario, after gevent's patch
+    from bench.load.web import WebSettings
 
 NAME = re.compile(r"^(?P<kind>[a-z]+)(?:-(?P<network>user|tap))?$")
 
@@ -72,8 +76,11 @@ def run_matrix(
     repeat: int = DEFAULT_REPEAT,
     results_root: Path = Path("results"),
     progress: bool = True,
+    web: WebSettings | None = None,
 ) -> Path:
-    """Run every target `repeat` times, order rotated per repetition; return the matrix folder (with matrix.json)."""
+    """Run every target `repeat` times, order rotated per repetition; return the matrix folder (with matrix.json).
+
+    With `web`, each run in turn serves the web UI on the same address; its live page says which run it is."""
     from bench.runs.scenario_run import run_scenario  # imports locust first (gevent)
 
     if repeat < 1:
@@ -90,7 +97,10 @@ def run_matrix(
         for name in order:
             print(f"matrix: repetition {repetition}/{repeat}, target {name}", file=sys.stderr, flush=True)
             os.sync()  # the previous run's dirty pages are written now, not during this run
-            run_dir, record = run_scenario(scenario_path, folder, progress=progress, target_spec=specs[name])
+            caption = f"{folder.name}: repetition {repetition}/{repeat}, target {name}"
+            run_dir, record = run_scenario(
+                scenario_path, folder, progress=progress, target_spec=specs[name], web=web, caption=caption
+            )
             runs.append(
                 MatrixRun(
                     folder=run_dir.name,

@@ -28,12 +28,14 @@ from bench.load.calibrate import ceiling_for_run
 from bench.load.pools import prepare_pools
 from bench.load.prefill import prefill
 from bench.load.shapes import step_figures
-from bench.results.run_file import host_facts, versions, write_run_json
+from bench.load.web import WebSettings
+from bench.results.run_file import command_line, host_facts, versions, write_run_json
 from bench.results.run_folder import new_run_dir, utc_iso
 from bench.results.run_record import LoadProcesses, RunRecord, SuboperationTotals
 from bench.results.samples import SAMPLES_FILE, SUBOPERATIONS_FILE
 from bench.runs.disk import DiskWatch, capacity_figures, plan_disk, watched_paths
 from bench.runs.faults import FaultInjector, fault_figures, fault_line
+from bench.runs.live import LivePage
 from bench.runs.resources import ResourceSampling, interface_with_address
 from bench.runs.verify import summary_line, verify_against
 from bench.scenario.file import archive_in_namespace, dicomweb_gap, load_scenario, with_dicomweb
@@ -136,11 +138,14 @@ def run_scenario(
     processes: Processes = Processes(),
     verify: bool = False,
     target_spec: TargetSpec | None = None,
+    web: WebSettings | None = None,
+    caption: str = "",
 ) -> tuple[Path, RunRecord]:
     """Run one scenario (against `target_spec` instead of its own when given); return the run folder and run.json.
 
     From here on a SIGTERM ends the run as Ctrl-C does: the load stops, the load processes and the target
-    stop, run.json says "interrupted", and `run` exits non-zero."""
+    stop, run.json says "interrupted", and `run` exits non-zero. With `web`, locust's web UI and the live
+    page (`caption` says which run of a matrix this is) show the run, and its stop button ends it the same way."""
     interrupt_on_sigterm()
     scenario = load_scenario(scenario_path)
     if target_spec is not None:
@@ -158,6 +163,7 @@ def run_scenario(
         print(f"pacsbench: warning: {disk.warning}", file=sys.stderr)
     with sigterm_deferred():  # a SIGTERM here waits: no run folder without its run.json, no target half made
         run_dir = new_run_dir(results_root, scenario.name)
+        live = LivePage(run_dir, scenario.name, caption) if web else None
         engine = load.LoadEngine(
             scenario,
             pools,
@@ -168,6 +174,8 @@ def run_scenario(
             processes.master_port,
             progress,
             processes.join_timeout,
+            web,
+            [live.on_init] if live else [],
         )
         record = RunRecord(
             run_id=run_dir.name,
@@ -181,7 +189,7 @@ def run_scenario(
             disk=disk,
             versions=versions(),
             host=host_facts(),
-            command=sys.argv,
+            command=command_line(sys.argv),
         )
         write_run_json(run_dir, record)
         target = make_target(target_spec, scenario.client, progress, in_namespace=archive_in_namespace(scenario))
@@ -193,6 +201,9 @@ def run_scenario(
         target.start(run_dir)
         described = target.describe()
         record.target = described
+        if live:
+            live.target = f"{target_spec.label or target_spec.kind} ({target_spec.kind})"
+            live.cpus = target.budget_record()["cpus"]
         warnings = [w for w in [hypervisor_warning(described), *target.warnings()] if w]
         if warnings:
             record.warnings = warnings
@@ -206,6 +217,8 @@ def run_scenario(
         watch = disk_watch(target_spec, run_dir, scenario.run.disk_reserve, engine.records)
         with resource_sampling(run_dir, target, engine) as sampling:
             injector.start()
+            if live:
+                live.load_started, live.faults = injector.load_started, injector.events
             try:
                 outcome = engine.run(target.peer, stop_check=watch)
             finally:

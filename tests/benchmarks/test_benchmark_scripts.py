@@ -71,3 +71,11 @@ def test_dicomweb_benchmark_prints_both_protocols_and_the_ratios():
         assert re.search(rf"{ratio} += {NUMBER}x", result.stdout), ratio
     line = next(line for line in result.stdout.splitlines() if line.strip().startswith("PatientID"))
     assert len(re.findall(NUMBER, line)) == 5, line  # C-FIND p50/p95, QIDO-RS p50/p95, their p95 ratio
+
+
+def test_web_cost_benchmark_alternates_runs_with_and_without_the_web_ui():
+    result = run_module("bench.benchmarks.web_cost", "--duration", "2", "--pairs", "1", timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(rf"^pair 1 plain: {NUMBER} instances/s, load CPU {NUMBER} s", result.stdout, re.M), result.stdout
+    assert re.search(rf"^pair 1 web  : {NUMBER} instances/s, load CPU {NUMBER} s", result.stdout, re.M)
+    assert re.search(rf"^web/plain median ratio: {NUMBER}$", result.stdout, re.M), result.stdout

@@ -5,106 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
-import pytest
 from synthetic import write_run
 
 from bench.report.page import build_comparison_report
 
 SCRIPT = "<script>alert(1)</script>"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--remote-debugging-port=0",
-    "--window-size=1100,1400",
-]
 PAGE_STATE = """JSON.stringify({
   images: [...document.images].map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth})),
   scripts: document.scripts.length,
   shownAsText: document.body.innerText.includes(%s)
 })"""
-
-
-class DevTools:
-    """The smallest DevTools client the test needs: send commands, keep every event."""
-
-    def __init__(self, websocket_url: str):
-        import websocket
-
-        self.socket = websocket.create_connection(websocket_url, timeout=30, suppress_origin=True)
-        self.events: list[dict] = []
-        self._next_id = 0
-
-    def call(self, method: str, **params) -> dict:
-        self._next_id += 1
-        self.socket.send(json.dumps({"id": self._next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.socket.recv())
-            if message.get("id") == self._next_id:
-                assert "error" not in message, message
-                return message.get("result", {})
-            self.events.append(message)
-
-    def wait_for(self, method: str, timeout: float = 30.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.events:
-                if event.get("method") == method:
-                    return event
-            self.events.append(json.loads(self.socket.recv()))
-        raise AssertionError(f"no {method} within {timeout} s")
-
-    def close(self) -> None:
-        self.socket.close()
-
-
-def _devtools_port(profile: Path, process: subprocess.Popen, timeout: float = 30.0) -> int:
-    marker = profile / "DevToolsActivePort"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if marker.is_file() and marker.read_text().strip():
-            return int(marker.read_text().split()[0])
-        assert process.poll() is None, "chromium exited early"
-        time.sleep(0.1)
-    raise AssertionError("chromium did not open its DevTools port")
-
-
-@pytest.fixture
-def browser(chromium, tmp_path):
-    """Chromium on an empty page, driven through its DevTools protocol."""
-    binary = chromium
-    pytest.importorskip("websocket", reason="pip install websocket-client (in the test extra)")
-    profile = tmp_path / "profile"
-    process = subprocess.Popen(
-        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        port = _devtools_port(profile, process)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
-            page = next(t for t in json.load(response) if t["type"] == "page")
-        client = DevTools(page["webSocketDebuggerUrl"])
-        yield client
-        client.close()
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _hostile_comparison(root: Path) -> Path:
