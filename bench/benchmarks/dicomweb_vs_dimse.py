@@ -140,8 +140,8 @@ class Clients:
 
     def c_get(self, number: int, study: list[Instance]) -> None:
         outcome = self.users[number].get(study_identifier(study[0].study_uid))
-        if outcome.status != 0 or len(outcome.arrivals) != len(study):
-            raise SystemExit(f"C-GET: status 0x{outcome.status:04X}, {len(outcome.arrivals)} of {len(study)} instances")
+        if outcome.status != 0 or outcome.instances != len(study):
+            raise SystemExit(f"C-GET: status 0x{outcome.status:04X}, {outcome.instances} of {len(study)} instances")
 
     def wado(self, number: int, study: list[Instance]) -> None:
         answer = self.http[number].request(
