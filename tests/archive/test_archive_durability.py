@@ -50,6 +50,55 @@ def test_kill_9_loses_no_acknowledged_instance(tmp_path, tiny_studies):
         restarted.stop()
 
 
+def test_kill_9_after_concurrent_acknowledgements_loses_none(tmp_path, tiny_studies):
+    """Stores on 8 associations at once share syncs (the file system's journal commits, the
+    index's group commit): each success must still come after its own file, folder entry and
+    row are durable. Killed the moment every association has had acknowledgements, the archive
+    restarts with each acknowledged instance in its index and on disk, byte for byte."""
+    archive = start_archive(tmp_path / "archive", "--workers", "2")
+    templates = sorted(tiny_studies.rglob("*.dcm"))
+    associations, acknowledged = 8, {}
+    per_association = [0] * associations
+    lock = threading.Lock()
+
+    def store_until_killed(number: int) -> None:
+        try:
+            assoc, _ = client(archive, calling=f"CONCURRENT{number}")
+        except AssertionError:  # killed before this one associated
+            return
+        for _, ds in unique_copies(templates, 50):
+            sent = encoded(ds)
+            try:
+                status = assoc.send_c_store(ds)
+            except (RuntimeError, OSError):
+                return
+            if status.get("Status") != 0:
+                return
+            with lock:
+                acknowledged[ds.SOPInstanceUID] = sent
+                per_association[number] += 1
+
+    senders = [threading.Thread(target=store_until_killed, args=(n,)) for n in range(associations)]
+    [t.start() for t in senders]
+    deadline = time.monotonic() + 60
+    while min(per_association) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(archive.process.pid, signal.SIGKILL)  # supervisor and workers, with stores in flight
+    archive.process.wait()
+    [t.join(60) for t in senders]
+    assert min(per_association) >= 2, per_association
+    restarted = start_archive(archive.data)
+    try:
+        rows = index_rows(restarted)
+        lost = [sop_uid for sop_uid in acknowledged if sop_uid not in rows]
+        assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged instances are not in the index"
+        for sop_uid, sent in acknowledged.items():
+            assert dataset_bytes(Path(rows[sop_uid][0])) == sent, sop_uid
+        assert all(Path(path).is_file() for path, _ in rows.values())  # no row without its file
+    finally:
+        restarted.stop()
+
+
 def test_sigterm_finishes_the_store_in_flight(tmp_path, tiny_studies):
     from server_under_test.upper_layer.association import proposed_context, request
     from server_under_test.upper_layer.dimse import encode_command, store_request

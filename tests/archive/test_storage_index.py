@@ -8,7 +8,7 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage
 
 from server_under_test.storage.files import STAGING_BUFFER, TEMP_PREFIX, BadUID, FileStore, supports_direct_io
-from server_under_test.storage.index import Index, InstanceRecord, create_schema
+from server_under_test.storage.index import Index, InstanceRecord, apply_record, connect, create_schema
 
 
 def _record(sop="1.2.3.4", path="/x", series="1.2.3.2", study="1.2.3.1") -> InstanceRecord:
@@ -138,3 +138,55 @@ def test_group_commit_serves_concurrent_writers(tmp_path):
     [t.join() for t in threads]
     assert index.count_instances() == 40 and index.commits <= 40
     index.close()
+
+
+def _prefill_study(path, study: str, series: str, instances: int) -> None:
+    """`instances` rows of one study and series, in one transaction (apply_record: the rows a store commits)."""
+    db = connect(path, "OFF")
+    db.execute("BEGIN")
+    for i in range(instances):
+        apply_record(db, _record(f"{study}.{i}", path=f"/{study}/{i}", series=series, study=study))
+    db.execute("COMMIT")
+    db.close()
+
+
+def _work_of_one_store(index: Index, record: InstanceRecord) -> tuple[int, int]:
+    """(SQL statements, SQLite virtual machine steps) of the group commit that adds `record`.
+
+    VM steps, not time: a scan of the study's instances (a count, a listing) shows as steps
+    growing with the study, however fast the machine."""
+    statements, steps = [], [0]
+
+    def step() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    index._writer.set_trace_callback(statements.append)  # the connection the group commit writes with
+    index._writer.set_progress_handler(step, 1)
+    try:
+        index.add(record)
+    finally:
+        index._writer.set_trace_callback(None)
+        index._writer.set_progress_handler(None, 1)
+    return len(statements), steps[0]
+
+
+@pytest.mark.parametrize("capacity", [0, 10**12], ids=["unbounded", "with_capacity"])
+def test_the_index_work_of_a_store_does_not_grow_with_the_study(tmp_path, capacity):
+    """A 24,000-instance study must cost the same per instance as a 10-instance one: the row
+    the 2,001st instance of a study commits takes the same statements and VM steps as the
+    11th's (counts live in the study and series rows; nothing counts or lists instances)."""
+    path = tmp_path / "index.sqlite"
+    create_schema(path)
+    _prefill_study(path, "1.2.10", "1.2.10.1", 10)
+    _prefill_study(path, "1.2.2000", "1.2.2000.1", 2000)
+    index = Index(path, capacity=capacity)
+    for study in ("1.2.10", "1.2.2000"):  # warm both studies' pages into the writer's cache alike
+        index.add(_record(f"{study}.warm", path=f"/{study}/warm", series=f"{study}.1", study=study))
+    small = _work_of_one_store(index, _record("1.2.10.new", path="/s/new", series="1.2.10.1", study="1.2.10"))
+    large = _work_of_one_store(index, _record("1.2.2000.new", path="/l/new", series="1.2.2000.1", study="1.2.2000"))
+    index.close()
+    assert small[0] == large[0], f"statements: {small[0]} for a 10-instance study, {large[0]} for 2,000"
+    assert large[1] <= small[1] * 1.05, f"VM steps: {small[1]} for a 10-instance study, {large[1]} for 2,000"
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT num_instances FROM study WHERE study_uid='1.2.2000'").fetchone() == (2002,)

@@ -79,3 +79,26 @@ def test_web_cost_benchmark_alternates_runs_with_and_without_the_web_ui():
     assert re.search(rf"^pair 1 plain: {NUMBER} instances/s, load CPU {NUMBER} s", result.stdout, re.M), result.stdout
     assert re.search(rf"^pair 1 web  : {NUMBER} instances/s, load CPU {NUMBER} s", result.stdout, re.M)
     assert re.search(rf"^web/plain median ratio: {NUMBER}$", result.stdout, re.M), result.stdout
+
+
+def test_ingest_benchmark_sends_a_profiles_instances_with_fresh_uids(tmp_path):
+    """--profile NAME: each round's files are copies of the profile's pool instances, never the same UIDs twice."""
+    from pydicom import dcmread
+
+    from bench.benchmarks.archive_ingest import Instances
+
+    source = Instances("tiny")
+    first = source.write(tmp_path / "round-0", 5)
+    second = source.write(tmp_path / "round-1", 5)
+    uids = [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in first + second]
+    assert len(set(uids)) == 10
+    assert source.mean_bytes > 0 and "tiny" in source.label
+
+
+def test_ingest_benchmark_refuses_an_unknown_profile_in_one_line(dcmtk, tmp_path):
+    dcmtk.require("storescu", "storescp")
+    work = str(tmp_path / "w")
+    result = run_module("bench.benchmarks.archive_ingest", "--profile", "no-such-profile", "--work", work)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "unknown profile 'no-such-profile'" in result.stderr
+    assert not (tmp_path / "w").exists()
