@@ -18,7 +18,7 @@ import urllib.request
 from typing import NamedTuple
 
 import pytest
-from helpers.archive import start_archive
+from helpers.archive import leave_responses_to_the_sender, start_archive
 from helpers.tools import require_tool
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -237,6 +237,7 @@ class Peer:
             evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
         )
         assert self.assoc.is_established
+        leave_responses_to_the_sender(self.assoc)
 
     def _on_store(self, event) -> int:
         self.received[event.request.AffectedSOPInstanceUID] = event.request.DataSet.getvalue()

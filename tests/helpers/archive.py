@@ -113,7 +113,27 @@ def client(archive: RunningArchive, calling="TESTSCU", get_role=False) -> tuple:
         evt_handlers=[(evt.EVT_C_STORE, on_store)] if get_role else None,
     )
     assert assoc.is_established
-    return assoc, received
+    return leave_responses_to_the_sender(assoc), received
+
+
+def leave_responses_to_the_sender(assoc):
+    """pynetdicom's association reactor (a thread) can take a response off the DIMSE queue in the instant between
+    its pause check and a send_*() waiting for that response: the reactor logs "Received unexpected C-STORE
+    service message" and the sender times out with an empty status (pynetdicom issues 435 and 875). A loaded
+    machine widens that instant. Only the reactor reads the queue without blocking: let it take requests (C-GET's
+    C-STORE sub-operations) and leave responses where the sender waits for them."""
+    dimse = assoc.dimse
+    take = dimse.get_msg
+
+    def get_msg(block: bool = False):
+        if not block:
+            _, message = dimse.peek_msg()
+            if message is not None and not message.is_valid_request:
+                return None, None
+        return take(block)
+
+    dimse.get_msg = get_msg
+    return assoc
 
 
 def index_rows(archive: RunningArchive) -> dict[str, tuple[str, int]]:
