@@ -25,11 +25,13 @@ demo: $(STAMP)
 	$(BIN)/pacsbench run scenarios/demo.toml | tee $(VENV)/last-run.txt
 	$(BIN)/pacsbench report "$$(tail -n 1 $(VENV)/last-run.txt)"
 
-# pytest-xdist: most tests wait on subprocesses and sockets, so three processes keep two cores
-# busy. --dist loadgroup runs the tests of a group (a lane of QEMU guests, the tests sharing a
-# module's fixture: tests/helpers/groups.py, tests/conftest.py) on one worker, one at a time;
+# pytest-xdist: most tests wait on subprocesses and sockets. Two workers run the two lanes of QEMU
+# guests (~520 and ~630 s); four processes leave two for the other ~1,540 s of tests (measured on
+# 2 cores: -n 3 took 802 s, -n 4 695 s). --dist loadgroup runs the tests of a group (a lane of
+# QEMU guests, the tests sharing a module's fixture: tests/helpers/groups.py, tests/conftest.py)
+# on one worker, one at a time;
 # --no-loadscope-reorder keeps the order conftest gives (the guest lanes, the longest, first).
-XDIST := -n 3 --dist loadgroup --no-loadscope-reorder
+XDIST := -n 4 --dist loadgroup --no-loadscope-reorder
 
 test: $(STAMP)
 	$(BIN)/pytest $(XDIST) --durations=15
