@@ -25,6 +25,7 @@ from bench.studies.iods.common import (
     patient_and_study,
     series_and_equipment,
     stack_dimensions,
+    stack_frame_content,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
 from bench.studies.xa import StudyKeys
@@ -81,16 +82,7 @@ def _shared(spec: SeriesSpec) -> Dataset:
 
 def _frame(spec: SeriesSpec, n: int, study: StudyKeys) -> Dataset:
     return item(
-        FrameContentSequence=[
-            item(
-                FrameAcquisitionDateTime=f"{study.study_date}{study.study_time}",
-                FrameReferenceDateTime=f"{study.study_date}{study.study_time}",
-                FrameAcquisitionDuration=4000.0,
-                StackID="1",
-                InStackPositionNumber=n,
-                DimensionIndexValues=[1, n],
-            )
-        ],
+        FrameContentSequence=stack_frame_content(study, n, 4000.0),
         PlanePositionSequence=[item(ImagePositionPatient=[float(n), 0.0, 0.0])],
         XRay3DFrameTypeSequence=[  # per frame, as the X-Ray 3D Frame Type macro asks in this IOD
             item(

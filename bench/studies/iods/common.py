@@ -148,6 +148,21 @@ def code(value: str, meaning: str, scheme: str = "SCT") -> Dataset:
     return item(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning)
 
 
+def stack_frame_content(study: StudyKeys, n: int, duration_ms: float) -> list[Dataset]:
+    """The Frame Content Sequence of frame `n` of one stack: its place in the dimensions stack_dimensions declares."""
+    when = f"{study.study_date}{study.study_time}"
+    return [
+        item(
+            FrameAcquisitionDateTime=when,
+            FrameReferenceDateTime=when,
+            FrameAcquisitionDuration=duration_ms,
+            StackID="1",
+            InStackPositionNumber=n,
+            DimensionIndexValues=[1, n],
+        )
+    ]
+
+
 def stack_dimensions(ds: Dataset, series: SeriesKeys) -> None:
     """Multi-frame Dimension: frames indexed by stack and by position in it (Stack ID, In-Stack Position Number)."""
     organization = derived_uid(series.series_uid, "dimension-organization")

@@ -28,6 +28,7 @@ from bench.studies.iods.common import (
     patient_and_study,
     series_and_equipment,
     stack_dimensions,
+    stack_frame_content,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
 from bench.studies.xa import StudyKeys
@@ -98,16 +99,7 @@ def _per_frame(spec: SeriesSpec, frames: int, study: StudyKeys) -> list[Dataset]
     half = round(spec.pixel_spacing * spec.columns / 2, 3)
     return [
         item(
-            FrameContentSequence=[
-                item(
-                    FrameAcquisitionDateTime=f"{study.study_date}{study.study_time}",
-                    FrameReferenceDateTime=f"{study.study_date}{study.study_time}",
-                    FrameAcquisitionDuration=500.0,
-                    StackID="1",
-                    InStackPositionNumber=n,
-                    DimensionIndexValues=[1, n],
-                )
-            ],
+            FrameContentSequence=stack_frame_content(study, n, 500.0),
             PlanePositionSequence=[item(ImagePositionPatient=[-half, -half, round(n * spec.slice_thickness, 3)])],
             CTPositionSequence=[
                 item(
