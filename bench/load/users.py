@@ -256,11 +256,17 @@ class ModalityUser(DicomUser):
             self.after_study(instance.modalities)
 
     def after_study(self, modalities: str) -> None:
-        """What a modality does once its study is sent: check it is queryable, move it back (scenario options)."""
+        """What a modality does once its study is sent: check it is queryable, move it back (scenario options).
+
+        A modality paced by studies per hour then releases its association, as scanners do between studies: its
+        next study may come minutes later, past an archive's idle timeout (ours aborts after 60 s), and a store
+        on an association the archive has closed fails with a broken pipe."""
         if self.spec.check_queryable:
             self.wait_until_queryable(modalities)
         if self.spec.move_after and self.scu.connected:
             self.move_study(modalities)
+        if self.spec.studies_per_hour and self.scu.connected:
+            self.scu.release()
 
     def wait_until_queryable(self, modalities: str) -> None:
         """C-FIND the study until the archive counts all its instances: one QUERYABLE sample, from the last store."""

@@ -128,6 +128,11 @@ def test_the_papers_day_scenario_with_tiny_studies(tmp_path):
     assert rows.groupby("user_type")["user"].nunique().to_dict() == {"modality": 1, "workstation": 20}
     assert set(rows["operation"]) == {"C-STORE", "C-FIND", "C-MOVE"}
     assert record["prefill"]["studies"] == 5
+    # A modality paced by studies per hour sends each study on an association of its own, as scanners do: an idle
+    # association between studies would outlive the archive's idle timeout (60 s) and break the next store.
+    stores = rows[rows["operation"] == "C-STORE"]
+    studies_per_association = stores.groupby("association")["study_instance_uid"].nunique()
+    assert len(studies_per_association) >= 2 and (studies_per_association == 1).all(), studies_per_association
     for user_type in ("modality", "workstation"):
         line = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"{user_type}:"))
         assert "instances/s" in line and "frames/s" in line and "MB/s" in line and " 0 failed" in line
