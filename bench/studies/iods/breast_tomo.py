@@ -18,12 +18,9 @@ from bench.studies.iods.common import (
     InstanceKeys,
     SeriesKeys,
     code,
-    frame_of_reference,
     image_pixel,
     item,
-    new_instance,
-    patient_and_study,
-    series_and_equipment,
+    multiframe_instance,
     stack_dimensions,
     stack_frame_content,
 )
@@ -37,15 +34,7 @@ FRAME_TYPE = ["ORIGINAL", "PRIMARY", "TOMOSYNTHESIS", "NONE"]
 def header(
     spec: SeriesSpec, profile: StudyProfile, study: StudyKeys, series: SeriesKeys, inst: InstanceKeys, frames: int
 ) -> Dataset:
-    ds = new_instance(SOP_CLASS, inst, study)
-    patient_and_study(ds, study, profile)
-    series_and_equipment(ds, "MG", spec, series, profile, study)
-    ds.DeviceSerialNumber = "0001"
-    frame_of_reference(ds, series)
-    ds.ImageType = FRAME_TYPE
-    ds.InstanceNumber = inst.number
-    ds.ContentDate = study.study_date
-    ds.ContentTime = inst.acquisition_time
+    ds = multiframe_instance(SOP_CLASS, "MG", FRAME_TYPE, spec, profile, study, series, inst)
     ds.ContentQualification = "PRODUCT"
     view, meaning = dx.VIEWS[spec.kind or "CC"]
     ds.ViewCodeSequence = [code(view, meaning)]

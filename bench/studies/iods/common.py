@@ -148,6 +148,31 @@ def code(value: str, meaning: str, scheme: str = "SCT") -> Dataset:
     return item(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning)
 
 
+def multiframe_instance(
+    sop_class: str,
+    modality: str,
+    image_type: list[str],
+    spec: SeriesSpec,
+    profile: StudyProfile,
+    study: StudyKeys,
+    series: SeriesKeys,
+    inst: InstanceKeys,
+) -> Dataset:
+    """What every enhanced multi-frame instance here starts with (Enhanced CT, Enhanced MR, breast tomosynthesis):
+    SOP common, patient and study, series and equipment with its device serial number, frame of reference, the
+    image type and the content date and time."""
+    ds = new_instance(sop_class, inst, study)
+    patient_and_study(ds, study, profile)
+    series_and_equipment(ds, modality, spec, series, profile, study)
+    ds.DeviceSerialNumber = "0001"
+    frame_of_reference(ds, series)
+    ds.ImageType = image_type
+    ds.InstanceNumber = inst.number
+    ds.ContentDate = study.study_date
+    ds.ContentTime = inst.acquisition_time
+    return ds
+
+
 def stack_frame_content(study: StudyKeys, n: int, duration_ms: float) -> list[Dataset]:
     """The Frame Content Sequence of frame `n` of one stack: its place in the dimensions stack_dimensions declares."""
     when = f"{study.study_date}{study.study_time}"

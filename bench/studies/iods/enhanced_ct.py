@@ -21,12 +21,9 @@ from bench.studies.iods.common import (
     InstanceKeys,
     SeriesKeys,
     code,
-    frame_of_reference,
     image_pixel,
     item,
-    new_instance,
-    patient_and_study,
-    series_and_equipment,
+    multiframe_instance,
     stack_dimensions,
     stack_frame_content,
 )
@@ -116,15 +113,7 @@ def _per_frame(spec: SeriesSpec, frames: int, study: StudyKeys) -> list[Dataset]
 def header(
     spec: SeriesSpec, profile: StudyProfile, study: StudyKeys, series: SeriesKeys, inst: InstanceKeys, frames: int
 ) -> Dataset:
-    ds = new_instance(SOP_CLASS, inst, study)
-    patient_and_study(ds, study, profile)
-    series_and_equipment(ds, "CT", spec, series, profile, study)
-    ds.DeviceSerialNumber = "0001"
-    frame_of_reference(ds, series)
-    ds.ImageType = FRAME_TYPE
-    ds.InstanceNumber = inst.number
-    ds.ContentDate = study.study_date
-    ds.ContentTime = inst.acquisition_time
+    ds = multiframe_instance(SOP_CLASS, "CT", FRAME_TYPE, spec, profile, study, series, inst)
     ds.AcquisitionNumber = 1
     ds.AcquisitionDateTime = f"{study.study_date}{inst.acquisition_time}"
     ds.AcquisitionDuration = round(frames * 0.05, 3)

@@ -19,12 +19,9 @@ from bench.studies.iods.common import (
     InstanceKeys,
     SeriesKeys,
     code,
-    frame_of_reference,
     image_pixel,
     item,
-    new_instance,
-    patient_and_study,
-    series_and_equipment,
+    multiframe_instance,
     stack_dimensions,
     stack_frame_content,
 )
@@ -140,16 +137,8 @@ def header(
 ) -> Dataset:
     kind = spec.kind or "t1"
     _, sequence, variant, tr, te, train, name, _ = mr.SEQUENCES[kind]
-    ds = new_instance(SOP_CLASS, inst, study)
-    patient_and_study(ds, study, profile)
-    series_and_equipment(ds, "MR", spec, series, profile, study)
-    ds.DeviceSerialNumber = "0001"
+    ds = multiframe_instance(SOP_CLASS, "MR", FRAME_TYPE, spec, profile, study, series, inst)
     ds.PatientPosition = "HFS"
-    frame_of_reference(ds, series)
-    ds.ImageType = FRAME_TYPE
-    ds.InstanceNumber = inst.number
-    ds.ContentDate = study.study_date
-    ds.ContentTime = inst.acquisition_time
     ds.AcquisitionNumber = 1
     ds.AcquisitionDateTime = f"{study.study_date}{inst.acquisition_time}"
     ds.AcquisitionDuration = round(frames * tr / 1000.0, 3)
