@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 from bench.common.errors import UserError
 from bench.studies.encode import TransferSyntax, attach_pixel_data, encode_pixel_data, require_encoder, transfer_syntax
+from bench.studies.header import StudyKeys
 from bench.studies.pixels import RunShape, synthesize_run
 from bench.studies.profile import Profile
-from bench.studies.xa import RunKeys, StudyKeys, build_header
+from bench.studies.xa import RunKeys, build_header
 
 FIRST_NAMES = ["ANNA", "BORIS", "CHLOE", "DIMITRIS", "ELENI", "FRANZ", "GEORGIA", "HUGO", "IRINI", "JONAS"]
 LAST_NAMES = ["PAPADOPOULOS", "MUELLER", "MARTIN", "ROSSI", "NOWAK", "SILVA", "JANSEN", "KOVAC", "BERG", "LAINE"]

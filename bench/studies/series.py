@@ -29,10 +29,10 @@ from bench.studies.encode import (
     require_encoder,
     transfer_syntax,
 )
+from bench.studies.header import StudyKeys
 from bench.studies.iods import builder
 from bench.studies.iods.common import InstanceKeys, SeriesKeys
 from bench.studies.profile import AnyProfile, Profile, SeriesSpec, StudyProfile
-from bench.studies.xa import StudyKeys
 
 Z_RANGE = (0.25, 0.85)  # the stretch of the body a series covers: from the pelvis to the neck
 

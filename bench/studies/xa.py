@@ -13,28 +13,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, XRayAngiographicImageStorage
+from pydicom.dataset import Dataset
+from pydicom.uid import XRayAngiographicImageStorage
 
 from bench.studies.encode import SYNTAXES, attach_pixel_data, native_pixel_data
+from bench.studies.header import StudyKeys, general_image, new_instance, patient_and_study, series_and_equipment
 from bench.studies.pixels import FIELD_OF_VIEW, LOG_RANGE, RunShape
 
-MANUFACTURER = "pacsbench"
-
-
-@dataclass(frozen=True)
-class StudyKeys:
-    """The patient and study attributes shared by every run of one study."""
-
-    patient_name: str
-    patient_id: str
-    birth_date: str
-    sex: str
-    study_uid: str
-    study_id: str
-    accession: str
-    study_date: str
-    study_time: str
+STUDY_DESCRIPTION = "Cerebral angiography (synthetic)"
 
 
 @dataclass(frozen=True)
@@ -49,42 +35,9 @@ class RunKeys:
     secondary_angle: float
 
 
-def _patient_and_study(ds: Dataset, study: StudyKeys) -> None:
-    ds.PatientName = study.patient_name
-    ds.PatientID = study.patient_id
-    ds.PatientBirthDate = study.birth_date
-    ds.PatientSex = study.sex
-    ds.StudyInstanceUID = study.study_uid
-    ds.StudyDate = study.study_date
-    ds.StudyTime = study.study_time
-    ds.ReferringPhysicianName = "REFERRER^SYNTHETIC"
-    ds.StudyID = study.study_id
-    ds.AccessionNumber = study.accession
-    ds.StudyDescription = "Cerebral angiography (synthetic)"
-
-
-def _series_and_equipment(ds: Dataset, run: RunKeys, body_part: str) -> None:
-    ds.Modality = "XA"
-    ds.SeriesInstanceUID = run.series_uid
-    ds.SeriesNumber = run.series_number
-    ds.SeriesDescription = f"DSA run {run.series_number}"
-    ds.BodyPartExamined = body_part
-    ds.Manufacturer = MANUFACTURER
-    ds.ManufacturerModelName = "synthetic DSA"
-    ds.InstitutionName = "pacsbench"
-    ds.StationName = "DSA1"
-    ds.SoftwareVersions = "1"
-
-
 def _image(ds: Dataset, study: StudyKeys, run: RunKeys) -> None:
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "SINGLE PLANE"]
-    ds.InstanceNumber = 1
+    general_image(ds, ["ORIGINAL", "PRIMARY", "SINGLE PLANE"], 1, study.study_date, run.acquisition_time)
     ds.PatientOrientation = ""
-    ds.ContentDate = study.study_date
-    ds.ContentTime = run.acquisition_time
-    ds.AcquisitionDate = study.study_date
-    ds.AcquisitionTime = run.acquisition_time
-    ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
 
 
@@ -188,18 +141,10 @@ def _voi(ds: Dataset, shape: RunShape) -> None:
 
 def build_header(shape: RunShape, study: StudyKeys, run: RunKeys, frame_rate: float, body_part: str) -> Dataset:
     """A complete XA multi-frame dataset (with file meta) for one run, without Pixel Data."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = XRayAngiographicImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = run.sop_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.SOPClassUID = XRayAngiographicImageStorage
-    ds.SOPInstanceUID = run.sop_uid
-    ds.InstanceCreationDate = study.study_date
-    ds.InstanceCreationTime = run.acquisition_time
-    _patient_and_study(ds, study)
-    _series_and_equipment(ds, run, body_part)
+    ds = new_instance(XRayAngiographicImageStorage, run.sop_uid, study.study_date, run.acquisition_time)
+    patient_and_study(ds, study, STUDY_DESCRIPTION)
+    description = f"DSA run {run.series_number}"
+    series_and_equipment(ds, "XA", "DSA", run.series_uid, run.series_number, description, body_part)
     _image(ds, study, run)
     _pixel_module(ds, shape)
     _cine_and_mask(ds, shape, frame_rate)

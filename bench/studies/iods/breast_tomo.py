@@ -13,6 +13,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import BreastTomosynthesisImageStorage
 
+from bench.studies.header import StudyKeys
 from bench.studies.iods import dx
 from bench.studies.iods.common import (
     InstanceKeys,
@@ -25,7 +26,6 @@ from bench.studies.iods.common import (
     stack_frame_content,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
-from bench.studies.xa import StudyKeys
 
 SOP_CLASS = BreastTomosynthesisImageStorage
 FRAME_TYPE = ["ORIGINAL", "PRIMARY", "TOMOSYNTHESIS", "NONE"]

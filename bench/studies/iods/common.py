@@ -1,16 +1,17 @@
 """Modules shared by the IOD builders: SOP Common, Patient, General Study, Series, Equipment, Image, Frame of
-Reference, Image Plane, Image Pixel and VOI LUT, filled from the keys the planner (bench.studies.series) draws."""
+Reference, Image Plane, Image Pixel and VOI LUT, filled from the keys the planner (bench.studies.series) draws.
+The modules XA instances have too are bench.studies.header's; these add what the modalities beyond DSA ask."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
 
+from bench.studies import header
 from bench.studies.generate import derived_uid
+from bench.studies.header import StudyKeys
 from bench.studies.profile import SeriesSpec, StudyProfile
-from bench.studies.xa import MANUFACTURER, StudyKeys
 
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 CORONAL = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]
@@ -43,60 +44,31 @@ class InstanceKeys:
 
 def new_instance(sop_class: str, instance: InstanceKeys, study: StudyKeys) -> Dataset:
     """An empty data set with file meta and SOP Common filled in."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = instance.sop_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = header.new_instance(sop_class, instance.sop_uid, study.study_date, instance.acquisition_time)
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = instance.sop_uid
-    ds.InstanceCreationDate = study.study_date
-    ds.InstanceCreationTime = instance.acquisition_time
     return ds
 
 
 def patient_and_study(ds: Dataset, study: StudyKeys, profile: StudyProfile) -> None:
-    ds.PatientName = study.patient_name
-    ds.PatientID = study.patient_id
-    ds.PatientBirthDate = study.birth_date
-    ds.PatientSex = study.sex
-    ds.StudyInstanceUID = study.study_uid
-    ds.StudyDate = study.study_date
-    ds.StudyTime = study.study_time
-    ds.ReferringPhysicianName = "REFERRER^SYNTHETIC"
-    ds.StudyID = study.study_id
-    ds.AccessionNumber = study.accession
-    ds.StudyDescription = f"{profile.description.split(':')[0]} (synthetic)"[:64]
+    """Patient and General Study, the study described by its profile's description up to a colon."""
+    header.patient_and_study(ds, study, f"{profile.description.split(':')[0]} (synthetic)"[:64])
 
 
 def series_and_equipment(
     ds: Dataset, modality: str, spec: SeriesSpec, series: SeriesKeys, profile: StudyProfile, study: StudyKeys
 ) -> None:
-    ds.Modality = modality
-    ds.SeriesInstanceUID = series.series_uid
-    ds.SeriesNumber = series.series_number
+    """General Series (with its date and time) and General Equipment; the device is named after the modality."""
+    header.series_and_equipment(
+        ds, modality, modality, series.series_uid, series.series_number, spec.description, profile.body_part
+    )
     ds.SeriesDate = study.study_date
     ds.SeriesTime = series.series_time
-    ds.SeriesDescription = spec.description
-    ds.BodyPartExamined = profile.body_part
-    ds.Manufacturer = MANUFACTURER
-    ds.ManufacturerModelName = f"synthetic {modality}"
-    ds.InstitutionName = "pacsbench"
-    ds.StationName = f"{modality}1"
-    ds.SoftwareVersions = "1"
 
 
 def general_image(ds: Dataset, study: StudyKeys, instance: InstanceKeys, image_type: list[str]) -> None:
-    ds.ImageType = image_type
-    ds.InstanceNumber = instance.number
-    ds.ContentDate = study.study_date
-    ds.ContentTime = instance.acquisition_time
-    ds.AcquisitionDate = study.study_date
-    ds.AcquisitionTime = instance.acquisition_time
+    """General Image of one instance of a series (acquisition 1)."""
+    header.general_image(ds, image_type, instance.number, study.study_date, instance.acquisition_time)
     ds.AcquisitionNumber = 1
-    ds.BurnedInAnnotation = "NO"
 
 
 def frame_of_reference(ds: Dataset, series: SeriesKeys) -> None:

@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage
 
 from bench.studies import anatomy
+from bench.studies.header import StudyKeys
 from bench.studies.iods.common import (
     AXIAL,
     CORONAL,
@@ -28,7 +29,6 @@ from bench.studies.iods.common import (
     voi_window,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
-from bench.studies.xa import StudyKeys
 
 INTERCEPT = -1024.0
 NOISE_HU = 12.0  # soft-tissue noise of a routine dose scan

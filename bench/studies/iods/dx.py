@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation, DigitalXRayImageStorageForPresentation
 
 from bench.studies import anatomy
+from bench.studies.header import StudyKeys
 from bench.studies.iods.common import (
     InstanceKeys,
     SeriesKeys,
@@ -26,7 +27,6 @@ from bench.studies.iods.common import (
     voi_window,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
-from bench.studies.xa import StudyKeys
 
 SOP_CLASS = DigitalXRayImageStorageForPresentation
 QUANTA = 4000.0  # detected quanta per pixel through the thinnest part: sets the noise, hence the ratio

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import EnhancedCTImageStorage
 
 from bench.studies.generate import derived_uid
+from bench.studies.header import StudyKeys
 from bench.studies.iods import ct
 from bench.studies.iods.common import (
     AXIAL,
@@ -28,7 +29,6 @@ from bench.studies.iods.common import (
     stack_frame_content,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
-from bench.studies.xa import StudyKeys
 
 SOP_CLASS = EnhancedCTImageStorage
 FRAME_TYPE = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]  # value 3, the image flavor: a volume of slices

@@ -13,6 +13,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import EnhancedMRImageStorage
 
+from bench.studies.header import StudyKeys
 from bench.studies.iods import mr
 from bench.studies.iods.common import (
     AXIAL,
@@ -26,7 +27,6 @@ from bench.studies.iods.common import (
     stack_frame_content,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
-from bench.studies.xa import StudyKeys
 
 SOP_CLASS = EnhancedMRImageStorage
 FRAME_TYPE = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]

@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import MRImageStorage
 
 from bench.studies import anatomy
+from bench.studies.header import StudyKeys
 from bench.studies.iods.common import (
     AXIAL,
     CORONAL,
@@ -27,7 +28,6 @@ from bench.studies.iods.common import (
     voi_window,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
-from bench.studies.xa import StudyKeys
 
 SOP_CLASS = MRImageStorage
 

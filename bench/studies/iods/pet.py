@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import PositronEmissionTomographyImageStorage
 
 from bench.studies import anatomy
+from bench.studies.header import StudyKeys
 from bench.studies.iods.common import (
     AXIAL,
     InstanceKeys,
@@ -28,7 +29,6 @@ from bench.studies.iods.common import (
     voi_window,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
-from bench.studies.xa import StudyKeys
 
 SOP_CLASS = PositronEmissionTomographyImageStorage
 SLICES = 300  # axial slices of one whole-body frame; a dynamic series repeats them per time slice

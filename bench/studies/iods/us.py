@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UltrasoundMultiFrameImageStorage
 
 from bench.studies import anatomy
+from bench.studies.header import StudyKeys
 from bench.studies.iods.common import (
     InstanceKeys,
     SeriesKeys,
@@ -23,7 +24,6 @@ from bench.studies.iods.common import (
     series_and_equipment,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
-from bench.studies.xa import StudyKeys
 
 SOP_CLASS = UltrasoundMultiFrameImageStorage
 FRAME_RATE = 30.0
