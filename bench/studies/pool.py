@@ -3,22 +3,27 @@
 Synthesizing pixels costs up to a second per 1024x1024 run, far too slow to feed a load
 test. The pool synthesizes each study once per (profile, seed, transfer syntax) into a
 cache folder outside git (growing it when a bigger pool is asked for), loads it into
-memory, and hands out copies with fresh patient ID, accession number and Study, Series
-and SOP Instance UIDs: every study the archive receives is unique.
+memory, and hands out copies with fresh patient ID, accession number and every UID that
+identifies something (study, series, instance, frame of reference, and those inside
+sequences: see `identifies`): every study the archive receives is unique.
 
 Nothing is re-encoded per copy. Each cached instance keeps its data set encoded element
-by element; a copy re-encodes only the five elements that change and hands out the
-result as byte chunks (header, Pixel Data element head, a memoryview of the shared
-pixel bytes, tail) ready to be streamed as a DIMSE data set.
+by element; a copy re-encodes only the elements that change and hands out the result as
+byte chunks (header, Pixel Data element head, a memoryview of the shared pixel bytes,
+tail) ready to be streamed as a DIMSE data set. UIDs inside sequences (an enhanced
+instance's Dimension Organization UID, say) are renewed in place: their sequences are
+encoded with undefined lengths, so a new UID of another length needs no length mended.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy as copying
 import hashlib
 import itertools
 import json
 import struct
+import uuid
 from array import array
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -30,7 +35,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.tag import Tag
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 from bench import __version__
 from bench.common.paths import cache_root
@@ -42,6 +47,27 @@ from bench.studies.series import generate
 POOL_FORMAT = 2  # bump when the pixel model or the instance layout changes
 PIXEL_DATA = Tag("PixelData")
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0
+# Renewed by keyword in every copy (StudyPool.next_study); `identifies` decides for every other UID.
+RENEWED_BY_KEYWORD = frozenset(
+    int(Tag(k)) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+)
+# UIDs that say what kind of thing something is, never which one: a copy keeps them.
+KINDS = frozenset(
+    int(Tag(k))
+    for k in (
+        "SOPClassUID",
+        "ReferencedSOPClassUID",
+        "ReferencedSOPClassUIDInFile",
+        "RelatedGeneralSOPClassUID",
+        "OriginalSpecializedSOPClassUID",
+        "TransferSyntaxUID",
+        "ReferencedTransferSyntaxUIDInFile",
+        "CodingSchemeUID",
+        "ContextUID",
+        "MappingResourceUID",
+        "ContextGroupExtensionCreatorUID",
+    )
+)
 
 
 def encode_element(element: DataElement) -> bytes:
@@ -71,6 +97,72 @@ def _encoded_change(tag: int, value: str) -> bytes:
     return encode_element(DataElement(tag, vr, value))
 
 
+def identifies(element: DataElement) -> bool:
+    """Whether a UI element names one thing (an instance, series, study, frame of reference, dimension organization,
+    irradiation event...): a copy is a new study of a new patient, so it gets a new one. A kind of thing (SOP class,
+    transfer syntax, coding scheme: `KINDS`), or a UID the standard registers (UTC as synchronization frame of
+    reference, say), stays."""
+    if element.VR != "UI" or element.is_empty or element.tag in KINDS:
+        return False
+    values = list(element.value) if element.VM > 1 else [element.value]
+    named = [v for v in values if not UID(v).keyword]
+    if named and len(values) > 1:
+        raise ValueError(f"multi-valued {element.keyword} is not supported in pooled instances")
+    return bool(named)
+
+
+def _uids_to_renew(element: DataElement) -> list[DataElement]:
+    """The UI elements in `element` (itself, or at any depth of a sequence) that a copy renews."""
+    if element.VR != "SQ":
+        return [element] if identifies(element) else []
+    return [found for item in element.value for inner in item for found in _uids_to_renew(inner)]
+
+
+def _with_undefined_lengths(sequence: DataElement) -> DataElement:
+    """A copy of a sequence element whose sequences and items, at any depth, are encoded with undefined length
+    (PS3.5 7.5.1): a value inside may then change length with no enclosing length to mend."""
+    sequence = copying.deepcopy(sequence)
+    todo = [sequence]
+    while todo:
+        element = todo.pop()
+        element.is_undefined_length = True
+        for item in element.value:
+            item.is_undefined_length_sequence_item = True
+            todo += [inner for inner in item if inner.VR == "SQ"]
+    return sequence
+
+
+def _encode_top_level(elements: list[DataElement]) -> tuple[list[bytes], dict[int, list[DataElement]]]:
+    """Each top-level element encoded, and by position the UIDs in it that a copy renews where they stand (inside
+    sequences; at the top level, beside the keyword-renewed ones). Sequences holding some get undefined lengths."""
+    renewed = {i: _uids_to_renew(e) for i, e in enumerate(elements) if e.tag not in RENEWED_BY_KEYWORD}
+    renewed = {i: uids for i, uids in renewed.items() if uids}
+    in_sequences = {i for i in renewed if elements[i].VR == "SQ"}
+    encoded = [encode_element(_with_undefined_lengths(e) if i in in_sequences else e) for i, e in enumerate(elements)]
+    return encoded, renewed
+
+
+def _places(header: bytes, start: int, end: int, uids: list[DataElement]) -> set[tuple[int, int, int, str]]:
+    """(start, end, tag, template UID) of each of `uids` in the header's bytes start..end (one top-level element)."""
+    places = set()
+    for element in uids:  # a UID repeated (one dimension organization in two sequences) is found at each place
+        encoded = encode_text_element(int(element.tag), "UI", str(element.value))
+        at = header.find(encoded, start, end)
+        while at >= 0:
+            places.add((at, at + len(encoded), int(element.tag), str(element.value)))
+            at = header.find(encoded, at + 1, end)
+    if len(places) != len(uids):
+        raise ValueError(f"found {len(places)} places of {len(uids)} UIDs to renew in a pooled header")
+    return places
+
+
+def new_uid() -> str:
+    """A new UID for a copy: a random UUID as a 2.25 UID (PS3.5 B.2), as pydicom's generate_uid(None) makes it but
+    without its UID object: 2.5 us instead of 12 for generate_uid() (a hash of several entropy sources), and a copy
+    makes one or more per instance."""
+    return f"2.25.{uuid.uuid4().int}"
+
+
 def _pixel_element_head(element: DataElement) -> bytes:
     """Tag, VR, reserved bytes and length of Pixel Data; undefined length when encapsulated."""
     length = 0xFFFFFFFF if element.is_undefined_length else len(element.value) + len(element.value) % 2
@@ -89,17 +181,24 @@ class TemplateInstance:
         if any(e.tag > PIXEL_DATA for e in elements):
             raise ValueError("elements after Pixel Data are not supported in pooled instances")
         pixel = ds[PIXEL_DATA]
-        encoded = [encode_element(e) for e in elements]
+        encoded, renewed = _encode_top_level(elements)
         self.tags = array("L", [int(e.tag) for e in elements])  # top-level tags other than Pixel Data, ascending
         self.offsets = array("Q", itertools.accumulate(map(len, encoded), initial=0))  # where each one starts
         self.header = b"".join(encoded)
+        self.renewed_places = sorted(  # (start, end, tag, template UID) in the header
+            place for i, uids in renewed.items() for place in _places(self.header, *self.offsets[i : i + 2], uids)
+        )
+        self.renewed_uids = tuple(dict.fromkeys(uid for *_, uid in self.renewed_places))  # each once
+        self.renewed_tags = frozenset(int(elements[i].tag) for i in renewed)  # the top-level elements holding them
         # Encapsulated fragments end with a sequence delimiter; a native odd-length value is padded.
         tail = SEQUENCE_DELIMITER if pixel.is_undefined_length else b"\0" * (len(pixel.value) % 2)
         self.pixel_chunks = (_pixel_element_head(pixel), memoryview(pixel.value), tail)
         self.frames = int(ds.get("NumberOfFrames", 1) or 1)
         self.sop_class_uid = str(ds.SOPClassUID)
+        self.sop_instance_uid = str(ds.SOPInstanceUID)
         self.transfer_syntax_uid = str(ds.file_meta.TransferSyntaxUID)
         self.patient_id = str(ds.get("PatientID", ""))
+        self.study_instance_uid = str(ds.StudyInstanceUID)
         self.series_instance_uid = str(ds.SeriesInstanceUID)
         self.frame_of_reference_uid = str(ds.get("FrameOfReferenceUID", ""))
         self.modality = str(ds.get("Modality", ""))
@@ -134,15 +233,26 @@ class TemplateInstance:
         """Bytes of the encoded data set (what a C-STORE transfers)."""
         return len(self.header) + self.pixel_bytes
 
-    def encode_header(self, changes: dict[str, str]) -> bytes:
-        """Everything before Pixel Data, with the `changes` (keyword -> value) re-encoded (replaced or inserted)."""
-        pieces = sorted((_tag_of(keyword), value) for keyword, value in changes.items())
-        out, done = [], 0
-        for tag, value in pieces:
+    def encode_header(self, changes: dict[str, str], renamed: dict[str, str] | None = None) -> bytes:
+        """Everything before Pixel Data, with the `changes` (keyword -> value) re-encoded (replaced or inserted),
+        and each UID of `renewed_places` replaced by its new value in `renamed` (template UID -> copy's)."""
+        edits = []  # (start, end, bytes): the header's bytes from start to end become these
+        for keyword, value in changes.items():
+            tag = _tag_of(keyword)
             at = bisect.bisect_left(self.tags, tag)
             start = self.offsets[at]
-            out += [self.header[done:start], _encoded_change(tag, value)]
-            done = self.offsets[at + 1] if at < len(self.tags) and self.tags[at] == tag else start
+            end = self.offsets[at + 1] if at < len(self.tags) and self.tags[at] == tag else start
+            edits.append((start, end, _encoded_change(tag, value)))
+        if renamed:
+            edits += [
+                (start, end, encode_text_element(tag, "UI", renamed[uid]))
+                for start, end, tag, uid in self.renewed_places
+            ]
+        edits.sort()
+        out, done = [], 0
+        for start, end, encoded in edits:
+            out += [self.header[done:start], encoded]
+            done = end
         out.append(self.header[done:])
         return b"".join(out)
 
@@ -152,16 +262,24 @@ def _tag_of(keyword: str) -> int:
     return int(Tag(keyword))
 
 
-def fresh_copy(instance: Dataset, changes: dict[str, str]) -> Dataset:
-    """A new dataset sharing the (large) element values, with `changes` (keyword -> value).
+def fresh_copy(
+    instance: Dataset, changes: dict[str, str], renamed: dict[str, str] | None = None, renewed_tags=frozenset()
+) -> Dataset:
+    """A new dataset sharing the (large) element values, with `changes` (keyword -> value), and the UIDs in the
+    top-level elements `renewed_tags` (at any depth) renamed as `renamed` says (template UID -> copy's).
 
-    The new values go in as new DataElements (add_new): assigning an attribute would
-    mutate the element object the template shares.
+    The new values go in as new DataElements (add_new), and a renamed sequence as a deep copy: assigning an
+    attribute would mutate the element object the template shares.
     """
     copy = Dataset(dict(instance.items()))
     copy.file_meta = FileMetaDataset(dict(instance.file_meta.items()))
     for keyword, value in changes.items():
         copy.add_new(keyword, dictionary_VR(keyword), value)
+    for tag in renewed_tags if renamed else ():
+        element = copying.deepcopy(instance[tag])
+        for uid in _uids_to_renew(element):
+            uid.value = renamed[str(uid.value)]
+        copy[tag] = element
     copy.file_meta.add_new("MediaStorageSOPInstanceUID", "UI", changes["SOPInstanceUID"])
     return copy
 
@@ -173,12 +291,19 @@ class PooledInstance:
     sends it; `dataset` is the same as a pydicom Dataset, built on first use.
     """
 
-    def __init__(self, template: TemplateInstance, changes: dict[str, str], modalities: str = ""):
+    def __init__(
+        self,
+        template: TemplateInstance,
+        changes: dict[str, str],
+        modalities: str = "",
+        renamed: dict[str, str] | None = None,
+    ):
         self.template = template
         self.changes = changes
+        self.renamed = renamed or {}  # template UID -> this copy's, for the UIDs renewed where they stand
         self.modalities = modalities  # of its study, as Modalities in Study: sorted, backslash-separated
         self.frames = template.frames
-        self._header = template.encode_header(changes)
+        self._header = template.encode_header(changes, self.renamed)
         self.size = len(self._header) + template.pixel_bytes  # bytes of the encoded data set
 
     @property
@@ -195,7 +320,7 @@ class PooledInstance:
 
     @cached_property
     def dataset(self) -> Dataset:
-        return fresh_copy(self.template.dataset, self.changes)
+        return fresh_copy(self.template.dataset, self.changes, self.renamed, self.template.renewed_tags)
 
     def digest(self) -> str:
         """bench.studies.integrity's digest of the encoded data set, without hashing the pixels again."""
@@ -301,15 +426,25 @@ class StudyPool:
         template = self.studies[self._sent % len(self.studies)]
         round_number = self._sent // len(self.studies)
         self._sent += 1
-        study_uid = generate_uid()
+        study_uid = new_uid()
         study = {
             "StudyInstanceUID": study_uid,
             "AccessionNumber": f"PB{self._sent:06d}{study_uid[-8:]}"[-16:],
             "PatientID": f"{template[0].patient_id}-{self._token}-{round_number}" if template else "",
         }
-        new_uids: dict[str, str] = {}  # template UID -> this copy's (series; frame of reference)
+        # template UID -> this copy's, one map for the whole study: a UID the template repeats (a series', a frame of
+        # reference, a reference to another instance) is renewed to the same new UID everywhere
+        new_uids: dict[str, str] = {template[0].study_instance_uid: study_uid} if template else {}
         modalities = self.modalities(template)
-        return [PooledInstance(inst, {**study, **_new_instance_uids(inst, new_uids)}, modalities) for inst in template]
+        return [
+            PooledInstance(
+                inst,
+                {**study, **_new_instance_uids(inst, new_uids)},
+                modalities,
+                {uid: _renamed(uid, new_uids) for uid in inst.renewed_uids},
+            )
+            for inst in template
+        ]
 
     def modalities(self, study: list[TemplateInstance]) -> str:
         """The study's modalities as an archive answers Modalities in Study: sorted, backslash-separated."""
@@ -318,7 +453,10 @@ class StudyPool:
 
 def _new_instance_uids(template: TemplateInstance, new_uids: dict[str, str]) -> dict[str, str]:
     """New Series and SOP Instance UIDs, and a new Frame of Reference UID where the template has one."""
-    uids = {"SeriesInstanceUID": _renamed(template.series_instance_uid, new_uids), "SOPInstanceUID": generate_uid()}
+    uids = {
+        "SeriesInstanceUID": _renamed(template.series_instance_uid, new_uids),
+        "SOPInstanceUID": _renamed(template.sop_instance_uid, new_uids),
+    }
     if template.frame_of_reference_uid:
         uids["FrameOfReferenceUID"] = _renamed(template.frame_of_reference_uid, new_uids)
     return uids
@@ -327,5 +465,5 @@ def _new_instance_uids(template: TemplateInstance, new_uids: dict[str, str]) -> 
 def _renamed(uid: str, new_uids: dict[str, str]) -> str:
     """The copy's UID for a template UID, made on first use (one per series, per frame of reference)."""
     if uid not in new_uids:
-        new_uids[uid] = generate_uid()
+        new_uids[uid] = new_uid()
     return new_uids[uid]

@@ -5,6 +5,7 @@ thousands-of-instances shapes cost little here.
 """
 
 import io
+from collections import defaultdict
 
 import pytest
 from pydicom import dcmread
@@ -13,21 +14,25 @@ from pydicom.dataset import FileMetaDataset
 from bench.common.errors import UserError
 from bench.studies.pool import StudyPool
 from bench.studies.profile import StudyProfile, available_profiles, load_profile
-from bench.studies.series import generate, plan_studies
+from bench.studies.series import plan_studies
 
 MODALITY_PROFILES = available_profiles(StudyProfile)
 SMALL = 0.004  # of each series' instances (at least one each)
+ENHANCED = ["ct-enhanced", "mr-enhanced", "mg-tomo"]  # UIDs inside their functional groups and dimensions
 
 
 @pytest.fixture(scope="module")
-def small_studies(tmp_path_factory):
+def small_pools():
+    """A pool of one small study per modality profile: {profile: pool}."""
+    return {
+        name: StudyPool.prepare(load_profile(name).scaled(SMALL), 1, 5, progress=False) for name in MODALITY_PROFILES
+    }
+
+
+@pytest.fixture(scope="module")
+def small_studies(small_pools):
     """One small study per modality profile: {profile: folder of the study}."""
-    root = tmp_path_factory.mktemp("modalities")
-    made = {}
-    for name in MODALITY_PROFILES:
-        generate(load_profile(name).scaled(SMALL), 1, 5, root / name, progress=False)
-        made[name] = root / name / "study-0000"
-    return made
+    return {name: pool.folder / "study-0000" for name, pool in small_pools.items()}
 
 
 def test_the_modality_profiles_are_shipped():
@@ -117,3 +122,55 @@ def test_scale_on_a_dsa_profile_is_a_user_error(capsys):
 def test_bad_scale_is_refused():
     with pytest.raises(UserError):
         load_profile("ct").scaled(0)
+
+
+def _uids(ds, path=()) -> dict[tuple, str]:
+    """Every UI value of a data set at any depth, by its path (keywords and item numbers)."""
+    found = {}
+    for element in ds:
+        if element.VR == "SQ":
+            for n, item in enumerate(element.value):
+                found |= _uids(item, (*path, element.keyword, n))
+        elif element.VR == "UI" and element.value:
+            found[(*path, element.keyword)] = str(element.value)
+    return found
+
+
+def _decoded(instance):
+    return dcmread(io.BytesIO(b"".join(instance.part10_chunks())))
+
+
+@pytest.mark.parametrize("name", MODALITY_PROFILES)
+def test_two_copies_share_no_uid_but_sop_classes_at_any_depth_and_rename_each_uid_alike(small_pools, name):
+    """A copy is a new study of a new patient: every UID that names an instance, series, study, frame of reference,
+    dimension organization or irradiation event is new, at any depth; a UID the template repeats is renewed to one new
+    UID wherever it stands, and the pydicom dataset of a copy says what its bytes say."""
+    pool = small_pools[name]
+    template = [_uids(t.dataset) for t in pool.studies[0]]
+    copies = [[_uids(_decoded(i)) for i in pool.next_study()] for _ in range(2)]
+    classes = {v for uids in template for path, v in uids.items() if path[-1] == "SOPClassUID"}
+    values = [{v for uids in study for v in uids.values()} for study in [template, *copies]]
+    assert values[0] & values[1] <= classes and values[0] & values[2] <= classes and values[1] & values[2] <= classes
+    for copy in copies:
+        renamed = defaultdict(set)  # template UID -> the copy's UIDs at its places
+        for before, after in zip(template, copy, strict=True):
+            assert before.keys() == after.keys()
+            for path, uid in before.items():
+                renamed[uid].add(after[path])
+        assert all(len(new) == 1 for new in renamed.values())  # renamed alike everywhere
+        assert len({next(iter(new)) for new in renamed.values()}) == len(renamed)  # distinct stay distinct
+    copy = pool.next_study()
+    assert [_uids(i.dataset) for i in copy] == [_uids(_decoded(i)) for i in copy]
+    if name in ENHANCED:
+        assert any(len(path) > 1 for uids in template for path in uids)  # UIDs inside sequences were there
+
+
+@pytest.mark.parametrize("name", ENHANCED)
+def test_a_copy_of_an_enhanced_instance_has_no_dciodvfy_errors(dciodvfy, small_pools, name, tmp_path):
+    """Its sequences with renewed UIDs are re-encoded with undefined lengths: still a valid instance."""
+    renewed = [i for i in small_pools[name].next_study() if i.renamed]
+    assert renewed
+    for instance in {i.sop_class_uid: i for i in renewed}.values():
+        path = tmp_path / f"{instance.sop_instance_uid}.dcm"
+        path.write_bytes(b"".join(instance.part10_chunks()))
+        assert [p for p in dciodvfy.problems(path) if p not in load_profile(name).dciodvfy_warnings] == [], path

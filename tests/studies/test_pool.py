@@ -117,3 +117,13 @@ def test_the_copies_text_encoder_writes_what_pydicom_writes(keyword, value):
     tag = int(Tag(keyword))
     expected = encode_element(DataElement(tag, dictionary_VR(tag), value))
     assert encode_text_element(tag, dictionary_VR(tag), value) == expected
+
+
+def test_a_copys_new_uids_are_valid_and_distinct():
+    from pydicom.uid import UID
+
+    from bench.studies.pool import new_uid
+
+    uids = [new_uid() for _ in range(1000)]
+    assert all(UID(u).is_valid and u.startswith("2.25.") for u in uids)
+    assert len(set(uids)) == len(uids)
