@@ -8,10 +8,13 @@ import io
 from collections import defaultdict
 
 import pytest
+from helpers.archive import start_archive
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 
 from bench.common.errors import UserError
+from bench.dicom.peer import Peer
+from bench.dicom.scu import ServiceUser, query_proposals, storage_proposals, study_identifier
 from bench.studies.pool import StudyPool
 from bench.studies.profile import StudyProfile, available_profiles, load_profile
 from bench.studies.series import plan_studies
@@ -174,3 +177,27 @@ def test_a_copy_of_an_enhanced_instance_has_no_dciodvfy_errors(dciodvfy, small_p
         path = tmp_path / f"{instance.sop_instance_uid}.dcm"
         path.write_bytes(b"".join(instance.part10_chunks()))
         assert [p for p in dciodvfy.problems(path) if p not in load_profile(name).dciodvfy_warnings] == [], path
+
+
+def test_enhanced_copies_stored_in_the_archive_come_back_byte_identical(small_pools, tmp_path):
+    """The re-encoded sequences (undefined lengths, renewed UIDs) pass through a real archive: C-STORE, then C-GET."""
+    copies = [next(i for i in small_pools[name].next_study() if i.renamed) for name in ENHANCED]
+    classes, syntaxes = sorted({c.sop_class_uid for c in copies}), sorted({c.transfer_syntax_uid for c in copies})
+    archive = start_archive(tmp_path / "archive")
+    user = ServiceUser(
+        Peer("127.0.0.1", archive.port, archive.ae_title),
+        "TESTSCU",
+        query_proposals() + storage_proposals(classes, syntaxes, scp_role=True),
+    )
+    try:
+        user.connect()
+        for c in copies:
+            assert user.store(c.sop_class_uid, c.sop_instance_uid, c.transfer_syntax_uid, c.encoded_chunks()) == 0
+        arrived = {}
+        for c in copies:
+            outcome = user.get(study_identifier(c.changes["StudyInstanceUID"]), digests=True)
+            arrived |= {a.sop_instance_uid: a.digest for a in outcome.gathered.hashed}
+        user.release()
+    finally:
+        archive.stop()
+    assert arrived == {c.sop_instance_uid: c.digest() for c in copies}
