@@ -230,20 +230,36 @@ def generate(
     anything is written. With keep_existing, complete study folders already in `out` are
     kept and not counted (the pool cache grows this way).
     """
+    syntax = writable_syntax(studies, syntax_name or profile.transfer_syntax, lossless_only=True)
+
+    def write(plan: StudyPlan, totals: Totals, on_frames) -> None:
+        write_study(plan, profile, out, totals, on_frames=on_frames, syntax=syntax)
+
+    return write_studies(profile, syntax, plan_studies(profile, seed, studies), out, write, progress, keep_existing)
+
+
+def writable_syntax(studies: int, name: str, lossless_only: bool = False) -> TransferSyntax:
+    """The transfer syntax `name`, once the study count is sane and its encoder is here (before anything is
+    written); DSA studies (`lossless_only`) refuse a lossy one."""
     if studies < 1:
         raise UserError(f"--studies must be at least 1 (got {studies})")
-    syntax = transfer_syntax(syntax_name or profile.transfer_syntax)
-    if syntax.lossy:
+    syntax = transfer_syntax(name)
+    if lossless_only and syntax.lossy:
         raise UserError(f"transfer syntax {syntax.name} is lossy: DSA studies are written losslessly")
     require_encoder(syntax)
-    plans = plan_studies(profile, seed, studies)
+    return syntax
+
+
+def write_studies(profile, syntax: TransferSyntax, plans: list, out: Path, write, progress: bool, keep_existing: bool):
+    """Write the planned studies into `out` with `write(plan, totals, on_frames)`, each all or nothing, under
+    progress bars; with keep_existing, complete study folders already in `out` are kept and not counted."""
     make_folder(out)
     totals = Totals()
     todo = [p for p in plans if not (keep_existing and (out / p.folder_name).is_dir())]
     with progress_bars(profile, syntax, todo, progress) as (study_bar, frame_bar):
         for plan in todo:
             try:
-                write_study(plan, profile, out, totals, on_frames=frame_bar.update, syntax=syntax)
+                write(plan, totals, frame_bar.update)
             except OSError as exc:
                 raise UserError(f"cannot write study into {out}: {exc.strerror or exc}") from None
             study_bar.update(1)

@@ -19,15 +19,12 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from bench.common.errors import UserError
 from bench.studies import generate as xa_generate
 from bench.studies.encode import (
     TransferSyntax,
     attach_pixel_data,
     encode_pixel_data,
     mark_lossy,
-    require_encoder,
-    transfer_syntax,
 )
 from bench.studies.header import StudyKeys
 from bench.studies.iods import builder
@@ -185,19 +182,10 @@ def generate(
     """Generate `studies` studies of any profile into `out` (DSA profiles: bench.studies.generate)."""
     if isinstance(profile, Profile):
         return xa_generate.generate(profile, studies, seed, out, progress, syntax_name, keep_existing)
-    if studies < 1:
-        raise UserError(f"--studies must be at least 1 (got {studies})")
-    syntax = transfer_syntax(syntax_name or profile.transfer_syntax)
-    require_encoder(syntax)
+    syntax = xa_generate.writable_syntax(studies, syntax_name or profile.transfer_syntax)
+
+    def write(plan: SeriesStudyPlan, totals: xa_generate.Totals, on_frames) -> None:
+        write_study(plan, profile, seed, out, totals, syntax, on_frames=on_frames)
+
     plans = plan_studies(profile, seed, studies)
-    xa_generate.make_folder(out)
-    totals = xa_generate.Totals()
-    todo = [p for p in plans if not (keep_existing and (out / p.folder_name).is_dir())]
-    with xa_generate.progress_bars(profile, syntax, todo, progress) as (study_bar, frame_bar):
-        for plan in todo:
-            try:
-                write_study(plan, profile, seed, out, totals, syntax, on_frames=frame_bar.update)
-            except OSError as exc:
-                raise UserError(f"cannot write study into {out}: {exc.strerror or exc}") from None
-            study_bar.update(1)
-    return totals
+    return xa_generate.write_studies(profile, syntax, plans, out, write, progress, keep_existing)

@@ -19,10 +19,9 @@ from bench.studies.iods.common import (
     InstanceKeys,
     SeriesKeys,
     code,
-    image_pixel,
     item,
     multiframe_instance,
-    stack_dimensions,
+    multiframe_pixels_and_groups,
     stack_frame_content,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
@@ -41,19 +40,11 @@ def header(
     ds.ViewCodeSequence[0].ViewModifierCodeSequence = []
     ds.BreastImplantPresent = "NO"
     ds.PartialView = "NO"
-    image_pixel(ds, spec)
-    ds.PresentationLUTShape = "IDENTITY"
-    ds.BurnedInAnnotation = "NO"
-    ds.RecognizableVisualFeatures = "NO"
-    ds.LossyImageCompression = "00"
-    ds.NumberOfFrames = frames
-    ds.AcquisitionContextSequence = []
     ds.PixelPresentation = "MONOCHROME"
     ds.VolumetricProperties = "VOLUME"
     ds.VolumeBasedCalculationTechnique = "TOMOSYNTHESIS"
-    ds.SharedFunctionalGroupsSequence = [_shared(spec)]
-    ds.PerFrameFunctionalGroupsSequence = [_frame(spec, n, study) for n in range(1, frames + 1)]
-    stack_dimensions(ds, series)
+    per_frame = [_frame(spec, n, study) for n in range(1, frames + 1)]
+    multiframe_pixels_and_groups(ds, spec, series, frames, _shared(spec), per_frame)
     return ds
 
 

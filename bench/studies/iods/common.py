@@ -179,3 +179,46 @@ def stack_dimensions(ds: Dataset, series: SeriesKeys) -> None:
             DimensionDescriptionLabel="In-Stack Position Number",
         ),
     ]
+
+
+def multiframe_pixels_and_groups(
+    ds: Dataset,
+    spec: SeriesSpec,
+    series: SeriesKeys,
+    frames: int,
+    shared: Dataset,
+    per_frame: list[Dataset],
+    signed: bool = False,
+) -> None:
+    """What every enhanced multi-frame instance here ends with: Image Pixel of `frames` frames (identity presentation,
+    no burned-in annotation or recognizable features, not lossy until an encoder says so), an empty Acquisition
+    Context, the shared and per-frame functional groups, and the dimensions of its one stack."""
+    image_pixel(ds, spec, signed=signed)
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.BurnedInAnnotation = "NO"
+    ds.RecognizableVisualFeatures = "NO"
+    ds.LossyImageCompression = "00"
+    ds.NumberOfFrames = frames
+    ds.AcquisitionContextSequence = []
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    stack_dimensions(ds, series)
+
+
+def axial_stack_geometry(spec: SeriesSpec) -> dict[str, list[Dataset]]:
+    """The shared functional groups' Pixel Measures and Plane Orientation of an axial stack of slices."""
+    return {
+        "PixelMeasuresSequence": [
+            item(PixelSpacing=[spec.pixel_spacing, spec.pixel_spacing], SliceThickness=spec.slice_thickness)
+        ],
+        "PlaneOrientationSequence": [item(ImageOrientationPatient=AXIAL)],
+    }
+
+
+def axial_frame(spec: SeriesSpec, study: StudyKeys, n: int, duration_ms: float) -> dict[str, list[Dataset]]:
+    """Frame Content and Plane Position of frame `n` of an axial stack: slices `slice_thickness` apart along z."""
+    half = round(spec.pixel_spacing * spec.columns / 2, 3)
+    return {
+        "FrameContentSequence": stack_frame_content(study, n, duration_ms),
+        "PlanePositionSequence": [item(ImagePositionPatient=[-half, -half, round(n * spec.slice_thickness, 3)])],
+    }

@@ -18,15 +18,14 @@ from bench.studies.generate import derived_uid
 from bench.studies.header import StudyKeys
 from bench.studies.iods import ct
 from bench.studies.iods.common import (
-    AXIAL,
     InstanceKeys,
     SeriesKeys,
+    axial_frame,
+    axial_stack_geometry,
     code,
-    image_pixel,
     item,
     multiframe_instance,
-    stack_dimensions,
-    stack_frame_content,
+    multiframe_pixels_and_groups,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
 
@@ -37,10 +36,7 @@ FRAME_TYPE = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]  # value 3, the image fla
 def _shared_groups(spec: SeriesSpec, series: SeriesKeys) -> Dataset:
     fov = round(spec.pixel_spacing * spec.columns, 3)
     return item(
-        PixelMeasuresSequence=[
-            item(PixelSpacing=[spec.pixel_spacing, spec.pixel_spacing], SliceThickness=spec.slice_thickness)
-        ],
-        PlaneOrientationSequence=[item(ImageOrientationPatient=AXIAL)],
+        **axial_stack_geometry(spec),
         CTImageFrameTypeSequence=[
             item(
                 FrameType=FRAME_TYPE,
@@ -93,11 +89,9 @@ def _shared_groups(spec: SeriesSpec, series: SeriesKeys) -> Dataset:
 
 
 def _per_frame(spec: SeriesSpec, frames: int, study: StudyKeys) -> list[Dataset]:
-    half = round(spec.pixel_spacing * spec.columns / 2, 3)
     return [
         item(
-            FrameContentSequence=stack_frame_content(study, n, 500.0),
-            PlanePositionSequence=[item(ImagePositionPatient=[-half, -half, round(n * spec.slice_thickness, 3)])],
+            **axial_frame(spec, study, n, 500.0),
             CTPositionSequence=[
                 item(
                     TablePosition=round(n * spec.slice_thickness, 3),
@@ -122,16 +116,9 @@ def header(
     ds.VolumetricProperties = "VOLUME"
     ds.VolumeBasedCalculationTechnique = "NONE"
     ds.PatientPosition = "FFS"
-    image_pixel(ds, spec, signed=True)
-    ds.PresentationLUTShape = "IDENTITY"
-    ds.BurnedInAnnotation = "NO"
-    ds.RecognizableVisualFeatures = "NO"
-    ds.LossyImageCompression = "00"
-    ds.NumberOfFrames = frames
-    ds.AcquisitionContextSequence = []
-    ds.SharedFunctionalGroupsSequence = [_shared_groups(spec, series)]
-    ds.PerFrameFunctionalGroupsSequence = _per_frame(spec, frames, study)
-    stack_dimensions(ds, series)
+    multiframe_pixels_and_groups(
+        ds, spec, series, frames, _shared_groups(spec, series), _per_frame(spec, frames, study), signed=True
+    )
     return ds
 
 

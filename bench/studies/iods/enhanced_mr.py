@@ -16,15 +16,14 @@ from pydicom.uid import EnhancedMRImageStorage
 from bench.studies.header import StudyKeys
 from bench.studies.iods import mr
 from bench.studies.iods.common import (
-    AXIAL,
     InstanceKeys,
     SeriesKeys,
+    axial_frame,
+    axial_stack_geometry,
     code,
-    image_pixel,
     item,
     multiframe_instance,
-    stack_dimensions,
-    stack_frame_content,
+    multiframe_pixels_and_groups,
 )
 from bench.studies.profile import SeriesSpec, StudyProfile
 
@@ -36,10 +35,7 @@ def _shared_groups(spec: SeriesSpec) -> Dataset:
     kind = spec.kind or "t1"
     _, sequence, variant, tr, te, train, name, _ = mr.SEQUENCES[kind]
     return item(
-        PixelMeasuresSequence=[
-            item(PixelSpacing=[spec.pixel_spacing, spec.pixel_spacing], SliceThickness=spec.slice_thickness)
-        ],
-        PlaneOrientationSequence=[item(ImageOrientationPatient=AXIAL)],
+        **axial_stack_geometry(spec),
         MRImageFrameTypeSequence=[
             item(
                 FrameType=FRAME_TYPE,
@@ -122,11 +118,9 @@ def _shared_groups(spec: SeriesSpec) -> Dataset:
 
 
 def _per_frame(spec: SeriesSpec, frames: int, study: StudyKeys) -> list[Dataset]:
-    half = round(spec.pixel_spacing * spec.columns / 2, 3)
     return [
         item(
-            FrameContentSequence=stack_frame_content(study, n, 200.0),
-            PlanePositionSequence=[item(ImagePositionPatient=[-half, -half, round(n * spec.slice_thickness, 3)])],
+            **axial_frame(spec, study, n, 200.0),
         )
         for n in range(1, frames + 1)
     ]
@@ -170,16 +164,7 @@ def header(
     ds.MagneticFieldStrength = 3.0
     ds.ApplicableSafetyStandardAgency = "IEC"
     ds.ImageComments = ""
-    image_pixel(ds, spec)
-    ds.PresentationLUTShape = "IDENTITY"
-    ds.BurnedInAnnotation = "NO"
-    ds.RecognizableVisualFeatures = "NO"
-    ds.LossyImageCompression = "00"
-    ds.NumberOfFrames = frames
-    ds.AcquisitionContextSequence = []
-    ds.SharedFunctionalGroupsSequence = [_shared_groups(spec)]
-    ds.PerFrameFunctionalGroupsSequence = _per_frame(spec, frames, study)
-    stack_dimensions(ds, series)
+    multiframe_pixels_and_groups(ds, spec, series, frames, _shared_groups(spec), _per_frame(spec, frames, study))
     return ds
 
 
