@@ -27,10 +27,16 @@ from locust.contrib.fasthttp import FastHttpUser
 
 from bench.load.dicomweb import (
     DICOM_JSON,
+    FRAMES_ACCEPT,
     STUDY_INSTANCE_UID,
     STUDY_RELATED_INSTANCES,
     WADO_ACCEPT,
+    DescribedInstance,
+    PoolFrames,
+    described_instances,
     first_value,
+    frame_batches,
+    read_frames,
     read_instances,
     stow_body,
     stow_outcome,
@@ -46,9 +52,8 @@ from bench.load.users import (
     fire_request,
     reading_pace,
 )
-from bench.results.samples import QIDO_RS, STOW_RS, WADO_RS, http_done
+from bench.results.samples import QIDO_RS, STOW_RS, WADO_RS, WADO_RS_FRAMES, WADO_RS_METADATA, http_done
 from bench.scenario.users import QidoSpec, StowSpec, UserGroup
-from bench.studies.integrity import ReceivedFile
 from bench.studies.pool import PooledInstance
 from server_under_test.upper_layer.status import NO_RESPONSE
 
@@ -128,8 +133,9 @@ class DicomwebUser(FastHttpUser):
             **context,
         )
 
-    def request_json(self, operation: str, path: str, **context) -> tuple[object | None, bool]:
-        """A GET answered in DICOM JSON, timed and fired; (the JSON, whether it succeeded)."""
+    def request_json(self, operation: str, path: str, expected: object = None, **context) -> tuple[object | None, bool]:
+        """A GET answered in DICOM JSON, timed and fired; (the JSON, whether it succeeded). With `expected` (a
+        count of instances, as QIDO-RS gives it), the answer is a list of instances, counted against it."""
         started, t0 = time.time(), time.perf_counter()
         try:
             answer = self.send("GET", path, {"Accept": DICOM_JSON})
@@ -144,8 +150,29 @@ class DicomwebUser(FastHttpUser):
             found = json.loads(body) if body.strip() and not error else []
         except ValueError:
             found, error = None, f"{operation}: the answer is not JSON"
+        if expected is not None and not error:
+            described = len(found) if isinstance(found, list) else 0
+            context["instances"] = described
+            error = count_mismatch(operation, described, expected, "instances described")
         self.fire(operation, started, t0, status, error, size=len(body), **context)
         return found, not error
+
+    def get_multipart(self, operation: str, path: str, accept: str, read) -> tuple[int, object | None, str]:
+        """A GET answered in multipart, its parts read by `read(chunks, content_type)` as they stream in:
+        (HTTP status or NO_RESPONSE, what `read` returned, the error); the caller times and fires it."""
+        try:
+            answer = self.send("GET", path, {"Accept": accept})
+        except DicomwebFailed as exc:
+            return NO_RESPONSE, None, str(exc)
+        try:
+            if not http_done(answer.status):
+                answer.body()  # the connection is kept: its answer is read to the end
+                return answer.status, None, f"{operation} HTTP {answer.status}"
+            return answer.status, read(answer.chunks(), answer.content_type), ""
+        except (ValueError, OSError, HTTPException) as exc:  # a broken multipart answer, or one cut short
+            return answer.status, None, f"{operation}: {exc}"
+        finally:
+            answer.response.release()
 
 
 class StowUser(DicomwebUser):
@@ -244,13 +271,18 @@ class QidoUser(DicomwebUser):
 class WadoUser(DicomwebUser):
     """A DICOMweb reading workstation: QIDO-RS the worklist, WADO-RS one study it has not read, read it, repeat.
 
-    The study arrives as multipart application/dicom, read as it streams in; at least as many
-    instances must arrive as QIDO-RS said the study holds (NumberOfStudyRelatedInstances), or the
-    request is an error, as a C-GET's sub-operation counts must match its arrivals.
+    What it retrieves is the scenario's `retrieve`. "instances": the study as multipart application/dicom,
+    read as it streams in. "frames", as a viewer does: the study's metadata (WADO-RS metadata), then every
+    instance's frames, `frames_per_request` at a time (WADO-RS frames), each frame checked against the
+    pool's pixel data when the user checks digests. "metadata": the study's metadata only. At least as
+    many instances must arrive (or be described) as QIDO-RS said the study holds
+    (NumberOfStudyRelatedInstances), or the request is an error, as a C-GET's sub-operation counts must
+    match its arrivals.
     """
 
     abstract = True
     user_type = "wado"
+    pool_frames: PoolFrames | None = None  # per run (the per-run subclass): built on the first frames checked
 
     @staticmethod
     def pacing(spec: UserGroup):
@@ -275,33 +307,23 @@ class WadoUser(DicomwebUser):
             return
         unread = [uid for uid in worklist if uid not in self.read]
         study = random.choice(unread or list(worklist))
-        arrived = self.retrieve(study, worklist[study])
-        if arrived is not None:
+        retrieve = {"instances": self.retrieve, "frames": self.retrieve_frames, "metadata": self.retrieve_metadata}
+        instances = retrieve[self.spec.retrieve](study, worklist[study])
+        if instances is not None:
             self.read.add(study)
             if self.spec.reading_images_per_s:
-                self.reading_seconds = len(arrived) / self.spec.reading_images_per_s
+                self.reading_seconds = instances / self.spec.reading_images_per_s
 
-    def retrieve(self, study: str, expected: object) -> list[ReceivedFile] | None:
+    def retrieve(self, study: str, expected: object) -> int | None:
+        """WADO-RS the study's instances; how many arrived (None when the request failed)."""
         started, t0 = time.time(), time.perf_counter()
-        arrived: list[ReceivedFile] = []
-        try:
-            answer = self.send("GET", f"/studies/{study}", {"Accept": WADO_ACCEPT})
-            status = answer.status
-            if http_done(status):
-                arrived = read_instances(answer.chunks(), answer.content_type, self.spec.check_digests)
-                error = count_mismatch(len(arrived), expected)
-            else:
-                answer.body()  # the connection is kept: its answer is read to the end
-                error = f"WADO-RS HTTP {status}"
-            answer.response.release()
-        except DicomwebFailed as exc:
-            self.fire(WADO_RS, started, t0, NO_RESPONSE, str(exc), study_instance_uid=study)
-            gevent.sleep(RETRY_PAUSE_S)
-            return None
-        except (ValueError, OSError, HTTPException) as exc:  # a broken multipart answer, or one cut short
-            answer.response.release()
-            self.fire(WADO_RS, started, t0, status, f"WADO-RS: {exc}", study_instance_uid=study)
-            return None
+
+        def read(chunks, content_type):
+            return read_instances(chunks, content_type, self.spec.check_digests)
+
+        status, arrived, error = self.get_multipart(WADO_RS, f"/studies/{study}", WADO_ACCEPT, read)
+        arrived = arrived or []
+        error = error or count_mismatch(WADO_RS, len(arrived), expected, "instances arrived")
         self.fire(
             WADO_RS,
             started,
@@ -314,13 +336,74 @@ class WadoUser(DicomwebUser):
             study_instance_uid=study,
             retrieved=retrieved_rows(WADO_RS, self.user_id, arrived),
         )
-        return arrived if not error else None
+        self.pause_if_unanswered(status)
+        return len(arrived) if not error else None
+
+    def retrieve_metadata(self, study: str, expected: object) -> int | None:
+        """WADO-RS the study's metadata; how many instances it describes (None when the request failed)."""
+        found, ok = self.request_json(
+            WADO_RS_METADATA, f"/studies/{study}/metadata", expected, study_instance_uid=study
+        )
+        return len(found) if ok and isinstance(found, list) else None
+
+    def retrieve_frames(self, study: str, expected: object) -> int | None:
+        """The study's metadata, then each instance's frames; how many instances were read (None when a request
+        failed: the rest of the study is left, as a viewer showing an error would)."""
+        found, ok = self.request_json(
+            WADO_RS_METADATA, f"/studies/{study}/metadata", expected, study_instance_uid=study
+        )
+        if not ok:
+            return None
+        instances = described_instances(found)
+        for instance in instances:
+            for numbers in frame_batches(instance.frames, self.spec.frames_per_request):
+                if not self.retrieve_frame_batch(instance, numbers):
+                    return None
+        return len(instances)
+
+    def retrieve_frame_batch(self, instance: DescribedInstance, numbers: list[int]) -> bool:
+        """WADO-RS frames `numbers` of one instance; whether they all arrived (and are the pool's, when checked)."""
+        started, t0 = time.time(), time.perf_counter()
+        status, frames, error = self.get_multipart(
+            WADO_RS_FRAMES, instance.frames_path(numbers), FRAMES_ACCEPT, read_frames
+        )
+        frames = frames or []
+        if not error and len(frames) != len(numbers):
+            error = f"{WADO_RS_FRAMES}: {len(frames)} frames arrived, {len(numbers)} were asked for"
+        if not error and self.spec.check_digests:
+            error = self.frames_checked().mismatch(instance, numbers, frames)
+            error = f"{WADO_RS_FRAMES}: {error}" if error else ""
+        self.fire(
+            WADO_RS_FRAMES,
+            started,
+            t0,
+            status,
+            error,
+            size=sum(map(len, frames)),
+            frames=len(frames),
+            study_instance_uid=instance.study_instance_uid,
+            sop_instance_uid=instance.sop_instance_uid,
+        )
+        self.pause_if_unanswered(status)
+        return not error
+
+    def frames_checked(self) -> PoolFrames:
+        """The pools' frames, built once per run and load process (the first check pays for it, untimed)."""
+        cls = type(self)
+        if cls.pool_frames is None:
+            cls.pool_frames = PoolFrames(self.context.pools.values())
+        return cls.pool_frames
+
+    @staticmethod
+    def pause_if_unanswered(status: int) -> None:
+        if status == NO_RESPONSE:  # a dead target is not hammered
+            gevent.sleep(RETRY_PAUSE_S)
 
 
-def count_mismatch(arrived: int, expected: object) -> str:
-    """The error of a WADO-RS study retrieval with fewer instances than QIDO-RS said the study holds.
+def count_mismatch(operation: str, arrived: int, expected: object, what: str) -> str:
+    """The error of a WADO-RS study request with fewer instances than QIDO-RS said the study holds.
 
     More is no error: a study still being stored grows between the worklist query and the retrieval."""
     if isinstance(expected, int) and arrived < expected:
-        return f"WADO-RS: {arrived} instances arrived, QIDO-RS said the study has {expected}"
+        return f"{operation}: {arrived} {what}, QIDO-RS said the study has {expected}"
     return ""
