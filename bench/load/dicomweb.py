@@ -49,6 +49,23 @@ ROWS, COLUMNS, NUMBER_OF_FRAMES = 0x00280010, 0x00280011, 0x00280008
 SAMPLES_PER_PIXEL, BITS_ALLOCATED = 0x00280002, 0x00280100
 
 
+class Answer:
+    """One HTTP answer (a geventhttpclient response): its status and body (read whole, or streamed by the caller
+    through `chunks`)."""
+
+    def __init__(self, response):
+        self.response = response
+        self.status = response.status_code
+        self.content_type = str(response.get("content-type") or "")
+
+    def chunks(self) -> Iterator[bytes]:
+        while chunk := self.response.read(1 << 16):
+            yield chunk
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks())
+
+
 def stow_body(instances: list[PooledInstance]) -> tuple[bytes, str]:
     """The STOW-RS request body of these instances and its Content-Type."""
     boundary = uuid.uuid4().hex

@@ -17,7 +17,6 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Iterator
 from http.client import HTTPException
 
 import gevent
@@ -31,6 +30,7 @@ from bench.load.dicomweb import (
     STUDY_INSTANCE_UID,
     STUDY_RELATED_INSTANCES,
     WADO_ACCEPT,
+    Answer,
     DescribedInstance,
     PoolFrames,
     described_instances,
@@ -63,22 +63,6 @@ QIDO_LEVELS = {"studies": "", "series": "/series", "instances": "/instances"}
 
 class DicomwebFailed(Exception):
     """A DICOMweb request failed: no answer, an HTTP error, or an answer that does not add up."""
-
-
-class Answer:
-    """One HTTP answer: its status and body (read whole, or streamed by the caller through `chunks`)."""
-
-    def __init__(self, response):
-        self.response = response
-        self.status = response.status_code
-        self.content_type = str(response.get("content-type") or "")
-
-    def chunks(self) -> Iterator[bytes]:
-        while chunk := self.response.read(1 << 16):
-            yield chunk
-
-    def body(self) -> bytes:
-        return b"".join(self.chunks())
 
 
 class DicomwebUser(FastHttpUser):

@@ -74,6 +74,17 @@ def _ratio(rate: dict | None, dimse_rate: dict | None, side: ProtocolSide) -> st
     return f"{rate['value'] / dimse_rate['value']:.2f}"
 
 
+def _ceiling_notes(groups: list[dict]) -> str:
+    """Each DICOMweb figure against the harness's own ceiling for that request (`pacsbench calibrate`)."""
+    several = len(groups) > 1
+    notes = [
+        f"{group['label']}: {verdict['note']}" if several else verdict["note"]
+        for group in groups
+        for verdict in group.get("dicomweb_calibration") or []
+    ]
+    return "Harness ceilings: " + "; ".join(notes) + "." if notes else ""
+
+
 def _cdf_figure(groups: list[Group]) -> Figure | None:
     """One panel per task with both protocols' latency CDFs, one line per target and operation."""
     several_loads = len({g.users for g in groups}) > 1
@@ -108,6 +119,8 @@ def protocols_section(data: dict, groups: list[Group]) -> Section | None:
     if not any(row[2] == "DICOMweb" for row in rows):
         return None
     blocks: list = [Note(_NOTE), Table(_HEADERS, rows, wide=True)]
+    if ceilings := _ceiling_notes(data["groups"]):
+        blocks.append(Note(ceilings))
     if figure := _cdf_figure(groups):
         blocks.append(figure)
     return Section(TITLE, blocks)
