@@ -121,7 +121,8 @@ class WadoSpec(UserGroup):
 
     @model_validator(mode="after")
     def _frames_only(self) -> WadoSpec:
-        if "frames_per_request" in self.model_fields_set and self.retrieve != "frames":
+        # Not "was it set": run.json's full dump sets the default, and must read back.
+        if self.frames_per_request != 1 and self.retrieve != "frames":
             raise ValueError(f'frames_per_request needs retrieve = "frames" (retrieve is "{self.retrieve}")')
         return self
 
