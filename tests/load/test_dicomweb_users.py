@@ -112,7 +112,7 @@ def test_a_stow_body_is_stored_whole_and_comes_back_equal_through_the_streamed_w
     study = pool.next_study()
     uid = study[0].changes["StudyInstanceUID"]
     body, content_type = stow_body(study)
-    answer = http(f"{orthanc_web.peer.dicomweb_url}/studies/{uid}", body, {"Content-Type": content_type})
+    answer = http(f"{orthanc_web.peer.dicomweb_url}/studies/{uid}", bytes(body), {"Content-Type": content_type})
     stored, failures = stow_outcome(json.loads(answer.read()))
     assert answer.status == 200 and failures == [] and stored == {i.sop_instance_uid for i in study}
 
@@ -124,6 +124,17 @@ def test_a_stow_body_is_stored_whole_and_comes_back_equal_through_the_streamed_w
         arrived = received[instance.sop_instance_uid]
         assert (arrived.digest, arrived.bytes, arrived.frames) == (instance.digest(), instance.size, instance.frames)
         assert arrived.study_instance_uid == uid
+
+
+def test_a_stow_body_read_as_the_socket_reads_it_is_every_part_whole(pool):
+    study = pool.next_study()
+    body, content_type = stow_body(study)
+    whole = bytes(body)
+    assert len(body) == len(whole) > sum(i.size for i in study)
+    pieces = list(iter(partial(body.read, 8192), b""))  # as a sendfile fallback asks: views of up to SEND_BLOCK
+    assert b"".join(pieces) == whole and max(map(len, pieces)) <= body.SEND_BLOCK and body.read(8192) == b""
+    boundary = content_type.rsplit("boundary=", 1)[1]
+    assert whole.count(f"--{boundary}\r\n".encode()) == len(study) and whole.endswith(f"--{boundary}--\r\n".encode())
 
 
 def test_a_broken_multipart_answer_is_an_error_not_instances():
@@ -355,6 +366,7 @@ def check_viewers(samples: pd.DataFrame) -> None:
     assert tampered["status"].iloc[0] == 200 and tampered["frames"].iloc[0] == 1
 
 
+@pytest.mark.slow  # users driven in a process of their own
 def test_a_viewer_reads_metadata_then_frames_checked_against_the_pool_from_our_archive(tmp_path):
     archive, url = start_web_archive(tmp_path / "archive")
     try:
@@ -375,7 +387,7 @@ def test_frames_of_an_encapsulated_instance_are_its_fragments_and_one_changed_by
         study = pool.next_study()
         uid = study[0].changes["StudyInstanceUID"]
         body, content_type = stow_body(study)
-        assert http(f"{url}/studies/{uid}", body, {"Content-Type": content_type}).status == 200
+        assert http(f"{url}/studies/{uid}", bytes(body), {"Content-Type": content_type}).status == 200
         found = json.loads(http(f"{url}/studies/{uid}/metadata", headers={"Accept": DICOM_JSON}).read())
         instances, checked = described_instances(found), PoolFrames([pool])
         assert sorted(i.frames for i in instances) == sorted(i.frames for i in study)
