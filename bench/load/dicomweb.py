@@ -304,17 +304,18 @@ class PoolFrames:
 
     A stored instance is tied to its template by series number, instance number, rows, columns and frames
     (what a copy keeps); frame n must hash equal to frame n of one of the templates with that key (pool
-    studies may share the key). Frames are hashed on first use, once per distinct Pixel Data: the
-    templates of a large series share a few images. An instance no template matches (one the archive
+    studies may share the key). Frames are hashed here, before any request, once per distinct Pixel Data:
+    the templates of a large series share a few images. An instance no template matches (one the archive
     held before the run, say) is not checked."""
 
     def __init__(self, pools: Iterable[StudyPool]):
         self.templates: dict[tuple[int | None, ...], list[TemplateInstance]] = {}
+        self._digests: dict[int, list[bytes]] = {}  # by id() of the shared Pixel Data bytes, which the pool keeps
         for pool in pools:
             for study in pool.studies:
                 for template in study:
                     self.templates.setdefault(template_key(template), []).append(template)
-        self._digests: dict[int, list[bytes]] = {}  # by id() of the shared Pixel Data bytes, which the pool keeps
+                    self.digests(template)
 
     def digests(self, template: TemplateInstance) -> list[bytes]:
         shared = id(template.pixel_chunks[1].obj)
