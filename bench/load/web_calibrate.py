@@ -137,4 +137,4 @@ def calibrate_dicomweb(profile: str, syntax: str | None, pool: StudyPool, instan
         stow = timed_with_peer_cpu(lambda: stow_pool_copies(pool, url, instances), peer)
         wado_studies(url, min(instances, 20))
         wado = timed_with_peer_cpu(lambda: wado_studies(url, instances), peer)
-    return {"stow": stow, "wado": wado, "peer": "bench.load.web_null_peer (aiohttp; reads and discards, serves)"}
+    return {"stow": stow, "wado": wado, "peer": "bench.load.web_null_peer (http.server: reads and discards, serves)"}
