@@ -92,8 +92,8 @@ def cmd_calibrate(args) -> int:
             what = "STOW-RS into a null sink" if request == "stow" else "WADO-RS of whole studies from a null source"
             print(
                 f"harness DICOMweb ceiling, {what}: {rates['instances_per_s']:.1f} instances/s, "
-                f"{rates['mb_per_s']:.1f} MB/s, one connection, one process (the peer used "
-                f"{rates['peer_cpu_share']:.0%} of a core)"
+                f"{rates['mb_per_s']:.1f} MB/s, one connection, one process (it used "
+                f"{rates['harness_cpu_share']:.0%} of a core, the peer {rates['peer_cpu_share']:.0%})"
             )
     print(f"fingerprint: {fingerprint_line(entry['fingerprint'])}")
     print(entry["path"])

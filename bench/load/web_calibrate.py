@@ -119,15 +119,20 @@ def wado_studies(url: str, instances: int) -> SendResult:
 
 
 def timed_with_peer_cpu(measure, peer: psutil.Process) -> dict:
-    """A measurement's rates, with the share of a core the peer used meanwhile: near 1, the peer and not the
-    harness may have set the pace."""
-    before = peer.cpu_times()
+    """A measurement's rates, with the share of a core the peer and the harness (this process) used meanwhile:
+    the peer near 1, it and not the harness may have set the pace; both well under 1, the pace was the round
+    trips' (one request at a time on one connection, as a user makes them)."""
+    before, harness_before = peer.cpu_times(), time.process_time()
     result = measure()
-    after = peer.cpu_times()
+    after, harness_busy = peer.cpu_times(), time.process_time() - harness_before
     if result.failures:
         raise UserError(f"calibration: {result.failures} DICOMweb requests to the null peer failed")
     busy = (after.user - before.user) + (after.system - before.system)
-    return result.rates() | {"peer_cpu_share": round(busy / max(result.seconds, 1e-9), 2)}
+    seconds = max(result.seconds, 1e-9)
+    return result.rates() | {
+        "peer_cpu_share": round(busy / seconds, 2),
+        "harness_cpu_share": round(harness_busy / seconds, 2),
+    }
 
 
 def calibrate_dicomweb(profile: str, syntax: str | None, pool: StudyPool, instances: int) -> dict:

@@ -212,7 +212,7 @@ def test_calibration_is_recorded_and_flags_client_bound_figures(tmp_path):
     for request in ("stow", "wado"):  # the DICOMweb users' own ceilings, against the null DICOMweb peer
         rates = entry["dicomweb"][request]
         assert rates["instances"] >= 30 and rates["failures"] == 0 and rates["mb_per_s"] > 0
-        assert 0 <= rates["peer_cpu_share"] < 2
+        assert 0 <= rates["peer_cpu_share"] < 2 and 0 < rates["harness_cpu_share"] < 2
     assert calibrated.stdout.count("harness DICOMweb ceiling") == 2
     path = scenario(tmp_path, NATIVE + "[load]\nusers = 2\nduration = 3\n")
     run_dir, record, _ = run(path, tmp_path / "r")
