@@ -181,13 +181,23 @@ class PartReader:
         self.parser.finalize()
 
 
+def read_parts(chunks: Iterable[bytes], content_type: str, on_part: Callable[[bytes], None]) -> None:
+    """Each part of a multipart answer read from `chunks` as they arrive, to `on_part` as it ends.
+
+    ValueError when the answer is not multipart."""
+    boundary = boundary_of(content_type)
+    if boundary is None:
+        raise ValueError(f"not a multipart answer (Content-Type {content_type or 'none'})")
+    reader = PartReader(boundary, on_part)
+    for chunk in chunks:
+        reader.feed(chunk)
+    reader.finish()
+
+
 def read_instances(chunks: Iterable[bytes], content_type: str, with_digest: bool) -> list[ReceivedFile]:
     """The Part 10 files of a WADO-RS multipart answer read from `chunks` as they arrive.
 
     ValueError when the answer is not multipart or a part is not a DICOM file."""
-    boundary = boundary_of(content_type)
-    if boundary is None:
-        raise ValueError(f"not a multipart answer (Content-Type {content_type or 'none'})")
     received: list[ReceivedFile] = []
 
     def on_part(part: bytes) -> None:
@@ -196,10 +206,7 @@ def read_instances(chunks: Iterable[bytes], content_type: str, with_digest: bool
         except (InvalidDicomError, AttributeError, KeyError, EOFError, ValueError) as exc:
             raise ValueError(f"part {len(received) + 1} is not a DICOM Part 10 file ({exc})") from None
 
-    reader = PartReader(boundary, on_part)
-    for chunk in chunks:
-        reader.feed(chunk)
-    reader.finish()
+    read_parts(chunks, content_type, on_part)
     return received
 
 
@@ -207,14 +214,8 @@ def read_frames(chunks: Iterable[bytes], content_type: str) -> list[bytes]:
     """The frames of a WADO-RS frames answer (multipart, one frame per part), read from `chunks` as they arrive.
 
     ValueError when the answer is not multipart."""
-    boundary = boundary_of(content_type)
-    if boundary is None:
-        raise ValueError(f"not a multipart answer (Content-Type {content_type or 'none'})")
     frames: list[bytes] = []
-    reader = PartReader(boundary, frames.append)
-    for chunk in chunks:
-        reader.feed(chunk)
-    reader.finish()
+    read_parts(chunks, content_type, frames.append)
     return frames
 
 

@@ -326,20 +326,22 @@ class WadoUser(DicomwebUser):
         self.pause_if_unanswered(status)
         return len(arrived) if not error else None
 
+    def study_metadata(self, study: str, expected: object) -> list | None:
+        """WADO-RS the study's metadata, timed and fired: its instances' DICOM JSON (None when the request failed)."""
+        path = f"/studies/{study}/metadata"
+        found, ok = self.request_json(WADO_RS_METADATA, path, expected, study_instance_uid=study)
+        return found if ok and isinstance(found, list) else None
+
     def retrieve_metadata(self, study: str, expected: object) -> int | None:
-        """WADO-RS the study's metadata; how many instances it describes (None when the request failed)."""
-        found, ok = self.request_json(
-            WADO_RS_METADATA, f"/studies/{study}/metadata", expected, study_instance_uid=study
-        )
-        return len(found) if ok and isinstance(found, list) else None
+        """The study's metadata only; how many instances it describes (None when the request failed)."""
+        found = self.study_metadata(study, expected)
+        return None if found is None else len(found)
 
     def retrieve_frames(self, study: str, expected: object) -> int | None:
         """The study's metadata, then each instance's frames; how many instances were read (None when a request
         failed: the rest of the study is left, as a viewer showing an error would)."""
-        found, ok = self.request_json(
-            WADO_RS_METADATA, f"/studies/{study}/metadata", expected, study_instance_uid=study
-        )
-        if not ok:
+        found = self.study_metadata(study, expected)
+        if found is None:
             return None
         instances = described_instances(found)
         for instance in instances:
