@@ -13,6 +13,13 @@ from bench.results.samples import Sample, SampleWriter
 T0 = 1_700_000_000.0
 MB_PER_INSTANCE = 1.0
 FRAMES_PER_INSTANCE = 4
+# A DICOMweb request's row: user type, instances, frames, bytes (a STOW-RS of a 5-instance study; a WADO-RS frames
+# request of 2 frames; a study's metadata describing 5 instances).
+WEB_ROWS = {
+    "STOW-RS": ("stow", 5, 5 * FRAMES_PER_INSTANCE, int(5 * MB_PER_INSTANCE * 1e6)),
+    "WADO-RS frames": ("wado", 0, 2, 2 * 250_000),
+    "WADO-RS metadata": ("wado", 5, 0, 20_000),
+}
 
 
 def arrivals(rate: float, seconds: float, rng: np.random.Generator, burstiness: float = 0.0) -> np.ndarray:
@@ -39,8 +46,10 @@ def write_run(
     burstiness: float = 0.0,
     run_extra: dict | None = None,
     error_text: str = "C-STORE status 0xA700",
+    web_rates: dict[str, float] | None = None,
 ) -> Path:
-    """A run folder whose C-STOREs (and optional C-FINDs) arrive at known rates."""
+    """A run folder whose C-STOREs (and optional C-FINDs, C-GETs and DICOMweb requests: `web_rates` by operation, see
+    WEB_ROWS) arrive at known rates."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     rows = [("C-STORE", "modality", t) for t in arrivals(rate, seconds, rng, burstiness)]
@@ -48,11 +57,18 @@ def write_run(
         rows += [("C-FIND", "query", t) for t in arrivals(find_rate, seconds, rng)]
     if get_rate:  # a C-GET of one instance each
         rows += [("C-GET", "workstation", t) for t in arrivals(get_rate, seconds, rng)]
+    for operation, web_rate in (web_rates or {}).items():
+        rows += [(operation, WEB_ROWS[operation][0], t) for t in arrivals(web_rate, seconds, rng)]
     rows.sort(key=lambda r: r[2])
     writer = SampleWriter(folder / "samples.csv")
     for i, (operation, user_type, t) in enumerate(rows):
         failed = operation == "C-STORE" and i < failures
         store = operation in ("C-STORE", "C-GET")  # both move one instance
+        instances, frames, size = (
+            WEB_ROWS[operation][1:]
+            if operation in WEB_ROWS
+            else (int(store), FRAMES_PER_INSTANCE * int(store), int(MB_PER_INSTANCE * 1e6) * int(store))
+        )
         writer.write(
             Sample(
                 start=T0 + t,
@@ -63,11 +79,11 @@ def write_run(
                 operation=operation,
                 sop_instance_uid=f"1.2.{i}" if store else "",
                 study_instance_uid=f"1.2.9.{i // 5}",
-                instances=int(store),
-                frames=FRAMES_PER_INSTANCE * int(store),
-                bytes=int(MB_PER_INSTANCE * 1e6) * int(store),
+                instances=instances,
+                frames=frames,
+                bytes=size,
                 latency_ms=float(rng.lognormal(np.log(latency_ms), 0.3)),
-                status=0xA700 if failed else 0,
+                status=200 if operation in WEB_ROWS else 0xA700 if failed else 0,
                 error=error_text if failed else "",
             )
         )

@@ -27,7 +27,17 @@ import pandas as pd
 
 from bench.analysis.confidence import PooledQuantile, Repetition, WindowMeans
 from bench.common.errors import UserError
-from bench.results.samples import COLUMNS, HTTP_OPERATIONS, QIDO_RS, SAMPLES_FILE, STOW_RS, WADO_RS, done_mask
+from bench.results.samples import (
+    COLUMNS,
+    HTTP_OPERATIONS,
+    QIDO_RS,
+    SAMPLES_FILE,
+    STOW_RS,
+    WADO_RS,
+    WADO_RS_FRAMES,
+    WADO_RS_METADATA,
+    done_mask,
+)
 from bench.results.server_metrics import SERVER_METRICS_FILE
 from server_under_test.upper_layer.status import WARNING, status_class
 
@@ -35,13 +45,64 @@ PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 INGEST = ("C-STORE",)
 RETRIEVE = ("C-MOVE", "C-GET")
 OPERATIONS = ("C-ECHO", "C-STORE", "C-FIND", "C-MOVE", "C-GET", *HTTP_OPERATIONS)
-# The same task by each protocol on the same studies: (task, DIMSE operations, DICOMweb operation, metric prefixes
-# of the DIMSE and the DICOMweb rates). The top-level ingest figures stay C-STORE's; DICOMweb's stand beside them.
+
+
+@dataclass(frozen=True)
+class ProtocolSide:
+    """One protocol's way of doing a task: its operations, the metrics of its rate and MB/s, and (for DICOMweb) the
+    DIMSE rate it is set against: the same unit, or None when DIMSE has no such request (metadata)."""
+
+    operations: tuple[str, ...]
+    rate: str
+    mb: str | None = None
+    dimse_rate: str | None = None
+
+
+@dataclass(frozen=True)
+class ProtocolTask:
+    """The same task by each protocol on the same studies: DIMSE's side, and DICOMweb's (one or more requests)."""
+
+    task: str
+    dimse: ProtocolSide
+    web: tuple[ProtocolSide, ...]
+
+    @property
+    def web_operations(self) -> tuple[str, ...]:
+        return tuple(op for side in self.web for op in side.operations)
+
+
+# The top-level ingest figures stay C-STORE's; DICOMweb's stand beside them. A viewer's frames are set against
+# C-GET/C-MOVE's frames/s; its metadata requests have no DIMSE counterpart.
 PROTOCOL_TASKS = (
-    ("ingest", INGEST, STOW_RS, "ingest", "stow"),
-    ("retrieve", RETRIEVE, WADO_RS, "retrieve", "wado"),
-    ("query", ("C-FIND",), QIDO_RS, "query", "qido"),
+    ProtocolTask(
+        "ingest",
+        ProtocolSide(INGEST, "ingest_instances_per_s", "ingest_mb_per_s"),
+        (ProtocolSide((STOW_RS,), "stow_instances_per_s", "stow_mb_per_s", "ingest_instances_per_s"),),
+    ),
+    ProtocolTask(
+        "retrieve",
+        ProtocolSide(RETRIEVE, "retrieve_instances_per_s", "retrieve_mb_per_s"),
+        (
+            ProtocolSide((WADO_RS,), "wado_instances_per_s", "wado_mb_per_s", "retrieve_instances_per_s"),
+            ProtocolSide(
+                (WADO_RS_FRAMES,), "wado_frames_frames_per_s", "wado_frames_mb_per_s", "retrieve_frames_per_s"
+            ),
+            ProtocolSide((WADO_RS_METADATA,), "wado_metadata_requests_per_s", "wado_metadata_mb_per_s"),
+        ),
+    ),
+    ProtocolTask(
+        "query",
+        ProtocolSide(("C-FIND",), "query_requests_per_s"),
+        (ProtocolSide((QIDO_RS,), "qido_requests_per_s", None, "query_requests_per_s"),),
+    ),
 )
+
+
+def operation_stem(operation: str) -> str:
+    """An operation's name in metric names: 'C-STORE' -> 'c_store', 'WADO-RS frames' -> 'wado_rs_frames'."""
+    return operation.lower().replace("-", "_").replace(" ", "_")
+
+
 STUDY_BYTES_FOR_CLAIMS = 30e6  # the seed paper's mean DSA study
 
 
@@ -310,6 +371,14 @@ def _build_metrics() -> dict[str, Metric]:
         for field, unit in (("instances", "instances/s"), ("frames", "frames/s"), ("bytes", "MB/s")):
             name = f"{prefix}_{'mb' if field == 'bytes' else field}_per_s"
             metrics[name] = Metric(name, f"{what} {unit}", unit, True, ops, field=field)
+    for prefix, ops, what, fields in (
+        ("wado_frames", (WADO_RS_FRAMES,), "retrieve (WADO-RS frames)", ("frames", "bytes")),
+        ("wado_metadata", (WADO_RS_METADATA,), "retrieve (WADO-RS metadata)", ("requests", "instances", "bytes")),
+    ):
+        for field in fields:
+            unit = {"requests": "requests/s", "bytes": "MB/s"}.get(field, f"{field}/s")
+            name = f"{prefix}_{'mb' if field == 'bytes' else field}_per_s"
+            metrics[name] = Metric(name, f"{what} {unit}", unit, True, ops, field=field)
     metrics["query_requests_per_s"] = Metric(
         "query_requests_per_s", "C-FIND requests/s", "requests/s", True, ("C-FIND",), field="requests"
     )
@@ -318,7 +387,7 @@ def _build_metrics() -> dict[str, Metric]:
     )
     for op in OPERATIONS:
         for label, q in PERCENTILES.items():
-            name = f"{op.lower().replace('-', '_')}_{label}_ms"
+            name = f"{operation_stem(op)}_{label}_ms"
             metrics[name] = Metric(name, f"{op} latency {label}", "ms", False, (op,), quantile=q)
     return metrics
 
@@ -340,21 +409,14 @@ HEADLINE_METRICS = [
 
 
 def _protocol_metrics() -> list[str]:
-    """The side-by-side figures of DIMSE and DICOMweb (bench.report.protocols): each task's rates by each protocol
-    and its operations' p50, p95 and p99."""
-    names = []
-    for _, dimse, web, dimse_prefix, web_prefix in PROTOCOL_TASKS:
-        for prefix in (dimse_prefix, web_prefix):
-            names += (
-                [f"{prefix}_requests_per_s"]
-                if prefix in ("query", "qido")
-                else [
-                    f"{prefix}_instances_per_s",
-                    f"{prefix}_mb_per_s",
-                ]
-            )
-        names += [f"{op.lower().replace('-', '_')}_{p}_ms" for op in (*dimse, web) for p in ("p50", "p95", "p99")]
-    return names
+    """The side-by-side figures of DIMSE and DICOMweb (bench.report.protocols): each side's rate, MB/s and the DIMSE
+    rate it is set against, and every operation's p50, p95 and p99."""
+    names: list[str] = []
+    for task in PROTOCOL_TASKS:
+        for side in (task.dimse, *task.web):
+            names += [name for name in (side.rate, side.mb, side.dimse_rate) if name]
+            names += [f"{operation_stem(op)}_{p}_ms" for op in side.operations for p in ("p50", "p95", "p99")]
+    return list(dict.fromkeys(names))
 
 
 PROTOCOL_METRICS = _protocol_metrics()

@@ -44,6 +44,7 @@ from bench.analysis.hypervisor import HypervisorFigures, hypervisor_figures
 from bench.analysis.runset import RunData
 from bench.common.errors import UserError
 from bench.results.run_record import BudgetRecord, EnvironmentRecord, EsxiRecord, HostRecord, TargetRecord
+from bench.results.samples import STOW_RS, WADO_RS
 
 CLIENT_BOUND_SHARE = 0.8  # above this share of the harness ceiling the client, not the archive, may be the limit
 NO_CALIBRATION = "no calibration recorded"
@@ -80,6 +81,12 @@ class RetrievalBound(ClientBound):
     method: str
 
 
+class DicomwebBound(ClientBound):
+    """A DICOMweb throughput (STOW-RS or WADO-RS instances/s) against the harness's own ceiling for that request."""
+
+    operation: str
+
+
 class RunGrowth(GrowthFigures):
     """The growth of one repetition of a group."""
 
@@ -112,6 +119,7 @@ class GroupFigures(TypedDict):
     warnings_by_operation: dict[str, int]
     calibration: ClientBound
     retrieve_calibration: RetrievalBound | None
+    dicomweb_calibration: list[DicomwebBound]
     budget: dict[str, Any] | None  # BudgetRecord's fields as run.json recorded them
     runs_on: str
     bound_by: BoundBy
@@ -464,6 +472,9 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
     mb = _value(estimates, "ingest_mb_per_s")
     calibration = client_bound(group.ceiling(), ingest, mb)
     retrieval = retrieval_bound(group, estimates)
+    dicomweb = dicomweb_bounds(group, estimates)
+    client_bound_somewhere = [calibration["client_bound"], retrieval["client_bound"] if retrieval else None]
+    client_bound_somewhere += [verdict["client_bound"] for verdict in dicomweb]
     return {
         "label": group.label(several_loads),
         "target": group.target,
@@ -475,9 +486,10 @@ def _group_record(group: Group, several_loads: bool, claim_sets: list[ClaimSet])
         "warnings_by_operation": group.counted("warnings"),
         "calibration": calibration,
         "retrieve_calibration": retrieval,
+        "dicomweb_calibration": dicomweb,
         "budget": _budget_dict(budget_of(group.runs[0])),
         "runs_on": runs_on(group.runs[0]),
-        "bound_by": group.bound_by(calibration["client_bound"] or (retrieval["client_bound"] if retrieval else None)),
+        "bound_by": group.bound_by(True if any(client_bound_somewhere) else calibration["client_bound"]),
         "growth": group.growth(),
         "claims": judge_all(claim_sets, group.mean_metrics() | group.restore_metrics(), group.users_by_type()),
     }
@@ -492,6 +504,18 @@ def retrieval_bound(group: Group, estimates: dict[str, IntervalFigures]) -> Retr
         return None
     verdict = client_bound(group.ceiling(f"retrieve_{method}_"), retrieved, _value(estimates, "retrieve_mb_per_s"))
     return {**verdict, "method": method, "note": f"retrieval (C-{method.upper()}): {verdict['note']}"}
+
+
+def dicomweb_bounds(group: Group, estimates: dict[str, IntervalFigures]) -> list[DicomwebBound]:
+    """STOW-RS and WADO-RS throughput against the harness's own STOW-RS and WADO-RS ceilings, as C-STORE's is
+    judged: one verdict per DICOMweb request the group measured."""
+    verdicts: list[DicomwebBound] = []
+    for prefix, operation in (("stow", STOW_RS), ("wado", WADO_RS)):
+        rate = _value(estimates, f"{prefix}_instances_per_s")
+        if rate:
+            verdict = client_bound(group.ceiling(f"{prefix}_"), rate, _value(estimates, f"{prefix}_mb_per_s"))
+            verdicts.append({**verdict, "operation": operation, "note": f"{operation}: {verdict['note']}"})
+    return verdicts
 
 
 def check_baseline(groups: list[Group], baseline: str) -> None:

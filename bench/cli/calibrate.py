@@ -11,10 +11,13 @@ def add_parser(sub) -> None:
         "association into a null sink (DCMTK storescp --ignore when installed, else the harness's own SCP in "
         "another process), time DCMTK storescu into the same sink; then retrieve by C-GET and C-MOVE "
         "(into the harness's "
-        "Storage SCP) from a null source; keep the ceilings in the state folder ($PACSBENCH_STATE, else "
+        "Storage SCP) from a null source; then the DICOMweb users' STOW-RS into a null HTTP sink that reads and "
+        "discards, and their WADO-RS of whole studies from it (its own process); keep the ceilings in the state "
+        "folder ($PACSBENCH_STATE, else "
         "~/.local/state/pacsbench) with a fingerprint of host, profile, transfer syntax and version: a run uses "
         "only a calibration whose fingerprint matches its own. "
-        "Runs record it in run.json['calibration']; reports flag figures above 80% of it as client-bound.",
+        "Runs record it in run.json['calibration']; reports flag figures above 80% of it as client-bound "
+        "(C-STORE, C-GET/C-MOVE, STOW-RS and WADO-RS figures each against their own ceiling).",
     )
     p.add_argument(
         "--profile",
@@ -34,6 +37,11 @@ def add_parser(sub) -> None:
         "--no-retrieval",
         action="store_true",
         help="skip the retrieval ceiling (C-GET and C-MOVE from a null source into the harness)",
+    )
+    p.add_argument(
+        "--no-dicomweb",
+        action="store_true",
+        help="skip the DICOMweb ceilings (STOW-RS into, and WADO-RS from, a null DICOMweb peer)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_calibrate)
@@ -62,6 +70,7 @@ def cmd_calibrate(args) -> int:
         args.sink,
         progress=not args.no_progress,
         with_retrieval=not args.no_retrieval,
+        with_dicomweb=not args.no_dicomweb,
     )
     scu = entry["storescu"]
     if scu:
@@ -78,6 +87,14 @@ def cmd_calibrate(args) -> int:
             f"harness retrieval ceiling, C-{method.upper()} from a null source: {rates['instances_per_s']:.1f} "
             f"instances/s, {rates['mb_per_s']:.1f} MB/s, one association, one process"
         )
+    for request, rates in (entry["dicomweb"] or {}).items():
+        if request in ("stow", "wado"):
+            what = "STOW-RS into a null sink" if request == "stow" else "WADO-RS of whole studies from a null source"
+            print(
+                f"harness DICOMweb ceiling, {what}: {rates['instances_per_s']:.1f} instances/s, "
+                f"{rates['mb_per_s']:.1f} MB/s, one connection, one process (it used "
+                f"{rates['harness_cpu_share']:.0%} of a core, the peer {rates['peer_cpu_share']:.0%})"
+            )
     print(f"fingerprint: {fingerprint_line(entry['fingerprint'])}")
     print(entry["path"])
     return 0

@@ -5,7 +5,8 @@ run) into a null sink: DCMTK's `storescp --ignore` when installed (C, receives a
 discards), else the harness's own Storage SCP in null-sink mode in a separate process.
 DCMTK's storescu is timed into the same sink for scale. Retrieval is calibrated the same
 way from the other side: a null source (bench.load.retrieval_source, its own process)
-answers the workstations' C-GET and C-MOVE (into the harness's Storage SCP) with pool copies.
+answers the workstations' C-GET and C-MOVE (into the harness's Storage SCP) with pool copies. The
+DICOMweb users' STOW-RS and WADO-RS are calibrated against a null DICOMweb peer (bench.load.web_calibrate).
 
 Each ceiling is kept in the state folder (bench.common.paths.state_root) with a fingerprint of
 what moves it: the host (CPU model, cores, RAM, kernel, hypervisor layers), the profile, the
@@ -40,6 +41,7 @@ from bench.dicom.readiness import NoEchoAnswer, wait_for_echo
 from bench.dicom.scu import UNCOMPRESSED, ServiceUser, query_proposals, storage_proposals, study_identifier
 from bench.dicom.storage_scp import StorageSCP
 from bench.load.send import SendResult
+from bench.load.web_calibrate import calibrate_dicomweb
 from bench.results.run_record import CalibrationRecord
 from bench.studies.pool import StudyPool
 from bench.studies.profile import load_profile
@@ -51,6 +53,7 @@ PROFILE_2MB = Path(__file__).parents[1] / "benchmarks" / "instance2mb.toml"
 STORESCP, STORESCU = "/usr/bin/storescp", "/usr/bin/storescu"  # full paths: pynetdicom's scripts shadow them in a venv
 SINK_AE = "NULLSINK"
 RETRIEVE_METHODS = ("get", "move")  # what workstation users do (bench.load.users)
+DICOMWEB_REQUESTS = ("stow", "wado")  # what the stow and wado users do (bench.load.web_users)
 SINK_START_TIMEOUT = 15.0
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # DCMTK reads it; without it every store waits ~40 ms (Nagle)
 
@@ -347,6 +350,13 @@ def ceiling_for_run(profile: str, syntax: str, processes: int) -> CalibrationRec
         for method, rates in (entry.get("retrieve") or {}).items()
         for unit in ("instances_per_s", "mb_per_s")
     }
+    dicomweb = entry.get("dicomweb") or {}
+    retrieval |= {
+        f"{request}_ceiling_{unit}": round(dicomweb[request][unit] * processes, 2)
+        for request in DICOMWEB_REQUESTS
+        if request in dicomweb
+        for unit in ("instances_per_s", "mb_per_s")
+    }
     return CalibrationRecord(
         matched=True,
         fingerprint=run_print,
@@ -367,6 +377,7 @@ def calibrate(
     with_storescu: bool = True,
     progress: bool = True,
     with_retrieval: bool = True,
+    with_dicomweb: bool = True,
 ) -> dict:
     """Measure the harness (and storescu) into a null sink; store and return the entry."""
     profile = load_profile(profile_name or str(PROFILE_2MB))
@@ -397,6 +408,9 @@ def calibrate(
         "storescu": storescu.rates() if storescu else None,
         "retrieve": calibrate_retrieval(profile_name or str(PROFILE_2MB), syntax, pool, instances)
         if with_retrieval
+        else None,
+        "dicomweb": calibrate_dicomweb(profile_name or str(PROFILE_2MB), syntax, pool, instances)
+        if with_dicomweb
         else None,
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": os.uname().nodename,

@@ -17,7 +17,6 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Iterator
 from http.client import HTTPException
 
 import gevent
@@ -27,10 +26,18 @@ from locust.contrib.fasthttp import FastHttpUser
 
 from bench.load.dicomweb import (
     DICOM_JSON,
+    FRAMES_ACCEPT,
     STUDY_INSTANCE_UID,
     STUDY_RELATED_INSTANCES,
     WADO_ACCEPT,
+    Answer,
+    DescribedInstance,
+    PoolFrames,
+    StowBody,
+    described_instances,
     first_value,
+    frame_batches,
+    read_frames,
     read_instances,
     stow_body,
     stow_outcome,
@@ -46,9 +53,8 @@ from bench.load.users import (
     fire_request,
     reading_pace,
 )
-from bench.results.samples import QIDO_RS, STOW_RS, WADO_RS, http_done
+from bench.results.samples import QIDO_RS, STOW_RS, WADO_RS, WADO_RS_FRAMES, WADO_RS_METADATA, http_done
 from bench.scenario.users import QidoSpec, StowSpec, UserGroup
-from bench.studies.integrity import ReceivedFile
 from bench.studies.pool import PooledInstance
 from server_under_test.upper_layer.status import NO_RESPONSE
 
@@ -58,22 +64,6 @@ QIDO_LEVELS = {"studies": "", "series": "/series", "instances": "/instances"}
 
 class DicomwebFailed(Exception):
     """A DICOMweb request failed: no answer, an HTTP error, or an answer that does not add up."""
-
-
-class Answer:
-    """One HTTP answer: its status and body (read whole, or streamed by the caller through `chunks`)."""
-
-    def __init__(self, response):
-        self.response = response
-        self.status = response.status_code
-        self.content_type = str(response.get("content-type") or "")
-
-    def chunks(self) -> Iterator[bytes]:
-        while chunk := self.response.read(1 << 16):
-            yield chunk
-
-    def body(self) -> bytes:
-        return b"".join(self.chunks())
 
 
 class DicomwebUser(FastHttpUser):
@@ -107,7 +97,7 @@ class DicomwebUser(FastHttpUser):
         """The association column of an HTTP request: the user's keep-alive connections."""
         return f"{WORKER_ID}/{self.user_id}/http"
 
-    def send(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> Answer:
+    def send(self, method: str, path: str, headers: dict[str, str], body: bytes | StowBody = b"") -> Answer:
         """The request; DicomwebFailed when no HTTP answer came."""
         try:
             return Answer(self.http.request(method, self.base_path + path, body=body, headers=headers))
@@ -128,8 +118,9 @@ class DicomwebUser(FastHttpUser):
             **context,
         )
 
-    def request_json(self, operation: str, path: str, **context) -> tuple[object | None, bool]:
-        """A GET answered in DICOM JSON, timed and fired; (the JSON, whether it succeeded)."""
+    def request_json(self, operation: str, path: str, expected: object = None, **context) -> tuple[object | None, bool]:
+        """A GET answered in DICOM JSON, timed and fired; (the JSON, whether it succeeded). With `expected` (a
+        count of instances, as QIDO-RS gives it), the answer is a list of instances, counted against it."""
         started, t0 = time.time(), time.perf_counter()
         try:
             answer = self.send("GET", path, {"Accept": DICOM_JSON})
@@ -144,8 +135,29 @@ class DicomwebUser(FastHttpUser):
             found = json.loads(body) if body.strip() and not error else []
         except ValueError:
             found, error = None, f"{operation}: the answer is not JSON"
+        if expected is not None and not error:
+            described = len(found) if isinstance(found, list) else 0
+            context["instances"] = described
+            error = count_mismatch(operation, described, expected, "instances described")
         self.fire(operation, started, t0, status, error, size=len(body), **context)
         return found, not error
+
+    def get_multipart(self, operation: str, path: str, accept: str, read) -> tuple[int, object | None, str]:
+        """A GET answered in multipart, its parts read by `read(chunks, content_type)` as they stream in:
+        (HTTP status or NO_RESPONSE, what `read` returned, the error); the caller times and fires it."""
+        try:
+            answer = self.send("GET", path, {"Accept": accept})
+        except DicomwebFailed as exc:
+            return NO_RESPONSE, None, str(exc)
+        try:
+            if not http_done(answer.status):
+                answer.body()  # the connection is kept: its answer is read to the end
+                return answer.status, None, f"{operation} HTTP {answer.status}"
+            return answer.status, read(answer.chunks(), answer.content_type), ""
+        except (ValueError, OSError, HTTPException) as exc:  # a broken multipart answer, or one cut short
+            return answer.status, None, f"{operation}: {exc}"
+        finally:
+            answer.response.release()
 
 
 class StowUser(DicomwebUser):
@@ -244,13 +256,18 @@ class QidoUser(DicomwebUser):
 class WadoUser(DicomwebUser):
     """A DICOMweb reading workstation: QIDO-RS the worklist, WADO-RS one study it has not read, read it, repeat.
 
-    The study arrives as multipart application/dicom, read as it streams in; at least as many
-    instances must arrive as QIDO-RS said the study holds (NumberOfStudyRelatedInstances), or the
-    request is an error, as a C-GET's sub-operation counts must match its arrivals.
+    What it retrieves is the scenario's `retrieve`. "instances": the study as multipart application/dicom,
+    read as it streams in. "frames", as a viewer does: the study's metadata (WADO-RS metadata), then every
+    instance's frames, `frames_per_request` at a time (WADO-RS frames), each frame checked against the
+    pool's pixel data when the user checks digests. "metadata": the study's metadata only. At least as
+    many instances must arrive (or be described) as QIDO-RS said the study holds
+    (NumberOfStudyRelatedInstances), or the request is an error, as a C-GET's sub-operation counts must
+    match its arrivals.
     """
 
     abstract = True
     user_type = "wado"
+    pool_frames: PoolFrames | None = None  # per run (the per-run subclass): built on the first frames checked
 
     @staticmethod
     def pacing(spec: UserGroup):
@@ -259,6 +276,8 @@ class WadoUser(DicomwebUser):
     def on_start(self) -> None:
         self.read: set[str] = set()
         self.reading_seconds = 0.0
+        if self.spec.retrieve == "frames" and self.spec.check_digests:
+            self.frames_checked()  # the pool's frames hashed now, not in a request's latency
         super().on_start()
 
     @task
@@ -275,33 +294,23 @@ class WadoUser(DicomwebUser):
             return
         unread = [uid for uid in worklist if uid not in self.read]
         study = random.choice(unread or list(worklist))
-        arrived = self.retrieve(study, worklist[study])
-        if arrived is not None:
+        retrieve = {"instances": self.retrieve, "frames": self.retrieve_frames, "metadata": self.retrieve_metadata}
+        instances = retrieve[self.spec.retrieve](study, worklist[study])
+        if instances is not None:
             self.read.add(study)
             if self.spec.reading_images_per_s:
-                self.reading_seconds = len(arrived) / self.spec.reading_images_per_s
+                self.reading_seconds = instances / self.spec.reading_images_per_s
 
-    def retrieve(self, study: str, expected: object) -> list[ReceivedFile] | None:
+    def retrieve(self, study: str, expected: object) -> int | None:
+        """WADO-RS the study's instances; how many arrived (None when the request failed)."""
         started, t0 = time.time(), time.perf_counter()
-        arrived: list[ReceivedFile] = []
-        try:
-            answer = self.send("GET", f"/studies/{study}", {"Accept": WADO_ACCEPT})
-            status = answer.status
-            if http_done(status):
-                arrived = read_instances(answer.chunks(), answer.content_type, self.spec.check_digests)
-                error = count_mismatch(len(arrived), expected)
-            else:
-                answer.body()  # the connection is kept: its answer is read to the end
-                error = f"WADO-RS HTTP {status}"
-            answer.response.release()
-        except DicomwebFailed as exc:
-            self.fire(WADO_RS, started, t0, NO_RESPONSE, str(exc), study_instance_uid=study)
-            gevent.sleep(RETRY_PAUSE_S)
-            return None
-        except (ValueError, OSError, HTTPException) as exc:  # a broken multipart answer, or one cut short
-            answer.response.release()
-            self.fire(WADO_RS, started, t0, status, f"WADO-RS: {exc}", study_instance_uid=study)
-            return None
+
+        def read(chunks, content_type):
+            return read_instances(chunks, content_type, self.spec.check_digests)
+
+        status, arrived, error = self.get_multipart(WADO_RS, f"/studies/{study}", WADO_ACCEPT, read)
+        arrived = arrived or []
+        error = error or count_mismatch(WADO_RS, len(arrived), expected, "instances arrived")
         self.fire(
             WADO_RS,
             started,
@@ -314,13 +323,76 @@ class WadoUser(DicomwebUser):
             study_instance_uid=study,
             retrieved=retrieved_rows(WADO_RS, self.user_id, arrived),
         )
-        return arrived if not error else None
+        self.pause_if_unanswered(status)
+        return len(arrived) if not error else None
+
+    def study_metadata(self, study: str, expected: object) -> list | None:
+        """WADO-RS the study's metadata, timed and fired: its instances' DICOM JSON (None when the request failed)."""
+        path = f"/studies/{study}/metadata"
+        found, ok = self.request_json(WADO_RS_METADATA, path, expected, study_instance_uid=study)
+        return found if ok and isinstance(found, list) else None
+
+    def retrieve_metadata(self, study: str, expected: object) -> int | None:
+        """The study's metadata only; how many instances it describes (None when the request failed)."""
+        found = self.study_metadata(study, expected)
+        return None if found is None else len(found)
+
+    def retrieve_frames(self, study: str, expected: object) -> int | None:
+        """The study's metadata, then each instance's frames; how many instances were read (None when a request
+        failed: the rest of the study is left, as a viewer showing an error would)."""
+        found = self.study_metadata(study, expected)
+        if found is None:
+            return None
+        instances = described_instances(found)
+        for instance in instances:
+            for numbers in frame_batches(instance.frames, self.spec.frames_per_request):
+                if not self.retrieve_frame_batch(instance, numbers):
+                    return None
+        return len(instances)
+
+    def retrieve_frame_batch(self, instance: DescribedInstance, numbers: list[int]) -> bool:
+        """WADO-RS frames `numbers` of one instance; whether they all arrived (and are the pool's, when checked)."""
+        started, t0 = time.time(), time.perf_counter()
+        status, frames, error = self.get_multipart(
+            WADO_RS_FRAMES, instance.frames_path(numbers), FRAMES_ACCEPT, read_frames
+        )
+        frames = frames or []
+        if not error and len(frames) != len(numbers):
+            error = f"{WADO_RS_FRAMES}: {len(frames)} frames arrived, {len(numbers)} were asked for"
+        if not error and self.spec.check_digests:
+            error = self.frames_checked().mismatch(instance, numbers, frames)
+            error = f"{WADO_RS_FRAMES}: {error}" if error else ""
+        self.fire(
+            WADO_RS_FRAMES,
+            started,
+            t0,
+            status,
+            error,
+            size=sum(map(len, frames)),
+            frames=len(frames),
+            study_instance_uid=instance.study_instance_uid,
+            sop_instance_uid=instance.sop_instance_uid,
+        )
+        self.pause_if_unanswered(status)
+        return not error
+
+    def frames_checked(self) -> PoolFrames:
+        """The pools' frames, hashed once per run and load process (at the first user's start)."""
+        cls = type(self)
+        if cls.pool_frames is None:
+            cls.pool_frames = PoolFrames(self.context.pools.values())
+        return cls.pool_frames
+
+    @staticmethod
+    def pause_if_unanswered(status: int) -> None:
+        if status == NO_RESPONSE:  # a dead target is not hammered
+            gevent.sleep(RETRY_PAUSE_S)
 
 
-def count_mismatch(arrived: int, expected: object) -> str:
-    """The error of a WADO-RS study retrieval with fewer instances than QIDO-RS said the study holds.
+def count_mismatch(operation: str, arrived: int, expected: object, what: str) -> str:
+    """The error of a WADO-RS study request with fewer instances than QIDO-RS said the study holds.
 
     More is no error: a study still being stored grows between the worklist query and the retrieval."""
     if isinstance(expected, int) and arrived < expected:
-        return f"WADO-RS: {arrived} instances arrived, QIDO-RS said the study has {expected}"
+        return f"{operation}: {arrived} {what}, QIDO-RS said the study has {expected}"
     return ""

@@ -56,6 +56,7 @@ def run_record(run: RunData, summary: dict, data: dict, integrity: str, notes: l
         "estimates": group["estimates"],
         "calibration": group["calibration"],
         "retrieve_calibration": group["retrieve_calibration"],
+        "dicomweb_calibration": group["dicomweb_calibration"],
         "budget": group["budget"],
         "bound_by": group["bound_by"],
         "growth": group["growth"][0],

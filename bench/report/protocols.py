@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.analysis.aggregate import METRICS, PROTOCOL_TASKS, requested
+from bench.analysis.aggregate import METRICS, PROTOCOL_TASKS, ProtocolSide, operation_stem, requested
 from bench.analysis.compare import Group
 from bench.report import figures
 from bench.report.model import Figure, Note, Section, Table
 from bench.report.text import num, with_interval
-from bench.results.samples import HTTP_OPERATIONS
 
 TITLE = "DIMSE and DICOMweb side by side"
 _HEADERS = [
@@ -27,75 +26,83 @@ _HEADERS = [
 _NOTE = (
     "Both protocols in the same runs, on copies of the same pool studies, against the same archive. A C-STORE "
     "carries one instance, a STOW-RS a study (or instances_per_request of it), a C-GET, C-MOVE or WADO-RS a "
-    "whole study: compare the rates (instances/s; requests/s for queries); latencies are per request. "
+    "whole study, a WADO-RS frames request frames_per_request frames of one instance, a WADO-RS metadata request "
+    "a study's DICOM JSON: compare the rates (instances/s; frames/s for frames, set against C-GET/C-MOVE's "
+    "frames/s; requests/s for queries and metadata, which DIMSE has no request for); latencies are per request. "
     "Rates count what the archive acknowledged, percentiles every request."
 )
 
 
-def _rate_metric(prefix: str) -> tuple[str, str | None]:
-    """The rate and MB/s metric names of a protocol's side of a task (queries have no MB/s)."""
-    if prefix in ("query", "qido"):
-        return f"{prefix}_requests_per_s", None
-    return f"{prefix}_instances_per_s", f"{prefix}_mb_per_s"
-
-
 def _latency_cell(estimates: dict, operation: str) -> str:
-    name = operation.lower().replace("-", "_")
-    values = [estimates.get(f"{name}_{p}_ms") for p in ("p50", "p95", "p99")]
+    values = [estimates.get(f"{operation_stem(operation)}_{p}_ms") for p in ("p50", "p95", "p99")]
     return " / ".join(num(v["value"] if v else None) for v in values)
+
+
+def _row(group: dict, task: str, operation: str, side: ProtocolSide, web: bool) -> list[str]:
+    estimates, failed = group["estimates"], group.get("failed_by_operation", {})
+    rate = estimates.get(side.rate)
+    return [
+        group["label"],
+        task,
+        "DICOMweb" if web else "DIMSE",
+        operation,
+        f"{with_interval(rate, 2)} {METRICS[side.rate].unit}",
+        with_interval(estimates.get(side.mb)) if side.mb else "",
+        _latency_cell(estimates, operation),
+        f"{failed.get(operation, 0):,}",
+        _ratio(rate, estimates.get(side.dimse_rate) if side.dimse_rate else None, side) if web else "",
+    ]
 
 
 def _rows(group: dict) -> list[list[str]]:
     """One row per operation the group measured, task by task, DIMSE first."""
-    estimates, failed = group["estimates"], group.get("failed_by_operation", {})
+    estimates = group["estimates"]
     rows = []
-    for task, dimse, web, dimse_prefix, web_prefix in PROTOCOL_TASKS:
-        dimse_rate = estimates.get(_rate_metric(dimse_prefix)[0])
-        for operation, prefix in [*((op, dimse_prefix) for op in dimse), (web, web_prefix)]:
-            if f"{operation.lower().replace('-', '_')}_p50_ms" not in estimates:
-                continue  # not measured in this group
-            rate_name, mb_name = _rate_metric(prefix)
-            rate = estimates.get(rate_name)
-            unit = METRICS[rate_name].unit
-            ratio = "" if operation not in HTTP_OPERATIONS else _ratio(rate, dimse_rate)
-            rows.append(
-                [
-                    group["label"],
-                    task,
-                    "DICOMweb" if operation in HTTP_OPERATIONS else "DIMSE",
-                    operation,
-                    f"{with_interval(rate, 2)} {unit}",
-                    with_interval(estimates.get(mb_name)) if mb_name else "",
-                    _latency_cell(estimates, operation),
-                    f"{failed.get(operation, 0):,}",
-                    ratio,
-                ]
-            )
+    for task in PROTOCOL_TASKS:
+        for side, web in [(task.dimse, False), *((side, True) for side in task.web)]:
+            for operation in side.operations:
+                if f"{operation_stem(operation)}_p50_ms" in estimates:  # measured in this group
+                    rows.append(_row(group, task.task, operation, side, web))
     return rows
 
 
-def _ratio(rate: dict | None, dimse_rate: dict | None) -> str:
+def _ratio(rate: dict | None, dimse_rate: dict | None, side: ProtocolSide) -> str:
+    if side.dimse_rate is None:
+        return "no DIMSE counterpart"
     if not rate or not dimse_rate or not dimse_rate["value"]:
         return "no DIMSE figure"
     return f"{rate['value'] / dimse_rate['value']:.2f}"
+
+
+def _ceiling_notes(groups: list[dict]) -> str:
+    """Each DICOMweb figure against the harness's own ceiling for that request (`pacsbench calibrate`)."""
+    several = len(groups) > 1
+    notes = [
+        f"{group['label']}: {verdict['note']}" if several else verdict["note"]
+        for group in groups
+        for verdict in group.get("dicomweb_calibration") or []
+    ]
+    return "Harness ceilings: " + "; ".join(notes) + "." if notes else ""
 
 
 def _cdf_figure(groups: list[Group]) -> Figure | None:
     """One panel per task with both protocols' latency CDFs, one line per target and operation."""
     several_loads = len({g.users for g in groups}) > 1
     panels: dict[str, list[tuple[str, np.ndarray]]] = {}
-    for task, dimse, web, _, _ in PROTOCOL_TASKS:
-        lines = []
+    for task in PROTOCOL_TASKS:
+        lines, web_measured = [], []
         for group in groups:
-            for operation in (*dimse, web):
+            for operation in (*task.dimse.operations, *task.web_operations):
                 latencies = np.concatenate(
                     [requested(m.samples, (operation,))["latency_ms"].to_numpy() for m in group.measurements]
                 )
                 if len(latencies):
                     label = operation if len(groups) == 1 else f"{group.label(several_loads)}: {operation}"
                     lines.append((label, latencies))
-        if any(label.endswith(web) for label, _ in lines):
-            panels[f"{task}: {' / '.join(dimse)} vs {web}"] = lines
+                    if operation in task.web_operations and operation not in web_measured:
+                        web_measured.append(operation)
+        if web_measured:
+            panels[f"{task.task}: {' / '.join(task.dimse.operations)} vs {' / '.join(web_measured)}"] = lines
     if not panels:
         return None
     return Figure(
@@ -112,6 +119,8 @@ def protocols_section(data: dict, groups: list[Group]) -> Section | None:
     if not any(row[2] == "DICOMweb" for row in rows):
         return None
     blocks: list = [Note(_NOTE), Table(_HEADERS, rows, wide=True)]
+    if ceilings := _ceiling_notes(data["groups"]):
+        blocks.append(Note(ceilings))
     if figure := _cdf_figure(groups):
         blocks.append(figure)
     return Section(TITLE, blocks)

@@ -9,9 +9,11 @@ def num(value, digits: int = 1) -> str:
 
 
 def ceiling_notes(group: dict) -> str:
-    """The ingest ceiling's note, and the retrieval one when the group retrieved."""
+    """The ingest ceiling's note, the retrieval one when the group retrieved, and the DICOMweb ones when it spoke
+    DICOMweb (summaries from before them have none)."""
     retrieval = group.get("retrieve_calibration")
-    return group["calibration"]["note"] + (f"; {retrieval['note']}" if retrieval else "")
+    notes = [group["calibration"]["note"], *([retrieval["note"]] if retrieval else [])]
+    return "; ".join(notes + [verdict["note"] for verdict in group.get("dicomweb_calibration") or []])
 
 
 def with_interval(estimate: dict | None, digits: int = 1) -> str:

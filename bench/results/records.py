@@ -111,6 +111,9 @@ class SummaryRecord(Record):
     retrieve_calibration: dict[str, Any] | None = Field(
         default=None, description="Retrieval against the harness's ceiling."
     )
+    dicomweb_calibration: list[dict[str, Any]] | None = Field(
+        default=None, description="STOW-RS and WADO-RS against the harness's own DICOMweb ceilings (one per request)."
+    )
     budget: dict[str, Any] | None = Field(default=None, description="The target's budget (run.json target.budget).")
     bound_by: dict[str, Any] | None = Field(default=None, description="What bounded the figures, with its evidence.")
     growth: dict[str, Any] | None = Field(

@@ -283,6 +283,14 @@ class CalibrationRecord(Part):
     retrieve_get_ceiling_mb_per_s: float | None = Field(default=None, description="The C-GET ceiling in MB/s.")
     retrieve_move_ceiling_instances_per_s: float | None = Field(default=None, description="The C-MOVE ceiling.")
     retrieve_move_ceiling_mb_per_s: float | None = Field(default=None, description="The C-MOVE ceiling in MB/s.")
+    stow_ceiling_instances_per_s: float | None = Field(
+        default=None, description="The stow users' STOW-RS ceiling (into a null DICOMweb peer)."
+    )
+    stow_ceiling_mb_per_s: float | None = Field(default=None, description="The STOW-RS ceiling in MB/s.")
+    wado_ceiling_instances_per_s: float | None = Field(
+        default=None, description="The wado users' WADO-RS ceiling (whole studies from a null DICOMweb peer)."
+    )
+    wado_ceiling_mb_per_s: float | None = Field(default=None, description="The WADO-RS ceiling in MB/s.")
     processes: int | None = Field(default=None, description="Load processes the one-process ceiling was multiplied by.")
     # Open: a copy of the calibration cache's entry, whose shape is the cache's (bench.load.calibrate).
     measured: dict[str, Any] | None = Field(
@@ -291,8 +299,8 @@ class CalibrationRecord(Part):
     derivation: str | None = Field(default=None, description="How the ceiling was derived, in words.")
 
     def ceiling(self, prefix: str, unit: str) -> float | None:
-        """The ceiling of `prefix` ("" for ingest, "retrieve_get_", "retrieve_move_") in `unit` (instances_per_s,
-        mb_per_s)."""
+        """The ceiling of `prefix` ("" for ingest, "retrieve_get_", "retrieve_move_", "stow_", "wado_") in `unit`
+        (instances_per_s, mb_per_s)."""
         value: float | None = getattr(self, f"{prefix}ceiling_{unit}")
         return value
 

@@ -43,9 +43,13 @@ class Sample:
 
 COLUMNS = [f.name for f in fields(Sample)]
 
-# The DICOMweb requests (PS3.18): their status column holds the HTTP status, not a DIMSE one.
+# The DICOMweb requests (PS3.18): their status column holds the HTTP status, not a DIMSE one. WADO-RS retrieves
+# instances (multipart application/dicom); a viewer's WADO-RS asks for a study's metadata (DICOM JSON) and for
+# frames (multipart application/octet-stream): their own operations, since their sizes and latencies are another
+# request's.
 STOW_RS, QIDO_RS, WADO_RS = "STOW-RS", "QIDO-RS", "WADO-RS"
-HTTP_OPERATIONS = (STOW_RS, QIDO_RS, WADO_RS)
+WADO_RS_FRAMES, WADO_RS_METADATA = "WADO-RS frames", "WADO-RS metadata"
+HTTP_OPERATIONS = (STOW_RS, QIDO_RS, WADO_RS, WADO_RS_FRAMES, WADO_RS_METADATA)
 
 # One row of a row file (samples.csv, sent.csv, ...): column name to value, as csv.DictWriter takes it.
 Row = dict[str, object]

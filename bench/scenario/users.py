@@ -92,14 +92,39 @@ class QidoSpec(UserGroup):
 
 
 class WadoSpec(UserGroup):
-    """A DICOMweb reading workstation: QIDO-RS the worklist, WADO-RS one study (multipart application/dicom),
-    read it at a human pace, repeat; the DICOMweb side of [users.workstation]."""
+    """A DICOMweb reading workstation: QIDO-RS the worklist, WADO-RS one study, read it at a human pace, repeat;
+    the DICOMweb side of [users.workstation]. What it retrieves of the study is `retrieve`: the instances
+    (multipart application/dicom), what a viewer does (the study's metadata, then every instance's frames), or
+    the metadata alone."""
 
+    retrieve: Literal["instances", "frames", "metadata"] = Field(
+        default="instances",
+        description="instances: the study as multipart application/dicom (WADO-RS); frames: the study's metadata "
+        "(WADO-RS metadata), then each instance's frames, frames_per_request at a time (WADO-RS frames); "
+        "metadata: the study's metadata (application/dicom+json) only",
+    )
+    frames_per_request: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description='frames in one WADO-RS frames request (/frames/1,2,3); with retrieve = "frames"',
+    )
     reading_images_per_s: float | None = Field(default=10.0, gt=0, description="reading pace; none: no reading time")
     worklist_wait: float = Field(
         default=2.0, gt=0, description="seconds before asking again when the worklist is empty"
     )
-    check_digests: bool = Field(default=False, description="hash every retrieved instance (verify compares them)")
+    check_digests: bool = Field(
+        default=False,
+        description='hash every retrieved instance (verify compares them); with retrieve = "frames", check every '
+        "frame against the pool's pixel data (native: its byte slice; encapsulated: its fragments)",
+    )
+
+    @model_validator(mode="after")
+    def _frames_only(self) -> WadoSpec:
+        # Not "was it set": run.json's full dump sets the default, and must read back.
+        if self.frames_per_request != 1 and self.retrieve != "frames":
+            raise ValueError(f'frames_per_request needs retrieve = "frames" (retrieve is "{self.retrieve}")')
+        return self
 
 
 DIMSE_USER_TYPES = ("modality", "modalities", "workstation", "query", "echo")

@@ -1,6 +1,7 @@
-"""DICOMweb users against Orthanc's DICOMweb plugin (a real peer): the STOW-RS body and the WADO-RS parser, a
-PS3.18 failure reason in the error column, a mixed DIMSE + DICOMweb run and its side-by-side report, and the
-one-line errors of a target without a DICOMweb side."""
+"""DICOMweb users against Orthanc's DICOMweb plugin and our archive (real peers): the STOW-RS body and the WADO-RS
+parser, a PS3.18 failure reason in the error column, a viewer's WADO-RS (metadata, then frames checked against the
+pool), a mixed DIMSE + DICOMweb run and its side-by-side report, and the one-line errors of a target without a
+DICOMweb side."""
 
 from __future__ import annotations
 
@@ -10,15 +11,28 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from functools import partial
 from html import unescape
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from helpers import ROOT
+from helpers.dicomweb import start_web_archive
 from helpers.tools import missing
 
-from bench.load.dicomweb import WADO_ACCEPT, read_instances, stow_body, stow_outcome
+from bench.load.dicomweb import (
+    DICOM_JSON,
+    FRAMES_ACCEPT,
+    WADO_ACCEPT,
+    PoolFrames,
+    described_instances,
+    frame_batches,
+    read_frames,
+    read_instances,
+    stow_body,
+    stow_outcome,
+)
 from bench.scenario.file import Scenario, dicomweb_gap, with_dicomweb
 from bench.scenario.settings import ClientSpec
 from bench.scenario.targets import OrthancSpec
@@ -98,7 +112,7 @@ def test_a_stow_body_is_stored_whole_and_comes_back_equal_through_the_streamed_w
     study = pool.next_study()
     uid = study[0].changes["StudyInstanceUID"]
     body, content_type = stow_body(study)
-    answer = http(f"{orthanc_web.peer.dicomweb_url}/studies/{uid}", body, {"Content-Type": content_type})
+    answer = http(f"{orthanc_web.peer.dicomweb_url}/studies/{uid}", bytes(body), {"Content-Type": content_type})
     stored, failures = stow_outcome(json.loads(answer.read()))
     assert answer.status == 200 and failures == [] and stored == {i.sop_instance_uid for i in study}
 
@@ -110,6 +124,17 @@ def test_a_stow_body_is_stored_whole_and_comes_back_equal_through_the_streamed_w
         arrived = received[instance.sop_instance_uid]
         assert (arrived.digest, arrived.bytes, arrived.frames) == (instance.digest(), instance.size, instance.frames)
         assert arrived.study_instance_uid == uid
+
+
+def test_a_stow_body_read_as_the_socket_reads_it_is_every_part_whole(pool):
+    study = pool.next_study()
+    body, content_type = stow_body(study)
+    whole = bytes(body)
+    assert len(body) == len(whole) > sum(i.size for i in study)
+    pieces = list(iter(partial(body.read, 8192), b""))  # as a sendfile fallback asks: views of up to SEND_BLOCK
+    assert b"".join(pieces) == whole and max(map(len, pieces)) <= body.SEND_BLOCK and body.read(8192) == b""
+    boundary = content_type.rsplit("boundary=", 1)[1]
+    assert whole.count(f"--{boundary}\r\n".encode()) == len(study) and whole.endswith(f"--{boundary}--\r\n".encode())
 
 
 def test_a_broken_multipart_answer_is_an_error_not_instances():
@@ -251,6 +276,132 @@ def test_a_target_without_a_dicomweb_side_is_one_line_exit_2(tmp_path):
         result.stderr
     )
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+# Wado users of each `retrieve` (and one whose pool frames are tampered with, whose frames must then be errors) read a
+# study a stow user stored, in a process of their own (see STRAY_INSTANCE).
+VIEWER = """
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+from bench.load import engine  # noqa: F401 (locust first: it patches the process for gevent)
+from locust.env import Environment
+
+from bench.dicom.peer import Peer
+from bench.load.dicomweb import DICOM_JSON, PoolFrames
+from bench.load.roles import user_classes
+from bench.load.users import LoadContext
+from bench.results.samples import RunRecords
+from bench.scenario.file import Scenario
+from bench.studies.pool import StudyPool
+from bench.studies.profile import load_profile
+
+url, folder = sys.argv[1], Path(sys.argv[2])
+pool = StudyPool.prepare(load_profile("tiny"), 2, seed=3, progress=False)
+records = RunRecords(folder)
+
+
+def user(users):
+    target = {"kind": "remote", "port": 104, "dicomweb_url": url}
+    scenario = Scenario.model_validate(
+        {"target": target, "studies": {"profile": "tiny"}, "load": {"duration": 1}, "users": users}
+    )
+    context = LoadContext(scenario, {"tiny": pool}, Peer("127.0.0.1", 104, "X", url))
+    env = Environment(user_classes=user_classes(scenario, context))
+    env.events.request.add_listener(records.on_request)
+    made = env.user_classes[0](env)
+    made.on_start()
+    return made
+
+
+stow = user({"stow": {"count": 1}})
+stow.study = pool.next_study()
+stored = stow.study[0].changes["StudyInstanceUID"]
+stow.store_next_instances()
+with urllib.request.urlopen(urllib.request.Request(url + "/studies", headers={"Accept": DICOM_JSON})) as answer:
+    held = {item["0020000D"]["Value"][0] for item in json.loads(answer.read())}
+for retrieve, extra in [("instances", {}), ("metadata", {}), ("frames", {"frames_per_request": 5}), ("tampered", {})]:
+    spec = {"count": 1, "check_digests": True, "retrieve": "frames" if retrieve == "tampered" else retrieve}
+    wado = user({"wado": spec | extra})
+    if retrieve == "tampered":  # every pool frame's digest changed: each frame must then fail its check
+        frames = type(wado).pool_frames = PoolFrames([pool])
+        for templates in frames.templates.values():
+            for template in templates:
+                frames._digests[id(template.pixel_chunks[1].obj)] = [b"tampered"] * template.frames
+    wado.read = held - {stored}  # the others were read: it reads the study just stored, whose frames are the pool's
+    wado.read_next_study()
+records.close()
+"""
+
+
+def run_viewers(url: str, folder: Path) -> pd.DataFrame:
+    done = subprocess.run(
+        [sys.executable, "-c", VIEWER, url, folder], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    return pd.read_csv(folder / "samples.csv", dtype={"error": str}).fillna({"error": ""})
+
+
+def check_viewers(samples: pd.DataFrame) -> None:
+    """Instances, metadata and frames 5 at a time all arrived whole; a tampered pool makes the first frames an error."""
+    by = {op: samples[samples["operation"] == op] for op in samples["operation"].unique()}
+    assert (by["STOW-RS"]["status"] == 200).all() and (by["STOW-RS"]["error"] == "").all()
+    assert len(by["WADO-RS"]) == 1 and by["WADO-RS"]["error"].iloc[0] == ""
+    metadata = by["WADO-RS metadata"]
+    assert len(metadata) == 3 and (metadata["status"] == 200).all() and (metadata["error"] == "").all()
+    assert (metadata["instances"] > 0).all() and (metadata["frames"] == 0).all() and (metadata["bytes"] > 0).all()
+    frames = by["WADO-RS frames"]
+    good, tampered = frames[frames["error"] == ""], frames[frames["error"] != ""]
+    assert len(good) and (good["status"] == 200).all() and (good["frames"] <= 5).all()
+    # the viewer read every frame of every instance of the study just stored, in batches of 5 (tiny: 8-12 frames)
+    stored = by["STOW-RS"]["study_instance_uid"].iloc[0]
+    assert (frames["study_instance_uid"] == stored).all() and (metadata["study_instance_uid"] == stored).all()
+    per_instance = good.groupby("sop_instance_uid")["frames"]
+    assert per_instance.ngroups == by["STOW-RS"]["instances"].iloc[0]
+    assert per_instance.sum().between(8, 12).all() and (per_instance.count() == -(-per_instance.sum() // 5)).all()
+    assert (good["bytes"] == good["frames"] * 256 * 256 * 2).all()  # the tiny profile: 256x256, 16 bits allocated
+    assert len(tampered) == 1 and "is not the pool's pixel data" in tampered["error"].iloc[0]
+    assert tampered["status"].iloc[0] == 200 and tampered["frames"].iloc[0] == 1
+
+
+@pytest.mark.slow  # users driven in a process of their own
+def test_a_viewer_reads_metadata_then_frames_checked_against_the_pool_from_our_archive(tmp_path):
+    archive, url = start_web_archive(tmp_path / "archive")
+    try:
+        check_viewers(run_viewers(url, tmp_path))
+    finally:
+        archive.stop()
+
+
+def test_a_viewer_reads_metadata_then_frames_checked_against_the_pool_from_orthanc(orthanc_web, tmp_path):
+    check_viewers(run_viewers(orthanc_web.peer.dicomweb_url, tmp_path))
+
+
+def test_frames_of_an_encapsulated_instance_are_its_fragments_and_one_changed_byte_is_found(tmp_path):
+    """RLE Lossless frames from our archive (transfer-syntax=*) against the pool's fragments, and batches of 4."""
+    pool = StudyPool.prepare(load_profile("tiny"), 1, seed=3, progress=False, transfer_syntax="rle")
+    archive, url = start_web_archive(tmp_path / "archive")
+    try:
+        study = pool.next_study()
+        uid = study[0].changes["StudyInstanceUID"]
+        body, content_type = stow_body(study)
+        assert http(f"{url}/studies/{uid}", bytes(body), {"Content-Type": content_type}).status == 200
+        found = json.loads(http(f"{url}/studies/{uid}/metadata", headers={"Accept": DICOM_JSON}).read())
+        instances, checked = described_instances(found), PoolFrames([pool])
+        assert sorted(i.frames for i in instances) == sorted(i.frames for i in study)
+        for instance in instances:
+            for numbers in frame_batches(instance.frames, 4):
+                answer = http(url + instance.frames_path(numbers), headers={"Accept": FRAMES_ACCEPT})
+                frames = read_frames(iter(partial(answer.read, 4096), b""), answer.headers["Content-Type"])
+                assert len(frames) == len(numbers) and checked.mismatch(instance, numbers, frames) == ""
+                changed = [frames[0][:-1] + bytes([frames[0][-1] ^ 1]), *frames[1:]]
+                assert f"frame {numbers[0]} of {instance.sop_instance_uid}" in checked.mismatch(
+                    instance, numbers, changed
+                )
+    finally:
+        archive.stop()
 
 
 def test_which_targets_have_a_dicomweb_side():

@@ -209,11 +209,18 @@ def test_calibration_is_recorded_and_flags_client_bound_figures(tmp_path):
     stored = json.loads(Path(calibrated.stdout.strip().splitlines()[-1]).read_text())
     entry = stored["entries"][stored["latest"]]
     assert entry["instances_per_s"] > 0 and entry["sink"]
+    for request in ("stow", "wado"):  # the DICOMweb users' own ceilings, against the null DICOMweb peer
+        rates = entry["dicomweb"][request]
+        assert rates["instances"] >= 30 and rates["failures"] == 0 and rates["mb_per_s"] > 0
+        assert 0 <= rates["peer_cpu_share"] < 2 and 0 < rates["harness_cpu_share"] < 2
+    assert calibrated.stdout.count("harness DICOMweb ceiling") == 2
     path = scenario(tmp_path, NATIVE + "[load]\nusers = 2\nduration = 3\n")
     run_dir, record, _ = run(path, tmp_path / "r")
     calibration = record["calibration"]
     assert calibration["ceiling_instances_per_s"] == entry["instances_per_s"]
     assert calibration["ceiling_mb_per_s"] == entry["mb_per_s"]
+    assert calibration["stow_ceiling_instances_per_s"] == entry["dicomweb"]["stow"]["instances_per_s"]
+    assert calibration["wado_ceiling_mb_per_s"] == entry["dicomweb"]["wado"]["mb_per_s"]
     assert pacsbench("report", run_dir).returncode == 0
     note = json.loads((run_dir / "summary.json").read_text())["calibration"]["note"]
     assert note.startswith(("CLIENT-BOUND", "below 80% of the harness ceiling"))

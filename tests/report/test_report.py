@@ -157,6 +157,45 @@ def test_report_states_the_calibration_or_its_absence(tmp_path):
     assert "CLIENT-BOUND" in (calibrated / "summary.md").read_text()
 
 
+def test_a_viewers_frames_and_metadata_stand_beside_c_get_and_dicomweb_figures_meet_their_own_ceilings(tmp_path):
+    """C-GET 10/s (40 frames/s), WADO-RS frames 20 requests/s of 2 frames, metadata 2/s, STOW-RS 4 studies/s (20
+    instances/s) against a STOW-RS ceiling of 22 instances/s: client-bound, though C-STORE is far below its own."""
+    calibration = {
+        "ceiling_instances_per_s": 500.0,
+        "ceiling_mb_per_s": 5000.0,
+        "stow_ceiling_instances_per_s": 22.0,
+        "stow_ceiling_mb_per_s": 1000.0,
+    }
+    run = write_run(
+        tmp_path / "r",
+        rate=5,
+        seconds=20,
+        get_rate=10,
+        web_rates={"WADO-RS frames": 20, "WADO-RS metadata": 2, "STOW-RS": 4},
+        run_extra={"calibration": calibration},
+    )
+    build_report(run)
+    summary = json.loads((run / "summary.json").read_text())
+    frames_rate = summary["estimates"]["wado_frames_frames_per_s"]["value"]
+    assert 30 < frames_rate < 50 and 1 < summary["estimates"]["wado_metadata_requests_per_s"]["value"] < 3
+    assert summary["calibration"]["client_bound"] is False
+    (stow,) = summary["dicomweb_calibration"]
+    assert (
+        stow["operation"] == "STOW-RS" and stow["client_bound"] is True and stow["note"].startswith("STOW-RS: CLIENT")
+    )
+    assert summary["bound_by"]["limit"] == "client"
+    markdown = (run / "summary.md").read_text()
+    section = markdown.split("## DIMSE and DICOMweb side by side")[1].split("\n## ")[0]
+    rows = {cells[3]: cells for line in section.splitlines() if len(cells := line.split(" | ")) > 8}
+    frames_row, metadata_row = rows["WADO-RS frames"], rows["WADO-RS metadata"]
+    assert frames_row[2] == "DICOMweb" and frames_row[4].endswith("frames/s") and metadata_row[4].endswith("requests/s")
+    retrieve_frames = summary["estimates"]["retrieve_frames_per_s"]["value"]
+    assert float(frames_row[-1].strip(" |")) == pytest.approx(frames_rate / retrieve_frames, abs=0.01)
+    assert metadata_row[-1].strip(" |") == "no DIMSE counterpart"
+    assert "Harness ceilings: STOW-RS: CLIENT-BOUND" in section
+    assert "latency CDFs per protocol" in (run / "report.html").read_text()
+
+
 def test_zero_samples_and_missing_folder_are_clear_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

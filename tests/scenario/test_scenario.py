@@ -123,6 +123,18 @@ USERS = VALID.replace("users = 2\n", "")
             USERS + '[users.workstation]\ncount = 1\nretrieve = "copy"\n',
             "[users.workstation] retrieve: Input should be 'move' or 'get'",
         ),
+        (
+            USERS + '[users.wado]\ncount = 1\nretrieve = "frame"\n',
+            "[users.wado] retrieve: Input should be 'instances', 'frames' or 'metadata' (got 'frame')",
+        ),
+        (
+            USERS + '[users.wado]\ncount = 1\nretrieve = "frames"\nframes_per_request = 0\n',
+            "[users.wado] frames_per_request: Input should be greater than or equal to 1",
+        ),
+        (
+            USERS + "[users.wado]\ncount = 1\nframes_per_request = 4\n",
+            '[users.wado]: frames_per_request needs retrieve = "frames" (retrieve is "instances")',
+        ),
         (USERS + "[users.modality]\nweight = 2\n", "[load] users: required when [users.modality] has no count"),
         (VALID + "[users.modality]\ncount = 3\n", "[load] users (2) is less than the user counts (3)"),
         (
