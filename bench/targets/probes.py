@@ -55,19 +55,15 @@ def dicomweb_answers(url: str, timeout: float) -> bool:
         return False
 
 
-def wait_for_dicomweb(url: str | None, timeout: float) -> float | None:
-    """Check that an archive asked to serve DICOMweb does, polling a bounded time: the seconds waited, None without
-    DICOMweb, a one-line UserError when it never answers. Each archive worker starts its DICOMweb server before
-    it takes associations, so after a C-ECHO answer this is one request, unless the archive has no DICOMweb."""
-    if not url:
-        return None
-    started = time.monotonic()
-    deadline = started + timeout
-    while not dicomweb_answers(url, timeout=max(1.0, deadline - time.monotonic())):
+def wait_for_dicomweb(url: str | None, timeout: float) -> None:
+    """Check that an archive asked to serve DICOMweb (at base `url`; None: not asked) does, polling a bounded time;
+    a one-line UserError when it never answers. Each archive worker starts its DICOMweb server before it takes
+    associations, so after a C-ECHO answer this is one request, unless the archive has no DICOMweb."""
+    deadline = time.monotonic() + timeout
+    while url and not dicomweb_answers(url, timeout=max(1.0, deadline - time.monotonic())):
         if time.monotonic() >= deadline:
             raise UserError(f"the archive's DICOMweb side at {url} did not answer within {timeout:g} s")
         time.sleep(0.5)
-    return time.monotonic() - started
 
 
 def save_server_status(run_dir: Path, metrics_url: str | None, path: str = "/status", timeout: float = 10.0) -> None:

@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
+from bench.common.errors import UserError
+from bench.common.processes import free_local_port
 from bench.scenario.file import Scenario, dicomweb_gap, with_dicomweb
 from bench.scenario.settings import ClientSpec
 from bench.scenario.targets import RemoteSpec, target_spec
 from bench.targets import make_target
 from bench.targets.guest_settings import guest_settings
-from bench.targets.probes import hypervisor_warning
+from bench.targets.probes import hypervisor_warning, wait_for_dicomweb
 from bench.targets.remote import RemoteTarget
 from bench.targets.vm.image import GuestImage, python_versions, server_package
 from bench.targets.vm.network import UserNetwork
@@ -81,6 +83,15 @@ def test_a_guest_serves_dicomweb_when_the_run_has_dicomweb_users(tmp_path):
     assert f"hostfwd=tcp:127.0.0.1:{network.dicomweb_port}-:8042" in " ".join(guest.build_command())
     assert network.dicomweb_url == f"http://127.0.0.1:{network.dicomweb_port}/dicom-web"
     assert UserNetwork().dicomweb_url is None and "8042" not in UserNetwork().qemu_args("virtio-net-pci")[1]
+
+
+def test_a_guest_asked_for_dicomweb_that_does_not_answer_is_one_line():
+    """What an image without DICOMweb (or a forward to nothing) gives: the target's start fails in one line."""
+    url = f"http://127.0.0.1:{free_local_port()}/dicom-web"
+    with pytest.raises(UserError) as failed:
+        wait_for_dicomweb(url, 1.0)
+    assert str(failed.value) == f"the archive's DICOMweb side at {url} did not answer within 1 s"
+    wait_for_dicomweb(None, 1.0)  # not asked for: nothing to wait for
 
 
 def imported_distributions(package: Path) -> set[str]:
