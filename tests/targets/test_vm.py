@@ -18,6 +18,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import ROOT
 from helpers.dicomfiles import dataset_bytes, encoded
@@ -41,7 +42,9 @@ seed = 1
 [load]
 users = 2
 duration = {duration}
-"""
+{users}"""
+# One modality over DIMSE and one over DICOMweb (STOW-RS): the target serves DICOMweb because the run needs it.
+BOTH_PROTOCOLS = "[users.modality]\ncount = 1\n[users.stow]\ncount = 1\n"
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -62,9 +65,10 @@ def pacsbench_namespaces() -> list[str]:
     return [name for name in out.split() if name.startswith(f"pacsbench-{os.getpid()}")]
 
 
-def write_scenario(folder: Path, kind: str, target: str = "", duration: float = 5) -> Path:
+def write_scenario(folder: Path, kind: str, target: str = "", duration: float = 5, users: str = "") -> Path:
+    """Two users: modalities, or the `[users.*]` tables given."""
     path = folder / f"{kind}.toml"
-    path.write_text(SCENARIO.format(kind=kind, target=target, duration=duration))
+    path.write_text(SCENARIO.format(kind=kind, target=target, duration=duration, users=users))
     return path
 
 
@@ -166,7 +170,8 @@ def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accel
 
 @GUESTS
 def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_path):
-    scenario = write_scenario(tmp_path, "native")
+    """native and a tap guest alternated, each storing by C-STORE and by STOW-RS (DICOMweb at the guest's address)."""
+    scenario = write_scenario(tmp_path, "native", users=BOTH_PROTOCOLS)
     guest = f"{accelerator}-tap"
     result = pacsbench(
         "matrix",
@@ -193,10 +198,16 @@ def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_
         run = json.loads((folder / entry["folder"] / "run.json").read_text())
         assert run["status"] == "completed" and run["samples"] > 0
         assert run["target"]["label"] == entry["target"]
+        samples = pd.read_csv(folder / entry["folder"] / "samples.csv", dtype={"error": str}).fillna({"error": ""})
+        for operation in ("C-STORE", "STOW-RS"):
+            rows = samples[samples["operation"] == operation]
+            assert len(rows) and (rows["error"] == "").all(), (entry, samples.tail().to_string())
+        assert (samples.loc[samples["operation"] == "STOW-RS", "status"] == 200).all()
         if entry["target"] == guest:
             assert entry["hypervisor"] == run["target"]["hypervisor"] == {"kvm": "kvm", "tcg": "qemu"}[accelerator]
             network = run["target"]["network_settings"]
             assert network["mode"] == "tap" and network["vhost"] == "off" and "tap" in run["target"]["network"]
+            assert run["target"]["dicomweb_url"] == f"http://{network['guest_address']}:8042/dicom-web"
             assert (folder / entry["folder"] / "console.log").stat().st_size > 0
             assert json.loads((folder / entry["folder"] / "server_status.json").read_text())["index"]["instances"] > 0
             assert "warnings" not in run
