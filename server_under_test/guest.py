@@ -2,14 +2,14 @@
 then the archive.
 
     pacsbench.port=11112 pacsbench.aet=PACSBENCH pacsbench.fsync=1 pacsbench.max_pdu=0
-    pacsbench.metrics_port=8080 pacsbench.workers=0
+    pacsbench.metrics_port=8080 pacsbench.dicomweb_port=8042 pacsbench.workers=0    (dicomweb_port=0: no DICOMweb)
     pacsbench.ip=10.0.2.15/24 pacsbench.gw=10.0.2.2   (static address; without it systemd-networkd asks DHCP)
     pacsbench.data=pbdata                             (wait for the disk with this label, keep the archive there)
 
 A guest booted by its own boot loader (an exported OVA on ESXi or VirtualBox) has none of these: it
 takes its address by DHCP, and its settings from the VMware guestinfo keys `guestinfo.pacsbench.<name>`
 (the same names: guestinfo.pacsbench.port ...) when it runs on VMware, else its defaults (port 11112,
-AE PACSBENCH, fsync on, metrics on 8080). Its data disk is the disk labelled pbdata or, at first boot,
+AE PACSBENCH, fsync on, metrics on 8080, DICOMweb on 8042). Its data disk is the disk labelled pbdata or, at first boot,
 the blank second disk the OVA carries, formatted here; a disk grown by the deployer (to the scenario's
 size) has its file system grown to fit before it is mounted.
 Run as `python -m server_under_test.guest` by the guest's systemd unit.
@@ -30,8 +30,16 @@ DATA_MOUNT = Path("/var/lib/pacsbench")
 DEFAULT_DATA_LABEL = "pbdata"
 DATA_WAIT_SECONDS = 60
 # The settings a guest takes, by the names of the kernel command line and of the guestinfo keys.
-SETTINGS = ("port", "aet", "fsync", "max_pdu", "metrics_port", "workers", "ip", "gw")
-DEFAULTS = {"port": "11112", "aet": "PACSBENCH", "fsync": "1", "max_pdu": str(1 << 20), "metrics_port": "8080"}
+SETTINGS = ("port", "aet", "fsync", "max_pdu", "metrics_port", "dicomweb_port", "workers", "ip", "gw")
+# DICOMweb is on by default: a guest that is handed no settings (VirtualBox) serves it where the harness forwards.
+DEFAULTS = {
+    "port": "11112",
+    "aet": "PACSBENCH",
+    "fsync": "1",
+    "max_pdu": str(1 << 20),
+    "metrics_port": "8080",
+    "dicomweb_port": "8042",
+}
 GUESTINFO_PREFIX = "guestinfo.pacsbench."
 # Disks that are never the archive's: loop and RAM disks, CD-ROMs, floppies, device-mapper.
 NOT_DATA_DISKS = ("loop", "ram", "sr", "fd", "dm-", "zram")
@@ -184,7 +192,9 @@ def mount_data_disk(label: str, wait: float) -> Path:
 
 
 def archive_config(settings: dict[str, str], data: Path) -> str:
+    """The archive's configuration file (server_under_test.config) from the guest's settings over its defaults."""
     settings = {**DEFAULTS, **settings}
+    dicomweb_port = int(settings["dicomweb_port"])
     return "\n".join(
         [
             f'ae_title = "{settings["aet"]}"',
@@ -197,6 +207,8 @@ def archive_config(settings: dict[str, str], data: Path) -> str:
             "[metrics]",
             'host = "0.0.0.0"',
             f"port = {int(settings['metrics_port'])}",
+            # on the DICOM host (0.0.0.0); 0: no DICOMweb (the table left out)
+            *(["[dicomweb]", f"port = {dicomweb_port}"] if dicomweb_port else []),
             "",
         ]
     )

@@ -80,6 +80,14 @@ def add_parser(sub) -> None:
         action="store_true",
         help="after the load, retrieve every acknowledged instance and compare it with what was sent",
     )
+    p.add_argument(
+        "--verify-protocol",
+        choices=("dimse", "dicomweb"),
+        help="how --verify (implied) retrieves: by C-GET (dimse, the default) or by QIDO-RS and WADO-RS at the "
+        "archive's DICOMweb base URL (dicomweb: the reference archive then serves DICOMweb, natively or in its "
+        "guest). A guest's data goes with it at the end of the run, so this is how a guest's run is verified "
+        "by WADO-RS",
+    )
     add_web_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -175,7 +183,8 @@ def cmd_run(args) -> int:
         args.results,
         progress=not args.no_progress,
         processes=_processes(args),
-        verify=args.verify,
+        verify=args.verify or args.verify_protocol is not None,
+        verify_protocol=args.verify_protocol or "dimse",
         web=web_settings(args),
     )
     from bench.report.page import load_samples, summarize

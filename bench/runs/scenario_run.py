@@ -138,6 +138,7 @@ def run_scenario(
     processes: Processes = Processes(),
     verify: bool = False,
     target_spec: TargetSpec | None = None,
+    verify_protocol: str = "dimse",
     web: WebSettings | None = None,
     caption: str = "",
 ) -> tuple[Path, RunRecord]:
@@ -145,14 +146,19 @@ def run_scenario(
 
     From here on a SIGTERM ends the run as Ctrl-C does: the load stops, the load processes and the target
     stop, run.json says "interrupted", and `run` exits non-zero. With `web`, locust's web UI and the live
-    page (`caption` says which run of a matrix this is) show the run, and its stop button ends it the same way."""
+    page (`caption` says which run of a matrix this is) show the run, and its stop button ends it the same way.
+    `verify` retrieves every acknowledged instance after the load by C-GET, or by WADO-RS with `verify_protocol`
+    "dicomweb" (then the reference archive serves DICOMweb, natively or in its guest)."""
     interrupt_on_sigterm()
     scenario = load_scenario(scenario_path)
     if target_spec is not None:
         scenario = scenario.model_copy(update={"target": target_spec})
     if gap := dicomweb_gap(scenario):
         raise UserError(gap)
-    scenario = with_dicomweb(scenario)
+    wado = verify and verify_protocol == "dicomweb"
+    if wado and (missing := scenario.target.dicomweb_missing()):
+        raise UserError(f"--verify-protocol dicomweb: {missing}")
+    scenario = with_dicomweb(scenario, verified_by_wado=wado)
     pools = prepare_pools(scenario, progress)
     pool = pools[scenario.studies.profile]
     syntax = scenario.studies.transfer_syntax or pool.profile.transfer_syntax
@@ -239,7 +245,7 @@ def run_scenario(
         write_run_json(run_dir, record)
         if verify and not outcome.interrupted:
             # verify_against writes run.json["verify"] itself; this record is written again below
-            record.verify = verify_against(target.peer, run_dir, scenario.client)
+            record.verify = verify_against(target.peer, run_dir, scenario.client, verify_protocol)
             print(summary_line(record.verify), file=sys.stderr)
     except UserError as exc:
         record.status, record.error = "failed", str(exc)

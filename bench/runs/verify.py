@@ -247,7 +247,7 @@ def data_gone(run_dir: Path, record: RunRecord) -> str | None:
     if kind in ("kvm", "tcg") and not kept:
         return (
             f"{run_dir}: the {kind} guest's data disk was deleted after the run: nothing left to verify; "
-            "use `pacsbench run --verify`"
+            "use `pacsbench run --verify` (by WADO-RS: `--verify-protocol dicomweb`)"
         )
     if kind in ("orthanc", "dcmtk") and not kept:
         return (

@@ -14,7 +14,7 @@ from bench.common.tomlfile import load_model
 from bench.scenario.faults import FaultSpec
 from bench.scenario.load import LoadSpec, StudiesSpec
 from bench.scenario.settings import ClientSpec, RunSpec
-from bench.scenario.targets import BACKUP_KINDS, FAULT_KINDS, NativeSpec, TargetSpec
+from bench.scenario.targets import BACKUP_KINDS, FAULT_KINDS, ArchiveSpec, TargetSpec
 from bench.scenario.users import ModalitySpec, UsersSpec
 
 
@@ -106,10 +106,12 @@ def dicomweb_gap(scenario: Scenario) -> str | None:
     return f"{tables}: {missing}"
 
 
-def with_dicomweb(scenario: Scenario) -> Scenario:
-    """The scenario with a native target told to serve DICOMweb when its users need it."""
+def with_dicomweb(scenario: Scenario, verified_by_wado: bool = False) -> Scenario:
+    """The scenario with the reference archive (native, or in a guest) told to serve DICOMweb when its users need
+    it, or a verification by WADO-RS at the end of the run (`verified_by_wado`)."""
     target = scenario.target
-    if scenario.users.dicomweb() and isinstance(target, NativeSpec) and not target.dicomweb:
+    needed = scenario.users.dicomweb() or verified_by_wado
+    if needed and isinstance(target, ArchiveSpec) and not target.dicomweb:
         return scenario.model_copy(update={"target": target.model_copy(update={"dicomweb": True})})
     return scenario
 

@@ -60,7 +60,18 @@ class StartedSpec(TargetBase):
     memory_mib: int = Field(default=2048, ge=512, le=262144)
 
 
-class NativeSpec(StartedSpec):
+class ArchiveSpec(StartedSpec):
+    """The reference archive (server_under_test), started by pacsbench here or in a VM (native, kvm, tcg, esxi):
+    it serves DICOMweb beside DIMSE when the run needs it."""
+
+    # DICOMweb beside DIMSE (--dicomweb-port, a guest's dicomweb_port): on by itself in a run with DICOMweb users
+    dicomweb: bool = Field(default=False, description="serve DICOMweb too (on when the scenario has DICOMweb users)")
+
+    def dicomweb_missing(self) -> str | None:
+        return None  # started with DICOMweb on when the run needs it
+
+
+class NativeSpec(ArchiveSpec):
     """The reference archive (server_under_test) as a local process."""
 
     kind: Literal["native"] = "native"
@@ -70,14 +81,8 @@ class NativeSpec(StartedSpec):
     capacity: int | None = Field(default=None, ge=1)
     at_capacity: Literal["stop", "reject", "recycle"] = "stop"
 
-    # DICOMweb beside DIMSE (--dicomweb-port): on by itself in a run with DICOMweb users
-    dicomweb: bool = Field(default=False, description="serve DICOMweb too (on when the scenario has DICOMweb users)")
-
     takes_faults: ClassVar[bool] = True
     backs_up: ClassVar[bool] = True
-
-    def dicomweb_missing(self) -> str | None:
-        return None  # started with --dicomweb-port when the run needs it
 
     _capacity_size = field_validator("capacity", mode="before")(size_in_bytes)
 
@@ -87,7 +92,7 @@ class NativeSpec(StartedSpec):
         return bool({"capacity", "at_capacity"} & self.model_fields_set)
 
 
-class VmSpec(StartedSpec):
+class VmSpec(ArchiveSpec):
     """The reference archive in a QEMU guest (kvm, tcg): the guest machine."""
 
     network: Literal["user", "tap"] = "user"
@@ -151,7 +156,7 @@ class VirtualBoxSpec(TargetBase):
     """The exported OVA imported into VirtualBox with VBoxManage, started headless, removed afterwards.
 
     VirtualBox hands the guest no settings (guestinfo is VMware's): its archive runs with the guest's
-    defaults (AE title PACSBENCH, fsync on, 1 MiB PDUs), reached through NAT port forwarding."""
+    defaults (AE title PACSBENCH, fsync on, 1 MiB PDUs, DICOMweb on), reached through NAT port forwarding."""
 
     kind: Literal["virtualbox"] = "virtualbox"
     cpus: int = Field(default=2, ge=1, le=64, validation_alias=AliasChoices("cpus", "vcpus"))
@@ -159,6 +164,9 @@ class VirtualBoxSpec(TargetBase):
     ova: str | None = Field(default=None, description="the OVA to import; default: `pacsbench vm export`'s, built once")
     data_disk_gib: int = Field(default=8, ge=1, le=4096, description="the data disk, resized before power-on")
     boot_timeout: float = Field(default=300.0, gt=0, description="seconds from startvm to a C-ECHO answer")
+
+    def dicomweb_missing(self) -> str | None:
+        return None  # the guest's defaults serve DICOMweb; its port is forwarded like DICOM's
 
     @model_validator(mode="after")
     def _guest_defaults(self) -> VirtualBoxSpec:
@@ -196,7 +204,7 @@ class RemoteSpec(TargetBase):
         return self
 
 
-class EsxiSpec(StartedSpec):
+class EsxiSpec(ArchiveSpec):
     """The reference archive's OVA deployed on a VMware ESXi host or through a vCenter, run, then destroyed.
 
     `host` is the ESXi host or vCenter pacsbench talks to (its vSphere API); the archive is reached at
@@ -208,6 +216,12 @@ class EsxiSpec(StartedSpec):
     api_port: int = Field(default=443, ge=1, le=65535, description="the vSphere API's HTTPS port")
     port: int = Field(default=11112, ge=1, le=65535, description="the DICOM port the archive listens on in the VM")
     metrics_port: int = Field(default=8080, ge=1, le=65535, description="the archive's HTTP status port in the VM")
+    dicomweb_port: int = Field(
+        default=int(GUEST_DEFAULTS["dicomweb_port"]),
+        ge=1,
+        le=65535,
+        description="the archive's DICOMweb port in the VM (served when dicomweb is on)",
+    )
     user: str = Field(min_length=1, description="the vSphere user (root on a host, user@vsphere.local on a vCenter)")
     password_env: str = Field(
         default="PACSBENCH_ESXI_PASSWORD",

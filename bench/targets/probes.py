@@ -1,5 +1,5 @@
 """What every target kind asks of an archive besides a C-ECHO answer (bench.dicom.readiness): its /status
-page, the environment it reports, whether that is the hypervisor the user asked for.
+page, the environment it reports, whether that is the hypervisor the user asked for, and its DICOMweb side.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from bench.common.errors import UserError
 
 # Names users give (VirtualBox, ESXi) -> what systemd-detect-virt reports inside such a guest.
 HYPERVISOR_ALIASES = {
@@ -40,6 +42,28 @@ def wait_for_status(metrics_url: str | None, timeout: float) -> dict:
             return status
         time.sleep(0.5)
     return {}
+
+
+def dicomweb_answers(url: str, timeout: float) -> bool:
+    """Whether the DICOMweb side at base `url` answers a QIDO-RS (any HTTP answer: 200, 204, even an error)."""
+    try:
+        with urllib.request.urlopen(f"{url}/studies?limit=1", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered: what it thinks of the request is the users' business
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def wait_for_dicomweb(url: str | None, timeout: float) -> None:
+    """Check that an archive asked to serve DICOMweb (at base `url`; None: not asked) does, polling a bounded time;
+    a one-line UserError when it never answers. Each archive worker starts its DICOMweb server before it takes
+    associations, so after a C-ECHO answer this is one request, unless the archive has no DICOMweb."""
+    deadline = time.monotonic() + timeout
+    while url and not dicomweb_answers(url, timeout=max(1.0, deadline - time.monotonic())):
+        if time.monotonic() >= deadline:
+            raise UserError(f"the archive's DICOMweb side at {url} did not answer within {timeout:g} s")
+        time.sleep(0.5)
 
 
 def save_server_status(run_dir: Path, metrics_url: str | None, path: str = "/status", timeout: float = 10.0) -> None:

@@ -5,14 +5,19 @@ the flow and output formats are those of the VirtualBox User Manual, chapter 8 "
 
     import OVA --vsys 0 --vmname --cpus --memory --description --options importtovdi
     modifymedium disk DATA --resize MB    (the data disk to the scenario's size: VDI resizes)
-    modifyvm --natpf1 ... --uart1 ...      (NAT port forwarding on 127.0.0.1: no Guest Additions needed; the
-                                            serial console into the run folder's console.log)
+    modifyvm --natpf1 ... --uart1 ...      (NAT port forwarding of DICOM, metrics and DICOMweb on 127.0.0.1:
+                                            no Guest Additions needed; the serial console into the run
+                                            folder's console.log)
     startvm --type headless -> C-ECHO -> metrics setup/query each second (the sampler) -> the run
     controlvm poweroff, unregistervm --delete   (in a finally, and on SIGTERM through the run's finally)
 
 Each VM is named after its run and described with the harness that made it (host, pid, start time):
 a VM left by a harness that was killed is powered off and deleted by the next run on this host.
-The guest takes its address by DHCP from VirtualBox's NAT and runs the archive with its defaults.
+The guest takes its address by DHCP from VirtualBox's NAT and runs the archive with its defaults, DICOMweb
+included (server_under_test/guest.py): its DICOMweb port is forwarded too, whether the run uses it or not. It
+is not waited for: each archive worker starts its DICOMweb server before it takes associations, so a C-ECHO
+answer means DICOMweb is up; a guest without it (an OVA exported before it had DICOMweb) is not an error until a
+DICOMweb user asks.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ from bench.dicom.peer import Peer
 from bench.dicom.readiness import wait_for_echo
 from bench.scenario.settings import ClientSpec
 from bench.scenario.targets import VirtualBoxSpec
+from bench.targets.guest_settings import dicomweb_url
 from bench.targets.probes import archive_facts, hypervisor_labels, save_server_status
 from bench.targets.target import Target
 from bench.targets.vm.export import default_ova
-from bench.targets.vm.network import GUEST_DICOM_PORT, GUEST_METRICS_PORT
+from bench.targets.vm.network import GUEST_DICOM_PORT, GUEST_DICOMWEB_PORT, GUEST_METRICS_PORT
 from bench.targets.vm.target import STATUS_TIMEOUT, wait_for_status
 from server_under_test.guest import DEFAULTS as GUEST_DEFAULTS
 
@@ -302,18 +308,19 @@ class VirtualBoxTarget(Target):
         self.facts["disks"] = {"system": disks[0], "data": disks[1], "data_resized_to_mb": megabytes}
 
     def _configure(self, console: Path) -> None:
-        """NAT port forwarding for DICOM and the metrics page on free host ports; the serial console into a file
-        of the run folder (the guest prints its settings and data disk there, as in QEMU's console.log)."""
+        """NAT port forwarding for DICOM, the metrics page and DICOMweb on free host ports; the serial console into
+        a file of the run folder (the guest prints its settings and data disk there, as in QEMU's console.log)."""
         port = self.spec.port or free_local_port()
-        metrics_port = free_local_port()
+        metrics_port, web_port = free_local_port(), free_local_port()
         rules = [
             f"dicom,tcp,127.0.0.1,{port},,{GUEST_DICOM_PORT}",
             f"metrics,tcp,127.0.0.1,{metrics_port},,{GUEST_METRICS_PORT}",
+            f"dicomweb,tcp,127.0.0.1,{web_port},,{GUEST_DICOMWEB_PORT}",
         ]
         forwarding = [word for rule in rules for word in ("--natpf1", rule)]
         serial = ["--uart1", "0x3F8", "4", "--uartmode1", "file", str(console.absolute())]
         self.tool("modifyvm", self.vm, "--nic1", "nat", *forwarding, *serial)
-        self.peer = Peer("127.0.0.1", port, GUEST_DEFAULTS["aet"])
+        self.peer = Peer("127.0.0.1", port, GUEST_DEFAULTS["aet"], dicomweb_url("127.0.0.1", web_port))
         self.metrics_url = f"http://127.0.0.1:{metrics_port}"
         self.facts |= {"nat_port_forwarding": rules, "console_log": str(console.absolute())}
 
@@ -367,6 +374,7 @@ class VirtualBoxTarget(Target):
             "fsync": GUEST_DEFAULTS["fsync"] == "1",
             "max_pdu": int(GUEST_DEFAULTS["max_pdu"]),
             "metrics_url": self.metrics_url,
+            "dicomweb_url": self.peer.dicomweb_url if self.peer else None,
             "boot_to_ready_seconds": round(self.ready_seconds, 2) if self.ready_seconds else None,
             "ready_seconds": round(self.ready_seconds, 2) if self.ready_seconds else None,
             "virtualbox": self.facts or None,

@@ -8,7 +8,7 @@ Manual (7.0) documents in chapter 8, "VBoxManage": `--version`, `list vms|hostin
 
 The VMs are kept in a JSON file under $VBOX_USER_HOME (VirtualBox's own variable for its settings
 folder), their disks as sparse files beside it. `startvm` runs our real archive
-(`python -m server_under_test`) with the guest's defaults on the NAT-forwarded host ports, in a
+(`python -m server_under_test`) with the guest's defaults (DICOMweb on) on the NAT-forwarded host ports, in a
 session of its own, so it outlives a killed harness as a real VM does; `controlvm poweroff` kills it
 (a power-off is abrupt); `metrics query` reports that process tree's CPU (share of the host's CPU
 time since the last query, as VirtualBox's CPU/Load) and resident memory through psutil.
@@ -38,7 +38,8 @@ import psutil
 VERSION = "7.0.20r163906"
 OVF = "http://schemas.dmtf.org/ovf/envelope/1"
 RASD = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
-GUEST_DICOM_PORT, GUEST_METRICS_PORT = 11112, 8080  # where the guest's archive listens (its defaults)
+# Where the guest's archive listens (its defaults: server_under_test/guest.py).
+GUEST_DICOM_PORT, GUEST_METRICS_PORT, GUEST_DICOMWEB_PORT = 11112, 8080, 8042
 
 
 class Fail(Exception):
@@ -227,12 +228,14 @@ def cmd_modifyvm(args: list[str]) -> None:
             vm["serial_file"] = found["--uartmode1"][1]  # the "guest's" console: the archive's output here
 
 
-def forwarded(vm: dict, guest_port: int) -> int:
+def forwarded(vm: dict, guest_port: int, needed: bool = True) -> int | None:
     for rule in vm["forwarding"]:
         _, _, _, host_port, _, to = rule.split(",")
         if int(to) == guest_port:
             return int(host_port)
-    raise Fail(f"no port forwarded to guest port {guest_port}: the guest would be unreachable")
+    if needed:
+        raise Fail(f"no port forwarded to guest port {guest_port}: the guest would be unreachable")
+    return None
 
 
 def cmd_startvm(args: list[str]) -> None:
@@ -248,6 +251,9 @@ def cmd_startvm(args: list[str]) -> None:
             *("--port", str(forwarded(vm, GUEST_DICOM_PORT)), "--metrics-port", str(forwarded(vm, GUEST_METRICS_PORT))),
             *("--data", str(folder / "archive"), "--workers", "1"),
         ]
+        # The guest serves DICOMweb by default; without a forward nobody outside reaches it.
+        if web_port := forwarded(vm, GUEST_DICOMWEB_PORT, needed=False):
+            command += ["--dicomweb-port", str(web_port)]
         with Path(vm.get("serial_file") or folder / "Logs" / "VBox.log").open("ab") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -1,4 +1,4 @@
-"""generate -> store -> measure -> report, through the real CLI, against the real archive."""
+"""generate -> store -> measure -> verify -> report, through the real CLI, against the real archive."""
 
 import json
 import socket
@@ -23,7 +23,9 @@ def pacsbench(*args, timeout=300):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    result = pacsbench("run", ROOT / "scenarios" / "smoke.toml", "--results", results, "--no-progress")
+    # Verified by WADO-RS before the archive stops: it serves DICOMweb for that, without DICOMweb users.
+    smoke = ROOT / "scenarios" / "smoke.toml"
+    result = pacsbench("run", smoke, "--results", results, "--no-progress", "--verify-protocol", "dicomweb")
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     assert run_dir.parent == results
@@ -71,6 +73,13 @@ def test_run_json_says_what_was_measured_and_where(smoke_run):
     assert run["versions"]["pynetdicom"] and run["host"]["cpus"] >= 1
     assert run["load_seconds"] >= run["scenario"]["load"]["duration"]
     assert not (smoke_run / "archive" / "storage").exists()  # images removed, index kept
+
+
+def test_every_acknowledged_instance_comes_back_by_wado_rs_unchanged(smoke_run):
+    run = json.loads((smoke_run / "run.json").read_text())
+    verify = run["verify"]
+    assert verify["ok"] and verify["protocol"] == "WADO-RS" and verify["instances"] == verify["returned"] > 0
+    assert verify["target"] == run["target"]["dicomweb_url"] and run["target"]["dicomweb_url"].endswith("/dicom-web")
 
 
 def test_locust_statistics_agree_with_the_samples(smoke_run):

@@ -22,7 +22,7 @@ SETTINGS = {
     "api_port": 8443, "metrics_port": 8081, "user": "pacsbench", "password_env": "ESXI_PASSWORD",
     "ca_file": "esxi-ca.pem", "thumbprint": "AB" * 20, "insecure": True, "datacenter": "DC0", "datastore": "ds1",
     "resource_pool": "pool", "cluster": "cluster", "esxi_host": "esx01", "ova": "pacsbench.ova", "keep": True,
-    "dicomweb": True, "dicomweb_url": "http://archive:8042/dicom-web",
+    "dicomweb": True, "dicomweb_url": "http://archive:8042/dicom-web", "dicomweb_port": 9042,
 }  # fmt: skip
 # What a kind cannot be without: a remote archive's port; an esxi host, user and datastore.
 REQUIRED = {"remote": {"port": 104}, "esxi": {"host": "esxi.example.org", "user": "root", "datastore": "datastore1"}}

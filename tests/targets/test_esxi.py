@@ -133,16 +133,25 @@ def ova(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def archive_here(tmp_path_factory):
-    """The real archive the VM's address leads to (VMware Tools, played, says 127.0.0.1)."""
-    running = start_archive(tmp_path_factory.mktemp("archive") / "data", "--metrics-port", "0")
+    """The real archive the VM's address leads to (VMware Tools, played, says 127.0.0.1), DICOMweb on."""
+    from bench.common.processes import free_local_port
+
+    data = tmp_path_factory.mktemp("archive") / "data"
+    running = start_archive(data, "--metrics-port", "0", "--dicomweb-port", str(free_local_port()))
     yield running
     running.stop()
 
 
 def esxi_target(simulator, archive, ova: Path, **settings) -> dict:
     metrics_port = int(archive.metrics_url.rsplit(":", 1)[1])
+    dicomweb_port = int(archive.dicomweb_url.rsplit(":", 1)[1].split("/")[0])
     return simulator.target(
-        ova=str(ova), port=archive.port, metrics_port=metrics_port, ae_title=archive.ae_title, **settings
+        ova=str(ova),
+        port=archive.port,
+        metrics_port=metrics_port,
+        dicomweb_port=dicomweb_port,
+        ae_title=archive.ae_title,
+        **settings,
     )
 
 
@@ -172,7 +181,9 @@ def test_killed_harness_leaves_a_vm_the_next_run_removes_then_a_run_cleans_up_af
         left = pacsbench_vms(simulator)
         assert len(left) == 1 and list(left.values()) == ["poweredOn"]
 
-        scenario = write_scenario(tmp_path / "esxi.toml", esxi_target(simulator, archive_here, ova), duration=3)
+        # DICOMweb asked for (as a run with DICOMweb users does): a guestinfo key, and the target checks it answers
+        served = esxi_target(simulator, archive_here, ova, dicomweb=True)
+        scenario = write_scenario(tmp_path / "esxi.toml", served, duration=3)
         result = pacsbench(simulator, "run", scenario, "--results", tmp_path / "results", "--no-progress")
         assert result.returncode == 0, result.stderr[-3000:]
         assert len(tools.given) == 2
@@ -192,6 +203,8 @@ def test_killed_harness_leaves_a_vm_the_next_run_removes_then_a_run_cleans_up_af
     assert esxi["vm"]["vcpus"] == 2 and esxi["vm"]["memory_mib"] == 2048
     assert esxi["vm"]["memory_reservation_mib"] == 2048
     assert esxi["guestinfo"]["guestinfo.pacsbench.port"] == str(archive_here.port)
+    assert esxi["guestinfo"]["guestinfo.pacsbench.dicomweb_port"] == str(served["dicomweb_port"])
+    assert target["dicomweb_url"] == archive_here.dicomweb_url  # VMware Tools, played, says 127.0.0.1
     assert target["budget"] == {
         "cpus": 2,
         "memory_bytes": 2048 << 20,

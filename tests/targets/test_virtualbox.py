@@ -1,6 +1,7 @@
 """The virtualbox target's flow against a stand-in VBoxManage (tests/helpers/vboxmanage.py: VirtualBox cannot be
-installed here), whose VMs run our real archive on the NAT-forwarded ports: a full run, a VM left by a killed
-harness removed by the next run, one-line errors; and VBoxManage's documented output formats parsed.
+installed here), whose VMs run our real archive on the NAT-forwarded ports: a full run (C-STORE and STOW-RS), a VM
+left by a killed harness removed by the next run, one-line errors; and VBoxManage's documented output formats
+parsed.
 
 Not run against VirtualBox itself in CI (docs/targets.md says so).
 """
@@ -16,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import ROOT
 from helpers.tools import require_tool
@@ -43,9 +45,11 @@ profile = "tiny"
 pool = 2
 seed = 1
 [load]
-users = 1
+users = {users}
 duration = {duration}
-"""
+{tables}"""
+# The full run: a modality over DIMSE and one over DICOMweb (STOW-RS), each through its NAT forward.
+BOTH_PROTOCOLS = "[users.modality]\ncount = 1\n[users.stow]\ncount = 1\n"
 # Transcripts in the formats of the VirtualBox User Manual, chapter 8 ("VBoxManage list", "showvminfo", "metrics").
 LIST_VMS = (
     '"pacsbench-20261206-1" {0d7c3b1e-93a1-4c4e-9a35-1b2f1c2d3e4f}\n"my VM" {11111111-2222-3333-4444-555555555555}\n'
@@ -91,9 +95,10 @@ def vboxmanage(env: dict, *args: str) -> str:
     return subprocess.run(["VBoxManage", *args], capture_output=True, text=True, env=env, check=True).stdout
 
 
-def write_scenario(folder: Path, ova: Path, duration: float = 3) -> Path:
+def write_scenario(folder: Path, ova: Path, duration: float = 3, users: str = "") -> Path:
+    """The scenario: one modality, or the `[users.*]` tables given (two users)."""
     path = folder / "virtualbox.toml"
-    path.write_text(SCENARIO.format(ova=ova, duration=duration))
+    path.write_text(SCENARIO.format(ova=ova, duration=duration, users=2 if users else 1, tables=users))
     return path
 
 
@@ -134,7 +139,8 @@ def test_vboxmanage_output_is_read_as_the_manual_shows_it():
 @pytest.mark.slow
 def test_a_run_imports_the_ova_measures_the_vm_and_removes_it(stand_in, tmp_path):
     env, ova, folder = stand_in
-    result = pacsbench("run", str(write_scenario(tmp_path, ova)), "--results", str(tmp_path), "--no-progress", env=env)
+    scenario = write_scenario(tmp_path, ova, users=BOTH_PROTOCOLS)
+    result = pacsbench("run", str(scenario), "--results", str(tmp_path), "--no-progress", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     run = json.loads((run_dir / "run.json").read_text())
@@ -152,6 +158,15 @@ def test_a_run_imports_the_ova_measures_the_vm_and_removes_it(stand_in, tmp_path
     assert "--cpus" in facts["import"] and facts["disks"]["data_resized_to_mb"] == 1024
     assert (run_dir / "console.log").stat().st_size > 0  # the serial console (here: the archive's output)
     assert target["port"] == int(facts["nat_port_forwarding"][0].split(",")[3]) and target["ae_title"] == "PACSBENCH"
+    # DICOMweb (on in the guest's defaults) through its own forward, to the guest's port 8042
+    web_rule = facts["nat_port_forwarding"][2].split(",")
+    assert web_rule[0] == "dicomweb" and web_rule[5] == "8042"
+    assert target["dicomweb_url"] == f"http://127.0.0.1:{web_rule[3]}/dicom-web"
+    samples = pd.read_csv(run_dir / "samples.csv", dtype={"error": str}).fillna({"error": ""})
+    for operation in ("C-STORE", "STOW-RS"):
+        rows = samples[samples["operation"] == operation]
+        assert len(rows) and (rows["error"] == "").all(), samples.tail().to_string()
+    assert (samples.loc[samples["operation"] == "STOW-RS", "status"] == 200).all()
     rows = (run_dir / "server_metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     ram = [row.split(",")[header.index("hypervisor_ram_used_mib")] for row in rows[1:]]

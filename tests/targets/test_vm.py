@@ -1,5 +1,5 @@
 """Hypervisor targets with real guests: build (or reuse) the image, boot it under QEMU (KVM where it
-really boots, else TCG), store and retrieve through it, alternate it with native in a matrix,
+really boots, else TCG), store and retrieve through it (DIMSE and DICOMweb), alternate it with native in a matrix,
 export it and boot the OVA's disks on IDE + E1000 as VirtualBox would, and fail cleanly on bad input.
 
 One image serves the whole session (built once, ~2-4 min; cached by its inputs under
@@ -15,16 +15,18 @@ import socket
 import subprocess
 import sys
 import tarfile
+import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import ROOT
-from helpers.dicomfiles import dataset_bytes
+from helpers.dicomfiles import dataset_bytes, encoded
 from helpers.groups import GUESTS
 from helpers.guests import shared_guest_image
 from helpers.ova import check_ova
 from helpers.tools import installed_kinds, require_kind, require_tool
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 # A test that boots a guest (or builds the shared image: guest_image) joins GUESTS: one at a time.
@@ -40,7 +42,9 @@ seed = 1
 [load]
 users = 2
 duration = {duration}
-"""
+{users}"""
+# One modality over DIMSE and one over DICOMweb (STOW-RS): the target serves DICOMweb because the run needs it.
+BOTH_PROTOCOLS = "[users.modality]\ncount = 1\n[users.stow]\ncount = 1\n"
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -61,9 +65,10 @@ def pacsbench_namespaces() -> list[str]:
     return [name for name in out.split() if name.startswith(f"pacsbench-{os.getpid()}")]
 
 
-def write_scenario(folder: Path, kind: str, target: str = "", duration: float = 5) -> Path:
+def write_scenario(folder: Path, kind: str, target: str = "", duration: float = 5, users: str = "") -> Path:
+    """Two users: modalities, or the `[users.*]` tables given."""
     path = folder / f"{kind}.toml"
-    path.write_text(SCENARIO.format(kind=kind, target=target, duration=duration))
+    path.write_text(SCENARIO.format(kind=kind, target=target, duration=duration, users=users))
     return path
 
 
@@ -93,16 +98,33 @@ def accelerator(guest_image) -> str:
     return "kvm" if probe(guest_image.kernel, "kvm").boots else "tcg"
 
 
+def dicomweb_round_trip(url: str, path: Path) -> tuple[Dataset, dict, bytes]:
+    """STOW-RS one instance with dicomweb-client (an independent client), QIDO-RS it, WADO-RS it back: the STOW
+    answer, the QIDO-RS match and the data set bytes that came back."""
+    from dicomweb_client.api import DICOMwebClient
+
+    sent = dcmread(path)
+    client = DICOMwebClient(url)
+    stored = client.store_instances([sent])
+    (found,) = client.search_for_instances(sent.StudyInstanceUID)
+    back = client.retrieve_instance(sent.StudyInstanceUID, sent.SeriesInstanceUID, sent.SOPInstanceUID)
+    return stored, found, encoded(back)
+
+
 @GUESTS
 def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accelerator, tiny_studies, tmp_path):
+    """By DIMSE (DCMTK's storescu and getscu) and by DICOMweb through the forwarded port (STOW-RS, QIDO-RS,
+    WADO-RS of one instance of another study): both come back equal."""
     from bench.scenario.settings import ClientSpec
     from bench.scenario.targets import target_spec
     from bench.targets import make_target
 
     storescu = dcmtk.storescu
     getscu = dcmtk.getscu
-    target = make_target(target_spec({"kind": accelerator, "boot_timeout": 600}), ClientSpec())
+    spec = target_spec({"kind": accelerator, "boot_timeout": 600, "dicomweb": True})
+    target = make_target(spec, ClientSpec())
     files = sorted((tiny_studies / "study-0000").glob("*.dcm"))
+    by_web = sorted((tiny_studies / "study-0001").glob("*.dcm"))[0]
     try:
         target.start(tmp_path)
         host, port = target.peer.host, str(target.peer.port)
@@ -126,9 +148,15 @@ def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accel
             env=NODELAY,
         )
         assert got.returncode == 0, got.stderr
+        stored, found, back = dicomweb_round_trip(target.peer.dicomweb_url, by_web)
         described = target.describe()
     finally:
         target.stop()
+    uid = dcmread(by_web).SOPInstanceUID
+    assert [item.ReferencedSOPInstanceUID for item in stored.ReferencedSOPSequence] == [uid]
+    assert "FailedSOPSequence" not in stored and found["00080018"]["Value"] == [uid]
+    assert back == dataset_bytes(by_web)
+    assert described["dicomweb_url"] == f"http://{described['network_settings']['dicomweb_forward']}/dicom-web"
     assert {dcmread(p).SOPInstanceUID: dataset_bytes(p) for p in out.iterdir()} == {
         dcmread(f).SOPInstanceUID: dataset_bytes(f) for f in files
     }
@@ -142,7 +170,8 @@ def test_guest_stores_a_study_and_returns_it_bit_exact(dcmtk, guest_image, accel
 
 @GUESTS
 def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_path):
-    scenario = write_scenario(tmp_path, "native")
+    """native and a tap guest alternated, each storing by C-STORE and by STOW-RS (DICOMweb at the guest's address)."""
+    scenario = write_scenario(tmp_path, "native", users=BOTH_PROTOCOLS)
     guest = f"{accelerator}-tap"
     result = pacsbench(
         "matrix",
@@ -169,10 +198,16 @@ def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_
         run = json.loads((folder / entry["folder"] / "run.json").read_text())
         assert run["status"] == "completed" and run["samples"] > 0
         assert run["target"]["label"] == entry["target"]
+        samples = pd.read_csv(folder / entry["folder"] / "samples.csv", dtype={"error": str}).fillna({"error": ""})
+        for operation in ("C-STORE", "STOW-RS"):
+            rows = samples[samples["operation"] == operation]
+            assert len(rows) and (rows["error"] == "").all(), (entry, samples.tail().to_string())
+        assert (samples.loc[samples["operation"] == "STOW-RS", "status"] == 200).all()
         if entry["target"] == guest:
             assert entry["hypervisor"] == run["target"]["hypervisor"] == {"kvm": "kvm", "tcg": "qemu"}[accelerator]
             network = run["target"]["network_settings"]
             assert network["mode"] == "tap" and network["vhost"] == "off" and "tap" in run["target"]["network"]
+            assert run["target"]["dicomweb_url"] == f"http://{network['guest_address']}:8042/dicom-web"
             assert (folder / entry["folder"] / "console.log").stat().st_size > 0
             assert json.loads((folder / entry["folder"] / "server_status.json").read_text())["index"]["instances"] > 0
             assert "warnings" not in run
@@ -200,7 +235,7 @@ def test_the_exported_ova_boots_as_virtualbox_would_and_answers_with_its_default
     """Both disks of the OVA on IDE + E1000 (VirtualBox's defaults for it), through the firmware and the disk's own
     GRUB: no -kernel, no initrd, no kernel command line. The guest takes its address by DHCP from QEMU's user-mode
     network (VirtualBox NAT's twin), formats the blank data disk the deployer grew, and answers C-ECHO as
-    PACSBENCH on the forwarded port: its defaults."""
+    PACSBENCH and QIDO-RS on the forwarded ports: its defaults."""
     from bench.dicom.peer import Peer
     from bench.dicom.readiness import wait_for_echo
     from bench.targets.vm.network import UserNetwork
@@ -220,7 +255,7 @@ def test_the_exported_ova_boots_as_virtualbox_would_and_answers_with_its_default
     grown = tmp_path / "data.raw"
     subprocess.run([qemu_img, "convert", "-O", "raw", str(data), str(grown)], check=True, timeout=300)
     subprocess.run([qemu_img, "resize", "-f", "raw", str(grown), "2G"], check=True, capture_output=True, timeout=60)
-    network = UserNetwork()  # with boot="disk" no kernel command line gives it 10.0.2.15: QEMU's DHCP does
+    network = UserNetwork(dicomweb=True)  # with boot="disk" no kernel command line gives it 10.0.2.15: QEMU's DHCP does
     guest = Qemu(
         guest_image,
         Machine(system_bus="ide", nic="e1000", boot="disk", data_format="raw"),
@@ -236,9 +271,13 @@ def test_the_exported_ova_boots_as_virtualbox_would_and_answers_with_its_default
         waited = wait_for_echo(
             Peer("127.0.0.1", network.host_port, "PACSBENCH"), "PACSBENCH-SCU", 900, alive=guest.alive
         )
+        # DICOMweb is on in the defaults too (the virtualbox target forwards it): an empty archive's QIDO-RS
+        with urllib.request.urlopen(f"{network.dicomweb_url}/studies", timeout=60) as answer:
+            studies = (answer.status, answer.read())
     finally:
         guest.stop()
     assert waited > 0
+    assert studies in ((204, b""), (200, b"[]"))
     console = (tmp_path / "console.log").read_text(errors="replace")
     assert "e1000" in console and "settings from the defaults" in console
     # The blank data disk (whichever name the kernel gave it: IDE channels are probed in parallel) was formatted.

@@ -3,9 +3,9 @@
 connect (TLS verified) -> remove the VMs killed harnesses of this host left -> find the datastore,
 network and pool (before anything is made) -> deploy the OVA -> CPUs and memory to the budget,
 memory fully reserved, the archive's settings as guestinfo keys, the data disk sized -> power on ->
-the address VMware Tools reports -> C-ECHO. stop() powers off and destroys (kept, powered off,
-with keep = true); the run calls it in a `finally`, and a SIGTERM becomes an interrupt that
-reaches it (bench.common.processes.interrupt_on_sigterm).
+the address VMware Tools reports -> C-ECHO (and DICOMweb, in a run with DICOMweb users). stop() powers
+off and destroys (kept, powered off, with keep = true); the run calls it in a `finally`, and a SIGTERM
+becomes an interrupt that reaches it (bench.common.processes.interrupt_on_sigterm).
 """
 
 from __future__ import annotations
@@ -21,8 +21,14 @@ from bench.dicom.readiness import wait_for_echo
 from bench.scenario.settings import ClientSpec
 from bench.scenario.targets import EsxiSpec
 from bench.targets.esxi import connection, deploy, machine
-from bench.targets.guest_settings import guest_settings
-from bench.targets.probes import archive_facts, hypervisor_labels, save_server_status, wait_for_status
+from bench.targets.guest_settings import dicomweb_url, guest_settings
+from bench.targets.probes import (
+    archive_facts,
+    hypervisor_labels,
+    save_server_status,
+    wait_for_dicomweb,
+    wait_for_status,
+)
 from bench.targets.target import Target
 
 STATUS_TIMEOUT = 60.0
@@ -68,7 +74,7 @@ class EsxiTarget(Target):
         self.vm = deploy.deploy(
             self.session, ova, place, f"pacsbench-{run_dir.name}", machine.annotation(run_dir.name), self.progress
         )
-        settings = guest_settings(self.spec, self.spec.port, self.spec.metrics_port)
+        settings = guest_settings(self.spec, self.spec.port, self.spec.metrics_port, self.spec.dicomweb_port)
         self.settings_set = machine.reconfigure(
             self.vm, self.spec.cpus, self.spec.memory_mib, settings, self.spec.data_disk_gib
         )
@@ -77,7 +83,8 @@ class EsxiTarget(Target):
         self._say(f"powering {self.vm_facts['name']} on ({self.spec.cpus} vCPUs, {self.spec.memory_mib} MiB reserved)")
         machine.power_on(self.vm)
         self.address = machine.guest_address(self.vm, self.spec.boot_timeout)
-        self.peer = Peer(self.address, self.spec.port, self.spec.ae_title)
+        web = dicomweb_url(self.address, self.spec.dicomweb_port) if self.spec.dicomweb else None
+        self.peer = Peer(self.address, self.spec.port, self.spec.ae_title, web)
         left = max(self.spec.boot_timeout - (time.monotonic() - started), 1.0)
         try:
             wait_for_echo(self.peer, self.client.calling_ae, left)
@@ -88,6 +95,7 @@ class EsxiTarget(Target):
             ) from None
         self.ready_seconds = time.monotonic() - started
         self.status = wait_for_status(self.guest_metrics_url(), STATUS_TIMEOUT)
+        wait_for_dicomweb(web, STATUS_TIMEOUT)
 
     def _say(self, line: str) -> None:
         if self.progress:
@@ -162,6 +170,7 @@ class EsxiTarget(Target):
             "fsync": self.spec.fsync,
             "max_pdu": self.spec.max_pdu,
             "metrics_url": self.guest_metrics_url(),
+            "dicomweb_url": self.peer.dicomweb_url if self.peer else None,
             "network": f"the VM's card on port group {self.spec.network} (address from VMware Tools)",
             "ready_seconds": round(self.ready_seconds, 2) if self.ready_seconds else None,
             "boot_to_ready_seconds": round(self.ready_seconds, 2) if self.ready_seconds else None,

@@ -3,13 +3,15 @@
 debootstrap (minbase) + Debian's generic kernel (its initrd carries virtio and the AHCI, IDE,
 PVSCSI, LSI, E1000 and VMXNET3 drivers VirtualBox and ESXi present) + open-vm-tools (on ESXi: the
 guest's address for the deployer, and vmware-rpctool, which reads the archive's settings from
-guestinfo) + server_under_test and its Python dependencies, installed offline from wheels the host
-downloaded. The root file system is made with `mkfs.ext4 -d` (no loop devices) and put behind an MBR
-with GRUB, so the same disk boots with QEMU's -kernel (settings on the kernel command line) or from
+guestinfo) + server_under_test and its Python dependencies (with their own, at the versions the
+harness runs), installed offline from wheels the host downloaded for the guest's CPython and glibc.
+The root file system is made with `mkfs.ext4 -d` (no loop devices) and put behind an MBR with GRUB,
+so the same disk boots with QEMU's -kernel (settings on the kernel command line) or from
 its own boot loader (an exported OVA: DHCP, settings from VMware guestinfo or the defaults).
 
 Images are cached under <cache>/vm/images/<inputs hash>/ and rebuilt only when an input changes:
-the package lists, the Python package versions, the guest's files and server_under_test's source.
+the package lists, the Python package versions (every distribution the archive's imports pull in), the
+guest's files and server_under_test's source.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from bench.common.errors import UserError
 from bench.common.paths import cache_root, remove_tree
 from bench.common.processes import run
 from bench.targets.vm.tools import require, require_root
 
-IMAGE_FORMAT = 1  # bump when the build recipe changes in a way the inputs below do not show
+IMAGE_FORMAT = 2  # bump when the build recipe changes in a way the inputs below do not show
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -62,7 +67,14 @@ INITRD_MODULES = [
     "crc32c_generic",
 ]
 INITRD_CONF = "MODULES=list\nCOMPRESS=lz4\n"
-PYTHON_PACKAGES = ["pydicom", "pynetdicom", "prometheus-client"]  # server_under_test's dependencies
+# server_under_test's own imports (aiohttp: its DICOMweb side); what these require comes along (python_versions).
+PYTHON_PACKAGES = ["pydicom", "pynetdicom", "prometheus-client", "aiohttp"]
+# The guest's interpreter and C library (Debian 12: CPython 3.11, glibc 2.36): wheels are chosen for them, so
+# aiohttp, multidict, yarl, frozenlist and propcache run compiled as they do natively, not as their slower
+# pure-Python fallbacks.
+GUEST_PYTHON = "3.11"
+GUEST_MARKERS = {"python_version": GUEST_PYTHON, "python_full_version": "3.11.2", "sys_platform": "linux"}
+GUEST_GLIBC_MINOR = 36
 ROOT_LABEL = "pbroot"
 DATA_LABEL = "pbdata"
 ROOT_FS_BYTES = 4 << 30  # sparse; an exported guest keeps its archive here
@@ -141,11 +153,30 @@ def server_source_digest() -> str:
 
 
 def python_versions() -> dict[str, str]:
-    """The guest gets exactly the versions the harness runs natively: the same archive in both."""
+    """The guest gets exactly the versions the harness runs natively: the same archive in both. That is
+    PYTHON_PACKAGES and every distribution they require in the guest (markers read for the guest's Python, no
+    extras), so an update of any of them here makes a new image."""
+    versions: dict[str, str] = {}
+    wanted = list(PYTHON_PACKAGES)
     try:
-        return {name: metadata.version(name) for name in PYTHON_PACKAGES}
+        while wanted:
+            name = canonicalize_name(wanted.pop())
+            if name in versions:
+                continue
+            versions[name] = metadata.version(name)
+            for line in metadata.requires(name) or []:
+                requirement = Requirement(line)
+                if requirement.marker is None or requirement.marker.evaluate({**GUEST_MARKERS, "extra": ""}):
+                    wanted.append(requirement.name)
     except metadata.PackageNotFoundError as exc:
         raise UserError(f"{exc.name} is not installed here; install pacsbench first (pip install -e .)") from None
+    return dict(sorted(versions.items()))
+
+
+def guest_platforms() -> list[str]:
+    """The wheel platform tags the guest's glibc takes, newest first (pip does not widen a --platform by itself)."""
+    tags = [f"manylinux_2_{minor}_x86_64" for minor in range(GUEST_GLIBC_MINOR, 4, -1)]
+    return tags + ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
 
 
 def image_inputs() -> dict:
@@ -159,6 +190,7 @@ def image_inputs() -> dict:
         "guest_tools_packages": GUEST_TOOLS_PACKAGES,
         "initrd_modules": INITRD_MODULES,
         "python": python_versions(),
+        "wheels_for": f"CPython {GUEST_PYTHON}, glibc 2.{GUEST_GLIBC_MINOR}",
         "server_under_test": server_source_digest(),
         "cmdline": BASE_CMDLINE,
         "files": hashlib.sha256((ARCHIVE_UNIT + DHCP_NETWORK + FSTAB + INITRD_CONF).encode()).hexdigest(),
@@ -329,24 +361,16 @@ def link_debs(source: Path, destination: Path) -> None:
 
 
 def download_wheels(versions: dict[str, str], wheels: Path, log: Path) -> None:
+    """Wheels for the guest's CPython and glibc, every distribution pinned (python_versions), nothing built here."""
     wheels.mkdir(parents=True, exist_ok=True)
     pins = [f"{name}=={version}" for name, version in versions.items()]
-    # Pure-Python wheels for the guest's interpreter (Debian 12: CPython 3.11).
+    platforms = [word for tag in guest_platforms() for word in ("--platform", tag)]
+    abi = f"cp{GUEST_PYTHON.replace('.', '')}"
     run(
         [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--only-binary=:all:",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "py",
-            "--dest",
-            str(wheels),
-            *pins,
+            *(sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:"),
+            *("--python-version", GUEST_PYTHON, "--implementation", "cp", "--abi", abi, *platforms),
+            *("--dest", str(wheels), *pins),
         ],
         600,
         log,

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from bench.common.netns import VethNamespace
 from bench.common.processes import check_port_free, free_local_port, run
+from bench.targets.guest_settings import dicomweb_url
 from bench.targets.vm.tools import require, require_root
+from server_under_test.guest import DEFAULTS as GUEST_DEFAULTS
 
-GUEST_DICOM_PORT = 11112
-GUEST_METRICS_PORT = 8080
+# Where the guest's archive listens: its defaults, which a guest handed no settings (VirtualBox) keeps.
+GUEST_DICOM_PORT = int(GUEST_DEFAULTS["port"])
+GUEST_METRICS_PORT = int(GUEST_DEFAULTS["metrics_port"])
+GUEST_DICOMWEB_PORT = int(GUEST_DEFAULTS["dicomweb_port"])
 
 
 class UserNetwork:
@@ -23,13 +27,15 @@ class UserNetwork:
     mode = "user"
     command_prefix: list[str] = []
 
-    def __init__(self, host_port: int | None = None):
+    def __init__(self, host_port: int | None = None, dicomweb: bool = False):
         if host_port:
             check_port_free(host_port)
         self.host_port = host_port or free_local_port()
         self.metrics_port = free_local_port()
+        self.dicomweb_port = free_local_port() if dicomweb else None
         self.address = ("127.0.0.1", self.host_port)
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
+        self.dicomweb_url = dicomweb_url("127.0.0.1", self.dicomweb_port) if dicomweb else None
 
     def setup(self) -> None:
         pass
@@ -38,10 +44,9 @@ class UserNetwork:
         pass
 
     def qemu_args(self, nic: str) -> list[str]:
-        forwards = (
-            f"hostfwd=tcp:127.0.0.1:{self.host_port}-:{GUEST_DICOM_PORT},"
-            f"hostfwd=tcp:127.0.0.1:{self.metrics_port}-:{GUEST_METRICS_PORT}"
-        )
+        ports = [(self.host_port, GUEST_DICOM_PORT), (self.metrics_port, GUEST_METRICS_PORT)]
+        ports += [(self.dicomweb_port, GUEST_DICOMWEB_PORT)] if self.dicomweb_port else []
+        forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in ports)
         return ["-netdev", f"user,id=net0,{forwards}", "-device", f"{nic},netdev=net0"]
 
     def kernel_args(self) -> list[str]:
@@ -53,6 +58,7 @@ class UserNetwork:
             "like": "VirtualBox NAT",
             "host_forward": f"127.0.0.1:{self.host_port}",
             "metrics_forward": f"127.0.0.1:{self.metrics_port}",
+            "dicomweb_forward": f"127.0.0.1:{self.dicomweb_port}" if self.dicomweb_port else None,
             "guest_address": "10.0.2.15",
         }
 
@@ -62,12 +68,14 @@ class TapNetwork:
 
     mode = "tap"
 
-    def __init__(self):
+    def __init__(self, dicomweb: bool = False):
         require_root("tap networking")
         self.namespace = VethNamespace(require("ip"))
         self.tap = "pbtap0"
+        self.dicomweb = dicomweb
         self.address = ("", GUEST_DICOM_PORT)
         self.metrics_url = ""
+        self.dicomweb_url: str | None = None
 
     @property
     def command_prefix(self) -> list[str]:
@@ -92,6 +100,7 @@ class TapNetwork:
         self.host_ip, self.guest_ip = ns.host_ip, ns.peer_ip
         self.address = (self.guest_ip, GUEST_DICOM_PORT)
         self.metrics_url = f"http://{self.guest_ip}:{GUEST_METRICS_PORT}"
+        self.dicomweb_url = dicomweb_url(self.guest_ip, GUEST_DICOMWEB_PORT) if self.dicomweb else None
 
     def teardown(self) -> None:
         self.namespace.remove()
@@ -123,5 +132,6 @@ class TapNetwork:
         }
 
 
-def make_network(mode: str, host_port: int | None):
-    return TapNetwork() if mode == "tap" else UserNetwork(host_port)
+def make_network(mode: str, host_port: int | None, dicomweb: bool = False):
+    """The guest's network; with `dicomweb`, its DICOMweb port reachable too (forwarded in user mode)."""
+    return TapNetwork(dicomweb) if mode == "tap" else UserNetwork(host_port, dicomweb)

@@ -14,11 +14,17 @@ from bench.scenario.settings import ClientSpec
 from bench.scenario.targets import VmSpec
 from bench.targets.budget import guest_budget
 from bench.targets.guest_settings import guest_settings
-from bench.targets.probes import archive_facts, hypervisor_labels, save_server_status, wait_for_status
+from bench.targets.probes import (
+    archive_facts,
+    hypervisor_labels,
+    save_server_status,
+    wait_for_dicomweb,
+    wait_for_status,
+)
 from bench.targets.target import Target
 from bench.targets.vm.image import GuestImage, ensure_image
 from bench.targets.vm.kvm import kvm_unusable_message, probe
-from bench.targets.vm.network import GUEST_DICOM_PORT, GUEST_METRICS_PORT, make_network
+from bench.targets.vm.network import GUEST_DICOM_PORT, GUEST_DICOMWEB_PORT, GUEST_METRICS_PORT, make_network
 from bench.targets.vm.qemu import Machine, Qemu, qemu_version
 from bench.targets.vm.tools import require
 
@@ -66,21 +72,23 @@ class GuestTarget(Target):
         )
 
     def settings(self) -> dict[str, str]:
-        return guest_settings(self.spec, GUEST_DICOM_PORT, GUEST_METRICS_PORT)
+        return guest_settings(self.spec, GUEST_DICOM_PORT, GUEST_METRICS_PORT, GUEST_DICOMWEB_PORT)
 
     def start(self, run_dir: Path) -> None:
         require("qemu-system-x86_64")
         interrupt_on_sigterm()
         self.image = ensure_image(progress=self.progress)
         self.facts = {"qemu_version": qemu_version(), **check_accelerator(self.kind, self.image)}
-        network = make_network(self.spec.network, self.spec.port)
+        network = make_network(self.spec.network, self.spec.port, self.spec.dicomweb)
         self.qemu = Qemu(self.image, self.machine(), network, run_dir, self.settings())
         started = time.monotonic()
         self.qemu.start()
         self.record_server_pid(run_dir)
-        self.peer = Peer(network.address[0], network.address[1], self.spec.ae_title)
+        # A tap guest's address (and so its DICOMweb URL) is known once the network is up.
+        self.peer = Peer(network.address[0], network.address[1], self.spec.ae_title, network.dicomweb_url)
         self.ready_seconds = self._wait_for_boot(started)
         self.status = wait_for_status(network.metrics_url, STATUS_TIMEOUT)
+        wait_for_dicomweb(network.dicomweb_url, STATUS_TIMEOUT)
 
     def _wait_for_boot(self, started: float) -> float:
         """Seconds from QEMU's launch (monotonic `started`) to the archive's first C-ECHO answer."""
@@ -179,6 +187,7 @@ class GuestTarget(Target):
             "ae_title": self.spec.ae_title,
             "fsync": self.spec.fsync,
             "max_pdu": self.spec.max_pdu,
+            "dicomweb_url": self.peer.dicomweb_url if self.peer else None,
             "boot_to_ready_seconds": round(self.ready_seconds, 2) if self.ready_seconds else None,
             "ready_seconds": round(self.ready_seconds, 2) if self.ready_seconds else None,
             "image": {
