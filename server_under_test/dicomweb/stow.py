@@ -3,8 +3,8 @@
 A part goes through StoreService.store, the entry point C-STORE uses, so it gets the same durable write
 (temp file, fsync, rename, index row) before it is acknowledged. The store reads a DIMSE message from an
 association; here the association is the part's own file meta (its SOP Class, SOP Instance and transfer
-syntax), and the message's dataset is the part's bytes after that meta, pulled chunk by chunk from the
-request body as the store writes them (nothing but the first chunks is held in memory).
+syntax), and the message's dataset is the part's bytes after that meta, received from the request body
+straight into the store's staging buffer (multipart.py; only the first 64 KB are held in memory).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
+from typing import Protocol
 
 from pydicom import dcmread
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
@@ -87,6 +88,14 @@ class PartAssociation:
         return self._context
 
 
+class Part(Protocol):
+    """One part of the request body (multipart.Splitter while it is in that part)."""
+
+    def read(self) -> bytes | memoryview: ...
+    def stream_into(self, sink) -> None: ...
+    def drain(self) -> None: ...
+
+
 @dataclass
 class PartMessage:
     command: dict = field(default_factory=dict)
@@ -94,25 +103,20 @@ class PartMessage:
 
 
 class PartReader:
-    """The dataset's bytes as the store asks for them: the bytes already read, then the rest of the part."""
+    """The dataset's bytes as the store asks for them: the bytes already read, then the rest of the part,
+    received straight into the store's staging buffer."""
 
-    def __init__(self, first: bytes, next_chunk: Callable[[], bytes]):
+    def __init__(self, first: bytes, part: Part):
         self.first = first
-        self.next_chunk = next_chunk
+        self.part = part
 
     def stream_dataset(self, message: PartMessage, sink) -> None:
         if self.first:
             sink.write([self.first])
-        while chunk := self.next_chunk():
-            sink.write([chunk])
+        self.part.stream_into(sink)
 
     def skip_dataset(self, message: PartMessage) -> None:
-        drain(self.next_chunk)
-
-
-def drain(next_chunk: Callable[[], bytes]) -> None:
-    while next_chunk():
-        pass
+        self.part.drain()
 
 
 def read_head(next_chunk: Callable[[], bytes], wanted: int) -> bytes:
@@ -165,30 +169,30 @@ def uids_of(dataset_head: bytes, syntax: UID) -> tuple[str, str]:
     return keys.get("StudyInstanceUID", ""), keys.get("SeriesInstanceUID", "")
 
 
-def store_part(store: StoreService, next_chunk: Callable[[], bytes], study: str | None) -> PartOutcome:
+def store_part(store: StoreService, part: Part, study: str | None) -> PartOutcome:
     """Store one part (a PS3.10 file) through the C-STORE path; its whole body is read in every case.
 
-    `next_chunk` returns the part's next bytes, b"" at its end, and raises when the request breaks (the
-    store then discards its temp file: nothing partial stays). `study` is the URL's study, if any.
+    `part` gives the part's bytes and raises when the request breaks (the store then discards its temp
+    file: nothing partial stays). `study` is the URL's study, if any.
     """
-    head = read_head(next_chunk, PREAMBLE + MAX_META)
+    head = read_head(part.read, PREAMBLE + MAX_META)
     try:
         meta = file_meta(head)
     except PartError as exc:
-        drain(next_chunk)
+        part.drain()
         return PartOutcome("", "", "", "", exc.reason, str(exc))
-    more = read_head(next_chunk, meta.dataset_offset + HEAD_BYTES - len(head))
+    more = read_head(part.read, meta.dataset_offset + HEAD_BYTES - len(head))
     first = head[meta.dataset_offset :] + more
     study_uid, series_uid = uids_of(first, meta.transfer_syntax)
     if study and study_uid != study:
         # Also when the UID lies past the first 64 KB: the store would take an instance of another study.
-        drain(next_chunk)
+        part.drain()
         found = study_uid or "not within the first 64 KB"
         return PartOutcome(
             meta.sop_class, meta.sop_uid, study_uid, series_uid, STUDY_DIFFERS, f"StudyInstanceUID {found}"
         )
     message = PartMessage({"AffectedSOPClassUID": meta.sop_class, "AffectedSOPInstanceUID": meta.sop_uid})
-    outcome: StoreOutcome = store.store(PartAssociation(meta), message, PartReader(first, next_chunk))
+    outcome: StoreOutcome = store.store(PartAssociation(meta), message, PartReader(first, part))
     return PartOutcome(
         meta.sop_class, meta.sop_uid, study_uid, series_uid, outcome.status, outcome.comment, outcome.size
     )
