@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from server_under_test.config import DicomwebEndpoint
-from server_under_test.dicomweb import body, qido, stow, wado
+from server_under_test.dicomweb import body, parts, qido, stow, wado
 from server_under_test.dicomweb.multipart import Splitter
 from server_under_test.services.query import IMAGE, SERIES, STUDY
 from server_under_test.services.store import StoreService
@@ -37,7 +37,6 @@ log = logging.getLogger("server_under_test.dicomweb")
 
 BASE_PATH = "/dicom-web"
 CHUNK = 1 << 20  # bytes per read of a stored file (WADO-RS)
-PARTS_IN_FLIGHT = 4  # parts of one request whose durable write may still be running
 BALANCE_WAIT = 0.002  # seconds a worker with more connections than another leaves a new one to the others
 READ_BUFFER = 1 << 20  # a connection's receive buffer before aiohttp pauses reading (its default: 64 KB)
 DICOM_JSON = "application/dicom+json"
@@ -132,82 +131,20 @@ def _check_stow_request(request: web.Request, endpoint: DicomwebEndpoint) -> str
     return params["boundary"]
 
 
-class PartOfRequest:
-    """One part as its storing thread sees it: the splitter until the part's bytes end, then nothing more
-    (the next part's thread has the splitter by then); `on_end` is called once, from that thread."""
-
-    def __init__(self, splitter: Splitter, on_end):
-        self.splitter, self.on_end = splitter, on_end
-        self.ended = False
-
-    def _after(self) -> None:
-        if not self.ended and not self.splitter.in_part:
-            self.ended = True
-            self.on_end()
-
-    def read(self):
-        if self.ended:
-            return b""
-        try:
-            return self.splitter.read()
-        finally:
-            self._after()
-
-    def stream_into(self, sink) -> None:
-        if not self.ended:
-            try:
-                self.splitter.stream_into(sink)
-            finally:
-                self._after()
-
-    def drain(self) -> None:
-        if not self.ended:
-            try:
-                self.splitter.drain()
-            finally:
-                self._after()
-
-
-def _is_dicom(headers: dict[str, str]) -> bool:
-    return headers.get("content-type", "application/dicom").split(";")[0].strip().lower() == "application/dicom"
-
-
 async def _store_parts(request: web.Request, splitter: Splitter, wire, study: str | None) -> list:
-    """Store each part as it arrives: a part is read to its end (by the thread that stores it) before the
-    next, but its durable write (fsync, index row) may still run while the next one is read, up to
-    PARTS_IN_FLIGHT at once."""
+    """The parts' outcomes, once every part is stored or has failed (parts.py: off the event loop)."""
     archive = request.app[ARCHIVE]
-    loop = asyncio.get_running_loop()
-    stores: list[asyncio.Future] = []
+    stored = parts.RequestParts(archive.pool, archive.store, splitter, wire, study, asyncio.get_running_loop())
+    stored.start()
     try:
-        while (headers := await _blocking(request, splitter.next_part)) is not None:
-            if not _is_dicom(headers):
-                await _blocking(request, splitter.drain)  # skipped, but read (and counted against the bound)
-                stores.append(loop.create_future())
-                stores[-1].set_result(stow.PartOutcome("", "", "", "", stow.CANNOT_UNDERSTAND, "not application/dicom"))
-                continue
-            ended = loop.create_future()
-            part = PartOfRequest(splitter, partial(loop.call_soon_threadsafe, _settle, ended))
-            store = loop.run_in_executor(archive.pool, stow.store_part, archive.store, part, study)
-            stores.append(store)
-            await asyncio.wait({ended, store}, return_when=asyncio.FIRST_COMPLETED)
-            if store.done() and not ended.done():
-                store.result()  # the store failed before its part ended: its error is the answer
-            in_flight = [s for s in stores if not s.done()]
-            if len(in_flight) >= PARTS_IN_FLIGHT:
-                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        return [await s for s in stores]
-    except BaseException:
-        wire.abort()  # a thread still receiving stops, and discards what it wrote
+        await asyncio.shield(stored.done)
+    except asyncio.CancelledError:
+        stored.abort()
+        await stored.done  # every thread ends (and discards what it wrote) before the handler does
         raise
-    finally:
-        # Every store in flight ends (and discards on error) before the answer.
-        await asyncio.gather(*stores, return_exceptions=True)
-
-
-def _settle(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
+    if stored.error is not None:
+        raise stored.error
+    return stored.outcomes
 
 
 async def stow_rs(request: web.Request) -> web.Response:
