@@ -4,8 +4,8 @@ A body of a declared length (no transfer or content coding) is taken over from a
 already read is handed on, the transport stops reading, and the storing threads receive the rest from the
 socket straight into their staging buffers (multipart.py). aiohttp's parser then still expects those bytes,
 so the connection is closed after the answer (`Connection: close`): a client opens a new one for its next
-request, which on a body of megabytes costs nothing that shows. Any other body (chunked, say) is read
-through aiohttp's stream, a piece at a time, from the event loop.
+request, which on a body of megabytes costs nothing that shows. Any other body (chunked, or one aiohttp had
+read whole with its headers) is read through aiohttp's stream, a piece at a time, from the event loop.
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ def take_over(request: web.Request, timeout: float) -> tuple[SocketWire, bytes] 
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
     content = request.content
+    if content.is_eof():  # aiohttp has the whole body already: read it there, and keep the connection
+        return None
     pieces = []
     # Taking what aiohttp buffered may let its parser go on with bytes it held back (its flow control):
     # take until nothing is left. Marking the stream's end (so that aiohttp does not wait for the rest of
