@@ -185,7 +185,10 @@ class Clients:
         for user in self.users:
             user.connect()
         url = urlsplit(base_url)
-        self.http = [urllib3.HTTPConnectionPool(url.hostname, url.port, maxsize=1) for _ in range(count)]
+        # One retry on a fresh connection: an archive closes a keep-alive connection left idle for its timeout
+        # (30 s for ours) while the other archive is measured, and a request sent on it meets a closed socket.
+        retry = urllib3.Retry(total=1, allowed_methods=None, status=0, redirect=0)
+        self.http = [urllib3.HTTPConnectionPool(url.hostname, url.port, maxsize=1, retries=retry) for _ in range(count)]
         self.base_path = url.path
 
     def c_store(self, number: int, study: Study) -> None:
