@@ -36,7 +36,6 @@ from server_under_test.storage.index import Index
 log = logging.getLogger("server_under_test.dicomweb")
 
 BASE_PATH = "/dicom-web"
-CHUNK = 1 << 20  # bytes per read of a stored file (WADO-RS)
 BALANCE_WAIT = 0.002  # seconds a worker with more connections than another leaves a new one to the others
 READ_BUFFER = 1 << 20  # a connection's receive buffer before aiohttp pauses reading (its default: 64 KB)
 DICOM_JSON = "application/dicom+json"
@@ -231,24 +230,42 @@ async def _multipart(request: web.Request, kind: str) -> tuple[web.StreamRespons
 
 
 async def wado_instances(request: web.Request) -> web.StreamResponse:
-    """The instances as multipart/related application/dicom, read from disk a chunk at a time."""
-    stored = await _stored(request)
-    response, boundary = await _multipart(request, "application/dicom")
-    for instance in stored:
+    """The instances as multipart/related application/dicom, each file sent by the kernel (sendfile).
+
+    The body's length is known before it starts (the files' sizes), so it goes out with a Content-Length and
+    the files' bytes need no chunk framing: asyncio's sendfile, as aiohttp's FileResponse sends a file
+    (measured: reading 1 MB at a time in the pool cost 2.4-3.4 ms of archive CPU per 2 MB instance against
+    C-GET's 1.0-1.5). A file gone between that count and its turn cuts the answer short (the client sees a
+    body shorter than announced), as nothing else can be said by then."""
+    stored = await _reading(request, wado.on_disk, await _stored(request))
+    boundary = uuid.uuid4().hex
+    heads = [
+        f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={instance.transfer_syntax}\r\n"
+        f"Content-Length: {instance.size}\r\n\r\n".encode()
+        for instance in stored
+    ]
+    closing = f"--{boundary}--\r\n".encode()
+    response = web.StreamResponse(
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
+    )
+    response.content_length = sum(len(head) + i.size + 2 for head, i in zip(heads, stored)) + len(closing)
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    for head, instance in zip(heads, stored):
+        await response.write(head)
         try:
             f = await _reading(request, wado.open_stored, instance)
-        except (wado.NotFound, OSError) as exc:  # recycled or gone since the query: left out
-            log.warning("WADO-RS %s: %s", instance.sop_uid, exc)
-            continue
+        except (wado.NotFound, OSError) as exc:
+            log.warning("WADO-RS %s: %s; the answer is cut short", instance.sop_uid, exc)
+            raise ConnectionResetError(str(exc)) from None
         with f:
-            await response.write(
-                f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={instance.transfer_syntax}\r\n"
-                f"Content-Length: {instance.size}\r\n\r\n".encode()
-            )
-            while chunk := await _blocking(request, f.read, CHUNK):
-                await response.write(chunk)
-            await response.write(b"\r\n")
-    await response.write(f"--{boundary}--\r\n".encode())
+            if request.transport is None:
+                raise ConnectionResetError("the client went away")
+            sent = await loop.sendfile(request.transport, f, 0, instance.size)
+        if sent != instance.size:
+            raise ConnectionResetError(f"{instance.sop_uid} changed while it was sent")
+        await response.write(b"\r\n")
+    await response.write(closing)
     await response.write_eof()
     return response
 
