@@ -22,6 +22,7 @@ MAX_PREAMBLE = 64 << 10  # bytes before the first boundary (RFC 2046 allows a pr
 READ = 64 << 10  # bytes per read into memory: boundaries, headers, a part's head
 WIRE_READ = 1 << 20  # at most this per receive into the sink: bounds what is read past a part's end
 MIN_DIRECT = 4 << 10  # less room than this at a staging buffer's end: read through memory instead
+LOOKAHEAD = 512  # bytes received past a part's expected end: the next part's boundary and headers
 
 
 class MultipartError(ValueError):
@@ -71,6 +72,9 @@ class Splitter:
         self.delimiter = b"\r\n--" + boundary.encode("latin-1")
         # "\r\n" first, so a boundary at the very start is found as a delimiter too
         self.carry, self.at = b"\r\n" + already_read, 0  # received, not yet consumed: carry[at:]
+        self.base = -2  # where carry[0] lies in the body
+        self.part_start = 0  # where the current part began in the body
+        self.typical = 0  # the length of the last part: parts of one study are alike
         self.in_part = False
         self.finished = False
         self.read_size, self.min_direct = read, min_direct  # (small in tests: a part spans many reads)
@@ -86,7 +90,15 @@ class Splitter:
         if not count:
             raise MultipartError(f"the body ends {what}")
         del piece[count:]
-        self.carry, self.at = self.carry[self.at :] + piece, 0
+        self._carry(self.carry[self.at :] + piece, self.base + self.at)
+
+    def _carry(self, data: bytes, where: int) -> None:
+        """Keep `data` (what lies at `where` in the body on) as the bytes received and not yet consumed."""
+        self.carry, self.at, self.base = data, 0, where
+
+    def _part_ends(self, where: int) -> None:
+        self.in_part = False  # the delimiter (at `where` in the body) stays for next_part
+        self.typical = where - self.part_start
 
     def next_part(self) -> dict[str, str] | None:
         """The next part's headers (names in lower case); None after the closing delimiter."""
@@ -126,6 +138,7 @@ class Splitter:
                     raise MultipartError("a part header without a name")
                 headers[name.strip().decode("latin-1").lower()] = value.strip().decode("latin-1")
         self.at = end + 4
+        self.part_start = self.base + self.at
         self.in_part = True
         return headers
 
@@ -134,7 +147,7 @@ class Splitter:
         while self.in_part:
             found = self.carry.find(self.delimiter, self.at, self.at + self.read_size + len(self.delimiter))
             if found >= 0:
-                self.in_part = False  # the delimiter stays for next_part
+                self._part_ends(self.base + found)
                 end = found
             else:
                 end = min(self.at + self.read_size, len(self.carry) - self.keep)
@@ -163,19 +176,29 @@ class Splitter:
                     sink.write([piece])
                 continue
             space[: len(tail)] = tail
-            count = self.wire.recv_into(space[len(tail) : len(tail) + WIRE_READ])
+            where = self.base + self.at  # of space[0] in the body
+            count = self.wire.recv_into(space[len(tail) : len(tail) + self._wanted(where + len(tail))])
             if not count:
                 raise MultipartError("the body ends inside a part")
             received = space[: len(tail) + count]
             found = find(received, self.delimiter)
             if found >= 0:
                 sink.advance(found)
-                self.carry, self.at = bytes(received[found:]), 0  # the next part's beginning
-                self.in_part = False
+                self._carry(bytes(received[found:]), where + found)  # the next part's beginning: copied
+                self._part_ends(where + found)
                 return
             sure = max(0, len(received) - self.keep)
             sink.advance(sure)
-            self.carry, self.at = bytes(received[sure:]), 0
+            self._carry(bytes(received[sure:]), where + sure)
+
+    def _wanted(self, where: int) -> int:
+        """How much to receive into the sink at `where`: what the part likely lacks (it is as long as the last
+        one), and a little more for the next part's headers. Bytes received past a part's end are copied out
+        of the sink, twice: with 0.5 MB CT parts and 1 MB receives, most of them were (measured)."""
+        if not self.typical:
+            return WIRE_READ
+        lacking = self.part_start + self.typical + len(self.delimiter) + LOOKAHEAD - where
+        return min(WIRE_READ, max(READ, lacking))
 
     def _received_part(self) -> memoryview | None:
         """Part bytes already received (all but a possible delimiter's start); None when there are none."""
@@ -183,7 +206,7 @@ class Splitter:
             return None
         found = self.carry.find(self.delimiter, self.at)
         if found >= 0:
-            self.in_part = False
+            self._part_ends(self.base + found)
             end = found
         else:
             end = max(self.at, len(self.carry) - self.keep)

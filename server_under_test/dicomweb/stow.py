@@ -12,13 +12,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from io import BytesIO
 from typing import Protocol
 
-from pydicom import dcmread
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from server_under_test.services.keys import Incomplete, Malformed, read_keys
+from server_under_test.services.keys import LONG_LENGTH_VRS, Incomplete, Malformed, read_keys
 from server_under_test.services.store import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH,
@@ -31,6 +29,7 @@ from server_under_test.upper_layer.status import WARNING, is_done, status_class
 
 PREAMBLE = 132  # 128 bytes, then "DICM"
 META_GROUP_LENGTH = struct.Struct("<HH2sHI")  # (0002,0000) UL, explicit VR little endian
+META_ELEMENT, SHORT_LENGTH, LONG_LENGTH = struct.Struct("<HH2s"), struct.Struct("<H"), struct.Struct("<I")
 MAX_META = 1 << 16  # a file meta group is a few hundred bytes
 STUDY_DIFFERS = DATASET_DOES_NOT_MATCH  # PS3.18 10.5.3.2: the instance is not of the study in the URL
 
@@ -131,6 +130,39 @@ def read_head(next_chunk: Callable[[], bytes], wanted: int) -> bytes:
     return b"".join(chunks)
 
 
+META_UIDS = {
+    0x00020002: "MediaStorageSOPClassUID",
+    0x00020003: "MediaStorageSOPInstanceUID",
+    0x00020010: "TransferSyntaxUID",
+}
+
+
+def meta_elements(head: bytes, start: int, end: int) -> dict[int, bytes]:
+    """The file meta group's values between `start` and `end` (explicit VR little endian, PS3.10 7.1), by tag.
+
+    Our own walk rather than pydicom's dcmread: it cost 0.2 ms per instance, a tenth of a CT slice's STOW-RS."""
+    values, at = {}, start
+    while at < end:
+        if at + 8 > end:
+            raise PartError(CANNOT_UNDERSTAND, "the file meta ends inside an element header")
+        group, element, vr = META_ELEMENT.unpack_from(head, at)
+        if group != 2:
+            raise PartError(CANNOT_UNDERSTAND, f"an element of group {group:04X} inside the file meta")
+        if vr in LONG_LENGTH_VRS:
+            if at + 12 > end:
+                raise PartError(CANNOT_UNDERSTAND, "the file meta ends inside an element header")
+            (length,) = LONG_LENGTH.unpack_from(head, at + 8)
+            at += 12
+        else:
+            (length,) = SHORT_LENGTH.unpack_from(head, at + 6)
+            at += 8
+        if at + length > end:
+            raise PartError(CANNOT_UNDERSTAND, "the file meta ends inside an element")
+        values[group << 16 | element] = head[at : at + length]
+        at += length
+    return values
+
+
 def file_meta(head: bytes) -> FileMeta:
     """The PS3.10 file meta at the start of a part; PartError when the part is not a DICOM file."""
     if len(head) < PREAMBLE + META_GROUP_LENGTH.size or head[128:PREAMBLE] != b"DICM":
@@ -141,21 +173,16 @@ def file_meta(head: bytes) -> FileMeta:
     end = PREAMBLE + META_GROUP_LENGTH.size + length
     if len(head) < end:
         raise PartError(CANNOT_UNDERSTAND, "the part ends inside its file meta")
+    values = meta_elements(head, PREAMBLE + META_GROUP_LENGTH.size, end)
+    sop_class, sop_uid, syntax = (values.get(tag, b"").decode("latin-1").strip("\0 ") for tag in META_UIDS)
     try:
-        meta = dcmread(BytesIO(head[:end])).file_meta  # the meta alone: a dataset with no elements
-        values = [str(meta.get(k, "")).strip() for k in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID")]
-        syntax = UID(str(meta.get("TransferSyntaxUID", "")).strip())
-    except Exception as exc:  # pydicom raises several kinds on a damaged group
-        raise PartError(CANNOT_UNDERSTAND, f"the file meta does not parse: {exc}"[:200]) from None
-    try:
-        check_uid(values[0], "MediaStorageSOPClassUID")
-        check_uid(values[1], "MediaStorageSOPInstanceUID")
-        check_uid(str(syntax), "TransferSyntaxUID")
+        for value, name in zip((sop_class, sop_uid, syntax), META_UIDS.values()):
+            check_uid(value, name)
     except BadUID as exc:
         raise PartError(DATASET_DOES_NOT_MATCH, str(exc)) from None
-    if not syntax.is_transfer_syntax:
+    if not UID(syntax).is_transfer_syntax:
         raise PartError(CANNOT_UNDERSTAND, f"unknown transfer syntax {syntax}")
-    return FileMeta(values[0], values[1], syntax, end)
+    return FileMeta(sop_class, sop_uid, UID(syntax), end)
 
 
 def uids_of(dataset_head: bytes, syntax: UID) -> tuple[str, str]:

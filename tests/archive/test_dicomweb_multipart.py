@@ -13,12 +13,16 @@ import http.client
 import json
 import mmap
 import threading
+from io import BytesIO
 
 import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from server_under_test.dicomweb import body
 from server_under_test.dicomweb.multipart import Splitter
@@ -179,3 +183,23 @@ def test_file_meta_of_any_bytes_is_a_meta_or_a_part_error(data, with_prefix):
         assert exc.reason >= 0xA700
     else:
         assert meta.dataset_offset <= len(head) and meta.sop_uid
+
+
+@pytest.mark.parametrize("sop_uid", ["1.2.3.4", "1.2.3.45"])  # odd and even lengths: padded with NUL or not
+def test_file_meta_reads_what_pydicom_reads(sop_uid):
+    """The archive's own walk over the file meta group gives pydicom's values and the dataset's offset."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.SourceApplicationEntityTitle = "ANY"
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.PatientID = CTImageStorage, sop_uid, "P"
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    meta = file_meta(data)
+    read = dcmread(BytesIO(data))
+    assert (meta.sop_class, meta.sop_uid, meta.transfer_syntax) == (CTImageStorage, sop_uid, ExplicitVRLittleEndian)
+    assert data[meta.dataset_offset :].startswith(b"\x08\x00\x16\x00UI")  # (0008,0016), the dataset's first
+    assert read.file_meta.MediaStorageSOPInstanceUID == meta.sop_uid
