@@ -72,7 +72,9 @@ class StreamWire:
 
     def recv_into(self, view: memoryview) -> int:
         if not self.piece:
-            self.piece = memoryview(asyncio.run_coroutine_threadsafe(self._next(), self.loop).result())
+            # (The wait is bounded here too: a loop that stopped would never run the read.)
+            reading = asyncio.run_coroutine_threadsafe(self._next(), self.loop)
+            self.piece = memoryview(reading.result(self.timeout + 5))
             self.read += len(self.piece)
             if self.read > self.limit:
                 raise TooLarge()
