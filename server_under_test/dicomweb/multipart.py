@@ -5,7 +5,7 @@ a C-STORE dataset is), and the delimiter is searched for there: a byte of a part
 kernel. Only what is read past a part's end (at most WIRE_READ) and the few bytes that could begin a
 delimiter are copied. Measured against reading through aiohttp's stream (a copy by its parser, another into
 the staging buffer, every 256 KB a hop from the event loop to the storing thread): with parts.py, STOW-RS of
-2 MB instances went from 6.6 to 3.6-5.1 ms of archive CPU per instance (C-STORE: 2.5-4.3 in the same runs).
+2 MB instances went from 6.6 to 3.1-4.6 ms of archive CPU per instance (C-STORE: 3.0-3.75 in the same runs).
 
 A wire is anything with recv_into(view) -> count (0 at the body's end) that raises TimeoutError when the
 client is silent too long: the socket itself (body.py) or aiohttp's stream for chunked bodies.
