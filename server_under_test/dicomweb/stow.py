@@ -3,8 +3,8 @@
 A part goes through StoreService.store, the entry point C-STORE uses, so it gets the same durable write
 (temp file, fsync, rename, index row) before it is acknowledged. The store reads a DIMSE message from an
 association; here the association is the part's own file meta (its SOP Class, SOP Instance and transfer
-syntax), and the message's dataset is the part's bytes after that meta, pulled chunk by chunk from the
-request body as the store writes them (nothing but the first chunks is held in memory).
+syntax), and the message's dataset is the part's bytes after that meta, received from the request body
+straight into the store's staging buffer (multipart.py; only the first 64 KB are held in memory).
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from io import BytesIO
+from typing import Protocol
 
-from pydicom import dcmread
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from server_under_test.services.keys import Incomplete, Malformed, read_keys
+from server_under_test.services.keys import LONG_LENGTH_VRS, Incomplete, Malformed, read_keys
 from server_under_test.services.store import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH,
@@ -30,6 +29,7 @@ from server_under_test.upper_layer.status import WARNING, is_done, status_class
 
 PREAMBLE = 132  # 128 bytes, then "DICM"
 META_GROUP_LENGTH = struct.Struct("<HH2sHI")  # (0002,0000) UL, explicit VR little endian
+META_ELEMENT, SHORT_LENGTH, LONG_LENGTH = struct.Struct("<HH2s"), struct.Struct("<H"), struct.Struct("<I")
 MAX_META = 1 << 16  # a file meta group is a few hundred bytes
 STUDY_DIFFERS = DATASET_DOES_NOT_MATCH  # PS3.18 10.5.3.2: the instance is not of the study in the URL
 
@@ -87,6 +87,14 @@ class PartAssociation:
         return self._context
 
 
+class Part(Protocol):
+    """One part of the request body (multipart.Splitter while it is in that part)."""
+
+    def read(self) -> bytes | memoryview: ...
+    def stream_into(self, sink) -> None: ...
+    def drain(self) -> None: ...
+
+
 @dataclass
 class PartMessage:
     command: dict = field(default_factory=dict)
@@ -94,25 +102,20 @@ class PartMessage:
 
 
 class PartReader:
-    """The dataset's bytes as the store asks for them: the bytes already read, then the rest of the part."""
+    """The dataset's bytes as the store asks for them: the bytes already read, then the rest of the part,
+    received straight into the store's staging buffer."""
 
-    def __init__(self, first: bytes, next_chunk: Callable[[], bytes]):
+    def __init__(self, first: bytes, part: Part):
         self.first = first
-        self.next_chunk = next_chunk
+        self.part = part
 
     def stream_dataset(self, message: PartMessage, sink) -> None:
         if self.first:
             sink.write([self.first])
-        while chunk := self.next_chunk():
-            sink.write([chunk])
+        self.part.stream_into(sink)
 
     def skip_dataset(self, message: PartMessage) -> None:
-        drain(self.next_chunk)
-
-
-def drain(next_chunk: Callable[[], bytes]) -> None:
-    while next_chunk():
-        pass
+        self.part.drain()
 
 
 def read_head(next_chunk: Callable[[], bytes], wanted: int) -> bytes:
@@ -127,6 +130,39 @@ def read_head(next_chunk: Callable[[], bytes], wanted: int) -> bytes:
     return b"".join(chunks)
 
 
+META_UIDS = {
+    0x00020002: "MediaStorageSOPClassUID",
+    0x00020003: "MediaStorageSOPInstanceUID",
+    0x00020010: "TransferSyntaxUID",
+}
+
+
+def meta_elements(head: bytes, start: int, end: int) -> dict[int, bytes]:
+    """The file meta group's values between `start` and `end` (explicit VR little endian, PS3.10 7.1), by tag.
+
+    Our own walk rather than pydicom's dcmread: it cost 0.2 ms per instance, a tenth of a CT slice's STOW-RS."""
+    values, at = {}, start
+    while at < end:
+        if at + 8 > end:
+            raise PartError(CANNOT_UNDERSTAND, "the file meta ends inside an element header")
+        group, element, vr = META_ELEMENT.unpack_from(head, at)
+        if group != 2:
+            raise PartError(CANNOT_UNDERSTAND, f"an element of group {group:04X} inside the file meta")
+        if vr in LONG_LENGTH_VRS:
+            if at + 12 > end:
+                raise PartError(CANNOT_UNDERSTAND, "the file meta ends inside an element header")
+            (length,) = LONG_LENGTH.unpack_from(head, at + 8)
+            at += 12
+        else:
+            (length,) = SHORT_LENGTH.unpack_from(head, at + 6)
+            at += 8
+        if at + length > end:
+            raise PartError(CANNOT_UNDERSTAND, "the file meta ends inside an element")
+        values[group << 16 | element] = head[at : at + length]
+        at += length
+    return values
+
+
 def file_meta(head: bytes) -> FileMeta:
     """The PS3.10 file meta at the start of a part; PartError when the part is not a DICOM file."""
     if len(head) < PREAMBLE + META_GROUP_LENGTH.size or head[128:PREAMBLE] != b"DICM":
@@ -137,21 +173,16 @@ def file_meta(head: bytes) -> FileMeta:
     end = PREAMBLE + META_GROUP_LENGTH.size + length
     if len(head) < end:
         raise PartError(CANNOT_UNDERSTAND, "the part ends inside its file meta")
+    values = meta_elements(head, PREAMBLE + META_GROUP_LENGTH.size, end)
+    sop_class, sop_uid, syntax = (values.get(tag, b"").decode("latin-1").strip("\0 ") for tag in META_UIDS)
     try:
-        meta = dcmread(BytesIO(head[:end])).file_meta  # the meta alone: a dataset with no elements
-        values = [str(meta.get(k, "")).strip() for k in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID")]
-        syntax = UID(str(meta.get("TransferSyntaxUID", "")).strip())
-    except Exception as exc:  # pydicom raises several kinds on a damaged group
-        raise PartError(CANNOT_UNDERSTAND, f"the file meta does not parse: {exc}"[:200]) from None
-    try:
-        check_uid(values[0], "MediaStorageSOPClassUID")
-        check_uid(values[1], "MediaStorageSOPInstanceUID")
-        check_uid(str(syntax), "TransferSyntaxUID")
+        for value, name in zip((sop_class, sop_uid, syntax), META_UIDS.values()):
+            check_uid(value, name)
     except BadUID as exc:
         raise PartError(DATASET_DOES_NOT_MATCH, str(exc)) from None
-    if not syntax.is_transfer_syntax:
+    if not UID(syntax).is_transfer_syntax:
         raise PartError(CANNOT_UNDERSTAND, f"unknown transfer syntax {syntax}")
-    return FileMeta(values[0], values[1], syntax, end)
+    return FileMeta(sop_class, sop_uid, UID(syntax), end)
 
 
 def uids_of(dataset_head: bytes, syntax: UID) -> tuple[str, str]:
@@ -165,30 +196,30 @@ def uids_of(dataset_head: bytes, syntax: UID) -> tuple[str, str]:
     return keys.get("StudyInstanceUID", ""), keys.get("SeriesInstanceUID", "")
 
 
-def store_part(store: StoreService, next_chunk: Callable[[], bytes], study: str | None) -> PartOutcome:
+def store_part(store: StoreService, part: Part, study: str | None) -> PartOutcome:
     """Store one part (a PS3.10 file) through the C-STORE path; its whole body is read in every case.
 
-    `next_chunk` returns the part's next bytes, b"" at its end, and raises when the request breaks (the
-    store then discards its temp file: nothing partial stays). `study` is the URL's study, if any.
+    `part` gives the part's bytes and raises when the request breaks (the store then discards its temp
+    file: nothing partial stays). `study` is the URL's study, if any.
     """
-    head = read_head(next_chunk, PREAMBLE + MAX_META)
+    head = read_head(part.read, PREAMBLE + MAX_META)
     try:
         meta = file_meta(head)
     except PartError as exc:
-        drain(next_chunk)
+        part.drain()
         return PartOutcome("", "", "", "", exc.reason, str(exc))
-    more = read_head(next_chunk, meta.dataset_offset + HEAD_BYTES - len(head))
+    more = read_head(part.read, meta.dataset_offset + HEAD_BYTES - len(head))
     first = head[meta.dataset_offset :] + more
     study_uid, series_uid = uids_of(first, meta.transfer_syntax)
     if study and study_uid != study:
         # Also when the UID lies past the first 64 KB: the store would take an instance of another study.
-        drain(next_chunk)
+        part.drain()
         found = study_uid or "not within the first 64 KB"
         return PartOutcome(
             meta.sop_class, meta.sop_uid, study_uid, series_uid, STUDY_DIFFERS, f"StudyInstanceUID {found}"
         )
     message = PartMessage({"AffectedSOPClassUID": meta.sop_class, "AffectedSOPInstanceUID": meta.sop_uid})
-    outcome: StoreOutcome = store.store(PartAssociation(meta), message, PartReader(first, next_chunk))
+    outcome: StoreOutcome = store.store(PartAssociation(meta), message, PartReader(first, part))
     return PartOutcome(
         meta.sop_class, meta.sop_uid, study_uid, series_uid, outcome.status, outcome.comment, outcome.size
     )

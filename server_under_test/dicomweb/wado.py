@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydicom import dcmread
 from pydicom.encaps import get_frame
@@ -66,6 +66,26 @@ def open_stored(db, stored: Stored):
         if row is None:
             raise NotFound(f"instance {stored.sop_uid} was deleted") from None
         return open(row[0], "rb")
+
+
+def on_disk(db, stored: list[Stored]) -> list[Stored]:
+    """The instances whose files are there, with their paths and sizes as found now (migration may have moved a
+    file since the query); those recycled meanwhile are left out."""
+    found = []
+    for instance in stored:
+        try:
+            size = os.stat(instance.path).st_size
+        except FileNotFoundError:
+            row = db.execute("SELECT path FROM instance WHERE sop_uid = ?", (instance.sop_uid,)).fetchone()
+            try:
+                size = os.stat(row[0]).st_size if row else -1
+            except FileNotFoundError:
+                size = -1
+            if size < 0:
+                continue
+            instance = replace(instance, path=row[0])
+        found.append(replace(instance, size=size))
+    return found
 
 
 def metadata(db, stored: Stored) -> dict:

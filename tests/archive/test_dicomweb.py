@@ -117,6 +117,27 @@ def test_qido_match_keys(web, tiny_studies):
     assert requests.get(f"{url}/studies", params={"SOPInstanceUID": one.SOPInstanceUID}).status_code == 400
 
 
+def test_stow_bodies_of_declared_length_and_chunked_are_stored_whole(web, tiny_studies):
+    """A body with a Content-Length is received from the socket past aiohttp (its connection closes after the
+    answer); a chunked one through aiohttp's stream. Both, several megabytes, come back equal by WADO-RS, and
+    one client session sends one after the other."""
+    archive, url = web
+    by_length, by_chunks = copies(tiny_studies, "BD1"), copies(tiny_studies, "BD2")
+    session = requests.Session()
+    first = session.post(
+        f"{url}/studies", data=multipart([part10(d) for d in by_length]), headers={"Content-Type": STOW_TYPE}
+    )
+    assert first.status_code == 200 and first.headers["Connection"] == "close"
+    body = multipart([part10(d) for d in by_chunks])
+    pieces = (body[i : i + 100_000] for i in range(0, len(body), 100_000))  # a generator: sent chunked
+    second = session.post(f"{url}/studies", data=pieces, headers={"Content-Type": STOW_TYPE})
+    assert second.status_code == 200
+    dicomweb = DICOMwebClient(url)
+    for sent in (by_length, by_chunks):
+        returned = {ds.SOPInstanceUID: encoded(ds) for ds in dicomweb.retrieve_study(sent[0].StudyInstanceUID)}
+        assert returned == {ds.SOPInstanceUID: encoded(ds) for ds in sent}
+
+
 def test_stow_answers_per_instance(web, tiny_studies):
     """A wrong study in the URL, a part that is not DICOM: failed with their reasons (409, 202), nothing stored."""
     archive, url = web

@@ -59,16 +59,20 @@ def test_find_benchmark_prints_both_clients_and_the_server(tmp_path):
         assert len(re.findall(NUMBER, line)) == 7, line  # client p50/p95 twice, server p50/p95, matches
 
 
-def test_dicomweb_benchmark_prints_both_protocols_and_the_ratios():
+def test_dicomweb_benchmark_prints_both_protocols_and_the_ratios(orthanc):
+    """Our archive and Orthanc, on a profile's pool instances: every operation's rate, the ratios, the queries."""
     result = run_module(
         "bench.benchmarks.dicomweb_vs_dimse",
         *("--studies", "1", "--per-study", "2", "--rounds", "1", "--queries", "2", "--index-instances", "2000"),
+        *("--profile", "tiny", "--orthanc"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for operation in ("C-STORE", "STOW-RS", "C-GET", "WADO-RS"):
-        assert re.search(rf"^  {operation} +{NUMBER} instances/s +{NUMBER} MB/s", result.stdout, re.M), operation
-    for ratio in ("STOW-RS / C-STORE", "WADO-RS / C-GET"):
-        assert re.search(rf"{ratio} += {NUMBER}x", result.stdout), ratio
+    for archive in ("archive", "Orthanc"):
+        for operation in ("C-STORE", "STOW-RS", "C-GET", "WADO-RS"):
+            line = rf"^  {archive} +{operation} +{NUMBER} inst/s \({NUMBER}-{NUMBER}\) +{NUMBER} MB/s"
+            assert re.search(line, result.stdout, re.M), (archive, operation)
+    for ratio in ("archive STOW-RS / C-STORE", "archive WADO-RS / C-GET", "STOW-RS archive / Orthanc"):
+        assert re.search(rf"{re.escape(ratio)} +{NUMBER}x \({NUMBER}-{NUMBER}\)", result.stdout), ratio
     line = next(line for line in result.stdout.splitlines() if line.strip().startswith("PatientID"))
     assert len(re.findall(NUMBER, line)) == 5, line  # C-FIND p50/p95, QIDO-RS p50/p95, their p95 ratio
 
