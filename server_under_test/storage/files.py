@@ -290,6 +290,20 @@ class FileStore:
                 raise AlreadyStored(errno.EEXIST, "already stored", str(path)) from None
             os.unlink(temp)
 
+    def lock_placed(self, path: Path) -> int | None:
+        """Wait until no store is placing the file under `path` (IncomingFile.commit(hold=True)) and return an open,
+        locked descriptor of it to close later; None when the file is gone. A file a crash left has no holder."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def remove(self, path: Path) -> None:
         """Delete a file and the folders it leaves empty (up to the store root)."""
         path.unlink(missing_ok=True)
@@ -427,21 +441,45 @@ class IncomingFile:
             self.fd = None
         self.path.unlink(missing_ok=True)
 
-    def commit(self, path: Path, replace: bool, sync_folder: bool = True) -> int:
-        """fsync, close and move into place; return the file size. Discards itself on failure."""
+    def commit(self, path: Path, replace: bool, sync_folder: bool = True, hold: bool = False) -> int:
+        """fsync, close and move into place; return the file size. Discards itself on failure, except when the
+        name is taken (AlreadyStored): then the caller decides, and may replace_leftover().
+
+        `hold` keeps the file open and locked (flock) until release(): a store of the same instance that finds
+        the name taken waits in lock_placed() until this one's row is committed or its file removed."""
         try:
             self.finish()
             if self.error is not None:
                 raise self.error
             if self.store.fsync:
                 os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = None
+            if hold:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)  # a new inode: nobody else can hold it yet
+            else:
+                os.close(self.fd)
+                self.fd = None
             self.store.commit(self.path, path, replace, sync_folder)
+        except AlreadyStored:
+            raise
         except BaseException:
             self.discard()
             raise
         return self.size
+
+    def replace_leftover(self, path: Path, sync_folder: bool = True) -> int:
+        """After AlreadyStored: move this (fsynced) file over the one under `path`, which has no index row."""
+        try:
+            self.store.commit(self.path, path, True, sync_folder)
+        except BaseException:
+            self.discard()
+            raise
+        return self.size
+
+    def release(self) -> None:
+        """Close the file held since commit(hold=True), letting a store waiting in lock_placed() go on."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class TierSet:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers.archive import XA, client, index_rows, start_archive
 from helpers.dicomfiles import dataset_bytes, encoded, unique_copies
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
 
@@ -147,3 +147,34 @@ def test_duplicate_sop_instance_policy(tmp_path, tiny_studies, policy, second_st
     stored = dataset_bytes(Path(rows[first.SOPInstanceUID][0]))
     assert stored == encoded(first if kept == "first" else second)
     assert len([p for p in (archive.data / "storage").rglob("*.dcm")]) == 1
+
+
+@pytest.mark.parametrize("policy", ["reject", "keep-first"])
+def test_a_file_left_without_its_row_is_replaced_and_indexed(tmp_path, tiny_studies, policy):
+    """A crash between placing a file under its final name and committing its row leaves a file the index does not
+    know. A resend must not be answered "already stored" with no row: it replaces the file and commits the row."""
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+
+    archive = start_archive(tmp_path / "archive", "--duplicates", policy)
+    ds = dcmread(sorted(tiny_studies.rglob("*.dcm"))[0])
+    leftover = archive.data / "storage" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"a half-placed file from before the crash")  # as if fsynced and linked, no row
+    try:
+        sender, _ = client(archive)
+        assert sender.send_c_store(ds).Status == 0
+        sender.release()
+        assoc, received = client(archive, "READER", get_role=True)
+        get = Dataset()
+        get.QueryRetrieveLevel = "IMAGE"
+        get.StudyInstanceUID, get.SeriesInstanceUID = ds.StudyInstanceUID, ds.SeriesInstanceUID
+        get.SOPInstanceUID = ds.SOPInstanceUID
+        statuses = [s.Status for s, _ in assoc.send_c_get(get, StudyRootQueryRetrieveInformationModelGet)]
+        assoc.release()
+        rows = index_rows(archive)
+    finally:
+        archive.stop()
+    assert statuses[-1] == 0
+    assert received[ds.SOPInstanceUID] == encoded(ds)
+    assert rows[ds.SOPInstanceUID][0] == str(leftover)
+    assert dataset_bytes(leftover) == encoded(ds)
