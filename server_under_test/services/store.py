@@ -16,6 +16,7 @@ from pathlib import Path
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from server_under_test.services.keys import Incomplete, Malformed, read_keys
+from server_under_test.storage.committer import CommitUnknown
 from server_under_test.storage.files import AlreadyStored, BadUID, TierSet, check_uid
 from server_under_test.storage.index import AtCapacity, Index, InstanceRecord
 from server_under_test.storage.recycling import Recycler
@@ -172,7 +173,7 @@ class StoreService:
         overwrite = self.duplicates == "overwrite"
         try:
             # Without overwrite the file stays locked until its row is in: see _over_taken_name.
-            size = incoming.commit(path, replace=overwrite, sync_folder=False, hold=not overwrite)
+            size = incoming.commit(path, replace=overwrite, group_sync=True, hold=not overwrite)
         except AlreadyStored:
             return self._over_taken_name(incoming, keys, sop_uid, sop_class, transfer_syntax, tier, path, claim)
         except OSError as exc:
@@ -190,7 +191,7 @@ class StoreService:
                 return self._duplicate()
             log.warning("%s: a file without an index row (left by a crash) is replaced", sop_uid)
             try:
-                size = incoming.replace_leftover(path, sync_folder=False)
+                size = incoming.replace_leftover(path, group_sync=True)
             except OSError as exc:
                 return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {_reason(exc)}")
             return self._index(keys, sop_uid, sop_class, transfer_syntax, tier, path, size, claim)
@@ -270,10 +271,13 @@ class StoreService:
             path=str(path),
         )
         try:
-            # The folder's new entry becomes durable in the index committer, before the row.
+            # The file, its name and new folders become durable in the index's group commit (syncfs), before the row.
             replaced = self._add(record, (path.parent,) if self.tiers.stores[tier].fsync else (), claim)
         except Exception as exc:  # never leave a file the index does not know about
-            if self.duplicates != "overwrite" or not self.index.exists(sop_uid):
+            # ...unless its row may be in: a file without a row is replaced by a resend, a row without its file is lost
+            if not isinstance(exc, CommitUnknown) and (
+                self.duplicates != "overwrite" or not self.index.exists(sop_uid)
+            ):
                 self.tiers.stores[tier].remove(path)
             if isinstance(exc, AtCapacity):
                 return StoreOutcome(OUT_OF_RESOURCES, AT_CAPACITY)

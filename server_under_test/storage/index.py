@@ -1,10 +1,12 @@
 """The SQLite index: patients, studies, series, instances, tier usage, recycled totals.
 
 WAL mode: readers (C-FIND, retrieves) never block the writer. Writes are group-committed:
-concurrent stores in one process share one transaction and one fsync of the WAL, and each
+concurrent stores share one syncfs of their files' file system (FileSystems: files, names and
+new folders durable before any row), then one transaction and one fsync of the WAL, and each
 caller returns only after its row is committed (synchronous=FULL makes the commit durable).
-No committer thread: the first caller to find no commit running commits everything queued
-(a thread hand-off per store costs more than the commit itself when a batch holds one row).
+In the archive, every worker process's rows go to one committer in the supervisor
+(storage/committer.py), which calls commit_group; an Index without a committer group-commits
+its own callers' rows: the first caller to find no commit running commits everything queued.
 Study and series rows carry their counts (NumberOf...Related...) so queries on a large
 index never count rows.
 
@@ -24,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from server_under_test.storage.files import fsync_path
+from server_under_test.storage.files import FileSystems
 
 INDEX_FILE = "index.sqlite"  # in the archive's data folder
 CLAIM_SECONDS = 600.0  # a claim outlives any store that made it (a crashed worker's claim lapses)
@@ -358,7 +360,9 @@ def recycled_totals(db) -> dict[str, int]:
     return dict(zip(("studies", "instances", "bytes"), row))
 
 
-class _Pending:
+class Pending:
+    """One row waiting for a group commit, then its result (a replaced file's path) or its error."""
+
     __slots__ = ("record", "sync_dirs", "claim", "finished", "result", "error")
 
     def __init__(self, record: InstanceRecord, sync_dirs: tuple, claim: int):
@@ -373,12 +377,16 @@ class _Pending:
 class Index:
     """One process's handle on the index: a group-committing writer plus per-thread readers."""
 
-    def __init__(self, path: Path, synchronous: str = "FULL", capacity: int = 0):
+    def __init__(self, path: Path, synchronous: str = "FULL", capacity: int = 0, committer=None):
         self.path = path
         self.synchronous = synchronous
         self.capacity = capacity  # bytes on all tiers together; 0 = unlimited
-        self._writer = connect(path, synchronous)
-        self._queue: list[_Pending] = []
+        # A worker process's rows go to the supervisor's committer (storage/committer.py: CommitterClient), so every
+        # worker's rows share one group commit; without one, this process group-commits its own.
+        self.committer = committer
+        self._writer = connect(path, synchronous) if committer is None else None
+        self._file_systems = FileSystems()  # the group commit's syncfs, before the rows
+        self._queue: list[Pending] = []
         self._cv = threading.Condition()
         self._committing = False
         self._closed = False
@@ -389,11 +397,13 @@ class Index:
     def add(self, record: InstanceRecord, sync_dirs: tuple = (), timeout: float = 120.0, claim: int = 0) -> str | None:
         """Commit one instance row (durably); return the path of a file it replaced, if any.
 
-        `sync_dirs` are folders whose new entries must be durable before the row is: each
-        is fsynced once per batch, so concurrent stores into one study share it. `claim`
+        `sync_dirs` are folders whose files and entries must be durable before the row is: the
+        batch runs one syncfs per file system holding them, so concurrent stores share it. `claim`
         (from add_claim) is room made for this row: the row consumes it as it commits.
         """
-        pending = _Pending(record, sync_dirs, claim)
+        if self.committer is not None:
+            return self.committer.add(record, sync_dirs, claim)
+        pending = Pending(record, sync_dirs, claim)
         deadline = time.monotonic() + timeout
         with self._cv:
             if self._closed:
@@ -409,7 +419,7 @@ class Index:
                 batch, self._queue = self._queue, []
                 self._cv.release()
                 try:
-                    self._commit(batch)
+                    self.commit_group(batch)
                 finally:
                     self._cv.acquire()
                     self._committing = False
@@ -418,12 +428,13 @@ class Index:
             raise pending.error
         return pending.result
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def commit_group(self, batch: list[Pending]) -> None:
+        """Make the batch's folder entries durable, then commit its rows in one transaction; each row that cannot
+        be committed (at capacity, say) fails alone. Every item ends with its result or its error."""
         db = self._writer
         settled = False  # every item has its result or its error
         try:
-            for folder in {d for item in batch for d in item.sync_dirs}:
-                fsync_path(folder)
+            self._file_systems.sync({d for item in batch for d in item.sync_dirs})
             db.execute("BEGIN IMMEDIATE")
             for item in batch:
                 db.execute("SAVEPOINT one")
@@ -492,4 +503,8 @@ class Index:
         with self._cv:
             self._closed = True
             self._cv.wait_for(lambda: not self._committing and not self._queue, timeout=30)
-        self._writer.close()
+        if self.committer is not None:
+            self.committer.close()
+        else:
+            self._writer.close()
+        self._file_systems.close()
