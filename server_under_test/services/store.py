@@ -173,7 +173,7 @@ class StoreService:
         overwrite = self.duplicates == "overwrite"
         try:
             # Without overwrite the file stays locked until its row is in: see _over_taken_name.
-            size = incoming.commit(path, replace=overwrite, group_sync=True, hold=not overwrite)
+            size = incoming.commit(path, replace=overwrite, sync_folder=False, hold=not overwrite)
         except AlreadyStored:
             return self._over_taken_name(incoming, keys, sop_uid, sop_class, transfer_syntax, tier, path, claim)
         except OSError as exc:
@@ -191,7 +191,7 @@ class StoreService:
                 return self._duplicate()
             log.warning("%s: a file without an index row (left by a crash) is replaced", sop_uid)
             try:
-                size = incoming.replace_leftover(path, group_sync=True)
+                size = incoming.replace_leftover(path, sync_folder=False)
             except OSError as exc:
                 return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {_reason(exc)}")
             return self._index(keys, sop_uid, sop_class, transfer_syntax, tier, path, size, claim)
@@ -271,7 +271,7 @@ class StoreService:
             path=str(path),
         )
         try:
-            # The file, its name and new folders become durable in the index's group commit (syncfs), before the row.
+            # The folder's new entry becomes durable in the index's group commit, before the row.
             replaced = self._add(record, (path.parent,) if self.tiers.stores[tier].fsync else (), claim)
         except Exception as exc:  # never leave a file the index does not know about
             # ...unless its row may be in: a file without a row is replaced by a resend, a row without its file is lost

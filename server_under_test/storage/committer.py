@@ -19,6 +19,7 @@ import pickle
 import selectors
 import socket
 import threading
+import time
 from pathlib import Path
 
 from server_under_test.storage.index import Index, InstanceRecord, Pending
@@ -46,8 +47,9 @@ class IndexCommitter:
         self.selector.register(self.listener, selectors.EVENT_READ)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="index-committer", daemon=True)
-        self.groups = 0  # commits, and the rows they held: the /status page's figure of how well rows group
+        self.groups = 0  # commits, the rows they held and the seconds they took: how well rows group, how busy
         self.rows = 0
+        self.busy_seconds = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -57,7 +59,9 @@ class IndexCommitter:
         self._stop.set()
         self._thread.join(10)
         if self.groups:
-            log.info("index committer: %d rows in %d group commits", self.rows, self.groups)
+            log.info(
+                "index committer: %d rows in %d group commits, busy %.1f s", self.rows, self.groups, self.busy_seconds
+            )
         for key in list(self.selector.get_map().values()):
             key.fileobj.close()
         self.selector.close()
@@ -95,7 +99,9 @@ class IndexCommitter:
         return connection, Pending(record, tuple(Path(d) for d in sync_dirs), claim)
 
     def _commit(self, group: list[tuple[socket.socket, Pending]]) -> None:
+        started = time.perf_counter()
         self.index.commit_group([pending for _, pending in group])
+        self.busy_seconds += time.perf_counter() - started
         self.groups += 1
         self.rows += len(group)
         for connection, pending in group:

@@ -1,10 +1,9 @@
 """Durable file storage on ordered tiers: an instance is on disk, complete, before anyone is told so.
 
-Each file is written to a temporary name, then moved into place (rename replaces atomically; link refuses to
-replace, for the reject/keep-first duplicate policies). A received instance is made durable with the other stores of
-its group: the index's group commit runs one syncfs per file system (FileSystems) for the group's files, names and
-new folders, and only then commits their rows. Elsewhere (copies between tiers) each file is fsynced before it is
-moved and its folder after.
+Each file is written to a temporary name, flushed and fsynced, then moved into place (rename replaces atomically; link
+refuses to replace, for the reject/keep-first duplicate policies) and the folder is fsynced so the name survives a
+crash: for a received instance, by the index's group commit, once per folder for a whole group of stores. Folders
+created on the way are fsynced into their parents too.
 
 Received datasets are written with O_DIRECT where the file system allows it: the bytes go
 from one reused, aligned buffer straight to the device instead of through the page cache.
@@ -18,7 +17,6 @@ page cache as before; /status says per tier which way is in effect.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import mmap
@@ -49,44 +47,6 @@ def check_uid(value: str, what: str) -> str:
     if not value or len(value) > 64 or not UID_PATTERN.match(value):
         raise BadUID(f"{what} is not a valid UID: {value!r}")
     return value
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class FileSystems:
-    """Makes everything written so far on some file systems durable: one syncfs(2) per file system.
-
-    Why: on this machine every fsync costs a device cache flush (~0.6-1 ms, as much for a file already clean as for
-    a new one), so a store paying for its file, its folder and its index row paid three; one syncfs makes a whole
-    group's files, folder entries and new folders durable for the price of about one (measured: 8 files and their
-    folder 1.1 ms by syncfs, 6.3 ms by an fsync each). It also writes back whatever else is dirty on that file
-    system, which is why the archive's data belongs on a volume of its own (docs/archive.md).
-
-    The descriptor per file system stays open: syncfs reports a writeback error that happened since the descriptor
-    was opened (Linux 5.8), so a write-back that failed between two groups is still reported to the next group.
-    """
-
-    def __init__(self):
-        self._descriptors: dict[int, int] = {}  # st_dev -> an open folder on it
-
-    def sync(self, folders) -> None:
-        """syncfs once for each file system holding one of `folders`; OSError when one reports an error."""
-        devices: dict[int, Path] = {}
-        for folder in folders:
-            devices.setdefault(os.stat(folder).st_dev, folder)
-        for device, folder in devices.items():
-            fd = self._descriptors.get(device)
-            if fd is None:
-                fd = self._descriptors[device] = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            if _libc.syncfs(fd) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, f"syncfs of the file system of {folder}: {os.strerror(code)}")
-
-    def close(self) -> None:
-        for fd in self._descriptors.values():
-            os.close(fd)
-        self._descriptors.clear()
 
 
 def fsync_path(path: Path) -> None:
@@ -287,7 +247,7 @@ class FileStore:
             / f"{check_uid(sop_uid, 'SOPInstanceUID')}.dcm"
         )
 
-    def _make_dirs(self, folder: Path, group_sync: bool) -> None:
+    def _make_dirs(self, folder: Path) -> None:
         missing = []
         while not folder.exists() and folder != self.root:
             missing.append(folder)
@@ -297,7 +257,7 @@ class FileStore:
                 new.mkdir()
             except FileExistsError:
                 continue
-            if self.fsync and not group_sync:
+            if self.fsync:
                 fsync_path(new.parent)
 
     def copy_in(self, source: Path, path: Path) -> int:
@@ -314,18 +274,18 @@ class FileStore:
     def incoming(self, header: bytes, keep_head: int = 0, overflow: tuple = ()) -> "IncomingFile":
         return IncomingFile(self, header, keep_head, overflow)
 
-    def commit(self, temp: Path, path: Path, replace: bool, group_sync: bool = False) -> None:
-        """Move a complete temp file to its final name and fsync the folder (and new folders into their parents);
-        with `group_sync` the caller's index commit makes them durable instead (FileSystems.sync)."""
+    def commit(self, temp: Path, path: Path, replace: bool, sync_folder: bool = True) -> None:
+        """Move a complete (fsynced) temp file to its final name; fsync the folder unless told
+        the caller will (the index committer does it once for a whole group)."""
         try:
-            self._place(temp, path, replace, group_sync)
+            self._place(temp, path, replace)
         except FileNotFoundError:  # recycling removed the study's emptied folders between mkdir and link: again
-            self._place(temp, path, replace, group_sync)
-        if self.fsync and not group_sync:
+            self._place(temp, path, replace)
+        if self.fsync and sync_folder:
             fsync_path(path.parent)
 
-    def _place(self, temp: Path, path: Path, replace: bool, group_sync: bool) -> None:
-        self._make_dirs(path.parent, group_sync)
+    def _place(self, temp: Path, path: Path, replace: bool) -> None:
+        self._make_dirs(path.parent)
         if replace:
             os.rename(temp, path)
         else:
@@ -486,27 +446,24 @@ class IncomingFile:
             self.fd = None
         self.path.unlink(missing_ok=True)
 
-    def commit(self, path: Path, replace: bool, group_sync: bool = False, hold: bool = False) -> int:
+    def commit(self, path: Path, replace: bool, sync_folder: bool = True, hold: bool = False) -> int:
         """fsync, close and move into place; return the file size. Discards itself on failure, except when the
         name is taken (AlreadyStored): then the caller decides, and may replace_leftover().
 
-        `group_sync`: the caller's index commit makes the file, its name and new folders durable (one syncfs for a
-        group of stores, FileSystems.sync) before the row, so none is fsynced here, except a file about to replace
-        another under its name: that one may be an acknowledged instance, which a crash must not leave half-replaced.
         `hold` keeps the file open and locked (flock) until release(): a store of the same instance that finds
         the name taken waits in lock_placed() until this one's row is committed or its file removed."""
         try:
             self.finish()
             if self.error is not None:
                 raise self.error
-            if self.store.fsync and not (group_sync and not (replace and os.path.lexists(path))):
+            if self.store.fsync:
                 os.fsync(self.fd)
             if hold:
                 fcntl.flock(self.fd, fcntl.LOCK_EX)  # a new inode: nobody else can hold it yet
             else:
                 os.close(self.fd)
                 self.fd = None
-            self.store.commit(self.path, path, replace, group_sync)
+            self.store.commit(self.path, path, replace, sync_folder)
         except AlreadyStored:
             raise
         except BaseException:
@@ -514,13 +471,10 @@ class IncomingFile:
             raise
         return self.size
 
-    def replace_leftover(self, path: Path, group_sync: bool = False) -> int:
-        """After AlreadyStored: move this file over the one under `path`, which has no index row (so no fsync first:
-        nothing acknowledged is replaced)."""
+    def replace_leftover(self, path: Path, sync_folder: bool = True) -> int:
+        """After AlreadyStored: move this (fsynced) file over the one under `path`, which has no index row."""
         try:
-            if self.store.fsync and not group_sync:
-                os.fsync(self.fd)
-            self.store.commit(self.path, path, True, group_sync)
+            self.store.commit(self.path, path, True, sync_folder)
         except BaseException:
             self.discard()
             raise

@@ -1,8 +1,8 @@
 """The SQLite index: patients, studies, series, instances, tier usage, recycled totals.
 
 WAL mode: readers (C-FIND, retrieves) never block the writer. Writes are group-committed:
-concurrent stores share one syncfs of their files' file system (FileSystems: files, names and
-new folders durable before any row), then one transaction and one fsync of the WAL, and each
+concurrent stores share one fsync per folder their files went to (the names durable before any
+row), then one transaction and one fsync of the WAL, and each
 caller returns only after its row is committed (synchronous=FULL makes the commit durable).
 In the archive, every worker process's rows go to one committer in the supervisor
 (storage/committer.py), which calls commit_group; an Index without a committer group-commits
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from server_under_test.storage.files import FileSystems
+from server_under_test.storage.files import fsync_path
 
 INDEX_FILE = "index.sqlite"  # in the archive's data folder
 CLAIM_SECONDS = 600.0  # a claim outlives any store that made it (a crashed worker's claim lapses)
@@ -385,7 +385,6 @@ class Index:
         # worker's rows share one group commit; without one, this process group-commits its own.
         self.committer = committer
         self._writer = connect(path, synchronous) if committer is None else None
-        self._file_systems = FileSystems()  # the group commit's syncfs, before the rows
         self._queue: list[Pending] = []
         self._cv = threading.Condition()
         self._committing = False
@@ -397,8 +396,8 @@ class Index:
     def add(self, record: InstanceRecord, sync_dirs: tuple = (), timeout: float = 120.0, claim: int = 0) -> str | None:
         """Commit one instance row (durably); return the path of a file it replaced, if any.
 
-        `sync_dirs` are folders whose files and entries must be durable before the row is: the
-        batch runs one syncfs per file system holding them, so concurrent stores share it. `claim`
+        `sync_dirs` are folders whose new entries must be durable before the row is: each
+        is fsynced once per group, so concurrent stores into one series share it. `claim`
         (from add_claim) is room made for this row: the row consumes it as it commits.
         """
         if self.committer is not None:
@@ -434,7 +433,8 @@ class Index:
         db = self._writer
         settled = False  # every item has its result or its error
         try:
-            self._file_systems.sync({d for item in batch for d in item.sync_dirs})
+            for folder in {d for item in batch for d in item.sync_dirs}:
+                fsync_path(folder)
             db.execute("BEGIN IMMEDIATE")
             for item in batch:
                 db.execute("SAVEPOINT one")
@@ -507,4 +507,3 @@ class Index:
             self.committer.close()
         else:
             self._writer.close()
-        self._file_systems.close()
