@@ -60,13 +60,11 @@ def worker_main(
     slots,
     web_listener=None,
     web_connections=None,
-    committer_address: str | None = None,
 ) -> None:
     end_with_supervisor(supervisor_pid)
     from server_under_test.metrics import Metrics
     from server_under_test.services.connection import Shared, handle_connection, quiet_pydicom, supported_contexts
     from server_under_test.services.store import StoreService
-    from server_under_test.storage.committer import CommitterClient
     from server_under_test.storage.files import TierSet
     from server_under_test.storage.index import Index, index_path
     from server_under_test.storage.recycling import Recycler
@@ -76,8 +74,7 @@ def worker_main(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     synchronous = "FULL" if config.fsync else "OFF"
-    committer = CommitterClient(committer_address) if committer_address else None
-    index = Index(index_path(config.data), synchronous, capacity=config.capacity, committer=committer)
+    index = Index(index_path(config.data), synchronous, capacity=config.capacity)
     tiers = TierSet(config.storage_tiers, config.fsync, config.direct_io)
     recycler = None
     if config.capacity and config.at_capacity == "recycle":
@@ -148,7 +145,6 @@ class Supervisor:
         self.pages = None  # the HTTP /metrics and /status, with a metrics port
         self.stop = threading.Event()
         self.migrator = None
-        self.committer = None  # the one index writer every worker's rows go to (storage/committer.py)
         self.tiers = None
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="pacsbench-archive-metrics-"))
 
@@ -198,13 +194,7 @@ class Supervisor:
     def start_workers(self) -> None:
         # Imported once here, not in every forked worker.
         from server_under_test.services.connection import AssociationSlots
-        from server_under_test.storage.committer import IndexCommitter
-        from server_under_test.storage.index import Index
 
-        synchronous = "FULL" if self.config.fsync else "OFF"
-        index = Index(self.index_path, synchronous, capacity=self.config.capacity)
-        self.committer = IndexCommitter(index, self.metrics_dir)  # a folder only the archive's user may enter
-        self.committer.start()
         context = multiprocessing.get_context("fork")
         ready = context.SimpleQueue()
         self.slots = AssociationSlots(self.config.max_associations, self.config.worker_count, context)
@@ -241,7 +231,6 @@ class Supervisor:
                 self.slots,
                 self.web_listener,
                 self.web_connections,
-                self.committer.address,
             ),
             name=f"archive-worker-{number}",
             daemon=False,
@@ -283,9 +272,6 @@ class Supervisor:
             if worker.is_alive():
                 worker.kill()
                 worker.join()
-        if self.committer:  # no worker is left to send a row
-            self.committer.stop()
-            self.committer.index.close()
         if self.pages:
             self.pages.shutdown()
         if self.listener:

@@ -16,7 +16,6 @@ from pathlib import Path
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from server_under_test.services.keys import Incomplete, Malformed, read_keys
-from server_under_test.storage.committer import CommitUnknown
 from server_under_test.storage.files import AlreadyStored, BadUID, TierSet, check_uid
 from server_under_test.storage.index import AtCapacity, Index, InstanceRecord
 from server_under_test.storage.recycling import Recycler
@@ -271,13 +270,10 @@ class StoreService:
             path=str(path),
         )
         try:
-            # The folder's new entry becomes durable in the index's group commit, before the row.
+            # The folder's new entry becomes durable in the index committer, before the row.
             replaced = self._add(record, (path.parent,) if self.tiers.stores[tier].fsync else (), claim)
         except Exception as exc:  # never leave a file the index does not know about
-            # ...unless its row may be in: a file without a row is replaced by a resend, a row without its file is lost
-            if not isinstance(exc, CommitUnknown) and (
-                self.duplicates != "overwrite" or not self.index.exists(sop_uid)
-            ):
+            if self.duplicates != "overwrite" or not self.index.exists(sop_uid):
                 self.tiers.stores[tier].remove(path)
             if isinstance(exc, AtCapacity):
                 return StoreOutcome(OUT_OF_RESOURCES, AT_CAPACITY)
