@@ -171,7 +171,7 @@ class StagedWriter:
             _pwrite_all(self.fd, self.view[:aligned], self.offset, True)
         if aligned < self.staged:
             # The last partial block goes through the page cache: padding it for O_DIRECT would leave the file to be
-            # cut back with ftruncate, a journaled metadata change that took a third of a CT instance's write here.
+            # cut back with ftruncate, a journaled metadata change: over a quarter of a CT instance's write here.
             # The file is complete after this, so O_DIRECT is off for good.
             fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
             _pwrite_all(self.fd, self.view[aligned : self.staged], self.offset + aligned, False)

@@ -8,7 +8,7 @@ No committer thread: the first caller to find no commit running commits everythi
 Worker processes take turns on the write transaction through a file lock (flock) rather than
 SQLite's busy handler, which sleeps 1, 2, 5, 10 ms between tries: a worker waiting for the other's
 commit starts its own the moment it ends (measured: 9% of a CT store was spent in those waits),
-and fsyncs its group's folders before it queues, overlapping the other's commit.
+and fsyncs its group's folders before it takes its turn, while the other commits.
 Study and series rows carry their counts (NumberOf...Related...) so queries on a large
 index never count rows.
 
