@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import struct
@@ -178,3 +179,37 @@ def test_a_file_left_without_its_row_is_replaced_and_indexed(tmp_path, tiny_stud
     assert received[ds.SOPInstanceUID] == encoded(ds)
     assert rows[ds.SOPInstanceUID][0] == str(leftover)
     assert dataset_bytes(leftover) == encoded(ds)
+
+
+def test_the_same_instance_sent_twice_at_once_is_stored_once_under_reject(tmp_path, tiny_studies):
+    """Two associations send the same instances at the same moment, each with its own content, with the reject
+    policy. A store that finds the name taken waits for the one placing it (its row decides), so each instance is
+    accepted exactly once and rejected once, and the file under its name is the accepted copy."""
+    archive = start_archive(tmp_path / "archive", "--duplicates", "reject", "--workers", "2")
+    # (deep copies: unique_copies's datasets share their elements with the template until the next one is made)
+    copies = [copy.deepcopy(ds) for _, ds in unique_copies(sorted(tiny_studies.rglob("*.dcm")), 6)]
+    statuses: dict[str, list[tuple[int, bytes]]] = {ds.SOPInstanceUID: [] for ds in copies}
+    start = threading.Barrier(2)
+
+    def send(label: str) -> None:
+        assoc, _ = client(archive, calling=f"SENDER{label}")
+        start.wait()
+        for template in copies:
+            ds = copy.deepcopy(template)
+            ds.SeriesDescription = f"copy {label}"
+            status = assoc.send_c_store(ds).Status
+            statuses[ds.SOPInstanceUID].append((status, encoded(ds)))
+        assoc.release()
+
+    senders = [threading.Thread(target=send, args=(label,)) for label in "AB"]
+    [t.start() for t in senders]
+    [t.join(120) for t in senders]
+    try:
+        rows = index_rows(archive)
+    finally:
+        archive.stop()
+    for sop_uid, answers in statuses.items():
+        assert sorted(status for status, _ in answers) == [0, 0x0111], sop_uid
+        accepted = next(sent for status, sent in answers if status == 0)
+        assert dataset_bytes(Path(rows[sop_uid][0])) == accepted
+    assert len(list((archive.data / "storage").rglob("*.dcm"))) == len(copies)
