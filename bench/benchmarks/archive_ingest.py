@@ -13,7 +13,7 @@ deliver at all. --compare-tree DIR adds the reference archive as found in anothe
 tree (a checkout of an earlier commit, say): before and after a change, in the same run.
 
     python -m bench.benchmarks.archive_ingest [--profile ct] [--instances 400] [--rounds 3]
-        [--page-cache-archive] [--compare-tree /tmp/archive-before]
+        [--page-cache-archive] [--compare-tree /tmp/archive-before] [--archives-only]
 
 Rounds are long enough to measure sustained ingest: starting 4 storescu processes and
 negotiating their associations costs about 0.1 s per round whatever the target, which is a
@@ -315,6 +315,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run the reference archive from this source tree (e.g. a worktree of an earlier commit), "
         "to compare two versions in one run",
     )
+    parser.add_argument(
+        "--archives-only",
+        action="store_true",
+        help="run only the reference archive (and --compare-tree's, --page-cache-archive's): no Orthanc, storescp "
+        "or plain writers, so no goal ratios; for comparing two versions of the archive quickly",
+    )
     args = parser.parse_args(argv)
     if args.instances < args.associations or args.rounds < 1:
         parser.error("need --instances >= --associations and --rounds >= 1")
@@ -329,14 +335,15 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(tool).exists():
             raise SystemExit(f"{tool} is missing (apt-get install dcmtk)")
     source = Instances(args.profile)
-    keeping = 2 + bool(args.page_cache_archive) + bool(args.compare_tree)
+    keeping = 1 + (not args.archives_only) + bool(args.page_cache_archive) + bool(args.compare_tree)
     check_free_space(args.work or Path(tempfile.gettempdir()), args.instances, args.rounds, keeping, source.mean_bytes)
     work = args.work or Path(tempfile.mkdtemp(prefix="pacsbench-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
     servers = []
     try:
-        servers += [start_reference_archive(work), start_orthanc(work), start_storescp(work)]
-        servers.append(start_clients_ceiling(work))
+        servers.append(start_reference_archive(work))
+        if not args.archives_only:
+            servers += [start_orthanc(work), start_storescp(work), start_clients_ceiling(work)]
         if args.page_cache_archive:
             servers.append(start_reference_archive(work, page_cache=True))
         if args.compare_tree:
@@ -356,7 +363,7 @@ WRITERS = {"plain-fsync-writers": False, "plain-direct-writers": True}  # name -
 
 def run_rounds(args, source: Instances, servers: list[Server], work: Path) -> tuple[dict, dict]:
     """Every target once per round, in an order rotated each round; instances/s and CPU ms per instance."""
-    names = [s.name for s in servers] + list(WRITERS)
+    names = [s.name for s in servers] + ([] if args.archives_only else list(WRITERS))
     rates: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[tuple[float, float]]] = {s.name: [] for s in servers}  # (server, clients) ms per instance
     for round_number in range(args.rounds):
@@ -383,8 +390,8 @@ def run_rounds(args, source: Instances, servers: list[Server], work: Path) -> tu
             )
         shutil.rmtree(work / f"round-{round_number}")
         for name in WRITERS:
-            shutil.rmtree(work / f"{name}-{round_number}")
-        for stored in (work / "storescp").iterdir():
+            shutil.rmtree(work / f"{name}-{round_number}", ignore_errors=True)
+        for stored in (work / "storescp").glob("*"):
             stored.unlink()
     return rates, cpu
 
@@ -406,16 +413,17 @@ def print_summary(args, source: Instances, rates: dict, cpu: dict) -> None:
             f"(min {min(rates[name]):.1f}, max {max(rates[name]):.1f}){cpu_note}"
         )
     ours = medians["reference-archive"]
-    limit = max(medians[name] for name in WRITERS)
-    print(f"  reference archive / Orthanc              = {ours / medians['orthanc']:.2f}x (goal >= 2.0x)")
-    print(f"  reference archive / plain fsync writers  = {ours / medians['plain-fsync-writers']:.2f}x (page cache)")
-    print(f"  reference archive / plain direct writers = {ours / medians['plain-direct-writers']:.2f}x (O_DIRECT)")
-    print(f"  reference archive / physical limit       = {ours / limit:.2f}x (the faster writers; goal >= 0.60x)")
-    print(f"  reference archive / storescp (no fsync)  = {ours / medians['storescp']:.2f}x")
-    print(
-        f"  reference archive / clients' ceiling     = {ours / medians['clients-ceiling']:.2f}x "
-        "(storescp --ignore: stores nothing)"
-    )
+    if not args.archives_only:
+        limit = max(medians[name] for name in WRITERS)
+        print(f"  reference archive / Orthanc              = {ours / medians['orthanc']:.2f}x (goal >= 2.0x)")
+        print(f"  reference archive / plain fsync writers  = {ours / medians['plain-fsync-writers']:.2f}x (page cache)")
+        print(f"  reference archive / plain direct writers = {ours / medians['plain-direct-writers']:.2f}x (O_DIRECT)")
+        print(f"  reference archive / physical limit       = {ours / limit:.2f}x (the faster writers; goal >= 0.60x)")
+        print(f"  reference archive / storescp (no fsync)  = {ours / medians['storescp']:.2f}x")
+        print(
+            f"  reference archive / clients' ceiling     = {ours / medians['clients-ceiling']:.2f}x "
+            "(storescp --ignore: stores nothing)"
+        )
     if args.page_cache_archive:
         print(f"  O_DIRECT / page cache (same archive)     = {ours / medians['archive-page-cache']:.2f}x")
     if args.compare_tree:

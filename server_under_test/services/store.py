@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,10 @@ def dataset_keys(head: bytes, incoming, transfer_syntax: UID) -> dict[str, str]:
             raise Malformed("no Pixel Data within the first 16 MB, or the dataset ends inside an element") from None
 
 
+def _reason(error: OSError) -> str:
+    return "disk full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (error.strerror or str(error))
+
+
 def _frames(keys: dict[str, str]) -> int:
     try:
         return max(1, int(keys.get("NumberOfFrames") or 1))
@@ -119,7 +124,7 @@ class StoreService:
         if incoming.error is not None:
             incoming.discard()
             error = incoming.error
-            reason = "disk full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (error.strerror or str(error))
+            reason = _reason(error)
             log.warning("cannot write %s on tier %s: %s", sop_uid, incoming.store.root, reason)
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {reason}")
         tier = self.tiers.stores.index(incoming.store)
@@ -130,6 +135,7 @@ class StoreService:
             raise
         if not is_done(outcome.status) or outcome.size == 0:
             incoming.discard()
+        incoming.release()
         return outcome
 
     def _place(self, incoming, head: bytes, tier: int, sop_class: str, sop_uid: str, transfer_syntax: UID):
@@ -163,14 +169,34 @@ class StoreService:
         return outcome
 
     def _commit(self, incoming, keys, sop_uid, sop_class, transfer_syntax, tier, path: Path, claim: int):
+        overwrite = self.duplicates == "overwrite"
         try:
-            size = incoming.commit(path, replace=self.duplicates == "overwrite", sync_folder=False)
+            # Without overwrite the file stays locked until its row is in: see _over_taken_name.
+            size = incoming.commit(path, replace=overwrite, sync_folder=False, hold=not overwrite)
         except AlreadyStored:
-            return self._duplicate()
+            return self._over_taken_name(incoming, keys, sop_uid, sop_class, transfer_syntax, tier, path, claim)
         except OSError as exc:
-            reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
-            return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {reason}")
+            return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {_reason(exc)}")
         return self._index(keys, sop_uid, sop_class, transfer_syntax, tier, path, size, claim)
+
+    def _over_taken_name(self, incoming, keys, sop_uid, sop_class, transfer_syntax, tier, path: Path, claim: int):
+        """The final name is taken, with the reject/keep-first policies. Either a store of the same instance is
+        placing it (wait for it: its row, or its failure, decides), or a crash came between placing a file and
+        committing its row. Then the index does not know the file, so answering "already stored" would acknowledge
+        an instance the archive cannot return: replace the file with this one and commit the row."""
+        held = incoming.store.lock_placed(path)
+        try:
+            if self.index.exists(sop_uid):
+                return self._duplicate()
+            log.warning("%s: a file without an index row (left by a crash) is replaced", sop_uid)
+            try:
+                size = incoming.replace_leftover(path, sync_folder=False)
+            except OSError as exc:
+                return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {_reason(exc)}")
+            return self._index(keys, sop_uid, sop_class, transfer_syntax, tier, path, size, claim)
+        finally:
+            if held is not None:
+                os.close(held)
 
     def _room_for(self, size: int, study_uid: str) -> int | None:
         """Room for the instance under the archive's capacity: UNCLAIMED, a claim, or None (A700).

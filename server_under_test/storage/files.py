@@ -2,7 +2,8 @@
 
 Each file is written to a temporary name, flushed and fsynced, then moved into place (rename replaces atomically; link
 refuses to replace, for the reject/keep-first duplicate policies) and the folder is fsynced so the name survives a
-crash. Folders created on the way are fsynced into their parents too.
+crash: for a received instance, by the index's group commit, once per folder for a whole group of stores. Folders
+created on the way are fsynced into their parents too.
 
 Received datasets are written with O_DIRECT where the file system allows it: the bytes go
 from one reused, aligned buffer straight to the device instead of through the page cache.
@@ -125,9 +126,9 @@ class StagedWriter:
 
     Callers receive straight into a buffer (space, then advance), which is how C-STORE datasets arrive without a copy in
     user space. A full buffer is written by a write-behind thread while the caller fills the other, so the disk and the
-    network work at the same time. With O_DIRECT the buffers are page-aligned and every write but the last a multiple of
-    the alignment; finish() pads the tail and truncates the file back to its true size. The first `keep_head` bytes are
-    kept (the file meta and the attributes the index needs) before they leave.
+    network work at the same time. With O_DIRECT the buffers are page-aligned and every write a multiple of the
+    alignment, but for the last partial block, which finish() writes through the page cache. The first `keep_head`
+    bytes are kept (the file meta and the attributes the index needs) before they leave.
 
     `offset` counts the bytes known to be on disk; a write-behind that failed is redone
     in the caller's thread by the next space() or finish(), after the caller has had a
@@ -165,12 +166,16 @@ class StagedWriter:
             self.offset += self.staged
             self.staged = 0
             return
-        size = self.offset + self.staged
-        padded = -(-self.staged // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
-        self.view[self.staged : padded] = bytes(padded - self.staged)
-        _pwrite_all(self.fd, self.view[:padded], self.offset, True)
-        os.ftruncate(self.fd, size)
-        self.offset, self.staged = size, 0
+        aligned = self.staged - self.staged % DIRECT_ALIGNMENT
+        if aligned:
+            _pwrite_all(self.fd, self.view[:aligned], self.offset, True)
+        if aligned < self.staged:
+            # The last partial block goes through the page cache: padding it for O_DIRECT would leave the file to be
+            # cut back with ftruncate, a journaled metadata change: over a quarter of a CT instance's write here.
+            # The file is complete after this, so O_DIRECT is off for good.
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+            _pwrite_all(self.fd, self.view[aligned : self.staged], self.offset + aligned, False)
+        self.offset, self.staged = self.offset + self.staged, 0
 
     def drop_staged(self) -> None:
         """Forget what is staged (after a write error the rest is only read off the wire)."""
@@ -271,7 +276,7 @@ class FileStore:
 
     def commit(self, temp: Path, path: Path, replace: bool, sync_folder: bool = True) -> None:
         """Move a complete (fsynced) temp file to its final name; fsync the folder unless told
-        the caller will (the index committer does it once for a whole batch)."""
+        the caller will (the index committer does it once for a whole group)."""
         try:
             self._place(temp, path, replace)
         except FileNotFoundError:  # recycling removed the study's emptied folders between mkdir and link: again
@@ -289,6 +294,20 @@ class FileStore:
             except FileExistsError:
                 raise AlreadyStored(errno.EEXIST, "already stored", str(path)) from None
             os.unlink(temp)
+
+    def lock_placed(self, path: Path) -> int | None:
+        """Wait until no store is placing the file under `path` (IncomingFile.commit(hold=True)) and return an open,
+        locked descriptor of it to close later; None when the file is gone. A file a crash left has no holder."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def remove(self, path: Path) -> None:
         """Delete a file and the folders it leaves empty (up to the store root)."""
@@ -427,21 +446,45 @@ class IncomingFile:
             self.fd = None
         self.path.unlink(missing_ok=True)
 
-    def commit(self, path: Path, replace: bool, sync_folder: bool = True) -> int:
-        """fsync, close and move into place; return the file size. Discards itself on failure."""
+    def commit(self, path: Path, replace: bool, sync_folder: bool = True, hold: bool = False) -> int:
+        """fsync, close and move into place; return the file size. Discards itself on failure, except when the
+        name is taken (AlreadyStored): then the caller decides, and may replace_leftover().
+
+        `hold` keeps the file open and locked (flock) until release(): a store of the same instance that finds
+        the name taken waits in lock_placed() until this one's row is committed or its file removed."""
         try:
             self.finish()
             if self.error is not None:
                 raise self.error
             if self.store.fsync:
                 os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = None
+            if hold:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)  # a new inode: nobody else can hold it yet
+            else:
+                os.close(self.fd)
+                self.fd = None
             self.store.commit(self.path, path, replace, sync_folder)
+        except AlreadyStored:
+            raise
         except BaseException:
             self.discard()
             raise
         return self.size
+
+    def replace_leftover(self, path: Path, sync_folder: bool = True) -> int:
+        """After AlreadyStored: move this (fsynced) file over the one under `path`, which has no index row."""
+        try:
+            self.store.commit(self.path, path, True, sync_folder)
+        except BaseException:
+            self.discard()
+            raise
+        return self.size
+
+    def release(self) -> None:
+        """Close the file held since commit(hold=True), letting a store waiting in lock_placed() go on."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class TierSet:

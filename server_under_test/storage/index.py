@@ -5,6 +5,10 @@ concurrent stores in one process share one transaction and one fsync of the WAL,
 caller returns only after its row is committed (synchronous=FULL makes the commit durable).
 No committer thread: the first caller to find no commit running commits everything queued
 (a thread hand-off per store costs more than the commit itself when a batch holds one row).
+Worker processes take turns on the write transaction through a file lock (flock) rather than
+SQLite's busy handler, which sleeps 1, 2, 5, 10 ms between tries: a worker waiting for the other's
+commit starts its own the moment it ends (measured: 9% of a CT store was spent in those waits),
+and fsyncs its group's folders before it takes its turn, while the other commits.
 Study and series rows carry their counts (NumberOf...Related...) so queries on a large
 index never count rows.
 
@@ -18,6 +22,8 @@ take it meanwhile, in this worker process or another.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -27,6 +33,7 @@ from pathlib import Path
 from server_under_test.storage.files import fsync_path
 
 INDEX_FILE = "index.sqlite"  # in the archive's data folder
+COMMIT_TURN_SUFFIX = ".commit-turn"  # beside the index: the lock file the group commits take turns on
 CLAIM_SECONDS = 600.0  # a claim outlives any store that made it (a crashed worker's claim lapses)
 
 SCHEMA = """
@@ -378,6 +385,9 @@ class Index:
         self.synchronous = synchronous
         self.capacity = capacity  # bytes on all tiers together; 0 = unlimited
         self._writer = connect(path, synchronous)
+        # Worker processes take turns on SQLite's write lock through this file lock: a blocked flock wakes the moment
+        # the lock is free, where SQLite's busy handler sleeps 1, 2, 5, 10 ms... between tries.
+        self._turn = os.open(path.with_name(path.name + COMMIT_TURN_SUFFIX), os.O_RDWR | os.O_CREAT, 0o600)
         self._queue: list[_Pending] = []
         self._cv = threading.Condition()
         self._committing = False
@@ -422,8 +432,9 @@ class Index:
         db = self._writer
         settled = False  # every item has its result or its error
         try:
-            for folder in {d for item in batch for d in item.sync_dirs}:
+            for folder in {d for item in batch for d in item.sync_dirs}:  # while another process may commit
                 fsync_path(folder)
+            fcntl.flock(self._turn, fcntl.LOCK_EX)
             db.execute("BEGIN IMMEDIATE")
             for item in batch:
                 db.execute("SAVEPOINT one")
@@ -450,6 +461,7 @@ class Index:
                 item.error = item.error or exc
             settled = True
         finally:
+            fcntl.flock(self._turn, fcntl.LOCK_UN)
             for item in batch:
                 if not settled:
                     item.error = item.error or RuntimeError("the index commit was interrupted")
@@ -493,3 +505,4 @@ class Index:
             self._closed = True
             self._cv.wait_for(lambda: not self._committing and not self._queue, timeout=30)
         self._writer.close()
+        os.close(self._turn)

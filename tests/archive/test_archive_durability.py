@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import struct
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers.archive import XA, client, index_rows, start_archive
 from helpers.dicomfiles import dataset_bytes, encoded, unique_copies
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
 
@@ -147,3 +148,68 @@ def test_duplicate_sop_instance_policy(tmp_path, tiny_studies, policy, second_st
     stored = dataset_bytes(Path(rows[first.SOPInstanceUID][0]))
     assert stored == encoded(first if kept == "first" else second)
     assert len([p for p in (archive.data / "storage").rglob("*.dcm")]) == 1
+
+
+@pytest.mark.parametrize("policy", ["reject", "keep-first"])
+def test_a_file_left_without_its_row_is_replaced_and_indexed(tmp_path, tiny_studies, policy):
+    """A crash between placing a file under its final name and committing its row leaves a file the index does not
+    know. A resend must not be answered "already stored" with no row: it replaces the file and commits the row."""
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+
+    archive = start_archive(tmp_path / "archive", "--duplicates", policy)
+    ds = dcmread(sorted(tiny_studies.rglob("*.dcm"))[0])
+    leftover = archive.data / "storage" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"a half-placed file from before the crash")  # as if fsynced and linked, no row
+    try:
+        sender, _ = client(archive)
+        assert sender.send_c_store(ds).Status == 0
+        sender.release()
+        assoc, received = client(archive, "READER", get_role=True)
+        get = Dataset()
+        get.QueryRetrieveLevel = "IMAGE"
+        get.StudyInstanceUID, get.SeriesInstanceUID = ds.StudyInstanceUID, ds.SeriesInstanceUID
+        get.SOPInstanceUID = ds.SOPInstanceUID
+        statuses = [s.Status for s, _ in assoc.send_c_get(get, StudyRootQueryRetrieveInformationModelGet)]
+        assoc.release()
+        rows = index_rows(archive)
+    finally:
+        archive.stop()
+    assert statuses[-1] == 0
+    assert received[ds.SOPInstanceUID] == encoded(ds)
+    assert rows[ds.SOPInstanceUID][0] == str(leftover)
+    assert dataset_bytes(leftover) == encoded(ds)
+
+
+def test_the_same_instance_sent_twice_at_once_is_stored_once_under_reject(tmp_path, tiny_studies):
+    """Two associations send the same instances at the same moment, each with its own content, with the reject
+    policy. A store that finds the name taken waits for the one placing it (its row decides), so each instance is
+    accepted exactly once and rejected once, and the file under its name is the accepted copy."""
+    archive = start_archive(tmp_path / "archive", "--duplicates", "reject", "--workers", "2")
+    # (deep copies: unique_copies's datasets share their elements with the template until the next one is made)
+    copies = [copy.deepcopy(ds) for _, ds in unique_copies(sorted(tiny_studies.rglob("*.dcm")), 6)]
+    statuses: dict[str, list[tuple[int, bytes]]] = {ds.SOPInstanceUID: [] for ds in copies}
+    start = threading.Barrier(2)
+
+    def send(label: str) -> None:
+        assoc, _ = client(archive, calling=f"SENDER{label}")
+        start.wait()
+        for template in copies:
+            ds = copy.deepcopy(template)
+            ds.SeriesDescription = f"copy {label}"
+            status = assoc.send_c_store(ds).Status
+            statuses[ds.SOPInstanceUID].append((status, encoded(ds)))
+        assoc.release()
+
+    senders = [threading.Thread(target=send, args=(label,)) for label in "AB"]
+    [t.start() for t in senders]
+    [t.join(120) for t in senders]
+    try:
+        rows = index_rows(archive)
+    finally:
+        archive.stop()
+    for sop_uid, answers in statuses.items():
+        assert sorted(status for status, _ in answers) == [0, 0x0111], sop_uid
+        accepted = next(sent for status, sent in answers if status == 0)
+        assert dataset_bytes(Path(rows[sop_uid][0])) == accepted
+    assert len(list((archive.data / "storage").rglob("*.dcm"))) == len(copies)

@@ -42,6 +42,21 @@ def test_ingest_benchmark_runs_every_target_and_prints_the_ratios(dcmtk, orthanc
     assert len(list((work / "reference-archive").rglob("*.dcm"))) == 8
 
 
+def test_ingest_benchmark_compares_two_archive_trees_alone(dcmtk, tmp_path):
+    """--archives-only with --compare-tree: the two archives, alternated, and their ratio; no other target."""
+    dcmtk.require("storescu", "storescp")
+    work = tmp_path / "work"
+    args = ("--instances", "8", "--rounds", "2", "--archives-only", "--compare-tree", str(ROOT), "--work", str(work))
+    result = run_module("bench.benchmarks.archive_ingest", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    other = f"archive-{ROOT.name}"
+    for target in ("reference-archive", other):
+        assert re.search(rf"^  {target} +{NUMBER} instances/s", result.stdout, re.M), target
+    assert re.search(rf"reference archive / {other} += {NUMBER}x", result.stdout)
+    assert not re.search(r"orthanc|storescp|writers", result.stdout)
+    assert len(list((work / other).rglob("*.dcm"))) == 16
+
+
 def test_ingest_benchmark_refuses_a_run_the_disk_cannot_hold(dcmtk, tmp_path):
     dcmtk.require("storescu", "storescp")  # the script looks for them before it looks at the disk
     result = run_module("bench.benchmarks.archive_ingest", "--instances", "10000000", "--work", str(tmp_path / "w"))
