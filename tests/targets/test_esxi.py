@@ -327,20 +327,27 @@ def test_default_ova_insecure_said_kept_vm_cleaned_by_vm_clean(simulator, archiv
 
 
 def test_matrix_native_and_esxi_is_compared_under_one_budget(simulator, archive_here, ova, tmp_path):
-    """scenarios/esxi.toml's target, pointed at the simulator, in a matrix with native: the same budget for both."""
+    """scenarios/esxi.toml's target, pointed at the simulator, in a matrix with native (two repetitions, the order
+    rotated): the same budget for both."""
     shipped = tomllib.loads((ROOT / "scenarios" / "esxi.toml").read_text())["target"]
     target = {**shipped, **esxi_target(simulator, archive_here, ova)}
     del target["password_env"]  # the shipped name, with the password the test's simulator takes
     scenario = write_scenario(tmp_path / "esxi.toml", target, duration=2)
     with VmwareTools(simulator):
         result = pacsbench(
-            simulator, "matrix", scenario, "--targets", "native,esxi", "--repeat", "1", "--results", tmp_path / "m",
+            simulator, "matrix", scenario, "--targets", "native,esxi", "--repeat", "2", "--results", tmp_path / "m",
             "--no-progress",
         )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     folder = run_dir_of(result)
     matrix = json.loads((folder / "matrix.json").read_text())
-    assert [r["target"] for r in matrix["runs"]] == ["native", "esxi"]
+    # The order rotates per repetition (A B, then B A), so neither target always runs first.
+    assert [(r["target"], r["repetition"]) for r in matrix["runs"]] == [
+        ("native", 1),
+        ("esxi", 1),
+        ("esxi", 2),
+        ("native", 2),
+    ]
     assert all(r["status"] == "completed" for r in matrix["runs"])
     compare = pacsbench(simulator, "compare", folder, "--out", tmp_path / "compare")
     assert compare.returncode == 0, compare.stderr[-2000:]

@@ -179,7 +179,7 @@ def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_
         "--targets",
         f"native,{guest}",
         "--repeat",
-        "2",
+        "1",
         "--results",
         str(tmp_path / "results"),
         "--no-progress",
@@ -187,13 +187,9 @@ def test_matrix_alternates_native_and_a_tap_guest(guest_image, accelerator, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     folder = Path(result.stdout.strip().splitlines()[-1])
     matrix = json.loads((folder / "matrix.json").read_text())
-    # The order rotates per repetition (A B, then B A), so neither target always runs first.
-    assert [(r["target"], r["repetition"]) for r in matrix["runs"]] == [
-        ("native", 1),
-        (guest, 1),
-        (guest, 2),
-        ("native", 2),
-    ]
+    # One repetition: a second guest boot would add ~80 s to the lane that bounds `make test`. The order's
+    # rotation per repetition is checked end to end by test_esxi's matrix (two repetitions, no QEMU guest).
+    assert [(r["target"], r["repetition"]) for r in matrix["runs"]] == [("native", 1), (guest, 1)]
     for entry in matrix["runs"]:
         run = json.loads((folder / entry["folder"] / "run.json").read_text())
         assert run["status"] == "completed" and run["samples"] > 0
