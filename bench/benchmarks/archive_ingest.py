@@ -13,7 +13,14 @@ deliver at all. --compare-tree DIR adds the reference archive as found in anothe
 tree (a checkout of an earlier commit, say): before and after a change, in the same run.
 
     python -m bench.benchmarks.archive_ingest [--profile ct] [--instances 400] [--rounds 3]
-        [--page-cache-archive] [--compare-tree /tmp/archive-before] [--archives-only]
+        [--page-cache-archive] [--compare-tree /tmp/archive-before] [--archives-only] [--settle 360]
+
+Nothing is deleted on the work disk until the run ends: the input files are written to tmpfs (/dev/shm,
+when it has room), and the writers' and storescp's files are kept like the archives' (the free space check
+counts them). On ext4 without a journal, every file deleted makes each file created in the next minutes
+dearer (bench/benchmarks/file_creation.py): deleting a round's scratch files charged the next targets up to
+~1 ms of CPU per instance. The run waits (--settle) until creating a file is cheap, and prints what it cost
+in each round.
 
 Rounds are long enough to measure sustained ingest: starting 4 storescu processes and
 negotiating their associations costs about 0.1 s per round whatever the target, which is a
@@ -48,6 +55,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
+from bench.benchmarks.file_creation import creation_cost, input_folder, wait_until_cheap
 from bench.common.errors import UserError
 from bench.common.processes import free_local_port
 from bench.dicom.peer import Peer
@@ -275,10 +283,10 @@ def start_storescp(work: Path) -> Server:
 
 
 def check_free_space(work: Path, instances: int, rounds: int, keeping_targets: int, mean_bytes: float) -> None:
-    """Fail before starting if the disk cannot hold the run: the archives keep everything they
-    store (as archives do); the input, storescp's copies and the plain writers' files are
-    removed after each round."""
-    needed = instances * mean_bytes * (rounds * keeping_targets + 4)
+    """Fail before starting if the disk cannot hold the run: every target's files are kept until the end
+    (the archives' as archives do, storescp's and the writers' so that deleting them does not slow the next
+    target's file creation), and a round's input when tmpfs has no room for it."""
+    needed = instances * mean_bytes * (rounds * keeping_targets + 2)
     free = free_bytes(work)  # (--work may name a folder still to be made)
     if free < needed:
         raise SystemExit(
@@ -303,6 +311,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; targets alternate within each (default 3)")
     parser.add_argument("--associations", type=int, default=4, help="parallel storescu processes (default 4)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=360.0,
+        metavar="SECONDS",
+        help="wait at most this long at the start for file creation on the work disk to be cheap again after "
+        "recent deletions (ext4 without a journal; default 360, 0 = do not wait)",
+    )
     parser.add_argument(
         "--page-cache-archive",
         action="store_true",
@@ -335,10 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(tool).exists():
             raise SystemExit(f"{tool} is missing (apt-get install dcmtk)")
     source = Instances(args.profile)
-    keeping = 1 + (not args.archives_only) + bool(args.page_cache_archive) + bool(args.compare_tree)
+    # archives kept; without --archives-only also Orthanc, storescp and the two writers
+    keeping = 1 + 4 * (not args.archives_only) + bool(args.page_cache_archive) + bool(args.compare_tree)
     check_free_space(args.work or Path(tempfile.gettempdir()), args.instances, args.rounds, keeping, source.mean_bytes)
     work = args.work or Path(tempfile.mkdtemp(prefix="pacsbench-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
+    inputs = input_folder(args.instances * source.mean_bytes)
     servers = []
     try:
         servers.append(start_reference_archive(work))
@@ -348,26 +366,34 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(start_reference_archive(work, page_cache=True))
         if args.compare_tree:
             servers.append(start_reference_archive(work, tree=args.compare_tree.resolve()))
-        rates, cpu = run_rounds(args, source, servers, work)
+        cost = wait_until_cheap(work, args.settle)
+        print(f"file creation on the work disk: {cost * 1e6:.0f} µs of CPU per file", flush=True)
+        rates, cpu, costs = run_rounds(args, source, servers, work, inputs or work)
     finally:
         for server in servers:
             server.stop()
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    print_summary(args, source, rates, cpu)
+        if inputs is not None:
+            shutil.rmtree(inputs, ignore_errors=True)
+    print_summary(args, source, rates, cpu, costs)
     return 0
 
 
 WRITERS = {"plain-fsync-writers": False, "plain-direct-writers": True}  # name -> O_DIRECT
 
 
-def run_rounds(args, source: Instances, servers: list[Server], work: Path) -> tuple[dict, dict]:
-    """Every target once per round, in an order rotated each round; instances/s and CPU ms per instance."""
+def run_rounds(args, source: Instances, servers: list[Server], work: Path, inputs: Path) -> tuple[dict, dict, list]:
+    """Every target once per round, in an order rotated each round; instances/s, CPU ms per instance, and
+    what creating a file cost at the start of each round (seconds of CPU)."""
     names = [s.name for s in servers] + ([] if args.archives_only else list(WRITERS))
     rates: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[tuple[float, float]]] = {s.name: [] for s in servers}  # (server, clients) ms per instance
+    costs = []
     for round_number in range(args.rounds):
-        files = source.write(work / f"round-{round_number}", args.instances)
+        files = source.write(inputs / f"round-{round_number}", args.instances)
+        costs.append(creation_cost(work))
+        print(f"round {round_number + 1} file creation: {costs[-1] * 1e6:.0f} µs of CPU per file", flush=True)
         order = names[round_number % len(names) :] + names[: round_number % len(names)]
         for name in order:
             os.sync()  # nothing written before this target is flushed on its time
@@ -388,26 +414,26 @@ def run_rounds(args, source: Instances, servers: list[Server], work: Path) -> tu
                 f"round {round_number + 1} {name:22s} {args.instances / seconds:8.1f} instances/s ({seconds:.2f} s)",
                 flush=True,
             )
-        shutil.rmtree(work / f"round-{round_number}")
-        for name in WRITERS:
-            shutil.rmtree(work / f"{name}-{round_number}", ignore_errors=True)
-        for stored in (work / "storescp").glob("*"):
-            stored.unlink()
-    return rates, cpu
+        shutil.rmtree(inputs / f"round-{round_number}")  # (on the work disk only without room on tmpfs)
+    return rates, cpu, costs
 
 
-def print_summary(args, source: Instances, rates: dict, cpu: dict) -> None:
+def print_summary(args, source: Instances, rates: dict, cpu: dict, costs: list[float]) -> None:
     medians = {n: statistics.median(r) for n, r in rates.items()}
     print(
         f"\n{args.instances} x {source.label} instances, {args.associations} associations, "
         f"{args.rounds} rounds (median):"
+    )
+    print(
+        f"  file creation on the work disk: {statistics.median(costs) * 1e6:.0f} µs of CPU per file "
+        f"(max {max(costs) * 1e6:.0f}; every target creates one file per instance)"
     )
     for name in rates:
         cpu_note = ""
         if cpu.get(name):
             server_ms = statistics.median(c[0] for c in cpu[name])
             clients_ms = statistics.median(c[1] for c in cpu[name])
-            cpu_note = f"  CPU per instance: server {server_ms:.1f} ms, clients {clients_ms:.1f} ms"
+            cpu_note = f"  CPU per instance: server {server_ms:.2f} ms, clients {clients_ms:.2f} ms"
         print(
             f"  {name:22s} {medians[name]:8.1f} instances/s  {medians[name] * source.mean_bytes / 1e6:7.1f} MB/s  "
             f"(min {min(rates[name]):.1f}, max {max(rates[name]):.1f}){cpu_note}"

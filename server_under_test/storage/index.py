@@ -177,57 +177,73 @@ def create_schema(path: Path) -> None:
     db.close()
 
 
+# A row that already holds what a store would write is not written again: most stores add an instance to a
+# patient, study and series already indexed, and every page an update touches is one more page (4 KB) in the
+# WAL and in the checkpoint, per instance. The study's updated_at (what recycling and migration order by)
+# moves on only once a second for the same reason: those act on studies quiet for seconds or more.
+UPDATED_AT_STEP = 1.0
+
+
 def _upsert_patient(db, r: InstanceRecord) -> int:
-    db.execute(
-        "INSERT INTO patient(patient_id, patient_name, birth_date, sex) VALUES (?,?,?,?) "
-        "ON CONFLICT(patient_id) DO UPDATE SET patient_name=excluded.patient_name, "
-        "birth_date=excluded.birth_date, sex=excluded.sex",
-        (r.patient_id, r.patient_name, r.birth_date, r.sex),
-    )
-    return db.execute("SELECT patient_key FROM patient WHERE patient_id=?", (r.patient_id,)).fetchone()[0]
+    row = db.execute(
+        "SELECT patient_key, patient_name, birth_date, sex FROM patient WHERE patient_id=?", (r.patient_id,)
+    ).fetchone()
+    if row is None:
+        return db.execute(
+            "INSERT INTO patient(patient_id, patient_name, birth_date, sex) VALUES (?,?,?,?)",
+            (r.patient_id, r.patient_name, r.birth_date, r.sex),
+        ).lastrowid
+    if row[1:] != (r.patient_name, r.birth_date, r.sex):
+        db.execute(
+            "UPDATE patient SET patient_name=?, birth_date=?, sex=? WHERE patient_key=?",
+            (r.patient_name, r.birth_date, r.sex, row[0]),
+        )
+    return row[0]
 
 
-def _upsert_study(db, r: InstanceRecord, patient_key: int) -> int:
-    row = db.execute("SELECT study_key, patient_key FROM study WHERE study_uid=?", (r.study_uid,)).fetchone()
+def _upsert_study(db, r: InstanceRecord, patient_key: int) -> tuple[int, int]:
+    """The study's key and its patient's (a study stays with the patient it was first stored under)."""
+    attributes = (r.study_date, r.study_time, r.accession, r.study_id, r.study_description, r.referring)
+    row = db.execute(
+        "SELECT study_key, patient_key, study_date, study_time, accession, study_id, description, referring, "
+        "updated_at FROM study WHERE study_uid=?",
+        (r.study_uid,),
+    ).fetchone()
     now = time.time()
     if row:
-        db.execute(
-            "UPDATE study SET study_date=?, study_time=?, accession=?, study_id=?, description=?, referring=?, "
-            "updated_at=? WHERE study_key=?",
-            (r.study_date, r.study_time, r.accession, r.study_id, r.study_description, r.referring, now, row[0]),
-        )
-        return row[0]
+        if row[2:8] != attributes or now - row[8] >= UPDATED_AT_STEP:
+            db.execute(
+                "UPDATE study SET study_date=?, study_time=?, accession=?, study_id=?, description=?, referring=?, "
+                "updated_at=? WHERE study_key=?",
+                (*attributes, now, row[0]),
+            )
+        return row[0], row[1]
     cursor = db.execute(
         "INSERT INTO study(study_uid, patient_key, study_date, study_time, accession, study_id, description, "
         "referring, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-        (
-            r.study_uid,
-            patient_key,
-            r.study_date,
-            r.study_time,
-            r.accession,
-            r.study_id,
-            r.study_description,
-            r.referring,
-            now,
-        ),
+        (r.study_uid, patient_key, *attributes, now),
     )
     db.execute("UPDATE patient SET num_studies = num_studies + 1 WHERE patient_key=?", (patient_key,))
-    return cursor.lastrowid
+    return cursor.lastrowid, patient_key
 
 
 def _upsert_series(db, r: InstanceRecord, study_key: int, patient_key: int) -> int:
-    row = db.execute("SELECT series_key FROM series WHERE series_uid=?", (r.series_uid,)).fetchone()
+    attributes = (r.modality, r.series_number, r.body_part, r.series_description)
+    row = db.execute(
+        "SELECT series_key, modality, series_number, body_part, description FROM series WHERE series_uid=?",
+        (r.series_uid,),
+    ).fetchone()
     if row:
-        db.execute(
-            "UPDATE series SET modality=?, series_number=?, body_part=?, description=? WHERE series_key=?",
-            (r.modality, r.series_number, r.body_part, r.series_description, row[0]),
-        )
+        if row[1:] != attributes:
+            db.execute(
+                "UPDATE series SET modality=?, series_number=?, body_part=?, description=? WHERE series_key=?",
+                (*attributes, row[0]),
+            )
         return row[0]
     cursor = db.execute(
         "INSERT INTO series(series_uid, study_key, modality, series_number, body_part, description) "
         "VALUES (?,?,?,?,?,?)",
-        (r.series_uid, study_key, r.modality, r.series_number, r.body_part, r.series_description),
+        (r.series_uid, study_key, *attributes),
     )
     modalities = db.execute("SELECT modalities FROM study WHERE study_key=?", (study_key,)).fetchone()[0]
     merged = "\\".join(sorted(set(filter(None, modalities.split("\\"))) | {r.modality} - {""}))
@@ -236,25 +252,27 @@ def _upsert_series(db, r: InstanceRecord, study_key: int, patient_key: int) -> i
     return cursor.lastrowid
 
 
-def _count_instance(db, series_key: int, delta: int) -> None:
-    study_key = db.execute("SELECT study_key FROM series WHERE series_key=?", (series_key,)).fetchone()[0]
-    patient_key = db.execute("SELECT patient_key FROM study WHERE study_key=?", (study_key,)).fetchone()[0]
+def _count_instance(db, series_key: int, delta: int, study_key: int | None = None, patient_key: int = 0) -> None:
+    """Add `delta` instances to the series, its study and its patient (looked up unless given)."""
+    if study_key is None:
+        study_key = db.execute("SELECT study_key FROM series WHERE series_key=?", (series_key,)).fetchone()[0]
+        patient_key = db.execute("SELECT patient_key FROM study WHERE study_key=?", (study_key,)).fetchone()[0]
     db.execute("UPDATE series SET num_instances = num_instances + ? WHERE series_key=?", (delta, series_key))
     db.execute("UPDATE study SET num_instances = num_instances + ? WHERE study_key=?", (delta, study_key))
     db.execute("UPDATE patient SET num_instances = num_instances + ? WHERE patient_key=?", (delta, patient_key))
 
 
 def _use_tier(db, tier: int, delta_bytes: int, delta_files: int) -> None:
-    db.execute("INSERT INTO tier_usage(tier, bytes, files) VALUES (?,0,0) ON CONFLICT(tier) DO NOTHING", (tier,))
     db.execute(
-        "UPDATE tier_usage SET bytes = bytes + ?, files = files + ? WHERE tier=?", (delta_bytes, delta_files, tier)
+        "INSERT INTO tier_usage(tier, bytes, files) VALUES (?,?,?) "
+        "ON CONFLICT(tier) DO UPDATE SET bytes = bytes + excluded.bytes, files = files + excluded.files",
+        (tier, delta_bytes, delta_files),
     )
 
 
 def apply_record(db, r: InstanceRecord) -> str | None:
     """Insert or replace one instance; return the path of a replaced file (to delete), if any."""
-    patient_key = _upsert_patient(db, r)
-    study_key = _upsert_study(db, r, patient_key)
+    study_key, patient_key = _upsert_study(db, r, _upsert_patient(db, r))
     series_key = _upsert_series(db, r, study_key, patient_key)
     old = remove_instance(db, r.sop_uid)
     db.execute(
@@ -273,7 +291,7 @@ def apply_record(db, r: InstanceRecord) -> str | None:
             time.time(),
         ),
     )
-    _count_instance(db, series_key, +1)
+    _count_instance(db, series_key, +1, study_key, patient_key)
     _use_tier(db, r.tier, r.size, 1)
     return old[0] if old and old[0] != r.path else None
 

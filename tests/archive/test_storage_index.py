@@ -3,6 +3,7 @@ import random
 import resource
 import signal
 import sqlite3
+from dataclasses import replace
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage
@@ -190,3 +191,27 @@ def test_the_index_work_of_a_store_does_not_grow_with_the_study(tmp_path, capaci
     assert large[1] <= small[1] * 1.05, f"VM steps: {small[1]} for a 10-instance study, {large[1]} for 2,000"
     db = sqlite3.connect(path)
     assert db.execute("SELECT num_instances FROM study WHERE study_uid='1.2.2000'").fetchone() == (2002,)
+
+
+def test_an_instance_into_an_indexed_series_rewrites_no_unchanged_row(tmp_path):
+    """Rows already holding what a store would write are not written again: each rewrite is one more 4 KB page in
+    the WAL per instance. Changed attributes and a study's updated_at older than a second still are."""
+    path = tmp_path / "index.sqlite"
+    create_schema(path)
+    db = connect(path)
+    apply_record(db, _record(sop="1.2.3.4.1"))
+    before = db.total_changes
+    apply_record(db, _record(sop="1.2.3.4.2"))
+    # the instance row, the series', study's and patient's counts, the tier's usage; at most the study's
+    # updated_at besides (when the second store came a second after the first)
+    assert db.total_changes - before in (5, 6)
+    db.execute("UPDATE study SET updated_at = updated_at - 5")
+    apply_record(db, replace(_record(sop="1.2.3.4.3"), study_description="new"))
+    assert db.execute("SELECT description, num_instances FROM study").fetchone() == ("new", 3)
+    assert db.execute("SELECT num_instances, num_series, num_studies FROM patient").fetchone() == (3, 1, 1)
+    assert db.execute("SELECT num_instances FROM series").fetchone() == (3,)
+    assert db.execute("SELECT files, bytes FROM tier_usage").fetchone() == (3, 3 * 123)
+    updated = db.execute("SELECT updated_at FROM study").fetchone()[0]
+    apply_record(db, replace(_record(sop="1.2.3.4.4"), study_description="new"))  # within the second: it stays
+    assert db.execute("SELECT updated_at FROM study").fetchone()[0] == updated
+    db.close()
