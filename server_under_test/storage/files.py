@@ -229,6 +229,44 @@ class StagedWriter:
         self.staged = 0
 
 
+class Lanes:
+    """Folders under .incoming for temporary files, one per store in progress in this process.
+
+    Why not one folder for all: creating, linking away and unlinking a file each change its folder's block, and
+    fsyncing a new file writes that block too (ext4 syncs the folder of a file just added to it), holding the
+    block while the device writes it. With every store's temporary file in one folder, each create waited for
+    the other stores' fsyncs: 0.6 ms of a CT store (strace, 4 associations). A lane is taken for one temporary
+    file and given back once the file has left it, so stores in progress at once never share a lane's block.
+    """
+
+    def __init__(self, incoming: Path):
+        self.incoming = incoming
+        self._pid = os.getpid()
+        self._free: list[Path] = []
+        self._made = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> Path:
+        if self._pid != os.getpid():  # a forked worker: its parent's lanes are named after the parent
+            self._pid, self._free, self._made, self._lock = os.getpid(), [], 0, threading.Lock()
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            self._made += 1
+            made = self._made
+        lane = self.incoming / f"{self._pid}-{made}"  # workers share .incoming: one name space each
+        try:
+            lane.mkdir(exist_ok=True)
+        except OSError:  # no room for even a folder: .incoming itself (the file's own create will say why)
+            return self.incoming
+        return lane
+
+    def give_back(self, lane: Path) -> None:
+        if lane != self.incoming:
+            with self._lock:
+                self._free.append(lane)
+
+
 class FileStore:
     """Files under root/<study>/<series>/<sop>.dcm, written atomically."""
 
@@ -238,6 +276,7 @@ class FileStore:
         self.incoming_dir = root / ".incoming"
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
         self.direct_io = direct_io and supports_direct_io(self.incoming_dir)
+        self.lanes = Lanes(self.incoming_dir)
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         return (
@@ -321,11 +360,17 @@ class FileStore:
             folder = folder.parent
 
     def remove_leftover_temp_files(self) -> int:
-        """Delete temp files a crash left behind (they were never acknowledged)."""
+        """Delete temp files a crash left behind (they were never acknowledged), and the lanes they were in."""
         count = 0
         for temp in self.root.rglob(f"{TEMP_PREFIX}*"):
             temp.unlink(missing_ok=True)
             count += 1
+        for lane in self.incoming_dir.iterdir():
+            if lane.is_dir():
+                try:
+                    lane.rmdir()
+                except OSError:  # not empty: a file that is not ours; leave it
+                    pass
         return count
 
 
@@ -346,7 +391,8 @@ class IncomingFile:
     def __init__(self, store: FileStore, header: bytes, keep_head: int = 0, overflow: tuple = ()):
         self.store = store
         self.overflow = list(overflow)
-        self.path = store.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        self.lane: Path | None = store.lanes.take()
+        self.path = self.lane / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         self.header_size = len(header)
         self.size = 0
         self.error: OSError | None = None
@@ -369,7 +415,7 @@ class IncomingFile:
         written = self._writer.offset
         while self.overflow:
             store = self.overflow.pop(0)
-            path = store.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+            path = store.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"  # (a rare path: no lane)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except OSError:
@@ -392,6 +438,7 @@ class IncomingFile:
             if self.fd is not None:
                 os.close(self.fd)
                 self.path.unlink(missing_ok=True)
+            self._leave_lane()
             self.store, self.path, self.fd = store, path, fd
             self._writer.fd, self._writer.direct = fd, store.direct_io
             return True
@@ -445,6 +492,13 @@ class IncomingFile:
             os.close(self.fd)
             self.fd = None
         self.path.unlink(missing_ok=True)
+        self._leave_lane()
+
+    def _leave_lane(self) -> None:
+        """The temporary file is no longer in its lane: another store may use the lane."""
+        if self.lane is not None:
+            self.store.lanes.give_back(self.lane)
+            self.lane = None
 
     def commit(self, path: Path, replace: bool, sync_folder: bool = True, hold: bool = False) -> int:
         """fsync, close and move into place; return the file size. Discards itself on failure, except when the
@@ -469,6 +523,7 @@ class IncomingFile:
         except BaseException:
             self.discard()
             raise
+        self._leave_lane()
         return self.size
 
     def replace_leftover(self, path: Path, sync_folder: bool = True) -> int:
@@ -478,6 +533,7 @@ class IncomingFile:
         except BaseException:
             self.discard()
             raise
+        self._leave_lane()
         return self.size
 
     def release(self) -> None:

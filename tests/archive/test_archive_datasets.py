@@ -26,10 +26,11 @@ def test_unknown_sop_class_is_refused_and_the_server_keeps_serving(archive):
 
 
 def archive_holds_temp_files(archive) -> list[str]:
-    """Temporary files of the archive: in `.incoming` folders, or still open in one of its processes."""
+    """Temporary files of the archive: in `.incoming` folders (or their lanes), or still open in one of its
+    processes."""
     import psutil
 
-    left = [str(p) for p in archive.data.rglob(".incoming/*")]
+    left = [str(p) for p in archive.data.rglob(".incoming/**/*") if not p.is_dir()]
     group = os.getpgid(archive.process.pid)
     for process in psutil.process_iter():
         try:
