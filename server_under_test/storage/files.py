@@ -1,9 +1,18 @@
 """Durable file storage on ordered tiers: an instance is on disk, complete, before anyone is told so.
 
-Each file is written to a temporary name, flushed and fsynced, then moved into place (rename replaces atomically; link
-refuses to replace, for the reject/keep-first duplicate policies) and the folder is fsynced so the name survives a
-crash: for a received instance, by the index's group commit, once per folder for a whole group of stores. Folders
-created on the way are fsynced into their parents too.
+A received file is written without a name (O_TMPFILE, in the tier's .incoming folder), then linked under its final
+name and fsynced, and the folder is fsynced so the name survives a crash: for a received instance, by the index's
+group commit, once per folder for a whole group of stores, before the row that names the file is committed. A crash
+before that leaves at most a file no index row names, which a store of the same instance replaces. Over a name that
+exists (the overwrite policy, or a file a crash left), the file is linked under a temporary name beside it, fsynced,
+and only then renamed over the old one, which is never lost to a file not yet on disk. Folders created on the way
+are fsynced into their parents too.
+
+Why no temporary name: creating a named file, fsyncing it and unlinking its name each change the folder that held
+it, and an ext4 fsync of a new file writes that folder's block too, holding it while the device writes. With every
+store's temporary file in one folder, each create waited for the other stores' fsyncs (strace, 4 CT associations:
+0.63 ms per openat), and every fsync wrote one more block. Where the file system has no O_TMPFILE, files get a
+temporary name in .incoming, are fsynced there and then moved into place, as before.
 
 Received datasets are written with O_DIRECT where the file system allows it: the bytes go
 from one reused, aligned buffer straight to the device instead of through the page cache.
@@ -55,6 +64,34 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def supports_unnamed_files(folder: Path) -> bool:
+    """Can files be made without a name in `folder` and named later (O_TMPFILE: Linux 3.11 on, most local file
+    systems; naming them needs /proc)?"""
+    probe = folder / f"{TEMP_PREFIX}probe-{uuid.uuid4().hex}"
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    except (OSError, AttributeError):
+        return False
+    try:
+        link_unnamed(fd, probe)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    probe.unlink()
+    return True
+
+
+def link_unnamed(fd: int, path: Path) -> None:
+    """Name an O_TMPFILE file: linkat(2) of /proc/self/fd/N with AT_SYMLINK_FOLLOW. (os.link calls linkat, not link,
+    only when given a folder descriptor; link(2) would try to link the /proc entry itself.)"""
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=folder, follow_symlinks=True)
+    finally:
+        os.close(folder)
 
 
 def supports_direct_io(folder: Path) -> bool:
@@ -229,44 +266,6 @@ class StagedWriter:
         self.staged = 0
 
 
-class Lanes:
-    """Folders under .incoming for temporary files, one per store in progress in this process.
-
-    Why not one folder for all: creating, linking away and unlinking a file each change its folder's block, and
-    fsyncing a new file writes that block too (ext4 syncs the folder of a file just added to it), holding the
-    block while the device writes it. With every store's temporary file in one folder, each create waited for
-    the other stores' fsyncs: 0.6 ms of a CT store (strace, 4 associations). A lane is taken for one temporary
-    file and given back once the file has left it, so stores in progress at once never share a lane's block.
-    """
-
-    def __init__(self, incoming: Path):
-        self.incoming = incoming
-        self._pid = os.getpid()
-        self._free: list[Path] = []
-        self._made = 0
-        self._lock = threading.Lock()
-
-    def take(self) -> Path:
-        if self._pid != os.getpid():  # a forked worker: its parent's lanes are named after the parent
-            self._pid, self._free, self._made, self._lock = os.getpid(), [], 0, threading.Lock()
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-            self._made += 1
-            made = self._made
-        lane = self.incoming / f"{self._pid}-{made}"  # workers share .incoming: one name space each
-        try:
-            lane.mkdir(exist_ok=True)
-        except OSError:  # no room for even a folder: .incoming itself (the file's own create will say why)
-            return self.incoming
-        return lane
-
-    def give_back(self, lane: Path) -> None:
-        if lane != self.incoming:
-            with self._lock:
-                self._free.append(lane)
-
-
 class FileStore:
     """Files under root/<study>/<series>/<sop>.dcm, written atomically."""
 
@@ -276,7 +275,7 @@ class FileStore:
         self.incoming_dir = root / ".incoming"
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
         self.direct_io = direct_io and supports_direct_io(self.incoming_dir)
-        self.lanes = Lanes(self.incoming_dir)
+        self.unnamed = supports_unnamed_files(self.incoming_dir)
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         return (
@@ -323,6 +322,46 @@ class FileStore:
         if self.fsync and sync_folder:
             fsync_path(path.parent)
 
+    def name(self, fd: int, path: Path, replace: bool, sync_folder: bool = True) -> None:
+        """Give an unnamed, complete file (IncomingFile with O_TMPFILE) the name `path` and fsync it; fsync the folder
+        unless told the caller will. Over an existing name (replace) it is first linked under a temporary name beside
+        it and fsynced, then renamed over the old file. AlreadyStored: the name is taken and `replace` is off."""
+        try:
+            self._name(fd, path, replace)
+        except FileNotFoundError:  # recycling removed the study's emptied folders between mkdir and link: again
+            self._name(fd, path, replace)
+        if self.fsync and sync_folder:
+            fsync_path(path.parent)
+
+    def _name(self, fd: int, path: Path, replace: bool) -> None:
+        self._make_dirs(path.parent)
+        try:
+            link_unnamed(fd, path)
+        except FileExistsError:
+            if not replace:
+                raise AlreadyStored(errno.EEXIST, "already stored", str(path)) from None
+            self._replace_with(fd, path)
+            return
+        try:
+            self._sync(fd)
+        except BaseException:  # a name for a file that may not be on disk: never leave it
+            path.unlink(missing_ok=True)
+            raise
+
+    def _replace_with(self, fd: int, path: Path) -> None:
+        temp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+        link_unnamed(fd, temp)
+        try:
+            self._sync(fd)
+            os.rename(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def _sync(self, fd: int) -> None:
+        if self.fsync:
+            os.fsync(fd)
+
     def _place(self, temp: Path, path: Path, replace: bool) -> None:
         self._make_dirs(path.parent)
         if replace:
@@ -360,17 +399,11 @@ class FileStore:
             folder = folder.parent
 
     def remove_leftover_temp_files(self) -> int:
-        """Delete temp files a crash left behind (they were never acknowledged), and the lanes they were in."""
+        """Delete temp files a crash left behind (they were never acknowledged)."""
         count = 0
         for temp in self.root.rglob(f"{TEMP_PREFIX}*"):
             temp.unlink(missing_ok=True)
             count += 1
-        for lane in self.incoming_dir.iterdir():
-            if lane.is_dir():
-                try:
-                    lane.rmdir()
-                except OSError:  # not empty: a file that is not ours; leave it
-                    pass
         return count
 
 
@@ -391,15 +424,17 @@ class IncomingFile:
     def __init__(self, store: FileStore, header: bytes, keep_head: int = 0, overflow: tuple = ()):
         self.store = store
         self.overflow = list(overflow)
-        self.lane: Path | None = store.lanes.take()
-        self.path = self.lane / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        self.path = store.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         self.header_size = len(header)
         self.size = 0
         self.error: OSError | None = None
         self.fd: int | None = None
         self._writer = StagedWriter(None, store.direct_io, keep_head and len(header) + keep_head)
+        self.unnamed = store.unnamed  # no name until commit (O_TMPFILE); `path` then reaches it through /proc
         try:
             self.fd = self._writer.fd = self._open(store, self.path)
+            if self.unnamed:
+                self.path = Path(f"/proc/self/fd/{self.fd}")
         except OSError as exc:
             if not (exc.errno in FULL and self._move_to_next_tier()):
                 self.error = exc
@@ -407,15 +442,17 @@ class IncomingFile:
 
     @staticmethod
     def _open(store: FileStore, path: Path) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (os.O_DIRECT if store.direct_io else 0)
-        return os.open(path, flags, 0o644)
+        direct = os.O_DIRECT if store.direct_io else 0
+        if store.unnamed:
+            return os.open(store.incoming_dir, os.O_TMPFILE | os.O_WRONLY | direct, 0o644)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | direct, 0o644)
 
     def _move_to_next_tier(self) -> bool:
         """The file system is full: continue on the next store with room, bytes written so far included."""
         written = self._writer.offset
         while self.overflow:
             store = self.overflow.pop(0)
-            path = store.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"  # (a rare path: no lane)
+            path = store.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except OSError:
@@ -437,9 +474,8 @@ class IncomingFile:
                 continue
             if self.fd is not None:
                 os.close(self.fd)
-                self.path.unlink(missing_ok=True)
-            self._leave_lane()
-            self.store, self.path, self.fd = store, path, fd
+                self._unlink_temp()
+            self.store, self.path, self.fd, self.unnamed = store, path, fd, False
             self._writer.fd, self._writer.direct = fd, store.direct_io
             return True
         return False
@@ -491,14 +527,11 @@ class IncomingFile:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        self.path.unlink(missing_ok=True)
-        self._leave_lane()
+        self._unlink_temp()
 
-    def _leave_lane(self) -> None:
-        """The temporary file is no longer in its lane: another store may use the lane."""
-        if self.lane is not None:
-            self.store.lanes.give_back(self.lane)
-            self.lane = None
+    def _unlink_temp(self) -> None:
+        if not self.unnamed:  # (an unnamed file goes with its last descriptor)
+            self.path.unlink(missing_ok=True)
 
     def commit(self, path: Path, replace: bool, sync_folder: bool = True, hold: bool = False) -> int:
         """fsync, close and move into place; return the file size. Discards itself on failure, except when the
@@ -506,6 +539,8 @@ class IncomingFile:
 
         `hold` keeps the file open and locked (flock) until release(): a store of the same instance that finds
         the name taken waits in lock_placed() until this one's row is committed or its file removed."""
+        if self.unnamed:
+            return self._commit_unnamed(path, replace, sync_folder, hold)
         try:
             self.finish()
             if self.error is not None:
@@ -523,17 +558,40 @@ class IncomingFile:
         except BaseException:
             self.discard()
             raise
-        self._leave_lane()
+        return self.size
+
+    def _commit_unnamed(self, path: Path, replace: bool, sync_folder: bool, hold: bool) -> int:
+        try:
+            self.finish()
+            if self.error is not None:
+                raise self.error
+            if hold:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)  # before it has a name: nobody else can hold it yet
+            self.store.name(self.fd, path, replace, sync_folder)
+            if not hold:
+                os.close(self.fd)
+                self.fd = None
+        except AlreadyStored:
+            raise
+        except BaseException:
+            self.discard()
+            raise
         return self.size
 
     def replace_leftover(self, path: Path, sync_folder: bool = True) -> int:
-        """After AlreadyStored: move this (fsynced) file over the one under `path`, which has no index row."""
+        """After AlreadyStored: move this file over the one under `path`, which has no index row."""
+        if self.unnamed:
+            try:
+                self.store.name(self.fd, path, True, sync_folder)
+            except BaseException:
+                self.discard()
+                raise
+            return self.size
         try:
             self.store.commit(self.path, path, True, sync_folder)
         except BaseException:
             self.discard()
             raise
-        self._leave_lane()
         return self.size
 
     def release(self) -> None:

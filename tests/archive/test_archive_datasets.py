@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from pathlib import Path
 
 from helpers.archive import XA, assert_still_answers_echo, index_rows
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -26,17 +27,21 @@ def test_unknown_sop_class_is_refused_and_the_server_keeps_serving(archive):
 
 
 def archive_holds_temp_files(archive) -> list[str]:
-    """Temporary files of the archive: in `.incoming` folders (or their lanes), or still open in one of its
-    processes."""
+    """Temporary files of the archive: in `.incoming` folders, or still open in one of its processes (an unnamed
+    O_TMPFILE file shows in /proc as `.incoming/#inode (deleted)`, which psutil's open_files leaves out)."""
     import psutil
 
-    left = [str(p) for p in archive.data.rglob(".incoming/**/*") if not p.is_dir()]
+    left = [str(p) for p in archive.data.rglob(".incoming/*")]
     group = os.getpgid(archive.process.pid)
     for process in psutil.process_iter():
         try:
-            if os.getpgid(process.pid) == group:
-                left += [f.path for f in process.open_files() if ".incoming" in f.path]
-        except (psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) != group:
+                continue
+            for fd in Path(f"/proc/{process.pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if "/.incoming/" in target:
+                    left.append(target)
+        except (psutil.Error, ProcessLookupError, FileNotFoundError, PermissionError):
             pass
     return left
 

@@ -1,4 +1,5 @@
 import errno
+import os
 import random
 import resource
 import signal
@@ -8,7 +9,14 @@ from dataclasses import replace
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage
 
-from server_under_test.storage.files import STAGING_BUFFER, TEMP_PREFIX, BadUID, FileStore, supports_direct_io
+from server_under_test.storage.files import (
+    STAGING_BUFFER,
+    TEMP_PREFIX,
+    AlreadyStored,
+    BadUID,
+    FileStore,
+    supports_direct_io,
+)
 from server_under_test.storage.index import Index, InstanceRecord, apply_record, connect, create_schema
 
 
@@ -47,12 +55,20 @@ def _stream(store: FileStore, path, chunks: list, header: bytes = b"") -> int:
     return incoming.commit(path, replace=True)
 
 
+def _store(root, direct_io: bool = True, unnamed: bool = True) -> FileStore:
+    """A file store; unnamed=False: as on a file system without O_TMPFILE (temporary names in .incoming)."""
+    store = FileStore(root, direct_io=direct_io)
+    store.unnamed = store.unnamed and unnamed
+    return store
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["o_tmpfile", "temp_name"])
 @pytest.mark.parametrize("direct_io", [True, False], ids=["o_direct", "page_cache"])
 @pytest.mark.parametrize(
     "size", [0, 1, 4095, 4096, 4097, STAGING_BUFFER - 1, STAGING_BUFFER, STAGING_BUFFER + 1, 2 * STAGING_BUFFER + 123]
 )
-def test_streamed_files_hold_exactly_the_bytes_sent(tmp_path, direct_io, size):
-    store = FileStore(tmp_path, direct_io=direct_io)
+def test_streamed_files_hold_exactly_the_bytes_sent(tmp_path, direct_io, unnamed, size):
+    store = _store(tmp_path, direct_io, unnamed)
     assert store.direct_io == (direct_io and supports_direct_io(tmp_path))
     data = random.Random(size).randbytes(size)
     cuts = sorted(random.Random(size + 1).sample(range(size + 1), min(size + 1, 7)))
@@ -63,9 +79,52 @@ def test_streamed_files_hold_exactly_the_bytes_sent(tmp_path, direct_io, size):
     assert not list(tmp_path.rglob(f"{TEMP_PREFIX}*"))
 
 
-def test_the_default_tier_takes_o_direct_here(tmp_path):
-    # ext4 here and in CI: if this fails, ingest silently falls back to the page cache.
-    assert FileStore(tmp_path).direct_io
+def test_the_default_tier_takes_o_direct_and_unnamed_files_here(tmp_path):
+    # ext4 here and in CI: if this fails, ingest silently falls back to the page cache, or to temporary names.
+    store = FileStore(tmp_path)
+    assert store.direct_io and store.unnamed
+    assert not list(tmp_path.rglob(f"{TEMP_PREFIX}*"))  # the probes leave nothing
+
+
+def test_an_unnamed_file_gets_no_name_until_it_is_complete_and_replaces_an_old_one_only_once_synced(tmp_path):
+    store = FileStore(tmp_path)
+    path = store.path_for("1.2", "1.3", "1.4")
+    first = store.incoming(b"old")
+    first.write([b"-first"])
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # being received: no name anywhere
+    assert first.commit(path, replace=False) == 9
+    first.release()
+    second = store.incoming(b"new")
+    second.write([b"-second"])
+    with pytest.raises(AlreadyStored):  # reject / keep-first: the name is taken, the old file stays
+        second.commit(path, replace=False, hold=True)
+    assert path.read_bytes() == b"old-first"
+    assert second.replace_leftover(path) == 10  # (a file without a row: replaced)
+    second.release()
+    assert path.read_bytes() == b"new-second"
+    third = store.incoming(b"3rd")
+    third.write([b"-third"])
+    assert third.commit(path, replace=True) == 9  # overwrite: over the old name, through a synced temporary name
+    assert path.read_bytes() == b"3rd-third"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary name left beside it
+    fourth = store.incoming(b"4th")
+    fourth.write([b"-gone"])
+    fourth.discard()
+    assert path.read_bytes() == b"3rd-third" and [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["o_tmpfile", "temp_name"])
+def test_a_discarded_file_leaves_no_file_and_no_descriptor(tmp_path, unnamed):
+    store = _store(tmp_path, unnamed=unnamed)
+    incoming = store.incoming(b"header")
+    incoming.write([bytes(5000)])
+    assert (not incoming.path.name.startswith(TEMP_PREFIX)) == unnamed  # /proc/self/fd/N, or a temporary name
+    assert incoming.path.exists()
+    fd = incoming.fd
+    incoming.discard()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+    with pytest.raises(OSError):
+        os.fstat(fd)
 
 
 def test_copy_in_is_atomic_and_leaves_no_temp_file(tmp_path):
