@@ -128,6 +128,18 @@ def whole_disk(path: Path) -> Path | None:
     return device.parent if (device / "partition").exists() else device
 
 
+def ext4_journal(device: Path | None) -> bool | None:
+    """Does the ext4 file system on `device` (a sysfs block device folder) keep a journal? None: not known.
+
+    Why it matters to a benchmark: without one, crash consistency rests on fsck, and allocating an inode checks
+    every inode freed in the last one to five minutes, so file creation right after mass deletion costs up to
+    ~1 ms of CPU (measured here)."""
+    if device is None:
+        return None
+    task = read_text(f"/sys/fs/ext4/{device.name}/journal_task")
+    return None if not task else task != "<none>"
+
+
 def storage_device(path: Path) -> dict:
     """The block device, rotational flag and file system holding `path` (best effort)."""
     path = path.resolve()
@@ -141,6 +153,7 @@ def storage_device(path: Path) -> dict:
         "model": _disk_fact(disk, "device/model"),
         "mount": mount,
         "fs_type": fs_type,
+        "fs_journal": ext4_journal(device) if fs_type == "ext4" else None,
         "fs_total_bytes": usage.total,
         "fs_free_bytes": usage.free,
     }

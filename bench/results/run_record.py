@@ -47,6 +47,9 @@ class StorageDevice(Part):
     model: str | None = Field(default=None, description="The device model (sysfs).")
     mount: str | None = Field(default=None, description="The mount point holding the path.")
     fs_type: str | None = Field(default=None, description="The file system type.")
+    fs_journal: bool | None = Field(
+        default=None, description="ext4: whether it keeps a journal (false: crash consistency rests on fsck)."
+    )
     fs_total_bytes: int | None = Field(default=None, description="The file system's size.")
     fs_free_bytes: int | None = Field(default=None, description="Its free space when asked.")
 

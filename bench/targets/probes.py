@@ -80,6 +80,8 @@ def archive_facts(status: dict) -> dict:
         return {}
     storage = (environment.get("storage") or [{}])[0]
     disk = " ".join(str(storage[k]) for k in ("device", "fs_type") if storage.get(k))
+    if disk and storage.get("fs_journal") is False:
+        disk += " (no journal)"
     return {
         "hypervisor": environment.get("hypervisor"),
         "container": environment.get("container"),

@@ -28,3 +28,13 @@ def test_the_disk_of_a_folder_is_named_as_the_kernel_counts_its_io(tmp_path):
     assert disk.name in psutil.disk_io_counters(perdisk=True)
     assert not (disk / "partition").exists()  # a partition's queue is its disk's: the whole disk is named
     assert storage_device(tmp_path)["device"]  # the device itself (maybe a partition of that disk)
+
+
+def test_an_ext4_data_disk_says_whether_it_keeps_a_journal(tmp_path):
+    described = storage_device(tmp_path)
+    if described["fs_type"] != "ext4":
+        assert described["fs_journal"] is None
+        return
+    # The kernel names the journal's thread, or "<none>" (this project's CI machine: ext4 without one).
+    task = Path(f"/sys/fs/ext4/{described['device']}/journal_task").read_text().strip()
+    assert described["fs_journal"] is (task != "<none>")

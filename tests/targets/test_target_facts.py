@@ -20,7 +20,7 @@ from bench.scenario.settings import ClientSpec
 from bench.scenario.targets import RemoteSpec, target_spec
 from bench.targets import make_target
 from bench.targets.guest_settings import guest_settings
-from bench.targets.probes import hypervisor_warning, wait_for_dicomweb
+from bench.targets.probes import archive_facts, hypervisor_warning, wait_for_dicomweb
 from bench.targets.remote import RemoteTarget
 from bench.targets.vm.image import GuestImage, python_versions, server_package
 from bench.targets.vm.network import UserNetwork
@@ -141,3 +141,11 @@ def test_the_vm_layer_and_the_container_layer_are_told_apart():
     assert found["container"] == container
     if vm != "none":
         assert (found["hypervisor"], found["detected_by"]) == (vm, "systemd-detect-virt")
+
+
+@pytest.mark.parametrize(
+    ("journal", "disk"), [(True, "vda ext4"), (False, "vda ext4 (no journal)"), (None, "vda ext4")]
+)
+def test_the_report_names_an_ext4_data_disk_without_a_journal(journal, disk):
+    storage = {"device": "vda", "fs_type": "ext4", "fs_journal": journal}
+    assert archive_facts({"environment": {"hypervisor": "kvm", "storage": [storage]}})["disk"] == disk
