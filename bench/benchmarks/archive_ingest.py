@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
-from bench.benchmarks.file_creation import creation_cost, input_folder, wait_until_cheap
+from bench.benchmarks.file_creation import add_settle_argument, creation_cost, input_folder, wait_until_cheap
 from bench.common.errors import UserError
 from bench.common.processes import free_local_port
 from bench.dicom.peer import Peer
@@ -311,14 +311,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; targets alternate within each (default 3)")
     parser.add_argument("--associations", type=int, default=4, help="parallel storescu processes (default 4)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary folder, removed)")
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=360.0,
-        metavar="SECONDS",
-        help="wait at most this long at the start for file creation on the work disk to be cheap again after "
-        "recent deletions (ext4 without a journal; default 360, 0 = do not wait)",
-    )
+    add_settle_argument(parser)
     parser.add_argument(
         "--page-cache-archive",
         action="store_true",

@@ -48,7 +48,7 @@ from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage, ge
 from bench.benchmarks.archive_find import INSTANCES_PER_SERIES as FIND_INSTANCES_PER_SERIES
 from bench.benchmarks.archive_find import SERIES_PER_STUDY, prefilled_index, queries
 from bench.benchmarks.archive_ingest import Instances as IngestInstances
-from bench.benchmarks.file_creation import wait_until_cheap
+from bench.benchmarks.file_creation import add_settle_argument, wait_until_cheap
 from bench.common.errors import UserError
 from bench.common.processes import free_local_port
 from bench.dicom.peer import Peer
@@ -439,14 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--queries", type=int, default=100, help="queries of each kind (default 100; 0 = no query part)"
     )
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=360.0,
-        metavar="SECONDS",
-        help="wait at most this long at the start for file creation on the work disk to be cheap again after "
-        "recent deletions (ext4 without a journal: bench/benchmarks/file_creation.py; default 360, 0 = do not wait)",
-    )
+    add_settle_argument(parser)
     args = parser.parse_args(argv)
     for name in ("studies", "per_study", "clients", "rounds"):
         if getattr(args, name) < 1:

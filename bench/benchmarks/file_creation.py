@@ -19,6 +19,7 @@ figures that must hold, run on a file system nothing has deleted from for five m
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 import shutil
@@ -69,3 +70,14 @@ def input_folder(needed_bytes: float) -> Path | None:
     if not os.path.isdir(TMPFS) or shutil.disk_usage(TMPFS).free < 2 * needed_bytes:
         return None
     return Path(tempfile.mkdtemp(prefix="pacsbench-input-", dir=TMPFS))
+
+
+def add_settle_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=360.0,
+        metavar="SECONDS",
+        help="wait at most this long at the start for file creation on the work disk to be cheap again after "
+        "recent deletions (ext4 without a journal: bench/benchmarks/file_creation.py; default 360, 0 = do not wait)",
+    )

@@ -315,21 +315,19 @@ class FileStore:
     def commit(self, temp: Path, path: Path, replace: bool, sync_folder: bool = True) -> None:
         """Move a complete (fsynced) temp file to its final name; fsync the folder unless told
         the caller will (the index committer does it once for a whole group)."""
-        try:
-            self._place(temp, path, replace)
-        except FileNotFoundError:  # recycling removed the study's emptied folders between mkdir and link: again
-            self._place(temp, path, replace)
-        if self.fsync and sync_folder:
-            fsync_path(path.parent)
+        self._into_folder(lambda: self._place(temp, path, replace), path, sync_folder)
 
     def name(self, fd: int, path: Path, replace: bool, sync_folder: bool = True) -> None:
         """Give an unnamed, complete file (IncomingFile with O_TMPFILE) the name `path` and fsync it; fsync the folder
         unless told the caller will. Over an existing name (replace) it is first linked under a temporary name beside
         it and fsynced, then renamed over the old file. AlreadyStored: the name is taken and `replace` is off."""
+        self._into_folder(lambda: self._name(fd, path, replace), path, sync_folder)
+
+    def _into_folder(self, place, path: Path, sync_folder: bool) -> None:
         try:
-            self._name(fd, path, replace)
+            place()
         except FileNotFoundError:  # recycling removed the study's emptied folders between mkdir and link: again
-            self._name(fd, path, replace)
+            place()
         if self.fsync and sync_folder:
             fsync_path(path.parent)
 
@@ -539,38 +537,24 @@ class IncomingFile:
 
         `hold` keeps the file open and locked (flock) until release(): a store of the same instance that finds
         the name taken waits in lock_placed() until this one's row is committed or its file removed."""
-        if self.unnamed:
-            return self._commit_unnamed(path, replace, sync_folder, hold)
         try:
             self.finish()
             if self.error is not None:
                 raise self.error
-            if self.store.fsync:
-                os.fsync(self.fd)
-            if hold:
-                fcntl.flock(self.fd, fcntl.LOCK_EX)  # a new inode: nobody else can hold it yet
-            else:
-                os.close(self.fd)
-                self.fd = None
-            self.store.commit(self.path, path, replace, sync_folder)
-        except AlreadyStored:
-            raise
-        except BaseException:
-            self.discard()
-            raise
-        return self.size
-
-    def _commit_unnamed(self, path: Path, replace: bool, sync_folder: bool, hold: bool) -> int:
-        try:
-            self.finish()
-            if self.error is not None:
-                raise self.error
-            if hold:
-                fcntl.flock(self.fd, fcntl.LOCK_EX)  # before it has a name: nobody else can hold it yet
-            self.store.name(self.fd, path, replace, sync_folder)
-            if not hold:
-                os.close(self.fd)
-                self.fd = None
+            if self.unnamed:  # named first, then fsynced (FileStore.name)
+                if hold:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX)  # before it has a name: nobody else can hold it yet
+                self.store.name(self.fd, path, replace, sync_folder)
+                if not hold:
+                    self.release()
+            else:  # fsynced under its temporary name, then moved
+                if self.store.fsync:
+                    os.fsync(self.fd)
+                if hold:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX)  # a new inode: nobody else can hold it yet
+                else:
+                    self.release()
+                self.store.commit(self.path, path, replace, sync_folder)
         except AlreadyStored:
             raise
         except BaseException:
@@ -580,15 +564,11 @@ class IncomingFile:
 
     def replace_leftover(self, path: Path, sync_folder: bool = True) -> int:
         """After AlreadyStored: move this file over the one under `path`, which has no index row."""
-        if self.unnamed:
-            try:
-                self.store.name(self.fd, path, True, sync_folder)
-            except BaseException:
-                self.discard()
-                raise
-            return self.size
         try:
-            self.store.commit(self.path, path, True, sync_folder)
+            if self.unnamed:
+                self.store.name(self.fd, path, True, sync_folder)
+            else:
+                self.store.commit(self.path, path, True, sync_folder)
         except BaseException:
             self.discard()
             raise
