@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
-from bench.benchmarks.file_creation import add_settle_argument, creation_cost, input_folder, wait_until_cheap
+from bench.benchmarks.file_creation import add_settle_argument, creation_cost, input_folder, settle
 from bench.common.errors import UserError
 from bench.common.processes import free_local_port
 from bench.dicom.peer import Peer
@@ -359,8 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(start_reference_archive(work, page_cache=True))
         if args.compare_tree:
             servers.append(start_reference_archive(work, tree=args.compare_tree.resolve()))
-        cost = wait_until_cheap(work, args.settle)
-        print(f"file creation on the work disk: {cost * 1e6:.0f} µs of CPU per file", flush=True)
+        settle(work, args.settle)
         rates, cpu, costs = run_rounds(args, source, servers, work, inputs or work)
     finally:
         for server in servers:

@@ -48,7 +48,7 @@ from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage, ge
 from bench.benchmarks.archive_find import INSTANCES_PER_SERIES as FIND_INSTANCES_PER_SERIES
 from bench.benchmarks.archive_find import SERIES_PER_STUDY, prefilled_index, queries
 from bench.benchmarks.archive_ingest import Instances as IngestInstances
-from bench.benchmarks.file_creation import add_settle_argument, wait_until_cheap
+from bench.benchmarks.file_creation import add_settle_argument, settle
 from bench.common.errors import UserError
 from bench.common.processes import free_local_port
 from bench.dicom.peer import Peer
@@ -448,8 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="pacsbench-dicomweb-"))
     process, orthanc, archives = None, None, []
     try:
-        cost = wait_until_cheap(work, args.settle)
-        print(f"file creation on the work disk: {cost * 1e6:.0f} µs of CPU per file", flush=True)
+        settle(work, args.settle)
         process, port, url = start_archive(work, args.index_instances)
         archives.append(
             Archive(OURS, Clients(Peer("127.0.0.1", port, "PACSBENCH"), url, args.clients, source), process.pid)

@@ -64,6 +64,12 @@ def wait_until_cheap(folder: Path, longest: float, say: Callable[[str], None] = 
     return cost
 
 
+def settle(folder: Path, longest: float) -> None:
+    """A benchmark's start: wait_until_cheap, then print what creating a file costs now."""
+    cost = wait_until_cheap(folder, longest)
+    print(f"file creation on the work disk: {cost * 1e6:.0f} µs of CPU per file", flush=True)
+
+
 def input_folder(needed_bytes: float) -> Path | None:
     """A fresh folder on tmpfs for a benchmark's input files, when tmpfs has room for them (with a margin);
     None: put them on the work disk. Deleting files there costs the disk's inode allocator nothing."""
