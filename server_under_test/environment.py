@@ -112,6 +112,11 @@ def _mount_of(path: Path) -> tuple[str, str]:
     return str(mount), fs_type
 
 
+def file_system(path: Path) -> str:
+    """The type of the file system holding `path` ("ext4", "xfs", "tmpfs"...; "" when /proc/mounts does not say)."""
+    return _mount_of(path.resolve())[1]
+
+
 def block_device(path: Path) -> Path | None:
     """The block device holding `path`, as its sysfs folder; None on a virtual file system (tmpfs, overlay)."""
     dev = os.stat(path).st_dev

@@ -177,7 +177,7 @@ class StoreService:
             return self._over_taken_name(incoming, keys, sop_uid, sop_class, transfer_syntax, tier, path, claim)
         except OSError as exc:
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {_reason(exc)}")
-        return self._index(keys, sop_uid, sop_class, transfer_syntax, tier, path, size, claim)
+        return self._index(keys, sop_uid, sop_class, transfer_syntax, tier, path, size, claim, incoming.name_durable)
 
     def _over_taken_name(self, incoming, keys, sop_uid, sop_class, transfer_syntax, tier, path: Path, claim: int):
         """The final name is taken, with the reject/keep-first policies. Either a store of the same instance is
@@ -193,7 +193,9 @@ class StoreService:
                 size = incoming.replace_leftover(path, sync_folder=False)
             except OSError as exc:
                 return StoreOutcome(OUT_OF_RESOURCES, f"cannot store {sop_uid}: {_reason(exc)}")
-            return self._index(keys, sop_uid, sop_class, transfer_syntax, tier, path, size, claim)
+            return self._index(
+                keys, sop_uid, sop_class, transfer_syntax, tier, path, size, claim, incoming.name_durable
+            )
         finally:
             if held is not None:
                 os.close(held)
@@ -240,8 +242,18 @@ class StoreService:
         return StoreOutcome(SUCCESS_CODE, "duplicate: the first copy is kept")
 
     def _index(
-        self, keys: dict[str, str], sop_uid, sop_class, transfer_syntax, tier, path: Path, size: int, claim: int
+        self,
+        keys: dict[str, str],
+        sop_uid,
+        sop_class,
+        transfer_syntax,
+        tier,
+        path: Path,
+        size: int,
+        claim: int,
+        name_durable: bool,
     ):
+        """Commit the instance's row; `name_durable`: its file's name needs no fsync of the folder first."""
         k = keys.get
         record = InstanceRecord(
             patient_id=k("PatientID", ""),
@@ -270,8 +282,9 @@ class StoreService:
             path=str(path),
         )
         try:
-            # The folder's new entry becomes durable in the index committer, before the row.
-            replaced = self._add(record, (path.parent,) if self.tiers.stores[tier].fsync else (), claim)
+            # Where the file's fsync did not already make its name durable, the index committer fsyncs the folder,
+            # before the row.
+            replaced = self._add(record, () if name_durable else (path.parent,), claim)
         except Exception as exc:  # never leave a file the index does not know about
             if self.duplicates != "overwrite" or not self.index.exists(sop_uid):
                 self.tiers.stores[tier].remove(path)

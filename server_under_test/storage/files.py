@@ -2,7 +2,9 @@
 
 A received file is written without a name (O_TMPFILE, in the tier's .incoming folder), then linked under its final
 name and fsynced, and the folder is fsynced so the name survives a crash: for a received instance, by the index's
-group commit, once per folder for a whole group of stores, before the row that names the file is committed. A crash
+group commit, once per folder for a whole group of stores, before the row that names the file is committed. On ext4
+and XFS the file's own fsync already makes a name it was linked under before durable (the folder needs no fsync of
+its own): there the folder's fsync is skipped. A crash
 before that leaves at most a file no index row names, which a store of the same instance replaces. Over a name that
 exists (the overwrite policy, or a file a crash left), the file is linked under a temporary name beside it, fsynced,
 and only then renamed over the old one, which is never lost to a file not yet on disk. Folders created on the way
@@ -37,11 +39,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from server_under_test.config import Tier
+from server_under_test.environment import file_system
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 TEMP_PREFIX = ".tmp-"
 DIRECT_ALIGNMENT = 4096  # offsets, lengths and buffer addresses of O_DIRECT writes (covers 512 B and 4 KB sectors)
 STAGING_BUFFER = 1 << 20  # bytes staged per write
+# File systems on which fsync of a file also makes durable the name it was linked under before: ext4 with a journal
+# (the link is in the transaction the fsync commits), ext4 without one (its fsync of a new entry writes the folder:
+# ext4_sync_parent; traced here, the folder's fsync after it wrote nothing but one more cache flush), XFS (the log
+# force covers the transaction that made the link). Elsewhere (btrfs, NFS, FUSE: not verified) the folder is fsynced.
+NAME_DURABLE_WITH_FILE = frozenset({"ext4", "xfs"})
 
 
 class BadUID(ValueError):
@@ -276,6 +284,12 @@ class FileStore:
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
         self.direct_io = direct_io and supports_direct_io(self.incoming_dir)
         self.unnamed = supports_unnamed_files(self.incoming_dir)
+        self.file_system = file_system(root)
+
+    @property
+    def names_durable_with_files(self) -> bool:
+        """Does a file's fsync make its new name durable? (Only unnamed files get their name before their fsync.)"""
+        return self.unnamed and self.file_system in NAME_DURABLE_WITH_FILE
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         return (
@@ -312,26 +326,32 @@ class FileStore:
     def incoming(self, header: bytes, keep_head: int = 0, overflow: tuple = ()) -> "IncomingFile":
         return IncomingFile(self, header, keep_head, overflow)
 
-    def commit(self, temp: Path, path: Path, replace: bool, sync_folder: bool = True) -> None:
+    def commit(self, temp: Path, path: Path, replace: bool, sync_folder: bool = True) -> bool:
         """Move a complete (fsynced) temp file to its final name; fsync the folder unless told
-        the caller will (the index committer does it once for a whole group)."""
-        self._into_folder(lambda: self._place(temp, path, replace), path, sync_folder)
+        the caller will (the index committer does it once for a whole group). True: the name is durable."""
+        return self._into_folder(lambda: self._place(temp, path, replace), path, sync_folder)
 
-    def name(self, fd: int, path: Path, replace: bool, sync_folder: bool = True) -> None:
+    def name(self, fd: int, path: Path, replace: bool, sync_folder: bool = True) -> bool:
         """Give an unnamed, complete file (IncomingFile with O_TMPFILE) the name `path` and fsync it; fsync the folder
-        unless told the caller will. Over an existing name (replace) it is first linked under a temporary name beside
-        it and fsynced, then renamed over the old file. AlreadyStored: the name is taken and `replace` is off."""
-        self._into_folder(lambda: self._name(fd, path, replace), path, sync_folder)
+        unless told the caller will, or the file's fsync already made the new name durable. Over an existing name
+        (replace) it is first linked under a temporary name beside it and fsynced, then renamed over the old file.
+        True: the name is durable (False: the caller fsyncs the folder). AlreadyStored: the name is taken and
+        `replace` is off."""
+        return self._into_folder(lambda: self._name(fd, path, replace), path, sync_folder)
 
-    def _into_folder(self, place, path: Path, sync_folder: bool) -> None:
+    def _into_folder(self, place, path: Path, sync_folder: bool) -> bool:
         try:
-            place()
+            durable = place()
         except FileNotFoundError:  # recycling removed the study's emptied folders between mkdir and link: again
-            place()
-        if self.fsync and sync_folder:
+            durable = place()
+        if not self.fsync or durable:
+            return True
+        if sync_folder:
             fsync_path(path.parent)
+        return sync_folder
 
-    def _name(self, fd: int, path: Path, replace: bool) -> None:
+    def _name(self, fd: int, path: Path, replace: bool) -> bool:
+        """Link and fsync; True when that fsync made the name durable too."""
         self._make_dirs(path.parent)
         try:
             link_unnamed(fd, path)
@@ -339,12 +359,13 @@ class FileStore:
             if not replace:
                 raise AlreadyStored(errno.EEXIST, "already stored", str(path)) from None
             self._replace_with(fd, path)
-            return
+            return False  # renamed after the fsync: the folder's fsync makes it durable
         try:
             self._sync(fd)
         except BaseException:  # a name for a file that may not be on disk: never leave it
             path.unlink(missing_ok=True)
             raise
+        return self.names_durable_with_files
 
     def _replace_with(self, fd: int, path: Path) -> None:
         temp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
@@ -360,7 +381,8 @@ class FileStore:
         if self.fsync:
             os.fsync(fd)
 
-    def _place(self, temp: Path, path: Path, replace: bool) -> None:
+    def _place(self, temp: Path, path: Path, replace: bool) -> bool:
+        """Move the fsynced temp file to `path`; False: the move is durable only once the folder is fsynced."""
         self._make_dirs(path.parent)
         if replace:
             os.rename(temp, path)
@@ -370,6 +392,7 @@ class FileStore:
             except FileExistsError:
                 raise AlreadyStored(errno.EEXIST, "already stored", str(path)) from None
             os.unlink(temp)
+        return False
 
     def lock_placed(self, path: Path) -> int | None:
         """Wait until no store is placing the file under `path` (IncomingFile.commit(hold=True)) and return an open,
@@ -427,6 +450,7 @@ class IncomingFile:
         self.size = 0
         self.error: OSError | None = None
         self.fd: int | None = None
+        self.name_durable = False  # after commit: False when the caller still has to fsync the folder
         self._writer = StagedWriter(None, store.direct_io, keep_head and len(header) + keep_head)
         self.unnamed = store.unnamed  # no name until commit (O_TMPFILE); `path` then reaches it through /proc
         try:
@@ -544,7 +568,7 @@ class IncomingFile:
             if self.unnamed:  # named first, then fsynced (FileStore.name)
                 if hold:
                     fcntl.flock(self.fd, fcntl.LOCK_EX)  # before it has a name: nobody else can hold it yet
-                self.store.name(self.fd, path, replace, sync_folder)
+                self.name_durable = self.store.name(self.fd, path, replace, sync_folder)
                 if not hold:
                     self.release()
             else:  # fsynced under its temporary name, then moved
@@ -554,7 +578,7 @@ class IncomingFile:
                     fcntl.flock(self.fd, fcntl.LOCK_EX)  # a new inode: nobody else can hold it yet
                 else:
                     self.release()
-                self.store.commit(self.path, path, replace, sync_folder)
+                self.name_durable = self.store.commit(self.path, path, replace, sync_folder)
         except AlreadyStored:
             raise
         except BaseException:
@@ -566,9 +590,9 @@ class IncomingFile:
         """After AlreadyStored: move this file over the one under `path`, which has no index row."""
         try:
             if self.unnamed:
-                self.store.name(self.fd, path, True, sync_folder)
+                self.name_durable = self.store.name(self.fd, path, True, sync_folder)
             else:
-                self.store.commit(self.path, path, True, sync_folder)
+                self.name_durable = self.store.commit(self.path, path, True, sync_folder)
         except BaseException:
             self.discard()
             raise

@@ -2,9 +2,12 @@ import errno
 import os
 import random
 import resource
+import shutil
 import signal
 import sqlite3
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage
@@ -274,3 +277,34 @@ def test_an_instance_into_an_indexed_series_rewrites_no_unchanged_row(tmp_path):
     apply_record(db, replace(_record(sop="1.2.3.4.4"), study_description="new"))  # within the second: it stays
     assert db.execute("SELECT updated_at FROM study").fetchone()[0] == updated
     db.close()
+
+
+def _commit_new(store: FileStore, sop: str, sync_folder: bool) -> bool:
+    incoming = store.incoming(b"head")
+    incoming.write([b"-body"])
+    incoming.commit(store.path_for("1.2", "1.3", sop), replace=False, sync_folder=sync_folder)
+    return incoming.name_durable
+
+
+def test_the_folder_fsync_is_left_out_only_where_the_files_fsync_made_its_new_name_durable(tmp_path):
+    store = FileStore(tmp_path)
+    assert store.file_system == "ext4" and store.names_durable_with_files  # here and in CI
+    assert _commit_new(store, "1.4.1", sync_folder=False)  # linked, then fsynced: ext4 wrote the folder with it
+    replacing = store.incoming(b"new")
+    replacing.write([b"-over"])
+    replacing.commit(store.path_for("1.2", "1.3", "1.4.1"), replace=True, sync_folder=False)
+    assert not replacing.name_durable  # renamed after its fsync: the folder still has to be fsynced
+    store.unnamed = False  # as without O_TMPFILE: fsynced under a temporary name, moved afterwards
+    assert not _commit_new(store, "1.4.2", sync_folder=False)
+    assert _commit_new(store, "1.4.3", sync_folder=True)  # the store fsynced the folder itself
+
+
+def test_elsewhere_every_new_name_waits_for_the_folders_fsync():
+    shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        store = FileStore(shm)
+        assert store.file_system == "tmpfs" and store.unnamed and not store.names_durable_with_files
+        assert not _commit_new(store, "1.4.1", sync_folder=False)
+        assert _commit_new(store, "1.4.2", sync_folder=True)
+    finally:
+        shutil.rmtree(shm)
