@@ -16,6 +16,8 @@ from pydicom import dcmread
 from pydicom.encaps import get_frame
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from server_under_test.storage.files import TRAILING_PADDING, received_length
+
 
 class NotFound(LookupError):
     """Nothing stored matches the URL (404)."""
@@ -68,17 +70,26 @@ def open_stored(db, stored: Stored):
         return open(row[0], "rb")
 
 
+def _received_length(path: str) -> int:
+    """The file's bytes as received (the archive's trailing padding left out: storage.files)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return received_length(fd)
+    finally:
+        os.close(fd)
+
+
 def on_disk(db, stored: list[Stored]) -> list[Stored]:
     """The instances whose files are there, with their paths and sizes as found now (migration may have moved a
     file since the query); those recycled meanwhile are left out."""
     found = []
     for instance in stored:
         try:
-            size = os.stat(instance.path).st_size
+            size = _received_length(instance.path)
         except FileNotFoundError:
             row = db.execute("SELECT path FROM instance WHERE sop_uid = ?", (instance.sop_uid,)).fetchone()
             try:
-                size = os.stat(row[0]).st_size if row else -1
+                size = _received_length(row[0]) if row else -1
             except FileNotFoundError:
                 size = -1
             if size < 0:
@@ -92,6 +103,7 @@ def metadata(db, stored: Stored) -> dict:
     """The instance's attributes as DICOM JSON, without Pixel Data (binary values inline, base64)."""
     with open_stored(db, stored) as f:
         dataset = dcmread(f, stop_before_pixels=True)
+    dataset.pop(TRAILING_PADDING, None)  # (read where there is no Pixel Data) the archive's, not the instance's
     return dataset.to_json_dict()
 
 

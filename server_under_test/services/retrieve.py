@@ -12,7 +12,6 @@ why). Nothing is ever compressed on the way out.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext
 
+from server_under_test.storage.files import TRAILING_PADDING, received_length
 from server_under_test.upper_layer.association import MAX_CONTEXTS, Association, proposed_context, request
 from server_under_test.upper_layer.dimse import C_STORE, RESPONSE, Command, encode_command, store_request
 from server_under_test.upper_layer.messages import send_pdata, send_pdata_file
@@ -73,10 +73,11 @@ class Progress:
 
 
 def dataset_offset(path: str) -> tuple[int, int]:
-    """(offset, length) of the dataset bytes after the preamble and file meta group."""
+    """(offset, length) of the dataset bytes after the preamble and file meta group, as received (without the
+    trailing padding the archive may have added: storage.files)."""
     with open(path, "rb") as f:
         head = f.read(144)
-        size = os.fstat(f.fileno()).st_size
+        size = received_length(f.fileno())
     if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
         raise ValueError(f"{path} is not a DICOM file with a file meta group length")
     offset = 144 + int.from_bytes(head[140:144], "little")
@@ -108,6 +109,7 @@ class CannotTranscode(Exception):
 def transcoded(path: str, target: UID) -> bytes:
     """The stored dataset in an uncompressed `target` syntax (decompressed first if need be)."""
     ds = dcmread(path)
+    ds.pop(TRAILING_PADDING, None)  # the archive's own, if any: not part of the instance
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         try:  # keep the SOP Instance UID: this is the same instance, only its encoding changes
             ds.decompress(generate_instance_uid=False)

@@ -57,12 +57,12 @@ def dataset_keys(head: bytes, incoming, transfer_syntax: UID) -> dict[str, str]:
     try:
         return read_keys(head, implicit, little)
     except Incomplete:
-        if incoming.size - incoming.header_size == len(head):
+        if incoming.received - incoming.header_size == len(head):
             raise Malformed("the dataset ends inside an element") from None
     with open(incoming.path, "rb") as f:  # the attributes run past the first 64 KB
         f.seek(incoming.header_size)
         try:
-            return read_keys(f.read(MAX_KEY_BYTES), implicit, little)
+            return read_keys(f.read(min(MAX_KEY_BYTES, incoming.received - incoming.header_size)), implicit, little)
         except Incomplete:
             raise Malformed("no Pixel Data within the first 16 MB, or the dataset ends inside an element") from None
 
@@ -114,7 +114,7 @@ class StoreService:
         stores = [self.tiers.stores[t] for t in candidates]
         header = file_header(sop_class, sop_uid, transfer_syntax, assoc.calling_ae)
         # A tier whose file system fills up mid-stream hands the instance on to the next one.
-        incoming = stores[0].incoming(header, keep_head=HEAD_BYTES, overflow=stores[1:])
+        incoming = stores[0].incoming(header, HEAD_BYTES, stores[1:], transfer_syntax)
         try:
             reader.stream_dataset(message, incoming)
             incoming.finish()

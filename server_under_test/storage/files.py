@@ -24,6 +24,14 @@ a VM whose freed pages go back to the host (measured here: 7 ms and 5 ms of CPU 
 2 MB through the page cache, 0.7 ms of CPU with O_DIRECT). Where a file system refuses
 O_DIRECT (some FUSE and network file systems, tmpfs before Linux 6.6), files go through the
 page cache as before; /status says per tier which way is in effect.
+
+A received file whose size is not a multiple of the 4 KB block is padded to one with a Data Set Trailing Padding
+element (FFFC,FFFC), which PS3.10 allows at the end of a file for this purpose, so that its last block goes to the
+device in the same O_DIRECT write as the rest. Without it, the last partial block went through the page cache and
+was written by the fsync as a request of its own, one more device round trip in every store (traced, CT ingest:
+device writes 8.0 -> 6.9 per instance, throughput 1.06x). The padding's value ends with PADDING_MARK and the length
+received, so received_length() finds what was received and retrieval sends exactly those bytes. Not for deflated
+datasets (no element can follow the deflated stream) or an odd length (not a valid dataset).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import fcntl
 import mmap
 import os
 import re
+import struct
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +59,41 @@ STAGING_BUFFER = 1 << 20  # bytes staged per write
 # ext4_sync_parent; traced here, the folder's fsync after it wrote nothing but one more cache flush), XFS (the log
 # force covers the transaction that made the link). Elsewhere (btrfs, NFS, FUSE: not verified) the folder is fsynced.
 NAME_DURABLE_WITH_FILE = frozenset({"ext4", "xfs"})
+TRAILING_PADDING = 0xFFFCFFFC  # Data Set Trailing Padding, the tag of the padding element
+PADDING_MARK = b"PACSBENCH-PADDED"  # at the end of the trailing padding this archive adds, before the length received
+PADDING_TRAILER = len(PADDING_MARK) + 8
+IMPLICIT_LITTLE, EXPLICIT_BIG, DEFLATED = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"
+
+
+def trailing_padding(length: int, transfer_syntax: str) -> bytes | None:
+    """A Data Set Trailing Padding element that takes a file of `length` bytes to a multiple of DIRECT_ALIGNMENT,
+    ending with PADDING_MARK and `length`; None where none may be added."""
+    if transfer_syntax == DEFLATED or length % 2:
+        return None
+    if transfer_syntax == IMPLICIT_LITTLE:
+        head_format, head_size = "<HHI", 8
+    else:  # explicit VR: little endian, or big endian (every compressed syntax is explicit VR little endian)
+        head_format, head_size = (">HH2sHI" if transfer_syntax == EXPLICIT_BIG else "<HH2sHI"), 12
+    room = -length % DIRECT_ALIGNMENT
+    if room < head_size + PADDING_TRAILER:
+        room += DIRECT_ALIGNMENT
+    value = room - head_size  # even: `length` and the block are
+    fields = (0xFFFC, 0xFFFC, value) if head_size == 8 else (0xFFFC, 0xFFFC, b"OB", 0, value)
+    return (
+        struct.pack(head_format, *fields) + bytes(value - PADDING_TRAILER) + PADDING_MARK + length.to_bytes(8, "little")
+    )
+
+
+def received_length(fd: int) -> int:
+    """The bytes a stored file held as received: its size, less the trailing padding this archive added."""
+    size = os.fstat(fd).st_size
+    if size % DIRECT_ALIGNMENT or size < PADDING_TRAILER:
+        return size
+    tail = os.pread(fd, PADDING_TRAILER, size - PADDING_TRAILER)
+    if tail[: len(PADDING_MARK)] != PADDING_MARK:
+        return size
+    length = int.from_bytes(tail[len(PADDING_MARK) :], "little")
+    return length if size - 2 * DIRECT_ALIGNMENT < length < size else size
 
 
 class BadUID(ValueError):
@@ -180,10 +224,12 @@ class StagedWriter:
     chance to move the file elsewhere (a full tier).
     """
 
-    def __init__(self, fd: int | None, direct: bool, keep_head: int = 0):
+    def __init__(self, fd: int | None, direct: bool, keep_head: int = 0, transfer_syntax: str | None = None):
         self.fd = fd
         self.direct = direct
         self.keep_head = keep_head
+        self.transfer_syntax = transfer_syntax  # of the dataset (a received file): its last block may be padded
+        self.padded = 0  # bytes of trailing padding written after what was received
         self.head = b""
         self._buffers = [_take_staging_buffer(), _take_staging_buffer()]
         self._current = 0
@@ -212,15 +258,28 @@ class StagedWriter:
             self.staged = 0
             return
         aligned = self.staged - self.staged % DIRECT_ALIGNMENT
+        if aligned < self.staged and self._pad():
+            return
         if aligned:
             _pwrite_all(self.fd, self.view[:aligned], self.offset, True)
         if aligned < self.staged:
-            # The last partial block goes through the page cache: padding it for O_DIRECT would leave the file to be
-            # cut back with ftruncate, a journaled metadata change: over a quarter of a CT instance's write here.
-            # The file is complete after this, so O_DIRECT is off for good.
+            # Without padding, the last partial block goes through the page cache: cutting a padded file back with
+            # ftruncate would read that block back and write it again. The file is complete after this, so O_DIRECT
+            # is off for good.
             fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
             _pwrite_all(self.fd, self.view[aligned : self.staged], self.offset + aligned, False)
         self.offset, self.staged = self.offset + self.staged, 0
+
+    def _pad(self) -> bool:
+        """Write what is staged with a trailing padding element, in one O_DIRECT write; False where none fits."""
+        padding = self.transfer_syntax and trailing_padding(self.offset + self.staged, self.transfer_syntax)
+        if not padding or self.staged + len(padding) > len(self.view):
+            return False
+        end = self.staged + len(padding)
+        self.view[self.staged : end] = padding
+        _pwrite_all(self.fd, self.view[:end], self.offset, True)
+        self.offset, self.staged, self.padded = self.offset + end, 0, len(padding)
+        return True
 
     def drop_staged(self) -> None:
         """Forget what is staged (after a write error the rest is only read off the wire)."""
@@ -323,8 +382,11 @@ class FileStore:
             raise incoming.error
         return incoming.commit(path, replace=True)
 
-    def incoming(self, header: bytes, keep_head: int = 0, overflow: tuple = ()) -> "IncomingFile":
-        return IncomingFile(self, header, keep_head, overflow)
+    def incoming(
+        self, header: bytes, keep_head: int = 0, overflow: tuple = (), transfer_syntax: str | None = None
+    ) -> "IncomingFile":
+        """A file to receive into; `transfer_syntax` (a dataset's, after its file meta `header`): pad its end."""
+        return IncomingFile(self, header, keep_head, overflow, transfer_syntax)
 
     def commit(self, temp: Path, path: Path, replace: bool, sync_folder: bool = True) -> bool:
         """Move a complete (fsynced) temp file to its final name; fsync the folder unless told
@@ -442,16 +504,23 @@ class IncomingFile:
     must still be read off the wire before the failure status can be sent.
     """
 
-    def __init__(self, store: FileStore, header: bytes, keep_head: int = 0, overflow: tuple = ()):
+    def __init__(
+        self,
+        store: FileStore,
+        header: bytes,
+        keep_head: int = 0,
+        overflow: tuple = (),
+        transfer_syntax: str | None = None,
+    ):
         self.store = store
         self.overflow = list(overflow)
         self.path = store.incoming_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         self.header_size = len(header)
-        self.size = 0
+        self.received = 0  # bytes written by the caller (the header included)
         self.error: OSError | None = None
         self.fd: int | None = None
         self.name_durable = False  # after commit: False when the caller still has to fsync the folder
-        self._writer = StagedWriter(None, store.direct_io, keep_head and len(header) + keep_head)
+        self._writer = StagedWriter(None, store.direct_io, keep_head and len(header) + keep_head, transfer_syntax)
         self.unnamed = store.unnamed  # no name until commit (O_TMPFILE); `path` then reaches it through /proc
         try:
             self.fd = self._writer.fd = self._open(store, self.path)
@@ -503,6 +572,11 @@ class IncomingFile:
         return False
 
     @property
+    def size(self) -> int:
+        """The file's size: what was received, and the trailing padding once finished."""
+        return self.received + self._writer.padded
+
+    @property
     def head(self) -> bytes:
         """The first `keep_head` bytes of the dataset (available once finished)."""
         return self._writer.head[self.header_size :]
@@ -519,7 +593,7 @@ class IncomingFile:
 
     def advance(self, count: int) -> None:
         self._writer.advance(count)
-        self.size += count
+        self.received += count
 
     def write(self, chunks: list) -> None:
         """Copy chunks already in memory into the staging buffers."""

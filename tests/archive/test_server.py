@@ -9,10 +9,12 @@ import sys
 import time
 import urllib.request
 from io import BytesIO
+from pathlib import Path
 
 import psutil
 import pytest
 from helpers.archive import PACSBENCH_SERVE, start_archive, wait_for_echo
+from helpers.dicomfiles import received_bytes
 from helpers.tools import require_tool
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -103,9 +105,15 @@ def test_stored_file_holds_the_dataset_bytes_as_sent(archive, tiny_studies):
         assert assoc.send_c_store(sent).Status == 0
     finally:
         assoc.release()
-    stored_path = _indexed(archive)[sent.SOPInstanceUID]
-    with open(stored_path, "rb") as stored:
-        assert _dataset_bytes(stored.read()) == _dataset_bytes(source.read_bytes())
+    stored_path = Path(_indexed(archive)[sent.SOPInstanceUID])
+    received = received_bytes(stored_path)
+    assert _dataset_bytes(received) == _dataset_bytes(source.read_bytes())
+    on_disk = stored_path.read_bytes()
+    assert on_disk[: len(received)] == received
+    if len(received) % 4096:  # then a trailing padding element follows, to whole 4 KB blocks (storage.files)
+        assert len(on_disk) % 4096 == 0 and list(dcmread(stored_path).keys())[-1] == 0xFFFCFFFC
+    else:
+        assert on_disk == received
 
 
 def _xa_dataset(sop_uid="1.2.3.4.5", study_uid="1.2.3.1", series_uid="1.2.3.2") -> Dataset:

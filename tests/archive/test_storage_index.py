@@ -7,18 +7,35 @@ import signal
 import sqlite3
 import tempfile
 from dataclasses import replace
+from io import BytesIO
 from pathlib import Path
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    XRayAngiographicImageStorage,
+)
 
 from server_under_test.storage.files import (
+    DIRECT_ALIGNMENT,
+    PADDING_MARK,
     STAGING_BUFFER,
     TEMP_PREFIX,
+    TRAILING_PADDING,
     AlreadyStored,
     BadUID,
     FileStore,
+    received_length,
     supports_direct_io,
+    trailing_padding,
 )
 from server_under_test.storage.index import Index, InstanceRecord, apply_record, connect, create_schema
 
@@ -308,3 +325,60 @@ def test_elsewhere_every_new_name_waits_for_the_folders_fsync():
         assert _commit_new(store, "1.4.2", sync_folder=True)
     finally:
         shutil.rmtree(shm)
+
+
+SYNTAXES_PADDED = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, JPEGBaseline8Bit]
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES_PADDED)
+@given(text_length=st.integers(0, 9000))
+@settings(max_examples=25, deadline=None)
+def test_the_trailing_padding_is_a_valid_last_element_and_received_length_finds_what_came_before(syntax, text_length):
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = XRayAngiographicImageStorage, "1.2.3"
+    ds.PatientID = "P"
+    ds.ImageComments = "c" * (text_length + text_length % 2)  # even lengths, as every element's
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    received = buffer.getvalue()
+    padding = trailing_padding(len(received), syntax)
+    assert padding is not None and (len(received) + len(padding)) % DIRECT_ALIGNMENT == 0
+    read = dcmread(BytesIO(received + padding))
+    assert list(read.keys())[-1] == TRAILING_PADDING and read[TRAILING_PADDING].VR == "OB"
+    assert read.ImageComments == ds.ImageComments and read.PatientID == "P"
+    with tempfile.TemporaryFile() as f:
+        f.write(received + padding)
+        f.flush()
+        assert received_length(f.fileno()) == len(received)
+
+
+def test_no_padding_where_none_may_follow_and_a_file_without_the_mark_is_read_whole(tmp_path):
+    assert trailing_padding(1000, DeflatedExplicitVRLittleEndian) is None  # nothing after the deflated stream
+    assert trailing_padding(1001, ExplicitVRLittleEndian) is None  # an odd length: no valid dataset
+    path = tmp_path / "f"
+    for data in (bytes(8192), b"x" * 4096, bytes(4096 - 24) + PADDING_MARK + (5000).to_bytes(8, "little")):
+        path.write_bytes(data)  # whole blocks, without the mark or with a length that cannot be the file's
+        with path.open("rb") as f:
+            assert received_length(f.fileno()) == len(data)
+
+
+@pytest.mark.parametrize("direct_io", [True, False], ids=["o_direct", "page_cache"])
+@pytest.mark.parametrize("size", [1, 4000, 4072, 4096, 4097, STAGING_BUFFER - 2, STAGING_BUFFER, STAGING_BUFFER + 2])
+def test_a_received_file_is_padded_to_whole_blocks_with_o_direct_and_retrieval_length_is_what_came(
+    tmp_path, direct_io, size
+):
+    store = _store(tmp_path, direct_io)
+    data = random.Random(size).randbytes(size - size % 2)
+    incoming = store.incoming(b"HEAD", transfer_syntax=ExplicitVRLittleEndian)
+    incoming.write([data])
+    path = store.path_for("1.2", "1.3", "1.4")
+    stored = incoming.commit(path, replace=True)
+    on_disk = path.read_bytes()
+    assert stored == len(on_disk) and on_disk[: 4 + len(data)] == b"HEAD" + data
+    with path.open("rb") as f:
+        assert received_length(f.fileno()) == 4 + len(data)
+    padded = store.direct_io and (4 + len(data)) % DIRECT_ALIGNMENT != 0
+    fits = (4 + len(data)) % STAGING_BUFFER + 4096 + 64 <= STAGING_BUFFER  # room in the staging buffer
+    assert (len(on_disk) % DIRECT_ALIGNMENT == 0 and len(on_disk) > 4 + len(data)) == (padded and fits)

@@ -1,4 +1,7 @@
-"""DICOM files as tests compare them: the dataset bytes after the file meta group, and fresh copies."""
+"""DICOM files as tests compare them: the dataset bytes after the file meta group, and fresh copies.
+
+The archive's files may end with a trailing padding element it added (server_under_test.storage.files): a file's
+bytes here are those it received, as retrieval sends them; files the archive did not write are read whole."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from server_under_test.storage.files import received_length
+
 
 def dataset_bytes_of(data: bytes) -> bytes:
     """A DICOM file's dataset bytes (after the file meta group), from the file's bytes."""
@@ -18,9 +23,15 @@ def dataset_bytes_of(data: bytes) -> bytes:
     return data[144 + meta_length :]
 
 
+def received_bytes(path: Path) -> bytes:
+    """A file's bytes without the trailing padding the archive adds to what it stores."""
+    with open(path, "rb") as f:
+        return f.read(received_length(f.fileno()))
+
+
 def dataset_bytes(path: Path) -> bytes:
-    """A DICOM file's dataset bytes (after the file meta group)."""
-    return dataset_bytes_of(path.read_bytes())
+    """A DICOM file's dataset bytes (after the file meta group; for an archive's file, as it received them)."""
+    return dataset_bytes_of(received_bytes(path))
 
 
 def encoded(ds: Dataset) -> bytes:
