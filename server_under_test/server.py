@@ -1,7 +1,8 @@
 """The reference archive's processes: a supervisor and N workers sharing one listening socket.
 
 The supervisor binds the port, prepares the index, forks the workers (each accepts
-associations on the inherited socket, one thread per association, so every core works),
+associations on the inherited socket, one thread per association, so every core works; a worker with more
+associations than another leaves new ones to it: services.connection.AssociationSlots),
 then runs the tier migrator and, with a metrics port, the HTTP pages (status_pages.py). With a DICOMweb port the
 supervisor binds that socket too, and every worker serves DICOMweb on it (dicomweb/app.py) beside DIMSE, through
 the same store and index. SIGTERM or Ctrl-C: the workers stop accepting, finish the requests in flight, abort idle
@@ -15,6 +16,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import socket
 import sys
@@ -63,7 +65,14 @@ def worker_main(
 ) -> None:
     end_with_supervisor(supervisor_pid)
     from server_under_test.metrics import Metrics
-    from server_under_test.services.connection import Shared, handle_connection, quiet_pydicom, supported_contexts
+    from server_under_test.services.connection import (
+        ACCEPT_POLL_SECONDS,
+        HAND_OFF_SECONDS,
+        Shared,
+        handle_connection,
+        quiet_pydicom,
+        supported_contexts,
+    )
     from server_under_test.services.store import StoreService
     from server_under_test.storage.files import TierSet
     from server_under_test.storage.index import Index, index_path
@@ -91,19 +100,29 @@ def worker_main(
     )
     web = start_dicomweb(config, web_listener, web_connections, shared) if web_listener is not None else None
     ready.put(os.getpid())
-    listener.settimeout(0.25)
+    listener.setblocking(False)  # every worker is woken by a new connection: those that lose the race move on
+    waiting = select.poll()
+    waiting.register(listener, select.POLLIN)
     threads: list[threading.Thread] = []
     while not stopping.is_set():
-        try:
-            sock, peer = listener.accept()
-        except (socket.timeout, InterruptedError):
+        slots.beat(number)
+        if not waiting.poll(ACCEPT_POLL_SECONDS * 1000):
             threads = [t for t in threads if t.is_alive()]
             continue
+        if slots.leave_to_another(number):  # a worker with fewer connections takes it (AssociationSlots)
+            time.sleep(HAND_OFF_SECONDS)
+            continue
+        try:
+            sock, peer = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            continue  # another worker took it
         except OSError as exc:
             log.error("worker %d: accept failed: %s", number, exc)
             time.sleep(0.1)
             continue
-        thread = threading.Thread(target=handle_connection, args=(shared, sock, peer), name=f"assoc-{peer}")
+        sock.setblocking(True)
+        counted = slots.take(number)  # here, not in the thread: the next accept decision sees it
+        thread = threading.Thread(target=handle_connection, args=(shared, sock, peer, counted), name=f"assoc-{peer}")
         thread.start()
         threads.append(thread)
     listener.close()

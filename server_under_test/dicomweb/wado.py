@@ -1,9 +1,10 @@
 """WADO-RS out of the stored files: which instances a URL names, their metadata, and frames cut without re-encoding.
 
 Instances go out as stored (the received dataset behind our file meta, without the trailing padding the archive
-adds: storage.files), in the stored transfer syntax: the archive never transcodes. A frame of a native (uncompressed) instance is a slice of its Pixel Data at
-a computed offset; a frame of an encapsulated one is its fragments, found through the Basic (or Extended)
-Offset Table by pydicom. Deflated instances have no frames to cut: 406.
+adds: storage.files), in the stored transfer syntax: the archive never transcodes. A frame of a native
+(uncompressed) instance is a slice of its Pixel Data at a computed offset; a frame of an encapsulated one is its
+fragments, found through the Basic (or Extended) Offset Table by pydicom. Deflated instances have no frames to cut:
+406.
 """
 
 from __future__ import annotations

@@ -165,6 +165,11 @@ def supported_contexts() -> list[PresentationContext]:
     return contexts
 
 
+ACCEPT_POLL_SECONDS = 0.25  # a worker's accept loop looks at its stop flag (and beats) at least this often
+BEAT_SECONDS = 1.0  # a worker not seen looking for connections for longer is left out of the balance (busy, dead)
+HAND_OFF_SECONDS = 0.002  # a busier worker looks again after this, in case nobody took the connection
+
+
 class AssociationSlots:
     """The association limit across all worker processes.
 
@@ -173,11 +178,17 @@ class AssociationSlots:
     when the connection ends, and the supervisor zeroes the counter of a worker that died
     (its connections died with it). A per-worker share of the limit would refuse too early
     on a busy worker and let the sum exceed it when the kernel spreads connections unevenly.
+
+    The counters also spread connections evenly: every worker waiting on the shared socket is woken by a new
+    connection, and the first to call accept() took it, so 4 associations landed 3 + 1 on two workers about half
+    the time (one worker's GIL and group commit serving three while the other idled). A worker with more
+    connections than another that is looking for connections (its heartbeat is recent) leaves it to that one.
     """
 
     def __init__(self, limit: int, workers: int, context=multiprocessing):
         self.limit = limit
         self.counts = context.Array("i", workers)
+        self.beats = context.Array("d", workers, lock=False)  # when each worker last looked for connections
 
     def take(self, worker: int) -> bool:
         """Count a new connection of `worker`; False (nothing counted) when the limit is reached."""
@@ -187,6 +198,18 @@ class AssociationSlots:
                 return False
             counts[worker] += 1
             return True
+
+    def beat(self, worker: int) -> None:
+        """`worker` is looking for connections (its accept loop calls this at least every ACCEPT_POLL_SECONDS)."""
+        self.beats[worker] = time.monotonic()  # CLOCK_MONOTONIC: one clock for all processes
+
+    def leave_to_another(self, worker: int) -> bool:
+        """Should `worker` leave a waiting connection to a worker that has fewer and is looking for connections?"""
+        now = time.monotonic()
+        with self.counts.get_lock():
+            counts = self.counts.get_obj()
+            looking = [counts[i] for i in range(len(counts)) if i != worker and now - self.beats[i] < BEAT_SECONDS]
+            return bool(looking) and counts[worker] > min(looking)
 
     def give_back(self, worker: int) -> None:
         with self.counts.get_lock():
@@ -227,10 +250,12 @@ class AssociationHandler:
         self._cancel_seen = False  # a C-CANCEL read while waiting for a C-GET sub-operation's response
 
     # -- life cycle ---------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, counted: bool | None = None) -> None:
+        """Serve the connection; `counted`: whether the accept loop took a slot for it (None: take one here)."""
         shared = self.shared
         # A connection holds its slot from its first byte (a half-open one until ARTIM expires).
-        counted = shared.slots.take(shared.worker)
+        if counted is None:
+            counted = shared.slots.take(shared.worker)
         try:
             self._negotiate(over_limit=not counted)
             if self.assoc:
@@ -525,8 +550,8 @@ class AssociationHandler:
             sub.release()
 
 
-def handle_connection(shared: Shared, sock: socket.socket, peer: tuple) -> None:
+def handle_connection(shared: Shared, sock: socket.socket, peer: tuple, counted: bool | None = None) -> None:
     try:
-        AssociationHandler(shared, sock, peer).run()
+        AssociationHandler(shared, sock, peer).run(counted)
     except Exception:  # one association's bug must never take the worker down
         log.exception("association from %s failed", peer)

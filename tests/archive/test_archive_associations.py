@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from helpers import ROOT
 from helpers.archive import assert_still_answers_echo, raw_request, start_archive
@@ -145,3 +146,45 @@ def test_the_robustness_script_finds_every_case_answered(tmp_path):
         assert "  yes  " in row, row  # still answers C-ECHO afterwards
         assert not any(word in row for word in ("closed without", "no answer", "reset", "Error")), row
     assert any("8 A-ASSOCIATE-AC, 4 A-ASSOCIATE-RJ result 2 source 3 reason 2" in row for row in rows)
+
+
+def _connections_per_worker(archive) -> list[int]:
+    workers = psutil.Process(archive.process.pid).children()
+    return sorted(
+        sum(1 for c in w.net_connections("tcp") if c.status == "ESTABLISHED" and c.laddr.port == archive.port)
+        for w in workers
+    )
+
+
+def _open(archive, count: int) -> list:
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(Verification)
+    opened = [ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title) for _ in range(count)]
+    assert all(a.is_established for a in opened)
+    return opened
+
+
+def test_associations_are_spread_evenly_over_the_workers_and_a_stopped_worker_is_left_out(tmp_path):
+    # Every worker is woken by a new connection; without the balance the first to call accept() took it, and
+    # four associations landed 3 + 1 about half the time.
+    archive = start_archive(tmp_path / "archive", "--workers", "2")
+    opened = []
+    try:
+        for _ in range(3):  # three times over: a lucky draw does not pass
+            opened += _open(archive, 4)
+            assert _connections_per_worker(archive)[-2:] == [len(opened) // 2] * 2
+        # A worker that stops looking for connections (here: SIGSTOP) is left out after BEAT_SECONDS: the other
+        # accepts even though it holds more.
+        stopped = psutil.Process(archive.process.pid).children()[0]
+        stopped.suspend()
+        try:
+            time.sleep(1.5)
+            opened += _open(archive, 2)
+            assert all(a.send_c_echo().Status == 0 for a in opened[-2:])
+        finally:
+            stopped.resume()
+        assert _connections_per_worker(archive) == [6, 8]
+    finally:
+        for assoc in opened:
+            assoc.release()
+        archive.stop()
