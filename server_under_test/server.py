@@ -2,7 +2,7 @@
 
 The supervisor binds the port, prepares the index, forks the workers (each accepts
 associations on the inherited socket, one thread per association, so every core works; a worker with more
-associations than another leaves new ones to it: services.connection.AssociationSlots),
+associations than another leaves new ones to it: services.connection.ConnectionBalance),
 then runs the tier migrator and, with a metrics port, the HTTP pages (status_pages.py). With a DICOMweb port the
 supervisor binds that socket too, and every worker serves DICOMweb on it (dicomweb/app.py) beside DIMSE, through
 the same store and index. SIGTERM or Ctrl-C: the workers stop accepting, finish the requests in flight, abort idle
@@ -105,11 +105,11 @@ def worker_main(
     waiting.register(listener, select.POLLIN)
     threads: list[threading.Thread] = []
     while not stopping.is_set():
-        slots.beat(number)
+        slots.balance.beat(number)
         if not waiting.poll(ACCEPT_POLL_SECONDS * 1000):
             threads = [t for t in threads if t.is_alive()]
             continue
-        if slots.leave_to_another(number):  # a worker with fewer connections takes it (AssociationSlots)
+        if slots.balance.leave_to_another(number):  # a worker with fewer connections takes it
             time.sleep(HAND_OFF_SECONDS)
             continue
         try:
@@ -212,13 +212,13 @@ class Supervisor:
 
     def start_workers(self) -> None:
         # Imported once here, not in every forked worker.
-        from server_under_test.services.connection import AssociationSlots
+        from server_under_test.services.connection import AssociationSlots, ConnectionBalance
 
         context = multiprocessing.get_context("fork")
         ready = context.SimpleQueue()
         self.slots = AssociationSlots(self.config.max_associations, self.config.worker_count, context)
         # Each worker's open DICOMweb connections: a busier worker leaves new ones to the others.
-        self.web_connections = context.Array("i", self.config.worker_count) if self.web_listener else None
+        self.web_connections = ConnectionBalance(self.config.worker_count, context) if self.web_listener else None
         for number in range(self.config.worker_count):
             self.workers.append(self._spawn(context, ready, number))
         deadline = time.monotonic() + READY_TIMEOUT
@@ -238,7 +238,7 @@ class Supervisor:
     def _spawn(self, context, ready, number: int):
         self.slots.clear(number)  # a worker that died took its connections with it
         if self.web_connections is not None:
-            self.web_connections[number] = 0
+            self.web_connections.clear(number)
         process = context.Process(
             target=worker_main,
             args=(

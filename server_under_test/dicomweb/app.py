@@ -28,6 +28,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from server_under_test.config import DicomwebEndpoint
 from server_under_test.dicomweb import body, parts, qido, stow, wado
 from server_under_test.dicomweb.multipart import Splitter
+from server_under_test.services.connection import ACCEPT_POLL_SECONDS, HAND_OFF_SECONDS
 from server_under_test.services.query import IMAGE, SERIES, STUDY
 from server_under_test.services.store import StoreService
 from server_under_test.storage.files import BadUID, check_uid
@@ -36,7 +37,6 @@ from server_under_test.storage.index import Index
 log = logging.getLogger("server_under_test.dicomweb")
 
 BASE_PATH = "/dicom-web"
-BALANCE_WAIT = 0.002  # seconds a worker with more connections than another leaves a new one to the others
 READ_BUFFER = 1 << 20  # a connection's receive buffer before aiohttp pauses reading (its default: 64 KB)
 DICOM_JSON = "application/dicom+json"
 UID_FIELDS = ("study", "series", "instance")
@@ -335,7 +335,7 @@ def make_app(archive: Archive) -> web.Application:
 class DicomwebServer:
     """aiohttp on an already bound socket, in its own thread with its own event loop; stop() ends it.
 
-    `connections` (shared by the workers, one count each) spreads new connections over the workers."""
+    `connections` (a ConnectionBalance shared by the workers) spreads new connections over the workers."""
 
     def __init__(
         self,
@@ -388,24 +388,44 @@ class DicomwebServer:
         self.archive.pool.shutdown(wait=False, cancel_futures=True)
 
     async def _accept(self, server: web.Server) -> None:
-        """Accept connections one at a time, a busier worker leaving each new one to the others for a moment.
+        """Accept connections one at a time, a worker with more connections than another that is looking leaving
+        each new one to it (services.connection.ConnectionBalance).
 
         asyncio's own server takes every pending connection at once: a burst of clients all went to one
         worker, and STOW-RS from 4 clients ran no faster than from 1 (measured)."""
         loop = asyncio.get_running_loop()
         self.sock.setblocking(False)
+        balance = self.connections
         while True:
-            if self.connections is not None:
-                self.connections[self.number] = mine = len(server.connections)
-                if mine > min(self.connections):
-                    await asyncio.sleep(BALANCE_WAIT)
+            if balance is not None:
+                balance.counts[self.number] = len(server.connections)
+                balance.beat(self.number)
+            if not await self._readable(ACCEPT_POLL_SECONDS):
+                continue
+            if balance is not None and balance.leave_to_another(self.number):
+                await asyncio.sleep(HAND_OFF_SECONDS)
+                continue
             try:
-                connection, _ = await loop.sock_accept(self.sock)
+                connection, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                continue  # another worker took it
             except OSError as exc:  # out of file descriptors, say: the connection waits in the backlog
                 log.error("DICOMweb accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
             await loop.connect_accepted_socket(server, connection)
+
+    async def _readable(self, timeout: float) -> bool:
+        """Whether a connection waits on the socket within `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        waiting = loop.create_future()
+        loop.add_reader(self.sock.fileno(), lambda: waiting.done() or waiting.set_result(True))
+        try:
+            return await asyncio.wait_for(waiting, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            loop.remove_reader(self.sock.fileno())
 
     def stop(self) -> None:
         if self.loop is not None and self.stopped is not None:

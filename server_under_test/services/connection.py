@@ -165,39 +165,25 @@ def supported_contexts() -> list[PresentationContext]:
     return contexts
 
 
-ACCEPT_POLL_SECONDS = 0.25  # a worker's accept loop looks at its stop flag (and beats) at least this often
+ACCEPT_POLL_SECONDS = 0.25  # an accept loop looks at its stop flag (and beats) at least this often
 BEAT_SECONDS = 1.0  # a worker not seen looking for connections for longer is left out of the balance (busy, dead)
 HAND_OFF_SECONDS = 0.002  # a busier worker looks again after this, in case nobody took the connection
 
 
-class AssociationSlots:
-    """The association limit across all worker processes.
+class ConnectionBalance:
+    """Spreads new connections over worker processes that accept on one shared socket (DIMSE's, DICOMweb's).
 
-    One counter per worker in shared memory, created by the supervisor before it forks: a
-    worker takes a slot under the array's lock when a connection arrives and gives it back
-    when the connection ends, and the supervisor zeroes the counter of a worker that died
-    (its connections died with it). A per-worker share of the limit would refuse too early
-    on a busy worker and let the sum exceed it when the kernel spreads connections unevenly.
-
-    The counters also spread connections evenly: every worker waiting on the shared socket is woken by a new
-    connection, and the first to call accept() took it, so 4 associations landed 3 + 1 on two workers about half
-    the time (one worker's GIL and group commit serving three while the other idled). A worker with more
-    connections than another that is looking for connections (its heartbeat is recent) leaves it to that one.
+    One counter and one heartbeat per worker in shared memory, made by the supervisor before it forks. Every
+    worker waiting on the socket is woken by a new connection, and the first to call accept() took it: 4 CT
+    associations landed 3 + 1 on two workers about half the time (one worker's GIL and group commit serving three
+    while the other idled), and a burst of DICOMweb clients all went to one worker. Now a worker with more
+    connections than another that is looking for connections (its heartbeat is recent) leaves a new one to it; a
+    worker stuck or dead for BEAT_SECONDS is left out, so connections are always taken.
     """
 
-    def __init__(self, limit: int, workers: int, context=multiprocessing):
-        self.limit = limit
+    def __init__(self, workers: int, context=multiprocessing):
         self.counts = context.Array("i", workers)
         self.beats = context.Array("d", workers, lock=False)  # when each worker last looked for connections
-
-    def take(self, worker: int) -> bool:
-        """Count a new connection of `worker`; False (nothing counted) when the limit is reached."""
-        with self.counts.get_lock():
-            counts = self.counts.get_obj()
-            if sum(counts) >= self.limit:
-                return False
-            counts[worker] += 1
-            return True
 
     def beat(self, worker: int) -> None:
         """`worker` is looking for connections (its accept loop calls this at least every ACCEPT_POLL_SECONDS)."""
@@ -211,14 +197,44 @@ class AssociationSlots:
             looking = [counts[i] for i in range(len(counts)) if i != worker and now - self.beats[i] < BEAT_SECONDS]
             return bool(looking) and counts[worker] > min(looking)
 
+    def clear(self, worker: int) -> None:
+        """A worker died: its connections are gone."""
+        with self.counts.get_lock():
+            self.counts.get_obj()[worker] = 0
+
+
+class AssociationSlots:
+    """The association limit across all worker processes.
+
+    One counter per worker in shared memory (the balance's), created by the supervisor before it forks: a
+    worker takes a slot under the array's lock when a connection arrives and gives it back
+    when the connection ends, and the supervisor zeroes the counter of a worker that died
+    (its connections died with it). A per-worker share of the limit would refuse too early
+    on a busy worker and let the sum exceed it when the kernel spreads connections unevenly.
+    The same counters spread the associations over the workers (ConnectionBalance).
+    """
+
+    def __init__(self, limit: int, workers: int, context=multiprocessing):
+        self.limit = limit
+        self.balance = ConnectionBalance(workers, context)
+        self.counts = self.balance.counts
+
+    def take(self, worker: int) -> bool:
+        """Count a new connection of `worker`; False (nothing counted) when the limit is reached."""
+        with self.counts.get_lock():
+            counts = self.counts.get_obj()
+            if sum(counts) >= self.limit:
+                return False
+            counts[worker] += 1
+            return True
+
     def give_back(self, worker: int) -> None:
         with self.counts.get_lock():
             self.counts.get_obj()[worker] -= 1
 
     def clear(self, worker: int) -> None:
         """A worker died: its connections are gone."""
-        with self.counts.get_lock():
-            self.counts.get_obj()[worker] = 0
+        self.balance.clear(worker)
 
     def in_use(self) -> int:
         with self.counts.get_lock():

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import psutil
 import pytest
 from helpers import ROOT
 from helpers.archive import assert_still_answers_echo, raw_request, start_archive
+from helpers.dicomweb import start_web_archive
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
     Verification,
@@ -148,11 +151,10 @@ def test_the_robustness_script_finds_every_case_answered(tmp_path):
     assert any("8 A-ASSOCIATE-AC, 4 A-ASSOCIATE-RJ result 2 source 3 reason 2" in row for row in rows)
 
 
-def _connections_per_worker(archive) -> list[int]:
+def _connections_per_worker(archive, port: int) -> list[int]:
     workers = psutil.Process(archive.process.pid).children()
     return sorted(
-        sum(1 for c in w.net_connections("tcp") if c.status == "ESTABLISHED" and c.laddr.port == archive.port)
-        for w in workers
+        sum(1 for c in w.net_connections("tcp") if c.status == "ESTABLISHED" and c.laddr.port == port) for w in workers
     )
 
 
@@ -164,15 +166,31 @@ def _open(archive, count: int) -> list:
     return opened
 
 
-def test_associations_are_spread_evenly_over_the_workers_and_a_stopped_worker_is_left_out(tmp_path):
-    # Every worker is woken by a new connection; without the balance the first to call accept() took it, and
-    # four associations landed 3 + 1 about half the time.
-    archive = start_archive(tmp_path / "archive", "--workers", "2")
+def _web_connections(archive, count: int) -> list[http.client.HTTPConnection]:
+    url = urllib.parse.urlsplit(archive.dicomweb_url)
     opened = []
+    for _ in range(count):  # each kept alive after one answered request
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        connection.request("GET", f"{url.path}/studies")
+        response = connection.getresponse()
+        response.read()
+        assert response.status in (200, 204)
+        opened.append(connection)
+    return opened
+
+
+def test_connections_are_spread_evenly_over_the_workers_and_a_stopped_worker_is_left_out(tmp_path):
+    # Every worker is woken by a new connection; without the balance the first to call accept() took it, and
+    # four associations landed 3 + 1 about half the time (services.connection.ConnectionBalance).
+    archive, url = start_web_archive(tmp_path / "archive", "workers = 2\n")
+    web_port = urllib.parse.urlsplit(url).port
+    opened, web = [], []
     try:
         for _ in range(3):  # three times over: a lucky draw does not pass
             opened += _open(archive, 4)
-            assert _connections_per_worker(archive)[-2:] == [len(opened) // 2] * 2
+            web += _web_connections(archive, 4)
+            assert _connections_per_worker(archive, archive.port) == [len(opened) // 2] * 2
+            assert _connections_per_worker(archive, web_port) == [len(web) // 2] * 2
         # A worker that stops looking for connections (here: SIGSTOP) is left out after BEAT_SECONDS: the other
         # accepts even though it holds more.
         stopped = psutil.Process(archive.process.pid).children()[0]
@@ -181,10 +199,14 @@ def test_associations_are_spread_evenly_over_the_workers_and_a_stopped_worker_is
             time.sleep(1.5)
             opened += _open(archive, 2)
             assert all(a.send_c_echo().Status == 0 for a in opened[-2:])
+            web += _web_connections(archive, 2)
         finally:
             stopped.resume()
-        assert _connections_per_worker(archive) == [6, 8]
+        assert _connections_per_worker(archive, archive.port) == [6, 8]
+        assert _connections_per_worker(archive, web_port) == [6, 8]
     finally:
         for assoc in opened:
             assoc.release()
+        for connection in web:
+            connection.close()
         archive.stop()
