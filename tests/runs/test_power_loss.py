@@ -14,6 +14,7 @@ the image is the cached one.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -186,11 +187,15 @@ def test_a_paused_guest_continues_and_a_restarted_one_shuts_down_in_order_and_bo
     assert pause["acknowledged_before"] > 0 and pause["lost"] == 0 and pause["changed"] == 0
 
     # The restart: QEMU exited by itself (0, not -9: not killed after the stop timeout), and the console shows
-    # the orderly path ran in the first boot (systemd stopped the archive, the kernel rebooted); a second boot.
+    # the orderly path ran in the first boot (systemd stopped the archive without its stop timeout's SIGKILL, the
+    # kernel rebooted); a second boot. The evidence is what PID 1 and the kernel write to the console themselves:
+    # the archive's own "stopping: finishing in-flight requests" reaches the console through journald, which on a
+    # busy host did not forward it before the reboot once (make test, the restart otherwise in order).
     assert restart["exit_code"] == 0 and restart["down_seconds"] > 0
     first, *again = boots(run_dir)
     assert len(again) == 1, f"{1 + len(again)} boots in console.log"
-    assert "stopping: finishing in-flight requests" in first and "reboot: Restarting system" in first
+    assert re.search(r"Stopped \S*pacsbench-archive", first) and "reboot: Restarting system" in first
+    assert "pacsbench-archive.service: State 'stop-sigterm' timed out" not in first
     # It booted again on the same data disk: everything acknowledged before it (more than before the pause) came
     # back bit-exact, and stores resumed during the load, once the new boot answered.
     assert restart["acknowledged_before"] > pause["acknowledged_before"]
