@@ -39,29 +39,23 @@ def test_calling_ae_not_on_the_allow_list_is_rejected(dcmtk, tmp_path):
 
 
 @pytest.mark.parametrize("where", ["option", "config"])
-def test_check_called_aet_rejects_another_called_ae_title(tmp_path, where):
+def test_check_called_aet_rejects_another_called_ae_title(dcmtk, tmp_path, where):
+    # DCMTK's echoscu as the requestor: it reads the A-ASSOCIATE-RJ before it closes. pynetdicom's primitive could
+    # lose a race with the close on a busy host (its EVT_ACSE_RECV never came, 1 run in 30 under load).
     (tmp_path / "check.toml").write_text("check_called_aet = true\n")
     setting = ["--check-called-aet"] if where == "option" else ["--config", str(tmp_path / "check.toml")]
     archive = start_archive(tmp_path / "archive", *setting)
-    ae = AE(ae_title="PYNETDICOM")
-    ae.add_requested_context(Verification)
-    answers = []  # the A-ASSOCIATE primitives pynetdicom receives (its is_rejected can lose a race with the close)
     try:
-        wrong = ae.associate(
-            "127.0.0.1",
-            archive.port,
-            ae_title="NOT-PACSBENCH",
-            evt_handlers=[(evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive))],
-        )
-        right = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title)
-        status = right.send_c_echo().Status if right.is_established else None
-        right.release()
+        echo = [dcmtk.echoscu, "127.0.0.1", str(archive.port)]
+        wrong = subprocess.run([*echo, "-aec", "NOT-PACSBENCH"], capture_output=True, text=True, timeout=60)
+        right = subprocess.run([*echo, "-aec", archive.ae_title], capture_output=True, text=True, timeout=60)
     finally:
         archive.stop()
-    assert not wrong.is_established
     # PS3.8 9.3.4: rejected-permanent, DICOM UL service-user, called AE title not recognized
-    assert [(a.result, a.result_source, a.diagnostic) for a in answers] == [(0x01, 0x01, 0x07)]
-    assert status == 0
+    assert wrong.returncode != 0 and "Association Rejected" in wrong.stderr
+    assert "Result: Rejected Permanent, Source: Service User" in wrong.stderr
+    assert "reason: called ae title not recogni" in wrong.stderr.lower()  # -ised or -ized, by DCMTK version
+    assert right.returncode == 0, right.stderr
 
 
 def test_a_half_open_connection_is_aborted_by_artim_and_frees_its_slot(dcmtk, tmp_path):
