@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 INTERVAL = 1.0
 STOP_GRACE = 5.0
+START_TIMEOUT = 30.0  # seconds the sampler may take to start before the load goes ahead without its first rows
 SCRAPE_TIMEOUT = 0.5  # a slow page costs this second's guest figures, not the row
 HOST_ONLY = "/metrics?only=host"  # the archive's cheap page: its machine's CPU, no index queries
 
@@ -277,8 +278,8 @@ def sample(out: Path, sampler: Sampler, interval: float = INTERVAL, parent: int 
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     with out.open("w", buffering=1) as rows:  # line-buffered: a row is on disk once written
-        rows.write(",".join(COLUMNS) + "\n")
         before, tick = sampler.read(), time.monotonic()
+        rows.write(",".join(COLUMNS) + "\n")  # after the first reading: ResourceSampling waits for this line
         while not stopping and (parent is None or os.getppid() == parent):
             tick += interval
             time.sleep(max(tick - time.monotonic(), 0))
@@ -339,7 +340,22 @@ class ResourceSampling:
 
     def __enter__(self) -> "ResourceSampling":
         self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        self._wait_for_first_reading()
         return self
+
+    def _wait_for_first_reading(self) -> None:
+        """Until the sampler has its first reading (it writes the header line after it), so that the rows cover the
+        load from its first second: on a busy host the sampler's Python took seconds to start, and the first rows
+        of a 10 s load were missing (8 rows, make test). A sampler that exits or takes over START_TIMEOUT does not
+        hold the run up; its exit code is in the run record."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if b"\n" in self.out.read_bytes():
+                    return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
 
     def __exit__(self, *_) -> None:
         self.stop()
