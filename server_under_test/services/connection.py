@@ -266,12 +266,10 @@ class AssociationHandler:
         self._cancel_seen = False  # a C-CANCEL read while waiting for a C-GET sub-operation's response
 
     # -- life cycle ---------------------------------------------------------------------
-    def run(self, counted: bool | None = None) -> None:
-        """Serve the connection; `counted`: whether the accept loop took a slot for it (None: take one here)."""
+    def run(self, counted: bool) -> None:
+        """Serve the connection; `counted`: the accept loop took a slot for it (False: over the limit). A connection
+        holds its slot from its first byte (a half-open one until ARTIM expires)."""
         shared = self.shared
-        # A connection holds its slot from its first byte (a half-open one until ARTIM expires).
-        if counted is None:
-            counted = shared.slots.take(shared.worker)
         try:
             self._negotiate(over_limit=not counted)
             if self.assoc:
@@ -566,7 +564,7 @@ class AssociationHandler:
             sub.release()
 
 
-def handle_connection(shared: Shared, sock: socket.socket, peer: tuple, counted: bool | None = None) -> None:
+def handle_connection(shared: Shared, sock: socket.socket, peer: tuple, counted: bool) -> None:
     try:
         AssociationHandler(shared, sock, peer).run(counted)
     except Exception:  # one association's bug must never take the worker down
