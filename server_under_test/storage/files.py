@@ -29,7 +29,7 @@ A received file whose size is not a multiple of the 4 KB block is padded to one 
 element (FFFC,FFFC), which PS3.10 allows at the end of a file for this purpose, so that its last block goes to the
 device in the same O_DIRECT write as the rest. Without it, the last partial block went through the page cache and
 was written by the fsync as a request of its own, one more device round trip in every store (traced, CT ingest:
-device writes 8.0 -> 6.9 per instance, throughput 1.06x). The padding's value ends with PADDING_MARK and the length
+device requests 8.0 -> 7.2 per instance, throughput 1.06x). The padding's value ends with PADDING_MARK and the length
 received, so received_length() finds what was received and retrieval sends exactly those bytes. Not for deflated
 datasets (no element can follow the deflated stream) or an odd length (not a valid dataset).
 """
